@@ -1,0 +1,271 @@
+//! webhook-ingest: authenticate a provider's webhook, make it durable in SQS, then answer.
+//!
+//! Routes (API Gateway HTTP API, payload v2), one per provider hook, each carrying the job's token:
+//!
+//! ```text
+//! POST /webhooks/fullenrich/{job_id}/batch/{token}     FullEnrich webhook_url
+//! POST /webhooks/fullenrich/{job_id}/contact/{token}   FullEnrich webhook_events.contact_finished
+//! POST /webhooks/enrow/{job_id}/event/{token}          Enrow settings.webhook
+//! ```
+//!
+//! The answer is 200 only after SQS accepted the envelope; 503 when it did not (the provider
+//! retries); 401, with nothing enqueued, for a missing or wrong token or a bad FullEnrich signature.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use lambda_http::{Body, Request, Response};
+use relay_shared::auth::{SignatureCheck, check_fullenrich_signature};
+use relay_shared::bodies::BodyStore;
+use relay_shared::config::IngestConfig;
+use relay_shared::envelope::{self, Envelope, Signature};
+use relay_shared::providers::Hook;
+use relay_shared::queue::Queue;
+use relay_shared::{Provider, error_json, is_valid_job_id, now_ms};
+use sha2::{Digest, Sha256};
+
+/// A parsed webhook route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route<'a> {
+    pub provider: Provider,
+    pub job_id: &'a str,
+    pub hook: Hook,
+    pub token: Option<&'a str>,
+}
+
+/// Parses `…/webhooks/{provider}/{job_id}/{hook}[/{token}]`. Anything before `webhooks` (a stage
+/// name, a local router prefix) is ignored.
+pub fn parse_route(path: &str) -> Option<Route<'_>> {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    segments.by_ref().find(|s| *s == "webhooks")?;
+    let provider = Provider::parse(segments.next()?)?;
+    let job_id = segments.next().filter(|j| is_valid_job_id(j))?;
+    let hook = Hook::parse_for(provider, segments.next()?)?;
+    let token = segments.next();
+    if segments.next().is_some() {
+        return None;
+    }
+    Some(Route {
+        provider,
+        job_id,
+        hook,
+        token,
+    })
+}
+
+/// Why a delivery was refused or failed; logged, never sent to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted { claim_checked: bool },
+    BadRoute,
+    BadToken,
+    BadSignature,
+    SignatureRequired,
+    MethodNotAllowed,
+    Unavailable,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted {
+                claim_checked: false,
+            } => "accepted",
+            Outcome::Accepted {
+                claim_checked: true,
+            } => "accepted_claim_check",
+            Outcome::BadRoute => "unauthorized_route",
+            Outcome::BadToken => "unauthorized_token",
+            Outcome::BadSignature => "unauthorized_signature",
+            Outcome::SignatureRequired => "unauthorized_signature_required",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Outcome::Accepted { .. } => 200,
+            Outcome::BadRoute
+            | Outcome::BadToken
+            | Outcome::BadSignature
+            | Outcome::SignatureRequired => 401,
+            Outcome::MethodNotAllowed => 405,
+            Outcome::Unavailable => 503,
+        }
+    }
+}
+
+/// The ingest service: built once at cold start, shared by every invocation.
+pub struct Ingest<Q, S> {
+    queue: Q,
+    bodies: S,
+    config: IngestConfig,
+    max_message_bytes: usize,
+}
+
+impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
+    pub fn new(queue: Q, bodies: S, config: IngestConfig) -> Self {
+        Ingest {
+            queue,
+            bodies,
+            config,
+            max_message_bytes: envelope::SQS_MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// Lowers the size over which bodies go to the claim-check store (tests).
+    pub fn with_max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n;
+        self
+    }
+
+    /// Handles one HTTP request and logs one line about it.
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let started = Instant::now();
+        let route = parse_route(req.uri().path());
+        let (outcome, delivery_id) = self.process(&req, route.as_ref()).await;
+        let bytes = req.body().len();
+        tracing::info!(
+            provider = route.as_ref().map(|r| r.provider.as_str()),
+            job_id = route.as_ref().map(|r| r.job_id),
+            hook = route.as_ref().map(|r| r.hook.as_str()),
+            outcome = outcome.as_str(),
+            status = outcome.status(),
+            bytes,
+            delivery_id = delivery_id.as_deref(),
+            latency_us = started.elapsed().as_micros() as u64,
+            "webhook delivery"
+        );
+        respond(outcome, delivery_id.as_deref())
+    }
+
+    async fn process(&self, req: &Request, route: Option<&Route<'_>>) -> (Outcome, Option<String>) {
+        if req.method() != http::Method::POST {
+            return (Outcome::MethodNotAllowed, None);
+        }
+        let Some(route) = route else {
+            return (Outcome::BadRoute, None);
+        };
+        let token_ok = route.token.is_some_and(|t| {
+            self.config
+                .webhook_secret
+                .verify(route.provider, route.job_id, t)
+        });
+        if !token_ok {
+            return (Outcome::BadToken, None);
+        }
+        let body: &[u8] = req.body().as_ref();
+        let signature = match route.provider {
+            Provider::Enrow => Signature::NotApplicable,
+            Provider::Fullenrich => {
+                let header = req
+                    .headers()
+                    .get("x-signature-sha1")
+                    .and_then(|v| v.to_str().ok());
+                match check_fullenrich_signature(&self.config.fullenrich_keys, body, header) {
+                    SignatureCheck::Invalid => return (Outcome::BadSignature, None),
+                    SignatureCheck::Absent if self.config.require_signature => {
+                        return (Outcome::SignatureRequired, None);
+                    }
+                    check => Signature::from(check),
+                }
+            }
+        };
+
+        let delivery_id = uuid::Uuid::new_v4().to_string();
+        let mut env = Envelope {
+            v: 1,
+            delivery_id: delivery_id.clone(),
+            provider: route.provider,
+            hook: route.hook,
+            job_id: route.job_id.to_string(),
+            received_at_ms: now_ms(),
+            headers: kept_headers(req),
+            signature,
+            body: envelope::Body::inline(body),
+        };
+        let mut message = env.to_json();
+        let mut claim_checked = false;
+        if message.len() > self.max_message_bytes {
+            let key = format!(
+                "deliveries/{}/{}/{}",
+                route.provider, route.job_id, delivery_id
+            );
+            env.body = envelope::Body::Stored {
+                bucket: self.bodies.bucket().to_string(),
+                key: key.clone(),
+                size: body.len() as u64,
+                sha256: hex::encode(Sha256::digest(body)),
+            };
+            if let Err(e) = self.bodies.put(&key, body.to_vec()).await {
+                tracing::error!(error = %e, delivery_id, "claim-check put failed");
+                return (Outcome::Unavailable, Some(delivery_id));
+            }
+            message = env.to_json();
+            claim_checked = true;
+        }
+        match self.queue.send(message).await {
+            Ok(_) => (Outcome::Accepted { claim_checked }, Some(delivery_id)),
+            Err(e) => {
+                tracing::error!(error = %e, delivery_id, "enqueue failed");
+                (Outcome::Unavailable, Some(delivery_id))
+            }
+        }
+    }
+}
+
+fn kept_headers(req: &Request) -> BTreeMap<String, String> {
+    envelope::KEPT_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let v = req.headers().get(*name)?.to_str().ok()?;
+            Some((name.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn respond(outcome: Outcome, delivery_id: Option<&str>) -> Response<Body> {
+    let body = match outcome {
+        Outcome::Accepted { .. } => {
+            serde_json::json!({ "status": "accepted", "delivery_id": delivery_id }).to_string()
+        }
+        Outcome::MethodNotAllowed => {
+            error_json("method_not_allowed", "webhooks accept POST only", None)
+        }
+        Outcome::Unavailable => error_json(
+            "unavailable",
+            "the delivery could not be stored; retry later",
+            None,
+        ),
+        // One answer for every authentication failure: nothing that helps a forger.
+        _ => error_json("unauthorized", "invalid webhook credentials", None),
+    };
+    Response::builder()
+        .status(outcome.status())
+        .header("content-type", "application/json")
+        .body(Body::Text(body))
+        .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let r = parse_route("/webhooks/fullenrich/job_1/batch/tok").unwrap();
+        assert_eq!(r.provider, Provider::Fullenrich);
+        assert_eq!(r.job_id, "job_1");
+        assert_eq!(r.hook, Hook::Batch);
+        assert_eq!(r.token, Some("tok"));
+        let r = parse_route("/prod/webhooks/enrow/j/event/t").unwrap();
+        assert_eq!((r.provider, r.hook), (Provider::Enrow, Hook::Event));
+        assert_eq!(parse_route("/webhooks/enrow/j/event").unwrap().token, None);
+        assert!(parse_route("/webhooks/enrow/j/batch/t").is_none());
+        assert!(parse_route("/webhooks/other/j/event/t").is_none());
+        assert!(parse_route("/webhooks/enrow/j%2F..%2F/event/t").is_none());
+        assert!(parse_route("/webhooks/enrow/j/event/t/extra").is_none());
+        assert!(parse_route("/jobs/j").is_none());
+    }
+}

@@ -1,0 +1,57 @@
+//! AWS SDK configuration, built once at cold start and shared by every client.
+//!
+//! `AWS_ENDPOINT_URL` (read by the SDK itself) points every client at the local emulator; S3 then
+//! uses path-style addressing, which the emulator needs.
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// Timeouts short enough that ingest answers well inside a provider's patience, long enough for a
+/// healthy AWS call with the SDK's own retries.
+fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(4))
+        .operation_timeout(Duration::from_secs(8))
+        .build()
+}
+
+/// The SDK configuration from the environment (Lambda's credentials and region, or the local ones).
+pub async fn load() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts())
+        .load()
+        .await
+}
+
+/// An SDK configuration for an explicit endpoint (tests and local tools): fixed region and dummy
+/// credentials, so nothing waits on the instance-metadata service.
+pub async fn for_endpoint(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "static",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(config)
+}
+
+pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(config)
+}
+
+pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
+    let path_style = config.endpoint_url().is_some();
+    let conf = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}

@@ -1,0 +1,170 @@
+//! The envelope a webhook delivery travels in, from webhook-ingest through SQS to bulk-fetch.
+//!
+//! It keeps the raw body byte for byte: inline as text when the bytes are UTF-8 that SQS accepts,
+//! inline as base64 otherwise, or by reference to the claim-check store when the envelope would
+//! not fit in one SQS message.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::Provider;
+use crate::auth::SignatureCheck;
+use crate::providers::Hook;
+
+/// SQS's message size limit (256 KiB), for the whole message body.
+pub const SQS_MAX_MESSAGE_BYTES: usize = 262_144;
+
+/// The request headers worth keeping; everything else (cookies, auth, forwarding) is dropped.
+pub const KEPT_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "user-agent",
+    "x-signature-sha1",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Format version.
+    pub v: u32,
+    /// Unique per received HTTP request; not an event identity (a retried delivery gets a new one).
+    pub delivery_id: String,
+    pub provider: Provider,
+    pub hook: Hook,
+    pub job_id: String,
+    pub received_at_ms: u64,
+    /// Header names lowercased.
+    pub headers: BTreeMap<String, String>,
+    /// What ingest found of FullEnrich's `X-Signature-SHA1`.
+    pub signature: Signature,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signature {
+    Verified,
+    Absent,
+    NotApplicable,
+}
+
+impl From<SignatureCheck> for Signature {
+    fn from(c: SignatureCheck) -> Self {
+        match c {
+            SignatureCheck::Valid => Signature::Verified,
+            // Invalid deliveries are refused before an envelope exists.
+            SignatureCheck::Absent | SignatureCheck::Invalid => Signature::Absent,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// The body is UTF-8 text whose JSON encoding SQS accepts.
+    Text { text: String },
+    /// Any other bytes, base64 (standard alphabet, padded).
+    Base64 { data: String },
+    /// Too large for one SQS message: the bytes are in the claim-check store.
+    Stored {
+        bucket: String,
+        key: String,
+        size: u64,
+        sha256: String,
+    },
+}
+
+impl Body {
+    /// Inline form of `bytes`: text when SQS can carry them as they are, base64 otherwise.
+    pub fn inline(bytes: &[u8]) -> Body {
+        match std::str::from_utf8(bytes) {
+            // Control characters are fine: JSON escapes them (`\u0000`) before SQS sees them.
+            Ok(text) if text.chars().all(|c| c < ' ' || sqs_allows(c)) => Body::Text {
+                text: text.to_owned(),
+            },
+            _ => Body::Base64 {
+                data: STANDARD.encode(bytes),
+            },
+        }
+    }
+
+    /// The raw bytes of an inline body; `None` for a stored one (fetch it from the store).
+    pub fn inline_bytes(&self) -> Option<Result<Vec<u8>, base64::DecodeError>> {
+        match self {
+            Body::Text { text } => Some(Ok(text.as_bytes().to_vec())),
+            Body::Base64 { data } => Some(STANDARD.decode(data)),
+            Body::Stored { .. } => None,
+        }
+    }
+}
+
+/// Characters an SQS message body may hold (the XML 1.0 set).
+fn sqs_allows(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+impl Envelope {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an envelope always serializes")
+    }
+
+    pub fn from_json(s: &str) -> Result<Envelope, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(body: Body) -> Envelope {
+        Envelope {
+            v: 1,
+            delivery_id: "d1".into(),
+            provider: Provider::Enrow,
+            hook: Hook::Event,
+            job_id: "job_1".into(),
+            received_at_ms: 1,
+            headers: BTreeMap::new(),
+            signature: Signature::NotApplicable,
+            body,
+        }
+    }
+
+    #[test]
+    fn bodies_round_trip_byte_for_byte() {
+        let cases: Vec<Vec<u8>> = vec![
+            br#"{"event":"x","id":"1"}"#.to_vec(),
+            b"  {\"a\" :\t1}\r\n".to_vec(),
+            "{\"name\":\"Zo\u{eb} \u{1F600}\"}".as_bytes().to_vec(),
+            vec![0xff, 0xfe, 0x00, 0x01],
+            "nul \u{0} inside".as_bytes().to_vec(),
+            "\u{FFFE}".as_bytes().to_vec(),
+            Vec::new(),
+        ];
+        for bytes in cases {
+            let env = envelope(Body::inline(&bytes));
+            let json = env.to_json();
+            assert!(json.chars().all(sqs_allows), "SQS-safe: {json:?}");
+            let back = Envelope::from_json(&json).unwrap();
+            assert_eq!(back, env);
+            assert_eq!(back.body.inline_bytes().unwrap().unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn text_is_kept_as_text_and_binary_as_base64() {
+        assert!(matches!(Body::inline(b"{}"), Body::Text { .. }));
+        assert!(matches!(Body::inline(&[0xc3, 0x28]), Body::Base64 { .. }));
+        assert!(matches!(
+            Body::inline("\u{0}".as_bytes()),
+            Body::Text { .. }
+        ));
+        assert!(matches!(
+            Body::inline("\u{FFFF}".as_bytes()),
+            Body::Base64 { .. }
+        ));
+    }
+}

@@ -1,0 +1,104 @@
+//! Enrich Relay's shared library: what the three functions have in common.
+//!
+//! - [`providers`]: serde types for FullEnrich v2 and Enrow, parsed tolerantly (providers.md §4).
+//! - [`envelope`]: the [`envelope::Envelope`] a webhook delivery travels in, from ingest to the worker.
+//! - [`auth`]: per-job webhook tokens, FullEnrich `X-Signature-SHA1`, bearer tokens.
+//! - [`queue`], [`bodies`]: the SQS queue and the S3 claim-check store, behind traits.
+//! - [`config`]: environment read and validated once at cold start.
+//! - [`aws`]: SDK configuration shared by every client (emulator endpoint, timeouts).
+
+pub mod auth;
+pub mod aws;
+pub mod bodies;
+pub mod config;
+pub mod envelope;
+pub mod providers;
+pub mod queue;
+pub mod serde_util;
+
+use serde::{Deserialize, Serialize};
+
+/// The enrichment providers the relay speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Fullenrich,
+    Enrow,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Fullenrich => "fullenrich",
+            Provider::Enrow => "enrow",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Provider> {
+        match s {
+            "fullenrich" => Some(Provider::Fullenrich),
+            "enrow" => Some(Provider::Enrow),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job id as the relay issues it: 1 to 64 characters of `[A-Za-z0-9_-]`.
+/// Checked before anything else touches an id that came from a URL.
+pub fn is_valid_job_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The JSON error body every API of the relay answers with:
+/// `{"error": {"code", "message", "field"?}}`. Never carries contact data or secrets.
+pub fn error_json(code: &str, message: &str, field: Option<&str>) -> String {
+    let mut error = serde_json::json!({ "code": code, "message": message });
+    if let Some(field) = field {
+        error["field"] = serde_json::Value::from(field);
+    }
+    serde_json::json!({ "error": error }).to_string()
+}
+
+/// Sets up `tracing` the way Lambda wants it: JSON lines when `AWS_LAMBDA_LOG_FORMAT=JSON`
+/// (the template sets it), level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT")
+        .map(|v| v.eq_ignore_ascii_case("json"))
+        .unwrap_or(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .without_time();
+    // Lambda stamps each line itself; locally the JSON lines are still one event per line.
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.with_ansi(false).try_init()
+    };
+}

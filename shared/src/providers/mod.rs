@@ -1,0 +1,42 @@
+//! Provider payloads, parsed tolerantly (providers.md §4): every field optional, unknown fields
+//! ignored, open enums, ids and indexes as strings, credits as `f64`, raw records kept.
+
+pub mod enrow;
+pub mod fullenrich;
+
+/// Which webhook route a delivery came in on. FullEnrich's two webhooks get distinct routes and
+/// are never told apart by body (providers.md §2.7); Enrow names its event in the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// FullEnrich `webhook_url`: the whole batch, once it is terminal.
+    Batch,
+    /// FullEnrich `webhook_events.contact_finished`: one contact.
+    Contact,
+    /// Enrow `settings.webhook`: every Enrow event.
+    Event,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Batch => "batch",
+            Hook::Contact => "contact",
+            Hook::Event => "event",
+        }
+    }
+
+    /// The hooks a provider has, by their URL segment.
+    pub fn parse_for(provider: crate::Provider, s: &str) -> Option<Hook> {
+        use crate::Provider::*;
+        match (provider, s) {
+            (Fullenrich, "batch") => Some(Hook::Batch),
+            (Fullenrich, "contact") => Some(Hook::Contact),
+            (Enrow, "event") => Some(Hook::Event),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
