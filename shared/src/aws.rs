@@ -27,10 +27,19 @@ pub async fn load() -> SdkConfig {
 }
 
 /// An SDK configuration for an explicit endpoint (tests and local tools): fixed region and dummy
-/// credentials, so nothing waits on the instance-metadata service.
+/// credentials, so nothing waits on the instance-metadata service. The emulator is one Python
+/// process: under a burst of hundreds of calls it answers in seconds, not milliseconds, so the
+/// attempt timeout is relaxed here (a timed-out attempt that the emulator still completes would
+/// be retried and enqueue the delivery twice; see README, "Ingest").
 pub async fn for_endpoint(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(timeouts())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .operation_timeout(Duration::from_secs(120))
+                .build(),
+        )
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "static",

@@ -161,3 +161,52 @@ mod tests {
         assert_eq!(c.fullenrich_keys, vec!["fe-key", "fe-old"]);
     }
 }
+
+/// bulk-fetch's configuration.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    pub jobs_table: String,
+    pub dedupe_table: String,
+    /// Where deliveries that can never be processed are parked, with the reason.
+    pub dead_letter_queue_url: String,
+    /// The claim-check bucket ingest writes large bodies to.
+    pub payload_bucket: String,
+    pub enrow_url: String,
+    pub enrow_key: String,
+    pub fullenrich_url: String,
+    pub fullenrich_key: String,
+    pub dedupe_retention_days: u64,
+    pub dedupe_lease_seconds: u64,
+}
+
+impl FetchConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let number = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match env.optional(var) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or(ConfigError {
+                    var,
+                    problem: "must be a positive whole number".into(),
+                }),
+            }
+        };
+        Ok(FetchConfig {
+            jobs_table: env.required("JOBS_TABLE")?,
+            dedupe_table: env.required("DEDUPE_TABLE")?,
+            dead_letter_queue_url: env.url("WEBHOOK_DLQ_URL", None)?,
+            payload_bucket: env.required("PAYLOAD_BUCKET")?,
+            enrow_url: env.url(
+                "ENROW_API_URL",
+                Some(crate::providers::client::ENROW_DEFAULT_URL),
+            )?,
+            enrow_key: env.optional("ENROW_API_KEY").unwrap_or_default(),
+            fullenrich_url: env.url(
+                "FULLENRICH_API_URL",
+                Some(crate::providers::client::FULLENRICH_DEFAULT_URL),
+            )?,
+            fullenrich_key: env.optional("FULLENRICH_API_KEY").unwrap_or_default(),
+            dedupe_retention_days: number("DEDUPE_RETENTION_DAYS", 30)?,
+            dedupe_lease_seconds: number("DEDUPE_LEASE_SECONDS", 120)?,
+        })
+    }
+}

@@ -12,9 +12,11 @@ pub mod aws;
 pub mod bodies;
 pub mod config;
 pub mod envelope;
+pub mod jobs;
 pub mod providers;
 pub mod queue;
 pub mod serde_util;
+pub mod store;
 
 use serde::{Deserialize, Serialize};
 

@@ -3,14 +3,25 @@
 use std::future::Future;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::MessageAttributeValue;
 
 #[derive(Debug, thiserror::Error)]
 #[error("queue send failed: {0}")]
 pub struct QueueError(pub String);
 
 pub trait Queue: Send + Sync + 'static {
+    /// Sends one message with string message attributes; `Ok` means SQS has it durably.
+    /// Returns the message id.
+    fn send_with_attributes(
+        &self,
+        body: String,
+        attributes: &[(&str, &str)],
+    ) -> impl Future<Output = Result<String, QueueError>> + Send;
+
     /// Sends one message; `Ok` means SQS has it durably. Returns the message id.
-    fn send(&self, body: String) -> impl Future<Output = Result<String, QueueError>> + Send;
+    fn send(&self, body: String) -> impl Future<Output = Result<String, QueueError>> + Send {
+        self.send_with_attributes(body, &[])
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -29,12 +40,27 @@ impl SqsQueue {
 }
 
 impl Queue for SqsQueue {
-    async fn send(&self, body: String) -> Result<String, QueueError> {
-        let out = self
+    async fn send_with_attributes(
+        &self,
+        body: String,
+        attributes: &[(&str, &str)],
+    ) -> Result<String, QueueError> {
+        let mut req = self
             .client
             .send_message()
             .queue_url(&self.url)
-            .message_body(body)
+            .message_body(body);
+        for (name, value) in attributes {
+            req = req.message_attributes(
+                *name,
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(*value)
+                    .build()
+                    .map_err(|e| QueueError(e.to_string()))?,
+            );
+        }
+        let out = req
             .send()
             .await
             .map_err(|e| QueueError(DisplayErrorContext(&e).to_string()))?;

@@ -1,6 +1,7 @@
 //! Provider payloads, parsed tolerantly (providers.md §4): every field optional, unknown fields
 //! ignored, open enums, ids and indexes as strings, credits as `f64`, raw records kept.
 
+pub mod client;
 pub mod enrow;
 pub mod fullenrich;
 

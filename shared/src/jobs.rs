@@ -1,0 +1,323 @@
+//! The job model: a job, its chunks (one provider request each), its contacts and their results,
+//! and how a provider's record becomes a [`ContactResult`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::Provider;
+use crate::providers::{enrow, fullenrich};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    EmailFind,
+    EmailVerify,
+    PhoneFind,
+    Enrich,
+    ReverseEmail,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::EmailFind => "email_find",
+            Operation::EmailVerify => "email_verify",
+            Operation::PhoneFind => "phone_find",
+            Operation::Enrich => "enrich",
+            Operation::ReverseEmail => "reverse_email",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Operation> {
+        serde_json::from_value(Value::from(s)).ok()
+    }
+
+    pub fn provider(self) -> Provider {
+        match self {
+            Operation::EmailFind | Operation::EmailVerify | Operation::PhoneFind => Provider::Enrow,
+            Operation::Enrich | Operation::ReverseEmail => Provider::Fullenrich,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Accepted,
+    Submitting,
+    Running,
+    Completed,
+    PartiallyFailed,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Accepted => "accepted",
+            JobStatus::Submitting => "submitting",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::PartiallyFailed => "partially_failed",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        serde_json::from_value(Value::from(s)).ok()
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::PartiallyFailed | JobStatus::Failed
+        )
+    }
+
+    /// The final status once every contact has a result.
+    pub fn settled(contacts: u64, failed: u64) -> JobStatus {
+        match failed {
+            0 => JobStatus::Completed,
+            f if f >= contacts => JobStatus::Failed,
+            _ => JobStatus::PartiallyFailed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkStatus {
+    Pending,
+    Submitted,
+    Completed,
+    Failed,
+}
+
+impl ChunkStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkStatus::Pending => "pending",
+            ChunkStatus::Submitted => "submitted",
+            ChunkStatus::Completed => "completed",
+            ChunkStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChunkStatus> {
+        serde_json::from_value(Value::from(s)).ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Found,
+    NotFound,
+    Valid,
+    Invalid,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Found => "found",
+            Outcome::NotFound => "not_found",
+            Outcome::Valid => "valid",
+            Outcome::Invalid => "invalid",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        serde_json::from_value(Value::from(s)).ok()
+    }
+}
+
+/// An error a job or chunk ended with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+/// The job's head item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobMeta {
+    pub job_id: String,
+    pub provider: Provider,
+    pub operation: Operation,
+    pub name: Option<String>,
+    pub status: JobStatus,
+    pub contacts: u64,
+    /// Contacts per chunk (the last chunk may hold fewer).
+    pub chunk_size: u64,
+    pub chunks: u64,
+    pub done: u64,
+    pub found: u64,
+    pub not_found: u64,
+    pub failed: u64,
+    pub duplicates: u64,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub error: Option<JobError>,
+    /// Operation options as the caller sent them (e.g. `enrich_fields`).
+    pub options: Value,
+}
+
+/// One provider request: contacts `offset .. offset + count`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub index: u32,
+    pub offset: u64,
+    pub count: u64,
+    pub provider_id: Option<String>,
+    pub status: ChunkStatus,
+    pub credits: Option<f64>,
+    pub error: Option<JobError>,
+}
+
+/// A contact as the caller submitted it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub index: u64,
+    /// The operation's fields (`email`, `fullname`, `linkedin_url`, …).
+    pub fields: Map<String, Value>,
+    /// The caller's `custom`, exactly as sent.
+    pub custom: Option<Value>,
+}
+
+impl Contact {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(Value::as_str)
+    }
+}
+
+/// One contact's result, as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactResult {
+    pub index: u64,
+    pub custom: Option<Value>,
+    pub outcome: Outcome,
+    pub email: Option<String>,
+    pub email_status: Option<String>,
+    pub phone: Option<String>,
+    /// Why the outcome is `failed` (e.g. `credits_insufficient`).
+    pub reason: Option<String>,
+    /// The provider's record as sent.
+    pub raw: Value,
+}
+
+impl ContactResult {
+    pub fn failed(contact: &Contact, reason: &str) -> ContactResult {
+        ContactResult {
+            index: contact.index,
+            custom: contact.custom.clone(),
+            outcome: Outcome::Failed,
+            email: None,
+            email_status: None,
+            phone: None,
+            reason: Some(reason.to_string()),
+            raw: Value::Null,
+        }
+    }
+}
+
+/// The record key the relay adds to FullEnrich `custom` (and sends as Enrow `custom`): the
+/// contact's index in the job. Removed before results are served.
+pub const RECORD_KEY: &str = "rid";
+
+/// Normalizes a FullEnrich record for `contact`.
+pub fn from_fullenrich(
+    operation: Operation,
+    contact: &Contact,
+    record: &fullenrich::Record,
+) -> ContactResult {
+    let info = &record.contact_info;
+    let (outcome, email, email_status, phone) = match operation {
+        Operation::ReverseEmail => {
+            let found = record.profile.as_ref().is_some_and(|p| p.is_object());
+            let outcome = if found {
+                Outcome::Found
+            } else {
+                Outcome::NotFound
+            };
+            (outcome, None, None, None)
+        }
+        _ => {
+            let email = info.work_email().or(info.personal_email());
+            let phone = info.phone().and_then(|p| p.number.clone());
+            let found = email.is_some() || phone.is_some();
+            (
+                if found {
+                    Outcome::Found
+                } else {
+                    Outcome::NotFound
+                },
+                email.and_then(|e| e.email.clone()),
+                email.and_then(|e| e.status.as_ref().map(|s| s.as_str().to_string())),
+                phone,
+            )
+        }
+    };
+    ContactResult {
+        index: contact.index,
+        custom: contact.custom.clone(),
+        outcome,
+        email,
+        email_status,
+        phone,
+        reason: None,
+        raw: record.raw.clone(),
+    }
+}
+
+/// The fields of an Enrow result, single or bulk.
+pub struct EnrowFields<'a> {
+    pub qualification: Option<&'a enrow::Qualification>,
+    pub email: Option<&'a str>,
+    pub number: Option<&'a str>,
+}
+
+/// Normalizes an Enrow result for `contact`. A missing email or number means not found,
+/// whatever the qualification says (rule 3).
+pub fn from_enrow(
+    operation: Operation,
+    contact: &Contact,
+    fields: EnrowFields<'_>,
+    raw: Value,
+) -> ContactResult {
+    use enrow::Qualification as Q;
+    let q = fields.qualification;
+    let (outcome, email, phone) = match operation {
+        Operation::EmailVerify => {
+            let outcome = match q {
+                Some(Q::Valid) => Outcome::Valid,
+                Some(Q::Invalid) => Outcome::Invalid,
+                _ => Outcome::Failed,
+            };
+            let email = fields.email.or(contact.field("email"));
+            (outcome, email, None)
+        }
+        Operation::PhoneFind => match (q, fields.number) {
+            (Some(Q::Found) | None, Some(n)) => (Outcome::Found, None, Some(n)),
+            _ => (Outcome::NotFound, None, None),
+        },
+        _ => match (q, fields.email) {
+            (Some(Q::Valid) | None, Some(e)) => (Outcome::Found, Some(e), None),
+            _ => (Outcome::NotFound, None, None),
+        },
+    };
+    ContactResult {
+        index: contact.index,
+        custom: contact.custom.clone(),
+        outcome,
+        email: email.map(str::to_string),
+        email_status: q
+            .map(|q| q.as_str().to_string())
+            .filter(|_| email.is_some()),
+        phone: phone.map(str::to_string),
+        reason: (outcome == Outcome::Failed).then(|| "unknown_qualification".to_string()),
+        raw,
+    }
+}

@@ -1,0 +1,188 @@
+//! HTTP clients for the providers' result GETs (bulk-fetch) — reqwest with rustls.
+//!
+//! Branches on the body, not the status code (rule 1). 429 and 5xx are retried a bounded number
+//! of times in-process with backoff, then handed back as [`FetchError::Retryable`] so SQS retries
+//! later; "still running" is [`FetchError::NotReady`]; an unknown id is [`FetchError::Permanent`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::jobs::Operation;
+use crate::providers::{enrow, fullenrich};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FetchError {
+    #[error("provider unavailable: {0}")]
+    Retryable(String),
+    #[error("results not ready yet")]
+    NotReady,
+    #[error("provider refused: {0}")]
+    Permanent(String),
+}
+
+pub trait ProviderClient: Send + Sync + 'static {
+    /// `GET /contact/enrich/bulk/{id}` or `/contact/reverse/email/bulk/{id}`.
+    fn fullenrich_job(
+        &self,
+        operation: Operation,
+        id: &str,
+    ) -> impl Future<Output = Result<fullenrich::Job, FetchError>> + Send;
+    /// `GET /email/find/bulk?id=`, `/email/verify/bulk?id=` or `/phone/bulk?id=`.
+    fn enrow_bulk(
+        &self,
+        operation: Operation,
+        id: &str,
+    ) -> impl Future<Output = Result<enrow::BulkResults, FetchError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderHttp {
+    http: reqwest::Client,
+    pub enrow_url: String,
+    enrow_key: String,
+    pub fullenrich_url: String,
+    fullenrich_key: String,
+    /// Attempts per GET before handing back to SQS.
+    pub attempts: u32,
+    pub backoff: Duration,
+}
+
+pub const ENROW_DEFAULT_URL: &str = "https://api.enrow.io";
+pub const FULLENRICH_DEFAULT_URL: &str = "https://app.fullenrich.com/api/v2";
+
+impl ProviderHttp {
+    pub fn new(
+        enrow_url: impl Into<String>,
+        enrow_key: impl Into<String>,
+        fullenrich_url: impl Into<String>,
+        fullenrich_key: impl Into<String>,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .user_agent(concat!("enrich-relay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("reqwest client");
+        ProviderHttp {
+            http,
+            enrow_url: enrow_url.into(),
+            enrow_key: enrow_key.into(),
+            fullenrich_url: fullenrich_url.into(),
+            fullenrich_key: fullenrich_key.into(),
+            attempts: 2,
+            backoff: Duration::from_millis(250),
+        }
+    }
+
+    /// GETs `url` with up to `attempts` tries on 429, 5xx and transport errors; returns status and body.
+    async fn get(&self, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), FetchError> {
+        let mut last = String::new();
+        for attempt in 0..self.attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
+            }
+            let Some(r) = req.try_clone() else { break };
+            match r.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let body = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| FetchError::Retryable(format!("reading body: {e}")))?;
+                    if status == 429 || status >= 500 {
+                        last = format!("HTTP {status}");
+                        continue;
+                    }
+                    return Ok((status, body.to_vec()));
+                }
+                Err(e) => last = format!("transport: {}", e.without_url()),
+            }
+        }
+        Err(FetchError::Retryable(last))
+    }
+}
+
+impl ProviderClient for ProviderHttp {
+    async fn fullenrich_job(
+        &self,
+        operation: Operation,
+        id: &str,
+    ) -> Result<fullenrich::Job, FetchError> {
+        let path = match operation {
+            Operation::ReverseEmail => "contact/reverse/email/bulk",
+            _ => "contact/enrich/bulk",
+        };
+        let url = url_with_id(&self.fullenrich_url, path, id)?;
+        let req = self.http.get(url).bearer_auth(&self.fullenrich_key);
+        let (status, body) = self.get(req).await?;
+        // 200, and 402 with CREDITS_INSUFFICIENT, carry the job object.
+        if let Ok(job) = fullenrich::parse_batch(&body)
+            && job.status.is_some()
+        {
+            return Ok(job);
+        }
+        let err: fullenrich::ApiError = serde_json::from_slice(&body).unwrap_or_default();
+        match (status, err.code.as_deref()) {
+            (_, Some("error.enrichment.in_progress")) => Err(FetchError::NotReady),
+            (404, _)
+            | (_, Some("error.enrichment.not_found" | "error.reverse.email.not_found")) => Err(
+                FetchError::Permanent(format!("HTTP {status} enrichment not found")),
+            ),
+            _ => Err(FetchError::Retryable(format!(
+                "HTTP {status} {}",
+                err.code.as_deref().unwrap_or("unexpected body")
+            ))),
+        }
+    }
+
+    async fn enrow_bulk(
+        &self,
+        operation: Operation,
+        id: &str,
+    ) -> Result<enrow::BulkResults, FetchError> {
+        let path = match operation {
+            Operation::EmailVerify => "email/verify/bulk",
+            Operation::PhoneFind => "phone/bulk",
+            _ => "email/find/bulk",
+        };
+        let url = format!("{}/{path}", self.enrow_url);
+        let req = self
+            .http
+            .get(url)
+            .query(&[("id", id)])
+            .header("x-api-key", &self.enrow_key);
+        let (status, body) = self.get(req).await?;
+        if (200..300).contains(&status)
+            && let Ok(results) = enrow::BulkResults::parse(&body)
+            && let Some(st) = results.status()
+        {
+            return if st.is_terminal() {
+                Ok(results)
+            } else {
+                Err(FetchError::NotReady)
+            };
+        }
+        let err: enrow::ApiError = serde_json::from_slice(&body).unwrap_or_default();
+        let text = err.text().unwrap_or("unexpected body");
+        let unknown = status == 404 || text.to_ascii_lowercase().starts_with("could not retrieve");
+        if unknown {
+            Err(FetchError::Permanent(format!(
+                "HTTP {status} bulk not found"
+            )))
+        } else {
+            Err(FetchError::Retryable(format!("HTTP {status} {text}")))
+        }
+    }
+}
+
+/// `base/segments.../id`, the id percent-encoded as one path segment (ids are opaque, rule 8).
+fn url_with_id(base: &str, segments: &str, id: &str) -> Result<reqwest::Url, FetchError> {
+    let mut url = reqwest::Url::parse(base)
+        .map_err(|e| FetchError::Permanent(format!("bad provider URL: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|_| FetchError::Permanent("bad provider URL".into()))?
+        .pop_if_empty()
+        .extend(segments.split('/'))
+        .push(id);
+    Ok(url)
+}

@@ -1,0 +1,1145 @@
+//! The stores, over DynamoDB: [`JobStore`] (jobs table) and [`DedupeStore`] (dedupe table).
+//!
+//! Jobs table items, all under `pk = JOB#<job_id>`:
+//!
+//! | sk | what |
+//! |---|---|
+//! | `META` | the job: status, counters (`done`, `found`, `not_found`, `failed`, `duplicates`) |
+//! | `CHUNK#<index:05>` | one provider request: offset, count, provider id, status, credits |
+//! | `PID#<provider_id>` | provider id → chunk (index, offset, count), written with the id |
+//! | `CONTACT#<index:07>` | the contact as submitted, with the caller's `custom` |
+//! | `RESULT#<index:07>` | the contact's result; written once, first write wins |
+//!
+//! Counters stay exact under replays: a single result is a conditional put in one transaction
+//! with its counters; a bulk set holds its chunk (a lease), writes the missing rows with
+//! BatchWriteItem and then moves the job's counters by what the chunk holds minus what was
+//! counted for it (`c_*` on the chunk item).
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, Update, WriteRequest,
+};
+use serde_json::Value;
+
+use crate::jobs::{
+    Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus, Operation, Outcome,
+};
+use crate::{Provider, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Throttling, a network failure, a conflicting transaction: worth retrying.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// An item that cannot be read back (corrupt or from an incompatible version).
+    #[error("store data: {0}")]
+    Data(String),
+    /// A conditional write lost (e.g. the job already exists).
+    #[error("condition failed: {0}")]
+    Conflict(String),
+}
+
+/// A short description of an SDK error: the service's code and message, or the transport
+/// failure (never the request, so never contact data).
+fn unavailable<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Unavailable(match e.as_service_error() {
+        Some(se) => format!(
+            "{}: {}",
+            se.code().unwrap_or("service error"),
+            se.message().unwrap_or_default()
+        ),
+        None => DisplayErrorContext(&e).to_string(),
+    })
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn job_pk(job_id: &str) -> String {
+    format!("JOB#{job_id}")
+}
+
+pub fn chunk_sk(index: u32) -> String {
+    format!("CHUNK#{index:05}")
+}
+
+pub fn contact_sk(index: u64) -> String {
+    format!("CONTACT#{index:07}")
+}
+
+pub fn result_sk(index: u64) -> String {
+    format!("RESULT#{index:07}")
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn get_json(item: &Item, k: &str) -> Option<Value> {
+    get_s(item, k).and_then(|s| serde_json::from_str(s).ok())
+}
+
+fn data_error(what: &str) -> StoreError {
+    StoreError::Data(format!("unreadable {what}"))
+}
+
+/// What a new chunk outcome sets on the chunk item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkUpdate {
+    pub index: u32,
+    pub status: ChunkStatus,
+    pub credits: Option<f64>,
+    pub error: Option<JobError>,
+}
+
+/// How many results a [`JobStore::store_results`] call added and found already stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub new: usize,
+    pub existing: usize,
+    pub write_calls: usize,
+}
+
+/// Where a provider id's contacts sit in the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub index: u32,
+    pub offset: u64,
+    pub count: u64,
+}
+
+pub trait JobStore: Send + Sync + 'static {
+    fn get_job(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send;
+    fn find_chunk(
+        &self,
+        job_id: &str,
+        provider_id: &str,
+    ) -> impl Future<Output = Result<Option<ChunkRef>, StoreError>> + Send;
+    fn contacts(
+        &self,
+        job_id: &str,
+        offset: u64,
+        count: u64,
+    ) -> impl Future<Output = Result<Vec<Contact>, StoreError>> + Send;
+    /// Stores one contact's result unless it has one already, and moves the job's and the
+    /// chunk's counters by exactly it, in one transaction (with `update` applied to the chunk).
+    fn store_result(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+        result: ContactResult,
+        update: Option<ChunkUpdate>,
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+    /// Stores a chunk's result set: rows not stored yet with BatchWriteItem, then the counters
+    /// moved by what the chunk holds minus what was counted for it, exact under replays,
+    /// concurrent single results and attempts that died midway.
+    fn store_chunk(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        results: Vec<ContactResult>,
+        update: ChunkUpdate,
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+    fn add_duplicate(&self, job_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Sets the final status once every contact has a result; returns it when it did.
+    fn settle_job(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Option<JobStatus>, StoreError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct DynamoJobStore {
+    client: Client,
+    table: String,
+    /// How long a bulk apply holds its chunk before another worker may take it over.
+    pub apply_lease_ms: u64,
+}
+
+impl DynamoJobStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoJobStore {
+            client,
+            table: table.into(),
+            apply_lease_ms: 120_000,
+        }
+    }
+
+    /// Writes a new job: contacts and chunks first, the head last and only if the job id is new.
+    pub async fn create_job(
+        &self,
+        meta: &JobMeta,
+        chunks: &[Chunk],
+        contacts: &[Contact],
+    ) -> Result<(), StoreError> {
+        let pk = job_pk(&meta.job_id);
+        let mut requests: Vec<WriteRequest> = Vec::new();
+        for c in contacts {
+            let mut item = Item::from([
+                ("pk".into(), s(&pk)),
+                ("sk".into(), s(contact_sk(c.index))),
+                (
+                    "fields".into(),
+                    s(Value::Object(c.fields.clone()).to_string()),
+                ),
+            ]);
+            if let Some(custom) = &c.custom {
+                item.insert("custom".into(), s(custom.to_string()));
+            }
+            requests.push(put_request(item));
+        }
+        for c in chunks {
+            requests.push(put_request(chunk_item(&pk, c)));
+        }
+        self.batch_write(requests).await?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(meta_item(meta)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => {
+                    StoreError::Conflict(format!("job {} exists", meta.job_id))
+                }
+                _ => unavailable(e),
+            })?;
+        Ok(())
+    }
+
+    /// BatchWriteItem in 25s, retrying unprocessed items with backoff.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<usize, StoreError> {
+        let mut calls = 0;
+        for batch in requests.chunks(25) {
+            let mut pending = batch.to_vec();
+            let mut attempt = 0u32;
+            while !pending.is_empty() {
+                calls += 1;
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(StoreError::Unavailable("unprocessed items persist".into()));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(6)))
+                        .await;
+                }
+            }
+        }
+        Ok(calls)
+    }
+
+    /// Records a chunk's provider id (and the credits the start reserved) and links the id to it.
+    pub async fn link_chunk(
+        &self,
+        job_id: &str,
+        chunk: &Chunk,
+        provider_id: &str,
+        credits: Option<f64>,
+    ) -> Result<(), StoreError> {
+        let pk = job_pk(job_id);
+        let link = Item::from([
+            ("pk".into(), s(&pk)),
+            ("sk".into(), s(format!("PID#{provider_id}"))),
+            ("chunk".into(), n(chunk.index)),
+            ("offset".into(), n(chunk.offset)),
+            ("count".into(), n(chunk.count)),
+        ]);
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(chunk_sk(chunk.index)))
+            .update_expression("SET provider_id = :pid, #status = :st")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pid", s(provider_id))
+            .expression_attribute_values(":st", s(ChunkStatus::Submitted.as_str()));
+        if let Some(c) = credits {
+            update = update
+                .update_expression("SET provider_id = :pid, #status = :st, credits = :cr")
+                .expression_attribute_values(":cr", n(c));
+        }
+        self.client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(link))
+                            .build()
+                            .map_err(|e| StoreError::Data(e.to_string()))?,
+                    )
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(
+                        update
+                            .build()
+                            .map_err(|e| StoreError::Data(e.to_string()))?,
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn set_job_status(
+        &self,
+        job_id: &str,
+        status: JobStatus,
+        error: Option<&JobError>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":st", s(status.as_str()))
+            .expression_attribute_values(":now", n(now_ms()));
+        req = match error {
+            Some(e) => req
+                .update_expression("SET #status = :st, updated_at = :now, #error = :err")
+                .expression_attribute_names("#error", "error")
+                .expression_attribute_values(
+                    ":err",
+                    s(serde_json::to_string(e).unwrap_or_default()),
+                ),
+            None => req.update_expression("SET #status = :st, updated_at = :now"),
+        };
+        req.send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
+        let items = self.query_range(job_id, "CHUNK#", "CHUNK#~", None).await?;
+        items.iter().map(parse_chunk).collect()
+    }
+
+    /// Results in contact order from index `from`, at most `limit`.
+    pub async fn results(
+        &self,
+        job_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ContactResult>, StoreError> {
+        let items = self
+            .query_range(job_id, &result_sk(from), "RESULT#~", Some(limit))
+            .await?;
+        items.iter().map(parse_result).collect()
+    }
+
+    async fn query_range(
+        &self,
+        job_id: &str,
+        from: &str,
+        to: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(job_pk(job_id)))
+                .expression_attribute_values(":from", s(from))
+                .expression_attribute_values(":to", s(to))
+                .consistent_read(true)
+                .set_limit(limit.map(|l| (l - out.len()).min(1000) as i32))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() || limit.is_some_and(|l| out.len() >= l) {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// `ADD` the counts to the job head.
+    fn meta_add(&self, job_id: &str, c: Counts) -> Result<Update, StoreError> {
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .update_expression(
+                "ADD #done :done, #found :found, #nf :nf, #failed :failed SET updated_at = :now",
+            )
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#done", "done")
+            .expression_attribute_names("#found", "found")
+            .expression_attribute_names("#nf", "not_found")
+            .expression_attribute_names("#failed", "failed")
+            .expression_attribute_values(":done", n(c.done))
+            .expression_attribute_values(":found", n(c.found))
+            .expression_attribute_values(":nf", n(c.not_found))
+            .expression_attribute_values(":failed", n(c.failed))
+            .expression_attribute_values(":now", n(now_ms()))
+            .build()
+            .map_err(|e| StoreError::Data(e.to_string()))
+    }
+
+    /// `SET` status, credits and error on a chunk: the start of an update expression.
+    fn chunk_update_builder(&self, job_id: &str, c: &ChunkUpdate) -> UpdateParts {
+        let mut expr = String::from("SET #status = :st");
+        let mut b = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(c.index)))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":st", s(c.status.as_str()));
+        if let Some(credits) = c.credits {
+            expr.push_str(", credits = :cr");
+            b = b.expression_attribute_values(":cr", n(credits));
+        }
+        if let Some(e) = &c.error {
+            expr.push_str(", #error = :err");
+            b = b
+                .expression_attribute_names("#error", "error")
+                .expression_attribute_values(
+                    ":err",
+                    s(serde_json::to_string(e).unwrap_or_default()),
+                );
+        }
+        UpdateParts { b, expr }
+    }
+
+    /// A single result's share of its chunk: `ADD` the counts (and set the chunk's new state),
+    /// unless the chunk is being applied in bulk right now.
+    fn chunk_counts_update(
+        &self,
+        job_id: &str,
+        index: u32,
+        c: Counts,
+        update: Option<&ChunkUpdate>,
+    ) -> Result<Update, StoreError> {
+        let UpdateParts { b, expr } = match update {
+            Some(u) => {
+                let mut parts = self.chunk_update_builder(job_id, u);
+                parts.expr.push(' ');
+                parts
+            }
+            None => UpdateParts {
+                b: Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(job_pk(job_id)))
+                    .key("sk", s(chunk_sk(index))),
+                expr: String::new(),
+            },
+        };
+        b.update_expression(format!("{expr}ADD #cd :cd, #cf :cf, #cn :cn, #cx :cx"))
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now_ms)",
+            )
+            .expression_attribute_names("#cd", "c_done")
+            .expression_attribute_names("#cf", "c_found")
+            .expression_attribute_names("#cn", "c_not_found")
+            .expression_attribute_names("#cx", "c_failed")
+            .expression_attribute_values(":cd", n(c.done))
+            .expression_attribute_values(":cf", n(c.found))
+            .expression_attribute_values(":cn", n(c.not_found))
+            .expression_attribute_values(":cx", n(c.failed))
+            .expression_attribute_values(":now_ms", n(now_ms()))
+            .build()
+            .map_err(|e| StoreError::Data(e.to_string()))
+    }
+}
+
+struct UpdateParts {
+    b: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+    expr: String,
+}
+
+/// Result counters: what a job head and each chunk keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    done: u64,
+    found: u64,
+    not_found: u64,
+    failed: u64,
+}
+
+impl Counts {
+    fn of(outcomes: impl IntoIterator<Item = Outcome>) -> Counts {
+        let mut c = Counts::default();
+        for o in outcomes {
+            c.done += 1;
+            match o {
+                Outcome::Found | Outcome::Valid => c.found += 1,
+                Outcome::NotFound | Outcome::Invalid => c.not_found += 1,
+                Outcome::Failed => c.failed += 1,
+            }
+        }
+        c
+    }
+
+    fn from_chunk(item: &Item) -> Counts {
+        Counts {
+            done: get_n(item, "c_done").unwrap_or(0),
+            found: get_n(item, "c_found").unwrap_or(0),
+            not_found: get_n(item, "c_not_found").unwrap_or(0),
+            failed: get_n(item, "c_failed").unwrap_or(0),
+        }
+    }
+
+    fn minus(self, o: Counts) -> Counts {
+        Counts {
+            done: self.done.saturating_sub(o.done),
+            found: self.found.saturating_sub(o.found),
+            not_found: self.not_found.saturating_sub(o.not_found),
+            failed: self.failed.saturating_sub(o.failed),
+        }
+    }
+}
+
+/// The per-item reasons of a canceled transaction, or `None` for any other failure.
+fn cancellation_codes<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Option<Vec<String>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e.as_service_error()? {
+        E::TransactionCanceledException(t) => Some(
+            t.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None").to_string())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn put_request(item: Item) -> WriteRequest {
+    WriteRequest::builder()
+        .put_request(
+            PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .expect("item set"),
+        )
+        .build()
+}
+
+fn meta_item(m: &JobMeta) -> Item {
+    let mut item = Item::from([
+        ("pk".into(), s(job_pk(&m.job_id))),
+        ("sk".into(), s("META")),
+        ("job_id".into(), s(&m.job_id)),
+        ("provider".into(), s(m.provider.as_str())),
+        ("operation".into(), s(m.operation.as_str())),
+        ("status".into(), s(m.status.as_str())),
+        ("contacts".into(), n(m.contacts)),
+        ("chunk_size".into(), n(m.chunk_size)),
+        ("chunks".into(), n(m.chunks)),
+        ("done".into(), n(m.done)),
+        ("found".into(), n(m.found)),
+        ("not_found".into(), n(m.not_found)),
+        ("failed".into(), n(m.failed)),
+        ("duplicates".into(), n(m.duplicates)),
+        ("created_at".into(), n(m.created_at_ms)),
+        ("updated_at".into(), n(m.updated_at_ms)),
+        ("options".into(), s(m.options.to_string())),
+    ]);
+    if let Some(name) = &m.name {
+        item.insert("name".into(), s(name));
+    }
+    if let Some(e) = &m.error {
+        item.insert(
+            "error".into(),
+            s(serde_json::to_string(e).unwrap_or_default()),
+        );
+    }
+    item
+}
+
+fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
+    Ok(JobMeta {
+        job_id: get_s(item, "job_id")
+            .ok_or_else(|| data_error("job id"))?
+            .to_string(),
+        provider: get_s(item, "provider")
+            .and_then(Provider::parse)
+            .ok_or_else(|| data_error("provider"))?,
+        operation: get_s(item, "operation")
+            .and_then(Operation::parse)
+            .ok_or_else(|| data_error("operation"))?,
+        name: get_s(item, "name").map(str::to_string),
+        status: get_s(item, "status")
+            .and_then(JobStatus::parse)
+            .ok_or_else(|| data_error("status"))?,
+        contacts: get_n(item, "contacts").unwrap_or(0),
+        chunk_size: get_n(item, "chunk_size").unwrap_or(1),
+        chunks: get_n(item, "chunks").unwrap_or(0),
+        done: get_n(item, "done").unwrap_or(0),
+        found: get_n(item, "found").unwrap_or(0),
+        not_found: get_n(item, "not_found").unwrap_or(0),
+        failed: get_n(item, "failed").unwrap_or(0),
+        duplicates: get_n(item, "duplicates").unwrap_or(0),
+        created_at_ms: get_n(item, "created_at").unwrap_or(0),
+        updated_at_ms: get_n(item, "updated_at").unwrap_or(0),
+        error: get_json(item, "error").and_then(|v| serde_json::from_value(v).ok()),
+        options: get_json(item, "options").unwrap_or(Value::Null),
+    })
+}
+
+fn chunk_item(pk: &str, c: &Chunk) -> Item {
+    let mut item = Item::from([
+        ("pk".into(), s(pk)),
+        ("sk".into(), s(chunk_sk(c.index))),
+        ("chunk".into(), n(c.index)),
+        ("offset".into(), n(c.offset)),
+        ("count".into(), n(c.count)),
+        ("status".into(), s(c.status.as_str())),
+    ]);
+    if let Some(pid) = &c.provider_id {
+        item.insert("provider_id".into(), s(pid));
+    }
+    if let Some(cr) = c.credits {
+        item.insert("credits".into(), n(cr));
+    }
+    item
+}
+
+fn parse_chunk(item: &Item) -> Result<Chunk, StoreError> {
+    Ok(Chunk {
+        index: get_n(item, "chunk").ok_or_else(|| data_error("chunk"))?,
+        offset: get_n(item, "offset").unwrap_or(0),
+        count: get_n(item, "count").unwrap_or(0),
+        provider_id: get_s(item, "provider_id").map(str::to_string),
+        status: get_s(item, "status")
+            .and_then(ChunkStatus::parse)
+            .unwrap_or(ChunkStatus::Pending),
+        credits: get_n(item, "credits"),
+        error: get_json(item, "error").and_then(|v| serde_json::from_value(v).ok()),
+    })
+}
+
+fn index_of(sk: Option<&str>, prefix: &str) -> Option<u64> {
+    sk?.strip_prefix(prefix)?.parse().ok()
+}
+
+fn parse_contact(item: &Item) -> Result<Contact, StoreError> {
+    Ok(Contact {
+        index: index_of(get_s(item, "sk"), "CONTACT#").ok_or_else(|| data_error("contact"))?,
+        fields: match get_json(item, "fields") {
+            Some(Value::Object(m)) => m,
+            _ => Default::default(),
+        },
+        custom: get_json(item, "custom"),
+    })
+}
+
+fn result_item(pk: &str, r: &ContactResult) -> Item {
+    let mut item = Item::from([
+        ("pk".into(), s(pk)),
+        ("sk".into(), s(result_sk(r.index))),
+        ("outcome".into(), s(r.outcome.as_str())),
+        ("raw".into(), s(r.raw.to_string())),
+        ("stored_at".into(), n(now_ms())),
+    ]);
+    for (k, v) in [
+        ("email", &r.email),
+        ("email_status", &r.email_status),
+        ("phone", &r.phone),
+        ("reason", &r.reason),
+    ] {
+        if let Some(v) = v {
+            item.insert(k.into(), s(v));
+        }
+    }
+    if let Some(c) = &r.custom {
+        item.insert("custom".into(), s(c.to_string()));
+    }
+    item
+}
+
+fn parse_result(item: &Item) -> Result<ContactResult, StoreError> {
+    let opt = |k| get_s(item, k).map(str::to_string);
+    Ok(ContactResult {
+        index: index_of(get_s(item, "sk"), "RESULT#").ok_or_else(|| data_error("result"))?,
+        custom: get_json(item, "custom"),
+        outcome: get_s(item, "outcome")
+            .and_then(Outcome::parse)
+            .ok_or_else(|| data_error("outcome"))?,
+        email: opt("email"),
+        email_status: opt("email_status"),
+        phone: opt("phone"),
+        reason: opt("reason"),
+        raw: get_json(item, "raw").unwrap_or(Value::Null),
+    })
+}
+
+impl JobStore for DynamoJobStore {
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item.as_ref().map(parse_meta).transpose()
+    }
+
+    async fn find_chunk(
+        &self,
+        job_id: &str,
+        provider_id: &str,
+    ) -> Result<Option<ChunkRef>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(format!("PID#{provider_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item.map(|item| ChunkRef {
+            index: get_n(&item, "chunk").unwrap_or(0),
+            offset: get_n(&item, "offset").unwrap_or(0),
+            count: get_n(&item, "count").unwrap_or(0),
+        }))
+    }
+
+    async fn contacts(
+        &self,
+        job_id: &str,
+        offset: u64,
+        count: u64,
+    ) -> Result<Vec<Contact>, StoreError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query_range(
+                job_id,
+                &contact_sk(offset),
+                &contact_sk(offset + count - 1),
+                None,
+            )
+            .await?;
+        items.iter().map(parse_contact).collect()
+    }
+
+    async fn store_result(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+        result: ContactResult,
+        update: Option<ChunkUpdate>,
+    ) -> Result<Stored, StoreError> {
+        let pk = job_pk(job_id);
+        let counts = Counts::of([result.outcome]);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(result_item(&pk, &result)))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(|e| StoreError::Data(e.to_string()))?;
+        let mut attempts = 0u32;
+        loop {
+            let chunk = self.chunk_counts_update(job_id, chunk_index, counts, update.as_ref())?;
+            let sent = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put.clone()).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .update(self.meta_add(job_id, counts)?)
+                        .build(),
+                )
+                .transact_items(TransactWriteItem::builder().update(chunk).build())
+                .send()
+                .await;
+            let e = match sent {
+                Ok(_) => {
+                    return Ok(Stored {
+                        new: 1,
+                        existing: 0,
+                        write_calls: attempts as usize + 1,
+                    });
+                }
+                Err(e) => e,
+            };
+            let codes = cancellation_codes(&e).ok_or_else(|| unavailable(e))?;
+            if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") {
+                // Stored already (by a replay or by the chunk's bulk result): nothing moves.
+                return Ok(Stored {
+                    new: 0,
+                    existing: 1,
+                    write_calls: attempts as usize + 1,
+                });
+            }
+            attempts += 1;
+            if attempts > 4 {
+                return Err(StoreError::Unavailable(format!(
+                    "result transaction canceled: {codes:?}"
+                )));
+            }
+            // The chunk is being applied in bulk right now (or a conflicting transaction):
+            // back off; after the bulk apply the result exists and this becomes a no-op.
+            tokio::time::sleep(std::time::Duration::from_millis(50 << attempts)).await;
+        }
+    }
+
+    async fn store_chunk(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        results: Vec<ContactResult>,
+        update: ChunkUpdate,
+    ) -> Result<Stored, StoreError> {
+        let pk = job_pk(job_id);
+        let owner = uuid::Uuid::new_v4().to_string();
+        let mut stored = Stored::default();
+
+        // 1. Take the chunk: single results wait while this lease is held, so the counts read
+        //    back here and the rows queried next are exactly what is counted already.
+        let now = now_ms();
+        stored.write_calls += 1;
+        let taken = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(chunk_sk(chunk.index)))
+            .update_expression("SET applier = :me, applier_until = :until")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now)",
+            )
+            .expression_attribute_values(":me", s(&owner))
+            .expression_attribute_values(":until", n(now + self.apply_lease_ms))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => StoreError::Unavailable(
+                    format!("chunk {} is being applied by another worker", chunk.index),
+                ),
+                _ => unavailable(e),
+            })?;
+        let counted = taken
+            .attributes
+            .as_ref()
+            .map(Counts::from_chunk)
+            .unwrap_or_default();
+
+        // 2. The rows stored already (by single results or by an attempt that died midway).
+        let first = result_sk(chunk.offset);
+        let last = result_sk(chunk.offset + chunk.count.max(1) - 1);
+        let mut existing: HashMap<u64, Outcome> = HashMap::new();
+        for item in self.query_range(job_id, &first, &last, None).await? {
+            let r = parse_result(&item)?;
+            existing.insert(r.index, r.outcome);
+        }
+
+        // 3. The new rows, 25 per BatchWriteItem (first write wins: a stored row is kept).
+        let mut outcomes: HashMap<u64, Outcome> = existing.clone();
+        let mut requests = Vec::new();
+        for r in &results {
+            if r.index < chunk.offset || r.index >= chunk.offset + chunk.count {
+                return Err(StoreError::Data(format!(
+                    "result {} is outside chunk {}",
+                    r.index, chunk.index
+                )));
+            }
+            if existing.contains_key(&r.index) {
+                stored.existing += 1;
+                continue;
+            }
+            if outcomes.contains_key(&r.index) {
+                continue; // the same contact twice in one set: the first one stands
+            }
+            outcomes.insert(r.index, r.outcome);
+            requests.push(put_request(result_item(&pk, r)));
+        }
+        stored.write_calls += self.batch_write(requests).await?;
+
+        // 4. Counters move by what the chunk holds now minus what was counted for it, and the
+        //    chunk is released, in one transaction that only the lease holder can commit.
+        let total = Counts::of(outcomes.values().copied());
+        let delta = total.minus(counted);
+        stored.new = delta.done as usize;
+        let mut release = self.chunk_update_builder(job_id, &update);
+        release
+            .expr
+            .push_str(", #cd = :td, #cf = :tf, #cn = :tn, #cx = :tx REMOVE applier, applier_until");
+        let release = release
+            .b
+            .condition_expression("applier = :me")
+            .expression_attribute_values(":me", s(&owner))
+            .expression_attribute_names("#cd", "c_done")
+            .expression_attribute_names("#cf", "c_found")
+            .expression_attribute_names("#cn", "c_not_found")
+            .expression_attribute_names("#cx", "c_failed")
+            .expression_attribute_values(":td", n(total.done))
+            .expression_attribute_values(":tf", n(total.found))
+            .expression_attribute_values(":tn", n(total.not_found))
+            .expression_attribute_values(":tx", n(total.failed))
+            .update_expression(release.expr)
+            .build()
+            .map_err(|e| StoreError::Data(e.to_string()))?;
+        stored.write_calls += 1;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(release).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(self.meta_add(job_id, delta)?)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| match cancellation_codes(&e) {
+                Some(codes) => StoreError::Unavailable(format!(
+                    "chunk {} lease lost before its counters were set: {codes:?}",
+                    chunk.index
+                )),
+                None => unavailable(e),
+            })?;
+        Ok(stored)
+    }
+
+    async fn add_duplicate(&self, job_id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .update_expression("ADD #dup :one")
+            .expression_attribute_names("#dup", "duplicates")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn settle_job(&self, job_id: &str) -> Result<Option<JobStatus>, StoreError> {
+        let Some(meta) = self.get_job(job_id).await? else {
+            return Ok(None);
+        };
+        if meta.status.is_terminal() || meta.done < meta.contacts {
+            return Ok(None);
+        }
+        let status = JobStatus::settled(meta.contacts, meta.failed);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .update_expression("SET #status = :st, updated_at = :now")
+            .condition_expression("#status IN (:a, :b, :c) AND #done >= #contacts")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#done", "done")
+            .expression_attribute_names("#contacts", "contacts")
+            .expression_attribute_values(":st", s(status.as_str()))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":a", s(JobStatus::Accepted.as_str()))
+            .expression_attribute_values(":b", s(JobStatus::Submitting.as_str()))
+            .expression_attribute_values(":c", s(JobStatus::Running.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(status)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// Whether a claim was won.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker owns the event now: apply it, then complete or release.
+    Claimed,
+    /// Already applied, or being applied by a worker whose lease is still running.
+    Duplicate,
+}
+
+pub trait DedupeStore: Send + Sync + 'static {
+    fn claim(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+    fn complete(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct DynamoDedupe {
+    client: Client,
+    table: String,
+    /// How long a claim holds before another worker may take it over.
+    pub lease_ms: u64,
+    /// How long a completed key is kept (`DEDUPE_RETENTION_DAYS`).
+    pub retention_s: u64,
+}
+
+impl DynamoDedupe {
+    pub fn new(client: Client, table: impl Into<String>, lease_ms: u64, retention_s: u64) -> Self {
+        DynamoDedupe {
+            client,
+            table: table.into(),
+            lease_ms,
+            retention_s,
+        }
+    }
+}
+
+const IN_PROGRESS: &str = "IN_PROGRESS";
+const COMPLETED: &str = "COMPLETED";
+
+impl DedupeStore for DynamoDedupe {
+    async fn claim(&self, key: &str, owner: &str) -> Result<Claim, StoreError> {
+        let now = now_ms();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(key))
+            .item("status", s(IN_PROGRESS))
+            .item("owner", s(owner))
+            .item("lease_until", n(now + self.lease_ms))
+            // An abandoned claim is cleaned up by TTL a day later at most.
+            .item("expires_at", n(now / 1000 + 86_400))
+            .condition_expression(
+                "attribute_not_exists(pk) OR expires_at < :now OR (#status = :in_progress AND lease_until < :now_ms)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now", n(now / 1000))
+            .expression_attribute_values(":now_ms", n(now))
+            .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Claimed),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Claim::Duplicate)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn complete(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .update_expression("SET #status = :done, expires_at = :exp, completed_at = :now_ms")
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":done", s(COMPLETED))
+            .expression_attribute_values(":exp", n(now / 1000 + self.retention_s))
+            .expression_attribute_values(":now_ms", n(now))
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        match result {
+            // Another worker took the claim over after our lease ran out: it completes it.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        match result {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+            Ok(_) => Ok(()),
+        }
+    }
+}
