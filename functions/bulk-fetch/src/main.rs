@@ -1,1 +1,43 @@
-fn main() {}
+//! Wires bulk-fetch: tracing, config and clients once at cold start, then the SQS batch loop
+//! (partial batch responses: only failed records go back to the queue).
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use bulk_fetch::Worker;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use relay_shared::bodies::S3Bodies;
+use relay_shared::config::{FetchConfig, process_env};
+use relay_shared::providers::client::ProviderHttp;
+use relay_shared::queue::SqsQueue;
+use relay_shared::store::{DynamoDedupe, DynamoJobStore};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    relay_shared::init_tracing();
+    let config = FetchConfig::from_env(&process_env())?;
+    let aws = relay_shared::aws::load().await;
+    let ddb = relay_shared::aws::dynamodb(&aws);
+    let worker = Arc::new(Worker {
+        jobs: DynamoJobStore::new(ddb.clone(), &config.jobs_table),
+        dedupe: DynamoDedupe::new(
+            ddb,
+            &config.dedupe_table,
+            config.dedupe_lease_seconds * 1000,
+            config.dedupe_retention_days * 86_400,
+        ),
+        providers: ProviderHttp::new(
+            &config.enrow_url,
+            &config.enrow_key,
+            &config.fullenrich_url,
+            &config.fullenrich_key,
+        ),
+        bodies: S3Bodies::new(relay_shared::aws::s3(&aws), &config.payload_bucket),
+        dead_letters: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.dead_letter_queue_url),
+    });
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let worker = Arc::clone(&worker);
+        async move { Ok::<_, Error>(worker.handle_batch(event.payload).await) }
+    }))
+    .await
+}

@@ -174,6 +174,8 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
         };
 
         let delivery_id = uuid::Uuid::new_v4().to_string();
+        // A body larger than a whole message cannot go inline: skip serializing it to find out.
+        let inline = body.len() < self.max_message_bytes;
         let mut env = Envelope {
             v: 1,
             delivery_id: delivery_id.clone(),
@@ -183,11 +185,17 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
             received_at_ms: now_ms(),
             headers: kept_headers(req),
             signature,
-            body: envelope::Body::inline(body),
+            body: if inline {
+                envelope::Body::inline(body)
+            } else {
+                envelope::Body::Text {
+                    text: String::new(),
+                }
+            },
         };
-        let mut message = env.to_json();
+        let mut message = if inline { env.to_json() } else { String::new() };
         let mut claim_checked = false;
-        if message.len() > self.max_message_bytes {
+        if !inline || message.len() > self.max_message_bytes {
             let key = format!(
                 "deliveries/{}/{}/{}",
                 route.provider, route.job_id, delivery_id

@@ -1,0 +1,638 @@
+//! bulk-fetch: every delivery applied exactly once.
+//!
+//! Per SQS record: decode the envelope → read the body (inline or claim-checked) → parse the event
+//! and its identity → dedupe claim → apply (fetch bulk results when the event carries none, map
+//! rows to contacts, store results with exact counters) → complete the claim. A retryable failure
+//! releases the claim and reports the record in `batchItemFailures`; a delivery that can never be
+//! processed is parked in the DLQ with its reason, body intact, and the rest of the batch goes on.
+
+use std::collections::{HashMap, HashSet};
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use relay_shared::Provider;
+use relay_shared::bodies::BodyStore;
+use relay_shared::envelope::{Body, Envelope};
+use relay_shared::jobs::{
+    ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, Outcome,
+    RECORD_KEY, from_enrow, from_fullenrich,
+};
+use relay_shared::providers::Hook;
+use relay_shared::providers::client::{FetchError, ProviderClient};
+use relay_shared::providers::enrow::{self, EventKind};
+use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
+use relay_shared::queue::Queue;
+use relay_shared::store::{
+    ChunkRef, ChunkUpdate, Claim, DedupeStore, JobStore, StoreError, Stored,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    /// Applied: `new` results stored, `existing` already there.
+    Applied { new: usize, existing: usize },
+    /// The same event was applied (or is being applied) already: dropped and counted.
+    Duplicate,
+    /// Can never be processed: parked in the DLQ with this reason.
+    Parked(String),
+    /// Failed for now: back to SQS, retried after the visibility timeout.
+    Retry(String),
+}
+
+/// A failure while applying an event.
+#[derive(Debug)]
+enum Failure {
+    Retry(String),
+    Park(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Retry(e.to_string())
+    }
+}
+
+impl From<FetchError> for Failure {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::NotReady => Failure::Retry("results not ready".into()),
+            FetchError::Retryable(m) => Failure::Retry(m),
+            FetchError::Permanent(m) => Failure::Park(m),
+        }
+    }
+}
+
+/// A parsed delivery: the event's identity and what applying it means.
+enum Action {
+    FullenrichBatch {
+        id: String,
+        job: fullenrich::Job,
+    },
+    FullenrichContact {
+        job: fullenrich::Job,
+    },
+    EnrowSingle {
+        id: String,
+        result: enrow::SingleResult,
+        raw: Value,
+        credits: Option<f64>,
+    },
+    EnrowBulk {
+        id: String,
+        credits: Option<f64>,
+    },
+}
+
+pub struct Worker<J, D, P, B, Q> {
+    pub jobs: J,
+    pub dedupe: D,
+    pub providers: P,
+    pub bodies: B,
+    pub dead_letters: Q,
+}
+
+impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
+where
+    J: JobStore,
+    D: DedupeStore,
+    P: ProviderClient,
+    B: BodyStore,
+    Q: Queue,
+{
+    /// Processes a batch concurrently; reports only the records to retry.
+    pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
+        let outcomes =
+            futures::future::join_all(event.records.iter().map(|r| self.handle_record(r))).await;
+        let mut response = SqsBatchResponse::default();
+        for (record, outcome) in event.records.iter().zip(outcomes) {
+            if let Disposition::Retry(_) = outcome {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = record.message_id.clone().unwrap_or_default();
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    /// Processes one record (parking it when it can never be processed) and logs one line.
+    pub async fn handle_record(&self, record: &SqsMessage) -> Disposition {
+        let started = std::time::Instant::now();
+        let (disposition, env) = self.process(record).await;
+        let disposition = match disposition {
+            Disposition::Parked(reason) => match self.park(record, &reason, env.as_ref()).await {
+                Ok(()) => Disposition::Parked(reason),
+                Err(e) => Disposition::Retry(format!("parking failed ({e}); reason: {reason}")),
+            },
+            d => d,
+        };
+        let (outcome, detail) = match &disposition {
+            Disposition::Applied { .. } => ("applied", None),
+            Disposition::Duplicate => ("duplicate", None),
+            Disposition::Parked(r) => ("parked", Some(r.as_str())),
+            Disposition::Retry(r) => ("retry", Some(r.as_str())),
+        };
+        let (new, existing) = match disposition {
+            Disposition::Applied { new, existing } => (new, existing),
+            _ => (0, 0),
+        };
+        tracing::info!(
+            provider = env.as_ref().map(|e| e.provider.as_str()),
+            job_id = env.as_ref().map(|e| e.job_id.as_str()),
+            hook = env.as_ref().map(|e| e.hook.as_str()),
+            delivery_id = env.as_ref().map(|e| e.delivery_id.as_str()),
+            message_id = record.message_id.as_deref(),
+            outcome,
+            detail,
+            new,
+            existing,
+            latency_ms = started.elapsed().as_millis() as u64,
+            "delivery processed"
+        );
+        disposition
+    }
+
+    async fn park(
+        &self,
+        record: &SqsMessage,
+        reason: &str,
+        env: Option<&Envelope>,
+    ) -> Result<(), relay_shared::queue::QueueError> {
+        let body = record.body.clone().unwrap_or_default();
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let job_id = env.map(|e| e.job_id.clone()).unwrap_or_default();
+        self.dead_letters
+            .send_with_attributes(
+                body,
+                &[
+                    ("reason", reason),
+                    ("source_message_id", &message_id),
+                    ("job_id", &job_id),
+                ],
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn process(&self, record: &SqsMessage) -> (Disposition, Option<Envelope>) {
+        let Ok(env) = Envelope::from_json(record.body.as_deref().unwrap_or_default()) else {
+            return (Disposition::Parked("unreadable envelope".into()), None);
+        };
+        let disposition = self.process_envelope(&env).await;
+        (disposition, Some(env))
+    }
+
+    async fn process_envelope(&self, env: &Envelope) -> Disposition {
+        let raw = match self.body_bytes(env).await {
+            Ok(raw) => raw,
+            Err(Failure::Retry(r)) => return Disposition::Retry(r),
+            Err(Failure::Park(r)) => return Disposition::Parked(r),
+        };
+        let (key, action) = match parse(env, &raw) {
+            Ok(parsed) => parsed,
+            Err(reason) => return Disposition::Parked(reason),
+        };
+        let meta = match self.jobs.get_job(&env.job_id).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Disposition::Parked("unknown job".into()),
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        if meta.provider != env.provider {
+            return Disposition::Parked("provider does not match the job".into());
+        }
+
+        let owner = uuid::Uuid::new_v4().to_string();
+        match self.dedupe.claim(&key, &owner).await {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Duplicate) => {
+                return match self.jobs.add_duplicate(&env.job_id).await {
+                    Ok(()) => Disposition::Duplicate,
+                    // The event is applied; only the statistic failed. Not worth a retry.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "duplicate not counted");
+                        Disposition::Duplicate
+                    }
+                };
+            }
+            Err(e) => return Disposition::Retry(e.to_string()),
+        }
+        match self.apply(&meta, action).await {
+            Ok(stored) => {
+                if let Err(e) = self.dedupe.complete(&key, &owner).await {
+                    // Applied, but the claim stays in progress until its lease runs out; a
+                    // redelivery then re-applies, which the conditional result writes absorb.
+                    tracing::warn!(error = %e, "claim not completed");
+                }
+                if stored.new > 0
+                    && let Err(e) = self.jobs.settle_job(&env.job_id).await
+                {
+                    tracing::warn!(error = %e, "job not settled");
+                }
+                Disposition::Applied {
+                    new: stored.new,
+                    existing: stored.existing,
+                }
+            }
+            Err(failure) => {
+                if let Err(e) = self.dedupe.release(&key, &owner).await {
+                    tracing::warn!(error = %e, "claim not released; it expires with its lease");
+                }
+                match failure {
+                    Failure::Retry(r) => Disposition::Retry(r),
+                    Failure::Park(r) => Disposition::Parked(r),
+                }
+            }
+        }
+    }
+
+    async fn body_bytes(&self, env: &Envelope) -> Result<Vec<u8>, Failure> {
+        match &env.body {
+            Body::Stored { key, sha256, .. } => {
+                let bytes = self
+                    .bodies
+                    .get(key)
+                    .await
+                    .map_err(|e| Failure::Retry(e.to_string()))?;
+                if hex::encode(Sha256::digest(&bytes)) != *sha256 {
+                    return Err(Failure::Park(
+                        "claim-checked body does not match its SHA-256".into(),
+                    ));
+                }
+                Ok(bytes)
+            }
+            inline => inline
+                .inline_bytes()
+                .expect("inline body")
+                .map_err(|_| Failure::Park("undecodable body".into())),
+        }
+    }
+
+    async fn chunk_of(&self, job_id: &str, provider_id: &str) -> Result<ChunkRef, Failure> {
+        // The id is recorded right after the provider accepts a chunk; a webhook can beat that
+        // write by a moment, so a missing link is retried (and parked after maxReceiveCount).
+        self.jobs
+            .find_chunk(job_id, provider_id)
+            .await?
+            .ok_or_else(|| Failure::Retry("provider id not linked to a chunk (yet)".into()))
+    }
+
+    async fn apply(&self, meta: &JobMeta, action: Action) -> Result<Stored, Failure> {
+        let job_id = meta.job_id.as_str();
+        let op = meta.operation;
+        match action {
+            Action::FullenrichBatch { id, mut job } => {
+                let chunk = self.chunk_of(job_id, &id).await?;
+                let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
+                // A finished batch without its records (or one not terminal, which the batch
+                // webhook should never be): the result GET is the source of truth. A canceled or
+                // out-of-credits batch may rightly carry no records.
+                let finished_empty =
+                    status == FeStatus::Finished && job.data.is_empty() && chunk.count > 0;
+                if !status.is_terminal() || finished_empty {
+                    job = self.providers.fullenrich_job(op, &id).await?;
+                }
+                let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
+                if !status.is_terminal() {
+                    return Err(Failure::Retry(format!("enrichment {status}")));
+                }
+                let contacts = self
+                    .jobs
+                    .contacts(job_id, chunk.offset, chunk.count)
+                    .await?;
+                let mut results = map_fullenrich(op, &contacts, &job.data);
+                let (chunk_status, reason) = match status {
+                    FeStatus::Finished => (ChunkStatus::Completed, "missing_from_results"),
+                    FeStatus::CreditsInsufficient => (ChunkStatus::Failed, "credits_insufficient"),
+                    _ => (ChunkStatus::Failed, "canceled"),
+                };
+                if chunk_status == ChunkStatus::Failed {
+                    // Records of a job that ran out of credits or was canceled may be present
+                    // but empty: those contacts were not enriched, not "not found".
+                    for r in results
+                        .iter_mut()
+                        .filter(|r| r.outcome == Outcome::NotFound)
+                    {
+                        r.outcome = Outcome::Failed;
+                        r.reason = Some(reason.to_string());
+                    }
+                }
+                fill_missing(&mut results, &contacts, reason);
+                let update = ChunkUpdate {
+                    index: chunk.index,
+                    status: chunk_status,
+                    credits: job.cost.credits,
+                    error: (chunk_status == ChunkStatus::Failed).then(|| JobError {
+                        code: reason.into(),
+                        message: format!("FullEnrich ended the enrichment {status}"),
+                    }),
+                };
+                Ok(self
+                    .jobs
+                    .store_chunk(job_id, chunk, results, update)
+                    .await?)
+            }
+            Action::FullenrichContact { job } => {
+                let mut contacts = Vec::new();
+                for record in &job.data {
+                    let index = record
+                        .custom_str(RECORD_KEY)
+                        .and_then(|r| r.parse::<u64>().ok())
+                        .filter(|i| *i < meta.contacts);
+                    if let Some(i) = index {
+                        contacts.extend(self.jobs.contacts(job_id, i, 1).await?);
+                    } else if let Some(id) = &job.id {
+                        let chunk = self.chunk_of(job_id, id).await?;
+                        contacts.extend(
+                            self.jobs
+                                .contacts(job_id, chunk.offset, chunk.count)
+                                .await?,
+                        );
+                    }
+                }
+                let results = map_fullenrich(op, &contacts, &job.data);
+                if results.is_empty() {
+                    return Err(Failure::Park(
+                        "contact_finished record maps to no contact".into(),
+                    ));
+                }
+                let mut stored = Stored::default();
+                for r in results {
+                    let chunk_index = (r.index / meta.chunk_size.max(1)) as u32;
+                    let s = self.jobs.store_result(job_id, chunk_index, r, None).await?;
+                    stored.new += s.new;
+                    stored.existing += s.existing;
+                    stored.write_calls += s.write_calls;
+                }
+                Ok(stored)
+            }
+            Action::EnrowSingle {
+                id,
+                result,
+                raw,
+                credits,
+            } => {
+                let chunk = self.chunk_of(job_id, &id).await?;
+                let contact = self
+                    .jobs
+                    .contacts(job_id, chunk.offset, 1)
+                    .await?
+                    .pop()
+                    .ok_or_else(|| Failure::Park("chunk has no contact".into()))?;
+                let fields = EnrowFields {
+                    qualification: result.qualification.as_ref(),
+                    email: result.email.as_deref(),
+                    number: result.number.as_deref(),
+                };
+                let stored = from_enrow(op, &contact, fields, raw);
+                let update = ChunkUpdate {
+                    index: chunk.index,
+                    status: ChunkStatus::Completed,
+                    credits,
+                    error: None,
+                };
+                Ok(self
+                    .jobs
+                    .store_result(job_id, chunk.index, stored, Some(update))
+                    .await?)
+            }
+            Action::EnrowBulk { id, credits } => {
+                let chunk = self.chunk_of(job_id, &id).await?;
+                let bulk = self.providers.enrow_bulk(op, &id).await?;
+                let contacts = self
+                    .jobs
+                    .contacts(job_id, chunk.offset, chunk.count)
+                    .await?;
+                let failed = bulk.status() == Some(&enrow::BulkStatus::Failed);
+                let mut results = map_enrow_bulk(op, &contacts, &bulk);
+                let reason = if failed {
+                    "provider_failed"
+                } else {
+                    "missing_from_results"
+                };
+                fill_missing(&mut results, &contacts, reason);
+                let update = ChunkUpdate {
+                    index: chunk.index,
+                    status: if failed {
+                        ChunkStatus::Failed
+                    } else {
+                        ChunkStatus::Completed
+                    },
+                    credits: credits.or(bulk.credits_cost()),
+                    error: failed.then(|| JobError {
+                        code: "provider_failed".into(),
+                        message: "Enrow reported the bulk as failed".into(),
+                    }),
+                };
+                Ok(self
+                    .jobs
+                    .store_chunk(job_id, chunk, results, update)
+                    .await?)
+            }
+        }
+    }
+}
+
+/// The event's identity (the dedupe key, providers.md §5) and what to do with it. `Err` is the
+/// reason a delivery can never be processed.
+fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), String> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err("empty body".into());
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_err() {
+        return Err("body is not JSON".into());
+    }
+    match (env.provider, env.hook) {
+        (Provider::Fullenrich, Hook::Batch) => {
+            let job = fullenrich::parse_batch(raw).map_err(|_| "not a FullEnrich job object")?;
+            let id = job.id.clone().ok_or("FullEnrich batch without id")?;
+            let status = job
+                .status
+                .as_ref()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            Ok((
+                format!("fe:batch:{id}:{status}"),
+                Action::FullenrichBatch { id, job },
+            ))
+        }
+        (Provider::Fullenrich, Hook::Contact) => {
+            let job = fullenrich::parse_contact_finished(raw)
+                .map_err(|_| "not a FullEnrich contact_finished body")?;
+            let record = job
+                .data
+                .first()
+                .ok_or("contact_finished without a record")?;
+            let scope = job.id.clone().unwrap_or_else(|| env.job_id.clone());
+            let record_key = record.custom_str(RECORD_KEY).unwrap_or_else(|| {
+                let input = record.raw.get("input").cloned().unwrap_or(Value::Null);
+                hex::encode(Sha256::digest(input.to_string().as_bytes()))
+            });
+            Ok((
+                format!("fe:contact:{scope}:{record_key}"),
+                Action::FullenrichContact { job },
+            ))
+        }
+        (Provider::Enrow, _) => {
+            let event = enrow::Event::parse(raw).map_err(|_| "not an Enrow event")?;
+            let kind = event.event.clone().ok_or("Enrow event without a name")?;
+            if let EventKind::Other(name) = &kind {
+                return Err(format!("unknown Enrow event {name:?}"));
+            }
+            let id = event.id.clone().ok_or("Enrow event without id")?;
+            let key = format!("enrow:{kind}:{id}");
+            let credits = event.credits.cost;
+            if kind.is_bulk() {
+                return Ok((key, Action::EnrowBulk { id, credits }));
+            }
+            let result = event
+                .single_result()
+                .ok_or("Enrow single event without a result")?;
+            let raw: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+            Ok((
+                key,
+                Action::EnrowSingle {
+                    id,
+                    result,
+                    raw,
+                    credits,
+                },
+            ))
+        }
+        (Provider::Fullenrich, Hook::Event) => Err("no such FullEnrich hook".into()),
+    }
+}
+
+/// Maps FullEnrich records to contacts: by the record key the relay put in `custom`, else by input
+/// (email for reverse lookups; LinkedIn URL, else name + domain). Order does not matter.
+fn map_fullenrich(
+    op: Operation,
+    contacts: &[Contact],
+    records: &[fullenrich::Record],
+) -> Vec<ContactResult> {
+    let by_index: HashMap<u64, &Contact> = contacts.iter().map(|c| (c.index, c)).collect();
+    let norm = |s: Option<&str>| s.map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase());
+    let mut out: HashMap<u64, ContactResult> = HashMap::new();
+    for record in records {
+        let by_key = record
+            .custom_str(RECORD_KEY)
+            .and_then(|r| r.parse::<u64>().ok())
+            .and_then(|i| by_index.get(&i).copied());
+        let contact = by_key.or_else(|| {
+            let input = &record.input;
+            contacts.iter().find(|c| match op {
+                Operation::ReverseEmail => {
+                    norm(input.email.as_deref()).is_some()
+                        && norm(input.email.as_deref()) == norm(c.field("email"))
+                }
+                _ => {
+                    let li = norm(input.professional_network_url.as_deref());
+                    if li.is_some() && li == norm(c.field("linkedin_url")) {
+                        return true;
+                    }
+                    norm(input.first_name.as_deref()).is_some()
+                        && norm(input.first_name.as_deref()) == norm(c.field("first_name"))
+                        && norm(input.last_name.as_deref()) == norm(c.field("last_name"))
+                        && (norm(input.company_domain.as_deref()) == norm(c.field("domain"))
+                            || norm(input.company_name.as_deref()) == norm(c.field("company_name")))
+                }
+            })
+        });
+        match contact {
+            Some(c) if !out.contains_key(&c.index) => {
+                out.insert(c.index, from_fullenrich(op, c, record));
+            }
+            Some(_) => {}
+            None => tracing::warn!("a FullEnrich record maps to no contact of its chunk"),
+        }
+    }
+    let mut v: Vec<_> = out.into_values().collect();
+    v.sort_by_key(|r| r.index);
+    v
+}
+
+/// Maps Enrow bulk rows to contacts: verification rows by email (their index is a UUID), others
+/// by `index` (position in the chunk), else by the record key sent as `custom`.
+fn map_enrow_bulk(
+    op: Operation,
+    contacts: &[Contact],
+    bulk: &enrow::BulkResults,
+) -> Vec<ContactResult> {
+    let offset = contacts.first().map(|c| c.index).unwrap_or(0);
+    let mut by_email: HashMap<String, Vec<&Contact>> = HashMap::new();
+    if op == Operation::EmailVerify {
+        for c in contacts {
+            if let Some(e) = c.field("email") {
+                by_email
+                    .entry(e.trim().to_ascii_lowercase())
+                    .or_default()
+                    .push(c);
+            }
+        }
+    }
+    let mut out: HashMap<u64, ContactResult> = HashMap::new();
+    let mut unmapped = 0usize;
+    for (row, raw) in bulk.rows() {
+        let targets: Vec<&Contact> = if op == Operation::EmailVerify {
+            row.email
+                .as_deref()
+                .and_then(|e| by_email.get(&e.trim().to_ascii_lowercase()))
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            let from_custom = || match &row.custom {
+                Some(Value::String(s)) => s.parse::<u64>().ok(),
+                Some(Value::Object(o)) => o.get(RECORD_KEY).and_then(|v| match v {
+                    Value::String(s) => s.parse().ok(),
+                    other => other.as_u64(),
+                }),
+                Some(Value::Number(n)) => n.as_u64(),
+                _ => None,
+            };
+            let by_position = row
+                .index
+                .as_deref()
+                .and_then(|i| i.parse::<u64>().ok())
+                .map(|i| offset + i);
+            from_custom()
+                .filter(|i| contacts.iter().any(|c| c.index == *i))
+                .or(by_position)
+                .and_then(|i| contacts.get((i - offset) as usize).filter(|c| c.index == i))
+                .into_iter()
+                .collect()
+        };
+        if targets.is_empty() {
+            unmapped += 1;
+        }
+        for c in targets {
+            let fields = EnrowFields {
+                qualification: row.qualification.as_ref(),
+                email: row.email.as_deref(),
+                number: row.number.as_deref(),
+            };
+            out.entry(c.index)
+                .or_insert_with(|| from_enrow(op, c, fields, raw.clone()));
+        }
+    }
+    if unmapped > 0 {
+        tracing::warn!(
+            unmapped,
+            "Enrow bulk rows that map to no contact of their chunk"
+        );
+    }
+    let mut v: Vec<_> = out.into_values().collect();
+    v.sort_by_key(|r| r.index);
+    v
+}
+
+/// Every contact of the chunk without a result gets a `failed` one with `reason`, so the job
+/// accounts for every contact.
+fn fill_missing(results: &mut Vec<ContactResult>, contacts: &[Contact], reason: &str) {
+    let have: HashSet<u64> = results.iter().map(|r| r.index).collect();
+    results.extend(
+        contacts
+            .iter()
+            .filter(|c| !have.contains(&c.index))
+            .map(|c| ContactResult::failed(c, reason)),
+    );
+    results.sort_by_key(|r| r.index);
+}
