@@ -1,1 +1,7 @@
+//! One integration-test binary, a module per area. Every test talks to a real moto server through
+//! the real AWS SDK for Rust; each test gets its own tables, queues and bucket, created from
+//! template.yaml under a fresh prefix.
 
+mod fetch;
+mod ingest;
+mod support;

@@ -19,6 +19,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
 
+pub mod poller;
+pub mod runtime_api;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
     #[error("moto: {0}")]

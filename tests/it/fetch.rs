@@ -1,0 +1,900 @@
+//! bulk-fetch against moto and the loopback provider stub: every delivery applied exactly once.
+
+use std::collections::HashSet;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use relay_local_stack::poller::Poller;
+use relay_shared::Provider;
+use relay_shared::jobs::{ChunkStatus, JobStatus, Operation, Outcome};
+use relay_shared::providers::Hook;
+use relay_shared::store::DedupeStore;
+use serde_json::{Value, json};
+
+use crate::support::fetch::{ENROW_KEY, FULLENRICH_KEY, Fetch, enrow_event, fixture_json};
+use crate::support::fixture;
+
+fn finder(i: usize) -> (Value, Value) {
+    (
+        json!({ "fullname": format!("Person {i}"), "company_domain": "dundermifflin.com" }),
+        json!({ "crm_id": format!("lead_{i}") }),
+    )
+}
+
+fn enrow_env(job: &str, body: &[u8]) -> String {
+    Fetch::envelope(Provider::Enrow, Hook::Event, job, body)
+}
+
+#[tokio::test]
+async fn enrow_single_events_store_one_result_each() {
+    let f = Fetch::new().await;
+    let id = "910f3e13-b2bf-442d-ab0b-4cf44dfrij84fjrt";
+
+    let find = f
+        .seed(Operation::EmailFind, vec![finder(0)], 1, &[id])
+        .await;
+    let verify = f
+        .seed(
+            Operation::EmailVerify,
+            vec![(
+                json!({"email": "pam.beesly@dundermifflin.com"}),
+                json!({"crm_id": "v"}),
+            )],
+            1,
+            &[id],
+        )
+        .await;
+    let phone = f
+        .seed(
+            Operation::PhoneFind,
+            vec![(
+                json!({"linkedin_url": "https://www.linkedin.com/in/antoine-dupont-xyz"}),
+                Value::Null,
+            )],
+            1,
+            &[id],
+        )
+        .await;
+    let bodies = vec![
+        enrow_env(&find, &fixture("enrow/single_search_finished.json")),
+        enrow_env(&verify, &fixture("enrow/verification_finished.json")),
+        enrow_env(
+            &phone,
+            &fixture("enrow/single_phone_search_finished_legacy.json"),
+        ),
+    ];
+    let (resp, _) = f.run(&bodies).await;
+    assert!(resp.batch_item_failures.is_empty());
+
+    let r = f.results(&find).await;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].outcome, Outcome::Found);
+    assert_eq!(
+        r[0].email.as_deref(),
+        Some("dwight.schrute@dundermifflin.com")
+    );
+    assert_eq!(r[0].email_status.as_deref(), Some("valid"));
+    assert_eq!(
+        r[0].custom,
+        Some(json!({"crm_id": "lead_0"})),
+        "the caller's custom, not the echo"
+    );
+    assert_eq!(
+        r[0].raw["result"]["info"]["fullname"], "Dwight Schrute",
+        "raw record kept"
+    );
+    let job = f.job(&find).await;
+    assert_eq!(
+        (job.done, job.found, job.not_found, job.status),
+        (1, 1, 0, JobStatus::Completed)
+    );
+    let chunks = f.jobs.chunks(&find).await.unwrap();
+    assert_eq!(chunks[0].status, ChunkStatus::Completed);
+    assert_eq!(chunks[0].credits, Some(1.0));
+
+    let r = f.results(&verify).await;
+    assert_eq!(
+        (r[0].outcome, r[0].email.as_deref()),
+        (Outcome::Valid, Some("pam.beesly@dundermifflin.com"))
+    );
+    assert_eq!(f.job(&verify).await.status, JobStatus::Completed);
+
+    let r = f.results(&phone).await;
+    assert_eq!(
+        (r[0].outcome, r[0].phone.as_deref()),
+        (Outcome::Found, Some("+3399999999")),
+        "legacy double nesting"
+    );
+    assert_eq!(r[0].custom, None);
+}
+
+#[tokio::test]
+async fn enrow_bulk_events_fetch_and_map_every_row() {
+    let f = Fetch::new().await;
+    // Finder: rows come back out of order, index as "0", 2 and "1".
+    let find = f
+        .seed(
+            Operation::EmailFind,
+            (0..3).map(finder).collect(),
+            5000,
+            &["bulk-find"],
+        )
+        .await;
+    f.stub.script(
+        "/email/find/bulk",
+        "bulk-find",
+        vec![(
+            200,
+            String::from_utf8(fixture("enrow/bulk_email_find_results.json")).unwrap(),
+        )],
+    );
+    // Verifier: rows indexed by UUID, joined on email.
+    let emails = [
+        "toby.flenderson@dundermifflin.com",
+        "pam.beesly@dundermifflin.com",
+    ];
+    let verify = f
+        .seed(
+            Operation::EmailVerify,
+            emails
+                .iter()
+                .map(|e| (json!({"email": e}), json!({"e": e})))
+                .collect(),
+            5000,
+            &["bulk-verify"],
+        )
+        .await;
+    f.stub.script(
+        "/email/verify/bulk",
+        "bulk-verify",
+        vec![(
+            200,
+            String::from_utf8(fixture("enrow/bulk_verify_results.json")).unwrap(),
+        )],
+    );
+    let phone = f
+        .seed(
+            Operation::PhoneFind,
+            (0..2)
+                .map(|i| {
+                    (
+                        json!({"linkedin_url": format!("https://www.linkedin.com/in/p{i}")}),
+                        json!({"n": i}),
+                    )
+                })
+                .collect(),
+            3000,
+            &["bulk-phone"],
+        )
+        .await;
+    f.stub.script(
+        "/phone/bulk",
+        "bulk-phone",
+        vec![(
+            200,
+            String::from_utf8(fixture("enrow/bulk_phone_results.json")).unwrap(),
+        )],
+    );
+
+    let bodies = vec![
+        enrow_env(
+            &find,
+            &enrow_event("bulk_search_finished", "bulk-find", Some(2284.0)),
+        ),
+        enrow_env(
+            &verify,
+            &enrow_event("bulk_verification_finished", "bulk-verify", Some(0.5)),
+        ),
+        enrow_env(
+            &phone,
+            &enrow_event("bulk_phone_search_finished", "bulk-phone", None),
+        ),
+    ];
+    let (resp, _) = f.run(&bodies).await;
+    assert!(resp.batch_item_failures.is_empty());
+
+    let r = f.results(&find).await;
+    let got: Vec<_> = r
+        .iter()
+        .map(|r| (r.index, r.outcome, r.email.clone(), r.custom.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                0,
+                Outcome::Found,
+                Some("dwight.schrute@dundermifflin.com".into()),
+                Some(json!({"crm_id": "lead_0"}))
+            ),
+            (
+                1,
+                Outcome::Found,
+                Some("pam.beesly@dundermifflin.com".into()),
+                Some(json!({"crm_id": "lead_1"}))
+            ),
+            (
+                2,
+                Outcome::NotFound,
+                None,
+                Some(json!({"crm_id": "lead_2"}))
+            ),
+        ]
+    );
+    let job = f.job(&find).await;
+    assert_eq!(
+        (job.done, job.found, job.not_found, job.status),
+        (3, 2, 1, JobStatus::Completed)
+    );
+    assert_eq!(
+        f.jobs.chunks(&find).await.unwrap()[0].credits,
+        Some(2284.0),
+        "webhook credits.cost"
+    );
+    assert_eq!(f.stub.hits("/email/find/bulk", "bulk-find"), 1);
+    assert!(
+        f.stub
+            .auth_headers()
+            .contains(&format!("x-api-key: {ENROW_KEY}"))
+    );
+
+    let r = f.results(&verify).await;
+    assert_eq!(
+        (r[0].outcome, r[1].outcome),
+        (Outcome::Invalid, Outcome::Valid),
+        "joined on email, not position"
+    );
+    assert_eq!(
+        r[1].custom,
+        Some(json!({"e": "pam.beesly@dundermifflin.com"}))
+    );
+
+    let r = f.results(&phone).await;
+    assert_eq!(
+        (r[0].outcome, r[0].phone.as_deref()),
+        (Outcome::Found, Some("+15705551234"))
+    );
+    assert_eq!(r[1].outcome, Outcome::NotFound);
+    assert_eq!(
+        f.jobs.chunks(&phone).await.unwrap()[0].credits,
+        Some(80.0),
+        "stats.credits_cost when the event has none"
+    );
+}
+
+fn fe_contacts(n: usize) -> Vec<(Value, Value)> {
+    (0..n)
+        .map(|i| {
+            (
+                json!({"first_name": format!("F{i}"), "last_name": "L", "domain": "example.com"}),
+                json!({"user_id": format!("u{i}")}),
+            )
+        })
+        .collect()
+}
+
+/// A FullEnrich fixture with the relay's record keys set to contact indexes.
+fn fe_body(path: &str, id: &str) -> Vec<u8> {
+    let mut v = fixture_json(path);
+    v["id"] = json!(id);
+    let key = if v.get("datas").is_some() {
+        "datas"
+    } else {
+        "data"
+    };
+    if let Some(records) = v[key].as_array_mut() {
+        for (i, r) in records.iter_mut().enumerate() {
+            r["custom"]["rid"] = json!(i.to_string());
+        }
+    }
+    v.to_string().into_bytes()
+}
+
+fn fe_env(job: &str, hook: Hook, body: &[u8]) -> String {
+    Fetch::envelope(Provider::Fullenrich, hook, job, body)
+}
+
+#[tokio::test]
+async fn fullenrich_batches_settle_the_job() {
+    let f = Fetch::new().await;
+    let finished = f
+        .seed(Operation::Enrich, fe_contacts(2), 100, &["fe-1"])
+        .await;
+    let short = f
+        .seed(Operation::Enrich, fe_contacts(2), 100, &["fe-2"])
+        .await;
+    let canceled = f
+        .seed(Operation::Enrich, fe_contacts(1), 100, &["fe-3"])
+        .await;
+    let reverse = f
+        .seed(
+            Operation::ReverseEmail,
+            vec![
+                (json!({"email": "john.snow@example.com"}), Value::Null),
+                (json!({"email": "nobody@example.com"}), Value::Null),
+            ],
+            100,
+            &["fe-4"],
+        )
+        .await;
+    let bodies = vec![
+        fe_env(
+            &finished,
+            Hook::Batch,
+            &fe_body("fullenrich/batch_finished.json", "fe-1"),
+        ),
+        fe_env(
+            &short,
+            Hook::Batch,
+            &fe_body("fullenrich/batch_credits_insufficient.json", "fe-2"),
+        ),
+        fe_env(
+            &canceled,
+            Hook::Batch,
+            &fe_body("fullenrich/batch_canceled.json", "fe-3"),
+        ),
+        fe_env(
+            &reverse,
+            Hook::Batch,
+            &fe_body("fullenrich/reverse_email_finished.json", "fe-4"),
+        ),
+    ];
+    let (resp, _) = f.run(&bodies).await;
+    assert!(resp.batch_item_failures.is_empty());
+
+    let r = f.results(&finished).await;
+    assert_eq!(r[0].outcome, Outcome::Found);
+    assert_eq!(r[0].email.as_deref(), Some("john.snow@example.com"));
+    assert_eq!(r[0].email_status.as_deref(), Some("DELIVERABLE"));
+    assert_eq!(r[0].phone.as_deref(), Some("+1 555-123-4567"));
+    assert_eq!(
+        r[0].custom,
+        Some(json!({"user_id": "u0"})),
+        "without the relay's rid"
+    );
+    assert_eq!(r[1].outcome, Outcome::NotFound);
+    let job = f.job(&finished).await;
+    assert_eq!(
+        (job.done, job.found, job.not_found, job.status),
+        (2, 1, 1, JobStatus::Completed)
+    );
+    assert_eq!(
+        f.jobs.chunks(&finished).await.unwrap()[0].credits,
+        Some(14.0)
+    );
+
+    // CREDITS_INSUFFICIENT: the enriched record counts, the empty one failed with the reason.
+    let r = f.results(&short).await;
+    assert_eq!(r[0].outcome, Outcome::Found);
+    assert_eq!(
+        (r[1].outcome, r[1].reason.as_deref()),
+        (Outcome::Failed, Some("credits_insufficient"))
+    );
+    let job = f.job(&short).await;
+    assert_eq!(
+        (job.done, job.failed, job.status),
+        (2, 1, JobStatus::PartiallyFailed)
+    );
+    let chunk = &f.jobs.chunks(&short).await.unwrap()[0];
+    assert_eq!(chunk.status, ChunkStatus::Failed);
+    assert_eq!(chunk.error.as_ref().unwrap().code, "credits_insufficient");
+
+    // CANCELED with no records: every contact failed, the job failed.
+    let r = f.results(&canceled).await;
+    assert_eq!(
+        (r[0].outcome, r[0].reason.as_deref()),
+        (Outcome::Failed, Some("canceled"))
+    );
+    assert_eq!(f.job(&canceled).await.status, JobStatus::Failed);
+
+    let r = f.results(&reverse).await;
+    assert_eq!(
+        (r[0].outcome, r[1].outcome),
+        (Outcome::Found, Outcome::NotFound)
+    );
+}
+
+#[tokio::test]
+async fn fullenrich_contact_finished_then_batch_counts_each_contact_once() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::Enrich, fe_contacts(2), 100, &["fe-c"])
+        .await;
+    let contact = fe_body("fullenrich/contact_finished.json", "fe-c");
+    let (resp, _) = f.run(&[fe_env(&job, Hook::Contact, &contact)]).await;
+    assert!(resp.batch_item_failures.is_empty());
+    let r = f.results(&job).await;
+    assert_eq!(r.len(), 1, "stored as soon as it arrives");
+    assert_eq!(
+        (r[0].index, r[0].outcome, r[0].email_status.as_deref()),
+        (0, Outcome::Found, Some("CATCH_ALL"))
+    );
+    assert_eq!(f.job(&job).await.status, JobStatus::Running);
+
+    let (resp, _) = f
+        .run(&[fe_env(
+            &job,
+            Hook::Batch,
+            &fe_body("fullenrich/batch_finished.json", "fe-c"),
+        )])
+        .await;
+    assert!(resp.batch_item_failures.is_empty());
+    let meta = f.job(&job).await;
+    assert_eq!(
+        (meta.done, meta.found, meta.not_found, meta.status),
+        (2, 1, 1, JobStatus::Completed),
+        "not counted twice"
+    );
+    let r = f.results(&job).await;
+    assert_eq!(
+        r[0].email_status.as_deref(),
+        Some("CATCH_ALL"),
+        "the first result stands"
+    );
+}
+
+#[tokio::test]
+async fn fullenrich_batch_without_records_is_fetched() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::Enrich, fe_contacts(2), 100, &["fe-get"])
+        .await;
+    f.stub.script(
+        "/contact/enrich/bulk",
+        "fe-get",
+        vec![(
+            200,
+            String::from_utf8(fe_body("fullenrich/batch_finished.json", "fe-get")).unwrap(),
+        )],
+    );
+    let bare = json!({"id": "fe-get", "status": "FINISHED", "cost": {"credits": 14}}).to_string();
+    let (resp, _) = f.run(&[fe_env(&job, Hook::Batch, bare.as_bytes())]).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(f.results(&job).await.len(), 2);
+    assert_eq!(f.stub.hits("/contact/enrich/bulk", "fe-get"), 1);
+    assert!(
+        f.stub
+            .auth_headers()
+            .contains(&format!("authorization: Bearer {FULLENRICH_KEY}"))
+    );
+}
+
+#[tokio::test]
+async fn the_same_delivery_five_times_is_applied_once() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(
+            Operation::EmailFind,
+            (0..3).map(finder).collect(),
+            5000,
+            &["bulk-dup"],
+        )
+        .await;
+    f.stub.script(
+        "/email/find/bulk",
+        "bulk-dup",
+        vec![(
+            200,
+            String::from_utf8(fixture("enrow/bulk_email_find_results.json")).unwrap(),
+        )],
+    );
+    let body = enrow_env(
+        &job,
+        &enrow_event("bulk_search_finished", "bulk-dup", Some(3.0)),
+    );
+    // Five copies in one batch, processed concurrently.
+    let (resp, _) = f.run(&vec![body.clone(); 5]).await;
+    assert!(resp.batch_item_failures.is_empty());
+    // Five more, across five concurrent batches.
+    let runs = (0..5).map(|_| f.run(std::slice::from_ref(&body)));
+    for (resp, _) in futures::future::join_all(runs).await {
+        assert!(resp.batch_item_failures.is_empty());
+    }
+    assert_eq!(
+        f.stub.hits("/email/find/bulk", "bulk-dup"),
+        1,
+        "one bulk GET per finished bulk"
+    );
+    assert_eq!(
+        f.results(&job).await.len(),
+        3,
+        "one stored result per contact"
+    );
+    let meta = f.job(&job).await;
+    assert_eq!(
+        (meta.done, meta.found, meta.not_found),
+        (3, 2, 1),
+        "exact counters"
+    );
+    assert_eq!(meta.duplicates, 9);
+
+    // Single-result events too, and a FullEnrich contact replayed concurrently with its batch.
+    let fe = f
+        .seed(Operation::Enrich, fe_contacts(2), 100, &["fe-dup"])
+        .await;
+    let contact = fe_env(
+        &fe,
+        Hook::Contact,
+        &fe_body("fullenrich/contact_finished.json", "fe-dup"),
+    );
+    let batch = fe_env(
+        &fe,
+        Hook::Batch,
+        &fe_body("fullenrich/batch_finished.json", "fe-dup"),
+    );
+    let mut storm = vec![contact.clone(); 5];
+    storm.extend(vec![batch.clone(); 5]);
+    let (resp, _) = f.run(&storm).await;
+    assert!(resp.batch_item_failures.is_empty());
+    let meta = f.job(&fe).await;
+    assert_eq!(
+        (meta.done, meta.found, meta.not_found, meta.status),
+        (2, 1, 1, JobStatus::Completed)
+    );
+    assert_eq!(meta.duplicates, 8);
+}
+
+#[tokio::test]
+async fn provider_500s_go_back_to_sqs_then_store_once() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(
+            Operation::EmailFind,
+            (0..3).map(finder).collect(),
+            5000,
+            &["bulk-500"],
+        )
+        .await;
+    let ok = String::from_utf8(fixture("enrow/bulk_email_find_results.json")).unwrap();
+    let err = r#"{"message":"Internal error"}"#.to_string();
+    f.stub.script(
+        "/email/find/bulk",
+        "bulk-500",
+        vec![(500, err.clone()), (500, err), (200, ok)],
+    );
+    let body = enrow_env(&job, &enrow_event("bulk_search_finished", "bulk-500", None));
+
+    // The worker tries twice in-process (both 500), then hands the record back.
+    let (resp, records) = f.run(std::slice::from_ref(&body)).await;
+    assert_eq!(resp.batch_item_failures.len(), 1);
+    assert_eq!(
+        Some(&resp.batch_item_failures[0].item_identifier),
+        records[0].message_id.as_ref()
+    );
+    assert!(f.results(&job).await.is_empty());
+
+    // The redelivery claims again (the claim was released) and succeeds.
+    let (resp, _) = f.run(std::slice::from_ref(&body)).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(f.stub.hits("/email/find/bulk", "bulk-500"), 3);
+    assert_eq!(f.results(&job).await.len(), 3);
+    assert_eq!(f.job(&job).await.done, 3);
+}
+
+#[tokio::test]
+async fn a_provider_that_always_fails_lands_in_the_dlq_after_max_receives() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(
+            Operation::EmailFind,
+            vec![finder(0), finder(1)],
+            5000,
+            &["bulk-down"],
+        )
+        .await;
+    f.stub.script(
+        "/email/find/bulk",
+        "bulk-down",
+        vec![(503, r#"{"message":"maintenance"}"#.into())],
+    );
+    let body = enrow_env(
+        &job,
+        &enrow_event("bulk_search_finished", "bulk-down", None),
+    );
+    let sqs = f.stack.sqs();
+    sqs.send_message()
+        .queue_url(f.stack.webhook_queue())
+        .message_body(&body)
+        .send()
+        .await
+        .unwrap();
+
+    let (url, arn) = f.stack.res.queues["WebhookQueue"].clone();
+    let mut poller = Poller::new(sqs, &url, &arn);
+    poller.visibility_timeout = Some(1);
+    let mut rounds_with_records = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let parked = loop {
+        let round = poller
+            .round(|event| async { Ok(f.worker.handle_batch(event).await) })
+            .await
+            .unwrap();
+        if round.received > 0 {
+            assert_eq!(
+                round.failed, round.received,
+                "reported as failed every time"
+            );
+            rounds_with_records += 1;
+        }
+        let dlq = f.dead_letters().await;
+        if !dlq.is_empty() {
+            break dlq;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached the DLQ"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_eq!(rounds_with_records, 5, "maxReceiveCount from template.yaml");
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].0, body, "body intact");
+    assert!(f.results(&job).await.is_empty());
+}
+
+#[tokio::test]
+async fn abandoned_and_expired_claims_do_not_block_and_live_ones_do() {
+    let f = Fetch::new().await;
+    let ddb = relay_shared::aws::dynamodb(&f.stack.sdk);
+    let table = f.stack.res.table("DedupeTable");
+    let now = relay_shared::now_ms();
+    let claim = |id: &str, status: &str, lease_until: u64, expires_at: u64| {
+        ddb.put_item()
+            .table_name(table)
+            .item(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!(
+                    "enrow:single_search_finished:{id}"
+                )),
+            )
+            .item(
+                "status",
+                aws_sdk_dynamodb::types::AttributeValue::S(status.into()),
+            )
+            .item(
+                "owner",
+                aws_sdk_dynamodb::types::AttributeValue::S("someone-else".into()),
+            )
+            .item(
+                "lease_until",
+                aws_sdk_dynamodb::types::AttributeValue::N(lease_until.to_string()),
+            )
+            .item(
+                "expires_at",
+                aws_sdk_dynamodb::types::AttributeValue::N(expires_at.to_string()),
+            )
+            .send()
+    };
+    // A worker died mid-event: its lease ran out a second ago.
+    claim("dead", "IN_PROGRESS", now - 1000, now / 1000 + 86_400)
+        .await
+        .unwrap();
+    // Completed long ago: TTL has not deleted it yet, but it has expired.
+    claim("expired", "COMPLETED", 0, now / 1000 - 10)
+        .await
+        .unwrap();
+    // Another worker is on it right now.
+    claim("live", "IN_PROGRESS", now + 60_000, now / 1000 + 86_400)
+        .await
+        .unwrap();
+
+    let mut jobs = Vec::new();
+    for id in ["dead", "expired", "live"] {
+        let job = f
+            .seed(Operation::EmailFind, vec![finder(0)], 1, &[id])
+            .await;
+        let mut event = fixture_json("enrow/single_search_finished.json");
+        event["id"] = json!(id);
+        let (resp, _) = f
+            .run(&[enrow_env(&job, event.to_string().as_bytes())])
+            .await;
+        assert!(resp.batch_item_failures.is_empty());
+        jobs.push(job);
+    }
+    assert_eq!(
+        f.results(&jobs[0]).await.len(),
+        1,
+        "processed after the lease ran out"
+    );
+    assert_eq!(
+        f.results(&jobs[1]).await.len(),
+        1,
+        "an expired item is treated as new"
+    );
+    assert!(
+        f.results(&jobs[2]).await.is_empty(),
+        "a live claim is respected"
+    );
+    assert_eq!(f.job(&jobs[2]).await.duplicates, 1);
+
+    // A completed claim is kept for the retention period.
+    let d = &f.worker.dedupe;
+    assert_eq!(
+        d.claim("enrow:single_search_finished:dead", "me")
+            .await
+            .unwrap(),
+        relay_shared::store::Claim::Duplicate
+    );
+}
+
+#[tokio::test]
+async fn unprocessable_deliveries_are_parked_at_once_and_the_batch_goes_on() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::EmailFind, vec![finder(0)], 1, &["good"])
+        .await;
+    let mut good = fixture_json("enrow/single_search_finished.json");
+    good["id"] = json!("good");
+    let bad = vec![
+        ("unreadable envelope", "this is not an envelope".to_string()),
+        ("body is not JSON", enrow_env(&job, b"<html>oops</html>")),
+        (
+            "unknown Enrow event",
+            enrow_env(
+                &job,
+                br#"{"event":"bulk_company_search_finished","id":"x"}"#,
+            ),
+        ),
+        (
+            "unknown job",
+            enrow_env("job_nobody", &fixture("enrow/single_search_finished.json")),
+        ),
+        ("empty body", enrow_env(&job, b"")),
+    ];
+    let mut bodies: Vec<String> = bad.iter().map(|(_, b)| b.clone()).collect();
+    bodies.push(enrow_env(&job, good.to_string().as_bytes()));
+    let (resp, _) = f.run(&bodies).await;
+    assert!(resp.batch_item_failures.is_empty(), "parked, not retried");
+    assert_eq!(
+        f.results(&job).await.len(),
+        1,
+        "the rest of the batch succeeded"
+    );
+
+    let parked = f.dead_letters().await;
+    assert_eq!(parked.len(), bad.len());
+    for (reason, body) in &bad {
+        let (_, attrs) = parked
+            .iter()
+            .find(|(b, _)| b == body)
+            .expect("parked with its body intact");
+        assert!(
+            attrs["reason"].starts_with(reason),
+            "{} vs {reason}",
+            attrs["reason"]
+        );
+        assert!(!attrs["source_message_id"].is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_5000_row_enrow_bulk_maps_every_row_to_its_contact() {
+    let f = Fetch::new().await;
+    let n = 5000;
+    let job = f
+        .seed(
+            Operation::EmailFind,
+            (0..n).map(finder).collect(),
+            5000,
+            &["bulk-5000"],
+        )
+        .await;
+    // Rows in a scrambled order; every third one not found.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|i| (i * 7919) % n);
+    let rows: Vec<Value> = order
+        .iter()
+        .map(|&i| {
+            if i % 3 == 0 {
+                json!({"index": i, "qualification": "invalid", "email": null})
+            } else {
+                json!({"index": i.to_string(), "qualification": "valid", "email": format!("person{i}@dundermifflin.com")})
+            }
+        })
+        .collect();
+    let body = json!({"general": {"id": "bulk-5000", "status": "completed"}, "stats": {"requested": n}, "results": rows});
+    f.stub.script(
+        "/email/find/bulk",
+        "bulk-5000",
+        vec![(200, body.to_string())],
+    );
+    let (resp, _) = f
+        .run(&[enrow_env(
+            &job,
+            &enrow_event("bulk_search_finished", "bulk-5000", None),
+        )])
+        .await;
+    assert!(resp.batch_item_failures.is_empty());
+
+    let results = f.results(&job).await;
+    assert_eq!(results.len(), n);
+    let mut seen = HashSet::new();
+    for r in &results {
+        let i = r.index as usize;
+        assert!(seen.insert(i));
+        assert_eq!(r.custom, Some(json!({"crm_id": format!("lead_{i}")})));
+        if i % 3 == 0 {
+            assert_eq!(r.outcome, Outcome::NotFound);
+        } else {
+            assert_eq!(r.email, Some(format!("person{i}@dundermifflin.com")));
+        }
+    }
+    let meta = f.job(&job).await;
+    assert_eq!(
+        (meta.done, meta.not_found, meta.status),
+        (5000, 1667, JobStatus::Completed)
+    );
+}
+
+#[tokio::test]
+async fn a_bulk_apply_that_died_midway_is_finished_with_exact_counters() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(
+            Operation::EmailFind,
+            (0..60).map(finder).collect(),
+            60,
+            &["bulk-crash"],
+        )
+        .await;
+    let ddb = relay_shared::aws::dynamodb(&f.stack.sdk);
+    let table = f.stack.res.table("JobsTable");
+    let pk = AttributeValue::S(format!("JOB#{job}"));
+    // A worker wrote 25 rows (one BatchWriteItem) and died holding the chunk: rows in, nothing counted.
+    for i in 0..25u64 {
+        ddb.put_item()
+            .table_name(table)
+            .item("pk", pk.clone())
+            .item("sk", AttributeValue::S(format!("RESULT#{i:07}")))
+            .item("outcome", AttributeValue::S("found".into()))
+            .item("raw", AttributeValue::S("{}".into()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let hold = |until: u64| {
+        ddb.update_item()
+            .table_name(table)
+            .key("pk", pk.clone())
+            .key("sk", AttributeValue::S("CHUNK#00000".into()))
+            .update_expression("SET applier = :a, applier_until = :u")
+            .expression_attribute_values(":a", AttributeValue::S("dead-worker".into()))
+            .expression_attribute_values(":u", AttributeValue::N(until.to_string()))
+            .send()
+    };
+    let rows: Vec<Value> = (0..60)
+        .map(|i| json!({"index": i, "qualification": "valid", "email": format!("p{i}@dundermifflin.com")}))
+        .collect();
+    let body = json!({"general": {"id": "bulk-crash", "status": "completed"}, "results": rows});
+    f.stub.script(
+        "/email/find/bulk",
+        "bulk-crash",
+        vec![(200, body.to_string()), (200, body.to_string())],
+    );
+    let delivery = enrow_env(
+        &job,
+        &enrow_event("bulk_search_finished", "bulk-crash", None),
+    );
+
+    // While its lease runs, the chunk is not applied twice: the record goes back to SQS.
+    hold(relay_shared::now_ms() + 60_000).await.unwrap();
+    let (resp, _) = f.run(std::slice::from_ref(&delivery)).await;
+    assert_eq!(
+        resp.batch_item_failures.len(),
+        1,
+        "retried while another worker holds the chunk"
+    );
+    assert_eq!(f.job(&job).await.done, 0);
+
+    // Once the lease ran out, the retry stores the 35 missing rows and counts all 60.
+    hold(relay_shared::now_ms() - 1).await.unwrap();
+    let (resp, _) = f.run(std::slice::from_ref(&delivery)).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(f.results(&job).await.len(), 60);
+    let meta = f.job(&job).await;
+    assert_eq!(
+        (meta.done, meta.found, meta.status),
+        (60, 60, JobStatus::Completed)
+    );
+    let chunk = &f.jobs.chunks(&job).await.unwrap()[0];
+    assert_eq!(chunk.status, ChunkStatus::Completed);
+}

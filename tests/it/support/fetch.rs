@@ -1,0 +1,212 @@
+//! A bulk-fetch worker wired to moto (real DynamoDB, SQS, S3 through the SDK) and the loopback
+//! provider stub, with helpers to seed jobs and read what the worker stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use bulk_fetch::Worker;
+use relay_shared::Provider;
+use relay_shared::bodies::S3Bodies;
+use relay_shared::envelope::{Body, Envelope, Signature};
+use relay_shared::jobs::{
+    Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation,
+};
+use relay_shared::providers::Hook;
+use relay_shared::providers::client::ProviderHttp;
+use relay_shared::queue::SqsQueue;
+use relay_shared::store::{DynamoDedupe, DynamoJobStore, JobStore};
+use serde_json::{Value, json};
+
+use super::Stack;
+use super::provider_stub::ProviderStub;
+
+pub type TestWorker = Worker<DynamoJobStore, DynamoDedupe, ProviderHttp, S3Bodies, SqsQueue>;
+
+pub const ENROW_KEY: &str = "enrow-test-key";
+pub const FULLENRICH_KEY: &str = "fullenrich-test-key";
+
+pub struct Fetch {
+    pub stack: Stack,
+    pub stub: ProviderStub,
+    pub worker: Arc<TestWorker>,
+    pub jobs: DynamoJobStore,
+}
+
+impl Fetch {
+    pub async fn new() -> Fetch {
+        let stack = Stack::new().await;
+        let stub = ProviderStub::start().await;
+        let ddb = relay_shared::aws::dynamodb(&stack.sdk);
+        let jobs = DynamoJobStore::new(ddb.clone(), stack.res.table("JobsTable"));
+        let mut providers = ProviderHttp::new(&stub.url, ENROW_KEY, &stub.url, FULLENRICH_KEY);
+        providers.backoff = std::time::Duration::from_millis(10);
+        let worker = Arc::new(Worker {
+            jobs: jobs.clone(),
+            dedupe: DynamoDedupe::new(ddb, stack.res.table("DedupeTable"), 120_000, 30 * 86_400),
+            providers,
+            bodies: S3Bodies::new(stack.s3(), stack.res.bucket("PayloadBucket")),
+            dead_letters: SqsQueue::new(stack.sqs(), stack.res.queue_url("WebhookDeadLetterQueue")),
+        });
+        Fetch {
+            stack,
+            stub,
+            worker,
+            jobs,
+        }
+    }
+
+    /// Seeds a job as job-submit would: contacts, chunks of `chunk_size`, the head, and each
+    /// chunk linked to its provider id. Returns the job id.
+    pub async fn seed(
+        &self,
+        operation: Operation,
+        contacts: Vec<(Value, Value)>,
+        chunk_size: u64,
+        provider_ids: &[&str],
+    ) -> String {
+        let job_id = format!("job_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let n = contacts.len() as u64;
+        let contacts: Vec<Contact> = contacts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (fields, custom))| Contact {
+                index: i as u64,
+                fields: fields.as_object().cloned().unwrap_or_default(),
+                custom: Some(custom).filter(|c| !c.is_null()),
+            })
+            .collect();
+        let chunks: Vec<Chunk> = (0..n.div_ceil(chunk_size))
+            .map(|i| Chunk {
+                index: i as u32,
+                offset: i * chunk_size,
+                count: chunk_size.min(n - i * chunk_size),
+                provider_id: None,
+                status: ChunkStatus::Pending,
+                credits: None,
+                error: None,
+            })
+            .collect();
+        let meta = JobMeta {
+            job_id: job_id.clone(),
+            provider: operation.provider(),
+            operation,
+            name: Some("test".into()),
+            status: JobStatus::Running,
+            contacts: n,
+            chunk_size,
+            chunks: chunks.len() as u64,
+            done: 0,
+            found: 0,
+            not_found: 0,
+            failed: 0,
+            duplicates: 0,
+            created_at_ms: relay_shared::now_ms(),
+            updated_at_ms: relay_shared::now_ms(),
+            error: None,
+            options: Value::Null,
+        };
+        self.jobs
+            .create_job(&meta, &chunks, &contacts)
+            .await
+            .unwrap();
+        for (chunk, pid) in chunks.iter().zip(provider_ids) {
+            self.jobs
+                .link_chunk(&job_id, chunk, pid, None)
+                .await
+                .unwrap();
+        }
+        job_id
+    }
+
+    /// The SQS message body ingest would have sent for this delivery.
+    pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {
+        Envelope {
+            v: 1,
+            delivery_id: uuid::Uuid::new_v4().to_string(),
+            provider,
+            hook,
+            job_id: job_id.to_string(),
+            received_at_ms: relay_shared::now_ms(),
+            headers: Default::default(),
+            signature: Signature::NotApplicable,
+            body: Body::inline(body),
+        }
+        .to_json()
+    }
+
+    pub fn message(body: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(uuid::Uuid::new_v4().to_string());
+        m.receipt_handle = Some("rh".into());
+        m.body = Some(body.to_string());
+        m.event_source = Some("aws:sqs".into());
+        m
+    }
+
+    /// Runs one batch of these message bodies through the worker.
+    pub async fn run(&self, bodies: &[String]) -> (SqsBatchResponse, Vec<SqsMessage>) {
+        let mut event = SqsEvent::default();
+        event.records = bodies.iter().map(|b| Self::message(b)).collect();
+        let records = event.records.clone();
+        (self.worker.handle_batch(event).await, records)
+    }
+
+    pub async fn results(&self, job_id: &str) -> Vec<ContactResult> {
+        self.jobs.results(job_id, 0, 100_000).await.unwrap()
+    }
+
+    pub async fn job(&self, job_id: &str) -> JobMeta {
+        self.jobs
+            .get_job(job_id)
+            .await
+            .unwrap()
+            .expect("job exists")
+    }
+
+    /// Every message in the DLQ: (body, message attributes).
+    pub async fn dead_letters(&self) -> Vec<(String, HashMap<String, String>)> {
+        let sqs = self.stack.sqs();
+        let url = self.stack.res.queue_url("WebhookDeadLetterQueue");
+        let mut out = Vec::new();
+        loop {
+            let got = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .unwrap();
+            let messages = got.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return out;
+            }
+            for m in messages {
+                let attrs = m
+                    .message_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
+                    .collect();
+                out.push((m.body.unwrap_or_default(), attrs));
+            }
+        }
+    }
+}
+
+/// A JSON fixture with some fields changed.
+pub fn fixture_json(path: &str) -> Value {
+    serde_json::from_slice(&super::fixture(path)).unwrap()
+}
+
+pub fn enrow_event(event: &str, id: &str, cost: Option<f64>) -> Vec<u8> {
+    let mut v = json!({ "event": event, "id": id });
+    if let Some(c) = cost {
+        v["credits"] = json!({ "cost": c });
+    }
+    v.to_string().into_bytes()
+}

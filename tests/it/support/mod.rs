@@ -1,0 +1,101 @@
+//! Test support: the shared moto server, per-test stacks, API Gateway v2 requests, queue reads.
+
+use std::sync::OnceLock;
+
+use aws_config::SdkConfig;
+use relay_local_stack::{Moto, Resources, Template};
+
+pub mod fetch;
+pub mod provider_stub;
+
+/// One moto server per test binary. It is never dropped; it stops when this process exits, as
+/// its guard reads EOF on the pipe we hold.
+pub fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| Moto::start(0).expect("start moto (run scripts/bootstrap.sh first)"))
+}
+
+pub struct Stack {
+    pub sdk: SdkConfig,
+    pub res: Resources,
+}
+
+impl Stack {
+    /// Fresh tables, queues and bucket from template.yaml, under a unique prefix.
+    pub async fn new() -> Stack {
+        // Logs go to the test's captured output: shown when a test fails.
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let sdk = relay_shared::aws::for_endpoint(&moto().endpoint).await;
+        let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let res = Template::load_default()
+            .expect("template.yaml")
+            .create(&sdk, &prefix)
+            .await
+            .expect("create local resources");
+        Stack { sdk, res }
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        relay_shared::aws::sqs(&self.sdk)
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        relay_shared::aws::s3(&self.sdk)
+    }
+
+    pub fn webhook_queue(&self) -> &str {
+        self.res.queue_url("WebhookQueue")
+    }
+
+    /// Receives (and deletes) every message now in `queue_url`, until two empty receives.
+    pub async fn drain(&self, queue_url: &str) -> Vec<String> {
+        let sqs = self.sqs();
+        let mut out = Vec::new();
+        let mut empty = 0;
+        while empty < 2 {
+            let got = sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .send()
+                .await
+                .expect("receive");
+            let messages = got.messages.unwrap_or_default();
+            if messages.is_empty() {
+                empty += 1;
+                continue;
+            }
+            empty = 0;
+            for m in messages {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle.unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+                out.push(m.body.unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+/// An API Gateway HTTP API (payload v2) request, parsed by lambda_http exactly as on Lambda.
+pub fn apigw_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> lambda_http::Request {
+    let event = relay_local_stack::runtime_api::apigw_v2_event(method, path, headers, body);
+    lambda_http::request::from_str(&event.to_string()).expect("valid API Gateway v2 event")
+}
+
+/// A provider fixture from fixtures/providers.
+pub fn fixture(path: &str) -> Vec<u8> {
+    let p = relay_local_stack::repo_root()
+        .join("fixtures/providers")
+        .join(path);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}

@@ -1,0 +1,153 @@
+//! Peak RSS of the release `webhook-ingest` binary over 10,000 deliveries.
+//!
+//! Runs the real binary under a loopback Lambda Runtime API, with SQS and S3 in moto, feeds it
+//! 10,000 authenticated deliveries (Enrow and signed FullEnrich bodies of 1–64 KB, and one 1 MB
+//! claim-checked body in every 1,000), checks each answer is 200, and prints the process's peak
+//! RSS (VmHWM) and its RSS over time.
+//!
+//! Usage: ingest-rss [PATH_TO_BINARY] [DELIVERIES]   (default target/release/webhook-ingest, 10000)
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use relay_local_stack::runtime_api::{RuntimeApi, apigw_v2_event};
+use relay_local_stack::{Moto, Template, repo_root};
+use relay_shared::Provider;
+use relay_shared::auth::{WebhookSecret, fullenrich_signature};
+
+const SECRET: &str = "rss-webhook-secret-0123456789";
+const FE_KEY: &str = "rss-fullenrich-key";
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn body(i: usize, size: usize) -> Vec<u8> {
+    let mut s = format!(
+        r#"{{"event":"single_search_finished","id":"rss-{i}","result":{{"qualification":"valid","custom":"#
+    );
+    s.push('"');
+    while s.len() + 4 < size {
+        s.push('x');
+    }
+    s.push_str("\"}}");
+    s.into_bytes()
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let binary = args.get(1).cloned().unwrap_or_else(|| {
+        repo_root()
+            .join("target/release/webhook-ingest")
+            .display()
+            .to_string()
+    });
+    let deliveries: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+
+    let moto = Moto::start(0).expect("moto");
+    let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
+    let template = Template::load_default().expect("template");
+    let res = template.create(&sdk, "rss").await.expect("resources");
+    let params = BTreeMap::from([
+        ("WebhookSecret".to_string(), SECRET.to_string()),
+        ("FullEnrichApiKey".to_string(), FE_KEY.to_string()),
+        (
+            "FullEnrichRequireSignature".to_string(),
+            "false".to_string(),
+        ),
+    ]);
+    let env = template.function_env("WebhookIngestFunction", &res, &params);
+
+    let api = RuntimeApi::start().await.expect("runtime api");
+    let mut child = Command::new(&binary)
+        .envs(&env)
+        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "webhook-ingest")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{binary}: {e} (build it: cargo build --release -p webhook-ingest)")
+        });
+    let pid = child.id();
+    let secret = WebhookSecret::new(SECRET);
+
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    for i in 0..deliveries {
+        let size = if i % 1000 == 999 {
+            1 << 20
+        } else {
+            1024 << (i % 7)
+        };
+        let provider = if i % 2 == 0 {
+            Provider::Enrow
+        } else {
+            Provider::Fullenrich
+        };
+        let hook = if provider == Provider::Enrow {
+            "event"
+        } else {
+            "batch"
+        };
+        let job = format!("job_{}", i % 50);
+        let payload = body(i, size);
+        let sig = fullenrich_signature(FE_KEY.as_bytes(), &payload);
+        let path = format!(
+            "/webhooks/{provider}/{job}/{hook}/{}",
+            secret.token(provider, &job)
+        );
+        let event = apigw_v2_event(
+            "POST",
+            &path,
+            &[
+                ("content-type", "application/json"),
+                ("x-signature-sha1", &sig),
+            ],
+            &payload,
+        );
+        let resp = api.invoke(event).await.expect("invocation");
+        assert_eq!(resp["statusCode"], 200, "delivery {i}: {resp}");
+        if (i + 1) % 1000 == 0 {
+            samples.push((i + 1, status_kb(pid, "VmRSS:")));
+        }
+    }
+    let elapsed = started.elapsed();
+    let hwm = status_kb(pid, "VmHWM:");
+    let _ = child.kill();
+    let _ = child.wait();
+    let size = std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0);
+
+    println!("binary: {binary} ({:.1} MB)", size as f64 / 1e6);
+    println!(
+        "deliveries: {deliveries} (1-64 KB bodies, every 1000th 1 MB claim-checked), all answered 200"
+    );
+    println!(
+        "wall time: {:.1} s ({:.2} ms per delivery incl. moto)",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e3 / deliveries as f64
+    );
+    println!(
+        "rss after N deliveries (MB): {}",
+        samples
+            .iter()
+            .map(|(n, kb)| format!("{n}:{:.1}", *kb as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("peak RSS (VmHWM): {:.1} MB", hwm as f64 / 1024.0);
+}

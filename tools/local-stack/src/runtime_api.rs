@@ -1,0 +1,156 @@
+//! A Lambda Runtime API on loopback: runs a real function binary (release or debug) the way
+//! Lambda does, one invocation at a time, so benches and the local stack can drive it.
+//!
+//! `GET /2018-06-01/runtime/invocation/next` hands out queued events; the function's
+//! `…/{id}/response` or `…/{id}/error` completes the matching [`RuntimeApi::invoke`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::Value;
+use tokio::sync::{Notify, oneshot};
+
+type Reply = oneshot::Sender<Result<Value, Value>>;
+
+#[derive(Default)]
+struct Inner {
+    queue: Mutex<VecDeque<(Value, Reply)>>,
+    in_flight: Mutex<HashMap<String, Reply>>,
+    ready: Notify,
+}
+
+#[derive(Clone)]
+pub struct RuntimeApi {
+    inner: Arc<Inner>,
+    /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
+    pub address: String,
+}
+
+impl RuntimeApi {
+    /// Serves on 127.0.0.1 (a free port) until the process ends.
+    pub async fn start() -> std::io::Result<RuntimeApi> {
+        let inner = Arc::new(Inner::default());
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?.to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(RuntimeApi { inner, address })
+    }
+
+    /// Invokes the function with `event`; `Ok` with its response, `Err` with its error body.
+    pub async fn invoke(&self, event: Value) -> Result<Value, Value> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.queue.lock().unwrap().push_back((event, tx));
+        self.inner.ready.notify_one();
+        rx.await
+            .unwrap_or_else(|_| Err(Value::from("the function went away")))
+    }
+}
+
+async fn next(State(inner): State<Arc<Inner>>) -> impl IntoResponse {
+    loop {
+        let ready = inner.ready.notified();
+        let item = inner.queue.lock().unwrap().pop_front();
+        if let Some((event, reply)) = item {
+            let id = uuid::Uuid::new_v4().to_string();
+            inner.in_flight.lock().unwrap().insert(id.clone(), reply);
+            let deadline = relay_shared::now_ms() + 60_000;
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "lambda-runtime-aws-request-id",
+                HeaderValue::from_str(&id).unwrap(),
+            );
+            headers.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline));
+            headers.insert(
+                "lambda-runtime-invoked-function-arn",
+                HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:local"),
+            );
+            headers.insert(
+                "lambda-runtime-trace-id",
+                HeaderValue::from_static("Root=1-00000000-000000000000000000000000"),
+            );
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            return (headers, event.to_string());
+        }
+        ready.await;
+    }
+}
+
+fn complete(inner: &Inner, id: &str, result: Result<Value, Value>) -> StatusCode {
+    match inner.in_flight.lock().unwrap().remove(id) {
+        Some(reply) => {
+            let _ = reply.send(result);
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+fn json_or_text(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|_| Value::from(body))
+}
+
+async fn response(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    body: String,
+) -> StatusCode {
+    complete(&inner, &id, Ok(json_or_text(&body)))
+}
+
+async fn error(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    body: String,
+) -> StatusCode {
+    complete(&inner, &id, Err(json_or_text(&body)))
+}
+
+async fn init_error(body: String) -> StatusCode {
+    eprintln!("function init error: {body}");
+    StatusCode::ACCEPTED
+}
+
+/// An API Gateway HTTP API (payload v2) event, body base64-encoded as API Gateway does for binary.
+pub fn apigw_v2_event(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Value {
+    use base64::Engine;
+    let headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), Value::from(*v)))
+        .collect();
+    serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "api",
+            "domainName": "api.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "api",
+            "http": { "method": method, "path": path, "protocol": "HTTP/1.1",
+                      "sourceIp": "127.0.0.1", "userAgent": "local" },
+            "requestId": "req",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "22/Nov/2026:12:00:00 +0000",
+            "timeEpoch": 0
+        },
+        "body": base64::engine::general_purpose::STANDARD.encode(body),
+        "isBase64Encoded": true
+    })
+}
