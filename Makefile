@@ -1,0 +1,29 @@
+# Enrich Relay. `make test` and `make bench` work on a fresh machine: they install what is missing first.
+SHELL := /bin/bash
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+FUNCTIONS := webhook-ingest bulk-fetch job-submit
+# arm64 deploy builds get their own target dir, so they never force host test rebuilds.
+ARM64_TARGET_DIR := target/arm64
+
+.PHONY: bootstrap test lint bench build
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+lint: bootstrap
+	$(VENV)/bin/cfn-lint template.yaml
+
+test: bootstrap
+	cargo test --workspace
+	$(VENV)/bin/cfn-lint template.yaml
+
+bench: bootstrap
+	cargo bench -p webhook-ingest --bench ingest
+	cargo build --release -p webhook-ingest -p relay-local-stack --bin webhook-ingest --bin ingest-rss
+	target/release/ingest-rss target/release/webhook-ingest 10000
+
+build: bootstrap
+	rustup target add aarch64-unknown-linux-gnu
+	cargo lambda build --release --arm64 --target-dir $(ARM64_TARGET_DIR) $(addprefix --bin ,$(FUNCTIONS))
+	@for f in $(FUNCTIONS); do file $(ARM64_TARGET_DIR)/lambda/$$f/bootstrap; ls -l $(ARM64_TARGET_DIR)/lambda/$$f/bootstrap; done
