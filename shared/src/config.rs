@@ -58,6 +58,17 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
+    /// A positive whole number, `default` when unset.
+    pub fn number(&self, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+        match self.optional(var) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or(ConfigError {
+                var,
+                problem: "must be a positive whole number".into(),
+            }),
+        }
+    }
+
     /// A secret: required, and at least 16 bytes so a placeholder like "x" cannot slip through.
     pub fn secret(&self, var: &'static str) -> Result<String, ConfigError> {
         let v = self.required(var)?;
@@ -181,15 +192,6 @@ pub struct FetchConfig {
 
 impl FetchConfig {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        let number = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
-            match env.optional(var) {
-                None => Ok(default),
-                Some(v) => v.trim().parse().ok().filter(|n| *n > 0).ok_or(ConfigError {
-                    var,
-                    problem: "must be a positive whole number".into(),
-                }),
-            }
-        };
         Ok(FetchConfig {
             jobs_table: env.required("JOBS_TABLE")?,
             dedupe_table: env.required("DEDUPE_TABLE")?,
@@ -205,8 +207,56 @@ impl FetchConfig {
                 Some(crate::providers::client::FULLENRICH_DEFAULT_URL),
             )?,
             fullenrich_key: env.optional("FULLENRICH_API_KEY").unwrap_or_default(),
-            dedupe_retention_days: number("DEDUPE_RETENTION_DAYS", 30)?,
-            dedupe_lease_seconds: number("DEDUPE_LEASE_SECONDS", 120)?,
+            dedupe_retention_days: env.number("DEDUPE_RETENTION_DAYS", 30)?,
+            dedupe_lease_seconds: env.number("DEDUPE_LEASE_SECONDS", 120)?,
+        })
+    }
+}
+
+/// job-submit's configuration (the jobs API and the chunk submitter).
+#[derive(Debug, Clone)]
+pub struct SubmitConfig {
+    pub jobs_table: String,
+    /// One message per chunk to start; consumed by `job-submit-worker`.
+    pub submit_queue_url: String,
+    /// Base of the webhook URLs handed to providers (the API's public address).
+    pub public_base_url: String,
+    pub webhook_secret: WebhookSecret,
+    pub api_token: String,
+    pub enrow_url: String,
+    pub enrow_key: String,
+    pub fullenrich_url: String,
+    pub fullenrich_key: String,
+    /// FullEnrich allows 60 requests a minute per account, polling included: starts take 50 by
+    /// default and leave the rest to the result GETs.
+    pub fullenrich_starts_per_minute: u64,
+    /// Enrow allows 10 POSTs a second per endpoint.
+    pub enrow_starts_per_second: u64,
+}
+
+impl SubmitConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(SubmitConfig {
+            jobs_table: env.required("JOBS_TABLE")?,
+            submit_queue_url: env.url("SUBMIT_QUEUE_URL", None)?,
+            public_base_url: env
+                .url("PUBLIC_BASE_URL", None)?
+                .trim_end_matches('/')
+                .to_string(),
+            webhook_secret: WebhookSecret::new(env.secret("WEBHOOK_SECRET")?),
+            api_token: env.secret("RELAY_API_TOKEN")?,
+            enrow_url: env.url(
+                "ENROW_API_URL",
+                Some(crate::providers::client::ENROW_DEFAULT_URL),
+            )?,
+            enrow_key: env.optional("ENROW_API_KEY").unwrap_or_default(),
+            fullenrich_url: env.url(
+                "FULLENRICH_API_URL",
+                Some(crate::providers::client::FULLENRICH_DEFAULT_URL),
+            )?,
+            fullenrich_key: env.optional("FULLENRICH_API_KEY").unwrap_or_default(),
+            fullenrich_starts_per_minute: env.number("FULLENRICH_STARTS_PER_MINUTE", 50)?.min(60),
+            enrow_starts_per_second: env.number("ENROW_STARTS_PER_SECOND", 8)?.min(10),
         })
     }
 }

@@ -18,6 +18,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 
+use futures::StreamExt;
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
@@ -121,6 +123,13 @@ pub struct Stored {
     pub write_calls: usize,
 }
 
+/// What an `Idempotency-Key` was used for before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotency {
+    Fresh,
+    Seen { job_id: String, body_sha256: String },
+}
+
 /// Where a provider id's contacts sit in the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRef {
@@ -215,7 +224,13 @@ impl DynamoJobStore {
         for c in chunks {
             requests.push(put_request(chunk_item(&pk, c)));
         }
-        self.batch_write(requests).await?;
+        // 25 items per call, 8 calls in flight: 50,000 contacts are 2,000 calls.
+        let batches: Vec<Vec<WriteRequest>> = requests.chunks(25 * 8).map(<[_]>::to_vec).collect();
+        let writes = futures::stream::iter(batches.into_iter().map(|b| self.batch_write(b)))
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        writes.into_iter().collect::<Result<Vec<_>, _>>()?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -264,7 +279,229 @@ impl DynamoJobStore {
         Ok(calls)
     }
 
-    /// Records a chunk's provider id (and the credits the start reserved) and links the id to it.
+    /// Records an `Idempotency-Key` for a job about to be created. The first caller gets
+    /// `Fresh`; later callers get the job id and body hash recorded first. Kept for 24 hours.
+    pub async fn remember_idempotency_key(
+        &self,
+        key: &str,
+        body_sha256: &str,
+        job_id: &str,
+    ) -> Result<Idempotency, StoreError> {
+        let pk = format!("IDEM#{key}");
+        let now = now_ms();
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s("IDEM"))
+            .item("body_sha256", s(body_sha256))
+            .item("job_id", s(job_id))
+            .item("expires_at", n(now / 1000 + 86_400))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(now / 1000))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Idempotency::Fresh),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                let item = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(&pk))
+                    .key("sk", s("IDEM"))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(unavailable)?
+                    .item
+                    .ok_or_else(|| StoreError::Unavailable("idempotency record vanished".into()))?;
+                Ok(Idempotency::Seen {
+                    job_id: get_s(&item, "job_id").unwrap_or_default().to_string(),
+                    body_sha256: get_s(&item, "body_sha256").unwrap_or_default().to_string(),
+                })
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Takes a pending chunk for submission (a lease, so a redelivered message waits instead of
+    /// submitting it twice). `None`: the chunk is not pending any more, or another worker holds it.
+    pub async fn begin_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        lease_ms: u64,
+    ) -> Result<Option<Chunk>, StoreError> {
+        let now = now_ms();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(index)))
+            .update_expression("SET submit_until = :until")
+            .condition_expression(
+                "#status = :pending AND (attribute_not_exists(submit_until) OR submit_until < :now)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+            .expression_attribute_values(":until", n(now + lease_ms))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(out) => out.attributes.as_ref().map(parse_chunk).transpose(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Gives a chunk's submission lease back (the start failed in a way worth retrying).
+    pub async fn release_submit(&self, job_id: &str, index: u32) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(index)))
+            .update_expression("REMOVE submit_until")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Counts a chunk as submitted and moves the job to `submitting`, or to `running` once every
+    /// chunk is out. Returns the job's new status.
+    pub async fn count_submitted(&self, job_id: &str) -> Result<JobStatus, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .update_expression("ADD submitted :one SET updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now_ms()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let item = out.attributes.unwrap_or_default();
+        let submitted: u64 = get_n(&item, "submitted").unwrap_or(0);
+        let chunks: u64 = get_n(&item, "chunks").unwrap_or(0);
+        let next = if submitted >= chunks {
+            JobStatus::Running
+        } else {
+            JobStatus::Submitting
+        };
+        // Only forward: accepted → submitting → running; never over a settled status.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .update_expression("SET #status = :next")
+            .condition_expression("#status IN (:a, :b)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":next", s(next.as_str()))
+            .expression_attribute_values(":a", s(JobStatus::Accepted.as_str()))
+            .expression_attribute_values(
+                ":b",
+                s(if next == JobStatus::Running {
+                    JobStatus::Submitting
+                } else {
+                    JobStatus::Accepted
+                }
+                .as_str()),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(next),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(get_s(&item, "status")
+                    .and_then(JobStatus::parse)
+                    .unwrap_or(next))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Reserves the next start slot of a rate limit shared by every worker (`name`, one start
+    /// per `interval_ms`). Returns the time (ms) at which this caller may start.
+    pub async fn reserve_slot(&self, name: &str, interval_ms: u64) -> Result<u64, StoreError> {
+        let key = [
+            ("pk".to_string(), s(format!("RATE#{name}"))),
+            ("sk".to_string(), s("RATE")),
+        ];
+        for _ in 0..20 {
+            let seen: Option<u64> = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone().into_iter().collect()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?
+                .item
+                .and_then(|i| get_n(&i, "next_at"));
+            let now = now_ms();
+            let slot = seen.unwrap_or(0).max(now);
+            let mut req = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(
+                    key.clone()
+                        .into_iter()
+                        .chain([
+                            ("next_at".to_string(), n(slot + interval_ms)),
+                            ("expires_at".to_string(), n(now / 1000 + 86_400)),
+                        ])
+                        .collect(),
+                ));
+            req = match seen {
+                Some(v) => req
+                    .condition_expression("next_at = :seen")
+                    .expression_attribute_values(":seen", n(v)),
+                None => req.condition_expression("attribute_not_exists(pk)"),
+            };
+            match req.send().await {
+                Ok(_) => return Ok(slot),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "rate limit {name}: too much contention"
+        )))
+    }
+
+    /// Records a chunk's provider id (and the credits the start reserved), then links the id to
+    /// the chunk. The chunk write comes first: it is what stops a second start. The link is an
+    /// index for bulk-fetch; if it is missing, [`JobStore::find_chunk`] falls back to the chunks.
     pub async fn link_chunk(
         &self,
         job_id: &str,
@@ -273,48 +510,35 @@ impl DynamoJobStore {
         credits: Option<f64>,
     ) -> Result<(), StoreError> {
         let pk = job_pk(job_id);
-        let link = Item::from([
-            ("pk".into(), s(&pk)),
-            ("sk".into(), s(format!("PID#{provider_id}"))),
-            ("chunk".into(), n(chunk.index)),
-            ("offset".into(), n(chunk.offset)),
-            ("count".into(), n(chunk.count)),
-        ]);
-        let mut update = Update::builder()
+        let mut expr = String::from("SET provider_id = :pid, #status = :st REMOVE submit_until");
+        let mut update = self
+            .client
+            .update_item()
             .table_name(&self.table)
             .key("pk", s(&pk))
             .key("sk", s(chunk_sk(chunk.index)))
-            .update_expression("SET provider_id = :pid, #status = :st")
+            .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":pid", s(provider_id))
             .expression_attribute_values(":st", s(ChunkStatus::Submitted.as_str()));
         if let Some(c) = credits {
-            update = update
-                .update_expression("SET provider_id = :pid, #status = :st, credits = :cr")
-                .expression_attribute_values(":cr", n(c));
+            expr =
+                "SET provider_id = :pid, #status = :st, credits = :cr REMOVE submit_until".into();
+            update = update.expression_attribute_values(":cr", n(c));
         }
+        update
+            .update_expression(expr)
+            .send()
+            .await
+            .map_err(unavailable)?;
         self.client
-            .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.table)
-                            .set_item(Some(link))
-                            .build()
-                            .map_err(|e| StoreError::Data(e.to_string()))?,
-                    )
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(
-                        update
-                            .build()
-                            .map_err(|e| StoreError::Data(e.to_string()))?,
-                    )
-                    .build(),
-            )
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(format!("PID#{provider_id}")))
+            .item("chunk", n(chunk.index))
+            .item("offset", n(chunk.offset))
+            .item("count", n(chunk.count))
             .send()
             .await
             .map_err(unavailable)?;
@@ -348,6 +572,27 @@ impl DynamoJobStore {
             None => req.update_expression("SET #status = :st, updated_at = :now"),
         };
         req.send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Records why a job (partly) failed; its status settles when every contact is accounted for.
+    pub async fn set_job_error(&self, job_id: &str, error: &JobError) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .update_expression("SET #error = :err, updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(
+                ":err",
+                s(serde_json::to_string(error).unwrap_or_default()),
+            )
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -743,10 +988,24 @@ impl JobStore for DynamoJobStore {
             .send()
             .await
             .map_err(unavailable)?;
-        Ok(out.item.map(|item| ChunkRef {
-            index: get_n(&item, "chunk").unwrap_or(0),
-            offset: get_n(&item, "offset").unwrap_or(0),
-            count: get_n(&item, "count").unwrap_or(0),
+        if let Some(item) = out.item {
+            return Ok(Some(ChunkRef {
+                index: get_n(&item, "chunk").unwrap_or(0),
+                offset: get_n(&item, "offset").unwrap_or(0),
+                count: get_n(&item, "count").unwrap_or(0),
+            }));
+        }
+        // The link is written just after the chunk; if a worker died in between, the chunk
+        // itself still names its provider id.
+        let chunk = self
+            .chunks(job_id)
+            .await?
+            .into_iter()
+            .find(|c| c.provider_id.as_deref() == Some(provider_id));
+        Ok(chunk.map(|c| ChunkRef {
+            index: c.index,
+            offset: c.offset,
+            count: c.count,
         }))
     }
 

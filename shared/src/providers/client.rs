@@ -37,11 +37,11 @@ pub trait ProviderClient: Send + Sync + 'static {
 
 #[derive(Debug, Clone)]
 pub struct ProviderHttp {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     pub enrow_url: String,
-    enrow_key: String,
+    pub(crate) enrow_key: String,
     pub fullenrich_url: String,
-    fullenrich_key: String,
+    pub(crate) fullenrich_key: String,
     /// Attempts per GET before handing back to SQS.
     pub attempts: u32,
     pub backoff: Duration,

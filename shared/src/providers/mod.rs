@@ -4,6 +4,7 @@
 pub mod client;
 pub mod enrow;
 pub mod fullenrich;
+pub mod submit;
 
 /// Which webhook route a delivery came in on. FullEnrich's two webhooks get distinct routes and
 /// are never told apart by body (providers.md §2.7); Enrow names its event in the body.

@@ -1,0 +1,393 @@
+//! Starting enrichments: the exact request each operation sends (providers.md §2.2, §3.2) and
+//! what the provider's answer means for the chunk.
+//!
+//! Every contact carries the relay's record key: FullEnrich `custom.rid` and Enrow single
+//! `custom.rid` (objects), Enrow bulk `custom` (a string: the contact index). Bulk verification
+//! takes no per-email custom; its rows are joined on the email.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::jobs::{Contact, Operation, RECORD_KEY};
+use crate::providers::client::ProviderHttp;
+
+/// Contacts per provider request (providers.md: FullEnrich 100; Enrow 5,000, phone 3,000).
+pub fn chunk_size(op: Operation) -> u64 {
+    match op {
+        Operation::Enrich | Operation::ReverseEmail => 100,
+        Operation::EmailFind | Operation::EmailVerify => 5000,
+        Operation::PhoneFind => 3000,
+    }
+}
+
+/// Where a chunk's webhooks go: the relay's ingest URLs with the job's token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookUrls {
+    /// FullEnrich `webhook_url`; Enrow `settings.webhook`.
+    pub main: String,
+    /// FullEnrich `webhook_events.contact_finished`.
+    pub contact: Option<String>,
+}
+
+/// One provider request, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRequest {
+    /// Path below the provider's base URL.
+    pub path: &'static str,
+    pub body: Value,
+}
+
+/// The request that starts `contacts` (one chunk) for `op`.
+pub fn start_request(
+    op: Operation,
+    name: &str,
+    contacts: &[Contact],
+    options: &Value,
+    hooks: &WebhookUrls,
+) -> StartRequest {
+    let single = contacts.len() == 1;
+    let opt = |k: &str| options.get(k).cloned();
+    let mut settings = Map::new();
+    settings.insert("webhook".into(), Value::from(hooks.main.clone()));
+    if op != Operation::EmailVerify {
+        for k in ["country_code", "retrieve_gender"] {
+            if let Some(v) = opt(k) {
+                settings.insert(k.into(), v);
+            }
+        }
+    }
+    let pick = |c: &Contact, keys: &[&str]| -> Map<String, Value> {
+        keys.iter()
+            .filter_map(|k| c.field(k).map(|v| (k.to_string(), Value::from(v))))
+            .collect()
+    };
+    let rid = |c: &Contact| c.index.to_string();
+    match op {
+        Operation::Enrich | Operation::ReverseEmail => {
+            let fields = opt("enrich_fields").unwrap_or_else(|| json!(["contact.work_emails"]));
+            let data: Vec<Value> = contacts
+                .iter()
+                .map(|c| {
+                    let mut record = if op == Operation::Enrich {
+                        let mut r = pick(
+                            c,
+                            &[
+                                "first_name",
+                                "last_name",
+                                "domain",
+                                "company_name",
+                                "linkedin_url",
+                            ],
+                        );
+                        r.insert("enrich_fields".into(), fields.clone());
+                        r
+                    } else {
+                        pick(c, &["email"])
+                    };
+                    let mut custom = match &c.custom {
+                        Some(Value::Object(m)) => m.clone(),
+                        _ => Map::new(),
+                    };
+                    custom.insert(RECORD_KEY.into(), Value::from(rid(c)));
+                    record.insert("custom".into(), Value::Object(custom));
+                    Value::Object(record)
+                })
+                .collect();
+            let mut body = json!({ "name": name, "webhook_url": hooks.main, "data": data });
+            if let Some(contact) = &hooks.contact {
+                body["webhook_events"] = json!({ "contact_finished": contact });
+            }
+            StartRequest {
+                path: if op == Operation::Enrich {
+                    "/contact/enrich/bulk"
+                } else {
+                    "/contact/reverse/email/bulk"
+                },
+                body,
+            }
+        }
+        Operation::EmailFind | Operation::PhoneFind => {
+            let keys: &[&str] = if op == Operation::EmailFind {
+                &["fullname", "company_domain", "company_name"]
+            } else {
+                &[
+                    "linkedin_url",
+                    "first_name",
+                    "last_name",
+                    "company_domain",
+                    "company_name",
+                ]
+            };
+            let search = |c: &Contact, custom: Value| {
+                let mut s = pick(c, keys);
+                s.insert("custom".into(), custom);
+                s
+            };
+            if single {
+                let c = &contacts[0];
+                let custom = if op == Operation::EmailFind {
+                    json!({ RECORD_KEY: rid(c) })
+                } else {
+                    Value::from(rid(c)) // phone single: `custom` is a string
+                };
+                let mut body = search(c, custom);
+                body.insert("settings".into(), Value::Object(settings));
+                StartRequest {
+                    path: if op == Operation::EmailFind {
+                        "/email/find/single"
+                    } else {
+                        "/phone/single"
+                    },
+                    body: Value::Object(body),
+                }
+            } else {
+                let searches: Vec<Value> = contacts
+                    .iter()
+                    .map(|c| Value::Object(search(c, Value::from(rid(c)))))
+                    .collect();
+                StartRequest {
+                    path: if op == Operation::EmailFind {
+                        "/email/find/bulk"
+                    } else {
+                        "/phone/bulk"
+                    },
+                    body: json!({ "searches": searches, "settings": settings }),
+                }
+            }
+        }
+        Operation::EmailVerify => {
+            if single {
+                let c = &contacts[0];
+                StartRequest {
+                    path: "/email/verify/single",
+                    body: json!({
+                        "email": c.field("email"),
+                        "custom": { RECORD_KEY: rid(c) },
+                        "settings": settings,
+                    }),
+                }
+            } else {
+                let emails: Vec<Value> = contacts
+                    .iter()
+                    .filter_map(|c| c.field("email"))
+                    .map(Value::from)
+                    .collect();
+                StartRequest {
+                    path: "/email/verify/bulk",
+                    body: json!({ "verifications": emails, "settings": settings }),
+                }
+            }
+        }
+    }
+}
+
+/// What starting a chunk came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartError {
+    /// 429: try again after this long.
+    RateLimited(Duration),
+    /// 402 / 422 (Enrow), or a FullEnrich out-of-credits answer: the job fails with this reason.
+    OutOfCredits,
+    /// 401: the API key is wrong; retrying will not help.
+    Unauthorized,
+    /// 400: the provider refused the request (its message, which never echoes contact data
+    /// in the documented cases).
+    Rejected(String),
+    /// 5xx, a timeout, a transport failure: retry.
+    Retryable(String),
+}
+
+/// A started chunk: the provider's id and the credits it reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    pub id: String,
+    pub credits: Option<f64>,
+}
+
+pub trait Submitter: Send + Sync + 'static {
+    fn start(
+        &self,
+        op: Operation,
+        request: &StartRequest,
+    ) -> impl Future<Output = Result<Started, StartError>> + Send;
+}
+
+/// Reads a start answer (any 2xx with a non-empty id is started).
+pub fn read_start(status: u16, body: &[u8], op: Operation) -> Result<Started, StartError> {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = ["message", "reason", "error", "code"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str))
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect::<String>();
+    match status {
+        200..=299 => {
+            let id = ["enrichment_id", "id"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(Value::as_str))
+                .filter(|s| !s.is_empty());
+            match id {
+                Some(id) => Ok(Started {
+                    id: id.to_string(),
+                    credits: v.get("credits_used").and_then(Value::as_f64),
+                }),
+                None => Err(StartError::Retryable(format!(
+                    "HTTP {status} without an id"
+                ))),
+            }
+        }
+        401 | 403 => Err(StartError::Unauthorized),
+        402 => Err(StartError::OutOfCredits),
+        422 if op.provider() == crate::Provider::Enrow => Err(StartError::OutOfCredits),
+        429 => Err(StartError::RateLimited(match op.provider() {
+            // FullEnrich: "Try again in 1m".
+            crate::Provider::Fullenrich => Duration::from_secs(60),
+            crate::Provider::Enrow => Duration::from_secs(1),
+        })),
+        400..=499 => Err(StartError::Rejected(format!("HTTP {status}: {message}"))),
+        _ => Err(StartError::Retryable(format!("HTTP {status}"))),
+    }
+}
+
+impl Submitter for ProviderHttp {
+    async fn start(&self, op: Operation, request: &StartRequest) -> Result<Started, StartError> {
+        let req = match op.provider() {
+            crate::Provider::Fullenrich => self
+                .http
+                .post(format!("{}{}", self.fullenrich_url, request.path))
+                .bearer_auth(&self.fullenrich_key),
+            crate::Provider::Enrow => self
+                .http
+                .post(format!("{}{}", self.enrow_url, request.path))
+                .header("x-api-key", &self.enrow_key),
+        };
+        let resp = req
+            .json(&request.body)
+            .send()
+            .await
+            .map_err(|e| StartError::Retryable(format!("transport: {}", e.without_url())))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| StartError::Retryable(format!("reading body: {}", e.without_url())))?;
+        read_start(status, &body, op)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(i: u64, fields: Value, custom: Option<Value>) -> Contact {
+        Contact {
+            index: i,
+            fields: fields.as_object().unwrap().clone(),
+            custom,
+        }
+    }
+
+    fn hooks() -> WebhookUrls {
+        WebhookUrls {
+            main: "https://relay/webhooks/x/batch/t".into(),
+            contact: Some("https://relay/webhooks/x/contact/t".into()),
+        }
+    }
+
+    #[test]
+    fn fullenrich_enrich_carries_custom_with_the_record_key_and_both_webhooks() {
+        let c = contact(
+            7,
+            json!({"first_name": "A", "last_name": "B", "domain": "d.com"}),
+            Some(json!({"crm": "x"})),
+        );
+        let r = start_request(
+            Operation::Enrich,
+            "n",
+            &[c],
+            &json!({"enrich_fields": ["contact.phones"]}),
+            &hooks(),
+        );
+        assert_eq!(r.path, "/contact/enrich/bulk");
+        assert_eq!(r.body["data"][0]["custom"], json!({"crm": "x", "rid": "7"}));
+        assert_eq!(
+            r.body["data"][0]["enrich_fields"],
+            json!(["contact.phones"])
+        );
+        assert_eq!(
+            r.body["webhook_events"]["contact_finished"],
+            "https://relay/webhooks/x/contact/t"
+        );
+        assert_eq!(r.body["webhook_url"], "https://relay/webhooks/x/batch/t");
+    }
+
+    #[test]
+    fn enrow_single_versus_bulk() {
+        let a = contact(
+            0,
+            json!({"fullname": "A B", "company_domain": "d.com"}),
+            None,
+        );
+        let b = contact(1, json!({"fullname": "C D", "company_name": "D"}), None);
+        let one = start_request(
+            Operation::EmailFind,
+            "n",
+            std::slice::from_ref(&a),
+            &json!({"country_code": "FR"}),
+            &hooks(),
+        );
+        assert_eq!(one.path, "/email/find/single");
+        assert_eq!(one.body["custom"], json!({"rid": "0"}));
+        assert_eq!(
+            one.body["settings"],
+            json!({"webhook": "https://relay/webhooks/x/batch/t", "country_code": "FR"})
+        );
+        let bulk = start_request(Operation::EmailFind, "n", &[a, b], &Value::Null, &hooks());
+        assert_eq!(bulk.path, "/email/find/bulk");
+        assert_eq!(bulk.body["searches"][1]["custom"], "1");
+    }
+
+    #[test]
+    fn start_answers() {
+        let fe = Operation::Enrich;
+        assert_eq!(
+            read_start(200, br#"{"enrichment_id":"e1"}"#, fe),
+            Ok(Started {
+                id: "e1".into(),
+                credits: None
+            })
+        );
+        assert_eq!(
+            read_start(201, br#"{"id":"x","credits_used":3}"#, Operation::EmailFind)
+                .unwrap()
+                .credits,
+            Some(3.0)
+        );
+        assert_eq!(
+            read_start(
+                422,
+                br#"{"message":"Insufficient balance"}"#,
+                Operation::EmailFind
+            ),
+            Err(StartError::OutOfCredits)
+        );
+        assert_eq!(read_start(402, b"{}", fe), Err(StartError::OutOfCredits));
+        assert_eq!(read_start(401, b"{}", fe), Err(StartError::Unauthorized));
+        assert!(matches!(
+            read_start(429, b"{}", fe),
+            Err(StartError::RateLimited(_))
+        ));
+        assert!(matches!(
+            read_start(503, b"", fe),
+            Err(StartError::Retryable(_))
+        ));
+        assert!(matches!(
+            read_start(200, b"{}", fe),
+            Err(StartError::Retryable(_))
+        ));
+    }
+}
