@@ -1,20 +1,28 @@
-//! job-submit (skeleton): the jobs API answers 501 until its issue lands.
+//! Wires the jobs API: tracing, config and clients once at cold start, then API Gateway
+//! requests (`/jobs…`) to [`job_submit::Api`].
 
-use lambda_http::{Body, Error, Request, Response, run, service_fn};
+use std::sync::Arc;
 
-async fn handler(_req: Request) -> Result<Response<Body>, Error> {
-    Ok(Response::builder()
-        .status(501)
-        .header("content-type", "application/json")
-        .body(Body::Text(relay_shared::error_json(
-            "not_implemented",
-            "the jobs API is not built yet",
-            None,
-        )))?)
-}
+use job_submit::Api;
+use lambda_http::{Error, Request, run, service_fn};
+use relay_shared::auth::BearerToken;
+use relay_shared::config::{SubmitConfig, process_env};
+use relay_shared::queue::SqsQueue;
+use relay_shared::store::DynamoJobStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     relay_shared::init_tracing();
-    run(service_fn(handler)).await
+    let config = SubmitConfig::from_env(&process_env())?;
+    let aws = relay_shared::aws::load().await;
+    let api = Arc::new(Api {
+        jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
+        submit_queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.submit_queue_url),
+        token: BearerToken::new(&config.api_token),
+    });
+    run(service_fn(move |req: Request| {
+        let api = Arc::clone(&api);
+        async move { Ok::<_, Error>(api.handle(req).await) }
+    }))
+    .await
 }

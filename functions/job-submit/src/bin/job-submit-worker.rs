@@ -1,0 +1,38 @@
+//! Wires the chunk submitter: the submit queue (SQS, partial batch responses) to
+//! [`job_submit::ChunkSubmitter`], which starts each chunk at the providers' pace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use job_submit::ChunkSubmitter;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use relay_shared::config::{SubmitConfig, process_env};
+use relay_shared::providers::client::ProviderHttp;
+use relay_shared::store::DynamoJobStore;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    relay_shared::init_tracing();
+    let config = SubmitConfig::from_env(&process_env())?;
+    let aws = relay_shared::aws::load().await;
+    let submitter = Arc::new(ChunkSubmitter {
+        jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
+        starter: ProviderHttp::new(
+            &config.enrow_url,
+            &config.enrow_key,
+            &config.fullenrich_url,
+            &config.fullenrich_key,
+        ),
+        secret: config.webhook_secret,
+        public_base_url: config.public_base_url,
+        fullenrich_interval: Duration::from_millis(60_000 / config.fullenrich_starts_per_minute),
+        enrow_interval: Duration::from_millis(1000 / config.enrow_starts_per_second),
+        lease: Duration::from_secs(120),
+    });
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let submitter = Arc::clone(&submitter);
+        async move { Ok::<_, Error>(submitter.handle_batch(event.payload).await) }
+    }))
+    .await
+}

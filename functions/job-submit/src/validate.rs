@@ -1,0 +1,445 @@
+//! `POST /jobs` validation: everything a provider would refuse is refused here first, with the
+//! field path and the rule, before a credit is spent. Messages name rules, never values (values
+//! are contact data).
+
+use serde_json::{Map, Value};
+
+use relay_shared::Provider;
+use relay_shared::jobs::{Contact, Operation, RECORD_KEY};
+
+/// The most contacts one job takes (documented in the README).
+pub const MAX_CONTACTS: usize = 50_000;
+/// FullEnrich allows 10 `custom` keys; the relay uses one (`rid`) to map results back.
+pub const FULLENRICH_CUSTOM_KEYS: usize = 9;
+pub const FULLENRICH_CUSTOM_VALUE_CHARS: usize = 100;
+pub const MAX_NAME_CHARS: usize = 200;
+/// A bound on one contact's `custom` (any provider), serialized.
+pub const MAX_CUSTOM_BYTES: usize = 2048;
+
+const FULLENRICH_FIELDS: [&str; 3] = [
+    "contact.work_emails",
+    "contact.personal_emails",
+    "contact.phones",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A valid job request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub provider: Provider,
+    pub operation: Operation,
+    pub name: String,
+    pub options: Value,
+    pub contacts: Vec<Contact>,
+}
+
+/// The fields each operation reads from a contact, and which of them it needs.
+fn operation_fields(op: Operation) -> &'static [&'static str] {
+    match op {
+        Operation::EmailFind => &["fullname", "company_domain", "company_name"],
+        Operation::EmailVerify | Operation::ReverseEmail => &["email"],
+        Operation::PhoneFind => &[
+            "linkedin_url",
+            "first_name",
+            "last_name",
+            "company_domain",
+            "company_name",
+        ],
+        Operation::Enrich => &[
+            "linkedin_url",
+            "first_name",
+            "last_name",
+            "domain",
+            "company_name",
+        ],
+    }
+}
+
+fn requirement(op: Operation, c: &Map<String, Value>) -> Result<(), (&'static str, &'static str)> {
+    let has = |k: &str| {
+        c.get(k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.trim().is_empty())
+    };
+    match op {
+        Operation::EmailFind => {
+            if !has("fullname") {
+                return Err(("fullname", "is required for email_find"));
+            }
+            if !has("company_domain") && !has("company_name") {
+                return Err((
+                    "company_domain",
+                    "company_domain or company_name is required",
+                ));
+            }
+        }
+        Operation::EmailVerify | Operation::ReverseEmail => {
+            if !has("email") {
+                return Err(("email", "is required"));
+            }
+        }
+        Operation::PhoneFind | Operation::Enrich => {
+            let company = if op == Operation::Enrich {
+                "domain"
+            } else {
+                "company_domain"
+            };
+            if !has("linkedin_url") {
+                if !has("first_name") {
+                    return Err((
+                        "first_name",
+                        "linkedin_url, or first_name + last_name + company, is required",
+                    ));
+                }
+                if !has("last_name") {
+                    return Err((
+                        "last_name",
+                        "linkedin_url, or first_name + last_name + company, is required",
+                    ));
+                }
+                if !has(company) && !has("company_name") {
+                    return Err((
+                        if op == Operation::Enrich {
+                            "domain"
+                        } else {
+                            "company_domain"
+                        },
+                        "a company (domain or company_name) is required with a name",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A plain syntactic check: one `@`, a non-empty local part, a dotted domain, no spaces.
+pub fn is_email(s: &str) -> bool {
+    let s = s.trim();
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.len() <= 64
+        && s.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+pub fn validate(body: &Value) -> Result<NewJob, Invalid> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| invalid("", "the body must be a JSON object"))?;
+    let provider = match obj.get("provider") {
+        Some(Value::String(p)) => Provider::parse(p)
+            .ok_or_else(|| invalid("provider", "must be \"enrow\" or \"fullenrich\""))?,
+        _ => {
+            return Err(invalid(
+                "provider",
+                "is required: \"enrow\" or \"fullenrich\"",
+            ));
+        }
+    };
+    let operation = match obj.get("operation") {
+        Some(Value::String(o)) => Operation::parse(o).filter(|op| op.provider() == provider),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        invalid(
+            "operation",
+            match provider {
+                Provider::Enrow => "must be one of email_find, email_verify, phone_find for enrow",
+                Provider::Fullenrich => "must be one of enrich, reverse_email for fullenrich",
+            },
+        )
+    })?;
+    let name = match obj.get("name") {
+        None | Some(Value::Null) => format!("enrich-relay {}", operation.as_str()),
+        Some(Value::String(n)) if n.chars().count() <= MAX_NAME_CHARS && !n.trim().is_empty() => {
+            n.clone()
+        }
+        Some(_) => {
+            return Err(invalid(
+                "name",
+                format!("must be a non-empty string of at most {MAX_NAME_CHARS} characters"),
+            ));
+        }
+    };
+    let options = validate_options(operation, obj.get("options"))?;
+    let contacts = match obj.get("contacts") {
+        Some(Value::Array(a)) => a,
+        _ => return Err(invalid("contacts", "is required: an array of contacts")),
+    };
+    if contacts.is_empty() {
+        return Err(invalid("contacts", "must hold at least one contact"));
+    }
+    if contacts.len() > MAX_CONTACTS {
+        return Err(invalid(
+            "contacts",
+            format!("must hold at most {MAX_CONTACTS} contacts per job"),
+        ));
+    }
+    let mut out = Vec::with_capacity(contacts.len());
+    for (i, c) in contacts.iter().enumerate() {
+        out.push(validate_contact(operation, i, c)?);
+    }
+    Ok(NewJob {
+        provider,
+        operation,
+        name,
+        options,
+        contacts: out,
+    })
+}
+
+fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, Invalid> {
+    let at = |f: &str| format!("contacts[{i}].{f}");
+    let obj = c
+        .as_object()
+        .ok_or_else(|| invalid(format!("contacts[{i}]"), "must be an object"))?;
+    let mut fields = Map::new();
+    for k in operation_fields(op) {
+        match obj.get(*k) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.len() <= 500 => {
+                fields.insert(k.to_string(), Value::from(s.trim()));
+            }
+            Some(_) => return Err(invalid(at(k), "must be a string of at most 500 bytes")),
+        }
+    }
+    requirement(op, &fields).map_err(|(f, rule)| invalid(at(f), rule))?;
+    if matches!(op, Operation::EmailVerify | Operation::ReverseEmail)
+        && !fields
+            .get("email")
+            .and_then(Value::as_str)
+            .is_some_and(is_email)
+    {
+        return Err(invalid(at("email"), "is not a valid email address"));
+    }
+    let custom = match obj.get("custom") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => {
+            if serde_json::to_string(m).map(|s| s.len()).unwrap_or(0) > MAX_CUSTOM_BYTES {
+                return Err(invalid(
+                    at("custom"),
+                    format!("must be at most {MAX_CUSTOM_BYTES} bytes as JSON"),
+                ));
+            }
+            if op.provider() == Provider::Fullenrich {
+                if m.contains_key(RECORD_KEY) {
+                    return Err(invalid(
+                        at(&format!("custom.{RECORD_KEY}")),
+                        format!("\"{RECORD_KEY}\" is reserved by the relay to map results back"),
+                    ));
+                }
+                if m.len() > FULLENRICH_CUSTOM_KEYS {
+                    return Err(invalid(
+                        at("custom"),
+                        format!(
+                            "FullEnrich takes at most 10 custom keys and the relay reserves one (\"{RECORD_KEY}\"): at most {FULLENRICH_CUSTOM_KEYS} keys"
+                        ),
+                    ));
+                }
+                for (k, v) in m {
+                    match v {
+                        Value::String(s) if s.chars().count() <= FULLENRICH_CUSTOM_VALUE_CHARS => {}
+                        Value::String(_) => {
+                            return Err(invalid(
+                                at(&format!("custom.{k}")),
+                                format!(
+                                    "must be at most {FULLENRICH_CUSTOM_VALUE_CHARS} characters (FullEnrich)"
+                                ),
+                            ));
+                        }
+                        _ => {
+                            return Err(invalid(
+                                at(&format!("custom.{k}")),
+                                "must be a string (FullEnrich custom values are strings)",
+                            ));
+                        }
+                    }
+                }
+            }
+            Some(Value::Object(m.clone()))
+        }
+        Some(_) => return Err(invalid(at("custom"), "must be an object")),
+    };
+    Ok(Contact {
+        index: i as u64,
+        fields,
+        custom,
+    })
+}
+
+fn validate_options(op: Operation, options: Option<&Value>) -> Result<Value, Invalid> {
+    let Some(options) = options.filter(|o| !o.is_null()) else {
+        return Ok(Value::Object(Map::new()));
+    };
+    let m = options
+        .as_object()
+        .ok_or_else(|| invalid("options", "must be an object"))?;
+    let mut out = Map::new();
+    for (k, v) in m {
+        let field = format!("options.{k}");
+        match (op, k.as_str()) {
+            (Operation::Enrich, "enrich_fields") => {
+                let list = v
+                    .as_array()
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| invalid(&field, "must be a non-empty array"))?;
+                for (j, f) in list.iter().enumerate() {
+                    if !f.as_str().is_some_and(|f| FULLENRICH_FIELDS.contains(&f)) {
+                        return Err(invalid(
+                            format!("{field}[{j}]"),
+                            "must be contact.work_emails, contact.personal_emails or contact.phones",
+                        ));
+                    }
+                }
+            }
+            (Operation::EmailFind | Operation::PhoneFind, "country_code") => {
+                if !v
+                    .as_str()
+                    .is_some_and(|c| c.len() == 2 && c.chars().all(|c| c.is_ascii_alphabetic()))
+                {
+                    return Err(invalid(
+                        &field,
+                        "must be an ISO 3166 alpha-2 code, e.g. \"US\"",
+                    ));
+                }
+            }
+            (Operation::EmailFind | Operation::PhoneFind, "retrieve_gender") => {
+                if !v.is_boolean() {
+                    return Err(invalid(&field, "must be true or false"));
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    &field,
+                    format!("is not an option of {}", op.as_str()),
+                ));
+            }
+        }
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fe(contacts: Value) -> Result<NewJob, Invalid> {
+        validate(&json!({"provider": "fullenrich", "operation": "enrich", "contacts": contacts}))
+    }
+
+    fn field(r: Result<NewJob, Invalid>) -> String {
+        r.expect_err("invalid").field
+    }
+
+    #[test]
+    fn fullenrich_custom_rules_name_the_field() {
+        let ok = json!({"linkedin_url": "https://www.linkedin.com/in/x"});
+        let mut c = ok.clone();
+        c["custom"] = json!({"user_id": 12});
+        assert_eq!(field(fe(json!([ok, c]))), "contacts[1].custom.user_id");
+        let mut c = ok.clone();
+        c["custom"] = Value::Object((0..10).map(|i| (format!("k{i}"), json!("v"))).collect());
+        let e = fe(json!([c])).unwrap_err();
+        assert_eq!(e.field, "contacts[0].custom");
+        assert!(e.message.contains("reserves one"), "{}", e.message);
+        let mut c = ok.clone();
+        c["custom"] = json!({"note": "x".repeat(101)});
+        assert_eq!(field(fe(json!([c]))), "contacts[0].custom.note");
+        let mut c = ok.clone();
+        c["custom"] = Value::Object(
+            (0..9)
+                .map(|i| (format!("k{i}"), json!("x".repeat(100))))
+                .collect(),
+        );
+        assert!(fe(json!([c])).is_ok(), "9 keys of 100 characters are fine");
+    }
+
+    #[test]
+    fn required_fields_per_operation() {
+        assert_eq!(
+            field(fe(json!([{"first_name": "A", "last_name": "B"}]))),
+            "contacts[0].domain"
+        );
+        assert_eq!(
+            field(fe(json!([{"first_name": "A", "domain": "d.com"}]))),
+            "contacts[0].last_name"
+        );
+        let enrow = |op: &str, c: Value| {
+            validate(&json!({"provider": "enrow", "operation": op, "contacts": [c]}))
+        };
+        assert_eq!(
+            field(enrow("email_find", json!({"company_domain": "d.com"}))),
+            "contacts[0].fullname"
+        );
+        assert_eq!(
+            field(enrow("email_verify", json!({"email": "not an email"}))),
+            "contacts[0].email"
+        );
+        assert!(
+            enrow(
+                "phone_find",
+                json!({"linkedin_url": "https://www.linkedin.com/in/x"})
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            field(enrow("phone_find", json!({"first_name": 3}))),
+            "contacts[0].first_name"
+        );
+    }
+
+    #[test]
+    fn job_level_rules() {
+        assert_eq!(field(validate(&json!({"provider": "x"}))), "provider");
+        assert_eq!(
+            field(validate(
+                &json!({"provider": "enrow", "operation": "enrich", "contacts": []})
+            )),
+            "operation"
+        );
+        assert_eq!(field(fe(json!([]))), "contacts");
+        let many = Value::Array(vec![json!({"linkedin_url": "u"}); MAX_CONTACTS + 1]);
+        assert_eq!(field(fe(many)), "contacts");
+        let r = validate(
+            &json!({"provider": "fullenrich", "operation": "enrich", "options": {"enrich_fields": ["contact.x"]}, "contacts": [{"linkedin_url": "u"}]}),
+        );
+        assert_eq!(field(r), "options.enrich_fields[0]");
+    }
+
+    #[test]
+    fn emails() {
+        assert!(is_email("a.b@example.co"));
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@b.com",
+            "a@b.com.",
+            "a b@c.com",
+            "a@@b.com",
+        ] {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
+}
