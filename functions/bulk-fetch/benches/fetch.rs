@@ -1,0 +1,299 @@
+//! bulk-fetch figures, against moto (real DynamoDB/SQS/S3 API through the SDK) and a loopback
+//! provider stub. Prints:
+//!
+//! 1. a batch of 10 bulk events whose provider GET takes 200 ms each: wall time per batch;
+//! 2. storing a 5,000-row bulk: DynamoDB write calls (counted by an SDK interceptor) and the
+//!    peak RSS of this process while it does so;
+//! 3. one single-result webhook: every AWS request it costs, by operation, and the cost per
+//!    million webhooks at on-demand prices.
+//!
+//! Run: `make bench` (or `cargo bench -p bulk-fetch --bench fetch`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use bulk_fetch::Worker;
+use relay_local_stack::provider_stub::ProviderStub;
+use relay_local_stack::seed::{envelope, seed_job, sqs_message};
+use relay_local_stack::{Moto, Template};
+use relay_shared::Provider;
+use relay_shared::bodies::S3Bodies;
+use relay_shared::jobs::Operation;
+use relay_shared::providers::Hook;
+use relay_shared::providers::client::ProviderHttp;
+use relay_shared::queue::SqsQueue;
+use relay_shared::store::{DynamoDedupe, DynamoJobStore, JobStore};
+use serde_json::{Value, json};
+
+/// Counts DynamoDB requests by operation (the `X-Amz-Target` header), retries included.
+#[derive(Debug, Default, Clone)]
+struct Counter(Arc<Mutex<BTreeMap<String, usize>>>);
+
+impl Intercept for Counter {
+    fn name(&self) -> &'static str {
+        "request-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = ctx.request().headers().get("x-amz-target").unwrap_or("?");
+        let op = target.rsplit('.').next().unwrap_or(target).to_string();
+        *self.0.lock().unwrap().entry(op).or_insert(0) += 1;
+        Ok(())
+    }
+}
+
+impl Counter {
+    fn take(&self) -> BTreeMap<String, usize> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+const WRITES: [&str; 5] = [
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchWriteItem",
+    "TransactWriteItems",
+];
+
+fn writes(calls: &BTreeMap<String, usize>) -> usize {
+    WRITES
+        .iter()
+        .map(|w| calls.get(*w).copied().unwrap_or(0))
+        .sum()
+}
+
+/// Peak resident set size of this process since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn reset_peak_rss() {
+    // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn finder(i: usize) -> (Value, Value) {
+    (
+        json!({ "fullname": format!("Person {i}"), "company_domain": "example.com" }),
+        json!({ "crm_id": format!("lead_{i}") }),
+    )
+}
+
+fn bulk_rows(n: usize) -> String {
+    let rows: Vec<Value> = (0..n)
+        .map(
+            |i| json!({"index": i, "qualification": "valid", "email": format!("p{i}@example.com")}),
+        )
+        .collect();
+    json!({"general": {"status": "completed"}, "results": rows}).to_string()
+}
+
+fn bulk_event(id: &str) -> Vec<u8> {
+    json!({"event": "bulk_search_finished", "id": id})
+        .to_string()
+        .into_bytes()
+}
+
+fn sqs_event(bodies: &[String]) -> SqsEvent {
+    let mut e = SqsEvent::default();
+    e.records = bodies.iter().map(|b| sqs_message(b)).collect();
+    e
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+type BenchWorker = Worker<DynamoJobStore, DynamoDedupe, ProviderHttp, S3Bodies, SqsQueue>;
+
+/// A worker over fresh tables (moto slows down as a table grows, so each measurement gets its
+/// own), its DynamoDB requests counted.
+async fn fresh_worker(
+    sdk: &aws_config::SdkConfig,
+    stub: &ProviderStub,
+    counter: &Counter,
+) -> (BenchWorker, DynamoJobStore) {
+    let prefix = format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let res = Template::load_default()
+        .expect("template.yaml")
+        .create(sdk, &prefix)
+        .await
+        .expect("create local resources");
+    let ddb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let jobs = DynamoJobStore::new(ddb.clone(), res.table("JobsTable"));
+    let worker = Worker {
+        jobs: jobs.clone(),
+        dedupe: DynamoDedupe::new(ddb, res.table("DedupeTable"), 120_000, 30 * 86_400),
+        providers: ProviderHttp::new(&stub.url, "bench-key", &stub.url, "bench-key"),
+        bodies: S3Bodies::new(relay_shared::aws::s3(sdk), res.bucket("PayloadBucket")),
+        dead_letters: SqsQueue::new(
+            relay_shared::aws::sqs(sdk),
+            res.queue_url("WebhookDeadLetterQueue"),
+        ),
+    };
+    (worker, jobs)
+}
+
+#[tokio::main]
+async fn main() {
+    let moto = Moto::start(0).expect("start moto (run scripts/bootstrap.sh first)");
+    let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
+    let counter = Counter::default();
+    let stub = ProviderStub::start().await;
+
+    // 1. Ten bulk events, 200 ms per provider GET, against the same batch with an instant
+    //    provider: the difference is what the provider's latency costs a batch.
+    let rounds = 5;
+    let mut round = 0;
+    let mut batch = async |delay_ms: u64| {
+        stub.set_delay(Duration::from_millis(delay_ms));
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            round += 1;
+            let (worker, jobs) = fresh_worker(&sdk, &stub, &counter).await;
+            let mut bodies = Vec::new();
+            for k in 0..10 {
+                let id = format!("bulk-{round}-{k}");
+                let contacts = (0..10).map(finder).collect();
+                let job = seed_job(&jobs, Operation::EmailFind, contacts, 5000, &[&id]).await;
+                stub.script("/email/find/bulk", &id, vec![(200, bulk_rows(10))]);
+                bodies.push(envelope(
+                    Provider::Enrow,
+                    Hook::Event,
+                    &job,
+                    &bulk_event(&id),
+                ));
+            }
+            let started = Instant::now();
+            let resp = worker.handle_batch(sqs_event(&bodies)).await;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            assert!(
+                resp.batch_item_failures.is_empty(),
+                "bench batch failed: {resp:?}"
+            );
+        }
+        median(&mut times)
+    };
+    let instant = batch(0).await;
+    let slow = batch(200).await;
+    println!(
+        "batch of 10 bulk events (median of {rounds}): provider GET 200 ms each {slow:.0} ms; instant provider {instant:.0} ms; the 10 GETs add {:.0} ms (sequential: 2000 ms)",
+        slow - instant
+    );
+    stub.set_delay(Duration::ZERO);
+
+    // 2. A 5,000-row bulk.
+    let (worker, jobs) = fresh_worker(&sdk, &stub, &counter).await;
+    let job = seed_job(
+        &jobs,
+        Operation::EmailFind,
+        (0..5000).map(finder).collect(),
+        5000,
+        &["bulk-5000"],
+    )
+    .await;
+    stub.script(
+        "/email/find/bulk",
+        "bulk-5000",
+        vec![(200, bulk_rows(5000))],
+    );
+    let body = envelope(Provider::Enrow, Hook::Event, &job, &bulk_event("bulk-5000"));
+    counter.take();
+    reset_peak_rss();
+    let before = peak_rss_mib();
+    let started = Instant::now();
+    let resp = worker.handle_batch(sqs_event(&[body])).await;
+    let elapsed = started.elapsed();
+    let peak = peak_rss_mib();
+    assert!(resp.batch_item_failures.is_empty());
+    let calls = counter.take();
+    let done = jobs.get_job(&job).await.unwrap().expect("job").done;
+    println!(
+        "5,000-row bulk: {} DynamoDB write calls ({}), peak RSS {peak:.1} MiB (was {before:.1} MiB before the batch), {:.1} s against moto, {} results counted",
+        writes(&calls),
+        WRITES
+            .iter()
+            .filter_map(|w| calls.get(*w).map(|n| format!("{w} {n}")))
+            .collect::<Vec<_>>()
+            .join(", "),
+        elapsed.as_secs_f64(),
+        done
+    );
+
+    // 3. One single-result webhook.
+    let job = seed_job(
+        &jobs,
+        Operation::EmailFind,
+        // Two contacts: the measured webhook is not the job's last; the last one also
+        // settles the job (one more UpdateItem, once per job).
+        vec![finder(0), finder(1)],
+        1,
+        &["single-1", "single-2"],
+    )
+    .await;
+    let event = std::fs::read(
+        relay_local_stack::repo_root().join("fixtures/providers/enrow/single_search_finished.json"),
+    )
+    .unwrap();
+    let mut event: Value = serde_json::from_slice(&event).unwrap();
+    event["id"] = json!("single-1");
+    let body = envelope(
+        Provider::Enrow,
+        Hook::Event,
+        &job,
+        event.to_string().as_bytes(),
+    );
+    counter.take();
+    let resp = worker.handle_batch(sqs_event(&[body])).await;
+    assert!(resp.batch_item_failures.is_empty());
+    let calls = counter.take();
+    let list = calls
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Capacity units: items here are < 1 KB (writes) and < 4 KB (reads); reads are strongly
+    // consistent (1 RRU); a transactional write costs 2 WRU per item (3 items here).
+    let mut wru = 0.0;
+    let mut rru = 0.0;
+    for (op, n) in &calls {
+        let n = *n as f64;
+        match op.as_str() {
+            "TransactWriteItems" => wru += 2.0 * 3.0 * n,
+            "PutItem" | "UpdateItem" | "DeleteItem" => wru += n,
+            "GetItem" | "Query" => rru += n,
+            _ => {}
+        }
+    }
+    // On-demand prices (us-east-1): DynamoDB $0.625 per million WRU, $0.125 per million RRU;
+    // SQS $0.40 per million requests: SendMessage at ingest + the event source's receive and
+    // delete, batched by 10 (0.2 per message).
+    let sqs_requests = 1.2;
+    let dollars = wru * 0.625 + rru * 0.125 + sqs_requests * 0.40;
+    println!(
+        "single-result webhook: DynamoDB {list} = {} write calls, {wru} WRU + {rru} RRU; SQS {sqs_requests} requests; ≈ ${dollars:.2} per million webhooks (DynamoDB + SQS, before Lambda and API Gateway)",
+        writes(&calls)
+    );
+}
