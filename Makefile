@@ -21,7 +21,8 @@ test: bootstrap
 bench: bootstrap
 	cargo bench -p webhook-ingest --bench ingest
 	cargo build --release -p webhook-ingest -p relay-local-stack --bin webhook-ingest --bin ingest-rss
-	target/release/ingest-rss target/release/webhook-ingest 10000
+	target/release/ingest-rss target/release/webhook-ingest 1000
+	cargo bench -p bulk-fetch --bench fetch
 
 build: bootstrap
 	rustup target add aarch64-unknown-linux-gnu

@@ -4,4 +4,5 @@
 
 mod fetch;
 mod ingest;
+mod submit;
 mod support;

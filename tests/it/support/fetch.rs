@@ -9,10 +9,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use bulk_fetch::Worker;
 use relay_shared::Provider;
 use relay_shared::bodies::S3Bodies;
-use relay_shared::envelope::{Body, Envelope, Signature};
-use relay_shared::jobs::{
-    Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation,
-};
+use relay_shared::jobs::{ContactResult, JobMeta, Operation};
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
@@ -57,8 +54,7 @@ impl Fetch {
         }
     }
 
-    /// Seeds a job as job-submit would: contacts, chunks of `chunk_size`, the head, and each
-    /// chunk linked to its provider id. Returns the job id.
+    /// Seeds a job as job-submit would record it. Returns the job id.
     pub async fn seed(
         &self,
         operation: Operation,
@@ -66,83 +62,17 @@ impl Fetch {
         chunk_size: u64,
         provider_ids: &[&str],
     ) -> String {
-        let job_id = format!("job_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let n = contacts.len() as u64;
-        let contacts: Vec<Contact> = contacts
-            .into_iter()
-            .enumerate()
-            .map(|(i, (fields, custom))| Contact {
-                index: i as u64,
-                fields: fields.as_object().cloned().unwrap_or_default(),
-                custom: Some(custom).filter(|c| !c.is_null()),
-            })
-            .collect();
-        let chunks: Vec<Chunk> = (0..n.div_ceil(chunk_size))
-            .map(|i| Chunk {
-                index: i as u32,
-                offset: i * chunk_size,
-                count: chunk_size.min(n - i * chunk_size),
-                provider_id: None,
-                status: ChunkStatus::Pending,
-                credits: None,
-                error: None,
-            })
-            .collect();
-        let meta = JobMeta {
-            job_id: job_id.clone(),
-            provider: operation.provider(),
-            operation,
-            name: Some("test".into()),
-            status: JobStatus::Running,
-            contacts: n,
-            chunk_size,
-            chunks: chunks.len() as u64,
-            done: 0,
-            found: 0,
-            not_found: 0,
-            failed: 0,
-            duplicates: 0,
-            created_at_ms: relay_shared::now_ms(),
-            updated_at_ms: relay_shared::now_ms(),
-            error: None,
-            options: Value::Null,
-        };
-        self.jobs
-            .create_job(&meta, &chunks, &contacts)
+        relay_local_stack::seed::seed_job(&self.jobs, operation, contacts, chunk_size, provider_ids)
             .await
-            .unwrap();
-        for (chunk, pid) in chunks.iter().zip(provider_ids) {
-            self.jobs
-                .link_chunk(&job_id, chunk, pid, None)
-                .await
-                .unwrap();
-        }
-        job_id
     }
 
     /// The SQS message body ingest would have sent for this delivery.
     pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {
-        Envelope {
-            v: 1,
-            delivery_id: uuid::Uuid::new_v4().to_string(),
-            provider,
-            hook,
-            job_id: job_id.to_string(),
-            received_at_ms: relay_shared::now_ms(),
-            headers: Default::default(),
-            signature: Signature::NotApplicable,
-            body: Body::inline(body),
-        }
-        .to_json()
+        relay_local_stack::seed::envelope(provider, hook, job_id, body)
     }
 
     pub fn message(body: &str) -> SqsMessage {
-        let mut m = SqsMessage::default();
-        m.message_id = Some(uuid::Uuid::new_v4().to_string());
-        m.receipt_handle = Some("rh".into());
-        m.body = Some(body.to_string());
-        m.event_source = Some("aws:sqs".into());
-        m
+        relay_local_stack::seed::sqs_message(body)
     }
 
     /// Runs one batch of these message bodies through the worker.

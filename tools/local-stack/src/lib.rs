@@ -20,7 +20,9 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
 
 pub mod poller;
+pub mod provider_stub;
 pub mod runtime_api;
+pub mod seed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {

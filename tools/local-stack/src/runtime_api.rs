@@ -131,11 +131,22 @@ pub fn apigw_v2_event(method: &str, path: &str, headers: &[(&str, &str)], body: 
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), Value::from(*v)))
         .collect();
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let params: serde_json::Map<String, Value> = query
+        .split('&')
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .or(Some((kv, "")))
+                .filter(|(k, _)| !k.is_empty())
+        })
+        .map(|(k, v)| (k.to_string(), Value::from(v)))
+        .collect();
     serde_json::json!({
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
-        "rawQueryString": "",
+        "rawQueryString": query,
+        "queryStringParameters": params,
         "headers": headers,
         "requestContext": {
             "accountId": "123456789012",

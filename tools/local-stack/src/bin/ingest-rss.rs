@@ -1,4 +1,4 @@
-//! Peak RSS of the release `webhook-ingest` binary over 10,000 deliveries.
+//! Peak RSS of the release `webhook-ingest` binary over N deliveries (1,000 in `make bench`).
 //!
 //! Runs the real binary under a loopback Lambda Runtime API, with SQS and S3 in moto, feeds it
 //! 10,000 authenticated deliveries (Enrow and signed FullEnrich bodies of 1–64 KB, and one 1 MB

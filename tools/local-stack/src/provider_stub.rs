@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 #[derive(Default)]
 struct Inner {
@@ -17,6 +17,22 @@ struct Inner {
     hits: Mutex<HashMap<(String, String), usize>>,
     auth: Mutex<Vec<String>>,
     delay: Mutex<Duration>,
+    /// Start POSTs received, in order.
+    starts: Mutex<Vec<Start>>,
+    /// path → answers to start POSTs in order; the last one repeats. Unscripted: 200 with an id.
+    start_scripts: Mutex<HashMap<String, Vec<(u16, String)>>>,
+}
+
+/// A start POST as the stub received it.
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub path: String,
+    /// `x-api-key: …` or `authorization: …`.
+    pub auth: String,
+    pub body: serde_json::Value,
+    pub at: std::time::Instant,
+    /// The id the stub answered with (None when it answered an error).
+    pub id: Option<String>,
 }
 
 #[derive(Clone)]
@@ -29,9 +45,14 @@ impl ProviderStub {
     pub async fn start() -> ProviderStub {
         let inner = Arc::new(Inner::default());
         let app = Router::new()
-            .route("/email/find/bulk", get(enrow))
-            .route("/email/verify/bulk", get(enrow))
-            .route("/phone/bulk", get(enrow))
+            .route("/email/find/bulk", get(enrow).post(start))
+            .route("/email/verify/bulk", get(enrow).post(start))
+            .route("/phone/bulk", get(enrow).post(start))
+            .route("/email/find/single", post(start))
+            .route("/email/verify/single", post(start))
+            .route("/phone/single", post(start))
+            .route("/contact/enrich/bulk", post(start))
+            .route("/contact/reverse/email/bulk", post(start))
             .route("/contact/enrich/bulk/{id}", get(fullenrich))
             .route("/contact/reverse/email/bulk/{id}", get(fullenrich))
             .with_state(Arc::clone(&inner));
@@ -62,6 +83,20 @@ impl ProviderStub {
 
     pub fn auth_headers(&self) -> Vec<String> {
         self.inner.auth.lock().unwrap().clone()
+    }
+
+    /// Scripts the answers to start POSTs on `path` (e.g. "/contact/enrich/bulk").
+    pub fn script_start(&self, path: &str, answers: Vec<(u16, String)>) {
+        self.inner
+            .start_scripts
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), answers);
+    }
+
+    /// Every start POST received so far, in order.
+    pub fn starts(&self) -> Vec<Start> {
+        self.inner.starts.lock().unwrap().clone()
     }
 
     pub fn set_delay(&self, d: Duration) {
@@ -126,4 +161,63 @@ async fn fullenrich(
         .map(|(r, _)| r.to_string())
         .unwrap_or_default();
     answer(&inner, route, id, &headers).await
+}
+
+async fn start(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, String) {
+    let path = uri.path().to_string();
+    let auth = ["x-api-key", "authorization"]
+        .iter()
+        .find_map(|h| {
+            headers
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| format!("{h}: {v}"))
+        })
+        .unwrap_or_default();
+    let n = inner
+        .starts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path == path)
+        .count();
+    let scripted = inner
+        .start_scripts
+        .lock()
+        .unwrap()
+        .get(&path)
+        .and_then(|a| a.get(n.min(a.len().saturating_sub(1))).cloned());
+    let id = uuid::Uuid::new_v4().to_string();
+    let (status, answer) = scripted.unwrap_or_else(|| {
+        let key = if path.starts_with("/contact/") {
+            "enrichment_id"
+        } else {
+            "id"
+        };
+        (
+            200,
+            serde_json::json!({ key: id, "message": "operating" }).to_string(),
+        )
+    });
+    let answered_id = serde_json::from_str::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| {
+            ["enrichment_id", "id"]
+                .iter()
+                .find_map(|k| v.get(*k)?.as_str().map(str::to_string))
+        })
+        .filter(|_| (200..300).contains(&status));
+    inner.starts.lock().unwrap().push(Start {
+        path,
+        auth,
+        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        at: std::time::Instant::now(),
+        id: answered_id,
+    });
+    (StatusCode::from_u16(status).unwrap(), answer)
 }

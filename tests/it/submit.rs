@@ -1,0 +1,689 @@
+//! job-submit against moto and the loopback provider stub: the jobs API and the chunk submitter.
+
+use std::time::Duration;
+
+use job_submit::{Api, ChunkSubmitter};
+use relay_local_stack::poller::Poller;
+use relay_local_stack::provider_stub::ProviderStub;
+use relay_shared::auth::{BearerToken, WebhookSecret};
+use relay_shared::jobs::{ChunkStatus, ContactResult, Outcome};
+use relay_shared::providers::client::ProviderHttp;
+use relay_shared::queue::SqsQueue;
+use relay_shared::store::{ChunkRef, ChunkUpdate, DynamoJobStore, JobStore};
+use serde_json::{Value, json};
+
+use crate::support::{Stack, apigw_request};
+
+const TOKEN: &str = "test-api-token-0123456789";
+const SECRET: &str = "test-webhook-secret-0123456789";
+const BASE: &str = "https://relay.example";
+const ENROW_KEY: &str = "enrow-submit-key";
+const FE_KEY: &str = "fullenrich-submit-key";
+
+struct Submit {
+    stack: Stack,
+    stub: ProviderStub,
+    api: Api<SqsQueue>,
+    worker: ChunkSubmitter<ProviderHttp>,
+    jobs: DynamoJobStore,
+}
+
+impl Submit {
+    async fn new() -> Submit {
+        Self::with_interval(Duration::from_millis(1)).await
+    }
+
+    async fn with_interval(fullenrich_interval: Duration) -> Submit {
+        let stack = Stack::new().await;
+        let stub = ProviderStub::start().await;
+        let jobs = DynamoJobStore::new(
+            relay_shared::aws::dynamodb(&stack.sdk),
+            stack.res.table("JobsTable"),
+        );
+        let api = Api {
+            jobs: jobs.clone(),
+            submit_queue: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
+            token: BearerToken::new(TOKEN),
+        };
+        let worker = ChunkSubmitter {
+            jobs: jobs.clone(),
+            starter: ProviderHttp::new(&stub.url, ENROW_KEY, &stub.url, FE_KEY),
+            secret: WebhookSecret::new(SECRET),
+            public_base_url: BASE.into(),
+            fullenrich_interval,
+            enrow_interval: Duration::from_millis(1),
+            lease: Duration::from_secs(60),
+        };
+        Submit {
+            stack,
+            stub,
+            api,
+            worker,
+            jobs,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Value) {
+        let resp = self
+            .api
+            .handle(apigw_request(method, path, headers, body))
+            .await;
+        let status = resp.status().as_u16();
+        let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn post(&self, body: &Value, extra: &[(&str, &str)]) -> (u16, Value) {
+        let auth = format!("Bearer {TOKEN}");
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        headers.extend_from_slice(extra);
+        self.call("POST", "/jobs", &headers, body.to_string().as_bytes())
+            .await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let auth = format!("Bearer {TOKEN}");
+        self.call("GET", path, &[("authorization", &auth)], b"")
+            .await
+    }
+
+    /// Runs the submit queue through the worker until it is empty (failed records come back
+    /// after a 1 s visibility timeout).
+    async fn submit_all(&self) {
+        let (url, arn) = self.stack.res.queues["SubmitQueue"].clone();
+        let mut poller = Poller::new(self.stack.sqs(), &url, &arn);
+        poller.visibility_timeout = Some(1);
+        let mut empty = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while empty < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "submit queue never drained"
+            );
+            let round = poller
+                .round(|e| async { Ok(self.worker.handle_batch(e).await) })
+                .await
+                .unwrap();
+            if round.received == 0 {
+                empty += 1;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            } else {
+                empty = 0;
+            }
+        }
+    }
+}
+
+fn fe_contacts(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"first_name": format!("F{i}"), "last_name": "L", "domain": "example.com", "custom": {"crm_id": format!("c{i}")}}))
+        .collect()
+}
+
+fn finders(n: usize) -> Vec<Value> {
+    (0..n).map(|i| json!({"fullname": format!("Person {i}"), "company_domain": "example.com", "custom": {"n": i}})).collect()
+}
+
+#[tokio::test]
+async fn each_operation_sends_the_documented_request_and_records_provider_ids() {
+    let s = Submit::new().await;
+    let token = |p, job: &str| WebhookSecret::new(SECRET).token(p, job);
+    let cases = [
+        (
+            "fullenrich",
+            "enrich",
+            json!([{"linkedin_url": "https://www.linkedin.com/in/ada", "custom": {"crm_id": "x"}}, {"first_name": "A", "last_name": "B", "company_name": "C"}]),
+            "/contact/enrich/bulk",
+        ),
+        (
+            "fullenrich",
+            "reverse_email",
+            json!([{"email": "ada@example.com"}, {"email": "bob@example.com"}]),
+            "/contact/reverse/email/bulk",
+        ),
+        (
+            "enrow",
+            "email_find",
+            json!([{"fullname": "Ada L", "company_domain": "example.com"}, {"fullname": "Bob B", "company_name": "Acme"}]),
+            "/email/find/bulk",
+        ),
+        (
+            "enrow",
+            "email_verify",
+            json!([{"email": "ada@example.com"}, {"email": "bob@example.com"}]),
+            "/email/verify/bulk",
+        ),
+        (
+            "enrow",
+            "phone_find",
+            json!([{"linkedin_url": "https://www.linkedin.com/in/ada"}, {"first_name": "B", "last_name": "C", "company_domain": "example.com"}]),
+            "/phone/bulk",
+        ),
+    ];
+    let mut jobs = Vec::new();
+    for (provider, operation, contacts, _) in &cases {
+        let (status, body) = s.post(&json!({"provider": provider, "operation": operation, "name": "t", "contacts": contacts}), &[]).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(
+            (
+                body["status"].as_str(),
+                body["contacts"].as_u64(),
+                body["chunks"].as_u64()
+            ),
+            (Some("accepted"), Some(2), Some(1))
+        );
+        jobs.push(body["job_id"].as_str().unwrap().to_string());
+    }
+    s.submit_all().await;
+    let starts = s.stub.starts();
+    assert_eq!(starts.len(), 5);
+    for ((provider, operation, _, path), job) in cases.iter().zip(&jobs) {
+        let start = starts
+            .iter()
+            .find(|st| st.path == *path)
+            .unwrap_or_else(|| panic!("{path} not called"));
+        let b = &start.body;
+        match *provider {
+            "fullenrich" => {
+                assert_eq!(start.auth, format!("authorization: Bearer {FE_KEY}"));
+                let t = token(relay_shared::Provider::Fullenrich, job);
+                assert_eq!(
+                    b["webhook_url"],
+                    format!("{BASE}/webhooks/fullenrich/{job}/batch/{t}")
+                );
+                assert_eq!(
+                    b["webhook_events"]["contact_finished"],
+                    format!("{BASE}/webhooks/fullenrich/{job}/contact/{t}")
+                );
+                assert_eq!(b["name"], "t");
+                assert_eq!(b["data"][1]["custom"]["rid"], "1");
+                if *operation == "enrich" {
+                    assert_eq!(
+                        b["data"][0],
+                        json!({"linkedin_url": "https://www.linkedin.com/in/ada", "enrich_fields": ["contact.work_emails"], "custom": {"crm_id": "x", "rid": "0"}})
+                    );
+                    assert_eq!(b["data"][1]["company_name"], "C");
+                } else {
+                    assert_eq!(
+                        b["data"][0],
+                        json!({"email": "ada@example.com", "custom": {"rid": "0"}})
+                    );
+                }
+            }
+            _ => {
+                assert_eq!(start.auth, format!("x-api-key: {ENROW_KEY}"));
+                let t = token(relay_shared::Provider::Enrow, job);
+                assert_eq!(
+                    b["settings"]["webhook"],
+                    format!("{BASE}/webhooks/enrow/{job}/event/{t}")
+                );
+                match *operation {
+                    "email_find" => {
+                        assert_eq!(
+                            b["searches"][0],
+                            json!({"fullname": "Ada L", "company_domain": "example.com", "custom": "0"})
+                        );
+                        assert_eq!(b["searches"][1]["company_name"], "Acme");
+                    }
+                    "email_verify" => assert_eq!(
+                        b["verifications"],
+                        json!(["ada@example.com", "bob@example.com"])
+                    ),
+                    _ => {
+                        assert_eq!(
+                            b["searches"][0],
+                            json!({"linkedin_url": "https://www.linkedin.com/in/ada", "custom": "0"})
+                        );
+                        assert_eq!(
+                            b["searches"][1],
+                            json!({"first_name": "B", "last_name": "C", "company_domain": "example.com", "custom": "1"})
+                        );
+                    }
+                }
+            }
+        }
+        let (status, got) = s.get(&format!("/jobs/{job}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(got["status"], "running");
+        assert_eq!(
+            got["chunks"][0]["provider_id"].as_str(),
+            start.id.as_deref(),
+            "the provider id is recorded"
+        );
+        assert_eq!(got["chunks"][0]["status"], "submitted");
+        // The provider id leads back to the chunk (what bulk-fetch looks up).
+        let chunk = s
+            .jobs
+            .find_chunk(job, start.id.as_deref().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((chunk.index, chunk.offset, chunk.count), (0, 0, 2));
+    }
+}
+
+#[tokio::test]
+async fn chunk_boundaries_and_the_single_endpoints() {
+    let s = Submit::new().await;
+    let cases: Vec<(&str, &str, Vec<Value>, u64)> = vec![
+        ("fullenrich", "enrich", fe_contacts(100), 1),
+        ("fullenrich", "enrich", fe_contacts(101), 2),
+        ("enrow", "email_find", finders(5000), 1),
+        ("enrow", "email_find", finders(5001), 2),
+        (
+            "enrow",
+            "phone_find",
+            (0..3000)
+                .map(|i| json!({"linkedin_url": format!("https://www.linkedin.com/in/p{i}")}))
+                .collect(),
+            1,
+        ),
+        (
+            "enrow",
+            "phone_find",
+            (0..3001)
+                .map(|i| json!({"linkedin_url": format!("https://www.linkedin.com/in/p{i}")}))
+                .collect(),
+            2,
+        ),
+    ];
+    for (provider, operation, contacts, chunks) in cases {
+        let n = contacts.len();
+        let (status, body) = s
+            .post(
+                &json!({"provider": provider, "operation": operation, "contacts": contacts}),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(
+            body["chunks"].as_u64(),
+            Some(chunks),
+            "{provider} {operation} {n}"
+        );
+    }
+    // One contact each: the single endpoints.
+    let singles = [
+        (
+            "email_find",
+            json!({"fullname": "Ada L", "company_domain": "example.com"}),
+            "/email/find/single",
+        ),
+        (
+            "email_verify",
+            json!({"email": "ada@example.com"}),
+            "/email/verify/single",
+        ),
+        (
+            "phone_find",
+            json!({"linkedin_url": "https://www.linkedin.com/in/ada"}),
+            "/phone/single",
+        ),
+    ];
+    for (op, c, _) in &singles {
+        let (status, _) = s
+            .post(
+                &json!({"provider": "enrow", "operation": op, "contacts": [c]}),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 202);
+    }
+    s.submit_all().await;
+    let starts = s.stub.starts();
+    let sizes = |path: &str, key: &str| {
+        let mut v: Vec<usize> = starts
+            .iter()
+            .filter(|st| st.path == path)
+            .map(|st| st.body[key].as_array().map_or(0, Vec::len))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sizes("/contact/enrich/bulk", "data"), vec![1, 100, 100]);
+    // A trailing chunk of one contact goes to the single endpoint too.
+    assert_eq!(sizes("/email/find/bulk", "searches"), vec![5000, 5000]);
+    assert_eq!(sizes("/phone/bulk", "searches"), vec![3000, 3000]);
+    for (_, contact, path) in &singles {
+        let st = starts
+            .iter()
+            .find(|st| {
+                st.path == *path
+                    && contact
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .all(|(k, v)| &st.body[k] == v)
+            })
+            .unwrap_or_else(|| panic!("{path}"));
+        assert!(
+            st.body["settings"]["webhook"]
+                .as_str()
+                .unwrap()
+                .starts_with(BASE)
+        );
+    }
+    // The 5,001st search is contact 5000 of its job, alone in its chunk, with its record key.
+    let last = starts
+        .iter()
+        .find(|st| st.path == "/email/find/single" && st.body["fullname"] == "Person 5000")
+        .unwrap();
+    assert_eq!(last.body["custom"], json!({"rid": "5000"}));
+    let last = starts
+        .iter()
+        .find(|st| {
+            st.path == "/phone/single"
+                && st.body["linkedin_url"] == "https://www.linkedin.com/in/p3000"
+        })
+        .unwrap();
+    assert_eq!(last.body["custom"], "3000");
+}
+
+#[tokio::test]
+async fn invalid_jobs_get_400_naming_the_field_and_reach_no_provider() {
+    let s = Submit::new().await;
+    let fe = |contacts: Value| json!({"provider": "fullenrich", "operation": "enrich", "contacts": contacts});
+    let ok = json!({"linkedin_url": "https://www.linkedin.com/in/ada"});
+    let eleven: serde_json::Map<String, Value> =
+        (0..11).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases = [
+        (
+            fe(json!([ok, {"linkedin_url": "u", "custom": {"user_id": 12584}}])),
+            "contacts[1].custom.user_id",
+        ),
+        (
+            fe(json!([{"linkedin_url": "u", "custom": eleven}])),
+            "contacts[0].custom",
+        ),
+        (
+            fe(json!([{"linkedin_url": "u", "custom": {"note": "x".repeat(101)}}])),
+            "contacts[0].custom.note",
+        ),
+        (
+            fe(json!([{"first_name": "Ada", "domain": "example.com"}])),
+            "contacts[0].last_name",
+        ),
+        (
+            json!({"provider": "enrow", "operation": "email_verify", "contacts": [{"email": "nope"}]}),
+            "contacts[0].email",
+        ),
+        (fe(json!([])), "contacts"),
+    ];
+    for (body, field) in cases {
+        let (status, resp) = s.post(&body, &[]).await;
+        assert_eq!(status, 400, "{resp}");
+        assert_eq!(resp["error"]["field"], field, "{resp}");
+        assert_eq!(resp["error"]["code"], "invalid_request");
+        assert!(
+            !resp.to_string().contains("12584"),
+            "no submitted values in the error"
+        );
+    }
+    let (status, resp) = s
+        .call(
+            "POST",
+            "/jobs",
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            b"{not json",
+        )
+        .await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
+    s.submit_all().await;
+    assert!(s.stub.starts().is_empty(), "no provider call");
+}
+
+#[tokio::test]
+async fn rate_limits_credits_and_idempotency() {
+    let s = Submit::new().await;
+    // 429, then success: started once, with the id of the success.
+    s.stub.script_start(
+        "/contact/enrich/bulk",
+        vec![
+            (
+                429,
+                r#"{"code":"error.rate.limit","message":"Too many requests. Try again in 1m"}"#
+                    .into(),
+            ),
+            (200, r#"{"enrichment_id":"fe-after-429"}"#.into()),
+        ],
+    );
+    let (_, body) = s
+        .post(
+            &json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(3)}),
+            &[],
+        )
+        .await;
+    let job = body["job_id"].as_str().unwrap().to_string();
+    s.submit_all().await;
+    let starts = s.stub.starts();
+    assert_eq!(starts.len(), 2, "one refused, one accepted");
+    let (_, got) = s.get(&format!("/jobs/{job}")).await;
+    assert_eq!(got["chunks"][0]["provider_id"], "fe-after-429");
+    assert_eq!(got["status"], "running");
+
+    // Out of credits: the job fails with the reason and every contact is accounted for.
+    s.stub.script_start(
+        "/email/find/bulk",
+        vec![(402, r#"{"message":"Insufficient balance"}"#.into())],
+    );
+    let (_, body) = s
+        .post(
+            &json!({"provider": "enrow", "operation": "email_find", "contacts": finders(4)}),
+            &[],
+        )
+        .await;
+    let job = body["job_id"].as_str().unwrap().to_string();
+    s.submit_all().await;
+    let (_, got) = s.get(&format!("/jobs/{job}")).await;
+    assert_eq!(got["status"], "failed", "{got}");
+    assert_eq!(got["error"]["code"], "credits_insufficient");
+    assert_eq!(
+        (got["done"].as_u64(), got["failed"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(
+        s.stub
+            .starts()
+            .iter()
+            .filter(|st| st.path == "/email/find/bulk")
+            .count(),
+        1,
+        "402 is not retried"
+    );
+
+    // The same Idempotency-Key: the same job, one provider call in all; another body: refused.
+    let req = json!({"provider": "enrow", "operation": "email_verify", "contacts": [{"email": "ada@example.com"}]});
+    let (s1, first) = s.post(&req, &[("idempotency-key", "order-42")]).await;
+    s.submit_all().await;
+    let (s2, again) = s.post(&req, &[("idempotency-key", "order-42")]).await;
+    s.submit_all().await;
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(first["job_id"], again["job_id"]);
+    assert_eq!(
+        s.stub
+            .starts()
+            .iter()
+            .filter(|st| st.path == "/email/verify/single")
+            .count(),
+        1
+    );
+    let other = json!({"provider": "enrow", "operation": "email_verify", "contacts": [{"email": "bob@example.com"}]});
+    let (status, resp) = s.post(&other, &[("idempotency-key", "order-42")]).await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+}
+
+#[tokio::test]
+async fn a_10000_contact_fullenrich_job_is_accepted_at_once_and_paced() {
+    // Scaled clock: 600 starts a minute (100 ms apart) stands for FullEnrich's 60 (1 s apart).
+    let interval = Duration::from_millis(100);
+    let s = Submit::with_interval(interval).await;
+    let started = std::time::Instant::now();
+    let (status, body) = s.post(&json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(10_000)}), &[]).await;
+    let accepted_in = started.elapsed();
+    assert_eq!(
+        (status, body["chunks"].as_u64()),
+        (202, Some(100)),
+        "{body}"
+    );
+    assert!(
+        s.stub.starts().is_empty(),
+        "answered before any provider call"
+    );
+    eprintln!("10,000 contacts accepted in {accepted_in:?}");
+
+    // Two workers at once, as the event source's maximum concurrency allows.
+    let (url, arn) = s.stack.res.queues["SubmitQueue"].clone();
+    let run = async || {
+        let poller = Poller::new(s.stack.sqs(), &url, &arn);
+        let mut empty = 0;
+        while empty < 3 {
+            let r = poller
+                .round(|e| async { Ok(s.worker.handle_batch(e).await) })
+                .await
+                .unwrap();
+            empty = if r.received == 0 { empty + 1 } else { 0 };
+        }
+    };
+    futures::join!(run(), run());
+    let starts = s.stub.starts();
+    assert_eq!(starts.len(), 100, "every chunk once");
+    let mut at: Vec<_> = starts.iter().map(|st| st.at).collect();
+    at.sort();
+    // Slots are reserved 100 ms apart; arrival jitters by the moto round trips in between.
+    let tolerance = Duration::from_millis(50);
+    // In any window of 60 slots (a "minute"), at most 60 starts.
+    for w in at.windows(61) {
+        assert!(w[60] - w[0] + tolerance >= interval * 60);
+    }
+    let mut offsets: Vec<u64> = starts
+        .iter()
+        .map(|st| {
+            st.body["data"][0]["custom"]["rid"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    offsets.sort();
+    assert_eq!(offsets, (0..100).map(|i| i * 100).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn auth_404_and_results_in_contact_order() {
+    let s = Submit::new().await;
+    let (status, _) = s.call("GET", "/jobs/job_x", &[], b"").await;
+    assert_eq!(status, 401);
+    let (status, _) = s
+        .call(
+            "POST",
+            "/jobs",
+            &[("authorization", "Bearer wrong-token-0123456789")],
+            b"{}",
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = s.get("/jobs/job_unknown").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _) = s.get("/jobs/job_unknown/results").await;
+    assert_eq!(status, 404);
+
+    let (_, body) = s
+        .post(
+            &json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(250)}),
+            &[],
+        )
+        .await;
+    let job = body["job_id"].as_str().unwrap().to_string();
+    // Results arrive chunk by chunk, out of order (as bulk-fetch stores them).
+    for index in [2u32, 0, 1] {
+        let offset = index as u64 * 100;
+        let count = if index == 2 { 50 } else { 100 };
+        let contacts = s.jobs.contacts(&job, offset, count).await.unwrap();
+        let results: Vec<ContactResult> = contacts
+            .iter()
+            .map(|c| ContactResult {
+                outcome: Outcome::Found,
+                email: Some(format!("p{}@example.com", c.index)),
+                ..ContactResult::failed(c, "x")
+            })
+            .map(|r| ContactResult { reason: None, ..r })
+            .collect();
+        let update = ChunkUpdate {
+            index,
+            status: ChunkStatus::Completed,
+            credits: Some(1.0),
+            error: None,
+        };
+        s.jobs
+            .store_chunk(
+                &job,
+                ChunkRef {
+                    index,
+                    offset,
+                    count,
+                },
+                results,
+                update,
+            )
+            .await
+            .unwrap();
+    }
+    let mut cursor: Option<String> = None;
+    let mut seen = Vec::new();
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/jobs/{job}/results?limit=100&cursor={c}"),
+            None => format!("/jobs/{job}/results?limit=100"),
+        };
+        let (status, page) = s.get(&path).await;
+        assert_eq!(status, 200);
+        for r in page["results"].as_array().unwrap() {
+            let i = r["index"].as_u64().unwrap();
+            assert_eq!(
+                r["custom"],
+                json!({"crm_id": format!("c{i}")}),
+                "the caller's custom, without rid"
+            );
+            assert_eq!(r["outcome"], "found");
+            seen.push(i);
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..250).collect::<Vec<u64>>());
+    let (_, got) = s.get(&format!("/jobs/{job}")).await;
+    assert_eq!(
+        (
+            got["done"].as_u64(),
+            got["found"].as_u64(),
+            got["credits_used"].as_f64()
+        ),
+        (Some(250), Some(250), Some(3.0))
+    );
+    let (status, resp) = s.get(&format!("/jobs/{job}/results?limit=0")).await;
+    assert_eq!(
+        (status, resp["error"]["field"].as_str()),
+        (400, Some("limit"))
+    );
+}

@@ -1,0 +1,97 @@
+//! Seeds a job the way job-submit records one (contacts, chunks, head, provider ids linked), for
+//! tests and benchmarks of the worker that do not go through the jobs API.
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use relay_shared::Provider;
+use relay_shared::envelope::{Body, Envelope, Signature};
+use relay_shared::jobs::{Chunk, ChunkStatus, Contact, JobMeta, JobStatus, Operation};
+use relay_shared::providers::Hook;
+use relay_shared::store::DynamoJobStore;
+use serde_json::Value;
+
+/// Contacts as (fields, custom) pairs, in chunks of `chunk_size`, each chunk linked to the
+/// provider id at its position in `provider_ids`. Returns the job id.
+pub async fn seed_job(
+    jobs: &DynamoJobStore,
+    operation: Operation,
+    contacts: Vec<(Value, Value)>,
+    chunk_size: u64,
+    provider_ids: &[&str],
+) -> String {
+    let job_id = format!("job_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let n = contacts.len() as u64;
+    let contacts: Vec<Contact> = contacts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (fields, custom))| Contact {
+            index: i as u64,
+            fields: fields.as_object().cloned().unwrap_or_default(),
+            custom: Some(custom).filter(|c| !c.is_null()),
+        })
+        .collect();
+    let chunks: Vec<Chunk> = (0..n.div_ceil(chunk_size))
+        .map(|i| Chunk {
+            index: i as u32,
+            offset: i * chunk_size,
+            count: chunk_size.min(n - i * chunk_size),
+            provider_id: None,
+            status: ChunkStatus::Pending,
+            credits: None,
+            error: None,
+        })
+        .collect();
+    let meta = JobMeta {
+        job_id: job_id.clone(),
+        provider: operation.provider(),
+        operation,
+        name: Some("seeded".into()),
+        status: JobStatus::Running,
+        contacts: n,
+        chunk_size,
+        chunks: chunks.len() as u64,
+        done: 0,
+        found: 0,
+        not_found: 0,
+        failed: 0,
+        duplicates: 0,
+        created_at_ms: relay_shared::now_ms(),
+        updated_at_ms: relay_shared::now_ms(),
+        error: None,
+        options: Value::Null,
+    };
+    jobs.create_job(&meta, &chunks, &contacts)
+        .await
+        .expect("create job");
+    for (chunk, pid) in chunks.iter().zip(provider_ids) {
+        jobs.link_chunk(&job_id, chunk, pid, None)
+            .await
+            .expect("link chunk");
+    }
+    job_id
+}
+
+/// The SQS message body ingest would send for this delivery.
+pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {
+    Envelope {
+        v: 1,
+        delivery_id: uuid::Uuid::new_v4().to_string(),
+        provider,
+        hook,
+        job_id: job_id.to_string(),
+        received_at_ms: relay_shared::now_ms(),
+        headers: Default::default(),
+        signature: Signature::NotApplicable,
+        body: Body::inline(body),
+    }
+    .to_json()
+}
+
+/// An SQS record as Lambda's event source hands it over.
+pub fn sqs_message(body: &str) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(uuid::Uuid::new_v4().to_string());
+    m.receipt_handle = Some("rh".into());
+    m.body = Some(body.to_string());
+    m.event_source = Some("aws:sqs".into());
+    m
+}
