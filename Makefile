@@ -6,7 +6,7 @@ FUNCTIONS := webhook-ingest bulk-fetch job-submit
 # arm64 deploy builds get their own target dir, so they never force host test rebuilds.
 ARM64_TARGET_DIR := target/arm64
 
-.PHONY: bootstrap test lint bench build
+.PHONY: bootstrap test lint bench build dev demo functions
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -14,7 +14,11 @@ bootstrap:
 lint: bootstrap
 	$(VENV)/bin/cfn-lint template.yaml
 
-test: bootstrap
+# The function binaries (debug) that the local stack and the end-to-end tests run.
+functions:
+	cargo build -p webhook-ingest -p bulk-fetch -p job-submit -p relay-local-stack --bins
+
+test: bootstrap functions
 	cargo test --workspace
 	$(VENV)/bin/cfn-lint template.yaml
 
@@ -28,3 +32,11 @@ build: bootstrap
 	rustup target add aarch64-unknown-linux-gnu
 	cargo lambda build --release --arm64 --target-dir $(ARM64_TARGET_DIR) $(addprefix --bin ,$(FUNCTIONS))
 	@for f in $(FUNCTIONS); do file $(ARM64_TARGET_DIR)/lambda/$$f/bootstrap; ls -l $(ARM64_TARGET_DIR)/lambda/$$f/bootstrap; done
+
+# The whole stack in the foreground on http://127.0.0.1:9000 (Ctrl-C stops it).
+dev: bootstrap functions
+	target/debug/relay-dev
+
+# A demo job end to end on the local stack; exits non-zero if something did not arrive.
+demo: bootstrap functions
+	target/debug/relay-demo

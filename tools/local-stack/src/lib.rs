@@ -19,9 +19,11 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
 
+pub mod dev;
 pub mod poller;
 pub mod provider_stub;
 pub mod runtime_api;
+pub mod sandbox;
 pub mod seed;
 
 #[derive(Debug, thiserror::Error)]

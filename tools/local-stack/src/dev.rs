@@ -1,0 +1,343 @@
+//! The whole pipeline on one machine: moto with the template's resources, the provider sandbox,
+//! the four function binaries each under a loopback Lambda Runtime API, one router that maps
+//! `/jobs…` and `/webhooks/…` the way API Gateway does, and the SQS event source stand-ins
+//! (webhook queue → bulk-fetch, submit queue → job-submit-worker).
+//!
+//! Everything it starts stops when the [`DevStack`] is dropped: children are killed, moto's
+//! guard sees its pipe close. Nothing outlives it, so a second start finds nothing in its way.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_lambda_events::event::sqs::SqsBatchResponse;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::poller::Poller;
+use crate::runtime_api::{RuntimeApi, apigw_v2_event};
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::{Moto, Resources, Template, repo_root};
+
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// The API's port on 127.0.0.1 (9000; a free one if it is taken).
+    pub port: u16,
+    /// Where the function binaries are (`target/debug`).
+    pub bin_dir: PathBuf,
+    pub api_token: String,
+    pub webhook_secret: String,
+    /// Another provider instead of the sandbox (`ENROW_API_URL`, `FULLENRICH_API_URL`).
+    pub enrow_url: Option<String>,
+    pub fullenrich_url: Option<String>,
+    pub enrow_key: Option<String>,
+    pub fullenrich_key: Option<String>,
+    pub sandbox: SandboxConfig,
+    /// How long a failed SQS record waits before it comes back (the queues say minutes).
+    pub retry_visibility_seconds: i32,
+    /// Where each function's log goes (`<dir>/<binary>.log`).
+    pub log_dir: PathBuf,
+}
+
+impl DevOptions {
+    /// Defaults, overridden by `RELAY_API_TOKEN`, `ENROW_API_URL`, `FULLENRICH_API_URL`,
+    /// `ENROW_API_KEY`, `FULLENRICH_API_KEY`, `WEBHOOK_SECRET` when set.
+    pub fn from_env() -> DevOptions {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let root = repo_root();
+        DevOptions {
+            port: var("RELAY_DEV_PORT")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(9000),
+            bin_dir: root.join("target/debug"),
+            api_token: var("RELAY_API_TOKEN").unwrap_or_else(|| "dev-token-change-me-0123".into()),
+            webhook_secret: var("WEBHOOK_SECRET")
+                .unwrap_or_else(|| "dev-webhook-secret-0123456789".into()),
+            enrow_url: var("ENROW_API_URL"),
+            fullenrich_url: var("FULLENRICH_API_URL"),
+            enrow_key: var("ENROW_API_KEY"),
+            fullenrich_key: var("FULLENRICH_API_KEY"),
+            sandbox: SandboxConfig::default(),
+            retry_visibility_seconds: 5,
+            log_dir: root.join(".local/dev"),
+        }
+    }
+}
+
+/// (template logical id, binary)
+const FUNCTIONS: [(&str, &str); 4] = [
+    ("WebhookIngestFunction", "webhook-ingest"),
+    ("JobSubmitFunction", "job-submit"),
+    ("JobSubmitWorkerFunction", "job-submit-worker"),
+    ("BulkFetchFunction", "bulk-fetch"),
+];
+
+pub struct DevStack {
+    pub api_url: String,
+    pub api_token: String,
+    pub sandbox: Option<Sandbox>,
+    pub enrow_url: String,
+    pub fullenrich_url: String,
+    pub sdk: SdkConfig,
+    pub res: Resources,
+    children: Vec<Child>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _moto: Moto,
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for c in &mut self.children {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+struct Router {
+    ingest: RuntimeApi,
+    jobs: RuntimeApi,
+}
+
+impl DevStack {
+    pub async fn start(opts: DevOptions) -> Result<DevStack, String> {
+        let moto = Moto::start(0).map_err(|e| e.to_string())?;
+        let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
+        let template = Template::load_default().map_err(|e| e.to_string())?;
+        let res = template
+            .create(&sdk, "dev")
+            .await
+            .map_err(|e| e.to_string())?;
+
+        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("port {} is taken ({e}); using a free port", opts.port);
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        let api_url = format!(
+            "http://{}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+
+        let sandbox = if opts.enrow_url.is_none() || opts.fullenrich_url.is_none() {
+            Some(
+                Sandbox::start(opts.sandbox.clone(), 0)
+                    .await
+                    .map_err(|e| format!("sandbox: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let sandbox_url = sandbox.as_ref().map(|s| s.url.clone()).unwrap_or_default();
+        let enrow_url = opts
+            .enrow_url
+            .clone()
+            .unwrap_or_else(|| sandbox_url.clone());
+        let fullenrich_url = opts
+            .fullenrich_url
+            .clone()
+            .unwrap_or_else(|| sandbox_url.clone());
+        let enrow_key = opts
+            .enrow_key
+            .clone()
+            .unwrap_or_else(|| opts.sandbox.enrow_key.clone());
+        let fullenrich_key = opts
+            .fullenrich_key
+            .clone()
+            .unwrap_or_else(|| opts.sandbox.fullenrich_key.clone());
+
+        let params: BTreeMap<String, String> = [
+            ("WebhookSecret", opts.webhook_secret.as_str()),
+            ("RelayApiToken", opts.api_token.as_str()),
+            ("FullEnrichApiKey", fullenrich_key.as_str()),
+            ("EnrowApiKey", enrow_key.as_str()),
+            ("EnrowApiUrl", enrow_url.as_str()),
+            ("FullEnrichApiUrl", fullenrich_url.as_str()),
+            ("FullEnrichRequireSignature", "false"),
+            ("DedupeRetentionDays", "30"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+
+        std::fs::create_dir_all(&opts.log_dir).map_err(|e| e.to_string())?;
+        let mut children = Vec::new();
+        let mut apis = BTreeMap::new();
+        for (logical, binary) in FUNCTIONS {
+            let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
+            let mut env = template.function_env(logical, &res, &params);
+            env.insert("PUBLIC_BASE_URL".into(), api_url.clone());
+            let path = opts.bin_dir.join(binary);
+            let log = std::fs::File::create(opts.log_dir.join(format!("{binary}.log")))
+                .map_err(|e| e.to_string())?;
+            let child = Command::new(&path)
+                .envs(&env)
+                .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+                .env("AWS_LAMBDA_FUNCTION_NAME", binary)
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+                .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+                .env("AWS_ENDPOINT_URL", &moto.endpoint)
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| {
+                    format!(
+                        "{}: {e} (build it: make dev builds every function)",
+                        path.display()
+                    )
+                })?;
+            children.push(child);
+            apis.insert(binary, api);
+        }
+
+        let router = Arc::new(Router {
+            ingest: apis["webhook-ingest"].clone(),
+            jobs: apis["job-submit"].clone(),
+        });
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let router = Arc::clone(&router);
+                async move { route(&router, method, uri, headers, body).await }
+            },
+        );
+        let mut tasks = vec![tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        })];
+        for (queue, binary) in [
+            ("WebhookQueue", "bulk-fetch"),
+            ("SubmitQueue", "job-submit-worker"),
+        ] {
+            let (url, arn) = res.queues[queue].clone();
+            let mut poller = Poller::new(relay_shared::aws::sqs(&sdk), &url, &arn);
+            poller.wait_seconds = 1;
+            poller.visibility_timeout = Some(opts.retry_visibility_seconds);
+            let api = apis[binary].clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let round = poller
+                        .round(|event| async {
+                            let event = serde_json::to_value(event).map_err(|e| e.to_string())?;
+                            let out = api.invoke(event).await.map_err(|e| e.to_string())?;
+                            serde_json::from_value::<SqsBatchResponse>(out)
+                                .map_err(|e| e.to_string())
+                        })
+                        .await;
+                    if round.is_err() {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }));
+        }
+        Ok(DevStack {
+            api_url,
+            api_token: opts.api_token,
+            sandbox,
+            enrow_url,
+            fullenrich_url,
+            sdk,
+            res,
+            children,
+            tasks,
+            _moto: moto,
+        })
+    }
+
+    /// Messages now in a queue of the template (e.g. "WebhookDeadLetterQueue").
+    pub async fn queue_depth(&self, queue: &str) -> usize {
+        let out = relay_shared::aws::sqs(&self.sdk)
+            .get_queue_attributes()
+            .queue_url(self.res.queue_url(queue))
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await;
+        out.ok()
+            .and_then(|o| o.attributes)
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                    .cloned()
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// API Gateway's job: the request as a payload v2 event to the function its path belongs to,
+/// the function's answer back as HTTP.
+async fn route(
+    router: &Router,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    let api = if path == "/jobs" || path.starts_with("/jobs/") {
+        &router.jobs
+    } else if path.starts_with("/webhooks/") {
+        &router.ingest
+    } else {
+        return (StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#).into_response();
+    };
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let header_refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
+    let event = apigw_v2_event(method.as_str(), target, &header_refs, &body);
+    match api.invoke(event).await {
+        Ok(out) => to_http(&out),
+        Err(_) => (
+            StatusCode::BAD_GATEWAY,
+            r#"{"message":"Internal Server Error"}"#,
+        )
+            .into_response(),
+    }
+}
+
+fn to_http(out: &Value) -> Response {
+    use base64::Engine;
+    let status = out.get("statusCode").and_then(Value::as_u64).unwrap_or(200) as u16;
+    let body = out.get("body").and_then(Value::as_str).unwrap_or_default();
+    let bytes = if out
+        .get("isBase64Encoded")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap_or_default()
+    } else {
+        body.as_bytes().to_vec()
+    };
+    let mut resp = Response::builder().status(status);
+    if let Some(h) = out.get("headers").and_then(Value::as_object) {
+        for (k, v) in h {
+            if let Some(v) = v.as_str() {
+                resp = resp.header(k, v);
+            }
+        }
+    }
+    resp.body(axum::body::Body::from(bytes))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+}
