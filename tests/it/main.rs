@@ -7,3 +7,4 @@ mod fetch;
 mod ingest;
 mod submit;
 mod support;
+mod template;

@@ -104,7 +104,7 @@ impl Submit {
         poller.visibility_timeout = Some(1);
         let mut empty = 0;
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while empty < 3 {
+        while empty < 3 || self.stack.queue_in_flight(&url).await > 0 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "submit queue never drained"

@@ -43,6 +43,28 @@ impl Stack {
         relay_shared::aws::s3(&self.sdk)
     }
 
+    /// Messages in a queue, visible or not (received and not yet deleted).
+    pub async fn queue_in_flight(&self, queue_url: &str) -> usize {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .sqs()
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes");
+        let attrs = out.attributes.unwrap_or_default();
+        [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .filter_map(|a| attrs.get(a)?.parse::<usize>().ok())
+        .sum()
+    }
+
     pub fn webhook_queue(&self) -> &str {
         self.res.queue_url("WebhookQueue")
     }

@@ -1,0 +1,341 @@
+//! Template checks: the template and the code must name the same things. Every function binary has
+//! a function (and no function lacks a binary); every environment variable a function's config
+//! requires is set, and every one set is read; every route the code serves is routed, and only
+//! those; each SQS consumer reports batch item failures from a queue with a DLQ and a visibility
+//! timeout at least 6x the consumer's; each function's policy grants exactly the actions its code
+//! calls, on the resources it calls them on.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use relay_shared::config::{Env, FetchConfig, IngestConfig, SubmitConfig};
+use serde_yaml::Value;
+
+use crate::{Template, tagged};
+
+/// (logical id, binary, config).
+pub const FUNCTIONS: [(&str, &str, &str); 4] = [
+    ("WebhookIngestFunction", "webhook-ingest", "ingest"),
+    ("BulkFetchFunction", "bulk-fetch", "fetch"),
+    ("JobSubmitFunction", "job-submit", "submit"),
+    ("JobSubmitWorkerFunction", "job-submit-worker", "submit"),
+];
+
+/// The routes the code serves: (function, method, path).
+pub const ROUTES: [(&str, &str, &str); 3] = [
+    ("WebhookIngestFunction", "POST", "/webhooks/{proxy+}"),
+    ("JobSubmitFunction", "ANY", "/jobs"),
+    ("JobSubmitFunction", "ANY", "/jobs/{proxy+}"),
+];
+
+/// SQS consumers: (function, queue).
+pub const CONSUMERS: [(&str, &str); 2] = [
+    ("BulkFetchFunction", "WebhookQueue"),
+    ("JobSubmitWorkerFunction", "SubmitQueue"),
+];
+
+/// The AWS calls each function's code makes: (function, action, resource logical id).
+pub const CALLS: &[(&str, &str, &str)] = &[
+    ("WebhookIngestFunction", "sqs:SendMessage", "WebhookQueue"),
+    ("WebhookIngestFunction", "s3:PutObject", "PayloadBucket"),
+    (
+        "BulkFetchFunction",
+        "sqs:SendMessage",
+        "WebhookDeadLetterQueue",
+    ),
+    ("BulkFetchFunction", "s3:GetObject", "PayloadBucket"),
+    ("BulkFetchFunction", "dynamodb:PutItem", "DedupeTable"),
+    ("BulkFetchFunction", "dynamodb:UpdateItem", "DedupeTable"),
+    ("BulkFetchFunction", "dynamodb:DeleteItem", "DedupeTable"),
+    ("BulkFetchFunction", "dynamodb:GetItem", "JobsTable"),
+    ("BulkFetchFunction", "dynamodb:Query", "JobsTable"),
+    ("BulkFetchFunction", "dynamodb:PutItem", "JobsTable"),
+    ("BulkFetchFunction", "dynamodb:UpdateItem", "JobsTable"),
+    ("BulkFetchFunction", "dynamodb:BatchWriteItem", "JobsTable"),
+    ("JobSubmitFunction", "dynamodb:GetItem", "JobsTable"),
+    ("JobSubmitFunction", "dynamodb:Query", "JobsTable"),
+    ("JobSubmitFunction", "dynamodb:PutItem", "JobsTable"),
+    ("JobSubmitFunction", "dynamodb:BatchWriteItem", "JobsTable"),
+    ("JobSubmitFunction", "sqs:SendMessage", "SubmitQueue"),
+    ("JobSubmitWorkerFunction", "dynamodb:GetItem", "JobsTable"),
+    ("JobSubmitWorkerFunction", "dynamodb:Query", "JobsTable"),
+    ("JobSubmitWorkerFunction", "dynamodb:PutItem", "JobsTable"),
+    (
+        "JobSubmitWorkerFunction",
+        "dynamodb:UpdateItem",
+        "JobsTable",
+    ),
+    (
+        "JobSubmitWorkerFunction",
+        "dynamodb:BatchWriteItem",
+        "JobsTable",
+    ),
+];
+
+fn as_list(v: Option<&Value>) -> Vec<&Value> {
+    match v {
+        Some(Value::Sequence(s)) => s.iter().collect(),
+        Some(v) => vec![v],
+        None => vec![],
+    }
+}
+
+/// The logical ids a policy `Resource` points at (`!GetAtt X.Arn`, `!Sub "${X.Arn}/…"`, `!Ref X`).
+fn resource_ids(v: &Value) -> Vec<String> {
+    let text = match v {
+        Value::Tagged(t) => match &t.value {
+            Value::String(s) => s.clone(),
+            Value::Sequence(s) => s
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("."),
+            _ => String::new(),
+        },
+        Value::String(s) => s.clone(),
+        _ => String::new(),
+    };
+    if text.contains(":ssm:") {
+        return vec!["SSM".into()];
+    }
+    let text = text.replace("${", "").replace('}', "");
+    // `X.Arn`, `X.Arn/deliveries/*`: the logical id is what precedes the first dot.
+    text.split(['/', ' '])
+        .next()
+        .and_then(|part| part.split('.').next())
+        .filter(|id| !id.is_empty())
+        .map(|id| vec![id.to_string()])
+        .unwrap_or_default()
+}
+
+/// A value for a template variable: its literal, its parameter's default, or a placeholder
+/// that passes any check for a URL or a secret.
+fn value_of(v: &Value, defaults: &BTreeMap<String, String>) -> String {
+    const PLACEHOLDER: &str = "https://placeholder.example/0123456789abcdef";
+    match (v, tagged(v, "!Ref").and_then(Value::as_str)) {
+        (_, Some(target)) => defaults
+            .get(target)
+            .filter(|d| !d.is_empty())
+            .cloned()
+            .unwrap_or_else(|| PLACEHOLDER.to_string()),
+        (Value::String(s), None) => s.clone(),
+        (Value::Number(n), None) => n.to_string(),
+        _ => PLACEHOLDER.to_string(),
+    }
+}
+
+/// Reads `config` from `vars` the way the function does; returns the error (if any) and every
+/// variable the code asked for.
+fn read_config(
+    config: &str,
+    vars: &BTreeMap<String, String>,
+) -> (Option<String>, BTreeSet<String>) {
+    let asked = RefCell::new(BTreeSet::new());
+    let env = Env(|k: &str| {
+        asked.borrow_mut().insert(k.to_string());
+        vars.get(k).cloned()
+    });
+    let error = match config {
+        "ingest" => IngestConfig::from_env(&env).err(),
+        "fetch" => FetchConfig::from_env(&env).err(),
+        _ => SubmitConfig::from_env(&env).err(),
+    };
+    (error.map(|e| e.to_string()), asked.into_inner())
+}
+
+/// Every mismatch between the template and the code; empty when they agree.
+pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let functions: BTreeMap<&str, &Value> = template.of_type("AWS::Serverless::Function").collect();
+
+    // Functions and binaries.
+    for (id, binary, _) in FUNCTIONS {
+        match template.resources.get(id) {
+            None => problems.push(format!("binary {binary}: no function {id} in the template")),
+            Some(r) => {
+                let built = r
+                    .get("Metadata")
+                    .and_then(|m| m.get("BuildProperties"))
+                    .and_then(|b| b.get("Binary"))
+                    .and_then(Value::as_str);
+                if built != Some(binary) {
+                    problems.push(format!(
+                        "{id}: builds {built:?}, the code's binary is {binary}"
+                    ));
+                }
+            }
+        }
+    }
+    for id in functions.keys() {
+        if !FUNCTIONS.iter().any(|(f, _, _)| f == id) {
+            problems.push(format!("{id}: a function with no binary in the code"));
+        }
+    }
+
+    // Environment.
+    for (id, _, config) in FUNCTIONS {
+        let Some(props) = functions.get(id) else {
+            continue;
+        };
+        let vars: BTreeMap<String, String> = props
+            .get("Environment")
+            .and_then(|e| e.get("Variables"))
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), value_of(v, parameter_defaults))))
+            .collect();
+        let (error, asked) = read_config(config, &vars);
+        if let Some(e) = error {
+            problems.push(format!("{id}: {e}"));
+        }
+        for var in vars.keys() {
+            if !asked.contains(var) {
+                problems.push(format!("{id}: sets {var}, which the code never reads"));
+            }
+        }
+    }
+
+    // Routes.
+    let mut routed = BTreeSet::new();
+    for (id, props) in &functions {
+        for (_, event) in props
+            .get("Events")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+        {
+            if event.get("Type").and_then(Value::as_str) != Some("HttpApi") {
+                continue;
+            }
+            let p = event.get("Properties");
+            let method = p
+                .and_then(|p| p.get("Method"))
+                .and_then(Value::as_str)
+                .unwrap_or("ANY")
+                .to_ascii_uppercase();
+            let path = p
+                .and_then(|p| p.get("Path"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            routed.insert((id.to_string(), method, path.to_string()));
+        }
+    }
+    let served: BTreeSet<(String, String, String)> = ROUTES
+        .iter()
+        .map(|(f, m, p)| (f.to_string(), m.to_string(), p.to_string()))
+        .collect();
+    for r in served.difference(&routed) {
+        problems.push(format!(
+            "route {} {} of {} is not in the template",
+            r.1, r.2, r.0
+        ));
+    }
+    for r in routed.difference(&served) {
+        problems.push(format!(
+            "route {} {} to {} is served by no code",
+            r.1, r.2, r.0
+        ));
+    }
+
+    // SQS consumers.
+    for (id, queue) in CONSUMERS {
+        let Some(props) = functions.get(id) else {
+            continue;
+        };
+        let timeout = props.get("Timeout").and_then(Value::as_u64).unwrap_or(3);
+        let source = props
+            .get("Events")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .map(|(_, e)| e)
+            .find(|e| {
+                e.get("Type").and_then(Value::as_str) == Some("SQS")
+                    && e.get("Properties")
+                        .and_then(|p| p.get("Queue"))
+                        .map(resource_ids)
+                        .is_some_and(|ids| ids.iter().any(|i| i == queue))
+            });
+        match source {
+            None => problems.push(format!("{id}: no SQS event source on {queue}")),
+            Some(e) => {
+                let types = e
+                    .get("Properties")
+                    .and_then(|p| p.get("FunctionResponseTypes"));
+                if !as_list(types)
+                    .iter()
+                    .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+                {
+                    problems.push(format!(
+                        "{id}: its {queue} event source does not report batch item failures"
+                    ));
+                }
+            }
+        }
+        let q = template.properties(queue);
+        let visibility = q
+            .and_then(|q| q.get("VisibilityTimeout"))
+            .and_then(Value::as_u64)
+            .unwrap_or(30);
+        if visibility < 6 * timeout {
+            problems.push(format!(
+                "{queue}: visibility timeout {visibility} s is under 6x {id}'s {timeout} s"
+            ));
+        }
+        if q.and_then(|q| q.get("RedrivePolicy")).is_none() {
+            problems.push(format!("{queue}: no DLQ redrive"));
+        }
+    }
+
+    // Policies: exactly the calls.
+    let mut granted: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (id, props) in &functions {
+        for policy in as_list(props.get("Policies")) {
+            for st in as_list(policy.get("Statement")) {
+                for action in as_list(st.get("Action")).iter().filter_map(|a| a.as_str()) {
+                    for resource in as_list(st.get("Resource")) {
+                        for rid in resource_ids(resource) {
+                            granted.insert((id.to_string(), action.to_string(), rid));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let needed: BTreeSet<(String, String, String)> = CALLS
+        .iter()
+        .map(|(f, a, r)| (f.to_string(), a.to_string(), r.to_string()))
+        .collect();
+    for (f, a, r) in needed.difference(&granted) {
+        problems.push(format!(
+            "{f}: its code calls {a} on {r}, which its policy does not grant"
+        ));
+    }
+    for (f, a, r) in granted.difference(&needed) {
+        problems.push(format!(
+            "{f}: its policy grants {a} on {r}, which its code never calls"
+        ));
+    }
+    problems
+}
+
+/// The template's parameter defaults.
+pub fn parameter_defaults(text: &str) -> BTreeMap<String, String> {
+    let doc: Value = serde_yaml::from_str(text).unwrap_or(Value::Null);
+    doc.get("Parameters")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            let d = v.get("Default")?;
+            let d = match d {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some((k.as_str()?.to_string(), d))
+        })
+        .collect()
+}
