@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod jobs;
 pub mod providers;
 pub mod queue;
+pub mod secrets;
 pub mod serde_util;
 pub mod store;
 

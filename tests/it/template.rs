@@ -66,3 +66,50 @@ fn the_checks_fail_when_a_variable_route_policy_or_function_goes() {
         );
     }
 }
+
+#[tokio::test]
+async fn secrets_named_in_ssm_are_read_at_cold_start() {
+    use relay_shared::config::IngestConfig;
+    let stack = crate::support::Stack::new().await;
+    let ssm = aws_sdk_ssm::Client::new(&stack.sdk);
+    let name = format!(
+        "/enrich-relay/test-{}/webhook-secret",
+        uuid::Uuid::new_v4().simple()
+    );
+    ssm.put_parameter()
+        .name(&name)
+        .value("secret-from-ssm-0123456789")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let vars = std::collections::BTreeMap::from([
+        ("WEBHOOK_SECRET_SSM".to_string(), name.clone()),
+        (
+            "WEBHOOK_QUEUE_URL".to_string(),
+            "https://sqs.example/q".to_string(),
+        ),
+        ("PAYLOAD_BUCKET".to_string(), "bucket".to_string()),
+    ]);
+    let env = relay_shared::secrets::with_secrets(&stack.sdk, |k: &str| vars.get(k).cloned())
+        .await
+        .expect("secrets read");
+    let config = IngestConfig::from_env(&env).expect("config");
+    let token = config
+        .webhook_secret
+        .token(relay_shared::Provider::Enrow, "job_1");
+    let expected = relay_shared::auth::WebhookSecret::new("secret-from-ssm-0123456789")
+        .token(relay_shared::Provider::Enrow, "job_1");
+    assert_eq!(token, expected, "the secret is the parameter's value");
+
+    // A missing parameter stops the function with a message naming the variable, not a value.
+    let vars = std::collections::BTreeMap::from([(
+        "WEBHOOK_SECRET_SSM".to_string(),
+        "/enrich-relay/missing".to_string(),
+    )]);
+    let err = relay_shared::secrets::with_secrets(&stack.sdk, |k: &str| vars.get(k).cloned())
+        .await
+        .err()
+        .expect("missing parameter");
+    assert_eq!(err.var, "WEBHOOK_SECRET");
+}

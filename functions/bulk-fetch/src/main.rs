@@ -7,7 +7,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use bulk_fetch::Worker;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use relay_shared::bodies::S3Bodies;
-use relay_shared::config::{FetchConfig, process_env};
+use relay_shared::config::FetchConfig;
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::{DynamoDedupe, DynamoJobStore};
@@ -15,8 +15,10 @@ use relay_shared::store::{DynamoDedupe, DynamoJobStore};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     relay_shared::init_tracing();
-    let config = FetchConfig::from_env(&process_env())?;
     let aws = relay_shared::aws::load().await;
+    // Secrets come from SSM when the template names parameters (`<VAR>_SSM`).
+    let env = relay_shared::secrets::env_with_secrets(&aws).await?;
+    let config = FetchConfig::from_env(&env)?;
     let ddb = relay_shared::aws::dynamodb(&aws);
     let worker = Arc::new(Worker {
         jobs: DynamoJobStore::new(ddb.clone(), &config.jobs_table),

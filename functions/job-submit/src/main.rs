@@ -6,15 +6,17 @@ use std::sync::Arc;
 use job_submit::Api;
 use lambda_http::{Error, Request, run, service_fn};
 use relay_shared::auth::BearerToken;
-use relay_shared::config::{SubmitConfig, process_env};
+use relay_shared::config::SubmitConfig;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::DynamoJobStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     relay_shared::init_tracing();
-    let config = SubmitConfig::from_env(&process_env())?;
     let aws = relay_shared::aws::load().await;
+    // Secrets come from SSM when the template names parameters (`<VAR>_SSM`).
+    let env = relay_shared::secrets::env_with_secrets(&aws).await?;
+    let config = SubmitConfig::from_env(&env)?;
     let api = Arc::new(Api {
         jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
         submit_queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.submit_queue_url),

@@ -179,6 +179,15 @@ impl DevStack {
             let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
             let mut env = template.function_env(logical, &res, &params);
             env.insert("PUBLIC_BASE_URL".into(), api_url.clone());
+            // On AWS these come from SSM (`<VAR>_SSM`); locally they are plain variables.
+            for (k, v) in [
+                ("WEBHOOK_SECRET", &opts.webhook_secret),
+                ("RELAY_API_TOKEN", &opts.api_token),
+                ("FULLENRICH_API_KEY", &fullenrich_key),
+                ("ENROW_API_KEY", &enrow_key),
+            ] {
+                env.insert(k.into(), v.clone());
+            }
             let path = opts.bin_dir.join(binary);
             let log = std::fs::File::create(opts.log_dir.join(format!("{binary}.log")))
                 .map_err(|e| e.to_string())?;

@@ -7,15 +7,17 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsEvent;
 use job_submit::ChunkSubmitter;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use relay_shared::config::{SubmitConfig, process_env};
+use relay_shared::config::SubmitConfig;
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::store::DynamoJobStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     relay_shared::init_tracing();
-    let config = SubmitConfig::from_env(&process_env())?;
     let aws = relay_shared::aws::load().await;
+    // Secrets come from SSM when the template names parameters (`<VAR>_SSM`).
+    let env = relay_shared::secrets::env_with_secrets(&aws).await?;
+    let config = SubmitConfig::from_env(&env)?;
     let submitter = Arc::new(ChunkSubmitter {
         jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
         starter: ProviderHttp::new(

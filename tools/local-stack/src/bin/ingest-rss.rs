@@ -55,15 +55,14 @@ async fn main() {
     let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
     let template = Template::load_default().expect("template");
     let res = template.create(&sdk, "rss").await.expect("resources");
-    let params = BTreeMap::from([
-        ("WebhookSecret".to_string(), SECRET.to_string()),
-        ("FullEnrichApiKey".to_string(), FE_KEY.to_string()),
-        (
-            "FullEnrichRequireSignature".to_string(),
-            "false".to_string(),
-        ),
-    ]);
-    let env = template.function_env("WebhookIngestFunction", &res, &params);
+    let params = BTreeMap::from([(
+        "FullEnrichRequireSignature".to_string(),
+        "false".to_string(),
+    )]);
+    let mut env = template.function_env("WebhookIngestFunction", &res, &params);
+    // On AWS these come from SSM; here they are plain variables.
+    env.insert("WEBHOOK_SECRET".into(), SECRET.into());
+    env.insert("FULLENRICH_API_KEY".into(), FE_KEY.into());
 
     let api = RuntimeApi::start().await.expect("runtime api");
     let mut child = Command::new(&binary)
