@@ -173,6 +173,37 @@ mod tests {
     }
 }
 
+/// Where the providers are and the keys to call them with.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub enrow_url: String,
+    pub enrow_key: String,
+    pub fullenrich_url: String,
+    pub fullenrich_key: String,
+}
+
+impl ProviderSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        use crate::providers::client::{ENROW_DEFAULT_URL, FULLENRICH_DEFAULT_URL};
+        Ok(ProviderSettings {
+            enrow_url: env.url("ENROW_API_URL", Some(ENROW_DEFAULT_URL))?,
+            enrow_key: env.optional("ENROW_API_KEY").unwrap_or_default(),
+            fullenrich_url: env.url("FULLENRICH_API_URL", Some(FULLENRICH_DEFAULT_URL))?,
+            fullenrich_key: env.optional("FULLENRICH_API_KEY").unwrap_or_default(),
+        })
+    }
+
+    /// The HTTP client for these providers.
+    pub fn client(&self) -> crate::providers::client::ProviderHttp {
+        crate::providers::client::ProviderHttp::new(
+            &self.enrow_url,
+            &self.enrow_key,
+            &self.fullenrich_url,
+            &self.fullenrich_key,
+        )
+    }
+}
+
 /// bulk-fetch's configuration.
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -182,10 +213,7 @@ pub struct FetchConfig {
     pub dead_letter_queue_url: String,
     /// The claim-check bucket ingest writes large bodies to.
     pub payload_bucket: String,
-    pub enrow_url: String,
-    pub enrow_key: String,
-    pub fullenrich_url: String,
-    pub fullenrich_key: String,
+    pub providers: ProviderSettings,
     pub dedupe_retention_days: u64,
     pub dedupe_lease_seconds: u64,
 }
@@ -197,16 +225,7 @@ impl FetchConfig {
             dedupe_table: env.required("DEDUPE_TABLE")?,
             dead_letter_queue_url: env.url("WEBHOOK_DLQ_URL", None)?,
             payload_bucket: env.required("PAYLOAD_BUCKET")?,
-            enrow_url: env.url(
-                "ENROW_API_URL",
-                Some(crate::providers::client::ENROW_DEFAULT_URL),
-            )?,
-            enrow_key: env.optional("ENROW_API_KEY").unwrap_or_default(),
-            fullenrich_url: env.url(
-                "FULLENRICH_API_URL",
-                Some(crate::providers::client::FULLENRICH_DEFAULT_URL),
-            )?,
-            fullenrich_key: env.optional("FULLENRICH_API_KEY").unwrap_or_default(),
+            providers: ProviderSettings::from_env(env)?,
             dedupe_retention_days: env.number("DEDUPE_RETENTION_DAYS", 30)?,
             dedupe_lease_seconds: env.number("DEDUPE_LEASE_SECONDS", 120)?,
         })
@@ -223,10 +242,7 @@ pub struct SubmitConfig {
     pub public_base_url: String,
     pub webhook_secret: WebhookSecret,
     pub api_token: String,
-    pub enrow_url: String,
-    pub enrow_key: String,
-    pub fullenrich_url: String,
-    pub fullenrich_key: String,
+    pub providers: ProviderSettings,
     /// FullEnrich allows 60 requests a minute per account, polling included: starts take 50 by
     /// default and leave the rest to the result GETs.
     pub fullenrich_starts_per_minute: u64,
@@ -245,16 +261,7 @@ impl SubmitConfig {
                 .to_string(),
             webhook_secret: WebhookSecret::new(env.secret("WEBHOOK_SECRET")?),
             api_token: env.secret("RELAY_API_TOKEN")?,
-            enrow_url: env.url(
-                "ENROW_API_URL",
-                Some(crate::providers::client::ENROW_DEFAULT_URL),
-            )?,
-            enrow_key: env.optional("ENROW_API_KEY").unwrap_or_default(),
-            fullenrich_url: env.url(
-                "FULLENRICH_API_URL",
-                Some(crate::providers::client::FULLENRICH_DEFAULT_URL),
-            )?,
-            fullenrich_key: env.optional("FULLENRICH_API_KEY").unwrap_or_default(),
+            providers: ProviderSettings::from_env(env)?,
             fullenrich_starts_per_minute: env.number("FULLENRICH_STARTS_PER_MINUTE", 50)?.min(60),
             enrow_starts_per_second: env.number("ENROW_STARTS_PER_SECOND", 8)?.min(10),
         })

@@ -177,6 +177,24 @@ pub struct Chunk {
     pub error: Option<JobError>,
 }
 
+impl Chunk {
+    /// `contacts` split into pending chunks of `size` (the last one may hold fewer).
+    pub fn plan(contacts: u64, size: u64) -> Vec<Chunk> {
+        let size = size.max(1);
+        (0..contacts.div_ceil(size))
+            .map(|i| Chunk {
+                index: i as u32,
+                offset: i * size,
+                count: size.min(contacts - i * size),
+                provider_id: None,
+                status: ChunkStatus::Pending,
+                credits: None,
+                error: None,
+            })
+            .collect()
+    }
+}
+
 /// A contact as the caller submitted it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contact {

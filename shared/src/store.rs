@@ -444,59 +444,49 @@ impl DynamoJobStore {
     }
 
     /// Reserves the next start slot of a rate limit shared by every worker (`name`, one start
-    /// per `interval_ms`). Returns the time (ms) at which this caller may start.
+    /// per `interval_ms`). Returns the time (ms) at which this caller may start. Two writes at
+    /// most and never a lost race: an idle limit is taken at `now`; a busy one is extended by one
+    /// interval with an atomic `ADD`, and the slot is the one before the new end.
     pub async fn reserve_slot(&self, name: &str, interval_ms: u64) -> Result<u64, StoreError> {
-        let key = [
-            ("pk".to_string(), s(format!("RATE#{name}"))),
-            ("sk".to_string(), s("RATE")),
-        ];
-        for _ in 0..20 {
-            let seen: Option<u64> = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key.clone().into_iter().collect()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(unavailable)?
-                .item
-                .and_then(|i| get_n(&i, "next_at"));
-            let now = now_ms();
-            let slot = seen.unwrap_or(0).max(now);
-            let mut req = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(
-                    key.clone()
-                        .into_iter()
-                        .chain([
-                            ("next_at".to_string(), n(slot + interval_ms)),
-                            ("expires_at".to_string(), n(now / 1000 + 86_400)),
-                        ])
-                        .collect(),
-                ));
-            req = match seen {
-                Some(v) => req
-                    .condition_expression("next_at = :seen")
-                    .expression_attribute_values(":seen", n(v)),
-                None => req.condition_expression("attribute_not_exists(pk)"),
-            };
-            match req.send().await {
-                Ok(_) => return Ok(slot),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(unavailable(e)),
-            }
+        let now = now_ms();
+        let idle = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{name}")))
+            .key("sk", s("RATE"))
+            .update_expression("SET next_at = :next, expires_at = :exp")
+            .condition_expression("attribute_not_exists(next_at) OR next_at <= :now")
+            .expression_attribute_values(":next", n(now + interval_ms))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(now / 1000 + 86_400))
+            .send()
+            .await;
+        match idle {
+            Ok(_) => return Ok(now),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(unavailable(e)),
         }
-        Err(StoreError::Unavailable(format!(
-            "rate limit {name}: too much contention"
-        )))
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{name}")))
+            .key("sk", s("RATE"))
+            .update_expression("ADD next_at :interval")
+            .expression_attribute_values(":interval", n(interval_ms))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let end: u64 = out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_n(a, "next_at"))
+            .ok_or_else(|| StoreError::Data("rate slot without next_at".into()))?;
+        Ok(end - interval_ms)
     }
 
     /// Records a chunk's provider id (and the credits the start reserved), then links the id to

@@ -267,3 +267,32 @@ async fn provider_urls_from_the_environment_are_used_and_a_restart_finds_no_left
         .unwrap();
     assert_eq!(resp.status(), 401, "the API serves again");
 }
+
+#[tokio::test]
+async fn the_demo_completes_every_job_with_nothing_in_the_dlq() {
+    let demo = relay_local_stack::repo_root().join("target/debug/relay-demo");
+    let out = tokio::process::Command::new(&demo)
+        .env("RELAY_DEV_PORT", "0")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                relay_local_stack::repo_root().join(".venv/bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e} (make functions builds it)", demo.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("demo ok: every contact accounted for"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("webhook DLQ: 0 messages"), "{stdout}");
+}

@@ -549,9 +549,11 @@ async fn a_10000_contact_fullenrich_job_is_accepted_at_once_and_paced() {
     // Two workers at once, as the event source's maximum concurrency allows.
     let (url, arn) = s.stack.res.queues["SubmitQueue"].clone();
     let run = async || {
-        let poller = Poller::new(s.stack.sqs(), &url, &arn);
+        let mut poller = Poller::new(s.stack.sqs(), &url, &arn);
+        poller.batch_size = 5;
+        poller.visibility_timeout = Some(2);
         let mut empty = 0;
-        while empty < 3 {
+        while empty < 3 || s.stack.queue_in_flight(&url).await > 0 {
             let r = poller
                 .round(|e| async { Ok(s.worker.handle_batch(e).await) })
                 .await

@@ -202,6 +202,43 @@ async fn main() {
         "batch of 10 bulk events (median of {rounds}): provider GET 200 ms each {slow:.0} ms; instant provider {instant:.0} ms; the 10 GETs add {:.0} ms (sequential: 2000 ms)",
         slow - instant
     );
+
+    // 1b. The same batch with the stores in memory: what the worker itself does with ten
+    //     200 ms GETs when the store answers as fast as DynamoDB's single-digit milliseconds.
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        let jobs = mem::Jobs::default();
+        let mut bodies = Vec::new();
+        for k in 0..10 {
+            let id = format!("mem-{round}-{k}");
+            let job = jobs.add(&id, 10);
+            stub.script("/email/find/bulk", &id, vec![(200, bulk_rows(10))]);
+            bodies.push(envelope(
+                Provider::Enrow,
+                Hook::Event,
+                &job,
+                &bulk_event(&id),
+            ));
+        }
+        let worker = Worker {
+            jobs,
+            dedupe: mem::Dedupe::default(),
+            providers: ProviderHttp::new(&stub.url, "bench-key", &stub.url, "bench-key"),
+            bodies: S3Bodies::new(relay_shared::aws::s3(&sdk), "unused"),
+            dead_letters: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
+        };
+        let started = Instant::now();
+        let resp = worker.handle_batch(sqs_event(&bodies)).await;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(
+            resp.batch_item_failures.is_empty(),
+            "in-memory batch failed: {resp:?}"
+        );
+    }
+    println!(
+        "batch of 10 bulk events, provider GET 200 ms each, stores in memory: {:.0} ms (median of {rounds})",
+        median(&mut times)
+    );
     stub.set_delay(Duration::ZERO);
 
     // 2. A 5,000-row bulk.
@@ -296,4 +333,152 @@ async fn main() {
         "single-result webhook: DynamoDB {list} = {} write calls, {wru} WRU + {rru} RRU; SQS {sqs_requests} requests; ≈ ${dollars:.2} per million webhooks (DynamoDB + SQS, before Lambda and API Gateway)",
         writes(&calls)
     );
+}
+
+/// In-memory stores for the concurrency figure only (the other figures use DynamoDB in moto).
+mod mem {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+
+    use relay_shared::Provider;
+    use relay_shared::jobs::{Contact, ContactResult, JobMeta, JobStatus, Operation};
+    use relay_shared::store::{
+        ChunkRef, ChunkUpdate, Claim, DedupeStore, JobStore, StoreError, Stored,
+    };
+    use serde_json::json;
+
+    #[derive(Default)]
+    pub struct Jobs {
+        jobs: Mutex<HashMap<String, (JobMeta, String)>>,
+        results: Mutex<HashSet<(String, u64)>>,
+    }
+
+    impl Jobs {
+        /// A one-chunk email_find job of `n` contacts linked to `provider_id`.
+        pub fn add(&self, provider_id: &str, n: u64) -> String {
+            let job_id = format!("job_{provider_id}");
+            let meta = JobMeta {
+                job_id: job_id.clone(),
+                provider: Provider::Enrow,
+                operation: Operation::EmailFind,
+                name: None,
+                status: JobStatus::Running,
+                contacts: n,
+                chunk_size: n,
+                chunks: 1,
+                done: 0,
+                found: 0,
+                not_found: 0,
+                failed: 0,
+                duplicates: 0,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+                error: None,
+                options: serde_json::Value::Null,
+            };
+            self.jobs
+                .lock()
+                .unwrap()
+                .insert(job_id.clone(), (meta, provider_id.to_string()));
+            job_id
+        }
+    }
+
+    impl JobStore for Jobs {
+        async fn get_job(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+            Ok(self.jobs.lock().unwrap().get(job_id).map(|j| j.0.clone()))
+        }
+        async fn find_chunk(
+            &self,
+            job_id: &str,
+            pid: &str,
+        ) -> Result<Option<ChunkRef>, StoreError> {
+            let jobs = self.jobs.lock().unwrap();
+            Ok(jobs.get(job_id).filter(|j| j.1 == pid).map(|j| ChunkRef {
+                index: 0,
+                offset: 0,
+                count: j.0.contacts,
+            }))
+        }
+        async fn contacts(
+            &self,
+            _: &str,
+            offset: u64,
+            count: u64,
+        ) -> Result<Vec<Contact>, StoreError> {
+            Ok((offset..offset + count)
+                .map(|i| Contact {
+                    index: i,
+                    fields:
+                        json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                    custom: None,
+                })
+                .collect())
+        }
+        async fn store_result(
+            &self,
+            job_id: &str,
+            _: u32,
+            r: ContactResult,
+            _: Option<ChunkUpdate>,
+        ) -> Result<Stored, StoreError> {
+            let new = self
+                .results
+                .lock()
+                .unwrap()
+                .insert((job_id.to_string(), r.index));
+            Ok(Stored {
+                new: new as usize,
+                existing: !new as usize,
+                write_calls: 1,
+            })
+        }
+        async fn store_chunk(
+            &self,
+            job_id: &str,
+            _: ChunkRef,
+            rs: Vec<ContactResult>,
+            _: ChunkUpdate,
+        ) -> Result<Stored, StoreError> {
+            let mut set = self.results.lock().unwrap();
+            let new = rs
+                .iter()
+                .filter(|r| set.insert((job_id.to_string(), r.index)))
+                .count();
+            Ok(Stored {
+                new,
+                existing: rs.len() - new,
+                write_calls: 0,
+            })
+        }
+        async fn add_duplicate(&self, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn settle_job(&self, _: &str) -> Result<Option<JobStatus>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    #[derive(Default)]
+    pub struct Dedupe(Mutex<HashSet<String>>);
+
+    impl DedupeStore for Dedupe {
+        async fn claim(&self, key: &str, _: &str) -> Result<Claim, StoreError> {
+            Ok(if self.0.lock().unwrap().insert(key.to_string()) {
+                Claim::Claimed
+            } else {
+                Claim::Duplicate
+            })
+        }
+        async fn complete(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn release(&self, key: &str, _: &str) -> Result<(), StoreError> {
+            self.0.lock().unwrap().remove(key);
+            Ok(())
+        }
+    }
 }

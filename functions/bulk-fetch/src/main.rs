@@ -8,7 +8,6 @@ use bulk_fetch::Worker;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use relay_shared::bodies::S3Bodies;
 use relay_shared::config::FetchConfig;
-use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::{DynamoDedupe, DynamoJobStore};
 
@@ -28,12 +27,7 @@ async fn main() -> Result<(), Error> {
             config.dedupe_lease_seconds * 1000,
             config.dedupe_retention_days * 86_400,
         ),
-        providers: ProviderHttp::new(
-            &config.enrow_url,
-            &config.enrow_key,
-            &config.fullenrich_url,
-            &config.fullenrich_key,
-        ),
+        providers: config.providers.client(),
         bodies: S3Bodies::new(relay_shared::aws::s3(&aws), &config.payload_bucket),
         dead_letters: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.dead_letter_queue_url),
     });

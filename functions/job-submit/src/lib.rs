@@ -222,17 +222,7 @@ impl<Q: Queue> Api<Q> {
 
         let size = chunk_size(new.operation);
         let n = new.contacts.len() as u64;
-        let chunks: Vec<Chunk> = (0..n.div_ceil(size))
-            .map(|i| Chunk {
-                index: i as u32,
-                offset: i * size,
-                count: size.min(n - i * size),
-                provider_id: None,
-                status: ChunkStatus::Pending,
-                credits: None,
-                error: None,
-            })
-            .collect();
+        let chunks = Chunk::plan(n, size);
         let now = now_ms();
         let meta = JobMeta {
             job_id: job_id.clone(),

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 
 use crate::poller::Poller;
-use crate::runtime_api::{RuntimeApi, apigw_v2_event};
+use crate::runtime_api::{RuntimeApi, apigw_v2_event, lambda_env};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::{Moto, Resources, Template, repo_root};
 
@@ -193,15 +193,7 @@ impl DevStack {
                 .map_err(|e| e.to_string())?;
             let child = Command::new(&path)
                 .envs(&env)
-                .env("AWS_LAMBDA_RUNTIME_API", &api.address)
-                .env("AWS_LAMBDA_FUNCTION_NAME", binary)
-                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-                .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-                .env("AWS_ENDPOINT_URL", &moto.endpoint)
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_ACCESS_KEY_ID", "test")
-                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .envs(lambda_env(binary, &api.address, &moto.endpoint))
                 .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
                 .stderr(Stdio::from(log))
                 .kill_on_drop(true)

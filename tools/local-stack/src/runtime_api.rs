@@ -124,6 +124,26 @@ async fn init_error(body: String) -> StatusCode {
     StatusCode::ACCEPTED
 }
 
+/// The environment Lambda gives a function (plus the local AWS endpoint and test credentials),
+/// for a binary served by the Runtime API at `runtime_api`.
+pub fn lambda_env(
+    function: &str,
+    runtime_api: &str,
+    aws_endpoint: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", function.to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_string()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_string()),
+        ("AWS_ENDPOINT_URL", aws_endpoint.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+    ]
+}
+
 /// An API Gateway HTTP API (payload v2) event, body base64-encoded as API Gateway does for binary.
 pub fn apigw_v2_event(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Value {
     use base64::Engine;

@@ -4,7 +4,7 @@
 use aws_lambda_events::event::sqs::SqsMessage;
 use relay_shared::Provider;
 use relay_shared::envelope::{Body, Envelope, Signature};
-use relay_shared::jobs::{Chunk, ChunkStatus, Contact, JobMeta, JobStatus, Operation};
+use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation};
 use relay_shared::providers::Hook;
 use relay_shared::store::DynamoJobStore;
 use serde_json::Value;
@@ -29,17 +29,7 @@ pub async fn seed_job(
             custom: Some(custom).filter(|c| !c.is_null()),
         })
         .collect();
-    let chunks: Vec<Chunk> = (0..n.div_ceil(chunk_size))
-        .map(|i| Chunk {
-            index: i as u32,
-            offset: i * chunk_size,
-            count: chunk_size.min(n - i * chunk_size),
-            provider_id: None,
-            status: ChunkStatus::Pending,
-            credits: None,
-            error: None,
-        })
-        .collect();
+    let chunks = Chunk::plan(n, chunk_size);
     let meta = JobMeta {
         job_id: job_id.clone(),
         provider: operation.provider(),

@@ -8,7 +8,6 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use job_submit::ChunkSubmitter;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use relay_shared::config::SubmitConfig;
-use relay_shared::providers::client::ProviderHttp;
 use relay_shared::store::DynamoJobStore;
 
 #[tokio::main]
@@ -20,12 +19,7 @@ async fn main() -> Result<(), Error> {
     let config = SubmitConfig::from_env(&env)?;
     let submitter = Arc::new(ChunkSubmitter {
         jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
-        starter: ProviderHttp::new(
-            &config.enrow_url,
-            &config.enrow_key,
-            &config.fullenrich_url,
-            &config.fullenrich_key,
-        ),
+        starter: config.providers.client(),
         secret: config.webhook_secret,
         public_base_url: config.public_base_url,
         fullenrich_interval: Duration::from_millis(60_000 / config.fullenrich_starts_per_minute),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use relay_local_stack::runtime_api::{RuntimeApi, apigw_v2_event};
+use relay_local_stack::runtime_api::{RuntimeApi, apigw_v2_event, lambda_env};
 use relay_local_stack::{Moto, Template, repo_root};
 use relay_shared::Provider;
 use relay_shared::auth::{WebhookSecret, fullenrich_signature};
@@ -67,15 +67,7 @@ async fn main() {
     let api = RuntimeApi::start().await.expect("runtime api");
     let mut child = Command::new(&binary)
         .envs(&env)
-        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "webhook-ingest")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .envs(lambda_env("webhook-ingest", &api.address, &moto.endpoint))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
