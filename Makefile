@@ -30,7 +30,7 @@ bench: bootstrap
 
 build: bootstrap
 	rustup target add aarch64-unknown-linux-gnu
-	cargo lambda build --release --arm64 --target-dir $(ARM64_TARGET_DIR) $(addprefix --bin ,$(FUNCTIONS))
+	CARGO_TARGET_DIR=$(ARM64_TARGET_DIR) cargo lambda build --release --arm64 $(addprefix --bin ,$(FUNCTIONS))
 	@for f in $(FUNCTIONS); do file $(ARM64_TARGET_DIR)/lambda/$$f/bootstrap; ls -l $(ARM64_TARGET_DIR)/lambda/$$f/bootstrap; done
 
 # The whole stack in the foreground on http://127.0.0.1:9000 (Ctrl-C stops it).

@@ -62,6 +62,26 @@ where
     })
 }
 
+/// `Some(output)`, or `None` when the write's condition failed (a lost race, not a failure).
+fn unless_condition_failed<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+) -> Result<Option<T>, StoreError>
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(e)
+            if e.as_service_error().and_then(|se| se.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -302,31 +322,25 @@ impl DynamoJobStore {
             .expression_attribute_values(":now", n(now / 1000))
             .send()
             .await;
-        match put {
-            Ok(_) => Ok(Idempotency::Fresh),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                let item = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(&pk))
-                    .key("sk", s("IDEM"))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(unavailable)?
-                    .item
-                    .ok_or_else(|| StoreError::Unavailable("idempotency record vanished".into()))?;
-                Ok(Idempotency::Seen {
-                    job_id: get_s(&item, "job_id").unwrap_or_default().to_string(),
-                    body_sha256: get_s(&item, "body_sha256").unwrap_or_default().to_string(),
-                })
-            }
-            Err(e) => Err(unavailable(e)),
+        if unless_condition_failed(put)?.is_some() {
+            return Ok(Idempotency::Fresh);
         }
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s("IDEM"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?
+            .item
+            .ok_or_else(|| StoreError::Unavailable("idempotency record vanished".into()))?;
+        Ok(Idempotency::Seen {
+            job_id: get_s(&item, "job_id").unwrap_or_default().to_string(),
+            body_sha256: get_s(&item, "body_sha256").unwrap_or_default().to_string(),
+        })
     }
 
     /// Takes a pending chunk for submission (a lease, so a redelivered message waits instead of
@@ -355,15 +369,9 @@ impl DynamoJobStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match out {
-            Ok(out) => out.attributes.as_ref().map(parse_chunk).transpose(),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(unavailable(e)),
+        match unless_condition_failed(out)? {
+            Some(out) => out.attributes.as_ref().map(parse_chunk).transpose(),
+            None => Ok(None),
         }
     }
 
@@ -429,18 +437,12 @@ impl DynamoJobStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(next),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(get_s(&item, "status")
-                    .and_then(JobStatus::parse)
-                    .unwrap_or(next))
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        Ok(match unless_condition_failed(result)? {
+            Some(_) => next,
+            None => get_s(&item, "status")
+                .and_then(JobStatus::parse)
+                .unwrap_or(next),
+        })
     }
 
     /// Reserves the next start slot of a rate limit shared by every worker (`name`, one start
@@ -462,12 +464,8 @@ impl DynamoJobStore {
             .expression_attribute_values(":exp", n(now / 1000 + 86_400))
             .send()
             .await;
-        match idle {
-            Ok(_) => return Ok(now),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
-            Err(e) => return Err(unavailable(e)),
+        if unless_condition_failed(idle)?.is_some() {
+            return Ok(now);
         }
         let out = self
             .client
@@ -1241,16 +1239,7 @@ impl JobStore for DynamoJobStore {
             .expression_attribute_values(":c", s(JobStatus::Running.as_str()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Some(status)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        Ok(unless_condition_failed(result)?.map(|_| status))
     }
 }
 
@@ -1327,16 +1316,10 @@ impl DedupeStore for DynamoDedupe {
             .expression_attribute_values(":in_progress", s(IN_PROGRESS))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Claim::Claimed),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Claim::Duplicate)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        Ok(match unless_condition_failed(result)? {
+            Some(_) => Claim::Claimed,
+            None => Claim::Duplicate,
+        })
     }
 
     async fn complete(&self, key: &str, owner: &str) -> Result<(), StoreError> {
@@ -1356,17 +1339,8 @@ impl DedupeStore for DynamoDedupe {
             .expression_attribute_values(":me", s(owner))
             .send()
             .await;
-        match result {
-            // Another worker took the claim over after our lease ran out: it completes it.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(unavailable(e)),
-            Ok(_) => Ok(()),
-        }
+        // None: another worker took the claim over after our lease ran out; it completes it.
+        unless_condition_failed(result).map(|_| ())
     }
 
     async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
@@ -1380,15 +1354,6 @@ impl DedupeStore for DynamoDedupe {
             .expression_attribute_values(":me", s(owner))
             .send()
             .await;
-        match result {
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(unavailable(e)),
-            Ok(_) => Ok(()),
-        }
+        unless_condition_failed(result).map(|_| ())
     }
 }
