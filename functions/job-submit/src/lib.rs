@@ -409,11 +409,12 @@ impl<S: Submitter> ChunkSubmitter<S> {
             match serde_json::from_str::<SubmitChunk>(r.body.as_deref().unwrap_or_default()) {
                 Ok(m) => self.submit(&m.job_id, m.chunk).await,
                 Err(_) => {
+                    // Not ours to drop: back to the queue, and to its DLQ after maxReceiveCount.
                     tracing::error!(
                         message_id = r.message_id.as_deref(),
-                        "unreadable submit message dropped"
+                        "unreadable submit message"
                     );
-                    Submitted::Skipped
+                    Submitted::Retry("unreadable submit message".into())
                 }
             }
         }))

@@ -296,7 +296,13 @@ fn plan(path: &str, req: &Value, id: &str) -> Result<Plan, String> {
             })
         }
         "/email/find/single" | "/email/verify/single" | "/phone/single" => {
-            let found = score(req) < 75;
+            // The contact's own fields decide (not the per-job webhook URL or record key).
+            let mut input = req.clone();
+            if let Some(o) = input.as_object_mut() {
+                o.remove("settings");
+                o.remove("custom");
+            }
+            let found = score(&input) < 75;
             let (event, result, credits) = match path {
                 "/email/find/single" => {
                     let (first, last) = split_name(s(req, "fullname"));
@@ -322,7 +328,7 @@ fn plan(path: &str, req: &Value, id: &str) -> Result<Plan, String> {
                 }
                 _ => {
                     let result = if found {
-                        json!({ "number": format!("+1555{:07}", score(req) as u32 * 9973 % 10_000_000), "country": "US", "qualification": "found", "custom": req.get("custom") })
+                        json!({ "number": format!("+1555{:07}", score(&input) as u32 * 9973 % 10_000_000), "country": "US", "qualification": "found", "custom": req.get("custom") })
                     } else {
                         json!({ "qualification": "not_found", "custom": req.get("custom") })
                     };

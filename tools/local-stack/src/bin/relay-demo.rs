@@ -243,9 +243,16 @@ async fn run() -> Result<(), String> {
             .unwrap_or(0)
             .saturating_sub(s["created_at"].as_u64().unwrap_or(0))) as f64
             / 1000.0;
+        let n = |k: &str| s[k].as_u64().unwrap_or(0);
         println!(
             "  {:<27} {:>8} {:>6} {:>9} {:>6} {:>10} {:>9.1}",
-            label, s["contacts"], s["found"], s["not_found"], s["failed"], s["duplicates"], secs
+            label,
+            n("contacts"),
+            n("found"),
+            n("not_found"),
+            n("failed"),
+            n("duplicates"),
+            secs
         );
     }
     let dlq = stack.queue_depth("WebhookDeadLetterQueue").await;
