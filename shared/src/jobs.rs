@@ -165,6 +165,40 @@ pub struct JobMeta {
     pub options: Value,
 }
 
+impl JobMeta {
+    /// A new job's head: nothing counted yet.
+    pub fn new(
+        job_id: String,
+        operation: Operation,
+        name: Option<String>,
+        status: JobStatus,
+        contacts: u64,
+        chunk_size: u64,
+        options: Value,
+    ) -> JobMeta {
+        let now = crate::now_ms();
+        JobMeta {
+            job_id,
+            provider: operation.provider(),
+            operation,
+            name,
+            status,
+            contacts,
+            chunk_size,
+            chunks: contacts.div_ceil(chunk_size.max(1)),
+            done: 0,
+            found: 0,
+            not_found: 0,
+            failed: 0,
+            duplicates: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+            error: None,
+            options,
+        }
+    }
+}
+
 /// One provider request: contacts `offset .. offset + count`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {

@@ -636,22 +636,13 @@ impl DynamoJobStore {
 
     /// `ADD` the counts to the job head.
     fn meta_add(&self, job_id: &str, c: Counts) -> Result<Update, StoreError> {
-        Update::builder()
+        let b = Update::builder()
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
-            .update_expression(
-                "ADD #done :done, #found :found, #nf :nf, #failed :failed SET updated_at = :now",
-            )
+            .key("sk", s("META"));
+        let (b, add) = c.bind(b, JOB_COUNTS, " ");
+        b.update_expression(format!("ADD {add} SET updated_at = :now"))
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#done", "done")
-            .expression_attribute_names("#found", "found")
-            .expression_attribute_names("#nf", "not_found")
-            .expression_attribute_names("#failed", "failed")
-            .expression_attribute_values(":done", n(c.done))
-            .expression_attribute_values(":found", n(c.found))
-            .expression_attribute_values(":nf", n(c.not_found))
-            .expression_attribute_values(":failed", n(c.failed))
             .expression_attribute_values(":now", n(now_ms()))
             .build()
             .map_err(|e| StoreError::Data(e.to_string()))
@@ -705,18 +696,11 @@ impl DynamoJobStore {
                 expr: String::new(),
             },
         };
-        b.update_expression(format!("{expr}ADD #cd :cd, #cf :cf, #cn :cn, #cx :cx"))
+        let (b, add) = c.bind(b, CHUNK_COUNTS, " ");
+        b.update_expression(format!("{expr}ADD {add}"))
             .condition_expression(
                 "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now_ms)",
             )
-            .expression_attribute_names("#cd", "c_done")
-            .expression_attribute_names("#cf", "c_found")
-            .expression_attribute_names("#cn", "c_not_found")
-            .expression_attribute_names("#cx", "c_failed")
-            .expression_attribute_values(":cd", n(c.done))
-            .expression_attribute_values(":cf", n(c.found))
-            .expression_attribute_values(":cn", n(c.not_found))
-            .expression_attribute_values(":cx", n(c.failed))
             .expression_attribute_values(":now_ms", n(now_ms()))
             .build()
             .map_err(|e| StoreError::Data(e.to_string()))
@@ -727,6 +711,9 @@ struct UpdateParts {
     b: aws_sdk_dynamodb::types::builders::UpdateBuilder,
     expr: String,
 }
+
+const JOB_COUNTS: [&str; 4] = ["done", "found", "not_found", "failed"];
+const CHUNK_COUNTS: [&str; 4] = ["c_done", "c_found", "c_not_found", "c_failed"];
 
 /// Result counters: what a job head and each chunk keep.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -758,6 +745,26 @@ impl Counts {
             not_found: get_n(item, "c_not_found").unwrap_or(0),
             failed: get_n(item, "c_failed").unwrap_or(0),
         }
+    }
+
+    /// Binds the counts to `attrs` (done, found, not found, failed) on `b` as `#k0..#k3` /
+    /// `:k0..:k3`; returns the builder and `"#k0 :k0, …"` for an `ADD`, or with `=` for a `SET`.
+    fn bind(
+        self,
+        b: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+        attrs: [&str; 4],
+        op: &str,
+    ) -> (aws_sdk_dynamodb::types::builders::UpdateBuilder, String) {
+        let values = [self.done, self.found, self.not_found, self.failed];
+        let mut parts = Vec::new();
+        let mut b = b;
+        for (i, (attr, value)) in attrs.iter().zip(values).enumerate() {
+            b = b
+                .expression_attribute_names(format!("#k{i}"), *attr)
+                .expression_attribute_values(format!(":k{i}"), n(value));
+            parts.push(format!("#k{i}{op}:k{i}"));
+        }
+        (b, parts.join(", "))
     }
 
     fn minus(self, o: Counts) -> Counts {
@@ -1157,23 +1164,15 @@ impl JobStore for DynamoJobStore {
         let total = Counts::of(outcomes.values().copied());
         let delta = total.minus(counted);
         stored.new = delta.done as usize;
-        let mut release = self.chunk_update_builder(job_id, &update);
-        release
-            .expr
-            .push_str(", #cd = :td, #cf = :tf, #cn = :tn, #cx = :tx REMOVE applier, applier_until");
-        let release = release
-            .b
+        let release = self.chunk_update_builder(job_id, &update);
+        let (b, set) = total.bind(release.b, CHUNK_COUNTS, " = ");
+        let release = b
             .condition_expression("applier = :me")
             .expression_attribute_values(":me", s(&owner))
-            .expression_attribute_names("#cd", "c_done")
-            .expression_attribute_names("#cf", "c_found")
-            .expression_attribute_names("#cn", "c_not_found")
-            .expression_attribute_names("#cx", "c_failed")
-            .expression_attribute_values(":td", n(total.done))
-            .expression_attribute_values(":tf", n(total.found))
-            .expression_attribute_values(":tn", n(total.not_found))
-            .expression_attribute_values(":tx", n(total.failed))
-            .update_expression(release.expr)
+            .update_expression(format!(
+                "{}, {set} REMOVE applier, applier_until",
+                release.expr
+            ))
             .build()
             .map_err(|e| StoreError::Data(e.to_string()))?;
         stored.write_calls += 1;

@@ -340,7 +340,6 @@ mod mem {
     use std::collections::{HashMap, HashSet};
     use std::sync::Mutex;
 
-    use relay_shared::Provider;
     use relay_shared::jobs::{Contact, ContactResult, JobMeta, JobStatus, Operation};
     use relay_shared::store::{
         ChunkRef, ChunkUpdate, Claim, DedupeStore, JobStore, StoreError, Stored,
@@ -357,25 +356,15 @@ mod mem {
         /// A one-chunk email_find job of `n` contacts linked to `provider_id`.
         pub fn add(&self, provider_id: &str, n: u64) -> String {
             let job_id = format!("job_{provider_id}");
-            let meta = JobMeta {
-                job_id: job_id.clone(),
-                provider: Provider::Enrow,
-                operation: Operation::EmailFind,
-                name: None,
-                status: JobStatus::Running,
-                contacts: n,
-                chunk_size: n,
-                chunks: 1,
-                done: 0,
-                found: 0,
-                not_found: 0,
-                failed: 0,
-                duplicates: 0,
-                created_at_ms: 0,
-                updated_at_ms: 0,
-                error: None,
-                options: serde_json::Value::Null,
-            };
+            let meta = JobMeta::new(
+                job_id.clone(),
+                Operation::EmailFind,
+                None,
+                JobStatus::Running,
+                n,
+                n,
+                serde_json::Value::Null,
+            );
             self.jobs
                 .lock()
                 .unwrap()

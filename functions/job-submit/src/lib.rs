@@ -223,26 +223,15 @@ impl<Q: Queue> Api<Q> {
         let size = chunk_size(new.operation);
         let n = new.contacts.len() as u64;
         let chunks = Chunk::plan(n, size);
-        let now = now_ms();
-        let meta = JobMeta {
-            job_id: job_id.clone(),
-            provider: new.provider,
-            operation: new.operation,
-            name: Some(new.name),
-            status: JobStatus::Accepted,
-            contacts: n,
-            chunk_size: size,
-            chunks: chunks.len() as u64,
-            done: 0,
-            found: 0,
-            not_found: 0,
-            failed: 0,
-            duplicates: 0,
-            created_at_ms: now,
-            updated_at_ms: now,
-            error: None,
-            options: new.options,
-        };
+        let meta = JobMeta::new(
+            job_id.clone(),
+            new.operation,
+            Some(new.name),
+            JobStatus::Accepted,
+            n,
+            size,
+            new.options,
+        );
         match self.jobs.create_job(&meta, &chunks, &new.contacts).await {
             Ok(()) | Err(StoreError::Conflict(_)) => {}
             Err(e) => return (Some(job_id), store_unavailable(e)),

@@ -30,25 +30,15 @@ pub async fn seed_job(
         })
         .collect();
     let chunks = Chunk::plan(n, chunk_size);
-    let meta = JobMeta {
-        job_id: job_id.clone(),
-        provider: operation.provider(),
+    let meta = JobMeta::new(
+        job_id.clone(),
         operation,
-        name: Some("seeded".into()),
-        status: JobStatus::Running,
-        contacts: n,
+        Some("seeded".into()),
+        JobStatus::Running,
+        n,
         chunk_size,
-        chunks: chunks.len() as u64,
-        done: 0,
-        found: 0,
-        not_found: 0,
-        failed: 0,
-        duplicates: 0,
-        created_at_ms: relay_shared::now_ms(),
-        updated_at_ms: relay_shared::now_ms(),
-        error: None,
-        options: Value::Null,
-    };
+        Value::Null,
+    );
     jobs.create_job(&meta, &chunks, &contacts)
         .await
         .expect("create job");
