@@ -15,9 +15,11 @@ use crate::Provider;
 type HmacSha256 = Hmac<Sha256>;
 type HmacSha1 = Hmac<Sha1>;
 
-/// The key behind every webhook URL token (`WEBHOOK_SECRET`). Debug never prints it.
+/// The key behind every webhook URL token (`WEBHOOK_SECRET`), and during a rotation the previous
+/// one (`WEBHOOK_SECRET_PREVIOUS`): new URLs are signed with the current key, and URLs handed out
+/// under the previous one keep working. Debug never prints either.
 #[derive(Clone)]
-pub struct WebhookSecret(Vec<u8>);
+pub struct WebhookSecret(Vec<u8>, Option<Vec<u8>>);
 
 impl std::fmt::Debug for WebhookSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,11 +29,21 @@ impl std::fmt::Debug for WebhookSecret {
 
 impl WebhookSecret {
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
-        WebhookSecret(secret.into())
+        WebhookSecret(secret.into(), None)
+    }
+
+    /// The same secret, also accepting tokens made under `previous` (a rotation in progress).
+    pub fn with_previous(mut self, previous: Option<impl Into<Vec<u8>>>) -> Self {
+        self.1 = previous.map(Into::into).filter(|p: &Vec<u8>| !p.is_empty());
+        self
     }
 
     fn mac(&self, provider: Provider, job_id: &str) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        Self::mac_with(&self.0, provider, job_id)
+    }
+
+    fn mac_with(key: &[u8], provider: Provider, job_id: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
         // Domain-separated and length-unambiguous: version, provider, job.
         mac.update(b"enrich-relay/webhook/v1\0");
         mac.update(provider.as_str().as_bytes());
@@ -45,12 +57,19 @@ impl WebhookSecret {
         URL_SAFE_NO_PAD.encode(self.mac(provider, job_id).finalize().into_bytes())
     }
 
-    /// True only for the token of exactly this provider and job; constant-time.
+    /// True only for the token of exactly this provider and job, under the current key or the
+    /// previous one; constant-time per key.
     pub fn verify(&self, provider: Provider, job_id: &str, token: &str) -> bool {
         let Ok(given) = URL_SAFE_NO_PAD.decode(token.as_bytes()) else {
             return false;
         };
-        self.mac(provider, job_id).verify_slice(&given).is_ok()
+        std::iter::once(&self.0)
+            .chain(self.1.as_ref())
+            .any(|key| {
+                Self::mac_with(key, provider, job_id)
+                    .verify_slice(&given)
+                    .is_ok()
+            })
     }
 }
 
@@ -147,6 +166,24 @@ mod tests {
         assert!(!secret.verify(Provider::Enrow, "job_1", "not base64 !"));
         // A truncated token is not accepted.
         assert!(!secret.verify(Provider::Enrow, "job_1", &t[..t.len() - 2]));
+    }
+
+    #[test]
+    fn a_rotated_secret_keeps_old_urls_working_and_signs_new_ones_with_the_new_key() {
+        let old = WebhookSecret::new("old-secret");
+        let old_token = old.token(Provider::Fullenrich, "job_1");
+        let rotated = WebhookSecret::new("new-secret").with_previous(Some("old-secret"));
+        assert!(rotated.verify(Provider::Fullenrich, "job_1", &old_token));
+        let new_token = rotated.token(Provider::Fullenrich, "job_1");
+        assert_ne!(new_token, old_token);
+        assert!(rotated.verify(Provider::Fullenrich, "job_1", &new_token));
+        assert!(!old.verify(Provider::Fullenrich, "job_1", &new_token));
+        // Still scoped: the old key's token for one job opens no other job.
+        assert!(!rotated.verify(Provider::Fullenrich, "job_2", &old_token));
+        // Once the rotation ends (no previous), old URLs stop working.
+        let done = WebhookSecret::new("new-secret").with_previous(None::<String>);
+        assert!(!done.verify(Provider::Fullenrich, "job_1", &old_token));
+        assert_eq!(format!("{rotated:?}"), "WebhookSecret(..)");
     }
 
     #[test]

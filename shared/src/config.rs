@@ -1,6 +1,10 @@
 //! Configuration, read and validated once at cold start. A missing or malformed value stops the
 //! function with a message that names the variable (and never prints a secret's value).
 
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::auth::WebhookSecret;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -70,7 +74,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     /// A secret: required, and at least 16 bytes so a placeholder like "x" cannot slip through.
-    pub fn secret(&self, var: &'static str) -> Result<String, ConfigError> {
+    pub fn secret(&self, var: &'static str) -> Result<SecretString, ConfigError> {
         let v = self.required(var)?;
         if v.len() < 16 {
             return Err(ConfigError {
@@ -78,29 +82,73 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 problem: "is shorter than 16 characters".into(),
             });
         }
-        Ok(v)
+        Ok(SecretString::from(v))
+    }
+
+    /// An optional secret (e.g. the previous key during a rotation), held so it never prints.
+    pub fn optional_secret(&self, var: &'static str) -> Option<SecretString> {
+        self.optional(var).map(SecretString::from)
+    }
+
+    /// The webhook URL key (`WEBHOOK_SECRET`) and, during a rotation, the previous one.
+    pub fn webhook_secret(&self) -> Result<WebhookSecret, ConfigError> {
+        let current = self.secret("WEBHOOK_SECRET")?;
+        let previous = self.optional_secret("WEBHOOK_SECRET_PREVIOUS");
+        Ok(
+            WebhookSecret::new(current.expose_secret().as_bytes()).with_previous(
+                previous.map(|p| p.expose_secret().as_bytes().to_vec()),
+            ),
+        )
+    }
+
+    /// A duration: a whole number of seconds, or with a unit (`90s`, `30m`, `6h`); `default`
+    /// when unset.
+    pub fn duration(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(v) = self.optional(var) else {
+            return Ok(default);
+        };
+        let v = v.trim();
+        let (digits, unit) = match v.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+            Some((i, _)) => v.split_at(i),
+            None => (v, "s"),
+        };
+        let scale = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => 0,
+        };
+        match digits.parse::<u64>() {
+            Ok(n) if n > 0 && scale > 0 => Ok(Duration::from_secs(n * scale)),
+            _ => Err(ConfigError {
+                var,
+                problem: "must be a positive duration: seconds, or a number with s, m or h".into(),
+            }),
+        }
     }
 }
 
-/// webhook-ingest's configuration.
+/// webhook-ingest's configuration. `Debug` never prints a key.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     pub queue_url: String,
     pub payload_bucket: String,
+    /// `WEBHOOK_SECRET`, and `WEBHOOK_SECRET_PREVIOUS` during a rotation.
     pub webhook_secret: WebhookSecret,
     /// FullEnrich API keys that may sign deliveries: current first, then the previous one during a
     /// rotation. Empty when no key is configured.
-    pub fullenrich_keys: Vec<String>,
+    pub fullenrich_keys: Vec<SecretString>,
     /// `FULLENRICH_REQUIRE_SIGNATURE`: refuse FullEnrich deliveries without `X-Signature-SHA1`.
     pub require_signature: bool,
 }
 
 impl IngestConfig {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        let fullenrich_keys: Vec<String> = ["FULLENRICH_API_KEY", "FULLENRICH_API_KEY_PREVIOUS"]
-            .into_iter()
-            .filter_map(|v| env.optional(v))
-            .collect();
+        let fullenrich_keys: Vec<SecretString> =
+            ["FULLENRICH_API_KEY", "FULLENRICH_API_KEY_PREVIOUS"]
+                .into_iter()
+                .filter_map(|v| env.optional_secret(v))
+                .collect();
         let require_signature = env.flag("FULLENRICH_REQUIRE_SIGNATURE", false)?;
         if require_signature && fullenrich_keys.is_empty() {
             return Err(ConfigError {
@@ -111,7 +159,7 @@ impl IngestConfig {
         Ok(IngestConfig {
             queue_url: env.url("WEBHOOK_QUEUE_URL", None)?,
             payload_bucket: env.required("PAYLOAD_BUCKET")?,
-            webhook_secret: WebhookSecret::new(env.secret("WEBHOOK_SECRET")?),
+            webhook_secret: env.webhook_secret()?,
             fullenrich_keys,
             require_signature,
         })
@@ -169,27 +217,81 @@ mod tests {
         need_key.push(("FULLENRICH_API_KEY_PREVIOUS", "fe-old"));
         let c = IngestConfig::from_env(&env(&need_key)).unwrap();
         assert!(c.require_signature);
-        assert_eq!(c.fullenrich_keys, vec!["fe-key", "fe-old"]);
+        let keys: Vec<&str> = c.fullenrich_keys.iter().map(|k| k.expose_secret()).collect();
+        assert_eq!(keys, vec!["fe-key", "fe-old"]);
+    }
+
+    #[test]
+    fn no_configuration_prints_a_secret() {
+        let mut vars = OK.to_vec();
+        vars.extend([
+            ("FULLENRICH_API_KEY", "fe-key-never-printed"),
+            ("FULLENRICH_API_KEY_PREVIOUS", "fe-old-never-printed"),
+            ("WEBHOOK_SECRET_PREVIOUS", "old-webhook-secret-never-printed"),
+            ("ENROW_API_KEY", "enrow-key-never-printed"),
+            ("RELAY_API_TOKEN", "api-token-never-printed"),
+            ("JOBS_TABLE", "jobs"),
+            ("DEDUPE_TABLE", "dedupe"),
+            ("SUBMIT_QUEUE_URL", "http://127.0.0.1:5000/123/submit"),
+            ("WEBHOOK_DLQ_URL", "http://127.0.0.1:5000/123/dlq"),
+            ("PUBLIC_BASE_URL", "https://relay.example"),
+        ]);
+        let e = env(&vars);
+        let printed = [
+            format!("{:?}", IngestConfig::from_env(&e).unwrap()),
+            format!("{:?}", FetchConfig::from_env(&e).unwrap()),
+            format!("{:?}", ApiConfig::from_env(&e).unwrap()),
+            format!("{:?}", WorkerConfig::from_env(&e).unwrap()),
+            format!("{:?}", ProviderSettings::from_env(&e).unwrap().client()),
+        ];
+        for p in &printed {
+            for (_, v) in &vars {
+                if v.contains("never-printed") || v.starts_with("0123456789") {
+                    assert!(!p.contains(v), "{p}");
+                }
+            }
+        }
+        assert!(printed[0].contains("REDACTED") || printed[0].contains("WebhookSecret(..)"));
+    }
+
+    #[test]
+    fn durations_take_seconds_or_a_unit() {
+        let d = |v: &str| {
+            env(&[("START_CONFIRM_TIMEOUT", v)])
+                .duration("START_CONFIRM_TIMEOUT", Duration::from_secs(1))
+        };
+        assert_eq!(d("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(d("6h"), Ok(Duration::from_secs(21_600)));
+        assert_eq!(d("30m"), Ok(Duration::from_secs(1800)));
+        assert!(d("soon").is_err());
+        assert!(d("0").is_err());
+        assert_eq!(
+            env(&[]).duration("START_CONFIRM_TIMEOUT", Duration::from_secs(5)),
+            Ok(Duration::from_secs(5))
+        );
     }
 }
 
-/// Where the providers are and the keys to call them with.
+/// Where the providers are and the keys to call them with. `Debug` never prints a key.
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     pub enrow_url: String,
-    pub enrow_key: String,
+    pub enrow_key: SecretString,
     pub fullenrich_url: String,
-    pub fullenrich_key: String,
+    pub fullenrich_key: SecretString,
+    /// `PROVIDER_TIMEOUT_SECONDS`: how long one provider call may take (20 s).
+    pub timeout: Duration,
 }
 
 impl ProviderSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        use crate::providers::client::{ENROW_DEFAULT_URL, FULLENRICH_DEFAULT_URL};
+        use crate::providers::client::{DEFAULT_TIMEOUT, ENROW_DEFAULT_URL, FULLENRICH_DEFAULT_URL};
         Ok(ProviderSettings {
             enrow_url: env.url("ENROW_API_URL", Some(ENROW_DEFAULT_URL))?,
-            enrow_key: env.optional("ENROW_API_KEY").unwrap_or_default(),
+            enrow_key: env.optional_secret("ENROW_API_KEY").unwrap_or_default(),
             fullenrich_url: env.url("FULLENRICH_API_URL", Some(FULLENRICH_DEFAULT_URL))?,
-            fullenrich_key: env.optional("FULLENRICH_API_KEY").unwrap_or_default(),
+            fullenrich_key: env.optional_secret("FULLENRICH_API_KEY").unwrap_or_default(),
+            timeout: env.duration("PROVIDER_TIMEOUT_SECONDS", DEFAULT_TIMEOUT)?,
         })
     }
 
@@ -197,11 +299,21 @@ impl ProviderSettings {
     pub fn client(&self) -> crate::providers::client::ProviderHttp {
         crate::providers::client::ProviderHttp::new(
             &self.enrow_url,
-            &self.enrow_key,
+            self.enrow_key.expose_secret(),
             &self.fullenrich_url,
-            &self.fullenrich_key,
+            self.fullenrich_key.expose_secret(),
         )
+        .with_timeout(self.timeout)
     }
+}
+
+/// FullEnrich allows 60 requests a minute per account over every endpoint (providers.md §2.6):
+/// starts (job-submit-worker) and result GETs (bulk-fetch) share one schedule at this pace.
+fn fullenrich_interval<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Duration, ConfigError> {
+    let per_minute = env.number("FULLENRICH_REQUESTS_PER_MINUTE", 55)?.min(60);
+    Ok(Duration::from_millis(60_000 / per_minute))
 }
 
 /// bulk-fetch's configuration.
@@ -209,13 +321,17 @@ impl ProviderSettings {
 pub struct FetchConfig {
     pub jobs_table: String,
     pub dedupe_table: String,
+    /// Where a delivery waits again, delayed, when its provider is not ready or rate-limits.
+    pub webhook_queue_url: String,
     /// Where deliveries that can never be processed are parked, with the reason.
     pub dead_letter_queue_url: String,
     /// The claim-check bucket ingest writes large bodies to.
     pub payload_bucket: String,
     pub providers: ProviderSettings,
-    pub dedupe_retention_days: u64,
-    pub dedupe_lease_seconds: u64,
+    pub dedupe_retention: Duration,
+    pub dedupe_lease: Duration,
+    /// One FullEnrich request per this interval, shared with the starts.
+    pub fullenrich_interval: Duration,
 }
 
 impl FetchConfig {
@@ -223,47 +339,76 @@ impl FetchConfig {
         Ok(FetchConfig {
             jobs_table: env.required("JOBS_TABLE")?,
             dedupe_table: env.required("DEDUPE_TABLE")?,
+            webhook_queue_url: env.url("WEBHOOK_QUEUE_URL", None)?,
             dead_letter_queue_url: env.url("WEBHOOK_DLQ_URL", None)?,
             payload_bucket: env.required("PAYLOAD_BUCKET")?,
             providers: ProviderSettings::from_env(env)?,
-            dedupe_retention_days: env.number("DEDUPE_RETENTION_DAYS", 30)?,
-            dedupe_lease_seconds: env.number("DEDUPE_LEASE_SECONDS", 120)?,
+            dedupe_retention: Duration::from_secs(
+                env.number("DEDUPE_RETENTION_DAYS", 30)? * 86_400,
+            ),
+            dedupe_lease: Duration::from_secs(env.number("DEDUPE_LEASE_SECONDS", 120)?),
+            fullenrich_interval: fullenrich_interval(env)?,
         })
     }
 }
 
-/// job-submit's configuration (the jobs API and the chunk submitter).
+/// The jobs API's configuration (`job-submit`): it needs the API token, and no provider key or
+/// webhook secret (it starts nothing and signs no URL).
 #[derive(Debug, Clone)]
-pub struct SubmitConfig {
+pub struct ApiConfig {
     pub jobs_table: String,
     /// One message per chunk to start; consumed by `job-submit-worker`.
+    pub submit_queue_url: String,
+    pub api_token: SecretString,
+}
+
+impl ApiConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(ApiConfig {
+            jobs_table: env.required("JOBS_TABLE")?,
+            submit_queue_url: env.url("SUBMIT_QUEUE_URL", None)?,
+            api_token: env.secret("RELAY_API_TOKEN")?,
+        })
+    }
+}
+
+/// The chunk starter's configuration (`job-submit-worker`): provider keys and the webhook
+/// secret, and no API token.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub jobs_table: String,
+    /// Its own queue: rate-limited starts and start confirmations wait there, delayed.
     pub submit_queue_url: String,
     /// Base of the webhook URLs handed to providers (the API's public address).
     pub public_base_url: String,
     pub webhook_secret: WebhookSecret,
-    pub api_token: String,
     pub providers: ProviderSettings,
-    /// FullEnrich allows 60 requests a minute per account, polling included: starts take 50 by
-    /// default and leave the rest to the result GETs.
-    pub fullenrich_starts_per_minute: u64,
+    /// One FullEnrich request per this interval, shared with bulk-fetch's result GETs.
+    pub fullenrich_interval: Duration,
     /// Enrow allows 10 POSTs a second per endpoint.
-    pub enrow_starts_per_second: u64,
+    pub enrow_interval: Duration,
+    /// `START_CONFIRM_TIMEOUT`: how long a start whose answer was lost may wait for its webhook
+    /// before its contacts fail with `start_unconfirmed` (6 h).
+    pub start_confirm_timeout: Duration,
 }
 
-impl SubmitConfig {
+impl WorkerConfig {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        Ok(SubmitConfig {
+        Ok(WorkerConfig {
             jobs_table: env.required("JOBS_TABLE")?,
             submit_queue_url: env.url("SUBMIT_QUEUE_URL", None)?,
             public_base_url: env
                 .url("PUBLIC_BASE_URL", None)?
                 .trim_end_matches('/')
                 .to_string(),
-            webhook_secret: WebhookSecret::new(env.secret("WEBHOOK_SECRET")?),
-            api_token: env.secret("RELAY_API_TOKEN")?,
+            webhook_secret: env.webhook_secret()?,
             providers: ProviderSettings::from_env(env)?,
-            fullenrich_starts_per_minute: env.number("FULLENRICH_STARTS_PER_MINUTE", 50)?.min(60),
-            enrow_starts_per_second: env.number("ENROW_STARTS_PER_SECOND", 8)?.min(10),
+            fullenrich_interval: fullenrich_interval(env)?,
+            enrow_interval: Duration::from_millis(
+                1000 / env.number("ENROW_STARTS_PER_SECOND", 8)?.min(10),
+            ),
+            start_confirm_timeout: env
+                .duration("START_CONFIRM_TIMEOUT", Duration::from_secs(6 * 3600))?,
         })
     }
 }

@@ -40,6 +40,14 @@ pub struct Envelope {
     /// What ingest found of FullEnrich's `X-Signature-SHA1`.
     pub signature: Signature,
     pub body: Body,
+    /// How many times bulk-fetch put this delivery back on the queue, delayed, because its
+    /// provider was not ready or rate-limited (bounded, so a delivery never circles forever).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requeues: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +140,7 @@ mod tests {
             headers: BTreeMap::new(),
             signature: Signature::NotApplicable,
             body,
+            requeues: 0,
         }
     }
 

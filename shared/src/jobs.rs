@@ -84,23 +84,51 @@ impl JobStatus {
     }
 }
 
+/// Where a chunk is on its way through the provider.
+///
+/// `pending` → `starting` (one worker holds it and may have sent the start) → `submitted` (the
+/// provider's id is recorded) → `completed` | `failed`. A start whose answer was lost leaves the
+/// chunk `start_unconfirmed`: it is never sent again on a guess, its webhook adopts it, and
+/// `START_CONFIRM_TIMEOUT` after it was marked its contacts fail. A chunk the provider refused as
+/// a whole is `split` into two halves (new chunks), recursively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChunkStatus {
     Pending,
+    Starting,
+    StartUnconfirmed,
     Submitted,
     Completed,
     Failed,
+    Split,
 }
 
 impl ChunkStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             ChunkStatus::Pending => "pending",
+            ChunkStatus::Starting => "starting",
+            ChunkStatus::StartUnconfirmed => "start_unconfirmed",
             ChunkStatus::Submitted => "submitted",
             ChunkStatus::Completed => "completed",
             ChunkStatus::Failed => "failed",
+            ChunkStatus::Split => "split",
         }
+    }
+
+    /// The start may have reached the provider, and no provider id is recorded yet: a webhook
+    /// that names this chunk's contacts adopts it.
+    pub fn awaits_confirmation(self) -> bool {
+        matches!(self, ChunkStatus::Starting | ChunkStatus::StartUnconfirmed)
+    }
+
+    /// Nothing will happen to this chunk any more (its contacts all have results, or it was
+    /// replaced by its halves).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ChunkStatus::Completed | ChunkStatus::Failed | ChunkStatus::Split
+        )
     }
 
     pub fn parse(s: &str) -> Option<ChunkStatus> {
@@ -141,6 +169,43 @@ pub struct JobError {
     pub message: String,
 }
 
+/// The reasons a contact or a job fails, as the API shows them.
+pub mod reasons {
+    /// The provider's account ran out of credits (FullEnrich `CREDITS_INSUFFICIENT` or 402 on a
+    /// start, Enrow 402/422).
+    pub const CREDITS_INSUFFICIENT: &str = "credits_insufficient";
+    /// The provider canceled the enrichment (FullEnrich `CANCELED`).
+    pub const CANCELED: &str = "canceled";
+    /// The provider refused the relay's API key.
+    pub const PROVIDER_UNAUTHORIZED: &str = "provider_unauthorized";
+    /// A start whose answer was lost, and no webhook came within `START_CONFIRM_TIMEOUT`.
+    pub const START_UNCONFIRMED: &str = "start_unconfirmed";
+    /// The provider refused this contact (its chunk was split down to it).
+    pub const REJECTED_BY_PROVIDER: &str = "rejected_by_provider";
+    /// The provider refused the whole request for a reason that is not about one contact.
+    pub const PROVIDER_REJECTED: &str = "provider_rejected";
+}
+
+impl JobError {
+    pub fn new(code: &str, message: impl Into<String>) -> JobError {
+        JobError {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether this error means no further chunk of the job may be started: more starts would
+    /// fail the same way or spend what the account no longer has.
+    pub fn stops_submission(&self) -> bool {
+        [
+            reasons::CREDITS_INSUFFICIENT,
+            reasons::CANCELED,
+            reasons::PROVIDER_UNAUTHORIZED,
+        ]
+        .contains(&self.code.as_str())
+    }
+}
+
 /// The job's head item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobMeta {
@@ -153,6 +218,8 @@ pub struct JobMeta {
     /// Contacts per chunk (the last chunk may hold fewer).
     pub chunk_size: u64,
     pub chunks: u64,
+    /// The next free chunk index (chunks split in halves take new indices from here).
+    pub chunk_seq: u64,
     pub done: u64,
     pub found: u64,
     pub not_found: u64,
@@ -177,6 +244,7 @@ impl JobMeta {
         options: Value,
     ) -> JobMeta {
         let now = crate::now_ms();
+        let chunks = contacts.div_ceil(chunk_size.max(1));
         JobMeta {
             job_id,
             provider: operation.provider(),
@@ -185,7 +253,8 @@ impl JobMeta {
             status,
             contacts,
             chunk_size,
-            chunks: contacts.div_ceil(chunk_size.max(1)),
+            chunks,
+            chunk_seq: chunks,
             done: 0,
             found: 0,
             not_found: 0,
@@ -209,23 +278,39 @@ pub struct Chunk {
     pub status: ChunkStatus,
     pub credits: Option<f64>,
     pub error: Option<JobError>,
+    /// When the chunk was marked `start_unconfirmed` (ms).
+    pub unconfirmed_at_ms: Option<u64>,
+    /// A `split` chunk's halves (chunk indices).
+    pub parts: Vec<u32>,
 }
 
 impl Chunk {
     /// `contacts` split into pending chunks of `size` (the last one may hold fewer).
     pub fn plan(contacts: u64, size: u64) -> Vec<Chunk> {
+        Self::plan_range(0, contacts, size, 0)
+    }
+
+    /// Contacts `offset .. offset + count` in pending chunks of `size`, numbered from `first`.
+    pub fn plan_range(offset: u64, count: u64, size: u64, first: u32) -> Vec<Chunk> {
         let size = size.max(1);
-        (0..contacts.div_ceil(size))
+        (0..count.div_ceil(size))
             .map(|i| Chunk {
-                index: i as u32,
-                offset: i * size,
-                count: size.min(contacts - i * size),
+                index: first + i as u32,
+                offset: offset + i * size,
+                count: size.min(count - i * size),
                 provider_id: None,
                 status: ChunkStatus::Pending,
                 credits: None,
                 error: None,
+                unconfirmed_at_ms: None,
+                parts: Vec::new(),
             })
             .collect()
+    }
+
+    /// Whether contact `index` is one of this chunk's.
+    pub fn holds(&self, index: u64) -> bool {
+        index >= self.offset && index < self.offset + self.count
     }
 }
 

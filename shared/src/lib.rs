@@ -21,6 +21,10 @@ pub mod store;
 
 use serde::{Deserialize, Serialize};
 
+/// Keys and tokens: `Debug` prints `[REDACTED]`, the memory is wiped on drop, and reading one
+/// takes an explicit `expose_secret()`.
+pub use secrecy::{ExposeSecret, SecretString};
+
 /// The enrichment providers the relay speaks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

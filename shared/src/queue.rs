@@ -22,7 +22,19 @@ pub trait Queue: Send + Sync + 'static {
     fn send(&self, body: String) -> impl Future<Output = Result<String, QueueError>> + Send {
         self.send_with_attributes(body, &[])
     }
+
+    /// Sends one message that becomes visible after `delay` (SQS allows up to 15 minutes; longer
+    /// delays are cut to that). A message put back this way starts with a receive count of zero,
+    /// so a long wait for a provider never pushes it into the DLQ.
+    fn send_delayed(
+        &self,
+        body: String,
+        delay: std::time::Duration,
+    ) -> impl Future<Output = Result<String, QueueError>> + Send;
 }
+
+/// SQS's longest message delay.
+pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
 
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
@@ -61,6 +73,23 @@ impl Queue for SqsQueue {
             );
         }
         let out = req
+            .send()
+            .await
+            .map_err(|e| QueueError(DisplayErrorContext(&e).to_string()))?;
+        Ok(out.message_id.unwrap_or_default())
+    }
+
+    async fn send_delayed(
+        &self,
+        body: String,
+        delay: std::time::Duration,
+    ) -> Result<String, QueueError> {
+        let out = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(delay.min(MAX_DELAY).as_secs() as i32)
             .send()
             .await
             .map_err(|e| QueueError(DisplayErrorContext(&e).to_string()))?;

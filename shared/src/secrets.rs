@@ -11,13 +11,23 @@ use aws_config::SdkConfig;
 use crate::config::{ConfigError, Env};
 
 /// The variables that may come from SSM: `<VAR>_SSM` names the parameter.
-pub const SECRET_VARS: [&str; 5] = [
+pub const SECRET_VARS: [&str; 6] = [
     "WEBHOOK_SECRET",
+    "WEBHOOK_SECRET_PREVIOUS",
     "RELAY_API_TOKEN",
     "FULLENRICH_API_KEY",
     "FULLENRICH_API_KEY_PREVIOUS",
     "ENROW_API_KEY",
 ];
+
+/// Whether a secret is needed only during a rotation: its SSM parameter may be absent (or hold a
+/// placeholder), and then the variable is simply unset.
+pub fn is_rotation_only(var: &str) -> bool {
+    var.ends_with("_PREVIOUS")
+}
+
+/// What an unused rotation parameter may hold (SSM refuses empty values).
+pub const UNUSED: &str = "none";
 
 /// The SSM-backed name of a secret variable.
 pub fn ssm_var(var: &str) -> String {
@@ -50,8 +60,15 @@ where
             .name(&name)
             .with_decryption(true)
             .send()
-            .await
-            .map_err(|e| ConfigError {
+            .await;
+        if is_rotation_only(var)
+            && let Err(e) = &out
+            && e.as_service_error()
+                .is_some_and(|se| se.is_parameter_not_found())
+        {
+            continue;
+        }
+        let out = out.map_err(|e| ConfigError {
                 var,
                 problem: format!(
                     "could not be read from SSM parameter {name}: {}",
@@ -65,6 +82,9 @@ where
                 var,
                 problem: format!("SSM parameter {name} has no value"),
             })?;
+        if is_rotation_only(var) && value.trim() == UNUSED {
+            continue;
+        }
         secrets.insert(var.to_string(), value);
     }
     Ok(Env(move |k: &str| {

@@ -146,8 +146,14 @@ pub struct Stored {
 /// What an `Idempotency-Key` was used for before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Idempotency {
-    Fresh,
-    Seen { job_id: String, body_sha256: String },
+    /// This request holds the key: create (or finish creating) this job.
+    Owned { job_id: String },
+    /// Another request holds the key and may still be working: retry after this long.
+    InUse { retry_after_ms: u64 },
+    /// The key was used with another body.
+    Mismatch { job_id: String },
+    /// An earlier request created this job.
+    Created { job_id: String },
 }
 
 /// Where a provider id's contacts sit in the job.
@@ -156,6 +162,16 @@ pub struct ChunkRef {
     pub index: u32,
     pub offset: u64,
     pub count: u64,
+}
+
+impl From<&Chunk> for ChunkRef {
+    fn from(c: &Chunk) -> ChunkRef {
+        ChunkRef {
+            index: c.index,
+            offset: c.offset,
+            count: c.count,
+        }
+    }
 }
 
 pub trait JobStore: Send + Sync + 'static {
@@ -199,6 +215,38 @@ pub trait JobStore: Send + Sync + 'static {
         &self,
         job_id: &str,
     ) -> impl Future<Output = Result<Option<JobStatus>, StoreError>> + Send;
+    /// One chunk as stored.
+    fn chunk(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> impl Future<Output = Result<Option<Chunk>, StoreError>> + Send;
+    /// Every chunk of the job, in index order.
+    fn chunks(&self, job_id: &str) -> impl Future<Output = Result<Vec<Chunk>, StoreError>> + Send;
+    /// Records a chunk's provider id (and the credits the start reserved) if the chunk is still
+    /// waiting for one (`pending`, `starting`, `start_unconfirmed`), then links the id to the
+    /// chunk. The chunk write comes first: it is what ends the wait. `false`: the chunk has
+    /// another id or moved on without one.
+    fn link_chunk(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        provider_id: &str,
+        credits: Option<f64>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Records why a job (partly) failed; its status settles when every contact is accounted for.
+    fn set_job_error(
+        &self,
+        job_id: &str,
+        error: &JobError,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Reserves the next slot of a rate limit shared by every worker and function (`name`, one
+    /// request per `interval_ms`). Returns the time (ms) at which this caller may send.
+    fn reserve_slot(
+        &self,
+        name: &str,
+        interval_ms: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -299,13 +347,17 @@ impl DynamoJobStore {
         Ok(calls)
     }
 
-    /// Records an `Idempotency-Key` for a job about to be created. The first caller gets
-    /// `Fresh`; later callers get the job id and body hash recorded first. Kept for 24 hours.
-    pub async fn remember_idempotency_key(
+    /// Claims an `Idempotency-Key` for the request about to create `job_id` (`owner` names the
+    /// request). The first request owns it until it finishes or its lease (`lease_ms`, longer
+    /// than the API's own timeout) runs out; then a retry takes over and finishes the same job.
+    /// Keys are kept 24 hours.
+    pub async fn claim_idempotency_key(
         &self,
         key: &str,
         body_sha256: &str,
         job_id: &str,
+        owner: &str,
+        lease_ms: u64,
     ) -> Result<Idempotency, StoreError> {
         let pk = format!("IDEM#{key}");
         let now = now_ms();
@@ -317,13 +369,18 @@ impl DynamoJobStore {
             .item("sk", s("IDEM"))
             .item("body_sha256", s(body_sha256))
             .item("job_id", s(job_id))
+            .item("state", s("creating"))
+            .item("owner", s(owner))
+            .item("lease_until", n(now + lease_ms))
             .item("expires_at", n(now / 1000 + 86_400))
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
             .expression_attribute_values(":now", n(now / 1000))
             .send()
             .await;
         if unless_condition_failed(put)?.is_some() {
-            return Ok(Idempotency::Fresh);
+            return Ok(Idempotency::Owned {
+                job_id: job_id.to_string(),
+            });
         }
         let item = self
             .client
@@ -337,18 +394,86 @@ impl DynamoJobStore {
             .map_err(unavailable)?
             .item
             .ok_or_else(|| StoreError::Unavailable("idempotency record vanished".into()))?;
-        Ok(Idempotency::Seen {
-            job_id: get_s(&item, "job_id").unwrap_or_default().to_string(),
-            body_sha256: get_s(&item, "body_sha256").unwrap_or_default().to_string(),
+        let first = get_s(&item, "job_id").unwrap_or_default().to_string();
+        if get_s(&item, "body_sha256") != Some(body_sha256) {
+            return Ok(Idempotency::Mismatch { job_id: first });
+        }
+        // Records written before the state existed were written once the job was.
+        if get_s(&item, "state").unwrap_or("created") == "created" {
+            return Ok(Idempotency::Created { job_id: first });
+        }
+        let lease_until: u64 = get_n(&item, "lease_until").unwrap_or(0);
+        if lease_until > now {
+            return Ok(Idempotency::InUse {
+                retry_after_ms: lease_until - now,
+            });
+        }
+        // The first request died or gave up: take over, unless another retry just did.
+        let taken = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s("IDEM"))
+            .update_expression("SET #owner = :me, lease_until = :until")
+            .condition_expression("#state = :creating AND lease_until = :seen")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":until", n(now + lease_ms))
+            .expression_attribute_values(":creating", s("creating"))
+            .expression_attribute_values(":seen", n(lease_until))
+            .send()
+            .await;
+        Ok(match unless_condition_failed(taken)? {
+            Some(_) => Idempotency::Owned { job_id: first },
+            None => Idempotency::InUse {
+                retry_after_ms: lease_ms,
+            },
         })
     }
 
-    /// Takes a pending chunk for submission (a lease, so a redelivered message waits instead of
-    /// submitting it twice). `None`: the chunk is not pending any more, or another worker holds it.
+    /// Ends `owner`'s hold on an `Idempotency-Key`: `created` when the job is recorded and every
+    /// chunk queued; otherwise the lease is given up so a retry can take over at once.
+    pub async fn finish_idempotency_key(
+        &self,
+        key: &str,
+        owner: &str,
+        created: bool,
+    ) -> Result<(), StoreError> {
+        let update = if created {
+            "SET #state = :created REMOVE lease_until"
+        } else {
+            "SET lease_until = :zero"
+        };
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("IDEM#{key}")))
+            .key("sk", s("IDEM"))
+            .update_expression(update)
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":me", s(owner));
+        req = if created {
+            req.expression_attribute_names("#state", "state")
+                .expression_attribute_values(":created", s("created"))
+        } else {
+            req.expression_attribute_values(":zero", n(0))
+        };
+        unless_condition_failed(req.send().await).map(|_| ())
+    }
+
+    /// Takes a pending chunk for its start: `pending` → `starting`, held by `owner` until
+    /// `lease_ms` from now. From here on the start may reach the provider, so the chunk never
+    /// goes back to `pending` unless the provider is known not to have taken it
+    /// ([`Self::release_submit`]). `None`: the chunk is not pending.
     pub async fn begin_submit(
         &self,
         job_id: &str,
         index: u32,
+        owner: &str,
         lease_ms: u64,
     ) -> Result<Option<Chunk>, StoreError> {
         let now = now_ms();
@@ -358,14 +483,13 @@ impl DynamoJobStore {
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
             .key("sk", s(chunk_sk(index)))
-            .update_expression("SET submit_until = :until")
-            .condition_expression(
-                "#status = :pending AND (attribute_not_exists(submit_until) OR submit_until < :now)",
-            )
+            .update_expression("SET #status = :starting, submit_until = :until, submit_owner = :me")
+            .condition_expression("#status = :pending")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
             .expression_attribute_values(":until", n(now + lease_ms))
-            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":me", s(owner))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
@@ -375,18 +499,153 @@ impl DynamoJobStore {
         }
     }
 
-    /// Gives a chunk's submission lease back (the start failed in a way worth retrying).
-    pub async fn release_submit(&self, job_id: &str, index: u32) -> Result<(), StoreError> {
-        self.client
+    /// Puts a chunk `owner` is starting back to `pending`: the provider is known not to have
+    /// taken the start (refused before sending, or answered 429).
+    pub async fn release_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let out = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
             .key("sk", s(chunk_sk(index)))
-            .update_expression("REMOVE submit_until")
+            .update_expression("SET #status = :pending REMOVE submit_until, submit_owner")
+            .condition_expression("#status = :starting AND submit_owner = :me")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(":me", s(owner))
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        unless_condition_failed(out).map(|_| ())
+    }
+
+    /// Marks a chunk whose start may have reached the provider, and whose answer is lost,
+    /// `start_unconfirmed`: by its `owner`, or by anyone once the owner's lease ran out (the
+    /// worker died). Returns whether this call marked it.
+    pub async fn mark_unconfirmed(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(index)))
+            .update_expression(
+                "SET #status = :unconfirmed, unconfirmed_at = :now REMOVE submit_until, submit_owner",
+            )
+            .condition_expression(
+                "#status = :starting AND (submit_owner = :me OR submit_until < :now)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(
+                ":unconfirmed",
+                s(ChunkStatus::StartUnconfirmed.as_str()),
+            )
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(":me", s(owner.unwrap_or("")))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
+    /// Replaces a chunk `owner` is starting, which the provider refused as a whole, by its two
+    /// halves (new pending chunks with fresh indices), in one transaction with the job's chunk
+    /// count. Returns the halves.
+    pub async fn split_chunk(
+        &self,
+        job_id: &str,
+        chunk: &Chunk,
+        owner: &str,
+    ) -> Result<Vec<Chunk>, StoreError> {
+        let pk = job_pk(job_id);
+        for _ in 0..5 {
+            let meta = self
+                .get_job(job_id)
+                .await?
+                .ok_or_else(|| StoreError::Data(format!("job {job_id} has no head")))?;
+            let first = chunk.count.div_ceil(2);
+            let mut halves =
+                Chunk::plan_range(chunk.offset, first, first, meta.chunk_seq as u32);
+            halves.extend(Chunk::plan_range(
+                chunk.offset + first,
+                chunk.count - first,
+                chunk.count - first,
+                meta.chunk_seq as u32 + 1,
+            ));
+            let parts: Vec<u32> = halves.iter().map(|c| c.index).collect();
+            let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
+            let head = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s("META"))
+                .update_expression("SET chunk_seq = :next, updated_at = :now ADD chunks :more")
+                .condition_expression("chunk_seq = :seen OR attribute_not_exists(chunk_seq)")
+                .expression_attribute_values(":next", n(meta.chunk_seq + halves.len() as u64))
+                .expression_attribute_values(":seen", n(meta.chunk_seq))
+                .expression_attribute_values(":more", n(halves.len() as u64 - 1))
+                .expression_attribute_values(":now", n(now_ms()))
+                .build()
+                .map_err(build)?;
+            let parent = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s(chunk_sk(chunk.index)))
+                .update_expression("SET #status = :split, parts = :parts REMOVE submit_until, submit_owner")
+                .condition_expression("#status = :starting AND submit_owner = :me")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":split", s(ChunkStatus::Split.as_str()))
+                .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+                .expression_attribute_values(":me", s(owner))
+                .expression_attribute_values(
+                    ":parts",
+                    s(serde_json::to_string(&parts).unwrap_or_default()),
+                )
+                .build()
+                .map_err(build)?;
+            let mut tx = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(head).build())
+                .transact_items(TransactWriteItem::builder().update(parent).build());
+            for half in &halves {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(chunk_item(&pk, half)))
+                    .condition_expression("attribute_not_exists(sk)")
+                    .build()
+                    .map_err(build)?;
+                tx = tx.transact_items(TransactWriteItem::builder().put(put).build());
+            }
+            match tx.send().await {
+                Ok(_) => return Ok(halves),
+                Err(e) => {
+                    let codes = cancellation_codes(&e).ok_or_else(|| unavailable(e))?;
+                    if codes.get(1).map(String::as_str) == Some("ConditionalCheckFailed") {
+                        return Err(StoreError::Conflict(format!(
+                            "chunk {} is no longer held by this worker",
+                            chunk.index
+                        )));
+                    }
+                    // Another chunk of the job was split meanwhile: read the head again.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "chunk {} could not be split",
+            chunk.index
+        )))
     }
 
     /// Counts a chunk as submitted and moves the job to `submitting`, or to `running` once every
@@ -445,94 +704,6 @@ impl DynamoJobStore {
         })
     }
 
-    /// Reserves the next start slot of a rate limit shared by every worker (`name`, one start
-    /// per `interval_ms`). Returns the time (ms) at which this caller may start. Two writes at
-    /// most and never a lost race: an idle limit is taken at `now`; a busy one is extended by one
-    /// interval with an atomic `ADD`, and the slot is the one before the new end.
-    pub async fn reserve_slot(&self, name: &str, interval_ms: u64) -> Result<u64, StoreError> {
-        let now = now_ms();
-        let idle = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("RATE#{name}")))
-            .key("sk", s("RATE"))
-            .update_expression("SET next_at = :next, expires_at = :exp")
-            .condition_expression("attribute_not_exists(next_at) OR next_at <= :now")
-            .expression_attribute_values(":next", n(now + interval_ms))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":exp", n(now / 1000 + 86_400))
-            .send()
-            .await;
-        if unless_condition_failed(idle)?.is_some() {
-            return Ok(now);
-        }
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("RATE#{name}")))
-            .key("sk", s("RATE"))
-            .update_expression("ADD next_at :interval")
-            .expression_attribute_values(":interval", n(interval_ms))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let end: u64 = out
-            .attributes
-            .as_ref()
-            .and_then(|a| get_n(a, "next_at"))
-            .ok_or_else(|| StoreError::Data("rate slot without next_at".into()))?;
-        Ok(end - interval_ms)
-    }
-
-    /// Records a chunk's provider id (and the credits the start reserved), then links the id to
-    /// the chunk. The chunk write comes first: it is what stops a second start. The link is an
-    /// index for bulk-fetch; if it is missing, [`JobStore::find_chunk`] falls back to the chunks.
-    pub async fn link_chunk(
-        &self,
-        job_id: &str,
-        chunk: &Chunk,
-        provider_id: &str,
-        credits: Option<f64>,
-    ) -> Result<(), StoreError> {
-        let pk = job_pk(job_id);
-        let mut expr = String::from("SET provider_id = :pid, #status = :st REMOVE submit_until");
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s(chunk_sk(chunk.index)))
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":pid", s(provider_id))
-            .expression_attribute_values(":st", s(ChunkStatus::Submitted.as_str()));
-        if let Some(c) = credits {
-            expr =
-                "SET provider_id = :pid, #status = :st, credits = :cr REMOVE submit_until".into();
-            update = update.expression_attribute_values(":cr", n(c));
-        }
-        update
-            .update_expression(expr)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(&pk))
-            .item("sk", s(format!("PID#{provider_id}")))
-            .item("chunk", n(chunk.index))
-            .item("offset", n(chunk.offset))
-            .item("count", n(chunk.count))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
     pub async fn set_job_status(
         &self,
         job_id: &str,
@@ -561,32 +732,6 @@ impl DynamoJobStore {
         };
         req.send().await.map_err(unavailable)?;
         Ok(())
-    }
-
-    /// Records why a job (partly) failed; its status settles when every contact is accounted for.
-    pub async fn set_job_error(&self, job_id: &str, error: &JobError) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
-            .update_expression("SET #error = :err, updated_at = :now")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#error", "error")
-            .expression_attribute_values(
-                ":err",
-                s(serde_json::to_string(error).unwrap_or_default()),
-            )
-            .expression_attribute_values(":now", n(now_ms()))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    pub async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
-        let items = self.query_range(job_id, "CHUNK#", "CHUNK#~", None).await?;
-        items.iter().map(parse_chunk).collect()
     }
 
     /// Results in contact order from index `from`, at most `limit`.
@@ -815,6 +960,7 @@ fn meta_item(m: &JobMeta) -> Item {
         ("contacts".into(), n(m.contacts)),
         ("chunk_size".into(), n(m.chunk_size)),
         ("chunks".into(), n(m.chunks)),
+        ("chunk_seq".into(), n(m.chunk_seq)),
         ("done".into(), n(m.done)),
         ("found".into(), n(m.found)),
         ("not_found".into(), n(m.not_found)),
@@ -854,6 +1000,9 @@ fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
         contacts: get_n(item, "contacts").unwrap_or(0),
         chunk_size: get_n(item, "chunk_size").unwrap_or(1),
         chunks: get_n(item, "chunks").unwrap_or(0),
+        chunk_seq: get_n(item, "chunk_seq")
+            .or_else(|| get_n(item, "chunks"))
+            .unwrap_or(0),
         done: get_n(item, "done").unwrap_or(0),
         found: get_n(item, "found").unwrap_or(0),
         not_found: get_n(item, "not_found").unwrap_or(0),
@@ -881,6 +1030,12 @@ fn chunk_item(pk: &str, c: &Chunk) -> Item {
     if let Some(cr) = c.credits {
         item.insert("credits".into(), n(cr));
     }
+    if let Some(at) = c.unconfirmed_at_ms {
+        item.insert("unconfirmed_at".into(), n(at));
+    }
+    if !c.parts.is_empty() {
+        item.insert("parts".into(), s(serde_json::to_string(&c.parts).unwrap_or_default()));
+    }
     item
 }
 
@@ -895,6 +1050,10 @@ fn parse_chunk(item: &Item) -> Result<Chunk, StoreError> {
             .unwrap_or(ChunkStatus::Pending),
         credits: get_n(item, "credits"),
         error: get_json(item, "error").and_then(|v| serde_json::from_value(v).ok()),
+        unconfirmed_at_ms: get_n(item, "unconfirmed_at"),
+        parts: get_json(item, "parts")
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -954,6 +1113,144 @@ fn parse_result(item: &Item) -> Result<ContactResult, StoreError> {
 }
 
 impl JobStore for DynamoJobStore {
+    /// Reserves the next start slot of a rate limit shared by every worker (`name`, one start
+    /// per `interval_ms`). Returns the time (ms) at which this caller may start. Two writes at
+    /// most and never a lost race: an idle limit is taken at `now`; a busy one is extended by one
+    /// interval with an atomic `ADD`, and the slot is the one before the new end.
+    async fn reserve_slot(&self, name: &str, interval_ms: u64) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let idle = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{name}")))
+            .key("sk", s("RATE"))
+            .update_expression("SET next_at = :next, expires_at = :exp")
+            .condition_expression("attribute_not_exists(next_at) OR next_at <= :now")
+            .expression_attribute_values(":next", n(now + interval_ms))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(now / 1000 + 86_400))
+            .send()
+            .await;
+        if unless_condition_failed(idle)?.is_some() {
+            return Ok(now);
+        }
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{name}")))
+            .key("sk", s("RATE"))
+            .update_expression("ADD next_at :interval")
+            .expression_attribute_values(":interval", n(interval_ms))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let end: u64 = out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_n(a, "next_at"))
+            .ok_or_else(|| StoreError::Data("rate slot without next_at".into()))?;
+        Ok(end - interval_ms)
+    }
+
+    async fn link_chunk(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        provider_id: &str,
+        credits: Option<f64>,
+    ) -> Result<bool, StoreError> {
+        let pk = job_pk(job_id);
+        let mut expr = String::from(
+            "SET provider_id = :pid, #status = :st REMOVE submit_until, submit_owner, unconfirmed_at",
+        );
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(chunk_sk(chunk.index)))
+            .condition_expression(
+                "attribute_exists(pk) AND #status IN (:pending, :starting, :unconfirmed)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pid", s(provider_id))
+            .expression_attribute_values(":st", s(ChunkStatus::Submitted.as_str()))
+            .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(
+                ":unconfirmed",
+                s(ChunkStatus::StartUnconfirmed.as_str()),
+            );
+        if let Some(c) = credits {
+            expr = expr.replacen("#status = :st", "#status = :st, credits = :cr", 1);
+            update = update.expression_attribute_values(":cr", n(c));
+        }
+        let linked = unless_condition_failed(update.update_expression(expr).send().await)?;
+        if linked.is_none() {
+            // Linked already (a webhook adopted the chunk before the start's answer came), or
+            // the chunk moved on without this id.
+            let now = self.chunk(job_id, chunk.index).await?;
+            if now.and_then(|c| c.provider_id).as_deref() != Some(provider_id) {
+                return Ok(false);
+            }
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(format!("PID#{provider_id}")))
+            .item("chunk", n(chunk.index))
+            .item("offset", n(chunk.offset))
+            .item("count", n(chunk.count))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(index)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item.as_ref().map(parse_chunk).transpose()
+    }
+
+    /// Records why a job (partly) failed; its status settles when every contact is accounted for.
+    async fn set_job_error(&self, job_id: &str, error: &JobError) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .update_expression("SET #error = :err, updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(
+                ":err",
+                s(serde_json::to_string(error).unwrap_or_default()),
+            )
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
+        let items = self.query_range(job_id, "CHUNK#", "CHUNK#~", None).await?;
+        items.iter().map(parse_chunk).collect()
+    }
+
     async fn get_job(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
         let out = self
             .client

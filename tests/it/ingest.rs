@@ -24,7 +24,7 @@ fn config(stack: &Stack, require_signature: bool) -> IngestConfig {
         queue_url: stack.webhook_queue().to_string(),
         payload_bucket: stack.res.bucket("PayloadBucket").to_string(),
         webhook_secret: WebhookSecret::new(SECRET),
-        fullenrich_keys: vec![FE_KEY.to_string()],
+        fullenrich_keys: vec![FE_KEY.to_string().into()],
         require_signature,
     }
 }

@@ -24,7 +24,7 @@ struct Submit {
     stack: Stack,
     stub: ProviderStub,
     api: Api<SqsQueue>,
-    worker: ChunkSubmitter<ProviderHttp>,
+    worker: ChunkSubmitter<ProviderHttp, SqsQueue>,
     jobs: DynamoJobStore,
 }
 
@@ -48,11 +48,13 @@ impl Submit {
         let worker = ChunkSubmitter {
             jobs: jobs.clone(),
             starter: ProviderHttp::new(&stub.url, ENROW_KEY, &stub.url, FE_KEY),
+            queue: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
             secret: WebhookSecret::new(SECRET),
             public_base_url: BASE.into(),
             fullenrich_interval,
             enrow_interval: Duration::from_millis(1),
             lease: Duration::from_secs(60),
+            confirm_timeout: Duration::from_secs(3600),
         };
         Submit {
             stack,

@@ -152,6 +152,8 @@ async fn fresh_worker(
             relay_shared::aws::sqs(sdk),
             res.queue_url("WebhookDeadLetterQueue"),
         ),
+        requeue: SqsQueue::new(relay_shared::aws::sqs(sdk), res.queue_url("WebhookQueue")),
+        fullenrich_interval: std::time::Duration::from_millis(1),
     };
     (worker, jobs)
 }
@@ -226,6 +228,8 @@ async fn main() {
             providers: ProviderHttp::new(&stub.url, "bench-key", &stub.url, "bench-key"),
             bodies: S3Bodies::new(relay_shared::aws::s3(&sdk), "unused"),
             dead_letters: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
+            requeue: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
+            fullenrich_interval: std::time::Duration::from_millis(1),
         };
         let started = Instant::now();
         let resp = worker.handle_batch(sqs_event(&bodies)).await;
@@ -340,7 +344,9 @@ mod mem {
     use std::collections::{HashMap, HashSet};
     use std::sync::Mutex;
 
-    use relay_shared::jobs::{Contact, ContactResult, JobMeta, JobStatus, Operation};
+    use relay_shared::jobs::{
+        Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus, Operation,
+    };
     use relay_shared::store::{
         ChunkRef, ChunkUpdate, Claim, DedupeStore, JobStore, StoreError, Stored,
     };
@@ -448,6 +454,36 @@ mod mem {
         }
         async fn settle_job(&self, _: &str) -> Result<Option<JobStatus>, StoreError> {
             Ok(None)
+        }
+        async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
+            Ok(self.chunks(job_id).await?.into_iter().find(|c| c.index == index))
+        }
+        async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
+            let jobs = self.jobs.lock().unwrap();
+            Ok(jobs
+                .get(job_id)
+                .map(|(meta, pid)| {
+                    let mut c = Chunk::plan(meta.contacts, meta.contacts.max(1)).remove(0);
+                    c.provider_id = Some(pid.clone());
+                    c.status = ChunkStatus::Submitted;
+                    vec![c]
+                })
+                .unwrap_or_default())
+        }
+        async fn link_chunk(
+            &self,
+            job_id: &str,
+            _: ChunkRef,
+            pid: &str,
+            _: Option<f64>,
+        ) -> Result<bool, StoreError> {
+            Ok(self.jobs.lock().unwrap().get(job_id).is_some_and(|j| j.1 == pid))
+        }
+        async fn set_job_error(&self, _: &str, _: &JobError) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn reserve_slot(&self, _: &str, _: u64) -> Result<u64, StoreError> {
+            Ok(relay_shared::now_ms())
         }
     }
 

@@ -7,14 +7,15 @@
 //! processed is parked in the DLQ with its reason, body intact, and the rest of the batch goes on.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::Provider;
 use relay_shared::bodies::BodyStore;
 use relay_shared::envelope::{Body, Envelope};
 use relay_shared::jobs::{
-    ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, Outcome,
-    RECORD_KEY, from_enrow, from_fullenrich,
+    Chunk, ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation,
+    Outcome, RECORD_KEY, from_enrow, from_fullenrich, reasons,
 };
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::{FetchError, ProviderClient};
@@ -38,6 +39,9 @@ pub enum Disposition {
     Parked(String),
     /// Failed for now: back to SQS, retried after the visibility timeout.
     Retry(String),
+    /// The provider is not ready or rate-limits: the delivery was put back on the queue as a new
+    /// message delayed this long (so waiting never uses up its receive count), and this one done.
+    Deferred(Duration, String),
 }
 
 /// A failure while applying an event.
@@ -45,6 +49,8 @@ pub enum Disposition {
 enum Failure {
     Retry(String),
     Park(String),
+    /// Wait at least this long (the provider's hint), then try again.
+    Defer(Duration, String),
 }
 
 impl From<StoreError> for Failure {
@@ -56,12 +62,28 @@ impl From<StoreError> for Failure {
 impl From<FetchError> for Failure {
     fn from(e: FetchError) -> Self {
         match e {
-            FetchError::NotReady => Failure::Retry("results not ready".into()),
+            // FullEnrich: "Enrichment not ready, try again in 30 seconds".
+            FetchError::NotReady => Failure::Defer(NOT_READY_WAIT, "results not ready".into()),
+            FetchError::RateLimited(after) => Failure::Defer(
+                after.unwrap_or(RATE_LIMIT_WAIT),
+                "provider rate limit".into(),
+            ),
             FetchError::Retryable(m) => Failure::Retry(m),
             FetchError::Permanent(m) => Failure::Park(m),
         }
     }
 }
+
+/// The first wait for results that are not ready; it doubles with each requeue (to SQS's 15 min).
+pub const NOT_READY_WAIT: Duration = Duration::from_secs(30);
+/// FullEnrich's 429 says "Try again in 1m".
+pub const RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// After this many delayed requeues (about a day of waiting) a delivery goes back to ordinary SQS
+/// retries, and so to the DLQ with its body if its provider never answers.
+pub const MAX_REQUEUES: u32 = 100;
+/// A FullEnrich GET waits in-process for its slot at most this long; a later slot is waited for
+/// in the queue.
+const MAX_SLOT_WAIT: Duration = Duration::from_secs(20);
 
 /// A parsed delivery: the event's identity and what applying it means.
 enum Action {
@@ -75,6 +97,8 @@ enum Action {
     EnrowSingle {
         id: String,
         result: enrow::SingleResult,
+        /// The event's top-level `custom` (where `verification_finished` carries it).
+        custom: Option<Value>,
         raw: Value,
         credits: Option<f64>,
     },
@@ -90,6 +114,12 @@ pub struct Worker<J, D, P, B, Q> {
     pub providers: P,
     pub bodies: B,
     pub dead_letters: Q,
+    /// The webhook queue: where a delivery waits again, delayed, for a provider that is not
+    /// ready or rate-limits.
+    pub requeue: Q,
+    /// One FullEnrich request per this interval for the whole account, shared with the starts:
+    /// result GETs reserve their slot in the same schedule (`fullenrich`).
+    pub fullenrich_interval: Duration,
 }
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
@@ -131,6 +161,7 @@ where
             Disposition::Duplicate => ("duplicate", None),
             Disposition::Parked(r) => ("parked", Some(r.as_str())),
             Disposition::Retry(r) => ("retry", Some(r.as_str())),
+            Disposition::Deferred(_, r) => ("deferred", Some(r.as_str())),
         };
         let (new, existing) = match disposition {
             Disposition::Applied { new, existing } => (new, existing),
@@ -185,8 +216,7 @@ where
     async fn process_envelope(&self, env: &Envelope) -> Disposition {
         let raw = match self.body_bytes(env).await {
             Ok(raw) => raw,
-            Err(Failure::Retry(r)) => return Disposition::Retry(r),
-            Err(Failure::Park(r)) => return Disposition::Parked(r),
+            Err(f) => return self.fail(env, f).await,
         };
         let (key, action) = match parse(env, &raw) {
             Ok(parsed) => parsed,
@@ -205,13 +235,14 @@ where
         match self.dedupe.claim(&key, &owner).await {
             Ok(Claim::Claimed) => {}
             Ok(Claim::Duplicate) => {
-                return match self.jobs.add_duplicate(&env.job_id).await {
-                    Ok(()) => Disposition::Duplicate,
+                if let Err(e) = self.jobs.add_duplicate(&env.job_id).await {
                     // The event is applied; only the statistic failed. Not worth a retry.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "duplicate not counted");
-                        Disposition::Duplicate
-                    }
+                    tracing::warn!(error = %e, "duplicate not counted");
+                }
+                // The copy that applied it may have failed to settle the job: settle here too.
+                return match self.jobs.settle_job(&env.job_id).await {
+                    Ok(_) => Disposition::Duplicate,
+                    Err(e) => Disposition::Retry(format!("job not settled: {e}")),
                 };
             }
             Err(e) => return Disposition::Retry(e.to_string()),
@@ -223,10 +254,10 @@ where
                     // redelivery then re-applies, which the conditional result writes absorb.
                     tracing::warn!(error = %e, "claim not completed");
                 }
-                if stored.new > 0
-                    && let Err(e) = self.jobs.settle_job(&env.job_id).await
-                {
-                    tracing::warn!(error = %e, "job not settled");
+                // Settled on every apply: a job whose counts say it is done ends now. A settle
+                // that fails sends the record back; its retry is a duplicate, which settles.
+                if let Err(e) = self.jobs.settle_job(&env.job_id).await {
+                    return Disposition::Retry(format!("job not settled: {e}"));
                 }
                 Disposition::Applied {
                     new: stored.new,
@@ -237,12 +268,52 @@ where
                 if let Err(e) = self.dedupe.release(&key, &owner).await {
                     tracing::warn!(error = %e, "claim not released; it expires with its lease");
                 }
-                match failure {
-                    Failure::Retry(r) => Disposition::Retry(r),
-                    Failure::Park(r) => Disposition::Parked(r),
+                self.fail(env, failure).await
+            }
+        }
+    }
+
+    /// What a failure comes to: a deferral is a new, delayed copy of the delivery on the queue
+    /// (the receive count of the copy starts at zero); if that cannot be sent, an ordinary retry.
+    async fn fail(&self, env: &Envelope, failure: Failure) -> Disposition {
+        match failure {
+            Failure::Retry(r) => Disposition::Retry(r),
+            Failure::Park(r) => Disposition::Parked(r),
+            Failure::Defer(_, r) if env.requeues >= MAX_REQUEUES => {
+                Disposition::Retry(format!("{r}; requeued {MAX_REQUEUES} times already"))
+            }
+            Failure::Defer(wait, r) => {
+                let backoff = NOT_READY_WAIT * 2u32.saturating_pow(env.requeues.min(5));
+                let delay = wait.max(backoff).min(relay_shared::queue::MAX_DELAY);
+                let mut again = env.clone();
+                again.requeues += 1;
+                match self.requeue.send_delayed(again.to_json(), delay).await {
+                    Ok(_) => Disposition::Deferred(delay, r),
+                    Err(e) => Disposition::Retry(format!("{r}; requeue failed: {e}")),
                 }
             }
         }
+    }
+
+    /// Takes the next slot of the account's FullEnrich schedule (shared with the starts), waiting
+    /// for it here when it is near, in the queue when it is not.
+    async fn fullenrich_slot(&self) -> Result<(), Failure> {
+        let slot = self
+            .jobs
+            .reserve_slot("fullenrich", self.fullenrich_interval.as_millis() as u64)
+            .await?;
+        let wait = Duration::from_millis(slot.saturating_sub(relay_shared::now_ms()));
+        if wait > MAX_SLOT_WAIT {
+            return Err(Failure::Defer(wait, "waiting for a FullEnrich request slot".into()));
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// A FullEnrich result GET, paced with every other FullEnrich request of the account.
+    async fn fullenrich_job(&self, op: Operation, id: &str) -> Result<fullenrich::Job, Failure> {
+        self.fullenrich_slot().await?;
+        Ok(self.providers.fullenrich_job(op, id).await?)
     }
 
     async fn body_bytes(&self, env: &Envelope) -> Result<Vec<u8>, Failure> {
@@ -267,13 +338,68 @@ where
         }
     }
 
-    async fn chunk_of(&self, job_id: &str, provider_id: &str) -> Result<ChunkRef, Failure> {
-        // The id is recorded right after the provider accepts a chunk; a webhook can beat that
-        // write by a moment, so a missing link is retried (and parked after maxReceiveCount).
-        self.jobs
-            .find_chunk(job_id, provider_id)
-            .await?
-            .ok_or_else(|| Failure::Retry("provider id not linked to a chunk (yet)".into()))
+    /// The chunk a provider id belongs to. An id not linked yet belongs to a chunk whose start
+    /// is unconfirmed (its answer was lost, or has not been recorded yet): the contacts the
+    /// delivery names (`rids`: the record keys the relay sent) pick the chunk, which adopts the
+    /// id. `single`: whether the event is a single-contact one, when the delivery names no
+    /// contact. An id no chunk of this job can have is parked: the URL's job does not own it.
+    async fn chunk_of(
+        &self,
+        meta: &JobMeta,
+        provider_id: &str,
+        rids: &[u64],
+        single: Option<bool>,
+    ) -> Result<ChunkRef, Failure> {
+        let job_id = meta.job_id.as_str();
+        if let Some(c) = self.jobs.find_chunk(job_id, provider_id).await? {
+            return Ok(c);
+        }
+        let chunks = self.jobs.chunks(job_id).await?;
+        let awaiting: Vec<&Chunk> = chunks
+            .iter()
+            .filter(|c| c.status.awaits_confirmation() && c.provider_id.is_none())
+            .collect();
+        let candidate = if rids.is_empty() {
+            let fit: Vec<&&Chunk> = awaiting
+                .iter()
+                .filter(|c| single.is_none_or(|s| (c.count == 1) == s))
+                .collect();
+            match fit.as_slice() {
+                [one] => Some(**one),
+                [] => None,
+                _ => {
+                    return Err(Failure::Retry(
+                        "provider id not linked yet, and several chunks await it".into(),
+                    ));
+                }
+            }
+        } else {
+            awaiting
+                .iter()
+                .find(|c| rids.iter().all(|r| c.holds(*r)))
+                .copied()
+        };
+        let Some(chunk) = candidate else {
+            return Err(Failure::Park(
+                "provider id belongs to no chunk of this job".into(),
+            ));
+        };
+        let at = ChunkRef::from(chunk);
+        if self.jobs.link_chunk(job_id, at, provider_id, None).await? {
+            tracing::info!(
+                job_id,
+                chunk = chunk.index,
+                "unconfirmed start adopted by its webhook"
+            );
+            return Ok(at);
+        }
+        // Linked meanwhile by the worker that started it, or by a concurrent delivery.
+        match self.jobs.find_chunk(job_id, provider_id).await? {
+            Some(c) => Ok(c),
+            None => Err(Failure::Park(
+                "provider id belongs to no chunk of this job".into(),
+            )),
+        }
     }
 
     async fn apply(&self, meta: &JobMeta, action: Action) -> Result<Stored, Failure> {
@@ -281,19 +407,30 @@ where
         let op = meta.operation;
         match action {
             Action::FullenrichBatch { id, mut job } => {
-                let chunk = self.chunk_of(job_id, &id).await?;
                 let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
+                let linked = self.jobs.find_chunk(job_id, &id).await?;
                 // A finished batch without its records (or one not terminal, which the batch
                 // webhook should never be): the result GET is the source of truth. A canceled or
                 // out-of-credits batch may rightly carry no records.
-                let finished_empty =
-                    status == FeStatus::Finished && job.data.is_empty() && chunk.count > 0;
+                let finished_empty = status == FeStatus::Finished
+                    && job.data.is_empty()
+                    && linked.is_none_or(|c| c.count > 0);
                 if !status.is_terminal() || finished_empty {
-                    job = self.providers.fullenrich_job(op, &id).await?;
+                    job = self.fullenrich_job(op, &id).await?;
                 }
+                let chunk = match linked {
+                    Some(c) => c,
+                    None => {
+                        let rids: Vec<u64> = job.data.iter().filter_map(fullenrich_rid).collect();
+                        self.chunk_of(meta, &id, &rids, None).await?
+                    }
+                };
                 let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
                 if !status.is_terminal() {
-                    return Err(Failure::Retry(format!("enrichment {status}")));
+                    return Err(Failure::Defer(
+                        NOT_READY_WAIT,
+                        format!("enrichment {status}"),
+                    ));
                 }
                 let contacts = self
                     .jobs
@@ -302,10 +439,18 @@ where
                 let mut results = map_fullenrich(op, &contacts, &job.data);
                 let (chunk_status, reason) = match status {
                     FeStatus::Finished => (ChunkStatus::Completed, "missing_from_results"),
-                    FeStatus::CreditsInsufficient => (ChunkStatus::Failed, "credits_insufficient"),
-                    _ => (ChunkStatus::Failed, "canceled"),
+                    FeStatus::CreditsInsufficient => {
+                        (ChunkStatus::Failed, reasons::CREDITS_INSUFFICIENT)
+                    }
+                    _ => (ChunkStatus::Failed, reasons::CANCELED),
                 };
-                if chunk_status == ChunkStatus::Failed {
+                let error = (chunk_status == ChunkStatus::Failed).then(|| {
+                    JobError::new(reason, format!("FullEnrich ended the enrichment {status}"))
+                });
+                if let Some(e) = &error {
+                    // Out of credits or canceled stops the job: chunks not started yet are not
+                    // started (job-submit-worker reads this error before every start).
+                    self.jobs.set_job_error(job_id, e).await?;
                     // Records of a job that ran out of credits or was canceled may be present
                     // but empty: those contacts were not enriched, not "not found".
                     for r in results
@@ -321,10 +466,7 @@ where
                     index: chunk.index,
                     status: chunk_status,
                     credits: job.cost.credits,
-                    error: (chunk_status == ChunkStatus::Failed).then(|| JobError {
-                        code: reason.into(),
-                        message: format!("FullEnrich ended the enrichment {status}"),
-                    }),
+                    error,
                 };
                 Ok(self
                     .jobs
@@ -341,7 +483,7 @@ where
                     if let Some(i) = index {
                         contacts.extend(self.jobs.contacts(job_id, i, 1).await?);
                     } else if let Some(id) = &job.id {
-                        let chunk = self.chunk_of(job_id, id).await?;
+                        let chunk = self.chunk_of(meta, id, &[], None).await?;
                         contacts.extend(
                             self.jobs
                                 .contacts(job_id, chunk.offset, chunk.count)
@@ -357,7 +499,7 @@ where
                 }
                 let mut stored = Stored::default();
                 for r in results {
-                    let chunk_index = (r.index / meta.chunk_size.max(1)) as u32;
+                    let chunk_index = self.chunk_index_of(meta, r.index).await?;
                     let s = self.jobs.store_result(job_id, chunk_index, r, None).await?;
                     stored.new += s.new;
                     stored.existing += s.existing;
@@ -368,10 +510,18 @@ where
             Action::EnrowSingle {
                 id,
                 result,
+                custom,
                 raw,
                 credits,
             } => {
-                let chunk = self.chunk_of(job_id, &id).await?;
+                let rids: Vec<u64> = result
+                    .custom
+                    .as_ref()
+                    .or(custom.as_ref())
+                    .and_then(record_key)
+                    .into_iter()
+                    .collect();
+                let chunk = self.chunk_of(meta, &id, &rids, Some(true)).await?;
                 let contact = self
                     .jobs
                     .contacts(job_id, chunk.offset, 1)
@@ -396,8 +546,18 @@ where
                     .await?)
             }
             Action::EnrowBulk { id, credits } => {
-                let chunk = self.chunk_of(job_id, &id).await?;
+                let linked = self.jobs.find_chunk(job_id, &id).await?;
                 let bulk = self.providers.enrow_bulk(op, &id).await?;
+                let chunk = match linked {
+                    Some(c) => c,
+                    None => {
+                        let rids: Vec<u64> = bulk
+                            .rows()
+                            .filter_map(|(row, _)| row.custom.as_ref().and_then(record_key))
+                            .collect();
+                        self.chunk_of(meta, &id, &rids, Some(false)).await?
+                    }
+                };
                 let contacts = self
                     .jobs
                     .contacts(job_id, chunk.offset, chunk.count)
@@ -429,6 +589,46 @@ where
                     .await?)
             }
         }
+    }
+}
+
+impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
+where
+    J: JobStore,
+    D: DedupeStore,
+    P: ProviderClient,
+    B: BodyStore,
+    Q: Queue,
+{
+    /// The chunk that holds contact `index` now: its planned chunk, or, in a job where chunks
+    /// were split, the half that holds it (read only then).
+    async fn chunk_index_of(&self, meta: &JobMeta, index: u64) -> Result<u32, Failure> {
+        let planned = (index / meta.chunk_size.max(1)) as u32;
+        if meta.chunk_seq <= meta.chunks {
+            return Ok(planned);
+        }
+        let mut at = planned;
+        for _ in 0..64 {
+            let Some(chunk) = self.jobs.chunk(&meta.job_id, at).await? else {
+                break;
+            };
+            if chunk.status != ChunkStatus::Split {
+                return Ok(chunk.index);
+            }
+            let mut next = None;
+            for part in &chunk.parts {
+                if let Some(c) = self.jobs.chunk(&meta.job_id, *part).await?
+                    && c.holds(index)
+                {
+                    next = Some(c.index);
+                }
+            }
+            match next {
+                Some(n) => at = n,
+                None => break,
+            }
+        }
+        Ok(at)
     }
 }
 
@@ -493,6 +693,7 @@ fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), String> {
                 Action::EnrowSingle {
                     id,
                     result,
+                    custom: event.custom.clone(),
                     raw,
                     credits,
                 },
@@ -500,6 +701,28 @@ fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), String> {
         }
         (Provider::Fullenrich, Hook::Event) => Err("no such FullEnrich hook".into()),
     }
+}
+
+/// The record key (contact index) the relay sent as `custom`, however it came back: a string
+/// (`"7"`), a number, an object with `rid`, or that object serialized to a string.
+fn record_key(custom: &Value) -> Option<u64> {
+    match custom {
+        Value::String(s) => s.trim().parse().ok().or_else(|| {
+            serde_json::from_str::<Value>(s)
+                .ok()
+                .filter(Value::is_object)
+                .as_ref()
+                .and_then(record_key)
+        }),
+        Value::Number(n) => n.as_u64(),
+        Value::Object(o) => o.get(RECORD_KEY).and_then(record_key),
+        _ => None,
+    }
+}
+
+/// The contact index a FullEnrich record names (`custom.rid`).
+fn fullenrich_rid(record: &fullenrich::Record) -> Option<u64> {
+    record.custom_str(RECORD_KEY).and_then(|r| r.parse().ok())
 }
 
 /// Maps FullEnrich records to contacts: by the record key the relay put in `custom`, else by input

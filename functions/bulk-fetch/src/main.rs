@@ -24,12 +24,14 @@ async fn main() -> Result<(), Error> {
         dedupe: DynamoDedupe::new(
             ddb,
             &config.dedupe_table,
-            config.dedupe_lease_seconds * 1000,
-            config.dedupe_retention_days * 86_400,
+            config.dedupe_lease.as_millis() as u64,
+            config.dedupe_retention.as_secs(),
         ),
         providers: config.providers.client(),
         bodies: S3Bodies::new(relay_shared::aws::s3(&aws), &config.payload_bucket),
         dead_letters: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.dead_letter_queue_url),
+        requeue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.webhook_queue_url),
+        fullenrich_interval: config.fullenrich_interval,
     });
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = Arc::clone(&worker);

@@ -4,6 +4,13 @@
 //! chunk, then answers 202: no request waits on a provider. `job-submit-worker` consumes that
 //! queue and starts each chunk at the provider's pace (a rate limit shared by every worker,
 //! kept in DynamoDB), recording the provider id the moment the provider accepts it.
+//!
+//! **A start is made at most once.** Providers take no idempotency key, so a start is sent again
+//! only when the provider is known not to have taken it (the connection failed before the request
+//! was sent, a 429, a documented refusal). Any other failure (a timeout after sending, a 5xx, a
+//! 2xx without an id, a worker that died mid-start) leaves the chunk `start_unconfirmed`: its
+//! webhook adopts it, and if none comes within `START_CONFIRM_TIMEOUT` its contacts fail with
+//! `start_unconfirmed` for the client to decide.
 
 use std::time::{Duration, Instant};
 
@@ -11,11 +18,13 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures::StreamExt;
 use lambda_http::{Body, Request, RequestExt, Response};
 use relay_shared::auth::{BearerToken, WebhookSecret};
-use relay_shared::jobs::{Chunk, ChunkStatus, ContactResult, JobError, JobMeta, JobStatus};
+use relay_shared::jobs::{
+    Chunk, ChunkStatus, ContactResult, JobError, JobMeta, JobStatus, reasons,
+};
 use relay_shared::providers::submit::{
     StartError, Submitter, WebhookUrls, chunk_size, start_request,
 };
-use relay_shared::queue::Queue;
+use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
     ChunkRef, ChunkUpdate, DynamoJobStore, Idempotency, JobStore, StoreError,
 };
@@ -26,12 +35,50 @@ use sha2::{Digest, Sha256};
 
 pub mod validate;
 
-/// A chunk to start: the submit queue's message.
+/// The submit queue's message: a chunk to start, or to check on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmitChunk {
     pub job_id: String,
     pub chunk: u32,
+    #[serde(default, skip_serializing_if = "SubmitAction::is_start")]
+    pub action: SubmitAction,
 }
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitAction {
+    /// Start the chunk (if it is still pending).
+    #[default]
+    Start,
+    /// The chunk's start is unconfirmed: fail it if no webhook adopted it in time, else look
+    /// again later.
+    ConfirmCheck,
+}
+
+impl SubmitAction {
+    fn is_start(&self) -> bool {
+        *self == SubmitAction::Start
+    }
+}
+
+impl SubmitChunk {
+    pub fn start(job_id: &str, chunk: u32) -> String {
+        Self::message(job_id, chunk, SubmitAction::Start)
+    }
+
+    fn message(job_id: &str, chunk: u32, action: SubmitAction) -> String {
+        serde_json::to_string(&SubmitChunk {
+            job_id: job_id.to_string(),
+            chunk,
+            action,
+        })
+        .expect("serializable")
+    }
+}
+
+/// How long a request holds an `Idempotency-Key` while it creates its job: longer than the API
+/// function's own timeout (29 s), so a holder past its lease is certainly gone.
+pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
 
 /// The webhook URLs of one job (the token opens only this job's routes).
 pub fn webhook_urls(
@@ -167,6 +214,8 @@ impl<Q: Queue> Api<Q> {
             }
         };
         let mut job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+        let owner = uuid::Uuid::new_v4().to_string();
+        let mut held_key: Option<&str> = None;
         if let Some(key) = req.headers().get("idempotency-key") {
             let key = match key
                 .to_str()
@@ -187,34 +236,59 @@ impl<Q: Queue> Api<Q> {
             };
             // serde_json sorts object keys: the same JSON sent twice hashes the same.
             let hash = hex::encode(Sha256::digest(body.to_string().as_bytes()));
-            match self
+            let claim = self
                 .jobs
-                .remember_idempotency_key(key, &hash, &job_id)
-                .await
-            {
-                Ok(Idempotency::Fresh) => {}
-                Ok(Idempotency::Seen {
-                    job_id: first,
-                    body_sha256,
-                }) => {
-                    if body_sha256 != hash {
-                        let resp = error(
-                            422,
-                            "idempotency_key_reused",
-                            "this Idempotency-Key was used with a different body",
+                .claim_idempotency_key(
+                    key,
+                    &hash,
+                    &job_id,
+                    &owner,
+                    IDEMPOTENCY_LEASE.as_millis() as u64,
+                )
+                .await;
+            match claim {
+                Ok(Idempotency::Owned { job_id: id }) => {
+                    job_id = id;
+                    held_key = Some(key);
+                }
+                Ok(Idempotency::Mismatch { job_id: first }) => {
+                    let resp = error(
+                        422,
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was used with a different body",
+                        Some("Idempotency-Key"),
+                    );
+                    return (Some(first), resp);
+                }
+                Ok(Idempotency::InUse { retry_after_ms }) => {
+                    let mut resp = error(
+                        409,
+                        "idempotency_key_in_use",
+                        "another request with this Idempotency-Key is still creating its job; retry after the time in Retry-After",
+                        Some("Idempotency-Key"),
+                    );
+                    let secs = retry_after_ms.div_ceil(1000).max(1).to_string();
+                    resp.headers_mut()
+                        .insert("retry-after", secs.parse().expect("digits"));
+                    return (None, resp);
+                }
+                Ok(Idempotency::Created { job_id: first }) => {
+                    // Created before: finish what it may have left undone (chunks still pending
+                    // whose messages were lost), then answer as the first time.
+                    let resp = match self.jobs.get_job(&first).await {
+                        Ok(Some(meta)) => match self.queue_pending(&first).await {
+                            Ok(()) => json_response(202, accepted(&meta).to_string()),
+                            Err(resp) => resp,
+                        },
+                        Ok(None) => error(
+                            409,
+                            "idempotency_key_in_use",
+                            "the job of this Idempotency-Key is not recorded; retry",
                             Some("Idempotency-Key"),
-                        );
-                        return (Some(first), resp);
-                    }
-                    match self.jobs.get_job(&first).await {
-                        Ok(Some(meta)) => {
-                            let resp = json_response(202, accepted(&meta).to_string());
-                            return (Some(first), resp);
-                        }
-                        // The first request died before the job was written: finish it.
-                        Ok(None) => job_id = first,
-                        Err(e) => return (Some(first), store_unavailable(e)),
-                    }
+                        ),
+                        Err(e) => store_unavailable(e),
+                    };
+                    return (Some(first), resp);
                 }
                 Err(e) => return (None, store_unavailable(e)),
             }
@@ -232,39 +306,80 @@ impl<Q: Queue> Api<Q> {
             size,
             new.options,
         );
-        match self.jobs.create_job(&meta, &chunks, &new.contacts).await {
-            Ok(()) | Err(StoreError::Conflict(_)) => {}
-            Err(e) => return (Some(job_id), store_unavailable(e)),
+        let outcome = self.record_and_queue(&meta, &chunks, &new.contacts).await;
+        if let Some(key) = held_key
+            && let Err(e) = self
+                .jobs
+                .finish_idempotency_key(key, &owner, outcome.is_ok())
+                .await
+        {
+            // The key's lease runs out on its own; a retry then takes over.
+            tracing::warn!(error = %e, job_id, "idempotency key not finished");
         }
-        // One message per chunk; a chunk queued twice is started once (the submit lease).
-        let messages: Vec<String> = chunks
+        match outcome {
+            Ok(meta) => (
+                Some(job_id),
+                json_response(202, accepted(&meta).to_string()),
+            ),
+            Err(resp) => (Some(job_id), resp),
+        }
+    }
+
+    /// Records a new job and queues its chunks. A job already recorded (a retry taking over an
+    /// `Idempotency-Key` whose first request died after writing it) is never written again, so
+    /// no chunk that may have started is reset: only its chunks still `pending` are queued again.
+    async fn record_and_queue(
+        &self,
+        meta: &JobMeta,
+        chunks: &[Chunk],
+        contacts: &[relay_shared::jobs::Contact],
+    ) -> Result<JobMeta, Response<Body>> {
+        let job_id = meta.job_id.as_str();
+        if let Some(existing) = self.jobs.get_job(job_id).await.map_err(store_unavailable)? {
+            self.queue_pending(job_id).await?;
+            return Ok(existing);
+        }
+        // The head is written last: until it exists no chunk message was sent, so nothing of a
+        // job without a head can have started, and writing it again is safe.
+        match self.jobs.create_job(meta, chunks, contacts).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(store_unavailable(e)),
+        }
+        self.queue(job_id, chunks.iter().map(|c| c.index)).await?;
+        Ok(meta.clone())
+    }
+
+    /// Queues every chunk of the job that is still `pending`. A chunk queued twice is harmless:
+    /// only one worker can take it from `pending`.
+    async fn queue_pending(&self, job_id: &str) -> Result<(), Response<Body>> {
+        let chunks = self.jobs.chunks(job_id).await.map_err(store_unavailable)?;
+        let pending = chunks
             .iter()
-            .map(|c| {
-                let m = SubmitChunk {
-                    job_id: job_id.clone(),
-                    chunk: c.index,
-                };
-                serde_json::to_string(&m).expect("serializable")
-            })
-            .collect();
+            .filter(|c| c.status == ChunkStatus::Pending)
+            .map(|c| c.index);
+        self.queue(job_id, pending).await
+    }
+
+    async fn queue(
+        &self,
+        job_id: &str,
+        chunks: impl Iterator<Item = u32>,
+    ) -> Result<(), Response<Body>> {
+        let messages: Vec<String> = chunks.map(|c| SubmitChunk::start(job_id, c)).collect();
         let sends = futures::stream::iter(messages.into_iter().map(|m| self.submit_queue.send(m)))
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await;
         if let Some(Err(e)) = sends.into_iter().find(Result::is_err) {
             tracing::error!(error = %e, job_id, "submit queue unavailable");
-            let resp = error(
+            return Err(error(
                 503,
                 "unavailable",
                 "the job is recorded but not all of it could be queued; retry with the same Idempotency-Key",
                 None,
-            );
-            return (Some(job_id), resp);
+            ));
         }
-        (
-            Some(job_id),
-            json_response(202, accepted(&meta).to_string()),
-        )
+        Ok(())
     }
 
     async fn job(&self, id: &str) -> Response<Body> {
@@ -365,18 +480,23 @@ fn accepted(meta: &JobMeta) -> Value {
     })
 }
 
-/// Starts chunks at the providers' pace.
-pub struct ChunkSubmitter<S> {
+/// Starts chunks at the providers' pace, each at most once.
+pub struct ChunkSubmitter<S, Q> {
     pub jobs: DynamoJobStore,
     pub starter: S,
+    /// The submit queue itself: rate-limited starts and confirmation checks wait there, delayed.
+    pub queue: Q,
     pub secret: WebhookSecret,
     pub public_base_url: String,
-    /// Minimum time between two FullEnrich starts, over every worker.
+    /// Minimum time between two FullEnrich requests, over every worker and bulk-fetch.
     pub fullenrich_interval: Duration,
     /// Minimum time between two starts on one Enrow endpoint, over every worker.
     pub enrow_interval: Duration,
-    /// How long a worker holds a chunk it is starting.
+    /// How long a worker holds a chunk it is starting; past it, a chunk still `starting` belongs
+    /// to a worker that died, and is marked `start_unconfirmed`.
     pub lease: Duration,
+    /// How long an unconfirmed start may wait for its webhook.
+    pub confirm_timeout: Duration,
 }
 
 /// What became of one submit message.
@@ -384,19 +504,26 @@ pub struct ChunkSubmitter<S> {
 pub enum Submitted {
     /// Started now, with this provider id.
     Started(String),
-    /// Already started or being started: nothing to do.
+    /// Already started, being started, or final: nothing to do.
     Skipped,
-    /// The provider refused for good: the chunk's contacts are failed with this reason.
+    /// The start's answer was lost: the chunk waits for its webhook (never re-sent).
+    Unconfirmed(String),
+    /// The provider refused the chunk as a whole because of a contact: split in halves, queued.
+    Split(Vec<u32>),
+    /// Put back on the queue with a delay (a 429, or a confirmation to check later); the
+    /// message in hand is done.
+    Deferred(Duration),
+    /// The chunk's contacts are failed with this reason.
     Failed(String),
-    /// Back to the queue (rate limited, provider or store unavailable).
+    /// Back to the queue after its visibility timeout (provider unreachable, store unavailable).
     Retry(String),
 }
 
-impl<S: Submitter> ChunkSubmitter<S> {
+impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let outcomes = futures::future::join_all(event.records.iter().map(|r| async move {
             match serde_json::from_str::<SubmitChunk>(r.body.as_deref().unwrap_or_default()) {
-                Ok(m) => self.submit(&m.job_id, m.chunk).await,
+                Ok(m) => self.handle(&m).await,
                 Err(_) => {
                     // Not ours to drop: back to the queue, and to its DLQ after maxReceiveCount.
                     tracing::error!(
@@ -419,22 +546,27 @@ impl<S: Submitter> ChunkSubmitter<S> {
         resp
     }
 
-    /// Starts one chunk, once, and logs one line.
-    pub async fn submit(&self, job_id: &str, index: u32) -> Submitted {
+    /// Handles one submit message and logs one line.
+    pub async fn handle(&self, m: &SubmitChunk) -> Submitted {
         let started = Instant::now();
-        let outcome = self
-            .try_submit(job_id, index)
-            .await
-            .unwrap_or_else(|e| Submitted::Retry(e.to_string()));
+        let outcome = match m.action {
+            SubmitAction::Start => self.try_submit(&m.job_id, m.chunk).await,
+            SubmitAction::ConfirmCheck => self.check_unconfirmed(&m.job_id, m.chunk).await,
+        }
+        .unwrap_or_else(|e| Submitted::Retry(e.to_string()));
         let (what, detail) = match &outcome {
             Submitted::Started(_) => ("started", None),
             Submitted::Skipped => ("skipped", None),
-            Submitted::Failed(r) => ("failed", Some(r.as_str())),
-            Submitted::Retry(r) => ("retry", Some(r.as_str())),
+            Submitted::Unconfirmed(r) => ("unconfirmed", Some(r.clone())),
+            Submitted::Split(parts) => ("split", Some(format!("{parts:?}"))),
+            Submitted::Deferred(d) => ("deferred", Some(format!("{} s", d.as_secs()))),
+            Submitted::Failed(r) => ("failed", Some(r.clone())),
+            Submitted::Retry(r) => ("retry", Some(r.clone())),
         };
         tracing::info!(
-            job_id,
-            chunk = index,
+            job_id = m.job_id,
+            chunk = m.chunk,
+            action = ?m.action,
             outcome = what,
             detail,
             latency_ms = started.elapsed().as_millis() as u64,
@@ -443,31 +575,49 @@ impl<S: Submitter> ChunkSubmitter<S> {
         outcome
     }
 
+    /// Starts one chunk, once.
+    pub async fn submit(&self, job_id: &str, index: u32) -> Submitted {
+        self.handle(&SubmitChunk {
+            job_id: job_id.to_string(),
+            chunk: index,
+            action: SubmitAction::Start,
+        })
+        .await
+    }
+
     async fn try_submit(&self, job_id: &str, index: u32) -> Result<Submitted, StoreError> {
         let Some(meta) = self.jobs.get_job(job_id).await? else {
             return Ok(Submitted::Skipped);
         };
-        let Some(chunk) = self
-            .jobs
-            .begin_submit(job_id, index, self.lease.as_millis() as u64)
-            .await?
-        else {
+        let Some(chunk) = self.jobs.chunk(job_id, index).await? else {
             return Ok(Submitted::Skipped);
         };
+        match chunk.status {
+            ChunkStatus::Pending => {}
+            ChunkStatus::Starting => return self.not_pending_starting(job_id, &chunk).await,
+            ChunkStatus::StartUnconfirmed => {
+                // The message of a start whose check may have been lost: make sure one runs.
+                self.schedule_check(job_id, index, self.check_delay(&chunk))
+                    .await?;
+                return Ok(Submitted::Skipped);
+            }
+            _ => {
+                // Final or running: a settle that failed earlier gets another try here.
+                self.jobs.settle_job(job_id).await?;
+                return Ok(Submitted::Skipped);
+            }
+        }
+        // A job that already failed for good (out of credits, canceled, key refused) starts
+        // nothing more.
+        if let Some(e) = meta.error.as_ref().filter(|e| e.stops_submission()) {
+            return self.fail_pending(&meta, index, e.clone()).await;
+        }
+        let hooks = webhook_urls(&self.public_base_url, &self.secret, meta.provider, job_id);
+        let name = meta.name.clone().unwrap_or_else(|| job_id.to_string());
         let contacts = self
             .jobs
             .contacts(job_id, chunk.offset, chunk.count)
             .await?;
-        // A job that already failed for good (e.g. out of credits) starts nothing more.
-        if let Some(e) = meta
-            .error
-            .as_ref()
-            .filter(|e| e.code == "credits_insufficient" || e.code == "provider_unauthorized")
-        {
-            return self.fail(&meta, &chunk, &contacts, e.clone()).await;
-        }
-        let hooks = webhook_urls(&self.public_base_url, &self.secret, meta.provider, job_id);
-        let name = meta.name.clone().unwrap_or_else(|| job_id.to_string());
         let request = start_request(meta.operation, &name, &contacts, &meta.options, &hooks);
         let (limit, interval) = match meta.provider {
             Provider::Fullenrich => ("fullenrich".to_string(), self.fullenrich_interval),
@@ -481,18 +631,39 @@ impl<S: Submitter> ChunkSubmitter<S> {
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
+        // Another chunk may have ended the job's submissions while this one waited its turn.
+        if let Some(e) = self
+            .jobs
+            .get_job(job_id)
+            .await?
+            .and_then(|m| m.error)
+            .filter(JobError::stops_submission)
+        {
+            return self.fail_pending(&meta, index, e).await;
+        }
+
+        let owner = uuid::Uuid::new_v4().to_string();
+        let Some(chunk) = self
+            .jobs
+            .begin_submit(job_id, index, &owner, self.lease.as_millis() as u64)
+            .await?
+        else {
+            return Ok(Submitted::Skipped); // another worker took it meanwhile
+        };
+        let at = ChunkRef::from(&chunk);
         match self.starter.start(meta.operation, &request).await {
             Ok(started) => {
-                // The provider has the chunk: record its id before anything else, insisting,
-                // since a chunk without its id would be started again after the lease.
+                // The provider has the chunk: record its id before anything else, insisting.
+                // If it cannot be recorded, the chunk stays `starting`, becomes unconfirmed when
+                // the lease runs out, and the chunk's webhook adopts it: never a second start.
                 let mut attempt = 0;
                 loop {
                     match self
                         .jobs
-                        .link_chunk(job_id, &chunk, &started.id, started.credits)
+                        .link_chunk(job_id, at, &started.id, started.credits)
                         .await
                     {
-                        Ok(()) => break,
+                        Ok(_) => break,
                         Err(e) if attempt < 6 => {
                             attempt += 1;
                             tracing::warn!(error = %e, job_id, chunk = index, "recording the provider id failed; retrying");
@@ -505,42 +676,183 @@ impl<S: Submitter> ChunkSubmitter<S> {
                 Ok(Submitted::Started(started.id))
             }
             Err(StartError::RateLimited(after)) => {
-                self.jobs.release_submit(job_id, index).await?;
-                Ok(Submitted::Retry(format!(
-                    "rate limited; retry after {}s",
-                    after.as_secs()
-                )))
+                // Not started: back to pending, and the message waits the provider's hint in
+                // the queue (a new message: a long rate-limit episode never reaches the DLQ).
+                self.jobs.release_submit(job_id, index, &owner).await?;
+                let after = after.max(interval);
+                match self
+                    .queue
+                    .send_delayed(SubmitChunk::start(job_id, index), after)
+                    .await
+                {
+                    Ok(_) => Ok(Submitted::Deferred(after)),
+                    Err(e) => Ok(Submitted::Retry(format!("rate limited; {e}"))),
+                }
             }
-            Err(StartError::Retryable(m)) => {
-                self.jobs.release_submit(job_id, index).await?;
+            Err(StartError::NotSent(m)) => {
+                self.jobs.release_submit(job_id, index, &owner).await?;
                 Ok(Submitted::Retry(m))
             }
+            Err(StartError::Unconfirmed(m)) => {
+                self.jobs
+                    .mark_unconfirmed(job_id, index, Some(&owner))
+                    .await?;
+                self.schedule_check(job_id, index, self.confirm_timeout)
+                    .await?;
+                Ok(Submitted::Unconfirmed(m))
+            }
             Err(StartError::OutOfCredits) => {
-                let e = JobError {
-                    code: "credits_insufficient".into(),
-                    message: format!("{} reports insufficient credits", meta.provider.as_str()),
-                };
+                let e = JobError::new(
+                    reasons::CREDITS_INSUFFICIENT,
+                    format!("{} reports insufficient credits", meta.provider.as_str()),
+                );
+                self.jobs.set_job_error(job_id, &e).await?;
                 self.fail(&meta, &chunk, &contacts, e).await
             }
             Err(StartError::Unauthorized) => {
-                let e = JobError {
-                    code: "provider_unauthorized".into(),
-                    message: format!("{} refused the API key", meta.provider.as_str()),
-                };
+                let e = JobError::new(
+                    reasons::PROVIDER_UNAUTHORIZED,
+                    format!("{} refused the API key", meta.provider.as_str()),
+                );
+                self.jobs.set_job_error(job_id, &e).await?;
                 self.fail(&meta, &chunk, &contacts, e).await
             }
-            Err(StartError::Rejected(m)) => {
-                let e = JobError {
-                    code: "provider_rejected".into(),
-                    message: m,
+            Err(StartError::Rejected {
+                message,
+                per_contact,
+            }) => {
+                if per_contact && chunk.count > 1 {
+                    // One contact (or a few) spoils the request: halves, recursively, so only
+                    // the contacts the provider refuses end failed.
+                    let halves = match self.jobs.split_chunk(job_id, &chunk, &owner).await {
+                        Ok(h) => h,
+                        Err(StoreError::Conflict(_)) => return Ok(Submitted::Skipped),
+                        Err(e) => return Err(e),
+                    };
+                    let parts: Vec<u32> = halves.iter().map(|c| c.index).collect();
+                    for part in &parts {
+                        if let Err(e) = self.queue.send(SubmitChunk::start(job_id, *part)).await {
+                            // The halves are recorded `pending`; a retry of this message finds
+                            // the parent split and the job's Idempotency-Key retry re-queues
+                            // pending chunks.
+                            return Ok(Submitted::Retry(format!("queueing a half: {e}")));
+                        }
+                    }
+                    return Ok(Submitted::Split(parts));
+                }
+                let code = if per_contact {
+                    reasons::REJECTED_BY_PROVIDER
+                } else {
+                    reasons::PROVIDER_REJECTED
                 };
+                let e = JobError::new(code, message);
+                if !per_contact {
+                    self.jobs.set_job_error(job_id, &e).await?;
+                }
                 self.fail(&meta, &chunk, &contacts, e).await
             }
         }
     }
 
+    /// A start message for a chunk some worker holds: wait while its lease runs; after it,
+    /// the worker died mid-start and the chunk is unconfirmed (never started again on a guess).
+    async fn not_pending_starting(
+        &self,
+        job_id: &str,
+        chunk: &Chunk,
+    ) -> Result<Submitted, StoreError> {
+        if self.jobs.mark_unconfirmed(job_id, chunk.index, None).await? {
+            self.schedule_check(job_id, chunk.index, self.confirm_timeout)
+                .await?;
+            return Ok(Submitted::Unconfirmed(
+                "the worker starting it stopped before the provider's answer was recorded".into(),
+            ));
+        }
+        Ok(Submitted::Retry("being started by another worker".into()))
+    }
+
+    /// When the next look at an unconfirmed chunk is due.
+    fn check_delay(&self, chunk: &Chunk) -> Duration {
+        let since = Duration::from_millis(
+            now_ms().saturating_sub(chunk.unconfirmed_at_ms.unwrap_or_else(now_ms)),
+        );
+        self.confirm_timeout.saturating_sub(since)
+    }
+
+    /// Queues a look at an unconfirmed chunk `after` from now (in steps of at most 15 minutes,
+    /// SQS's longest delay).
+    async fn schedule_check(
+        &self,
+        job_id: &str,
+        index: u32,
+        after: Duration,
+    ) -> Result<(), StoreError> {
+        self.queue
+            .send_delayed(
+                SubmitChunk::message(job_id, index, SubmitAction::ConfirmCheck),
+                after.min(MAX_DELAY),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// An unconfirmed chunk's check: adopted meanwhile → done; still waiting within the timeout →
+    /// look again later; past it → its contacts fail with `start_unconfirmed`.
+    async fn check_unconfirmed(&self, job_id: &str, index: u32) -> Result<Submitted, StoreError> {
+        let (Some(meta), Some(chunk)) = (
+            self.jobs.get_job(job_id).await?,
+            self.jobs.chunk(job_id, index).await?,
+        ) else {
+            return Ok(Submitted::Skipped);
+        };
+        if chunk.status != ChunkStatus::StartUnconfirmed {
+            return Ok(Submitted::Skipped);
+        }
+        let remaining = self.check_delay(&chunk);
+        if !remaining.is_zero() {
+            self.schedule_check(job_id, index, remaining).await?;
+            return Ok(Submitted::Deferred(remaining.min(MAX_DELAY)));
+        }
+        let e = JobError::new(
+            reasons::START_UNCONFIRMED,
+            format!(
+                "the provider's answer to a start was lost and no webhook came within {} s; the relay does not start contacts again on a guess (that could bill them twice): resubmit them if they are missing",
+                self.confirm_timeout.as_secs()
+            ),
+        );
+        let contacts = self
+            .jobs
+            .contacts(job_id, chunk.offset, chunk.count)
+            .await?;
+        self.jobs.set_job_error(job_id, &e).await?;
+        self.fail(&meta, &chunk, &contacts, e).await
+    }
+
+    /// Takes a pending chunk and fails its contacts with the job's error (no start is made).
+    async fn fail_pending(
+        &self,
+        meta: &JobMeta,
+        index: u32,
+        e: JobError,
+    ) -> Result<Submitted, StoreError> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let Some(chunk) = self
+            .jobs
+            .begin_submit(&meta.job_id, index, &owner, self.lease.as_millis() as u64)
+            .await?
+        else {
+            return Ok(Submitted::Skipped);
+        };
+        let contacts = self
+            .jobs
+            .contacts(&meta.job_id, chunk.offset, chunk.count)
+            .await?;
+        self.fail(meta, &chunk, &contacts, e).await
+    }
+
     /// A chunk the provider will never take: its contacts end `failed` with the reason (so the
-    /// job still accounts for every contact), and the job carries the error.
+    /// job still accounts for every contact), and the job settles.
     async fn fail(
         &self,
         meta: &JobMeta,
@@ -552,11 +864,6 @@ impl<S: Submitter> ChunkSubmitter<S> {
             .iter()
             .map(|c| ContactResult::failed(c, &e.code))
             .collect();
-        let at = ChunkRef {
-            index: chunk.index,
-            offset: chunk.offset,
-            count: chunk.count,
-        };
         let update = ChunkUpdate {
             index: chunk.index,
             status: ChunkStatus::Failed,
@@ -564,9 +871,10 @@ impl<S: Submitter> ChunkSubmitter<S> {
             error: Some(e.clone()),
         };
         self.jobs
-            .store_chunk(&meta.job_id, at, results, update)
+            .store_chunk(&meta.job_id, ChunkRef::from(chunk), results, update)
             .await?;
-        self.jobs.set_job_error(&meta.job_id, &e).await?;
+        // A settle that fails sends the message back; the retry finds the chunk failed and
+        // settles again (see `try_submit`).
         self.jobs.settle_job(&meta.job_id).await?;
         Ok(Submitted::Failed(e.code))
     }

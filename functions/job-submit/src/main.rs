@@ -6,7 +6,8 @@ use std::sync::Arc;
 use job_submit::Api;
 use lambda_http::{Error, Request, run, service_fn};
 use relay_shared::auth::BearerToken;
-use relay_shared::config::SubmitConfig;
+use relay_shared::ExposeSecret;
+use relay_shared::config::ApiConfig;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::DynamoJobStore;
 
@@ -16,11 +17,11 @@ async fn main() -> Result<(), Error> {
     let aws = relay_shared::aws::load().await;
     // Secrets come from SSM when the template names parameters (`<VAR>_SSM`).
     let env = relay_shared::secrets::env_with_secrets(&aws).await?;
-    let config = SubmitConfig::from_env(&env)?;
+    let config = ApiConfig::from_env(&env)?;
     let api = Arc::new(Api {
         jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
         submit_queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.submit_queue_url),
-        token: BearerToken::new(&config.api_token),
+        token: BearerToken::new(config.api_token.expose_secret()),
     });
     run(service_fn(move |req: Request| {
         let api = Arc::clone(&api);

@@ -22,6 +22,14 @@ impl Queue for StubQueue {
         std::hint::black_box(body);
         Ok("m-1".into())
     }
+    async fn send_delayed(
+        &self,
+        body: String,
+        _delay: std::time::Duration,
+    ) -> Result<String, QueueError> {
+        std::hint::black_box(body);
+        Ok("m-1".into())
+    }
 }
 
 struct StubStore;

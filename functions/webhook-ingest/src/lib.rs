@@ -17,6 +17,7 @@ use std::time::Instant;
 use lambda_http::{Body, Request, Response};
 use relay_shared::auth::{SignatureCheck, check_fullenrich_signature};
 use relay_shared::bodies::BodyStore;
+use relay_shared::ExposeSecret;
 use relay_shared::config::IngestConfig;
 use relay_shared::envelope::{self, Envelope, Signature};
 use relay_shared::providers::Hook;
@@ -163,7 +164,13 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
                     .headers()
                     .get("x-signature-sha1")
                     .and_then(|v| v.to_str().ok());
-                match check_fullenrich_signature(&self.config.fullenrich_keys, body, header) {
+                let keys: Vec<&[u8]> = self
+                    .config
+                    .fullenrich_keys
+                    .iter()
+                    .map(|k| k.expose_secret().as_bytes())
+                    .collect();
+                match check_fullenrich_signature(&keys, body, header) {
                     SignatureCheck::Invalid => return (Outcome::BadSignature, None),
                     SignatureCheck::Absent if self.config.require_signature => {
                         return (Outcome::SignatureRequired, None);
@@ -192,6 +199,7 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
                     text: String::new(),
                 }
             },
+            requeues: 0,
         };
         let mut message = if inline { env.to_json() } else { String::new() };
         let mut claim_checked = false;

@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::jobs::Operation;
 use crate::providers::{enrow, fullenrich};
 
@@ -16,6 +18,9 @@ pub enum FetchError {
     Retryable(String),
     #[error("results not ready yet")]
     NotReady,
+    /// 429: wait this long (`Retry-After`), or the provider's documented pace when absent.
+    #[error("provider rate limit")]
+    RateLimited(Option<Duration>),
     #[error("provider refused: {0}")]
     Permanent(String),
 }
@@ -35,17 +40,21 @@ pub trait ProviderClient: Send + Sync + 'static {
     ) -> impl Future<Output = Result<enrow::BulkResults, FetchError>> + Send;
 }
 
+/// Both providers' HTTP APIs. `Debug` shows the URLs, never the keys.
 #[derive(Debug, Clone)]
 pub struct ProviderHttp {
     pub(crate) http: reqwest::Client,
     pub enrow_url: String,
-    pub(crate) enrow_key: String,
+    pub(crate) enrow_key: SecretString,
     pub fullenrich_url: String,
-    pub(crate) fullenrich_key: String,
+    pub(crate) fullenrich_key: SecretString,
     /// Attempts per GET before handing back to SQS.
     pub attempts: u32,
     pub backoff: Duration,
 }
+
+/// How long a provider call may take, start or GET, before the relay stops waiting.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub const ENROW_DEFAULT_URL: &str = "https://api.enrow.io";
 pub const FULLENRICH_DEFAULT_URL: &str = "https://app.fullenrich.com/api/v2";
@@ -57,21 +66,30 @@ impl ProviderHttp {
         fullenrich_url: impl Into<String>,
         fullenrich_key: impl Into<String>,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(20))
-            .user_agent(concat!("enrich-relay/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("reqwest client");
         ProviderHttp {
-            http,
+            http: Self::http(DEFAULT_TIMEOUT),
             enrow_url: enrow_url.into(),
-            enrow_key: enrow_key.into(),
+            enrow_key: SecretString::from(enrow_key.into()),
             fullenrich_url: fullenrich_url.into(),
-            fullenrich_key: fullenrich_key.into(),
+            fullenrich_key: SecretString::from(fullenrich_key.into()),
             attempts: 2,
             backoff: Duration::from_millis(250),
         }
+    }
+
+    fn http(timeout: Duration) -> reqwest::Client {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .timeout(timeout)
+            .user_agent(concat!("enrich-relay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("reqwest client")
+    }
+
+    /// The same client with another whole-request timeout (`PROVIDER_TIMEOUT_SECONDS`).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.http = Self::http(timeout);
+        self
     }
 
     /// GETs `url` with up to `attempts` tries on 429, 5xx and transport errors; returns status and body.
@@ -85,11 +103,21 @@ impl ProviderHttp {
             match r.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
+                    if status == 429 {
+                        // Never hammered: the wait goes back to the queue (a delayed message).
+                        let after = resp
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .map(Duration::from_secs);
+                        return Err(FetchError::RateLimited(after));
+                    }
                     let body = resp
                         .bytes()
                         .await
                         .map_err(|e| FetchError::Retryable(format!("reading body: {e}")))?;
-                    if status == 429 || status >= 500 {
+                    if status >= 500 {
                         last = format!("HTTP {status}");
                         continue;
                     }
@@ -113,7 +141,7 @@ impl ProviderClient for ProviderHttp {
             _ => "contact/enrich/bulk",
         };
         let url = url_with_id(&self.fullenrich_url, path, id)?;
-        let req = self.http.get(url).bearer_auth(&self.fullenrich_key);
+        let req = self.http.get(url).bearer_auth(self.fullenrich_key.expose_secret());
         let (status, body) = self.get(req).await?;
         // 200, and 402 with CREDITS_INSUFFICIENT, carry the job object.
         if let Ok(job) = fullenrich::parse_batch(&body)
@@ -150,7 +178,7 @@ impl ProviderClient for ProviderHttp {
             .http
             .get(url)
             .query(&[("id", id)])
-            .header("x-api-key", &self.enrow_key);
+            .header("x-api-key", self.enrow_key.expose_secret());
         let (status, body) = self.get(req).await?;
         if (200..300).contains(&status)
             && let Ok(results) = enrow::BulkResults::parse(&body)

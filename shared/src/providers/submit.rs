@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::jobs::{Contact, Operation, RECORD_KEY};
 use crate::providers::client::ProviderHttp;
+use secrecy::ExposeSecret;
 
 /// Contacts per provider request (providers.md: FullEnrich 100; Enrow 5,000, phone 3,000).
 pub fn chunk_size(op: Operation) -> u64 {
@@ -183,20 +184,30 @@ pub fn start_request(
     }
 }
 
-/// What starting a chunk came to.
+/// What starting a chunk came to, sorted by what the relay knows about the provider's side.
+///
+/// The start rule: a start is sent again only when the provider is known not to have taken it
+/// ([`StartError::RateLimited`], [`StartError::NotSent`]). Every answer that leaves open whether
+/// the provider stored the job ([`StartError::Unconfirmed`]) is never retried: the chunk waits for
+/// its webhook, which adopts it. Providers take no idempotency key, so a second start would
+/// start (and bill) the same contacts again.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StartError {
-    /// 429: try again after this long.
+    /// 429: not started; try again after this long (`Retry-After`, else the provider's hint).
     RateLimited(Duration),
-    /// 402 / 422 (Enrow), or a FullEnrich out-of-credits answer: the job fails with this reason.
+    /// 402 / 422 (Enrow): not started; the account is out of credits.
     OutOfCredits,
-    /// 401: the API key is wrong; retrying will not help.
+    /// 401 / 403: not started; the API key is wrong, and retrying will not help.
     Unauthorized,
-    /// 400: the provider refused the request (its message, which never echoes contact data
-    /// in the documented cases).
-    Rejected(String),
-    /// 5xx, a timeout, a transport failure: retry.
-    Retryable(String),
+    /// 4xx: the provider refused the request, so it did not start it. `per_contact`: the refusal
+    /// is about a contact's data (a bad domain, a malformed LinkedIn URL, …), so a smaller
+    /// request without that contact would pass; otherwise it is about the request as a whole.
+    Rejected { message: String, per_contact: bool },
+    /// The request never left: the connection (DNS, TCP, TLS) failed before it was sent.
+    NotSent(String),
+    /// The provider may have stored the job: a timeout after the request was sent, a 5xx, a 2xx
+    /// without an id, a body that could not be read.
+    Unconfirmed(String),
 }
 
 /// A started chunk: the provider's id and the credits it reported.
@@ -214,16 +225,55 @@ pub trait Submitter: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Started, StartError>> + Send;
 }
 
-/// Reads a start answer (any 2xx with a non-empty id is started).
-pub fn read_start(status: u16, body: &[u8], op: Operation) -> Result<Started, StartError> {
+/// FullEnrich 400 codes that are about one contact's data (providers.md §2.5).
+const FULLENRICH_CONTACT_CODES: [&str; 11] = [
+    "error.enrichment.first_name.empty",
+    "error.enrichment.last_name.empty",
+    "error.enrichment.domain.empty",
+    "error.enrichment.domain.invalid",
+    "error.linkedin.malformated",
+    "error.enrichment.linkedin_url.invalid",
+    "error.enrichment.custom.key.exceeded",
+    "error.enrichment.custom.value.exceeded",
+    "error.reverse.email.invalid",
+    "error.reverse.email.empty",
+    "error.enrichment.enrich_field.value",
+];
+
+/// Enrow 400 messages (lowercase prefixes) that are about one search's data (providers.md §3.4).
+const ENROW_CONTACT_MESSAGES: [&str; 6] = [
+    "missing mandatory property on search",
+    "invalid linkedin_url",
+    "invalid email format",
+    "both company_domain and company_name are absent",
+    "input payload is missing fullname",
+    "at least one of",
+];
+
+/// Reads a start answer (any 2xx with a non-empty id is started). `retry_after` is the
+/// `Retry-After` header in seconds, when the provider sent one.
+pub fn read_start(
+    status: u16,
+    body: &[u8],
+    op: Operation,
+    retry_after: Option<u64>,
+) -> Result<Started, StartError> {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let message = ["message", "reason", "error", "code"]
-        .iter()
-        .find_map(|k| v.get(*k).and_then(Value::as_str))
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect::<String>();
+    let text = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| v.get(*k).and_then(Value::as_str))
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect::<String>()
+    };
+    let fullenrich = op.provider() == crate::Provider::Fullenrich;
+    // FullEnrich: `code` first (rule 14); Enrow: message → reason → error.
+    let message = if fullenrich {
+        text(&["code", "message"])
+    } else {
+        text(&["message", "reason", "error"])
+    };
     match status {
         200..=299 => {
             let id = ["enrichment_id", "id"]
@@ -235,21 +285,37 @@ pub fn read_start(status: u16, body: &[u8], op: Operation) -> Result<Started, St
                     id: id.to_string(),
                     credits: v.get("credits_used").and_then(Value::as_f64),
                 }),
-                None => Err(StartError::Retryable(format!(
+                None => Err(StartError::Unconfirmed(format!(
                     "HTTP {status} without an id"
                 ))),
             }
         }
         401 | 403 => Err(StartError::Unauthorized),
         402 => Err(StartError::OutOfCredits),
-        422 if op.provider() == crate::Provider::Enrow => Err(StartError::OutOfCredits),
-        429 => Err(StartError::RateLimited(match op.provider() {
-            // FullEnrich: "Try again in 1m".
-            crate::Provider::Fullenrich => Duration::from_secs(60),
-            crate::Provider::Enrow => Duration::from_secs(1),
-        })),
-        400..=499 => Err(StartError::Rejected(format!("HTTP {status}: {message}"))),
-        _ => Err(StartError::Retryable(format!("HTTP {status}"))),
+        422 if !fullenrich => Err(StartError::OutOfCredits),
+        429 => Err(StartError::RateLimited(Duration::from_secs(
+            retry_after.unwrap_or(match op.provider() {
+                // FullEnrich: "Too many requests. Try again in 1m".
+                crate::Provider::Fullenrich => 60,
+                crate::Provider::Enrow => 1,
+            }),
+        ))),
+        // A request timeout may have been processed anyway.
+        408 => Err(StartError::Unconfirmed(format!("HTTP {status}"))),
+        400..=499 => {
+            let lower = message.to_ascii_lowercase();
+            let per_contact = status == 400
+                && if fullenrich {
+                    FULLENRICH_CONTACT_CODES.contains(&message.as_str())
+                } else {
+                    ENROW_CONTACT_MESSAGES.iter().any(|p| lower.starts_with(p))
+                };
+            Err(StartError::Rejected {
+                message: format!("HTTP {status}: {message}"),
+                per_contact,
+            })
+        }
+        _ => Err(StartError::Unconfirmed(format!("HTTP {status}"))),
     }
 }
 
@@ -259,23 +325,31 @@ impl Submitter for ProviderHttp {
             crate::Provider::Fullenrich => self
                 .http
                 .post(format!("{}{}", self.fullenrich_url, request.path))
-                .bearer_auth(&self.fullenrich_key),
+                .bearer_auth(self.fullenrich_key.expose_secret()),
             crate::Provider::Enrow => self
                 .http
                 .post(format!("{}{}", self.enrow_url, request.path))
-                .header("x-api-key", &self.enrow_key),
+                .header("x-api-key", self.enrow_key.expose_secret()),
         };
-        let resp = req
-            .json(&request.body)
-            .send()
-            .await
-            .map_err(|e| StartError::Retryable(format!("transport: {}", e.without_url())))?;
+        let resp = req.json(&request.body).send().await.map_err(|e| {
+            let what = e.without_url();
+            // Only a failed connection proves the request never reached the provider.
+            if what.is_connect() {
+                StartError::NotSent(format!("connect: {what}"))
+            } else {
+                StartError::Unconfirmed(format!("transport: {what}"))
+            }
+        })?;
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| StartError::Retryable(format!("reading body: {}", e.without_url())))?;
-        read_start(status, &body, op)
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = resp.bytes().await.map_err(|e| {
+            StartError::Unconfirmed(format!("reading body: {}", e.without_url()))
+        })?;
+        read_start(status, &body, op, retry_after)
     }
 }
 
@@ -354,6 +428,7 @@ mod tests {
     #[test]
     fn start_answers() {
         let fe = Operation::Enrich;
+        let read_start = |status, body: &[u8], op| read_start(status, body, op, None);
         assert_eq!(
             read_start(200, br#"{"enrichment_id":"e1"}"#, fe),
             Ok(Started {
@@ -381,13 +456,70 @@ mod tests {
             read_start(429, b"{}", fe),
             Err(StartError::RateLimited(_))
         ));
+        // Answers that leave open whether the provider stored the job: never retried.
         assert!(matches!(
             read_start(503, b"", fe),
-            Err(StartError::Retryable(_))
+            Err(StartError::Unconfirmed(_))
         ));
         assert!(matches!(
             read_start(200, b"{}", fe),
-            Err(StartError::Retryable(_))
+            Err(StartError::Unconfirmed(_))
+        ));
+        assert!(matches!(
+            read_start(201, br#"{"id":""}"#, Operation::EmailFind),
+            Err(StartError::Unconfirmed(_))
+        ));
+    }
+
+    #[test]
+    fn rate_limits_follow_retry_after_and_refusals_say_whether_one_contact_is_to_blame() {
+        let fe = Operation::Enrich;
+        assert_eq!(
+            super::read_start(429, b"{}", fe, Some(7)),
+            Err(StartError::RateLimited(Duration::from_secs(7)))
+        );
+        assert_eq!(
+            super::read_start(429, br#"{"code":"error.rate.limit"}"#, fe, None),
+            Err(StartError::RateLimited(Duration::from_secs(60)))
+        );
+        let bad_contact = super::read_start(
+            400,
+            br#"{"code":"error.linkedin.malformated","message":"x"}"#,
+            fe,
+            None,
+        );
+        assert!(matches!(
+            bad_contact,
+            Err(StartError::Rejected {
+                per_contact: true,
+                ..
+            })
+        ));
+        let whole = super::read_start(
+            400,
+            br#"{"code":"error.enrichment.webhook_url","message":"Webhook URL must be start with http or https"}"#,
+            fe,
+            None,
+        );
+        assert!(matches!(
+            whole,
+            Err(StartError::Rejected {
+                per_contact: false,
+                ..
+            })
+        ));
+        let enrow = super::read_start(
+            400,
+            br#"{"message":"Missing mandatory property on search n\u00b08 of 50"}"#,
+            Operation::EmailFind,
+            None,
+        );
+        assert!(matches!(
+            enrow,
+            Err(StartError::Rejected {
+                per_contact: true,
+                ..
+            })
         ));
     }
 }

@@ -45,6 +45,8 @@ impl Fetch {
             providers,
             bodies: S3Bodies::new(stack.s3(), stack.res.bucket("PayloadBucket")),
             dead_letters: SqsQueue::new(stack.sqs(), stack.res.queue_url("WebhookDeadLetterQueue")),
+            requeue: SqsQueue::new(stack.sqs(), stack.res.queue_url("WebhookQueue")),
+            fullenrich_interval: std::time::Duration::from_millis(1),
         });
         Fetch {
             stack,

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use relay_shared::config::{Env, FetchConfig, IngestConfig, SubmitConfig};
+use relay_shared::config::{ApiConfig, Env, FetchConfig, IngestConfig, WorkerConfig};
 use serde_yaml::Value;
 
 use crate::{Template, tagged};
@@ -17,8 +17,8 @@ use crate::{Template, tagged};
 pub const FUNCTIONS: [(&str, &str, &str); 4] = [
     ("WebhookIngestFunction", "webhook-ingest", "ingest"),
     ("BulkFetchFunction", "bulk-fetch", "fetch"),
-    ("JobSubmitFunction", "job-submit", "submit"),
-    ("JobSubmitWorkerFunction", "job-submit-worker", "submit"),
+    ("JobSubmitFunction", "job-submit", "api"),
+    ("JobSubmitWorkerFunction", "job-submit-worker", "worker"),
 ];
 
 /// The routes the code serves: (function, method, path).
@@ -47,6 +47,7 @@ pub const CALLS: &[(&str, &str, &str)] = &[
         "sqs:SendMessage",
         "WebhookDeadLetterQueue",
     ),
+    ("BulkFetchFunction", "sqs:SendMessage", "WebhookQueue"),
     ("BulkFetchFunction", "s3:GetObject", "PayloadBucket"),
     ("BulkFetchFunction", "dynamodb:PutItem", "DedupeTable"),
     ("BulkFetchFunction", "dynamodb:UpdateItem", "DedupeTable"),
@@ -59,6 +60,7 @@ pub const CALLS: &[(&str, &str, &str)] = &[
     ("JobSubmitFunction", "dynamodb:GetItem", "JobsTable"),
     ("JobSubmitFunction", "dynamodb:Query", "JobsTable"),
     ("JobSubmitFunction", "dynamodb:PutItem", "JobsTable"),
+    ("JobSubmitFunction", "dynamodb:UpdateItem", "JobsTable"),
     ("JobSubmitFunction", "dynamodb:BatchWriteItem", "JobsTable"),
     ("JobSubmitFunction", "sqs:SendMessage", "SubmitQueue"),
     ("JobSubmitWorkerFunction", "dynamodb:GetItem", "JobsTable"),
@@ -74,6 +76,7 @@ pub const CALLS: &[(&str, &str, &str)] = &[
         "dynamodb:BatchWriteItem",
         "JobsTable",
     ),
+    ("JobSubmitWorkerFunction", "sqs:SendMessage", "SubmitQueue"),
 ];
 
 fn as_list(v: Option<&Value>) -> Vec<&Value> {
@@ -142,7 +145,8 @@ fn read_config(
     let error = match config {
         "ingest" => IngestConfig::from_env(&env).err(),
         "fetch" => FetchConfig::from_env(&env).err(),
-        _ => SubmitConfig::from_env(&env).err(),
+        "api" => ApiConfig::from_env(&env).err(),
+        _ => WorkerConfig::from_env(&env).err(),
     };
     (error.map(|e| e.to_string()), asked.into_inner())
 }
@@ -197,8 +201,12 @@ pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>)
             }
         }
         let (error, mut asked) = read_config(config, &resolved);
+        // A secret's parameter counts as read only where the code reads the secret: each
+        // function is given (and granted) only the secrets it uses.
         for var in relay_shared::secrets::SECRET_VARS {
-            asked.insert(relay_shared::secrets::ssm_var(var));
+            if asked.contains(var) {
+                asked.insert(relay_shared::secrets::ssm_var(var));
+            }
         }
         if let Some(e) = error {
             problems.push(format!("{id}: {e}"));
@@ -330,6 +338,50 @@ pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>)
         problems.push(format!(
             "{f}: its policy grants {a} on {r}, which its code never calls"
         ));
+    }
+
+    // Secrets: each function may read exactly the SSM parameters its variables name.
+    for (id, props) in &functions {
+        let text = |v: &Value| match v {
+            Value::Tagged(t) => t.value.as_str().unwrap_or("").to_string(),
+            Value::String(s) => s.clone(),
+            _ => String::new(),
+        };
+        let named: BTreeSet<String> = props
+            .get("Environment")
+            .and_then(|e| e.get("Variables"))
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str().is_some_and(|k| k.ends_with("_SSM")))
+            .filter_map(|(_, v)| text(v).rsplit_once('/').map(|(_, p)| p.to_string()))
+            .collect();
+        let mut readable = BTreeSet::new();
+        for policy in as_list(props.get("Policies")) {
+            for st in as_list(policy.get("Statement")) {
+                if !as_list(st.get("Action"))
+                    .iter()
+                    .any(|a| a.as_str() == Some("ssm:GetParameter"))
+                {
+                    continue;
+                }
+                for resource in as_list(st.get("Resource")) {
+                    if let Some((_, p)) = text(resource).rsplit_once('/') {
+                        readable.insert(p.to_string());
+                    }
+                }
+            }
+        }
+        for p in named.difference(&readable) {
+            problems.push(format!(
+                "{id}: reads SSM parameter {p}, which its policy does not grant"
+            ));
+        }
+        for p in readable.difference(&named) {
+            problems.push(format!(
+                "{id}: may read SSM parameter {p}, which none of its variables names"
+            ));
+        }
     }
     problems
 }

@@ -6,7 +6,7 @@ use relay_shared::Provider;
 use relay_shared::envelope::{Body, Envelope, Signature};
 use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation};
 use relay_shared::providers::Hook;
-use relay_shared::store::DynamoJobStore;
+use relay_shared::store::{DynamoJobStore, JobStore};
 use serde_json::Value;
 
 /// Contacts as (fields, custom) pairs, in chunks of `chunk_size`, each chunk linked to the
@@ -43,7 +43,7 @@ pub async fn seed_job(
         .await
         .expect("create job");
     for (chunk, pid) in chunks.iter().zip(provider_ids) {
-        jobs.link_chunk(&job_id, chunk, pid, None)
+        jobs.link_chunk(&job_id, chunk.into(), pid, None)
             .await
             .expect("link chunk");
     }
@@ -62,6 +62,7 @@ pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> St
         headers: Default::default(),
         signature: Signature::NotApplicable,
         body: Body::inline(body),
+        requeues: 0,
     }
     .to_json()
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsEvent;
 use job_submit::ChunkSubmitter;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use relay_shared::config::SubmitConfig;
+use relay_shared::config::WorkerConfig;
+use relay_shared::queue::SqsQueue;
 use relay_shared::store::DynamoJobStore;
 
 #[tokio::main]
@@ -16,15 +17,17 @@ async fn main() -> Result<(), Error> {
     let aws = relay_shared::aws::load().await;
     // Secrets come from SSM when the template names parameters (`<VAR>_SSM`).
     let env = relay_shared::secrets::env_with_secrets(&aws).await?;
-    let config = SubmitConfig::from_env(&env)?;
+    let config = WorkerConfig::from_env(&env)?;
     let submitter = Arc::new(ChunkSubmitter {
         jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
         starter: config.providers.client(),
+        queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.submit_queue_url),
         secret: config.webhook_secret,
         public_base_url: config.public_base_url,
-        fullenrich_interval: Duration::from_millis(60_000 / config.fullenrich_starts_per_minute),
-        enrow_interval: Duration::from_millis(1000 / config.enrow_starts_per_second),
+        fullenrich_interval: config.fullenrich_interval,
+        enrow_interval: config.enrow_interval,
         lease: Duration::from_secs(120),
+        confirm_timeout: config.start_confirm_timeout,
     });
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let submitter = Arc::clone(&submitter);
