@@ -22,11 +22,12 @@ test: bootstrap functions
 	cargo test --workspace
 	$(VENV)/bin/cfn-lint template.yaml
 
-bench: bootstrap
+bench: bootstrap functions
 	cargo bench -p webhook-ingest --bench ingest
 	cargo build --release -p webhook-ingest -p relay-local-stack --bin webhook-ingest --bin ingest-rss
 	target/release/ingest-rss target/release/webhook-ingest 1000
 	cargo bench -p bulk-fetch --bench fetch
+	target/debug/submit-faults 10000
 
 build: bootstrap
 	rustup target add aarch64-unknown-linux-gnu

@@ -63,13 +63,11 @@ impl WebhookSecret {
         let Ok(given) = URL_SAFE_NO_PAD.decode(token.as_bytes()) else {
             return false;
         };
-        std::iter::once(&self.0)
-            .chain(self.1.as_ref())
-            .any(|key| {
-                Self::mac_with(key, provider, job_id)
-                    .verify_slice(&given)
-                    .is_ok()
-            })
+        std::iter::once(&self.0).chain(self.1.as_ref()).any(|key| {
+            Self::mac_with(key, provider, job_id)
+                .verify_slice(&given)
+                .is_ok()
+        })
     }
 }
 

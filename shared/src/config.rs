@@ -94,11 +94,8 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     pub fn webhook_secret(&self) -> Result<WebhookSecret, ConfigError> {
         let current = self.secret("WEBHOOK_SECRET")?;
         let previous = self.optional_secret("WEBHOOK_SECRET_PREVIOUS");
-        Ok(
-            WebhookSecret::new(current.expose_secret().as_bytes()).with_previous(
-                previous.map(|p| p.expose_secret().as_bytes().to_vec()),
-            ),
-        )
+        Ok(WebhookSecret::new(current.expose_secret().as_bytes())
+            .with_previous(previous.map(|p| p.expose_secret().as_bytes().to_vec())))
     }
 
     /// A duration: a whole number of seconds, or with a unit (`90s`, `30m`, `6h`); `default`
@@ -217,7 +214,11 @@ mod tests {
         need_key.push(("FULLENRICH_API_KEY_PREVIOUS", "fe-old"));
         let c = IngestConfig::from_env(&env(&need_key)).unwrap();
         assert!(c.require_signature);
-        let keys: Vec<&str> = c.fullenrich_keys.iter().map(|k| k.expose_secret()).collect();
+        let keys: Vec<&str> = c
+            .fullenrich_keys
+            .iter()
+            .map(|k| k.expose_secret())
+            .collect();
         assert_eq!(keys, vec!["fe-key", "fe-old"]);
     }
 
@@ -227,7 +228,10 @@ mod tests {
         vars.extend([
             ("FULLENRICH_API_KEY", "fe-key-never-printed"),
             ("FULLENRICH_API_KEY_PREVIOUS", "fe-old-never-printed"),
-            ("WEBHOOK_SECRET_PREVIOUS", "old-webhook-secret-never-printed"),
+            (
+                "WEBHOOK_SECRET_PREVIOUS",
+                "old-webhook-secret-never-printed",
+            ),
             ("ENROW_API_KEY", "enrow-key-never-printed"),
             ("RELAY_API_TOKEN", "api-token-never-printed"),
             ("JOBS_TABLE", "jobs"),
@@ -285,12 +289,16 @@ pub struct ProviderSettings {
 
 impl ProviderSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        use crate::providers::client::{DEFAULT_TIMEOUT, ENROW_DEFAULT_URL, FULLENRICH_DEFAULT_URL};
+        use crate::providers::client::{
+            DEFAULT_TIMEOUT, ENROW_DEFAULT_URL, FULLENRICH_DEFAULT_URL,
+        };
         Ok(ProviderSettings {
             enrow_url: env.url("ENROW_API_URL", Some(ENROW_DEFAULT_URL))?,
             enrow_key: env.optional_secret("ENROW_API_KEY").unwrap_or_default(),
             fullenrich_url: env.url("FULLENRICH_API_URL", Some(FULLENRICH_DEFAULT_URL))?,
-            fullenrich_key: env.optional_secret("FULLENRICH_API_KEY").unwrap_or_default(),
+            fullenrich_key: env
+                .optional_secret("FULLENRICH_API_KEY")
+                .unwrap_or_default(),
             timeout: env.duration("PROVIDER_TIMEOUT_SECONDS", DEFAULT_TIMEOUT)?,
         })
     }

@@ -69,12 +69,12 @@ where
             continue;
         }
         let out = out.map_err(|e| ConfigError {
-                var,
-                problem: format!(
-                    "could not be read from SSM parameter {name}: {}",
-                    aws_sdk_ssm::error::DisplayErrorContext(e)
-                ),
-            })?;
+            var,
+            problem: format!(
+                "could not be read from SSM parameter {name}: {}",
+                aws_sdk_ssm::error::DisplayErrorContext(e)
+            ),
+        })?;
         let value = out
             .parameter
             .and_then(|p| p.value)

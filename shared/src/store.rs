@@ -575,8 +575,7 @@ impl DynamoJobStore {
                 .await?
                 .ok_or_else(|| StoreError::Data(format!("job {job_id} has no head")))?;
             let first = chunk.count.div_ceil(2);
-            let mut halves =
-                Chunk::plan_range(chunk.offset, first, first, meta.chunk_seq as u32);
+            let mut halves = Chunk::plan_range(chunk.offset, first, first, meta.chunk_seq as u32);
             halves.extend(Chunk::plan_range(
                 chunk.offset + first,
                 chunk.count - first,
@@ -601,7 +600,9 @@ impl DynamoJobStore {
                 .table_name(&self.table)
                 .key("pk", s(&pk))
                 .key("sk", s(chunk_sk(chunk.index)))
-                .update_expression("SET #status = :split, parts = :parts REMOVE submit_until, submit_owner")
+                .update_expression(
+                    "SET #status = :split, parts = :parts REMOVE submit_until, submit_owner",
+                )
                 .condition_expression("#status = :starting AND submit_owner = :me")
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":split", s(ChunkStatus::Split.as_str()))
@@ -1034,7 +1035,10 @@ fn chunk_item(pk: &str, c: &Chunk) -> Item {
         item.insert("unconfirmed_at".into(), n(at));
     }
     if !c.parts.is_empty() {
-        item.insert("parts".into(), s(serde_json::to_string(&c.parts).unwrap_or_default()));
+        item.insert(
+            "parts".into(),
+            s(serde_json::to_string(&c.parts).unwrap_or_default()),
+        );
     }
     item
 }
@@ -1180,10 +1184,7 @@ impl JobStore for DynamoJobStore {
             .expression_attribute_values(":st", s(ChunkStatus::Submitted.as_str()))
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
             .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
-            .expression_attribute_values(
-                ":unconfirmed",
-                s(ChunkStatus::StartUnconfirmed.as_str()),
-            );
+            .expression_attribute_values(":unconfirmed", s(ChunkStatus::StartUnconfirmed.as_str()));
         if let Some(c) = credits {
             expr = expr.replacen("#status = :st", "#status = :st, credits = :cr", 1);
             update = update.expression_attribute_values(":cr", n(c));

@@ -9,7 +9,7 @@ use relay_local_stack::dev::{DevOptions, DevStack};
 use relay_local_stack::provider_stub::ProviderStub;
 use serde_json::{Value, json};
 
-fn options() -> DevOptions {
+pub(crate) fn options() -> DevOptions {
     let mut o = DevOptions::from_env();
     o.port = 0;
     o.api_token = "e2e-token-0123456789abcdef".into();
@@ -25,14 +25,14 @@ fn options() -> DevOptions {
     o
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
     token: String,
 }
 
 impl Client {
-    fn of(stack: &DevStack) -> Client {
+    pub(crate) fn of(stack: &DevStack) -> Client {
         Client {
             http: reqwest::Client::new(),
             base: stack.api_url.clone(),
@@ -40,7 +40,7 @@ impl Client {
         }
     }
 
-    async fn post_job(&self, body: Value) -> String {
+    pub(crate) async fn post_job(&self, body: Value) -> String {
         let resp = self
             .http
             .post(format!("{}/jobs", self.base))
@@ -54,7 +54,7 @@ impl Client {
         v["job_id"].as_str().unwrap().to_string()
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
@@ -66,7 +66,7 @@ impl Client {
         resp.json().await.unwrap()
     }
 
-    async fn wait_done(&self, job: &str, within: Duration) -> Value {
+    pub(crate) async fn wait_done(&self, job: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let v = self.get(&format!("/jobs/{job}")).await;
@@ -81,7 +81,25 @@ impl Client {
         }
     }
 
-    async fn results(&self, job: &str) -> Vec<Value> {
+    /// Waits until every chunk of the job has left `pending`/`starting`.
+    pub(crate) async fn wait_started(&self, job: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.get(&format!("/jobs/{job}")).await;
+            let chunks = v["chunks"].as_array().cloned().unwrap_or_default();
+            if !chunks.is_empty()
+                && chunks
+                    .iter()
+                    .all(|c| !matches!(c["status"].as_str(), Some("pending" | "starting")))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "job not started in time: {v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub(crate) async fn results(&self, job: &str) -> Vec<Value> {
         let mut out = Vec::new();
         let mut cursor = String::new();
         loop {
@@ -97,7 +115,7 @@ impl Client {
     }
 }
 
-fn fe_contacts(n: usize) -> Vec<Value> {
+pub(crate) fn fe_contacts(n: usize) -> Vec<Value> {
     (0..n).map(|i| json!({"first_name": format!("Ada{i}"), "last_name": "Example", "domain": "example.com", "custom": {"crm_id": format!("c{i}")}})).collect()
 }
 

@@ -898,3 +898,156 @@ async fn a_bulk_apply_that_died_midway_is_finished_with_exact_counters() {
     let chunk = &f.jobs.chunks(&job).await.unwrap()[0];
     assert_eq!(chunk.status, ChunkStatus::Completed);
 }
+
+/// The jobs store with a settle that fails the first time (a throttled UpdateItem, say).
+struct FlakySettle {
+    inner: relay_shared::store::DynamoJobStore,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl JobStore for FlakySettle {
+    async fn get_job(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<relay_shared::jobs::JobMeta>, relay_shared::store::StoreError> {
+        self.inner.get_job(job_id).await
+    }
+    async fn find_chunk(
+        &self,
+        job_id: &str,
+        pid: &str,
+    ) -> Result<Option<relay_shared::store::ChunkRef>, relay_shared::store::StoreError> {
+        self.inner.find_chunk(job_id, pid).await
+    }
+    async fn contacts(
+        &self,
+        job_id: &str,
+        offset: u64,
+        count: u64,
+    ) -> Result<Vec<relay_shared::jobs::Contact>, relay_shared::store::StoreError> {
+        self.inner.contacts(job_id, offset, count).await
+    }
+    async fn store_result(
+        &self,
+        job_id: &str,
+        chunk: u32,
+        r: relay_shared::jobs::ContactResult,
+        u: Option<relay_shared::store::ChunkUpdate>,
+    ) -> Result<relay_shared::store::Stored, relay_shared::store::StoreError> {
+        self.inner.store_result(job_id, chunk, r, u).await
+    }
+    async fn store_chunk(
+        &self,
+        job_id: &str,
+        chunk: relay_shared::store::ChunkRef,
+        rs: Vec<relay_shared::jobs::ContactResult>,
+        u: relay_shared::store::ChunkUpdate,
+    ) -> Result<relay_shared::store::Stored, relay_shared::store::StoreError> {
+        self.inner.store_chunk(job_id, chunk, rs, u).await
+    }
+    async fn add_duplicate(&self, job_id: &str) -> Result<(), relay_shared::store::StoreError> {
+        self.inner.add_duplicate(job_id).await
+    }
+    async fn settle_job(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<JobStatus>, relay_shared::store::StoreError> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(relay_shared::store::StoreError::Unavailable(
+                "injected: settle throttled".into(),
+            ));
+        }
+        self.inner.settle_job(job_id).await
+    }
+    async fn chunk(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> Result<Option<relay_shared::jobs::Chunk>, relay_shared::store::StoreError> {
+        self.inner.chunk(job_id, index).await
+    }
+    async fn chunks(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<relay_shared::jobs::Chunk>, relay_shared::store::StoreError> {
+        self.inner.chunks(job_id).await
+    }
+    async fn link_chunk(
+        &self,
+        job_id: &str,
+        chunk: relay_shared::store::ChunkRef,
+        pid: &str,
+        credits: Option<f64>,
+    ) -> Result<bool, relay_shared::store::StoreError> {
+        self.inner.link_chunk(job_id, chunk, pid, credits).await
+    }
+    async fn set_job_error(
+        &self,
+        job_id: &str,
+        e: &relay_shared::jobs::JobError,
+    ) -> Result<(), relay_shared::store::StoreError> {
+        self.inner.set_job_error(job_id, e).await
+    }
+    async fn reserve_slot(
+        &self,
+        name: &str,
+        interval_ms: u64,
+    ) -> Result<u64, relay_shared::store::StoreError> {
+        self.inner.reserve_slot(name, interval_ms).await
+    }
+}
+
+#[tokio::test]
+async fn a_settle_that_fails_once_still_ends_the_job() {
+    let f = Fetch::new().await;
+    let id = "910f3e13-b2bf-442d-ab0b-4cf44dfrij84fjrt";
+    let job = f
+        .seed(Operation::EmailFind, vec![finder(0)], 1, &[id])
+        .await;
+    let ddb = relay_shared::aws::dynamodb(&f.stack.sdk);
+    let worker = bulk_fetch::Worker {
+        jobs: FlakySettle {
+            inner: f.jobs.clone(),
+            failed: Default::default(),
+        },
+        dedupe: relay_shared::store::DynamoDedupe::new(
+            ddb,
+            f.stack.res.table("DedupeTable"),
+            120_000,
+            86_400,
+        ),
+        providers: relay_shared::providers::client::ProviderHttp::new(
+            &f.stub.url,
+            ENROW_KEY,
+            &f.stub.url,
+            FULLENRICH_KEY,
+        ),
+        bodies: relay_shared::bodies::S3Bodies::new(
+            f.stack.s3(),
+            f.stack.res.bucket("PayloadBucket"),
+        ),
+        dead_letters: relay_shared::queue::SqsQueue::new(
+            f.stack.sqs(),
+            f.stack.res.queue_url("WebhookDeadLetterQueue"),
+        ),
+        requeue: relay_shared::queue::SqsQueue::new(f.stack.sqs(), f.stack.webhook_queue()),
+        fullenrich_interval: std::time::Duration::from_millis(1),
+    };
+    let body = enrow_env(&job, &fixture("enrow/single_search_finished.json"));
+    let record = Fetch::message(&body);
+    // The result is stored, the settle fails: the record goes back to the queue…
+    assert!(matches!(
+        worker.handle_record(&record).await,
+        bulk_fetch::Disposition::Retry(_)
+    ));
+    assert_eq!(f.job(&job).await.done, 1);
+    assert_eq!(f.job(&job).await.status, JobStatus::Running);
+    // …and its redelivery, a duplicate now, settles the job: nothing is counted twice.
+    assert_eq!(
+        worker.handle_record(&record).await,
+        bulk_fetch::Disposition::Duplicate
+    );
+    let meta = f.job(&job).await;
+    assert_eq!(meta.status, JobStatus::Completed);
+    assert_eq!((meta.done, meta.found + meta.not_found), (1, 1));
+}

@@ -5,6 +5,7 @@
 mod e2e;
 mod fetch;
 mod ingest;
+mod starts;
 mod submit;
 mod support;
 mod template;

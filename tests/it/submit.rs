@@ -54,7 +54,8 @@ impl Submit {
             fullenrich_interval,
             enrow_interval: Duration::from_millis(1),
             lease: Duration::from_secs(60),
-            confirm_timeout: Duration::from_secs(3600),
+            // Scaled: a start left unconfirmed fails its contacts 2 s later (6 h on AWS).
+            confirm_timeout: Duration::from_secs(2),
         };
         Submit {
             stack,
@@ -399,15 +400,19 @@ async fn invalid_jobs_get_400_naming_the_field_and_reach_no_provider() {
         (0..11).map(|i| (format!("k{i}"), json!("v"))).collect();
     let cases = [
         (
-            fe(json!([ok, {"linkedin_url": "u", "custom": {"user_id": 12584}}])),
+            fe(
+                json!([ok, {"linkedin_url": "https://www.linkedin.com/in/u", "custom": {"user_id": 12584}}]),
+            ),
             "contacts[1].custom.user_id",
         ),
         (
-            fe(json!([{"linkedin_url": "u", "custom": eleven}])),
+            fe(json!([{"linkedin_url": "https://www.linkedin.com/in/u", "custom": eleven}])),
             "contacts[0].custom",
         ),
         (
-            fe(json!([{"linkedin_url": "u", "custom": {"note": "x".repeat(101)}}])),
+            fe(
+                json!([{"linkedin_url": "https://www.linkedin.com/in/u", "custom": {"note": "x".repeat(101)}}]),
+            ),
             "contacts[0].custom.note",
         ),
         (
@@ -689,5 +694,192 @@ async fn auth_404_and_results_in_contact_order() {
     assert_eq!(
         (status, resp["error"]["field"].as_str()),
         (400, Some("limit"))
+    );
+}
+
+/// The record keys (contact indices) a start request carried.
+fn rids(start: &relay_local_stack::provider_stub::Start) -> Vec<u64> {
+    start.body["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["custom"]["rid"].as_str()?.parse().ok())
+        .collect()
+}
+
+/// How many start requests carried contact `rid` of any job.
+fn starts_of(s: &Submit, rid: u64) -> usize {
+    s.stub
+        .starts()
+        .iter()
+        .filter(|st| rids(st).contains(&rid))
+        .count()
+}
+
+#[tokio::test]
+async fn a_worker_that_died_mid_start_leaves_its_chunk_unconfirmed_and_never_starts_it_again() {
+    let s = Submit::new().await;
+    let (_, body) = s
+        .post(
+            &json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(3)}),
+            &[],
+        )
+        .await;
+    let job = body["job_id"].as_str().unwrap().to_string();
+    // A worker took the chunk, may have sent the start, and died: its lease (1 ms) runs out.
+    let taken = s
+        .jobs
+        .begin_submit(&job, 0, "dead-worker", 1)
+        .await
+        .unwrap();
+    assert!(taken.is_some());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The chunk's message comes back: the chunk becomes unconfirmed, nothing is sent, and with
+    // no webhook within the confirmation timeout its contacts fail with the reason.
+    s.submit_all().await;
+    assert!(s.stub.starts().is_empty(), "never re-sent on a guess");
+    let (_, got) = s.get(&format!("/jobs/{job}")).await;
+    assert_eq!(got["chunks"][0]["status"], "failed", "{got}");
+    assert_eq!(got["error"]["code"], "start_unconfirmed", "{got}");
+    assert_eq!(got["status"], "failed");
+    assert_eq!(
+        (got["done"].as_u64(), got["failed"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let (_, results) = s.get(&format!("/jobs/{job}/results")).await;
+    assert!(
+        results["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["reason"] == "start_unconfirmed"),
+        "{results}"
+    );
+}
+
+#[tokio::test]
+async fn a_start_answered_5xx_or_without_an_id_is_not_retried() {
+    let s = Submit::new().await;
+    for (answer, contacts) in [
+        ((503, r#"{"message":"Service Unavailable"}"#.to_string()), 2),
+        ((200, r#"{"message":"operating"}"#.to_string()), 3),
+    ] {
+        s.stub.script_start("/contact/enrich/bulk", vec![answer]);
+        let (_, body) = s
+            .post(
+                &json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(contacts)}),
+                &[],
+            )
+            .await;
+        let job = body["job_id"].as_str().unwrap().to_string();
+        s.submit_all().await;
+        let (_, got) = s.get(&format!("/jobs/{job}")).await;
+        // No webhook comes from the stub: after the (scaled) timeout the contacts fail.
+        assert_eq!(got["error"]["code"], "start_unconfirmed", "{got}");
+        assert_eq!(got["done"].as_u64(), Some(contacts as u64));
+    }
+    assert_eq!(
+        s.stub.starts().len(),
+        2,
+        "one start request per job, never repeated"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_retry_finishes_a_job_whose_chunks_were_not_queued() {
+    let s = Submit::new().await;
+    let req =
+        json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(250)});
+    // The first request: the job is recorded, but SendMessage fails (a queue that is not there).
+    let broken = Api {
+        jobs: s.jobs.clone(),
+        submit_queue: SqsQueue::new(
+            s.stack.sqs(),
+            format!("{}-missing", s.stack.res.queue_url("SubmitQueue")),
+        ),
+        token: BearerToken::new(TOKEN),
+    };
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+        ("idempotency-key", "crm-sync-7"),
+    ];
+    let first = broken
+        .handle(apigw_request(
+            "POST",
+            "/jobs",
+            &headers,
+            req.to_string().as_bytes(),
+        ))
+        .await;
+    assert_eq!(first.status().as_u16(), 503);
+    // The retry with the same key and body finishes it: the same job, every chunk queued.
+    let (status, body) = s.post(&req, &[("idempotency-key", "crm-sync-7")]).await;
+    assert_eq!(status, 202, "{body}");
+    let job = body["job_id"].as_str().unwrap().to_string();
+    assert_eq!(body["chunks"], 3);
+    s.submit_all().await;
+    // A third call changes nothing: the job's chunks are all started already.
+    let (status, again) = s.post(&req, &[("idempotency-key", "crm-sync-7")]).await;
+    assert_eq!(
+        (status, again["job_id"].as_str()),
+        (202, Some(job.as_str()))
+    );
+    s.submit_all().await;
+    for chunk in 0..3u64 {
+        assert_eq!(
+            starts_of(&s, chunk * 100),
+            1,
+            "chunk {chunk} started exactly once"
+        );
+    }
+    let (_, got) = s.get(&format!("/jobs/{job}")).await;
+    assert_eq!(got["status"], "running", "{got}");
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_make_one_job_and_reset_no_chunk() {
+    let s = Submit::new().await;
+    let req =
+        json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(300)});
+    let key = [("idempotency-key", "crm-sync-8")];
+    let answers = futures::future::join_all((0..4).map(|_| s.post(&req, &key))).await;
+    let created: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 202)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(!created.is_empty(), "{answers:?}");
+    for (status, body) in &answers {
+        match status {
+            202 => assert_eq!(body["job_id"], created[0]["job_id"]),
+            409 => assert_eq!(body["error"]["code"], "idempotency_key_in_use", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let job = created[0]["job_id"].as_str().unwrap().to_string();
+    s.submit_all().await;
+    // Late retries of the same request while the chunks run reset nothing.
+    for _ in 0..2 {
+        let (status, body) = s.post(&req, &key).await;
+        assert_eq!((status, body["job_id"].as_str()), (202, Some(job.as_str())));
+    }
+    s.submit_all().await;
+    for chunk in 0..3u64 {
+        assert_eq!(
+            starts_of(&s, chunk * 100),
+            1,
+            "chunk {chunk} started exactly once"
+        );
+    }
+    let (_, got) = s.get(&format!("/jobs/{job}")).await;
+    assert!(
+        got["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "submitted" && c["provider_id"].is_string()),
+        "{got}"
     );
 }

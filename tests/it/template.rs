@@ -53,6 +53,18 @@ fn the_checks_fail_when_a_variable_route_policy_or_function_goes() {
             "      VisibilityTimeout: 120\n",
             "under 6x",
         ),
+        // The API must not be given the webhook secret, nor the worker the API token.
+        (
+            "          RELAY_API_TOKEN_SSM: !Sub \"${SecretsPrefix}/api-token\"\n      Events:\n        Jobs:",
+            "          RELAY_API_TOKEN_SSM: !Sub \"${SecretsPrefix}/api-token\"\n          WEBHOOK_SECRET_SSM: !Sub \"${SecretsPrefix}/webhook-secret\"\n      Events:\n        Jobs:",
+            "JobSubmitFunction: sets WEBHOOK_SECRET_SSM, which the code never reads",
+        ),
+        // A secret a function reads must be granted, and only those.
+        (
+            "                - !Sub \"arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SecretsPrefix}/webhook-secret-previous\"\n",
+            "",
+            "reads SSM parameter webhook-secret-previous, which its policy does not grant",
+        ),
     ];
     for (from, to, expect) in cases {
         assert!(
@@ -112,4 +124,124 @@ async fn secrets_named_in_ssm_are_read_at_cold_start() {
         .err()
         .expect("missing parameter");
     assert_eq!(err.var, "WEBHOOK_SECRET");
+}
+
+#[tokio::test]
+async fn a_rotation_of_both_secrets_through_ssm_keeps_old_urls_and_signatures_working() {
+    use relay_shared::ExposeSecret;
+    use relay_shared::Provider;
+    use relay_shared::auth::{SignatureCheck, WebhookSecret, check_fullenrich_signature};
+    use relay_shared::config::IngestConfig;
+    let stack = crate::support::Stack::new().await;
+    let ssm = aws_sdk_ssm::Client::new(&stack.sdk);
+    let prefix = format!("/enrich-relay/test-{}", uuid::Uuid::new_v4().simple());
+    let put = |name: &str, value: &str| {
+        let ssm = ssm.clone();
+        let name = format!("{prefix}/{name}");
+        let value = value.to_string();
+        async move {
+            ssm.put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let read = || async {
+        let vars = std::collections::BTreeMap::from([
+            (
+                "WEBHOOK_SECRET_SSM".to_string(),
+                format!("{prefix}/webhook-secret"),
+            ),
+            (
+                "WEBHOOK_SECRET_PREVIOUS_SSM".to_string(),
+                format!("{prefix}/webhook-secret-previous"),
+            ),
+            (
+                "FULLENRICH_API_KEY_SSM".to_string(),
+                format!("{prefix}/fullenrich-api-key"),
+            ),
+            (
+                "FULLENRICH_API_KEY_PREVIOUS_SSM".to_string(),
+                format!("{prefix}/fullenrich-api-key-previous"),
+            ),
+            (
+                "WEBHOOK_QUEUE_URL".to_string(),
+                "https://sqs.example/q".to_string(),
+            ),
+            ("PAYLOAD_BUCKET".to_string(), "bucket".to_string()),
+        ]);
+        let env = relay_shared::secrets::with_secrets(&stack.sdk, |k: &str| vars.get(k).cloned())
+            .await
+            .expect("secrets read");
+        IngestConfig::from_env(&env).expect("config")
+    };
+    let body = br#"{"id":"e1","status":"FINISHED","data":[]}"#;
+    let signed = |key: &str| relay_shared::auth::fullenrich_signature(key.as_bytes(), body);
+    let verifies = |c: &IngestConfig, sig: &str| {
+        let keys: Vec<&[u8]> = c
+            .fullenrich_keys
+            .iter()
+            .map(|k| k.expose_secret().as_bytes())
+            .collect();
+        check_fullenrich_signature(&keys, body, Some(sig)) == SignatureCheck::Valid
+    };
+    let old_url =
+        WebhookSecret::new("webhook-secret-old-0123").token(Provider::Fullenrich, "job_1");
+
+    // Before: one secret and one key; the rotation parameters do not exist yet.
+    put("webhook-secret", "webhook-secret-old-0123").await;
+    put("fullenrich-api-key", "fe-key-old").await;
+    let before = read().await;
+    assert!(
+        before
+            .webhook_secret
+            .verify(Provider::Fullenrich, "job_1", &old_url)
+    );
+    assert!(verifies(&before, &signed("fe-key-old")));
+    assert_eq!(before.fullenrich_keys.len(), 1);
+
+    // During: new values in place, the old ones kept as "previous".
+    put("webhook-secret-previous", "webhook-secret-old-0123").await;
+    put("webhook-secret", "webhook-secret-new-4567").await;
+    put("fullenrich-api-key-previous", "fe-key-old").await;
+    put("fullenrich-api-key", "fe-key-new").await;
+    let during = read().await;
+    assert!(
+        during
+            .webhook_secret
+            .verify(Provider::Fullenrich, "job_1", &old_url),
+        "URLs handed out before keep working"
+    );
+    let new_url = during.webhook_secret.token(Provider::Fullenrich, "job_1");
+    assert_ne!(new_url, old_url, "new URLs are signed with the new secret");
+    assert!(
+        verifies(&during, &signed("fe-key-old")),
+        "deliveries signed with the old key"
+    );
+    assert!(
+        verifies(&during, &signed("fe-key-new")),
+        "and with the new one"
+    );
+    assert!(!verifies(&during, &signed("fe-key-other")));
+
+    // After: the previous parameters say "none"; old URLs and signatures stop working.
+    put("webhook-secret-previous", relay_shared::secrets::UNUSED).await;
+    put("fullenrich-api-key-previous", relay_shared::secrets::UNUSED).await;
+    let after = read().await;
+    assert!(
+        !after
+            .webhook_secret
+            .verify(Provider::Fullenrich, "job_1", &old_url)
+    );
+    assert!(
+        after
+            .webhook_secret
+            .verify(Provider::Fullenrich, "job_1", &new_url)
+    );
+    assert!(!verifies(&after, &signed("fe-key-old")));
+    assert!(verifies(&after, &signed("fe-key-new")));
 }

@@ -456,7 +456,11 @@ mod mem {
             Ok(None)
         }
         async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
-            Ok(self.chunks(job_id).await?.into_iter().find(|c| c.index == index))
+            Ok(self
+                .chunks(job_id)
+                .await?
+                .into_iter()
+                .find(|c| c.index == index))
         }
         async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
             let jobs = self.jobs.lock().unwrap();
@@ -477,7 +481,12 @@ mod mem {
             pid: &str,
             _: Option<f64>,
         ) -> Result<bool, StoreError> {
-            Ok(self.jobs.lock().unwrap().get(job_id).is_some_and(|j| j.1 == pid))
+            Ok(self
+                .jobs
+                .lock()
+                .unwrap()
+                .get(job_id)
+                .is_some_and(|j| j.1 == pid))
         }
         async fn set_job_error(&self, _: &str, _: &JobError) -> Result<(), StoreError> {
             Ok(())

@@ -14,8 +14,8 @@ use relay_shared::Provider;
 use relay_shared::bodies::BodyStore;
 use relay_shared::envelope::{Body, Envelope};
 use relay_shared::jobs::{
-    Chunk, ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation,
-    Outcome, RECORD_KEY, from_enrow, from_fullenrich, reasons,
+    Chunk, ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, Outcome,
+    RECORD_KEY, from_enrow, from_fullenrich, reasons,
 };
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::{FetchError, ProviderClient};
@@ -304,7 +304,10 @@ where
             .await?;
         let wait = Duration::from_millis(slot.saturating_sub(relay_shared::now_ms()));
         if wait > MAX_SLOT_WAIT {
-            return Err(Failure::Defer(wait, "waiting for a FullEnrich request slot".into()));
+            return Err(Failure::Defer(
+                wait,
+                "waiting for a FullEnrich request slot".into(),
+            ));
         }
         tokio::time::sleep(wait).await;
         Ok(())

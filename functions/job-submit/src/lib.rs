@@ -694,11 +694,16 @@ impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
                 Ok(Submitted::Retry(m))
             }
             Err(StartError::Unconfirmed(m)) => {
-                self.jobs
+                // Unless a webhook adopted the chunk meanwhile, it waits for one: checked again
+                // after the confirmation timeout.
+                if self
+                    .jobs
                     .mark_unconfirmed(job_id, index, Some(&owner))
-                    .await?;
-                self.schedule_check(job_id, index, self.confirm_timeout)
-                    .await?;
+                    .await?
+                {
+                    self.schedule_check(job_id, index, self.confirm_timeout)
+                        .await?;
+                }
                 Ok(Submitted::Unconfirmed(m))
             }
             Err(StartError::OutOfCredits) => {
@@ -761,7 +766,11 @@ impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
         job_id: &str,
         chunk: &Chunk,
     ) -> Result<Submitted, StoreError> {
-        if self.jobs.mark_unconfirmed(job_id, chunk.index, None).await? {
+        if self
+            .jobs
+            .mark_unconfirmed(job_id, chunk.index, None)
+            .await?
+        {
             self.schedule_check(job_id, chunk.index, self.confirm_timeout)
                 .await?;
             return Ok(Submitted::Unconfirmed(

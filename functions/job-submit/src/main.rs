@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use job_submit::Api;
 use lambda_http::{Error, Request, run, service_fn};
-use relay_shared::auth::BearerToken;
 use relay_shared::ExposeSecret;
+use relay_shared::auth::BearerToken;
 use relay_shared::config::ApiConfig;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::DynamoJobStore;

@@ -125,20 +125,73 @@ fn requirement(op: Operation, c: &Map<String, Value>) -> Result<(), (&'static st
     Ok(())
 }
 
-/// A plain syntactic check: one `@`, a non-empty local part, a dotted domain, no spaces.
+/// One DNS label as the HTML standard's email rule and hostnames take it: 1 to 63 letters, digits
+/// and hyphens, not starting or ending with a hyphen.
+fn is_label(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !l.starts_with('-')
+        && !l.ends_with('-')
+}
+
+/// A domain name a provider can look up: dot-separated labels ([`is_label`]), at least two of
+/// them, at most 253 characters, and a top-level label that is not all digits (no IP addresses).
+pub fn is_domain(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    s.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| is_label(l))
+        && !labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The HTML living standard's "valid email address" (the `input type=email` rule): a local part
+/// of letters, digits and ``.!#$%&'*+/=?^_`{|}~-``, an `@`, and dot-separated labels. The relay
+/// also wants a dotted domain, as an address on the internet has.
 pub fn is_email(s: &str) -> bool {
-    let s = s.trim();
+    const LOCAL: &[u8] = b".!#$%&'*+/=?^_`{|}~-";
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
     !local.is_empty()
-        && local.len() <= 64
         && s.len() <= 254
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || LOCAL.contains(&b))
+        && is_domain(domain)
+}
+
+/// A LinkedIn profile URL as the providers take it: `http(s)://`, a `linkedin.com` host (`www.`
+/// or a country prefix allowed), and a profile path (`/in/<handle>`, `/pub/…`, or Sales
+/// Navigator's `/sales/lead/…`, `/sales/people/…`).
+pub fn is_linkedin_profile(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_ok = host == "linkedin.com"
+        || host.strip_suffix(".linkedin.com").is_some_and(|sub| {
+            sub == "www" || (sub.len() <= 3 && sub.bytes().all(|b| b.is_ascii_lowercase()))
+        });
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let handle = ["in/", "pub/", "sales/lead/", "sales/people/"]
+        .iter()
+        .find_map(|p| path.strip_prefix(p));
+    host_ok
+        && handle.is_some_and(|h| !h.trim_end_matches('/').is_empty())
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A string's length as FullEnrich counts it (a JavaScript string's `length`: UTF-16 code units,
+/// so an emoji counts 2).
+pub fn fullenrich_len(s: &str) -> usize {
+    s.encode_utf16().count()
 }
 
 pub fn validate(body: &Value) -> Result<NewJob, Invalid> {
@@ -223,13 +276,26 @@ fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, Inval
         }
     }
     requirement(op, &fields).map_err(|(f, rule)| invalid(at(f), rule))?;
-    if matches!(op, Operation::EmailVerify | Operation::ReverseEmail)
-        && !fields
-            .get("email")
-            .and_then(Value::as_str)
-            .is_some_and(is_email)
-    {
-        return Err(invalid(at("email"), "is not a valid email address"));
+    // Formats: what a provider would refuse for the whole request (a chunk of up to 5,000
+    // contacts) is refused here, for this contact, before anything is sent.
+    for (k, v) in &fields {
+        let v = v.as_str().unwrap_or_default();
+        if v.is_empty() {
+            continue;
+        }
+        let rule = match k.as_str() {
+            "email" if !is_email(v) => {
+                "is not a valid email address (the HTML standard's rule, with a dotted domain)"
+            }
+            "domain" | "company_domain" if !is_domain(v) => {
+                "must be a domain name like example.com: no scheme, path or spaces"
+            }
+            "linkedin_url" if !is_linkedin_profile(v) => {
+                "must be a LinkedIn profile URL, like https://www.linkedin.com/in/<handle>"
+            }
+            _ => continue,
+        };
+        return Err(invalid(at(k), rule));
     }
     let custom = match obj.get("custom") {
         None | Some(Value::Null) => None,
@@ -257,12 +323,12 @@ fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, Inval
                 }
                 for (k, v) in m {
                     match v {
-                        Value::String(s) if s.chars().count() <= FULLENRICH_CUSTOM_VALUE_CHARS => {}
+                        Value::String(s) if fullenrich_len(s) <= FULLENRICH_CUSTOM_VALUE_CHARS => {}
                         Value::String(_) => {
                             return Err(invalid(
                                 at(&format!("custom.{k}")),
                                 format!(
-                                    "must be at most {FULLENRICH_CUSTOM_VALUE_CHARS} characters (FullEnrich)"
+                                    "must be at most {FULLENRICH_CUSTOM_VALUE_CHARS} characters as FullEnrich counts them (UTF-16 code units: an emoji counts 2)"
                                 ),
                             ));
                         }
@@ -419,17 +485,26 @@ mod tests {
             "operation"
         );
         assert_eq!(field(fe(json!([]))), "contacts");
-        let many = Value::Array(vec![json!({"linkedin_url": "u"}); MAX_CONTACTS + 1]);
+        let li = json!({"linkedin_url": "https://www.linkedin.com/in/x"});
+        let many = Value::Array(vec![li.clone(); MAX_CONTACTS + 1]);
         assert_eq!(field(fe(many)), "contacts");
         let r = validate(
-            &json!({"provider": "fullenrich", "operation": "enrich", "options": {"enrich_fields": ["contact.x"]}, "contacts": [{"linkedin_url": "u"}]}),
+            &json!({"provider": "fullenrich", "operation": "enrich", "options": {"enrich_fields": ["contact.x"]}, "contacts": [li]}),
         );
         assert_eq!(field(r), "options.enrich_fields[0]");
     }
 
     #[test]
     fn emails() {
-        assert!(is_email("a.b@example.co"));
+        for good in [
+            "a.b@example.co",
+            "first+tag@sub.example.com",
+            "o'brien@example.ie",
+            "x_y-z@a-b.example",
+            "!#$%&'*+/=?^_`{|}~-@example.com",
+        ] {
+            assert!(is_email(good), "{good}");
+        }
         for bad in [
             "",
             "a",
@@ -438,8 +513,94 @@ mod tests {
             "a@b.com.",
             "a b@c.com",
             "a@@b.com",
+            "a@-b.com",
+            "a@b-.com",
+            "\"quoted\"@example.com",
+            "ad\u{e9}le@example.com",
+            "a@exa_mple.com",
+            "a@1.2.3.4",
         ] {
             assert!(!is_email(bad), "{bad}");
         }
+        let label63 = "a".repeat(63);
+        assert!(is_email(&format!("a@{label63}.com")));
+        assert!(!is_email(&format!("a@{label63}a.com")));
+    }
+
+    #[test]
+    fn domains_and_linkedin_profiles() {
+        for good in [
+            "example.com",
+            "sub.example.co.uk",
+            "xn--bcher-kva.example",
+            "a-b.io",
+        ] {
+            assert!(is_domain(good), "{good}");
+        }
+        for bad in [
+            "example",
+            "https://example.com",
+            "example.com/about",
+            "exa mple.com",
+            ".example.com",
+            "example..com",
+            "-a.com",
+            "10.0.0.1",
+        ] {
+            assert!(!is_domain(bad), "{bad}");
+        }
+        for good in [
+            "https://www.linkedin.com/in/ada-lovelace",
+            "https://linkedin.com/in/ada/",
+            "http://fr.linkedin.com/in/ada?trk=x",
+            "https://www.linkedin.com/in/ACwAAAbcdef",
+            "https://www.linkedin.com/sales/lead/ACwAA123,NAME_SEARCH",
+            "https://www.LinkedIn.com/pub/ada/1/2/3",
+        ] {
+            assert!(is_linkedin_profile(good), "{good}");
+        }
+        for bad in [
+            "u",
+            "www.linkedin.com/in/ada",
+            "https://www.linkedin.com/company/acme",
+            "https://www.linkedin.com/in/",
+            "https://linkedin.com.evil.example/in/ada",
+            "https://evil.example/in/ada",
+            "https://www.linkedin.com/in/ada lovelace",
+        ] {
+            assert!(!is_linkedin_profile(bad), "{bad}");
+        }
+        let enrich = |c: Value| fe(json!([c]));
+        assert_eq!(
+            field(enrich(
+                json!({"first_name": "A", "last_name": "B", "domain": "https://acme.com"})
+            )),
+            "contacts[0].domain"
+        );
+        assert_eq!(
+            field(enrich(json!({"linkedin_url": "linkedin.com/in/ada"}))),
+            "contacts[0].linkedin_url"
+        );
+        let e = validate(&json!({"provider": "enrow", "operation": "email_find", "contacts": [{"fullname": "A B", "company_domain": "acme"}]})).unwrap_err();
+        assert_eq!(e.field, "contacts[0].company_domain");
+        assert!(!e.message.contains("acme"), "messages never echo values");
+    }
+
+    #[test]
+    fn fullenrich_counts_custom_lengths_in_utf16_units() {
+        assert_eq!(fullenrich_len("abc"), 3);
+        assert_eq!(fullenrich_len("\u{e9}"), 1);
+        assert_eq!(fullenrich_len("\u{1F600}"), 2);
+        let ok = json!({"linkedin_url": "https://www.linkedin.com/in/x"});
+        let mut c = ok.clone();
+        // 50 emoji: 50 characters, 100 UTF-16 units: fits.
+        c["custom"] = json!({"note": "\u{1F600}".repeat(50)});
+        assert!(fe(json!([c])).is_ok());
+        // 51 emoji: 51 characters (a character count would let it pass), 102 units: refused.
+        let mut c = ok.clone();
+        c["custom"] = json!({"note": "\u{1F600}".repeat(51)});
+        let e = fe(json!([c])).unwrap_err();
+        assert_eq!(e.field, "contacts[0].custom.note");
+        assert!(e.message.contains("UTF-16"), "{}", e.message);
     }
 }

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use lambda_http::{Body, Request, Response};
+use relay_shared::ExposeSecret;
 use relay_shared::auth::{SignatureCheck, check_fullenrich_signature};
 use relay_shared::bodies::BodyStore;
-use relay_shared::ExposeSecret;
 use relay_shared::config::IngestConfig;
 use relay_shared::envelope::{self, Envelope, Signature};
 use relay_shared::providers::Hook;

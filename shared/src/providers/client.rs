@@ -141,7 +141,10 @@ impl ProviderClient for ProviderHttp {
             _ => "contact/enrich/bulk",
         };
         let url = url_with_id(&self.fullenrich_url, path, id)?;
-        let req = self.http.get(url).bearer_auth(self.fullenrich_key.expose_secret());
+        let req = self
+            .http
+            .get(url)
+            .bearer_auth(self.fullenrich_key.expose_secret());
         let (status, body) = self.get(req).await?;
         // 200, and 402 with CREDITS_INSUFFICIENT, carry the job object.
         if let Ok(job) = fullenrich::parse_batch(&body)

@@ -346,9 +346,10 @@ impl Submitter for ProviderHttp {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let body = resp.bytes().await.map_err(|e| {
-            StartError::Unconfirmed(format!("reading body: {}", e.without_url()))
-        })?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| StartError::Unconfirmed(format!("reading body: {}", e.without_url())))?;
         read_start(status, &body, op, retry_after)
     }
 }

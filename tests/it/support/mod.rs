@@ -43,7 +43,7 @@ impl Stack {
         relay_shared::aws::s3(&self.sdk)
     }
 
-    /// Messages in a queue, visible or not (received and not yet deleted).
+    /// Messages in a queue, visible, in flight (received and not yet deleted) or delayed.
     pub async fn queue_in_flight(&self, queue_url: &str) -> usize {
         use aws_sdk_sqs::types::QueueAttributeName as A;
         let out = self
@@ -52,6 +52,7 @@ impl Stack {
             .queue_url(queue_url)
             .attribute_names(A::ApproximateNumberOfMessages)
             .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
             .expect("queue attributes");
@@ -59,6 +60,7 @@ impl Stack {
         [
             A::ApproximateNumberOfMessages,
             A::ApproximateNumberOfMessagesNotVisible,
+            A::ApproximateNumberOfMessagesDelayed,
         ]
         .iter()
         .filter_map(|a| attrs.get(a)?.parse::<usize>().ok())

@@ -43,6 +43,12 @@ pub struct DevOptions {
     pub retry_visibility_seconds: i32,
     /// Where each function's log goes (`<dir>/<binary>.log`).
     pub log_dir: PathBuf,
+    /// During a rotation: the previous webhook secret and FullEnrich key (`WEBHOOK_SECRET_PREVIOUS`,
+    /// `FULLENRICH_API_KEY_PREVIOUS`).
+    pub webhook_secret_previous: Option<String>,
+    pub fullenrich_key_previous: Option<String>,
+    /// More variables for every function (e.g. `PROVIDER_TIMEOUT_SECONDS`), over the template's.
+    pub extra_env: BTreeMap<String, String>,
 }
 
 impl DevOptions {
@@ -66,6 +72,16 @@ impl DevOptions {
             sandbox: SandboxConfig::default(),
             retry_visibility_seconds: 5,
             log_dir: root.join(".local/dev"),
+            webhook_secret_previous: var("WEBHOOK_SECRET_PREVIOUS"),
+            fullenrich_key_previous: var("FULLENRICH_API_KEY_PREVIOUS"),
+            extra_env: [
+                "FULLENRICH_REQUESTS_PER_MINUTE",
+                "START_CONFIRM_TIMEOUT",
+                "PROVIDER_TIMEOUT_SECONDS",
+            ]
+            .into_iter()
+            .filter_map(|k| Some((k.to_string(), var(k)?)))
+            .collect(),
         }
     }
 }
@@ -178,16 +194,33 @@ impl DevStack {
         for (logical, binary) in FUNCTIONS {
             let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
             let mut env = template.function_env(logical, &res, &params);
-            env.insert("PUBLIC_BASE_URL".into(), api_url.clone());
-            // On AWS these come from SSM (`<VAR>_SSM`); locally they are plain variables.
-            for (k, v) in [
-                ("WEBHOOK_SECRET", &opts.webhook_secret),
-                ("RELAY_API_TOKEN", &opts.api_token),
-                ("FULLENRICH_API_KEY", &fullenrich_key),
-                ("ENROW_API_KEY", &enrow_key),
-            ] {
-                env.insert(k.into(), v.clone());
+            if template.function_names_var(logical, "PUBLIC_BASE_URL") {
+                env.insert("PUBLIC_BASE_URL".into(), api_url.clone());
             }
+            // On AWS these come from SSM (`<VAR>_SSM`); locally they are plain variables, and a
+            // function gets only the secrets its template entry names, as on AWS.
+            let secrets = template.function_secrets(logical);
+            for (k, v) in [
+                ("WEBHOOK_SECRET", Some(&opts.webhook_secret)),
+                (
+                    "WEBHOOK_SECRET_PREVIOUS",
+                    opts.webhook_secret_previous.as_ref(),
+                ),
+                ("RELAY_API_TOKEN", Some(&opts.api_token)),
+                ("FULLENRICH_API_KEY", Some(&fullenrich_key)),
+                (
+                    "FULLENRICH_API_KEY_PREVIOUS",
+                    opts.fullenrich_key_previous.as_ref(),
+                ),
+                ("ENROW_API_KEY", Some(&enrow_key)),
+            ] {
+                if let Some(v) = v
+                    && secrets.iter().any(|s| s == k)
+                {
+                    env.insert(k.into(), v.clone());
+                }
+            }
+            env.extend(opts.extra_env.clone());
             let path = opts.bin_dir.join(binary);
             let log = std::fs::File::create(opts.log_dir.join(format!("{binary}.log")))
                 .map_err(|e| e.to_string())?;

@@ -195,6 +195,27 @@ impl Template {
 
     /// A function's environment, `!Ref`s resolved against `resources`, parameters (and anything
     /// else that is not a local resource) left to `parameters`.
+    /// Whether a function's template entry sets `var` (whatever its value).
+    pub fn function_names_var(&self, function: &str, var: &str) -> bool {
+        self.properties(function)
+            .and_then(|p| p.get("Environment"))
+            .and_then(|e| e.get("Variables"))
+            .and_then(|v| v.get(var))
+            .is_some()
+    }
+
+    /// The secrets a function reads: `X` for each `X_SSM` variable of its template entry.
+    pub fn function_secrets(&self, function: &str) -> Vec<String> {
+        self.properties(function)
+            .and_then(|p| p.get("Environment"))
+            .and_then(|e| e.get("Variables"))
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.as_str()?.strip_suffix("_SSM").map(str::to_string))
+            .collect()
+    }
+
     pub fn function_env(
         &self,
         function: &str,

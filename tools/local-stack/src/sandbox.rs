@@ -11,7 +11,18 @@
 //!   `duplicate_rate`.
 //! - Result GETs (FullEnrich job object, Enrow bulk results).
 //! - Failure injection: `start_failures` answers the next start requests with those statuses
-//!   (429, 402, 500, …), in order.
+//!   (429, 402, 500, …), in order; `start_faults` plays the start behaviours the documents allow
+//!   and a happy sandbox never shows ([`StartFault`]): a start accepted whose answer comes after
+//!   the client gave up, a 5xx after the job was stored, a 2xx without an id, a 429 with
+//!   `Retry-After`. A fault mix (`fault_mix`) draws them at random, seeded.
+//! - A FullEnrich credit balance (`fullenrich_credits`): once it is spent, the batch ends
+//!   `CREDITS_INSUFFICIENT` with the remaining records empty (providers.md §2.4), and a start
+//!   with nothing left is accepted and ends so at once (§2.5: undocumented; inferred).
+//! - `reject_marker`: a contact whose LinkedIn URL contains it makes the whole start a 400
+//!   (`error.linkedin.malformated` / "Invalid linkedin_url"), as a provider refuses one bad
+//!   contact in a batch that the relay's own validation let through.
+//! - Every start request is logged ([`StartLog`]) with the job of its webhook URL and the record
+//!   keys it carries, so a test can count the starts each chunk got.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +32,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -37,6 +49,48 @@ pub struct SandboxConfig {
     pub retry_interval: Duration,
     /// Statuses for the next start requests, in order (failure injection).
     pub start_failures: Vec<u16>,
+    /// Behaviours for the next start requests, in order, after `start_failures`.
+    pub start_faults: Vec<StartFault>,
+    /// Random start faults for every start with no queued fault: (fault, probability), drawn
+    /// from a seeded generator.
+    pub fault_mix: Vec<(StartFault, f64)>,
+    /// FullEnrich credits left; `None`: unlimited.
+    pub fullenrich_credits: Option<f64>,
+    /// A contact whose LinkedIn URL contains this is refused with a 400 for its whole request.
+    pub reject_marker: Option<String>,
+    /// Whether FullEnrich sends `contact_finished` webhooks when the start asked for them (on),
+    /// or only the batch webhook.
+    pub contact_webhooks: bool,
+}
+
+/// A start behaviour a provider's documents allow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartFault {
+    /// Answer with this status and an error body; nothing is stored.
+    Status(u16),
+    /// 429 with `Retry-After: secs`; nothing is stored.
+    RateLimited { retry_after: u64 },
+    /// Store the job (its webhooks will come) and answer only after this long: a client with a
+    /// shorter timeout never sees the id.
+    AcceptThenHang(Duration),
+    /// Store the job (its webhooks will come), then answer 500.
+    StoreThen5xx,
+    /// Store the job (its webhooks will come), then answer 200 with no id.
+    AcceptWithoutId,
+}
+
+/// One start request as the sandbox received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartLog {
+    pub path: String,
+    /// The relay job named by the request's webhook URL.
+    pub job_id: Option<String>,
+    /// The record keys (contact indices) the request carries.
+    pub rids: Vec<u64>,
+    /// Whether the sandbox stored the job (it will run and call back).
+    pub stored: bool,
+    /// The status it answered with (0: no answer was read in time, for `AcceptThenHang`).
+    pub status: u16,
 }
 
 impl Default for SandboxConfig {
@@ -48,6 +102,11 @@ impl Default for SandboxConfig {
             duplicate_rate: 0.0,
             retry_interval: Duration::from_secs(1),
             start_failures: Vec::new(),
+            start_faults: Vec::new(),
+            fault_mix: Vec::new(),
+            fullenrich_credits: None,
+            reject_marker: None,
+            contact_webhooks: true,
         }
     }
 }
@@ -65,11 +124,15 @@ struct Job {
     records: Vec<Value>,
     name: String,
     credits: f64,
+    status: &'static str,
 }
 
 struct Inner {
     config: Mutex<SandboxConfig>,
-    failures: Mutex<VecDeque<u16>>,
+    failures: Mutex<VecDeque<StartFault>>,
+    starts: Mutex<Vec<StartLog>>,
+    credits: Mutex<Option<f64>>,
+    draws: AtomicU64,
     jobs: Mutex<HashMap<String, Job>>,
     http: reqwest::Client,
     counters: Counters,
@@ -86,7 +149,17 @@ impl Sandbox {
     /// Serves on 127.0.0.1:`port` (0: a free port) until the process ends.
     pub async fn start(config: SandboxConfig, port: u16) -> std::io::Result<Sandbox> {
         let inner = Arc::new(Inner {
-            failures: Mutex::new(config.start_failures.iter().copied().collect()),
+            failures: Mutex::new(
+                config
+                    .start_failures
+                    .iter()
+                    .map(|s| StartFault::Status(*s))
+                    .chain(config.start_faults.iter().cloned())
+                    .collect(),
+            ),
+            starts: Mutex::default(),
+            credits: Mutex::new(config.fullenrich_credits),
+            draws: AtomicU64::new(0),
             config: Mutex::new(config),
             jobs: Mutex::default(),
             http: reqwest::Client::builder()
@@ -120,7 +193,37 @@ impl Sandbox {
 
     /// Answers the next start requests with these statuses.
     pub fn inject_start_failures(&self, statuses: &[u16]) {
-        self.inner.failures.lock().unwrap().extend(statuses);
+        self.inner
+            .failures
+            .lock()
+            .unwrap()
+            .extend(statuses.iter().map(|s| StartFault::Status(*s)));
+    }
+
+    /// Plays these behaviours on the next start requests, in order.
+    pub fn inject_start_faults(&self, faults: &[StartFault]) {
+        self.inner
+            .failures
+            .lock()
+            .unwrap()
+            .extend(faults.iter().cloned());
+    }
+
+    /// Every start request received so far.
+    pub fn starts(&self) -> Vec<StartLog> {
+        self.inner.starts.lock().unwrap().clone()
+    }
+
+    /// The start requests that carried contact `rid` of `job_id`.
+    pub fn starts_of(&self, job_id: &str, rid: u64) -> Vec<StartLog> {
+        self.starts()
+            .into_iter()
+            .filter(|s| s.job_id.as_deref() == Some(job_id) && s.rids.contains(&rid))
+            .collect()
+    }
+
+    pub fn set_fullenrich_credits(&self, credits: Option<f64>) {
+        *self.inner.credits.lock().unwrap() = credits;
     }
 
     pub fn set_duplicate_rate(&self, rate: f64) {
@@ -168,15 +271,68 @@ fn error(status: StatusCode, message: &str) -> (StatusCode, String) {
     )
 }
 
+/// The relay job a webhook URL names (`…/webhooks/{provider}/{job}/…`).
+fn job_of_url(url: Option<&str>) -> Option<String> {
+    let path = url?.split("/webhooks/").nth(1)?;
+    path.split('/').nth(1).map(str::to_string)
+}
+
+/// The record keys a start request carries (FullEnrich `custom.rid`, Enrow `custom`).
+fn rids_of(req: &Value) -> Vec<u64> {
+    let key = |c: Option<&Value>| -> Option<u64> {
+        match c? {
+            Value::String(s) => s.parse().ok(),
+            Value::Object(o) => o.get("rid").and_then(Value::as_str)?.parse().ok(),
+            _ => None,
+        }
+    };
+    let list = req
+        .get("data")
+        .or(req.get("searches"))
+        .and_then(Value::as_array);
+    match list {
+        Some(items) => items.iter().filter_map(|i| key(i.get("custom"))).collect(),
+        None => key(req.get("custom")).into_iter().collect(),
+    }
+}
+
+/// A FullEnrich error body (`{"code","message"}`) or an Enrow one (`{"message"}`).
+fn provider_error(fullenrich: bool, status: StatusCode, code: &str, message: &str) -> Response {
+    let body = if fullenrich {
+        json!({ "code": code, "message": message })
+    } else {
+        json!({ "message": message })
+    };
+    (status, body.to_string()).into_response()
+}
+
 async fn start(
     State(inner): State<Arc<Inner>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> (StatusCode, String) {
+) -> Response {
     let path = uri.path().to_string();
     let fullenrich = path.starts_with("/contact/");
     let config = inner.config.lock().unwrap().clone();
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let webhook = if fullenrich {
+        req.get("webhook_url").and_then(Value::as_str)
+    } else {
+        req.pointer("/settings/webhook").and_then(Value::as_str)
+    };
+    let mut log = StartLog {
+        path: path.clone(),
+        job_id: job_of_url(webhook),
+        rids: rids_of(&req),
+        stored: false,
+        status: 0,
+    };
+    let answer = |inner: &Inner, mut log: StartLog, resp: Response| {
+        log.status = resp.status().as_u16();
+        inner.starts.lock().unwrap().push(log);
+        resp
+    };
     let authorized = if fullenrich {
         headers.get("authorization").and_then(|v| v.to_str().ok())
             == Some(&format!("Bearer {}", config.fullenrich_key))
@@ -184,20 +340,95 @@ async fn start(
         headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(config.enrow_key.as_str())
     };
     if !authorized {
-        return error(StatusCode::UNAUTHORIZED, "This apikey is not valid");
+        let resp = provider_error(
+            fullenrich,
+            StatusCode::UNAUTHORIZED,
+            "error.api.key",
+            if fullenrich {
+                "Unknown api key"
+            } else {
+                "This apikey is not valid"
+            },
+        );
+        return answer(&inner, log, resp);
     }
-    if let Some(status) = inner.failures.lock().unwrap().pop_front() {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return error(status, "injected failure");
+    let fault = inner.failures.lock().unwrap().pop_front().or_else(|| {
+        if config.fault_mix.is_empty() {
+            return None;
+        }
+        let n = inner.draws.fetch_add(1, Ordering::Relaxed);
+        let draw = Sha256::digest(format!("fault-mix-{n}").as_bytes());
+        let u = u32::from_be_bytes([draw[0], draw[1], draw[2], draw[3]]) as f64 / u32::MAX as f64;
+        let mut acc = 0.0;
+        config.fault_mix.iter().find_map(|(f, p)| {
+            acc += p;
+            (u < acc).then(|| f.clone())
+        })
+    });
+    match &fault {
+        Some(StartFault::Status(status)) => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let resp = provider_error(fullenrich, status, "error.injected", "injected failure");
+            return answer(&inner, log, resp);
+        }
+        Some(StartFault::RateLimited { retry_after }) => {
+            let mut resp = provider_error(
+                fullenrich,
+                StatusCode::TOO_MANY_REQUESTS,
+                "error.rate.limit",
+                if fullenrich {
+                    "Too many requests. Try again in 1m"
+                } else {
+                    "Too Many Requests"
+                },
+            );
+            resp.headers_mut().insert(
+                "retry-after",
+                retry_after.to_string().parse().expect("digits"),
+            );
+            return answer(&inner, log, resp);
+        }
+        _ => {}
     }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "Invalid JSON input");
-    };
     inner.counters.starts.fetch_add(1, Ordering::Relaxed);
+    if req.is_null() {
+        let resp = provider_error(
+            fullenrich,
+            StatusCode::BAD_REQUEST,
+            "error.json",
+            "Invalid JSON input",
+        );
+        return answer(&inner, log, resp);
+    }
+    if let Some(marker) = &config.reject_marker
+        && req
+            .get("data")
+            .or(req.get("searches"))
+            .and_then(Value::as_array)
+            .map(|items| items.iter().collect::<Vec<_>>())
+            .unwrap_or_else(|| vec![&req])
+            .iter()
+            .any(|c| s(c, "linkedin_url").contains(marker.as_str()))
+    {
+        let resp = provider_error(
+            fullenrich,
+            StatusCode::BAD_REQUEST,
+            "error.linkedin.malformated",
+            "Invalid linkedin_url",
+        );
+        return answer(&inner, log, resp);
+    }
     let id = uuid::Uuid::new_v4().to_string();
-    let plan = match plan(&path, &req, &id) {
+    let plan = {
+        let mut credits = inner.credits.lock().unwrap();
+        plan(&path, &req, &id, &mut credits, config.contact_webhooks)
+    };
+    let plan = match plan {
         Ok(p) => p,
-        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+        Err(m) => {
+            let resp = provider_error(fullenrich, StatusCode::BAD_REQUEST, "error.enrichment", &m);
+            return answer(&inner, log, resp);
+        }
     };
     inner.jobs.lock().unwrap().insert(
         id.clone(),
@@ -205,9 +436,11 @@ async fn start(
             records: plan.records.clone(),
             name: s(&req, "name").to_string(),
             credits: plan.credits,
+            status: plan.status,
         },
     );
-    let answer = if fullenrich {
+    log.stored = true;
+    let ok = if fullenrich {
         json!({ "enrichment_id": id })
     } else {
         json!({ "id": id, "message": "operating", "credits_used": plan.credits })
@@ -219,17 +452,56 @@ async fn start(
             deliver(&inner2, &url, body, signed).await;
         }
     });
-    (StatusCode::OK, answer.to_string())
+    match fault {
+        Some(StartFault::AcceptThenHang(wait)) => {
+            // Logged now: the client will have given up before this answer is read.
+            inner.starts.lock().unwrap().push(log);
+            tokio::time::sleep(wait).await;
+            (StatusCode::OK, ok.to_string()).into_response()
+        }
+        Some(StartFault::StoreThen5xx) => answer(
+            &inner,
+            log,
+            provider_error(
+                fullenrich,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "error.internal",
+                "Internal server error",
+            ),
+        ),
+        Some(StartFault::AcceptWithoutId) => answer(
+            &inner,
+            log,
+            (
+                StatusCode::OK,
+                json!({ "message": "operating" }).to_string(),
+            )
+                .into_response(),
+        ),
+        _ => answer(
+            &inner,
+            log,
+            (StatusCode::OK, ok.to_string()).into_response(),
+        ),
+    }
 }
 
 /// What a start produces: the stored records and the webhooks to send.
 struct Plan {
     records: Vec<Value>,
     credits: f64,
+    /// FullEnrich's terminal status for the job (`FINISHED`, `CREDITS_INSUFFICIENT`).
+    status: &'static str,
     webhooks: Vec<(String, Vec<u8>, bool)>,
 }
 
-fn plan(path: &str, req: &Value, id: &str) -> Result<Plan, String> {
+fn plan(
+    path: &str,
+    req: &Value,
+    id: &str,
+    balance: &mut Option<f64>,
+    contact_webhooks: bool,
+) -> Result<Plan, String> {
     let webhook = req
         .pointer("/settings/webhook")
         .and_then(Value::as_str)
@@ -244,10 +516,23 @@ fn plan(path: &str, req: &Value, id: &str) -> Result<Plan, String> {
                 return Err("data must hold 1 to 100 contacts".into());
             }
             let reverse = path.contains("reverse");
+            let mut status = "FINISHED";
+            let mut unfinished: Vec<Option<Value>> = Vec::new();
             let records: Vec<Value> = data
                 .iter()
                 .map(|d| {
-                    let found = score(d) < 75;
+                    let mut found = score(d) < 75;
+                    // One credit per hit; with the balance spent, the rest stay empty and never
+                    // finish (no contact_finished for them).
+                    if found && let Some(left) = balance.as_mut() {
+                        if *left >= 1.0 {
+                            *left -= 1.0;
+                        } else {
+                            found = false;
+                            status = "CREDITS_INSUFFICIENT";
+                            unfinished.push(d.get("custom").cloned());
+                        }
+                    }
                     let custom = d.get("custom").cloned().unwrap_or(json!({}));
                     if reverse {
                         let mut r = json!({ "input": { "email": d.get("email") }, "custom": custom });
@@ -279,19 +564,24 @@ fn plan(path: &str, req: &Value, id: &str) -> Result<Plan, String> {
             if let Some(url) = req
                 .pointer("/webhook_events/contact_finished")
                 .and_then(Value::as_str)
+                .filter(|_| contact_webhooks)
             {
-                for r in &records {
+                for r in records
+                    .iter()
+                    .filter(|r| !unfinished.contains(&r.get("custom").cloned()))
+                {
                     let body = json!({ "id": id, "status": "IN_PROGRESS", "data": [r] });
                     webhooks.push((url.to_string(), body.to_string().into_bytes(), true));
                 }
             }
             if let Some(url) = req.get("webhook_url").and_then(Value::as_str) {
-                let body = json!({ "id": id, "name": req.get("name"), "status": "FINISHED", "cost": { "credits": credits }, "data": records });
+                let body = json!({ "id": id, "name": req.get("name"), "status": status, "cost": { "credits": credits }, "data": records });
                 webhooks.push((url.to_string(), body.to_string().into_bytes(), true));
             }
             Ok(Plan {
                 records,
                 credits,
+                status,
                 webhooks,
             })
         }
@@ -354,6 +644,7 @@ fn plan(path: &str, req: &Value, id: &str) -> Result<Plan, String> {
             Ok(Plan {
                 records: vec![result],
                 credits,
+                status: "FINISHED",
                 webhooks,
             })
         }
@@ -426,6 +717,7 @@ fn plan(path: &str, req: &Value, id: &str) -> Result<Plan, String> {
             Ok(Plan {
                 records: rows,
                 credits,
+                status: "FINISHED",
                 webhooks,
             })
         }
@@ -489,7 +781,7 @@ async fn fullenrich_get(
     match inner.jobs.lock().unwrap().get(&id) {
         Some(job) => (
             StatusCode::OK,
-            json!({ "id": id, "name": job.name, "status": "FINISHED", "cost": { "credits": job.credits }, "data": job.records }).to_string(),
+            json!({ "id": id, "name": job.name, "status": job.status, "cost": { "credits": job.credits }, "data": job.records }).to_string(),
         ),
         None => error(StatusCode::NOT_FOUND, "error.enrichment.not_found"),
     }
