@@ -559,6 +559,26 @@ impl DynamoJobStore {
         Ok(unless_condition_failed(out)?.is_some())
     }
 
+    /// Ends the wait of an unconfirmed chunk (`start_unconfirmed` → `failed`), unless a webhook
+    /// adopted it meanwhile. Returns whether this call ended it; only then may its contacts be
+    /// failed. A webhook that comes later finds no chunk waiting and is parked, body intact.
+    pub async fn expire_unconfirmed(&self, job_id: &str, index: u32) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(index)))
+            .update_expression("SET #status = :failed")
+            .condition_expression("#status = :unconfirmed")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":failed", s(ChunkStatus::Failed.as_str()))
+            .expression_attribute_values(":unconfirmed", s(ChunkStatus::StartUnconfirmed.as_str()))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
     /// Replaces a chunk `owner` is starting, which the provider refused as a whole, by its two
     /// halves (new pending chunks with fresh indices), in one transaction with the job's chunk
     /// count. Returns the halves.
@@ -1540,13 +1560,16 @@ impl JobStore for DynamoJobStore {
     }
 }
 
-/// Whether a claim was won.
+/// Whether a claim was won (the semantics of AWS Powertools' idempotency).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// This worker owns the event now: apply it, then complete or release.
     Claimed,
-    /// Already applied, or being applied by a worker whose lease is still running.
+    /// Applied already (`COMPLETED`): drop this copy.
     Duplicate,
+    /// Being applied by another worker whose lease still runs: this copy must wait and be tried
+    /// again (if the holder fails and releases, this copy is the one that applies it).
+    InProgress,
 }
 
 pub trait DedupeStore: Send + Sync + 'static {
@@ -1593,6 +1616,8 @@ const COMPLETED: &str = "COMPLETED";
 
 impl DedupeStore for DynamoDedupe {
     async fn claim(&self, key: &str, owner: &str) -> Result<Claim, StoreError> {
+        use aws_sdk_dynamodb::operation::put_item::PutItemError;
+        use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
         let now = now_ms();
         let result = self
             .client
@@ -1611,11 +1636,35 @@ impl DedupeStore for DynamoDedupe {
             .expression_attribute_values(":now", n(now / 1000))
             .expression_attribute_values(":now_ms", n(now))
             .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            // The record that stopped us, in the same call: completed, or held by a live lease.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        Ok(match unless_condition_failed(result)? {
-            Some(_) => Claim::Claimed,
-            None => Claim::Duplicate,
+        let held = match result {
+            Ok(_) => return Ok(Claim::Claimed),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => c.item().cloned(),
+                _ => return Err(unavailable(e)),
+            },
+        };
+        // An emulator that does not return the old item: read it.
+        let held = match held {
+            Some(item) => Some(item),
+            None => {
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(key))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(unavailable)?
+                    .item
+            }
+        };
+        Ok(match held.as_ref().and_then(|i| get_s(i, "status")) {
+            Some(IN_PROGRESS) => Claim::InProgress,
+            _ => Claim::Duplicate,
         })
     }
 

@@ -481,14 +481,12 @@ async fn the_same_delivery_five_times_is_applied_once() {
         &job,
         &enrow_event("bulk_search_finished", "bulk-dup", Some(3.0)),
     );
-    // Five copies in one batch, processed concurrently.
-    let (resp, _) = f.run(&vec![body.clone(); 5]).await;
-    assert!(resp.batch_item_failures.is_empty());
-    // Five more, across five concurrent batches.
-    let runs = (0..5).map(|_| f.run(std::slice::from_ref(&body)));
-    for (resp, _) in futures::future::join_all(runs).await {
-        assert!(resp.batch_item_failures.is_empty());
-    }
+    // Five copies in one batch, processed concurrently, then five more across five concurrent
+    // batches. A copy that meets a claim in progress goes back to the queue (SQS would redeliver
+    // it): redeliver those until none is left.
+    let mut pending = f.run_until_settled(vec![body.clone(); 5]).await;
+    let runs = (0..5).map(|_| f.run_until_settled(vec![body.clone()]));
+    pending += futures::future::join_all(runs).await.iter().sum::<usize>();
     assert_eq!(
         f.stub.hits("/email/find/bulk", "bulk-dup"),
         1,
@@ -505,7 +503,10 @@ async fn the_same_delivery_five_times_is_applied_once() {
         (3, 2, 1),
         "exact counters"
     );
-    assert_eq!(meta.duplicates, 9);
+    assert_eq!(
+        meta.duplicates, 9,
+        "redelivered {pending} copies that waited"
+    );
 
     // Single-result events too, and a FullEnrich contact replayed concurrently with its batch.
     let fe = f
@@ -523,8 +524,7 @@ async fn the_same_delivery_five_times_is_applied_once() {
     );
     let mut storm = vec![contact.clone(); 5];
     storm.extend(vec![batch.clone(); 5]);
-    let (resp, _) = f.run(&storm).await;
-    assert!(resp.batch_item_failures.is_empty());
+    f.run_until_settled(storm).await;
     let meta = f.job(&fe).await;
     assert_eq!(
         (meta.done, meta.found, meta.not_found, meta.status),
@@ -632,18 +632,19 @@ async fn a_provider_that_always_fails_lands_in_the_dlq_after_max_receives() {
 }
 
 #[tokio::test]
-async fn abandoned_and_expired_claims_do_not_block_and_live_ones_do() {
+async fn abandoned_and_expired_claims_do_not_block_and_live_ones_wait_without_being_dropped() {
     let f = Fetch::new().await;
     let ddb = relay_shared::aws::dynamodb(&f.stack.sdk);
     let table = f.stack.res.table("DedupeTable");
     let now = relay_shared::now_ms();
-    let claim = |id: &str, status: &str, lease_until: u64, expires_at: u64| {
+    // Claims are scoped to the job of the URL: `{job}#enrow:{event}:{id}`.
+    let claim = |job: &str, id: &str, status: &str, lease_until: u64, expires_at: u64| {
         ddb.put_item()
             .table_name(table)
             .item(
                 "pk",
                 aws_sdk_dynamodb::types::AttributeValue::S(format!(
-                    "enrow:single_search_finished:{id}"
+                    "{job}#enrow:single_search_finished:{id}"
                 )),
             )
             .item(
@@ -664,31 +665,45 @@ async fn abandoned_and_expired_claims_do_not_block_and_live_ones_do() {
             )
             .send()
     };
-    // A worker died mid-event: its lease ran out a second ago.
-    claim("dead", "IN_PROGRESS", now - 1000, now / 1000 + 86_400)
-        .await
-        .unwrap();
-    // Completed long ago: TTL has not deleted it yet, but it has expired.
-    claim("expired", "COMPLETED", 0, now / 1000 - 10)
-        .await
-        .unwrap();
-    // Another worker is on it right now.
-    claim("live", "IN_PROGRESS", now + 60_000, now / 1000 + 86_400)
-        .await
-        .unwrap();
-
     let mut jobs = Vec::new();
+    let mut bodies = Vec::new();
     for id in ["dead", "expired", "live"] {
         let job = f
             .seed(Operation::EmailFind, vec![finder(0)], 1, &[id])
             .await;
         let mut event = fixture_json("enrow/single_search_finished.json");
         event["id"] = json!(id);
-        let (resp, _) = f
-            .run(&[enrow_env(&job, event.to_string().as_bytes())])
-            .await;
-        assert!(resp.batch_item_failures.is_empty());
+        bodies.push(enrow_env(&job, event.to_string().as_bytes()));
         jobs.push(job);
+    }
+    // A worker died mid-event: its lease ran out a second ago.
+    claim(
+        &jobs[0],
+        "dead",
+        "IN_PROGRESS",
+        now - 1000,
+        now / 1000 + 86_400,
+    )
+    .await
+    .unwrap();
+    // Completed long ago: TTL has not deleted it yet, but it has expired.
+    claim(&jobs[1], "expired", "COMPLETED", 0, now / 1000 - 10)
+        .await
+        .unwrap();
+    // Another worker is on it right now.
+    claim(
+        &jobs[2],
+        "live",
+        "IN_PROGRESS",
+        now + 60_000,
+        now / 1000 + 86_400,
+    )
+    .await
+    .unwrap();
+
+    for body in &bodies[..2] {
+        let (resp, _) = f.run(std::slice::from_ref(body)).await;
+        assert!(resp.batch_item_failures.is_empty());
     }
     assert_eq!(
         f.results(&jobs[0]).await.len(),
@@ -700,20 +715,90 @@ async fn abandoned_and_expired_claims_do_not_block_and_live_ones_do() {
         1,
         "an expired item is treated as new"
     );
+    // The copy that meets a live claim is not deleted as a duplicate: it goes back to the
+    // queue, so if the holder fails the event is still there to apply.
+    let (resp, records) = f.run(&bodies[2..]).await;
+    assert_eq!(
+        resp.batch_item_failures.len(),
+        1,
+        "retried later, not dropped"
+    );
+    assert_eq!(
+        resp.batch_item_failures[0].item_identifier,
+        records[0].message_id.clone().unwrap()
+    );
     assert!(
         f.results(&jobs[2]).await.is_empty(),
-        "a live claim is respected"
+        "the live claim is respected"
     );
-    assert_eq!(f.job(&jobs[2]).await.duplicates, 1);
+    assert_eq!(
+        f.job(&jobs[2]).await.duplicates,
+        0,
+        "not counted as a duplicate"
+    );
+    // The holder fails and releases its claim: the retried copy applies the event.
+    let key = format!("{}#enrow:single_search_finished:live", jobs[2]);
+    f.worker.dedupe.release(&key, "someone-else").await.unwrap();
+    let (resp, _) = f.run(&bodies[2..]).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(
+        f.results(&jobs[2]).await.len(),
+        1,
+        "applied by the copy that waited"
+    );
 
     // A completed claim is kept for the retention period.
     let d = &f.worker.dedupe;
     assert_eq!(
-        d.claim("enrow:single_search_finished:dead", "me")
-            .await
-            .unwrap(),
+        d.claim(
+            &format!("{}#enrow:single_search_finished:dead", jobs[0]),
+            "me"
+        )
+        .await
+        .unwrap(),
         relay_shared::store::Claim::Duplicate
     );
+}
+
+#[tokio::test]
+async fn an_event_posted_to_another_jobs_url_burns_nothing_of_that_job() {
+    let f = Fetch::new().await;
+    let victim = f
+        .seed(Operation::EmailFind, vec![finder(0)], 1, &["victim-id"])
+        .await;
+    let attacker = f
+        .seed(Operation::EmailFind, vec![finder(0)], 1, &["attacker-id"])
+        .await;
+    // Someone holding the attacker job's URL posts the victim's provider id to it, with a
+    // made-up result.
+    let mut forged = fixture_json("enrow/single_search_finished.json");
+    forged["id"] = json!("victim-id");
+    forged["result"]["email"] = json!("forged@example.com");
+    let (resp, _) = f
+        .run(&[enrow_env(&attacker, forged.to_string().as_bytes())])
+        .await;
+    assert!(resp.batch_item_failures.is_empty());
+    let parked = f.dead_letters().await;
+    assert_eq!(
+        parked.len(),
+        1,
+        "parked: the id is no chunk of the URL's job"
+    );
+    assert_eq!(
+        parked[0].1.get("reason").map(String::as_str),
+        Some("provider id belongs to no chunk of this job")
+    );
+    // The victim's real delivery still applies: its key was never claimed.
+    let mut real = fixture_json("enrow/single_search_finished.json");
+    real["id"] = json!("victim-id");
+    let (resp, _) = f
+        .run(&[enrow_env(&victim, real.to_string().as_bytes())])
+        .await;
+    assert!(resp.batch_item_failures.is_empty());
+    let results = f.results(&victim).await;
+    assert_eq!(results.len(), 1);
+    assert_ne!(results[0].email.as_deref(), Some("forged@example.com"));
+    assert!(f.results(&attacker).await.is_empty());
 }
 
 #[tokio::test]

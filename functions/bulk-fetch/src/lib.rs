@@ -222,6 +222,10 @@ where
             Ok(parsed) => parsed,
             Err(reason) => return Disposition::Parked(reason),
         };
+        // Scoped to the job of the URL: a caller holding one job's URL who posts events naming
+        // another job's provider ids claims keys of its own job only, and burns nothing of the
+        // other job (the event itself is then parked: its id is no chunk of this job).
+        let key = format!("{}#{key}", env.job_id);
         let meta = match self.jobs.get_job(&env.job_id).await {
             Ok(Some(meta)) => meta,
             Ok(None) => return Disposition::Parked("unknown job".into()),
@@ -244,6 +248,10 @@ where
                     Ok(_) => Disposition::Duplicate,
                     Err(e) => Disposition::Retry(format!("job not settled: {e}")),
                 };
+            }
+            Ok(Claim::InProgress) => {
+                // Not dropped: if the holder fails, this copy must be there to apply it.
+                return Disposition::Retry("being applied by another delivery".into());
             }
             Err(e) => return Disposition::Retry(e.to_string()),
         }

@@ -450,6 +450,18 @@ impl<Q: Queue> Api<Q> {
                 );
             }
         };
+        let include_raw = match params.first("include") {
+            None | Some("") => false,
+            Some("raw") => true,
+            Some(_) => {
+                return error(
+                    400,
+                    "invalid_request",
+                    "the only value is \"raw\" (the provider's record with each result)",
+                    Some("include"),
+                );
+            }
+        };
         if !is_valid_job_id(id) {
             return error(404, "not_found", "no such job", None);
         }
@@ -458,16 +470,91 @@ impl<Q: Queue> Api<Q> {
             Ok(None) => return error(404, "not_found", "no such job", None),
             Err(e) => return store_unavailable(e),
         }
-        let mut results = match self.jobs.results(id, from, limit + 1).await {
+        let results = match self.jobs.results(id, from, limit + 1).await {
             Ok(r) => r,
             Err(e) => return store_unavailable(e),
         };
-        let next = (results.len() > limit).then(|| results[limit].index.to_string());
-        results.truncate(limit);
+        let (page, next) = results_page(results, limit, include_raw, MAX_RESULTS_PAGE_BYTES);
         json_response(
             200,
-            json!({ "results": results, "next_cursor": next }).to_string(),
+            format!(
+                r#"{{"results":[{}],"next_cursor":{}}}"#,
+                page.join(","),
+                serde_json::to_string(&next).expect("serializable")
+            ),
         )
+    }
+}
+
+/// A results page's serialized results stay under this (Lambda answers at most 6 MB, and API
+/// Gateway's JSON envelope escapes the body once more).
+pub const MAX_RESULTS_PAGE_BYTES: usize = 2_500_000;
+
+/// One page of results: at most `limit`, at most `max_bytes` serialized (never fewer than one),
+/// `raw` only when asked for. Returns the serialized results and the next cursor.
+pub fn results_page(
+    results: Vec<ContactResult>,
+    limit: usize,
+    include_raw: bool,
+    max_bytes: usize,
+) -> (Vec<String>, Option<String>) {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for r in results {
+        let mut v = serde_json::to_value(&r).expect("serializable");
+        if !include_raw && let Some(o) = v.as_object_mut() {
+            o.remove("raw");
+        }
+        let text = v.to_string();
+        if page.len() == limit || (!page.is_empty() && bytes + text.len() + 1 > max_bytes) {
+            return (page, Some(r.index.to_string()));
+        }
+        bytes += text.len() + 1;
+        page.push(text);
+    }
+    (page, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_shared::jobs::Outcome;
+
+    fn result(index: u64, raw_bytes: usize) -> ContactResult {
+        ContactResult {
+            index,
+            custom: Some(json!({"crm_id": format!("c{index}")})),
+            outcome: Outcome::Found,
+            email: Some("a@example.com".into()),
+            email_status: Some("DELIVERABLE".into()),
+            phone: None,
+            reason: None,
+            raw: json!({ "profile": "x".repeat(raw_bytes) }),
+        }
+    }
+
+    #[test]
+    fn a_results_page_is_capped_by_bytes_as_well_as_count_and_raw_is_opt_in() {
+        // 1,000 results of 20 KB raw profiles: 20 MB with raw, far over Lambda's 6 MB.
+        let many: Vec<ContactResult> = (0..1001).map(|i| result(i, 20_000)).collect();
+        let (page, next) = results_page(many.clone(), 1000, true, MAX_RESULTS_PAGE_BYTES);
+        let size: usize = page.iter().map(String::len).sum();
+        assert!(size <= MAX_RESULTS_PAGE_BYTES, "{size}");
+        assert!(page.len() < 1000 && !page.is_empty());
+        assert_eq!(
+            next,
+            Some(page.len().to_string()),
+            "the next page starts where this one stopped"
+        );
+        // Without `include=raw` the same 1,000 fit, and the cursor points at the 1,001st.
+        let (page, next) = results_page(many, 1000, false, MAX_RESULTS_PAGE_BYTES);
+        assert_eq!(page.len(), 1000);
+        assert_eq!(next.as_deref(), Some("1000"));
+        assert!(!page[0].contains("raw"));
+        // One result larger than the cap still comes alone (never an empty page).
+        let (page, next) = results_page(vec![result(0, 50), result(1, 50)], 10, true, 10);
+        assert_eq!((page.len(), next.as_deref()), (1, Some("1")));
+        assert!(page[0].contains("\"raw\""));
     }
 }
 
@@ -815,11 +902,14 @@ impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
         ) else {
             return Ok(Submitted::Skipped);
         };
-        if chunk.status != ChunkStatus::StartUnconfirmed {
+        // `failed` without its error: expired by an earlier check that stopped before the
+        // contacts were failed; finish that.
+        let resumed = chunk.status == ChunkStatus::Failed && chunk.error.is_none();
+        if chunk.status != ChunkStatus::StartUnconfirmed && !resumed {
             return Ok(Submitted::Skipped);
         }
         let remaining = self.check_delay(&chunk);
-        if !remaining.is_zero() {
+        if !resumed && !remaining.is_zero() {
             self.schedule_check(job_id, index, remaining).await?;
             return Ok(Submitted::Deferred(remaining.min(MAX_DELAY)));
         }
@@ -830,6 +920,10 @@ impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
                 self.confirm_timeout.as_secs()
             ),
         );
+        // Ended first, conditionally: a webhook that adopted the chunk a moment ago wins.
+        if !resumed && !self.jobs.expire_unconfirmed(job_id, index).await? {
+            return Ok(Submitted::Skipped);
+        }
         let contacts = self
             .jobs
             .contacts(job_id, chunk.offset, chunk.count)

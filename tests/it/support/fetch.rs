@@ -85,6 +85,32 @@ impl Fetch {
         (self.worker.handle_batch(event).await, records)
     }
 
+    /// Runs these bodies as one batch, then redelivers the records the worker handed back, as
+    /// SQS would, until none is left. Returns how many redeliveries it took.
+    pub async fn run_until_settled(&self, mut bodies: Vec<String>) -> usize {
+        let mut redelivered = 0;
+        for _ in 0..50 {
+            let (resp, records) = self.run(&bodies).await;
+            let failed: Vec<String> = resp
+                .batch_item_failures
+                .iter()
+                .filter_map(|f| {
+                    records
+                        .iter()
+                        .find(|r| r.message_id.as_deref() == Some(f.item_identifier.as_str()))
+                        .and_then(|r| r.body.clone())
+                })
+                .collect();
+            if failed.is_empty() {
+                return redelivered;
+            }
+            redelivered += failed.len();
+            bodies = failed;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("records still handed back after 50 redeliveries");
+    }
+
     pub async fn results(&self, job_id: &str) -> Vec<ContactResult> {
         self.jobs.results(job_id, 0, 100_000).await.unwrap()
     }

@@ -100,13 +100,23 @@ impl Poller {
             if failed.iter().any(|f| Some(f) == r.message_id.as_ref()) {
                 continue;
             }
-            self.sqs
+            let deleted = self
+                .sqs
                 .delete_message()
                 .queue_url(&self.queue_url)
                 .receipt_handle(r.receipt_handle.clone().unwrap_or_default())
                 .send()
-                .await
-                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+                .await;
+            match deleted {
+                Ok(_) => {}
+                // The function ran past the visibility timeout and the message was received
+                // again meanwhile: its old handle no longer deletes it, and the new copy is
+                // processed (harmlessly: the functions are idempotent) by whoever received it.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_receipt_handle_is_invalid()) => {}
+                Err(e) => return Err(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+            }
         }
         Ok(Round {
             received: records.len(),
