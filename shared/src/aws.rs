@@ -28,14 +28,15 @@ pub async fn load() -> SdkConfig {
 
 /// An SDK configuration for an explicit endpoint (tests and local tools): fixed region and dummy
 /// credentials, so nothing waits on the instance-metadata service. The emulator is one Python
-/// process: under a burst of hundreds of calls it answers in seconds, not milliseconds, so the
-/// attempt timeout is relaxed here (a timed-out attempt that the emulator still completes would
-/// be retried and enqueue the delivery twice; see README, "Ingest").
+/// process that closes every connection: under a burst of hundreds of calls (while other test
+/// stacks load the machine) it accepts and answers in seconds, not milliseconds, so the connect
+/// and attempt timeouts are relaxed here (a timed-out attempt that the emulator still completes
+/// would be retried and enqueue the delivery twice; see README, "Ingest").
 pub async fn for_endpoint(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
+                .connect_timeout(Duration::from_secs(15))
                 .operation_attempt_timeout(Duration::from_secs(60))
                 .operation_timeout(Duration::from_secs(120))
                 .build(),

@@ -347,6 +347,21 @@ impl DynamoJobStore {
         Ok(calls)
     }
 
+    /// An UpdateItem on one chunk item, `#status` bound to its status attribute: the start of
+    /// every conditional transition of a chunk's state.
+    fn chunk_update(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(index)))
+            .expression_attribute_names("#status", "status")
+    }
+
     /// Claims an `Idempotency-Key` for the request about to create `job_id` (`owner` names the
     /// request). The first request owns it until it finishes or its lease (`lease_ms`, longer
     /// than the API's own timeout) runs out; then a retry takes over and finishes the same job.
@@ -478,14 +493,9 @@ impl DynamoJobStore {
     ) -> Result<Option<Chunk>, StoreError> {
         let now = now_ms();
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(chunk_sk(index)))
+            .chunk_update(job_id, index)
             .update_expression("SET #status = :starting, submit_until = :until, submit_owner = :me")
             .condition_expression("#status = :pending")
-            .expression_attribute_names("#status", "status")
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
             .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
             .expression_attribute_values(":until", n(now + lease_ms))
@@ -508,14 +518,9 @@ impl DynamoJobStore {
         owner: &str,
     ) -> Result<(), StoreError> {
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(chunk_sk(index)))
+            .chunk_update(job_id, index)
             .update_expression("SET #status = :pending REMOVE submit_until, submit_owner")
             .condition_expression("#status = :starting AND submit_owner = :me")
-            .expression_attribute_names("#status", "status")
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
             .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
             .expression_attribute_values(":me", s(owner))
@@ -535,18 +540,13 @@ impl DynamoJobStore {
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(chunk_sk(index)))
+            .chunk_update(job_id, index)
             .update_expression(
                 "SET #status = :unconfirmed, unconfirmed_at = :now REMOVE submit_until, submit_owner",
             )
             .condition_expression(
                 "#status = :starting AND (submit_owner = :me OR submit_until < :now)",
             )
-            .expression_attribute_names("#status", "status")
             .expression_attribute_values(
                 ":unconfirmed",
                 s(ChunkStatus::StartUnconfirmed.as_str()),
@@ -564,14 +564,9 @@ impl DynamoJobStore {
     /// failed. A webhook that comes later finds no chunk waiting and is parked, body intact.
     pub async fn expire_unconfirmed(&self, job_id: &str, index: u32) -> Result<bool, StoreError> {
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(chunk_sk(index)))
+            .chunk_update(job_id, index)
             .update_expression("SET #status = :failed")
             .condition_expression("#status = :unconfirmed")
-            .expression_attribute_names("#status", "status")
             .expression_attribute_values(":failed", s(ChunkStatus::Failed.as_str()))
             .expression_attribute_values(":unconfirmed", s(ChunkStatus::StartUnconfirmed.as_str()))
             .send()

@@ -413,6 +413,37 @@ where
         }
     }
 
+    /// The chunk that holds contact `index` now: its planned chunk, or, in a job where chunks
+    /// were split, the half that holds it (read only then).
+    async fn chunk_index_of(&self, meta: &JobMeta, index: u64) -> Result<u32, Failure> {
+        let planned = (index / meta.chunk_size.max(1)) as u32;
+        if meta.chunk_seq <= meta.chunks {
+            return Ok(planned);
+        }
+        let mut at = planned;
+        for _ in 0..64 {
+            let Some(chunk) = self.jobs.chunk(&meta.job_id, at).await? else {
+                break;
+            };
+            if chunk.status != ChunkStatus::Split {
+                return Ok(chunk.index);
+            }
+            let mut next = None;
+            for part in &chunk.parts {
+                if let Some(c) = self.jobs.chunk(&meta.job_id, *part).await?
+                    && c.holds(index)
+                {
+                    next = Some(c.index);
+                }
+            }
+            match next {
+                Some(n) => at = n,
+                None => break,
+            }
+        }
+        Ok(at)
+    }
+
     async fn apply(&self, meta: &JobMeta, action: Action) -> Result<Stored, Failure> {
         let job_id = meta.job_id.as_str();
         let op = meta.operation;
@@ -600,46 +631,6 @@ where
                     .await?)
             }
         }
-    }
-}
-
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
-    /// The chunk that holds contact `index` now: its planned chunk, or, in a job where chunks
-    /// were split, the half that holds it (read only then).
-    async fn chunk_index_of(&self, meta: &JobMeta, index: u64) -> Result<u32, Failure> {
-        let planned = (index / meta.chunk_size.max(1)) as u32;
-        if meta.chunk_seq <= meta.chunks {
-            return Ok(planned);
-        }
-        let mut at = planned;
-        for _ in 0..64 {
-            let Some(chunk) = self.jobs.chunk(&meta.job_id, at).await? else {
-                break;
-            };
-            if chunk.status != ChunkStatus::Split {
-                return Ok(chunk.index);
-            }
-            let mut next = None;
-            for part in &chunk.parts {
-                if let Some(c) = self.jobs.chunk(&meta.job_id, *part).await?
-                    && c.holds(index)
-                {
-                    next = Some(c.index);
-                }
-            }
-            match next {
-                Some(n) => at = n,
-                None => break,
-            }
-        }
-        Ok(at)
     }
 }
 
