@@ -27,7 +27,7 @@ bench: bootstrap functions
 	cargo build --release -p webhook-ingest -p relay-local-stack --bin webhook-ingest --bin ingest-rss
 	target/release/ingest-rss target/release/webhook-ingest 1000
 	cargo bench -p bulk-fetch --bench fetch
-	target/debug/submit-faults 10000
+	target/debug/submit-faults 200
 
 build: bootstrap
 	rustup target add aarch64-unknown-linux-gnu

@@ -341,6 +341,10 @@ pub struct ContactResult {
     pub phone: Option<String>,
     /// Why the outcome is `failed` (e.g. `credits_insufficient`).
     pub reason: Option<String>,
+    /// Written from a per-contact webhook (FullEnrich `contact_finished`): the chunk's final
+    /// result set (batch webhook or GET) replaces it, moving the counters exactly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provisional: bool,
     /// The provider's record as sent.
     pub raw: Value,
 }
@@ -355,6 +359,7 @@ impl ContactResult {
             email_status: None,
             phone: None,
             reason: Some(reason.to_string()),
+            provisional: false,
             raw: Value::Null,
         }
     }
@@ -405,6 +410,7 @@ pub fn from_fullenrich(
         email_status,
         phone,
         reason: None,
+        provisional: false,
         raw: record.raw.clone(),
     }
 }
@@ -455,6 +461,7 @@ pub fn from_enrow(
             .filter(|_| email.is_some()),
         phone: phone.map(str::to_string),
         reason: (outcome == Outcome::Failed).then(|| "unknown_qualification".to_string()),
+        provisional: false,
         raw,
     }
 }

@@ -15,7 +15,7 @@
 //! BatchWriteItem and then moves the job's counters by what the chunk holds minus what was
 //! counted for it (`c_*` on the chunk item).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
 use futures::StreamExt;
@@ -140,6 +140,8 @@ pub struct ChunkUpdate {
 pub struct Stored {
     pub new: usize,
     pub existing: usize,
+    /// Provisional rows replaced by the final result set.
+    pub replaced: usize,
     pub write_calls: usize,
 }
 
@@ -876,13 +878,13 @@ struct UpdateParts {
 const JOB_COUNTS: [&str; 4] = ["done", "found", "not_found", "failed"];
 const CHUNK_COUNTS: [&str; 4] = ["c_done", "c_found", "c_not_found", "c_failed"];
 
-/// Result counters: what a job head and each chunk keep.
+/// Result counters: what a job head and each chunk keep, or (signed) how they move.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counts {
-    done: u64,
-    found: u64,
-    not_found: u64,
-    failed: u64,
+    done: i64,
+    found: i64,
+    not_found: i64,
+    failed: i64,
 }
 
 impl Counts {
@@ -928,12 +930,14 @@ impl Counts {
         (b, parts.join(", "))
     }
 
+    /// The signed move from `o` to `self`: a provisional row replaced by a final one of
+    /// another outcome moves one count down and another up.
     fn minus(self, o: Counts) -> Counts {
         Counts {
-            done: self.done.saturating_sub(o.done),
-            found: self.found.saturating_sub(o.found),
-            not_found: self.not_found.saturating_sub(o.not_found),
-            failed: self.failed.saturating_sub(o.failed),
+            done: self.done - o.done,
+            found: self.found - o.found,
+            not_found: self.not_found - o.not_found,
+            failed: self.failed - o.failed,
         }
     }
 }
@@ -1112,6 +1116,9 @@ fn result_item(pk: &str, r: &ContactResult) -> Item {
     if let Some(c) = &r.custom {
         item.insert("custom".into(), s(c.to_string()));
     }
+    if r.provisional {
+        item.insert("provisional".into(), AttributeValue::Bool(true));
+    }
     item
 }
 
@@ -1127,6 +1134,11 @@ fn parse_result(item: &Item) -> Result<ContactResult, StoreError> {
         email_status: opt("email_status"),
         phone: opt("phone"),
         reason: opt("reason"),
+        provisional: item
+            .get("provisional")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
         raw: get_json(item, "raw").unwrap_or(Value::Null),
     })
 }
@@ -1372,6 +1384,7 @@ impl JobStore for DynamoJobStore {
                     return Ok(Stored {
                         new: 1,
                         existing: 0,
+                        replaced: 0,
                         write_calls: attempts as usize + 1,
                     });
                 }
@@ -1383,6 +1396,7 @@ impl JobStore for DynamoJobStore {
                 return Ok(Stored {
                     new: 0,
                     existing: 1,
+                    replaced: 0,
                     write_calls: attempts as usize + 1,
                 });
             }
@@ -1441,17 +1455,21 @@ impl JobStore for DynamoJobStore {
             .map(Counts::from_chunk)
             .unwrap_or_default();
 
-        // 2. The rows stored already (by single results or by an attempt that died midway).
+        // 2. The rows stored already (by single results or by an attempt that died midway), and
+        //    whether they are provisional (from a per-contact webhook).
         let first = result_sk(chunk.offset);
         let last = result_sk(chunk.offset + chunk.count.max(1) - 1);
-        let mut existing: HashMap<u64, Outcome> = HashMap::new();
+        let mut existing: HashMap<u64, (Outcome, bool)> = HashMap::new();
         for item in self.query_range(job_id, &first, &last, None).await? {
             let r = parse_result(&item)?;
-            existing.insert(r.index, r.outcome);
+            existing.insert(r.index, (r.outcome, r.provisional));
         }
 
-        // 3. The new rows, 25 per BatchWriteItem (first write wins: a stored row is kept).
-        let mut outcomes: HashMap<u64, Outcome> = existing.clone();
+        // 3. The new rows, 25 per BatchWriteItem. A final row is kept (first final write wins);
+        //    a provisional one is replaced by the chunk's final result set.
+        let mut outcomes: HashMap<u64, Outcome> =
+            existing.iter().map(|(i, (o, _))| (*i, *o)).collect();
+        let mut written: HashSet<u64> = HashSet::new();
         let mut requests = Vec::new();
         for r in &results {
             if r.index < chunk.offset || r.index >= chunk.offset + chunk.count {
@@ -1460,23 +1478,33 @@ impl JobStore for DynamoJobStore {
                     r.index, chunk.index
                 )));
             }
-            if existing.contains_key(&r.index) {
-                stored.existing += 1;
-                continue;
-            }
-            if outcomes.contains_key(&r.index) {
+            if written.contains(&r.index) {
                 continue; // the same contact twice in one set: the first one stands
             }
+            match existing.get(&r.index) {
+                Some((_, false)) => {
+                    stored.existing += 1;
+                    continue;
+                }
+                Some((_, true)) if r.provisional => {
+                    stored.existing += 1;
+                    continue;
+                }
+                Some((_, true)) => stored.replaced += 1,
+                None => {}
+            }
+            written.insert(r.index);
             outcomes.insert(r.index, r.outcome);
             requests.push(put_request(result_item(&pk, r)));
         }
         stored.write_calls += self.batch_write(requests).await?;
 
-        // 4. Counters move by what the chunk holds now minus what was counted for it, and the
-        //    chunk is released, in one transaction that only the lease holder can commit.
+        // 4. Counters move by what the chunk holds now minus what was counted for it (negative
+        //    where a provisional row changed outcome), and the chunk is released, in one
+        //    transaction that only the lease holder can commit.
         let total = Counts::of(outcomes.values().copied());
         let delta = total.minus(counted);
-        stored.new = delta.done as usize;
+        stored.new = delta.done.max(0) as usize;
         let release = self.chunk_update_builder(job_id, &update);
         let (b, set) = total.bind(release.b, CHUNK_COUNTS, " = ");
         let release = b

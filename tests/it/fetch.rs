@@ -405,8 +405,13 @@ async fn fullenrich_contact_finished_then_batch_counts_each_contact_once() {
     let r = f.results(&job).await;
     assert_eq!(r.len(), 1, "stored as soon as it arrives");
     assert_eq!(
-        (r[0].index, r[0].outcome, r[0].email_status.as_deref()),
-        (0, Outcome::Found, Some("CATCH_ALL"))
+        (
+            r[0].index,
+            r[0].outcome,
+            r[0].email_status.as_deref(),
+            r[0].provisional
+        ),
+        (0, Outcome::Found, Some("CATCH_ALL"), true)
     );
     assert_eq!(f.job(&job).await.status, JobStatus::Running);
 
@@ -426,9 +431,9 @@ async fn fullenrich_contact_finished_then_batch_counts_each_contact_once() {
     );
     let r = f.results(&job).await;
     assert_eq!(
-        r[0].email_status.as_deref(),
-        Some("CATCH_ALL"),
-        "the first result stands"
+        (r[0].email_status.as_deref(), r[0].provisional),
+        (Some("DELIVERABLE"), false),
+        "the batch's record replaces the per-contact one, which was provisional"
     );
 }
 
@@ -1135,4 +1140,131 @@ async fn a_settle_that_fails_once_still_ends_the_job() {
     let meta = f.job(&job).await;
     assert_eq!(meta.status, JobStatus::Completed);
     assert_eq!((meta.done, meta.found + meta.not_found), (1, 1));
+}
+
+/// A FullEnrich record for contact `rid`: finished with a work email, finished with nothing, or
+/// still running (no `contact_info`).
+fn fe_record(rid: u64, state: &str) -> Value {
+    let input =
+        json!({"first_name": format!("F{rid}"), "last_name": "L", "company_domain": "example.com"});
+    let custom = json!({"user_id": format!("u{rid}"), "rid": rid.to_string()});
+    match state {
+        "found" => json!({"input": input, "custom": custom, "contact_info": {
+            "most_probable_work_email": {"email": format!("f{rid}@example.com"), "status": "DELIVERABLE"},
+            "work_emails": [{"email": format!("f{rid}@example.com"), "status": "DELIVERABLE"}]}}),
+        "not_found" => {
+            json!({"input": input, "custom": custom, "contact_info": {"most_probable_work_email": null, "work_emails": []}})
+        }
+        _ => json!({"input": input, "custom": custom}),
+    }
+}
+
+#[tokio::test]
+async fn per_contact_snapshots_store_only_finished_records_and_the_batch_replaces_them_exactly() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::Enrich, fe_contacts(5), 100, &["fe-snap"])
+        .await;
+    let contact = |records: Vec<Value>| {
+        let body = json!({"id": "fe-snap", "status": "IN_PROGRESS", "data": records});
+        fe_env(&job, Hook::Contact, body.to_string().as_bytes())
+    };
+    // A contact_finished that carries the whole enrichment: contact 0 finished (found), the
+    // four others still running. Only contact 0 is stored; the others are not "not found".
+    f.run_until_settled(vec![contact(vec![
+        fe_record(0, "found"),
+        fe_record(1, "running"),
+        fe_record(2, "running"),
+        fe_record(3, "running"),
+        fe_record(4, "running"),
+    ])])
+    .await;
+    let results = f.results(&job).await;
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(results[0].provisional);
+    let meta = f.job(&job).await;
+    assert_eq!((meta.done, meta.found, meta.not_found), (1, 1, 0));
+    // Contact 1 finishes with nothing.
+    f.run_until_settled(vec![contact(vec![fe_record(1, "not_found")])])
+        .await;
+    let meta = f.job(&job).await;
+    assert_eq!((meta.done, meta.found, meta.not_found), (2, 1, 1));
+
+    // The batch says otherwise for both (the per-contact bodies were snapshots): its records
+    // replace the provisional rows, and the counters move exactly, down as well as up.
+    let batch = json!({"id": "fe-snap", "status": "FINISHED", "cost": {"credits": 3}, "data": [
+        fe_record(0, "not_found"), fe_record(1, "found"), fe_record(2, "found"),
+        fe_record(3, "not_found"), fe_record(4, "found")]});
+    let body = fe_env(&job, Hook::Batch, batch.to_string().as_bytes());
+    f.run_until_settled(vec![body.clone()]).await;
+    let meta = f.job(&job).await;
+    assert_eq!(
+        (meta.done, meta.found, meta.not_found, meta.failed),
+        (5, 3, 2, 0),
+        "exact after found → not found and not found → found"
+    );
+    assert_eq!(meta.status, JobStatus::Completed);
+    let results = f.results(&job).await;
+    let outcomes: Vec<Outcome> = results.iter().map(|r| r.outcome).collect();
+    use Outcome::{Found, NotFound};
+    assert_eq!(outcomes, vec![NotFound, Found, Found, NotFound, Found]);
+    assert!(
+        results.iter().all(|r| !r.provisional),
+        "every row is final now"
+    );
+    // A late per-contact delivery changes nothing any more; nor does the batch again.
+    f.run_until_settled(vec![contact(vec![fe_record(0, "found")]), body])
+        .await;
+    let meta = f.job(&job).await;
+    assert_eq!((meta.done, meta.found, meta.not_found), (5, 3, 2));
+    assert_eq!(f.results(&job).await[0].outcome, NotFound);
+}
+
+#[tokio::test]
+async fn unsigned_fullenrich_bodies_are_triggers_not_results() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::Enrich, fe_contacts(2), 100, &["fe-unsigned"])
+        .await;
+    let unsigned = |hook: Hook, body: Value| {
+        relay_local_stack::seed::envelope_with(
+            Provider::Fullenrich,
+            hook,
+            &job,
+            body.to_string().as_bytes(),
+            relay_shared::envelope::Signature::Absent,
+        )
+    };
+    // Made-up results, accepted on the URL token alone (no X-Signature-SHA1).
+    let mut forged0 = fe_record(0, "found");
+    forged0["contact_info"]["most_probable_work_email"]["email"] = json!("made-up@example.com");
+    let forged = json!({"id": "fe-unsigned", "status": "FINISHED", "data": [forged0.clone(), fe_record(1, "found")]});
+    // What FullEnrich's API says about the enrichment.
+    let truth = json!({"id": "fe-unsigned", "status": "FINISHED", "cost": {"credits": 1},
+                       "data": [fe_record(0, "not_found"), fe_record(1, "found")]});
+    f.stub.script(
+        "/contact/enrich/bulk",
+        "fe-unsigned",
+        vec![(200, truth.to_string())],
+    );
+    // An unsigned contact_finished stores nothing.
+    f.run_until_settled(vec![unsigned(
+        Hook::Contact,
+        json!({"id": "fe-unsigned", "status": "IN_PROGRESS", "data": [forged0]}),
+    )])
+    .await;
+    assert!(f.results(&job).await.is_empty());
+    // An unsigned batch triggers one GET, and what the API returned is stored.
+    f.run_until_settled(vec![unsigned(Hook::Batch, forged)])
+        .await;
+    assert_eq!(f.stub.hits("/contact/enrich/bulk", "fe-unsigned"), 1);
+    let results = f.results(&job).await;
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].outcome, Outcome::NotFound);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.email.as_deref() != Some("made-up@example.com"))
+    );
+    assert_eq!(f.job(&job).await.status, JobStatus::Completed);
 }

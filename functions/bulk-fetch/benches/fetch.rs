@@ -428,6 +428,7 @@ mod mem {
             Ok(Stored {
                 new: new as usize,
                 existing: !new as usize,
+                replaced: 0,
                 write_calls: 1,
             })
         }
@@ -446,6 +447,7 @@ mod mem {
             Ok(Stored {
                 new,
                 existing: rs.len() - new,
+                replaced: 0,
                 write_calls: 0,
             })
         }

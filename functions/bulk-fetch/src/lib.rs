@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::Provider;
 use relay_shared::bodies::BodyStore;
-use relay_shared::envelope::{Body, Envelope};
+use relay_shared::envelope::{Body, Envelope, Signature};
 use relay_shared::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, Outcome,
     RECORD_KEY, from_enrow, from_fullenrich, reasons,
@@ -90,9 +90,12 @@ enum Action {
     FullenrichBatch {
         id: String,
         job: fullenrich::Job,
+        /// The body carried a valid `X-Signature-SHA1`: its records are FullEnrich's.
+        signed: bool,
     },
     FullenrichContact {
         job: fullenrich::Job,
+        signed: bool,
     },
     EnrowSingle {
         id: String,
@@ -448,16 +451,21 @@ where
         let job_id = meta.job_id.as_str();
         let op = meta.operation;
         match action {
-            Action::FullenrichBatch { id, mut job } => {
+            Action::FullenrichBatch {
+                id,
+                mut job,
+                signed,
+            } => {
                 let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
                 let linked = self.jobs.find_chunk(job_id, &id).await?;
-                // A finished batch without its records (or one not terminal, which the batch
-                // webhook should never be): the result GET is the source of truth. A canceled or
-                // out-of-credits batch may rightly carry no records.
+                // The result GET is the source of truth for a body that is not signed (anyone
+                // holding the URL could have sent it: it is only a trigger), for a finished
+                // batch without its records, and for one not terminal (which the batch webhook
+                // should never be). A canceled or out-of-credits batch may rightly carry none.
                 let finished_empty = status == FeStatus::Finished
                     && job.data.is_empty()
                     && linked.is_none_or(|c| c.count > 0);
-                if !status.is_terminal() || finished_empty {
+                if !signed || !status.is_terminal() || finished_empty {
                     job = self.fullenrich_job(op, &id).await?;
                 }
                 let chunk = match linked {
@@ -515,13 +523,29 @@ where
                     .store_chunk(job_id, chunk, results, update)
                     .await?)
             }
-            Action::FullenrichContact { job } => {
+            Action::FullenrichContact { job, signed } => {
+                if !signed {
+                    // Not trusted as results: anyone holding the URL could have sent it. The
+                    // enrichment's results come with its batch webhook, fetched from the API
+                    // when that is unsigned too (a GET now would only answer "in progress").
+                    tracing::info!(
+                        job_id,
+                        "unsigned contact_finished: its results will come from the API"
+                    );
+                    return Ok(Stored::default());
+                }
+                let finished: Vec<fullenrich::Record> = job
+                    .data
+                    .iter()
+                    .filter(|r| r.is_finished())
+                    .cloned()
+                    .collect();
+                if finished.is_empty() {
+                    return Ok(Stored::default()); // a snapshot with nothing finished yet
+                }
                 let mut contacts = Vec::new();
-                for record in &job.data {
-                    let index = record
-                        .custom_str(RECORD_KEY)
-                        .and_then(|r| r.parse::<u64>().ok())
-                        .filter(|i| *i < meta.contacts);
+                for record in &finished {
+                    let index = fullenrich_rid(record).filter(|i| *i < meta.contacts);
                     if let Some(i) = index {
                         contacts.extend(self.jobs.contacts(job_id, i, 1).await?);
                     } else if let Some(id) = &job.id {
@@ -533,14 +557,16 @@ where
                         );
                     }
                 }
-                let results = map_fullenrich(op, &contacts, &job.data);
+                let results = map_fullenrich(op, &contacts, &finished);
                 if results.is_empty() {
                     return Err(Failure::Park(
                         "contact_finished record maps to no contact".into(),
                     ));
                 }
                 let mut stored = Stored::default();
-                for r in results {
+                for mut r in results {
+                    // Provisional: the chunk's final result set replaces it.
+                    r.provisional = true;
                     let chunk_index = self.chunk_index_of(meta, r.index).await?;
                     let s = self.jobs.store_result(job_id, chunk_index, r, None).await?;
                     stored.new += s.new;
@@ -654,24 +680,46 @@ fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), String> {
                 .unwrap_or_default();
             Ok((
                 format!("fe:batch:{id}:{status}"),
-                Action::FullenrichBatch { id, job },
+                Action::FullenrichBatch {
+                    id,
+                    job,
+                    signed: env.signature == Signature::Verified,
+                },
             ))
         }
         (Provider::Fullenrich, Hook::Contact) => {
             let job = fullenrich::parse_contact_finished(raw)
                 .map_err(|_| "not a FullEnrich contact_finished body")?;
-            let record = job
-                .data
-                .first()
-                .ok_or("contact_finished without a record")?;
+            if job.data.is_empty() {
+                return Err("contact_finished without a record".into());
+            }
             let scope = job.id.clone().unwrap_or_else(|| env.job_id.clone());
-            let record_key = record.custom_str(RECORD_KEY).unwrap_or_else(|| {
-                let input = record.raw.get("input").cloned().unwrap_or(Value::Null);
-                hex::encode(Sha256::digest(input.to_string().as_bytes()))
-            });
+            // The identity of what the body finishes: the record keys of its finished records
+            // (a body may be the whole enrichment, most of it still running); the same snapshot
+            // delivered again is the same event, a later one with more finished is another.
+            let mut finished: Vec<String> = job
+                .data
+                .iter()
+                .filter(|r| r.is_finished())
+                .map(|record| {
+                    record.custom_str(RECORD_KEY).unwrap_or_else(|| {
+                        let input = record.raw.get("input").cloned().unwrap_or(Value::Null);
+                        hex::encode(Sha256::digest(input.to_string().as_bytes()))
+                    })
+                })
+                .collect();
+            finished.sort();
+            let record_key = match finished.as_slice() {
+                [one] => one.clone(),
+                [] => format!("none:{}", hex::encode(Sha256::digest(raw))),
+                many => hex::encode(Sha256::digest(many.join(",").as_bytes())),
+            };
             Ok((
                 format!("fe:contact:{scope}:{record_key}"),
-                Action::FullenrichContact { job },
+                Action::FullenrichContact {
+                    job,
+                    signed: env.signature == Signature::Verified,
+                },
             ))
         }
         (Provider::Enrow, _) => {

@@ -529,6 +529,7 @@ mod tests {
             email_status: Some("DELIVERABLE".into()),
             phone: None,
             reason: None,
+            provisional: false,
             raw: json!({ "profile": "x".repeat(raw_bytes) }),
         }
     }
@@ -730,12 +731,22 @@ impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
         }
 
         let owner = uuid::Uuid::new_v4().to_string();
-        let Some(chunk) = self
+        let taken = self
             .jobs
             .begin_submit(job_id, index, &owner, self.lease.as_millis() as u64)
-            .await?
-        else {
-            return Ok(Submitted::Skipped); // another worker took it meanwhile
+            .await;
+        let chunk = match taken {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(Submitted::Skipped), // another worker took it meanwhile
+            Err(e) => {
+                // The write may have applied with its answer lost: nothing was sent, so give
+                // the chunk back (a no-op unless this worker holds it), or it would look like a
+                // worker that died mid-start once the lease ran out.
+                if let Err(release) = self.jobs.release_submit(job_id, index, &owner).await {
+                    tracing::warn!(error = %release, job_id, chunk = index, "chunk not given back; it becomes unconfirmed after its lease");
+                }
+                return Err(e);
+            }
         };
         let at = ChunkRef::from(&chunk);
         match self.starter.start(meta.operation, &request).await {

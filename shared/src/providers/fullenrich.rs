@@ -91,6 +91,14 @@ pub struct Record {
     pub raw: Value,
 }
 
+impl Record {
+    /// Whether FullEnrich has finished this contact: the record carries `contact_info` or a
+    /// `profile` (a webhook body may be the whole enrichment, with records still running).
+    pub fn is_finished(&self) -> bool {
+        self.profile.is_some() || self.raw.get("contact_info").is_some_and(|c| !c.is_null())
+    }
+}
+
 impl<'de> Deserialize<'de> for Record {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]

@@ -50,8 +50,24 @@ pub async fn seed_job(
     job_id
 }
 
-/// The SQS message body ingest would send for this delivery.
+/// The SQS message body ingest would send for this delivery (FullEnrich bodies as if they carried
+/// a valid `X-Signature-SHA1`).
 pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {
+    let signature = match provider {
+        Provider::Fullenrich => Signature::Verified,
+        Provider::Enrow => Signature::NotApplicable,
+    };
+    envelope_with(provider, hook, job_id, body, signature)
+}
+
+/// The same with the signature ingest found (e.g. `Signature::Absent`: accepted on the URL token).
+pub fn envelope_with(
+    provider: Provider,
+    hook: Hook,
+    job_id: &str,
+    body: &[u8],
+    signature: Signature,
+) -> String {
     Envelope {
         v: 1,
         delivery_id: uuid::Uuid::new_v4().to_string(),
@@ -60,7 +76,7 @@ pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> St
         job_id: job_id.to_string(),
         received_at_ms: relay_shared::now_ms(),
         headers: Default::default(),
-        signature: Signature::NotApplicable,
+        signature,
         body: Body::inline(body),
         requeues: 0,
     }
