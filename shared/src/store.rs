@@ -242,6 +242,13 @@ pub trait JobStore: Send + Sync + 'static {
         job_id: &str,
         error: &JobError,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The contact indices in `from ..= to` that have a result row (keys only: one small query).
+    fn stored_indices(
+        &self,
+        job_id: &str,
+        from: u64,
+        to: u64,
+    ) -> impl Future<Output = Result<HashSet<u64>, StoreError>> + Send;
     /// Reserves the next slot of a rate limit shared by every worker and function (`name`, one
     /// request per `interval_ms`). Returns the time (ms) at which this caller may send.
     fn reserve_slot(
@@ -1239,6 +1246,42 @@ impl JobStore for DynamoJobStore {
         Ok(true)
     }
 
+    async fn stored_indices(
+        &self,
+        job_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<HashSet<u64>, StoreError> {
+        let mut out = HashSet::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(job_pk(job_id)))
+                .expression_attribute_values(":from", s(result_sk(from)))
+                .expression_attribute_values(":to", s(result_sk(to)))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            out.extend(
+                page.items
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|i| index_of(get_s(i, "sk"), "RESULT#")),
+            );
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
         let out = self
             .client
@@ -1391,8 +1434,13 @@ impl JobStore for DynamoJobStore {
                 Err(e) => e,
             };
             let codes = cancellation_codes(&e).ok_or_else(|| unavailable(e))?;
-            if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") {
-                // Stored already (by a replay or by the chunk's bulk result): nothing moves.
+            let chunk_busy = codes.get(2).map(String::as_str) == Some("ConditionalCheckFailed");
+            if codes.first().map(String::as_str) == Some("ConditionalCheckFailed")
+                || (result.provisional && chunk_busy)
+            {
+                // Stored already (by a replay or by the chunk's bulk result): nothing moves. A
+                // provisional row whose chunk is being applied in bulk right now is moot: the
+                // final set being written holds this contact too, so it is not waited for.
                 return Ok(Stored {
                     new: 0,
                     existing: 1,

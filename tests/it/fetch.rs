@@ -1078,6 +1078,14 @@ impl JobStore for FlakySettle {
     ) -> Result<(), relay_shared::store::StoreError> {
         self.inner.set_job_error(job_id, e).await
     }
+    async fn stored_indices(
+        &self,
+        job_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<HashSet<u64>, relay_shared::store::StoreError> {
+        self.inner.stored_indices(job_id, from, to).await
+    }
     async fn reserve_slot(
         &self,
         name: &str,

@@ -493,6 +493,21 @@ mod mem {
         async fn set_job_error(&self, _: &str, _: &JobError) -> Result<(), StoreError> {
             Ok(())
         }
+        async fn stored_indices(
+            &self,
+            job_id: &str,
+            from: u64,
+            to: u64,
+        ) -> Result<HashSet<u64>, StoreError> {
+            Ok(self
+                .results
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(j, i)| j == job_id && (from..=to).contains(i))
+                .map(|(_, i)| *i)
+                .collect())
+        }
         async fn reserve_slot(&self, _: &str, _: u64) -> Result<u64, StoreError> {
             Ok(relay_shared::now_ms())
         }

@@ -9,6 +9,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::Provider;
 use relay_shared::bodies::BodyStore;
@@ -543,12 +545,27 @@ where
                 if finished.is_empty() {
                     return Ok(Stored::default()); // a snapshot with nothing finished yet
                 }
+                // The contacts the records name, read in one range (a snapshot can name many).
+                let rids: Vec<u64> = finished
+                    .iter()
+                    .filter_map(fullenrich_rid)
+                    .filter(|i| *i < meta.contacts)
+                    .collect();
                 let mut contacts = Vec::new();
+                if let (Some(lo), Some(hi)) = (rids.iter().min(), rids.iter().max()) {
+                    contacts.extend(
+                        self.jobs
+                            .contacts(job_id, *lo, hi - lo + 1)
+                            .await?
+                            .into_iter()
+                            .filter(|c| rids.contains(&c.index)),
+                    );
+                }
                 for record in &finished {
-                    let index = fullenrich_rid(record).filter(|i| *i < meta.contacts);
-                    if let Some(i) = index {
-                        contacts.extend(self.jobs.contacts(job_id, i, 1).await?);
-                    } else if let Some(id) = &job.id {
+                    if fullenrich_rid(record).is_some_and(|i| i < meta.contacts) {
+                        continue;
+                    }
+                    if let Some(id) = &job.id {
                         let chunk = self.chunk_of(meta, id, &[], None).await?;
                         contacts.extend(
                             self.jobs
@@ -557,18 +574,39 @@ where
                         );
                     }
                 }
-                let results = map_fullenrich(op, &contacts, &finished);
+                let mut results = map_fullenrich(op, &contacts, &finished);
                 if results.is_empty() {
                     return Err(Failure::Park(
                         "contact_finished record maps to no contact".into(),
                     ));
                 }
-                let mut stored = Stored::default();
-                for mut r in results {
-                    // Provisional: the chunk's final result set replaces it.
+                // A snapshot repeats what earlier deliveries stored: one keys-only query finds
+                // those, and only the rest are written.
+                let mut existing = 0;
+                if results.len() > 1 {
+                    let lo = results.iter().map(|r| r.index).min().unwrap_or(0);
+                    let hi = results.iter().map(|r| r.index).max().unwrap_or(0);
+                    let have = self.jobs.stored_indices(job_id, lo, hi).await?;
+                    let before = results.len();
+                    results.retain(|r| !have.contains(&r.index));
+                    existing = before - results.len();
+                }
+                // Provisional: the chunk's final result set replaces them. A snapshot's records
+                // are stored 8 at a time (most of them are stored already and cost one call).
+                let writes = futures::stream::iter(results.into_iter().map(|mut r| async move {
                     r.provisional = true;
                     let chunk_index = self.chunk_index_of(meta, r.index).await?;
-                    let s = self.jobs.store_result(job_id, chunk_index, r, None).await?;
+                    Ok::<_, Failure>(self.jobs.store_result(job_id, chunk_index, r, None).await?)
+                }))
+                .buffer_unordered(8)
+                .collect::<Vec<_>>()
+                .await;
+                let mut stored = Stored {
+                    existing,
+                    ..Stored::default()
+                };
+                for s in writes {
+                    let s = s?;
                     stored.new += s.new;
                     stored.existing += s.existing;
                     stored.write_calls += s.write_calls;

@@ -9,7 +9,20 @@
 //!   under the API key) and retried on non-2xx every `retry_interval`, 5 times at most; Enrow
 //!   single events with their result and bulk events with only the id, each sent twice at the
 //!   `duplicate_rate`.
-//! - Result GETs (FullEnrich job object, Enrow bulk results).
+//! - Result GETs (FullEnrich job object, Enrow bulk results) that answer as the documents say
+//!   while the job runs: FullEnrich 400 `error.enrichment.in_progress`, Enrow 202 with
+//!   `general.status: "ongoing"`, until the job's final webhook goes out.
+//! - FullEnrich signs a share of its deliveries (`sign_rate`, 0.75 by default: only some copies
+//!   of its page document `X-Signature-SHA1`), and a share of `contact_finished` bodies carry the
+//!   whole enrichment so far, unfinished records without `contact_info` (`snapshot_rate`, 0.25:
+//!   its page says webhook content equals GET content).
+//!
+//! Differences from the documents, and why: no request validation beyond the batch limits and the
+//! `reject_marker` (the relay validates first; issue work left: FullEnrich `custom` rules, Enrow
+//! fields), no rate limiting of its own (429s come from the fault injection), `enrich_fields` do
+//! not shape the records (work emails only), no `CANCELED` ending, Enrow accepts `http://`
+//! webhook URLs (everything here is loopback), results are decided by a hash of the input
+//! (about three in four found) rather than looked up.
 //! - Failure injection: `start_failures` answers the next start requests with those statuses
 //!   (429, 402, 500, …), in order; `start_faults` plays the start behaviours the documents allow
 //!   and a happy sandbox never shows ([`StartFault`]): a start accepted whose answer comes after
@@ -61,6 +74,13 @@ pub struct SandboxConfig {
     /// Whether FullEnrich sends `contact_finished` webhooks when the start asked for them (on),
     /// or only the batch webhook.
     pub contact_webhooks: bool,
+    /// Share of FullEnrich deliveries that carry `X-Signature-SHA1` (0.75): only some copies of
+    /// FullEnrich's page document the header, so the relay must cope with both.
+    pub sign_rate: f64,
+    /// Share of `contact_finished` bodies that carry the whole enrichment so far (every record,
+    /// the unfinished ones without `contact_info`) instead of the one record (0.25): FullEnrich
+    /// says webhook content equals GET content.
+    pub snapshot_rate: f64,
 }
 
 /// A start behaviour a provider's documents allow.
@@ -107,6 +127,8 @@ impl Default for SandboxConfig {
             fullenrich_credits: None,
             reject_marker: None,
             contact_webhooks: true,
+            sign_rate: 0.75,
+            snapshot_rate: 0.25,
         }
     }
 }
@@ -125,6 +147,8 @@ struct Job {
     name: String,
     credits: f64,
     status: &'static str,
+    /// Done: result GETs answer with the results (before: "in progress" / `ongoing`).
+    ready: bool,
 }
 
 struct Inner {
@@ -229,6 +253,12 @@ impl Sandbox {
     pub fn set_duplicate_rate(&self, rate: f64) {
         self.inner.config.lock().unwrap().duplicate_rate = rate;
     }
+}
+
+/// A stable draw in [0, 1) for a name: decides which deliveries are signed, doubled, snapshots.
+fn draw(name: &str) -> f64 {
+    let h = Sha256::digest(name.as_bytes());
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as f64 / (u32::MAX as f64 + 1.0)
 }
 
 /// A stable 0..100 score of an input: decides found / not found.
@@ -421,7 +451,14 @@ async fn start(
     let id = uuid::Uuid::new_v4().to_string();
     let plan = {
         let mut credits = inner.credits.lock().unwrap();
-        plan(&path, &req, &id, &mut credits, config.contact_webhooks)
+        plan(
+            &path,
+            &req,
+            &id,
+            &mut credits,
+            config.contact_webhooks,
+            config.snapshot_rate,
+        )
     };
     let plan = match plan {
         Ok(p) => p,
@@ -437,6 +474,7 @@ async fn start(
             name: s(&req, "name").to_string(),
             credits: plan.credits,
             status: plan.status,
+            ready: false,
         },
     );
     log.stored = true;
@@ -446,10 +484,24 @@ async fn start(
         json!({ "id": id, "message": "operating", "credits_used": plan.credits })
     };
     let inner2 = Arc::clone(&inner);
+    let job_id = id.clone();
     tokio::spawn(async move {
         tokio::time::sleep(config.delay).await;
-        for (url, body, signed) in plan.webhooks {
-            deliver(&inner2, &url, body, signed).await;
+        let last = plan.webhooks.len().saturating_sub(1);
+        let mark_ready = |inner: &Inner| {
+            if let Some(j) = inner.jobs.lock().unwrap().get_mut(&job_id) {
+                j.ready = true;
+            }
+        };
+        if plan.webhooks.is_empty() {
+            mark_ready(&inner2);
+        }
+        for (i, (url, body, fullenrich)) in plan.webhooks.into_iter().enumerate() {
+            // The job is done when its final webhook (FullEnrich's batch, Enrow's event) goes.
+            if i == last {
+                mark_ready(&inner2);
+            }
+            deliver(&inner2, &url, body, fullenrich).await;
         }
     });
     match fault {
@@ -501,6 +553,7 @@ fn plan(
     id: &str,
     balance: &mut Option<f64>,
     contact_webhooks: bool,
+    snapshot_rate: f64,
 ) -> Result<Plan, String> {
     let webhook = req
         .pointer("/settings/webhook")
@@ -566,11 +619,28 @@ fn plan(
                 .and_then(Value::as_str)
                 .filter(|_| contact_webhooks)
             {
-                for r in records
+                let sent: Vec<&Value> = records
                     .iter()
                     .filter(|r| !unfinished.contains(&r.get("custom").cloned()))
-                {
-                    let body = json!({ "id": id, "status": "IN_PROGRESS", "data": [r] });
+                    .collect();
+                for (k, r) in sent.iter().enumerate() {
+                    // Sometimes the whole enrichment so far: the records finished up to this
+                    // one, and the others still running (no contact_info).
+                    let data: Vec<Value> = if draw(&format!("snapshot-{id}-{k}")) < snapshot_rate {
+                        records
+                            .iter()
+                            .map(|rec| {
+                                if sent[..=k].contains(&rec) {
+                                    rec.clone()
+                                } else {
+                                    json!({ "input": rec.get("input"), "custom": rec.get("custom") })
+                                }
+                            })
+                            .collect()
+                    } else {
+                        vec![(*r).clone()]
+                    };
+                    let body = json!({ "id": id, "status": "IN_PROGRESS", "data": data });
                     webhooks.push((url.to_string(), body.to_string().into_bytes(), true));
                 }
             }
@@ -726,9 +796,10 @@ fn plan(
 
 /// Sends one webhook (signed for FullEnrich), retrying non-2xx FullEnrich deliveries 5 times,
 /// and a second copy at the duplicate rate.
-async fn deliver(inner: &Inner, url: &str, body: Vec<u8>, signed: bool) {
+async fn deliver(inner: &Inner, url: &str, body: Vec<u8>, fullenrich: bool) {
     let config = inner.config.lock().unwrap().clone();
     let n = inner.deliveries.fetch_add(1, Ordering::Relaxed);
+    let signed = fullenrich && draw(&format!("sign-{n}")) < config.sign_rate;
     // Deterministic: delivery n is doubled when the running share crosses a whole number.
     let copies = if ((n + 1) as f64 * config.duplicate_rate).floor()
         > (n as f64 * config.duplicate_rate).floor()
@@ -744,7 +815,7 @@ async fn deliver(inner: &Inner, url: &str, body: Vec<u8>, signed: bool) {
                 .duplicates_sent
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let attempts = if signed { 6 } else { 1 };
+        let attempts = if fullenrich { 6 } else { 1 };
         for attempt in 0..attempts {
             let mut req = inner
                 .http
@@ -779,6 +850,10 @@ async fn fullenrich_get(
     Path(id): Path<String>,
 ) -> (StatusCode, String) {
     match inner.jobs.lock().unwrap().get(&id) {
+        Some(job) if !job.ready => (
+            StatusCode::BAD_REQUEST,
+            json!({ "code": "error.enrichment.in_progress", "message": "Enrichment not ready, try again in 30 seconds" }).to_string(),
+        ),
         Some(job) => (
             StatusCode::OK,
             json!({ "id": id, "name": job.name, "status": job.status, "cost": { "credits": job.credits }, "data": job.records }).to_string(),
@@ -793,6 +868,12 @@ async fn enrow_get(
 ) -> (StatusCode, String) {
     let id = q.get("id").cloned().unwrap_or_default();
     match inner.jobs.lock().unwrap().get(&id) {
+        Some(job) if !job.ready => (
+            StatusCode::ACCEPTED,
+            json!({ "general": { "id": id, "status": "ongoing" },
+                    "stats": { "requested": job.records.len(), "finished": 0 } })
+            .to_string(),
+        ),
         Some(job) => (
             StatusCode::OK,
             json!({ "general": { "id": id, "status": "completed" },
