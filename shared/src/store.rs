@@ -779,6 +779,19 @@ impl DynamoJobStore {
         to: &str,
         limit: Option<usize>,
     ) -> Result<Vec<Item>, StoreError> {
+        self.query_range_of(job_id, from, to, limit, None).await
+    }
+
+    /// Items of the job with sort keys in `from ..= to`, every page, at most `limit`; only the
+    /// `projection` attributes when one is given.
+    async fn query_range_of(
+        &self,
+        job_id: &str,
+        from: &str,
+        to: &str,
+        limit: Option<usize>,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -790,6 +803,7 @@ impl DynamoJobStore {
                 .expression_attribute_values(":pk", s(job_pk(job_id)))
                 .expression_attribute_values(":from", s(from))
                 .expression_attribute_values(":to", s(to))
+                .set_projection_expression(projection.map(str::to_string))
                 .consistent_read(true)
                 .set_limit(limit.map(|l| (l - out.len()).min(1000) as i32))
                 .set_exclusive_start_key(start.take())
@@ -1252,34 +1266,13 @@ impl JobStore for DynamoJobStore {
         from: u64,
         to: u64,
     ) -> Result<HashSet<u64>, StoreError> {
-        let mut out = HashSet::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(job_pk(job_id)))
-                .expression_attribute_values(":from", s(result_sk(from)))
-                .expression_attribute_values(":to", s(result_sk(to)))
-                .projection_expression("sk")
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            out.extend(
-                page.items
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|i| index_of(get_s(i, "sk"), "RESULT#")),
-            );
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let items = self
+            .query_range_of(job_id, &result_sk(from), &result_sk(to), None, Some("sk"))
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| index_of(get_s(i, "sk"), "RESULT#"))
+            .collect())
     }
 
     async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
