@@ -366,10 +366,22 @@ where
         rids: &[u64],
         single: Option<bool>,
     ) -> Result<ChunkRef, Failure> {
-        let job_id = meta.job_id.as_str();
-        if let Some(c) = self.jobs.find_chunk(job_id, provider_id).await? {
+        if let Some(c) = self.jobs.find_chunk(&meta.job_id, provider_id).await? {
             return Ok(c);
         }
+        self.adopt(meta, provider_id, rids, single).await
+    }
+
+    /// A provider id that is linked to no chunk: the chunk awaiting confirmation of its start
+    /// that the delivery names adopts it ([`Self::chunk_of`]).
+    async fn adopt(
+        &self,
+        meta: &JobMeta,
+        provider_id: &str,
+        rids: &[u64],
+        single: Option<bool>,
+    ) -> Result<ChunkRef, Failure> {
+        let job_id = meta.job_id.as_str();
         let chunks = self.jobs.chunks(job_id).await?;
         let awaiting: Vec<&Chunk> = chunks
             .iter()
@@ -474,7 +486,7 @@ where
                     Some(c) => c,
                     None => {
                         let rids: Vec<u64> = job.data.iter().filter_map(fullenrich_rid).collect();
-                        self.chunk_of(meta, &id, &rids, None).await?
+                        self.adopt(meta, &id, &rids, None).await?
                     }
                 };
                 let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
@@ -661,7 +673,7 @@ where
                             .rows()
                             .filter_map(|(row, _)| row.custom.as_ref().and_then(record_key))
                             .collect();
-                        self.chunk_of(meta, &id, &rids, Some(false)).await?
+                        self.adopt(meta, &id, &rids, Some(false)).await?
                     }
                 };
                 let contacts = self

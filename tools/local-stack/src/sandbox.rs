@@ -22,7 +22,9 @@
 //! fields), no rate limiting of its own (429s come from the fault injection), `enrich_fields` do
 //! not shape the records (work emails only), no `CANCELED` ending, Enrow accepts `http://`
 //! webhook URLs (everything here is loopback), results are decided by a hash of the input
-//! (about three in four found) rather than looked up.
+//! (about three in four found) rather than looked up, and an injected 429 carries `Retry-After`
+//! (neither provider documents the header; FullEnrich's body says "Try again in 1m", and the relay
+//! falls back to that minute without it) so a test waits seconds instead.
 //! - Failure injection: `start_failures` answers the next start requests with those statuses
 //!   (429, 402, 500, …), in order; `start_faults` plays the start behaviours the documents allow
 //!   and a happy sandbox never shows ([`StartFault`]): a start accepted whose answer comes after
@@ -387,8 +389,7 @@ async fn start(
             return None;
         }
         let n = inner.draws.fetch_add(1, Ordering::Relaxed);
-        let draw = Sha256::digest(format!("fault-mix-{n}").as_bytes());
-        let u = u32::from_be_bytes([draw[0], draw[1], draw[2], draw[3]]) as f64 / u32::MAX as f64;
+        let u = draw(&format!("fault-mix-{n}"));
         let mut acc = 0.0;
         config.fault_mix.iter().find_map(|(f, p)| {
             acc += p;
