@@ -6,7 +6,7 @@ FUNCTIONS := webhook-ingest bulk-fetch job-submit job-submit-worker
 # arm64 deploy builds get their own target dir, so they never force host test rebuilds.
 ARM64_TARGET_DIR := target/arm64
 
-.PHONY: bootstrap test lint bench build dev demo functions
+.PHONY: bootstrap test lint bench build dev demo functions soak
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -41,3 +41,7 @@ dev: bootstrap functions
 # A demo job end to end on the local stack; exits non-zero if something did not arrive.
 demo: bootstrap functions
 	target/debug/relay-demo
+
+# 10,000 deliveries across 50 jobs under faults on the local stack; prints the soak report.
+soak: bootstrap functions
+	target/debug/relay-soak

@@ -338,6 +338,12 @@ pub struct FetchConfig {
     pub providers: ProviderSettings,
     pub dedupe_retention: Duration,
     pub dedupe_lease: Duration,
+    /// How long a bulk apply holds its chunk before another worker may take it over (longer
+    /// than the function's timeout).
+    pub apply_lease: Duration,
+    /// The first wait of a delivery whose results are not ready (`NOT_READY_WAIT_SECONDS`, 30);
+    /// it doubles with each wait.
+    pub not_ready_wait: Duration,
     /// One FullEnrich request per this interval, shared with the starts.
     pub fullenrich_interval: Duration,
 }
@@ -355,6 +361,8 @@ impl FetchConfig {
                 env.number("DEDUPE_RETENTION_DAYS", 30)? * 86_400,
             ),
             dedupe_lease: Duration::from_secs(env.number("DEDUPE_LEASE_SECONDS", 120)?),
+            apply_lease: Duration::from_secs(env.number("APPLY_LEASE_SECONDS", 120)?),
+            not_ready_wait: Duration::from_secs(env.number("NOT_READY_WAIT_SECONDS", 30)?.max(1)),
             fullenrich_interval: fullenrich_interval(env)?,
         })
     }

@@ -275,6 +275,12 @@ impl DynamoJobStore {
         }
     }
 
+    /// How long a bulk apply holds its chunk (`APPLY_LEASE_SECONDS`).
+    pub fn with_apply_lease(mut self, lease: std::time::Duration) -> Self {
+        self.apply_lease_ms = lease.as_millis() as u64;
+        self
+    }
+
     /// Writes a new job: contacts and chunks first, the head last and only if the job id is new.
     pub async fn create_job(
         &self,

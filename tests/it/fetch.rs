@@ -720,17 +720,33 @@ async fn abandoned_and_expired_claims_do_not_block_and_live_ones_wait_without_be
         1,
         "an expired item is treated as new"
     );
-    // The copy that meets a live claim is not deleted as a duplicate: it goes back to the
-    // queue, so if the holder fails the event is still there to apply.
-    let (resp, records) = f.run(&bodies[2..]).await;
-    assert_eq!(
-        resp.batch_item_failures.len(),
-        1,
-        "retried later, not dropped"
+    // The copy that meets a live claim is not deleted as a duplicate: it waits on the queue as
+    // a new, delayed message, so if the holder fails the event is still there to apply, and the
+    // wait uses up none of its receives (a holder killed mid-apply keeps its claim for a whole
+    // lease, longer than several visibility timeouts).
+    let (resp, _) = f.run(&bodies[2..]).await;
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "deferred, not retried on the receive count"
     );
+    let sqs = f.stack.sqs();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(f.stack.res.queue_url("WebhookQueue"))
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    let n = |k: aws_sdk_sqs::types::QueueAttributeName| -> u64 {
+        attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
     assert_eq!(
-        resp.batch_item_failures[0].item_identifier,
-        records[0].message_id.clone().unwrap()
+        n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            + n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        1,
+        "the copy waits on the queue"
     );
     assert!(
         f.results(&jobs[2]).await.is_empty(),
@@ -1130,6 +1146,7 @@ async fn a_settle_that_fails_once_still_ends_the_job() {
         ),
         requeue: relay_shared::queue::SqsQueue::new(f.stack.sqs(), f.stack.webhook_queue()),
         fullenrich_interval: std::time::Duration::from_millis(1),
+        not_ready_wait: bulk_fetch::NOT_READY_WAIT,
     };
     let body = enrow_env(&job, &fixture("enrow/single_search_finished.json"));
     let record = Fetch::message(&body);

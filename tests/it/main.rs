@@ -2,9 +2,11 @@
 //! the real AWS SDK for Rust; each test gets its own tables, queues and bucket, created from
 //! template.yaml under a fresh prefix.
 
+mod documented;
 mod e2e;
 mod fetch;
 mod ingest;
+mod soak;
 mod starts;
 mod submit;
 mod support;

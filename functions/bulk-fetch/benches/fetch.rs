@@ -154,6 +154,7 @@ async fn fresh_worker(
         ),
         requeue: SqsQueue::new(relay_shared::aws::sqs(sdk), res.queue_url("WebhookQueue")),
         fullenrich_interval: std::time::Duration::from_millis(1),
+        not_ready_wait: bulk_fetch::NOT_READY_WAIT,
     };
     (worker, jobs)
 }
@@ -230,6 +231,7 @@ async fn main() {
             dead_letters: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
             requeue: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
             fullenrich_interval: std::time::Duration::from_millis(1),
+            not_ready_wait: bulk_fetch::NOT_READY_WAIT,
         };
         let started = Instant::now();
         let resp = worker.handle_batch(sqs_event(&bodies)).await;

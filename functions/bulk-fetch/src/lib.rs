@@ -65,7 +65,7 @@ impl From<FetchError> for Failure {
     fn from(e: FetchError) -> Self {
         match e {
             // FullEnrich: "Enrichment not ready, try again in 30 seconds".
-            FetchError::NotReady => Failure::Defer(NOT_READY_WAIT, "results not ready".into()),
+            FetchError::NotReady => Failure::Defer(Duration::ZERO, "results not ready".into()),
             FetchError::RateLimited(after) => Failure::Defer(
                 after.unwrap_or(RATE_LIMIT_WAIT),
                 "provider rate limit".into(),
@@ -76,7 +76,8 @@ impl From<FetchError> for Failure {
     }
 }
 
-/// The first wait for results that are not ready; it doubles with each requeue (to SQS's 15 min).
+/// The first wait of a deferred delivery (results not ready, a claim held by another delivery);
+/// it doubles with each requeue (to SQS's 15 min). FullEnrich: "try again in 30 seconds".
 pub const NOT_READY_WAIT: Duration = Duration::from_secs(30);
 /// FullEnrich's 429 says "Try again in 1m".
 pub const RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
@@ -125,6 +126,8 @@ pub struct Worker<J, D, P, B, Q> {
     /// One FullEnrich request per this interval for the whole account, shared with the starts:
     /// result GETs reserve their slot in the same schedule (`fullenrich`).
     pub fullenrich_interval: Duration,
+    /// The first wait of a deferred delivery ([`NOT_READY_WAIT`] unless configured).
+    pub not_ready_wait: Duration,
 }
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
@@ -255,8 +258,12 @@ where
                 };
             }
             Ok(Claim::InProgress) => {
-                // Not dropped: if the holder fails, this copy must be there to apply it.
-                return Disposition::Retry("being applied by another delivery".into());
+                // Not dropped: if the holder fails, this copy must be there to apply it. It waits
+                // as a new, delayed message, not on its receive count: a holder that died keeps
+                // the claim for a whole lease, longer than several visibility timeouts.
+                let failure =
+                    Failure::Defer(Duration::ZERO, "being applied by another delivery".into());
+                return self.fail(env, failure).await;
             }
             Err(e) => return Disposition::Retry(e.to_string()),
         }
@@ -296,7 +303,7 @@ where
                 Disposition::Retry(format!("{r}; requeued {MAX_REQUEUES} times already"))
             }
             Failure::Defer(wait, r) => {
-                let backoff = NOT_READY_WAIT * 2u32.saturating_pow(env.requeues.min(5));
+                let backoff = self.not_ready_wait * 2u32.saturating_pow(env.requeues.min(5));
                 let delay = wait.max(backoff).min(relay_shared::queue::MAX_DELAY);
                 let mut again = env.clone();
                 again.requeues += 1;
@@ -492,7 +499,7 @@ where
                 let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
                 if !status.is_terminal() {
                     return Err(Failure::Defer(
-                        NOT_READY_WAIT,
+                        Duration::ZERO,
                         format!("enrichment {status}"),
                     ));
                 }
@@ -516,10 +523,11 @@ where
                     // started (job-submit-worker reads this error before every start).
                     self.jobs.set_job_error(job_id, e).await?;
                     // Records of a job that ran out of credits or was canceled may be present
-                    // but empty: those contacts were not enriched, not "not found".
+                    // but empty: those contacts were not enriched, not "not found". A record
+                    // that finished with nothing found stays `not_found`.
                     for r in results
                         .iter_mut()
-                        .filter(|r| r.outcome == Outcome::NotFound)
+                        .filter(|r| r.outcome == Outcome::NotFound && !fullenrich::finished(&r.raw))
                     {
                         r.outcome = Outcome::Failed;
                         r.reason = Some(reason.to_string());

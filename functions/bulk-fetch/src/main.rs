@@ -20,7 +20,8 @@ async fn main() -> Result<(), Error> {
     let config = FetchConfig::from_env(&env)?;
     let ddb = relay_shared::aws::dynamodb(&aws);
     let worker = Arc::new(Worker {
-        jobs: DynamoJobStore::new(ddb.clone(), &config.jobs_table),
+        jobs: DynamoJobStore::new(ddb.clone(), &config.jobs_table)
+            .with_apply_lease(config.apply_lease),
         dedupe: DynamoDedupe::new(
             ddb,
             &config.dedupe_table,
@@ -32,6 +33,7 @@ async fn main() -> Result<(), Error> {
         dead_letters: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.dead_letter_queue_url),
         requeue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.webhook_queue_url),
         fullenrich_interval: config.fullenrich_interval,
+        not_ready_wait: config.not_ready_wait,
     });
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = Arc::clone(&worker);

@@ -95,8 +95,20 @@ impl Record {
     /// Whether FullEnrich has finished this contact: the record carries `contact_info` or a
     /// `profile` (a webhook body may be the whole enrichment, with records still running).
     pub fn is_finished(&self) -> bool {
-        self.profile.is_some() || self.raw.get("contact_info").is_some_and(|c| !c.is_null())
+        self.profile.is_some() || finished(&self.raw)
     }
+}
+
+/// Whether a record as sent (JSON) is finished: it carries a `profile` or a `contact_info` that
+/// is neither null nor `{}` (a batch that ended out of credits or canceled may hold records that
+/// are present but empty, providers.md §2.4: those contacts were not enriched).
+pub fn finished(raw: &Value) -> bool {
+    let present = |k: &str| match raw.get(k) {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(m)) => !m.is_empty(),
+        Some(_) => true,
+    };
+    present("profile") || present("contact_info")
 }
 
 impl<'de> Deserialize<'de> for Record {

@@ -303,3 +303,22 @@ fn enrow_error_bodies() {
         assert_eq!(e.text(), Some(text));
     }
 }
+
+#[test]
+fn fullenrich_records_present_but_empty_are_not_finished() {
+    use serde_json::json;
+    assert!(fullenrich::finished(
+        &json!({"contact_info": {"most_probable_work_email": null, "work_emails": []}})
+    ));
+    assert!(fullenrich::finished(
+        &json!({"profile": {"full_name": "A"}})
+    ));
+    for empty in [
+        json!({}),
+        json!({"contact_info": null}),
+        json!({"contact_info": {}}),
+        json!({"input": {"first_name": "A"}, "custom": {"rid": "1"}}),
+    ] {
+        assert!(!fullenrich::finished(&empty), "{empty}");
+    }
+}

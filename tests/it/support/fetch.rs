@@ -47,6 +47,7 @@ impl Fetch {
             dead_letters: SqsQueue::new(stack.sqs(), stack.res.queue_url("WebhookDeadLetterQueue")),
             requeue: SqsQueue::new(stack.sqs(), stack.res.queue_url("WebhookQueue")),
             fullenrich_interval: std::time::Duration::from_millis(1),
+            not_ready_wait: bulk_fetch::NOT_READY_WAIT,
         });
         Fetch {
             stack,

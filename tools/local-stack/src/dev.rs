@@ -49,6 +49,9 @@ pub struct DevOptions {
     pub fullenrich_key_previous: Option<String>,
     /// More variables for every function (e.g. `PROVIDER_TIMEOUT_SECONDS`), over the template's.
     pub extra_env: BTreeMap<String, String>,
+    /// webhook-ingest reaches AWS through a switch ([`DevStack::ingest_aws`]) that can cut it off,
+    /// as an SQS outage would.
+    pub ingest_aws_switch: bool,
 }
 
 impl DevOptions {
@@ -82,6 +85,7 @@ impl DevOptions {
             .into_iter()
             .filter_map(|k| Some((k.to_string(), var(k)?)))
             .collect(),
+            ingest_aws_switch: false,
         }
     }
 }
@@ -102,9 +106,59 @@ pub struct DevStack {
     pub fullenrich_url: String,
     pub sdk: SdkConfig,
     pub res: Resources,
-    children: Vec<Child>,
+    /// webhook-ingest's way to AWS, when [`DevOptions::ingest_aws_switch`] asked for one.
+    pub ingest_aws: Option<Switch>,
+    functions: tokio::sync::Mutex<BTreeMap<&'static str, Function>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _moto: Moto,
+}
+
+/// A function process and what it takes to start it again.
+struct Function {
+    child: Child,
+    command: Vec<(String, String)>,
+    path: PathBuf,
+    log: PathBuf,
+    api: RuntimeApi,
+    /// Peak resident memory of the processes before the current one (KiB).
+    earlier_peak_kib: u64,
+}
+
+impl Function {
+    fn spawn(path: &PathBuf, env: &[(String, String)], log: &PathBuf) -> Result<Child, String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| e.to_string())?;
+        Command::new(path)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "{}: {e} (build it: make dev builds every function)",
+                    path.display()
+                )
+            })
+    }
+
+    /// The process's peak resident memory (`VmHWM`, KiB), while it runs.
+    fn peak_kib(&self) -> u64 {
+        let status = self
+            .child
+            .id()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .unwrap_or_default();
+        let current = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        current.max(self.earlier_peak_kib)
+    }
 }
 
 impl Drop for DevStack {
@@ -112,9 +166,47 @@ impl Drop for DevStack {
         for t in &self.tasks {
             t.abort();
         }
-        for c in &mut self.children {
-            let _ = c.start_kill();
+        for f in self.functions.get_mut().values_mut() {
+            let _ = f.child.start_kill();
         }
+    }
+}
+
+/// A TCP pass-through to one address that can be switched off: while off, it drops every open
+/// connection and every new one, as an unreachable service does.
+pub struct Switch {
+    up: tokio::sync::watch::Sender<bool>,
+    /// `http://127.0.0.1:port`, to use as an endpoint URL.
+    pub endpoint: String,
+}
+
+impl Switch {
+    pub async fn start(target: std::net::SocketAddr) -> std::io::Result<Switch> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let (up, rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut rx = rx.clone();
+                if !*rx.borrow() {
+                    continue; // dropped: the connection is reset
+                }
+                tokio::spawn(async move {
+                    let Ok(mut out) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Ok(Switch { up, endpoint })
+    }
+
+    pub fn set(&self, up: bool) {
+        self.up.send_replace(up);
     }
 }
 
@@ -189,7 +281,13 @@ impl DevStack {
         .collect();
 
         std::fs::create_dir_all(&opts.log_dir).map_err(|e| e.to_string())?;
-        let mut children = Vec::new();
+        let ingest_aws = if opts.ingest_aws_switch {
+            let target = ([127, 0, 0, 1], moto.port).into();
+            Some(Switch::start(target).await.map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let mut functions = BTreeMap::new();
         let mut apis = BTreeMap::new();
         for (logical, binary) in FUNCTIONS {
             let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
@@ -221,23 +319,33 @@ impl DevStack {
                 }
             }
             env.extend(opts.extra_env.clone());
+            let aws = match (&ingest_aws, binary) {
+                (Some(switch), "webhook-ingest") => switch.endpoint.clone(),
+                _ => moto.endpoint.clone(),
+            };
+            let command: Vec<(String, String)> = env
+                .into_iter()
+                .chain(
+                    lambda_env(binary, &api.address, &aws)
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v)),
+                )
+                .collect();
             let path = opts.bin_dir.join(binary);
-            let log = std::fs::File::create(opts.log_dir.join(format!("{binary}.log")))
-                .map_err(|e| e.to_string())?;
-            let child = Command::new(&path)
-                .envs(&env)
-                .envs(lambda_env(binary, &api.address, &moto.endpoint))
-                .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
-                .stderr(Stdio::from(log))
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| {
-                    format!(
-                        "{}: {e} (build it: make dev builds every function)",
-                        path.display()
-                    )
-                })?;
-            children.push(child);
+            let log = opts.log_dir.join(format!("{binary}.log"));
+            std::fs::File::create(&log).map_err(|e| e.to_string())?;
+            let child = Function::spawn(&path, &command, &log)?;
+            functions.insert(
+                binary,
+                Function {
+                    child,
+                    command,
+                    path,
+                    log,
+                    api: api.clone(),
+                    earlier_peak_kib: 0,
+                },
+            );
             apis.insert(binary, api);
         }
 
@@ -287,10 +395,43 @@ impl DevStack {
             fullenrich_url,
             sdk,
             res,
-            children,
+            ingest_aws,
+            functions: tokio::sync::Mutex::new(functions),
             tasks,
             _moto: moto,
         })
+    }
+
+    /// Kills a function's process (SIGKILL, whatever it was doing) and starts it again; the
+    /// invocations it held fail, so their SQS messages come back, as after a Lambda crash.
+    pub async fn restart(&self, binary: &str) -> Result<(), String> {
+        let mut functions = self.functions.lock().await;
+        let f = functions
+            .get_mut(binary)
+            .ok_or_else(|| format!("no function {binary}"))?;
+        f.earlier_peak_kib = f.peak_kib();
+        f.child.kill().await.map_err(|e| e.to_string())?;
+        f.api.abandon_in_flight();
+        f.child = Function::spawn(&f.path, &f.command, &f.log)?;
+        Ok(())
+    }
+
+    /// Invocations a function holds now (e.g. to kill it mid-batch).
+    pub async fn in_flight(&self, binary: &str) -> usize {
+        let functions = self.functions.lock().await;
+        functions
+            .get(binary)
+            .map(|f| f.api.in_flight())
+            .unwrap_or(0)
+    }
+
+    /// Peak resident memory of each function's processes so far (KiB, from `/proc`).
+    pub async fn peak_rss_kib(&self) -> BTreeMap<String, u64> {
+        let functions = self.functions.lock().await;
+        functions
+            .iter()
+            .map(|(name, f)| (name.to_string(), f.peak_kib()))
+            .collect()
     }
 
     /// Messages now in a queue of the template (e.g. "WebhookDeadLetterQueue").

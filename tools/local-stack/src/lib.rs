@@ -26,6 +26,7 @@ pub mod provider_stub;
 pub mod runtime_api;
 pub mod sandbox;
 pub mod seed;
+pub mod soak;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {

@@ -50,6 +50,20 @@ impl RuntimeApi {
         Ok(RuntimeApi { inner, address })
     }
 
+    /// Fails every invocation the function took and has not answered (it was killed): each
+    /// [`RuntimeApi::invoke`] waiting on one returns `Err`, as Lambda reports a crashed runtime.
+    pub fn abandon_in_flight(&self) -> usize {
+        let mut in_flight = self.inner.in_flight.lock().unwrap();
+        let n = in_flight.len();
+        in_flight.clear();
+        n
+    }
+
+    /// Invocations handed to the function and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.lock().unwrap().len()
+    }
+
     /// Invokes the function with `event`; `Ok` with its response, `Err` with its error body.
     pub async fn invoke(&self, event: Value) -> Result<Value, Value> {
         let (tx, rx) = oneshot::channel();

@@ -41,10 +41,7 @@ async fn main() {
         (StartFault::RateLimited { retry_after: 1 }, 0.10),
         (StartFault::StoreThen5xx, 0.05),
     ];
-    opts.extra_env = BTreeMap::from([
-        ("FULLENRICH_REQUESTS_PER_MINUTE".into(), "60".into()),
-        ("PROVIDER_TIMEOUT_SECONDS".into(), "1".into()),
-    ]);
+    opts.extra_env = BTreeMap::from([("PROVIDER_TIMEOUT_SECONDS".into(), "1".into())]);
     let stack = DevStack::start(opts).await.expect("dev stack");
     let sandbox = stack.sandbox.clone().expect("sandbox");
     let http = reqwest::Client::new();

@@ -1,30 +1,48 @@
 //! The provider sandbox: FullEnrich v2 and Enrow as providers.md documents them, on loopback.
 //!
 //! - Start endpoints of every operation, with their auth (`Authorization: Bearer` /
-//!   `x-api-key`; 401 otherwise) and their limits (100 / 5,000 / 3,000 per request: 400 above).
+//!   `x-api-key`; 401 otherwise) and the providers' own validation ([`rules`]): FullEnrich's
+//!   `name`, webhook URL scheme, 1–100 contacts, name + company or LinkedIn URL, `enrich_fields`
+//!   values, `custom` (≤ 10 keys, string values ≤ 100 UTF-16 units); Enrow's `fullname` + company,
+//!   email format, LinkedIn URLs, 5,000 / 5,000 / 3,000 per bulk, HTTPS webhooks. Refusals carry
+//!   each provider's codes and messages (providers.md §2.5, §3.4).
+//! - Rate limits, sliding windows: FullEnrich 60 requests a minute per key over every endpoint,
+//!   result GETs included; Enrow 10 a second on each POST endpoint, GETs free. Over them: 429
+//!   with the documented body and no `Retry-After` (neither provider documents one).
 //! - Deterministic fake results: about three contacts in four are found (a stable hash of the
-//!   input decides), so a demo and a test see the same outcome every run.
+//!   input decides), so a demo and a test see the same outcome every run. FullEnrich's
+//!   `enrich_fields` decide what a hit carries (work email, personal email, phone) and what it
+//!   costs (1 / 3 / 10 credits, §2.10).
 //! - After `delay`, webhooks to the URLs the request carried: FullEnrich `contact_finished` per
-//!   record then the batch webhook, both signed with `X-Signature-SHA1` (HMAC-SHA1 of the raw body
-//!   under the API key) and retried on non-2xx every `retry_interval`, 5 times at most; Enrow
-//!   single events with their result and bulk events with only the id, each sent twice at the
-//!   `duplicate_rate`.
-//! - Result GETs (FullEnrich job object, Enrow bulk results) that answer as the documents say
-//!   while the job runs: FullEnrich 400 `error.enrichment.in_progress`, Enrow 202 with
-//!   `general.status: "ongoing"`, until the job's final webhook goes out.
+//!   record then the batch webhook, retried on non-2xx every `retry_interval`, 5 times at most;
+//!   Enrow single events with their result and bulk events with only the id, each sent twice at
+//!   the `duplicate_rate`. `drop_webhooks` never sends a share of them (a provider that does not
+//!   call back: the relay's poll must find the results).
+//! - Result GETs that answer as the documents say while the job runs: FullEnrich 400
+//!   `error.enrichment.in_progress`, Enrow bulk 202 `general.status: "ongoing"`, Enrow single
+//!   `qualification: "ongoing"`, until the job's final webhook goes out; then the job object
+//!   (FullEnrich: 402 with the object when it ended `CREDITS_INSUFFICIENT`). Unknown ids: 404
+//!   `error.enrichment.not_found`; Enrow 400 "Could not retrieve bulk … results", 500 on singles.
 //! - FullEnrich signs a share of its deliveries (`sign_rate`, 0.75 by default: only some copies
 //!   of its page document `X-Signature-SHA1`), and a share of `contact_finished` bodies carry the
 //!   whole enrichment so far, unfinished records without `contact_info` (`snapshot_rate`, 0.25:
 //!   its page says webhook content equals GET content).
+//! - FullEnrich batches end `FINISHED`, `CREDITS_INSUFFICIENT` (the balance ran out: the rest
+//!   stay empty) or `CANCELED` (`cancel_rate`: the second half of the batch never finishes).
 //!
-//! Differences from the documents, and why: no request validation beyond the batch limits and the
-//! `reject_marker` (the relay validates first; issue work left: FullEnrich `custom` rules, Enrow
-//! fields), no rate limiting of its own (429s come from the fault injection), `enrich_fields` do
-//! not shape the records (work emails only), no `CANCELED` ending, Enrow accepts `http://`
-//! webhook URLs (everything here is loopback), results are decided by a hash of the input
-//! (about three in four found) rather than looked up, and an injected 429 carries `Retry-After`
-//! (neither provider documents the header; FullEnrich's body says "Try again in 1m", and the relay
-//! falls back to that minute without it) so a test waits seconds instead.
+//! Differences from the documents, and why:
+//! - Results come from a hash of the input (about three in four found), not a lookup.
+//! - Enrow takes `http://` webhook URLs to a loopback host (`http_loopback_webhooks`, on by
+//!   default): the local stack has no TLS. Any other `http://` URL is refused, as Enrow does.
+//! - `cancel_rate` and `drop_webhooks` default to 0: a cancel is a person's act in FullEnrich's
+//!   dashboard, and a lost webhook is an outage; tests and the demo turn them on.
+//! - Error codes the documents do not name are inferred: FullEnrich's >100 contacts
+//!   (`error.enrichment.data.exceeded`), non-string `custom` values
+//!   (`error.enrichment.custom.value.type`), a 402 on a start; Enrow's refusal of a non-HTTPS
+//!   webhook ("Webhook URL must be a valid https URL").
+//! - An injected 429 (`StartFault::RateLimited`) carries `Retry-After` (neither provider documents
+//!   the header; FullEnrich's body says "Try again in 1m", and the relay falls back to that minute
+//!   without it) so a test waits seconds instead. The sandbox's own rate limits send none.
 //! - Failure injection: `start_failures` answers the next start requests with those statuses
 //!   (429, 402, 500, …), in order; `start_faults` plays the start behaviours the documents allow
 //!   and a happy sandbox never shows ([`StartFault`]): a start accepted whose answer comes after
@@ -51,6 +69,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+pub mod rules;
 
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -83,6 +103,34 @@ pub struct SandboxConfig {
     /// the unfinished ones without `contact_info`) instead of the one record (0.25): FullEnrich
     /// says webhook content equals GET content.
     pub snapshot_rate: f64,
+    /// Whether Enrow takes `http://` webhook URLs to a loopback host (on: the local stack has no
+    /// TLS). Enrow documents HTTPS only, and refuses any other `http://` URL.
+    pub http_loopback_webhooks: bool,
+    /// FullEnrich's limit: requests per minute per key over every endpoint (60); `None`: off.
+    pub fullenrich_per_minute: Option<usize>,
+    /// Enrow's limit: requests per second per key on each POST endpoint (10); `None`: off.
+    pub enrow_per_second: Option<usize>,
+    /// Share of FullEnrich batches canceled part-way (a user's act in the dashboard; 0).
+    pub cancel_rate: f64,
+    /// Share of webhooks never sent (a provider that does not call back; 0).
+    pub drop_webhooks: f64,
+    /// Keep the webhooks instead of sending them ([`Sandbox::take_captured`]): a soak sends
+    /// them itself, each several times, shuffled.
+    pub capture_webhooks: bool,
+    /// Every result GET of a job answers "not ready" this many times before the results.
+    pub get_not_ready_first: u32,
+    /// Random result-GET failures, (status, probability), seeded: 429 (with `Retry-After: 1`),
+    /// 500, 503.
+    pub get_faults: Vec<(u16, f64)>,
+}
+
+/// A webhook the sandbox would have sent (`capture_webhooks`).
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub url: String,
+    pub body: Vec<u8>,
+    /// `X-Signature-SHA1`, when this delivery is signed.
+    pub signature: Option<String>,
 }
 
 /// A start behaviour a provider's documents allow.
@@ -111,6 +159,8 @@ pub struct StartLog {
     pub rids: Vec<u64>,
     /// Whether the sandbox stored the job (it will run and call back).
     pub stored: bool,
+    /// The provider id it gave the job, when stored.
+    pub provider_id: Option<String>,
     /// The status it answered with (0: no answer was read in time, for `AcceptThenHang`).
     pub status: u16,
 }
@@ -131,6 +181,14 @@ impl Default for SandboxConfig {
             contact_webhooks: true,
             sign_rate: 0.75,
             snapshot_rate: 0.25,
+            http_loopback_webhooks: true,
+            fullenrich_per_minute: Some(60),
+            enrow_per_second: Some(10),
+            cancel_rate: 0.0,
+            drop_webhooks: 0.0,
+            capture_webhooks: false,
+            get_not_ready_first: 0,
+            get_faults: Vec::new(),
         }
     }
 }
@@ -142,6 +200,14 @@ pub struct Counters {
     pub webhooks_sent: AtomicU64,
     pub webhooks_retried: AtomicU64,
     pub duplicates_sent: AtomicU64,
+    /// Webhooks not sent at all (`drop_webhooks`).
+    pub webhooks_dropped: AtomicU64,
+    /// Requests answered 429 by the sandbox's own rate limits.
+    pub rate_limited: AtomicU64,
+    /// Start requests refused by validation.
+    pub refused: AtomicU64,
+    /// Result GETs served (authorized and within the rate limit).
+    pub gets: AtomicU64,
 }
 
 struct Job {
@@ -151,6 +217,10 @@ struct Job {
     status: &'static str,
     /// Done: result GETs answer with the results (before: "in progress" / `ongoing`).
     ready: bool,
+    /// Result GETs served so far (`get_not_ready_first`).
+    gets: u32,
+    /// The relay job of its webhook URL.
+    relay_job: Option<String>,
 }
 
 struct Inner {
@@ -163,6 +233,8 @@ struct Inner {
     http: reqwest::Client,
     counters: Counters,
     deliveries: AtomicU64,
+    limits: Mutex<rules::RateLimits>,
+    captured: Mutex<Vec<Captured>>,
 }
 
 #[derive(Clone)]
@@ -186,7 +258,12 @@ impl Sandbox {
             starts: Mutex::default(),
             credits: Mutex::new(config.fullenrich_credits),
             draws: AtomicU64::new(0),
+            limits: Mutex::new(rules::RateLimits::new(
+                config.fullenrich_per_minute,
+                config.enrow_per_second,
+            )),
             config: Mutex::new(config),
+            captured: Mutex::default(),
             jobs: Mutex::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -200,9 +277,9 @@ impl Sandbox {
             .route("/contact/reverse/email/bulk", post(start))
             .route("/contact/enrich/bulk/{id}", get(fullenrich_get))
             .route("/contact/reverse/email/bulk/{id}", get(fullenrich_get))
-            .route("/email/find/single", post(start))
-            .route("/email/verify/single", post(start))
-            .route("/phone/single", post(start))
+            .route("/email/find/single", post(start).get(enrow_get))
+            .route("/email/verify/single", post(start).get(enrow_get))
+            .route("/phone/single", post(start).get(enrow_get))
             .route("/email/find/bulk", post(start).get(enrow_get))
             .route("/email/verify/bulk", post(start).get(enrow_get))
             .route("/phone/bulk", post(start).get(enrow_get))
@@ -252,6 +329,40 @@ impl Sandbox {
         *self.inner.credits.lock().unwrap() = credits;
     }
 
+    /// The webhooks kept so far (`capture_webhooks`), taken out.
+    pub fn take_captured(&self) -> Vec<Captured> {
+        std::mem::take(&mut *self.inner.captured.lock().unwrap())
+    }
+
+    /// What the sandbox decided for each contact of a relay job, from the jobs it stored: (record
+    /// key, found). The record key is FullEnrich's `custom.rid` or Enrow's `custom` (string or
+    /// `{rid}`); Enrow bulk verifications carry none and are left out.
+    pub fn outcomes_of(&self, relay_job: &str) -> Vec<(u64, bool)> {
+        let jobs = self.inner.jobs.lock().unwrap();
+        let mut out = Vec::new();
+        for job in jobs
+            .values()
+            .filter(|j| j.relay_job.as_deref() == Some(relay_job))
+        {
+            for r in &job.records {
+                let key = match r.get("custom") {
+                    Some(Value::String(k)) => k.parse().ok(),
+                    Some(Value::Object(o)) => o
+                        .get("rid")
+                        .and_then(Value::as_str)
+                        .and_then(|k| k.parse().ok()),
+                    _ => None,
+                };
+                let found = rules::fullenrich_found(r)
+                    || matches!(s(r, "qualification"), "valid" | "found");
+                if let Some(key) = key {
+                    out.push((key, found));
+                }
+            }
+        }
+        out
+    }
+
     pub fn set_duplicate_rate(&self, rate: f64) {
         self.inner.config.lock().unwrap().duplicate_rate = rate;
     }
@@ -296,13 +407,6 @@ fn split_name(full: &str) -> (&str, &str) {
     full.trim().split_once(' ').unwrap_or((full, "x"))
 }
 
-fn error(status: StatusCode, message: &str) -> (StatusCode, String) {
-    (
-        status,
-        json!({ "message": message, "code": message }).to_string(),
-    )
-}
-
 /// The relay job a webhook URL names (`…/webhooks/{provider}/{job}/…`).
 fn job_of_url(url: Option<&str>) -> Option<String> {
     let path = url?.split("/webhooks/").nth(1)?;
@@ -328,16 +432,6 @@ fn rids_of(req: &Value) -> Vec<u64> {
     }
 }
 
-/// A FullEnrich error body (`{"code","message"}`) or an Enrow one (`{"message"}`).
-fn provider_error(fullenrich: bool, status: StatusCode, code: &str, message: &str) -> Response {
-    let body = if fullenrich {
-        json!({ "code": code, "message": message })
-    } else {
-        json!({ "message": message })
-    };
-    (status, body.to_string()).into_response()
-}
-
 async fn start(
     State(inner): State<Arc<Inner>>,
     uri: axum::http::Uri,
@@ -358,6 +452,7 @@ async fn start(
         job_id: job_of_url(webhook),
         rids: rids_of(&req),
         stored: false,
+        provider_id: None,
         status: 0,
     };
     let answer = |inner: &Inner, mut log: StartLog, resp: Response| {
@@ -371,18 +466,14 @@ async fn start(
     } else {
         headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(config.enrow_key.as_str())
     };
+    let single = path.ends_with("/single");
     if !authorized {
-        let resp = provider_error(
-            fullenrich,
-            StatusCode::UNAUTHORIZED,
-            "error.api.key",
-            if fullenrich {
-                "Unknown api key"
-            } else {
-                "This apikey is not valid"
-            },
-        );
-        return answer(&inner, log, resp);
+        let resp = rules::for_status(fullenrich, single, StatusCode::UNAUTHORIZED);
+        return answer(&inner, log, resp.into_response());
+    }
+    if let Err(refused) = inner.limits.lock().unwrap().admit(fullenrich, &path, true) {
+        inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return answer(&inner, log, refused.into_response());
     }
     let fault = inner.failures.lock().unwrap().pop_front().or_else(|| {
         if config.fault_mix.is_empty() {
@@ -399,20 +490,12 @@ async fn start(
     match &fault {
         Some(StartFault::Status(status)) => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let resp = provider_error(fullenrich, status, "error.injected", "injected failure");
-            return answer(&inner, log, resp);
+            let resp = rules::for_status(fullenrich, single, status);
+            return answer(&inner, log, resp.into_response());
         }
         Some(StartFault::RateLimited { retry_after }) => {
-            let mut resp = provider_error(
-                fullenrich,
-                StatusCode::TOO_MANY_REQUESTS,
-                "error.rate.limit",
-                if fullenrich {
-                    "Too many requests. Try again in 1m"
-                } else {
-                    "Too Many Requests"
-                },
-            );
+            let mut resp = rules::for_status(fullenrich, single, StatusCode::TOO_MANY_REQUESTS)
+                .into_response();
             resp.headers_mut().insert(
                 "retry-after",
                 retry_after.to_string().parse().expect("digits"),
@@ -423,13 +506,16 @@ async fn start(
     }
     inner.counters.starts.fetch_add(1, Ordering::Relaxed);
     if req.is_null() {
-        let resp = provider_error(
-            fullenrich,
-            StatusCode::BAD_REQUEST,
-            "error.json",
-            "Invalid JSON input",
-        );
-        return answer(&inner, log, resp);
+        let resp = if fullenrich {
+            rules::fullenrich(StatusCode::BAD_REQUEST, "error.json", "Invalid JSON input")
+        } else {
+            rules::enrow(StatusCode::BAD_REQUEST, "Invalid JSON input")
+        };
+        return answer(&inner, log, resp.into_response());
+    }
+    if let Err(refused) = rules::validate(&path, &req, config.http_loopback_webhooks) {
+        inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+        return answer(&inner, log, refused.into_response());
     }
     if let Some(marker) = &config.reject_marker
         && req
@@ -441,32 +527,21 @@ async fn start(
             .iter()
             .any(|c| s(c, "linkedin_url").contains(marker.as_str()))
     {
-        let resp = provider_error(
-            fullenrich,
-            StatusCode::BAD_REQUEST,
-            "error.linkedin.malformated",
-            "Invalid linkedin_url",
-        );
-        return answer(&inner, log, resp);
+        let resp = if fullenrich {
+            rules::fullenrich(
+                StatusCode::BAD_REQUEST,
+                "error.linkedin.malformated",
+                "Invalid linkedin_url",
+            )
+        } else {
+            rules::enrow(StatusCode::BAD_REQUEST, "Invalid linkedin_url")
+        };
+        return answer(&inner, log, resp.into_response());
     }
     let id = uuid::Uuid::new_v4().to_string();
     let plan = {
         let mut credits = inner.credits.lock().unwrap();
-        plan(
-            &path,
-            &req,
-            &id,
-            &mut credits,
-            config.contact_webhooks,
-            config.snapshot_rate,
-        )
-    };
-    let plan = match plan {
-        Ok(p) => p,
-        Err(m) => {
-            let resp = provider_error(fullenrich, StatusCode::BAD_REQUEST, "error.enrichment", &m);
-            return answer(&inner, log, resp);
-        }
+        plan(&path, &req, &id, &mut credits, &config)
     };
     inner.jobs.lock().unwrap().insert(
         id.clone(),
@@ -476,9 +551,12 @@ async fn start(
             credits: plan.credits,
             status: plan.status,
             ready: false,
+            gets: 0,
+            relay_job: log.job_id.clone(),
         },
     );
     log.stored = true;
+    log.provider_id = Some(id.clone());
     let ok = if fullenrich {
         json!({ "enrichment_id": id })
     } else {
@@ -515,12 +593,8 @@ async fn start(
         Some(StartFault::StoreThen5xx) => answer(
             &inner,
             log,
-            provider_error(
-                fullenrich,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "error.internal",
-                "Internal server error",
-            ),
+            rules::for_status(fullenrich, single, StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response(),
         ),
         Some(StartFault::AcceptWithoutId) => answer(
             &inner,
@@ -553,9 +627,9 @@ fn plan(
     req: &Value,
     id: &str,
     balance: &mut Option<f64>,
-    contact_webhooks: bool,
-    snapshot_rate: f64,
-) -> Result<Plan, String> {
+    config: &SandboxConfig,
+) -> Plan {
+    let (contact_webhooks, snapshot_rate) = (config.contact_webhooks, config.snapshot_rate);
     let webhook = req
         .pointer("/settings/webhook")
         .and_then(Value::as_str)
@@ -565,55 +639,94 @@ fn plan(
             let data = req
                 .get("data")
                 .and_then(Value::as_array)
-                .ok_or("Data is empty")?;
-            if data.is_empty() || data.len() > 100 {
-                return Err("data must hold 1 to 100 contacts".into());
-            }
+                .cloned()
+                .unwrap_or_default();
             let reverse = path.contains("reverse");
             let mut status = "FINISHED";
+            // A batch canceled (from the dashboard) part-way: the first half finishes, the rest
+            // stays empty and never finishes.
+            let canceled_from =
+                (draw(&format!("cancel-{id}")) < config.cancel_rate).then_some(data.len() / 2);
+            if canceled_from.is_some() {
+                status = "CANCELED";
+            }
             let mut unfinished: Vec<Option<Value>> = Vec::new();
+            let mut credits = 0.0;
             let records: Vec<Value> = data
                 .iter()
-                .map(|d| {
-                    let mut found = score(d) < 75;
-                    // One credit per hit; with the balance spent, the rest stay empty and never
-                    // finish (no contact_finished for them).
+                .enumerate()
+                .map(|(i, d)| {
+                    let custom = d.get("custom").cloned().unwrap_or(json!({}));
+                    if canceled_from.is_some_and(|from| i >= from) {
+                        unfinished.push(d.get("custom").cloned());
+                        return json!({ "input": d, "custom": custom });
+                    }
+                    // What a hit costs (providers.md §2.10), by the fields asked for.
+                    let fields: Vec<&str> = d
+                        .get("enrich_fields")
+                        .and_then(Value::as_array)
+                        .map(|f| f.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_else(|| vec!["contact.work_emails"]);
+                    let cost = if reverse {
+                        1.0
+                    } else {
+                        fields
+                            .iter()
+                            .map(|f| match *f {
+                                "contact.personal_emails" => 3.0,
+                                "contact.phones" => 10.0,
+                                _ => 1.0,
+                            })
+                            .sum()
+                    };
+                    let found = score(d) < 75;
+                    // With the balance spent, the rest stay empty and never finish (no
+                    // contact_finished for them).
                     if found && let Some(left) = balance.as_mut() {
-                        if *left >= 1.0 {
-                            *left -= 1.0;
+                        if *left >= cost {
+                            *left -= cost;
                         } else {
-                            found = false;
                             status = "CREDITS_INSUFFICIENT";
                             unfinished.push(d.get("custom").cloned());
+                            return json!({ "input": d, "custom": custom });
                         }
                     }
-                    let custom = d.get("custom").cloned().unwrap_or(json!({}));
+                    if found {
+                        credits += cost;
+                    }
                     if reverse {
                         let mut r = json!({ "input": { "email": d.get("email") }, "custom": custom });
                         if found {
                             r["profile"] = json!({ "full_name": "Sandbox Person", "headline": "Sandbox" });
                         }
-                        r
-                    } else {
-                        let email = email_for(s(d, "first_name"), s(d, "last_name"), s(d, "domain"));
-                        let contact_info = if found {
-                            json!({ "most_probable_work_email": { "email": email, "status": "DELIVERABLE" },
-                                    "work_emails": [{ "email": email, "status": "DELIVERABLE" }] })
-                        } else {
-                            json!({ "most_probable_work_email": null, "work_emails": [] })
-                        };
-                        json!({ "input": { "first_name": d.get("first_name"), "last_name": d.get("last_name"),
-                                           "company_domain": d.get("domain"), "professional_network_url": d.get("linkedin_url") },
-                                "custom": custom, "contact_info": contact_info })
+                        return r;
                     }
+                    let (first, last) = (s(d, "first_name"), s(d, "last_name"));
+                    let mut info = json!({ "most_probable_work_email": null, "work_emails": [],
+                                           "most_probable_personal_email": null, "personal_emails": [],
+                                           "most_probable_phone": null, "phones": [] });
+                    if found {
+                        if fields.contains(&"contact.work_emails") {
+                            let e = json!({ "email": email_for(first, last, s(d, "domain")), "status": "DELIVERABLE" });
+                            info["most_probable_work_email"] = e.clone();
+                            info["work_emails"] = json!([e]);
+                        }
+                        if fields.contains(&"contact.personal_emails") {
+                            let e = json!({ "email": email_for(first, last, "sandboxmail.com"), "status": "DELIVERABLE" });
+                            info["most_probable_personal_email"] = e.clone();
+                            info["personal_emails"] = json!([e]);
+                        }
+                        if fields.contains(&"contact.phones") {
+                            let p = json!({ "number": format!("+1 555-{:07}", score(d) as u32 * 7919 % 10_000_000), "region": "US" });
+                            info["most_probable_phone"] = p.clone();
+                            info["phones"] = json!([p]);
+                        }
+                    }
+                    json!({ "input": { "first_name": d.get("first_name"), "last_name": d.get("last_name"),
+                                       "company_domain": d.get("domain"), "professional_network_url": d.get("linkedin_url") },
+                            "custom": custom, "contact_info": info })
                 })
                 .collect();
-            let credits = records
-                .iter()
-                .filter(|r| {
-                    r.get("profile").is_some() || r.pointer("/contact_info/work_emails/0").is_some()
-                })
-                .count() as f64;
             let mut webhooks = Vec::new();
             if let Some(url) = req
                 .pointer("/webhook_events/contact_finished")
@@ -649,12 +762,12 @@ fn plan(
                 let body = json!({ "id": id, "name": req.get("name"), "status": status, "cost": { "credits": credits }, "data": records });
                 webhooks.push((url.to_string(), body.to_string().into_bytes(), true));
             }
-            Ok(Plan {
+            Plan {
                 records,
                 credits,
                 status,
                 webhooks,
-            })
+            }
         }
         "/email/find/single" | "/email/verify/single" | "/phone/single" => {
             // The contact's own fields decide (not the per-job webhook URL or record key).
@@ -712,22 +825,21 @@ fn plan(
             let webhooks = webhook
                 .map(|u| vec![(u, body.to_string().into_bytes(), false)])
                 .unwrap_or_default();
-            Ok(Plan {
+            Plan {
                 records: vec![result],
                 credits,
                 status: "FINISHED",
                 webhooks,
-            })
+            }
         }
         _ => {
-            let (items, limit, event): (Vec<Value>, usize, &str) = match path {
+            let (items, event): (Vec<Value>, &str) = match path {
                 "/email/verify/bulk" => (
                     req.get("verifications")
                         .or(req.get("emails"))
                         .and_then(Value::as_array)
                         .cloned()
                         .unwrap_or_default(),
-                    5000,
                     "bulk_verification_finished",
                 ),
                 "/phone/bulk" => (
@@ -735,7 +847,6 @@ fn plan(
                         .and_then(Value::as_array)
                         .cloned()
                         .unwrap_or_default(),
-                    3000,
                     "bulk_phone_search_finished",
                 ),
                 _ => (
@@ -743,18 +854,9 @@ fn plan(
                         .and_then(Value::as_array)
                         .cloned()
                         .unwrap_or_default(),
-                    5000,
                     "bulk_search_finished",
                 ),
             };
-            if items.is_empty() {
-                return Err("Missing searches payload".into());
-            }
-            if items.len() > limit {
-                return Err(format!(
-                    "Too many searches. Limit is currently at {limit} per batch."
-                ));
-            }
             let rows: Vec<Value> = items
                 .iter()
                 .enumerate()
@@ -785,12 +887,12 @@ fn plan(
             let webhooks = webhook
                 .map(|u| vec![(u, body.to_string().into_bytes(), false)])
                 .unwrap_or_default();
-            Ok(Plan {
+            Plan {
                 records: rows,
                 credits,
                 status: "FINISHED",
                 webhooks,
-            })
+            }
         }
     }
 }
@@ -801,6 +903,24 @@ async fn deliver(inner: &Inner, url: &str, body: Vec<u8>, fullenrich: bool) {
     let config = inner.config.lock().unwrap().clone();
     let n = inner.deliveries.fetch_add(1, Ordering::Relaxed);
     let signed = fullenrich && draw(&format!("sign-{n}")) < config.sign_rate;
+    if config.capture_webhooks {
+        let signature = signed.then(|| {
+            relay_shared::auth::fullenrich_signature(config.fullenrich_key.as_bytes(), &body)
+        });
+        inner.captured.lock().unwrap().push(Captured {
+            url: url.to_string(),
+            body,
+            signature,
+        });
+        return;
+    }
+    if draw(&format!("drop-{n}")) < config.drop_webhooks {
+        inner
+            .counters
+            .webhooks_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     // Deterministic: delivery n is doubled when the running share crosses a whole number.
     let copies = if ((n + 1) as f64 * config.duplicate_rate).floor()
         > (n as f64 * config.duplicate_rate).floor()
@@ -846,42 +966,167 @@ async fn deliver(inner: &Inner, url: &str, body: Vec<u8>, fullenrich: bool) {
     }
 }
 
+/// Whether a GET carries the provider's key.
+fn get_authorized(config: &SandboxConfig, fullenrich: bool, headers: &HeaderMap) -> bool {
+    let (name, want) = if fullenrich {
+        ("authorization", format!("Bearer {}", config.fullenrich_key))
+    } else {
+        ("x-api-key", config.enrow_key.clone())
+    };
+    headers.get(name).and_then(|v| v.to_str().ok()) == Some(want.as_str())
+}
+
+/// A result GET's injected failure (`get_faults`), as the provider would answer it.
+fn get_fault(inner: &Inner, config: &SandboxConfig, fullenrich: bool) -> Option<Response> {
+    if config.get_faults.is_empty() {
+        return None;
+    }
+    let n = inner.draws.fetch_add(1, Ordering::Relaxed);
+    let u = draw(&format!("get-fault-{n}"));
+    let mut acc = 0.0;
+    let status = config.get_faults.iter().find_map(|(status, p)| {
+        acc += p;
+        (u < acc).then_some(*status)
+    })?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = rules::for_status(fullenrich, false, status).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    }
+    Some(resp)
+}
+
+/// Counts a GET of job `id` and says whether its results may be served: the job is done and it
+/// has answered "not ready" `get_not_ready_first` times already.
+fn serve_results(inner: &Inner, config: &SandboxConfig, id: &str) -> bool {
+    let mut jobs = inner.jobs.lock().unwrap();
+    let Some(job) = jobs.get_mut(id) else {
+        return false;
+    };
+    job.gets += 1;
+    job.ready && job.gets > config.get_not_ready_first
+}
+
 async fn fullenrich_get(
     State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> (StatusCode, String) {
+) -> Response {
+    let config = inner.config.lock().unwrap().clone();
+    if !get_authorized(&config, true, &headers) {
+        return rules::for_status(true, false, StatusCode::UNAUTHORIZED).into_response();
+    }
+    if let Err(refused) = inner.limits.lock().unwrap().admit(true, uri.path(), false) {
+        inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return refused.into_response();
+    }
+    if let Some(resp) = get_fault(&inner, &config, true) {
+        return resp;
+    }
+    inner.counters.gets.fetch_add(1, Ordering::Relaxed);
+    let reverse = uri.path().contains("/reverse/");
+    let ready = serve_results(&inner, &config, &id);
     match inner.jobs.lock().unwrap().get(&id) {
-        Some(job) if !job.ready => (
+        Some(_) if !ready => rules::fullenrich(
             StatusCode::BAD_REQUEST,
-            json!({ "code": "error.enrichment.in_progress", "message": "Enrichment not ready, try again in 30 seconds" }).to_string(),
-        ),
-        Some(job) => (
-            StatusCode::OK,
-            json!({ "id": id, "name": job.name, "status": job.status, "cost": { "credits": job.credits }, "data": job.records }).to_string(),
-        ),
-        None => error(StatusCode::NOT_FOUND, "error.enrichment.not_found"),
+            "error.enrichment.in_progress",
+            "Enrichment not ready, try again in 30 seconds",
+        )
+        .into_response(),
+        Some(job) => {
+            // Out of credits: the spec's 402 carries the job object.
+            let status = if job.status == "CREDITS_INSUFFICIENT" {
+                StatusCode::PAYMENT_REQUIRED
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                json!({ "id": id, "name": job.name, "status": job.status, "cost": { "credits": job.credits }, "data": job.records }).to_string(),
+            )
+                .into_response()
+        }
+        None if reverse => rules::fullenrich(
+            StatusCode::NOT_FOUND,
+            "error.reverse.email.not_found",
+            "Reverse email ID not found",
+        )
+        .into_response(),
+        None => rules::fullenrich(
+            StatusCode::NOT_FOUND,
+            "error.enrichment.not_found",
+            "Enrichment ID not found",
+        )
+        .into_response(),
     }
 }
 
+/// Enrow's bulk result GET (`?id=`): 202 `ongoing` while it runs; unknown ids answer 400
+/// "Could not retrieve bulk … results" (the newer docs: 404 is never returned).
 async fn enrow_get(
     State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-) -> (StatusCode, String) {
-    let id = q.get("id").cloned().unwrap_or_default();
-    match inner.jobs.lock().unwrap().get(&id) {
-        Some(job) if !job.ready => (
+) -> Response {
+    let config = inner.config.lock().unwrap().clone();
+    if !get_authorized(&config, false, &headers) {
+        return rules::for_status(false, false, StatusCode::UNAUTHORIZED).into_response();
+    }
+    if let Some(resp) = get_fault(&inner, &config, false) {
+        return resp;
+    }
+    inner.counters.gets.fetch_add(1, Ordering::Relaxed);
+    let Some(id) = q.get("id").filter(|i| !i.is_empty()) else {
+        return rules::enrow(StatusCode::BAD_REQUEST, "Missing id in the query params")
+            .into_response();
+    };
+    let single = uri.path().ends_with("/single");
+    let ready = serve_results(&inner, &config, id);
+    match inner.jobs.lock().unwrap().get(id) {
+        Some(job) if single => {
+            let mut result = job.records.first().cloned().unwrap_or(json!({}));
+            if !ready {
+                result = json!({ "id": id, "qualification": "ongoing" });
+            } else {
+                result["id"] = json!(id);
+            }
+            (StatusCode::OK, result.to_string()).into_response()
+        }
+        Some(job) if !ready => (
             StatusCode::ACCEPTED,
             json!({ "general": { "id": id, "status": "ongoing" },
                     "stats": { "requested": job.records.len(), "finished": 0 } })
             .to_string(),
-        ),
+        )
+            .into_response(),
         Some(job) => (
             StatusCode::OK,
             json!({ "general": { "id": id, "status": "completed" },
                     "stats": { "requested": job.records.len(), "finished": job.records.len(), "credits_cost": job.credits },
                     "results": job.records })
             .to_string(),
-        ),
-        None => error(StatusCode::NOT_FOUND, "Bulk search not found"),
+        )
+            .into_response(),
+        None if single => rules::enrow(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            if uri.path().contains("verify") {
+                "Could not retrieve single verification results"
+            } else {
+                "Could not retrieve single search results"
+            },
+        )
+        .into_response(),
+        None => rules::enrow(
+            StatusCode::BAD_REQUEST,
+            if uri.path().contains("verify") {
+                "Could not retrieve bulk verification results"
+            } else {
+                "Could not retrieve bulk search results"
+            },
+        )
+        .into_response(),
     }
 }
