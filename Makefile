@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-FUNCTIONS := webhook-ingest bulk-fetch job-submit job-submit-worker
+FUNCTIONS := webhook-ingest bulk-fetch job-submit job-submit-worker sweeper
 # arm64 deploy builds get their own target dir, so they never force host test rebuilds.
 ARM64_TARGET_DIR := target/arm64
 

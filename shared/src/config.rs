@@ -344,6 +344,8 @@ pub struct FetchConfig {
     /// The first wait of a delivery whose results are not ready (`NOT_READY_WAIT_SECONDS`, 30);
     /// it doubles with each wait.
     pub not_ready_wait: Duration,
+    /// `POLL_AFTER_SECONDS`: a chunk adopted now is first polled this long after (600 s).
+    pub poll_after: Duration,
     /// One FullEnrich request per this interval, shared with the starts.
     pub fullenrich_interval: Duration,
 }
@@ -363,9 +365,38 @@ impl FetchConfig {
             dedupe_lease: Duration::from_secs(env.number("DEDUPE_LEASE_SECONDS", 120)?),
             apply_lease: Duration::from_secs(env.number("APPLY_LEASE_SECONDS", 120)?),
             not_ready_wait: Duration::from_secs(env.number("NOT_READY_WAIT_SECONDS", 30)?.max(1)),
+            poll_after: poll_after(env)?,
             fullenrich_interval: fullenrich_interval(env)?,
         })
     }
+}
+
+/// The sweeper's configuration: the jobs table (its `due` index), the webhook queue its polls
+/// go to, how long a chunk waits for its results before a poll.
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    pub jobs_table: String,
+    pub webhook_queue_url: String,
+    pub poll_after: Duration,
+    /// Polls queued per sweep at most.
+    pub limit: usize,
+}
+
+impl SweepConfig {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(SweepConfig {
+            jobs_table: env.required("JOBS_TABLE")?,
+            webhook_queue_url: env.url("WEBHOOK_QUEUE_URL", None)?,
+            poll_after: poll_after(env)?,
+            limit: env.number("SWEEP_LIMIT", 5000)? as usize,
+        })
+    }
+}
+
+/// `POLL_AFTER_SECONDS` (600): how long a started chunk may go without its results before the
+/// sweeper polls it; both providers say to poll no more than every 5–10 minutes.
+pub fn poll_after<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(env.number("POLL_AFTER_SECONDS", 600)?.max(1)))
 }
 
 /// The jobs API's configuration (`job-submit`): it needs the API token, and no provider key or
@@ -406,6 +437,8 @@ pub struct WorkerConfig {
     /// `START_CONFIRM_TIMEOUT`: how long a start whose answer was lost may wait for its webhook
     /// before its contacts fail with `start_unconfirmed` (6 h).
     pub start_confirm_timeout: Duration,
+    /// `POLL_AFTER_SECONDS`: a chunk started now is first polled this long after (600 s).
+    pub poll_after: Duration,
 }
 
 impl WorkerConfig {
@@ -425,6 +458,7 @@ impl WorkerConfig {
             ),
             start_confirm_timeout: env
                 .duration("START_CONFIRM_TIMEOUT", Duration::from_secs(6 * 3600))?,
+            poll_after: poll_after(env)?,
         })
     }
 }

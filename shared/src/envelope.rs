@@ -179,3 +179,40 @@ mod tests {
         ));
     }
 }
+
+/// A poll of one started chunk whose results have not come (the sweeper's message on the webhook
+/// queue): bulk-fetch GETs the chunk's results by its provider id and applies them as it would a
+/// bulk notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollRequest {
+    pub poll: PollTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollTarget {
+    pub job_id: String,
+    pub chunk: u32,
+    /// When the sweeper found it due (ms), for the latency of a recovered result.
+    pub due_at_ms: u64,
+}
+
+impl PollRequest {
+    pub fn new(job_id: &str, chunk: u32, due_at_ms: u64) -> PollRequest {
+        PollRequest {
+            poll: PollTarget {
+                job_id: job_id.to_string(),
+                chunk,
+                due_at_ms,
+            },
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a poll request serializes")
+    }
+
+    /// The poll a queue message carries, if it is one (deliveries are [`Envelope`]s).
+    pub fn from_json(s: &str) -> Option<PollRequest> {
+        serde_json::from_str(s).ok()
+    }
+}

@@ -282,6 +282,9 @@ pub struct Chunk {
     pub unconfirmed_at_ms: Option<u64>,
     /// A `split` chunk's halves (chunk indices).
     pub parts: Vec<u32>,
+    /// A started chunk waiting for its results: the interval of its fallback polls (ms), which
+    /// doubles each time a poll finds them not ready. `None` once the chunk is final.
+    pub poll_every_ms: Option<u64>,
 }
 
 impl Chunk {
@@ -304,6 +307,7 @@ impl Chunk {
                 error: None,
                 unconfirmed_at_ms: None,
                 parts: Vec::new(),
+                poll_every_ms: None,
             })
             .collect()
     }

@@ -26,6 +26,7 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, Update, WriteRequest,
 };
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus, Operation, Outcome,
@@ -212,6 +213,14 @@ pub trait JobStore: Send + Sync + 'static {
         update: ChunkUpdate,
     ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
     fn add_duplicate(&self, job_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// A poll found a chunk's results not ready: its next poll comes `every_ms` from now (the
+    /// interval, doubled by the caller up to [`MAX_POLL_EVERY_MS`]). Nothing if it is final.
+    fn poll_later(
+        &self,
+        job_id: &str,
+        index: u32,
+        every_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Sets the final status once every contact has a result; returns it when it did.
     fn settle_job(
         &self,
@@ -264,6 +273,8 @@ pub struct DynamoJobStore {
     table: String,
     /// How long a bulk apply holds its chunk before another worker may take it over.
     pub apply_lease_ms: u64,
+    /// How long a started chunk may go without its results before its first poll.
+    pub poll_after_ms: u64,
 }
 
 impl DynamoJobStore {
@@ -272,7 +283,74 @@ impl DynamoJobStore {
             client,
             table: table.into(),
             apply_lease_ms: 120_000,
+            poll_after_ms: 600_000,
         }
+    }
+
+    /// How long a started chunk may go without its results before it is polled
+    /// (`POLL_AFTER_SECONDS`).
+    pub fn with_poll_after(mut self, after: std::time::Duration) -> Self {
+        self.poll_after_ms = after.as_millis() as u64;
+        self
+    }
+
+    /// Chunks due for a poll at `now_ms`, from the sparse `due` index (only started chunks that
+    /// are not final are in it): one query per shard, reads proportional to the due chunks.
+    pub async fn due_chunks(&self, now_ms: u64, limit: usize) -> Result<Vec<DueChunk>, StoreError> {
+        let mut out = Vec::new();
+        for shard in 0..POLL_SHARDS {
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name("due")
+                    .key_condition_expression("poll_shard = :s AND poll_at <= :now")
+                    .expression_attribute_values(":s", s(format!("poll#{shard}")))
+                    .expression_attribute_values(":now", n(now_ms))
+                    .set_exclusive_start_key(start)
+                    .limit((limit - out.len()).clamp(1, 1000) as i32)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for item in page.items() {
+                    let job_id = get_s(item, "pk").and_then(|p| p.strip_prefix("JOB#"));
+                    let index = index_of(get_s(item, "sk"), "CHUNK#");
+                    if let (Some(job_id), Some(index), Some(poll_at)) =
+                        (job_id, index, get_n(item, "poll_at"))
+                    {
+                        out.push(DueChunk {
+                            job_id: job_id.to_string(),
+                            index: index as u32,
+                            poll_at_ms: poll_at,
+                        });
+                    }
+                }
+                start = page.last_evaluated_key;
+                if start.is_none() || out.len() >= limit {
+                    break;
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a due chunk for one poll: moves its `poll_at` `hold_ms` on, if it is still the one
+    /// read (another sweep, or a poll that found the results not ready, moved it otherwise).
+    pub async fn take_due(&self, due: &DueChunk, hold_ms: u64) -> Result<bool, StoreError> {
+        let out = self
+            .chunk_item_update(&due.job_id, due.index)
+            .update_expression("SET poll_at = :next")
+            .condition_expression("poll_at = :seen")
+            .expression_attribute_values(":next", n(now_ms() + hold_ms))
+            .expression_attribute_values(":seen", n(due.poll_at_ms))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
     }
 
     /// How long a bulk apply holds its chunk (`APPLY_LEASE_SECONDS`).
@@ -360,6 +438,19 @@ impl DynamoJobStore {
             }
         }
         Ok(calls)
+    }
+
+    /// An UpdateItem on one chunk item (no attribute names bound).
+    fn chunk_item_update(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(index)))
     }
 
     /// An UpdateItem on one chunk item, `#status` bound to its status attribute: the start of
@@ -875,6 +966,10 @@ impl DynamoJobStore {
         let UpdateParts { b, expr } = match update {
             Some(u) => {
                 let mut parts = self.chunk_update_builder(job_id, u);
+                if u.status.is_final() {
+                    // Out of the `due` index: nothing left to poll.
+                    parts.expr.push_str(" REMOVE poll_at, poll_every, poll_shard");
+                }
                 parts.expr.push(' ');
                 parts
             }
@@ -1104,7 +1199,28 @@ fn parse_chunk(item: &Item) -> Result<Chunk, StoreError> {
         parts: get_json(item, "parts")
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default(),
+        poll_every_ms: get_n(item, "poll_every"),
     })
+}
+
+/// How many partitions the `due` index spreads open chunks over (a sweep queries each).
+pub const POLL_SHARDS: u32 = 4;
+/// The longest interval between two polls of a chunk.
+pub const MAX_POLL_EVERY_MS: u64 = 3_600_000;
+
+/// The `due` index partition of a job's chunks.
+pub fn poll_shard(job_id: &str) -> String {
+    let h = Sha256::digest(job_id.as_bytes());
+    format!("poll#{}", u32::from(h[0]) % POLL_SHARDS)
+}
+
+/// A chunk the sweeper found due for a poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueChunk {
+    pub job_id: String,
+    pub index: u32,
+    /// Its `poll_at` as read (ms): taking it is conditional on it.
+    pub poll_at_ms: u64,
 }
 
 fn index_of(sk: Option<&str>, prefix: &str) -> Option<u64> {
@@ -1222,7 +1338,7 @@ impl JobStore for DynamoJobStore {
     ) -> Result<bool, StoreError> {
         let pk = job_pk(job_id);
         let mut expr = String::from(
-            "SET provider_id = :pid, #status = :st REMOVE submit_until, submit_owner, unconfirmed_at",
+            "SET provider_id = :pid, #status = :st, poll_at = :pa, poll_every = :pe, poll_shard = :ps REMOVE submit_until, submit_owner, unconfirmed_at",
         );
         let mut update = self
             .client
@@ -1235,6 +1351,9 @@ impl JobStore for DynamoJobStore {
             )
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":pid", s(provider_id))
+            .expression_attribute_values(":pa", n(now_ms() + self.poll_after_ms))
+            .expression_attribute_values(":pe", n(self.poll_after_ms))
+            .expression_attribute_values(":ps", s(poll_shard(job_id)))
             .expression_attribute_values(":st", s(ChunkStatus::Submitted.as_str()))
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
             .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
@@ -1558,8 +1677,13 @@ impl JobStore for DynamoJobStore {
             .condition_expression("applier = :me")
             .expression_attribute_values(":me", s(&owner))
             .update_expression(format!(
-                "{}, {set} REMOVE applier, applier_until",
-                release.expr
+                "{}, {set} REMOVE applier, applier_until{}",
+                release.expr,
+                if update.status.is_final() {
+                    ", poll_at, poll_every, poll_shard"
+                } else {
+                    ""
+                }
             ))
             .build()
             .map_err(|e| StoreError::Data(e.to_string()))?;
@@ -1582,6 +1706,18 @@ impl JobStore for DynamoJobStore {
                 None => unavailable(e),
             })?;
         Ok(stored)
+    }
+
+    async fn poll_later(&self, job_id: &str, index: u32, every_ms: u64) -> Result<(), StoreError> {
+        let out = self
+            .chunk_item_update(job_id, index)
+            .update_expression("SET poll_every = :e, poll_at = :at")
+            .condition_expression("attribute_exists(poll_at)")
+            .expression_attribute_values(":e", n(every_ms))
+            .expression_attribute_values(":at", n(now_ms() + every_ms))
+            .send()
+            .await;
+        unless_condition_failed(out).map(|_| ())
     }
 
     async fn add_duplicate(&self, job_id: &str) -> Result<(), StoreError> {

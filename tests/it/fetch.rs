@@ -1054,6 +1054,14 @@ impl JobStore for FlakySettle {
     async fn add_duplicate(&self, job_id: &str) -> Result<(), relay_shared::store::StoreError> {
         self.inner.add_duplicate(job_id).await
     }
+    async fn poll_later(
+        &self,
+        job_id: &str,
+        index: u32,
+        every_ms: u64,
+    ) -> Result<(), relay_shared::store::StoreError> {
+        self.inner.poll_later(job_id, index, every_ms).await
+    }
     async fn settle_job(
         &self,
         job_id: &str,

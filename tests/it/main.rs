@@ -6,6 +6,7 @@ mod documented;
 mod e2e;
 mod fetch;
 mod ingest;
+mod poll;
 mod soak;
 mod starts;
 mod submit;

@@ -456,6 +456,9 @@ mod mem {
         async fn add_duplicate(&self, _: &str) -> Result<(), StoreError> {
             Ok(())
         }
+        async fn poll_later(&self, _: &str, _: u32, _: u64) -> Result<(), StoreError> {
+            Ok(())
+        }
         async fn settle_job(&self, _: &str) -> Result<Option<JobStatus>, StoreError> {
             Ok(None)
         }

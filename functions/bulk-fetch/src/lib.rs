@@ -14,7 +14,7 @@ use futures::StreamExt;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::Provider;
 use relay_shared::bodies::BodyStore;
-use relay_shared::envelope::{Body, Envelope, Signature};
+use relay_shared::envelope::{Body, Envelope, PollRequest, PollTarget, Signature};
 use relay_shared::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, Outcome,
     RECORD_KEY, from_enrow, from_fullenrich, reasons,
@@ -25,7 +25,7 @@ use relay_shared::providers::enrow::{self, EventKind};
 use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
 use relay_shared::queue::Queue;
 use relay_shared::store::{
-    ChunkRef, ChunkUpdate, Claim, DedupeStore, JobStore, StoreError, Stored,
+    ChunkRef, ChunkUpdate, Claim, DedupeStore, JobStore, MAX_POLL_EVERY_MS, StoreError, Stored,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -44,6 +44,9 @@ pub enum Disposition {
     /// The provider is not ready or rate-limits: the delivery was put back on the queue as a new
     /// message delayed this long (so waiting never uses up its receive count), and this one done.
     Deferred(Duration, String),
+    /// A poll that applied nothing: the chunk was final already, or its results are not ready
+    /// (its next poll is scheduled), or the provider failed (the sweeper polls again when due).
+    Polled(String),
 }
 
 /// A failure while applying an event.
@@ -111,6 +114,8 @@ enum Action {
     EnrowBulk {
         id: String,
         credits: Option<f64>,
+        /// The results, when a poll fetched them already (one GET per poll).
+        prefetched: Option<enrow::BulkResults>,
     },
 }
 
@@ -170,6 +175,7 @@ where
             Disposition::Parked(r) => ("parked", Some(r.as_str())),
             Disposition::Retry(r) => ("retry", Some(r.as_str())),
             Disposition::Deferred(_, r) => ("deferred", Some(r.as_str())),
+            Disposition::Polled(r) => ("polled", Some(r.as_str())),
         };
         let (new, existing) = match disposition {
             Disposition::Applied { new, existing } => (new, existing),
@@ -214,6 +220,9 @@ where
     }
 
     async fn process(&self, record: &SqsMessage) -> (Disposition, Option<Envelope>) {
+        if let Some(poll) = PollRequest::from_json(record.body.as_deref().unwrap_or_default()) {
+            return (self.poll(&poll.poll).await, None);
+        }
         let Ok(env) = Envelope::from_json(record.body.as_deref().unwrap_or_default()) else {
             return (Disposition::Parked("unreadable envelope".into()), None);
         };
@@ -243,55 +252,171 @@ where
             return Disposition::Parked("provider does not match the job".into());
         }
 
+        match self.apply_once(&meta, &key, action, true).await {
+            Ok(disposition) => disposition,
+            Err(failure) => self.fail(env, failure).await,
+        }
+    }
+
+    /// Claims the event's key (scoped to its job) and applies it once. A copy that meets a
+    /// completed claim is a duplicate (`count_duplicate`: a provider's repeat, counted on the
+    /// job); one that meets a live claim must wait (`Err(Defer)`): if the holder fails, this
+    /// copy is the one that applies it. `Err`: nothing applied, the claim released.
+    async fn apply_once(
+        &self,
+        meta: &JobMeta,
+        key: &str,
+        action: Action,
+        count_duplicate: bool,
+    ) -> Result<Disposition, Failure> {
+        let job_id = meta.job_id.as_str();
         let owner = uuid::Uuid::new_v4().to_string();
-        match self.dedupe.claim(&key, &owner).await {
+        match self.dedupe.claim(key, &owner).await {
             Ok(Claim::Claimed) => {}
             Ok(Claim::Duplicate) => {
-                if let Err(e) = self.jobs.add_duplicate(&env.job_id).await {
+                if count_duplicate && let Err(e) = self.jobs.add_duplicate(job_id).await {
                     // The event is applied; only the statistic failed. Not worth a retry.
                     tracing::warn!(error = %e, "duplicate not counted");
                 }
                 // The copy that applied it may have failed to settle the job: settle here too.
-                return match self.jobs.settle_job(&env.job_id).await {
-                    Ok(_) => Disposition::Duplicate,
-                    Err(e) => Disposition::Retry(format!("job not settled: {e}")),
+                return match self.jobs.settle_job(job_id).await {
+                    Ok(_) => Ok(Disposition::Duplicate),
+                    Err(e) => Err(Failure::Retry(format!("job not settled: {e}"))),
                 };
             }
+            // It waits as a new, delayed message, not on its receive count: a holder that died
+            // keeps the claim for a whole lease, longer than several visibility timeouts.
             Ok(Claim::InProgress) => {
-                // Not dropped: if the holder fails, this copy must be there to apply it. It waits
-                // as a new, delayed message, not on its receive count: a holder that died keeps
-                // the claim for a whole lease, longer than several visibility timeouts.
-                let failure =
-                    Failure::Defer(Duration::ZERO, "being applied by another delivery".into());
-                return self.fail(env, failure).await;
+                return Err(Failure::Defer(
+                    Duration::ZERO,
+                    "being applied by another delivery".into(),
+                ));
             }
-            Err(e) => return Disposition::Retry(e.to_string()),
+            Err(e) => return Err(Failure::Retry(e.to_string())),
         }
-        match self.apply(&meta, action).await {
+        match self.apply(meta, action).await {
             Ok(stored) => {
-                if let Err(e) = self.dedupe.complete(&key, &owner).await {
+                if let Err(e) = self.dedupe.complete(key, &owner).await {
                     // Applied, but the claim stays in progress until its lease runs out; a
                     // redelivery then re-applies, which the conditional result writes absorb.
                     tracing::warn!(error = %e, "claim not completed");
                 }
                 // Settled on every apply: a job whose counts say it is done ends now. A settle
                 // that fails sends the record back; its retry is a duplicate, which settles.
-                if let Err(e) = self.jobs.settle_job(&env.job_id).await {
-                    return Disposition::Retry(format!("job not settled: {e}"));
+                if let Err(e) = self.jobs.settle_job(job_id).await {
+                    return Err(Failure::Retry(format!("job not settled: {e}")));
                 }
-                Disposition::Applied {
+                Ok(Disposition::Applied {
                     new: stored.new,
                     existing: stored.existing,
-                }
+                })
             }
             Err(failure) => {
-                if let Err(e) = self.dedupe.release(&key, &owner).await {
+                if let Err(e) = self.dedupe.release(key, &owner).await {
                     tracing::warn!(error = %e, "claim not released; it expires with its lease");
                 }
-                self.fail(env, failure).await
+                Err(failure)
             }
         }
     }
+
+    /// A poll of a started chunk whose results have not come (the sweeper's message): one GET by
+    /// its provider id, then the results applied under the same key as the notification they
+    /// stand for (FullEnrich `fe:batch:{id}:{status}`, Enrow `enrow:{event}:{id}`), so a webhook
+    /// and a poll of one completion apply once. Not ready: the next poll waits twice as long,
+    /// up to an hour.
+    async fn poll(&self, target: &PollTarget) -> Disposition {
+        let job_id = target.job_id.as_str();
+        let meta = match self.jobs.get_job(job_id).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Disposition::Parked("poll of an unknown job".into()),
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        let chunk = match self.jobs.chunk(job_id, target.chunk).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Disposition::Parked("poll of an unknown chunk".into()),
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        let Some(pid) = chunk
+            .provider_id
+            .clone()
+            .filter(|_| chunk.status == ChunkStatus::Submitted)
+        else {
+            return Disposition::Polled(format!("chunk is {}", chunk.status.as_str()));
+        };
+        let op = meta.operation;
+        let fetched = match meta.provider {
+            Provider::Fullenrich => match self.fullenrich_job(op, &pid).await {
+                Ok(job) => match job.status.clone() {
+                    Some(status) if status.is_terminal() => Ok((
+                        format!("fe:batch:{pid}:{}", status.as_str()),
+                        // From the provider's API: its records are FullEnrich's.
+                        Action::FullenrichBatch {
+                            id: pid.clone(),
+                            job,
+                            signed: true,
+                        },
+                    )),
+                    _ => Err(Failure::Defer(Duration::ZERO, "results not ready".into())),
+                },
+                Err(f) => Err(f),
+            },
+            // A chunk of one contact was started on the single endpoint.
+            Provider::Enrow if chunk.count == 1 => {
+                match self.providers.enrow_single(op, &pid).await {
+                    Ok((result, raw)) => Ok((
+                        format!("enrow:{}:{pid}", enrow_event(op, true)),
+                        Action::EnrowSingle {
+                            id: pid.clone(),
+                            custom: result.custom.clone(),
+                            result,
+                            raw,
+                            credits: None,
+                        },
+                    )),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Provider::Enrow => match self.providers.enrow_bulk(op, &pid).await {
+                Ok(bulk) => Ok((
+                    format!("enrow:{}:{pid}", enrow_event(op, false)),
+                    Action::EnrowBulk {
+                        id: pid.clone(),
+                        credits: None,
+                        prefetched: Some(bulk),
+                    },
+                )),
+                Err(e) => Err(e.into()),
+            },
+        };
+        let result = match fetched {
+            Ok((key, action)) => {
+                let key = format!("{job_id}#{key}");
+                self.apply_once(&meta, &key, action, false).await
+            }
+            Err(f) => Err(f),
+        };
+        match result {
+            Ok(Disposition::Duplicate) => {
+                Disposition::Polled("applied already (by its webhook)".into())
+            }
+            Ok(d) => d,
+            Err(Failure::Park(reason)) => Disposition::Parked(format!("poll: {reason}")),
+            Err(Failure::Defer(_, reason)) => {
+                let every = chunk.poll_every_ms.unwrap_or(600_000);
+                let next = (every * 2).min(MAX_POLL_EVERY_MS);
+                match self.jobs.poll_later(job_id, chunk.index, next).await {
+                    Ok(()) => {
+                        Disposition::Polled(format!("{reason}; next poll in {} s", next / 1000))
+                    }
+                    Err(e) => Disposition::Polled(format!("{reason}; not rescheduled: {e}")),
+                }
+            }
+            // The sweeper took the chunk until its next due time: it polls again then.
+            Err(Failure::Retry(reason)) => Disposition::Polled(format!("failed: {reason}")),
+        }
+    }
+
 
     /// What a failure comes to: a deferral is a new, delayed copy of the delivery on the queue
     /// (the receive count of the copy starts at zero); if that cannot be sent, an ordinary retry.
@@ -671,9 +796,16 @@ where
                     .store_result(job_id, chunk.index, stored, Some(update))
                     .await?)
             }
-            Action::EnrowBulk { id, credits } => {
+            Action::EnrowBulk {
+                id,
+                credits,
+                prefetched,
+            } => {
                 let linked = self.jobs.find_chunk(job_id, &id).await?;
-                let bulk = self.providers.enrow_bulk(op, &id).await?;
+                let bulk = match prefetched {
+                    Some(bulk) => bulk,
+                    None => self.providers.enrow_bulk(op, &id).await?,
+                };
                 let chunk = match linked {
                     Some(c) => c,
                     None => {
@@ -790,7 +922,14 @@ fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), String> {
             let key = format!("enrow:{kind}:{id}");
             let credits = event.credits.cost;
             if kind.is_bulk() {
-                return Ok((key, Action::EnrowBulk { id, credits }));
+                return Ok((
+                    key,
+                    Action::EnrowBulk {
+                        id,
+                        credits,
+                        prefetched: None,
+                    },
+                ));
             }
             let result = event
                 .single_result()
@@ -808,6 +947,18 @@ fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), String> {
             ))
         }
         (Provider::Fullenrich, Hook::Event) => Err("no such FullEnrich hook".into()),
+    }
+}
+
+/// The Enrow event that announces an operation's results (providers.md §3.3).
+fn enrow_event(op: Operation, single: bool) -> EventKind {
+    match (op, single) {
+        (Operation::EmailVerify, true) => EventKind::VerificationFinished,
+        (Operation::EmailVerify, false) => EventKind::BulkVerificationFinished,
+        (Operation::PhoneFind, true) => EventKind::SinglePhoneSearchFinished,
+        (Operation::PhoneFind, false) => EventKind::BulkPhoneSearchFinished,
+        (_, true) => EventKind::SingleSearchFinished,
+        (_, false) => EventKind::BulkSearchFinished,
     }
 }
 
@@ -966,4 +1117,71 @@ fn fill_missing(results: &mut Vec<ContactResult>, contacts: &[Contact], reason: 
             .map(|c| ContactResult::failed(c, reason)),
     );
     results.sort_by_key(|r| r.index);
+}
+
+/// The sweeper (issue: recovery): every few minutes it finds the started chunks whose results
+/// have not come for `POLL_AFTER_SECONDS` and puts a poll for each on the webhook queue, where
+/// bulk-fetch applies it like a bulk notification. Due chunks come from the sparse `due` index:
+/// a sweep reads the due ones, never the open ones that are not due.
+pub struct Sweeper<Q> {
+    pub jobs: relay_shared::store::DynamoJobStore,
+    pub queue: Q,
+    /// How long a chunk taken for a poll stays out of later sweeps (its poll's time to run).
+    pub hold: Duration,
+    /// Chunks taken per sweep at most (the rest wait for the next sweep).
+    pub limit: usize,
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Sweep {
+    /// Chunks found due.
+    pub due: usize,
+    /// Polls put on the queue.
+    pub enqueued: usize,
+    /// Due chunks another sweep (or a poll) moved on meanwhile.
+    pub skipped: usize,
+    /// Polls that could not be queued (the chunk is polled again after `hold`).
+    pub failed: usize,
+}
+
+impl<Q: Queue> Sweeper<Q> {
+    pub async fn sweep(&self) -> Result<Sweep, StoreError> {
+        let due = self.jobs.due_chunks(relay_shared::now_ms(), self.limit).await?;
+        let mut sweep = Sweep {
+            due: due.len(),
+            ..Sweep::default()
+        };
+        let outcomes: Vec<Result<bool, String>> = futures::stream::iter(due)
+            .map(|d| async move {
+                if !self
+                    .jobs
+                    .take_due(&d, self.hold.as_millis() as u64)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    return Ok(false);
+                }
+                let poll = PollRequest::new(&d.job_id, d.index, d.poll_at_ms);
+                self.queue
+                    .send(poll.to_json())
+                    .await
+                    .map(|_| true)
+                    .map_err(|e| e.to_string())
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for o in outcomes {
+            match o {
+                Ok(true) => sweep.enqueued += 1,
+                Ok(false) => sweep.skipped += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "poll not queued");
+                    sweep.failed += 1;
+                }
+            }
+        }
+        Ok(sweep)
+    }
 }

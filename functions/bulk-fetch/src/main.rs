@@ -21,7 +21,8 @@ async fn main() -> Result<(), Error> {
     let ddb = relay_shared::aws::dynamodb(&aws);
     let worker = Arc::new(Worker {
         jobs: DynamoJobStore::new(ddb.clone(), &config.jobs_table)
-            .with_apply_lease(config.apply_lease),
+            .with_apply_lease(config.apply_lease)
+            .with_poll_after(config.poll_after),
         dedupe: DynamoDedupe::new(
             ddb,
             &config.dedupe_table,

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
 
 use crate::jobs::Operation;
 use crate::providers::{enrow, fullenrich};
@@ -38,6 +39,13 @@ pub trait ProviderClient: Send + Sync + 'static {
         operation: Operation,
         id: &str,
     ) -> impl Future<Output = Result<enrow::BulkResults, FetchError>> + Send;
+    /// `GET /email/find/single?id=`, `/email/verify/single?id=` or `/phone/single?id=`: the
+    /// finished result and its body as sent; `NotReady` while `qualification` is `ongoing`.
+    fn enrow_single(
+        &self,
+        operation: Operation,
+        id: &str,
+    ) -> impl Future<Output = Result<(enrow::SingleResult, Value), FetchError>> + Send;
 }
 
 /// Both providers' HTTP APIs. `Debug` shows the URLs, never the keys.
@@ -166,6 +174,14 @@ impl ProviderClient for ProviderHttp {
         }
     }
 
+    async fn enrow_single(
+        &self,
+        operation: Operation,
+        id: &str,
+    ) -> Result<(enrow::SingleResult, Value), FetchError> {
+        self.enrow_single_get(operation, id).await
+    }
+
     async fn enrow_bulk(
         &self,
         operation: Operation,
@@ -200,6 +216,47 @@ impl ProviderClient for ProviderHttp {
             Err(FetchError::Permanent(format!(
                 "HTTP {status} bulk not found"
             )))
+        } else {
+            Err(FetchError::Retryable(format!("HTTP {status} {text}")))
+        }
+    }
+}
+
+impl ProviderHttp {
+    async fn enrow_single_get(
+        &self,
+        operation: Operation,
+        id: &str,
+    ) -> Result<(enrow::SingleResult, Value), FetchError> {
+        let path = match operation {
+            Operation::EmailVerify => "email/verify/single",
+            Operation::PhoneFind => "phone/single",
+            _ => "email/find/single",
+        };
+        let req = self
+            .http
+            .get(format!("{}/{path}", self.enrow_url))
+            .query(&[("id", id)])
+            .header("x-api-key", self.enrow_key.expose_secret());
+        let (status, body) = self.get(req).await?;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if (200..300).contains(&status) && v.get("qualification").is_some() {
+            // The legacy phone shape nests the result once more (§3.3).
+            let inner = match v.get("result") {
+                Some(r) if r.get("qualification").is_some() => r.clone(),
+                _ => v.clone(),
+            };
+            let result = enrow::SingleResult::from_value(&inner)
+                .map_err(|e| FetchError::Retryable(format!("single result: {e}")))?;
+            return match &result.qualification {
+                Some(q) if !q.is_running() => Ok((result, inner)),
+                _ => Err(FetchError::NotReady),
+            };
+        }
+        let err: enrow::ApiError = serde_json::from_slice(&body).unwrap_or_default();
+        let text = err.text().unwrap_or("unexpected body");
+        if status == 404 || text.to_ascii_lowercase().starts_with("could not retrieve") {
+            Err(FetchError::Permanent(format!("HTTP {status} single not found")))
         } else {
             Err(FetchError::Retryable(format!("HTTP {status} {text}")))
         }

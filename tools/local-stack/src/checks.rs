@@ -8,17 +8,18 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use relay_shared::config::{ApiConfig, Env, FetchConfig, IngestConfig, WorkerConfig};
+use relay_shared::config::{ApiConfig, Env, FetchConfig, IngestConfig, SweepConfig, WorkerConfig};
 use serde_yaml::Value;
 
 use crate::{Template, tagged};
 
 /// (logical id, binary, config).
-pub const FUNCTIONS: [(&str, &str, &str); 4] = [
+pub const FUNCTIONS: [(&str, &str, &str); 5] = [
     ("WebhookIngestFunction", "webhook-ingest", "ingest"),
     ("BulkFetchFunction", "bulk-fetch", "fetch"),
     ("JobSubmitFunction", "job-submit", "api"),
     ("JobSubmitWorkerFunction", "job-submit-worker", "worker"),
+    ("SweeperFunction", "sweeper", "sweep"),
 ];
 
 /// The routes the code serves: (function, method, path).
@@ -77,6 +78,10 @@ pub const CALLS: &[(&str, &str, &str)] = &[
         "JobsTable",
     ),
     ("JobSubmitWorkerFunction", "sqs:SendMessage", "SubmitQueue"),
+    // The sweeper reads the `due` index (the table's ARN + /index/due) and takes due chunks.
+    ("SweeperFunction", "dynamodb:Query", "JobsTable"),
+    ("SweeperFunction", "dynamodb:UpdateItem", "JobsTable"),
+    ("SweeperFunction", "sqs:SendMessage", "WebhookQueue"),
 ];
 
 fn as_list(v: Option<&Value>) -> Vec<&Value> {
@@ -146,6 +151,7 @@ fn read_config(
         "ingest" => IngestConfig::from_env(&env).err(),
         "fetch" => FetchConfig::from_env(&env).err(),
         "api" => ApiConfig::from_env(&env).err(),
+        "sweep" => SweepConfig::from_env(&env).err(),
         _ => WorkerConfig::from_env(&env).err(),
     };
     (error.map(|e| e.to_string()), asked.into_inner())

@@ -52,6 +52,10 @@ pub struct DevOptions {
     /// webhook-ingest reaches AWS through a switch ([`DevStack::ingest_aws`]) that can cut it off,
     /// as an SQS outage would.
     pub ingest_aws_switch: bool,
+    /// `POLL_AFTER_SECONDS` for the functions (`RELAY_POLL_AFTER_SECONDS`; 600 as on AWS).
+    pub poll_after_seconds: u64,
+    /// How often the sweeper runs (every 5 minutes on AWS; every few seconds here).
+    pub sweep_every: Duration,
 }
 
 impl DevOptions {
@@ -72,7 +76,12 @@ impl DevOptions {
             fullenrich_url: var("FULLENRICH_API_URL"),
             enrow_key: var("ENROW_API_KEY"),
             fullenrich_key: var("FULLENRICH_API_KEY"),
-            sandbox: SandboxConfig::default(),
+            sandbox: SandboxConfig {
+                drop_webhooks: var("SANDBOX_DROP_WEBHOOKS")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0),
+                ..SandboxConfig::default()
+            },
             retry_visibility_seconds: 5,
             log_dir: root.join(".local/dev"),
             webhook_secret_previous: var("WEBHOOK_SECRET_PREVIOUS"),
@@ -86,16 +95,21 @@ impl DevOptions {
             .filter_map(|k| Some((k.to_string(), var(k)?)))
             .collect(),
             ingest_aws_switch: false,
+            poll_after_seconds: var("RELAY_POLL_AFTER_SECONDS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(600),
+            sweep_every: Duration::from_secs(3),
         }
     }
 }
 
 /// (template logical id, binary)
-const FUNCTIONS: [(&str, &str); 4] = [
+const FUNCTIONS: [(&str, &str); 5] = [
     ("WebhookIngestFunction", "webhook-ingest"),
     ("JobSubmitFunction", "job-submit"),
     ("JobSubmitWorkerFunction", "job-submit-worker"),
     ("BulkFetchFunction", "bulk-fetch"),
+    ("SweeperFunction", "sweeper"),
 ];
 
 pub struct DevStack {
@@ -278,6 +292,10 @@ impl DevStack {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([(
+            "PollAfterSeconds".to_string(),
+            opts.poll_after_seconds.to_string(),
+        )])
         .collect();
 
         std::fs::create_dir_all(&opts.log_dir).map_err(|e| e.to_string())?;
@@ -387,6 +405,17 @@ impl DevStack {
                 }
             }));
         }
+        // EventBridge's job: the sweeper on its schedule.
+        let sweeper = apis["sweeper"].clone();
+        let every = opts.sweep_every;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let _ = sweeper
+                    .invoke(serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event"}))
+                    .await;
+            }
+        }));
         Ok(DevStack {
             api_url,
             api_token: opts.api_token,

@@ -19,7 +19,8 @@ async fn main() -> Result<(), Error> {
     let env = relay_shared::secrets::env_with_secrets(&aws).await?;
     let config = WorkerConfig::from_env(&env)?;
     let submitter = Arc::new(ChunkSubmitter {
-        jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
+        jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table)
+            .with_poll_after(config.poll_after),
         starter: config.providers.client(),
         queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.submit_queue_url),
         secret: config.webhook_secret,

@@ -1,0 +1,43 @@
+//! The sweeper: on an EventBridge schedule, puts a poll on the webhook queue for every started
+//! chunk whose results have not come for `POLL_AFTER_SECONDS` (bulk-fetch applies them).
+
+use bulk_fetch::Sweeper;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use relay_shared::config::SweepConfig;
+use relay_shared::queue::SqsQueue;
+use relay_shared::store::DynamoJobStore;
+use serde_json::{Value, json};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    relay_shared::init_tracing();
+    let aws = relay_shared::aws::load().await;
+    let env = relay_shared::secrets::env_with_secrets(&aws).await?;
+    let config = SweepConfig::from_env(&env)?;
+    let sweeper = std::sync::Arc::new(Sweeper {
+        jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
+        queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.webhook_queue_url),
+        hold: config.poll_after,
+        limit: config.limit,
+    });
+    run(service_fn(move |_: LambdaEvent<Value>| {
+        let sweeper = std::sync::Arc::clone(&sweeper);
+        async move {
+            // An error fails the invocation: the schedule's next run sweeps again, and the
+            // sweeper-errors alarm sees it.
+            let sweep = sweeper.sweep().await?;
+            tracing::info!(
+                due = sweep.due,
+                enqueued = sweep.enqueued,
+                skipped = sweep.skipped,
+                failed = sweep.failed,
+                "sweep done"
+            );
+            Ok::<_, Error>(json!({
+                "due": sweep.due, "enqueued": sweep.enqueued,
+                "skipped": sweep.skipped, "failed": sweep.failed
+            }))
+        }
+    }))
+    .await
+}

@@ -1,0 +1,144 @@
+//! Recovery (issue: missed webhooks polled back): the sweeper finds started chunks whose results
+//! have not come and bulk-fetch polls them, on moto (the `due` index, the race with a webhook)
+//! and end to end on the dev stack with every webhook dropped.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use relay_local_stack::dev::DevStack;
+use relay_shared::Provider;
+use relay_shared::envelope::PollRequest;
+use relay_shared::jobs::{ChunkStatus, Operation};
+use relay_shared::providers::Hook;
+use relay_shared::store::{DynamoJobStore, JobStore};
+use serde_json::{Value, json};
+
+use crate::e2e::{Client, fe_contacts, options};
+use crate::support::fetch::{Fetch, enrow_event, fixture_json};
+
+fn finder(i: usize) -> (Value, Value) {
+    (
+        json!({ "fullname": format!("Person {i}"), "company_domain": "dundermifflin.com" }),
+        json!({ "crm_id": format!("lead_{i}") }),
+    )
+}
+
+#[tokio::test]
+async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubles_the_wait() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::EmailFind, (0..3).map(finder).collect(), 5000, &["race"])
+        .await;
+    let results = fixture_json("enrow/bulk_email_find_results.json").to_string();
+    f.stub
+        .script("/email/find/bulk", "race", vec![(200, results.clone()), (200, results)]);
+    let webhook = Fetch::envelope(
+        Provider::Enrow,
+        Hook::Event,
+        &job,
+        &enrow_event("bulk_search_finished", "race", Some(2.0)),
+    );
+    let poll = PollRequest::new(&job, 0, relay_shared::now_ms()).to_json();
+    // In one batch, concurrently; then each again, as SQS may redeliver.
+    let redelivered = f.run_until_settled(vec![poll.clone(), webhook.clone()]).await;
+    f.run_until_settled(vec![webhook, poll]).await;
+    let rows = f.results(&job).await;
+    assert_eq!(rows.len(), 3, "{redelivered} redeliveries");
+    let meta = f.job(&job).await;
+    assert_eq!(meta.done, 3, "counted once");
+    assert_eq!(
+        meta.found + meta.not_found + meta.failed,
+        3
+    );
+    assert!(
+        f.stub.hits("/email/find/bulk", "race") <= 2,
+        "one GET per poll or webhook"
+    );
+    let chunk = f.jobs.chunk(&job, 0).await.unwrap().unwrap();
+    assert_eq!(chunk.status, ChunkStatus::Completed);
+    assert_eq!(chunk.poll_every_ms, None, "out of the due index once final");
+
+    // A chunk whose results are not ready: one GET, and its next poll waits twice as long.
+    let slow = f
+        .seed(Operation::EmailFind, (0..2).map(finder).collect(), 5000, &["slow"])
+        .await;
+    f.stub.script(
+        "/email/find/bulk",
+        "slow",
+        vec![(202, json!({"general": {"id": "slow", "status": "ongoing"}}).to_string())],
+    );
+    let before = f.jobs.chunk(&slow, 0).await.unwrap().unwrap();
+    let (resp, _) = f
+        .run(&[PollRequest::new(&slow, 0, relay_shared::now_ms()).to_json()])
+        .await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(f.stub.hits("/email/find/bulk", "slow"), 1);
+    let after = f.jobs.chunk(&slow, 0).await.unwrap().unwrap();
+    assert_eq!(
+        after.poll_every_ms,
+        before.poll_every_ms.map(|e| e * 2),
+        "the wait doubles"
+    );
+    assert!(f.results(&slow).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_due_index_finds_due_chunks_only_and_a_sweep_takes_each_once() {
+    let f = Fetch::new().await;
+    let store = DynamoJobStore::new(
+        relay_shared::aws::dynamodb(&f.stack.sdk),
+        f.stack.res.table("JobsTable"),
+    );
+    // Seeded chunks are due 600 s after their start: none is due now.
+    let job = f
+        .seed(Operation::EmailFind, (0..4).map(finder).collect(), 2, &["a", "b"])
+        .await;
+    let now = relay_shared::now_ms();
+    assert!(store.due_chunks(now, 100).await.unwrap().is_empty());
+    let later = store.due_chunks(now + 601_000, 100).await.unwrap();
+    let mine: Vec<_> = later.iter().filter(|d| d.job_id == job).collect();
+    assert_eq!(mine.len(), 2, "{later:?}");
+    // Taken once: a second sweep that read the same due time loses.
+    assert!(store.take_due(mine[0], 60_000).await.unwrap());
+    assert!(!store.take_due(mine[0], 60_000).await.unwrap());
+}
+
+#[tokio::test]
+async fn jobs_whose_webhooks_never_come_are_completed_by_polling() {
+    let mut opts = options();
+    opts.sandbox.drop_webhooks = 1.0;
+    opts.poll_after_seconds = 1;
+    opts.sweep_every = Duration::from_millis(500);
+    let stack = DevStack::start(opts).await.expect("dev stack");
+    let sandbox = stack.sandbox.clone().unwrap();
+    let c = Client::of(&stack);
+    let fe = c
+        .post_job(json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(5)}))
+        .await;
+    let finders: Vec<Value> = (0..4).map(|i| json!({"fullname": format!("Ada Example{i}"), "company_domain": "example.com", "custom": {"crm_id": format!("c{i}")}})).collect();
+    let bulk = c
+        .post_job(json!({"provider": "enrow", "operation": "email_find", "contacts": finders}))
+        .await;
+    let single = c
+        .post_job(json!({"provider": "enrow", "operation": "email_verify", "contacts": [{"email": "ada@example.com", "custom": {"crm_id": "c0"}}]}))
+        .await;
+    for (job, n) in [(&fe, 5), (&bulk, 4), (&single, 1)] {
+        let state = c.wait_done(job, Duration::from_secs(90)).await;
+        assert_eq!(state["status"], "completed", "{state}");
+        assert_eq!(state["done"], n);
+        assert_eq!(
+            state["found"].as_u64().unwrap() + state["not_found"].as_u64().unwrap(),
+            n
+        );
+        let results = c.results(job).await;
+        assert_eq!(results.len(), n as usize);
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r["custom"]["crm_id"], format!("c{i}"), "mapped: {r}");
+        }
+    }
+    let counters = sandbox.counters();
+    assert!(counters.webhooks_dropped.load(Ordering::Relaxed) >= 3 + 5);
+    assert_eq!(counters.webhooks_sent.load(Ordering::Relaxed), 0);
+    // One GET per chunk: each was due once and found its results.
+    assert_eq!(counters.gets.load(Ordering::Relaxed), 3);
+}
