@@ -396,7 +396,9 @@ impl SweepConfig {
 /// `POLL_AFTER_SECONDS` (600): how long a started chunk may go without its results before the
 /// sweeper polls it; both providers say to poll no more than every 5–10 minutes.
 pub fn poll_after<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Duration, ConfigError> {
-    Ok(Duration::from_secs(env.number("POLL_AFTER_SECONDS", 600)?.max(1)))
+    Ok(Duration::from_secs(
+        env.number("POLL_AFTER_SECONDS", 600)?.max(1),
+    ))
 }
 
 /// The jobs API's configuration (`job-submit`): it needs the API token, and no provider key or

@@ -968,7 +968,9 @@ impl DynamoJobStore {
                 let mut parts = self.chunk_update_builder(job_id, u);
                 if u.status.is_final() {
                     // Out of the `due` index: nothing left to poll.
-                    parts.expr.push_str(" REMOVE poll_at, poll_every, poll_shard");
+                    parts
+                        .expr
+                        .push_str(" REMOVE poll_at, poll_every, poll_shard");
                 }
                 parts.expr.push(' ');
                 parts

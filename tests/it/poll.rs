@@ -27,11 +27,19 @@ fn finder(i: usize) -> (Value, Value) {
 async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubles_the_wait() {
     let f = Fetch::new().await;
     let job = f
-        .seed(Operation::EmailFind, (0..3).map(finder).collect(), 5000, &["race"])
+        .seed(
+            Operation::EmailFind,
+            (0..3).map(finder).collect(),
+            5000,
+            &["race"],
+        )
         .await;
     let results = fixture_json("enrow/bulk_email_find_results.json").to_string();
-    f.stub
-        .script("/email/find/bulk", "race", vec![(200, results.clone()), (200, results)]);
+    f.stub.script(
+        "/email/find/bulk",
+        "race",
+        vec![(200, results.clone()), (200, results)],
+    );
     let webhook = Fetch::envelope(
         Provider::Enrow,
         Hook::Event,
@@ -40,16 +48,15 @@ async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubl
     );
     let poll = PollRequest::new(&job, 0, relay_shared::now_ms()).to_json();
     // In one batch, concurrently; then each again, as SQS may redeliver.
-    let redelivered = f.run_until_settled(vec![poll.clone(), webhook.clone()]).await;
+    let redelivered = f
+        .run_until_settled(vec![poll.clone(), webhook.clone()])
+        .await;
     f.run_until_settled(vec![webhook, poll]).await;
     let rows = f.results(&job).await;
     assert_eq!(rows.len(), 3, "{redelivered} redeliveries");
     let meta = f.job(&job).await;
     assert_eq!(meta.done, 3, "counted once");
-    assert_eq!(
-        meta.found + meta.not_found + meta.failed,
-        3
-    );
+    assert_eq!(meta.found + meta.not_found + meta.failed, 3);
     assert!(
         f.stub.hits("/email/find/bulk", "race") <= 2,
         "one GET per poll or webhook"
@@ -60,12 +67,20 @@ async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubl
 
     // A chunk whose results are not ready: one GET, and its next poll waits twice as long.
     let slow = f
-        .seed(Operation::EmailFind, (0..2).map(finder).collect(), 5000, &["slow"])
+        .seed(
+            Operation::EmailFind,
+            (0..2).map(finder).collect(),
+            5000,
+            &["slow"],
+        )
         .await;
     f.stub.script(
         "/email/find/bulk",
         "slow",
-        vec![(202, json!({"general": {"id": "slow", "status": "ongoing"}}).to_string())],
+        vec![(
+            202,
+            json!({"general": {"id": "slow", "status": "ongoing"}}).to_string(),
+        )],
     );
     let before = f.jobs.chunk(&slow, 0).await.unwrap().unwrap();
     let (resp, _) = f
@@ -91,7 +106,12 @@ async fn the_due_index_finds_due_chunks_only_and_a_sweep_takes_each_once() {
     );
     // Seeded chunks are due 600 s after their start: none is due now.
     let job = f
-        .seed(Operation::EmailFind, (0..4).map(finder).collect(), 2, &["a", "b"])
+        .seed(
+            Operation::EmailFind,
+            (0..4).map(finder).collect(),
+            2,
+            &["a", "b"],
+        )
         .await;
     let now = relay_shared::now_ms();
     assert!(store.due_chunks(now, 100).await.unwrap().is_empty());
@@ -113,7 +133,9 @@ async fn jobs_whose_webhooks_never_come_are_completed_by_polling() {
     let sandbox = stack.sandbox.clone().unwrap();
     let c = Client::of(&stack);
     let fe = c
-        .post_job(json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(5)}))
+        .post_job(
+            json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(5)}),
+        )
         .await;
     let finders: Vec<Value> = (0..4).map(|i| json!({"fullname": format!("Ada Example{i}"), "company_domain": "example.com", "custom": {"crm_id": format!("c{i}")}})).collect();
     let bulk = c

@@ -417,7 +417,6 @@ where
         }
     }
 
-
     /// What a failure comes to: a deferral is a new, delayed copy of the delivery on the queue
     /// (the receive count of the copy starts at zero); if that cannot be sent, an ordinary retry.
     async fn fail(&self, env: &Envelope, failure: Failure) -> Disposition {
@@ -1147,7 +1146,10 @@ pub struct Sweep {
 
 impl<Q: Queue> Sweeper<Q> {
     pub async fn sweep(&self) -> Result<Sweep, StoreError> {
-        let due = self.jobs.due_chunks(relay_shared::now_ms(), self.limit).await?;
+        let due = self
+            .jobs
+            .due_chunks(relay_shared::now_ms(), self.limit)
+            .await?;
         let mut sweep = Sweep {
             due: due.len(),
             ..Sweep::default()

@@ -256,7 +256,9 @@ impl ProviderHttp {
         let err: enrow::ApiError = serde_json::from_slice(&body).unwrap_or_default();
         let text = err.text().unwrap_or("unexpected body");
         if status == 404 || text.to_ascii_lowercase().starts_with("could not retrieve") {
-            Err(FetchError::Permanent(format!("HTTP {status} single not found")))
+            Err(FetchError::Permanent(format!(
+                "HTTP {status} single not found"
+            )))
         } else {
             Err(FetchError::Retryable(format!("HTTP {status} {text}")))
         }
