@@ -124,6 +124,24 @@ impl Fetch {
             .expect("job exists")
     }
 
+    /// Messages on the webhook queue, visible or delayed (deliveries put back to wait).
+    pub async fn queued(&self) -> u64 {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let attrs = self
+            .stack
+            .sqs()
+            .get_queue_attributes()
+            .queue_url(self.stack.res.queue_url("WebhookQueue"))
+            .attribute_names(A::All)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default();
+        let n = |k: A| -> u64 { attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0) };
+        n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesDelayed)
+    }
+
     /// Every message in the DLQ: (body, message attributes).
     pub async fn dead_letters(&self) -> Vec<(String, HashMap<String, String>)> {
         let sqs = self.stack.sqs();
