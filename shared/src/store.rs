@@ -460,11 +460,7 @@ impl DynamoJobStore {
         job_id: &str,
         index: u32,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(chunk_sk(index)))
+        self.chunk_item_update(job_id, index)
             .expression_attribute_names("#status", "status")
     }
 

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::support::fetch::{ENROW_KEY, FULLENRICH_KEY, Fetch, enrow_event, fixture_json};
 use crate::support::fixture;
 
-fn finder(i: usize) -> (Value, Value) {
+pub(crate) fn finder(i: usize) -> (Value, Value) {
     (
         json!({ "fullname": format!("Person {i}"), "company_domain": "dundermifflin.com" }),
         json!({ "crm_id": format!("lead_{i}") }),

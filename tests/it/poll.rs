@@ -14,14 +14,8 @@ use relay_shared::store::{DynamoJobStore, JobStore};
 use serde_json::{Value, json};
 
 use crate::e2e::{Client, fe_contacts, options};
+use crate::fetch::finder;
 use crate::support::fetch::{Fetch, enrow_event, fixture_json};
-
-fn finder(i: usize) -> (Value, Value) {
-    (
-        json!({ "fullname": format!("Person {i}"), "company_domain": "dundermifflin.com" }),
-        json!({ "crm_id": format!("lead_{i}") }),
-    )
-}
 
 #[tokio::test]
 async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubles_the_wait() {
