@@ -397,7 +397,11 @@ impl SweepConfig {
 /// sweeper polls it; both providers say to poll no more than every 5–10 minutes.
 pub fn poll_after<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(
-        env.number("POLL_AFTER_SECONDS", 600)?.max(1),
+        env.number(
+            "POLL_AFTER_SECONDS",
+            crate::store::DEFAULT_POLL_AFTER_MS / 1000,
+        )?
+        .max(1),
     ))
 }
 

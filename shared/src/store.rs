@@ -283,7 +283,7 @@ impl DynamoJobStore {
             client,
             table: table.into(),
             apply_lease_ms: 120_000,
-            poll_after_ms: 600_000,
+            poll_after_ms: DEFAULT_POLL_AFTER_MS,
         }
     }
 
@@ -1201,6 +1201,9 @@ fn parse_chunk(item: &Item) -> Result<Chunk, StoreError> {
     })
 }
 
+/// How long a started chunk waits for its results before its first poll, unless configured
+/// (`POLL_AFTER_SECONDS`).
+pub const DEFAULT_POLL_AFTER_MS: u64 = 600_000;
 /// How many partitions the `due` index spreads open chunks over (a sweep queries each).
 pub const POLL_SHARDS: u32 = 4;
 /// The longest interval between two polls of a chunk.

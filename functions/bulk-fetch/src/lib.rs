@@ -25,7 +25,8 @@ use relay_shared::providers::enrow::{self, EventKind};
 use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
 use relay_shared::queue::Queue;
 use relay_shared::store::{
-    ChunkRef, ChunkUpdate, Claim, DedupeStore, JobStore, MAX_POLL_EVERY_MS, StoreError, Stored,
+    ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore, MAX_POLL_EVERY_MS,
+    StoreError, Stored,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -403,7 +404,7 @@ where
             Ok(d) => d,
             Err(Failure::Park(reason)) => Disposition::Parked(format!("poll: {reason}")),
             Err(Failure::Defer(_, reason)) => {
-                let every = chunk.poll_every_ms.unwrap_or(600_000);
+                let every = chunk.poll_every_ms.unwrap_or(DEFAULT_POLL_AFTER_MS);
                 let next = (every * 2).min(MAX_POLL_EVERY_MS);
                 match self.jobs.poll_later(job_id, chunk.index, next).await {
                     Ok(()) => {

@@ -174,14 +174,6 @@ impl ProviderClient for ProviderHttp {
         }
     }
 
-    async fn enrow_single(
-        &self,
-        operation: Operation,
-        id: &str,
-    ) -> Result<(enrow::SingleResult, Value), FetchError> {
-        self.enrow_single_get(operation, id).await
-    }
-
     async fn enrow_bulk(
         &self,
         operation: Operation,
@@ -209,21 +201,10 @@ impl ProviderClient for ProviderHttp {
                 Err(FetchError::NotReady)
             };
         }
-        let err: enrow::ApiError = serde_json::from_slice(&body).unwrap_or_default();
-        let text = err.text().unwrap_or("unexpected body");
-        let unknown = status == 404 || text.to_ascii_lowercase().starts_with("could not retrieve");
-        if unknown {
-            Err(FetchError::Permanent(format!(
-                "HTTP {status} bulk not found"
-            )))
-        } else {
-            Err(FetchError::Retryable(format!("HTTP {status} {text}")))
-        }
+        Err(enrow_error(status, &body))
     }
-}
 
-impl ProviderHttp {
-    async fn enrow_single_get(
+    async fn enrow_single(
         &self,
         operation: Operation,
         id: &str,
@@ -240,12 +221,12 @@ impl ProviderHttp {
             .header("x-api-key", self.enrow_key.expose_secret());
         let (status, body) = self.get(req).await?;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if (200..300).contains(&status) && v.get("qualification").is_some() {
-            // The legacy phone shape nests the result once more (§3.3).
-            let inner = match v.get("result") {
-                Some(r) if r.get("qualification").is_some() => r.clone(),
-                _ => v.clone(),
-            };
+        // The legacy phone shape nests the result once more (§3.3).
+        let inner = match v.get("result") {
+            Some(r) if r.get("qualification").is_some() => r.clone(),
+            _ => v,
+        };
+        if (200..300).contains(&status) && inner.get("qualification").is_some() {
             let result = enrow::SingleResult::from_value(&inner)
                 .map_err(|e| FetchError::Retryable(format!("single result: {e}")))?;
             return match &result.qualification {
@@ -253,15 +234,19 @@ impl ProviderHttp {
                 _ => Err(FetchError::NotReady),
             };
         }
-        let err: enrow::ApiError = serde_json::from_slice(&body).unwrap_or_default();
-        let text = err.text().unwrap_or("unexpected body");
-        if status == 404 || text.to_ascii_lowercase().starts_with("could not retrieve") {
-            Err(FetchError::Permanent(format!(
-                "HTTP {status} single not found"
-            )))
-        } else {
-            Err(FetchError::Retryable(format!("HTTP {status} {text}")))
-        }
+        Err(enrow_error(status, &body))
+    }
+}
+
+/// An Enrow error answer (§3.4): an unknown id (404, or a message starting "Could not
+/// retrieve") is permanent; anything else may pass on a retry.
+fn enrow_error(status: u16, body: &[u8]) -> FetchError {
+    let err: enrow::ApiError = serde_json::from_slice(body).unwrap_or_default();
+    let text = err.text().unwrap_or("unexpected body");
+    if status == 404 || text.to_ascii_lowercase().starts_with("could not retrieve") {
+        FetchError::Permanent(format!("HTTP {status} id not found"))
+    } else {
+        FetchError::Retryable(format!("HTTP {status} {text}"))
     }
 }
 

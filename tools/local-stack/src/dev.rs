@@ -103,15 +103,6 @@ impl DevOptions {
     }
 }
 
-/// (template logical id, binary)
-const FUNCTIONS: [(&str, &str); 5] = [
-    ("WebhookIngestFunction", "webhook-ingest"),
-    ("JobSubmitFunction", "job-submit"),
-    ("JobSubmitWorkerFunction", "job-submit-worker"),
-    ("BulkFetchFunction", "bulk-fetch"),
-    ("SweeperFunction", "sweeper"),
-];
-
 pub struct DevStack {
     pub api_url: String,
     pub api_token: String,
@@ -307,7 +298,7 @@ impl DevStack {
         };
         let mut functions = BTreeMap::new();
         let mut apis = BTreeMap::new();
-        for (logical, binary) in FUNCTIONS {
+        for (logical, binary, _) in crate::checks::FUNCTIONS {
             let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
             let mut env = template.function_env(logical, &res, &params);
             if template.function_names_var(logical, "PUBLIC_BASE_URL") {
@@ -336,6 +327,12 @@ impl DevStack {
                     env.insert(k.into(), v.clone());
                 }
             }
+            // Deliveries put back to wait (results not ready, a claim held by another copy)
+            // come back as soon as failed ones do here: seconds, not the 30 s of AWS.
+            env.insert(
+                "NOT_READY_WAIT_SECONDS".into(),
+                opts.retry_visibility_seconds.to_string(),
+            );
             env.extend(opts.extra_env.clone());
             let aws = match (&ingest_aws, binary) {
                 (Some(switch), "webhook-ingest") => switch.endpoint.clone(),

@@ -19,6 +19,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
 
+pub mod api;
 pub mod checks;
 pub mod dev;
 pub mod poller;

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
+use crate::api::JobsApi;
 use crate::dev::{DevOptions, DevStack};
 use crate::sandbox::{Captured, SandboxConfig};
 
@@ -151,10 +151,9 @@ impl fmt::Display for Report {
     }
 }
 
-/// A stable draw in [0, 1).
+/// A stable draw in [0, 1), seeded.
 fn draw(seed: u64, what: &str, n: usize) -> f64 {
-    let h = Sha256::digest(format!("{seed}-{what}-{n}").as_bytes());
-    u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as f64 / (u32::MAX as f64 + 1.0)
+    crate::sandbox::draw(&format!("{seed}-{what}-{n}"))
 }
 
 /// One job of the soak: its request and, per contact index, how its result is keyed.
@@ -221,55 +220,6 @@ fn copies(events: usize, target: usize, seed: u64) -> Vec<usize> {
     c
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, String> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(|e| format!("{path}: {e}"))?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(format!("{path}: HTTP {status}: {v}"));
-        }
-        Ok(v)
-    }
-
-    async fn results(&self, job: &str) -> Result<Vec<Value>, String> {
-        let mut out = Vec::new();
-        let mut cursor = String::new();
-        loop {
-            let page = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/jobs/{job}/results?limit=1000{cursor}"),
-                    None,
-                )
-                .await?;
-            out.extend(page["results"].as_array().cloned().unwrap_or_default());
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = format!("&cursor={c}"),
-                None => return Ok(out),
-            }
-        }
-    }
-}
-
 /// Sends one delivery until the relay takes it: `(accepted, unavailable answers, refused)`.
 async fn send(http: &reqwest::Client, d: &Captured) -> (bool, usize, bool) {
     let mut unavailable = 0;
@@ -318,11 +268,7 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
         .or_insert_with(|| "2".into());
     let stack = Arc::new(DevStack::start(opts).await?);
     let sandbox = stack.sandbox.clone().ok_or("the soak needs the sandbox")?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: stack.api_url.clone(),
-        token: stack.api_token.clone(),
-    };
+    let api = JobsApi::of(&stack);
     let mut report = Report::default();
 
     // 1. The jobs, and every webhook their providers would send.
@@ -330,7 +276,7 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
     let mut jobs = Vec::new();
     for p in &planned {
         let v = api
-            .call(reqwest::Method::POST, "/jobs", Some(&p.body))
+            .call(reqwest::Method::POST, "/jobs", Some(&p.body), None)
             .await?;
         let id = v["job_id"].as_str().ok_or("no job_id")?.to_string();
         jobs.push((id, p.contacts, p.body["provider"] == "fullenrich"));
@@ -341,9 +287,7 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
     let mut expected_events = 0;
     for (id, contacts, fullenrich) in &jobs {
         loop {
-            let v = api
-                .call(reqwest::Method::GET, &format!("/jobs/{id}"), None)
-                .await?;
+            let v = api.get(&format!("/jobs/{id}")).await?;
             let chunks = v["chunks"].as_array().cloned().unwrap_or_default();
             if !chunks.is_empty() && chunks.iter().all(|c| c["status"] == "submitted") {
                 expected_events += chunks.len() + if *fullenrich { *contacts } else { 0 };
@@ -462,9 +406,7 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
     let mut states = BTreeMap::new();
     for (id, _, _) in &jobs {
         loop {
-            let v = api
-                .call(reqwest::Method::GET, &format!("/jobs/{id}"), None)
-                .await?;
+            let v = api.get(&format!("/jobs/{id}")).await?;
             let open = matches!(v["status"].as_str(), Some("pending" | "running"));
             if !open || Instant::now() > deadline {
                 states.insert(id.clone(), v);
@@ -481,10 +423,8 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.phases.push(("settled", settling.elapsed()));
     for (id, contacts, _) in &jobs {
-        let v = api
-            .call(reqwest::Method::GET, &format!("/jobs/{id}"), None)
-            .await?;
-        let rows = api.results(id).await?;
+        let v = api.get(&format!("/jobs/{id}")).await?;
+        let rows = api.results(id, 1000).await?;
         let expected: BTreeMap<u64, bool> = sandbox.outcomes_of(id).into_iter().collect();
         let mut seen = BTreeMap::new();
         let (mut found, mut not_found, mut failed) = (0i64, 0i64, 0i64);

@@ -5,43 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use relay_local_stack::api::JobsApi;
 use relay_local_stack::dev::{DevOptions, DevStack};
 use relay_local_stack::repo_root;
 use serde_json::{Value, json};
-
-struct Demo {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Demo {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-        key: Option<&str>,
-    ) -> Result<Value, String> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
-        }
-        let resp = req.send().await.map_err(|e| format!("{path}: {e}"))?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(format!("{path}: HTTP {status}: {v}"));
-        }
-        Ok(v)
-    }
-}
 
 fn contacts_csv() -> Vec<(String, String, String, String)> {
     let text = std::fs::read_to_string(repo_root().join("fixtures/demo/contacts.csv"))
@@ -85,11 +52,7 @@ async fn run() -> Result<(), String> {
         opts.poll_after_seconds
     );
     let stack = DevStack::start(opts).await?;
-    let demo = Demo {
-        http: reqwest::Client::new(),
-        base: stack.api_url.clone(),
-        token: stack.api_token.clone(),
-    };
+    let demo = JobsApi::of(&stack);
     let people = contacts_csv();
     let take = |n: usize| people.iter().take(n);
 
@@ -207,20 +170,7 @@ async fn run() -> Result<(), String> {
     );
     let mut problems = Vec::new();
     for ((label, _), (id, state)) in jobs.iter().zip(ids.iter().zip(&states)) {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("/jobs/{id}/results?limit=100&cursor={c}"),
-                None => format!("/jobs/{id}/results?limit=100"),
-            };
-            let page = demo.call(reqwest::Method::GET, &path, None, None).await?;
-            all.extend(page["results"].as_array().cloned().unwrap_or_default());
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
-        }
+        let all = demo.results(id, 100).await?;
         for r in all.iter().take(3) {
             let value = r["email"].as_str().or(r["phone"].as_str()).unwrap_or("—");
             println!(

@@ -38,7 +38,8 @@
 //!   dashboard, and a lost webhook is an outage; tests and the demo turn them on.
 //! - Error codes the documents do not name are inferred: FullEnrich's >100 contacts
 //!   (`error.enrichment.data.exceeded`), non-string `custom` values
-//!   (`error.enrichment.custom.value.type`), a 402 on a start; Enrow's refusal of a non-HTTPS
+//!   (`error.enrichment.custom.value.type`), a `custom` that is not an object
+//!   (`error.enrichment.custom.type`), a 402 on a start; Enrow's refusal of a non-HTTPS
 //!   webhook ("Webhook URL must be a valid https URL").
 //! - An injected 429 (`StartFault::RateLimited`) carries `Retry-After` (neither provider documents
 //!   the header; FullEnrich's body says "Try again in 1m", and the relay falls back to that minute
@@ -369,7 +370,7 @@ impl Sandbox {
 }
 
 /// A stable draw in [0, 1) for a name: decides which deliveries are signed, doubled, snapshots.
-fn draw(name: &str) -> f64 {
+pub fn draw(name: &str) -> f64 {
     let h = Sha256::digest(name.as_bytes());
     u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as f64 / (u32::MAX as f64 + 1.0)
 }
@@ -460,12 +461,7 @@ async fn start(
         inner.starts.lock().unwrap().push(log);
         resp
     };
-    let authorized = if fullenrich {
-        headers.get("authorization").and_then(|v| v.to_str().ok())
-            == Some(&format!("Bearer {}", config.fullenrich_key))
-    } else {
-        headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(config.enrow_key.as_str())
-    };
+    let authorized = authorized(&config, fullenrich, &headers);
     let single = path.ends_with("/single");
     if !authorized {
         let resp = rules::for_status(fullenrich, single, StatusCode::UNAUTHORIZED);
@@ -966,8 +962,8 @@ async fn deliver(inner: &Inner, url: &str, body: Vec<u8>, fullenrich: bool) {
     }
 }
 
-/// Whether a GET carries the provider's key.
-fn get_authorized(config: &SandboxConfig, fullenrich: bool, headers: &HeaderMap) -> bool {
+/// Whether a request carries the provider's key (`Authorization: Bearer` / `x-api-key`).
+fn authorized(config: &SandboxConfig, fullenrich: bool, headers: &HeaderMap) -> bool {
     let (name, want) = if fullenrich {
         ("authorization", format!("Bearer {}", config.fullenrich_key))
     } else {
@@ -1015,7 +1011,7 @@ async fn fullenrich_get(
     Path(id): Path<String>,
 ) -> Response {
     let config = inner.config.lock().unwrap().clone();
-    if !get_authorized(&config, true, &headers) {
+    if !authorized(&config, true, &headers) {
         return rules::for_status(true, false, StatusCode::UNAUTHORIZED).into_response();
     }
     if let Err(refused) = inner.limits.lock().unwrap().admit(true, uri.path(), false) {
@@ -1072,7 +1068,7 @@ async fn enrow_get(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let config = inner.config.lock().unwrap().clone();
-    if !get_authorized(&config, false, &headers) {
+    if !authorized(&config, false, &headers) {
         return rules::for_status(false, false, StatusCode::UNAUTHORIZED).into_response();
     }
     if let Some(resp) = get_fault(&inner, &config, false) {

@@ -389,8 +389,8 @@ impl RateLimits {
         }
     }
 
-    /// Counts a request; `Err` with the provider's 429 when it is over its limit (a refused
-    /// request counts too, as it does at most rate limiters).
+    /// Counts a request; `Err` with the provider's 429 when it is over its limit. A refused
+    /// request is not counted (neither provider documents whether its 429s count).
     pub fn admit(&mut self, fullenrich_api: bool, path: &str, post: bool) -> Result<(), Refusal> {
         let (bucket, limit, window) = if fullenrich_api {
             (
