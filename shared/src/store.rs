@@ -221,7 +221,9 @@ pub trait JobStore: Send + Sync + 'static {
         index: u32,
         every_ms: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Sets the final status once every contact has a result; returns it when it did.
+    /// Sets the final status once every contact has a result and every chunk is final (rows from
+    /// per-contact webhooks stay provisional until their batch replaces them); returns it when it
+    /// did.
     fn settle_job(
         &self,
         job_id: &str,
@@ -1742,6 +1744,13 @@ impl JobStore for DynamoJobStore {
             return Ok(None);
         };
         if meta.status.is_terminal() || meta.done < meta.contacts {
+            return Ok(None);
+        }
+        // Every contact has a row, but rows from per-contact webhooks are provisional until
+        // their chunk's batch result replaces them: the job ends when its chunks are final. (Read
+        // consistently after this worker's own write: of two chunks finishing at once, at least
+        // the later reader sees both final.)
+        if !self.chunks(job_id).await?.iter().all(|c| c.status.is_final()) {
             return Ok(None);
         }
         let status = JobStatus::settled(meta.contacts, meta.failed);

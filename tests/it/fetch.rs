@@ -1237,6 +1237,41 @@ async fn per_contact_snapshots_store_only_finished_records_and_the_batch_replace
     assert_eq!(f.results(&job).await[0].outcome, NotFound);
 }
 
+/// A job whose every contact has a provisional row (per-contact webhooks) is not done: the batch
+/// may still change those rows. It ends when its chunks are final, not when its counters say so.
+#[tokio::test]
+async fn a_job_is_not_completed_on_provisional_rows_while_its_batch_is_open() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::Enrich, fe_contacts(2), 100, &["fe-prov"])
+        .await;
+    let contact = |records: Vec<Value>| {
+        let body = json!({"id": "fe-prov", "status": "IN_PROGRESS", "data": records});
+        fe_env(&job, Hook::Contact, body.to_string().as_bytes())
+    };
+    f.run_until_settled(vec![
+        contact(vec![fe_record(0, "found")]),
+        contact(vec![fe_record(1, "found")]),
+    ])
+    .await;
+    let meta = f.job(&job).await;
+    assert_eq!((meta.done, meta.found), (2, 2), "both rows stored, provisional");
+    assert_eq!(
+        meta.status,
+        JobStatus::Running,
+        "the batch is still open: its records may replace these rows"
+    );
+    let batch = json!({"id": "fe-prov", "status": "FINISHED", "cost": {"credits": 1}, "data": [
+        fe_record(0, "found"), fe_record(1, "not_found")]});
+    f.run_until_settled(vec![fe_env(&job, Hook::Batch, batch.to_string().as_bytes())])
+        .await;
+    let meta = f.job(&job).await;
+    assert_eq!(
+        (meta.done, meta.found, meta.not_found, meta.status),
+        (2, 1, 1, JobStatus::Completed)
+    );
+}
+
 #[tokio::test]
 async fn unsigned_fullenrich_bodies_are_triggers_not_results() {
     let f = Fetch::new().await;
