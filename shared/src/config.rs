@@ -348,6 +348,9 @@ pub struct FetchConfig {
     pub poll_after: Duration,
     /// One FullEnrich request per this interval, shared with the starts.
     pub fullenrich_interval: Duration,
+    /// `JOB_DEADLINE_HOURS` (24): how long a job waits for its results after its last chunk
+    /// started before its open contacts time out (a job's `options.deadline_hours` wins).
+    pub deadline: Duration,
 }
 
 impl FetchConfig {
@@ -367,6 +370,7 @@ impl FetchConfig {
             not_ready_wait: Duration::from_secs(env.number("NOT_READY_WAIT_SECONDS", 30)?.max(1)),
             poll_after: poll_after(env)?,
             fullenrich_interval: fullenrich_interval(env)?,
+            deadline: Duration::from_secs(env.number("JOB_DEADLINE_HOURS", 24)?.max(1) * 3600),
         })
     }
 }

@@ -184,6 +184,9 @@ pub mod reasons {
     pub const REJECTED_BY_PROVIDER: &str = "rejected_by_provider";
     /// The provider refused the whole request for a reason that is not about one contact.
     pub const PROVIDER_REJECTED: &str = "provider_rejected";
+    /// No result came by the job's deadline (`JOB_DEADLINE_HOURS` after its last chunk started).
+    /// A result that comes later replaces it.
+    pub const TIMED_OUT: &str = "timed_out";
 }
 
 impl JobError {
@@ -285,6 +288,9 @@ pub struct Chunk {
     /// A started chunk waiting for its results: the interval of its fallback polls (ms), which
     /// doubles each time a poll finds them not ready. `None` once the chunk is final.
     pub poll_every_ms: Option<u64>,
+    /// When the provider's id was recorded (ms): the start of the wait for its results, from
+    /// which the job's deadline counts.
+    pub started_at_ms: Option<u64>,
 }
 
 impl Chunk {
@@ -308,6 +314,7 @@ impl Chunk {
                 unconfirmed_at_ms: None,
                 parts: Vec::new(),
                 poll_every_ms: None,
+                started_at_ms: None,
             })
             .collect()
     }
@@ -354,6 +361,28 @@ pub struct ContactResult {
 }
 
 impl ContactResult {
+    /// The placeholder of a contact whose result did not come by the job's deadline:
+    /// provisional, so a late result replaces it (a late result beats none).
+    pub fn timed_out(contact: &Contact) -> ContactResult {
+        ContactResult {
+            provisional: true,
+            ..ContactResult::failed(contact, reasons::TIMED_OUT)
+        }
+    }
+
+    /// Whether this result takes the place of `existing`, the row stored for the same contact:
+    /// a final result replaces a provisional one, and any result replaces a deadline's
+    /// placeholder. A final row is never replaced, nor anything by a placeholder.
+    pub fn replaces(&self, existing: &ContactResult) -> bool {
+        existing.provisional
+            && !self.is_timed_out()
+            && (!self.provisional || existing.is_timed_out())
+    }
+
+    fn is_timed_out(&self) -> bool {
+        self.outcome == Outcome::Failed && self.reason.as_deref() == Some(reasons::TIMED_OUT)
+    }
+
     pub fn failed(contact: &Contact, reason: &str) -> ContactResult {
         ContactResult {
             index: contact.index,

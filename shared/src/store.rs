@@ -913,6 +913,27 @@ impl DynamoJobStore {
         }
     }
 
+    /// The result row stored for contact `index`, and when it was written.
+    async fn stored_row(
+        &self,
+        job_id: &str,
+        index: u64,
+    ) -> Result<Option<(ContactResult, u64)>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(result_sk(index)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item
+            .map(|item| Ok((parse_result(&item)?, stored_at(&item))))
+            .transpose()
+    }
+
     /// `ADD` the counts to the job head.
     fn meta_add(&self, job_id: &str, c: Counts) -> Result<Update, StoreError> {
         let b = Update::builder()
@@ -1200,6 +1221,7 @@ fn parse_chunk(item: &Item) -> Result<Chunk, StoreError> {
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default(),
         poll_every_ms: get_n(item, "poll_every"),
+        started_at_ms: get_n(item, "started_at"),
     })
 }
 
@@ -1266,6 +1288,11 @@ fn result_item(pk: &str, r: &ContactResult) -> Item {
         item.insert("provisional".into(), AttributeValue::Bool(true));
     }
     item
+}
+
+/// When a result row was written (the version a replacing write is conditioned on).
+fn stored_at(item: &Item) -> u64 {
+    get_n(item, "stored_at").unwrap_or(0)
 }
 
 fn parse_result(item: &Item) -> Result<ContactResult, StoreError> {
@@ -1341,7 +1368,7 @@ impl JobStore for DynamoJobStore {
     ) -> Result<bool, StoreError> {
         let pk = job_pk(job_id);
         let mut expr = String::from(
-            "SET provider_id = :pid, #status = :st, poll_at = :pa, poll_every = :pe, poll_shard = :ps REMOVE submit_until, submit_owner, unconfirmed_at",
+            "SET provider_id = :pid, #status = :st, started_at = :now, poll_at = :pa, poll_every = :pe, poll_shard = :ps REMOVE submit_until, submit_owner, unconfirmed_at",
         );
         let mut update = self
             .client
@@ -1354,6 +1381,7 @@ impl JobStore for DynamoJobStore {
             )
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":pid", s(provider_id))
+            .expression_attribute_values(":now", n(now_ms()))
             .expression_attribute_values(":pa", n(now_ms() + self.poll_after_ms))
             .expression_attribute_values(":pe", n(self.poll_after_ms))
             .expression_attribute_values(":ps", s(poll_shard(job_id)))
@@ -1521,20 +1549,32 @@ impl JobStore for DynamoJobStore {
         update: Option<ChunkUpdate>,
     ) -> Result<Stored, StoreError> {
         let pk = job_pk(job_id);
-        let counts = Counts::of([result.outcome]);
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(result_item(&pk, &result)))
-            .condition_expression("attribute_not_exists(sk)")
-            .build()
-            .map_err(|e| StoreError::Data(e.to_string()))?;
+        // The row this result takes the place of, once one is found stored (a provisional row
+        // or a deadline's placeholder): the put is conditioned on that exact row, and the
+        // counters move by the difference.
+        let mut replacing: Option<(ContactResult, u64)> = None;
         let mut attempts = 0u32;
         loop {
+            let counts = Counts::of([result.outcome])
+                .minus(replacing.as_ref().map_or_else(Counts::default, |(o, _)| Counts::of([o.outcome])));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(result_item(&pk, &result)));
+            let put = match &replacing {
+                None => put.condition_expression("attribute_not_exists(sk)"),
+                Some((old, at)) => put
+                    .condition_expression("provisional = :t AND outcome = :o AND stored_at = :at")
+                    .expression_attribute_values(":t", AttributeValue::Bool(true))
+                    .expression_attribute_values(":o", s(old.outcome.as_str()))
+                    .expression_attribute_values(":at", n(*at)),
+            }
+            .build()
+            .map_err(|e| StoreError::Data(e.to_string()))?;
             let chunk = self.chunk_counts_update(job_id, chunk_index, counts, update.as_ref())?;
             let sent = self
                 .client
                 .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(put.clone()).build())
+                .transact_items(TransactWriteItem::builder().put(put).build())
                 .transact_items(
                     TransactWriteItem::builder()
                         .update(self.meta_add(job_id, counts)?)
@@ -1545,10 +1585,11 @@ impl JobStore for DynamoJobStore {
                 .await;
             let e = match sent {
                 Ok(_) => {
+                    let replaced = usize::from(replacing.is_some());
                     return Ok(Stored {
-                        new: 1,
+                        new: 1 - replaced,
                         existing: 0,
-                        replaced: 0,
+                        replaced,
                         write_calls: attempts as usize + 1,
                     });
                 }
@@ -1556,18 +1597,25 @@ impl JobStore for DynamoJobStore {
             };
             let codes = cancellation_codes(&e).ok_or_else(|| unavailable(e))?;
             let chunk_busy = codes.get(2).map(String::as_str) == Some("ConditionalCheckFailed");
-            if codes.first().map(String::as_str) == Some("ConditionalCheckFailed")
-                || (result.provisional && chunk_busy)
-            {
-                // Stored already (by a replay or by the chunk's bulk result): nothing moves. A
-                // provisional row whose chunk is being applied in bulk right now is moot: the
+            let row_differs = codes.first().map(String::as_str) == Some("ConditionalCheckFailed");
+            let moot = || Stored {
+                new: 0,
+                existing: 1,
+                replaced: 0,
+                write_calls: attempts as usize + 1,
+            };
+            if row_differs {
+                // Stored already (by a replay or by the chunk's bulk result), or replaced
+                // meanwhile: whatever is stored now decides whether this result takes its place.
+                match self.stored_row(job_id, result.index).await? {
+                    Some((old, at)) if result.replaces(&old) => replacing = Some((old, at)),
+                    Some(_) => return Ok(moot()),
+                    None => replacing = None,
+                }
+            } else if result.provisional && chunk_busy {
+                // A provisional row whose chunk is being applied in bulk right now is moot: the
                 // final set being written holds this contact too, so it is not waited for.
-                return Ok(Stored {
-                    new: 0,
-                    existing: 1,
-                    replaced: 0,
-                    write_calls: attempts as usize + 1,
-                });
+                return Ok(moot());
             }
             attempts += 1;
             if attempts > 4 {
@@ -1575,9 +1623,11 @@ impl JobStore for DynamoJobStore {
                     "result transaction canceled: {codes:?}"
                 )));
             }
-            // The chunk is being applied in bulk right now (or a conflicting transaction):
-            // back off; after the bulk apply the result exists and this becomes a no-op.
-            tokio::time::sleep(std::time::Duration::from_millis(50 << attempts)).await;
+            if !row_differs {
+                // The chunk is being applied in bulk right now (or a conflicting transaction):
+                // back off; after the bulk apply the result exists and this becomes a no-op.
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempts)).await;
+            }
         }
     }
 
@@ -1628,16 +1678,17 @@ impl JobStore for DynamoJobStore {
         //    whether they are provisional (from a per-contact webhook).
         let first = result_sk(chunk.offset);
         let last = result_sk(chunk.offset + chunk.count.max(1) - 1);
-        let mut existing: HashMap<u64, (Outcome, bool)> = HashMap::new();
+        let mut existing: HashMap<u64, ContactResult> = HashMap::new();
         for item in self.query_range(job_id, &first, &last, None).await? {
             let r = parse_result(&item)?;
-            existing.insert(r.index, (r.outcome, r.provisional));
+            existing.insert(r.index, r);
         }
 
         // 3. The new rows, 25 per BatchWriteItem. A final row is kept (first final write wins);
-        //    a provisional one is replaced by the chunk's final result set.
+        //    a provisional one is replaced by the chunk's final result set, and a deadline's
+        //    placeholder by any result ([`ContactResult::replaces`]).
         let mut outcomes: HashMap<u64, Outcome> =
-            existing.iter().map(|(i, (o, _))| (*i, *o)).collect();
+            existing.iter().map(|(i, r)| (*i, r.outcome)).collect();
         let mut written: HashSet<u64> = HashSet::new();
         let mut requests = Vec::new();
         for r in &results {
@@ -1651,15 +1702,11 @@ impl JobStore for DynamoJobStore {
                 continue; // the same contact twice in one set: the first one stands
             }
             match existing.get(&r.index) {
-                Some((_, false)) => {
+                Some(old) if r.replaces(old) => stored.replaced += 1,
+                Some(_) => {
                     stored.existing += 1;
                     continue;
                 }
-                Some((_, true)) if r.provisional => {
-                    stored.existing += 1;
-                    continue;
-                }
-                Some((_, true)) => stored.replaced += 1,
                 None => {}
             }
             written.insert(r.index);

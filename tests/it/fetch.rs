@@ -261,7 +261,7 @@ async fn enrow_bulk_events_fetch_and_map_every_row() {
     );
 }
 
-fn fe_contacts(n: usize) -> Vec<(Value, Value)> {
+pub fn fe_contacts(n: usize) -> Vec<(Value, Value)> {
     (0..n)
         .map(|i| {
             (
@@ -289,7 +289,7 @@ fn fe_body(path: &str, id: &str) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
-fn fe_env(job: &str, hook: Hook, body: &[u8]) -> String {
+pub fn fe_env(job: &str, hook: Hook, body: &[u8]) -> String {
     Fetch::envelope(Provider::Fullenrich, hook, job, body)
 }
 
@@ -1139,6 +1139,7 @@ async fn a_settle_that_fails_once_still_ends_the_job() {
         requeue: relay_shared::queue::SqsQueue::new(f.stack.sqs(), f.stack.webhook_queue()),
         fullenrich_interval: std::time::Duration::from_millis(1),
         not_ready_wait: bulk_fetch::NOT_READY_WAIT,
+        deadline: bulk_fetch::DEFAULT_DEADLINE,
     };
     let body = enrow_env(&job, &fixture("enrow/single_search_finished.json"));
     let record = Fetch::message(&body);
@@ -1161,7 +1162,7 @@ async fn a_settle_that_fails_once_still_ends_the_job() {
 
 /// A FullEnrich record for contact `rid`: finished with a work email, finished with nothing, or
 /// still running (no `contact_info`).
-fn fe_record(rid: u64, state: &str) -> Value {
+pub fn fe_record(rid: u64, state: &str) -> Value {
     let input =
         json!({"first_name": format!("F{rid}"), "last_name": "L", "company_domain": "example.com"});
     let custom = json!({"user_id": format!("u{rid}"), "rid": rid.to_string()});

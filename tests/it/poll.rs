@@ -8,7 +8,8 @@ use std::time::Duration;
 use relay_local_stack::dev::DevStack;
 use relay_shared::Provider;
 use relay_shared::envelope::PollRequest;
-use relay_shared::jobs::{ChunkStatus, Operation};
+use aws_sdk_dynamodb::types::AttributeValue;
+use relay_shared::jobs::{ChunkStatus, JobStatus, Operation, Outcome};
 use relay_shared::providers::Hook;
 use relay_shared::store::{DynamoJobStore, JobStore};
 use serde_json::{Value, json};
@@ -157,4 +158,116 @@ async fn jobs_whose_webhooks_never_come_are_completed_by_polling() {
     assert_eq!(counters.webhooks_sent.load(Ordering::Relaxed), 0);
     // One GET per chunk: each was due once and found its results.
     assert_eq!(counters.gets.load(Ordering::Relaxed), 3);
+}
+
+/// Moves a chunk's start back `hours`: the job's deadline counts from its last chunk's start.
+async fn started_hours_ago(f: &Fetch, job: &str, chunk: u32, hours: u64) {
+    let at = relay_shared::now_ms() - hours * 3_600_000;
+    relay_shared::aws::dynamodb(&f.stack.sdk)
+        .update_item()
+        .table_name(f.stack.res.table("JobsTable"))
+        .key("pk", AttributeValue::S(format!("JOB#{job}")))
+        .key("sk", AttributeValue::S(relay_shared::store::chunk_sk(chunk)))
+        .update_expression("SET started_at = :at")
+        .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_results_still_count()
+{
+    use crate::fetch::{fe_contacts as records, fe_env, fe_record};
+    let f = Fetch::new().await;
+    // FullEnrich: three contacts in one batch that stays IN_PROGRESS; one per-contact result came.
+    let fe = f
+        .seed(Operation::Enrich, records(3), 100, &["fe-never"])
+        .await;
+    let in_progress = json!({"code": "error.enrichment.in_progress", "message": "Enrichment is in progress"});
+    f.stub.script(
+        "/contact/enrich/bulk",
+        "fe-never",
+        vec![(400, in_progress.to_string())],
+    );
+    let contact = json!({"id": "fe-never", "status": "IN_PROGRESS", "data": [fe_record(0, "found")]});
+    f.run_until_settled(vec![fe_env(&fe, Hook::Contact, contact.to_string().as_bytes())])
+        .await;
+    let poll = |job: &str| PollRequest::new(job, 0, relay_shared::now_ms()).to_json();
+
+    // Before the deadline a poll that finds nothing ready only reschedules.
+    started_hours_ago(&f, &fe, 0, 23).await;
+    f.run_until_settled(vec![poll(&fe)]).await;
+    assert_eq!(f.job(&fe).await.status, JobStatus::Running);
+    let chunk = f.jobs.chunk(&fe, 0).await.unwrap().unwrap();
+    assert_eq!(chunk.status, ChunkStatus::Submitted);
+    assert!(
+        chunk.poll_every_ms.unwrap() <= 3_600_000,
+        "the next poll is no later than the deadline"
+    );
+
+    // 24 h after the start (the default deadline), the next poll times the open contacts out.
+    started_hours_ago(&f, &fe, 0, 25).await;
+    f.run_until_settled(vec![poll(&fe)]).await;
+    assert_eq!(f.stub.hits("/contact/enrich/bulk", "fe-never"), 2, "one GET per poll");
+    let meta = f.job(&fe).await;
+    assert_eq!(
+        (meta.status, meta.done, meta.found, meta.failed),
+        (JobStatus::PartiallyFailed, 3, 1, 2),
+        "the result that came is kept; the two others timed out"
+    );
+    let rows = f.results(&fe).await;
+    for r in &rows[1..] {
+        assert_eq!(
+            (r.outcome, r.reason.as_deref()),
+            (Outcome::Failed, Some("timed_out"))
+        );
+    }
+    let chunk = f.jobs.chunk(&fe, 0).await.unwrap().unwrap();
+    assert_eq!(chunk.status, ChunkStatus::Failed);
+    assert_eq!(chunk.error.unwrap().code, "timed_out");
+    assert_eq!(chunk.poll_every_ms, None, "out of the due index");
+
+    // The batch ends after all: its records replace the placeholders (and the provisional row),
+    // counted once however often it is delivered. The job keeps its terminal status.
+    let batch = json!({"id": "fe-never", "status": "FINISHED", "cost": {"credits": 2}, "data": [
+        fe_record(0, "found"), fe_record(1, "found"), fe_record(2, "not_found")]});
+    let late = fe_env(&fe, Hook::Batch, batch.to_string().as_bytes());
+    f.run_until_settled(vec![late.clone()]).await;
+    f.run_until_settled(vec![late, poll(&fe)]).await;
+    let meta = f.job(&fe).await;
+    assert_eq!(
+        (meta.status, meta.done, meta.found, meta.not_found, meta.failed),
+        (JobStatus::PartiallyFailed, 3, 2, 1, 0)
+    );
+    assert!(f.results(&fe).await.iter().all(|r| !r.provisional));
+
+    // Enrow single: nothing ever comes, so the job fails; the late result still counts once.
+    let id = "single-never";
+    let single = f
+        .seed(Operation::EmailFind, vec![finder(0)], 1, &[id])
+        .await;
+    f.stub.script(
+        "/email/find/single",
+        id,
+        vec![(200, json!({"id": id, "qualification": "ongoing"}).to_string())],
+    );
+    started_hours_ago(&f, &single, 0, 25).await;
+    f.run_until_settled(vec![poll(&single)]).await;
+    let meta = f.job(&single).await;
+    assert_eq!(
+        (meta.status, meta.done, meta.failed),
+        (JobStatus::Failed, 1, 1),
+        "nothing came back"
+    );
+    let mut result = fixture_json("enrow/single_search_finished.json");
+    result["id"] = json!(id);
+    let late = Fetch::envelope(Provider::Enrow, Hook::Event, &single, result.to_string().as_bytes());
+    f.run_until_settled(vec![late.clone(), late]).await;
+    let meta = f.job(&single).await;
+    assert_eq!(
+        (meta.status, meta.done, meta.found, meta.failed),
+        (JobStatus::Failed, 1, 1, 0)
+    );
+    assert_eq!(f.results(&single).await[0].outcome, Outcome::Found);
 }

@@ -155,6 +155,7 @@ async fn fresh_worker(
         requeue: SqsQueue::new(relay_shared::aws::sqs(sdk), res.queue_url("WebhookQueue")),
         fullenrich_interval: std::time::Duration::from_millis(1),
         not_ready_wait: bulk_fetch::NOT_READY_WAIT,
+        deadline: bulk_fetch::DEFAULT_DEADLINE,
     };
     (worker, jobs)
 }
@@ -232,6 +233,7 @@ async fn main() {
             requeue: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
             fullenrich_interval: std::time::Duration::from_millis(1),
             not_ready_wait: bulk_fetch::NOT_READY_WAIT,
+            deadline: bulk_fetch::DEFAULT_DEADLINE,
         };
         let started = Instant::now();
         let resp = worker.handle_batch(sqs_event(&bodies)).await;

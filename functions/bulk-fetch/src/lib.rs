@@ -28,6 +28,7 @@ use relay_shared::store::{
     ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore, MAX_POLL_EVERY_MS,
     StoreError, Stored,
 };
+use relay_shared::now_ms;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -83,6 +84,9 @@ impl From<FetchError> for Failure {
 /// The first wait of a deferred delivery (results not ready, a claim held by another delivery);
 /// it doubles with each requeue (to SQS's 15 min). FullEnrich: "try again in 30 seconds".
 pub const NOT_READY_WAIT: Duration = Duration::from_secs(30);
+/// How long a job may wait for its results after its last chunk started, unless configured
+/// (`JOB_DEADLINE_HOURS`) or set per job (`options.deadline_hours`).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// FullEnrich's 429 says "Try again in 1m".
 pub const RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 /// After this many delayed requeues (about a day of waiting) a delivery goes back to ordinary SQS
@@ -134,6 +138,9 @@ pub struct Worker<J, D, P, B, Q> {
     pub fullenrich_interval: Duration,
     /// The first wait of a deferred delivery ([`NOT_READY_WAIT`] unless configured).
     pub not_ready_wait: Duration,
+    /// How long a job waits for its results after its last chunk started, unless the job says
+    /// (`options.deadline_hours`): then the contacts still open are `timed_out`.
+    pub deadline: Duration,
 }
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
@@ -397,25 +404,108 @@ where
             }
             Err(f) => Err(f),
         };
-        match result {
+        let (not_ready, reason) = match result {
             Ok(Disposition::Duplicate) => {
-                Disposition::Polled("applied already (by its webhook)".into())
+                return Disposition::Polled("applied already (by its webhook)".into());
             }
-            Ok(d) => d,
-            Err(Failure::Park(reason)) => Disposition::Parked(format!("poll: {reason}")),
-            Err(Failure::Defer(_, reason)) => {
-                let every = chunk.poll_every_ms.unwrap_or(DEFAULT_POLL_AFTER_MS);
-                let next = (every * 2).min(MAX_POLL_EVERY_MS);
-                match self.jobs.poll_later(job_id, chunk.index, next).await {
-                    Ok(()) => {
-                        Disposition::Polled(format!("{reason}; next poll in {} s", next / 1000))
-                    }
-                    Err(e) => Disposition::Polled(format!("{reason}; not rescheduled: {e}")),
-                }
-            }
-            // The sweeper took the chunk until its next due time: it polls again then.
-            Err(Failure::Retry(reason)) => Disposition::Polled(format!("failed: {reason}")),
+            Ok(d) => return d,
+            Err(Failure::Park(reason)) => return Disposition::Parked(format!("poll: {reason}")),
+            Err(Failure::Defer(_, reason)) => (true, reason),
+            Err(Failure::Retry(reason)) => (false, reason),
+        };
+        // Nothing came back. Past the job's deadline, the chunk's open contacts time out.
+        match self.past_deadline(&meta, &chunk).await {
+            Ok(true) => return self.time_out(&meta, &chunk).await,
+            Ok(false) => {}
+            Err(e) => return Disposition::Retry(e.to_string()),
         }
+        if !not_ready {
+            // The sweeper took the chunk until its next due time: it polls again then.
+            return Disposition::Polled(format!("failed: {reason}"));
+        }
+        // Not ready: the next poll waits twice as long, up to an hour, and not past the chunk's
+        // own deadline.
+        let every = chunk.poll_every_ms.unwrap_or(DEFAULT_POLL_AFTER_MS);
+        let to_deadline = chunk
+            .started_at_ms
+            .map(|t| (t + self.deadline_of(&meta).as_millis() as u64).saturating_sub(now_ms()))
+            .unwrap_or(u64::MAX)
+            .max(1000);
+        let next = (every * 2).min(MAX_POLL_EVERY_MS).min(to_deadline);
+        match self.jobs.poll_later(job_id, chunk.index, next).await {
+            Ok(()) => Disposition::Polled(format!("{reason}; next poll in {} s", next / 1000)),
+            Err(e) => Disposition::Polled(format!("{reason}; not rescheduled: {e}")),
+        }
+    }
+
+    /// How long this job waits for its results after its last chunk started.
+    fn deadline_of(&self, meta: &JobMeta) -> Duration {
+        meta.options
+            .get("deadline_hours")
+            .and_then(Value::as_u64)
+            .map_or(self.deadline, |h| Duration::from_secs(h * 3600))
+    }
+
+    /// Whether the job's deadline has passed: every chunk has started (or is final), and the
+    /// last one started longer ago than the job's deadline. Cheap while `chunk`'s own start is
+    /// recent; then one query of the job's chunks.
+    async fn past_deadline(&self, meta: &JobMeta, chunk: &Chunk) -> Result<bool, StoreError> {
+        let wait = self.deadline_of(meta).as_millis() as u64;
+        let now = now_ms();
+        let started = |c: &Chunk| c.started_at_ms.unwrap_or(meta.created_at_ms);
+        if started(chunk) + wait > now {
+            return Ok(false);
+        }
+        let mut last = 0;
+        for c in self.jobs.chunks(&meta.job_id).await? {
+            match c.status {
+                ChunkStatus::Submitted => last = last.max(started(&c)),
+                s if s.is_final() => last = last.max(c.started_at_ms.unwrap_or(0)),
+                // Not started yet (or its start is unconfirmed, which has its own timeout).
+                _ => return Ok(false),
+            }
+        }
+        Ok(last + wait <= now)
+    }
+
+    /// The deadline passed: the chunk's contacts without a result get a `timed_out`
+    /// placeholder (a late result still replaces it, moving the counters exactly), the chunk
+    /// ends `failed`, and the job settles (`partially_failed`, or `failed` if nothing came).
+    async fn time_out(&self, meta: &JobMeta, chunk: &Chunk) -> Disposition {
+        let job_id = meta.job_id.as_str();
+        let hours = self.deadline_of(meta).as_secs() / 3600;
+        let contacts = match self.jobs.contacts(job_id, chunk.offset, chunk.count).await {
+            Ok(c) => c,
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        let placeholders = contacts.iter().map(ContactResult::timed_out).collect();
+        let update = ChunkUpdate {
+            index: chunk.index,
+            status: ChunkStatus::Failed,
+            credits: None,
+            error: Some(JobError::new(
+                reasons::TIMED_OUT,
+                format!("no results {hours} h after the job's last chunk started"),
+            )),
+        };
+        let stored = match self
+            .jobs
+            .store_chunk(job_id, ChunkRef::from(chunk), placeholders, update)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        if let Err(e) = self.jobs.settle_job(job_id).await {
+            return Disposition::Retry(format!("job not settled: {e}"));
+        }
+        tracing::warn!(
+            job_id,
+            chunk = chunk.index,
+            timed_out = stored.new,
+            "deadline passed: open contacts timed out"
+        );
+        Disposition::Polled(format!("deadline passed: {} contacts timed out", stored.new))
     }
 
     /// What a failure comes to: a deferral is a new, delayed copy of the delivery on the queue

@@ -35,6 +35,7 @@ async fn main() -> Result<(), Error> {
         requeue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.webhook_queue_url),
         fullenrich_interval: config.fullenrich_interval,
         not_ready_wait: config.not_ready_wait,
+        deadline: config.deadline,
     });
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = Arc::clone(&worker);

@@ -352,6 +352,9 @@ fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, Inval
     })
 }
 
+/// The longest deadline a job may ask for (`options.deadline_hours`): 30 days.
+pub const MAX_DEADLINE_HOURS: u64 = 720;
+
 fn validate_options(op: Operation, options: Option<&Value>) -> Result<Value, Invalid> {
     let Some(options) = options.filter(|o| !o.is_null()) else {
         return Ok(Value::Object(Map::new()));
@@ -388,6 +391,16 @@ fn validate_options(op: Operation, options: Option<&Value>) -> Result<Value, Inv
                     ));
                 }
             }
+            // How long the job waits for its results after its last chunk started (default
+            // `JOB_DEADLINE_HOURS`); then its open contacts are `timed_out`.
+            (_, "deadline_hours") => {
+                if !v.as_u64().is_some_and(|h| (1..=MAX_DEADLINE_HOURS).contains(&h)) {
+                    return Err(invalid(
+                        &field,
+                        format!("must be a whole number of hours from 1 to {MAX_DEADLINE_HOURS}"),
+                    ));
+                }
+            }
             (Operation::EmailFind | Operation::PhoneFind, "retrieve_gender") => {
                 if !v.is_boolean() {
                     return Err(invalid(&field, "must be true or false"));
@@ -416,6 +429,21 @@ mod tests {
 
     fn field(r: Result<NewJob, Invalid>) -> String {
         r.expect_err("invalid").field
+    }
+
+    #[test]
+    fn a_deadline_is_whole_hours_within_thirty_days() {
+        let li = json!({"linkedin_url": "https://www.linkedin.com/in/ada"});
+        let with = |h: Value| {
+            validate(&json!({"provider": "fullenrich", "operation": "enrich",
+                "options": {"deadline_hours": h}, "contacts": [li]}))
+        };
+        assert_eq!(with(json!(48)).unwrap().options["deadline_hours"], 48);
+        for bad in [json!(0), json!(1.5), json!("24"), json!(721)] {
+            let e = with(bad.clone()).expect_err("invalid");
+            assert_eq!(e.field, "options.deadline_hours", "{bad}");
+            assert!(e.message.contains("1 to 720"), "{}", e.message);
+        }
     }
 
     #[test]

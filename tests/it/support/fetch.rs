@@ -48,6 +48,7 @@ impl Fetch {
             requeue: SqsQueue::new(stack.sqs(), stack.res.queue_url("WebhookQueue")),
             fullenrich_interval: std::time::Duration::from_millis(1),
             not_ready_wait: bulk_fetch::NOT_READY_WAIT,
+            deadline: bulk_fetch::DEFAULT_DEADLINE,
         });
         Fetch {
             stack,
