@@ -14,9 +14,9 @@ bootstrap:
 lint: bootstrap
 	$(VENV)/bin/cfn-lint template.yaml
 
-# The function binaries (debug) that the local stack and the end-to-end tests run.
+# The function binaries (debug) that the local stack and the end-to-end tests run, and `relay`.
 functions:
-	cargo build -p webhook-ingest -p bulk-fetch -p job-submit -p relay-local-stack --bins
+	cargo build -p webhook-ingest -p bulk-fetch -p job-submit -p relay-local-stack -p relay-cli --bins
 
 test: bootstrap functions
 	cargo test --workspace

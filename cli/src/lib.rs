@@ -1,0 +1,4 @@
+//! `relay`, the command line of Enrich Relay. Its library half is what the binary runs, so tests
+//! and the local tools use the same code.
+
+pub mod dlq;
