@@ -13,6 +13,7 @@ pub mod bodies;
 pub mod config;
 pub mod envelope;
 pub mod jobs;
+pub mod metrics;
 pub mod providers;
 pub mod queue;
 pub mod secrets;

@@ -59,6 +59,22 @@ fn the_checks_fail_when_a_variable_route_policy_or_function_goes() {
             "          RELAY_API_TOKEN_SSM: !Sub \"${SecretsPrefix}/api-token\"\n          WEBHOOK_SECRET_SSM: !Sub \"${SecretsPrefix}/webhook-secret\"\n      Events:\n        Jobs:",
             "JobSubmitFunction: sets WEBHOOK_SECRET_SSM, which the code never reads",
         ),
+        // Monitoring: the alarms the operator needs, on metrics the code emits.
+        (
+            "      MetricName: ChunksTimedOut\n",
+            "      MetricName: ChunksTimedOutt\n",
+            "alarms on ChunksTimedOutt of bulk-fetch, which the code does not emit",
+        ),
+        (
+            "          Value: !GetAtt SubmitQueue.QueueName\n",
+            "          Value: !GetAtt WebhookQueue.QueueName\n",
+            "no alarm on AWS/SQS ApproximateAgeOfOldestMessage of SubmitQueue",
+        ),
+        (
+            "                [\"EnrichRelay\", \"PollsQueued\", \"Function\", \"sweeper\"]]}},",
+            "                [\"EnrichRelay\", \"PollsQueued\", \"Function\", \"bulk-fetch\"]]}},",
+            "dashboard shows PollsQueued of bulk-fetch",
+        ),
         // A secret a function reads must be granted, and only those.
         (
             "                - !Sub \"arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SecretsPrefix}/webhook-secret-previous\"\n",

@@ -28,6 +28,7 @@ use relay_shared::store::{
     ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore, MAX_POLL_EVERY_MS,
     StoreError, Stored,
 };
+use relay_shared::metrics::{self, Metrics};
 use relay_shared::now_ms;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -49,6 +50,9 @@ pub enum Disposition {
     /// A poll that applied nothing: the chunk was final already, or its results are not ready
     /// (its next poll is scheduled), or the provider failed (the sweeper polls again when due).
     Polled(String),
+    /// A poll past the job's deadline: this many contacts of the chunk got no result and are
+    /// `timed_out`; the chunk ended.
+    TimedOut(usize),
 }
 
 /// A failure while applying an event.
@@ -151,24 +155,33 @@ where
     B: BodyStore,
     Q: Queue,
 {
-    /// Processes a batch concurrently; reports only the records to retry.
+    /// Processes a batch concurrently; reports only the records to retry. Prints the batch's
+    /// metrics as one EMF line (and one per parked reason).
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        let outcomes =
-            futures::future::join_all(event.records.iter().map(|r| self.handle_record(r))).await;
+        let handled =
+            futures::future::join_all(event.records.iter().map(|r| self.handle(r))).await;
         let mut response = SqsBatchResponse::default();
-        for (record, outcome) in event.records.iter().zip(outcomes) {
-            if let Disposition::Retry(_) = outcome {
+        for (record, h) in event.records.iter().zip(&handled) {
+            if let Disposition::Retry(_) = h.disposition {
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = record.message_id.clone().unwrap_or_default();
                 response.batch_item_failures.push(failure);
             }
+        }
+        for line in batch_metrics(&handled, relay_shared::now_ms()) {
+            line.emit();
         }
         response
     }
 
     /// Processes one record (parking it when it can never be processed) and logs one line.
     pub async fn handle_record(&self, record: &SqsMessage) -> Disposition {
+        self.handle(record).await.disposition
+    }
+
+    async fn handle(&self, record: &SqsMessage) -> Handled {
         let started = std::time::Instant::now();
+        let poll = PollRequest::from_json(record.body.as_deref().unwrap_or_default()).is_some();
         let (disposition, env) = self.process(record).await;
         let disposition = match disposition {
             Disposition::Parked(reason) => match self.park(record, &reason, env.as_ref()).await {
@@ -184,6 +197,7 @@ where
             Disposition::Retry(r) => ("retry", Some(r.as_str())),
             Disposition::Deferred(_, r) => ("deferred", Some(r.as_str())),
             Disposition::Polled(r) => ("polled", Some(r.as_str())),
+            Disposition::TimedOut(_) => ("timed_out", None),
         };
         let (new, existing) = match disposition {
             Disposition::Applied { new, existing } => (new, existing),
@@ -202,7 +216,11 @@ where
             latency_ms = started.elapsed().as_millis() as u64,
             "delivery processed"
         );
-        disposition
+        Handled {
+            disposition,
+            poll,
+            received_at_ms: env.map(|e| e.received_at_ms),
+        }
     }
 
     async fn park(
@@ -505,7 +523,7 @@ where
             timed_out = stored.new,
             "deadline passed: open contacts timed out"
         );
-        Disposition::Polled(format!("deadline passed: {} contacts timed out", stored.new))
+        Disposition::TimedOut(stored.new)
     }
 
     /// What a failure comes to: a deferral is a new, delayed copy of the delivery on the queue
@@ -1209,6 +1227,62 @@ fn fill_missing(results: &mut Vec<ContactResult>, contacts: &[Contact], reason: 
     results.sort_by_key(|r| r.index);
 }
 
+/// One record handled: what became of it, whether it was a poll, and when its webhook reached
+/// ingest (a delivery's envelope).
+pub struct Handled {
+    pub disposition: Disposition,
+    pub poll: bool,
+    pub received_at_ms: Option<u64>,
+}
+
+/// A batch's metrics at `now_ms`: one EMF line with the counts (and the end-to-end latency of
+/// every delivery that stored results), plus one per reason deliveries were parked for.
+pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
+    let mut line = Metrics::new("bulk-fetch");
+    let mut parked: HashMap<String, u64> = HashMap::new();
+    for h in handled {
+        if h.poll {
+            line.add(metrics::POLLS_MADE, 1);
+        }
+        match &h.disposition {
+            Disposition::Applied { new, .. } => {
+                line.add(metrics::RESULTS_STORED, *new as u64);
+                if h.poll {
+                    line.add(metrics::RESULTS_RECOVERED, *new as u64);
+                }
+                if let Some(at) = h.received_at_ms.filter(|_| *new > 0) {
+                    line.observe(metrics::END_TO_END_LATENCY, now_ms.saturating_sub(at) as f64);
+                }
+            }
+            Disposition::Duplicate => {
+                line.add(metrics::DUPLICATES, 1);
+            }
+            Disposition::Parked(reason) => {
+                *parked.entry(metrics::reason_class(reason)).or_insert(0) += 1;
+            }
+            Disposition::Retry(_) => {
+                line.add(metrics::RETRIED, 1);
+            }
+            Disposition::Deferred(..) => {
+                line.add(metrics::DEFERRED, 1);
+            }
+            Disposition::Polled(_) => {}
+            Disposition::TimedOut(contacts) => {
+                line.add(metrics::CHUNKS_TIMED_OUT, 1);
+                line.add(metrics::CONTACTS_TIMED_OUT, *contacts as u64);
+            }
+        }
+    }
+    line.add(metrics::PARKED, parked.values().sum());
+    let mut lines = vec![line];
+    for (reason, n) in parked {
+        let mut m = Metrics::new("bulk-fetch").with_reason(&reason);
+        m.add(metrics::PARKED, n);
+        lines.push(m);
+    }
+    lines
+}
+
 /// The sweeper (issue: recovery): every few minutes it finds the started chunks whose results
 /// have not come for `POLL_AFTER_SECONDS` and puts a poll for each on the webhook queue, where
 /// bulk-fetch applies it like a bulk notification. Due chunks come from the sparse `due` index:
@@ -1233,6 +1307,24 @@ pub struct Sweep {
     pub skipped: usize,
     /// Polls that could not be queued (the chunk is polled again after `hold`).
     pub failed: usize,
+}
+
+impl Sweep {
+    /// This sweep as one EMF line; `None` is a sweep that failed (one sweep error).
+    pub fn metrics(sweep: Option<&Sweep>) -> Metrics {
+        let mut m = Metrics::new("sweeper");
+        match sweep {
+            Some(s) => {
+                m.add(metrics::CHUNKS_DUE, s.due as u64)
+                    .add(metrics::POLLS_QUEUED, s.enqueued as u64)
+                    .add(metrics::SWEEP_ERRORS, s.failed as u64);
+            }
+            None => {
+                m.add(metrics::SWEEP_ERRORS, 1);
+            }
+        }
+        m
+    }
 }
 
 impl<Q: Queue> Sweeper<Q> {
@@ -1276,5 +1368,61 @@ impl<Q: Queue> Sweeper<Q> {
             }
         }
         Ok(sweep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(disposition: Disposition, poll: bool, received_at_ms: Option<u64>) -> Handled {
+        Handled {
+            disposition,
+            poll,
+            received_at_ms,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_metrics_line_plus_one_per_parked_reason() {
+        let handled = [
+            h(Disposition::Applied { new: 3, existing: 1 }, false, Some(1_000)),
+            h(Disposition::Applied { new: 0, existing: 2 }, false, Some(1_500)),
+            h(Disposition::Applied { new: 2, existing: 0 }, true, None),
+            h(Disposition::Duplicate, false, Some(1_000)),
+            h(Disposition::Parked("unknown job".into()), false, None),
+            h(Disposition::Parked("poll: HTTP 404 id not found".into()), true, None),
+            h(Disposition::Parked("unknown job".into()), false, None),
+            h(Disposition::Deferred(Duration::ZERO, "not ready".into()), false, None),
+            h(Disposition::Retry("throttled".into()), false, None),
+            h(Disposition::TimedOut(7), true, None),
+            h(Disposition::Polled("results not ready".into()), true, None),
+        ];
+        let lines = batch_metrics(&handled, 4_000);
+        let v: Value = serde_json::from_str(&lines[0].line(4_000)).unwrap();
+        assert_eq!(v["ResultsStored"], 5.0);
+        assert_eq!(v["ResultsRecovered"], 2.0, "stored by polls");
+        assert_eq!(v["PollsMade"], 4.0);
+        assert_eq!(v["Duplicates"], 1.0);
+        assert_eq!(v["Parked"], 3.0);
+        assert_eq!((v["Deferred"].clone(), v["Retried"].clone()), (1.0.into(), 1.0.into()));
+        assert_eq!((v["ChunksTimedOut"].clone(), v["ContactsTimedOut"].clone()), (1.0.into(), 7.0.into()));
+        assert_eq!(
+            v["EndToEndLatency"],
+            serde_json::json!([3000.0]),
+            "only deliveries that stored something, from the webhook's arrival"
+        );
+        let mut by_reason: Vec<(String, f64)> = lines[1..]
+            .iter()
+            .map(|m| {
+                let v: Value = serde_json::from_str(&m.line(4_000)).unwrap();
+                (v["Reason"].as_str().unwrap().to_string(), v["Parked"].as_f64().unwrap())
+            })
+            .collect();
+        by_reason.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            by_reason,
+            vec![("poll".to_string(), 1.0), ("unknown job".to_string(), 2.0)]
+        );
     }
 }

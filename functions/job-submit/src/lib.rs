@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use relay_shared::metrics::{self, Metrics};
 use futures::StreamExt;
 use lambda_http::{Body, Request, RequestExt, Response};
 use relay_shared::auth::{BearerToken, WebhookSecret};
@@ -148,6 +149,11 @@ impl<Q: Queue> Api<Q> {
             latency_ms = started.elapsed().as_millis() as u64,
             "api request"
         );
+        if route == "POST /jobs" && resp.status() == 202 {
+            let mut m = Metrics::new("job-submit");
+            m.add(metrics::JOBS_CREATED, 1);
+            m.emit();
+        }
         resp
     }
 
@@ -607,6 +613,23 @@ pub enum Submitted {
     Retry(String),
 }
 
+/// A batch of submit messages as one EMF line: starts by outcome.
+pub fn starts_metrics(outcomes: &[Submitted]) -> Metrics {
+    let mut m = Metrics::new("job-submit-worker");
+    for o in outcomes {
+        let metric = match o {
+            Submitted::Started(_) => metrics::STARTS_ACCEPTED,
+            Submitted::Deferred(_) => metrics::STARTS_DEFERRED,
+            Submitted::Split(_) | Submitted::Failed(_) => metrics::STARTS_REFUSED,
+            Submitted::Unconfirmed(_) => metrics::STARTS_UNCONFIRMED,
+            Submitted::Retry(_) => metrics::STARTS_RETRIED,
+            Submitted::Skipped => continue,
+        };
+        m.add(metric, 1);
+    }
+    m
+}
+
 impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let outcomes = futures::future::join_all(event.records.iter().map(|r| async move {
@@ -624,13 +647,14 @@ impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
         }))
         .await;
         let mut resp = SqsBatchResponse::default();
-        for (r, o) in event.records.iter().zip(outcomes) {
+        for (r, o) in event.records.iter().zip(&outcomes) {
             if let Submitted::Retry(_) = o {
                 let mut f = BatchItemFailure::default();
                 f.item_identifier = r.message_id.clone().unwrap_or_default();
                 resp.batch_item_failures.push(f);
             }
         }
+        starts_metrics(&outcomes).emit();
         resp
     }
 

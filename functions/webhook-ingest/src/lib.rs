@@ -20,6 +20,7 @@ use relay_shared::auth::{SignatureCheck, check_fullenrich_signature};
 use relay_shared::bodies::BodyStore;
 use relay_shared::config::IngestConfig;
 use relay_shared::envelope::{self, Envelope, Signature};
+use relay_shared::metrics::{self, Metrics};
 use relay_shared::providers::Hook;
 use relay_shared::queue::Queue;
 use relay_shared::{Provider, error_json, is_valid_job_id, now_ms};
@@ -84,6 +85,24 @@ impl Outcome {
         }
     }
 
+    /// This delivery's EMF line: accepted, unavailable, or refused with its reason.
+    pub fn metrics(self) -> Metrics {
+        let mut m = Metrics::new("webhook-ingest");
+        match self {
+            Outcome::Accepted { .. } => {
+                m.add(metrics::DELIVERIES_ACCEPTED, 1);
+            }
+            Outcome::Unavailable => {
+                m.add(metrics::DELIVERIES_UNAVAILABLE, 1);
+            }
+            refused => {
+                m = m.with_reason(refused.as_str());
+                m.add(metrics::DELIVERIES_REFUSED, 1);
+            }
+        }
+        m
+    }
+
     pub fn status(self) -> u16 {
         match self {
             Outcome::Accepted { .. } => 200,
@@ -138,6 +157,7 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
             latency_us = started.elapsed().as_micros() as u64,
             "webhook delivery"
         );
+        outcome.metrics().emit();
         respond(outcome, delivery_id.as_deref())
     }
 
@@ -283,5 +303,22 @@ mod tests {
         assert!(parse_route("/webhooks/enrow/j%2F..%2F/event/t").is_none());
         assert!(parse_route("/webhooks/enrow/j/event/t/extra").is_none());
         assert!(parse_route("/jobs/j").is_none());
+    }
+
+    #[test]
+    fn each_outcome_is_one_metric_and_refusals_carry_their_reason() {
+        let line = |o: Outcome| -> serde_json::Value {
+            serde_json::from_str(&o.metrics().line(1)).unwrap()
+        };
+        let v = line(Outcome::Accepted {
+            claim_checked: true,
+        });
+        assert_eq!(v["DeliveriesAccepted"], 1.0);
+        assert!(v.get("Reason").is_none());
+        assert_eq!(line(Outcome::Unavailable)["DeliveriesUnavailable"], 1.0);
+        let v = line(Outcome::BadSignature);
+        assert_eq!(v["DeliveriesRefused"], 1.0);
+        assert_eq!(v["Reason"], "unauthorized_signature");
+        assert!(v.get("DeliveriesAccepted").is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! The sweeper: on an EventBridge schedule, puts a poll on the webhook queue for every started
 //! chunk whose results have not come for `POLL_AFTER_SECONDS` (bulk-fetch applies them).
 
-use bulk_fetch::Sweeper;
+use bulk_fetch::{Sweep, Sweeper};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use relay_shared::config::SweepConfig;
 use relay_shared::queue::SqsQueue;
@@ -25,7 +25,9 @@ async fn main() -> Result<(), Error> {
         async move {
             // An error fails the invocation: the schedule's next run sweeps again, and the
             // sweeper-errors alarm sees it.
-            let sweep = sweeper.sweep().await?;
+            let sweep = sweeper.sweep().await;
+            Sweep::metrics(sweep.as_ref().ok()).emit();
+            let sweep = sweep?;
             tracing::info!(
                 due = sweep.due,
                 enqueued = sweep.enqueued,
