@@ -1307,6 +1307,8 @@ pub struct Sweep {
     pub skipped: usize,
     /// Polls that could not be queued (the chunk is polled again after `hold`).
     pub failed: usize,
+    /// What reading the `due` index cost.
+    pub read: relay_shared::store::ReadCost,
 }
 
 impl Sweep {
@@ -1329,12 +1331,13 @@ impl Sweep {
 
 impl<Q: Queue> Sweeper<Q> {
     pub async fn sweep(&self) -> Result<Sweep, StoreError> {
-        let due = self
+        let (due, read) = self
             .jobs
-            .due_chunks(relay_shared::now_ms(), self.limit)
+            .due_chunks_costed(relay_shared::now_ms(), self.limit)
             .await?;
         let mut sweep = Sweep {
             due: due.len(),
+            read,
             ..Sweep::default()
         };
         let outcomes: Vec<Result<bool, String>> = futures::stream::iter(due)

@@ -33,6 +33,8 @@ async fn main() -> Result<(), Error> {
                 enqueued = sweep.enqueued,
                 skipped = sweep.skipped,
                 failed = sweep.failed,
+                queries = sweep.read.queries,
+                read_units = sweep.read.read_units,
                 "sweep done"
             );
             Ok::<_, Error>(json!({
