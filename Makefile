@@ -27,6 +27,7 @@ bench: bootstrap functions
 	cargo build --release -p webhook-ingest -p relay-local-stack --bin webhook-ingest --bin ingest-rss
 	target/release/ingest-rss target/release/webhook-ingest 1000
 	cargo bench -p bulk-fetch --bench fetch
+	cargo bench -p bulk-fetch --bench sweep
 	target/debug/submit-faults 200
 
 build: bootstrap
