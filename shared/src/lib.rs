@@ -19,6 +19,7 @@ pub mod queue;
 pub mod secrets;
 pub mod serde_util;
 pub mod store;
+pub mod validate;
 
 use serde::{Deserialize, Serialize};
 

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-pub mod validate;
+pub use relay_shared::validate;
 
 /// The submit queue's message: a chunk to start, or to check on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

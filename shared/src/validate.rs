@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value};
 
-use relay_shared::Provider;
-use relay_shared::jobs::{Contact, Operation, RECORD_KEY};
+use crate::Provider;
+use crate::jobs::{Contact, Operation, RECORD_KEY};
 
 /// The most contacts one job takes (documented in the README).
 pub const MAX_CONTACTS: usize = 50_000;
@@ -46,7 +46,7 @@ pub struct NewJob {
 }
 
 /// The fields each operation reads from a contact, and which of them it needs.
-fn operation_fields(op: Operation) -> &'static [&'static str] {
+pub fn operation_fields(op: Operation) -> &'static [&'static str] {
     match op {
         Operation::EmailFind => &["fullname", "company_domain", "company_name"],
         Operation::EmailVerify | Operation::ReverseEmail => &["email"],
@@ -260,7 +260,7 @@ pub fn validate(body: &Value) -> Result<NewJob, Invalid> {
     })
 }
 
-fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, Invalid> {
+pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, Invalid> {
     let at = |f: &str| format!("contacts[{i}].{f}");
     let obj = c
         .as_object()
