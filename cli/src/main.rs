@@ -76,6 +76,20 @@ enum Command {
         api: Api,
         job: String,
     },
+    /// Jobs, newest first.
+    Jobs {
+        #[command(flatten)]
+        api: Api,
+        /// How many (1–100).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Cancels a job: chunks not started are not started; started ones finish and are kept.
+    Cancel {
+        #[command(flatten)]
+        api: Api,
+        job: String,
+    },
     /// A job's results, every page.
     Results {
         #[command(flatten)]
@@ -192,6 +206,8 @@ async fn main() -> ExitCode {
             submit.run(&api).await
         }
         Command::Status { api, job } => status(&api, &job).await,
+        Command::Jobs { api, limit } => jobs(&api, limit).await,
+        Command::Cancel { api, job } => cancel(&api, &job).await,
         Command::Results {
             api,
             job,
@@ -342,6 +358,33 @@ async fn status(api: &Api, id: &str) -> Result<u8, Failure> {
     if let Some(e) = state["error"]["message"].as_str() {
         println!("{id}: {e}");
     }
+    Ok(0)
+}
+
+async fn jobs(api: &Api, limit: usize) -> Result<u8, Failure> {
+    let page = client(api)?
+        .get(&format!("/jobs?limit={}", limit.clamp(1, 100)))
+        .await?;
+    for j in page["jobs"].as_array().into_iter().flatten() {
+        println!(
+            "{}  {:<16}  {:<10} {:<13} {}/{} done  {}",
+            j["job_id"].as_str().unwrap_or_default(),
+            j["status"].as_str().unwrap_or_default(),
+            j["provider"].as_str().unwrap_or_default(),
+            j["operation"].as_str().unwrap_or_default(),
+            j["done"],
+            j["contacts"],
+            j["name"].as_str().unwrap_or_default(),
+        );
+    }
+    Ok(0)
+}
+
+async fn cancel(api: &Api, id: &str) -> Result<u8, Failure> {
+    client(api)?
+        .call(reqwest::Method::POST, &format!("/jobs/{id}/cancel"), None, None)
+        .await?;
+    println!("{id}: canceled; chunks not started will not start, started ones finish");
     Ok(0)
 }
 

@@ -352,6 +352,84 @@ impl DynamoJobStore {
         Ok((out, cost))
     }
 
+    /// Job heads newest first, `limit` (at most 100) a page, after `cursor`: one query of the
+    /// keys-only `recent` index, then one consistent BatchGetItem of the heads.
+    pub async fn list_jobs(
+        &self,
+        limit: usize,
+        cursor: Option<&JobsCursor>,
+    ) -> Result<(Vec<JobMeta>, Option<JobsCursor>), StoreError> {
+        let start = cursor.map(|c| {
+            HashMap::from([
+                ("list_pk".to_string(), s(LIST_PK)),
+                ("created_at".to_string(), n(c.created_at_ms)),
+                ("pk".to_string(), s(job_pk(&c.job_id))),
+                ("sk".to_string(), s("META")),
+            ])
+        });
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("recent")
+            .key_condition_expression("list_pk = :l")
+            .expression_attribute_values(":l", s(LIST_PK))
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 100) as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let keys: Vec<String> = page
+            .items()
+            .iter()
+            .filter_map(|i| get_s(i, "pk").map(str::to_string))
+            .collect();
+        let mut heads: HashMap<String, JobMeta> = HashMap::new();
+        if !keys.is_empty() {
+            let mut wanted: Vec<Item> = keys
+                .iter()
+                .map(|pk| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s("META"))]))
+                .collect();
+            for _ in 0..5 {
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(
+                        &self.table,
+                        aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                            .set_keys(Some(std::mem::take(&mut wanted)))
+                            .consistent_read(true)
+                            .build()
+                            .map_err(|e| StoreError::Data(e.to_string()))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for item in got.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
+                    let meta = parse_meta(&item)?;
+                    heads.insert(job_pk(&meta.job_id), meta);
+                }
+                wanted = got
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if wanted.is_empty() {
+                    break;
+                }
+            }
+        }
+        let jobs: Vec<JobMeta> = keys.iter().filter_map(|k| heads.remove(k)).collect();
+        let next = page.last_evaluated_key.as_ref().and_then(|k| {
+            Some(JobsCursor {
+                created_at_ms: get_n(k, "created_at")?,
+                job_id: get_s(k, "pk")?.strip_prefix("JOB#")?.to_string(),
+            })
+        });
+        Ok((jobs, next))
+    }
+
     /// Takes a due chunk for one poll: moves its `poll_at` `hold_ms` on, if it is still the one
     /// read (another sweep, or a poll that found the results not ready, moved it otherwise).
     pub async fn take_due(&self, due: &DueChunk, hold_ms: u64) -> Result<bool, StoreError> {
@@ -1143,6 +1221,8 @@ fn meta_item(m: &JobMeta) -> Item {
         ("created_at".into(), n(m.created_at_ms)),
         ("updated_at".into(), n(m.updated_at_ms)),
         ("options".into(), s(m.options.to_string())),
+        // The `recent` index (GET /jobs): job heads only.
+        ("list_pk".into(), s(LIST_PK)),
     ]);
     if let Some(name) = &m.name {
         item.insert("name".into(), s(name));
@@ -1248,6 +1328,16 @@ pub const MAX_POLL_EVERY_MS: u64 = 3_600_000;
 pub fn poll_shard(job_id: &str) -> String {
     let h = Sha256::digest(job_id.as_bytes());
     format!("poll#{}", u32::from(h[0]) % POLL_SHARDS)
+}
+
+/// The `recent` index's one partition: every job head.
+const LIST_PK: &str = "jobs";
+
+/// Where a page of `GET /jobs` stopped: the last head's creation time and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsCursor {
+    pub created_at_ms: u64,
+    pub job_id: String,
 }
 
 /// What a series of eventually consistent queries cost, by DynamoDB's rules: each page is

@@ -115,3 +115,79 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     assert!(r.stderr.contains("RELAY_API_TOKEN"), "{}", r.stderr);
     assert!(!r.stderr.contains("wrong-token"), "{}", r.stderr);
 }
+
+#[tokio::test]
+async fn jobs_are_listed_newest_first_and_a_canceled_job_starts_nothing_more() {
+    use crate::e2e::{Client, fe_contacts};
+    use serde_json::json;
+    use std::time::Duration;
+    let mut opts = options();
+    // One FullEnrich request every 10 s: the job's later chunks wait for their turn.
+    opts.extra_env
+        .insert("FULLENRICH_REQUESTS_PER_MINUTE".into(), "6".into());
+    let stack = DevStack::start(opts).await.expect("dev stack");
+    let sandbox = stack.sandbox.clone().unwrap();
+    let token = stack.api_token.clone();
+    let c = Client::of(&stack);
+    let first = c
+        .post_job(json!({"provider": "enrow", "operation": "email_verify", "name": "first",
+            "contacts": [{"email": "ada@example.com"}]}))
+        .await;
+    let job = c
+        .post_job(json!({"provider": "fullenrich", "operation": "enrich", "name": "big",
+            "contacts": fe_contacts(300)}))
+        .await;
+    // Cancel once the first chunk has started (the next one waits 10 s for its turn).
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = c.get(&format!("/jobs/{job}")).await;
+        if v["chunks"][0]["status"] == "submitted" {
+            assert_eq!(v["chunks"][1]["status"], "pending", "{v}");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "not started: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = relay(&stack, &token, &["cancel", &job]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let state = c.wait_done(&job, Duration::from_secs(90)).await;
+    assert_eq!(state["status"], "partially_failed", "{state}");
+    assert_eq!(state["error"]["code"], "canceled");
+    assert_eq!(state["failed"], 200, "the two chunks not started: {state}");
+    assert_eq!(
+        state["found"].as_u64().unwrap() + state["not_found"].as_u64().unwrap(),
+        100,
+        "the started chunk finished and is kept"
+    );
+    let stored = sandbox.starts().iter().filter(|s| s.stored).count();
+    assert_eq!(stored, 2, "the Enrow job and the first chunk only: {:?}", sandbox.starts());
+    let rows = c.results(&job).await;
+    assert!(rows[100..].iter().all(|r| r["reason"] == "canceled"), "{:?}", rows[100]);
+    // Once ended, there is nothing to cancel: 409, exit 2 with the reason.
+    let r = relay(&stack, &token, &["cancel", &job]).await;
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("has ended"), "{}", r.stderr);
+
+    // Newest first, a page at a time.
+    let r = relay(&stack, &token, &["jobs"]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let ids: Vec<&str> = r.stdout.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(ids, vec![job.as_str(), first.as_str()], "{}", r.stdout);
+    assert!(r.stdout.lines().next().unwrap().contains("partially_failed"));
+    let page = c.get("/jobs?limit=1").await;
+    assert_eq!(page["jobs"][0]["job_id"], job.as_str());
+    assert!(page["jobs"][0].get("chunks").is_none());
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let page = c.get(&format!("/jobs?limit=1&cursor={cursor}")).await;
+    assert_eq!(page["jobs"][0]["job_id"], first.as_str());
+    let resp = c
+        .http
+        .get(format!("{}/jobs?limit=1000", c.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["field"], "limit");
+}

@@ -27,7 +27,7 @@ use relay_shared::providers::submit::{
 };
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
-    ChunkRef, ChunkUpdate, DynamoJobStore, Idempotency, JobStore, StoreError,
+    ChunkRef, ChunkUpdate, DynamoJobStore, Idempotency, JobStore, JobsCursor, StoreError,
 };
 use relay_shared::{Provider, error_json, is_valid_job_id, now_ms};
 use serde::{Deserialize, Serialize};
@@ -177,12 +177,18 @@ impl<Q: Queue> Api<Q> {
                 let (job, resp) = self.create(req).await;
                 ("POST /jobs", job, resp)
             }
+            (true, []) if get => ("GET /jobs", None, self.list(req).await),
             (true, [id]) if get => ("GET /jobs/{id}", Some(id.to_string()), self.job(id).await),
+            (true, [id, "cancel"]) if post => (
+                "POST /jobs/{id}/cancel",
+                Some(id.to_string()),
+                self.cancel(id).await,
+            ),
             (true, [id, "results"]) if get => {
                 let resp = self.results(id, req).await;
                 ("GET /jobs/{id}/results", Some(id.to_string()), resp)
             }
-            (true, [] | [_] | [_, "results"]) => (
+            (true, [] | [_] | [_, "results" | "cancel"]) => (
                 "method",
                 None,
                 error(
@@ -402,32 +408,91 @@ impl<Q: Queue> Api<Q> {
             Err(e) => return store_unavailable(e),
         };
         let credits: f64 = chunks.iter().filter_map(|c| c.credits).sum();
-        let body = json!({
-            "job_id": meta.job_id,
-            "provider": meta.provider.as_str(),
-            "operation": meta.operation.as_str(),
-            "name": meta.name,
-            "status": meta.status.as_str(),
-            "contacts": meta.contacts,
-            "done": meta.done,
-            "found": meta.found,
-            "not_found": meta.not_found,
-            "failed": meta.failed,
-            "duplicates": meta.duplicates,
-            "credits_used": credits,
-            "created_at": meta.created_at_ms,
-            "updated_at": meta.updated_at_ms,
-            "error": meta.error,
-            "chunks": chunks.iter().map(|c| json!({
-                "index": c.index,
-                "provider_id": c.provider_id,
-                "status": c.status.as_str(),
-                "contacts": c.count,
-                "credits": c.credits,
-                "error": c.error,
-            })).collect::<Vec<_>>(),
-        });
+        let mut body = job_json(&meta);
+        body["credits_used"] = json!(credits);
+        body["chunks"] = chunks
+            .iter()
+            .map(|c| {
+                json!({
+                    "index": c.index,
+                    "provider_id": c.provider_id,
+                    "status": c.status.as_str(),
+                    "contacts": c.count,
+                    "credits": c.credits,
+                    "error": c.error,
+                })
+            })
+            .collect();
         json_response(200, body.to_string())
+    }
+
+    /// `GET /jobs?limit=&cursor=`: job heads newest first (the `recent` index; no scan).
+    async fn list(&self, req: &Request) -> Response<Body> {
+        let params = req.query_string_parameters();
+        let limit = match params.first("limit").map(|l| l.parse::<usize>()) {
+            None => 20,
+            Some(Ok(l)) if (1..=100).contains(&l) => l,
+            Some(_) => {
+                return error(400, "invalid_request", "must be a whole number from 1 to 100", Some("limit"));
+            }
+        };
+        let cursor = match params.first("cursor") {
+            None => None,
+            Some(c) => match c.split_once('.').and_then(|(t, id)| {
+                Some(JobsCursor {
+                    created_at_ms: t.parse().ok()?,
+                    job_id: Some(id).filter(|id| is_valid_job_id(id))?.to_string(),
+                })
+            }) {
+                Some(c) => Some(c),
+                None => {
+                    return error(400, "invalid_request", "is not a cursor this API returned", Some("cursor"));
+                }
+            },
+        };
+        match self.jobs.list_jobs(limit, cursor.as_ref()).await {
+            Ok((jobs, next)) => json_response(
+                200,
+                json!({
+                    "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
+                    "next_cursor": next.map(|c| format!("{}.{}", c.created_at_ms, c.job_id)),
+                })
+                .to_string(),
+            ),
+            Err(e) => store_unavailable(e),
+        }
+    }
+
+    /// `POST /jobs/{id}/cancel`: chunks not started yet are never started (their contacts end
+    /// `failed` with reason `canceled`); started chunks finish and their results are kept. 409
+    /// once the job has ended.
+    async fn cancel(&self, id: &str) -> Response<Body> {
+        if !is_valid_job_id(id) {
+            return error(404, "not_found", "no such job", None);
+        }
+        let meta = match self.jobs.get_job(id).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return error(404, "not_found", "no such job", None),
+            Err(e) => return store_unavailable(e),
+        };
+        if meta.status.is_terminal() {
+            return error(
+                409,
+                "job_ended",
+                &format!("the job has ended ({}); there is nothing to cancel", meta.status.as_str()),
+                None,
+            );
+        }
+        let canceled = JobError::new(
+            reasons::CANCELED,
+            "canceled by the client: chunks not started were not started",
+        );
+        if let Err(e) = self.jobs.set_job_error(id, &canceled).await {
+            return store_unavailable(e);
+        }
+        let mut body = job_json(&meta);
+        body["error"] = json!(canceled);
+        json_response(202, body.to_string())
     }
 
     async fn results(&self, id: &str, req: &Request) -> Response<Body> {
@@ -563,6 +628,26 @@ mod tests {
         assert_eq!((page.len(), next.as_deref()), (1, Some("1")));
         assert!(page[0].contains("\"raw\""));
     }
+}
+
+/// A job as `GET /jobs/{id}` and `GET /jobs` show it (the former adds credits and chunks).
+fn job_json(meta: &JobMeta) -> Value {
+    json!({
+        "job_id": meta.job_id,
+        "provider": meta.provider.as_str(),
+        "operation": meta.operation.as_str(),
+        "name": meta.name,
+        "status": meta.status.as_str(),
+        "contacts": meta.contacts,
+        "done": meta.done,
+        "found": meta.found,
+        "not_found": meta.not_found,
+        "failed": meta.failed,
+        "duplicates": meta.duplicates,
+        "created_at": meta.created_at_ms,
+        "updated_at": meta.updated_at_ms,
+        "error": meta.error,
+    })
 }
 
 fn accepted(meta: &JobMeta) -> Value {

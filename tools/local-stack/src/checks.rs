@@ -63,6 +63,8 @@ pub const CALLS: &[(&str, &str, &str)] = &[
     ("JobSubmitFunction", "dynamodb:PutItem", "JobsTable"),
     ("JobSubmitFunction", "dynamodb:UpdateItem", "JobsTable"),
     ("JobSubmitFunction", "dynamodb:BatchWriteItem", "JobsTable"),
+    // GET /jobs: the `recent` index (keys only), then the heads.
+    ("JobSubmitFunction", "dynamodb:BatchGetItem", "JobsTable"),
     ("JobSubmitFunction", "sqs:SendMessage", "SubmitQueue"),
     ("JobSubmitWorkerFunction", "dynamodb:GetItem", "JobsTable"),
     ("JobSubmitWorkerFunction", "dynamodb:Query", "JobsTable"),
