@@ -10,8 +10,7 @@ use relay_shared::jobs::Operation;
 use relay_shared::validate::{operation_fields, validate_contact};
 use serde_json::{Map, Value, json};
 
-/// The columns a results CSV adds after the input's.
-pub const RESULT_COLUMNS: [&str; 5] = ["outcome", "email", "email_status", "phone", "reason"];
+pub use relay_shared::results_csv::{RESULT_COLUMNS, result_cells, write_results};
 
 /// A header (or a field name) as the mapping compares them: letters and digits only, lower case,
 /// so "Full Name", "full_name" and "FULLNAME" all name `fullname`, and "E-mail" `email`.
@@ -200,11 +199,6 @@ impl KindText for csv::Error {
     }
 }
 
-/// The result columns of one result row (as the jobs API returns it).
-fn result_cells(r: &Value) -> [String; 5] {
-    RESULT_COLUMNS.map(|c| r[c].as_str().unwrap_or_default().to_string())
-}
-
 /// Writes the input's rows with their results: the input columns, then [`RESULT_COLUMNS`].
 /// `results` are matched to rows by their `index`.
 pub fn write_with_input(out: impl Write, input: &Input, results: &[Value]) -> csv::Result<()> {
@@ -232,45 +226,6 @@ pub fn write_with_input(out: impl Write, input: &Input, results: &[Value]) -> cs
             .map(|r| result_cells(r))
             .unwrap_or_default();
         w.write_record(row.iter().map(String::as_str).chain(cells.iter().map(String::as_str)))?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
-/// Writes results without their input file: `index`, every `custom` key (the union, in order
-/// of first appearance), then [`RESULT_COLUMNS`].
-pub fn write_results(out: impl Write, results: &[Value]) -> csv::Result<()> {
-    let mut keys: Vec<String> = Vec::new();
-    for r in results {
-        if let Some(c) = r["custom"].as_object() {
-            for k in c.keys() {
-                if !keys.contains(k) {
-                    keys.push(k.clone());
-                }
-            }
-        }
-    }
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record(
-        std::iter::once("index")
-            .chain(keys.iter().map(String::as_str))
-            .chain(RESULT_COLUMNS),
-    )?;
-    for r in results {
-        let custom: Vec<String> = keys
-            .iter()
-            .map(|k| match &r["custom"][k] {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                v => v.to_string(),
-            })
-            .collect();
-        let index = r["index"].as_u64().map(|i| i.to_string()).unwrap_or_default();
-        w.write_record(
-            std::iter::once(index.as_str())
-                .chain(custom.iter().map(String::as_str))
-                .chain(result_cells(r).iter().map(String::as_str)),
-        )?;
     }
     w.flush()?;
     Ok(())

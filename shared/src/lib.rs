@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod providers;
 pub mod queue;
+pub mod results_csv;
 pub mod secrets;
 pub mod serde_util;
 pub mod store;

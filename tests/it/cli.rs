@@ -109,6 +109,30 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[2]["custom"]["CRM Id"], "c2");
 
+    // The API serves the same as CSV and NDJSON, a page at a time, the next in X-Next-Cursor.
+    let http = reqwest::Client::new();
+    let get = |q: String| {
+        http.get(format!("{}/jobs/{job}/results?{q}", stack.api_url))
+            .bearer_auth(&token)
+            .send()
+    };
+    let resp = get("format=csv&limit=2".into()).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
+    let cursor = resp.headers()["x-next-cursor"].to_str().unwrap().to_string();
+    let text = resp.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "index,CRM Id,Owner,outcome,email,email_status,phone,reason");
+    assert!(lines[1].starts_with("0,c0,kim,"), "{text}");
+    assert_eq!(lines.len(), 3);
+    let resp = get(format!("format=ndjson&cursor={cursor}")).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    assert!(resp.headers().get("x-next-cursor").is_none(), "the last page");
+    let text = resp.text().await.unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!((last["index"].as_u64(), text.lines().count()), (Some(2), 1));
+    let resp = get("format=xml".into()).await.unwrap();
+    assert_eq!(resp.status(), 400);
+
     // A wrong token: exit 3 and a message that says what to do, without the token.
     let r = relay(&stack, "wrong-token-0123456789", &["status", &job]).await;
     assert_eq!(r.code, Some(3));

@@ -533,6 +533,19 @@ impl<Q: Queue> Api<Q> {
                 );
             }
         };
+        let format = match params.first("format") {
+            None | Some("json") => "json",
+            Some("ndjson") => "ndjson",
+            Some("csv") => "csv",
+            Some(_) => {
+                return error(
+                    400,
+                    "invalid_request",
+                    "must be json, ndjson or csv",
+                    Some("format"),
+                );
+            }
+        };
         if !is_valid_job_id(id) {
             return error(404, "not_found", "no such job", None);
         }
@@ -546,14 +559,45 @@ impl<Q: Queue> Api<Q> {
             Err(e) => return store_unavailable(e),
         };
         let (page, next) = results_page(results, limit, include_raw, MAX_RESULTS_PAGE_BYTES);
-        json_response(
-            200,
-            format!(
-                r#"{{"results":[{}],"next_cursor":{}}}"#,
-                page.join(","),
-                serde_json::to_string(&next).expect("serializable")
-            ),
-        )
+        // NDJSON and CSV: the page as lines, and where the next one starts in `X-Next-Cursor`.
+        let (content_type, body) = match format {
+            "ndjson" => {
+                let mut body = page.join("\n");
+                if !body.is_empty() {
+                    body.push('\n');
+                }
+                ("application/x-ndjson", body)
+            }
+            "csv" => {
+                let rows: Vec<Value> = page
+                    .iter()
+                    .filter_map(|r| serde_json::from_str(r).ok())
+                    .collect();
+                let mut out = Vec::new();
+                if let Err(e) = relay_shared::results_csv::write_results(&mut out, &rows) {
+                    tracing::error!(error = %e, "results CSV not written");
+                    return error(500, "internal", "the results could not be written as CSV", None);
+                }
+                ("text/csv; charset=utf-8", String::from_utf8_lossy(&out).into_owned())
+            }
+            _ => {
+                return json_response(
+                    200,
+                    format!(
+                        r#"{{"results":[{}],"next_cursor":{}}}"#,
+                        page.join(","),
+                        serde_json::to_string(&next).expect("serializable")
+                    ),
+                );
+            }
+        };
+        let mut resp = Response::builder()
+            .status(200)
+            .header("content-type", content_type);
+        if let Some(n) = &next {
+            resp = resp.header("x-next-cursor", n.as_str());
+        }
+        resp.body(Body::Text(body)).expect("valid response")
     }
 }
 
