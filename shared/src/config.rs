@@ -348,6 +348,8 @@ pub struct FetchConfig {
     pub poll_after: Duration,
     /// One FullEnrich request per this interval, shared with the starts.
     pub fullenrich_interval: Duration,
+    /// `RESULT_RETENTION_DAYS`: how long a job's items are kept (90 days).
+    pub retention: Duration,
     /// `JOB_DEADLINE_HOURS` (24): how long a job waits for its results after its last chunk
     /// started before its open contacts time out (a job's `options.deadline_hours` wins).
     pub deadline: Duration,
@@ -371,6 +373,7 @@ impl FetchConfig {
             poll_after: poll_after(env)?,
             fullenrich_interval: fullenrich_interval(env)?,
             deadline: Duration::from_secs(env.number("JOB_DEADLINE_HOURS", 24)?.max(1) * 3600),
+            retention: retention(env)?,
         })
     }
 }
@@ -397,6 +400,13 @@ impl SweepConfig {
     }
 }
 
+/// `RESULT_RETENTION_DAYS` (90): how long a job's contacts and results are kept.
+pub fn retention<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(
+        env.number("RESULT_RETENTION_DAYS", crate::store::DEFAULT_RETENTION_DAYS)? * 86_400,
+    ))
+}
+
 /// `POLL_AFTER_SECONDS` (600): how long a started chunk may go without its results before the
 /// sweeper polls it; both providers say to poll no more than every 5–10 minutes.
 pub fn poll_after<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Duration, ConfigError> {
@@ -417,6 +427,8 @@ pub struct ApiConfig {
     /// One message per chunk to start; consumed by `job-submit-worker`.
     pub submit_queue_url: String,
     pub api_token: SecretString,
+    /// `RESULT_RETENTION_DAYS`: how long a job's items are kept (90 days).
+    pub retention: Duration,
 }
 
 impl ApiConfig {
@@ -425,6 +437,7 @@ impl ApiConfig {
             jobs_table: env.required("JOBS_TABLE")?,
             submit_queue_url: env.url("SUBMIT_QUEUE_URL", None)?,
             api_token: env.secret("RELAY_API_TOKEN")?,
+            retention: retention(env)?,
         })
     }
 }
@@ -449,6 +462,8 @@ pub struct WorkerConfig {
     pub start_confirm_timeout: Duration,
     /// `POLL_AFTER_SECONDS`: a chunk started now is first polled this long after (600 s).
     pub poll_after: Duration,
+    /// `RESULT_RETENTION_DAYS`: how long a job's items are kept (90 days).
+    pub retention: Duration,
 }
 
 impl WorkerConfig {
@@ -469,6 +484,7 @@ impl WorkerConfig {
             start_confirm_timeout: env
                 .duration("START_CONFIRM_TIMEOUT", Duration::from_secs(6 * 3600))?,
             poll_after: poll_after(env)?,
+            retention: retention(env)?,
         })
     }
 }

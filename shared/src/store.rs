@@ -277,6 +277,9 @@ pub struct DynamoJobStore {
     pub apply_lease_ms: u64,
     /// How long a started chunk may go without its results before its first poll.
     pub poll_after_ms: u64,
+    /// How long every item of a job is kept after it is written (`RESULT_RETENTION_DAYS`):
+    /// DynamoDB's TTL deletes it then (`expires_at`).
+    pub retention_s: u64,
 }
 
 impl DynamoJobStore {
@@ -286,6 +289,7 @@ impl DynamoJobStore {
             table: table.into(),
             apply_lease_ms: 120_000,
             poll_after_ms: DEFAULT_POLL_AFTER_MS,
+            retention_s: DEFAULT_RETENTION_DAYS * 86_400,
         }
     }
 
@@ -407,6 +411,9 @@ impl DynamoJobStore {
                     .await
                     .map_err(unavailable)?;
                 for item in got.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
+                    if expired(&item) {
+                        continue;
+                    }
                     let meta = parse_meta(&item)?;
                     heads.insert(job_pk(&meta.job_id), meta);
                 }
@@ -444,6 +451,18 @@ impl DynamoJobStore {
         Ok(unless_condition_failed(out)?.is_some())
     }
 
+    /// How long a job's items are kept (`RESULT_RETENTION_DAYS`).
+    pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention_s = retention.as_secs();
+        self
+    }
+
+    /// `item` with its expiry: kept `retention_s` from now, then deleted by TTL.
+    fn expiring(&self, mut item: Item) -> Item {
+        item.insert("expires_at".into(), n(now_ms() / 1000 + self.retention_s));
+        item
+    }
+
     /// How long a bulk apply holds its chunk (`APPLY_LEASE_SECONDS`).
     pub fn with_apply_lease(mut self, lease: std::time::Duration) -> Self {
         self.apply_lease_ms = lease.as_millis() as u64;
@@ -471,10 +490,10 @@ impl DynamoJobStore {
             if let Some(custom) = &c.custom {
                 item.insert("custom".into(), s(custom.to_string()));
             }
-            requests.push(put_request(item));
+            requests.push(put_request(self.expiring(item)));
         }
         for c in chunks {
-            requests.push(put_request(chunk_item(&pk, c)));
+            requests.push(put_request(self.expiring(chunk_item(&pk, c))));
         }
         // 25 items per call, 8 calls in flight: 50,000 contacts are 2,000 calls.
         let batches: Vec<Vec<WriteRequest>> = requests.chunks(25 * 8).map(<[_]>::to_vec).collect();
@@ -486,7 +505,7 @@ impl DynamoJobStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(meta_item(meta)))
+            .set_item(Some(self.expiring(meta_item(meta))))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
@@ -830,7 +849,7 @@ impl DynamoJobStore {
             for half in &halves {
                 let put = Put::builder()
                     .table_name(&self.table)
-                    .set_item(Some(chunk_item(&pk, half)))
+                    .set_item(Some(self.expiring(chunk_item(&pk, half))))
                     .condition_expression("attribute_not_exists(sk)")
                     .build()
                     .map_err(build)?;
@@ -1316,6 +1335,9 @@ fn parse_chunk(item: &Item) -> Result<Chunk, StoreError> {
     })
 }
 
+/// How long a job's items are kept, unless configured (`RESULT_RETENTION_DAYS`).
+pub const DEFAULT_RETENTION_DAYS: u64 = 90;
+
 /// How long a started chunk waits for its results before its first poll, unless configured
 /// (`POLL_AFTER_SECONDS`).
 pub const DEFAULT_POLL_AFTER_MS: u64 = 600_000;
@@ -1427,6 +1449,11 @@ fn result_item(pk: &str, r: &ContactResult) -> Item {
         item.insert("provisional".into(), AttributeValue::Bool(true));
     }
     item
+}
+
+/// Whether an item's `expires_at` (TTL, seconds) has passed.
+fn expired(item: &Item) -> bool {
+    get_n::<u64>(item, "expires_at").is_some_and(|at| at <= now_ms() / 1000)
 }
 
 /// When a result row was written (the version a replacing write is conditioned on).
@@ -1549,6 +1576,7 @@ impl JobStore for DynamoJobStore {
             .item("chunk", n(chunk.index))
             .item("offset", n(chunk.offset))
             .item("count", n(chunk.count))
+            .item("expires_at", n(now_ms() / 1000 + self.retention_s))
             .send()
             .await
             .map_err(unavailable)?;
@@ -1621,7 +1649,12 @@ impl JobStore for DynamoJobStore {
             .send()
             .await
             .map_err(unavailable)?;
-        out.item.as_ref().map(parse_meta).transpose()
+        // Past its retention a job is gone, whenever TTL gets round to deleting it.
+        out.item
+            .as_ref()
+            .filter(|i| !expired(i))
+            .map(parse_meta)
+            .transpose()
     }
 
     async fn find_chunk(
@@ -1698,7 +1731,7 @@ impl JobStore for DynamoJobStore {
                 .minus(replacing.as_ref().map_or_else(Counts::default, |(o, _)| Counts::of([o.outcome])));
             let put = Put::builder()
                 .table_name(&self.table)
-                .set_item(Some(result_item(&pk, &result)));
+                .set_item(Some(self.expiring(result_item(&pk, &result))));
             let put = match &replacing {
                 None => put.condition_expression("attribute_not_exists(sk)"),
                 Some((old, at)) => put
@@ -1850,7 +1883,7 @@ impl JobStore for DynamoJobStore {
             }
             written.insert(r.index);
             outcomes.insert(r.index, r.outcome);
-            requests.push(put_request(result_item(&pk, r)));
+            requests.push(put_request(self.expiring(result_item(&pk, r))));
         }
         stored.write_calls += self.batch_write(requests).await?;
 

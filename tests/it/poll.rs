@@ -271,3 +271,68 @@ async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_
     );
     assert_eq!(f.results(&single).await[0].outcome, Outcome::Found);
 }
+
+/// Retention (issue: the client's side): every item of a job carries `expires_at`, so DynamoDB's
+/// TTL deletes its contacts and results `RESULT_RETENTION_DAYS` after they were written, and a job
+/// past it reads as gone before TTL gets round to it.
+#[tokio::test]
+async fn every_item_of_a_job_expires_and_an_expired_job_is_gone() {
+    use crate::fetch::{fe_contacts as records, fe_env, fe_record};
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::Enrich, records(2), 100, &["fe-ttl"])
+        .await;
+    let batch = json!({"id": "fe-ttl", "status": "FINISHED", "data": [fe_record(0, "found"), fe_record(1, "not_found")]});
+    f.run_until_settled(vec![fe_env(&job, Hook::Batch, batch.to_string().as_bytes())])
+        .await;
+    let ddb = relay_shared::aws::dynamodb(&f.stack.sdk);
+    let items = ddb
+        .query()
+        .table_name(f.stack.res.table("JobsTable"))
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("JOB#{job}")))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let kinds: std::collections::BTreeSet<String> = items
+        .iter()
+        .map(|i| {
+            let sk = i["sk"].as_s().unwrap();
+            sk.split('#').next().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["CHUNK", "CONTACT", "META", "PID", "RESULT"],
+        "every kind of item is here"
+    );
+    let now_s = relay_shared::now_ms() / 1000;
+    let ninety_days = 90 * 86_400;
+    for item in &items {
+        let at: u64 = item
+            .get("expires_at")
+            .unwrap_or_else(|| panic!("{} has no expires_at", item["sk"].as_s().unwrap()))
+            .as_n()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            at.abs_diff(now_s + ninety_days) < 300,
+            "{} expires {at}",
+            item["sk"].as_s().unwrap()
+        );
+    }
+    // Past its retention, the job is gone for every reader (TTL deletes lazily).
+    ddb.update_item()
+        .table_name(f.stack.res.table("JobsTable"))
+        .key("pk", AttributeValue::S(format!("JOB#{job}")))
+        .key("sk", AttributeValue::S("META".into()))
+        .update_expression("SET expires_at = :past")
+        .expression_attribute_values(":past", AttributeValue::N((now_s - 1).to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert!(f.jobs.get_job(&job).await.unwrap().is_none());
+}

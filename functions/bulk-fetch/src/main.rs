@@ -22,7 +22,8 @@ async fn main() -> Result<(), Error> {
     let worker = Arc::new(Worker {
         jobs: DynamoJobStore::new(ddb.clone(), &config.jobs_table)
             .with_apply_lease(config.apply_lease)
-            .with_poll_after(config.poll_after),
+            .with_poll_after(config.poll_after)
+            .with_retention(config.retention),
         dedupe: DynamoDedupe::new(
             ddb,
             &config.dedupe_table,

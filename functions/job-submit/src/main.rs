@@ -19,7 +19,8 @@ async fn main() -> Result<(), Error> {
     let env = relay_shared::secrets::env_with_secrets(&aws).await?;
     let config = ApiConfig::from_env(&env)?;
     let api = Arc::new(Api {
-        jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
+        jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table)
+            .with_retention(config.retention),
         submit_queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.submit_queue_url),
         token: BearerToken::new(config.api_token.expose_secret()),
     });

@@ -20,7 +20,8 @@ async fn main() -> Result<(), Error> {
     let config = WorkerConfig::from_env(&env)?;
     let submitter = Arc::new(ChunkSubmitter {
         jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table)
-            .with_poll_after(config.poll_after),
+            .with_poll_after(config.poll_after)
+            .with_retention(config.retention),
         starter: config.providers.client(),
         queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.submit_queue_url),
         secret: config.webhook_secret,
