@@ -233,6 +233,10 @@ pub struct JobMeta {
     pub error: Option<JobError>,
     /// Operation options as the caller sent them (e.g. `enrich_fields`).
     pub options: Value,
+    /// The caller asked for the job to be erased (`DELETE /jobs/{id}`): it reads as gone, starts
+    /// nothing more, and its deliveries are dropped; its items are being deleted (the head stays
+    /// as a tombstone without contact data until its retention ends).
+    pub deleted: bool,
 }
 
 impl JobMeta {
@@ -267,6 +271,7 @@ impl JobMeta {
             updated_at_ms: now,
             error: None,
             options,
+            deleted: false,
         }
     }
 }

@@ -411,7 +411,7 @@ impl DynamoJobStore {
                     .await
                     .map_err(unavailable)?;
                 for item in got.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
-                    if expired(&item) {
+                    if expired(&item) || item.contains_key("deleted_at") {
                         continue;
                     }
                     let meta = parse_meta(&item)?;
@@ -435,6 +435,96 @@ impl DynamoJobStore {
             })
         });
         Ok((jobs, next))
+    }
+
+    /// Marks a job erased (`DELETE /jobs/{id}`): from now on it reads as deleted. `false`: no
+    /// such job.
+    pub async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .update_expression("SET deleted_at = if_not_exists(deleted_at, :now)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
+    /// Deletes up to `limit` items of a job other than its head (contacts, results, chunks,
+    /// provider-id links), 25 per BatchWriteItem. Returns how many it deleted; 0 means none is
+    /// left, and the head is made a tombstone: the caller's name and options removed, counts
+    /// and status kept, gone by TTL when its retention ends.
+    pub async fn delete_items(&self, job_id: &str, limit: usize) -> Result<usize, StoreError> {
+        let pk = job_pk(job_id);
+        let mut keys = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression("pk, sk")
+                .set_exclusive_start_key(start.take())
+                .limit(1000)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            keys.extend(
+                page.items()
+                    .iter()
+                    .filter(|i| get_s(i, "sk") != Some("META"))
+                    .cloned(),
+            );
+            start = page.last_evaluated_key;
+            if start.is_none() || keys.len() >= limit {
+                break;
+            }
+        }
+        keys.truncate(limit);
+        let deleted = keys.len();
+        let requests: Vec<WriteRequest> = keys
+            .into_iter()
+            .map(|key| {
+                WriteRequest::builder()
+                    .delete_request(
+                        aws_sdk_dynamodb::types::DeleteRequest::builder()
+                            .set_key(Some(key))
+                            .build()
+                            .expect("key set"),
+                    )
+                    .build()
+            })
+            .collect();
+        let batches: Vec<Vec<WriteRequest>> = requests.chunks(25 * 8).map(<[_]>::to_vec).collect();
+        let writes = futures::stream::iter(batches.into_iter().map(|b| self.batch_write(b)))
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        writes.into_iter().collect::<Result<Vec<_>, _>>()?;
+        if deleted == 0 {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s("META"))
+                .update_expression("REMOVE #name, options")
+                .condition_expression("attribute_exists(deleted_at)")
+                .expression_attribute_names("#name", "name")
+                .send()
+                .await
+                .map(|_| ())
+                .or_else(|e| match e.as_service_error() {
+                    Some(se) if se.is_conditional_check_failed_exception() => Ok(()),
+                    _ => Err(unavailable(e)),
+                })?;
+        }
+        Ok(deleted)
     }
 
     /// Takes a due chunk for one poll: moves its `poll_at` `hold_ms` on, if it is still the one
@@ -1285,6 +1375,7 @@ fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
         updated_at_ms: get_n(item, "updated_at").unwrap_or(0),
         error: get_json(item, "error").and_then(|v| serde_json::from_value(v).ok()),
         options: get_json(item, "options").unwrap_or(Value::Null),
+        deleted: item.contains_key("deleted_at"),
     })
 }
 

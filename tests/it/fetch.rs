@@ -1321,3 +1321,19 @@ async fn unsigned_fullenrich_bodies_are_triggers_not_results() {
     );
     assert_eq!(f.job(&job).await.status, JobStatus::Completed);
 }
+
+/// A delivery for a job its owner deleted is dropped: not applied, and not parked either (the DLQ
+/// would keep the contact data the owner asked to erase).
+#[tokio::test]
+async fn deliveries_for_a_deleted_job_are_dropped_not_parked() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::Enrich, fe_contacts(2), 100, &["fe-gone"])
+        .await;
+    assert!(f.jobs.mark_deleted(&job).await.unwrap());
+    let body = fe_body("fullenrich/batch_finished.json", "fe-gone");
+    let (resp, _) = f.run(&[fe_env(&job, Hook::Batch, &body)]).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert!(f.results(&job).await.is_empty(), "nothing applied");
+    assert!(f.dead_letters().await.is_empty(), "nothing parked");
+}

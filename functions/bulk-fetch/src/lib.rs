@@ -50,6 +50,8 @@ pub enum Disposition {
     /// A poll that applied nothing: the chunk was final already, or its results are not ready
     /// (its next poll is scheduled), or the provider failed (the sweeper polls again when due).
     Polled(String),
+    /// A delivery for a job the caller deleted: dropped, its body kept nowhere.
+    Dropped(String),
     /// A poll past the job's deadline: this many contacts of the chunk got no result and are
     /// `timed_out`; the chunk ended.
     TimedOut(usize),
@@ -198,6 +200,7 @@ where
             Disposition::Deferred(_, r) => ("deferred", Some(r.as_str())),
             Disposition::Polled(r) => ("polled", Some(r.as_str())),
             Disposition::TimedOut(_) => ("timed_out", None),
+            Disposition::Dropped(r) => ("dropped", Some(r.as_str())),
         };
         let (new, existing) = match disposition {
             Disposition::Applied { new, existing } => (new, existing),
@@ -274,6 +277,10 @@ where
             Ok(None) => return Disposition::Parked("unknown job".into()),
             Err(e) => return Disposition::Retry(e.to_string()),
         };
+        if meta.deleted {
+            // Erased at the caller's request: its data is not kept, not even in the DLQ.
+            return Disposition::Dropped("the job was deleted".into());
+        }
         if meta.provider != env.provider {
             return Disposition::Parked("provider does not match the job".into());
         }
@@ -354,6 +361,9 @@ where
     async fn poll(&self, target: &PollTarget) -> Disposition {
         let job_id = target.job_id.as_str();
         let meta = match self.jobs.get_job(job_id).await {
+            Ok(Some(meta)) if meta.deleted => {
+                return Disposition::Polled("the job was deleted".into());
+            }
             Ok(Some(meta)) => meta,
             Ok(None) => return Disposition::Parked("poll of an unknown job".into()),
             Err(e) => return Disposition::Retry(e.to_string()),
@@ -1266,7 +1276,7 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
             Disposition::Deferred(..) => {
                 line.add(metrics::DEFERRED, 1);
             }
-            Disposition::Polled(_) => {}
+            Disposition::Polled(_) | Disposition::Dropped(_) => {}
             Disposition::TimedOut(contacts) => {
                 line.add(metrics::CHUNKS_TIMED_OUT, 1);
                 line.add(metrics::CONTACTS_TIMED_OUT, *contacts as u64);

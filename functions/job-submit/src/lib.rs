@@ -54,6 +54,8 @@ pub enum SubmitAction {
     /// The chunk's start is unconfirmed: fail it if no webhook adopted it in time, else look
     /// again later.
     ConfirmCheck,
+    /// Erase the job's items (`DELETE /jobs/{id}`), a bounded number per message.
+    Delete,
 }
 
 impl SubmitAction {
@@ -65,6 +67,10 @@ impl SubmitAction {
 impl SubmitChunk {
     pub fn start(job_id: &str, chunk: u32) -> String {
         Self::message(job_id, chunk, SubmitAction::Start)
+    }
+
+    pub fn delete(job_id: &str) -> String {
+        Self::message(job_id, 0, SubmitAction::Delete)
     }
 
     fn message(job_id: &str, chunk: u32, action: SubmitAction) -> String {
@@ -179,6 +185,11 @@ impl<Q: Queue> Api<Q> {
             }
             (true, []) if get => ("GET /jobs", None, self.list(req).await),
             (true, [id]) if get => ("GET /jobs/{id}", Some(id.to_string()), self.job(id).await),
+            (true, [id]) if req.method() == "DELETE" => (
+                "DELETE /jobs/{id}",
+                Some(id.to_string()),
+                self.delete(id).await,
+            ),
             (true, [id, "cancel"]) if post => (
                 "POST /jobs/{id}/cancel",
                 Some(id.to_string()),
@@ -399,8 +410,8 @@ impl<Q: Queue> Api<Q> {
             return error(404, "not_found", "no such job", None);
         }
         let meta = match self.jobs.get_job(id).await {
-            Ok(Some(m)) => m,
-            Ok(None) => return error(404, "not_found", "no such job", None),
+            Ok(Some(m)) if !m.deleted => m,
+            Ok(_) => return error(404, "not_found", "no such job", None),
             Err(e) => return store_unavailable(e),
         };
         let chunks = match self.jobs.chunks(id).await {
@@ -463,6 +474,29 @@ impl<Q: Queue> Api<Q> {
         }
     }
 
+    /// `DELETE /jobs/{id}`: a user's erasure request. The job reads as gone at once (404, not
+    /// listed, nothing more started, its deliveries dropped) and its contacts and results are
+    /// deleted in the background (the worker, from the submit queue); 202.
+    async fn delete(&self, id: &str) -> Response<Body> {
+        if !is_valid_job_id(id) {
+            return error(404, "not_found", "no such job", None);
+        }
+        match self.jobs.get_job(id).await {
+            Ok(Some(m)) if !m.deleted => {}
+            Ok(_) => return error(404, "not_found", "no such job", None),
+            Err(e) => return store_unavailable(e),
+        }
+        if let Err(e) = self.jobs.mark_deleted(id).await {
+            return store_unavailable(e);
+        }
+        if let Err(e) = self.submit_queue.send(SubmitChunk::delete(id)).await {
+            // Marked: it reads as gone; the items wait for a retry of this request (or TTL).
+            tracing::error!(error = %e, job_id = id, "erasure not queued");
+            return error(503, "unavailable", "the erasure could not be queued; retry", None);
+        }
+        json_response(202, json!({"job_id": id, "status": "deleting"}).to_string())
+    }
+
     /// `POST /jobs/{id}/cancel`: chunks not started yet are never started (their contacts end
     /// `failed` with reason `canceled`); started chunks finish and their results are kept. 409
     /// once the job has ended.
@@ -471,8 +505,8 @@ impl<Q: Queue> Api<Q> {
             return error(404, "not_found", "no such job", None);
         }
         let meta = match self.jobs.get_job(id).await {
-            Ok(Some(m)) => m,
-            Ok(None) => return error(404, "not_found", "no such job", None),
+            Ok(Some(m)) if !m.deleted => m,
+            Ok(_) => return error(404, "not_found", "no such job", None),
             Err(e) => return store_unavailable(e),
         };
         if meta.status.is_terminal() {
@@ -550,8 +584,8 @@ impl<Q: Queue> Api<Q> {
             return error(404, "not_found", "no such job", None);
         }
         match self.jobs.get_job(id).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return error(404, "not_found", "no such job", None),
+            Ok(Some(m)) if !m.deleted => {}
+            Ok(_) => return error(404, "not_found", "no such job", None),
             Err(e) => return store_unavailable(e),
         }
         let results = match self.jobs.results(id, from, limit + 1).await {
@@ -742,6 +776,10 @@ pub enum Submitted {
     Retry(String),
 }
 
+/// Items one erasure message deletes (then the next message goes on): well inside the worker's
+/// timeout at 25 items per BatchWriteItem, 8 in flight.
+pub const ERASE_PER_MESSAGE: usize = 5_000;
+
 /// A batch of submit messages as one EMF line: starts by outcome.
 pub fn starts_metrics(outcomes: &[Submitted]) -> Metrics {
     let mut m = Metrics::new("job-submit-worker");
@@ -793,6 +831,7 @@ impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
         let outcome = match m.action {
             SubmitAction::Start => self.try_submit(&m.job_id, m.chunk).await,
             SubmitAction::ConfirmCheck => self.check_unconfirmed(&m.job_id, m.chunk).await,
+            SubmitAction::Delete => self.erase(&m.job_id).await,
         }
         .unwrap_or_else(|e| Submitted::Retry(e.to_string()));
         let (what, detail) = match &outcome {
@@ -816,6 +855,20 @@ impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
         outcome
     }
 
+    /// Deletes up to [`ERASE_PER_MESSAGE`] items of an erased job; if more are left, the rest
+    /// goes on in a new message.
+    async fn erase(&self, job_id: &str) -> Result<Submitted, StoreError> {
+        let deleted = self.jobs.delete_items(job_id, ERASE_PER_MESSAGE).await?;
+        if deleted == 0 {
+            tracing::info!(job_id, "job erased");
+            return Ok(Submitted::Skipped);
+        }
+        match self.queue.send(SubmitChunk::delete(job_id)).await {
+            Ok(_) => Ok(Submitted::Skipped),
+            Err(e) => Ok(Submitted::Retry(format!("erasure not continued: {e}"))),
+        }
+    }
+
     /// Starts one chunk, once.
     pub async fn submit(&self, job_id: &str, index: u32) -> Submitted {
         self.handle(&SubmitChunk {
@@ -827,7 +880,7 @@ impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
     }
 
     async fn try_submit(&self, job_id: &str, index: u32) -> Result<Submitted, StoreError> {
-        let Some(meta) = self.jobs.get_job(job_id).await? else {
+        let Some(meta) = self.jobs.get_job(job_id).await?.filter(|m| !m.deleted) else {
             return Ok(Submitted::Skipped);
         };
         let Some(chunk) = self.jobs.chunk(job_id, index).await? else {
