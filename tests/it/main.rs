@@ -7,6 +7,7 @@ mod dlq;
 mod documented;
 mod e2e;
 mod fetch;
+mod openapi;
 mod ingest;
 mod poll;
 mod soak;

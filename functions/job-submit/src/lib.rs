@@ -135,6 +135,21 @@ fn store_unavailable(e: StoreError) -> Response<Body> {
     )
 }
 
+/// The API's OpenAPI 3.1 document (`docs/openapi.json`), served at `GET /openapi.json`. A test
+/// checks it against [`ROUTES`], the router and the bodies the API returns.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// Every route the API serves, as (method, path): the router names each request by one of them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/jobs"),
+    ("GET", "/jobs"),
+    ("GET", "/jobs/{id}"),
+    ("DELETE", "/jobs/{id}"),
+    ("POST", "/jobs/{id}/cancel"),
+    ("GET", "/jobs/{id}/results"),
+    ("GET", "/openapi.json"),
+];
+
 pub struct Api<Q> {
     pub jobs: DynamoJobStore,
     pub submit_queue: Q,
@@ -163,7 +178,18 @@ impl<Q: Queue> Api<Q> {
         resp
     }
 
-    async fn route(&self, req: &Request) -> (&'static str, Option<String>, Response<Body>) {
+    /// Routes one request; returns the route's name (one of [`ROUTES`], or `unauthorized`,
+    /// `method`, `unknown`), the job id when the route names one, and the response.
+    pub async fn route(&self, req: &Request) -> (&'static str, Option<String>, Response<Body>) {
+        if req.method() == "GET" && req.uri().path().ends_with("/openapi.json") {
+            // The API's description is public: no token needed to read it.
+            let resp = Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::Text(OPENAPI.to_string()))
+                .expect("valid response");
+            return ("GET /openapi.json", None, resp);
+        }
         let auth = req
             .headers()
             .get("authorization")

@@ -23,10 +23,11 @@ pub const FUNCTIONS: [(&str, &str, &str); 5] = [
 ];
 
 /// The routes the code serves: (function, method, path).
-pub const ROUTES: [(&str, &str, &str); 3] = [
+pub const ROUTES: [(&str, &str, &str); 4] = [
     ("WebhookIngestFunction", "POST", "/webhooks/{proxy+}"),
     ("JobSubmitFunction", "ANY", "/jobs"),
     ("JobSubmitFunction", "ANY", "/jobs/{proxy+}"),
+    ("JobSubmitFunction", "GET", "/openapi.json"),
 ];
 
 /// SQS consumers: (function, queue).

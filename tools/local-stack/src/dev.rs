@@ -489,7 +489,7 @@ async fn route(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
-    let api = if path == "/jobs" || path.starts_with("/jobs/") {
+    let api = if path == "/jobs" || path.starts_with("/jobs/") || path == "/openapi.json" {
         &router.jobs
     } else if path.starts_with("/webhooks/") {
         &router.ingest

@@ -1,0 +1,149 @@
+//! The OpenAPI document (issue: the client's side) against the code, so it cannot drift: its
+//! paths are the router's routes, and its schemas name exactly the fields the API returns.
+
+use std::collections::BTreeSet;
+
+use job_submit::{Api, OPENAPI, ROUTES};
+use relay_shared::auth::BearerToken;
+use relay_shared::jobs::Operation;
+use relay_shared::queue::SqsQueue;
+use relay_shared::store::DynamoJobStore;
+use serde_json::{Value, json};
+
+use crate::support::{Stack, apigw_request};
+
+const TOKEN: &str = "openapi-token-0123456789";
+
+fn props(doc: &Value, schema: &str) -> BTreeSet<String> {
+    let s = &doc["components"]["schemas"][schema];
+    let own = s["properties"].as_object().cloned().unwrap_or_default();
+    let mut out: BTreeSet<String> = own.keys().cloned().collect();
+    for part in s["allOf"].as_array().into_iter().flatten() {
+        match part["$ref"].as_str() {
+            Some(r) => out.extend(props(doc, r.rsplit('/').next().unwrap())),
+            None => out.extend(
+                part["properties"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|o| o.keys().cloned()),
+            ),
+        }
+    }
+    out
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_bodies() {
+    let stack = Stack::new().await;
+    let api = Api {
+        jobs: DynamoJobStore::new(
+            relay_shared::aws::dynamodb(&stack.sdk),
+            stack.res.table("JobsTable"),
+        ),
+        submit_queue: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
+        token: BearerToken::new(TOKEN),
+    };
+    // Served without a token.
+    let resp = api.handle(apigw_request("GET", "/openapi.json", &[], b"")).await;
+    assert_eq!(resp.status(), 200);
+    let doc: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc, serde_json::from_str::<Value>(OPENAPI).unwrap());
+
+    // Its paths are the routes, and the router names each request by its route.
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let routes: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, routes);
+    let auth = format!("Bearer {TOKEN}");
+    for (method, path) in ROUTES {
+        let concrete = path.replace("{id}", "job_00000000000000000000000000000000");
+        let (name, _, _) = api
+            .route(&apigw_request(method, &concrete, &[("authorization", &auth)], b"{}"))
+            .await;
+        assert_eq!(name, format!("{method} {path}"));
+    }
+
+    // The bodies the API returns have exactly the documented fields.
+    let contacts = json!([{"email": "ada@example.com", "custom": {"crm_id": "c0"}}]);
+    let body = json!({"provider": "enrow", "operation": "email_verify", "contacts": contacts});
+    let call = |m: &'static str, p: String, b: Vec<u8>| {
+        let auth = auth.clone();
+        let api = &api;
+        async move {
+            let resp = api
+                .handle(apigw_request(m, &p, &[("authorization", &auth)], &b))
+                .await;
+            let status = resp.status().as_u16();
+            (status, serde_json::from_slice::<Value>(resp.body().as_ref()).unwrap())
+        }
+    };
+    let (status, accepted) = call("POST", "/jobs".into(), body.to_string().into_bytes()).await;
+    assert_eq!(status, 202);
+    assert_eq!(keys(&accepted), props(&doc, "Accepted"));
+    let id = accepted["job_id"].as_str().unwrap().to_string();
+    let (_, job) = call("GET", format!("/jobs/{id}"), vec![]).await;
+    assert_eq!(keys(&job), props(&doc, "Job"));
+    let chunk_schema = &doc["components"]["schemas"]["Job"]["allOf"][1]["properties"]["chunks"]["items"];
+    assert_eq!(
+        keys(&job["chunks"][0]),
+        chunk_schema["properties"].as_object().unwrap().keys().cloned().collect()
+    );
+    let (_, list) = call("GET", "/jobs".into(), vec![]).await;
+    assert_eq!(keys(&list["jobs"][0]), props(&doc, "JobSummary"));
+    let (status, err) = call("POST", "/jobs".into(), b"{\"provider\": \"x\"}".to_vec()).await;
+    assert_eq!(status, 400);
+    assert_eq!(keys(&err), props(&doc, "Error"));
+    assert_eq!(
+        keys(&err["error"]),
+        doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    );
+    // A result row (stored directly: no provider runs here) names documented fields only.
+    let row = serde_json::to_value(relay_shared::jobs::ContactResult {
+        index: 0,
+        custom: Some(json!({"crm_id": "c0"})),
+        outcome: relay_shared::jobs::Outcome::Valid,
+        email: Some("ada@example.com".into()),
+        email_status: Some("valid".into()),
+        phone: None,
+        reason: None,
+        provisional: true,
+        raw: Value::Null,
+    })
+    .unwrap();
+    assert!(keys(&row).is_subset(&props(&doc, "Result")), "{row}");
+
+    // The enums are the code's.
+    let ops: Vec<&str> = [
+        Operation::EmailFind,
+        Operation::EmailVerify,
+        Operation::PhoneFind,
+        Operation::Enrich,
+        Operation::ReverseEmail,
+    ]
+    .iter()
+    .map(|o| o.as_str())
+    .collect();
+    assert_eq!(doc["components"]["schemas"]["Operation"]["enum"], json!(ops));
+}
