@@ -46,29 +46,8 @@ enum Command {
     Submit {
         #[command(flatten)]
         api: Api,
-        /// `enrow` or `fullenrich`.
-        #[arg(long)]
-        provider: String,
-        /// enrow: email_find, email_verify, phone_find; fullenrich: enrich, reverse_email.
-        #[arg(long)]
-        operation: String,
-        /// The CSV file: a header row, one contact a row.
-        contacts: std::path::PathBuf,
-        /// The job's name.
-        #[arg(long)]
-        name: Option<String>,
-        /// Makes a retry of this command return the same job (and spend nothing again).
-        #[arg(long)]
-        idempotency_key: Option<String>,
-        /// A column for a contact field when its header does not say it: `--map "Work Email=email"`.
-        #[arg(long = "map", value_parser = parse_map)]
-        maps: Vec<(String, String)>,
-        /// Follow the job with a progress bar until it ends, then write the results.
-        #[arg(long)]
-        wait: bool,
-        /// Where --wait writes the results CSV (default: stdout).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        submit: SubmitArgs,
     },
     /// A job's status and counts.
     Status {
@@ -182,29 +161,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dlq { command } => dlq(command).await,
-        Command::Submit {
-            api,
-            provider,
-            operation,
-            contacts,
-            name,
-            idempotency_key,
-            maps,
-            wait,
-            out,
-        } => {
-            let submit = Submit {
-                provider,
-                operation,
-                contacts,
-                name,
-                idempotency_key,
-                maps,
-                wait,
-                out,
-            };
-            submit.run(&api).await
-        }
+        Command::Submit { api, submit } => submit.run(&api).await,
         Command::Status { api, job } => status(&api, &job).await,
         Command::Jobs { api, limit } => jobs(&api, limit).await,
         Command::Cancel { api, job } => cancel(&api, &job).await,
@@ -238,18 +195,34 @@ fn output(out: &Option<std::path::PathBuf>) -> Result<Box<dyn std::io::Write>, F
     })
 }
 
-struct Submit {
+#[derive(Args)]
+struct SubmitArgs {
+    /// `enrow` or `fullenrich`.
+    #[arg(long)]
     provider: String,
+    /// enrow: email_find, email_verify, phone_find; fullenrich: enrich, reverse_email.
+    #[arg(long)]
     operation: String,
+    /// The CSV file: a header row, one contact a row.
     contacts: std::path::PathBuf,
+    /// The job's name.
+    #[arg(long)]
     name: Option<String>,
+    /// Makes a retry of this command return the same job (and spend nothing again).
+    #[arg(long)]
     idempotency_key: Option<String>,
+    /// A column for a contact field when its header does not say it: `--map "Work Email=email"`.
+    #[arg(long = "map", value_parser = parse_map)]
     maps: Vec<(String, String)>,
+    /// Follow the job with a progress bar until it ends, then write the results.
+    #[arg(long)]
     wait: bool,
+    /// Where --wait writes the results CSV (default: stdout).
+    #[arg(long)]
     out: Option<std::path::PathBuf>,
 }
 
-impl Submit {
+impl SubmitArgs {
     async fn run(self, api: &Api) -> Result<u8, Failure> {
         let op = Operation::parse(&self.operation)
             .filter(|o| o.provider().as_str() == self.provider)
@@ -479,5 +452,15 @@ async fn dlq(command: DlqCommand) -> Result<u8, Failure> {
             }
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -441,11 +441,7 @@ impl DynamoJobStore {
     /// such job.
     pub async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
+            .meta_item_update(job_id)
             .update_expression("SET deleted_at = if_not_exists(deleted_at, :now)")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", n(now_ms()))
@@ -459,33 +455,13 @@ impl DynamoJobStore {
     /// left, and the head is made a tombstone: the caller's name and options removed, counts
     /// and status kept, gone by TTL when its retention ends.
     pub async fn delete_items(&self, job_id: &str, limit: usize) -> Result<usize, StoreError> {
-        let pk = job_pk(job_id);
-        let mut keys = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&pk))
-                .projection_expression("pk, sk")
-                .set_exclusive_start_key(start.take())
-                .limit(1000)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            keys.extend(
-                page.items()
-                    .iter()
-                    .filter(|i| get_s(i, "sk") != Some("META"))
-                    .cloned(),
-            );
-            start = page.last_evaluated_key;
-            if start.is_none() || keys.len() >= limit {
-                break;
-            }
-        }
+        // Every sort key of a job sorts between "!" and "~"; the head is one of them.
+        let mut keys: Vec<Item> = self
+            .query_range_of(job_id, "!", "~", Some(limit + 1), Some("pk, sk"))
+            .await?
+            .into_iter()
+            .filter(|i| get_s(i, "sk") != Some("META"))
+            .collect();
         keys.truncate(limit);
         let deleted = keys.len();
         let requests: Vec<WriteRequest> = keys
@@ -501,28 +477,16 @@ impl DynamoJobStore {
                     .build()
             })
             .collect();
-        let batches: Vec<Vec<WriteRequest>> = requests.chunks(25 * 8).map(<[_]>::to_vec).collect();
-        let writes = futures::stream::iter(batches.into_iter().map(|b| self.batch_write(b)))
-            .buffer_unordered(8)
-            .collect::<Vec<_>>()
-            .await;
-        writes.into_iter().collect::<Result<Vec<_>, _>>()?;
+        self.batch_write_all(requests).await?;
         if deleted == 0 {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key("sk", s("META"))
+            let out = self
+                .meta_item_update(job_id)
                 .update_expression("REMOVE #name, options")
                 .condition_expression("attribute_exists(deleted_at)")
                 .expression_attribute_names("#name", "name")
                 .send()
-                .await
-                .map(|_| ())
-                .or_else(|e| match e.as_service_error() {
-                    Some(se) if se.is_conditional_check_failed_exception() => Ok(()),
-                    _ => Err(unavailable(e)),
-                })?;
+                .await;
+            unless_condition_failed(out)?;
         }
         Ok(deleted)
     }
@@ -585,13 +549,7 @@ impl DynamoJobStore {
         for c in chunks {
             requests.push(put_request(self.expiring(chunk_item(&pk, c))));
         }
-        // 25 items per call, 8 calls in flight: 50,000 contacts are 2,000 calls.
-        let batches: Vec<Vec<WriteRequest>> = requests.chunks(25 * 8).map(<[_]>::to_vec).collect();
-        let writes = futures::stream::iter(batches.into_iter().map(|b| self.batch_write(b)))
-            .buffer_unordered(8)
-            .collect::<Vec<_>>()
-            .await;
-        writes.into_iter().collect::<Result<Vec<_>, _>>()?;
+        self.batch_write_all(requests).await?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -609,6 +567,17 @@ impl DynamoJobStore {
     }
 
     /// BatchWriteItem in 25s, retrying unprocessed items with backoff.
+    /// Many writes: 25 items per call, 8 calls in flight (50,000 contacts are 2,000 calls).
+    async fn batch_write_all(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let batches: Vec<Vec<WriteRequest>> = requests.chunks(25 * 8).map(<[_]>::to_vec).collect();
+        let writes = futures::stream::iter(batches.into_iter().map(|b| self.batch_write(b)))
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        writes.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(())
+    }
+
     async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<usize, StoreError> {
         let mut calls = 0;
         for batch in requests.chunks(25) {
@@ -641,6 +610,18 @@ impl DynamoJobStore {
     }
 
     /// An UpdateItem on one chunk item (no attribute names bound).
+    /// An UpdateItem on the job's head.
+    fn meta_item_update(
+        &self,
+        job_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+    }
+
     fn chunk_item_update(
         &self,
         job_id: &str,
@@ -970,11 +951,7 @@ impl DynamoJobStore {
     /// chunk is out. Returns the job's new status.
     pub async fn count_submitted(&self, job_id: &str) -> Result<JobStatus, StoreError> {
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
+            .meta_item_update(job_id)
             .update_expression("ADD submitted :one SET updated_at = :now")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":one", n(1))
@@ -993,11 +970,7 @@ impl DynamoJobStore {
         };
         // Only forward: accepted → submitting → running; never over a settled status.
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
+            .meta_item_update(job_id)
             .update_expression("SET #status = :next")
             .condition_expression("#status IN (:a, :b)")
             .expression_attribute_names("#status", "status")
@@ -1029,11 +1002,7 @@ impl DynamoJobStore {
         error: Option<&JobError>,
     ) -> Result<(), StoreError> {
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
+            .meta_item_update(job_id)
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":st", s(status.as_str()))
@@ -1117,19 +1086,25 @@ impl DynamoJobStore {
         job_id: &str,
         index: u64,
     ) -> Result<Option<(ContactResult, u64)>, StoreError> {
+        self.item(job_id, &result_sk(index))
+            .await?
+            .map(|item| Ok((parse_result(&item)?, stored_at(&item))))
+            .transpose()
+    }
+
+    /// One item of a job, read consistently.
+    async fn item(&self, job_id: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
-            .key("sk", s(result_sk(index)))
+            .key("sk", s(sk))
             .consistent_read(true)
             .send()
             .await
             .map_err(unavailable)?;
-        out.item
-            .map(|item| Ok((parse_result(&item)?, stored_at(&item))))
-            .transpose()
+        Ok(out.item)
     }
 
     /// `ADD` the counts to the job head.
@@ -1690,26 +1665,16 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(chunk_sk(index)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.item.as_ref().map(parse_chunk).transpose()
+        self.item(job_id, &chunk_sk(index))
+            .await?
+            .as_ref()
+            .map(parse_chunk)
+            .transpose()
     }
 
     /// Records why a job (partly) failed; its status settles when every contact is accounted for.
     async fn set_job_error(&self, job_id: &str, error: &JobError) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
+        self.meta_item_update(job_id)
             .update_expression("SET #error = :err, updated_at = :now")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#error", "error")
@@ -1730,18 +1695,9 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
         // Past its retention a job is gone, whenever TTL gets round to deleting it.
-        out.item
+        self.item(job_id, "META")
+            .await?
             .as_ref()
             .filter(|i| !expired(i))
             .map(parse_meta)
@@ -2034,11 +1990,7 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn add_duplicate(&self, job_id: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
+        self.meta_item_update(job_id)
             .update_expression("ADD #dup :one")
             .expression_attribute_names("#dup", "duplicates")
             .condition_expression("attribute_exists(pk)")
@@ -2065,11 +2017,7 @@ impl JobStore for DynamoJobStore {
         }
         let status = JobStatus::settled(meta.contacts, meta.failed);
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
+            .meta_item_update(job_id)
             .update_expression("SET #status = :st, updated_at = :now")
             .condition_expression("#status IN (:a, :b, :c) AND #done >= #contacts")
             .expression_attribute_names("#status", "status")

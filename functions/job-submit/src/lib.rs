@@ -431,14 +431,22 @@ impl<Q: Queue> Api<Q> {
         Ok(())
     }
 
-    async fn job(&self, id: &str) -> Response<Body> {
+    /// The job `id` names, unless it is unknown or deleted (404) or the store fails (503).
+    async fn live_job(&self, id: &str) -> Result<JobMeta, Response<Body>> {
         if !is_valid_job_id(id) {
-            return error(404, "not_found", "no such job", None);
+            return Err(error(404, "not_found", "no such job", None));
         }
-        let meta = match self.jobs.get_job(id).await {
-            Ok(Some(m)) if !m.deleted => m,
-            Ok(_) => return error(404, "not_found", "no such job", None),
-            Err(e) => return store_unavailable(e),
+        match self.jobs.get_job(id).await {
+            Ok(Some(m)) if !m.deleted => Ok(m),
+            Ok(_) => Err(error(404, "not_found", "no such job", None)),
+            Err(e) => Err(store_unavailable(e)),
+        }
+    }
+
+    async fn job(&self, id: &str) -> Response<Body> {
+        let meta = match self.live_job(id).await {
+            Ok(m) => m,
+            Err(resp) => return resp,
         };
         let chunks = match self.jobs.chunks(id).await {
             Ok(c) => c,
@@ -504,13 +512,8 @@ impl<Q: Queue> Api<Q> {
     /// listed, nothing more started, its deliveries dropped) and its contacts and results are
     /// deleted in the background (the worker, from the submit queue); 202.
     async fn delete(&self, id: &str) -> Response<Body> {
-        if !is_valid_job_id(id) {
-            return error(404, "not_found", "no such job", None);
-        }
-        match self.jobs.get_job(id).await {
-            Ok(Some(m)) if !m.deleted => {}
-            Ok(_) => return error(404, "not_found", "no such job", None),
-            Err(e) => return store_unavailable(e),
+        if let Err(resp) = self.live_job(id).await {
+            return resp;
         }
         if let Err(e) = self.jobs.mark_deleted(id).await {
             return store_unavailable(e);
@@ -527,13 +530,9 @@ impl<Q: Queue> Api<Q> {
     /// `failed` with reason `canceled`); started chunks finish and their results are kept. 409
     /// once the job has ended.
     async fn cancel(&self, id: &str) -> Response<Body> {
-        if !is_valid_job_id(id) {
-            return error(404, "not_found", "no such job", None);
-        }
-        let meta = match self.jobs.get_job(id).await {
-            Ok(Some(m)) if !m.deleted => m,
-            Ok(_) => return error(404, "not_found", "no such job", None),
-            Err(e) => return store_unavailable(e),
+        let meta = match self.live_job(id).await {
+            Ok(m) => m,
+            Err(resp) => return resp,
         };
         if meta.status.is_terminal() {
             return error(
@@ -606,13 +605,8 @@ impl<Q: Queue> Api<Q> {
                 );
             }
         };
-        if !is_valid_job_id(id) {
-            return error(404, "not_found", "no such job", None);
-        }
-        match self.jobs.get_job(id).await {
-            Ok(Some(m)) if !m.deleted => {}
-            Ok(_) => return error(404, "not_found", "no such job", None),
-            Err(e) => return store_unavailable(e),
+        if let Err(resp) = self.live_job(id).await {
+            return resp;
         }
         let results = match self.jobs.results(id, from, limit + 1).await {
             Ok(r) => r,
