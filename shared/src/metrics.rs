@@ -266,6 +266,21 @@ mod tests {
                 }
             }
         }
+        // Nothing but numbers and the dimensions' values: no room for contact data.
+        let dimension_keys: Vec<&str> = directives
+            .iter()
+            .flat_map(|d| d["Dimensions"].as_array().unwrap())
+            .flat_map(|set| set.as_array().unwrap())
+            .filter_map(Value::as_str)
+            .collect();
+        for (k, value) in v.as_object().unwrap() {
+            match value {
+                Value::String(_) => assert!(dimension_keys.contains(&k.as_str()), "{k}"),
+                Value::Number(_) | Value::Array(_) => {}
+                Value::Object(_) => assert_eq!(k, "_aws"),
+                other => panic!("{k}: {other}"),
+            }
+        }
         v
     }
 

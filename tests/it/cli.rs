@@ -58,56 +58,57 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     assert!(!r.stderr.contains("Bob"), "no contact data in messages");
     assert!(sandbox.starts().is_empty(), "no start reached the provider");
 
-    // A good file: headers mapped whatever their case and spacing, other columns come back.
-    let csv = "Full Name,Company Domain,CRM Id,Owner\n\
-               Ada Example0,example.com,c0,kim\n\
-               Ada Example1,example.com,c1,\n\
-               Ada Example2,example.com,c2,lee\n";
-    let good = write(&dir, "leads.csv", csv);
-    let out = dir.join("leads.results.csv");
+    // The demo's CRM export (250 contacts, FullEnrich): every input row comes back, in order,
+    // its columns intact, with its outcome after them.
+    let demo = relay_local_stack::repo_root().join("fixtures/demo/contacts.csv");
+    let out = dir.join("contacts.results.csv");
     let r = relay(
         &stack,
         &token,
         &[
-            "submit", "--provider", "enrow", "--operation", "email_find", &good,
-            "--name", "leads", "--wait", "--out", out.to_str().unwrap(),
+            "submit", "--provider", "fullenrich", "--operation", "enrich",
+            demo.to_str().unwrap(), "--name", "demo", "--wait", "--out", out.to_str().unwrap(),
         ],
     )
     .await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("completed"), "{}", r.stderr);
-    let mut rows = csv::Reader::from_path(&out).unwrap();
-    let headers: Vec<String> = rows.headers().unwrap().iter().map(str::to_string).collect();
+    let read = |p: &Path| -> (Vec<String>, Vec<Vec<String>>) {
+        let mut rd = csv::Reader::from_path(p).unwrap();
+        let headers = rd.headers().unwrap().iter().map(str::to_string).collect();
+        let rows = rd
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_string).collect())
+            .collect();
+        (headers, rows)
+    };
+    let (in_headers, in_rows) = read(&demo);
+    let (headers, rows) = read(&out);
+    assert_eq!(headers[..in_headers.len()], in_headers[..]);
     assert_eq!(
-        headers,
-        ["Full Name", "Company Domain", "CRM Id", "Owner", "outcome", "email", "email_status", "phone", "reason"]
+        headers[in_headers.len()..],
+        ["outcome", "email", "email_status", "phone", "reason"]
     );
-    let rows: Vec<Vec<String>> = rows
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_string).collect())
-        .collect();
-    assert_eq!(rows.len(), 3);
-    for (i, row) in rows.iter().enumerate() {
-        assert_eq!(row[0], format!("Ada Example{i}"), "input columns as they were");
-        assert_eq!(row[2], format!("c{i}"));
-        assert!(["found", "not_found"].contains(&row[4].as_str()), "{row:?}");
+    assert_eq!(rows.len(), in_rows.len(), "one row per input row");
+    for (row, input) in rows.iter().zip(&in_rows) {
+        assert_eq!(row[..input.len()], input[..], "input columns intact, in order");
+        assert!(["found", "not_found"].contains(&row[input.len()].as_str()), "{row:?}");
     }
-    assert_eq!(rows[1][3], "", "an empty cell stays empty");
 
     // The job by id: status, and the results as NDJSON.
     let job = r.stderr.split(':').next().unwrap().trim().to_string();
     assert!(job.starts_with("job_"), "{}", r.stderr);
     let s = relay(&stack, &token, &["status", &job]).await;
     assert_eq!(s.code, Some(0));
-    assert!(s.stdout.contains("completed (3 of 3 done"), "{}", s.stdout);
+    assert!(s.stdout.contains("completed (250 of 250 done"), "{}", s.stdout);
     let n = relay(&stack, &token, &["results", &job, "--format", "ndjson"]).await;
     let lines: Vec<serde_json::Value> = n
         .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3);
-    assert_eq!(lines[2]["custom"]["CRM Id"], "c2");
+    assert_eq!(lines.len(), 250);
+    assert_eq!(lines[2]["custom"]["crm_id"], in_rows[2][3]);
 
     // The API serves the same as CSV and NDJSON, a page at a time, the next in X-Next-Cursor.
     let http = reqwest::Client::new();
@@ -121,15 +122,15 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     let cursor = resp.headers()["x-next-cursor"].to_str().unwrap().to_string();
     let text = resp.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "index,CRM Id,Owner,outcome,email,email_status,phone,reason");
-    assert!(lines[1].starts_with("0,c0,kim,"), "{text}");
+    assert_eq!(lines[0], "index,crm_id,outcome,email,email_status,phone,reason");
+    assert!(lines[1].starts_with(&format!("0,{},", in_rows[0][3])), "{text}");
     assert_eq!(lines.len(), 3);
-    let resp = get(format!("format=ndjson&cursor={cursor}")).await.unwrap();
+    let resp = get(format!("format=ndjson&limit=1000&cursor={cursor}")).await.unwrap();
     assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
     assert!(resp.headers().get("x-next-cursor").is_none(), "the last page");
     let text = resp.text().await.unwrap();
-    let last: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert_eq!((last["index"].as_u64(), text.lines().count()), (Some(2), 1));
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!((first["index"].as_u64(), text.lines().count()), (Some(2), 248));
     let resp = get("format=xml".into()).await.unwrap();
     assert_eq!(resp.status(), 400);
 

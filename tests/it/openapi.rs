@@ -52,6 +52,21 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
     assert_eq!(resp.status(), 200);
     let doc: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
+    // Valid OpenAPI 3.1, by the reference validator (openapi-spec-validator, in the venv).
+    let root = relay_local_stack::repo_root();
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .args([
+            "-c",
+            "import json,sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1])))",
+        ])
+        .arg(root.join("docs/openapi.json"))
+        .output()
+        .expect("the venv's python (scripts/bootstrap.sh)");
+    assert!(
+        out.status.success(),
+        "docs/openapi.json is not valid OpenAPI 3.1: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(doc, serde_json::from_str::<Value>(OPENAPI).unwrap());
 
     // Its paths are the routes, and the router names each request by its route.
