@@ -17,12 +17,16 @@ struct Run {
 
 async fn relay(stack: &DevStack, token: &str, args: &[&str]) -> Run {
     let bin = relay_local_stack::repo_root().join("target/debug/relay");
-    let out = tokio::process::Command::new(&bin)
+    let run = tokio::process::Command::new(&bin)
         .args(args)
         .env("RELAY_URL", &stack.api_url)
         .env("RELAY_API_TOKEN", token)
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // `--wait` follows a job until it ends: bounded here, so a stuck job fails the test.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), run)
         .await
+        .unwrap_or_else(|_| panic!("relay {args:?} did not end within 300 s"))
         .unwrap_or_else(|e| panic!("{}: {e} (make functions builds it)", bin.display()));
     Run {
         code: out.status.code(),
