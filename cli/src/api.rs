@@ -36,7 +36,8 @@ impl ApiError {
 /// Whether `url` may carry the token: HTTPS, or plain HTTP to a loopback address (the local
 /// stack).
 pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("the API URL {url:?} is not a URL: {e}"))?;
+    let u =
+        reqwest::Url::parse(url).map_err(|e| format!("the API URL {url:?} is not a URL: {e}"))?;
     let loopback = match u.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

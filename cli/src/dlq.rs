@@ -261,7 +261,9 @@ impl Dlq {
             *s.by_job.entry(job).or_insert(0) += 1;
         }
         self.release(&letters.iter().collect::<Vec<_>>()).await?;
-        s.in_flight = self.attribute(QueueAttributeName::ApproximateNumberOfMessagesNotVisible).await?;
+        s.in_flight = self
+            .attribute(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .await?;
         Ok(s)
     }
 
@@ -329,7 +331,10 @@ impl Dlq {
                 .filter_map(|f| f.id.parse().ok())
                 .collect();
             r.failed += failed.len();
-            let unsent: Vec<&DeadLetter> = failed.iter().filter_map(|i| batch.get(*i).copied()).collect();
+            let unsent: Vec<&DeadLetter> = failed
+                .iter()
+                .filter_map(|i| batch.get(*i).copied())
+                .collect();
             self.release(&unsent).await?;
             let moved: Vec<(usize, &&DeadLetter)> = batch
                 .iter()

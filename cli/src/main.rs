@@ -188,9 +188,10 @@ fn client(api: &Api) -> Result<Client, Failure> {
 /// Where output goes: a file, or stdout.
 fn output(out: &Option<std::path::PathBuf>) -> Result<Box<dyn std::io::Write>, Failure> {
     Ok(match out {
-        Some(p) => Box::new(std::fs::File::create(p).map_err(|e| {
-            Failure(2, format!("cannot write {}: {e}", p.display()))
-        })?),
+        Some(p) => Box::new(
+            std::fs::File::create(p)
+                .map_err(|e| Failure(2, format!("cannot write {}: {e}", p.display())))?,
+        ),
         None => Box::new(std::io::stdout()),
     })
 }
@@ -235,9 +236,8 @@ impl SubmitArgs {
                     ),
                 )
             })?;
-        let file = std::fs::File::open(&self.contacts).map_err(|e| {
-            Failure(2, format!("cannot read {}: {e}", self.contacts.display()))
-        })?;
+        let file = std::fs::File::open(&self.contacts)
+            .map_err(|e| Failure(2, format!("cannot read {}: {e}", self.contacts.display())))?;
         let input = match table::read_contacts(std::io::BufReader::new(file), op, &self.maps) {
             Ok(input) => input,
             Err(errors) => {
@@ -355,7 +355,12 @@ async fn jobs(api: &Api, limit: usize) -> Result<u8, Failure> {
 
 async fn cancel(api: &Api, id: &str) -> Result<u8, Failure> {
     client(api)?
-        .call(reqwest::Method::POST, &format!("/jobs/{id}/cancel"), None, None)
+        .call(
+            reqwest::Method::POST,
+            &format!("/jobs/{id}/cancel"),
+            None,
+            None,
+        )
         .await?;
     println!("{id}: canceled; chunks not started will not start, started ones finish");
     Ok(0)
@@ -387,7 +392,8 @@ async fn dlqs(queues: &Queues) -> Result<Vec<Dlq>, DlqError> {
         (Some(stack), _) => Dlq::of_stack(&sqs, stack).await,
         (None, Some(url)) => Ok(vec![Dlq::new(sqs, url)]),
         (None, None) => Err(DlqError::Usage(
-            "which queues? give --stack NAME (or RELAY_STACK) or --dlq URL (or RELAY_DLQ_URL)".into(),
+            "which queues? give --stack NAME (or RELAY_STACK) or --dlq URL (or RELAY_DLQ_URL)"
+                .into(),
         )),
     }
 }

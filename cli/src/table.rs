@@ -59,7 +59,9 @@ pub fn read_contacts(
     maps: &[(String, String)],
 ) -> Result<Input, Vec<RowError>> {
     let fields = operation_fields(op);
-    let mut csv = csv::ReaderBuilder::new().flexible(false).from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(reader);
     let headers: Vec<String> = match csv.headers() {
         Ok(h) => h.iter().map(str::to_string).collect(),
         Err(e) => {
@@ -225,7 +227,11 @@ pub fn write_with_input(out: impl Write, input: &Input, results: &[Value]) -> cs
             .get(&(i as u64))
             .map(|r| result_cells(r))
             .unwrap_or_default();
-        w.write_record(row.iter().map(String::as_str).chain(cells.iter().map(String::as_str)))?;
+        w.write_record(
+            row.iter()
+                .map(String::as_str)
+                .chain(cells.iter().map(String::as_str)),
+        )?;
     }
     w.flush()?;
     Ok(())
@@ -242,8 +248,10 @@ mod tests {
         let input = read_contacts(csv.as_bytes(), Operation::Enrich, &[]).unwrap();
         assert_eq!(
             input.contacts,
-            vec![json!({"first_name": "Ada", "last_name": "Lovelace", "domain": "example.com",
-                "custom": {"CRM Id": "c1"}})],
+            vec![
+                json!({"first_name": "Ada", "last_name": "Lovelace", "domain": "example.com",
+                "custom": {"CRM Id": "c1"}})
+            ],
             "an empty cell is left out"
         );
         let mapped = read_contacts(
@@ -269,7 +277,11 @@ mod tests {
         assert_eq!(lines, vec![(3, "email"), (4, "email"), (6, "email")]);
         assert!(errors[0].rule.contains("valid email"), "{}", errors[0]);
         assert!(errors[2].rule.contains("required"), "{}", errors[2]);
-        assert!(errors.iter().all(|e| !e.to_string().contains("not-an-email")));
+        assert!(
+            errors
+                .iter()
+                .all(|e| !e.to_string().contains("not-an-email"))
+        );
 
         let errors = read_contacts("email\n".as_bytes(), Operation::EmailVerify, &[]).unwrap_err();
         assert!(errors[0].rule.contains("no contacts"));
@@ -286,7 +298,11 @@ mod tests {
             &[("a".into(), "phone".into())],
         )
         .unwrap_err();
-        assert!(errors[0].rule.contains("its fields are email"), "{}", errors[0]);
+        assert!(
+            errors[0].rule.contains("its fields are email"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -403,7 +403,10 @@ impl SweepConfig {
 /// `RESULT_RETENTION_DAYS` (90): how long a job's contacts and results are kept.
 pub fn retention<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(
-        env.number("RESULT_RETENTION_DAYS", crate::store::DEFAULT_RETENTION_DAYS)? * 86_400,
+        env.number(
+            "RESULT_RETENTION_DAYS",
+            crate::store::DEFAULT_RETENTION_DAYS,
+        )? * 86_400,
     ))
 }
 

@@ -144,7 +144,11 @@ impl Metrics {
 
     /// Adds `n` to a count (recorded even when 0, so an alarm sees a data point).
     pub fn add(&mut self, m: Metric, n: u64) -> &mut Self {
-        debug_assert_eq!(m.function, self.function, "{} is not {}'s", m.name, self.function);
+        debug_assert_eq!(
+            m.function, self.function,
+            "{} is not {}'s",
+            m.name, self.function
+        );
         let (_, v) = self.values.entry(m.name).or_insert((m, vec![0.0]));
         v[0] += n as f64;
         self
@@ -152,7 +156,11 @@ impl Metrics {
 
     /// Records one observation of a distribution (e.g. a latency); the first 100 of a line.
     pub fn observe(&mut self, m: Metric, value: f64) -> &mut Self {
-        debug_assert_eq!(m.function, self.function, "{} is not {}'s", m.name, self.function);
+        debug_assert_eq!(
+            m.function, self.function,
+            "{} is not {}'s",
+            m.name, self.function
+        );
         let (_, v) = self.values.entry(m.name).or_insert((m, Vec::new()));
         if v.len() < MAX_VALUES {
             v.push(value);
@@ -255,7 +263,10 @@ mod tests {
             for m in metrics {
                 let name = m["Name"].as_str().unwrap();
                 let unit = m["Unit"].as_str().unwrap();
-                assert!(ALL.iter().any(|a| a.name == name && a.unit == unit), "{name}");
+                assert!(
+                    ALL.iter().any(|a| a.name == name && a.unit == unit),
+                    "{name}"
+                );
                 match &v[name] {
                     Value::Number(_) => {}
                     Value::Array(a) => {
@@ -308,7 +319,8 @@ mod tests {
 
     #[test]
     fn a_reason_is_a_second_dimension_set_without_its_details() {
-        let mut m = Metrics::new("webhook-ingest").with_reason("poll: HTTP 404 id not found (job_x)");
+        let mut m =
+            Metrics::new("webhook-ingest").with_reason("poll: HTTP 404 id not found (job_x)");
         m.add(DELIVERIES_REFUSED, 1);
         let v = check_emf(&m.line(1));
         assert_eq!(v["Reason"], "poll");

@@ -42,7 +42,10 @@ pub fn write_results(out: impl Write, results: &[Value]) -> csv::Result<()> {
                 v => v.to_string(),
             })
             .collect();
-        let index = r["index"].as_u64().map(|i| i.to_string()).unwrap_or_default();
+        let index = r["index"]
+            .as_u64()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         w.write_record(
             std::iter::once(index.as_str())
                 .chain(custom.iter().map(String::as_str))
@@ -52,4 +55,3 @@ pub fn write_results(out: impl Write, results: &[Value]) -> csv::Result<()> {
     w.flush()?;
     Ok(())
 }
-

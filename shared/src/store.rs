@@ -410,7 +410,12 @@ impl DynamoJobStore {
                     .send()
                     .await
                     .map_err(unavailable)?;
-                for item in got.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
+                for item in got
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
                     if expired(&item) || item.contains_key("deleted_at") {
                         continue;
                     }
@@ -1774,8 +1779,11 @@ impl JobStore for DynamoJobStore {
         let mut replacing: Option<(ContactResult, u64)> = None;
         let mut attempts = 0u32;
         loop {
-            let counts = Counts::of([result.outcome])
-                .minus(replacing.as_ref().map_or_else(Counts::default, |(o, _)| Counts::of([o.outcome])));
+            let counts = Counts::of([result.outcome]).minus(
+                replacing
+                    .as_ref()
+                    .map_or_else(Counts::default, |(o, _)| Counts::of([o.outcome])),
+            );
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(self.expiring(result_item(&pk, &result))));
@@ -2012,7 +2020,12 @@ impl JobStore for DynamoJobStore {
         // their chunk's batch result replaces them: the job ends when its chunks are final. (Read
         // consistently after this worker's own write: of two chunks finishing at once, at least
         // the later reader sees both final.)
-        if !self.chunks(job_id).await?.iter().all(|c| c.status.is_final()) {
+        if !self
+            .chunks(job_id)
+            .await?
+            .iter()
+            .all(|c| c.status.is_final())
+        {
             return Ok(None);
         }
         let status = JobStatus::settled(meta.contacts, meta.failed);

@@ -394,7 +394,10 @@ fn validate_options(op: Operation, options: Option<&Value>) -> Result<Value, Inv
             // How long the job waits for its results after its last chunk started (default
             // `JOB_DEADLINE_HOURS`); then its open contacts are `timed_out`.
             (_, "deadline_hours") => {
-                if !v.as_u64().is_some_and(|h| (1..=MAX_DEADLINE_HOURS).contains(&h)) {
+                if !v
+                    .as_u64()
+                    .is_some_and(|h| (1..=MAX_DEADLINE_HOURS).contains(&h))
+                {
                     return Err(invalid(
                         &field,
                         format!("must be a whole number of hours from 1 to {MAX_DEADLINE_HOURS}"),

@@ -55,10 +55,31 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
         "bad.csv",
         "Full Name,Company Domain,CRM Id\nAda Lovelace,example.com,c0\nBob,https://example.com/x,c1\n,example.com,c2\n",
     );
-    let r = relay(&stack, &token, &["submit", "--provider", "enrow", "--operation", "email_find", &bad]).await;
+    let r = relay(
+        &stack,
+        &token,
+        &[
+            "submit",
+            "--provider",
+            "enrow",
+            "--operation",
+            "email_find",
+            &bad,
+        ],
+    )
+    .await;
     assert_eq!(r.code, Some(2), "{}", r.stderr);
-    assert!(r.stderr.contains("line 3: company_domain must be a domain name"), "{}", r.stderr);
-    assert!(r.stderr.contains("line 4: fullname is required"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("line 3: company_domain must be a domain name"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("line 4: fullname is required"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("nothing was sent"), "{}", r.stderr);
     assert!(!r.stderr.contains("Bob"), "no contact data in messages");
     assert!(sandbox.starts().is_empty(), "no start reached the provider");
@@ -71,8 +92,17 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
         &stack,
         &token,
         &[
-            "submit", "--provider", "fullenrich", "--operation", "enrich",
-            demo.to_str().unwrap(), "--name", "demo", "--wait", "--out", out.to_str().unwrap(),
+            "submit",
+            "--provider",
+            "fullenrich",
+            "--operation",
+            "enrich",
+            demo.to_str().unwrap(),
+            "--name",
+            "demo",
+            "--wait",
+            "--out",
+            out.to_str().unwrap(),
         ],
     )
     .await;
@@ -96,8 +126,15 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     );
     assert_eq!(rows.len(), in_rows.len(), "one row per input row");
     for (row, input) in rows.iter().zip(&in_rows) {
-        assert_eq!(row[..input.len()], input[..], "input columns intact, in order");
-        assert!(["found", "not_found"].contains(&row[input.len()].as_str()), "{row:?}");
+        assert_eq!(
+            row[..input.len()],
+            input[..],
+            "input columns intact, in order"
+        );
+        assert!(
+            ["found", "not_found"].contains(&row[input.len()].as_str()),
+            "{row:?}"
+        );
     }
 
     // The job by id: status, and the results as NDJSON.
@@ -105,7 +142,11 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     assert!(job.starts_with("job_"), "{}", r.stderr);
     let s = relay(&stack, &token, &["status", &job]).await;
     assert_eq!(s.code, Some(0));
-    assert!(s.stdout.contains("completed (250 of 250 done"), "{}", s.stdout);
+    assert!(
+        s.stdout.contains("completed (250 of 250 done"),
+        "{}",
+        s.stdout
+    );
     let n = relay(&stack, &token, &["results", &job, "--format", "ndjson"]).await;
     let lines: Vec<serde_json::Value> = n
         .stdout
@@ -124,18 +165,35 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     };
     let resp = get("format=csv&limit=2".into()).await.unwrap();
     assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
-    let cursor = resp.headers()["x-next-cursor"].to_str().unwrap().to_string();
+    let cursor = resp.headers()["x-next-cursor"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let text = resp.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "index,crm_id,outcome,email,email_status,phone,reason");
-    assert!(lines[1].starts_with(&format!("0,{},", in_rows[0][3])), "{text}");
+    assert_eq!(
+        lines[0],
+        "index,crm_id,outcome,email,email_status,phone,reason"
+    );
+    assert!(
+        lines[1].starts_with(&format!("0,{},", in_rows[0][3])),
+        "{text}"
+    );
     assert_eq!(lines.len(), 3);
-    let resp = get(format!("format=ndjson&limit=1000&cursor={cursor}")).await.unwrap();
+    let resp = get(format!("format=ndjson&limit=1000&cursor={cursor}"))
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
-    assert!(resp.headers().get("x-next-cursor").is_none(), "the last page");
+    assert!(
+        resp.headers().get("x-next-cursor").is_none(),
+        "the last page"
+    );
     let text = resp.text().await.unwrap();
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert_eq!((first["index"].as_u64(), text.lines().count()), (Some(2), 248));
+    assert_eq!(
+        (first["index"].as_u64(), text.lines().count()),
+        (Some(2), 248)
+    );
     let resp = get("format=xml".into()).await.unwrap();
     assert_eq!(resp.status(), 400);
 
@@ -160,12 +218,16 @@ async fn jobs_are_listed_newest_first_and_a_canceled_job_starts_nothing_more() {
     let token = stack.api_token.clone();
     let c = Client::of(&stack);
     let first = c
-        .post_job(json!({"provider": "enrow", "operation": "email_verify", "name": "first",
-            "contacts": [{"email": "ada@example.com"}]}))
+        .post_job(
+            json!({"provider": "enrow", "operation": "email_verify", "name": "first",
+            "contacts": [{"email": "ada@example.com"}]}),
+        )
         .await;
     let job = c
-        .post_job(json!({"provider": "fullenrich", "operation": "enrich", "name": "big",
-            "contacts": fe_contacts(300)}))
+        .post_job(
+            json!({"provider": "fullenrich", "operation": "enrich", "name": "big",
+            "contacts": fe_contacts(300)}),
+        )
         .await;
     // Cancel once one chunk has started (the next one waits 10 s for its turn; chunks of one
     // batch take their slots in any order).
@@ -199,14 +261,22 @@ async fn jobs_are_listed_newest_first_and_a_canceled_job_starts_nothing_more() {
         "the started chunk finished and is kept"
     );
     let stored = sandbox.starts().iter().filter(|s| s.stored).count();
-    assert_eq!(stored, 2, "the Enrow job and the first chunk only: {:?}", sandbox.starts());
+    assert_eq!(
+        stored,
+        2,
+        "the Enrow job and the first chunk only: {:?}",
+        sandbox.starts()
+    );
     let rows = c.results(&job).await;
     // Whichever chunk started first, the two others' contacts are the canceled ones.
     let canceled = rows.iter().filter(|r| r["reason"] == "canceled").count();
     assert_eq!(canceled, 200);
     for chunk in state["chunks"].as_array().unwrap() {
         let i = chunk["index"].as_u64().unwrap() as usize;
-        let reasons: Vec<&Value> = rows[i * 100..(i + 1) * 100].iter().map(|r| &r["reason"]).collect();
+        let reasons: Vec<&Value> = rows[i * 100..(i + 1) * 100]
+            .iter()
+            .map(|r| &r["reason"])
+            .collect();
         let all_canceled = reasons.iter().all(|r| *r == "canceled");
         assert_eq!(all_canceled, chunk["status"] == "failed", "{chunk}");
     }
@@ -218,9 +288,19 @@ async fn jobs_are_listed_newest_first_and_a_canceled_job_starts_nothing_more() {
     // Newest first, a page at a time.
     let r = relay(&stack, &token, &["jobs"]).await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let ids: Vec<&str> = r.stdout.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
+    let ids: Vec<&str> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
     assert_eq!(ids, vec![job.as_str(), first.as_str()], "{}", r.stdout);
-    assert!(r.stdout.lines().next().unwrap().contains("partially_failed"));
+    assert!(
+        r.stdout
+            .lines()
+            .next()
+            .unwrap()
+            .contains("partially_failed")
+    );
     let page = c.get("/jobs?limit=1").await;
     assert_eq!(page["jobs"][0]["job_id"], job.as_str());
     assert!(page["jobs"][0].get("chunks").is_none());

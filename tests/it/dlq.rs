@@ -116,7 +116,11 @@ async fn dlq_list_counts_by_reason_and_job_and_replay_moves_what_the_filter_name
     };
     let dry = dlq.replay(&source, &parked_a, true).await.unwrap();
     assert_eq!((dry.would_move, dry.moved, dry.left), (2, 0, 3));
-    assert_eq!(dlq.summary().await.unwrap().total, 5, "a dry run moves nothing");
+    assert_eq!(
+        dlq.summary().await.unwrap().total,
+        5,
+        "a dry run moves nothing"
+    );
 
     let r = dlq.replay(&source, &parked_a, false).await.unwrap();
     assert_eq!((r.moved, r.left, r.failed), (2, 3, 0));
@@ -126,7 +130,14 @@ async fn dlq_list_counts_by_reason_and_job_and_replay_moves_what_the_filter_name
         "moved with their bodies as they were"
     );
     let r = dlq
-        .replay(&source, &Filter { reason: Some("retries".into()), job: None }, false)
+        .replay(
+            &source,
+            &Filter {
+                reason: Some("retries".into()),
+                job: None,
+            },
+            false,
+        )
         .await
         .unwrap();
     assert_eq!((r.moved, r.left), (2, 1));
@@ -163,10 +174,20 @@ async fn the_relay_binary_lists_and_replays_a_stacks_dlqs_and_says_what_to_do_wi
     };
     let out = relay(&["dlq", "list", "--stack", &prefix]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("WebhookDeadLetterQueue: 1 message(s)"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("WebhookDeadLetterQueue: 1 message(s)"),
+        "{text}"
+    );
     assert!(text.contains(&format!("1  {NO_CHUNK}")), "{text}");
-    assert!(text.contains("SubmitDeadLetterQueue: 0 message(s)"), "{text}");
+    assert!(
+        text.contains("SubmitDeadLetterQueue: 0 message(s)"),
+        "{text}"
+    );
     assert!(!text.contains("\"n\""), "no body is printed: {text}");
 
     let out = relay(&["dlq", "replay", "--stack", &prefix, "--job", "job_a"]);
@@ -177,7 +198,10 @@ async fn the_relay_binary_lists_and_replays_a_stacks_dlqs_and_says_what_to_do_wi
             && text.contains("-WebhookQueue"),
         "{text}"
     );
-    assert_eq!(bodies(&stack, "WebhookQueue").await, vec![envelope("job_a", 0)]);
+    assert_eq!(
+        bodies(&stack, "WebhookQueue").await,
+        vec![envelope("job_a", 0)]
+    );
 
     let out = relay(&["dlq", "list"]);
     assert_eq!(out.status.code(), Some(2));

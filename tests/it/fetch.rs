@@ -1256,7 +1256,11 @@ async fn a_job_is_not_completed_on_provisional_rows_while_its_batch_is_open() {
     ])
     .await;
     let meta = f.job(&job).await;
-    assert_eq!((meta.done, meta.found), (2, 2), "both rows stored, provisional");
+    assert_eq!(
+        (meta.done, meta.found),
+        (2, 2),
+        "both rows stored, provisional"
+    );
     assert_eq!(
         meta.status,
         JobStatus::Running,
@@ -1264,8 +1268,12 @@ async fn a_job_is_not_completed_on_provisional_rows_while_its_batch_is_open() {
     );
     let batch = json!({"id": "fe-prov", "status": "FINISHED", "cost": {"credits": 1}, "data": [
         fe_record(0, "found"), fe_record(1, "not_found")]});
-    f.run_until_settled(vec![fe_env(&job, Hook::Batch, batch.to_string().as_bytes())])
-        .await;
+    f.run_until_settled(vec![fe_env(
+        &job,
+        Hook::Batch,
+        batch.to_string().as_bytes(),
+    )])
+    .await;
     let meta = f.job(&job).await;
     assert_eq!(
         (meta.done, meta.found, meta.not_found, meta.status),

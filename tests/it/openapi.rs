@@ -48,7 +48,9 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
         token: BearerToken::new(TOKEN),
     };
     // Served without a token.
-    let resp = api.handle(apigw_request("GET", "/openapi.json", &[], b"")).await;
+    let resp = api
+        .handle(apigw_request("GET", "/openapi.json", &[], b""))
+        .await;
     assert_eq!(resp.status(), 200);
     let doc: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
@@ -90,7 +92,12 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
     for (method, path) in ROUTES {
         let concrete = path.replace("{id}", "job_00000000000000000000000000000000");
         let (name, _, _) = api
-            .route(&apigw_request(method, &concrete, &[("authorization", &auth)], b"{}"))
+            .route(&apigw_request(
+                method,
+                &concrete,
+                &[("authorization", &auth)],
+                b"{}",
+            ))
             .await;
         assert_eq!(name, format!("{method} {path}"));
     }
@@ -106,7 +113,10 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
                 .handle(apigw_request(m, &p, &[("authorization", &auth)], &b))
                 .await;
             let status = resp.status().as_u16();
-            (status, serde_json::from_slice::<Value>(resp.body().as_ref()).unwrap())
+            (
+                status,
+                serde_json::from_slice::<Value>(resp.body().as_ref()).unwrap(),
+            )
         }
     };
     let (status, accepted) = call("POST", "/jobs".into(), body.to_string().into_bytes()).await;
@@ -115,10 +125,16 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
     let id = accepted["job_id"].as_str().unwrap().to_string();
     let (_, job) = call("GET", format!("/jobs/{id}"), vec![]).await;
     assert_eq!(keys(&job), props(&doc, "Job"));
-    let chunk_schema = &doc["components"]["schemas"]["Job"]["allOf"][1]["properties"]["chunks"]["items"];
+    let chunk_schema =
+        &doc["components"]["schemas"]["Job"]["allOf"][1]["properties"]["chunks"]["items"];
     assert_eq!(
         keys(&job["chunks"][0]),
-        chunk_schema["properties"].as_object().unwrap().keys().cloned().collect()
+        chunk_schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
     );
     let (_, list) = call("GET", "/jobs".into(), vec![]).await;
     assert_eq!(keys(&list["jobs"][0]), props(&doc, "JobSummary"));
@@ -160,5 +176,8 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
     .iter()
     .map(|o| o.as_str())
     .collect();
-    assert_eq!(doc["components"]["schemas"]["Operation"]["enum"], json!(ops));
+    assert_eq!(
+        doc["components"]["schemas"]["Operation"]["enum"],
+        json!(ops)
+    );
 }

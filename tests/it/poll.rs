@@ -5,10 +5,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use relay_local_stack::dev::DevStack;
 use relay_shared::Provider;
 use relay_shared::envelope::PollRequest;
-use aws_sdk_dynamodb::types::AttributeValue;
 use relay_shared::jobs::{ChunkStatus, JobStatus, Operation, Outcome};
 use relay_shared::providers::Hook;
 use relay_shared::store::{DynamoJobStore, JobStore};
@@ -167,7 +167,10 @@ async fn started_hours_ago(f: &Fetch, job: &str, chunk: u32, hours: u64) {
         .update_item()
         .table_name(f.stack.res.table("JobsTable"))
         .key("pk", AttributeValue::S(format!("JOB#{job}")))
-        .key("sk", AttributeValue::S(relay_shared::store::chunk_sk(chunk)))
+        .key(
+            "sk",
+            AttributeValue::S(relay_shared::store::chunk_sk(chunk)),
+        )
         .update_expression("SET started_at = :at")
         .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
         .send()
@@ -177,22 +180,28 @@ async fn started_hours_ago(f: &Fetch, job: &str, chunk: u32, hours: u64) {
 
 #[tokio::test]
 async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_results_still_count()
-{
+ {
     use crate::fetch::{fe_contacts as records, fe_env, fe_record};
     let f = Fetch::new().await;
     // FullEnrich: three contacts in one batch that stays IN_PROGRESS; one per-contact result came.
     let fe = f
         .seed(Operation::Enrich, records(3), 100, &["fe-never"])
         .await;
-    let in_progress = json!({"code": "error.enrichment.in_progress", "message": "Enrichment is in progress"});
+    let in_progress =
+        json!({"code": "error.enrichment.in_progress", "message": "Enrichment is in progress"});
     f.stub.script(
         "/contact/enrich/bulk",
         "fe-never",
         vec![(400, in_progress.to_string())],
     );
-    let contact = json!({"id": "fe-never", "status": "IN_PROGRESS", "data": [fe_record(0, "found")]});
-    f.run_until_settled(vec![fe_env(&fe, Hook::Contact, contact.to_string().as_bytes())])
-        .await;
+    let contact =
+        json!({"id": "fe-never", "status": "IN_PROGRESS", "data": [fe_record(0, "found")]});
+    f.run_until_settled(vec![fe_env(
+        &fe,
+        Hook::Contact,
+        contact.to_string().as_bytes(),
+    )])
+    .await;
     let poll = |job: &str| PollRequest::new(job, 0, relay_shared::now_ms()).to_json();
 
     // Before the deadline a poll that finds nothing ready only reschedules.
@@ -209,7 +218,11 @@ async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_
     // 24 h after the start (the default deadline), the next poll times the open contacts out.
     started_hours_ago(&f, &fe, 0, 25).await;
     f.run_until_settled(vec![poll(&fe)]).await;
-    assert_eq!(f.stub.hits("/contact/enrich/bulk", "fe-never"), 2, "one GET per poll");
+    assert_eq!(
+        f.stub.hits("/contact/enrich/bulk", "fe-never"),
+        2,
+        "one GET per poll"
+    );
     let meta = f.job(&fe).await;
     assert_eq!(
         (meta.status, meta.done, meta.found, meta.failed),
@@ -237,7 +250,13 @@ async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_
     f.run_until_settled(vec![late, poll(&fe)]).await;
     let meta = f.job(&fe).await;
     assert_eq!(
-        (meta.status, meta.done, meta.found, meta.not_found, meta.failed),
+        (
+            meta.status,
+            meta.done,
+            meta.found,
+            meta.not_found,
+            meta.failed
+        ),
         (JobStatus::PartiallyFailed, 3, 2, 1, 0)
     );
     assert!(f.results(&fe).await.iter().all(|r| !r.provisional));
@@ -250,7 +269,10 @@ async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_
     f.stub.script(
         "/email/find/single",
         id,
-        vec![(200, json!({"id": id, "qualification": "ongoing"}).to_string())],
+        vec![(
+            200,
+            json!({"id": id, "qualification": "ongoing"}).to_string(),
+        )],
     );
     started_hours_ago(&f, &single, 0, 25).await;
     f.run_until_settled(vec![poll(&single)]).await;
@@ -262,7 +284,12 @@ async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_
     );
     let mut result = fixture_json("enrow/single_search_finished.json");
     result["id"] = json!(id);
-    let late = Fetch::envelope(Provider::Enrow, Hook::Event, &single, result.to_string().as_bytes());
+    let late = Fetch::envelope(
+        Provider::Enrow,
+        Hook::Event,
+        &single,
+        result.to_string().as_bytes(),
+    );
     f.run_until_settled(vec![late.clone(), late]).await;
     let meta = f.job(&single).await;
     assert_eq!(
@@ -283,8 +310,12 @@ async fn every_item_of_a_job_expires_and_an_expired_job_is_gone() {
         .seed(Operation::Enrich, records(2), 100, &["fe-ttl"])
         .await;
     let batch = json!({"id": "fe-ttl", "status": "FINISHED", "data": [fe_record(0, "found"), fe_record(1, "not_found")]});
-    f.run_until_settled(vec![fe_env(&job, Hook::Batch, batch.to_string().as_bytes())])
-        .await;
+    f.run_until_settled(vec![fe_env(
+        &job,
+        Hook::Batch,
+        batch.to_string().as_bytes(),
+    )])
+    .await;
     let ddb = relay_shared::aws::dynamodb(&f.stack.sdk);
     let items = ddb
         .query()

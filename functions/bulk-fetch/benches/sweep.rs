@@ -46,7 +46,10 @@ async fn bench(sdk: &aws_config::SdkConfig, open: usize) {
     let mut last = None;
     for round in 0..3 {
         // Fresh tables each round: every round sweeps the same due chunks.
-        let prefix = format!("sw{round}{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let prefix = format!(
+            "sw{round}{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
         let res = Template::load_default()
             .expect("template.yaml")
             .create(sdk, &prefix)

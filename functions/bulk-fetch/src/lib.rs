@@ -19,6 +19,8 @@ use relay_shared::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, Outcome,
     RECORD_KEY, from_enrow, from_fullenrich, reasons,
 };
+use relay_shared::metrics::{self, Metrics};
+use relay_shared::now_ms;
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::{FetchError, ProviderClient};
 use relay_shared::providers::enrow::{self, EventKind};
@@ -28,8 +30,6 @@ use relay_shared::store::{
     ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore, MAX_POLL_EVERY_MS,
     StoreError, Stored,
 };
-use relay_shared::metrics::{self, Metrics};
-use relay_shared::now_ms;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -160,8 +160,7 @@ where
     /// Processes a batch concurrently; reports only the records to retry. Prints the batch's
     /// metrics as one EMF line (and one per parked reason).
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        let handled =
-            futures::future::join_all(event.records.iter().map(|r| self.handle(r))).await;
+        let handled = futures::future::join_all(event.records.iter().map(|r| self.handle(r))).await;
         let mut response = SqsBatchResponse::default();
         for (record, h) in event.records.iter().zip(&handled) {
             if let Disposition::Retry(_) = h.disposition {
@@ -1261,7 +1260,10 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
                     line.add(metrics::RESULTS_RECOVERED, *new as u64);
                 }
                 if let Some(at) = h.received_at_ms.filter(|_| *new > 0) {
-                    line.observe(metrics::END_TO_END_LATENCY, now_ms.saturating_sub(at) as f64);
+                    line.observe(
+                        metrics::END_TO_END_LATENCY,
+                        now_ms.saturating_sub(at) as f64,
+                    );
                 }
             }
             Disposition::Duplicate => {
@@ -1399,14 +1401,43 @@ mod tests {
     #[test]
     fn a_batch_is_one_metrics_line_plus_one_per_parked_reason() {
         let handled = [
-            h(Disposition::Applied { new: 3, existing: 1 }, false, Some(1_000)),
-            h(Disposition::Applied { new: 0, existing: 2 }, false, Some(1_500)),
-            h(Disposition::Applied { new: 2, existing: 0 }, true, None),
+            h(
+                Disposition::Applied {
+                    new: 3,
+                    existing: 1,
+                },
+                false,
+                Some(1_000),
+            ),
+            h(
+                Disposition::Applied {
+                    new: 0,
+                    existing: 2,
+                },
+                false,
+                Some(1_500),
+            ),
+            h(
+                Disposition::Applied {
+                    new: 2,
+                    existing: 0,
+                },
+                true,
+                None,
+            ),
             h(Disposition::Duplicate, false, Some(1_000)),
             h(Disposition::Parked("unknown job".into()), false, None),
-            h(Disposition::Parked("poll: HTTP 404 id not found".into()), true, None),
+            h(
+                Disposition::Parked("poll: HTTP 404 id not found".into()),
+                true,
+                None,
+            ),
             h(Disposition::Parked("unknown job".into()), false, None),
-            h(Disposition::Deferred(Duration::ZERO, "not ready".into()), false, None),
+            h(
+                Disposition::Deferred(Duration::ZERO, "not ready".into()),
+                false,
+                None,
+            ),
             h(Disposition::Retry("throttled".into()), false, None),
             h(Disposition::TimedOut(7), true, None),
             h(Disposition::Polled("results not ready".into()), true, None),
@@ -1418,8 +1449,14 @@ mod tests {
         assert_eq!(v["PollsMade"], 4.0);
         assert_eq!(v["Duplicates"], 1.0);
         assert_eq!(v["Parked"], 3.0);
-        assert_eq!((v["Deferred"].clone(), v["Retried"].clone()), (1.0.into(), 1.0.into()));
-        assert_eq!((v["ChunksTimedOut"].clone(), v["ContactsTimedOut"].clone()), (1.0.into(), 7.0.into()));
+        assert_eq!(
+            (v["Deferred"].clone(), v["Retried"].clone()),
+            (1.0.into(), 1.0.into())
+        );
+        assert_eq!(
+            (v["ChunksTimedOut"].clone(), v["ContactsTimedOut"].clone()),
+            (1.0.into(), 7.0.into())
+        );
         assert_eq!(
             v["EndToEndLatency"],
             serde_json::json!([3000.0]),
@@ -1429,7 +1466,10 @@ mod tests {
             .iter()
             .map(|m| {
                 let v: Value = serde_json::from_str(&m.line(4_000)).unwrap();
-                (v["Reason"].as_str().unwrap().to_string(), v["Parked"].as_f64().unwrap())
+                (
+                    v["Reason"].as_str().unwrap().to_string(),
+                    v["Parked"].as_f64().unwrap(),
+                )
             })
             .collect();
         by_reason.sort_by(|a, b| a.0.cmp(&b.0));

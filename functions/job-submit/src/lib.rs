@@ -15,13 +15,13 @@
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use relay_shared::metrics::{self, Metrics};
 use futures::StreamExt;
 use lambda_http::{Body, Request, RequestExt, Response};
 use relay_shared::auth::{BearerToken, WebhookSecret};
 use relay_shared::jobs::{
     Chunk, ChunkStatus, ContactResult, JobError, JobMeta, JobStatus, reasons,
 };
+use relay_shared::metrics::{self, Metrics};
 use relay_shared::providers::submit::{
     StartError, Submitter, WebhookUrls, chunk_size, start_request,
 };
@@ -478,7 +478,12 @@ impl<Q: Queue> Api<Q> {
             None => 20,
             Some(Ok(l)) if (1..=100).contains(&l) => l,
             Some(_) => {
-                return error(400, "invalid_request", "must be a whole number from 1 to 100", Some("limit"));
+                return error(
+                    400,
+                    "invalid_request",
+                    "must be a whole number from 1 to 100",
+                    Some("limit"),
+                );
             }
         };
         let cursor = match params.first("cursor") {
@@ -491,7 +496,12 @@ impl<Q: Queue> Api<Q> {
             }) {
                 Some(c) => Some(c),
                 None => {
-                    return error(400, "invalid_request", "is not a cursor this API returned", Some("cursor"));
+                    return error(
+                        400,
+                        "invalid_request",
+                        "is not a cursor this API returned",
+                        Some("cursor"),
+                    );
                 }
             },
         };
@@ -521,7 +531,12 @@ impl<Q: Queue> Api<Q> {
         if let Err(e) = self.submit_queue.send(SubmitChunk::delete(id)).await {
             // Marked: it reads as gone; the items wait for a retry of this request (or TTL).
             tracing::error!(error = %e, job_id = id, "erasure not queued");
-            return error(503, "unavailable", "the erasure could not be queued; retry", None);
+            return error(
+                503,
+                "unavailable",
+                "the erasure could not be queued; retry",
+                None,
+            );
         }
         json_response(202, json!({"job_id": id, "status": "deleting"}).to_string())
     }
@@ -538,7 +553,10 @@ impl<Q: Queue> Api<Q> {
             return error(
                 409,
                 "job_ended",
-                &format!("the job has ended ({}); there is nothing to cancel", meta.status.as_str()),
+                &format!(
+                    "the job has ended ({}); there is nothing to cancel",
+                    meta.status.as_str()
+                ),
                 None,
             );
         }
@@ -630,9 +648,17 @@ impl<Q: Queue> Api<Q> {
                 let mut out = Vec::new();
                 if let Err(e) = relay_shared::results_csv::write_results(&mut out, &rows) {
                     tracing::error!(error = %e, "results CSV not written");
-                    return error(500, "internal", "the results could not be written as CSV", None);
+                    return error(
+                        500,
+                        "internal",
+                        "the results could not be written as CSV",
+                        None,
+                    );
                 }
-                ("text/csv; charset=utf-8", String::from_utf8_lossy(&out).into_owned())
+                (
+                    "text/csv; charset=utf-8",
+                    String::from_utf8_lossy(&out).into_owned(),
+                )
             }
             _ => {
                 return json_response(

@@ -413,7 +413,10 @@ fn check_monitoring(template: &Template) -> Vec<String> {
     let mut alarmed: BTreeSet<(String, String, String)> = BTreeSet::new();
     for (id, props) in template.of_type("AWS::CloudWatch::Alarm") {
         let ns = props.get("Namespace").and_then(Value::as_str).unwrap_or("");
-        let metric = props.get("MetricName").and_then(Value::as_str).unwrap_or("");
+        let metric = props
+            .get("MetricName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let dims = props
             .get("Dimensions")
             .and_then(Value::as_sequence)
@@ -439,11 +442,27 @@ fn check_monitoring(template: &Template) -> Vec<String> {
         alarmed.insert((ns.to_string(), metric.to_string(), dim));
     }
     let mut needed: Vec<(&str, &str, String)> = vec![
-        ("AWS/SQS", "ApproximateAgeOfOldestMessage", "WebhookQueue".into()),
-        ("AWS/SQS", "ApproximateAgeOfOldestMessage", "SubmitQueue".into()),
-        (NAMESPACE, metrics::DELIVERIES_REFUSED.name, "webhook-ingest".into()),
+        (
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            "WebhookQueue".into(),
+        ),
+        (
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            "SubmitQueue".into(),
+        ),
+        (
+            NAMESPACE,
+            metrics::DELIVERIES_REFUSED.name,
+            "webhook-ingest".into(),
+        ),
         (NAMESPACE, metrics::PARKED.name, "bulk-fetch".into()),
-        (NAMESPACE, metrics::CHUNKS_TIMED_OUT.name, "bulk-fetch".into()),
+        (
+            NAMESPACE,
+            metrics::CHUNKS_TIMED_OUT.name,
+            "bulk-fetch".into(),
+        ),
         (NAMESPACE, metrics::SWEEP_ERRORS.name, "sweeper".into()),
     ];
     for (id, _, _) in FUNCTIONS {
@@ -476,9 +495,19 @@ fn check_monitoring(template: &Template) -> Vec<String> {
             .as_array()
             .into_iter()
             .flatten()
-            .flat_map(|w| w["properties"]["metrics"].as_array().cloned().unwrap_or_default());
+            .flat_map(|w| {
+                w["properties"]["metrics"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            });
         for row in rows {
-            let f = |i: usize| row.get(i).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let f = |i: usize| {
+                row.get(i)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
             if f(0) == NAMESPACE && !emitted(&f(1), &f(3)) {
                 problems.push(format!(
                     "dashboard shows {} of {}, which the code does not emit",
