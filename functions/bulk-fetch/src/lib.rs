@@ -182,8 +182,7 @@ where
 
     async fn handle(&self, record: &SqsMessage) -> Handled {
         let started = std::time::Instant::now();
-        let poll = PollRequest::from_json(record.body.as_deref().unwrap_or_default()).is_some();
-        let (disposition, env) = self.process(record).await;
+        let (disposition, env, poll) = self.process(record).await;
         let disposition = match disposition {
             Disposition::Parked(reason) => match self.park(record, &reason, env.as_ref()).await {
                 Ok(()) => Disposition::Parked(reason),
@@ -247,15 +246,20 @@ where
             .map(|_| ())
     }
 
-    async fn process(&self, record: &SqsMessage) -> (Disposition, Option<Envelope>) {
+    /// What became of a record, its envelope (a delivery's), and whether it was a poll.
+    async fn process(&self, record: &SqsMessage) -> (Disposition, Option<Envelope>, bool) {
         if let Some(poll) = PollRequest::from_json(record.body.as_deref().unwrap_or_default()) {
-            return (self.poll(&poll.poll).await, None);
+            return (self.poll(&poll.poll).await, None, true);
         }
         let Ok(env) = Envelope::from_json(record.body.as_deref().unwrap_or_default()) else {
-            return (Disposition::Parked("unreadable envelope".into()), None);
+            return (
+                Disposition::Parked("unreadable envelope".into()),
+                None,
+                false,
+            );
         };
         let disposition = self.process_envelope(&env).await;
-        (disposition, Some(env))
+        (disposition, Some(env), false)
     }
 
     async fn process_envelope(&self, env: &Envelope) -> Disposition {
