@@ -353,6 +353,11 @@ pub struct FetchConfig {
     /// `JOB_DEADLINE_HOURS` (24): how long a job waits for its results after its last chunk
     /// started before its open contacts time out (a job's `options.deadline_hours` wins).
     pub deadline: Duration,
+    /// `CALLBACK_SECRET`: signs completion callbacks (a Standard Webhooks `whsec_` secret).
+    pub callback_secret: SecretString,
+    /// `CALLBACK_RETRY_BASE_SECONDS` (30): the wait after a callback's first failed attempt; it
+    /// doubles with each failure.
+    pub callback_retry_base: Duration,
 }
 
 impl FetchConfig {
@@ -374,6 +379,11 @@ impl FetchConfig {
             fullenrich_interval: fullenrich_interval(env)?,
             deadline: Duration::from_secs(env.number("JOB_DEADLINE_HOURS", 24)?.max(1) * 3600),
             retention: retention(env)?,
+            callback_secret: env.secret("CALLBACK_SECRET")?,
+            callback_retry_base: env.duration(
+                "CALLBACK_RETRY_BASE_SECONDS",
+                crate::callback::DEFAULT_RETRY_BASE,
+            )?,
         })
     }
 }
@@ -432,6 +442,9 @@ pub struct ApiConfig {
     pub api_token: SecretString,
     /// `RESULT_RETENTION_DAYS`: how long a job's items are kept (90 days).
     pub retention: Duration,
+    /// `CALLBACK_ALLOW_LOOPBACK` (false): callback URLs may be plain http to a loopback address
+    /// (the local stack's receivers); never set on AWS.
+    pub callback_allow_loopback: bool,
 }
 
 impl ApiConfig {
@@ -441,6 +454,7 @@ impl ApiConfig {
             submit_queue_url: env.url("SUBMIT_QUEUE_URL", None)?,
             api_token: env.secret("RELAY_API_TOKEN")?,
             retention: retention(env)?,
+            callback_allow_loopback: env.flag("CALLBACK_ALLOW_LOOPBACK", false)?,
         })
     }
 }

@@ -237,9 +237,79 @@ pub struct JobMeta {
     /// nothing more, and its deliveries are dropped; its items are being deleted (the head stays
     /// as a tombstone without contact data until its retention ends).
     pub deleted: bool,
+    /// Where `job.completed` is POSTed when the job ends (`callback_url` on `POST /jobs`).
+    pub callback_url: Option<String>,
+    /// That callback's delivery, once the job ended.
+    pub callback: Option<CallbackState>,
+}
+
+/// Where a job's completion callback stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackStatus {
+    /// The job ended; the callback is due, or waits for its next attempt.
+    Pending,
+    /// An attempt got a 2xx.
+    Delivered,
+    /// No attempt got a 2xx within the retry window: given up.
+    Failed,
+}
+
+impl CallbackStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackStatus::Pending => "pending",
+            CallbackStatus::Delivered => "delivered",
+            CallbackStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CallbackStatus> {
+        serde_json::from_value(Value::from(s)).ok()
+    }
+}
+
+/// A completion callback's delivery, as `GET /jobs/{id}` shows it (`callback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackState {
+    pub status: CallbackStatus,
+    /// Attempts made (begun) so far.
+    pub attempts: u32,
+    /// The HTTP status of the last answered attempt.
+    pub last_status_code: Option<u16>,
+    /// Why the last attempt failed without an HTTP status (timeout, connection refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the next attempt is due (ms), while pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<u64>,
+    /// When the job ended and the callback first became due (ms): retries stop a window after.
+    #[serde(skip)]
+    pub since_ms: u64,
 }
 
 impl JobMeta {
+    /// The job as `GET /jobs` lists it and `job.completed` reports it: its fields and figures,
+    /// no contact data (`GET /jobs/{id}` adds credits, chunks and the callback's state).
+    pub fn summary_json(&self) -> Value {
+        serde_json::json!({
+            "job_id": self.job_id,
+            "provider": self.provider.as_str(),
+            "operation": self.operation.as_str(),
+            "name": self.name,
+            "status": self.status.as_str(),
+            "contacts": self.contacts,
+            "done": self.done,
+            "found": self.found,
+            "not_found": self.not_found,
+            "failed": self.failed,
+            "duplicates": self.duplicates,
+            "created_at": self.created_at_ms,
+            "updated_at": self.updated_at_ms,
+            "error": self.error,
+        })
+    }
+
     /// A new job's head: nothing counted yet.
     pub fn new(
         job_id: String,
@@ -272,6 +342,8 @@ impl JobMeta {
             error: None,
             options,
             deleted: false,
+            callback_url: None,
+            callback: None,
         }
     }
 }

@@ -70,6 +70,12 @@ pub const RESULTS_RECOVERED: Metric = count(FETCH, "ResultsRecovered");
 pub const CHUNKS_TIMED_OUT: Metric = count(FETCH, "ChunksTimedOut");
 /// bulk-fetch: contacts that got no result by their job's deadline.
 pub const CONTACTS_TIMED_OUT: Metric = count(FETCH, "ContactsTimedOut");
+/// bulk-fetch: completion callbacks a receiver took (2xx).
+pub const CALLBACKS_DELIVERED: Metric = count(FETCH, "CallbacksDelivered");
+/// bulk-fetch: callback attempts that failed (non-2xx, timeout, refused); retried.
+pub const CALLBACK_ATTEMPTS_FAILED: Metric = count(FETCH, "CallbackAttemptsFailed");
+/// bulk-fetch: callbacks given up, the retry window over.
+pub const CALLBACKS_GIVEN_UP: Metric = count(FETCH, "CallbacksGivenUp");
 /// bulk-fetch: from the provider's webhook reaching ingest to its results stored.
 pub const END_TO_END_LATENCY: Metric = Metric {
     function: FETCH,
@@ -110,6 +116,9 @@ pub const ALL: &[Metric] = &[
     RESULTS_RECOVERED,
     CHUNKS_TIMED_OUT,
     CONTACTS_TIMED_OUT,
+    CALLBACKS_DELIVERED,
+    CALLBACK_ATTEMPTS_FAILED,
+    CALLBACKS_GIVEN_UP,
     END_TO_END_LATENCY,
     STARTS_ACCEPTED,
     STARTS_DEFERRED,

@@ -11,8 +11,9 @@ use aws_config::SdkConfig;
 use crate::config::{ConfigError, Env};
 
 /// The variables that may come from SSM: `<VAR>_SSM` names the parameter.
-pub const SECRET_VARS: [&str; 6] = [
+pub const SECRET_VARS: [&str; 7] = [
     "WEBHOOK_SECRET",
+    "CALLBACK_SECRET",
     "WEBHOOK_SECRET_PREVIOUS",
     "RELAY_API_TOKEN",
     "FULLENRICH_API_KEY",

@@ -43,6 +43,18 @@ pub struct NewJob {
     pub name: String,
     pub options: Value,
     pub contacts: Vec<Contact>,
+    /// Where `job.completed` is POSTed when the job ends.
+    pub callback_url: Option<String>,
+}
+
+/// The longest `callback_url` taken.
+pub const MAX_CALLBACK_URL_CHARS: usize = 2048;
+
+/// Which callback URLs a deployment takes: https to a public host always; plain http to a
+/// loopback address only where the operator allows it (the local stack).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallbackPolicy {
+    pub allow_loopback: bool,
 }
 
 /// The fields each operation reads from a contact, and which of them it needs.
@@ -195,6 +207,11 @@ pub fn fullenrich_len(s: &str) -> usize {
 }
 
 pub fn validate(body: &Value) -> Result<NewJob, Invalid> {
+    validate_with(body, CallbackPolicy::default())
+}
+
+/// [`validate`], with the deployment's rule for callback URLs.
+pub fn validate_with(body: &Value, policy: CallbackPolicy) -> Result<NewJob, Invalid> {
     let obj = body
         .as_object()
         .ok_or_else(|| invalid("", "the body must be a JSON object"))?;
@@ -234,6 +251,13 @@ pub fn validate(body: &Value) -> Result<NewJob, Invalid> {
         }
     };
     let options = validate_options(operation, obj.get("options"))?;
+    let callback_url = match obj.get("callback_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) => {
+            Some(validate_callback_url(u, policy).map_err(|rule| invalid("callback_url", rule))?)
+        }
+        Some(_) => return Err(invalid("callback_url", "must be a string (an https URL)")),
+    };
     let contacts = match obj.get("contacts") {
         Some(Value::Array(a)) => a,
         _ => return Err(invalid("contacts", "is required: an array of contacts")),
@@ -257,7 +281,74 @@ pub fn validate(body: &Value) -> Result<NewJob, Invalid> {
         name,
         options,
         contacts: out,
+        callback_url,
     })
+}
+
+/// A callback URL the relay may POST to: https, a host name or a public address, no
+/// credentials. Private, loopback and link-local addresses are refused (the relay runs inside a
+/// cloud network; a callback must not reach it), loopback http only under the policy.
+pub fn validate_callback_url(u: &str, policy: CallbackPolicy) -> Result<String, String> {
+    use std::net::IpAddr;
+    if u.chars().count() > MAX_CALLBACK_URL_CHARS {
+        return Err(format!(
+            "must be at most {MAX_CALLBACK_URL_CHARS} characters"
+        ));
+    }
+    let url = reqwest::Url::parse(u).map_err(|_| "must be an absolute https URL".to_string())?;
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
+        Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
+        Some(url::Host::Domain(_)) => None,
+        None => return Err("must be an absolute https URL".into()),
+    };
+    let loopback = ip.is_some_and(|ip| ip.is_loopback())
+        || url
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case("localhost"));
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials (user:password@)".into());
+    }
+    if loopback && policy.allow_loopback {
+        return if matches!(url.scheme(), "http" | "https") {
+            Ok(url.to_string())
+        } else {
+            Err("must be an http or https URL".into())
+        };
+    }
+    if url.scheme() != "https" {
+        return Err("must be an https URL".into());
+    }
+    let private = loopback
+        || url
+            .host_str()
+            .is_some_and(|h| h.to_ascii_lowercase().ends_with(".localhost"))
+        || ip.is_some_and(|ip| match ip {
+            IpAddr::V4(a) => {
+                a.is_private()
+                    || a.is_loopback()
+                    || a.is_link_local()
+                    || a.is_unspecified()
+                    || a.is_broadcast()
+                    || a.is_documentation()
+                    // 100.64.0.0/10, carrier-grade NAT
+                    || (a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64)
+            }
+            IpAddr::V6(a) => {
+                a.is_loopback()
+                    || a.is_unspecified()
+                    // fc00::/7 unique local, fe80::/10 link-local
+                    || (a.segments()[0] & 0xfe00) == 0xfc00
+                    || (a.segments()[0] & 0xffc0) == 0xfe80
+                    || a.to_ipv4_mapped().is_some()
+            }
+        });
+    if private {
+        return Err(
+            "must point to a public host (not a private, loopback or link-local address)".into(),
+        );
+    }
+    Ok(url.to_string())
 }
 
 pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, Invalid> {
@@ -633,5 +724,61 @@ mod tests {
         let e = fe(json!([c])).unwrap_err();
         assert_eq!(e.field, "contacts[0].custom.note");
         assert!(e.message.contains("UTF-16"), "{}", e.message);
+    }
+
+    #[test]
+    fn callback_urls_are_https_to_public_hosts() {
+        let strict = CallbackPolicy::default();
+        let local = CallbackPolicy {
+            allow_loopback: true,
+        };
+        for ok in [
+            "https://hooks.example.com/relay/done",
+            "https://hooks.example.com:8443/x?y=1",
+            "https://93.184.216.34/done",
+        ] {
+            assert!(validate_callback_url(ok, strict).is_ok(), "{ok}");
+        }
+        for (bad, rule) in [
+            ("http://hooks.example.com/done", "https"),
+            ("ftp://hooks.example.com/done", "https"),
+            ("hooks.example.com/done", "absolute"),
+            ("https://user:pw@hooks.example.com/", "credentials"),
+            ("https://127.0.0.1/done", "public"),
+            ("https://localhost/done", "public"),
+            ("https://api.localhost/done", "public"),
+            ("https://10.1.2.3/done", "public"),
+            ("https://192.168.0.1/done", "public"),
+            ("https://172.16.0.1/done", "public"),
+            ("https://169.254.169.254/latest/meta-data", "public"),
+            ("https://100.64.0.1/done", "public"),
+            ("https://0.0.0.0/done", "public"),
+            ("https://[::1]/done", "public"),
+            ("https://[fd00::1]/done", "public"),
+            ("https://[fe80::1]/done", "public"),
+            ("https://[::ffff:10.0.0.1]/done", "public"),
+            ("http://127.0.0.1:8080/done", "https"),
+        ] {
+            let e = validate_callback_url(bad, strict).expect_err(bad);
+            assert!(e.contains(rule), "{bad}: {e}");
+        }
+        // The local stack's receivers: plain http to loopback, and only loopback.
+        assert!(validate_callback_url("http://127.0.0.1:8080/done", local).is_ok());
+        assert!(validate_callback_url("http://localhost:8080/done", local).is_ok());
+        assert!(validate_callback_url("http://10.0.0.1/done", local).is_err());
+        let long = format!(
+            "https://hooks.example.com/{}",
+            "a".repeat(MAX_CALLBACK_URL_CHARS)
+        );
+        assert!(validate_callback_url(&long, strict).is_err());
+        // In a request: the field is named, and the rule.
+        let body = json!({"provider": "enrow", "operation": "email_verify",
+            "callback_url": "http://hooks.example.com/", "contacts": [{"email": "a@example.com"}]});
+        let e = validate(&body).unwrap_err();
+        assert_eq!(e.field, "callback_url");
+        assert!(e.message.contains("https"));
+        let body = json!({"provider": "enrow", "operation": "email_verify",
+            "callback_url": 5, "contacts": [{"email": "a@example.com"}]});
+        assert_eq!(validate(&body).unwrap_err().field, "callback_url");
     }
 }

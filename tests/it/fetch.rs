@@ -995,6 +995,25 @@ struct FlakySettle {
     failed: std::sync::atomic::AtomicBool,
 }
 
+impl relay_shared::store::CallbackStore for FlakySettle {
+    async fn take_callback(
+        &self,
+        job_id: &str,
+        due_at: Option<u64>,
+        lease_ms: u64,
+    ) -> Result<Option<relay_shared::store::CallbackTake>, relay_shared::store::StoreError> {
+        self.inner.take_callback(job_id, due_at, lease_ms).await
+    }
+    async fn record_callback(
+        &self,
+        job_id: &str,
+        lease: u64,
+        attempt: &relay_shared::store::CallbackAttempt,
+    ) -> Result<bool, relay_shared::store::StoreError> {
+        self.inner.record_callback(job_id, lease, attempt).await
+    }
+}
+
 impl JobStore for FlakySettle {
     async fn get_job(
         &self,
@@ -1132,6 +1151,11 @@ async fn a_settle_that_fails_once_still_ends_the_job() {
             f.stack.s3(),
             f.stack.res.bucket("PayloadBucket"),
         ),
+        callbacks: relay_shared::callback::Callbacks::new(
+            relay_local_stack::dev::DEV_CALLBACK_SECRET,
+            relay_shared::callback::DEFAULT_RETRY_BASE,
+        )
+        .unwrap(),
         dead_letters: relay_shared::queue::SqsQueue::new(
             f.stack.sqs(),
             f.stack.res.queue_url("WebhookDeadLetterQueue"),

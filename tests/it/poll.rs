@@ -114,8 +114,8 @@ async fn the_due_index_finds_due_chunks_only_and_a_sweep_takes_each_once() {
     let mine: Vec<_> = later.iter().filter(|d| d.job_id == job).collect();
     assert_eq!(mine.len(), 2, "{later:?}");
     // Taken once: a second sweep that read the same due time loses.
-    assert!(store.take_due(mine[0], 60_000).await.unwrap());
-    assert!(!store.take_due(mine[0], 60_000).await.unwrap());
+    assert!(store.take_due(mine[0], 60_000).await.unwrap().is_some());
+    assert!(store.take_due(mine[0], 60_000).await.unwrap().is_none());
 }
 
 #[tokio::test]

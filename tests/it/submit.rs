@@ -44,6 +44,7 @@ impl Submit {
             jobs: jobs.clone(),
             submit_queue: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
             token: BearerToken::new(TOKEN),
+            callbacks: Default::default(),
         };
         let worker = ChunkSubmitter {
             jobs: jobs.clone(),
@@ -798,6 +799,7 @@ async fn an_idempotency_key_retry_finishes_a_job_whose_chunks_were_not_queued() 
             format!("{}-missing", s.stack.res.queue_url("SubmitQueue")),
         ),
         token: BearerToken::new(TOKEN),
+        callbacks: Default::default(),
     };
     let auth = format!("Bearer {TOKEN}");
     let headers = [

@@ -148,6 +148,11 @@ async fn fresh_worker(
         dedupe: DynamoDedupe::new(ddb, res.table("DedupeTable"), 120_000, 30 * 86_400),
         providers: ProviderHttp::new(&stub.url, "bench-key", &stub.url, "bench-key"),
         bodies: S3Bodies::new(relay_shared::aws::s3(sdk), res.bucket("PayloadBucket")),
+        callbacks: relay_shared::callback::Callbacks::new(
+            relay_local_stack::dev::DEV_CALLBACK_SECRET,
+            relay_shared::callback::DEFAULT_RETRY_BASE,
+        )
+        .unwrap(),
         dead_letters: SqsQueue::new(
             relay_shared::aws::sqs(sdk),
             res.queue_url("WebhookDeadLetterQueue"),
@@ -229,6 +234,11 @@ async fn main() {
             dedupe: mem::Dedupe::default(),
             providers: ProviderHttp::new(&stub.url, "bench-key", &stub.url, "bench-key"),
             bodies: S3Bodies::new(relay_shared::aws::s3(&sdk), "unused"),
+            callbacks: relay_shared::callback::Callbacks::new(
+                relay_local_stack::dev::DEV_CALLBACK_SECRET,
+                relay_shared::callback::DEFAULT_RETRY_BASE,
+            )
+            .unwrap(),
             dead_letters: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
             requeue: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
             fullenrich_interval: std::time::Duration::from_millis(1),
@@ -380,6 +390,26 @@ mod mem {
                 .unwrap()
                 .insert(job_id.clone(), (meta, provider_id.to_string()));
             job_id
+        }
+    }
+
+    /// Jobs in the bench have no callback URL: nothing is ever due.
+    impl relay_shared::store::CallbackStore for Jobs {
+        async fn take_callback(
+            &self,
+            _: &str,
+            _: Option<u64>,
+            _: u64,
+        ) -> Result<Option<relay_shared::store::CallbackTake>, StoreError> {
+            Ok(None)
+        }
+        async fn record_callback(
+            &self,
+            _: &str,
+            _: u64,
+            _: &relay_shared::store::CallbackAttempt,
+        ) -> Result<bool, StoreError> {
+            Ok(false)
         }
     }
 

@@ -14,10 +14,11 @@ use futures::StreamExt;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::Provider;
 use relay_shared::bodies::BodyStore;
+use relay_shared::callback::{Attempted, CallbackRequest, CallbackTarget, Callbacks};
 use relay_shared::envelope::{Body, Envelope, PollRequest, PollTarget, Signature};
 use relay_shared::jobs::{
-    Chunk, ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, Outcome,
-    RECORD_KEY, from_enrow, from_fullenrich, reasons,
+    Chunk, ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, JobStatus,
+    Operation, Outcome, RECORD_KEY, from_enrow, from_fullenrich, reasons,
 };
 use relay_shared::metrics::{self, Metrics};
 use relay_shared::now_ms;
@@ -25,10 +26,10 @@ use relay_shared::providers::Hook;
 use relay_shared::providers::client::{FetchError, ProviderClient};
 use relay_shared::providers::enrow::{self, EventKind};
 use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
-use relay_shared::queue::Queue;
+use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
-    ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore, MAX_POLL_EVERY_MS,
-    StoreError, Stored,
+    CallbackStore, ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore,
+    MAX_POLL_EVERY_MS, StoreError, Stored,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -55,6 +56,8 @@ pub enum Disposition {
     /// A poll past the job's deadline: this many contacts of the chunk got no result and are
     /// `timed_out`; the chunk ended.
     TimedOut(usize),
+    /// A completion callback message: what its attempt did.
+    Callback(Attempted),
 }
 
 /// A failure while applying an event.
@@ -136,6 +139,8 @@ pub struct Worker<J, D, P, B, Q> {
     pub providers: P,
     pub bodies: B,
     pub dead_letters: Q,
+    /// Signs and sends completion callbacks.
+    pub callbacks: Callbacks,
     /// The webhook queue: where a delivery waits again, delayed, for a provider that is not
     /// ready or rate-limits.
     pub requeue: Q,
@@ -151,7 +156,7 @@ pub struct Worker<J, D, P, B, Q> {
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
-    J: JobStore,
+    J: JobStore + CallbackStore,
     D: DedupeStore,
     P: ProviderClient,
     B: BodyStore,
@@ -199,6 +204,13 @@ where
             Disposition::Polled(r) => ("polled", Some(r.as_str())),
             Disposition::TimedOut(_) => ("timed_out", None),
             Disposition::Dropped(r) => ("dropped", Some(r.as_str())),
+            Disposition::Callback(a) => match a {
+                Attempted::Skipped => ("callback_skipped", None),
+                Attempted::Delivered { .. } => ("callback_delivered", None),
+                Attempted::Failed { why, .. } => ("callback_failed", Some(why.as_str())),
+                Attempted::GaveUp { why } => ("callback_given_up", Some(why.as_str())),
+                Attempted::LeaseLost => ("callback_lease_lost", None),
+            },
         };
         let (new, existing) = match disposition {
             Disposition::Applied { new, existing } => (new, existing),
@@ -250,6 +262,9 @@ where
     async fn process(&self, record: &SqsMessage) -> (Disposition, Option<Envelope>, bool) {
         if let Some(poll) = PollRequest::from_json(record.body.as_deref().unwrap_or_default()) {
             return (self.poll(&poll.poll).await, None, true);
+        }
+        if let Some(ask) = CallbackRequest::from_json(record.body.as_deref().unwrap_or_default()) {
+            return (self.callback(&ask.callback).await, None, false);
         }
         let Ok(env) = Envelope::from_json(record.body.as_deref().unwrap_or_default()) else {
             return (
@@ -315,7 +330,7 @@ where
                     tracing::warn!(error = %e, "duplicate not counted");
                 }
                 // The copy that applied it may have failed to settle the job: settle here too.
-                return match self.jobs.settle_job(job_id).await {
+                return match self.settle(meta).await {
                     Ok(_) => Ok(Disposition::Duplicate),
                     Err(e) => Err(Failure::Retry(format!("job not settled: {e}"))),
                 };
@@ -339,7 +354,7 @@ where
                 }
                 // Settled on every apply: a job whose counts say it is done ends now. A settle
                 // that fails sends the record back; its retry is a duplicate, which settles.
-                if let Err(e) = self.jobs.settle_job(job_id).await {
+                if let Err(e) = self.settle(meta).await {
                     return Err(Failure::Retry(format!("job not settled: {e}")));
                 }
                 Ok(Disposition::Applied {
@@ -477,6 +492,40 @@ where
             .map_or(self.deadline, |h| Duration::from_secs(h * 3600))
     }
 
+    /// Settles the job when its results are all in. If that ended it and it has a callback URL,
+    /// the callback is asked for now (else the sweeper finds it due within its interval).
+    async fn settle(&self, meta: &JobMeta) -> Result<Option<JobStatus>, StoreError> {
+        let settled = self.jobs.settle_job(&meta.job_id).await?;
+        if settled.is_some() && meta.callback_url.is_some() {
+            let ask = CallbackRequest::new(&meta.job_id, None).to_json();
+            if let Err(e) = self.requeue.send(ask).await {
+                tracing::warn!(job_id = %meta.job_id, error = %e, "callback not queued: the sweeper will");
+            }
+        }
+        Ok(settled)
+    }
+
+    /// One attempt of a job's completion callback, if it is due (see [`relay_shared::callback`]).
+    /// A failed attempt is asked for again after its backoff (SQS delays up to 15 minutes;
+    /// longer waits are the sweeper's).
+    async fn callback(&self, target: &CallbackTarget) -> Disposition {
+        let attempted = match self.callbacks.attempt(&self.jobs, target).await {
+            Ok(a) => a,
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        let job_id = target.job_id.as_str();
+        if let Attempted::Failed { next_at, .. } = &attempted {
+            let wait = Duration::from_millis(next_at.saturating_sub(now_ms()));
+            if wait <= MAX_DELAY {
+                let ask = CallbackRequest::new(job_id, Some(*next_at)).to_json();
+                if let Err(e) = self.requeue.send_delayed(ask, wait).await {
+                    tracing::warn!(job_id, error = %e, "callback retry not queued: the sweeper will");
+                }
+            }
+        }
+        Disposition::Callback(attempted)
+    }
+
     /// Whether the job's deadline has passed: every chunk has started (or is final), and the
     /// last one started longer ago than the job's deadline. Cheap while `chunk`'s own start is
     /// recent; then one query of the job's chunks.
@@ -527,7 +576,7 @@ where
             Ok(s) => s,
             Err(e) => return Disposition::Retry(e.to_string()),
         };
-        if let Err(e) = self.jobs.settle_job(job_id).await {
+        if let Err(e) = self.settle(meta).await {
             return Disposition::Retry(format!("job not settled: {e}"));
         }
         tracing::warn!(
@@ -1283,6 +1332,19 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
                 line.add(metrics::DEFERRED, 1);
             }
             Disposition::Polled(_) | Disposition::Dropped(_) => {}
+            Disposition::Callback(a) => match a {
+                Attempted::Delivered { .. } => {
+                    line.add(metrics::CALLBACKS_DELIVERED, 1);
+                }
+                Attempted::Failed { .. } => {
+                    line.add(metrics::CALLBACK_ATTEMPTS_FAILED, 1);
+                }
+                Attempted::GaveUp { .. } => {
+                    line.add(metrics::CALLBACK_ATTEMPTS_FAILED, 1);
+                    line.add(metrics::CALLBACKS_GIVEN_UP, 1);
+                }
+                Attempted::Skipped | Attempted::LeaseLost => {}
+            },
             Disposition::TimedOut(contacts) => {
                 line.add(metrics::CHUNKS_TIMED_OUT, 1);
                 line.add(metrics::CONTACTS_TIMED_OUT, *contacts as u64);
@@ -1358,17 +1420,22 @@ impl<Q: Queue> Sweeper<Q> {
         };
         let outcomes: Vec<Result<bool, String>> = futures::stream::iter(due)
             .map(|d| async move {
-                if !self
+                let Some(taken) = self
                     .jobs
                     .take_due(&d, self.hold.as_millis() as u64)
                     .await
                     .map_err(|e| e.to_string())?
-                {
+                else {
                     return Ok(false);
-                }
-                let poll = PollRequest::new(&d.job_id, d.index, d.poll_at_ms);
+                };
+                let message = match d.chunk {
+                    Some(index) => PollRequest::new(&d.job_id, index, d.poll_at_ms).to_json(),
+                    // A completion callback due (its message lost, its attempt dead, or its
+                    // next attempt further off than SQS delays): taken with the new due date.
+                    None => CallbackRequest::new(&d.job_id, Some(taken)).to_json(),
+                };
                 self.queue
-                    .send(poll.to_json())
+                    .send(message)
                     .await
                     .map(|_| true)
                     .map_err(|e| e.to_string())

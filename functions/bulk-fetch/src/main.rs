@@ -7,9 +7,11 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use bulk_fetch::Worker;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use relay_shared::bodies::S3Bodies;
+use relay_shared::callback::Callbacks;
 use relay_shared::config::FetchConfig;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::{DynamoDedupe, DynamoJobStore};
+use secrecy::ExposeSecret;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -32,6 +34,10 @@ async fn main() -> Result<(), Error> {
         ),
         providers: config.providers.client(),
         bodies: S3Bodies::new(relay_shared::aws::s3(&aws), &config.payload_bucket),
+        callbacks: Callbacks::new(
+            config.callback_secret.expose_secret(),
+            config.callback_retry_base,
+        )?,
         dead_letters: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.dead_letter_queue_url),
         requeue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.webhook_queue_url),
         fullenrich_interval: config.fullenrich_interval,

@@ -154,6 +154,8 @@ pub struct Api<Q> {
     pub jobs: DynamoJobStore,
     pub submit_queue: Q,
     pub token: BearerToken,
+    /// Which `callback_url`s this deployment takes.
+    pub callbacks: validate::CallbackPolicy,
 }
 
 impl<Q: Queue> Api<Q> {
@@ -253,7 +255,7 @@ impl<Q: Queue> Api<Q> {
                 );
             }
         };
-        let new = match validate::validate(&body) {
+        let new = match validate::validate_with(&body, self.callbacks) {
             Ok(n) => n,
             Err(e) => {
                 return (
@@ -346,7 +348,7 @@ impl<Q: Queue> Api<Q> {
         let size = chunk_size(new.operation);
         let n = new.contacts.len() as u64;
         let chunks = Chunk::plan(n, size);
-        let meta = JobMeta::new(
+        let mut meta = JobMeta::new(
             job_id.clone(),
             new.operation,
             Some(new.name),
@@ -355,6 +357,7 @@ impl<Q: Queue> Api<Q> {
             size,
             new.options,
         );
+        meta.callback_url = new.callback_url;
         let outcome = self.record_and_queue(&meta, &chunks, &new.contacts).await;
         if let Some(key) = held_key
             && let Err(e) = self
@@ -453,8 +456,9 @@ impl<Q: Queue> Api<Q> {
             Err(e) => return store_unavailable(e),
         };
         let credits: f64 = chunks.iter().filter_map(|c| c.credits).sum();
-        let mut body = job_json(&meta);
+        let mut body = meta.summary_json();
         body["credits_used"] = json!(credits);
+        body["callback"] = relay_shared::callback::callback_json(&meta);
         body["chunks"] = chunks
             .iter()
             .map(|c| {
@@ -509,7 +513,7 @@ impl<Q: Queue> Api<Q> {
             Ok((jobs, next)) => json_response(
                 200,
                 json!({
-                    "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
+                    "jobs": jobs.iter().map(JobMeta::summary_json).collect::<Vec<_>>(),
                     "next_cursor": next.map(|c| format!("{}.{}", c.created_at_ms, c.job_id)),
                 })
                 .to_string(),
@@ -567,7 +571,7 @@ impl<Q: Queue> Api<Q> {
         if let Err(e) = self.jobs.set_job_error(id, &canceled).await {
             return store_unavailable(e);
         }
-        let mut body = job_json(&meta);
+        let mut body = meta.summary_json();
         body["error"] = json!(canceled);
         json_response(202, body.to_string())
     }
@@ -752,26 +756,6 @@ mod tests {
         assert_eq!((page.len(), next.as_deref()), (1, Some("1")));
         assert!(page[0].contains("\"raw\""));
     }
-}
-
-/// A job as `GET /jobs/{id}` and `GET /jobs` show it (the former adds credits and chunks).
-fn job_json(meta: &JobMeta) -> Value {
-    json!({
-        "job_id": meta.job_id,
-        "provider": meta.provider.as_str(),
-        "operation": meta.operation.as_str(),
-        "name": meta.name,
-        "status": meta.status.as_str(),
-        "contacts": meta.contacts,
-        "done": meta.done,
-        "found": meta.found,
-        "not_found": meta.not_found,
-        "failed": meta.failed,
-        "duplicates": meta.duplicates,
-        "created_at": meta.created_at_ms,
-        "updated_at": meta.updated_at_ms,
-        "error": meta.error,
-    })
 }
 
 fn accepted(meta: &JobMeta) -> Value {

@@ -23,6 +23,9 @@ async fn main() -> Result<(), Error> {
             .with_retention(config.retention),
         submit_queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.submit_queue_url),
         token: BearerToken::new(config.api_token.expose_secret()),
+        callbacks: relay_shared::validate::CallbackPolicy {
+            allow_loopback: config.callback_allow_loopback,
+        },
     });
     run(service_fn(move |req: Request| {
         let api = Arc::clone(&api);

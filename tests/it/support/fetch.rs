@@ -44,6 +44,11 @@ impl Fetch {
             dedupe: DynamoDedupe::new(ddb, stack.res.table("DedupeTable"), 120_000, 30 * 86_400),
             providers,
             bodies: S3Bodies::new(stack.s3(), stack.res.bucket("PayloadBucket")),
+            callbacks: relay_shared::callback::Callbacks::new(
+                relay_local_stack::dev::DEV_CALLBACK_SECRET,
+                relay_shared::callback::DEFAULT_RETRY_BASE,
+            )
+            .unwrap(),
             dead_letters: SqsQueue::new(stack.sqs(), stack.res.queue_url("WebhookDeadLetterQueue")),
             requeue: SqsQueue::new(stack.sqs(), stack.res.queue_url("WebhookQueue")),
             fullenrich_interval: std::time::Duration::from_millis(1),

@@ -33,6 +33,10 @@ pub struct DevOptions {
     pub bin_dir: PathBuf,
     pub api_token: String,
     pub webhook_secret: String,
+    /// `CALLBACK_SECRET`: signs completion callbacks (`whsec_` and base64).
+    pub callback_secret: String,
+    /// `CALLBACK_RETRY_BASE_SECONDS`: the first wait after a failed callback (1 s here).
+    pub callback_retry_base_seconds: u64,
     /// Another provider instead of the sandbox (`ENROW_API_URL`, `FULLENRICH_API_URL`).
     pub enrow_url: Option<String>,
     pub fullenrich_url: Option<String>,
@@ -58,6 +62,9 @@ pub struct DevOptions {
     pub sweep_every: Duration,
 }
 
+/// The local stack's callback secret unless `CALLBACK_SECRET` is set: 24 bytes, base64.
+pub const DEV_CALLBACK_SECRET: &str = "whsec_ZGV2LWNhbGxiYWNrLXNlY3JldC0wMTIz";
+
 impl DevOptions {
     /// Defaults, overridden by `RELAY_API_TOKEN`, `ENROW_API_URL`, `FULLENRICH_API_URL`,
     /// `ENROW_API_KEY`, `FULLENRICH_API_KEY`, `WEBHOOK_SECRET` when set.
@@ -72,6 +79,8 @@ impl DevOptions {
             api_token: var("RELAY_API_TOKEN").unwrap_or_else(|| "dev-token-change-me-0123".into()),
             webhook_secret: var("WEBHOOK_SECRET")
                 .unwrap_or_else(|| "dev-webhook-secret-0123456789".into()),
+            callback_secret: var("CALLBACK_SECRET").unwrap_or_else(|| DEV_CALLBACK_SECRET.into()),
+            callback_retry_base_seconds: 1,
             enrow_url: var("ENROW_API_URL"),
             fullenrich_url: var("FULLENRICH_API_URL"),
             enrow_key: var("ENROW_API_KEY"),
@@ -309,6 +318,7 @@ impl DevStack {
             let secrets = template.function_secrets(logical);
             for (k, v) in [
                 ("WEBHOOK_SECRET", Some(&opts.webhook_secret)),
+                ("CALLBACK_SECRET", Some(&opts.callback_secret)),
                 (
                     "WEBHOOK_SECRET_PREVIOUS",
                     opts.webhook_secret_previous.as_ref(),
@@ -333,6 +343,17 @@ impl DevStack {
                 "NOT_READY_WAIT_SECONDS".into(),
                 opts.retry_visibility_seconds.to_string(),
             );
+            // Callback receivers run on this machine: plain http to loopback is allowed here
+            // (never on AWS), and a failed attempt is retried after seconds, not 30 s.
+            if binary == "job-submit" {
+                env.insert("CALLBACK_ALLOW_LOOPBACK".into(), "true".into());
+            }
+            if template.function_names_var(logical, "CALLBACK_RETRY_BASE_SECONDS") {
+                env.insert(
+                    "CALLBACK_RETRY_BASE_SECONDS".into(),
+                    opts.callback_retry_base_seconds.to_string(),
+                );
+            }
             env.extend(opts.extra_env.clone());
             let aws = match (&ingest_aws, binary) {
                 (Some(switch), "webhook-ingest") => switch.endpoint.clone(),

@@ -5,6 +5,13 @@ use relay_local_stack::dev::{DevOptions, DevStack};
 #[tokio::main]
 async fn main() {
     let opts = DevOptions::from_env();
+    // A secret that came from the environment is the caller's: never echoed.
+    let shown = |var: &str, value: &str| match std::env::var(var) {
+        Ok(v) if !v.is_empty() => format!("from {var}"),
+        _ => value.to_string(),
+    };
+    let token = shown("RELAY_API_TOKEN", &opts.api_token);
+    let callback_secret = shown("CALLBACK_SECRET", &opts.callback_secret);
     let logs = opts.log_dir.clone();
     let stack = match DevStack::start(opts).await {
         Ok(s) => s,
@@ -16,7 +23,8 @@ async fn main() {
     println!("Enrich Relay dev stack");
     println!("  API            {}/jobs", stack.api_url);
     println!("  webhooks       {}/webhooks/…", stack.api_url);
-    println!("  bearer token   {}", stack.api_token);
+    println!("  bearer token   {token}");
+    println!("  callbacks      signed with {callback_secret} (Standard Webhooks)");
     println!("  Enrow API      {}", stack.enrow_url);
     println!("  FullEnrich API {}", stack.fullenrich_url);
     println!("  function logs  {}", logs.display());

@@ -29,9 +29,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::jobs::{
-    Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus, Operation, Outcome,
+    CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus,
+    Operation, Outcome,
 };
 use crate::{Provider, now_ms};
+
+mod callbacks;
+pub use callbacks::{CallbackAttempt, CallbackStore, CallbackTake};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -302,7 +306,7 @@ impl DynamoJobStore {
 
     /// Chunks due for a poll at `now_ms`, from the sparse `due` index (only started chunks that
     /// are not final are in it): one query per shard, reads proportional to the due chunks.
-    pub async fn due_chunks(&self, now_ms: u64, limit: usize) -> Result<Vec<DueChunk>, StoreError> {
+    pub async fn due_chunks(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
         Ok(self.due_chunks_costed(now_ms, limit).await?.0)
     }
 
@@ -311,7 +315,7 @@ impl DynamoJobStore {
         &self,
         now_ms: u64,
         limit: usize,
-    ) -> Result<(Vec<DueChunk>, ReadCost), StoreError> {
+    ) -> Result<(Vec<Due>, ReadCost), StoreError> {
         let mut cost = ReadCost::default();
         let mut out = Vec::new();
         for shard in 0..POLL_SHARDS {
@@ -333,13 +337,16 @@ impl DynamoJobStore {
                 cost.add_page(page.items());
                 for item in page.items() {
                     let job_id = get_s(item, "pk").and_then(|p| p.strip_prefix("JOB#"));
-                    let index = index_of(get_s(item, "sk"), "CHUNK#");
-                    if let (Some(job_id), Some(index), Some(poll_at)) =
-                        (job_id, index, get_n(item, "poll_at"))
+                    let chunk = match get_s(item, "sk") {
+                        Some("META") => Some(None),
+                        sk => index_of(sk, "CHUNK#").map(|i| Some(i as u32)),
+                    };
+                    if let (Some(job_id), Some(chunk), Some(poll_at)) =
+                        (job_id, chunk, get_n(item, "poll_at"))
                     {
-                        out.push(DueChunk {
+                        out.push(Due {
                             job_id: job_id.to_string(),
-                            index: index as u32,
+                            chunk,
                             poll_at_ms: poll_at,
                         });
                     }
@@ -496,18 +503,24 @@ impl DynamoJobStore {
         Ok(deleted)
     }
 
-    /// Takes a due chunk for one poll: moves its `poll_at` `hold_ms` on, if it is still the one
-    /// read (another sweep, or a poll that found the results not ready, moved it otherwise).
-    pub async fn take_due(&self, due: &DueChunk, hold_ms: u64) -> Result<bool, StoreError> {
-        let out = self
-            .chunk_item_update(&due.job_id, due.index)
+    /// Takes a due item for one poll or callback attempt: moves its `poll_at` `hold_ms` on, if
+    /// it is still the one read (another sweep, a poll that found the results not ready, or a
+    /// callback attempt moved it otherwise). Returns the new `poll_at`: a callback attempt is
+    /// taken with it ([`CallbackStore::take_callback`]).
+    pub async fn take_due(&self, due: &Due, hold_ms: u64) -> Result<Option<u64>, StoreError> {
+        let next = now_ms() + hold_ms;
+        let update = match due.chunk {
+            Some(index) => self.chunk_item_update(&due.job_id, index),
+            None => self.meta_item_update(&due.job_id),
+        };
+        let out = update
             .update_expression("SET poll_at = :next")
             .condition_expression("poll_at = :seen")
-            .expression_attribute_values(":next", n(now_ms() + hold_ms))
+            .expression_attribute_values(":next", n(next))
             .expression_attribute_values(":seen", n(due.poll_at_ms))
             .send()
             .await;
-        Ok(unless_condition_failed(out)?.is_some())
+        Ok(unless_condition_failed(out)?.map(|_| next))
     }
 
     /// How long a job's items are kept (`RESULT_RETENTION_DAYS`).
@@ -1316,6 +1329,9 @@ fn meta_item(m: &JobMeta) -> Item {
     if let Some(name) = &m.name {
         item.insert("name".into(), s(name));
     }
+    if let Some(url) = &m.callback_url {
+        item.insert("callback_url".into(), s(url));
+    }
     if let Some(e) = &m.error {
         item.insert(
             "error".into(),
@@ -1356,6 +1372,8 @@ fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
         error: get_json(item, "error").and_then(|v| serde_json::from_value(v).ok()),
         options: get_json(item, "options").unwrap_or(Value::Null),
         deleted: item.contains_key("deleted_at"),
+        callback_url: get_s(item, "callback_url").map(str::to_string),
+        callback: callbacks::parse_state(item),
     })
 }
 
@@ -1471,11 +1489,12 @@ pub fn item_size(item: &Item) -> usize {
         .sum()
 }
 
-/// A chunk the sweeper found due for a poll.
+/// What the sweeper found due: a chunk for a poll, or a job head for its completion callback.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DueChunk {
+pub struct Due {
     pub job_id: String,
-    pub index: u32,
+    /// The chunk to poll; `None`: the job's completion callback.
+    pub chunk: Option<u32>,
     /// Its `poll_at` as read (ms): taking it is conditional on it.
     pub poll_at_ms: u64,
 }
@@ -2029,15 +2048,29 @@ impl JobStore for DynamoJobStore {
             return Ok(None);
         }
         let status = JobStatus::settled(meta.contacts, meta.failed);
-        let result = self
-            .meta_item_update(job_id)
-            .update_expression("SET #status = :st, updated_at = :now")
+        let now = now_ms();
+        let mut update = self.meta_item_update(job_id);
+        update = if meta.callback_url.is_some() {
+            // The job's end and its callback's due date are one write: a settler that dies
+            // right after still leaves the callback to the sweeper (the head joins the `due`
+            // index).
+            update
+                .update_expression(
+                    "SET #status = :st, updated_at = :now, cb_status = :pending, cb_attempts = :zero, cb_since = :now, poll_shard = :shard, poll_at = :now",
+                )
+                .expression_attribute_values(":pending", s(CallbackStatus::Pending.as_str()))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":shard", s(poll_shard(job_id)))
+        } else {
+            update.update_expression("SET #status = :st, updated_at = :now")
+        };
+        let result = update
             .condition_expression("#status IN (:a, :b, :c) AND #done >= #contacts")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#done", "done")
             .expression_attribute_names("#contacts", "contacts")
             .expression_attribute_values(":st", s(status.as_str()))
-            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":a", s(JobStatus::Accepted.as_str()))
             .expression_attribute_values(":b", s(JobStatus::Submitting.as_str()))
             .expression_attribute_values(":c", s(JobStatus::Running.as_str()))

@@ -1,0 +1,480 @@
+//! Completion callbacks: when a job ends, the relay POSTs a `job.completed` event to the job's
+//! `callback_url`, signed the Standard Webhooks way (`webhook-id`, `webhook-timestamp`,
+//! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` under `CALLBACK_SECRET`),
+//! with the `standardwebhooks` crate (the specification's own Rust library).
+//!
+//! Delivery runs from the webhook queue, never inside the request that ended the job: the end of
+//! a job makes its callback due (one write, [`crate::store::JobStore::settle_job`]); a message
+//! (from the settler, else the sweeper) takes it for one attempt ([`CallbackStore`]); a failed
+//! attempt makes it due again after an exponential backoff, until a 2xx or [`RETRY_WINDOW`]
+//! after the job ended. Every attempt is recorded on the job. A receiver may get an event again
+//! only if an attempt's answer is lost (e.g. the relay died after a 2xx): `webhook-id` is the
+//! same in every attempt, for its dedupe.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::ConfigError;
+use crate::jobs::{CallbackStatus, JobMeta};
+use crate::store::{CallbackAttempt, CallbackStore, StoreError};
+
+/// Retries stop this long after the job ended.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// The wait after the first failed attempt (`CALLBACK_RETRY_BASE_SECONDS`); it doubles after each
+/// failure, up to [`MAX_RETRY_WAIT`].
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(30);
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(2 * 3600);
+/// How long one attempt waits for the receiver's answer.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an attempt holds the callback: past it, a sweep takes it again.
+pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
+
+/// The webhook queue's message that asks for one callback attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackRequest {
+    pub callback: CallbackTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackTarget {
+    pub job_id: String,
+    /// The due date this message is for; absent: whenever it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<u64>,
+}
+
+impl CallbackRequest {
+    pub fn new(job_id: &str, due_at: Option<u64>) -> CallbackRequest {
+        CallbackRequest {
+            callback: CallbackTarget {
+                job_id: job_id.to_string(),
+                due_at,
+            },
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a callback request serializes")
+    }
+
+    /// The callback request a queue message carries, if it is one.
+    pub fn from_json(s: &str) -> Option<CallbackRequest> {
+        if !s.trim_start().starts_with("{\"callback\"") {
+            return None;
+        }
+        serde_json::from_str(s).ok()
+    }
+}
+
+/// The `job.completed` event's body: the job's fields and figures, no contact data.
+pub fn event_body(meta: &JobMeta, now_ms: u64) -> String {
+    json!({
+        "type": "job.completed",
+        "timestamp": rfc3339(now_ms),
+        "data": meta.summary_json(),
+    })
+    .to_string()
+}
+
+/// The event's id: the same in every attempt for one job (receivers dedupe on it).
+pub fn event_id(job_id: &str) -> String {
+    format!("evt_{job_id}_completed")
+}
+
+fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The wait before attempt `attempts + 1`, after `attempts` failed ones (1-based).
+pub fn backoff(base: Duration, attempts: u32) -> Duration {
+    let doubled = base.saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+    doubled.min(MAX_RETRY_WAIT)
+}
+
+/// Signs and sends callbacks, and records each attempt.
+#[derive(Clone)]
+pub struct Callbacks {
+    http: reqwest::Client,
+    signer: std::sync::Arc<standardwebhooks::Webhook>,
+    pub retry_base: Duration,
+}
+
+/// What one callback message did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempted {
+    /// Nothing: the callback was not pending or not due, or another message took it.
+    Skipped,
+    Delivered {
+        status_code: u16,
+    },
+    /// Failed; due again at `next_at` (ms).
+    Failed {
+        next_at: u64,
+        why: String,
+    },
+    /// Failed, and the retry window is over: given up.
+    GaveUp {
+        why: String,
+    },
+    /// The attempt was made but its lease ran out before it was recorded: another attempt was
+    /// taken meanwhile and records its own.
+    LeaseLost,
+}
+
+impl Callbacks {
+    /// `CALLBACK_SECRET` is a Standard Webhooks secret: `whsec_` and base64 of 24 to 64 bytes.
+    pub fn new(secret: &str, retry_base: Duration) -> Result<Callbacks, ConfigError> {
+        let problem = |p: &str| ConfigError {
+            var: "CALLBACK_SECRET",
+            problem: p.into(),
+        };
+        let raw = secret;
+        let Some(b64) = raw.strip_prefix("whsec_") else {
+            return Err(problem(
+                "must be a Standard Webhooks secret: whsec_ followed by base64",
+            ));
+        };
+        let len = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+            .map_err(|_| problem("is not valid base64 after whsec_"))?
+            .len();
+        if !(24..=64).contains(&len) {
+            return Err(problem("must decode to 24 to 64 bytes"));
+        }
+        let signer = standardwebhooks::Webhook::new(raw)
+            .map_err(|_| problem("is not valid base64 after whsec_"))?;
+        let http = reqwest::Client::builder()
+            .timeout(ATTEMPT_TIMEOUT)
+            // A redirect could lead the relay anywhere, e.g. into its own network.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("enrich-relay-callbacks/1")
+            .build()
+            .map_err(|e| problem(&format!("HTTP client: {e}")))?;
+        Ok(Callbacks {
+            http,
+            signer: std::sync::Arc::new(signer),
+            retry_base,
+        })
+    }
+
+    /// The Standard Webhooks headers for `body` sent now as event `id`.
+    pub fn sign(&self, id: &str, timestamp_s: i64, body: &str) -> [(&'static str, String); 3] {
+        let signature = self
+            .signer
+            .sign(id, timestamp_s, body.as_bytes())
+            .expect("a JSON body is UTF-8");
+        [
+            (standardwebhooks::HEADER_WEBHOOK_ID, id.to_string()),
+            (
+                standardwebhooks::HEADER_WEBHOOK_TIMESTAMP,
+                timestamp_s.to_string(),
+            ),
+            (standardwebhooks::HEADER_WEBHOOK_SIGNATURE, signature),
+        ]
+    }
+
+    /// One attempt for the job's callback, if this message may make it: take it, POST the
+    /// signed event, record the outcome. `Err`: the store failed (the message is retried).
+    pub async fn attempt<S: CallbackStore>(
+        &self,
+        store: &S,
+        target: &CallbackTarget,
+    ) -> Result<Attempted, StoreError> {
+        let Some(take) = store
+            .take_callback(
+                &target.job_id,
+                target.due_at,
+                ATTEMPT_LEASE.as_millis() as u64,
+            )
+            .await?
+        else {
+            return Ok(Attempted::Skipped);
+        };
+        let meta = &take.meta;
+        let Some(url) = meta.callback_url.as_deref() else {
+            return Ok(Attempted::Skipped);
+        };
+        let state = meta
+            .callback
+            .clone()
+            .unwrap_or_else(|| crate::jobs::CallbackState {
+                status: CallbackStatus::Pending,
+                attempts: 1,
+                last_status_code: None,
+                last_error: None,
+                next_attempt_at: None,
+                since_ms: crate::now_ms(),
+            });
+        let now = crate::now_ms();
+        let body = event_body(meta, now);
+        let headers = self.sign(&event_id(&meta.job_id), (now / 1000) as i64, &body);
+        let mut req = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let (status_code, error) = match req.send().await {
+            Ok(resp) => (Some(resp.status().as_u16()), None),
+            Err(e) if e.is_timeout() => (None, Some("timed out".to_string())),
+            Err(e) if e.is_connect() => (None, Some("could not connect".to_string())),
+            Err(_) => (None, Some("request failed".to_string())),
+        };
+        let delivered = status_code.is_some_and(|c| (200..300).contains(&c));
+        let why = match (status_code, &error) {
+            (Some(c), _) => format!("answered {c}"),
+            (None, Some(e)) => e.clone(),
+            (None, None) => String::new(),
+        };
+        let next_at = crate::now_ms() + backoff(self.retry_base, state.attempts).as_millis() as u64;
+        let window_end = state.since_ms + RETRY_WINDOW.as_millis() as u64;
+        let (status, next_at) = if delivered {
+            (CallbackStatus::Delivered, None)
+        } else if next_at <= window_end {
+            (CallbackStatus::Pending, Some(next_at))
+        } else {
+            (CallbackStatus::Failed, None)
+        };
+        let recorded = store
+            .record_callback(
+                &meta.job_id,
+                take.lease,
+                &CallbackAttempt {
+                    status_code,
+                    error,
+                    status,
+                    next_at,
+                },
+            )
+            .await?;
+        Ok(match (recorded, status, next_at) {
+            (false, _, _) => Attempted::LeaseLost,
+            (true, CallbackStatus::Delivered, _) => Attempted::Delivered {
+                status_code: status_code.unwrap_or(200),
+            },
+            (true, CallbackStatus::Pending, Some(next_at)) => Attempted::Failed { next_at, why },
+            (true, _, _) => Attempted::GaveUp { why },
+        })
+    }
+}
+
+/// `GET /jobs/{id}`'s `callback` field: where the callback stands (`waiting` until the job ends).
+pub fn callback_json(meta: &JobMeta) -> Value {
+    match (&meta.callback_url, &meta.callback) {
+        (None, _) => Value::Null,
+        (Some(url), Some(state)) => {
+            let mut v = serde_json::to_value(state).unwrap_or(Value::Null);
+            v["url"] = json!(url);
+            v
+        }
+        (Some(url), None) => json!({
+            "url": url,
+            "status": "waiting",
+            "attempts": 0,
+            "last_status_code": null,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_the_standard_webhooks_test_vector() {
+        // The specification's vector (standard-webhooks, libraries' shared tests).
+        let cb =
+            Callbacks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", DEFAULT_RETRY_BASE).unwrap();
+        let [(_, id), (_, ts), (_, sig)] = cb.sign(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        );
+        assert_eq!(id, "msg_p5jXN8AQM9LWM0D4loKWxJek");
+        assert_eq!(ts, "1614265330");
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn secrets_must_be_standard_webhooks_secrets() {
+        for bad in ["not-a-whsec-secret-at-all", "whsec_!!!!", "whsec_c2hvcnQ="] {
+            let e = Callbacks::new(bad, DEFAULT_RETRY_BASE).err().expect(bad);
+            assert_eq!(e.var, "CALLBACK_SECRET");
+            assert!(!e.to_string().contains(bad), "never echoes the secret");
+        }
+    }
+
+    #[test]
+    fn the_backoff_doubles_from_its_base_to_its_cap() {
+        let b = Duration::from_secs(30);
+        assert_eq!(backoff(b, 1), Duration::from_secs(30));
+        assert_eq!(backoff(b, 2), Duration::from_secs(60));
+        assert_eq!(backoff(b, 4), Duration::from_secs(240));
+        assert_eq!(backoff(b, 12), MAX_RETRY_WAIT);
+        assert_eq!(backoff(b, 400), MAX_RETRY_WAIT);
+        // From a 30 s base, the attempts within a day: about 20.
+        let mut t = Duration::ZERO;
+        let mut attempts = 1;
+        while t + backoff(b, attempts) <= RETRY_WINDOW {
+            t += backoff(b, attempts);
+            attempts += 1;
+        }
+        assert!((15..=25).contains(&attempts), "{attempts}");
+    }
+
+    #[test]
+    fn a_callback_message_round_trips_and_is_told_from_other_messages() {
+        let m = CallbackRequest::new("job_1", Some(5));
+        assert_eq!(CallbackRequest::from_json(&m.to_json()), Some(m));
+        assert_eq!(
+            CallbackRequest::from_json(r#"{"callback":{"job_id":"j"}}"#),
+            Some(CallbackRequest::new("j", None))
+        );
+        assert_eq!(
+            CallbackRequest::from_json(r#"{"poll":{"job_id":"j"}}"#),
+            None
+        );
+    }
+
+    /// One job head's callback state in memory, with the conditions of the DynamoDB store.
+    struct OneHead(std::sync::Mutex<(JobMeta, u64)>);
+
+    impl CallbackStore for OneHead {
+        async fn take_callback(
+            &self,
+            _: &str,
+            due_at: Option<u64>,
+            lease_ms: u64,
+        ) -> Result<Option<crate::store::CallbackTake>, StoreError> {
+            let mut g = self.0.lock().unwrap();
+            let (meta, poll_at) = &mut *g;
+            let cb = meta.callback.as_mut().unwrap();
+            let due = match due_at {
+                None => *poll_at <= crate::now_ms(),
+                Some(t) => *poll_at == t,
+            };
+            if cb.status != CallbackStatus::Pending || !due {
+                return Ok(None);
+            }
+            cb.attempts += 1;
+            *poll_at = crate::now_ms() + lease_ms;
+            Ok(Some(crate::store::CallbackTake {
+                meta: meta.clone(),
+                lease: *poll_at,
+            }))
+        }
+
+        async fn record_callback(
+            &self,
+            _: &str,
+            lease: u64,
+            a: &CallbackAttempt,
+        ) -> Result<bool, StoreError> {
+            let mut g = self.0.lock().unwrap();
+            let (meta, poll_at) = &mut *g;
+            let cb = meta.callback.as_mut().unwrap();
+            if cb.status != CallbackStatus::Pending || *poll_at != lease {
+                return Ok(false);
+            }
+            cb.status = a.status;
+            cb.last_status_code = a.status_code;
+            cb.last_error = a.error.clone();
+            *poll_at = a.next_at.unwrap_or(0);
+            Ok(true)
+        }
+    }
+
+    fn ended_job(url: &str, since_ms: u64) -> OneHead {
+        let mut meta = JobMeta::new(
+            "job_1".into(),
+            crate::jobs::Operation::EmailVerify,
+            None,
+            crate::jobs::JobStatus::Completed,
+            1,
+            1,
+            Value::Null,
+        );
+        meta.callback_url = Some(url.into());
+        meta.callback = Some(crate::jobs::CallbackState {
+            status: CallbackStatus::Pending,
+            attempts: 0,
+            last_status_code: None,
+            last_error: None,
+            next_attempt_at: None,
+            since_ms,
+        });
+        OneHead(std::sync::Mutex::new((meta, since_ms)))
+    }
+
+    /// A loopback port nobody listens on: every attempt fails to connect.
+    fn closed_port_url() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        format!("http://127.0.0.1:{port}/hook")
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_is_due_again_after_its_backoff_until_the_window_ends() {
+        let cb = Callbacks::new(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let now = crate::now_ms();
+        let target = CallbackTarget {
+            job_id: "job_1".into(),
+            due_at: None,
+        };
+
+        // Just ended: due again 30 s on, still pending, the failure recorded.
+        let head = ended_job(&closed_port_url(), now);
+        let Attempted::Failed { next_at, why } = cb.attempt(&head, &target).await.unwrap() else {
+            panic!("a refused connection is a failed attempt");
+        };
+        assert_eq!(why, "could not connect");
+        assert!((now + 29_000..=crate::now_ms() + 31_000).contains(&next_at));
+        let state = head.0.lock().unwrap().0.callback.clone().unwrap();
+        assert_eq!(state.status, CallbackStatus::Pending);
+        assert_eq!(state.attempts, 1);
+        assert_eq!(state.last_error.as_deref(), Some("could not connect"));
+        // Not due yet: a request without a due date makes no attempt.
+        assert_eq!(
+            cb.attempt(&head, &target).await.unwrap(),
+            Attempted::Skipped
+        );
+        // The request for that due date does.
+        let again = CallbackTarget {
+            job_id: "job_1".into(),
+            due_at: Some(next_at),
+        };
+        assert!(matches!(
+            cb.attempt(&head, &again).await.unwrap(),
+            Attempted::Failed { .. }
+        ));
+        assert_eq!(
+            head.0.lock().unwrap().0.callback.as_ref().unwrap().attempts,
+            2
+        );
+
+        // Ended a day ago less 10 s: the next wait would pass the window, so it gives up.
+        let day = RETRY_WINDOW.as_millis() as u64;
+        let head = ended_job(&closed_port_url(), now - day + 10_000);
+        assert!(matches!(
+            cb.attempt(&head, &target).await.unwrap(),
+            Attempted::GaveUp { .. }
+        ));
+        let state = head.0.lock().unwrap().0.callback.clone().unwrap();
+        assert_eq!(state.status, CallbackStatus::Failed);
+        assert_eq!(
+            cb.attempt(&head, &target).await.unwrap(),
+            Attempted::Skipped
+        );
+    }
+}
