@@ -212,6 +212,9 @@ struct SubmitArgs {
     /// Makes a retry of this command return the same job (and spend nothing again).
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// An https URL the relay POSTs a signed `job.completed` event to when the job ends.
+    #[arg(long)]
+    callback_url: Option<String>,
     /// A column for a contact field when its header does not say it: `--map "Work Email=email"`.
     #[arg(long = "map", value_parser = parse_map)]
     maps: Vec<(String, String)>,
@@ -236,6 +239,16 @@ impl SubmitArgs {
                     ),
                 )
             })?;
+        if let Some(u) = &self.callback_url {
+            // The API decides; loopback receivers work only against a local stack.
+            let local = reqwest::Url::parse(&api.url)
+                .is_ok_and(|a| matches!(a.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")));
+            let policy = relay_shared::validate::CallbackPolicy {
+                allow_loopback: local,
+            };
+            relay_shared::validate::validate_callback_url(u, policy)
+                .map_err(|rule| Failure(2, format!("--callback-url {rule}: nothing was sent")))?;
+        }
         let file = std::fs::File::open(&self.contacts)
             .map_err(|e| Failure(2, format!("cannot read {}: {e}", self.contacts.display())))?;
         let input = match table::read_contacts(std::io::BufReader::new(file), op, &self.maps) {
@@ -250,12 +263,15 @@ impl SubmitArgs {
                 ));
             }
         };
-        let client = client(api)?;
         let mut body = json!({"provider": self.provider, "operation": self.operation,
             "contacts": input.contacts});
         if let Some(n) = &self.name {
             body["name"] = json!(n);
         }
+        if let Some(u) = &self.callback_url {
+            body["callback_url"] = json!(u);
+        }
+        let client = client(api)?;
         let job = client
             .call(
                 reqwest::Method::POST,

@@ -82,6 +82,28 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     );
     assert!(r.stderr.contains("nothing was sent"), "{}", r.stderr);
     assert!(!r.stderr.contains("Bob"), "no contact data in messages");
+    // A callback URL the API would refuse is refused here first.
+    let r = relay(
+        &stack,
+        &token,
+        &[
+            "submit",
+            "--provider",
+            "enrow",
+            "--operation",
+            "email_find",
+            "--callback-url",
+            "http://hooks.example.com/done",
+            &bad,
+        ],
+    )
+    .await;
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--callback-url must be an https URL"),
+        "{}",
+        r.stderr
+    );
     assert!(sandbox.starts().is_empty(), "no start reached the provider");
 
     // The demo's CRM export (250 contacts, FullEnrich): every input row comes back, in order,
