@@ -14,9 +14,12 @@ bootstrap:
 lint: bootstrap
 	$(VENV)/bin/cfn-lint template.yaml
 
-# The function binaries (debug) that the local stack and the end-to-end tests run, and `relay`.
+# The function binaries (debug) that the local stack and the end-to-end tests run, `relay`, and
+# every test, in one cargo invocation: one feature set for the workspace, so the AWS SDK crates
+# compile once (binaries built alone unify features without the dev-dependencies, and
+# `cargo test` then compiled the SDK a second time).
 functions:
-	cargo build -p webhook-ingest -p bulk-fetch -p job-submit -p relay-local-stack -p relay-cli --bins
+	cargo build --workspace --bins --tests
 
 test: bootstrap functions
 	cargo test --workspace

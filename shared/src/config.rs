@@ -234,6 +234,10 @@ mod tests {
             ),
             ("ENROW_API_KEY", "enrow-key-never-printed"),
             ("RELAY_API_TOKEN", "api-token-never-printed"),
+            (
+                "CALLBACK_SECRET",
+                "whsec_Y2FsbGJhY2stc2VjcmV0LW5ldmVyLXByaW50ZWQ=never-printed",
+            ),
             ("JOBS_TABLE", "jobs"),
             ("DEDUPE_TABLE", "dedupe"),
             ("SUBMIT_QUEUE_URL", "http://127.0.0.1:5000/123/submit"),
