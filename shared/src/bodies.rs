@@ -67,3 +67,31 @@ impl BodyStore for S3Bodies {
         Ok(data.into_bytes().to_vec())
     }
 }
+
+/// Bodies in memory (feature `memory`).
+#[cfg(feature = "memory")]
+#[derive(Debug, Default)]
+pub struct MemoryBodies {
+    bodies: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+}
+
+#[cfg(feature = "memory")]
+impl BodyStore for MemoryBodies {
+    fn bucket(&self) -> &str {
+        "memory"
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.bodies.lock().unwrap().insert(key.to_string(), bytes);
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError(format!("no body {key}")))
+    }
+}

@@ -96,3 +96,60 @@ impl Queue for SqsQueue {
         Ok(out.message_id.unwrap_or_default())
     }
 }
+
+/// A queue in memory (feature `memory`): what was sent, with its delay and attributes.
+#[cfg(feature = "memory")]
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    pub sent: std::sync::Mutex<Vec<Sent>>,
+}
+
+#[cfg(feature = "memory")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub body: String,
+    pub delay: std::time::Duration,
+    pub attributes: Vec<(String, String)>,
+}
+
+#[cfg(feature = "memory")]
+impl MemoryQueue {
+    /// Takes every message sent so far.
+    pub fn take(&self) -> Vec<Sent> {
+        std::mem::take(&mut *self.sent.lock().unwrap())
+    }
+}
+
+#[cfg(feature = "memory")]
+impl Queue for MemoryQueue {
+    async fn send_with_attributes(
+        &self,
+        body: String,
+        attributes: &[(&str, &str)],
+    ) -> Result<String, QueueError> {
+        let mut sent = self.sent.lock().unwrap();
+        sent.push(Sent {
+            body,
+            delay: std::time::Duration::ZERO,
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        });
+        Ok(format!("m{}", sent.len()))
+    }
+
+    async fn send_delayed(
+        &self,
+        body: String,
+        delay: std::time::Duration,
+    ) -> Result<String, QueueError> {
+        let mut sent = self.sent.lock().unwrap();
+        sent.push(Sent {
+            body,
+            delay: delay.min(MAX_DELAY),
+            attributes: Vec::new(),
+        });
+        Ok(format!("m{}", sent.len()))
+    }
+}

@@ -216,11 +216,11 @@ async fn main() {
     //     200 ms GETs when the store answers as fast as DynamoDB's single-digit milliseconds.
     let mut times = Vec::new();
     for round in 0..rounds {
-        let jobs = mem::Jobs::default();
+        let jobs = relay_shared::store::memory::MemoryJobs::default();
         let mut bodies = Vec::new();
         for k in 0..10 {
             let id = format!("mem-{round}-{k}");
-            let job = jobs.add(&id, 10);
+            let job = one_chunk_job(&jobs, &id, 10);
             stub.script("/email/find/bulk", &id, vec![(200, bulk_rows(10))]);
             bodies.push(envelope(
                 Provider::Enrow,
@@ -231,7 +231,7 @@ async fn main() {
         }
         let worker = Worker {
             jobs,
-            dedupe: mem::Dedupe::default(),
+            dedupe: relay_shared::store::memory::MemoryDedupe::default(),
             providers: ProviderHttp::new(&stub.url, "bench-key", &stub.url, "bench-key"),
             bodies: S3Bodies::new(relay_shared::aws::s3(&sdk), "unused"),
             callbacks: relay_shared::callback::Callbacks::new(
@@ -353,220 +353,30 @@ async fn main() {
     );
 }
 
-/// In-memory stores for the concurrency figure only (the other figures use DynamoDB in moto).
-mod mem {
-    use std::collections::{HashMap, HashSet};
-    use std::sync::Mutex;
-
-    use relay_shared::jobs::{
-        Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus, Operation,
-    };
-    use relay_shared::store::{
-        ChunkRef, ChunkUpdate, Claim, DedupeStore, JobStore, StoreError, Stored,
-    };
-    use serde_json::json;
-
-    #[derive(Default)]
-    pub struct Jobs {
-        jobs: Mutex<HashMap<String, (JobMeta, String)>>,
-        results: Mutex<HashSet<(String, u64)>>,
-    }
-
-    impl Jobs {
-        /// A one-chunk email_find job of `n` contacts linked to `provider_id`.
-        pub fn add(&self, provider_id: &str, n: u64) -> String {
-            let job_id = format!("job_{provider_id}");
-            let meta = JobMeta::new(
-                job_id.clone(),
-                Operation::EmailFind,
-                None,
-                JobStatus::Running,
-                n,
-                n,
-                serde_json::Value::Null,
-            );
-            self.jobs
-                .lock()
+/// A started one-chunk email_find job of `n` contacts under provider id `pid`, in memory.
+fn one_chunk_job(jobs: &relay_shared::store::memory::MemoryJobs, pid: &str, n: u64) -> String {
+    use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus};
+    let job_id = format!("job_{pid}");
+    let meta = JobMeta::new(
+        job_id.clone(),
+        Operation::EmailFind,
+        None,
+        JobStatus::Running,
+        n,
+        n,
+        Value::Null,
+    );
+    let contacts = (0..n)
+        .map(|i| Contact {
+            index: i,
+            fields: json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
+                .as_object()
                 .unwrap()
-                .insert(job_id.clone(), (meta, provider_id.to_string()));
-            job_id
-        }
-    }
-
-    /// Jobs in the bench have no callback URL: nothing is ever due.
-    impl relay_shared::store::CallbackStore for Jobs {
-        async fn take_callback(
-            &self,
-            _: &str,
-            _: Option<u64>,
-            _: u64,
-        ) -> Result<Option<relay_shared::store::CallbackTake>, StoreError> {
-            Ok(None)
-        }
-        async fn record_callback(
-            &self,
-            _: &str,
-            _: u64,
-            _: &relay_shared::store::CallbackAttempt,
-        ) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-    }
-
-    impl JobStore for Jobs {
-        async fn get_job(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
-            Ok(self.jobs.lock().unwrap().get(job_id).map(|j| j.0.clone()))
-        }
-        async fn find_chunk(
-            &self,
-            job_id: &str,
-            pid: &str,
-        ) -> Result<Option<ChunkRef>, StoreError> {
-            let jobs = self.jobs.lock().unwrap();
-            Ok(jobs.get(job_id).filter(|j| j.1 == pid).map(|j| ChunkRef {
-                index: 0,
-                offset: 0,
-                count: j.0.contacts,
-            }))
-        }
-        async fn contacts(
-            &self,
-            _: &str,
-            offset: u64,
-            count: u64,
-        ) -> Result<Vec<Contact>, StoreError> {
-            Ok((offset..offset + count)
-                .map(|i| Contact {
-                    index: i,
-                    fields:
-                        json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
-                            .as_object()
-                            .unwrap()
-                            .clone(),
-                    custom: None,
-                })
-                .collect())
-        }
-        async fn store_result(
-            &self,
-            job_id: &str,
-            _: u32,
-            r: ContactResult,
-            _: Option<ChunkUpdate>,
-        ) -> Result<Stored, StoreError> {
-            let new = self
-                .results
-                .lock()
-                .unwrap()
-                .insert((job_id.to_string(), r.index));
-            Ok(Stored {
-                new: new as usize,
-                existing: !new as usize,
-                replaced: 0,
-                write_calls: 1,
-            })
-        }
-        async fn store_chunk(
-            &self,
-            job_id: &str,
-            _: ChunkRef,
-            rs: Vec<ContactResult>,
-            _: ChunkUpdate,
-        ) -> Result<Stored, StoreError> {
-            let mut set = self.results.lock().unwrap();
-            let new = rs
-                .iter()
-                .filter(|r| set.insert((job_id.to_string(), r.index)))
-                .count();
-            Ok(Stored {
-                new,
-                existing: rs.len() - new,
-                replaced: 0,
-                write_calls: 0,
-            })
-        }
-        async fn add_duplicate(&self, _: &str) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn poll_later(&self, _: &str, _: u32, _: u64) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn settle_job(&self, _: &str) -> Result<Option<JobStatus>, StoreError> {
-            Ok(None)
-        }
-        async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
-            Ok(self
-                .chunks(job_id)
-                .await?
-                .into_iter()
-                .find(|c| c.index == index))
-        }
-        async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
-            let jobs = self.jobs.lock().unwrap();
-            Ok(jobs
-                .get(job_id)
-                .map(|(meta, pid)| {
-                    let mut c = Chunk::plan(meta.contacts, meta.contacts.max(1)).remove(0);
-                    c.provider_id = Some(pid.clone());
-                    c.status = ChunkStatus::Submitted;
-                    vec![c]
-                })
-                .unwrap_or_default())
-        }
-        async fn link_chunk(
-            &self,
-            job_id: &str,
-            _: ChunkRef,
-            pid: &str,
-            _: Option<f64>,
-        ) -> Result<bool, StoreError> {
-            Ok(self
-                .jobs
-                .lock()
-                .unwrap()
-                .get(job_id)
-                .is_some_and(|j| j.1 == pid))
-        }
-        async fn set_job_error(&self, _: &str, _: &JobError) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn stored_indices(
-            &self,
-            job_id: &str,
-            from: u64,
-            to: u64,
-        ) -> Result<HashSet<u64>, StoreError> {
-            Ok(self
-                .results
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(j, i)| j == job_id && (from..=to).contains(i))
-                .map(|(_, i)| *i)
-                .collect())
-        }
-        async fn reserve_slot(&self, _: &str, _: u64) -> Result<u64, StoreError> {
-            Ok(relay_shared::now_ms())
-        }
-    }
-
-    #[derive(Default)]
-    pub struct Dedupe(Mutex<HashSet<String>>);
-
-    impl DedupeStore for Dedupe {
-        async fn claim(&self, key: &str, _: &str) -> Result<Claim, StoreError> {
-            Ok(if self.0.lock().unwrap().insert(key.to_string()) {
-                Claim::Claimed
-            } else {
-                Claim::Duplicate
-            })
-        }
-        async fn complete(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            Ok(())
-        }
-        async fn release(&self, key: &str, _: &str) -> Result<(), StoreError> {
-            self.0.lock().unwrap().remove(key);
-            Ok(())
-        }
-    }
+                .clone(),
+            custom: None,
+        })
+        .collect();
+    jobs.insert(meta, Chunk::plan(n, n), contacts);
+    jobs.start(&job_id, 0, pid);
+    job_id
 }

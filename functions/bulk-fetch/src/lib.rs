@@ -1458,6 +1458,9 @@ impl<Q: Queue> Sweeper<Q> {
 }
 
 #[cfg(test)]
+mod behaviour_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

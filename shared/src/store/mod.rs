@@ -35,6 +35,8 @@ use crate::jobs::{
 use crate::{Provider, now_ms};
 
 mod callbacks;
+#[cfg(feature = "memory")]
+pub mod memory;
 pub use callbacks::{CallbackAttempt, CallbackStore, CallbackTake};
 
 #[derive(Debug, thiserror::Error)]

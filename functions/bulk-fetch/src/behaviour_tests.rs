@@ -1,0 +1,246 @@
+//! bulk-fetch's paths on the in-memory stores (no moto, milliseconds): apply once, duplicate,
+//! park with the body, drop for a deleted job, settle, and the completion callback's request.
+//! DynamoDB's own semantics (transactions, leases under concurrency) are `tests/it/fetch.rs`'s.
+
+use std::time::Duration;
+
+use relay_local_stack::seed::{envelope, sqs_message};
+use relay_shared::Provider;
+use relay_shared::bodies::MemoryBodies;
+use relay_shared::callback::{CallbackRequest, Callbacks, DEFAULT_RETRY_BASE};
+use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation, Outcome};
+use relay_shared::providers::Hook;
+use relay_shared::providers::client::{FetchError, ProviderClient};
+use relay_shared::providers::{enrow, fullenrich};
+use relay_shared::queue::MemoryQueue;
+use relay_shared::store::memory::{MemoryDedupe, MemoryJobs};
+use serde_json::{Value, json};
+
+use crate::{Disposition, Worker};
+
+/// Enrow single events carry their result: nothing here calls a provider.
+struct NoCalls;
+
+impl ProviderClient for NoCalls {
+    async fn fullenrich_job(&self, _: Operation, _: &str) -> Result<fullenrich::Job, FetchError> {
+        Err(FetchError::Retryable("no provider in this test".into()))
+    }
+    async fn enrow_bulk(&self, _: Operation, _: &str) -> Result<enrow::BulkResults, FetchError> {
+        Err(FetchError::Retryable("no provider in this test".into()))
+    }
+    async fn enrow_single(
+        &self,
+        _: Operation,
+        _: &str,
+    ) -> Result<(enrow::SingleResult, Value), FetchError> {
+        Err(FetchError::Retryable("no provider in this test".into()))
+    }
+}
+
+type TestWorker = Worker<MemoryJobs, MemoryDedupe, NoCalls, MemoryBodies, MemoryQueue>;
+
+fn worker() -> TestWorker {
+    Worker {
+        jobs: MemoryJobs::default(),
+        dedupe: MemoryDedupe::default(),
+        providers: NoCalls,
+        bodies: MemoryBodies::default(),
+        callbacks: Callbacks::new(
+            relay_local_stack::dev::DEV_CALLBACK_SECRET,
+            DEFAULT_RETRY_BASE,
+        )
+        .unwrap(),
+        dead_letters: MemoryQueue::default(),
+        requeue: MemoryQueue::default(),
+        fullenrich_interval: Duration::from_millis(1),
+        not_ready_wait: crate::NOT_READY_WAIT,
+        deadline: crate::DEFAULT_DEADLINE,
+    }
+}
+
+/// A started Enrow email_find job of one-contact chunks, chunk `i` under provider id `ids[i]`.
+fn seed(w: &TestWorker, ids: &[&str], callback_url: Option<&str>) -> String {
+    let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+    let n = ids.len() as u64;
+    let mut meta = JobMeta::new(
+        job_id.clone(),
+        Operation::EmailFind,
+        None,
+        JobStatus::Running,
+        n,
+        1,
+        Value::Null,
+    );
+    meta.callback_url = callback_url.map(str::to_string);
+    let contacts = (0..n)
+        .map(|i| Contact {
+            index: i,
+            fields: json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            custom: Some(json!({"crm_id": format!("c{i}")})),
+        })
+        .collect();
+    w.jobs.insert(meta, Chunk::plan(n, 1), contacts);
+    for (i, id) in ids.iter().enumerate() {
+        w.jobs.start(&job_id, i as u32, id);
+    }
+    job_id
+}
+
+/// An Enrow `single_search_finished` delivery for provider id `id`, as ingest queues it.
+fn found(job_id: &str, id: &str) -> String {
+    let body = json!({"event": "single_search_finished", "id": id, "credits": {"cost": 1},
+        "result": {"email": "person@example.com", "qualification": "valid"}});
+    envelope(
+        Provider::Enrow,
+        Hook::Event,
+        job_id,
+        body.to_string().as_bytes(),
+    )
+}
+
+async fn handle(w: &TestWorker, body: &str) -> Disposition {
+    w.handle_record(&sqs_message(body)).await
+}
+
+async fn job(w: &TestWorker, job_id: &str) -> JobMeta {
+    use relay_shared::store::JobStore;
+    w.jobs.get_job(job_id).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_result_is_applied_once_and_its_copy_counted_as_a_duplicate() {
+    let w = worker();
+    let job_id = seed(&w, &["a", "b"], None);
+    let delivery = found(&job_id, "a");
+    assert_eq!(
+        handle(&w, &delivery).await,
+        Disposition::Applied {
+            new: 1,
+            existing: 0
+        }
+    );
+    assert_eq!(handle(&w, &delivery).await, Disposition::Duplicate);
+    let meta = job(&w, &job_id).await;
+    assert_eq!((meta.done, meta.found, meta.duplicates), (1, 1, 1));
+    assert_eq!(meta.status, JobStatus::Running, "one contact still open");
+    let results = w.jobs.results(&job_id);
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].outcome, Outcome::Found);
+    assert_eq!(results[0].custom, Some(json!({"crm_id": "c0"})));
+
+    // The last contact's result ends the job.
+    handle(&w, &found(&job_id, "b")).await;
+    assert_eq!(job(&w, &job_id).await.status, JobStatus::Completed);
+    assert!(w.dead_letters.take().is_empty());
+}
+
+#[tokio::test]
+async fn deliveries_that_can_never_be_applied_are_parked_with_their_body() {
+    let w = worker();
+    let job_id = seed(&w, &["a"], None);
+    let cases = [
+        ("not an envelope".to_string(), "unreadable envelope"),
+        (found("job_unknown", "a"), "unknown job"),
+        (
+            envelope(
+                Provider::Fullenrich,
+                Hook::Batch,
+                &job_id,
+                br#"{"id": "x", "status": "FINISHED", "data": []}"#,
+            ),
+            "provider does not match the job",
+        ),
+    ];
+    for (body, reason) in &cases {
+        assert_eq!(
+            handle(&w, body).await,
+            Disposition::Parked(reason.to_string()),
+            "{reason}"
+        );
+    }
+    let parked = w.dead_letters.take();
+    assert_eq!(parked.len(), cases.len());
+    for (sent, (body, reason)) in parked.iter().zip(&cases) {
+        assert_eq!(&sent.body, body, "the body is kept as it came");
+        assert!(
+            sent.attributes
+                .contains(&("reason".into(), reason.to_string()))
+        );
+    }
+    assert_eq!(job(&w, &job_id).await.done, 0, "nothing applied");
+}
+
+#[tokio::test]
+async fn a_job_with_a_callback_url_asks_for_its_callback_when_it_ends_and_not_before() {
+    let w = worker();
+    let job_id = seed(&w, &["a", "b"], Some("https://hooks.example.com/done"));
+    handle(&w, &found(&job_id, "a")).await;
+    assert!(w.requeue.take().is_empty(), "the job has not ended");
+    // A request for a callback that is not due makes no attempt.
+    let early = CallbackRequest::new(&job_id, None).to_json();
+    assert!(matches!(
+        handle(&w, &early).await,
+        Disposition::Callback(relay_shared::callback::Attempted::Skipped)
+    ));
+
+    handle(&w, &found(&job_id, "b")).await;
+    let asked: Vec<_> = w
+        .requeue
+        .take()
+        .into_iter()
+        .map(|m| CallbackRequest::from_json(&m.body))
+        .collect();
+    assert_eq!(asked, vec![Some(CallbackRequest::new(&job_id, None))]);
+    let cb = job(&w, &job_id).await.callback.unwrap();
+    assert_eq!(cb.status, relay_shared::jobs::CallbackStatus::Pending);
+    assert_eq!(cb.attempts, 0);
+}
+
+#[tokio::test]
+async fn a_job_without_a_callback_url_asks_for_none() {
+    let w = worker();
+    let job_id = seed(&w, &["a"], None);
+    handle(&w, &found(&job_id, "a")).await;
+    assert_eq!(job(&w, &job_id).await.status, JobStatus::Completed);
+    assert!(w.requeue.take().is_empty());
+    assert_eq!(job(&w, &job_id).await.callback, None);
+}
+
+#[tokio::test]
+async fn a_failed_write_sends_the_record_back_and_its_redelivery_applies_it_once() {
+    let w = worker();
+    let job_id = seed(&w, &["a"], None);
+    let delivery = found(&job_id, "a");
+    w.jobs.fail_writes(1);
+    assert!(matches!(handle(&w, &delivery).await, Disposition::Retry(_)));
+    assert_eq!(job(&w, &job_id).await.done, 0);
+    // The claim was released: the redelivery applies (it is no duplicate), once.
+    assert_eq!(
+        handle(&w, &delivery).await,
+        Disposition::Applied {
+            new: 1,
+            existing: 0
+        }
+    );
+    assert_eq!(handle(&w, &delivery).await, Disposition::Duplicate);
+    let meta = job(&w, &job_id).await;
+    assert_eq!((meta.done, meta.status), (1, JobStatus::Completed));
+}
+
+#[tokio::test]
+async fn deliveries_for_a_deleted_job_are_dropped_not_parked() {
+    let w = worker();
+    let job_id = seed(&w, &["a"], None);
+    let mut meta = job(&w, &job_id).await;
+    meta.deleted = true;
+    w.jobs.insert(meta, Chunk::plan(1, 1), Vec::new());
+    assert!(matches!(
+        handle(&w, &found(&job_id, "a")).await,
+        Disposition::Dropped(_)
+    ));
+    assert!(w.dead_letters.take().is_empty(), "its data is kept nowhere");
+    assert!(w.jobs.results(&job_id).is_empty());
+}

@@ -1,0 +1,503 @@
+//! In-memory twins of the stores (feature `memory`): the same conditions as DynamoDB's
+//! (first final row wins, provisional rows replaced, a chunk applied in bulk under a lease, a
+//! callback taken once per due date, a dedupe claim with its lease), so behaviour tests run in
+//! milliseconds without moto. Each is one `Mutex`; every method is one critical section, as each
+//! DynamoDB write is one conditional item write or transaction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use super::{
+    CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim, Counts,
+    DedupeStore, JobStore, StoreError, Stored,
+};
+use crate::jobs::{
+    CallbackState, CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
+    JobStatus,
+};
+use crate::now_ms;
+
+#[derive(Default)]
+struct Job {
+    meta: Option<JobMeta>,
+    chunks: BTreeMap<u32, Chunk>,
+    contacts: BTreeMap<u64, Contact>,
+    results: BTreeMap<u64, ContactResult>,
+    /// Provider id → chunk.
+    links: HashMap<String, ChunkRef>,
+    /// Per chunk: what its results count (the DynamoDB chunk item's `c_*` counters).
+    counted: HashMap<u32, Counts>,
+    /// The callback's due date (`poll_at` on the head), while pending.
+    callback_due: Option<u64>,
+}
+
+/// Jobs in memory: a [`JobStore`] and [`CallbackStore`].
+#[derive(Default)]
+pub struct MemoryJobs {
+    jobs: Mutex<HashMap<String, Job>>,
+    slots: Mutex<HashMap<String, u64>>,
+    /// Result writes still to fail (as DynamoDB being unavailable would).
+    failing: std::sync::atomic::AtomicUsize,
+}
+
+impl MemoryJobs {
+    /// Records a job as `POST /jobs` does: its head, chunks and contacts.
+    pub fn insert(&self, meta: JobMeta, chunks: Vec<Chunk>, contacts: Vec<Contact>) {
+        let mut jobs = self.jobs.lock().unwrap();
+        let job = jobs.entry(meta.job_id.clone()).or_default();
+        job.chunks = chunks.into_iter().map(|c| (c.index, c)).collect();
+        job.contacts = contacts.into_iter().map(|c| (c.index, c)).collect();
+        job.meta = Some(meta);
+    }
+
+    /// Marks a chunk started at the provider under `provider_id` (what the worker does).
+    pub fn start(&self, job_id: &str, index: u32, provider_id: &str) {
+        let mut jobs = self.jobs.lock().unwrap();
+        let job = jobs.get_mut(job_id).expect("job exists");
+        let chunk = job.chunks.get_mut(&index).expect("chunk exists");
+        chunk.provider_id = Some(provider_id.to_string());
+        chunk.status = ChunkStatus::Submitted;
+        chunk.started_at_ms = Some(now_ms());
+        let r = ChunkRef::from(&*chunk);
+        job.links.insert(provider_id.to_string(), r);
+    }
+
+    /// The next `n` result writes (`store_result`, `store_chunk`) fail with `Unavailable`.
+    pub fn fail_writes(&self, n: usize) {
+        self.failing.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn write_fails(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        match self
+            .failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            Ok(_) => Err(StoreError::Unavailable("injected write failure".into())),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Every result stored for a job, in contact order.
+    pub fn results(&self, job_id: &str) -> Vec<ContactResult> {
+        self.jobs
+            .lock()
+            .unwrap()
+            .get(job_id)
+            .map(|j| j.results.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn with<T>(
+        &self,
+        job_id: &str,
+        f: impl FnOnce(&mut Job) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut jobs = self.jobs.lock().unwrap();
+        match jobs.get_mut(job_id) {
+            Some(job) if job.meta.is_some() => f(job),
+            _ => Err(StoreError::Data(format!("no job {job_id}"))),
+        }
+    }
+}
+
+fn add(meta: &mut JobMeta, c: Counts) {
+    let apply = |v: &mut u64, d: i64| *v = (*v as i64 + d).max(0) as u64;
+    apply(&mut meta.done, c.done);
+    apply(&mut meta.found, c.found);
+    apply(&mut meta.not_found, c.not_found);
+    apply(&mut meta.failed, c.failed);
+    meta.updated_at_ms = now_ms();
+}
+
+fn plus(a: Counts, b: Counts) -> Counts {
+    Counts {
+        done: a.done + b.done,
+        found: a.found + b.found,
+        not_found: a.not_found + b.not_found,
+        failed: a.failed + b.failed,
+    }
+}
+
+fn update_chunk(chunk: &mut Chunk, u: &ChunkUpdate) {
+    chunk.status = u.status;
+    if u.credits.is_some() {
+        chunk.credits = u.credits;
+    }
+    if u.error.is_some() {
+        chunk.error = u.error.clone();
+    }
+    if u.status.is_final() {
+        chunk.poll_every_ms = None;
+    }
+}
+
+impl JobStore for MemoryJobs {
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs.get(job_id).and_then(|j| j.meta.clone()))
+    }
+
+    async fn find_chunk(
+        &self,
+        job_id: &str,
+        provider_id: &str,
+    ) -> Result<Option<ChunkRef>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs.get(job_id).and_then(|j| {
+            j.links.get(provider_id).copied().or_else(|| {
+                j.chunks
+                    .values()
+                    .find(|c| c.provider_id.as_deref() == Some(provider_id))
+                    .map(ChunkRef::from)
+            })
+        }))
+    }
+
+    async fn contacts(
+        &self,
+        job_id: &str,
+        offset: u64,
+        count: u64,
+    ) -> Result<Vec<Contact>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs
+            .get(job_id)
+            .map(|j| {
+                j.contacts
+                    .range(offset..offset + count)
+                    .map(|(_, c)| c.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn store_result(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+        result: ContactResult,
+        update: Option<ChunkUpdate>,
+    ) -> Result<Stored, StoreError> {
+        self.write_fails()?;
+        self.with(job_id, |job| {
+            let old = job.results.get(&result.index);
+            let replaced = match old {
+                None => false,
+                Some(old) if result.replaces(old) => true,
+                Some(_) => {
+                    return Ok(Stored {
+                        existing: 1,
+                        write_calls: 1,
+                        ..Stored::default()
+                    });
+                }
+            };
+            let delta = Counts::of([result.outcome])
+                .minus(old.map_or_else(Counts::default, |o| Counts::of([o.outcome])));
+            let chunk = job
+                .chunks
+                .get_mut(&chunk_index)
+                .ok_or_else(|| StoreError::Data(format!("no chunk {chunk_index}")))?;
+            if let Some(u) = &update {
+                update_chunk(chunk, u);
+            }
+            let counted = job.counted.entry(chunk_index).or_default();
+            *counted = plus(*counted, delta);
+            add(job.meta.as_mut().expect("checked"), delta);
+            job.results.insert(result.index, result);
+            Ok(Stored {
+                new: usize::from(!replaced),
+                existing: 0,
+                replaced: usize::from(replaced),
+                write_calls: 1,
+            })
+        })
+    }
+
+    async fn store_chunk(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        results: Vec<ContactResult>,
+        update: ChunkUpdate,
+    ) -> Result<Stored, StoreError> {
+        self.write_fails()?;
+        self.with(job_id, |job| {
+            let mut stored = Stored {
+                write_calls: 2,
+                ..Stored::default()
+            };
+            let mut written = HashSet::new();
+            for r in results {
+                if r.index < chunk.offset || r.index >= chunk.offset + chunk.count {
+                    return Err(StoreError::Data(format!(
+                        "result {} is outside chunk {}",
+                        r.index, chunk.index
+                    )));
+                }
+                if !written.insert(r.index) {
+                    continue;
+                }
+                match job.results.get(&r.index) {
+                    Some(old) if r.replaces(old) => stored.replaced += 1,
+                    Some(_) => {
+                        stored.existing += 1;
+                        continue;
+                    }
+                    None => {}
+                }
+                job.results.insert(r.index, r);
+            }
+            let total = Counts::of(
+                job.results
+                    .range(chunk.offset..chunk.offset + chunk.count)
+                    .map(|(_, r)| r.outcome),
+            );
+            let counted = job.counted.entry(chunk.index).or_default();
+            let delta = total.minus(*counted);
+            *counted = total;
+            stored.new = delta.done.max(0) as usize;
+            if let Some(c) = job.chunks.get_mut(&chunk.index) {
+                update_chunk(c, &update);
+            }
+            add(job.meta.as_mut().expect("checked"), delta);
+            Ok(stored)
+        })
+    }
+
+    async fn add_duplicate(&self, job_id: &str) -> Result<(), StoreError> {
+        self.with(job_id, |job| {
+            job.meta.as_mut().expect("checked").duplicates += 1;
+            Ok(())
+        })
+    }
+
+    async fn poll_later(&self, job_id: &str, index: u32, every_ms: u64) -> Result<(), StoreError> {
+        self.with(job_id, |job| {
+            if let Some(c) = job.chunks.get_mut(&index)
+                && !c.status.is_final()
+            {
+                c.poll_every_ms = Some(every_ms);
+            }
+            Ok(())
+        })
+    }
+
+    async fn settle_job(&self, job_id: &str) -> Result<Option<JobStatus>, StoreError> {
+        self.with(job_id, |job| {
+            let chunks_final = job.chunks.values().all(|c| c.status.is_final());
+            let meta = job.meta.as_mut().expect("checked");
+            if meta.status.is_terminal() || meta.done < meta.contacts || !chunks_final {
+                return Ok(None);
+            }
+            let status = JobStatus::settled(meta.contacts, meta.failed);
+            let now = now_ms();
+            meta.status = status;
+            meta.updated_at_ms = now;
+            if meta.callback_url.is_some() {
+                meta.callback = Some(CallbackState {
+                    status: CallbackStatus::Pending,
+                    attempts: 0,
+                    last_status_code: None,
+                    last_error: None,
+                    next_attempt_at: Some(now),
+                    since_ms: now,
+                });
+                job.callback_due = Some(now);
+            }
+            Ok(Some(status))
+        })
+    }
+
+    async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs.get(job_id).and_then(|j| j.chunks.get(&index).cloned()))
+    }
+
+    async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs
+            .get(job_id)
+            .map(|j| j.chunks.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn link_chunk(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        provider_id: &str,
+        credits: Option<f64>,
+    ) -> Result<bool, StoreError> {
+        self.with(job_id, |job| {
+            let c = job
+                .chunks
+                .get_mut(&chunk.index)
+                .ok_or_else(|| StoreError::Data(format!("no chunk {}", chunk.index)))?;
+            match c.status {
+                ChunkStatus::Pending | ChunkStatus::Starting | ChunkStatus::StartUnconfirmed => {
+                    c.provider_id = Some(provider_id.to_string());
+                    c.status = ChunkStatus::Submitted;
+                    c.started_at_ms = Some(now_ms());
+                    c.unconfirmed_at_ms = None;
+                    if credits.is_some() {
+                        c.credits = credits;
+                    }
+                }
+                _ if c.provider_id.as_deref() == Some(provider_id) => {}
+                _ => return Ok(false),
+            }
+            job.links.insert(provider_id.to_string(), chunk);
+            Ok(true)
+        })
+    }
+
+    async fn set_job_error(&self, job_id: &str, error: &JobError) -> Result<(), StoreError> {
+        self.with(job_id, |job| {
+            let meta = job.meta.as_mut().expect("checked");
+            meta.error = Some(error.clone());
+            meta.updated_at_ms = now_ms();
+            Ok(())
+        })
+    }
+
+    async fn stored_indices(
+        &self,
+        job_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<HashSet<u64>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs
+            .get(job_id)
+            .map(|j| j.results.range(from..=to).map(|(i, _)| *i).collect())
+            .unwrap_or_default())
+    }
+
+    async fn reserve_slot(&self, name: &str, interval_ms: u64) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let mut slots = self.slots.lock().unwrap();
+        let next = slots.entry(name.to_string()).or_insert(0);
+        let at = (*next).max(now);
+        *next = at + interval_ms;
+        Ok(at)
+    }
+}
+
+impl CallbackStore for MemoryJobs {
+    async fn take_callback(
+        &self,
+        job_id: &str,
+        due_at: Option<u64>,
+        lease_ms: u64,
+    ) -> Result<Option<CallbackTake>, StoreError> {
+        self.with(job_id, |job| {
+            let now = now_ms();
+            let due = match (job.callback_due, due_at) {
+                (Some(at), None) => at <= now,
+                (Some(at), Some(t)) => at == t,
+                (None, _) => false,
+            };
+            let meta = job.meta.as_mut().expect("checked");
+            let Some(cb) = meta.callback.as_mut() else {
+                return Ok(None);
+            };
+            if cb.status != CallbackStatus::Pending || !due {
+                return Ok(None);
+            }
+            cb.attempts += 1;
+            let lease = now + lease_ms;
+            cb.next_attempt_at = Some(lease);
+            job.callback_due = Some(lease);
+            Ok(Some(CallbackTake {
+                meta: meta.clone(),
+                lease,
+            }))
+        })
+    }
+
+    async fn record_callback(
+        &self,
+        job_id: &str,
+        lease: u64,
+        attempt: &CallbackAttempt,
+    ) -> Result<bool, StoreError> {
+        self.with(job_id, |job| {
+            let meta = job.meta.as_mut().expect("checked");
+            let Some(cb) = meta.callback.as_mut() else {
+                return Ok(false);
+            };
+            if cb.status != CallbackStatus::Pending || job.callback_due != Some(lease) {
+                return Ok(false);
+            }
+            cb.status = attempt.status;
+            cb.last_status_code = attempt.status_code;
+            cb.last_error = attempt.error.clone();
+            job.callback_due = match attempt.status {
+                CallbackStatus::Pending => attempt.next_at,
+                _ => None,
+            };
+            cb.next_attempt_at = job.callback_due;
+            Ok(true)
+        })
+    }
+}
+
+/// Dedupe claims in memory, with their leases.
+pub struct MemoryDedupe {
+    lease_ms: u64,
+    /// key → (owner, lease end; `None`: completed).
+    claims: Mutex<HashMap<String, (String, Option<u64>)>>,
+}
+
+impl MemoryDedupe {
+    pub fn new(lease_ms: u64) -> MemoryDedupe {
+        MemoryDedupe {
+            lease_ms,
+            claims: Mutex::default(),
+        }
+    }
+}
+
+impl Default for MemoryDedupe {
+    fn default() -> Self {
+        MemoryDedupe::new(120_000)
+    }
+}
+
+impl DedupeStore for MemoryDedupe {
+    async fn claim(&self, key: &str, owner: &str) -> Result<Claim, StoreError> {
+        let now = now_ms();
+        let mut claims = self.claims.lock().unwrap();
+        match claims.get(key) {
+            Some((_, None)) => Ok(Claim::Duplicate),
+            Some((_, Some(until))) if *until >= now => Ok(Claim::InProgress),
+            _ => {
+                claims.insert(
+                    key.to_string(),
+                    (owner.to_string(), Some(now + self.lease_ms)),
+                );
+                Ok(Claim::Claimed)
+            }
+        }
+    }
+
+    async fn complete(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let mut claims = self.claims.lock().unwrap();
+        if let Some(c) = claims.get_mut(key)
+            && c.0 == owner
+        {
+            c.1 = None;
+        }
+        Ok(())
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let mut claims = self.claims.lock().unwrap();
+        if claims.get(key).is_some_and(|c| c.0 == owner) {
+            claims.remove(key);
+        }
+        Ok(())
+    }
+}
