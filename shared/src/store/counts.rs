@@ -1,0 +1,78 @@
+//! Result counters: what a job head and each chunk keep, and how they move.
+
+use crate::jobs::Outcome;
+
+use super::*;
+
+pub(super) struct UpdateParts {
+    pub(super) b: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+    pub(super) expr: String,
+}
+
+pub(super) const JOB_COUNTS: [&str; 4] = ["done", "found", "not_found", "failed"];
+
+pub(super) const CHUNK_COUNTS: [&str; 4] = ["c_done", "c_found", "c_not_found", "c_failed"];
+
+/// Result counters: what a job head and each chunk keep, or (signed) how they move.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub(super) done: i64,
+    pub(super) found: i64,
+    pub(super) not_found: i64,
+    pub(super) failed: i64,
+}
+
+impl Counts {
+    pub(super) fn of(outcomes: impl IntoIterator<Item = Outcome>) -> Counts {
+        let mut c = Counts::default();
+        for o in outcomes {
+            c.done += 1;
+            match o {
+                Outcome::Found | Outcome::Valid => c.found += 1,
+                Outcome::NotFound | Outcome::Invalid => c.not_found += 1,
+                Outcome::Failed => c.failed += 1,
+            }
+        }
+        c
+    }
+
+    pub(super) fn from_chunk(item: &Item) -> Counts {
+        Counts {
+            done: get_n(item, "c_done").unwrap_or(0),
+            found: get_n(item, "c_found").unwrap_or(0),
+            not_found: get_n(item, "c_not_found").unwrap_or(0),
+            failed: get_n(item, "c_failed").unwrap_or(0),
+        }
+    }
+
+    /// Binds the counts to `attrs` (done, found, not found, failed) on `b` as `#k0..#k3` /
+    /// `:k0..:k3`; returns the builder and `"#k0 :k0, …"` for an `ADD`, or with `=` for a `SET`.
+    pub(super) fn bind(
+        self,
+        b: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+        attrs: [&str; 4],
+        op: &str,
+    ) -> (aws_sdk_dynamodb::types::builders::UpdateBuilder, String) {
+        let values = [self.done, self.found, self.not_found, self.failed];
+        let mut parts = Vec::new();
+        let mut b = b;
+        for (i, (attr, value)) in attrs.iter().zip(values).enumerate() {
+            b = b
+                .expression_attribute_names(format!("#k{i}"), *attr)
+                .expression_attribute_values(format!(":k{i}"), n(value));
+            parts.push(format!("#k{i}{op}:k{i}"));
+        }
+        (b, parts.join(", "))
+    }
+
+    /// The signed move from `o` to `self`: a provisional row replaced by a final one of
+    /// another outcome moves one count down and another up.
+    pub(super) fn minus(self, o: Counts) -> Counts {
+        Counts {
+            done: self.done - o.done,
+            found: self.found - o.found,
+            not_found: self.not_found - o.not_found,
+            failed: self.failed - o.failed,
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The dedupe table: one claim per delivery identity (AWS Powertools' idempotency semantics).
+
+use std::future::Future;
+
+use aws_sdk_dynamodb::Client;
+
+use crate::now_ms;
+
+use super::*;
+
+/// Whether a claim was won (the semantics of AWS Powertools' idempotency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker owns the event now: apply it, then complete or release.
+    Claimed,
+    /// Applied already (`COMPLETED`): drop this copy.
+    Duplicate,
+    /// Being applied by another worker whose lease still runs: this copy must wait and be tried
+    /// again (if the holder fails and releases, this copy is the one that applies it).
+    InProgress,
+}
+
+pub trait DedupeStore: Send + Sync + 'static {
+    fn claim(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+    fn complete(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct DynamoDedupe {
+    client: Client,
+    table: String,
+    /// How long a claim holds before another worker may take it over.
+    pub lease_ms: u64,
+    /// How long a completed key is kept (`DEDUPE_RETENTION_DAYS`).
+    pub retention_s: u64,
+}
+
+impl DynamoDedupe {
+    pub fn new(client: Client, table: impl Into<String>, lease_ms: u64, retention_s: u64) -> Self {
+        DynamoDedupe {
+            client,
+            table: table.into(),
+            lease_ms,
+            retention_s,
+        }
+    }
+}
+
+pub(super) const IN_PROGRESS: &str = "IN_PROGRESS";
+
+pub(super) const COMPLETED: &str = "COMPLETED";
+
+impl DedupeStore for DynamoDedupe {
+    async fn claim(&self, key: &str, owner: &str) -> Result<Claim, StoreError> {
+        use aws_sdk_dynamodb::operation::put_item::PutItemError;
+        use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+        let now = now_ms();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(key))
+            .item("status", s(IN_PROGRESS))
+            .item("owner", s(owner))
+            .item("lease_until", n(now + self.lease_ms))
+            // An abandoned claim is cleaned up by TTL a day later at most.
+            .item("expires_at", n(now / 1000 + 86_400))
+            .condition_expression(
+                "attribute_not_exists(pk) OR expires_at < :now OR (#status = :in_progress AND lease_until < :now_ms)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now", n(now / 1000))
+            .expression_attribute_values(":now_ms", n(now))
+            .expression_attribute_values(":in_progress", s(IN_PROGRESS))
+            // The record that stopped us, in the same call: completed, or held by a live lease.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let held = match result {
+            Ok(_) => return Ok(Claim::Claimed),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => c.item().cloned(),
+                _ => return Err(unavailable(e)),
+            },
+        };
+        // An emulator that does not return the old item: read it.
+        let held = match held {
+            Some(item) => Some(item),
+            None => {
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(key))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(unavailable)?
+                    .item
+            }
+        };
+        Ok(match held.as_ref().and_then(|i| get_s(i, "status")) {
+            Some(IN_PROGRESS) => Claim::InProgress,
+            _ => Claim::Duplicate,
+        })
+    }
+
+    async fn complete(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .update_expression("SET #status = :done, expires_at = :exp, completed_at = :now_ms")
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":done", s(COMPLETED))
+            .expression_attribute_values(":exp", n(now / 1000 + self.retention_s))
+            .expression_attribute_values(":now_ms", n(now))
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        // None: another worker took the claim over after our lease ran out; it completes it.
+        unless_condition_failed(result).map(|_| ())
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        unless_condition_failed(result).map(|_| ())
+    }
+}

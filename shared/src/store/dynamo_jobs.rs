@@ -1,0 +1,1464 @@
+//! [`DynamoJobStore`]: job lifecycle, results and counters, idempotency keys, the submit
+//! lease and the shared rate schedule, over the jobs table.
+
+use futures::StreamExt;
+use std::collections::{HashMap, HashSet};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+};
+use serde_json::Value;
+
+use crate::jobs::{
+    CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus,
+    Outcome,
+};
+use crate::now_ms;
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub struct DynamoJobStore {
+    pub(super) client: Client,
+    pub(super) table: String,
+    /// How long a bulk apply holds its chunk before another worker may take it over.
+    pub apply_lease_ms: u64,
+    /// How long a started chunk may go without its results before its first poll.
+    pub poll_after_ms: u64,
+    /// How long every item of a job is kept after it is written (`RESULT_RETENTION_DAYS`):
+    /// DynamoDB's TTL deletes it then (`expires_at`).
+    pub retention_s: u64,
+}
+
+impl DynamoJobStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoJobStore {
+            client,
+            table: table.into(),
+            apply_lease_ms: 120_000,
+            poll_after_ms: DEFAULT_POLL_AFTER_MS,
+            retention_s: DEFAULT_RETENTION_DAYS * 86_400,
+        }
+    }
+
+    /// How long a started chunk may go without its results before it is polled
+    /// (`POLL_AFTER_SECONDS`).
+    pub fn with_poll_after(mut self, after: std::time::Duration) -> Self {
+        self.poll_after_ms = after.as_millis() as u64;
+        self
+    }
+
+    /// Chunks due for a poll at `now_ms`, from the sparse `due` index (only started chunks that
+    /// are not final are in it): one query per shard, reads proportional to the due chunks.
+    pub async fn due_chunks(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
+        Ok(self.due_chunks_costed(now_ms, limit).await?.0)
+    }
+
+    /// [`Self::due_chunks`], and what reading them cost ([`ReadCost`]).
+    pub async fn due_chunks_costed(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(Vec<Due>, ReadCost), StoreError> {
+        let mut cost = ReadCost::default();
+        let mut out = Vec::new();
+        for shard in 0..POLL_SHARDS {
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name("due")
+                    .key_condition_expression("poll_shard = :s AND poll_at <= :now")
+                    .expression_attribute_values(":s", s(format!("poll#{shard}")))
+                    .expression_attribute_values(":now", n(now_ms))
+                    .set_exclusive_start_key(start)
+                    .limit((limit - out.len()).clamp(1, 1000) as i32)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                cost.add_page(page.items());
+                for item in page.items() {
+                    let job_id = get_s(item, "pk").and_then(|p| p.strip_prefix("JOB#"));
+                    let chunk = match get_s(item, "sk") {
+                        Some("META") => Some(None),
+                        sk => index_of(sk, "CHUNK#").map(|i| Some(i as u32)),
+                    };
+                    if let (Some(job_id), Some(chunk), Some(poll_at)) =
+                        (job_id, chunk, get_n(item, "poll_at"))
+                    {
+                        out.push(Due {
+                            job_id: job_id.to_string(),
+                            chunk,
+                            poll_at_ms: poll_at,
+                        });
+                    }
+                }
+                start = page.last_evaluated_key;
+                if start.is_none() || out.len() >= limit {
+                    break;
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok((out, cost))
+    }
+
+    /// Job heads newest first, `limit` (at most 100) a page, after `cursor`: one query of the
+    /// keys-only `recent` index, then one consistent BatchGetItem of the heads.
+    pub async fn list_jobs(
+        &self,
+        limit: usize,
+        cursor: Option<&JobsCursor>,
+    ) -> Result<(Vec<JobMeta>, Option<JobsCursor>), StoreError> {
+        let start = cursor.map(|c| {
+            HashMap::from([
+                ("list_pk".to_string(), s(LIST_PK)),
+                ("created_at".to_string(), n(c.created_at_ms)),
+                ("pk".to_string(), s(job_pk(&c.job_id))),
+                ("sk".to_string(), s("META")),
+            ])
+        });
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("recent")
+            .key_condition_expression("list_pk = :l")
+            .expression_attribute_values(":l", s(LIST_PK))
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 100) as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let keys: Vec<String> = page
+            .items()
+            .iter()
+            .filter_map(|i| get_s(i, "pk").map(str::to_string))
+            .collect();
+        let mut heads: HashMap<String, JobMeta> = HashMap::new();
+        if !keys.is_empty() {
+            let mut wanted: Vec<Item> = keys
+                .iter()
+                .map(|pk| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s("META"))]))
+                .collect();
+            for _ in 0..5 {
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(
+                        &self.table,
+                        aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                            .set_keys(Some(std::mem::take(&mut wanted)))
+                            .consistent_read(true)
+                            .build()
+                            .map_err(|e| StoreError::Data(e.to_string()))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for item in got
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    if expired(&item) || item.contains_key("deleted_at") {
+                        continue;
+                    }
+                    let meta = parse_meta(&item)?;
+                    heads.insert(job_pk(&meta.job_id), meta);
+                }
+                wanted = got
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if wanted.is_empty() {
+                    break;
+                }
+            }
+        }
+        let jobs: Vec<JobMeta> = keys.iter().filter_map(|k| heads.remove(k)).collect();
+        let next = page.last_evaluated_key.as_ref().and_then(|k| {
+            Some(JobsCursor {
+                created_at_ms: get_n(k, "created_at")?,
+                job_id: get_s(k, "pk")?.strip_prefix("JOB#")?.to_string(),
+            })
+        });
+        Ok((jobs, next))
+    }
+
+    /// Marks a job erased (`DELETE /jobs/{id}`): from now on it reads as deleted. `false`: no
+    /// such job.
+    pub async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .meta_item_update(job_id)
+            .update_expression("SET deleted_at = if_not_exists(deleted_at, :now)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
+    /// Deletes up to `limit` items of a job other than its head (contacts, results, chunks,
+    /// provider-id links), 25 per BatchWriteItem. Returns how many it deleted; 0 means none is
+    /// left, and the head is made a tombstone: the caller's name and options removed, counts
+    /// and status kept, gone by TTL when its retention ends.
+    pub async fn delete_items(&self, job_id: &str, limit: usize) -> Result<usize, StoreError> {
+        // Every sort key of a job sorts between "!" and "~"; the head is one of them.
+        let mut keys: Vec<Item> = self
+            .query_range_of(job_id, "!", "~", Some(limit + 1), Some("pk, sk"))
+            .await?
+            .into_iter()
+            .filter(|i| get_s(i, "sk") != Some("META"))
+            .collect();
+        keys.truncate(limit);
+        let deleted = keys.len();
+        let requests: Vec<WriteRequest> = keys
+            .into_iter()
+            .map(|key| {
+                WriteRequest::builder()
+                    .delete_request(
+                        aws_sdk_dynamodb::types::DeleteRequest::builder()
+                            .set_key(Some(key))
+                            .build()
+                            .expect("key set"),
+                    )
+                    .build()
+            })
+            .collect();
+        self.batch_write_all(requests).await?;
+        if deleted == 0 {
+            let out = self
+                .meta_item_update(job_id)
+                .update_expression("REMOVE #name, options")
+                .condition_expression("attribute_exists(deleted_at)")
+                .expression_attribute_names("#name", "name")
+                .send()
+                .await;
+            unless_condition_failed(out)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Takes a due item for one poll or callback attempt: moves its `poll_at` `hold_ms` on, if
+    /// it is still the one read (another sweep, a poll that found the results not ready, or a
+    /// callback attempt moved it otherwise). Returns the new `poll_at`: a callback attempt is
+    /// taken with it ([`CallbackStore::take_callback`]).
+    pub async fn take_due(&self, due: &Due, hold_ms: u64) -> Result<Option<u64>, StoreError> {
+        let next = now_ms() + hold_ms;
+        let update = match due.chunk {
+            Some(index) => self.chunk_item_update(&due.job_id, index),
+            None => self.meta_item_update(&due.job_id),
+        };
+        let out = update
+            .update_expression("SET poll_at = :next")
+            .condition_expression("poll_at = :seen")
+            .expression_attribute_values(":next", n(next))
+            .expression_attribute_values(":seen", n(due.poll_at_ms))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.map(|_| next))
+    }
+
+    /// How long a job's items are kept (`RESULT_RETENTION_DAYS`).
+    pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention_s = retention.as_secs();
+        self
+    }
+
+    /// `item` with its expiry: kept `retention_s` from now, then deleted by TTL.
+    pub(super) fn expiring(&self, mut item: Item) -> Item {
+        item.insert("expires_at".into(), n(now_ms() / 1000 + self.retention_s));
+        item
+    }
+
+    /// How long a bulk apply holds its chunk (`APPLY_LEASE_SECONDS`).
+    pub fn with_apply_lease(mut self, lease: std::time::Duration) -> Self {
+        self.apply_lease_ms = lease.as_millis() as u64;
+        self
+    }
+
+    /// Writes a new job: contacts and chunks first, the head last and only if the job id is new.
+    pub async fn create_job(
+        &self,
+        meta: &JobMeta,
+        chunks: &[Chunk],
+        contacts: &[Contact],
+    ) -> Result<(), StoreError> {
+        let pk = job_pk(&meta.job_id);
+        let mut requests: Vec<WriteRequest> = Vec::new();
+        for c in contacts {
+            let mut item = Item::from([
+                ("pk".into(), s(&pk)),
+                ("sk".into(), s(contact_sk(c.index))),
+                (
+                    "fields".into(),
+                    s(Value::Object(c.fields.clone()).to_string()),
+                ),
+            ]);
+            if let Some(custom) = &c.custom {
+                item.insert("custom".into(), s(custom.to_string()));
+            }
+            requests.push(put_request(self.expiring(item)));
+        }
+        for c in chunks {
+            requests.push(put_request(self.expiring(chunk_item(&pk, c))));
+        }
+        self.batch_write_all(requests).await?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.expiring(meta_item(meta))))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => {
+                    StoreError::Conflict(format!("job {} exists", meta.job_id))
+                }
+                _ => unavailable(e),
+            })?;
+        Ok(())
+    }
+
+    /// BatchWriteItem in 25s, retrying unprocessed items with backoff.
+    /// Many writes: 25 items per call, 8 calls in flight (50,000 contacts are 2,000 calls).
+    pub(super) async fn batch_write_all(
+        &self,
+        requests: Vec<WriteRequest>,
+    ) -> Result<(), StoreError> {
+        let batches: Vec<Vec<WriteRequest>> = requests.chunks(25 * 8).map(<[_]>::to_vec).collect();
+        let writes = futures::stream::iter(batches.into_iter().map(|b| self.batch_write(b)))
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        writes.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(())
+    }
+
+    pub(super) async fn batch_write(
+        &self,
+        requests: Vec<WriteRequest>,
+    ) -> Result<usize, StoreError> {
+        let mut calls = 0;
+        for batch in requests.chunks(25) {
+            let mut pending = batch.to_vec();
+            let mut attempt = 0u32;
+            while !pending.is_empty() {
+                calls += 1;
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    attempt += 1;
+                    if attempt > 8 {
+                        return Err(StoreError::Unavailable("unprocessed items persist".into()));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(6)))
+                        .await;
+                }
+            }
+        }
+        Ok(calls)
+    }
+
+    /// An UpdateItem on one chunk item (no attribute names bound).
+    /// An UpdateItem on the job's head.
+    pub(super) fn meta_item_update(
+        &self,
+        job_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+    }
+
+    pub(super) fn chunk_item_update(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(index)))
+    }
+
+    /// An UpdateItem on one chunk item, `#status` bound to its status attribute: the start of
+    /// every conditional transition of a chunk's state.
+    pub(super) fn chunk_update(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.chunk_item_update(job_id, index)
+            .expression_attribute_names("#status", "status")
+    }
+
+    /// Claims an `Idempotency-Key` for the request about to create `job_id` (`owner` names the
+    /// request). The first request owns it until it finishes or its lease (`lease_ms`, longer
+    /// than the API's own timeout) runs out; then a retry takes over and finishes the same job.
+    /// Keys are kept 24 hours.
+    pub async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        body_sha256: &str,
+        job_id: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Idempotency, StoreError> {
+        let pk = format!("IDEM#{key}");
+        let now = now_ms();
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s("IDEM"))
+            .item("body_sha256", s(body_sha256))
+            .item("job_id", s(job_id))
+            .item("state", s("creating"))
+            .item("owner", s(owner))
+            .item("lease_until", n(now + lease_ms))
+            .item("expires_at", n(now / 1000 + 86_400))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(now / 1000))
+            .send()
+            .await;
+        if unless_condition_failed(put)?.is_some() {
+            return Ok(Idempotency::Owned {
+                job_id: job_id.to_string(),
+            });
+        }
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s("IDEM"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?
+            .item
+            .ok_or_else(|| StoreError::Unavailable("idempotency record vanished".into()))?;
+        let first = get_s(&item, "job_id").unwrap_or_default().to_string();
+        if get_s(&item, "body_sha256") != Some(body_sha256) {
+            return Ok(Idempotency::Mismatch { job_id: first });
+        }
+        // Records written before the state existed were written once the job was.
+        if get_s(&item, "state").unwrap_or("created") == "created" {
+            return Ok(Idempotency::Created { job_id: first });
+        }
+        let lease_until: u64 = get_n(&item, "lease_until").unwrap_or(0);
+        if lease_until > now {
+            return Ok(Idempotency::InUse {
+                retry_after_ms: lease_until - now,
+            });
+        }
+        // The first request died or gave up: take over, unless another retry just did.
+        let taken = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s("IDEM"))
+            .update_expression("SET #owner = :me, lease_until = :until")
+            .condition_expression("#state = :creating AND lease_until = :seen")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":until", n(now + lease_ms))
+            .expression_attribute_values(":creating", s("creating"))
+            .expression_attribute_values(":seen", n(lease_until))
+            .send()
+            .await;
+        Ok(match unless_condition_failed(taken)? {
+            Some(_) => Idempotency::Owned { job_id: first },
+            None => Idempotency::InUse {
+                retry_after_ms: lease_ms,
+            },
+        })
+    }
+
+    /// Ends `owner`'s hold on an `Idempotency-Key`: `created` when the job is recorded and every
+    /// chunk queued; otherwise the lease is given up so a retry can take over at once.
+    pub async fn finish_idempotency_key(
+        &self,
+        key: &str,
+        owner: &str,
+        created: bool,
+    ) -> Result<(), StoreError> {
+        let update = if created {
+            "SET #state = :created REMOVE lease_until"
+        } else {
+            "SET lease_until = :zero"
+        };
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("IDEM#{key}")))
+            .key("sk", s("IDEM"))
+            .update_expression(update)
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":me", s(owner));
+        req = if created {
+            req.expression_attribute_names("#state", "state")
+                .expression_attribute_values(":created", s("created"))
+        } else {
+            req.expression_attribute_values(":zero", n(0))
+        };
+        unless_condition_failed(req.send().await).map(|_| ())
+    }
+
+    /// Takes a pending chunk for its start: `pending` → `starting`, held by `owner` until
+    /// `lease_ms` from now. From here on the start may reach the provider, so the chunk never
+    /// goes back to `pending` unless the provider is known not to have taken it
+    /// ([`Self::release_submit`]). `None`: the chunk is not pending.
+    pub async fn begin_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Option<Chunk>, StoreError> {
+        let now = now_ms();
+        let out = self
+            .chunk_update(job_id, index)
+            .update_expression("SET #status = :starting, submit_until = :until, submit_owner = :me")
+            .condition_expression("#status = :pending")
+            .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(":until", n(now + lease_ms))
+            .expression_attribute_values(":me", s(owner))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match unless_condition_failed(out)? {
+            Some(out) => out.attributes.as_ref().map(parse_chunk).transpose(),
+            None => Ok(None),
+        }
+    }
+
+    /// Puts a chunk `owner` is starting back to `pending`: the provider is known not to have
+    /// taken the start (refused before sending, or answered 429).
+    pub async fn release_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let out = self
+            .chunk_update(job_id, index)
+            .update_expression("SET #status = :pending REMOVE submit_until, submit_owner")
+            .condition_expression("#status = :starting AND submit_owner = :me")
+            .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        unless_condition_failed(out).map(|_| ())
+    }
+
+    /// Marks a chunk whose start may have reached the provider, and whose answer is lost,
+    /// `start_unconfirmed`: by its `owner`, or by anyone once the owner's lease ran out (the
+    /// worker died). Returns whether this call marked it.
+    pub async fn mark_unconfirmed(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let out = self
+            .chunk_update(job_id, index)
+            .update_expression(
+                "SET #status = :unconfirmed, unconfirmed_at = :now REMOVE submit_until, submit_owner",
+            )
+            .condition_expression(
+                "#status = :starting AND (submit_owner = :me OR submit_until < :now)",
+            )
+            .expression_attribute_values(
+                ":unconfirmed",
+                s(ChunkStatus::StartUnconfirmed.as_str()),
+            )
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(":me", s(owner.unwrap_or("")))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
+    /// Ends the wait of an unconfirmed chunk (`start_unconfirmed` → `failed`), unless a webhook
+    /// adopted it meanwhile. Returns whether this call ended it; only then may its contacts be
+    /// failed. A webhook that comes later finds no chunk waiting and is parked, body intact.
+    pub async fn expire_unconfirmed(&self, job_id: &str, index: u32) -> Result<bool, StoreError> {
+        let out = self
+            .chunk_update(job_id, index)
+            .update_expression("SET #status = :failed")
+            .condition_expression("#status = :unconfirmed")
+            .expression_attribute_values(":failed", s(ChunkStatus::Failed.as_str()))
+            .expression_attribute_values(":unconfirmed", s(ChunkStatus::StartUnconfirmed.as_str()))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
+    /// Replaces a chunk `owner` is starting, which the provider refused as a whole, by its two
+    /// halves (new pending chunks with fresh indices), in one transaction with the job's chunk
+    /// count. Returns the halves.
+    pub async fn split_chunk(
+        &self,
+        job_id: &str,
+        chunk: &Chunk,
+        owner: &str,
+    ) -> Result<Vec<Chunk>, StoreError> {
+        let pk = job_pk(job_id);
+        for _ in 0..5 {
+            let meta = self
+                .get_job(job_id)
+                .await?
+                .ok_or_else(|| StoreError::Data(format!("job {job_id} has no head")))?;
+            let first = chunk.count.div_ceil(2);
+            let mut halves = Chunk::plan_range(chunk.offset, first, first, meta.chunk_seq as u32);
+            halves.extend(Chunk::plan_range(
+                chunk.offset + first,
+                chunk.count - first,
+                chunk.count - first,
+                meta.chunk_seq as u32 + 1,
+            ));
+            let parts: Vec<u32> = halves.iter().map(|c| c.index).collect();
+            let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
+            let head = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s("META"))
+                .update_expression("SET chunk_seq = :next, updated_at = :now ADD chunks :more")
+                .condition_expression("chunk_seq = :seen OR attribute_not_exists(chunk_seq)")
+                .expression_attribute_values(":next", n(meta.chunk_seq + halves.len() as u64))
+                .expression_attribute_values(":seen", n(meta.chunk_seq))
+                .expression_attribute_values(":more", n(halves.len() as u64 - 1))
+                .expression_attribute_values(":now", n(now_ms()))
+                .build()
+                .map_err(build)?;
+            let parent = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s(chunk_sk(chunk.index)))
+                .update_expression(
+                    "SET #status = :split, parts = :parts REMOVE submit_until, submit_owner",
+                )
+                .condition_expression("#status = :starting AND submit_owner = :me")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":split", s(ChunkStatus::Split.as_str()))
+                .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+                .expression_attribute_values(":me", s(owner))
+                .expression_attribute_values(
+                    ":parts",
+                    s(serde_json::to_string(&parts).unwrap_or_default()),
+                )
+                .build()
+                .map_err(build)?;
+            let mut tx = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(head).build())
+                .transact_items(TransactWriteItem::builder().update(parent).build());
+            for half in &halves {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(self.expiring(chunk_item(&pk, half))))
+                    .condition_expression("attribute_not_exists(sk)")
+                    .build()
+                    .map_err(build)?;
+                tx = tx.transact_items(TransactWriteItem::builder().put(put).build());
+            }
+            match tx.send().await {
+                Ok(_) => return Ok(halves),
+                Err(e) => {
+                    let codes = cancellation_codes(&e).ok_or_else(|| unavailable(e))?;
+                    if codes.get(1).map(String::as_str) == Some("ConditionalCheckFailed") {
+                        return Err(StoreError::Conflict(format!(
+                            "chunk {} is no longer held by this worker",
+                            chunk.index
+                        )));
+                    }
+                    // Another chunk of the job was split meanwhile: read the head again.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "chunk {} could not be split",
+            chunk.index
+        )))
+    }
+
+    /// Counts a chunk as submitted and moves the job to `submitting`, or to `running` once every
+    /// chunk is out. Returns the job's new status.
+    pub async fn count_submitted(&self, job_id: &str) -> Result<JobStatus, StoreError> {
+        let out = self
+            .meta_item_update(job_id)
+            .update_expression("ADD submitted :one SET updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now_ms()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let item = out.attributes.unwrap_or_default();
+        let submitted: u64 = get_n(&item, "submitted").unwrap_or(0);
+        let chunks: u64 = get_n(&item, "chunks").unwrap_or(0);
+        let next = if submitted >= chunks {
+            JobStatus::Running
+        } else {
+            JobStatus::Submitting
+        };
+        // Only forward: accepted → submitting → running; never over a settled status.
+        let result = self
+            .meta_item_update(job_id)
+            .update_expression("SET #status = :next")
+            .condition_expression("#status IN (:a, :b)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":next", s(next.as_str()))
+            .expression_attribute_values(":a", s(JobStatus::Accepted.as_str()))
+            .expression_attribute_values(
+                ":b",
+                s(if next == JobStatus::Running {
+                    JobStatus::Submitting
+                } else {
+                    JobStatus::Accepted
+                }
+                .as_str()),
+            )
+            .send()
+            .await;
+        Ok(match unless_condition_failed(result)? {
+            Some(_) => next,
+            None => get_s(&item, "status")
+                .and_then(JobStatus::parse)
+                .unwrap_or(next),
+        })
+    }
+
+    pub async fn set_job_status(
+        &self,
+        job_id: &str,
+        status: JobStatus,
+        error: Option<&JobError>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .meta_item_update(job_id)
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":st", s(status.as_str()))
+            .expression_attribute_values(":now", n(now_ms()));
+        req = match error {
+            Some(e) => req
+                .update_expression("SET #status = :st, updated_at = :now, #error = :err")
+                .expression_attribute_names("#error", "error")
+                .expression_attribute_values(
+                    ":err",
+                    s(serde_json::to_string(e).unwrap_or_default()),
+                ),
+            None => req.update_expression("SET #status = :st, updated_at = :now"),
+        };
+        req.send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Results in contact order from index `from`, at most `limit`.
+    pub async fn results(
+        &self,
+        job_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ContactResult>, StoreError> {
+        let items = self
+            .query_range(job_id, &result_sk(from), "RESULT#~", Some(limit))
+            .await?;
+        items.iter().map(parse_result).collect()
+    }
+
+    pub(super) async fn query_range(
+        &self,
+        job_id: &str,
+        from: &str,
+        to: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.query_range_of(job_id, from, to, limit, None).await
+    }
+
+    /// Items of the job with sort keys in `from ..= to`, every page, at most `limit`; only the
+    /// `projection` attributes when one is given.
+    pub(super) async fn query_range_of(
+        &self,
+        job_id: &str,
+        from: &str,
+        to: &str,
+        limit: Option<usize>,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(job_pk(job_id)))
+                .expression_attribute_values(":from", s(from))
+                .expression_attribute_values(":to", s(to))
+                .set_projection_expression(projection.map(str::to_string))
+                .consistent_read(true)
+                .set_limit(limit.map(|l| (l - out.len()).min(1000) as i32))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() || limit.is_some_and(|l| out.len() >= l) {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The result row stored for contact `index`, and when it was written.
+    pub(super) async fn stored_row(
+        &self,
+        job_id: &str,
+        index: u64,
+    ) -> Result<Option<(ContactResult, u64)>, StoreError> {
+        self.item(job_id, &result_sk(index))
+            .await?
+            .map(|item| Ok((parse_result(&item)?, stored_at(&item))))
+            .transpose()
+    }
+
+    /// One item of a job, read consistently.
+    pub(super) async fn item(&self, job_id: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    /// `ADD` the counts to the job head.
+    pub(super) fn meta_add(&self, job_id: &str, c: Counts) -> Result<Update, StoreError> {
+        let b = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"));
+        let (b, add) = c.bind(b, JOB_COUNTS, " ");
+        b.update_expression(format!("ADD {add} SET updated_at = :now"))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(now_ms()))
+            .build()
+            .map_err(|e| StoreError::Data(e.to_string()))
+    }
+
+    /// `SET` status, credits and error on a chunk: the start of an update expression.
+    pub(super) fn chunk_update_builder(&self, job_id: &str, c: &ChunkUpdate) -> UpdateParts {
+        let mut expr = String::from("SET #status = :st");
+        let mut b = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(c.index)))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":st", s(c.status.as_str()));
+        if let Some(credits) = c.credits {
+            expr.push_str(", credits = :cr");
+            b = b.expression_attribute_values(":cr", n(credits));
+        }
+        if let Some(e) = &c.error {
+            expr.push_str(", #error = :err");
+            b = b
+                .expression_attribute_names("#error", "error")
+                .expression_attribute_values(
+                    ":err",
+                    s(serde_json::to_string(e).unwrap_or_default()),
+                );
+        }
+        UpdateParts { b, expr }
+    }
+
+    /// A single result's share of its chunk: `ADD` the counts (and set the chunk's new state),
+    /// unless the chunk is being applied in bulk right now.
+    pub(super) fn chunk_counts_update(
+        &self,
+        job_id: &str,
+        index: u32,
+        c: Counts,
+        update: Option<&ChunkUpdate>,
+    ) -> Result<Update, StoreError> {
+        let UpdateParts { b, expr } = match update {
+            Some(u) => {
+                let mut parts = self.chunk_update_builder(job_id, u);
+                if u.status.is_final() {
+                    // Out of the `due` index: nothing left to poll.
+                    parts
+                        .expr
+                        .push_str(" REMOVE poll_at, poll_every, poll_shard");
+                }
+                parts.expr.push(' ');
+                parts
+            }
+            None => UpdateParts {
+                b: Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(job_pk(job_id)))
+                    .key("sk", s(chunk_sk(index))),
+                expr: String::new(),
+            },
+        };
+        let (b, add) = c.bind(b, CHUNK_COUNTS, " ");
+        b.update_expression(format!("{expr}ADD {add}"))
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now_ms)",
+            )
+            .expression_attribute_values(":now_ms", n(now_ms()))
+            .build()
+            .map_err(|e| StoreError::Data(e.to_string()))
+    }
+}
+
+impl JobStore for DynamoJobStore {
+    /// Reserves the next start slot of a rate limit shared by every worker (`name`, one start
+    /// per `interval_ms`). Returns the time (ms) at which this caller may start. Two writes at
+    /// most and never a lost race: an idle limit is taken at `now`; a busy one is extended by one
+    /// interval with an atomic `ADD`, and the slot is the one before the new end.
+    async fn reserve_slot(&self, name: &str, interval_ms: u64) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let idle = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{name}")))
+            .key("sk", s("RATE"))
+            .update_expression("SET next_at = :next, expires_at = :exp")
+            .condition_expression("attribute_not_exists(next_at) OR next_at <= :now")
+            .expression_attribute_values(":next", n(now + interval_ms))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(now / 1000 + 86_400))
+            .send()
+            .await;
+        if unless_condition_failed(idle)?.is_some() {
+            return Ok(now);
+        }
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{name}")))
+            .key("sk", s("RATE"))
+            .update_expression("ADD next_at :interval")
+            .expression_attribute_values(":interval", n(interval_ms))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let end: u64 = out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_n(a, "next_at"))
+            .ok_or_else(|| StoreError::Data("rate slot without next_at".into()))?;
+        Ok(end - interval_ms)
+    }
+
+    async fn link_chunk(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        provider_id: &str,
+        credits: Option<f64>,
+    ) -> Result<bool, StoreError> {
+        let pk = job_pk(job_id);
+        let mut expr = String::from(
+            "SET provider_id = :pid, #status = :st, started_at = :now, poll_at = :pa, poll_every = :pe, poll_shard = :ps REMOVE submit_until, submit_owner, unconfirmed_at",
+        );
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(chunk_sk(chunk.index)))
+            .condition_expression(
+                "attribute_exists(pk) AND #status IN (:pending, :starting, :unconfirmed)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pid", s(provider_id))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":pa", n(now_ms() + self.poll_after_ms))
+            .expression_attribute_values(":pe", n(self.poll_after_ms))
+            .expression_attribute_values(":ps", s(poll_shard(job_id)))
+            .expression_attribute_values(":st", s(ChunkStatus::Submitted.as_str()))
+            .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(":unconfirmed", s(ChunkStatus::StartUnconfirmed.as_str()));
+        if let Some(c) = credits {
+            expr = expr.replacen("#status = :st", "#status = :st, credits = :cr", 1);
+            update = update.expression_attribute_values(":cr", n(c));
+        }
+        let linked = unless_condition_failed(update.update_expression(expr).send().await)?;
+        if linked.is_none() {
+            // Linked already (a webhook adopted the chunk before the start's answer came), or
+            // the chunk moved on without this id.
+            let now = self.chunk(job_id, chunk.index).await?;
+            if now.and_then(|c| c.provider_id).as_deref() != Some(provider_id) {
+                return Ok(false);
+            }
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&pk))
+            .item("sk", s(format!("PID#{provider_id}")))
+            .item("chunk", n(chunk.index))
+            .item("offset", n(chunk.offset))
+            .item("count", n(chunk.count))
+            .item("expires_at", n(now_ms() / 1000 + self.retention_s))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn stored_indices(
+        &self,
+        job_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<HashSet<u64>, StoreError> {
+        let items = self
+            .query_range_of(job_id, &result_sk(from), &result_sk(to), None, Some("sk"))
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| index_of(get_s(i, "sk"), "RESULT#"))
+            .collect())
+    }
+
+    async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
+        self.item(job_id, &chunk_sk(index))
+            .await?
+            .as_ref()
+            .map(parse_chunk)
+            .transpose()
+    }
+
+    /// Records why a job (partly) failed; its status settles when every contact is accounted for.
+    async fn set_job_error(&self, job_id: &str, error: &JobError) -> Result<(), StoreError> {
+        self.meta_item_update(job_id)
+            .update_expression("SET #error = :err, updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(
+                ":err",
+                s(serde_json::to_string(error).unwrap_or_default()),
+            )
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
+        let items = self.query_range(job_id, "CHUNK#", "CHUNK#~", None).await?;
+        items.iter().map(parse_chunk).collect()
+    }
+
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+        // Past its retention a job is gone, whenever TTL gets round to deleting it.
+        self.item(job_id, "META")
+            .await?
+            .as_ref()
+            .filter(|i| !expired(i))
+            .map(parse_meta)
+            .transpose()
+    }
+
+    async fn find_chunk(
+        &self,
+        job_id: &str,
+        provider_id: &str,
+    ) -> Result<Option<ChunkRef>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(format!("PID#{provider_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if let Some(item) = out.item {
+            return Ok(Some(ChunkRef {
+                index: get_n(&item, "chunk").unwrap_or(0),
+                offset: get_n(&item, "offset").unwrap_or(0),
+                count: get_n(&item, "count").unwrap_or(0),
+            }));
+        }
+        // The link is written just after the chunk; if a worker died in between, the chunk
+        // itself still names its provider id.
+        let chunk = self
+            .chunks(job_id)
+            .await?
+            .into_iter()
+            .find(|c| c.provider_id.as_deref() == Some(provider_id));
+        Ok(chunk.map(|c| ChunkRef {
+            index: c.index,
+            offset: c.offset,
+            count: c.count,
+        }))
+    }
+
+    async fn contacts(
+        &self,
+        job_id: &str,
+        offset: u64,
+        count: u64,
+    ) -> Result<Vec<Contact>, StoreError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query_range(
+                job_id,
+                &contact_sk(offset),
+                &contact_sk(offset + count - 1),
+                None,
+            )
+            .await?;
+        items.iter().map(parse_contact).collect()
+    }
+
+    async fn store_result(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+        result: ContactResult,
+        update: Option<ChunkUpdate>,
+    ) -> Result<Stored, StoreError> {
+        let pk = job_pk(job_id);
+        // The row this result takes the place of, once one is found stored (a provisional row
+        // or a deadline's placeholder): the put is conditioned on that exact row, and the
+        // counters move by the difference.
+        let mut replacing: Option<(ContactResult, u64)> = None;
+        let mut attempts = 0u32;
+        loop {
+            let counts = Counts::of([result.outcome]).minus(
+                replacing
+                    .as_ref()
+                    .map_or_else(Counts::default, |(o, _)| Counts::of([o.outcome])),
+            );
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(self.expiring(result_item(&pk, &result))));
+            let put = match &replacing {
+                None => put.condition_expression("attribute_not_exists(sk)"),
+                Some((old, at)) => put
+                    .condition_expression("provisional = :t AND outcome = :o AND stored_at = :at")
+                    .expression_attribute_values(":t", AttributeValue::Bool(true))
+                    .expression_attribute_values(":o", s(old.outcome.as_str()))
+                    .expression_attribute_values(":at", n(*at)),
+            }
+            .build()
+            .map_err(|e| StoreError::Data(e.to_string()))?;
+            let chunk = self.chunk_counts_update(job_id, chunk_index, counts, update.as_ref())?;
+            let sent = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .update(self.meta_add(job_id, counts)?)
+                        .build(),
+                )
+                .transact_items(TransactWriteItem::builder().update(chunk).build())
+                .send()
+                .await;
+            let e = match sent {
+                Ok(_) => {
+                    let replaced = usize::from(replacing.is_some());
+                    return Ok(Stored {
+                        new: 1 - replaced,
+                        existing: 0,
+                        replaced,
+                        write_calls: attempts as usize + 1,
+                    });
+                }
+                Err(e) => e,
+            };
+            let codes = cancellation_codes(&e).ok_or_else(|| unavailable(e))?;
+            let chunk_busy = codes.get(2).map(String::as_str) == Some("ConditionalCheckFailed");
+            let row_differs = codes.first().map(String::as_str) == Some("ConditionalCheckFailed");
+            let moot = || Stored {
+                new: 0,
+                existing: 1,
+                replaced: 0,
+                write_calls: attempts as usize + 1,
+            };
+            if row_differs {
+                // Stored already (by a replay or by the chunk's bulk result), or replaced
+                // meanwhile: whatever is stored now decides whether this result takes its place.
+                match self.stored_row(job_id, result.index).await? {
+                    Some((old, at)) if result.replaces(&old) => replacing = Some((old, at)),
+                    Some(_) => return Ok(moot()),
+                    None => replacing = None,
+                }
+            } else if result.provisional && chunk_busy {
+                // A provisional row whose chunk is being applied in bulk right now is moot: the
+                // final set being written holds this contact too, so it is not waited for.
+                return Ok(moot());
+            }
+            attempts += 1;
+            if attempts > 4 {
+                return Err(StoreError::Unavailable(format!(
+                    "result transaction canceled: {codes:?}"
+                )));
+            }
+            if !row_differs {
+                // The chunk is being applied in bulk right now (or a conflicting transaction):
+                // back off; after the bulk apply the result exists and this becomes a no-op.
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempts)).await;
+            }
+        }
+    }
+
+    async fn store_chunk(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        results: Vec<ContactResult>,
+        update: ChunkUpdate,
+    ) -> Result<Stored, StoreError> {
+        let pk = job_pk(job_id);
+        let owner = uuid::Uuid::new_v4().to_string();
+        let mut stored = Stored::default();
+
+        // 1. Take the chunk: single results wait while this lease is held, so the counts read
+        //    back here and the rows queried next are exactly what is counted already.
+        let now = now_ms();
+        stored.write_calls += 1;
+        let taken = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(chunk_sk(chunk.index)))
+            .update_expression("SET applier = :me, applier_until = :until")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now)",
+            )
+            .expression_attribute_values(":me", s(&owner))
+            .expression_attribute_values(":until", n(now + self.apply_lease_ms))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => StoreError::Unavailable(
+                    format!("chunk {} is being applied by another worker", chunk.index),
+                ),
+                _ => unavailable(e),
+            })?;
+        let counted = taken
+            .attributes
+            .as_ref()
+            .map(Counts::from_chunk)
+            .unwrap_or_default();
+
+        // 2. The rows stored already (by single results or by an attempt that died midway), and
+        //    whether they are provisional (from a per-contact webhook).
+        let first = result_sk(chunk.offset);
+        let last = result_sk(chunk.offset + chunk.count.max(1) - 1);
+        let mut existing: HashMap<u64, ContactResult> = HashMap::new();
+        for item in self.query_range(job_id, &first, &last, None).await? {
+            let r = parse_result(&item)?;
+            existing.insert(r.index, r);
+        }
+
+        // 3. The new rows, 25 per BatchWriteItem. A final row is kept (first final write wins);
+        //    a provisional one is replaced by the chunk's final result set, and a deadline's
+        //    placeholder by any result ([`ContactResult::replaces`]).
+        let mut outcomes: HashMap<u64, Outcome> =
+            existing.iter().map(|(i, r)| (*i, r.outcome)).collect();
+        let mut written: HashSet<u64> = HashSet::new();
+        let mut requests = Vec::new();
+        for r in &results {
+            if r.index < chunk.offset || r.index >= chunk.offset + chunk.count {
+                return Err(StoreError::Data(format!(
+                    "result {} is outside chunk {}",
+                    r.index, chunk.index
+                )));
+            }
+            if written.contains(&r.index) {
+                continue; // the same contact twice in one set: the first one stands
+            }
+            match existing.get(&r.index) {
+                Some(old) if r.replaces(old) => stored.replaced += 1,
+                Some(_) => {
+                    stored.existing += 1;
+                    continue;
+                }
+                None => {}
+            }
+            written.insert(r.index);
+            outcomes.insert(r.index, r.outcome);
+            requests.push(put_request(self.expiring(result_item(&pk, r))));
+        }
+        stored.write_calls += self.batch_write(requests).await?;
+
+        // 4. Counters move by what the chunk holds now minus what was counted for it (negative
+        //    where a provisional row changed outcome), and the chunk is released, in one
+        //    transaction that only the lease holder can commit.
+        let total = Counts::of(outcomes.values().copied());
+        let delta = total.minus(counted);
+        stored.new = delta.done.max(0) as usize;
+        let release = self.chunk_update_builder(job_id, &update);
+        let (b, set) = total.bind(release.b, CHUNK_COUNTS, " = ");
+        let release = b
+            .condition_expression("applier = :me")
+            .expression_attribute_values(":me", s(&owner))
+            .update_expression(format!(
+                "{}, {set} REMOVE applier, applier_until{}",
+                release.expr,
+                if update.status.is_final() {
+                    ", poll_at, poll_every, poll_shard"
+                } else {
+                    ""
+                }
+            ))
+            .build()
+            .map_err(|e| StoreError::Data(e.to_string()))?;
+        stored.write_calls += 1;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(release).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(self.meta_add(job_id, delta)?)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| match cancellation_codes(&e) {
+                Some(codes) => StoreError::Unavailable(format!(
+                    "chunk {} lease lost before its counters were set: {codes:?}",
+                    chunk.index
+                )),
+                None => unavailable(e),
+            })?;
+        Ok(stored)
+    }
+
+    async fn poll_later(&self, job_id: &str, index: u32, every_ms: u64) -> Result<(), StoreError> {
+        let out = self
+            .chunk_item_update(job_id, index)
+            .update_expression("SET poll_every = :e, poll_at = :at")
+            .condition_expression("attribute_exists(poll_at)")
+            .expression_attribute_values(":e", n(every_ms))
+            .expression_attribute_values(":at", n(now_ms() + every_ms))
+            .send()
+            .await;
+        unless_condition_failed(out).map(|_| ())
+    }
+
+    async fn add_duplicate(&self, job_id: &str) -> Result<(), StoreError> {
+        self.meta_item_update(job_id)
+            .update_expression("ADD #dup :one")
+            .expression_attribute_names("#dup", "duplicates")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn settle_job(&self, job_id: &str) -> Result<Option<JobStatus>, StoreError> {
+        let Some(meta) = self.get_job(job_id).await? else {
+            return Ok(None);
+        };
+        if meta.status.is_terminal() || meta.done < meta.contacts {
+            return Ok(None);
+        }
+        // Every contact has a row, but rows from per-contact webhooks are provisional until
+        // their chunk's batch result replaces them: the job ends when its chunks are final. (Read
+        // consistently after this worker's own write: of two chunks finishing at once, at least
+        // the later reader sees both final.)
+        if !self
+            .chunks(job_id)
+            .await?
+            .iter()
+            .all(|c| c.status.is_final())
+        {
+            return Ok(None);
+        }
+        let status = JobStatus::settled(meta.contacts, meta.failed);
+        let now = now_ms();
+        let mut update = self.meta_item_update(job_id);
+        update = if meta.callback_url.is_some() {
+            // The job's end and its callback's due date are one write: a settler that dies
+            // right after still leaves the callback to the sweeper (the head joins the `due`
+            // index).
+            update
+                .update_expression(
+                    "SET #status = :st, updated_at = :now, cb_status = :pending, cb_attempts = :zero, cb_since = :now, poll_shard = :shard, poll_at = :now",
+                )
+                .expression_attribute_values(":pending", s(CallbackStatus::Pending.as_str()))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":shard", s(poll_shard(job_id)))
+        } else {
+            update.update_expression("SET #status = :st, updated_at = :now")
+        };
+        let result = update
+            .condition_expression("#status IN (:a, :b, :c) AND #done >= #contacts")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#done", "done")
+            .expression_attribute_names("#contacts", "contacts")
+            .expression_attribute_values(":st", s(status.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":a", s(JobStatus::Accepted.as_str()))
+            .expression_attribute_values(":b", s(JobStatus::Submitting.as_str()))
+            .expression_attribute_values(":c", s(JobStatus::Running.as_str()))
+            .send()
+            .await;
+        Ok(unless_condition_failed(result)?.map(|_| status))
+    }
+}

@@ -1,0 +1,35 @@
+//! Item keys of the jobs table, and the `due` index's shards.
+
+use sha2::{Digest, Sha256};
+
+pub(super) fn job_pk(job_id: &str) -> String {
+    format!("JOB#{job_id}")
+}
+
+pub fn chunk_sk(index: u32) -> String {
+    format!("CHUNK#{index:05}")
+}
+
+pub fn contact_sk(index: u64) -> String {
+    format!("CONTACT#{index:07}")
+}
+
+pub fn result_sk(index: u64) -> String {
+    format!("RESULT#{index:07}")
+}
+
+/// How many partitions the `due` index spreads open chunks over (a sweep queries each).
+pub const POLL_SHARDS: u32 = 4;
+
+/// The `due` index partition of a job's chunks.
+pub fn poll_shard(job_id: &str) -> String {
+    let h = Sha256::digest(job_id.as_bytes());
+    format!("poll#{}", u32::from(h[0]) % POLL_SHARDS)
+}
+
+/// The `recent` index's one partition: every job head.
+pub(super) const LIST_PK: &str = "jobs";
+
+pub(super) fn index_of(sk: Option<&str>, prefix: &str) -> Option<u64> {
+    sk?.strip_prefix(prefix)?.parse().ok()
+}
