@@ -14,6 +14,13 @@
 //! with its counters; a bulk set holds its chunk (a lease), writes the missing rows with
 //! BatchWriteItem and then moves the job's counters by what the chunk holds minus what was
 //! counted for it (`c_*` on the chunk item).
+//!
+//! Files: `mod.rs` the traits and their types; `dynamo.rs` attribute values and SDK error
+//! mapping; `keys.rs` item keys and the `due` index's shards; `items.rs` items ⇄ types;
+//! `counts.rs` result counters; `dynamo_jobs.rs` the jobs store (lifecycle, results, listing,
+//! erasure, the `due` index); `idempotency.rs` `Idempotency-Key`s; `submit_lease.rs` a chunk's
+//! start bookkeeping; `callbacks.rs` completion callbacks' state; `dedupe.rs` the dedupe table;
+//! `memory.rs` (feature `memory`) in-memory twins for behaviour tests.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -25,19 +32,23 @@ mod counts;
 mod dedupe;
 mod dynamo;
 mod dynamo_jobs;
+mod idempotency;
 mod items;
 mod keys;
-use counts::*;
-pub use dedupe::{Claim, DedupeStore, DynamoDedupe};
-use dynamo::*;
-pub use dynamo_jobs::DynamoJobStore;
-pub use items::item_size;
-use items::*;
-use keys::*;
-pub use keys::{POLL_SHARDS, chunk_sk, contact_sk, poll_shard, result_sk};
 #[cfg(feature = "memory")]
 pub mod memory;
+mod submit_lease;
+
 pub use callbacks::{CallbackAttempt, CallbackStore, CallbackTake};
+pub use dedupe::{Claim, DedupeStore, DynamoDedupe};
+pub use dynamo_jobs::DynamoJobStore;
+pub use items::item_size;
+pub use keys::{POLL_SHARDS, chunk_sk, contact_sk, poll_shard, result_sk};
+
+use counts::*;
+use dynamo::*;
+use items::*;
+use keys::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,242 @@
+//! The submit lease and start bookkeeping: a chunk taken for its start, released, marked
+//! `start_unconfirmed`, expired, split in halves; the job's status while it starts.
+
+use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
+
+use super::*;
+use crate::jobs::{Chunk, ChunkStatus, JobStatus};
+use crate::now_ms;
+
+impl DynamoJobStore {
+    /// Takes a pending chunk for its start: `pending` → `starting`, held by `owner` until
+    /// `lease_ms` from now. From here on the start may reach the provider, so the chunk never
+    /// goes back to `pending` unless the provider is known not to have taken it
+    /// ([`Self::release_submit`]). `None`: the chunk is not pending.
+    pub async fn begin_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Option<Chunk>, StoreError> {
+        let now = now_ms();
+        let out = self
+            .chunk_update(job_id, index)
+            .update_expression("SET #status = :starting, submit_until = :until, submit_owner = :me")
+            .condition_expression("#status = :pending")
+            .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(":until", n(now + lease_ms))
+            .expression_attribute_values(":me", s(owner))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match unless_condition_failed(out)? {
+            Some(out) => out.attributes.as_ref().map(parse_chunk).transpose(),
+            None => Ok(None),
+        }
+    }
+
+    /// Puts a chunk `owner` is starting back to `pending`: the provider is known not to have
+    /// taken the start (refused before sending, or answered 429).
+    pub async fn release_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let out = self
+            .chunk_update(job_id, index)
+            .update_expression("SET #status = :pending REMOVE submit_until, submit_owner")
+            .condition_expression("#status = :starting AND submit_owner = :me")
+            .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        unless_condition_failed(out).map(|_| ())
+    }
+
+    /// Marks a chunk whose start may have reached the provider, and whose answer is lost,
+    /// `start_unconfirmed`: by its `owner`, or by anyone once the owner's lease ran out (the
+    /// worker died). Returns whether this call marked it.
+    pub async fn mark_unconfirmed(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let out = self
+            .chunk_update(job_id, index)
+            .update_expression(
+                "SET #status = :unconfirmed, unconfirmed_at = :now REMOVE submit_until, submit_owner",
+            )
+            .condition_expression(
+                "#status = :starting AND (submit_owner = :me OR submit_until < :now)",
+            )
+            .expression_attribute_values(
+                ":unconfirmed",
+                s(ChunkStatus::StartUnconfirmed.as_str()),
+            )
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(":me", s(owner.unwrap_or("")))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
+    /// Ends the wait of an unconfirmed chunk (`start_unconfirmed` → `failed`), unless a webhook
+    /// adopted it meanwhile. Returns whether this call ended it; only then may its contacts be
+    /// failed. A webhook that comes later finds no chunk waiting and is parked, body intact.
+    pub async fn expire_unconfirmed(&self, job_id: &str, index: u32) -> Result<bool, StoreError> {
+        let out = self
+            .chunk_update(job_id, index)
+            .update_expression("SET #status = :failed")
+            .condition_expression("#status = :unconfirmed")
+            .expression_attribute_values(":failed", s(ChunkStatus::Failed.as_str()))
+            .expression_attribute_values(":unconfirmed", s(ChunkStatus::StartUnconfirmed.as_str()))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
+    /// Replaces a chunk `owner` is starting, which the provider refused as a whole, by its two
+    /// halves (new pending chunks with fresh indices), in one transaction with the job's chunk
+    /// count. Returns the halves.
+    pub async fn split_chunk(
+        &self,
+        job_id: &str,
+        chunk: &Chunk,
+        owner: &str,
+    ) -> Result<Vec<Chunk>, StoreError> {
+        let pk = job_pk(job_id);
+        for _ in 0..5 {
+            let meta = self
+                .get_job(job_id)
+                .await?
+                .ok_or_else(|| StoreError::Data(format!("job {job_id} has no head")))?;
+            let first = chunk.count.div_ceil(2);
+            let mut halves = Chunk::plan_range(chunk.offset, first, first, meta.chunk_seq as u32);
+            halves.extend(Chunk::plan_range(
+                chunk.offset + first,
+                chunk.count - first,
+                chunk.count - first,
+                meta.chunk_seq as u32 + 1,
+            ));
+            let parts: Vec<u32> = halves.iter().map(|c| c.index).collect();
+            let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
+            let head = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s("META"))
+                .update_expression("SET chunk_seq = :next, updated_at = :now ADD chunks :more")
+                .condition_expression("chunk_seq = :seen OR attribute_not_exists(chunk_seq)")
+                .expression_attribute_values(":next", n(meta.chunk_seq + halves.len() as u64))
+                .expression_attribute_values(":seen", n(meta.chunk_seq))
+                .expression_attribute_values(":more", n(halves.len() as u64 - 1))
+                .expression_attribute_values(":now", n(now_ms()))
+                .build()
+                .map_err(build)?;
+            let parent = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s(chunk_sk(chunk.index)))
+                .update_expression(
+                    "SET #status = :split, parts = :parts REMOVE submit_until, submit_owner",
+                )
+                .condition_expression("#status = :starting AND submit_owner = :me")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":split", s(ChunkStatus::Split.as_str()))
+                .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+                .expression_attribute_values(":me", s(owner))
+                .expression_attribute_values(
+                    ":parts",
+                    s(serde_json::to_string(&parts).unwrap_or_default()),
+                )
+                .build()
+                .map_err(build)?;
+            let mut tx = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(head).build())
+                .transact_items(TransactWriteItem::builder().update(parent).build());
+            for half in &halves {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(self.expiring(chunk_item(&pk, half))))
+                    .condition_expression("attribute_not_exists(sk)")
+                    .build()
+                    .map_err(build)?;
+                tx = tx.transact_items(TransactWriteItem::builder().put(put).build());
+            }
+            match tx.send().await {
+                Ok(_) => return Ok(halves),
+                Err(e) => {
+                    let codes = cancellation_codes(&e).ok_or_else(|| unavailable(e))?;
+                    if codes.get(1).map(String::as_str) == Some("ConditionalCheckFailed") {
+                        return Err(StoreError::Conflict(format!(
+                            "chunk {} is no longer held by this worker",
+                            chunk.index
+                        )));
+                    }
+                    // Another chunk of the job was split meanwhile: read the head again.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "chunk {} could not be split",
+            chunk.index
+        )))
+    }
+
+    /// Counts a chunk as submitted and moves the job to `submitting`, or to `running` once every
+    /// chunk is out. Returns the job's new status.
+    pub async fn count_submitted(&self, job_id: &str) -> Result<JobStatus, StoreError> {
+        let out = self
+            .meta_item_update(job_id)
+            .update_expression("ADD submitted :one SET updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now_ms()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let item = out.attributes.unwrap_or_default();
+        let submitted: u64 = get_n(&item, "submitted").unwrap_or(0);
+        let chunks: u64 = get_n(&item, "chunks").unwrap_or(0);
+        let next = if submitted >= chunks {
+            JobStatus::Running
+        } else {
+            JobStatus::Submitting
+        };
+        // Only forward: accepted → submitting → running; never over a settled status.
+        let result = self
+            .meta_item_update(job_id)
+            .update_expression("SET #status = :next")
+            .condition_expression("#status IN (:a, :b)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":next", s(next.as_str()))
+            .expression_attribute_values(":a", s(JobStatus::Accepted.as_str()))
+            .expression_attribute_values(
+                ":b",
+                s(if next == JobStatus::Running {
+                    JobStatus::Submitting
+                } else {
+                    JobStatus::Accepted
+                }
+                .as_str()),
+            )
+            .send()
+            .await;
+        Ok(match unless_condition_failed(result)? {
+            Some(_) => next,
+            None => get_s(&item, "status")
+                .and_then(JobStatus::parse)
+                .unwrap_or(next),
+        })
+    }
+}
