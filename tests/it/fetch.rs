@@ -7,7 +7,7 @@ use relay_local_stack::poller::Poller;
 use relay_shared::Provider;
 use relay_shared::jobs::{ChunkStatus, JobStatus, Operation, Outcome};
 use relay_shared::providers::Hook;
-use relay_shared::store::{DedupeStore, JobStore};
+use relay_shared::store::{DedupeStore, JobStore, JobWriter};
 use serde_json::{Value, json};
 
 use crate::support::fetch::{ENROW_KEY, FULLENRICH_KEY, Fetch, enrow_event, fixture_json};

@@ -23,7 +23,7 @@ const FE_KEY: &str = "fullenrich-submit-key";
 struct Submit {
     stack: Stack,
     stub: ProviderStub,
-    api: Api<SqsQueue>,
+    api: Api<DynamoJobStore, SqsQueue>,
     worker: ChunkSubmitter<ProviderHttp, SqsQueue>,
     jobs: DynamoJobStore,
 }

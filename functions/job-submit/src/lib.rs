@@ -27,7 +27,8 @@ use relay_shared::providers::submit::{
 };
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
-    ChunkRef, ChunkUpdate, DynamoJobStore, Idempotency, JobStore, JobsCursor, StoreError,
+    ChunkRef, ChunkUpdate, DynamoJobStore, Idempotency, IdempotencyKeys, JobStore, JobWriter,
+    JobsCursor, StoreError,
 };
 use relay_shared::{Provider, error_json, is_valid_job_id, now_ms};
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,9 @@ impl SubmitChunk {
         .expect("serializable")
     }
 }
+
+#[cfg(test)]
+mod api_tests;
 
 /// How long a request holds an `Idempotency-Key` while it creates its job: longer than the API
 /// function's own timeout (29 s), so a holder past its lease is certainly gone.
@@ -150,15 +154,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
-pub struct Api<Q> {
-    pub jobs: DynamoJobStore,
+pub struct Api<J, Q> {
+    pub jobs: J,
     pub submit_queue: Q,
     pub token: BearerToken,
     /// Which `callback_url`s this deployment takes.
     pub callbacks: validate::CallbackPolicy,
 }
 
-impl<Q: Queue> Api<Q> {
+impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
     /// Answers one API request and logs one line (route, status, job id, latency).
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let started = Instant::now();

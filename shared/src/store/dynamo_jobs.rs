@@ -108,105 +108,6 @@ impl DynamoJobStore {
         Ok((out, cost))
     }
 
-    /// Job heads newest first, `limit` (at most 100) a page, after `cursor`: one query of the
-    /// keys-only `recent` index, then one consistent BatchGetItem of the heads.
-    pub async fn list_jobs(
-        &self,
-        limit: usize,
-        cursor: Option<&JobsCursor>,
-    ) -> Result<(Vec<JobMeta>, Option<JobsCursor>), StoreError> {
-        let start = cursor.map(|c| {
-            HashMap::from([
-                ("list_pk".to_string(), s(LIST_PK)),
-                ("created_at".to_string(), n(c.created_at_ms)),
-                ("pk".to_string(), s(job_pk(&c.job_id))),
-                ("sk".to_string(), s("META")),
-            ])
-        });
-        let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("recent")
-            .key_condition_expression("list_pk = :l")
-            .expression_attribute_values(":l", s(LIST_PK))
-            .scan_index_forward(false)
-            .limit(limit.clamp(1, 100) as i32)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let keys: Vec<String> = page
-            .items()
-            .iter()
-            .filter_map(|i| get_s(i, "pk").map(str::to_string))
-            .collect();
-        let mut heads: HashMap<String, JobMeta> = HashMap::new();
-        if !keys.is_empty() {
-            let mut wanted: Vec<Item> = keys
-                .iter()
-                .map(|pk| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s("META"))]))
-                .collect();
-            for _ in 0..5 {
-                let got = self
-                    .client
-                    .batch_get_item()
-                    .request_items(
-                        &self.table,
-                        aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                            .set_keys(Some(std::mem::take(&mut wanted)))
-                            .consistent_read(true)
-                            .build()
-                            .map_err(|e| StoreError::Data(e.to_string()))?,
-                    )
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                for item in got
-                    .responses
-                    .unwrap_or_default()
-                    .remove(&self.table)
-                    .unwrap_or_default()
-                {
-                    if expired(&item) || item.contains_key("deleted_at") {
-                        continue;
-                    }
-                    let meta = parse_meta(&item)?;
-                    heads.insert(job_pk(&meta.job_id), meta);
-                }
-                wanted = got
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.table))
-                    .map(|k| k.keys)
-                    .unwrap_or_default();
-                if wanted.is_empty() {
-                    break;
-                }
-            }
-        }
-        let jobs: Vec<JobMeta> = keys.iter().filter_map(|k| heads.remove(k)).collect();
-        let next = page.last_evaluated_key.as_ref().and_then(|k| {
-            Some(JobsCursor {
-                created_at_ms: get_n(k, "created_at")?,
-                job_id: get_s(k, "pk")?.strip_prefix("JOB#")?.to_string(),
-            })
-        });
-        Ok((jobs, next))
-    }
-
-    /// Marks a job erased (`DELETE /jobs/{id}`): from now on it reads as deleted. `false`: no
-    /// such job.
-    pub async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
-        let out = self
-            .meta_item_update(job_id)
-            .update_expression("SET deleted_at = if_not_exists(deleted_at, :now)")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", n(now_ms()))
-            .send()
-            .await;
-        Ok(unless_condition_failed(out)?.is_some())
-    }
-
     /// Deletes up to `limit` items of a job other than its head (contacts, results, chunks,
     /// provider-id links), 25 per BatchWriteItem. Returns how many it deleted; 0 means none is
     /// left, and the head is made a tombstone: the caller's name and options removed, counts
@@ -284,49 +185,6 @@ impl DynamoJobStore {
     pub fn with_apply_lease(mut self, lease: std::time::Duration) -> Self {
         self.apply_lease_ms = lease.as_millis() as u64;
         self
-    }
-
-    /// Writes a new job: contacts and chunks first, the head last and only if the job id is new.
-    pub async fn create_job(
-        &self,
-        meta: &JobMeta,
-        chunks: &[Chunk],
-        contacts: &[Contact],
-    ) -> Result<(), StoreError> {
-        let pk = job_pk(&meta.job_id);
-        let mut requests: Vec<WriteRequest> = Vec::new();
-        for c in contacts {
-            let mut item = Item::from([
-                ("pk".into(), s(&pk)),
-                ("sk".into(), s(contact_sk(c.index))),
-                (
-                    "fields".into(),
-                    s(Value::Object(c.fields.clone()).to_string()),
-                ),
-            ]);
-            if let Some(custom) = &c.custom {
-                item.insert("custom".into(), s(custom.to_string()));
-            }
-            requests.push(put_request(self.expiring(item)));
-        }
-        for c in chunks {
-            requests.push(put_request(self.expiring(chunk_item(&pk, c))));
-        }
-        self.batch_write_all(requests).await?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.expiring(meta_item(meta))))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_conditional_check_failed_exception() => {
-                    StoreError::Conflict(format!("job {} exists", meta.job_id))
-                }
-                _ => unavailable(e),
-            })?;
-        Ok(())
     }
 
     /// BatchWriteItem in 25s, retrying unprocessed items with backoff.
@@ -438,19 +296,6 @@ impl DynamoJobStore {
         };
         req.send().await.map_err(unavailable)?;
         Ok(())
-    }
-
-    /// Results in contact order from index `from`, at most `limit`.
-    pub async fn results(
-        &self,
-        job_id: &str,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<ContactResult>, StoreError> {
-        let items = self
-            .query_range(job_id, &result_sk(from), "RESULT#~", Some(limit))
-            .await?;
-        items.iter().map(parse_result).collect()
     }
 
     pub(super) async fn query_range(
@@ -1110,5 +955,162 @@ impl JobStore for DynamoJobStore {
             .send()
             .await;
         Ok(unless_condition_failed(result)?.map(|_| status))
+    }
+}
+
+impl JobWriter for DynamoJobStore {
+    /// Writes a new job: contacts and chunks first, the head last and only if the job id is new.
+    async fn create_job(
+        &self,
+        meta: &JobMeta,
+        chunks: &[Chunk],
+        contacts: &[Contact],
+    ) -> Result<(), StoreError> {
+        let pk = job_pk(&meta.job_id);
+        let mut requests: Vec<WriteRequest> = Vec::new();
+        for c in contacts {
+            let mut item = Item::from([
+                ("pk".into(), s(&pk)),
+                ("sk".into(), s(contact_sk(c.index))),
+                (
+                    "fields".into(),
+                    s(Value::Object(c.fields.clone()).to_string()),
+                ),
+            ]);
+            if let Some(custom) = &c.custom {
+                item.insert("custom".into(), s(custom.to_string()));
+            }
+            requests.push(put_request(self.expiring(item)));
+        }
+        for c in chunks {
+            requests.push(put_request(self.expiring(chunk_item(&pk, c))));
+        }
+        self.batch_write_all(requests).await?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.expiring(meta_item(meta))))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => {
+                    StoreError::Conflict(format!("job {} exists", meta.job_id))
+                }
+                _ => unavailable(e),
+            })?;
+        Ok(())
+    }
+
+    /// Job heads newest first, `limit` (at most 100) a page, after `cursor`: one query of the
+    /// keys-only `recent` index, then one consistent BatchGetItem of the heads.
+    async fn list_jobs(
+        &self,
+        limit: usize,
+        cursor: Option<&JobsCursor>,
+    ) -> Result<(Vec<JobMeta>, Option<JobsCursor>), StoreError> {
+        let start = cursor.map(|c| {
+            HashMap::from([
+                ("list_pk".to_string(), s(LIST_PK)),
+                ("created_at".to_string(), n(c.created_at_ms)),
+                ("pk".to_string(), s(job_pk(&c.job_id))),
+                ("sk".to_string(), s("META")),
+            ])
+        });
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("recent")
+            .key_condition_expression("list_pk = :l")
+            .expression_attribute_values(":l", s(LIST_PK))
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 100) as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let keys: Vec<String> = page
+            .items()
+            .iter()
+            .filter_map(|i| get_s(i, "pk").map(str::to_string))
+            .collect();
+        let mut heads: HashMap<String, JobMeta> = HashMap::new();
+        if !keys.is_empty() {
+            let mut wanted: Vec<Item> = keys
+                .iter()
+                .map(|pk| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s("META"))]))
+                .collect();
+            for _ in 0..5 {
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(
+                        &self.table,
+                        aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                            .set_keys(Some(std::mem::take(&mut wanted)))
+                            .consistent_read(true)
+                            .build()
+                            .map_err(|e| StoreError::Data(e.to_string()))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for item in got
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    if expired(&item) || item.contains_key("deleted_at") {
+                        continue;
+                    }
+                    let meta = parse_meta(&item)?;
+                    heads.insert(job_pk(&meta.job_id), meta);
+                }
+                wanted = got
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if wanted.is_empty() {
+                    break;
+                }
+            }
+        }
+        let jobs: Vec<JobMeta> = keys.iter().filter_map(|k| heads.remove(k)).collect();
+        let next = page.last_evaluated_key.as_ref().and_then(|k| {
+            Some(JobsCursor {
+                created_at_ms: get_n(k, "created_at")?,
+                job_id: get_s(k, "pk")?.strip_prefix("JOB#")?.to_string(),
+            })
+        });
+        Ok((jobs, next))
+    }
+
+    /// Marks a job erased (`DELETE /jobs/{id}`): from now on it reads as deleted. `false`: no
+    /// such job.
+    async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .meta_item_update(job_id)
+            .update_expression("SET deleted_at = if_not_exists(deleted_at, :now)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
+    /// Results in contact order from index `from`, at most `limit`.
+    async fn results(
+        &self,
+        job_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ContactResult>, StoreError> {
+        let items = self
+            .query_range(job_id, &result_sk(from), "RESULT#~", Some(limit))
+            .await?;
+        items.iter().map(parse_result).collect()
     }
 }

@@ -3,12 +3,12 @@
 use super::*;
 use crate::now_ms;
 
-impl DynamoJobStore {
+impl IdempotencyKeys for DynamoJobStore {
     /// Claims an `Idempotency-Key` for the request about to create `job_id` (`owner` names the
     /// request). The first request owns it until it finishes or its lease (`lease_ms`, longer
     /// than the API's own timeout) runs out; then a retry takes over and finishes the same job.
     /// Keys are kept 24 hours.
-    pub async fn claim_idempotency_key(
+    async fn claim_idempotency_key(
         &self,
         key: &str,
         body_sha256: &str,
@@ -92,7 +92,7 @@ impl DynamoJobStore {
 
     /// Ends `owner`'s hold on an `Idempotency-Key`: `created` when the job is recorded and every
     /// chunk queued; otherwise the lease is given up so a retry can take over at once.
-    pub async fn finish_idempotency_key(
+    async fn finish_idempotency_key(
         &self,
         key: &str,
         owner: &str,

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use super::{
     CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim, Counts,
-    DedupeStore, JobStore, StoreError, Stored,
+    DedupeStore, Idempotency, IdempotencyKeys, JobStore, JobWriter, JobsCursor, StoreError, Stored,
 };
 use crate::jobs::{
     CallbackState, CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
@@ -38,6 +38,15 @@ pub struct MemoryJobs {
     slots: Mutex<HashMap<String, u64>>,
     /// Result writes still to fail (as DynamoDB being unavailable would).
     failing: std::sync::atomic::AtomicUsize,
+    keys: Mutex<HashMap<String, IdemKey>>,
+}
+
+struct IdemKey {
+    body_sha256: String,
+    job_id: String,
+    created: bool,
+    owner: String,
+    lease_until: u64,
 }
 
 impl MemoryJobs {
@@ -441,6 +450,138 @@ impl CallbackStore for MemoryJobs {
             cb.next_attempt_at = job.callback_due;
             Ok(true)
         })
+    }
+}
+
+impl JobWriter for MemoryJobs {
+    async fn create_job(
+        &self,
+        meta: &JobMeta,
+        chunks: &[Chunk],
+        contacts: &[Contact],
+    ) -> Result<(), StoreError> {
+        if self.jobs.lock().unwrap().contains_key(&meta.job_id) {
+            return Err(StoreError::Conflict(format!("job {} exists", meta.job_id)));
+        }
+        self.insert(meta.clone(), chunks.to_vec(), contacts.to_vec());
+        Ok(())
+    }
+
+    async fn list_jobs(
+        &self,
+        limit: usize,
+        cursor: Option<&JobsCursor>,
+    ) -> Result<(Vec<JobMeta>, Option<JobsCursor>), StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        let mut heads: Vec<&JobMeta> = jobs.values().filter_map(|j| j.meta.as_ref()).collect();
+        heads.sort_by(|a, b| (b.created_at_ms, &b.job_id).cmp(&(a.created_at_ms, &a.job_id)));
+        let after = |m: &&JobMeta| match cursor {
+            None => true,
+            Some(c) => (m.created_at_ms, &m.job_id) < (c.created_at_ms, &c.job_id),
+        };
+        let page: Vec<&JobMeta> = heads
+            .into_iter()
+            .filter(after)
+            .take(limit.clamp(1, 100))
+            .collect();
+        let next = (page.len() == limit.clamp(1, 100)).then(|| JobsCursor {
+            created_at_ms: page.last().map_or(0, |m| m.created_at_ms),
+            job_id: page.last().map(|m| m.job_id.clone()).unwrap_or_default(),
+        });
+        Ok((
+            page.into_iter().filter(|m| !m.deleted).cloned().collect(),
+            next,
+        ))
+    }
+
+    async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
+        let mut jobs = self.jobs.lock().unwrap();
+        Ok(match jobs.get_mut(job_id).and_then(|j| j.meta.as_mut()) {
+            Some(meta) => {
+                meta.deleted = true;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn results(
+        &self,
+        job_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ContactResult>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs
+            .get(job_id)
+            .map(|j| {
+                j.results
+                    .range(from..)
+                    .take(limit)
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+impl IdempotencyKeys for MemoryJobs {
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        body_sha256: &str,
+        job_id: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Idempotency, StoreError> {
+        let now = now_ms();
+        let mut keys = self.keys.lock().unwrap();
+        let Some(k) = keys.get_mut(key) else {
+            keys.insert(
+                key.to_string(),
+                IdemKey {
+                    body_sha256: body_sha256.to_string(),
+                    job_id: job_id.to_string(),
+                    created: false,
+                    owner: owner.to_string(),
+                    lease_until: now + lease_ms,
+                },
+            );
+            return Ok(Idempotency::Owned {
+                job_id: job_id.to_string(),
+            });
+        };
+        let first = k.job_id.clone();
+        Ok(if k.body_sha256 != body_sha256 {
+            Idempotency::Mismatch { job_id: first }
+        } else if k.created {
+            Idempotency::Created { job_id: first }
+        } else if k.lease_until > now {
+            Idempotency::InUse {
+                retry_after_ms: k.lease_until - now,
+            }
+        } else {
+            k.owner = owner.to_string();
+            k.lease_until = now + lease_ms;
+            Idempotency::Owned { job_id: first }
+        })
+    }
+
+    async fn finish_idempotency_key(
+        &self,
+        key: &str,
+        owner: &str,
+        created: bool,
+    ) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().unwrap();
+        if let Some(k) = keys.get_mut(key).filter(|k| k.owner == owner) {
+            if created {
+                k.created = true;
+            } else {
+                k.lease_until = 0;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -63,6 +63,57 @@ pub enum StoreError {
     Conflict(String),
 }
 
+/// What the jobs API writes and lists, beyond [`JobStore`].
+pub trait JobWriter: JobStore {
+    /// Writes a new job: contacts and chunks first, the head last and only if the job id is new
+    /// (`Conflict` otherwise).
+    fn create_job(
+        &self,
+        meta: &JobMeta,
+        chunks: &[Chunk],
+        contacts: &[Contact],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Job heads newest first, `limit` (at most 100) a page, after `cursor`; deleted and expired
+    /// jobs are not listed.
+    fn list_jobs(
+        &self,
+        limit: usize,
+        cursor: Option<&JobsCursor>,
+    ) -> impl Future<Output = Result<(Vec<JobMeta>, Option<JobsCursor>), StoreError>> + Send;
+    /// Marks a job erased: from now on it reads as deleted. `false`: no such job.
+    fn mark_deleted(&self, job_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Results in contact order from index `from`, at most `limit`.
+    fn results(
+        &self,
+        job_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ContactResult>, StoreError>> + Send;
+}
+
+/// `Idempotency-Key`s of `POST /jobs`.
+pub trait IdempotencyKeys: Send + Sync + 'static {
+    /// Claims `key` for the request (`owner`) about to create `job_id`: the first request owns
+    /// it until it finishes or its lease (`lease_ms`) runs out; then a retry takes over and
+    /// finishes the same job. A key used with another body (`body_sha256`) is a `Mismatch`.
+    fn claim_idempotency_key(
+        &self,
+        key: &str,
+        body_sha256: &str,
+        job_id: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Idempotency, StoreError>> + Send;
+    /// Ends `owner`'s hold: `created` when the job is recorded and every chunk queued;
+    /// otherwise the lease is given up so a retry can take over at once.
+    fn finish_idempotency_key(
+        &self,
+        key: &str,
+        owner: &str,
+        created: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// What a new chunk outcome sets on the chunk item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkUpdate {

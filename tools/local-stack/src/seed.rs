@@ -6,7 +6,7 @@ use relay_shared::Provider;
 use relay_shared::envelope::{Body, Envelope, Signature};
 use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation};
 use relay_shared::providers::Hook;
-use relay_shared::store::{DynamoJobStore, JobStore};
+use relay_shared::store::{DynamoJobStore, JobStore, JobWriter};
 use serde_json::Value;
 
 /// Contacts as (fields, custom) pairs, in chunks of `chunk_size`, each chunk linked to the

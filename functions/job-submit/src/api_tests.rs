@@ -1,0 +1,161 @@
+//! The jobs API's paths on the in-memory stores (no moto, milliseconds): validation, auth,
+//! `Idempotency-Key`, callback URLs, cancel, delete, listing. DynamoDB's own semantics are
+//! `tests/it/submit.rs`'s.
+
+use relay_shared::auth::BearerToken;
+use relay_shared::queue::MemoryQueue;
+use relay_shared::store::memory::MemoryJobs;
+use relay_shared::validate::CallbackPolicy;
+use serde_json::{Value, json};
+
+use crate::{Api, SubmitChunk};
+
+const TOKEN: &str = "api-tests-token-0123456789";
+
+fn api(policy: CallbackPolicy) -> Api<MemoryJobs, MemoryQueue> {
+    Api {
+        jobs: MemoryJobs::default(),
+        submit_queue: MemoryQueue::default(),
+        token: BearerToken::new(TOKEN),
+        callbacks: policy,
+    }
+}
+
+async fn call(
+    api: &Api<MemoryJobs, MemoryQueue>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Value) {
+    let auth = format!("Bearer {TOKEN}");
+    let mut all = vec![("authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    let event = relay_local_stack::runtime_api::apigw_v2_event(method, path, &all, &body);
+    let req = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let resp = api.handle(req).await;
+    let status = resp.status().as_u16();
+    let v = serde_json::from_slice(resp.body().as_ref()).unwrap_or(Value::Null);
+    (status, v)
+}
+
+fn job(n: usize) -> Value {
+    let contacts: Vec<Value> = (0..n)
+        .map(|i| json!({"email": format!("p{i}@example.com"), "custom": {"crm_id": format!("c{i}")}}))
+        .collect();
+    json!({"provider": "enrow", "operation": "email_verify", "contacts": contacts})
+}
+
+/// The chunk-start messages queued so far.
+fn starts(api: &Api<MemoryJobs, MemoryQueue>) -> Vec<SubmitChunk> {
+    api.submit_queue
+        .take()
+        .iter()
+        .filter_map(|m| serde_json::from_str(&m.body).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bad_request_names_the_field_and_creates_nothing() {
+    let a = api(CallbackPolicy::default());
+    let mut body = job(2);
+    body["contacts"][1] = json!({"email": "not-an-email"});
+    let (status, e) = call(&a, "POST", "/jobs", &[], &body).await;
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["error"]["field"], "contacts[1].email");
+    assert!(!e.to_string().contains("not-an-email"), "no value echoed");
+    let (_, list) = call(&a, "GET", "/jobs", &[], &Value::Null).await;
+    assert_eq!(list["jobs"], json!([]));
+    assert!(starts(&a).is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_refused() {
+    let a = api(CallbackPolicy::default());
+    let event = relay_local_stack::runtime_api::apigw_v2_event(
+        "GET",
+        "/jobs",
+        &[("authorization", "Bearer nope")],
+        b"",
+    );
+    let resp = a
+        .handle(lambda_http::request::from_str(&event.to_string()).unwrap())
+        .await;
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_same_job_and_refuses_another_body() {
+    let a = api(CallbackPolicy::default());
+    let key = [("idempotency-key", "crm-sync-1")];
+    let (status, first) = call(&a, "POST", "/jobs", &key, &job(3)).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(
+        first["chunks"], 1,
+        "three verifications are one bulk request"
+    );
+    let queued = starts(&a);
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].job_id, first["job_id"].as_str().unwrap());
+    let (status, again) = call(&a, "POST", "/jobs", &key, &job(3)).await;
+    assert_eq!(status, 202);
+    assert_eq!(again["job_id"], first["job_id"]);
+    // The chunk is still pending here (no worker runs): the retry queues it again in case its
+    // message was lost, which the worker's lease makes harmless.
+    assert_eq!(starts(&a), queued);
+    let (status, other) = call(&a, "POST", "/jobs", &key, &job(4)).await;
+    assert_eq!(status, 422, "{other}");
+    assert_eq!(other["error"]["code"], "idempotency_key_reused");
+    let (_, list) = call(&a, "GET", "/jobs", &[], &Value::Null).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn callback_urls_follow_the_deployments_rule_and_show_on_the_job() {
+    let strict = api(CallbackPolicy::default());
+    let mut body = job(1);
+    body["callback_url"] = json!("http://127.0.0.1:9999/done");
+    let (status, e) = call(&strict, "POST", "/jobs", &[], &body).await;
+    assert_eq!(
+        (status, e["error"]["field"].as_str()),
+        (400, Some("callback_url"))
+    );
+
+    let local = api(CallbackPolicy {
+        allow_loopback: true,
+    });
+    let (status, created) = call(&local, "POST", "/jobs", &[], &body).await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["job_id"].as_str().unwrap();
+    let (_, view) = call(&local, "GET", &format!("/jobs/{id}"), &[], &Value::Null).await;
+    assert_eq!(
+        view["callback"],
+        json!({"url": "http://127.0.0.1:9999/done", "status": "waiting", "attempts": 0, "last_status_code": null})
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_job_reads_as_gone_and_its_erasure_is_queued() {
+    let a = api(CallbackPolicy::default());
+    let (_, created) = call(&a, "POST", "/jobs", &[], &job(1)).await;
+    let id = created["job_id"].as_str().unwrap();
+    starts(&a);
+    let (status, _) = call(&a, "DELETE", &format!("/jobs/{id}"), &[], &Value::Null).await;
+    assert_eq!(status, 202);
+    let erase = starts(&a);
+    assert_eq!(
+        erase,
+        vec![serde_json::from_str::<SubmitChunk>(&SubmitChunk::delete(id)).unwrap()]
+    );
+    let (status, _) = call(&a, "GET", &format!("/jobs/{id}"), &[], &Value::Null).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&a, "DELETE", &format!("/jobs/{id}"), &[], &Value::Null).await;
+    assert_eq!(status, 404, "deleted already");
+    let (_, list) = call(&a, "GET", "/jobs", &[], &Value::Null).await;
+    assert_eq!(list["jobs"], json!([]));
+}
