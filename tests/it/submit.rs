@@ -9,7 +9,7 @@ use relay_shared::auth::{BearerToken, WebhookSecret};
 use relay_shared::jobs::{ChunkStatus, ContactResult, Outcome};
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
-use relay_shared::store::{ChunkRef, ChunkUpdate, DynamoJobStore, JobStore};
+use relay_shared::store::{ChunkRef, ChunkUpdate, DynamoJobStore, JobStore, SubmitLedger};
 use serde_json::{Value, json};
 
 use crate::support::{Stack, apigw_request};
@@ -24,7 +24,7 @@ struct Submit {
     stack: Stack,
     stub: ProviderStub,
     api: Api<DynamoJobStore, SqsQueue>,
-    worker: ChunkSubmitter<ProviderHttp, SqsQueue>,
+    worker: ChunkSubmitter<DynamoJobStore, ProviderHttp, SqsQueue>,
     jobs: DynamoJobStore,
 }
 

@@ -27,8 +27,8 @@ use relay_shared::providers::submit::{
 };
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
-    ChunkRef, ChunkUpdate, DynamoJobStore, Idempotency, IdempotencyKeys, JobStore, JobWriter,
-    JobsCursor, StoreError,
+    ChunkRef, ChunkUpdate, Idempotency, IdempotencyKeys, JobWriter, JobsCursor, StoreError,
+    SubmitLedger,
 };
 use relay_shared::{Provider, error_json, is_valid_job_id, now_ms};
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,8 @@ impl SubmitChunk {
 
 #[cfg(test)]
 mod api_tests;
+#[cfg(test)]
+mod worker_tests;
 
 /// How long a request holds an `Idempotency-Key` while it creates its job: longer than the API
 /// function's own timeout (29 s), so a holder past its lease is certainly gone.
@@ -772,8 +774,8 @@ fn accepted(meta: &JobMeta) -> Value {
 }
 
 /// Starts chunks at the providers' pace, each at most once.
-pub struct ChunkSubmitter<S, Q> {
-    pub jobs: DynamoJobStore,
+pub struct ChunkSubmitter<J, S, Q> {
+    pub jobs: J,
     pub starter: S,
     /// The submit queue itself: rate-limited starts and confirmation checks wait there, delayed.
     pub queue: Q,
@@ -831,7 +833,7 @@ pub fn starts_metrics(outcomes: &[Submitted]) -> Metrics {
     m
 }
 
-impl<S: Submitter, Q: Queue> ChunkSubmitter<S, Q> {
+impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let outcomes = futures::future::join_all(event.records.iter().map(|r| async move {
             match serde_json::from_str::<SubmitChunk>(r.body.as_deref().unwrap_or_default()) {

@@ -108,47 +108,6 @@ impl DynamoJobStore {
         Ok((out, cost))
     }
 
-    /// Deletes up to `limit` items of a job other than its head (contacts, results, chunks,
-    /// provider-id links), 25 per BatchWriteItem. Returns how many it deleted; 0 means none is
-    /// left, and the head is made a tombstone: the caller's name and options removed, counts
-    /// and status kept, gone by TTL when its retention ends.
-    pub async fn delete_items(&self, job_id: &str, limit: usize) -> Result<usize, StoreError> {
-        // Every sort key of a job sorts between "!" and "~"; the head is one of them.
-        let mut keys: Vec<Item> = self
-            .query_range_of(job_id, "!", "~", Some(limit + 1), Some("pk, sk"))
-            .await?
-            .into_iter()
-            .filter(|i| get_s(i, "sk") != Some("META"))
-            .collect();
-        keys.truncate(limit);
-        let deleted = keys.len();
-        let requests: Vec<WriteRequest> = keys
-            .into_iter()
-            .map(|key| {
-                WriteRequest::builder()
-                    .delete_request(
-                        aws_sdk_dynamodb::types::DeleteRequest::builder()
-                            .set_key(Some(key))
-                            .build()
-                            .expect("key set"),
-                    )
-                    .build()
-            })
-            .collect();
-        self.batch_write_all(requests).await?;
-        if deleted == 0 {
-            let out = self
-                .meta_item_update(job_id)
-                .update_expression("REMOVE #name, options")
-                .condition_expression("attribute_exists(deleted_at)")
-                .expression_attribute_names("#name", "name")
-                .send()
-                .await;
-            unless_condition_failed(out)?;
-        }
-        Ok(deleted)
-    }
-
     /// Takes a due item for one poll or callback attempt: moves its `poll_at` `hold_ms` on, if
     /// it is still the one read (another sweep, a poll that found the results not ready, or a
     /// callback attempt moved it otherwise). Returns the new `poll_at`: a callback attempt is

@@ -114,6 +114,63 @@ pub trait IdempotencyKeys: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// The chunk starter's bookkeeping, beyond [`JobStore`]: a chunk taken for its start under a
+/// lease, released when the provider is known not to have it, marked `start_unconfirmed` when
+/// its answer is lost, split in halves, counted; and a job's erasure.
+pub trait SubmitLedger: JobStore {
+    /// Takes a pending chunk for its start: `pending` → `starting`, held by `owner` until
+    /// `lease_ms` from now. `None`: the chunk is not pending.
+    fn begin_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Option<Chunk>, StoreError>> + Send;
+    /// Puts a chunk `owner` is starting back to `pending` (the provider does not have it).
+    fn release_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Marks a chunk being started `start_unconfirmed`: by its `owner`, or by anyone once the
+    /// owner's lease ran out. Whether this call marked it.
+    fn mark_unconfirmed(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: Option<&str>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// `start_unconfirmed` → `failed`, unless a webhook adopted the chunk meanwhile. Whether
+    /// this call ended it.
+    fn expire_unconfirmed(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Replaces a chunk `owner` is starting by its two halves (new pending chunks). Returns them.
+    fn split_chunk(
+        &self,
+        job_id: &str,
+        chunk: &Chunk,
+        owner: &str,
+    ) -> impl Future<Output = Result<Vec<Chunk>, StoreError>> + Send;
+    /// Counts a chunk as submitted; the job moves to `submitting`, or `running` once every chunk
+    /// is out. Returns the job's status.
+    fn count_submitted(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<JobStatus, StoreError>> + Send;
+    /// Deletes up to `limit` items of a deleted job other than its head; 0: none left (the head
+    /// is then a tombstone).
+    fn delete_items(
+        &self,
+        job_id: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+}
+
 /// What a new chunk outcome sets on the chunk item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkUpdate {

@@ -1,18 +1,18 @@
 //! The submit lease and start bookkeeping: a chunk taken for its start, released, marked
 //! `start_unconfirmed`, expired, split in halves; the job's status while it starts.
 
-use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update, WriteRequest};
 
 use super::*;
 use crate::jobs::{Chunk, ChunkStatus, JobStatus};
 use crate::now_ms;
 
-impl DynamoJobStore {
+impl SubmitLedger for DynamoJobStore {
     /// Takes a pending chunk for its start: `pending` → `starting`, held by `owner` until
     /// `lease_ms` from now. From here on the start may reach the provider, so the chunk never
     /// goes back to `pending` unless the provider is known not to have taken it
     /// ([`Self::release_submit`]). `None`: the chunk is not pending.
-    pub async fn begin_submit(
+    async fn begin_submit(
         &self,
         job_id: &str,
         index: u32,
@@ -39,7 +39,7 @@ impl DynamoJobStore {
 
     /// Puts a chunk `owner` is starting back to `pending`: the provider is known not to have
     /// taken the start (refused before sending, or answered 429).
-    pub async fn release_submit(
+    async fn release_submit(
         &self,
         job_id: &str,
         index: u32,
@@ -60,7 +60,7 @@ impl DynamoJobStore {
     /// Marks a chunk whose start may have reached the provider, and whose answer is lost,
     /// `start_unconfirmed`: by its `owner`, or by anyone once the owner's lease ran out (the
     /// worker died). Returns whether this call marked it.
-    pub async fn mark_unconfirmed(
+    async fn mark_unconfirmed(
         &self,
         job_id: &str,
         index: u32,
@@ -90,7 +90,7 @@ impl DynamoJobStore {
     /// Ends the wait of an unconfirmed chunk (`start_unconfirmed` → `failed`), unless a webhook
     /// adopted it meanwhile. Returns whether this call ended it; only then may its contacts be
     /// failed. A webhook that comes later finds no chunk waiting and is parked, body intact.
-    pub async fn expire_unconfirmed(&self, job_id: &str, index: u32) -> Result<bool, StoreError> {
+    async fn expire_unconfirmed(&self, job_id: &str, index: u32) -> Result<bool, StoreError> {
         let out = self
             .chunk_update(job_id, index)
             .update_expression("SET #status = :failed")
@@ -105,7 +105,7 @@ impl DynamoJobStore {
     /// Replaces a chunk `owner` is starting, which the provider refused as a whole, by its two
     /// halves (new pending chunks with fresh indices), in one transaction with the job's chunk
     /// count. Returns the halves.
-    pub async fn split_chunk(
+    async fn split_chunk(
         &self,
         job_id: &str,
         chunk: &Chunk,
@@ -194,7 +194,7 @@ impl DynamoJobStore {
 
     /// Counts a chunk as submitted and moves the job to `submitting`, or to `running` once every
     /// chunk is out. Returns the job's new status.
-    pub async fn count_submitted(&self, job_id: &str) -> Result<JobStatus, StoreError> {
+    async fn count_submitted(&self, job_id: &str) -> Result<JobStatus, StoreError> {
         let out = self
             .meta_item_update(job_id)
             .update_expression("ADD submitted :one SET updated_at = :now")
@@ -238,5 +238,46 @@ impl DynamoJobStore {
                 .and_then(JobStatus::parse)
                 .unwrap_or(next),
         })
+    }
+
+    /// Deletes up to `limit` items of a job other than its head (contacts, results, chunks,
+    /// provider-id links), 25 per BatchWriteItem. Returns how many it deleted; 0 means none is
+    /// left, and the head is made a tombstone: the caller's name and options removed, counts
+    /// and status kept, gone by TTL when its retention ends.
+    async fn delete_items(&self, job_id: &str, limit: usize) -> Result<usize, StoreError> {
+        // Every sort key of a job sorts between "!" and "~"; the head is one of them.
+        let mut keys: Vec<Item> = self
+            .query_range_of(job_id, "!", "~", Some(limit + 1), Some("pk, sk"))
+            .await?
+            .into_iter()
+            .filter(|i| get_s(i, "sk") != Some("META"))
+            .collect();
+        keys.truncate(limit);
+        let deleted = keys.len();
+        let requests: Vec<WriteRequest> = keys
+            .into_iter()
+            .map(|key| {
+                WriteRequest::builder()
+                    .delete_request(
+                        aws_sdk_dynamodb::types::DeleteRequest::builder()
+                            .set_key(Some(key))
+                            .build()
+                            .expect("key set"),
+                    )
+                    .build()
+            })
+            .collect();
+        self.batch_write_all(requests).await?;
+        if deleted == 0 {
+            let out = self
+                .meta_item_update(job_id)
+                .update_expression("REMOVE #name, options")
+                .condition_expression("attribute_exists(deleted_at)")
+                .expression_attribute_names("#name", "name")
+                .send()
+                .await;
+            unless_condition_failed(out)?;
+        }
+        Ok(deleted)
     }
 }

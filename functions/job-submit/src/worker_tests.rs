@@ -1,0 +1,213 @@
+//! The chunk starter's paths on the in-memory stores (no moto, milliseconds): the start rule
+//! (a start is sent again only when the provider is known not to have it), 429s waited out in
+//! the queue, out of credits ending the job. DynamoDB's own semantics are `tests/it/submit.rs`'s.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use relay_shared::auth::WebhookSecret;
+use relay_shared::jobs::{Chunk, ChunkStatus, Contact, JobMeta, JobStatus, Operation, reasons};
+use relay_shared::providers::submit::{StartError, StartRequest, Started, Submitter};
+use relay_shared::queue::MemoryQueue;
+use relay_shared::store::JobStore;
+use relay_shared::store::memory::MemoryJobs;
+use serde_json::{Value, json};
+
+use crate::{ChunkSubmitter, SubmitAction, SubmitChunk, Submitted};
+
+/// A provider that answers each start from a script, and counts the starts it got.
+#[derive(Default)]
+struct Scripted {
+    answers: Mutex<VecDeque<Result<Started, StartError>>>,
+    starts: Mutex<Vec<Value>>,
+}
+
+impl Scripted {
+    fn answer(&self, a: Result<Started, StartError>) {
+        self.answers.lock().unwrap().push_back(a);
+    }
+    fn started(id: &str) -> Result<Started, StartError> {
+        Ok(Started {
+            id: id.into(),
+            credits: None,
+        })
+    }
+}
+
+impl Submitter for Scripted {
+    async fn start(&self, _: Operation, request: &StartRequest) -> Result<Started, StartError> {
+        self.starts.lock().unwrap().push(request.body.clone());
+        self.answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("a start nobody scripted")
+    }
+}
+
+type Worker = ChunkSubmitter<MemoryJobs, Scripted, MemoryQueue>;
+
+fn worker() -> Worker {
+    ChunkSubmitter {
+        jobs: MemoryJobs::default(),
+        starter: Scripted::default(),
+        queue: MemoryQueue::default(),
+        secret: WebhookSecret::new(b"worker-tests-secret-0123456789"),
+        public_base_url: "https://relay.example".into(),
+        fullenrich_interval: Duration::from_millis(1),
+        enrow_interval: Duration::from_millis(1),
+        lease: Duration::from_secs(60),
+        confirm_timeout: Duration::from_secs(3600),
+    }
+}
+
+/// An accepted FullEnrich enrich job of `n` contacts (chunks of 100).
+fn fullenrich_job(w: &Worker, n: u64) -> String {
+    let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+    let meta = JobMeta::new(
+        job_id.clone(),
+        Operation::Enrich,
+        Some("tests".into()),
+        JobStatus::Accepted,
+        n,
+        100,
+        json!({}),
+    );
+    let contacts = (0..n)
+        .map(|i| Contact {
+            index: i,
+            fields:
+                json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            custom: None,
+        })
+        .collect();
+    w.jobs.insert(meta, Chunk::plan(n, 100), contacts);
+    job_id
+}
+
+fn start(job_id: &str, chunk: u32) -> SubmitChunk {
+    serde_json::from_str(&SubmitChunk::start(job_id, chunk)).unwrap()
+}
+
+async fn chunk(w: &Worker, job_id: &str, i: u32) -> Chunk {
+    w.jobs.chunk(job_id, i).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_chunk_is_started_once_and_a_redelivered_message_sends_nothing() {
+    let w = worker();
+    let job = fullenrich_job(&w, 150);
+    w.starter.answer(Scripted::started("fe-0"));
+    w.starter.answer(Scripted::started("fe-1"));
+    assert_eq!(
+        w.handle(&start(&job, 0)).await,
+        Submitted::Started("fe-0".into())
+    );
+    assert_eq!(w.handle(&start(&job, 0)).await, Submitted::Skipped);
+    assert_eq!(w.starter.starts.lock().unwrap().len(), 1);
+    let c = chunk(&w, &job, 0).await;
+    assert_eq!(
+        (c.status, c.provider_id.as_deref()),
+        (ChunkStatus::Submitted, Some("fe-0"))
+    );
+    // The start carries the relay's record keys, so results map back to their contacts.
+    let sent = w.starter.starts.lock().unwrap()[0].clone();
+    assert_eq!(sent["data"][0]["custom"]["rid"], "0");
+    assert_eq!(sent["data"].as_array().unwrap().len(), 100);
+
+    assert_eq!(
+        w.jobs.get_job(&job).await.unwrap().unwrap().status,
+        JobStatus::Submitting
+    );
+    assert_eq!(
+        w.handle(&start(&job, 1)).await,
+        Submitted::Started("fe-1".into())
+    );
+    assert_eq!(
+        w.jobs.get_job(&job).await.unwrap().unwrap().status,
+        JobStatus::Running
+    );
+}
+
+#[tokio::test]
+async fn a_429_puts_the_chunk_back_and_the_message_waits_in_the_queue() {
+    let w = worker();
+    let job = fullenrich_job(&w, 10);
+    w.starter
+        .answer(Err(StartError::RateLimited(Duration::from_secs(60))));
+    let outcome = w.handle(&start(&job, 0)).await;
+    assert!(matches!(outcome, Submitted::Deferred(_)), "{outcome:?}");
+    assert_eq!(chunk(&w, &job, 0).await.status, ChunkStatus::Pending);
+    let queued = w.queue.take();
+    assert_eq!(queued.len(), 1);
+    assert!(
+        queued[0].delay >= Duration::from_secs(59),
+        "{:?}",
+        queued[0].delay
+    );
+    assert_eq!(
+        serde_json::from_str::<SubmitChunk>(&queued[0].body).unwrap(),
+        start(&job, 0)
+    );
+    // Known not started: the waited-out message starts it.
+    w.starter.answer(Scripted::started("fe-0"));
+    assert_eq!(
+        w.handle(&start(&job, 0)).await,
+        Submitted::Started("fe-0".into())
+    );
+}
+
+#[tokio::test]
+async fn a_start_whose_answer_is_lost_is_never_sent_again() {
+    let w = worker();
+    let job = fullenrich_job(&w, 10);
+    w.starter.answer(Err(StartError::Unconfirmed(
+        "timed out after sending".into(),
+    )));
+    let outcome = w.handle(&start(&job, 0)).await;
+    assert!(matches!(outcome, Submitted::Unconfirmed(_)), "{outcome:?}");
+    assert_eq!(
+        chunk(&w, &job, 0).await.status,
+        ChunkStatus::StartUnconfirmed
+    );
+    // A redelivery of the start message sends nothing (no answer is scripted: a second start
+    // would panic the provider).
+    assert_eq!(w.handle(&start(&job, 0)).await, Submitted::Skipped);
+    assert_eq!(w.starter.starts.lock().unwrap().len(), 1);
+    // A confirmation check waits in the queue for the webhook.
+    let checks: Vec<SubmitChunk> = w
+        .queue
+        .take()
+        .iter()
+        .filter_map(|m| serde_json::from_str(&m.body).ok())
+        .collect();
+    assert!(
+        checks
+            .iter()
+            .any(|m| m.action == SubmitAction::ConfirmCheck),
+        "{checks:?}"
+    );
+}
+
+#[tokio::test]
+async fn out_of_credits_fails_the_chunk_and_starts_nothing_more() {
+    let w = worker();
+    let job = fullenrich_job(&w, 150);
+    w.starter.answer(Err(StartError::OutOfCredits));
+    let outcome = w.handle(&start(&job, 0)).await;
+    assert!(matches!(outcome, Submitted::Failed(_)), "{outcome:?}");
+    // The second chunk is not sent (nothing is scripted for it).
+    let outcome = w.handle(&start(&job, 1)).await;
+    assert!(matches!(outcome, Submitted::Failed(_)), "{outcome:?}");
+    assert_eq!(w.starter.starts.lock().unwrap().len(), 1);
+    let meta = w.jobs.get_job(&job).await.unwrap().unwrap();
+    assert_eq!(
+        meta.error.as_ref().map(|e| e.code.as_str()),
+        Some(reasons::CREDITS_INSUFFICIENT)
+    );
+    assert_eq!((meta.failed, meta.status), (150, JobStatus::Failed));
+}
