@@ -125,6 +125,29 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
+/// A function's configuration, read at cold start ([`crate::cold_start`]).
+pub trait FromEnv: Sized {
+    fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError>;
+}
+
+macro_rules! from_env {
+    ($($t:ty),*) => {$(
+        impl FromEnv for $t {
+            fn read<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+                <$t>::from_env(env)
+            }
+        }
+    )*};
+}
+
+from_env!(
+    IngestConfig,
+    FetchConfig,
+    SweepConfig,
+    ApiConfig,
+    WorkerConfig
+);
+
 /// webhook-ingest's configuration. `Debug` never prints a key.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {

@@ -88,6 +88,19 @@ pub fn error_json(code: &str, message: &str, field: Option<&str>) -> String {
     serde_json::json!({ "error": error }).to_string()
 }
 
+/// Every function's cold start: tracing, the AWS SDK configuration, secrets from SSM (where the
+/// template names parameters, `<VAR>_SSM`), then the function's configuration, validated.
+pub async fn cold_start<C: config::FromEnv>()
+-> Result<(aws_config::SdkConfig, C), config::ConfigError> {
+    init_tracing();
+    let aws = aws::load().await;
+    let config = {
+        let env = secrets::env_with_secrets(&aws).await?;
+        C::read(&env)?
+    };
+    Ok((aws, config))
+}
+
 /// Sets up `tracing` the way Lambda wants it: JSON lines when `AWS_LAMBDA_LOG_FORMAT=JSON`
 /// (the template sets it), level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
 pub fn init_tracing() {

@@ -33,6 +33,25 @@ pub trait Queue: Send + Sync + 'static {
     ) -> impl Future<Output = Result<String, QueueError>> + Send;
 }
 
+/// An SQS batch's partial response: the records for which `retry` holds go back to the queue
+/// (retried after their visibility timeout, then to the DLQ); the others are done.
+pub fn batch_response<T>(
+    records: &[aws_lambda_events::event::sqs::SqsMessage],
+    outcomes: &[T],
+    retry: impl Fn(&T) -> bool,
+) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+    use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
+    let mut response = SqsBatchResponse::default();
+    for (record, outcome) in records.iter().zip(outcomes) {
+        if retry(outcome) {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = record.message_id.clone().unwrap_or_default();
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
 /// SQS's longest message delay.
 pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(900);
 

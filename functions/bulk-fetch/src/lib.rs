@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::Provider;
 use relay_shared::bodies::BodyStore;
 use relay_shared::callback::{Attempted, CallbackRequest, CallbackTarget, Callbacks};
@@ -166,14 +166,9 @@ where
     /// metrics as one EMF line (and one per parked reason).
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let handled = futures::future::join_all(event.records.iter().map(|r| self.handle(r))).await;
-        let mut response = SqsBatchResponse::default();
-        for (record, h) in event.records.iter().zip(&handled) {
-            if let Disposition::Retry(_) = h.disposition {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = record.message_id.clone().unwrap_or_default();
-                response.batch_item_failures.push(failure);
-            }
-        }
+        let response = relay_shared::queue::batch_response(&event.records, &handled, |h| {
+            matches!(h.disposition, Disposition::Retry(_))
+        });
         for line in batch_metrics(&handled, relay_shared::now_ms()) {
             line.emit();
         }

@@ -15,11 +15,7 @@ use secrecy::ExposeSecret;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    relay_shared::init_tracing();
-    let aws = relay_shared::aws::load().await;
-    // Secrets come from SSM when the template names parameters (`<VAR>_SSM`).
-    let env = relay_shared::secrets::env_with_secrets(&aws).await?;
-    let config = FetchConfig::from_env(&env)?;
+    let (aws, config) = relay_shared::cold_start::<FetchConfig>().await?;
     let ddb = relay_shared::aws::dynamodb(&aws);
     let worker = Arc::new(Worker {
         jobs: DynamoJobStore::new(ddb.clone(), &config.jobs_table)

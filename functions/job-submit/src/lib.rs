@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use lambda_http::{Body, Request, RequestExt, Response};
 use relay_shared::auth::{BearerToken, WebhookSecret};
@@ -849,14 +849,9 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
             }
         }))
         .await;
-        let mut resp = SqsBatchResponse::default();
-        for (r, o) in event.records.iter().zip(&outcomes) {
-            if let Submitted::Retry(_) = o {
-                let mut f = BatchItemFailure::default();
-                f.item_identifier = r.message_id.clone().unwrap_or_default();
-                resp.batch_item_failures.push(f);
-            }
-        }
+        let resp = relay_shared::queue::batch_response(&event.records, &outcomes, |o| {
+            matches!(o, Submitted::Retry(_))
+        });
         starts_metrics(&outcomes).emit();
         resp
     }

@@ -10,11 +10,7 @@ use webhook_ingest::Ingest;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    relay_shared::init_tracing();
-    let aws = relay_shared::aws::load().await;
-    // Secrets come from SSM when the template names parameters (`<VAR>_SSM`).
-    let env = relay_shared::secrets::env_with_secrets(&aws).await?;
-    let config = IngestConfig::from_env(&env)?;
+    let (aws, config) = relay_shared::cold_start::<IngestConfig>().await?;
     let queue = SqsQueue::new(relay_shared::aws::sqs(&aws), config.queue_url.clone());
     let bodies = S3Bodies::new(relay_shared::aws::s3(&aws), config.payload_bucket.clone());
     let ingest = Arc::new(Ingest::new(queue, bodies, config));

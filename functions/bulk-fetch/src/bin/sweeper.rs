@@ -10,10 +10,7 @@ use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    relay_shared::init_tracing();
-    let aws = relay_shared::aws::load().await;
-    let env = relay_shared::secrets::env_with_secrets(&aws).await?;
-    let config = SweepConfig::from_env(&env)?;
+    let (aws, config) = relay_shared::cold_start::<SweepConfig>().await?;
     let sweeper = std::sync::Arc::new(Sweeper {
         jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
         queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.webhook_queue_url),

@@ -13,11 +13,7 @@ use relay_shared::store::DynamoJobStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    relay_shared::init_tracing();
-    let aws = relay_shared::aws::load().await;
-    // Secrets come from SSM when the template names parameters (`<VAR>_SSM`).
-    let env = relay_shared::secrets::env_with_secrets(&aws).await?;
-    let config = WorkerConfig::from_env(&env)?;
+    let (aws, config) = relay_shared::cold_start::<WorkerConfig>().await?;
     let submitter = Arc::new(ChunkSubmitter {
         jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table)
             .with_poll_after(config.poll_after)
