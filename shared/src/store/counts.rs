@@ -76,3 +76,40 @@ impl Counts {
         }
     }
 }
+
+/// Of a chunk's result set, the rows to write over what is stored (`existing`): a final row is
+/// kept (first final write wins), a provisional one is replaced by the chunk's final result set,
+/// a deadline's placeholder by any result ([`ContactResult::replaces`]); the same contact twice
+/// in one set: the first one stands. Tallies `replaced` and `existing` in `stored`. A result
+/// outside the chunk is an error. The one rule of both stores.
+pub(super) fn rows_to_write<'r, 'e>(
+    chunk: ChunkRef,
+    results: &'r [ContactResult],
+    existing: impl Fn(u64) -> Option<&'e ContactResult>,
+    stored: &mut Stored,
+) -> Result<Vec<&'r ContactResult>, StoreError> {
+    let mut written = std::collections::HashSet::new();
+    let mut rows = Vec::new();
+    for r in results {
+        if r.index < chunk.offset || r.index >= chunk.offset + chunk.count {
+            return Err(StoreError::Data(format!(
+                "result {} is outside chunk {}",
+                r.index, chunk.index
+            )));
+        }
+        if written.contains(&r.index) {
+            continue;
+        }
+        match existing(r.index) {
+            Some(old) if r.replaces(old) => stored.replaced += 1,
+            Some(_) => {
+                stored.existing += 1;
+                continue;
+            }
+            None => {}
+        }
+        written.insert(r.index);
+        rows.push(r);
+    }
+    Ok(rows)
+}

@@ -772,27 +772,8 @@ impl JobStore for DynamoJobStore {
         //    placeholder by any result ([`ContactResult::replaces`]).
         let mut outcomes: HashMap<u64, Outcome> =
             existing.iter().map(|(i, r)| (*i, r.outcome)).collect();
-        let mut written: HashSet<u64> = HashSet::new();
         let mut requests = Vec::new();
-        for r in &results {
-            if r.index < chunk.offset || r.index >= chunk.offset + chunk.count {
-                return Err(StoreError::Data(format!(
-                    "result {} is outside chunk {}",
-                    r.index, chunk.index
-                )));
-            }
-            if written.contains(&r.index) {
-                continue; // the same contact twice in one set: the first one stands
-            }
-            match existing.get(&r.index) {
-                Some(old) if r.replaces(old) => stored.replaced += 1,
-                Some(_) => {
-                    stored.existing += 1;
-                    continue;
-                }
-                None => {}
-            }
-            written.insert(r.index);
+        for r in rows_to_write(chunk, &results, |i| existing.get(&i), &mut stored)? {
             outcomes.insert(r.index, r.outcome);
             requests.push(put_request(self.expiring(result_item(&pk, r))));
         }

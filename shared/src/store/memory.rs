@@ -242,25 +242,16 @@ impl JobStore for MemoryJobs {
                 write_calls: 2,
                 ..Stored::default()
             };
-            let mut written = HashSet::new();
-            for r in results {
-                if r.index < chunk.offset || r.index >= chunk.offset + chunk.count {
-                    return Err(StoreError::Data(format!(
-                        "result {} is outside chunk {}",
-                        r.index, chunk.index
-                    )));
-                }
-                if !written.insert(r.index) {
-                    continue;
-                }
-                match job.results.get(&r.index) {
-                    Some(old) if r.replaces(old) => stored.replaced += 1,
-                    Some(_) => {
-                        stored.existing += 1;
-                        continue;
-                    }
-                    None => {}
-                }
+            let rows: Vec<ContactResult> = super::counts::rows_to_write(
+                chunk,
+                &results,
+                |i| job.results.get(&i),
+                &mut stored,
+            )?
+            .into_iter()
+            .cloned()
+            .collect();
+            for r in rows {
                 job.results.insert(r.index, r);
             }
             let total = Counts::of(
