@@ -62,6 +62,15 @@ pub struct DevOptions {
     pub sweep_every: Duration,
 }
 
+/// How `make dev` shows a secret: the value when the stack made it up (the dev defaults), never
+/// one that came from the environment (`from VAR`): that one is the caller's.
+pub fn shown_secret(var: &str, value: &str, env: impl Fn(&str) -> Option<String>) -> String {
+    match env(var) {
+        Some(v) if !v.is_empty() => format!("from {var}"),
+        _ => value.to_string(),
+    }
+}
+
 /// The local stack's callback secret unless `CALLBACK_SECRET` is set: 24 bytes, base64.
 pub const DEV_CALLBACK_SECRET: &str = "whsec_ZGV2LWNhbGxiYWNrLXNlY3JldC0wMTIz";
 
@@ -562,4 +571,26 @@ fn to_http(out: &Value) -> Response {
     }
     resp.body(axum::body::Body::from(bytes))
         .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn make_dev_echoes_only_the_secrets_it_made_up() {
+        let none = |_: &str| None;
+        assert_eq!(
+            shown_secret("RELAY_API_TOKEN", "dev-token-change-me-0123", none),
+            "dev-token-change-me-0123"
+        );
+        let set = |k: &str| (k == "RELAY_API_TOKEN").then(|| "prod-token-0123456789".to_string());
+        let shown = shown_secret("RELAY_API_TOKEN", "prod-token-0123456789", set);
+        assert_eq!(shown, "from RELAY_API_TOKEN");
+        assert!(!shown.contains("prod-token"));
+        assert_eq!(
+            shown_secret("CALLBACK_SECRET", DEV_CALLBACK_SECRET, set),
+            DEV_CALLBACK_SECRET
+        );
+    }
 }

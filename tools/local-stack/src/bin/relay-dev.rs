@@ -1,17 +1,13 @@
 //! `make dev`: the whole stack in the foreground until Ctrl-C or SIGTERM.
 
-use relay_local_stack::dev::{DevOptions, DevStack};
+use relay_local_stack::dev::{DevOptions, DevStack, shown_secret};
 
 #[tokio::main]
 async fn main() {
     let opts = DevOptions::from_env();
-    // A secret that came from the environment is the caller's: never echoed.
-    let shown = |var: &str, value: &str| match std::env::var(var) {
-        Ok(v) if !v.is_empty() => format!("from {var}"),
-        _ => value.to_string(),
-    };
-    let token = shown("RELAY_API_TOKEN", &opts.api_token);
-    let callback_secret = shown("CALLBACK_SECRET", &opts.callback_secret);
+    let env = |k: &str| std::env::var(k).ok();
+    let token = shown_secret("RELAY_API_TOKEN", &opts.api_token, env);
+    let callback_secret = shown_secret("CALLBACK_SECRET", &opts.callback_secret, env);
     let logs = opts.log_dir.clone();
     let stack = match DevStack::start(opts).await {
         Ok(s) => s,
