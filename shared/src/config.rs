@@ -493,6 +493,9 @@ pub struct WorkerConfig {
     pub jobs_table: String,
     /// Its own queue: rate-limited starts and start confirmations wait there, delayed.
     pub submit_queue_url: String,
+    /// `WEBHOOK_QUEUE_URL`: where a job this worker ends (canceled, refused, out of credits)
+    /// asks for its completion callback.
+    pub webhook_queue_url: String,
     /// Base of the webhook URLs handed to providers (the API's public address).
     pub public_base_url: String,
     pub webhook_secret: WebhookSecret,
@@ -515,6 +518,7 @@ impl WorkerConfig {
         Ok(WorkerConfig {
             jobs_table: env.required("JOBS_TABLE")?,
             submit_queue_url: env.url("SUBMIT_QUEUE_URL", None)?,
+            webhook_queue_url: env.url("WEBHOOK_QUEUE_URL", None)?,
             public_base_url: env
                 .url("PUBLIC_BASE_URL", None)?
                 .trim_end_matches('/')

@@ -50,6 +50,7 @@ impl Submit {
             jobs: jobs.clone(),
             starter: ProviderHttp::new(&stub.url, ENROW_KEY, &stub.url, FE_KEY),
             queue: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
+            callbacks: SqsQueue::new(stack.sqs(), stack.webhook_queue()),
             secret: WebhookSecret::new(SECRET),
             public_base_url: BASE.into(),
             fullenrich_interval,

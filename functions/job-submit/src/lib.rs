@@ -779,6 +779,9 @@ pub struct ChunkSubmitter<J, S, Q> {
     pub starter: S,
     /// The submit queue itself: rate-limited starts and confirmation checks wait there, delayed.
     pub queue: Q,
+    /// The webhook queue: a job this worker ends asks there for its completion callback
+    /// (bulk-fetch makes the attempts; the sweeper would find it due otherwise).
+    pub callbacks: Q,
     pub secret: WebhookSecret,
     pub public_base_url: String,
     /// Minimum time between two FullEnrich requests, over every worker and bulk-fetch.
@@ -834,6 +837,24 @@ pub fn starts_metrics(outcomes: &[Submitted]) -> Metrics {
 }
 
 impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
+    /// Settles the job when every contact is accounted for; a job that ended here with a
+    /// callback URL asks for its callback at once.
+    async fn settle(&self, job_id: &str) -> Result<(), StoreError> {
+        if self.jobs.settle_job(job_id).await?.is_some()
+            && self
+                .jobs
+                .get_job(job_id)
+                .await?
+                .is_some_and(|m| m.callback_url.is_some())
+        {
+            let ask = relay_shared::callback::CallbackRequest::new(job_id, None).to_json();
+            if let Err(e) = self.callbacks.send(ask).await {
+                tracing::warn!(job_id, error = %e, "callback not queued: the sweeper will");
+            }
+        }
+        Ok(())
+    }
+
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let outcomes = futures::future::join_all(event.records.iter().map(|r| async move {
             match serde_json::from_str::<SubmitChunk>(r.body.as_deref().unwrap_or_default()) {
@@ -928,7 +949,7 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
             }
             _ => {
                 // Final or running: a settle that failed earlier gets another try here.
-                self.jobs.settle_job(job_id).await?;
+                self.settle(job_id).await?;
                 return Ok(Submitted::Skipped);
             }
         }
@@ -1226,7 +1247,7 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
             .await?;
         // A settle that fails sends the message back; the retry finds the chunk failed and
         // settles again (see `try_submit`).
-        self.jobs.settle_job(&meta.job_id).await?;
+        self.settle(&meta.job_id).await?;
         Ok(Submitted::Failed(e.code))
     }
 }

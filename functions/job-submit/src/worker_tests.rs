@@ -53,6 +53,7 @@ fn worker() -> Worker {
         jobs: MemoryJobs::default(),
         starter: Scripted::default(),
         queue: MemoryQueue::default(),
+        callbacks: MemoryQueue::default(),
         secret: WebhookSecret::new(b"worker-tests-secret-0123456789"),
         public_base_url: "https://relay.example".into(),
         fullenrich_interval: Duration::from_millis(1),
@@ -210,4 +211,31 @@ async fn out_of_credits_fails_the_chunk_and_starts_nothing_more() {
         Some(reasons::CREDITS_INSUFFICIENT)
     );
     assert_eq!((meta.failed, meta.status), (150, JobStatus::Failed));
+}
+
+#[tokio::test]
+async fn a_job_the_worker_ends_asks_for_its_callback() {
+    use relay_shared::callback::CallbackRequest;
+    let w = worker();
+    let job = fullenrich_job(&w, 10);
+    let mut meta = w.jobs.get_job(&job).await.unwrap().unwrap();
+    meta.callback_url = Some("https://hooks.example.com/done".into());
+    w.jobs.insert(
+        meta,
+        Chunk::plan(10, 100),
+        w.jobs.contacts(&job, 0, 10).await.unwrap(),
+    );
+    w.starter.answer(Err(StartError::OutOfCredits));
+    w.handle(&start(&job, 0)).await;
+    assert_eq!(
+        w.jobs.get_job(&job).await.unwrap().unwrap().status,
+        JobStatus::Failed
+    );
+    let asked: Vec<_> = w
+        .callbacks
+        .take()
+        .iter()
+        .map(|m| CallbackRequest::from_json(&m.body))
+        .collect();
+    assert_eq!(asked, vec![Some(CallbackRequest::new(&job, None))]);
 }

@@ -20,6 +20,7 @@ async fn main() -> Result<(), Error> {
             .with_retention(config.retention),
         starter: config.providers.client(),
         queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.submit_queue_url),
+        callbacks: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.webhook_queue_url),
         secret: config.webhook_secret,
         public_base_url: config.public_base_url,
         fullenrich_interval: config.fullenrich_interval,
