@@ -81,6 +81,8 @@ pub const CALLS: &[(&str, &str, &str)] = &[
         "JobsTable",
     ),
     ("JobSubmitWorkerFunction", "sqs:SendMessage", "SubmitQueue"),
+    // A job the worker ends asks for its completion callback.
+    ("JobSubmitWorkerFunction", "sqs:SendMessage", "WebhookQueue"),
     // The sweeper reads the `due` index (the table's ARN + /index/due) and takes due chunks.
     ("SweeperFunction", "dynamodb:Query", "JobsTable"),
     ("SweeperFunction", "dynamodb:UpdateItem", "JobsTable"),
