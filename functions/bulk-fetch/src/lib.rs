@@ -211,9 +211,17 @@ where
             Disposition::Applied { new, existing } => (new, existing),
             _ => (0, 0),
         };
+        // A callback request carries no envelope: its job is in the request.
+        let callback_job = matches!(disposition, Disposition::Callback(_))
+            .then(|| CallbackRequest::from_json(record.body.as_deref().unwrap_or_default()))
+            .flatten()
+            .map(|c| c.callback.job_id);
         tracing::info!(
             provider = env.as_ref().map(|e| e.provider.as_str()),
-            job_id = env.as_ref().map(|e| e.job_id.as_str()),
+            job_id = env
+                .as_ref()
+                .map(|e| e.job_id.as_str())
+                .or(callback_job.as_deref()),
             hook = env.as_ref().map(|e| e.hook.as_str()),
             delivery_id = env.as_ref().map(|e| e.delivery_id.as_str()),
             message_id = record.message_id.as_deref(),
