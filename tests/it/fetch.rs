@@ -1019,7 +1019,7 @@ impl JobStore for FlakySettle {
         &self,
         job_id: &str,
     ) -> Result<Option<relay_shared::jobs::JobMeta>, relay_shared::store::StoreError> {
-        self.inner.get_job(job_id).await
+        self.inner.job_view(job_id).await
     }
     async fn find_chunk(
         &self,

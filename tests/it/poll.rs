@@ -365,5 +365,5 @@ async fn every_item_of_a_job_expires_and_an_expired_job_is_gone() {
         .send()
         .await
         .unwrap();
-    assert!(f.jobs.get_job(&job).await.unwrap().is_none());
+    assert!(f.jobs.job_view(&job).await.unwrap().is_none());
 }

@@ -284,7 +284,7 @@ async fn main() {
     let peak = peak_rss_mib();
     assert!(resp.batch_item_failures.is_empty());
     let calls = counter.take();
-    let done = jobs.get_job(&job).await.unwrap().expect("job").done;
+    let done = jobs.job_view(&job).await.unwrap().expect("job").done;
     println!(
         "5,000-row bulk: {} DynamoDB write calls ({}), peak RSS {peak:.1} MiB (was {before:.1} MiB before the batch), {:.1} s against moto, {} results counted",
         writes(&calls),

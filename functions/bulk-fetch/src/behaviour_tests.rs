@@ -107,7 +107,7 @@ async fn handle(w: &TestWorker, body: &str) -> Disposition {
 
 async fn job(w: &TestWorker, job_id: &str) -> JobMeta {
     use relay_shared::store::JobStore;
-    w.jobs.get_job(job_id).await.unwrap().unwrap()
+    w.jobs.job_view(job_id).await.unwrap().unwrap()
 }
 
 #[tokio::test]

@@ -133,6 +133,16 @@ enum Action {
     },
 }
 
+impl Action {
+    /// One contact's result (or a snapshot of several), written row by row.
+    fn is_single_result(&self) -> bool {
+        matches!(
+            self,
+            Action::EnrowSingle { .. } | Action::FullenrichContact { .. }
+        )
+    }
+}
+
 pub struct Worker<J, D, P, B, Q> {
     pub jobs: J,
     pub dedupe: D,
@@ -312,9 +322,12 @@ where
         }
     }
 
-    /// Claims the event's key (scoped to its job) and applies it once. A copy that meets a
-    /// completed claim is a duplicate (`count_duplicate`: a provider's repeat, counted on the
-    /// job); one that meets a live claim must wait (`Err(Defer)`): if the holder fails, this
+    /// Applies the event once. A single result (Enrow single, FullEnrich `contact_finished`)
+    /// needs no claim: its row's conditional put is the exactly-once gate, and a copy that finds
+    /// its row stored is a duplicate (which also repairs a count or a group its first copy may
+    /// have died before writing). A bulk event claims its key (scoped to its job): a copy that
+    /// meets a completed claim is a duplicate (`count_duplicate`: a provider's repeat, counted on
+    /// the job); one that meets a live claim must wait (`Err(Defer)`): if the holder fails, this
     /// copy is the one that applies it. `Err`: nothing applied, the claim released.
     async fn apply_once(
         &self,
@@ -324,6 +337,25 @@ where
         count_duplicate: bool,
     ) -> Result<Disposition, Failure> {
         let job_id = meta.job_id.as_str();
+        if action.is_single_result() {
+            let stored = self.apply(meta, action).await?;
+            let duplicate = stored.new == 0 && stored.replaced == 0 && stored.existing > 0;
+            if duplicate
+                && count_duplicate
+                && let Err(e) = self.jobs.add_duplicate(job_id).await
+            {
+                tracing::warn!(error = %e, "duplicate not counted");
+            }
+            self.settle_after(meta, &stored).await?;
+            return Ok(if duplicate {
+                Disposition::Duplicate
+            } else {
+                Disposition::Applied {
+                    new: stored.new,
+                    existing: stored.existing,
+                }
+            });
+        }
         let owner = uuid::Uuid::new_v4().to_string();
         match self.dedupe.claim(key, &owner).await {
             Ok(Claim::Claimed) => {}
@@ -355,11 +387,7 @@ where
                     // redelivery then re-applies, which the conditional result writes absorb.
                     tracing::warn!(error = %e, "claim not completed");
                 }
-                // Settled on every apply: a job whose counts say it is done ends now. A settle
-                // that fails sends the record back; its retry is a duplicate, which settles.
-                if let Err(e) = self.settle(meta).await {
-                    return Err(Failure::Retry(format!("job not settled: {e}")));
-                }
+                self.settle_after(meta, &stored).await?;
                 Ok(Disposition::Applied {
                     new: stored.new,
                     existing: stored.existing,
@@ -372,6 +400,18 @@ where
                 Err(failure)
             }
         }
+    }
+
+    /// Settles the job when this write completed a group of final chunks: a job whose chunks
+    /// are all final ends now. A settle that fails sends the record back; its retry finds its
+    /// writes done, which settles.
+    async fn settle_after(&self, meta: &JobMeta, stored: &Stored) -> Result<(), Failure> {
+        if stored.may_settle(meta.chunk_seq)
+            && let Err(e) = self.settle(meta).await
+        {
+            return Err(Failure::Retry(format!("job not settled: {e}")));
+        }
+        Ok(())
     }
 
     /// A poll of a started chunk whose results have not come (the sweeper's message): one GET by
@@ -579,7 +619,9 @@ where
             Ok(s) => s,
             Err(e) => return Disposition::Retry(e.to_string()),
         };
-        if let Err(e) = self.settle(meta).await {
+        if stored.may_settle(meta.chunk_seq)
+            && let Err(e) = self.settle(meta).await
+        {
             return Disposition::Retry(format!("job not settled: {e}"));
         }
         tracing::warn!(
@@ -927,7 +969,11 @@ where
                     let s = s?;
                     stored.new += s.new;
                     stored.existing += s.existing;
+                    stored.replaced += s.replaced;
                     stored.write_calls += s.write_calls;
+                    if stored.final_group.is_none() || s.may_settle(meta.chunk_seq) {
+                        stored.final_group = s.final_group.or(stored.final_group);
+                    }
                 }
                 Ok(stored)
             }

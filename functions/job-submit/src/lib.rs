@@ -457,6 +457,12 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
             Ok(m) => m,
             Err(resp) => return resp,
         };
+        // With its figures: summed over its chunks while it runs.
+        let meta = match self.jobs.job_view(id).await {
+            Ok(Some(m)) => m,
+            Ok(None) => meta,
+            Err(e) => return store_unavailable(e),
+        };
         let chunks = match self.jobs.chunks(id).await {
             Ok(c) => c,
             Err(e) => return store_unavailable(e),
@@ -577,6 +583,11 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         if let Err(e) = self.jobs.set_job_error(id, &canceled).await {
             return store_unavailable(e);
         }
+        let meta = match self.jobs.job_view(id).await {
+            Ok(Some(m)) => m,
+            Ok(None) => meta,
+            Err(e) => return store_unavailable(e),
+        };
         let mut body = meta.summary_json();
         body["error"] = json!(canceled);
         json_response(202, body.to_string())

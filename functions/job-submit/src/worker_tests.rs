@@ -121,7 +121,7 @@ async fn a_chunk_is_started_once_and_a_redelivered_message_sends_nothing() {
     assert_eq!(sent["data"].as_array().unwrap().len(), 100);
 
     assert_eq!(
-        w.jobs.get_job(&job).await.unwrap().unwrap().status,
+        w.jobs.job_view(&job).await.unwrap().unwrap().status,
         JobStatus::Submitting
     );
     assert_eq!(
@@ -129,7 +129,7 @@ async fn a_chunk_is_started_once_and_a_redelivered_message_sends_nothing() {
         Submitted::Started("fe-1".into())
     );
     assert_eq!(
-        w.jobs.get_job(&job).await.unwrap().unwrap().status,
+        w.jobs.job_view(&job).await.unwrap().unwrap().status,
         JobStatus::Running
     );
 }
@@ -205,7 +205,7 @@ async fn out_of_credits_fails_the_chunk_and_starts_nothing_more() {
     let outcome = w.handle(&start(&job, 1)).await;
     assert!(matches!(outcome, Submitted::Failed(_)), "{outcome:?}");
     assert_eq!(w.starter.starts.lock().unwrap().len(), 1);
-    let meta = w.jobs.get_job(&job).await.unwrap().unwrap();
+    let meta = w.jobs.job_view(&job).await.unwrap().unwrap();
     assert_eq!(
         meta.error.as_ref().map(|e| e.code.as_str()),
         Some(reasons::CREDITS_INSUFFICIENT)
@@ -218,7 +218,7 @@ async fn a_job_the_worker_ends_asks_for_its_callback() {
     use relay_shared::callback::CallbackRequest;
     let w = worker();
     let job = fullenrich_job(&w, 10);
-    let mut meta = w.jobs.get_job(&job).await.unwrap().unwrap();
+    let mut meta = w.jobs.job_view(&job).await.unwrap().unwrap();
     meta.callback_url = Some("https://hooks.example.com/done".into());
     w.jobs.insert(
         meta,
@@ -228,7 +228,7 @@ async fn a_job_the_worker_ends_asks_for_its_callback() {
     w.starter.answer(Err(StartError::OutOfCredits));
     w.handle(&start(&job, 0)).await;
     assert_eq!(
-        w.jobs.get_job(&job).await.unwrap().unwrap().status,
+        w.jobs.job_view(&job).await.unwrap().unwrap().status,
         JobStatus::Failed
     );
     let asked: Vec<_> = w

@@ -98,7 +98,7 @@ impl CallbackStore for super::DynamoJobStore {
         };
         let item = out.attributes.unwrap_or_default();
         Ok(Some(CallbackTake {
-            meta: parse_meta(&item)?,
+            meta: self.with_figures(parse_meta(&item)?).await?,
             lease,
         }))
     }

@@ -53,16 +53,37 @@ impl Counts {
         attrs: [&str; 4],
         op: &str,
     ) -> (aws_sdk_dynamodb::types::builders::UpdateBuilder, String) {
+        let (names, values, expr) = self.placeholders(attrs, op);
+        let b = names
+            .into_iter()
+            .fold(b, |b, (k, v)| b.expression_attribute_names(k, v));
+        let b = values
+            .into_iter()
+            .fold(b, |b, (k, v)| b.expression_attribute_values(k, v));
+        (b, expr)
+    }
+
+    /// [`Self::bind`]'s names, values and expression, for any request builder.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn placeholders(
+        self,
+        attrs: [&str; 4],
+        op: &str,
+    ) -> (
+        Vec<(String, String)>,
+        Vec<(String, aws_sdk_dynamodb::types::AttributeValue)>,
+        String,
+    ) {
         let values = [self.done, self.found, self.not_found, self.failed];
         let mut parts = Vec::new();
-        let mut b = b;
+        let mut names = Vec::new();
+        let mut bound = Vec::new();
         for (i, (attr, value)) in attrs.iter().zip(values).enumerate() {
-            b = b
-                .expression_attribute_names(format!("#k{i}"), *attr)
-                .expression_attribute_values(format!(":k{i}"), n(value));
+            names.push((format!("#k{i}"), attr.to_string()));
+            bound.push((format!(":k{i}"), n(value)));
             parts.push(format!("#k{i}{op}:k{i}"));
         }
-        (b, parts.join(", "))
+        (names, bound, parts.join(", "))
     }
 
     /// The signed move from `o` to `self`: a provisional row replaced by a final one of

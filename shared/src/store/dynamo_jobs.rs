@@ -5,14 +5,11 @@ use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{ReturnValue, Update, WriteRequest};
 use serde_json::Value;
 
 use crate::jobs::{
     CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus,
-    Outcome,
 };
 use crate::now_ms;
 
@@ -136,8 +133,13 @@ impl DynamoJobStore {
 
     /// `item` with its expiry: kept `retention_s` from now, then deleted by TTL.
     pub(super) fn expiring(&self, mut item: Item) -> Item {
-        item.insert("expires_at".into(), n(now_ms() / 1000 + self.retention_s));
+        item.insert("expires_at".into(), n(self.expires_at()));
         item
+    }
+
+    /// When an item written now expires (seconds, DynamoDB's TTL).
+    pub(super) fn expires_at(&self) -> u64 {
+        now_ms() / 1000 + self.retention_s
     }
 
     /// How long a bulk apply holds its chunk (`APPLY_LEASE_SECONDS`).
@@ -330,20 +332,6 @@ impl DynamoJobStore {
         Ok(out.item)
     }
 
-    /// `ADD` the counts to the job head.
-    pub(super) fn meta_add(&self, job_id: &str, c: Counts) -> Result<Update, StoreError> {
-        let b = Update::builder()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"));
-        let (b, add) = c.bind(b, JOB_COUNTS, " ");
-        b.update_expression(format!("ADD {add} SET updated_at = :now"))
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", n(now_ms()))
-            .build()
-            .map_err(|e| StoreError::Data(e.to_string()))
-    }
-
     /// `SET` status, credits and error on a chunk: the start of an update expression.
     pub(super) fn chunk_update_builder(&self, job_id: &str, c: &ChunkUpdate) -> UpdateParts {
         let mut expr = String::from("SET #status = :st");
@@ -367,45 +355,6 @@ impl DynamoJobStore {
                 );
         }
         UpdateParts { b, expr }
-    }
-
-    /// A single result's share of its chunk: `ADD` the counts (and set the chunk's new state),
-    /// unless the chunk is being applied in bulk right now.
-    pub(super) fn chunk_counts_update(
-        &self,
-        job_id: &str,
-        index: u32,
-        c: Counts,
-        update: Option<&ChunkUpdate>,
-    ) -> Result<Update, StoreError> {
-        let UpdateParts { b, expr } = match update {
-            Some(u) => {
-                let mut parts = self.chunk_update_builder(job_id, u);
-                if u.status.is_final() {
-                    // Out of the `due` index: nothing left to poll.
-                    parts
-                        .expr
-                        .push_str(" REMOVE poll_at, poll_every, poll_shard");
-                }
-                parts.expr.push(' ');
-                parts
-            }
-            None => UpdateParts {
-                b: Update::builder()
-                    .table_name(&self.table)
-                    .key("pk", s(job_pk(job_id)))
-                    .key("sk", s(chunk_sk(index))),
-                expr: String::new(),
-            },
-        };
-        let (b, add) = c.bind(b, CHUNK_COUNTS, " ");
-        b.update_expression(format!("{expr}ADD {add}"))
-            .condition_expression(
-                "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now_ms)",
-            )
-            .expression_attribute_values(":now_ms", n(now_ms()))
-            .build()
-            .map_err(|e| StoreError::Data(e.to_string()))
     }
 }
 
@@ -551,6 +500,7 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
+        // Up to `CHUNK#~`: the groups of final chunks and duplicate shards sort after it.
         let items = self.query_range(job_id, "CHUNK#", "CHUNK#~", None).await?;
         items.iter().map(parse_chunk).collect()
     }
@@ -628,90 +578,7 @@ impl JobStore for DynamoJobStore {
         result: ContactResult,
         update: Option<ChunkUpdate>,
     ) -> Result<Stored, StoreError> {
-        let pk = job_pk(job_id);
-        // The row this result takes the place of, once one is found stored (a provisional row
-        // or a deadline's placeholder): the put is conditioned on that exact row, and the
-        // counters move by the difference.
-        let mut replacing: Option<(ContactResult, u64)> = None;
-        let mut attempts = 0u32;
-        loop {
-            let counts = Counts::of([result.outcome]).minus(
-                replacing
-                    .as_ref()
-                    .map_or_else(Counts::default, |(o, _)| Counts::of([o.outcome])),
-            );
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(self.expiring(result_item(&pk, &result))));
-            let put = match &replacing {
-                None => put.condition_expression("attribute_not_exists(sk)"),
-                Some((old, at)) => put
-                    .condition_expression("provisional = :t AND outcome = :o AND stored_at = :at")
-                    .expression_attribute_values(":t", AttributeValue::Bool(true))
-                    .expression_attribute_values(":o", s(old.outcome.as_str()))
-                    .expression_attribute_values(":at", n(*at)),
-            }
-            .build()
-            .map_err(|e| StoreError::Data(e.to_string()))?;
-            let chunk = self.chunk_counts_update(job_id, chunk_index, counts, update.as_ref())?;
-            let sent = self
-                .client
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(put).build())
-                .transact_items(
-                    TransactWriteItem::builder()
-                        .update(self.meta_add(job_id, counts)?)
-                        .build(),
-                )
-                .transact_items(TransactWriteItem::builder().update(chunk).build())
-                .send()
-                .await;
-            let e = match sent {
-                Ok(_) => {
-                    let replaced = usize::from(replacing.is_some());
-                    return Ok(Stored {
-                        new: 1 - replaced,
-                        existing: 0,
-                        replaced,
-                        write_calls: attempts as usize + 1,
-                    });
-                }
-                Err(e) => e,
-            };
-            let codes = cancellation_codes(&e).ok_or_else(|| unavailable(e))?;
-            let chunk_busy = codes.get(2).map(String::as_str) == Some("ConditionalCheckFailed");
-            let row_differs = codes.first().map(String::as_str) == Some("ConditionalCheckFailed");
-            let moot = || Stored {
-                new: 0,
-                existing: 1,
-                replaced: 0,
-                write_calls: attempts as usize + 1,
-            };
-            if row_differs {
-                // Stored already (by a replay or by the chunk's bulk result), or replaced
-                // meanwhile: whatever is stored now decides whether this result takes its place.
-                match self.stored_row(job_id, result.index).await? {
-                    Some((old, at)) if result.replaces(&old) => replacing = Some((old, at)),
-                    Some(_) => return Ok(moot()),
-                    None => replacing = None,
-                }
-            } else if result.provisional && chunk_busy {
-                // A provisional row whose chunk is being applied in bulk right now is moot: the
-                // final set being written holds this contact too, so it is not waited for.
-                return Ok(moot());
-            }
-            attempts += 1;
-            if attempts > 4 {
-                return Err(StoreError::Unavailable(format!(
-                    "result transaction canceled: {codes:?}"
-                )));
-            }
-            if !row_differs {
-                // The chunk is being applied in bulk right now (or a conflicting transaction):
-                // back off; after the bulk apply the result exists and this becomes a no-op.
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempts)).await;
-            }
-        }
+        self.put_result(job_id, chunk_index, result, update).await
     }
 
     async fn store_chunk(
@@ -721,105 +588,7 @@ impl JobStore for DynamoJobStore {
         results: Vec<ContactResult>,
         update: ChunkUpdate,
     ) -> Result<Stored, StoreError> {
-        let pk = job_pk(job_id);
-        let owner = uuid::Uuid::new_v4().to_string();
-        let mut stored = Stored::default();
-
-        // 1. Take the chunk: single results wait while this lease is held, so the counts read
-        //    back here and the rows queried next are exactly what is counted already.
-        let now = now_ms();
-        stored.write_calls += 1;
-        let taken = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s(chunk_sk(chunk.index)))
-            .update_expression("SET applier = :me, applier_until = :until")
-            .condition_expression(
-                "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now)",
-            )
-            .expression_attribute_values(":me", s(&owner))
-            .expression_attribute_values(":until", n(now + self.apply_lease_ms))
-            .expression_attribute_values(":now", n(now))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_conditional_check_failed_exception() => StoreError::Unavailable(
-                    format!("chunk {} is being applied by another worker", chunk.index),
-                ),
-                _ => unavailable(e),
-            })?;
-        let counted = taken
-            .attributes
-            .as_ref()
-            .map(Counts::from_chunk)
-            .unwrap_or_default();
-
-        // 2. The rows stored already (by single results or by an attempt that died midway), and
-        //    whether they are provisional (from a per-contact webhook).
-        let first = result_sk(chunk.offset);
-        let last = result_sk(chunk.offset + chunk.count.max(1) - 1);
-        let mut existing: HashMap<u64, ContactResult> = HashMap::new();
-        for item in self.query_range(job_id, &first, &last, None).await? {
-            let r = parse_result(&item)?;
-            existing.insert(r.index, r);
-        }
-
-        // 3. The new rows, 25 per BatchWriteItem. A final row is kept (first final write wins);
-        //    a provisional one is replaced by the chunk's final result set, and a deadline's
-        //    placeholder by any result ([`ContactResult::replaces`]).
-        let mut outcomes: HashMap<u64, Outcome> =
-            existing.iter().map(|(i, r)| (*i, r.outcome)).collect();
-        let mut requests = Vec::new();
-        for r in rows_to_write(chunk, &results, |i| existing.get(&i), &mut stored)? {
-            outcomes.insert(r.index, r.outcome);
-            requests.push(put_request(self.expiring(result_item(&pk, r))));
-        }
-        stored.write_calls += self.batch_write(requests).await?;
-
-        // 4. Counters move by what the chunk holds now minus what was counted for it (negative
-        //    where a provisional row changed outcome), and the chunk is released, in one
-        //    transaction that only the lease holder can commit.
-        let total = Counts::of(outcomes.values().copied());
-        let delta = total.minus(counted);
-        stored.new = delta.done.max(0) as usize;
-        let release = self.chunk_update_builder(job_id, &update);
-        let (b, set) = total.bind(release.b, CHUNK_COUNTS, " = ");
-        let release = b
-            .condition_expression("applier = :me")
-            .expression_attribute_values(":me", s(&owner))
-            .update_expression(format!(
-                "{}, {set} REMOVE applier, applier_until{}",
-                release.expr,
-                if update.status.is_final() {
-                    ", poll_at, poll_every, poll_shard"
-                } else {
-                    ""
-                }
-            ))
-            .build()
-            .map_err(|e| StoreError::Data(e.to_string()))?;
-        stored.write_calls += 1;
-        self.client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(release).build())
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(self.meta_add(job_id, delta)?)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| match cancellation_codes(&e) {
-                Some(codes) => StoreError::Unavailable(format!(
-                    "chunk {} lease lost before its counters were set: {codes:?}",
-                    chunk.index
-                )),
-                None => unavailable(e),
-            })?;
-        Ok(stored)
+        self.put_chunk_results(job_id, chunk, results, update).await
     }
 
     async fn poll_later(&self, job_id: &str, index: u32, every_ms: u64) -> Result<(), StoreError> {
@@ -835,11 +604,17 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn add_duplicate(&self, job_id: &str) -> Result<(), StoreError> {
-        self.meta_item_update(job_id)
-            .update_expression("ADD #dup :one")
-            .expression_attribute_names("#dup", "duplicates")
-            .condition_expression("attribute_exists(pk)")
+        // Spread over shards: a storm of repeats does not all write one item.
+        let shard = u32::from(uuid::Uuid::new_v4().as_bytes()[0]) % DUP_SHARDS;
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(dup_sk(shard)))
+            .update_expression("ADD #n :one SET expires_at = if_not_exists(expires_at, :exp)")
+            .expression_attribute_names("#n", "n")
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":exp", n(self.expires_at()))
             .send()
             .await
             .map_err(unavailable)?;
@@ -850,43 +625,52 @@ impl JobStore for DynamoJobStore {
         let Some(meta) = self.get_job(job_id).await? else {
             return Ok(None);
         };
-        if meta.status.is_terminal() || meta.done < meta.contacts {
+        if meta.status.is_terminal() {
             return Ok(None);
         }
-        // Every contact has a row, but rows from per-contact webhooks are provisional until
-        // their chunk's batch result replaces them: the job ends when its chunks are final. (Read
-        // consistently after this worker's own write: of two chunks finishing at once, at least
-        // the later reader sees both final.)
-        if !self
-            .chunks(job_id)
-            .await?
-            .iter()
-            .all(|c| c.status.is_final())
-        {
+        // The groups of final chunks first (small items): the chunks are summed only when every
+        // index the head knows is in one.
+        let groups = self
+            .query_range(job_id, "CHUNK#~F", "CHUNK#~F~", None)
+            .await?;
+        if Figures::of(&groups).final_chunks < meta.chunk_seq {
             return Ok(None);
         }
-        let status = JobStatus::settled(meta.contacts, meta.failed);
+        // Every chunk final, every contact counted (rows from per-contact webhooks stay
+        // provisional until their batch replaces them: their chunk is not final till then).
+        let figures = self.figures(job_id, false).await?;
+        if !figures.all_final || figures.counts.done < meta.contacts as i64 {
+            return Ok(None);
+        }
+        let status = JobStatus::settled(meta.contacts, figures.counts.failed.max(0) as u64);
         let now = now_ms();
+        let (names, values, figures_set) = figures.counts.placeholders(JOB_COUNTS, " = ");
         let mut update = self.meta_item_update(job_id);
+        update = names
+            .into_iter()
+            .fold(update, |u, (k, v)| u.expression_attribute_names(k, v));
+        update = values
+            .into_iter()
+            .fold(update, |u, (k, v)| u.expression_attribute_values(k, v));
         update = if meta.callback_url.is_some() {
             // The job's end and its callback's due date are one write: a settler that dies
             // right after still leaves the callback to the sweeper (the head joins the `due`
             // index).
             update
-                .update_expression(
-                    "SET #status = :st, updated_at = :now, cb_status = :pending, cb_attempts = :zero, cb_since = :now, poll_shard = :shard, poll_at = :now",
-                )
+                .update_expression(format!(
+                    "SET #status = :st, updated_at = :now, {figures_set}, cb_status = :pending, cb_attempts = :zero, cb_since = :now, poll_shard = :shard, poll_at = :now"
+                ))
                 .expression_attribute_values(":pending", s(CallbackStatus::Pending.as_str()))
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":shard", s(poll_shard(job_id)))
         } else {
-            update.update_expression("SET #status = :st, updated_at = :now")
+            update.update_expression(format!(
+                "SET #status = :st, updated_at = :now, {figures_set}"
+            ))
         };
         let result = update
-            .condition_expression("#status IN (:a, :b, :c) AND #done >= #contacts")
+            .condition_expression("#status IN (:a, :b, :c)")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#done", "done")
-            .expression_attribute_names("#contacts", "contacts")
             .expression_attribute_values(":st", s(status.as_str()))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":a", s(JobStatus::Accepted.as_str()))
@@ -895,6 +679,13 @@ impl JobStore for DynamoJobStore {
             .send()
             .await;
         Ok(unless_condition_failed(result)?.map(|_| status))
+    }
+
+    async fn job_view(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+        match self.get_job(job_id).await? {
+            Some(meta) => Ok(Some(self.with_figures(meta).await?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -1018,7 +809,15 @@ impl JobWriter for DynamoJobStore {
                 }
             }
         }
-        let jobs: Vec<JobMeta> = keys.iter().filter_map(|k| heads.remove(k)).collect();
+        // Their figures: a running job's summed over its chunks, an ended one's duplicates.
+        let heads: Vec<JobMeta> = keys.iter().filter_map(|k| heads.remove(k)).collect();
+        let jobs: Vec<JobMeta> = futures::stream::iter(heads)
+            .map(|meta| self.with_figures(meta))
+            .buffered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
         let next = page.last_evaluated_key.as_ref().and_then(|k| {
             Some(JobsCursor {
                 created_at_ms: get_n(k, "created_at")?,

@@ -10,6 +10,18 @@ pub fn chunk_sk(index: u32) -> String {
     format!("CHUNK#{index:05}")
 }
 
+/// The group of final chunks holding chunk `index` ([`super::FINAL_GROUP`] indices a group).
+pub(super) fn final_sk(index: u32) -> String {
+    format!("CHUNK#~F{:05}", index / super::FINAL_GROUP)
+}
+
+/// How many items a job's duplicate count is spread over.
+pub(super) const DUP_SHARDS: u32 = 8;
+
+pub(super) fn dup_sk(shard: u32) -> String {
+    format!("CHUNK#~D{shard}")
+}
+
 pub fn contact_sk(index: u64) -> String {
     format!("CONTACT#{index:07}")
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use super::{
     CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim, Counts,
-    DedupeStore, Idempotency, IdempotencyKeys, JobStore, JobWriter, JobsCursor, StoreError, Stored,
+    DedupeStore, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobStore, JobWriter, JobsCursor, StoreError, Stored,
     SubmitLedger,
 };
 use crate::jobs::{
@@ -133,6 +133,20 @@ fn plus(a: Counts, b: Counts) -> Counts {
     }
 }
 
+/// The group of final chunks holding `index`, if that chunk is final (the DynamoDB store's
+/// `CHUNK#~F<group>` set).
+fn final_group(job: &Job, index: u32) -> Option<FinalGroup> {
+    let group = index / FINAL_GROUP;
+    job.chunks.get(&index)?.status.is_final().then(|| FinalGroup {
+        group,
+        size: job
+            .chunks
+            .values()
+            .filter(|c| c.index / FINAL_GROUP == group && c.status.is_final())
+            .count() as u64,
+    })
+}
+
 fn update_chunk(chunk: &mut Chunk, u: &ChunkUpdate) {
     chunk.status = u.status;
     if u.credits.is_some() {
@@ -148,6 +162,18 @@ fn update_chunk(chunk: &mut Chunk, u: &ChunkUpdate) {
 
 impl JobStore for MemoryJobs {
     async fn get_job(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+        // As the DynamoDB head: figures kept only once the job ended, duplicates never.
+        let mut meta = self.job_view(job_id).await?;
+        if let Some(m) = meta.as_mut() {
+            if !m.status.is_terminal() {
+                (m.done, m.found, m.not_found, m.failed) = (0, 0, 0, 0);
+            }
+            m.duplicates = 0;
+        }
+        Ok(meta)
+    }
+
+    async fn job_view(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs.get(job_id).and_then(|j| j.meta.clone()))
     }
@@ -203,6 +229,7 @@ impl JobStore for MemoryJobs {
                     return Ok(Stored {
                         existing: 1,
                         write_calls: 1,
+                        final_group: final_group(job, chunk_index),
                         ..Stored::default()
                     });
                 }
@@ -220,11 +247,13 @@ impl JobStore for MemoryJobs {
             *counted = plus(*counted, delta);
             add(job.meta.as_mut().expect("checked"), delta);
             job.results.insert(result.index, result);
+            let becomes_final = update.as_ref().is_some_and(|u| u.status.is_final());
             Ok(Stored {
                 new: usize::from(!replaced),
                 existing: 0,
                 replaced: usize::from(replaced),
                 write_calls: 1,
+                final_group: final_group(job, chunk_index).filter(|_| becomes_final || replaced),
             })
         })
     }
@@ -267,6 +296,7 @@ impl JobStore for MemoryJobs {
                 update_chunk(c, &update);
             }
             add(job.meta.as_mut().expect("checked"), delta);
+            stored.final_group = final_group(job, chunk.index);
             Ok(stored)
         })
     }

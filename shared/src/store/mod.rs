@@ -4,20 +4,32 @@
 //!
 //! | sk | what |
 //! |---|---|
-//! | `META` | the job: status, counters (`done`, `found`, `not_found`, `failed`, `duplicates`) |
-//! | `CHUNK#<index:05>` | one provider request: offset, count, provider id, status, credits |
+//! | `META` | the job: status; its figures (`done`, `found`, `not_found`, `failed`) once it ended |
+//! | `CHUNK#<index:05>` | one provider request: offset, count, provider id, status, credits, and what its results count (`c_done`, `c_found`, `c_not_found`, `c_failed`) |
+//! | `CHUNK#~F<group:05>` | the final chunks of indices `128·group ..`: a number set `f` |
+//! | `CHUNK#~D<shard>` | duplicate deliveries, counted on one of 8 shards (`n`) |
 //! | `PID#<provider_id>` | provider id → chunk (index, offset, count), written with the id |
 //! | `CONTACT#<index:07>` | the contact as submitted, with the caller's `custom` |
 //! | `RESULT#<index:07>` | the contact's result; written once, first write wins |
 //!
-//! Counters stay exact under replays: a single result is a conditional put in one transaction
-//! with its counters; a bulk set holds its chunk (a lease), writes the missing rows with
-//! BatchWriteItem and then moves the job's counters by what the chunk holds minus what was
-//! counted for it (`c_*` on the chunk item).
+//! No item is written by every result of a job. Counters live on the chunks and a running job's
+//! figures are summed on read ([`JobStore::job_view`]); the job settles when every chunk is
+//! final, and its head then keeps the sums. Counters stay exact under replays and crashes:
+//! - a single result's row is a conditional put, the exactly-once gate (no dedupe claim); its
+//!   chunk's counters then move in one conditional update that also adds the contact to the
+//!   chunk's `seen` set, so a redelivery that finds its row stored counts it only if that update
+//!   never happened; a result that replaces a provisional row moves them by the difference in
+//!   one transaction with the row;
+//! - a bulk set holds its chunk (a lease), writes the missing rows with BatchWriteItem, then sets
+//!   the chunk's counters to what it holds and releases it, in one conditional update;
+//! - a chunk that became final is added to its group's `f` set (idempotent); whoever completes a
+//!   group checks the job ([`JobStore::settle_job`]): every group full, every chunk final, every
+//!   contact counted.
 //!
 //! Files: `mod.rs` the traits and their types; `dynamo.rs` attribute values and SDK error
 //! mapping; `keys.rs` item keys and the `due` index's shards; `items.rs` items ⇄ types;
-//! `counts.rs` result counters; `dynamo_jobs.rs` the jobs store (lifecycle, results, listing,
+//! `counts.rs` result counters; `results.rs` result rows, their counts, the groups of final
+//! chunks and the figures summed; `dynamo_jobs.rs` the jobs store (lifecycle, results, listing,
 //! erasure, the `due` index); `idempotency.rs` `Idempotency-Key`s; `submit_lease.rs` a chunk's
 //! start bookkeeping; `callbacks.rs` completion callbacks' state; `dedupe.rs` the dedupe table;
 //! `memory.rs` (feature `memory`) in-memory twins for behaviour tests.
@@ -35,6 +47,7 @@ mod dynamo_jobs;
 mod idempotency;
 mod items;
 mod keys;
+mod results;
 #[cfg(feature = "memory")]
 pub mod memory;
 mod submit_lease;
@@ -49,6 +62,7 @@ use counts::*;
 use dynamo::*;
 use items::*;
 use keys::*;
+use results::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -188,6 +202,36 @@ pub struct Stored {
     /// Provisional rows replaced by the final result set.
     pub replaced: usize,
     pub write_calls: usize,
+    /// The group of final chunks this call's chunk joined, when it made the chunk final (or
+    /// found it final and made sure it is in its group).
+    pub final_group: Option<FinalGroup>,
+}
+
+impl Stored {
+    /// Whether this write may have ended the job: it completed its group of final chunks (by a
+    /// head that knew `chunk_seq` chunk indices). A stale `chunk_seq` only asks too early.
+    pub fn may_settle(&self, chunk_seq: u64) -> bool {
+        self.final_group.is_some_and(|g| g.complete(chunk_seq))
+    }
+}
+
+/// How many chunk indices share one group of final chunks (`CHUNK#~F<group>`).
+pub const FINAL_GROUP: u32 = 128;
+
+/// A group of final chunks as one write left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinalGroup {
+    pub group: u32,
+    /// How many of its chunks are final.
+    pub size: u64,
+}
+
+impl FinalGroup {
+    /// Every chunk index of the group below `chunk_seq` is final.
+    pub fn complete(self, chunk_seq: u64) -> bool {
+        let first = u64::from(self.group) * u64::from(FINAL_GROUP);
+        self.size >= chunk_seq.saturating_sub(first).min(u64::from(FINAL_GROUP))
+    }
 }
 
 /// What an `Idempotency-Key` was used for before.
@@ -222,7 +266,15 @@ impl From<&Chunk> for ChunkRef {
 }
 
 pub trait JobStore: Send + Sync + 'static {
+    /// The job's head. Its figures (`done`, `found`, `not_found`, `failed`, `duplicates`) are
+    /// kept only once the job ended; read them with [`Self::job_view`].
     fn get_job(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send;
+    /// The job with its figures: summed over its chunks while it runs, as settled once it
+    /// ended; duplicates summed over their shards.
+    fn job_view(
         &self,
         job_id: &str,
     ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send;
@@ -237,8 +289,9 @@ pub trait JobStore: Send + Sync + 'static {
         offset: u64,
         count: u64,
     ) -> impl Future<Output = Result<Vec<Contact>, StoreError>> + Send;
-    /// Stores one contact's result unless it has one already, and moves the job's and the
-    /// chunk's counters by exactly it, in one transaction (with `update` applied to the chunk).
+    /// Stores one contact's result unless it has one already, and moves its chunk's counters by
+    /// exactly it (with `update` applied to the chunk). A result found stored is counted if its
+    /// count was lost, and a final chunk is made sure of its group: a redelivery repairs.
     fn store_result(
         &self,
         job_id: &str,
@@ -246,9 +299,9 @@ pub trait JobStore: Send + Sync + 'static {
         result: ContactResult,
         update: Option<ChunkUpdate>,
     ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
-    /// Stores a chunk's result set: rows not stored yet with BatchWriteItem, then the counters
-    /// moved by what the chunk holds minus what was counted for it, exact under replays,
-    /// concurrent single results and attempts that died midway.
+    /// Stores a chunk's result set: rows not stored yet with BatchWriteItem, then the chunk's
+    /// counters set to what it holds, exact under replays, concurrent single results and
+    /// attempts that died midway. A job that had ended already gets its figures summed again.
     fn store_chunk(
         &self,
         job_id: &str,
@@ -265,9 +318,10 @@ pub trait JobStore: Send + Sync + 'static {
         index: u32,
         every_ms: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Sets the final status once every contact has a result and every chunk is final (rows from
-    /// per-contact webhooks stay provisional until their batch replaces them); returns it when it
-    /// did.
+    /// Sets the final status, and the job's figures, once every chunk is final and every contact
+    /// counted (rows from per-contact webhooks stay provisional until their batch replaces
+    /// them); returns it when it did. Called when a write completed a group of final chunks
+    /// ([`Stored::may_settle`]), or to repair.
     fn settle_job(
         &self,
         job_id: &str,

@@ -157,11 +157,26 @@ impl SubmitLedger for DynamoJobStore {
                 )
                 .build()
                 .map_err(build)?;
+            // The parent is final from here on: it joins its group of final chunks in the same
+            // transaction (the halves are new indices the job now waits for).
+            let group = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s(final_sk(chunk.index)))
+                .update_expression("ADD f :i SET expires_at = if_not_exists(expires_at, :exp)")
+                .expression_attribute_values(
+                    ":i",
+                    aws_sdk_dynamodb::types::AttributeValue::Ns(vec![chunk.index.to_string()]),
+                )
+                .expression_attribute_values(":exp", n(self.expires_at()))
+                .build()
+                .map_err(build)?;
             let mut tx = self
                 .client
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().update(head).build())
-                .transact_items(TransactWriteItem::builder().update(parent).build());
+                .transact_items(TransactWriteItem::builder().update(parent).build())
+                .transact_items(TransactWriteItem::builder().update(group).build());
             for half in &halves {
                 let put = Put::builder()
                     .table_name(&self.table)

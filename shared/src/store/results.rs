@@ -1,0 +1,572 @@
+//! Results and their counters on the jobs table: a single result's row as the exactly-once gate
+//! and its chunk's count; a chunk's result set under its lease; the groups of final chunks; the
+//! job's figures summed over its chunks.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+
+use super::*;
+use crate::jobs::{ChunkStatus, ContactResult, JobMeta, Outcome};
+use crate::now_ms;
+
+/// What a job's chunk range (`CHUNK#…`, groups and duplicate shards included) adds up to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Figures {
+    pub(super) counts: Counts,
+    pub(super) duplicates: u64,
+    /// Chunk indices recorded in the groups of final chunks.
+    pub(super) final_chunks: u64,
+    /// Every chunk item read is final.
+    pub(super) all_final: bool,
+}
+
+impl Figures {
+    pub(super) fn of(items: &[Item]) -> Figures {
+        let mut f = Figures {
+            all_final: true,
+            ..Figures::default()
+        };
+        for item in items {
+            let sk = get_s(item, "sk").unwrap_or_default();
+            if sk.starts_with("CHUNK#~F") {
+                f.final_chunks += item
+                    .get("f")
+                    .and_then(|v| v.as_ns().ok())
+                    .map_or(0, |ns| ns.len() as u64);
+            } else if sk.starts_with("CHUNK#~D") {
+                f.duplicates += get_n::<u64>(item, "n").unwrap_or(0);
+            } else {
+                let c = Counts::from_chunk(item);
+                f.counts = Counts {
+                    done: f.counts.done + c.done,
+                    found: f.counts.found + c.found,
+                    not_found: f.counts.not_found + c.not_found,
+                    failed: f.counts.failed + c.failed,
+                };
+                let status = get_s(item, "status").and_then(ChunkStatus::parse);
+                f.all_final &= status.is_some_and(ChunkStatus::is_final);
+            }
+        }
+        f
+    }
+}
+
+/// Why a chunk refused a single result's count.
+enum CountRefused {
+    /// It counts this contact already, or it is final (its counters are its rows' totals).
+    Counted { chunk_final: bool },
+    /// A bulk set holds it right now.
+    Busy,
+}
+
+impl DynamoJobStore {
+    /// A single result: its row first, conditional on there being none (the exactly-once gate),
+    /// then its chunk's count. A row found stored is replaced when this result replaces it
+    /// (provisional or a deadline's placeholder), else it is counted if its count was lost.
+    pub(super) async fn put_result(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+        result: ContactResult,
+        update: Option<ChunkUpdate>,
+    ) -> Result<Stored, StoreError> {
+        let pk = job_pk(job_id);
+        let mut stored = Stored {
+            write_calls: 1,
+            ..Stored::default()
+        };
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.expiring(result_item(&pk, &result))))
+            .condition_expression("attribute_not_exists(sk)")
+            .send()
+            .await;
+        let mut counted = match put {
+            Ok(_) => {
+                stored.new = 1;
+                result.outcome
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                match self.stored_row(job_id, result.index).await? {
+                    Some((old, at)) if result.replaces(&old) => {
+                        return self
+                            .replace_row(job_id, chunk_index, result, update, (old, at), stored)
+                            .await;
+                    }
+                    Some((old, _)) => {
+                        stored.existing = 1;
+                        old.outcome
+                    }
+                    None => {
+                        return Err(StoreError::Unavailable(format!(
+                            "result {} neither stored nor writable",
+                            result.index
+                        )));
+                    }
+                }
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        for attempt in 0..5u32 {
+            stored.write_calls += 1;
+            let refused = self
+                .count_row(job_id, chunk_index, result.index, counted, update.as_ref())
+                .await?;
+            match refused {
+                None => {
+                    if update.as_ref().is_some_and(|u| u.status.is_final()) {
+                        stored.write_calls += 1;
+                        stored.final_group = Some(self.mark_final(job_id, chunk_index).await?);
+                    }
+                    return Ok(stored);
+                }
+                Some(CountRefused::Counted { chunk_final }) => {
+                    if chunk_final && stored.existing > 0 {
+                        // A redelivery: whatever made the chunk final may have died before
+                        // recording it in its group. Recording it again is harmless.
+                        stored.write_calls += 1;
+                        stored.final_group = Some(self.mark_final(job_id, chunk_index).await?);
+                    }
+                    return Ok(stored);
+                }
+                Some(CountRefused::Busy) if result.provisional => {
+                    // The chunk's final set being written holds this contact: it accounts for
+                    // the row (it replaces it, or counts it), so it is not waited for.
+                    return Ok(stored);
+                }
+                Some(CountRefused::Busy) => {
+                    // A bulk set (e.g. the deadline's placeholders) holds the chunk: wait for it,
+                    // then see what it left in this contact's row.
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                    if let Some((old, at)) = self.stored_row(job_id, result.index).await?
+                        && old != result
+                    {
+                        if result.replaces(&old) {
+                            return self
+                                .replace_row(job_id, chunk_index, result, update, (old, at), stored)
+                                .await;
+                        }
+                        counted = old.outcome;
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "chunk {chunk_index} stayed busy"
+        )))
+    }
+
+    /// Counts one contact's row on its chunk (and applies `update` to it), once: not when the
+    /// chunk counts the contact already, is final, or is held by a bulk set.
+    async fn count_row(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+        contact: u64,
+        outcome: Outcome,
+        update: Option<&ChunkUpdate>,
+    ) -> Result<Option<CountRefused>, StoreError> {
+        let (names, values, add) = Counts::of([outcome]).placeholders(CHUNK_COUNTS, " ");
+        let mut req = self.chunk_item_update(job_id, chunk_index);
+        let mut set = String::new();
+        let mut remove = "";
+        if let Some(u) = update {
+            set.push_str("SET #status = :st");
+            req = req.expression_attribute_values(":st", s(u.status.as_str()));
+            if let Some(credits) = u.credits {
+                set.push_str(", credits = :cr");
+                req = req.expression_attribute_values(":cr", n(credits));
+            }
+            if let Some(e) = &u.error {
+                set.push_str(", #error = :err");
+                req = req
+                    .expression_attribute_names("#error", "error")
+                    .expression_attribute_values(
+                        ":err",
+                        s(serde_json::to_string(e).unwrap_or_default()),
+                    );
+            }
+            set.push(' ');
+            if u.status.is_final() {
+                // Out of the `due` index: nothing left to poll.
+                remove = " REMOVE poll_at, poll_every, poll_shard";
+            }
+        }
+        req = names
+            .into_iter()
+            .fold(req, |r, (k, v)| r.expression_attribute_names(k, v));
+        req = values
+            .into_iter()
+            .fold(req, |r, (k, v)| r.expression_attribute_values(k, v));
+        let out = req
+            .update_expression(format!("{set}ADD {add}, seen :seen{remove}"))
+            .condition_expression(
+                "attribute_exists(pk) AND NOT contains(seen, :i) AND NOT (#status IN (:done, :failed, :split)) AND (attribute_not_exists(applier_until) OR applier_until < :now)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":seen", AttributeValue::Ns(vec![contact.to_string()]))
+            .expression_attribute_values(":i", n(contact))
+            .expression_attribute_values(":done", s(ChunkStatus::Completed.as_str()))
+            .expression_attribute_values(":failed", s(ChunkStatus::Failed.as_str()))
+            .expression_attribute_values(":split", s(ChunkStatus::Split.as_str()))
+            .expression_attribute_values(":now", n(now_ms()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let e = match out {
+            Ok(_) => return Ok(None),
+            Err(e) => e,
+        };
+        let Some(se) = e.as_service_error() else {
+            return Err(unavailable(e));
+        };
+        if !se.is_conditional_check_failed_exception() {
+            return Err(unavailable(e));
+        }
+        let old = match se {
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                c.item().cloned()
+            }
+            _ => None,
+        };
+        let Some(old) = old else {
+            return Err(StoreError::Data(format!("no chunk {chunk_index}")));
+        };
+        let chunk_final = get_s(&old, "status")
+            .and_then(ChunkStatus::parse)
+            .is_some_and(ChunkStatus::is_final);
+        let seen = old
+            .get("seen")
+            .and_then(|v| v.as_ns().ok())
+            .is_some_and(|ns| ns.iter().any(|i| i.parse() == Ok(contact)));
+        if chunk_final || seen {
+            return Ok(Some(CountRefused::Counted { chunk_final }));
+        }
+        Ok(Some(CountRefused::Busy))
+    }
+
+    /// A result taking the place of a stored row (provisional, or a deadline's placeholder):
+    /// the put conditional on that exact row and the chunk's counters moved by the difference,
+    /// in one transaction (rare: a late or final result over a stand-in).
+    async fn replace_row(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+        result: ContactResult,
+        update: Option<ChunkUpdate>,
+        mut replacing: (ContactResult, u64),
+        mut stored: Stored,
+    ) -> Result<Stored, StoreError> {
+        let pk = job_pk(job_id);
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
+        for attempt in 0..5u32 {
+            let (old, at) = &replacing;
+            let counts = Counts::of([result.outcome]).minus(Counts::of([old.outcome]));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(self.expiring(result_item(&pk, &result))))
+                .condition_expression("provisional = :t AND outcome = :o AND stored_at = :at")
+                .expression_attribute_values(":t", AttributeValue::Bool(true))
+                .expression_attribute_values(":o", s(old.outcome.as_str()))
+                .expression_attribute_values(":at", n(*at))
+                .build()
+                .map_err(build)?;
+            let UpdateParts { b, expr } = match &update {
+                Some(u) => {
+                    let mut parts = self.chunk_update_builder(job_id, u);
+                    if u.status.is_final() {
+                        parts
+                            .expr
+                            .push_str(" REMOVE poll_at, poll_every, poll_shard");
+                    }
+                    parts.expr.push(' ');
+                    parts
+                }
+                None => UpdateParts {
+                    b: aws_sdk_dynamodb::types::Update::builder()
+                        .table_name(&self.table)
+                        .key("pk", s(&pk))
+                        .key("sk", s(chunk_sk(chunk_index))),
+                    expr: String::new(),
+                },
+            };
+            let (b, add) = counts.bind(b, CHUNK_COUNTS, " ");
+            let chunk = b
+                .update_expression(format!("{expr}ADD {add}"))
+                .condition_expression(
+                    "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now_ms)",
+                )
+                .expression_attribute_values(":now_ms", n(now_ms()))
+                .build()
+                .map_err(build)?;
+            stored.write_calls += 1;
+            let sent = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .transact_items(TransactWriteItem::builder().update(chunk).build())
+                .send()
+                .await;
+            let e = match sent {
+                Ok(_) => {
+                    stored.replaced = 1;
+                    let chunk = self.chunk(job_id, chunk_index).await?;
+                    if chunk.is_some_and(|c| c.status.is_final()) {
+                        stored.write_calls += 1;
+                        stored.final_group = Some(self.mark_final(job_id, chunk_index).await?);
+                    }
+                    self.refresh_if_ended(job_id).await?;
+                    return Ok(stored);
+                }
+                Err(e) => e,
+            };
+            let codes = cancellation_codes(&e).ok_or_else(|| unavailable(e))?;
+            if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") {
+                // Replaced meanwhile: whatever is stored now decides.
+                match self.stored_row(job_id, result.index).await? {
+                    Some((old, at)) if result.replaces(&old) => replacing = (old, at),
+                    Some(_) => {
+                        stored.existing = 1;
+                        return Ok(stored);
+                    }
+                    None => {
+                        return Err(StoreError::Unavailable(format!(
+                            "result {} vanished while being replaced",
+                            result.index
+                        )));
+                    }
+                }
+            } else if result.provisional {
+                // The chunk is being applied in bulk right now: its final set replaces this.
+                stored.existing = 1;
+                return Ok(stored);
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "result {} could not replace its stand-in",
+            result.index
+        )))
+    }
+
+    /// A chunk's result set: the chunk taken under a lease (single results wait or step aside
+    /// meanwhile), the rows not stored yet written 25 per BatchWriteItem, then the chunk's
+    /// counters set to what it holds and the lease released in one conditional update.
+    pub(super) async fn put_chunk_results(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        results: Vec<ContactResult>,
+        update: ChunkUpdate,
+    ) -> Result<Stored, StoreError> {
+        let pk = job_pk(job_id);
+        let owner = uuid::Uuid::new_v4().to_string();
+        let mut stored = Stored::default();
+
+        // 1. Take the chunk: single results wait while this lease is held, so the counts read
+        //    back here and the rows queried next are exactly what is counted already.
+        let now = now_ms();
+        stored.write_calls += 1;
+        let taken = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(chunk_sk(chunk.index)))
+            .update_expression("SET applier = :me, applier_until = :until")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now)",
+            )
+            .expression_attribute_values(":me", s(&owner))
+            .expression_attribute_values(":until", n(now + self.apply_lease_ms))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => StoreError::Unavailable(
+                    format!("chunk {} is being applied by another worker", chunk.index),
+                ),
+                _ => unavailable(e),
+            })?;
+        let counted = taken
+            .attributes
+            .as_ref()
+            .map(Counts::from_chunk)
+            .unwrap_or_default();
+
+        // 2. The rows stored already (by single results or by an attempt that died midway), and
+        //    whether they are provisional (from a per-contact webhook).
+        let first = result_sk(chunk.offset);
+        let last = result_sk(chunk.offset + chunk.count.max(1) - 1);
+        let mut existing: HashMap<u64, ContactResult> = HashMap::new();
+        for item in self.query_range(job_id, &first, &last, None).await? {
+            let r = parse_result(&item)?;
+            existing.insert(r.index, r);
+        }
+
+        // 3. The new rows. A final row is kept (first final write wins); a provisional one is
+        //    replaced by the chunk's final result set, and a deadline's placeholder by any result
+        //    ([`ContactResult::replaces`]).
+        let mut outcomes: HashMap<u64, Outcome> =
+            existing.iter().map(|(i, r)| (*i, r.outcome)).collect();
+        let mut requests = Vec::new();
+        for r in rows_to_write(chunk, &results, |i| existing.get(&i), &mut stored)? {
+            outcomes.insert(r.index, r.outcome);
+            requests.push(put_request(self.expiring(result_item(&pk, r))));
+        }
+        stored.write_calls += self.batch_write(requests).await?;
+
+        // 4. The chunk's counters are what it holds now; the lease is released in the same
+        //    conditional update, which only the lease holder can make.
+        let total = Counts::of(outcomes.values().copied());
+        stored.new = total.minus(counted).done.max(0) as usize;
+        let release = self.chunk_update_builder(job_id, &update);
+        let (b, set) = total.bind(release.b, CHUNK_COUNTS, " = ");
+        let release = b
+            .condition_expression("applier = :me")
+            .expression_attribute_values(":me", s(&owner))
+            .update_expression(format!(
+                "{}, {set} REMOVE applier, applier_until, seen{}",
+                release.expr,
+                if update.status.is_final() {
+                    ", poll_at, poll_every, poll_shard"
+                } else {
+                    ""
+                }
+            ))
+            .build()
+            .map_err(|e| StoreError::Data(e.to_string()))?;
+        stored.write_calls += 1;
+        self.client
+            .update_item()
+            .table_name(release.table_name())
+            .set_key(Some(release.key().clone()))
+            .update_expression(release.update_expression())
+            .set_condition_expression(release.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(release.expression_attribute_names().cloned())
+            .set_expression_attribute_values(release.expression_attribute_values().cloned())
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => {
+                    StoreError::Unavailable(format!(
+                        "chunk {} lease lost before its counters were set",
+                        chunk.index
+                    ))
+                }
+                _ => unavailable(e),
+            })?;
+
+        // 5. A final chunk joins its group; a job that had ended already (a late set replacing
+        //    its deadline's placeholders) gets its figures summed again.
+        if update.status.is_final() {
+            stored.write_calls += 1;
+            stored.final_group = Some(self.mark_final(job_id, chunk.index).await?);
+        }
+        if total != counted {
+            self.refresh_if_ended(job_id).await?;
+        }
+        Ok(stored)
+    }
+
+    /// Records a final chunk in its group (a number set: adding it twice is adding it once).
+    /// Returns the group as left.
+    pub(super) async fn mark_final(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> Result<FinalGroup, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(final_sk(index)))
+            .update_expression("ADD f :i SET expires_at = if_not_exists(expires_at, :exp)")
+            .expression_attribute_values(":i", AttributeValue::Ns(vec![index.to_string()]))
+            .expression_attribute_values(":exp", n(self.expires_at()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let size = out
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get("f"))
+            .and_then(|v| v.as_ns().ok())
+            .map_or(0, |ns| ns.len() as u64);
+        Ok(FinalGroup {
+            group: index / FINAL_GROUP,
+            size,
+        })
+    }
+
+    /// The job's chunk range summed (`only_duplicates`: the duplicate shards alone).
+    pub(super) async fn figures(
+        &self,
+        job_id: &str,
+        only_duplicates: bool,
+    ) -> Result<Figures, StoreError> {
+        let from = if only_duplicates {
+            "CHUNK#~D"
+        } else {
+            "CHUNK#"
+        };
+        let items = self.query_range(job_id, from, "CHUNK#~~", None).await?;
+        Ok(Figures::of(&items))
+    }
+
+    /// The head with its figures: summed over the chunks while the job runs, as settled once
+    /// it ended; duplicates always summed over their shards.
+    pub(super) async fn with_figures(&self, mut meta: JobMeta) -> Result<JobMeta, StoreError> {
+        let f = self
+            .figures(&meta.job_id, meta.status.is_terminal())
+            .await?;
+        if !meta.status.is_terminal() {
+            let c = f.counts;
+            meta.done = c.done.max(0) as u64;
+            meta.found = c.found.max(0) as u64;
+            meta.not_found = c.not_found.max(0) as u64;
+            meta.failed = c.failed.max(0) as u64;
+        }
+        meta.duplicates = f.duplicates;
+        Ok(meta)
+    }
+
+    /// A job that ended keeps its figures on its head: a change to its counters after that (a
+    /// late result replacing a deadline's placeholder) sums them again.
+    async fn refresh_if_ended(&self, job_id: &str) -> Result<(), StoreError> {
+        let Some(meta) = self.get_job(job_id).await? else {
+            return Ok(());
+        };
+        if !meta.status.is_terminal() {
+            return Ok(());
+        }
+        let f = self.figures(job_id, false).await?;
+        let (names, values, set) = f.counts.placeholders(JOB_COUNTS, " = ");
+        let mut req = self.meta_item_update(job_id);
+        req = names
+            .into_iter()
+            .fold(req, |r, (k, v)| r.expression_attribute_names(k, v));
+        req = values
+            .into_iter()
+            .fold(req, |r, (k, v)| r.expression_attribute_values(k, v));
+        let out = req
+            .update_expression(format!("SET {set}, updated_at = :now"))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        unless_condition_failed(out).map(|_| ())
+    }
+}
