@@ -644,14 +644,15 @@ async fn abandoned_and_expired_claims_do_not_block_and_live_ones_wait_without_be
     let ddb = relay_shared::aws::dynamodb(&f.stack.sdk);
     let table = f.stack.res.table("DedupeTable");
     let now = relay_shared::now_ms();
-    // Claims are scoped to the job of the URL: `{job}#enrow:{event}:{id}`.
+    // Claims are scoped to the job of the URL: `{job}#enrow:{event}:{id}`. (Bulk events: a
+    // single result needs no claim, its row's conditional put is its gate.)
     let claim = |job: &str, id: &str, status: &str, lease_until: u64, expires_at: u64| {
         ddb.put_item()
             .table_name(table)
             .item(
                 "pk",
                 aws_sdk_dynamodb::types::AttributeValue::S(format!(
-                    "{job}#enrow:single_search_finished:{id}"
+                    "{job}#enrow:bulk_search_finished:{id}"
                 )),
             )
             .item(
@@ -676,11 +677,25 @@ async fn abandoned_and_expired_claims_do_not_block_and_live_ones_wait_without_be
     let mut bodies = Vec::new();
     for id in ["dead", "expired", "live"] {
         let job = f
-            .seed(Operation::EmailFind, vec![finder(0)], 1, &[id])
+            .seed(
+                Operation::EmailFind,
+                (0..3).map(finder).collect(),
+                5000,
+                &[id],
+            )
             .await;
-        let mut event = fixture_json("enrow/single_search_finished.json");
-        event["id"] = json!(id);
-        bodies.push(enrow_env(&job, event.to_string().as_bytes()));
+        f.stub.script(
+            "/email/find/bulk",
+            id,
+            vec![(
+                200,
+                String::from_utf8(fixture("enrow/bulk_email_find_results.json")).unwrap(),
+            )],
+        );
+        bodies.push(enrow_env(
+            &job,
+            &enrow_event("bulk_search_finished", id, Some(3.0)),
+        ));
         jobs.push(job);
     }
     // A worker died mid-event: its lease ran out a second ago.
@@ -714,12 +729,12 @@ async fn abandoned_and_expired_claims_do_not_block_and_live_ones_wait_without_be
     }
     assert_eq!(
         f.results(&jobs[0]).await.len(),
-        1,
+        3,
         "processed after the lease ran out"
     );
     assert_eq!(
         f.results(&jobs[1]).await.len(),
-        1,
+        3,
         "an expired item is treated as new"
     );
     // The copy that meets a live claim is not deleted as a duplicate: it waits on the queue as
@@ -742,13 +757,13 @@ async fn abandoned_and_expired_claims_do_not_block_and_live_ones_wait_without_be
         "not counted as a duplicate"
     );
     // The holder fails and releases its claim: the retried copy applies the event.
-    let key = format!("{}#enrow:single_search_finished:live", jobs[2]);
+    let key = format!("{}#enrow:bulk_search_finished:live", jobs[2]);
     f.worker.dedupe.release(&key, "someone-else").await.unwrap();
     let (resp, _) = f.run(&bodies[2..]).await;
     assert!(resp.batch_item_failures.is_empty());
     assert_eq!(
         f.results(&jobs[2]).await.len(),
-        1,
+        3,
         "applied by the copy that waited"
     );
 
@@ -756,7 +771,7 @@ async fn abandoned_and_expired_claims_do_not_block_and_live_ones_wait_without_be
     let d = &f.worker.dedupe;
     assert_eq!(
         d.claim(
-            &format!("{}#enrow:single_search_finished:dead", jobs[0]),
+            &format!("{}#enrow:bulk_search_finished:dead", jobs[0]),
             "me"
         )
         .await
@@ -1016,6 +1031,12 @@ impl relay_shared::store::CallbackStore for FlakySettle {
 
 impl JobStore for FlakySettle {
     async fn get_job(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<relay_shared::jobs::JobMeta>, relay_shared::store::StoreError> {
+        self.inner.get_job(job_id).await
+    }
+    async fn job_view(
         &self,
         job_id: &str,
     ) -> Result<Option<relay_shared::jobs::JobMeta>, relay_shared::store::StoreError> {

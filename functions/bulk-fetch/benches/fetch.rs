@@ -9,69 +9,24 @@
 //!
 //! Run: `make bench` (or `cargo bench -p bulk-fetch --bench fetch`).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
+use common::*;
+
 use bulk_fetch::Worker;
+use relay_local_stack::Moto;
 use relay_local_stack::provider_stub::ProviderStub;
-use relay_local_stack::seed::{envelope, seed_job, sqs_message};
-use relay_local_stack::{Moto, Template};
+use relay_local_stack::seed::{envelope, seed_job};
 use relay_shared::Provider;
 use relay_shared::bodies::S3Bodies;
 use relay_shared::jobs::Operation;
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
-use relay_shared::store::{DynamoDedupe, DynamoJobStore, JobStore};
+use relay_shared::store::JobStore;
 use serde_json::{Value, json};
-
-/// Counts DynamoDB requests by operation (the `X-Amz-Target` header), retries included.
-#[derive(Debug, Default, Clone)]
-struct Counter(Arc<Mutex<BTreeMap<String, usize>>>);
-
-impl Intercept for Counter {
-    fn name(&self) -> &'static str {
-        "request-counter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        ctx: &BeforeTransmitInterceptorContextRef<'_>,
-        _rc: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let target = ctx.request().headers().get("x-amz-target").unwrap_or("?");
-        let op = target.rsplit('.').next().unwrap_or(target).to_string();
-        *self.0.lock().unwrap().entry(op).or_insert(0) += 1;
-        Ok(())
-    }
-}
-
-impl Counter {
-    fn take(&self) -> BTreeMap<String, usize> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
-const WRITES: [&str; 5] = [
-    "PutItem",
-    "UpdateItem",
-    "DeleteItem",
-    "BatchWriteItem",
-    "TransactWriteItems",
-];
-
-fn writes(calls: &BTreeMap<String, usize>) -> usize {
-    WRITES
-        .iter()
-        .map(|w| calls.get(*w).copied().unwrap_or(0))
-        .sum()
-}
 
 /// Peak resident set size of this process since the last reset, in MiB.
 fn peak_rss_mib() -> f64 {
@@ -111,58 +66,9 @@ fn bulk_event(id: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-fn sqs_event(bodies: &[String]) -> SqsEvent {
-    let mut e = SqsEvent::default();
-    e.records = bodies.iter().map(|b| sqs_message(b)).collect();
-    e
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-type BenchWorker = Worker<DynamoJobStore, DynamoDedupe, ProviderHttp, S3Bodies, SqsQueue>;
-
-/// A worker over fresh tables (moto slows down as a table grows, so each measurement gets its
-/// own), its DynamoDB requests counted.
-async fn fresh_worker(
-    sdk: &aws_config::SdkConfig,
-    stub: &ProviderStub,
-    counter: &Counter,
-) -> (BenchWorker, DynamoJobStore) {
-    let prefix = format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let res = Template::load_default()
-        .expect("template.yaml")
-        .create(sdk, &prefix)
-        .await
-        .expect("create local resources");
-    let ddb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(sdk)
-            .interceptor(counter.clone())
-            .build(),
-    );
-    let jobs = DynamoJobStore::new(ddb.clone(), res.table("JobsTable"));
-    let worker = Worker {
-        jobs: jobs.clone(),
-        dedupe: DynamoDedupe::new(ddb, res.table("DedupeTable"), 120_000, 30 * 86_400),
-        providers: ProviderHttp::new(&stub.url, "bench-key", &stub.url, "bench-key"),
-        bodies: S3Bodies::new(relay_shared::aws::s3(sdk), res.bucket("PayloadBucket")),
-        callbacks: relay_shared::callback::Callbacks::new(
-            relay_local_stack::dev::DEV_CALLBACK_SECRET,
-            relay_shared::callback::DEFAULT_RETRY_BASE,
-        )
-        .unwrap(),
-        dead_letters: SqsQueue::new(
-            relay_shared::aws::sqs(sdk),
-            res.queue_url("WebhookDeadLetterQueue"),
-        ),
-        requeue: SqsQueue::new(relay_shared::aws::sqs(sdk), res.queue_url("WebhookQueue")),
-        fullenrich_interval: std::time::Duration::from_millis(1),
-        not_ready_wait: bulk_fetch::NOT_READY_WAIT,
-        deadline: bulk_fetch::DEFAULT_DEADLINE,
-    };
-    (worker, jobs)
 }
 
 #[tokio::main]
@@ -283,7 +189,7 @@ async fn main() {
     let elapsed = started.elapsed();
     let peak = peak_rss_mib();
     assert!(resp.batch_item_failures.is_empty());
-    let calls = counter.take();
+    let calls = counter.take().calls;
     let done = jobs.job_view(&job).await.unwrap().expect("job").done;
     println!(
         "5,000-row bulk: {} DynamoDB write calls ({}), peak RSS {peak:.1} MiB (was {before:.1} MiB before the batch), {:.1} s against moto, {} results counted",
@@ -323,33 +229,22 @@ async fn main() {
     counter.take();
     let resp = worker.handle_batch(sqs_event(&[body])).await;
     assert!(resp.batch_item_failures.is_empty());
-    let calls = counter.take();
-    let list = calls
+    let tally = counter.take();
+    let list = tally
+        .calls
         .iter()
         .map(|(k, v)| format!("{k} {v}"))
         .collect::<Vec<_>>()
         .join(", ");
-    // Capacity units: items here are < 1 KB (writes) and < 4 KB (reads); reads are strongly
-    // consistent (1 RRU); a transactional write costs 2 WRU per item (3 items here).
-    let mut wru = 0.0;
-    let mut rru = 0.0;
-    for (op, n) in &calls {
-        let n = *n as f64;
-        match op.as_str() {
-            "TransactWriteItems" => wru += 2.0 * 3.0 * n,
-            "PutItem" | "UpdateItem" | "DeleteItem" => wru += n,
-            "GetItem" | "Query" => rru += n,
-            _ => {}
-        }
-    }
-    // On-demand prices (us-east-1): DynamoDB $0.625 per million WRU, $0.125 per million RRU;
     // SQS $0.40 per million requests: SendMessage at ingest + the event source's receive and
     // delete, batched by 10 (0.2 per message).
     let sqs_requests = 1.2;
-    let dollars = wru * 0.625 + rru * 0.125 + sqs_requests * 0.40;
+    let dollars = dynamo_dollars_per_million(tally.wru, tally.rru) + sqs_requests * 0.40;
     println!(
-        "single-result webhook: DynamoDB {list} = {} write calls, {wru} WRU + {rru} RRU; SQS {sqs_requests} requests; ≈ ${dollars:.2} per million webhooks (DynamoDB + SQS, before Lambda and API Gateway)",
-        writes(&calls)
+        "single-result webhook (Enrow single): DynamoDB {list} = {} write calls, {} WRU + {} RRU (index writes included); SQS {sqs_requests} requests; ≈ ${dollars:.2} per million webhooks (DynamoDB + SQS, before Lambda and API Gateway)",
+        writes(&tally.calls),
+        tally.wru,
+        tally.rru
     );
 }
 

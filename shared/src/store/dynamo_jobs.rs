@@ -814,10 +814,10 @@ impl JobWriter for DynamoJobStore {
         let jobs: Vec<JobMeta> = futures::stream::iter(heads)
             .map(|meta| self.with_figures(meta))
             .buffered(8)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
         let next = page.last_evaluated_key.as_ref().and_then(|k| {
             Some(JobsCursor {
                 created_at_ms: get_n(k, "created_at")?,

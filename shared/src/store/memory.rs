@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use super::{
     CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim, Counts,
-    DedupeStore, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobStore, JobWriter, JobsCursor, StoreError, Stored,
-    SubmitLedger,
+    DedupeStore, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobStore, JobWriter,
+    JobsCursor, StoreError, Stored, SubmitLedger,
 };
 use crate::jobs::{
     CallbackState, CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
@@ -137,14 +137,18 @@ fn plus(a: Counts, b: Counts) -> Counts {
 /// `CHUNK#~F<group>` set).
 fn final_group(job: &Job, index: u32) -> Option<FinalGroup> {
     let group = index / FINAL_GROUP;
-    job.chunks.get(&index)?.status.is_final().then(|| FinalGroup {
-        group,
-        size: job
-            .chunks
-            .values()
-            .filter(|c| c.index / FINAL_GROUP == group && c.status.is_final())
-            .count() as u64,
-    })
+    job.chunks
+        .get(&index)?
+        .status
+        .is_final()
+        .then(|| FinalGroup {
+            group,
+            size: job
+                .chunks
+                .values()
+                .filter(|c| c.index / FINAL_GROUP == group && c.status.is_final())
+                .count() as u64,
+        })
 }
 
 fn update_chunk(chunk: &mut Chunk, u: &ChunkUpdate) {

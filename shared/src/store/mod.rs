@@ -47,9 +47,9 @@ mod dynamo_jobs;
 mod idempotency;
 mod items;
 mod keys;
-mod results;
 #[cfg(feature = "memory")]
 pub mod memory;
+mod results;
 mod submit_lease;
 
 pub use callbacks::{CallbackAttempt, CallbackStore, CallbackTake};

@@ -495,7 +495,8 @@ impl DynamoJobStore {
             .update_expression("ADD f :i SET expires_at = if_not_exists(expires_at, :exp)")
             .expression_attribute_values(":i", AttributeValue::Ns(vec![index.to_string()]))
             .expression_attribute_values(":exp", n(self.expires_at()))
-            .return_values(ReturnValue::UpdatedNew)
+            // The whole (small) item: UPDATED_NEW may leave out a set this call did not change.
+            .return_values(ReturnValue::AllNew)
             .send()
             .await
             .map_err(unavailable)?;

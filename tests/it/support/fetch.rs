@@ -124,7 +124,7 @@ impl Fetch {
 
     pub async fn job(&self, job_id: &str) -> JobMeta {
         self.jobs
-            .get_job(job_id)
+            .job_view(job_id)
             .await
             .unwrap()
             .expect("job exists")

@@ -1,0 +1,202 @@
+//! One big FullEnrich job under per-contact webhooks, against moto through the real SDK: every
+//! contact's `contact_finished` delivered twice, shuffled, applied by 50 concurrent bulk-fetch
+//! invocations (SQS batches of 10), then every batch's webhook. Prints the wall time, the
+//! TransactionConflicts (must be 0: no item is written by every result), the records sent back
+//! for a retry, the capacity units per contact and what they cost, and checks that the job
+//! settles with exact figures.
+//!
+//! Run: `make bench` (or `HOT_CONTACTS=50000 cargo bench -p bulk-fetch --bench hot_job`; the
+//! default is 50,000 contacts, 500 chunks of 100).
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use futures::StreamExt;
+use relay_local_stack::Moto;
+use relay_local_stack::provider_stub::ProviderStub;
+use relay_local_stack::seed::{envelope, seed_job};
+use relay_shared::Provider;
+use relay_shared::jobs::{JobStatus, Operation};
+use relay_shared::providers::Hook;
+use relay_shared::store::JobStore;
+use serde_json::{Value, json};
+
+const CHUNK: u64 = 100;
+const CONCURRENCY: usize = 50;
+
+fn record(i: u64) -> Value {
+    let input =
+        json!({"first_name": format!("F{i}"), "last_name": "L", "company_domain": "example.com"});
+    let custom = json!({"user_id": format!("u{i}"), "rid": i.to_string()});
+    if found(i) {
+        json!({"input": input, "custom": custom, "contact_info": {
+            "most_probable_work_email": {"email": format!("f{i}@example.com"), "status": "DELIVERABLE"},
+            "work_emails": [{"email": format!("f{i}@example.com"), "status": "DELIVERABLE"}]}})
+    } else {
+        json!({"input": input, "custom": custom, "contact_info": {"most_probable_work_email": null, "work_emails": []}})
+    }
+}
+
+fn found(i: u64) -> bool {
+    i % 3 != 0
+}
+
+/// A deterministic shuffle (xorshift): the same order every run.
+fn shuffle<T>(v: &mut [T]) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Applies every body, 10 to an invocation, `CONCURRENCY` invocations at once; records sent back
+/// are delivered again (as SQS would) until none is. Returns how many were sent back.
+async fn deliver(worker: &BenchWorker, bodies: Vec<String>) -> usize {
+    let mut pending = bodies;
+    let mut sent_back = 0;
+    for _round in 0..20 {
+        if pending.is_empty() {
+            return sent_back;
+        }
+        let batches: Vec<Vec<String>> = pending.chunks(10).map(<[String]>::to_vec).collect();
+        let again: Vec<Vec<String>> = futures::stream::iter(batches)
+            .map(|batch| async move {
+                let event = sqs_event(&batch);
+                let ids: Vec<String> = event
+                    .records
+                    .iter()
+                    .map(|r| r.message_id.clone().unwrap_or_default())
+                    .collect();
+                let resp = worker.handle_batch(event).await;
+                resp.batch_item_failures
+                    .iter()
+                    .filter_map(|f| ids.iter().position(|id| *id == f.item_identifier))
+                    .map(|k| batch[k].clone())
+                    .collect::<Vec<_>>()
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        pending = again.into_iter().flatten().collect();
+        sent_back += pending.len();
+    }
+    panic!(
+        "{} records still failing after 20 deliveries",
+        pending.len()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let n: u64 = std::env::var("HOT_CONTACTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let moto = Moto::start(0).expect("start moto (run scripts/bootstrap.sh first)");
+    let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
+    let counter = Counter::default();
+    let stub = ProviderStub::start().await;
+    let (worker, jobs) = fresh_worker(&sdk, &stub, &counter).await;
+    let pids: Vec<String> = (0..n.div_ceil(CHUNK)).map(|k| format!("fe-{k}")).collect();
+    let pid_refs: Vec<&str> = pids.iter().map(String::as_str).collect();
+    let contacts = (0..n)
+        .map(|i| {
+            (
+                json!({"first_name": format!("F{i}"), "last_name": "L", "domain": "example.com"}),
+                json!({"user_id": format!("u{i}")}),
+            )
+        })
+        .collect();
+    let seeded = Instant::now();
+    let job = seed_job(&jobs, Operation::Enrich, contacts, CHUNK, &pid_refs).await;
+    println!(
+        "hot job: {n} contacts in {} chunks seeded in {:.1} s",
+        pids.len(),
+        seeded.elapsed().as_secs_f64()
+    );
+
+    // 1. Every contact's webhook, twice, shuffled.
+    let mut bodies = Vec::with_capacity(2 * n as usize);
+    for i in 0..n {
+        let pid = &pids[(i / CHUNK) as usize];
+        let body = json!({"id": pid, "status": "IN_PROGRESS", "data": [record(i)]}).to_string();
+        let env = envelope(Provider::Fullenrich, Hook::Contact, &job, body.as_bytes());
+        bodies.push(env.clone());
+        bodies.push(env);
+    }
+    shuffle(&mut bodies);
+    counter.take();
+    let started = Instant::now();
+    let sent_back = deliver(&worker, bodies).await;
+    let contact_wall = started.elapsed().as_secs_f64();
+    let per_contact = counter.take();
+    let view = jobs.job_view(&job).await.unwrap().expect("job");
+    let expect_found = (0..n).filter(|i| found(*i)).count() as u64;
+    assert_eq!(
+        (view.done, view.found, view.duplicates),
+        (n, expect_found, n),
+        "per-contact counts"
+    );
+
+    // 2. Every batch's webhook (signed, with its records): the rows become final, the job ends.
+    let mut batches = Vec::new();
+    for (k, pid) in pids.iter().enumerate() {
+        let lo = k as u64 * CHUNK;
+        let records: Vec<Value> = (lo..(lo + CHUNK).min(n)).map(record).collect();
+        let body = json!({"id": pid, "status": "FINISHED", "cost": {"credits": records.len()}, "data": records}).to_string();
+        batches.push(envelope(
+            Provider::Fullenrich,
+            Hook::Batch,
+            &job,
+            body.as_bytes(),
+        ));
+    }
+    let started = Instant::now();
+    let batch_sent_back = deliver(&worker, batches).await;
+    let batch_wall = started.elapsed().as_secs_f64();
+    let per_batch = counter.take();
+    let view = jobs.job_view(&job).await.unwrap().expect("job");
+    assert_eq!(view.status, JobStatus::Completed, "{view:?}");
+    assert_eq!(
+        (view.done, view.found, view.not_found, view.failed),
+        (n, expect_found, n - expect_found, 0),
+        "settled figures"
+    );
+
+    let deliveries = 2.0 * n as f64;
+    let tx = per_contact
+        .calls
+        .get("TransactWriteItems")
+        .copied()
+        .unwrap_or(0);
+    println!(
+        "contact_finished ×2: {} deliveries in {contact_wall:.1} s ({:.0}/s) by {CONCURRENCY} concurrent invocations; TransactionConflict {}, TransactWriteItems {tx}, records sent back {sent_back}",
+        deliveries,
+        deliveries / contact_wall,
+        per_contact.transaction_conflicts
+    );
+    println!(
+        "  per contact (both copies): {:.2} WRU + {:.2} RRU; per delivery {:.2} WRU + {:.2} RRU ≈ ${:.2} per million deliveries (DynamoDB + SQS 1.2 requests)",
+        per_contact.wru / n as f64,
+        per_contact.rru / n as f64,
+        per_contact.wru / deliveries,
+        per_contact.rru / deliveries,
+        dynamo_dollars_per_million(per_contact.wru / deliveries, per_contact.rru / deliveries)
+            + 1.2 * 0.40
+    );
+    println!(
+        "batch webhooks: {} in {batch_wall:.1} s; TransactionConflict {}, records sent back {batch_sent_back}, {:.2} WRU + {:.2} RRU per contact; the job settled {} with exact figures ({} found, {} not found)",
+        pids.len(),
+        per_batch.transaction_conflicts,
+        per_batch.wru / n as f64,
+        per_batch.rru / n as f64,
+        view.status.as_str(),
+        view.found,
+        view.not_found
+    );
+}
