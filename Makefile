@@ -31,6 +31,7 @@ bench: bootstrap functions
 	target/release/ingest-rss target/release/webhook-ingest 1000
 	cargo bench -p bulk-fetch --bench fetch
 	cargo bench -p bulk-fetch --bench sweep
+	cargo bench -p bulk-fetch --bench hot_job
 	target/debug/submit-faults 200
 
 build: bootstrap

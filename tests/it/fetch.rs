@@ -1390,3 +1390,73 @@ async fn deliveries_for_a_deleted_job_are_dropped_not_parked() {
     assert!(f.results(&job).await.is_empty(), "nothing applied");
     assert!(f.dead_letters().await.is_empty(), "nothing parked");
 }
+
+/// The first copy of a single result stored its row and died before counting it (the chunk
+/// item as it was before, no group entry): the row is the exactly-once gate, so the redelivery
+/// finds it stored, counts it once (the chunk's `seen` set), records the chunk final in its group
+/// and settles the job; a third copy changes nothing.
+#[tokio::test]
+async fn a_single_result_whose_count_was_lost_is_counted_once_by_its_redelivery() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::EmailFind, vec![finder(0)], 1, &["single-lost"])
+        .await;
+    let mut event = fixture_json("enrow/single_search_finished.json");
+    event["id"] = json!("single-lost");
+    let body = enrow_env(&job, event.to_string().as_bytes());
+    f.run_until_settled(vec![body.clone()]).await;
+    assert_eq!(f.job(&job).await.status, JobStatus::Completed);
+
+    // Back to the moment after the row's put: the chunk uncounted and open, the job running,
+    // the group without it.
+    let ddb = relay_shared::aws::dynamodb(&f.stack.sdk);
+    let table = f.stack.res.table("JobsTable");
+    let key = |sk: &str| {
+        [
+            ("pk".to_string(), AttributeValue::S(format!("JOB#{job}"))),
+            ("sk".to_string(), AttributeValue::S(sk.to_string())),
+        ]
+        .into_iter()
+        .collect::<std::collections::HashMap<_, _>>()
+    };
+    ddb.update_item()
+        .table_name(table)
+        .set_key(Some(key(&relay_shared::store::chunk_sk(0))))
+        .update_expression(
+            "SET #s = :sub, c_done = :z, c_found = :z, c_not_found = :z, c_failed = :z REMOVE seen",
+        )
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(":sub", AttributeValue::S("submitted".into()))
+        .expression_attribute_values(":z", AttributeValue::N("0".into()))
+        .send()
+        .await
+        .unwrap();
+    ddb.delete_item()
+        .table_name(table)
+        .set_key(Some(key("CHUNK#~F00000")))
+        .send()
+        .await
+        .unwrap();
+    ddb.update_item()
+        .table_name(table)
+        .set_key(Some(key("META")))
+        .update_expression("SET #s = :run")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(":run", AttributeValue::S("running".into()))
+        .send()
+        .await
+        .unwrap();
+    let meta = f.job(&job).await;
+    assert_eq!((meta.status, meta.done), (JobStatus::Running, 0));
+
+    for _ in 0..2 {
+        assert_eq!(
+            f.worker.handle_record(&Fetch::message(&body)).await,
+            bulk_fetch::Disposition::Duplicate
+        );
+        let meta = f.job(&job).await;
+        assert_eq!(meta.status, JobStatus::Completed);
+        assert_eq!((meta.done, meta.found + meta.not_found), (1, 1));
+    }
+    assert_eq!(f.results(&job).await.len(), 1);
+}
