@@ -645,13 +645,7 @@ impl JobStore for DynamoJobStore {
         let status = JobStatus::settled(meta.contacts, figures.counts.failed.max(0) as u64);
         let now = now_ms();
         let (names, values, figures_set) = figures.counts.placeholders(JOB_COUNTS, " = ");
-        let mut update = self.meta_item_update(job_id);
-        update = names
-            .into_iter()
-            .fold(update, |u, (k, v)| u.expression_attribute_names(k, v));
-        update = values
-            .into_iter()
-            .fold(update, |u, (k, v)| u.expression_attribute_values(k, v));
+        let mut update = bound(self.meta_item_update(job_id), (names, values));
         update = if meta.callback_url.is_some() {
             // The job's end and its callback's due date are one write: a settler that dies
             // right after still leaves the callback to the sweeper (the head joins the `due`

@@ -62,7 +62,35 @@ enum CountRefused {
     Busy,
 }
 
+type UpdateItemRequest =
+    aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+
+/// Binds [`Counts::placeholders`]' names and values on an UpdateItem request.
+pub(super) fn bound(
+    req: UpdateItemRequest,
+    (names, values): (Vec<(String, String)>, Vec<(String, AttributeValue)>),
+) -> UpdateItemRequest {
+    let req = names
+        .into_iter()
+        .fold(req, |r, (k, v)| r.expression_attribute_names(k, v));
+    values
+        .into_iter()
+        .fold(req, |r, (k, v)| r.expression_attribute_values(k, v))
+}
+
 impl DynamoJobStore {
+    /// One `Update` (the transaction item shape the chunk builders make) sent as an UpdateItem.
+    fn update_item_of(&self, u: &aws_sdk_dynamodb::types::Update) -> UpdateItemRequest {
+        self.client
+            .update_item()
+            .table_name(u.table_name())
+            .set_key(Some(u.key().clone()))
+            .update_expression(u.update_expression())
+            .set_condition_expression(u.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(u.expression_attribute_names().cloned())
+            .set_expression_attribute_values(u.expression_attribute_values().cloned())
+    }
+
     /// A single result: its row first, conditional on there being none (the exactly-once gate),
     /// then its chunk's count. A row found stored is replaced when this result replaces it
     /// (provisional or a deadline's placeholder), else it is counted if its count was lost.
@@ -175,37 +203,33 @@ impl DynamoJobStore {
         update: Option<&ChunkUpdate>,
     ) -> Result<Option<CountRefused>, StoreError> {
         let (names, values, add) = Counts::of([outcome]).placeholders(CHUNK_COUNTS, " ");
-        let mut req = self.chunk_item_update(job_id, chunk_index);
-        let mut set = String::new();
-        let mut remove = "";
-        if let Some(u) = update {
-            set.push_str("SET #status = :st");
-            req = req.expression_attribute_values(":st", s(u.status.as_str()));
-            if let Some(credits) = u.credits {
-                set.push_str(", credits = :cr");
-                req = req.expression_attribute_values(":cr", n(credits));
+        let (req, set, remove) = match update {
+            Some(u) => {
+                let parts = self.chunk_update_builder(job_id, u);
+                let built = parts
+                    .b
+                    .update_expression("-")
+                    .build()
+                    .map_err(|e| StoreError::Data(e.to_string()))?;
+                // Out of the `due` index when final: nothing left to poll.
+                let remove = if u.status.is_final() {
+                    " REMOVE poll_at, poll_every, poll_shard"
+                } else {
+                    ""
+                };
+                (
+                    self.update_item_of(&built),
+                    format!("{} ", parts.expr),
+                    remove,
+                )
             }
-            if let Some(e) = &u.error {
-                set.push_str(", #error = :err");
-                req = req
-                    .expression_attribute_names("#error", "error")
-                    .expression_attribute_values(
-                        ":err",
-                        s(serde_json::to_string(e).unwrap_or_default()),
-                    );
-            }
-            set.push(' ');
-            if u.status.is_final() {
-                // Out of the `due` index: nothing left to poll.
-                remove = " REMOVE poll_at, poll_every, poll_shard";
-            }
-        }
-        req = names
-            .into_iter()
-            .fold(req, |r, (k, v)| r.expression_attribute_names(k, v));
-        req = values
-            .into_iter()
-            .fold(req, |r, (k, v)| r.expression_attribute_values(k, v));
+            None => (
+                self.chunk_item_update(job_id, chunk_index),
+                String::new(),
+                "",
+            ),
+        };
+        let req = bound(req, (names, values));
         let out = req
             .update_expression(format!("{set}ADD {add}, seen :seen{remove}"))
             .condition_expression(
@@ -447,14 +471,7 @@ impl DynamoJobStore {
             .build()
             .map_err(|e| StoreError::Data(e.to_string()))?;
         stored.write_calls += 1;
-        self.client
-            .update_item()
-            .table_name(release.table_name())
-            .set_key(Some(release.key().clone()))
-            .update_expression(release.update_expression())
-            .set_condition_expression(release.condition_expression().map(str::to_string))
-            .set_expression_attribute_names(release.expression_attribute_names().cloned())
-            .set_expression_attribute_values(release.expression_attribute_values().cloned())
+        self.update_item_of(&release)
             .send()
             .await
             .map_err(|e| match e.as_service_error() {
@@ -555,14 +572,7 @@ impl DynamoJobStore {
         }
         let f = self.figures(job_id, false).await?;
         let (names, values, set) = f.counts.placeholders(JOB_COUNTS, " = ");
-        let mut req = self.meta_item_update(job_id);
-        req = names
-            .into_iter()
-            .fold(req, |r, (k, v)| r.expression_attribute_names(k, v));
-        req = values
-            .into_iter()
-            .fold(req, |r, (k, v)| r.expression_attribute_values(k, v));
-        let out = req
+        let out = bound(self.meta_item_update(job_id), (names, values))
             .update_expression(format!("SET {set}, updated_at = :now"))
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", n(now_ms()))
