@@ -1460,3 +1460,40 @@ async fn a_single_result_whose_count_was_lost_is_counted_once_by_its_redelivery(
     }
     assert_eq!(f.results(&job).await.len(), 1);
 }
+
+/// Issue 14's hot item: a job's head was written by every result (a transaction on it per
+/// result, and by every duplicate), which DynamoDB answers with TransactionConflict under
+/// concurrency. Per-contact results and their duplicates now leave the head untouched, and the
+/// job's figures still read exact (summed over its chunks).
+#[tokio::test]
+async fn single_results_and_their_duplicates_never_write_the_job_head() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::Enrich, fe_contacts(3), 100, &["fe-head"])
+        .await;
+    let ddb = relay_shared::aws::dynamodb(&f.stack.sdk);
+    let head = || {
+        ddb.get_item()
+            .table_name(f.stack.res.table("JobsTable"))
+            .key("pk", AttributeValue::S(format!("JOB#{job}")))
+            .key("sk", AttributeValue::S("META".into()))
+            .consistent_read(true)
+            .send()
+    };
+    let before = head().await.unwrap().item.expect("head");
+    let contact = |rid: u64| {
+        let body =
+            json!({"id": "fe-head", "status": "IN_PROGRESS", "data": [fe_record(rid, "found")]});
+        fe_env(&job, Hook::Contact, body.to_string().as_bytes())
+    };
+    let bodies: Vec<String> = (0..3).flat_map(|i| [contact(i), contact(i)]).collect();
+    f.run_until_settled(bodies).await;
+    let after = head().await.unwrap().item.expect("head");
+    assert_eq!(before, after, "the head is not written by results");
+    let meta = f.job(&job).await;
+    assert_eq!(
+        (meta.done, meta.found, meta.duplicates),
+        (3, 3, 3),
+        "figures summed on read"
+    );
+}

@@ -442,10 +442,21 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
 
     /// The job `id` names, unless it is unknown or deleted (404) or the store fails (503).
     async fn live_job(&self, id: &str) -> Result<JobMeta, Response<Body>> {
+        self.live(id, false).await
+    }
+
+    /// [`Self::live_job`]; `with_figures`: with its figures summed (one read of the head either
+    /// way).
+    async fn live(&self, id: &str, with_figures: bool) -> Result<JobMeta, Response<Body>> {
         if !is_valid_job_id(id) {
             return Err(error(404, "not_found", "no such job", None));
         }
-        match self.jobs.get_job(id).await {
+        let read = if with_figures {
+            self.jobs.job_view(id).await
+        } else {
+            self.jobs.get_job(id).await
+        };
+        match read {
             Ok(Some(m)) if !m.deleted => Ok(m),
             Ok(_) => Err(error(404, "not_found", "no such job", None)),
             Err(e) => Err(store_unavailable(e)),
@@ -453,15 +464,10 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
     }
 
     async fn job(&self, id: &str) -> Response<Body> {
-        let meta = match self.live_job(id).await {
+        // With its figures: summed over its chunks while it runs.
+        let meta = match self.live(id, true).await {
             Ok(m) => m,
             Err(resp) => return resp,
-        };
-        // With its figures: summed over its chunks while it runs.
-        let meta = match self.jobs.job_view(id).await {
-            Ok(Some(m)) => m,
-            Ok(None) => meta,
-            Err(e) => return store_unavailable(e),
         };
         let chunks = match self.jobs.chunks(id).await {
             Ok(c) => c,
@@ -561,7 +567,7 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
     /// `failed` with reason `canceled`); started chunks finish and their results are kept. 409
     /// once the job has ended.
     async fn cancel(&self, id: &str) -> Response<Body> {
-        let meta = match self.live_job(id).await {
+        let meta = match self.live(id, true).await {
             Ok(m) => m,
             Err(resp) => return resp,
         };
@@ -583,11 +589,6 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         if let Err(e) = self.jobs.set_job_error(id, &canceled).await {
             return store_unavailable(e);
         }
-        let meta = match self.jobs.job_view(id).await {
-            Ok(Some(m)) => m,
-            Ok(None) => meta,
-            Err(e) => return store_unavailable(e),
-        };
         let mut body = meta.summary_json();
         body["error"] = json!(canceled);
         json_response(202, body.to_string())

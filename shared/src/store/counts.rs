@@ -22,6 +22,19 @@ pub(super) struct Counts {
     pub(super) failed: i64,
 }
 
+impl std::ops::Add for Counts {
+    type Output = Counts;
+
+    fn add(self, o: Counts) -> Counts {
+        Counts {
+            done: self.done + o.done,
+            found: self.found + o.found,
+            not_found: self.not_found + o.not_found,
+            failed: self.failed + o.failed,
+        }
+    }
+}
+
 impl Counts {
     pub(super) fn of(outcomes: impl IntoIterator<Item = Outcome>) -> Counts {
         let mut c = Counts::default();

@@ -124,15 +124,6 @@ fn add(meta: &mut JobMeta, c: Counts) {
     meta.updated_at_ms = now_ms();
 }
 
-fn plus(a: Counts, b: Counts) -> Counts {
-    Counts {
-        done: a.done + b.done,
-        found: a.found + b.found,
-        not_found: a.not_found + b.not_found,
-        failed: a.failed + b.failed,
-    }
-}
-
 /// The group of final chunks holding `index`, if that chunk is final (the DynamoDB store's
 /// `CHUNK#~F<group>` set).
 fn final_group(job: &Job, index: u32) -> Option<FinalGroup> {
@@ -248,7 +239,7 @@ impl JobStore for MemoryJobs {
                 update_chunk(chunk, u);
             }
             let counted = job.counted.entry(chunk_index).or_default();
-            *counted = plus(*counted, delta);
+            *counted = *counted + delta;
             add(job.meta.as_mut().expect("checked"), delta);
             job.results.insert(result.index, result);
             let becomes_final = update.as_ref().is_some_and(|u| u.status.is_final());
@@ -257,7 +248,7 @@ impl JobStore for MemoryJobs {
                 existing: 0,
                 replaced: usize::from(replaced),
                 write_calls: 1,
-                final_group: final_group(job, chunk_index).filter(|_| becomes_final || replaced),
+                final_group: final_group(job, chunk_index).filter(|_| becomes_final),
             })
         })
     }

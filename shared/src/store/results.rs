@@ -39,13 +39,7 @@ impl Figures {
             } else if sk.starts_with("CHUNK#~D") {
                 f.duplicates += get_n::<u64>(item, "n").unwrap_or(0);
             } else {
-                let c = Counts::from_chunk(item);
-                f.counts = Counts {
-                    done: f.counts.done + c.done,
-                    found: f.counts.found + c.found,
-                    not_found: f.counts.not_found + c.not_found,
-                    failed: f.counts.failed + c.failed,
-                };
+                f.counts = f.counts + Counts::from_chunk(item);
                 let status = get_s(item, "status").and_then(ChunkStatus::parse);
                 f.all_final &= status.is_some_and(ChunkStatus::is_final);
             }
@@ -342,8 +336,8 @@ impl DynamoJobStore {
             let e = match sent {
                 Ok(_) => {
                     stored.replaced = 1;
-                    let chunk = self.chunk(job_id, chunk_index).await?;
-                    if chunk.is_some_and(|c| c.status.is_final()) {
+                    // A chunk final already (a deadline's placeholders) is in its group.
+                    if update.as_ref().is_some_and(|u| u.status.is_final()) {
                         stored.write_calls += 1;
                         stored.final_group = Some(self.mark_final(job_id, chunk_index).await?);
                     }
