@@ -228,7 +228,7 @@ struct SubmitArgs {
 
 impl SubmitArgs {
     async fn run(self, api: &Api) -> Result<u8, Failure> {
-        let op = Operation::parse(&self.operation)
+        let op = self.operation.parse::<Operation>().ok()
             .filter(|o| o.provider().as_str() == self.provider)
             .ok_or_else(|| {
                 Failure(

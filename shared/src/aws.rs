@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
@@ -19,9 +20,14 @@ fn timeouts() -> TimeoutConfig {
 }
 
 /// The SDK configuration from the environment (Lambda's credentials and region, or the local ones).
+///
+/// Stalled-stream protection is off: it watches the throughput of every request and response
+/// body with a timer of its own, work paid on each call, and the attempt and operation timeouts
+/// above already end a call that stalls (every body here is small).
 pub async fn load() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .load()
         .await
 }

@@ -7,8 +7,22 @@ use serde_json::{Map, Value};
 use crate::Provider;
 use crate::providers::{enrow, fullenrich};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Operation {
     EmailFind,
     EmailVerify,
@@ -19,17 +33,7 @@ pub enum Operation {
 
 impl Operation {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::EmailFind => "email_find",
-            Operation::EmailVerify => "email_verify",
-            Operation::PhoneFind => "phone_find",
-            Operation::Enrich => "enrich",
-            Operation::ReverseEmail => "reverse_email",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Operation> {
-        serde_json::from_value(Value::from(s)).ok()
+        self.into()
     }
 
     pub fn provider(self) -> Provider {
@@ -40,8 +44,21 @@ impl Operation {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum JobStatus {
     Accepted,
     Submitting,
@@ -53,18 +70,7 @@ pub enum JobStatus {
 
 impl JobStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Accepted => "accepted",
-            JobStatus::Submitting => "submitting",
-            JobStatus::Running => "running",
-            JobStatus::Completed => "completed",
-            JobStatus::PartiallyFailed => "partially_failed",
-            JobStatus::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobStatus> {
-        serde_json::from_value(Value::from(s)).ok()
+        self.into()
     }
 
     pub fn is_terminal(self) -> bool {
@@ -91,8 +97,21 @@ impl JobStatus {
 /// chunk `start_unconfirmed`: it is never sent again on a guess, its webhook adopts it, and
 /// `START_CONFIRM_TIMEOUT` after it was marked its contacts fail. A chunk the provider refused as
 /// a whole is `split` into two halves (new chunks), recursively.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ChunkStatus {
     Pending,
     Starting,
@@ -105,15 +124,7 @@ pub enum ChunkStatus {
 
 impl ChunkStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ChunkStatus::Pending => "pending",
-            ChunkStatus::Starting => "starting",
-            ChunkStatus::StartUnconfirmed => "start_unconfirmed",
-            ChunkStatus::Submitted => "submitted",
-            ChunkStatus::Completed => "completed",
-            ChunkStatus::Failed => "failed",
-            ChunkStatus::Split => "split",
-        }
+        self.into()
     }
 
     /// The start may have reached the provider, and no provider id is recorded yet: a webhook
@@ -130,14 +141,24 @@ impl ChunkStatus {
             ChunkStatus::Completed | ChunkStatus::Failed | ChunkStatus::Split
         )
     }
-
-    pub fn parse(s: &str) -> Option<ChunkStatus> {
-        serde_json::from_value(Value::from(s)).ok()
-    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     Found,
     NotFound,
@@ -148,17 +169,7 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Found => "found",
-            Outcome::NotFound => "not_found",
-            Outcome::Valid => "valid",
-            Outcome::Invalid => "invalid",
-            Outcome::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Outcome> {
-        serde_json::from_value(Value::from(s)).ok()
+        self.into()
     }
 }
 
@@ -244,8 +255,21 @@ pub struct JobMeta {
 }
 
 /// Where a job's completion callback stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CallbackStatus {
     /// The job ended; the callback is due, or waits for its next attempt.
     Pending,
@@ -257,15 +281,7 @@ pub enum CallbackStatus {
 
 impl CallbackStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            CallbackStatus::Pending => "pending",
-            CallbackStatus::Delivered => "delivered",
-            CallbackStatus::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<CallbackStatus> {
-        serde_json::from_value(Value::from(s)).ok()
+        self.into()
     }
 }
 
@@ -573,5 +589,49 @@ pub fn from_enrow(
         reason: (outcome == Outcome::Failed).then(|| "unknown_qualification".to_string()),
         provisional: false,
         raw,
+    }
+}
+
+#[cfg(test)]
+mod string_form_tests {
+    use super::*;
+    use crate::providers::Hook;
+    use strum::VariantArray;
+
+    /// Every enum's string form (strum: `as_str`, `FromStr`, `Display`) is its serde form, the
+    /// one stored in items, shown by the API and written in URLs.
+    fn agree<T>()
+    where
+        T: VariantArray
+            + Copy
+            + Serialize
+            + serde::de::DeserializeOwned
+            + PartialEq
+            + std::fmt::Debug,
+        T: Into<&'static str>,
+    {
+        for v in T::VARIANTS {
+            let text: &'static str = (*v).into();
+            assert_eq!(serde_json::to_value(v).unwrap(), Value::from(text), "{v:?}");
+            let back: T = serde_json::from_value(Value::from(text)).unwrap();
+            assert_eq!(back, *v);
+        }
+    }
+
+    #[test]
+    fn serde_and_strum_name_every_variant_alike() {
+        agree::<Operation>();
+        agree::<JobStatus>();
+        agree::<ChunkStatus>();
+        agree::<Outcome>();
+        agree::<CallbackStatus>();
+        agree::<Provider>();
+        agree::<Hook>();
+        assert_eq!("partially_failed".parse(), Ok(JobStatus::PartiallyFailed));
+        assert_eq!(Provider::Fullenrich.to_string(), "fullenrich");
+        assert!(
+            "Completed".parse::<JobStatus>().is_err(),
+            "case matters, as in serde"
+        );
     }
 }

@@ -30,8 +30,22 @@ use serde::{Deserialize, Serialize};
 pub use secrecy::{ExposeSecret, SecretString};
 
 /// The enrichment providers the relay speaks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Provider {
     Fullenrich,
     Enrow,
@@ -39,24 +53,7 @@ pub enum Provider {
 
 impl Provider {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Fullenrich => "fullenrich",
-            Provider::Enrow => "enrow",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Provider> {
-        match s {
-            "fullenrich" => Some(Provider::Fullenrich),
-            "enrow" => Some(Provider::Enrow),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Provider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 

@@ -216,7 +216,9 @@ pub fn validate_with(body: &Value, policy: CallbackPolicy) -> Result<NewJob, Inv
         .as_object()
         .ok_or_else(|| invalid("", "the body must be a JSON object"))?;
     let provider = match obj.get("provider") {
-        Some(Value::String(p)) => Provider::parse(p)
+        Some(Value::String(p)) => p
+            .parse::<Provider>()
+            .ok()
             .ok_or_else(|| invalid("provider", "must be \"enrow\" or \"fullenrich\""))?,
         _ => {
             return Err(invalid(
@@ -226,7 +228,10 @@ pub fn validate_with(body: &Value, policy: CallbackPolicy) -> Result<NewJob, Inv
         }
     };
     let operation = match obj.get("operation") {
-        Some(Value::String(o)) => Operation::parse(o).filter(|op| op.provider() == provider),
+        Some(Value::String(o)) => o
+            .parse::<Operation>()
+            .ok()
+            .filter(|op| op.provider() == provider),
         _ => None,
     }
     .ok_or_else(|| {

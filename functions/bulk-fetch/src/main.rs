@@ -13,7 +13,7 @@ use relay_shared::queue::SqsQueue;
 use relay_shared::store::{DynamoDedupe, DynamoJobStore};
 use secrecy::ExposeSecret;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let (aws, config) = relay_shared::cold_start::<FetchConfig>().await?;
     let ddb = relay_shared::aws::dynamodb(&aws);

@@ -40,7 +40,7 @@ pub struct Route<'a> {
 pub fn parse_route(path: &str) -> Option<Route<'_>> {
     let mut segments = path.split('/').filter(|s| !s.is_empty());
     segments.by_ref().find(|s| *s == "webhooks")?;
-    let provider = Provider::parse(segments.next()?)?;
+    let provider: Provider = segments.next()?.parse().ok()?;
     let job_id = segments.next().filter(|j| is_valid_job_id(j))?;
     let hook = Hook::parse_for(provider, segments.next()?)?;
     let token = segments.next();

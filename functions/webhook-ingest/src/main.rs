@@ -8,7 +8,7 @@ use relay_shared::config::IngestConfig;
 use relay_shared::queue::SqsQueue;
 use webhook_ingest::Ingest;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let (aws, config) = relay_shared::cold_start::<IngestConfig>().await?;
     let queue = SqsQueue::new(relay_shared::aws::sqs(&aws), config.queue_url.clone());

@@ -8,8 +8,20 @@ pub mod submit;
 
 /// Which webhook route a delivery came in on. FullEnrich's two webhooks get distinct routes and
 /// are never told apart by body (providers.md §2.7); Enrow names its event in the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Hook {
     /// FullEnrich `webhook_url`: the whole batch, once it is terminal.
     Batch,
@@ -21,11 +33,7 @@ pub enum Hook {
 
 impl Hook {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Hook::Batch => "batch",
-            Hook::Contact => "contact",
-            Hook::Event => "event",
-        }
+        self.into()
     }
 
     /// The hooks a provider has, by their URL segment.

@@ -55,7 +55,7 @@ pub trait CallbackStore: Send + Sync + 'static {
 
 /// A head's callback state, once its job ended with a callback URL.
 pub(super) fn parse_state(item: &Item) -> Option<CallbackState> {
-    let status = get_s(item, "cb_status").and_then(CallbackStatus::parse)?;
+    let status = get_s(item, "cb_status").and_then(|v| v.parse::<CallbackStatus>().ok())?;
     Some(CallbackState {
         status,
         attempts: get_n(item, "cb_attempts").unwrap_or(0),

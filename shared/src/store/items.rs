@@ -54,14 +54,14 @@ pub(super) fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
             .ok_or_else(|| data_error("job id"))?
             .to_string(),
         provider: get_s(item, "provider")
-            .and_then(Provider::parse)
+            .and_then(|v| v.parse::<Provider>().ok())
             .ok_or_else(|| data_error("provider"))?,
         operation: get_s(item, "operation")
-            .and_then(Operation::parse)
+            .and_then(|v| v.parse::<Operation>().ok())
             .ok_or_else(|| data_error("operation"))?,
         name: get_s(item, "name").map(str::to_string),
         status: get_s(item, "status")
-            .and_then(JobStatus::parse)
+            .and_then(|v| v.parse::<JobStatus>().ok())
             .ok_or_else(|| data_error("status"))?,
         contacts: get_n(item, "contacts").unwrap_or(0),
         chunk_size: get_n(item, "chunk_size").unwrap_or(1),
@@ -118,7 +118,7 @@ pub(super) fn parse_chunk(item: &Item) -> Result<Chunk, StoreError> {
         count: get_n(item, "count").unwrap_or(0),
         provider_id: get_s(item, "provider_id").map(str::to_string),
         status: get_s(item, "status")
-            .and_then(ChunkStatus::parse)
+            .and_then(|v| v.parse::<ChunkStatus>().ok())
             .unwrap_or(ChunkStatus::Pending),
         credits: get_n(item, "credits"),
         error: get_json(item, "error").and_then(|v| serde_json::from_value(v).ok()),
@@ -203,7 +203,7 @@ pub(super) fn parse_result(item: &Item) -> Result<ContactResult, StoreError> {
         index: index_of(get_s(item, "sk"), "RESULT#").ok_or_else(|| data_error("result"))?,
         custom: get_json(item, "custom"),
         outcome: get_s(item, "outcome")
-            .and_then(Outcome::parse)
+            .and_then(|v| v.parse::<Outcome>().ok())
             .ok_or_else(|| data_error("outcome"))?,
         email: opt("email"),
         email_status: opt("email_status"),

@@ -40,7 +40,7 @@ impl Figures {
                 f.duplicates += get_n::<u64>(item, "n").unwrap_or(0);
             } else {
                 f.counts = f.counts + Counts::from_chunk(item);
-                let status = get_s(item, "status").and_then(ChunkStatus::parse);
+                let status = get_s(item, "status").and_then(|v| v.parse::<ChunkStatus>().ok());
                 f.all_final &= status.is_some_and(ChunkStatus::is_final);
             }
         }
@@ -259,7 +259,7 @@ impl DynamoJobStore {
             return Err(StoreError::Data(format!("no chunk {chunk_index}")));
         };
         let chunk_final = get_s(&old, "status")
-            .and_then(ChunkStatus::parse)
+            .and_then(|v| v.parse::<ChunkStatus>().ok())
             .is_some_and(ChunkStatus::is_final);
         let seen = old
             .get("seen")

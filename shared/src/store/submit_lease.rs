@@ -250,7 +250,7 @@ impl SubmitLedger for DynamoJobStore {
         Ok(match unless_condition_failed(result)? {
             Some(_) => next,
             None => get_s(&item, "status")
-                .and_then(JobStatus::parse)
+                .and_then(|v| v.parse::<JobStatus>().ok())
                 .unwrap_or(next),
         })
     }

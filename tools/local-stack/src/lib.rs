@@ -23,6 +23,7 @@ pub mod api;
 pub mod checks;
 pub mod dev;
 pub mod poller;
+pub mod procstat;
 pub mod provider_stub;
 pub mod runtime_api;
 pub mod sandbox;

@@ -8,7 +8,7 @@ use relay_shared::queue::SqsQueue;
 use relay_shared::store::DynamoJobStore;
 use serde_json::{Value, json};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let (aws, config) = relay_shared::cold_start::<SweepConfig>().await?;
     let sweeper = std::sync::Arc::new(Sweeper {

@@ -11,7 +11,7 @@ use relay_shared::config::WorkerConfig;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::DynamoJobStore;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let (aws, config) = relay_shared::cold_start::<WorkerConfig>().await?;
     let submitter = Arc::new(ChunkSubmitter {

@@ -1,9 +1,12 @@
-//! Peak RSS of the release `webhook-ingest` binary over N deliveries (1,000 in `make bench`).
+//! CPU time and peak RSS of the release `webhook-ingest` binary over N deliveries (1,000 in
+//! `make bench`).
 //!
-//! Runs the real binary under a loopback Lambda Runtime API, with SQS and S3 in moto, feeds it
-//! 10,000 authenticated deliveries (Enrow and signed FullEnrich bodies of 1–64 KB, and one 1 MB
-//! claim-checked body in every 1,000), checks each answer is 200, and prints the process's peak
-//! RSS (VmHWM) and its RSS over time.
+//! Runs the real binary under a loopback Lambda Runtime API, with SQS and S3 in moto (the real
+//! SDK), and checks each answer is 200:
+//! 1. N deliveries of 2 KB: the process's CPU time (utime + stime from `/proc`, all threads) per
+//!    delivery, after the cold start and a first delivery;
+//! 2. N authenticated deliveries of mixed sizes (Enrow and signed FullEnrich bodies of 1–64 KB,
+//!    and one 1 MB claim-checked body in every 1,000): the peak RSS (VmHWM) and RSS over time.
 //!
 //! Usage: ingest-rss [PATH_TO_BINARY] [DELIVERIES]   (default target/release/webhook-ingest, 10000)
 
@@ -11,6 +14,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use relay_local_stack::procstat::{cpu_seconds, status_kb};
 use relay_local_stack::runtime_api::{RuntimeApi, apigw_v2_event, lambda_env};
 use relay_local_stack::{Moto, Template, repo_root};
 use relay_shared::Provider;
@@ -18,15 +22,6 @@ use relay_shared::auth::{WebhookSecret, fullenrich_signature};
 
 const SECRET: &str = "rss-webhook-secret-0123456789";
 const FE_KEY: &str = "rss-fullenrich-key";
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn body(i: usize, size: usize) -> Vec<u8> {
     let mut s = format!(
@@ -77,14 +72,7 @@ async fn main() {
     let pid = child.id();
     let secret = WebhookSecret::new(SECRET);
 
-    let started = Instant::now();
-    let mut samples = Vec::new();
-    for i in 0..deliveries {
-        let size = if i % 1000 == 999 {
-            1 << 20
-        } else {
-            1024 << (i % 7)
-        };
+    let deliver = |i: usize, size: usize| {
         let provider = if i % 2 == 0 {
             Provider::Enrow
         } else {
@@ -111,8 +99,33 @@ async fn main() {
             ],
             &payload,
         );
-        let resp = api.invoke(event).await.expect("invocation");
-        assert_eq!(resp["statusCode"], 200, "delivery {i}: {resp}");
+        let api = api.clone();
+        async move {
+            let resp = api.invoke(event).await.expect("invocation");
+            assert_eq!(resp["statusCode"], 200, "delivery {i}: {resp}");
+        }
+    };
+
+    // 1. CPU time per 2 KB delivery, the whole process (handler, SDK, runtime client, logging),
+    // after the cold start and a first delivery.
+    deliver(0, 2048).await;
+    let (cpu_before, t_before) = (cpu_seconds(pid), Instant::now());
+    for i in 0..deliveries {
+        deliver(i, 2048).await;
+    }
+    let cpu_2k = cpu_seconds(pid) - cpu_before;
+    let wall_2k = t_before.elapsed().as_secs_f64();
+
+    // 2. Memory over mixed sizes.
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    for i in 0..deliveries {
+        let size = if i % 1000 == 999 {
+            1 << 20
+        } else {
+            1024 << (i % 7)
+        };
+        deliver(i, size).await;
         if (i + 1) % 1000 == 0 {
             samples.push((i + 1, status_kb(pid, "VmRSS:")));
         }
@@ -141,4 +154,9 @@ async fn main() {
             .join(" ")
     );
     println!("peak RSS (VmHWM): {:.1} MB", hwm as f64 / 1024.0);
+    println!(
+        "CPU per 2 KB delivery, whole process (utime+stime over {deliveries}): {:.3} ms ({:.2} ms wall incl. moto)",
+        cpu_2k * 1e3 / deliveries as f64,
+        wall_2k * 1e3 / deliveries as f64
+    );
 }

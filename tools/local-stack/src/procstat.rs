@@ -1,0 +1,50 @@
+//! What a child process has used, read from `/proc` (Linux): resident memory and CPU time.
+
+/// A `/proc/<pid>/status` field in kB (`"VmRSS:"`, `"VmHWM:"`); 0 if unreadable.
+pub fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time the process has used so far, user + system, over all its threads (`utime` + `stime`
+/// of `/proc/<pid>/stat`, in clock ticks of 1/100 s: Linux's `USER_HZ` is 100 to user space).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after its closing ')' are fixed.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let ticks = |k: usize| {
+        fields
+            .get(k - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(14) + ticks(15)) as f64 / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        assert!(status_kb(pid, "VmRSS:") > 0);
+        let start = cpu_seconds(pid);
+        let mut x = 0u64;
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(150) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        assert!(
+            cpu_seconds(pid) - start >= 0.05,
+            "150 ms of spinning shows as CPU time"
+        );
+    }
+}
