@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod providers;
 pub mod queue;
 pub mod results_csv;
+pub mod retry;
 pub mod secrets;
 pub mod serde_util;
 pub mod store;

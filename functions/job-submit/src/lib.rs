@@ -14,6 +14,8 @@
 
 use std::time::{Duration, Instant};
 
+use relay_shared::retry::{Retryable, exponential};
+
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -1024,22 +1026,10 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
                 // The provider has the chunk: record its id before anything else, insisting.
                 // If it cannot be recorded, the chunk stays `starting`, becomes unconfirmed when
                 // the lease runs out, and the chunk's webhook adopts it: never a second start.
-                let mut attempt = 0;
-                loop {
-                    match self
-                        .jobs
-                        .link_chunk(job_id, at, &started.id, started.credits)
-                        .await
-                    {
-                        Ok(_) => break,
-                        Err(e) if attempt < 6 => {
-                            attempt += 1;
-                            tracing::warn!(error = %e, job_id, chunk = index, "recording the provider id failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                (|| self.jobs.link_chunk(job_id, at, &started.id, started.credits))
+                    .retry(exponential(Duration::from_millis(200), 6))
+                    .notify(|e, _| tracing::warn!(error = %e, job_id, chunk = index, "recording the provider id failed; retrying"))
+                    .await?;
                 self.jobs.count_submitted(job_id).await?;
                 Ok(Submitted::Started(started.id))
             }

@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::retry::Retryable;
+
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -100,41 +102,43 @@ impl ProviderHttp {
         self
     }
 
-    /// GETs `url` with up to `attempts` tries on 429, 5xx and transport errors; returns status and body.
+    /// GETs `url` with up to `attempts` tries on 5xx and transport errors (exponential backoff
+    /// from `backoff`); returns status and body. A 429 is never retried here: its wait goes back
+    /// to the queue as a delayed message.
     async fn get(&self, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), FetchError> {
-        let mut last = String::new();
-        for attempt in 0..self.attempts.max(1) {
-            if attempt > 0 {
-                tokio::time::sleep(self.backoff * 2u32.pow(attempt - 1)).await;
-            }
-            let Some(r) = req.try_clone() else { break };
-            match r.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    if status == 429 {
-                        // Never hammered: the wait goes back to the queue (a delayed message).
-                        let after = resp
-                            .headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                            .map(Duration::from_secs);
-                        return Err(FetchError::RateLimited(after));
-                    }
-                    let body = resp
-                        .bytes()
-                        .await
-                        .map_err(|e| FetchError::Retryable(format!("reading body: {e}")))?;
-                    if status >= 500 {
-                        last = format!("HTTP {status}");
-                        continue;
-                    }
-                    return Ok((status, body.to_vec()));
-                }
-                Err(e) => last = format!("transport: {}", e.without_url()),
-            }
+        let retries = (self.attempts.max(1) - 1) as usize;
+        (|| Self::get_once(&req))
+            .retry(crate::retry::exponential(self.backoff, retries))
+            .when(|e| matches!(e, FetchError::Retryable(_)))
+            .await
+    }
+
+    async fn get_once(req: &reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), FetchError> {
+        let r = req
+            .try_clone()
+            .ok_or_else(|| FetchError::Permanent("request cannot be sent again".into()))?;
+        let resp = r
+            .send()
+            .await
+            .map_err(|e| FetchError::Retryable(format!("transport: {}", e.without_url())))?;
+        let status = resp.status().as_u16();
+        if status == 429 {
+            let after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(FetchError::RateLimited(after));
         }
-        Err(FetchError::Retryable(last))
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| FetchError::Retryable(format!("reading body: {e}")))?;
+        if status >= 500 {
+            return Err(FetchError::Retryable(format!("HTTP {status}")));
+        }
+        Ok((status, body.to_vec()))
     }
 }
 

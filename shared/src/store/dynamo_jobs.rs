@@ -170,7 +170,10 @@ impl DynamoJobStore {
         let mut calls = 0;
         for batch in requests.chunks(25) {
             let mut pending = batch.to_vec();
-            let mut attempt = 0u32;
+            let mut waits = crate::retry::BackoffBuilder::build(crate::retry::exponential(
+                std::time::Duration::from_millis(50),
+                8,
+            ));
             while !pending.is_empty() {
                 calls += 1;
                 let out = self
@@ -185,12 +188,10 @@ impl DynamoJobStore {
                     .and_then(|mut m| m.remove(&self.table))
                     .unwrap_or_default();
                 if !pending.is_empty() {
-                    attempt += 1;
-                    if attempt > 8 {
+                    let Some(wait) = waits.next() else {
                         return Err(StoreError::Unavailable("unprocessed items persist".into()));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt.min(6)))
-                        .await;
+                    };
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

@@ -11,6 +11,10 @@ use aws_sdk_dynamodb::types::{
 use super::*;
 use crate::jobs::{ChunkStatus, ContactResult, JobMeta, Outcome};
 use crate::now_ms;
+use crate::retry::BackoffBuilder;
+
+/// The first wait for a chunk that a bulk set holds (it doubles, five times: about 1.5 s in all).
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What a job's chunk range (`CHUNK#…`, groups and duplicate shards included) adds up to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -137,7 +141,7 @@ impl DynamoJobStore {
             }
             Err(e) => return Err(unavailable(e)),
         };
-        for attempt in 0..5u32 {
+        for wait in crate::retry::exponential(LEASE_WAIT, 5).build() {
             stored.write_calls += 1;
             let refused = self
                 .count_row(job_id, chunk_index, result.index, counted, update.as_ref())
@@ -167,7 +171,7 @@ impl DynamoJobStore {
                 Some(CountRefused::Busy) => {
                     // A bulk set (e.g. the deadline's placeholders) holds the chunk: wait for it,
                     // then see what it left in this contact's row.
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                    tokio::time::sleep(wait).await;
                     if let Some((old, at)) = self.stored_row(job_id, result.index).await?
                         && old != result
                     {
@@ -285,7 +289,7 @@ impl DynamoJobStore {
     ) -> Result<Stored, StoreError> {
         let pk = job_pk(job_id);
         let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
-        for attempt in 0..5u32 {
+        for wait in crate::retry::exponential(LEASE_WAIT, 5).build() {
             let (old, at) = &replacing;
             let counts = Counts::of([result.outcome]).minus(Counts::of([old.outcome]));
             let put = Put::builder()
@@ -367,7 +371,7 @@ impl DynamoJobStore {
                 stored.existing = 1;
                 return Ok(stored);
             } else {
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                tokio::time::sleep(wait).await;
             }
         }
         Err(StoreError::Unavailable(format!(
