@@ -1091,8 +1091,8 @@ impl JobStore for FlakySettle {
         job_id: &str,
     ) -> Result<Option<JobStatus>, relay_shared::store::StoreError> {
         if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return Err(relay_shared::store::StoreError::Unavailable(
-                "injected: settle throttled".into(),
+            return Err(relay_shared::store::StoreError::unavailable(
+                "injected: settle throttled",
             ));
         }
         self.inner.settle_job(job_id).await

@@ -1161,7 +1161,7 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
             )
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::unavailable(e.to_string()))
     }
 
     /// An unconfirmed chunk's check: adopted meanwhile → done; still waiting within the timeout →

@@ -12,17 +12,21 @@ use super::*;
 /// failure (never the request, so never contact data).
 pub(super) fn unavailable<E, R>(e: SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    StoreError::Unavailable(match e.as_service_error() {
+    let message = match e.as_service_error() {
         Some(se) => format!(
             "{}: {}",
             se.code().unwrap_or("service error"),
             se.message().unwrap_or_default()
         ),
         None => DisplayErrorContext(&e).to_string(),
-    })
+    };
+    StoreError::Unavailable {
+        message,
+        source: Some(Box::new(e)),
+    }
 }
 
 /// `Some(output)`, or `None` when the write's condition failed (a lost race, not a failure).
@@ -30,8 +34,8 @@ pub(super) fn unless_condition_failed<T, E, R>(
     result: Result<T, SdkError<E, R>>,
 ) -> Result<Option<T>, StoreError>
 where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     match result {
         Ok(out) => Ok(Some(out)),

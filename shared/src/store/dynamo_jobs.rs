@@ -189,7 +189,7 @@ impl DynamoJobStore {
                     .unwrap_or_default();
                 if !pending.is_empty() {
                     let Some(wait) = waits.next() else {
-                        return Err(StoreError::Unavailable("unprocessed items persist".into()));
+                        return Err(StoreError::unavailable("unprocessed items persist"));
                     };
                     tokio::time::sleep(wait).await;
                 }

@@ -50,7 +50,7 @@ impl IdempotencyKeys for DynamoJobStore {
             .await
             .map_err(unavailable)?
             .item
-            .ok_or_else(|| StoreError::Unavailable("idempotency record vanished".into()))?;
+            .ok_or_else(|| StoreError::unavailable("idempotency record vanished"))?;
         let first = get_s(&item, "job_id").unwrap_or_default().to_string();
         if get_s(&item, "body_sha256") != Some(body_sha256) {
             return Ok(Idempotency::Mismatch { job_id: first });

@@ -87,7 +87,7 @@ impl MemoryJobs {
             .failing
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         {
-            Ok(_) => Err(StoreError::Unavailable("injected write failure".into())),
+            Ok(_) => Err(StoreError::unavailable("injected write failure")),
             Err(_) => Ok(()),
         }
     }

@@ -66,15 +66,30 @@ use results::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Throttling, a network failure, a conflicting transaction: worth retrying.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// Throttling, a network failure, a conflicting transaction: worth retrying. `source`: the
+    /// SDK's error, when one caused it (its service code and message are in `message`).
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// An item that cannot be read back (corrupt or from an incompatible version).
     #[error("store data: {0}")]
     Data(String),
     /// A conditional write lost (e.g. the job already exists).
     #[error("condition failed: {0}")]
     Conflict(String),
+}
+
+impl StoreError {
+    /// Unavailable for a reason of the store's own (no SDK error behind it).
+    pub fn unavailable(message: impl Into<String>) -> StoreError {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
 }
 
 /// What the jobs API writes and lists, beyond [`JobStore`].

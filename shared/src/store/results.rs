@@ -132,7 +132,7 @@ impl DynamoJobStore {
                         old.outcome
                     }
                     None => {
-                        return Err(StoreError::Unavailable(format!(
+                        return Err(StoreError::unavailable(format!(
                             "result {} neither stored nor writable",
                             result.index
                         )));
@@ -185,7 +185,7 @@ impl DynamoJobStore {
                 }
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "chunk {chunk_index} stayed busy"
         )))
     }
@@ -360,7 +360,7 @@ impl DynamoJobStore {
                         return Ok(stored);
                     }
                     None => {
-                        return Err(StoreError::Unavailable(format!(
+                        return Err(StoreError::unavailable(format!(
                             "result {} vanished while being replaced",
                             result.index
                         )));
@@ -374,7 +374,7 @@ impl DynamoJobStore {
                 tokio::time::sleep(wait).await;
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "result {} could not replace its stand-in",
             result.index
         )))
@@ -415,7 +415,7 @@ impl DynamoJobStore {
             .send()
             .await
             .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_conditional_check_failed_exception() => StoreError::Unavailable(
+                Some(se) if se.is_conditional_check_failed_exception() => StoreError::unavailable(
                     format!("chunk {} is being applied by another worker", chunk.index),
                 ),
                 _ => unavailable(e),
@@ -474,7 +474,7 @@ impl DynamoJobStore {
             .await
             .map_err(|e| match e.as_service_error() {
                 Some(se) if se.is_conditional_check_failed_exception() => {
-                    StoreError::Unavailable(format!(
+                    StoreError::unavailable(format!(
                         "chunk {} lease lost before its counters were set",
                         chunk.index
                     ))

@@ -201,7 +201,7 @@ impl SubmitLedger for DynamoJobStore {
                 }
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "chunk {} could not be split",
             chunk.index
         )))
