@@ -32,12 +32,15 @@ use relay_shared::store::{
     ChunkRef, ChunkUpdate, Idempotency, IdempotencyKeys, JobWriter, JobsCursor, StoreError,
     SubmitLedger,
 };
-use relay_shared::{Provider, error_json, is_valid_job_id, now_ms};
+use relay_shared::{Provider, is_valid_job_id, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 pub use relay_shared::validate;
+
+mod api_error;
+pub use api_error::ApiError;
 
 /// The submit queue's message: a chunk to start, or to check on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,20 +132,6 @@ fn json_response(status: u16, body: String) -> Response<Body> {
         .expect("valid response")
 }
 
-fn error(status: u16, code: &str, message: &str, field: Option<&str>) -> Response<Body> {
-    json_response(status, error_json(code, message, field))
-}
-
-fn store_unavailable(e: StoreError) -> Response<Body> {
-    tracing::error!(error = %e, "job store unavailable");
-    error(
-        503,
-        "unavailable",
-        "the job store is unavailable; retry",
-        None,
-    )
-}
-
 /// The API's OpenAPI 3.1 document (`docs/openapi.json`), served at `GET /openapi.json`. A test
 /// checks it against [`ROUTES`], the router and the bodies the API returns.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
@@ -191,168 +180,144 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
     /// Routes one request; returns the route's name (one of [`ROUTES`], or `unauthorized`,
     /// `method`, `unknown`), the job id when the route names one, and the response.
     pub async fn route(&self, req: &Request) -> (&'static str, Option<String>, Response<Body>) {
+        let mut job = None;
+        let (route, answer) = self.answer(req, &mut job).await;
+        (route, job, answer.unwrap_or_else(ApiError::into_response))
+    }
+
+    async fn answer(
+        &self,
+        req: &Request,
+        job: &mut Option<String>,
+    ) -> (&'static str, Result<Response<Body>, ApiError>) {
         if req.method() == "GET" && req.uri().path().ends_with("/openapi.json") {
             // The API's description is public: no token needed to read it.
-            let resp = Response::builder()
-                .status(200)
-                .header("content-type", "application/json")
-                .body(Body::Text(OPENAPI.to_string()))
-                .expect("valid response");
-            return ("GET /openapi.json", None, resp);
+            return (
+                "GET /openapi.json",
+                Ok(json_response(200, OPENAPI.to_string())),
+            );
         }
         let auth = req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
         if !self.token.verify_header(auth) {
-            let resp = error(401, "unauthorized", "missing or wrong bearer token", None);
-            return ("unauthorized", None, resp);
+            let e = ApiError::new(401, "unauthorized", "missing or wrong bearer token");
+            return ("unauthorized", Err(e));
         }
         let path = req.uri().path();
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         let found = segments.by_ref().find(|s| *s == "jobs").is_some();
         let rest: Vec<&str> = segments.collect();
+        if let (true, [id, ..]) = (found, rest.as_slice()) {
+            *job = Some(id.to_string());
+        }
         let get = req.method() == "GET";
         let post = req.method() == "POST";
         match (found, rest.as_slice()) {
-            (true, []) if post => {
-                let (job, resp) = self.create(req).await;
-                ("POST /jobs", job, resp)
+            (true, []) if post => ("POST /jobs", self.create(req, job).await),
+            (true, []) if get => ("GET /jobs", self.list(req).await),
+            (true, [id]) if get => ("GET /jobs/{id}", self.job(id).await),
+            (true, [id]) if req.method() == "DELETE" => {
+                ("DELETE /jobs/{id}", self.delete(id).await)
             }
-            (true, []) if get => ("GET /jobs", None, self.list(req).await),
-            (true, [id]) if get => ("GET /jobs/{id}", Some(id.to_string()), self.job(id).await),
-            (true, [id]) if req.method() == "DELETE" => (
-                "DELETE /jobs/{id}",
-                Some(id.to_string()),
-                self.delete(id).await,
-            ),
-            (true, [id, "cancel"]) if post => (
-                "POST /jobs/{id}/cancel",
-                Some(id.to_string()),
-                self.cancel(id).await,
-            ),
+            (true, [id, "cancel"]) if post => ("POST /jobs/{id}/cancel", self.cancel(id).await),
             (true, [id, "results"]) if get => {
-                let resp = self.results(id, req).await;
-                ("GET /jobs/{id}/results", Some(id.to_string()), resp)
+                ("GET /jobs/{id}/results", self.results(id, req).await)
             }
-            (true, [] | [_] | [_, "results" | "cancel"]) => (
-                "method",
-                None,
-                error(
+            (true, [] | [_] | [_, "results" | "cancel"]) => {
+                *job = None;
+                let e = ApiError::new(
                     405,
                     "method_not_allowed",
                     "method not allowed on this route",
-                    None,
-                ),
-            ),
-            _ => (
-                "unknown",
-                None,
-                error(404, "not_found", "no such route", None),
-            ),
+                );
+                ("method", Err(e))
+            }
+            _ => {
+                *job = None;
+                (
+                    "unknown",
+                    Err(ApiError::new(404, "not_found", "no such route")),
+                )
+            }
         }
     }
 
-    async fn create(&self, req: &Request) -> (Option<String>, Response<Body>) {
-        let body: Value = match serde_json::from_slice(req.body().as_ref()) {
-            Ok(v) => v,
-            Err(_) => {
-                return (
-                    None,
-                    error(400, "invalid_json", "the body is not valid JSON", Some("")),
-                );
-            }
-        };
-        let new = match validate::validate_with(&body, self.callbacks) {
-            Ok(n) => n,
-            Err(e) => {
-                return (
-                    None,
-                    error(400, "invalid_request", &e.message, Some(&e.field)),
-                );
-            }
-        };
+    /// `POST /jobs`; `job`: the job the request names once it is known (also on some errors).
+    async fn create(
+        &self,
+        req: &Request,
+        job: &mut Option<String>,
+    ) -> Result<Response<Body>, ApiError> {
+        let body: Value = serde_json::from_slice(req.body().as_ref()).map_err(|_| {
+            ApiError::new(400, "invalid_json", "the body is not valid JSON").field("")
+        })?;
+        let new = validate::validate_with(&body, self.callbacks)?;
         let mut job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
         let owner = uuid::Uuid::new_v4().to_string();
         let mut held_key: Option<&str> = None;
         if let Some(key) = req.headers().get("idempotency-key") {
-            let key = match key
+            let key = key
                 .to_str()
                 .ok()
                 .map(str::trim)
                 .filter(|k| !k.is_empty() && k.len() <= 255)
-            {
-                Some(k) => k,
-                None => {
-                    let resp = error(
-                        400,
-                        "invalid_request",
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "Idempotency-Key",
                         "must be 1 to 255 visible ASCII characters",
-                        Some("Idempotency-Key"),
-                    );
-                    return (None, resp);
-                }
-            };
+                    )
+                })?;
             // serde_json sorts object keys: the same JSON sent twice hashes the same.
             let hash = hex::encode(Sha256::digest(body.to_string().as_bytes()));
-            let claim = self
+            let lease = IDEMPOTENCY_LEASE.as_millis() as u64;
+            match self
                 .jobs
-                .claim_idempotency_key(
-                    key,
-                    &hash,
-                    &job_id,
-                    &owner,
-                    IDEMPOTENCY_LEASE.as_millis() as u64,
-                )
-                .await;
-            match claim {
-                Ok(Idempotency::Owned { job_id: id }) => {
+                .claim_idempotency_key(key, &hash, &job_id, &owner, lease)
+                .await?
+            {
+                Idempotency::Owned { job_id: id } => {
                     job_id = id;
                     held_key = Some(key);
                 }
-                Ok(Idempotency::Mismatch { job_id: first }) => {
-                    let resp = error(
+                Idempotency::Mismatch { job_id: first } => {
+                    *job = Some(first);
+                    return Err(ApiError::new(
                         422,
                         "idempotency_key_reused",
                         "this Idempotency-Key was used with a different body",
-                        Some("Idempotency-Key"),
-                    );
-                    return (Some(first), resp);
+                    )
+                    .field("Idempotency-Key"));
                 }
-                Ok(Idempotency::InUse { retry_after_ms }) => {
-                    let mut resp = error(
+                Idempotency::InUse { retry_after_ms } => {
+                    return Err(ApiError::new(
                         409,
                         "idempotency_key_in_use",
                         "another request with this Idempotency-Key is still creating its job; retry after the time in Retry-After",
-                        Some("Idempotency-Key"),
-                    );
-                    let secs = retry_after_ms.div_ceil(1000).max(1).to_string();
-                    resp.headers_mut()
-                        .insert("retry-after", secs.parse().expect("digits"));
-                    return (None, resp);
+                    )
+                    .field("Idempotency-Key")
+                    .retry_after(retry_after_ms.div_ceil(1000).max(1)));
                 }
-                Ok(Idempotency::Created { job_id: first }) => {
+                Idempotency::Created { job_id: first } => {
                     // Created before: finish what it may have left undone (chunks still pending
                     // whose messages were lost), then answer as the first time.
-                    let resp = match self.jobs.get_job(&first).await {
-                        Ok(Some(meta)) => match self.queue_pending(&first).await {
-                            Ok(()) => json_response(202, accepted(&meta).to_string()),
-                            Err(resp) => resp,
-                        },
-                        Ok(None) => error(
+                    *job = Some(first.clone());
+                    let meta = self.jobs.get_job(&first).await?.ok_or_else(|| {
+                        ApiError::new(
                             409,
                             "idempotency_key_in_use",
                             "the job of this Idempotency-Key is not recorded; retry",
-                            Some("Idempotency-Key"),
-                        ),
-                        Err(e) => store_unavailable(e),
-                    };
-                    return (Some(first), resp);
+                        )
+                        .field("Idempotency-Key")
+                    })?;
+                    self.queue_pending(&first).await?;
+                    return Ok(json_response(202, accepted(&meta).to_string()));
                 }
-                Err(e) => return (None, store_unavailable(e)),
             }
         }
 
+        *job = Some(job_id.clone());
         let size = chunk_size(new.operation);
         let n = new.contacts.len() as u64;
         let chunks = Chunk::plan(n, size);
@@ -376,13 +341,7 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
             // The key's lease runs out on its own; a retry then takes over.
             tracing::warn!(error = %e, job_id, "idempotency key not finished");
         }
-        match outcome {
-            Ok(meta) => (
-                Some(job_id),
-                json_response(202, accepted(&meta).to_string()),
-            ),
-            Err(resp) => (Some(job_id), resp),
-        }
+        Ok(json_response(202, accepted(&outcome?).to_string()))
     }
 
     /// Records a new job and queues its chunks. A job already recorded (a retry taking over an
@@ -393,9 +352,9 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         meta: &JobMeta,
         chunks: &[Chunk],
         contacts: &[relay_shared::jobs::Contact],
-    ) -> Result<JobMeta, Response<Body>> {
+    ) -> Result<JobMeta, ApiError> {
         let job_id = meta.job_id.as_str();
-        if let Some(existing) = self.jobs.get_job(job_id).await.map_err(store_unavailable)? {
+        if let Some(existing) = self.jobs.get_job(job_id).await? {
             self.queue_pending(job_id).await?;
             return Ok(existing);
         }
@@ -403,7 +362,7 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         // job without a head can have started, and writing it again is safe.
         match self.jobs.create_job(meta, chunks, contacts).await {
             Ok(()) | Err(StoreError::Conflict(_)) => {}
-            Err(e) => return Err(store_unavailable(e)),
+            Err(e) => return Err(e.into()),
         }
         self.queue(job_id, chunks.iter().map(|c| c.index)).await?;
         Ok(meta.clone())
@@ -411,8 +370,8 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
 
     /// Queues every chunk of the job that is still `pending`. A chunk queued twice is harmless:
     /// only one worker can take it from `pending`.
-    async fn queue_pending(&self, job_id: &str) -> Result<(), Response<Body>> {
-        let chunks = self.jobs.chunks(job_id).await.map_err(store_unavailable)?;
+    async fn queue_pending(&self, job_id: &str) -> Result<(), ApiError> {
+        let chunks = self.jobs.chunks(job_id).await?;
         let pending = chunks
             .iter()
             .filter(|c| c.status == ChunkStatus::Pending)
@@ -420,61 +379,40 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         self.queue(job_id, pending).await
     }
 
-    async fn queue(
-        &self,
-        job_id: &str,
-        chunks: impl Iterator<Item = u32>,
-    ) -> Result<(), Response<Body>> {
+    async fn queue(&self, job_id: &str, chunks: impl Iterator<Item = u32>) -> Result<(), ApiError> {
         let messages: Vec<String> = chunks.map(|c| SubmitChunk::start(job_id, c)).collect();
         let sends = futures::stream::iter(messages.into_iter().map(|m| self.submit_queue.send(m)))
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await;
-        if let Some(Err(e)) = sends.into_iter().find(Result::is_err) {
-            tracing::error!(error = %e, job_id, "submit queue unavailable");
-            return Err(error(
-                503,
-                "unavailable",
+        match sends.into_iter().find_map(Result::err) {
+            Some(e) => Err(ApiError::unavailable(
                 "the job is recorded but not all of it could be queued; retry with the same Idempotency-Key",
-                None,
-            ));
+                e,
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// The job `id` names, unless it is unknown or deleted (404) or the store fails (503).
-    async fn live_job(&self, id: &str) -> Result<JobMeta, Response<Body>> {
-        self.live(id, false).await
-    }
-
-    /// [`Self::live_job`]; `with_figures`: with its figures summed (one read of the head either
-    /// way).
-    async fn live(&self, id: &str, with_figures: bool) -> Result<JobMeta, Response<Body>> {
+    /// The job `id` names, unless it is unknown or deleted (404) or the store fails (503);
+    /// `with_figures`: with its figures summed (one read of the head either way).
+    async fn live(&self, id: &str, with_figures: bool) -> Result<JobMeta, ApiError> {
         if !is_valid_job_id(id) {
-            return Err(error(404, "not_found", "no such job", None));
+            return Err(ApiError::not_found("job"));
         }
         let read = if with_figures {
-            self.jobs.job_view(id).await
+            self.jobs.job_view(id).await?
         } else {
-            self.jobs.get_job(id).await
+            self.jobs.get_job(id).await?
         };
-        match read {
-            Ok(Some(m)) if !m.deleted => Ok(m),
-            Ok(_) => Err(error(404, "not_found", "no such job", None)),
-            Err(e) => Err(store_unavailable(e)),
-        }
+        read.filter(|m| !m.deleted)
+            .ok_or_else(|| ApiError::not_found("job"))
     }
 
-    async fn job(&self, id: &str) -> Response<Body> {
+    async fn job(&self, id: &str) -> Result<Response<Body>, ApiError> {
         // With its figures: summed over its chunks while it runs.
-        let meta = match self.live(id, true).await {
-            Ok(m) => m,
-            Err(resp) => return resp,
-        };
-        let chunks = match self.jobs.chunks(id).await {
-            Ok(c) => c,
-            Err(e) => return store_unavailable(e),
-        };
+        let meta = self.live(id, true).await?;
+        let chunks = self.jobs.chunks(id).await?;
         let credits: f64 = chunks.iter().filter_map(|c| c.credits).sum();
         let mut body = meta.summary_json();
         body["credits_used"] = json!(credits);
@@ -492,168 +430,127 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
                 })
             })
             .collect();
-        json_response(200, body.to_string())
+        Ok(json_response(200, body.to_string()))
     }
 
     /// `GET /jobs?limit=&cursor=`: job heads newest first (the `recent` index; no scan).
-    async fn list(&self, req: &Request) -> Response<Body> {
+    async fn list(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let params = req.query_string_parameters();
         let limit = match params.first("limit").map(|l| l.parse::<usize>()) {
             None => 20,
             Some(Ok(l)) if (1..=100).contains(&l) => l,
             Some(_) => {
-                return error(
-                    400,
-                    "invalid_request",
+                return Err(ApiError::invalid(
+                    "limit",
                     "must be a whole number from 1 to 100",
-                    Some("limit"),
-                );
+                ));
             }
         };
         let cursor = match params.first("cursor") {
             None => None,
-            Some(c) => match c.split_once('.').and_then(|(t, id)| {
-                Some(JobsCursor {
-                    created_at_ms: t.parse().ok()?,
-                    job_id: Some(id).filter(|id| is_valid_job_id(id))?.to_string(),
-                })
-            }) {
-                Some(c) => Some(c),
-                None => {
-                    return error(
-                        400,
-                        "invalid_request",
-                        "is not a cursor this API returned",
-                        Some("cursor"),
-                    );
-                }
-            },
-        };
-        match self.jobs.list_jobs(limit, cursor.as_ref()).await {
-            Ok((jobs, next)) => json_response(
-                200,
-                json!({
-                    "jobs": jobs.iter().map(JobMeta::summary_json).collect::<Vec<_>>(),
-                    "next_cursor": next.map(|c| format!("{}.{}", c.created_at_ms, c.job_id)),
-                })
-                .to_string(),
+            Some(c) => Some(
+                c.split_once('.')
+                    .and_then(|(t, id)| {
+                        Some(JobsCursor {
+                            created_at_ms: t.parse().ok()?,
+                            job_id: Some(id).filter(|id| is_valid_job_id(id))?.to_string(),
+                        })
+                    })
+                    .ok_or_else(|| {
+                        ApiError::invalid("cursor", "is not a cursor this API returned")
+                    })?,
             ),
-            Err(e) => store_unavailable(e),
-        }
+        };
+        let (jobs, next) = self.jobs.list_jobs(limit, cursor.as_ref()).await?;
+        let body = json!({
+            "jobs": jobs.iter().map(JobMeta::summary_json).collect::<Vec<_>>(),
+            "next_cursor": next.map(|c| format!("{}.{}", c.created_at_ms, c.job_id)),
+        });
+        Ok(json_response(200, body.to_string()))
     }
 
     /// `DELETE /jobs/{id}`: a user's erasure request. The job reads as gone at once (404, not
     /// listed, nothing more started, its deliveries dropped) and its contacts and results are
     /// deleted in the background (the worker, from the submit queue); 202.
-    async fn delete(&self, id: &str) -> Response<Body> {
-        if let Err(resp) = self.live_job(id).await {
-            return resp;
-        }
-        if let Err(e) = self.jobs.mark_deleted(id).await {
-            return store_unavailable(e);
-        }
-        if let Err(e) = self.submit_queue.send(SubmitChunk::delete(id)).await {
-            // Marked: it reads as gone; the items wait for a retry of this request (or TTL).
-            tracing::error!(error = %e, job_id = id, "erasure not queued");
-            return error(
-                503,
-                "unavailable",
-                "the erasure could not be queued; retry",
-                None,
-            );
-        }
-        json_response(202, json!({"job_id": id, "status": "deleting"}).to_string())
+    async fn delete(&self, id: &str) -> Result<Response<Body>, ApiError> {
+        self.live(id, false).await?;
+        self.jobs.mark_deleted(id).await?;
+        // Marked: it reads as gone; the items wait for a retry of this request (or TTL).
+        self.submit_queue
+            .send(SubmitChunk::delete(id))
+            .await
+            .map_err(|e| ApiError::unavailable("the erasure could not be queued; retry", e))?;
+        Ok(json_response(
+            202,
+            json!({"job_id": id, "status": "deleting"}).to_string(),
+        ))
     }
 
     /// `POST /jobs/{id}/cancel`: chunks not started yet are never started (their contacts end
     /// `failed` with reason `canceled`); started chunks finish and their results are kept. 409
     /// once the job has ended.
-    async fn cancel(&self, id: &str) -> Response<Body> {
-        let meta = match self.live(id, true).await {
-            Ok(m) => m,
-            Err(resp) => return resp,
-        };
+    async fn cancel(&self, id: &str) -> Result<Response<Body>, ApiError> {
+        let meta = self.live(id, true).await?;
         if meta.status.is_terminal() {
-            return error(
+            return Err(ApiError::new(
                 409,
                 "job_ended",
-                &format!(
+                format!(
                     "the job has ended ({}); there is nothing to cancel",
                     meta.status.as_str()
                 ),
-                None,
-            );
+            ));
         }
         let canceled = JobError::new(
             reasons::CANCELED,
             "canceled by the client: chunks not started were not started",
         );
-        if let Err(e) = self.jobs.set_job_error(id, &canceled).await {
-            return store_unavailable(e);
-        }
+        self.jobs.set_job_error(id, &canceled).await?;
         let mut body = meta.summary_json();
         body["error"] = json!(canceled);
-        json_response(202, body.to_string())
+        Ok(json_response(202, body.to_string()))
     }
 
-    async fn results(&self, id: &str, req: &Request) -> Response<Body> {
+    async fn results(&self, id: &str, req: &Request) -> Result<Response<Body>, ApiError> {
         let params = req.query_string_parameters();
         let limit = match params.first("limit").map(|l| l.parse::<usize>()) {
             None => 100,
             Some(Ok(l)) if (1..=1000).contains(&l) => l,
             Some(_) => {
-                return error(
-                    400,
-                    "invalid_request",
+                return Err(ApiError::invalid(
+                    "limit",
                     "must be a whole number from 1 to 1000",
-                    Some("limit"),
-                );
+                ));
             }
         };
         let from = match params.first("cursor").map(|c| c.parse::<u64>()) {
             None => 0,
             Some(Ok(c)) => c,
             Some(Err(_)) => {
-                return error(
-                    400,
-                    "invalid_request",
+                return Err(ApiError::invalid(
+                    "cursor",
                     "is not a cursor this API returned",
-                    Some("cursor"),
-                );
+                ));
             }
         };
         let include_raw = match params.first("include") {
             None | Some("") => false,
             Some("raw") => true,
             Some(_) => {
-                return error(
-                    400,
-                    "invalid_request",
+                return Err(ApiError::invalid(
+                    "include",
                     "the only value is \"raw\" (the provider's record with each result)",
-                    Some("include"),
-                );
+                ));
             }
         };
         let format = match params.first("format") {
             None | Some("json") => "json",
             Some("ndjson") => "ndjson",
             Some("csv") => "csv",
-            Some(_) => {
-                return error(
-                    400,
-                    "invalid_request",
-                    "must be json, ndjson or csv",
-                    Some("format"),
-                );
-            }
+            Some(_) => return Err(ApiError::invalid("format", "must be json, ndjson or csv")),
         };
-        if let Err(resp) = self.live_job(id).await {
-            return resp;
-        }
-        let results = match self.jobs.results(id, from, limit + 1).await {
-            Ok(r) => r,
-            Err(e) => return store_unavailable(e),
-        };
+        self.live(id, false).await?;
+        let results = self.jobs.results(id, from, limit + 1).await?;
         let (page, next) = results_page(results, limit, include_raw, MAX_RESULTS_PAGE_BYTES);
         // NDJSON and CSV: the page as lines, and where the next one starts in `X-Next-Cursor`.
         let (content_type, body) = match format {
@@ -670,29 +567,26 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
                     .filter_map(|r| serde_json::from_str(r).ok())
                     .collect();
                 let mut out = Vec::new();
-                if let Err(e) = relay_shared::results_csv::write_results(&mut out, &rows) {
-                    tracing::error!(error = %e, "results CSV not written");
-                    return error(
-                        500,
-                        "internal",
-                        "the results could not be written as CSV",
-                        None,
-                    );
-                }
+                relay_shared::results_csv::write_results(&mut out, &rows).map_err(|e| {
+                    ApiError {
+                        source: Some(e.into()),
+                        ..ApiError::new(500, "internal", "the results could not be written as CSV")
+                    }
+                })?;
                 (
                     "text/csv; charset=utf-8",
                     String::from_utf8_lossy(&out).into_owned(),
                 )
             }
             _ => {
-                return json_response(
+                return Ok(json_response(
                     200,
                     format!(
                         r#"{{"results":[{}],"next_cursor":{}}}"#,
                         page.join(","),
                         serde_json::to_string(&next).expect("serializable")
                     ),
-                );
+                ));
             }
         };
         let mut resp = Response::builder()
@@ -701,7 +595,7 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         if let Some(n) = &next {
             resp = resp.header("x-next-cursor", n.as_str());
         }
-        resp.body(Body::Text(body)).expect("valid response")
+        Ok(resp.body(Body::Text(body)).expect("valid response"))
     }
 }
 
