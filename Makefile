@@ -27,8 +27,9 @@ test: bootstrap functions
 
 bench: bootstrap functions
 	cargo bench -p webhook-ingest --bench ingest
-	cargo build --release -p webhook-ingest -p relay-local-stack --bin webhook-ingest --bin ingest-rss
+	cargo build --release -p webhook-ingest -p bulk-fetch -p relay-local-stack --bin webhook-ingest --bin bulk-fetch --bin ingest-rss --bin fetch-cpu
 	target/release/ingest-rss target/release/webhook-ingest 1000
+	target/release/fetch-cpu target/release/bulk-fetch 1000
 	cargo bench -p bulk-fetch --bench fetch
 	cargo bench -p bulk-fetch --bench sweep
 	cargo bench -p bulk-fetch --bench hot_job
