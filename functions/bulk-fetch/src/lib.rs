@@ -34,7 +34,8 @@ use relay_shared::store::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// What became of one record.
+/// What became of one record. A step that cannot go on returns one as its error (`Retry`,
+/// `Parked` or `Deferred`), and `?` carries store and provider failures there.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Disposition {
     /// Applied: `new` results stored, `existing` already there.
@@ -47,6 +48,8 @@ pub enum Disposition {
     Retry(String),
     /// The provider is not ready or rate-limits: the delivery was put back on the queue as a new
     /// message delayed this long (so waiting never uses up its receive count), and this one done.
+    /// As the error of a step (`Err(Deferred(at_least, ..))`): to be put back, waiting at least
+    /// that long ([`Worker::fail`] does it).
     Deferred(Duration, String),
     /// A poll that applied nothing: the chunk was final already, or its results are not ready
     /// (its next poll is scheduled), or the provider failed (the sweeper polls again when due).
@@ -60,32 +63,26 @@ pub enum Disposition {
     Callback(Attempted),
 }
 
-/// A failure while applying an event.
-#[derive(Debug)]
-enum Failure {
-    Retry(String),
-    Park(String),
-    /// Wait at least this long (the provider's hint), then try again.
-    Defer(Duration, String),
-}
-
-impl From<StoreError> for Failure {
+/// A store failure: retried after the visibility timeout.
+impl From<StoreError> for Disposition {
     fn from(e: StoreError) -> Self {
-        Failure::Retry(e.to_string())
+        Disposition::Retry(e.to_string())
     }
 }
 
-impl From<FetchError> for Failure {
+impl From<FetchError> for Disposition {
     fn from(e: FetchError) -> Self {
         match e {
             // FullEnrich: "Enrichment not ready, try again in 30 seconds".
-            FetchError::NotReady => Failure::Defer(Duration::ZERO, "results not ready".into()),
-            FetchError::RateLimited(after) => Failure::Defer(
+            FetchError::NotReady => {
+                Disposition::Deferred(Duration::ZERO, "results not ready".into())
+            }
+            FetchError::RateLimited(after) => Disposition::Deferred(
                 after.unwrap_or(RATE_LIMIT_WAIT),
                 "provider rate limit".into(),
             ),
-            FetchError::Retryable(m) => Failure::Retry(m),
-            FetchError::Permanent(m) => Failure::Park(m),
+            FetchError::Retryable(m) => Disposition::Retry(m),
+            FetchError::Permanent(m) => Disposition::Parked(m),
         }
     }
 }
@@ -335,7 +332,7 @@ where
         key: &str,
         action: Action,
         count_duplicate: bool,
-    ) -> Result<Disposition, Failure> {
+    ) -> Result<Disposition, Disposition> {
         let job_id = meta.job_id.as_str();
         if action.is_single_result() {
             let stored = self.apply(meta, action).await?;
@@ -367,18 +364,18 @@ where
                 // The copy that applied it may have failed to settle the job: settle here too.
                 return match self.settle(meta).await {
                     Ok(_) => Ok(Disposition::Duplicate),
-                    Err(e) => Err(Failure::Retry(format!("job not settled: {e}"))),
+                    Err(e) => Err(Disposition::Retry(format!("job not settled: {e}"))),
                 };
             }
             // It waits as a new, delayed message, not on its receive count: a holder that died
             // keeps the claim for a whole lease, longer than several visibility timeouts.
             Ok(Claim::InProgress) => {
-                return Err(Failure::Defer(
+                return Err(Disposition::Deferred(
                     Duration::ZERO,
                     "being applied by another delivery".into(),
                 ));
             }
-            Err(e) => return Err(Failure::Retry(e.to_string())),
+            Err(e) => return Err(Disposition::Retry(e.to_string())),
         }
         match self.apply(meta, action).await {
             Ok(stored) => {
@@ -405,11 +402,11 @@ where
     /// Settles the job when this write completed a group of final chunks: a job whose chunks
     /// are all final ends now. A settle that fails sends the record back; its retry finds its
     /// writes done, which settles.
-    async fn settle_after(&self, meta: &JobMeta, stored: &Stored) -> Result<(), Failure> {
+    async fn settle_after(&self, meta: &JobMeta, stored: &Stored) -> Result<(), Disposition> {
         if stored.may_settle(meta.chunk_seq)
             && let Err(e) = self.settle(meta).await
         {
-            return Err(Failure::Retry(format!("job not settled: {e}")));
+            return Err(Disposition::Retry(format!("job not settled: {e}")));
         }
         Ok(())
     }
@@ -454,7 +451,10 @@ where
                             signed: true,
                         },
                     )),
-                    _ => Err(Failure::Defer(Duration::ZERO, "results not ready".into())),
+                    _ => Err(Disposition::Deferred(
+                        Duration::ZERO,
+                        "results not ready".into(),
+                    )),
                 },
                 Err(f) => Err(f),
             },
@@ -498,9 +498,12 @@ where
                 return Disposition::Polled("applied already (by its webhook)".into());
             }
             Ok(d) => return d,
-            Err(Failure::Park(reason)) => return Disposition::Parked(format!("poll: {reason}")),
-            Err(Failure::Defer(_, reason)) => (true, reason),
-            Err(Failure::Retry(reason)) => (false, reason),
+            Err(Disposition::Parked(reason)) => {
+                return Disposition::Parked(format!("poll: {reason}"));
+            }
+            Err(Disposition::Deferred(_, reason)) => (true, reason),
+            Err(Disposition::Retry(reason)) => (false, reason),
+            Err(other) => (false, format!("{other:?}")),
         };
         // Nothing came back. Past the job's deadline, the chunk's open contacts time out.
         match self.past_deadline(&meta, &chunk).await {
@@ -635,14 +638,12 @@ where
 
     /// What a failure comes to: a deferral is a new, delayed copy of the delivery on the queue
     /// (the receive count of the copy starts at zero); if that cannot be sent, an ordinary retry.
-    async fn fail(&self, env: &Envelope, failure: Failure) -> Disposition {
+    async fn fail(&self, env: &Envelope, failure: Disposition) -> Disposition {
         match failure {
-            Failure::Retry(r) => Disposition::Retry(r),
-            Failure::Park(r) => Disposition::Parked(r),
-            Failure::Defer(_, r) if env.requeues >= MAX_REQUEUES => {
+            Disposition::Deferred(_, r) if env.requeues >= MAX_REQUEUES => {
                 Disposition::Retry(format!("{r}; requeued {MAX_REQUEUES} times already"))
             }
-            Failure::Defer(wait, r) => {
+            Disposition::Deferred(wait, r) => {
                 let backoff = self.not_ready_wait * 2u32.saturating_pow(env.requeues.min(5));
                 let delay = wait.max(backoff).min(relay_shared::queue::MAX_DELAY);
                 let mut again = env.clone();
@@ -652,19 +653,20 @@ where
                     Err(e) => Disposition::Retry(format!("{r}; requeue failed: {e}")),
                 }
             }
+            other => other,
         }
     }
 
     /// Takes the next slot of the account's FullEnrich schedule (shared with the starts), waiting
     /// for it here when it is near, in the queue when it is not.
-    async fn fullenrich_slot(&self) -> Result<(), Failure> {
+    async fn fullenrich_slot(&self) -> Result<(), Disposition> {
         let slot = self
             .jobs
             .reserve_slot("fullenrich", self.fullenrich_interval.as_millis() as u64)
             .await?;
         let wait = Duration::from_millis(slot.saturating_sub(relay_shared::now_ms()));
         if wait > MAX_SLOT_WAIT {
-            return Err(Failure::Defer(
+            return Err(Disposition::Deferred(
                 wait,
                 "waiting for a FullEnrich request slot".into(),
             ));
@@ -674,21 +676,25 @@ where
     }
 
     /// A FullEnrich result GET, paced with every other FullEnrich request of the account.
-    async fn fullenrich_job(&self, op: Operation, id: &str) -> Result<fullenrich::Job, Failure> {
+    async fn fullenrich_job(
+        &self,
+        op: Operation,
+        id: &str,
+    ) -> Result<fullenrich::Job, Disposition> {
         self.fullenrich_slot().await?;
         Ok(self.providers.fullenrich_job(op, id).await?)
     }
 
-    async fn body_bytes(&self, env: &Envelope) -> Result<Vec<u8>, Failure> {
+    async fn body_bytes(&self, env: &Envelope) -> Result<Vec<u8>, Disposition> {
         match &env.body {
             Body::Stored { key, sha256, .. } => {
                 let bytes = self
                     .bodies
                     .get(key)
                     .await
-                    .map_err(|e| Failure::Retry(e.to_string()))?;
+                    .map_err(|e| Disposition::Retry(e.to_string()))?;
                 if hex::encode(Sha256::digest(&bytes)) != *sha256 {
-                    return Err(Failure::Park(
+                    return Err(Disposition::Parked(
                         "claim-checked body does not match its SHA-256".into(),
                     ));
                 }
@@ -697,7 +703,7 @@ where
             inline => inline
                 .inline_bytes()
                 .expect("inline body")
-                .map_err(|_| Failure::Park("undecodable body".into())),
+                .map_err(|_| Disposition::Parked("undecodable body".into())),
         }
     }
 
@@ -712,7 +718,7 @@ where
         provider_id: &str,
         rids: &[u64],
         single: Option<bool>,
-    ) -> Result<ChunkRef, Failure> {
+    ) -> Result<ChunkRef, Disposition> {
         if let Some(c) = self.jobs.find_chunk(&meta.job_id, provider_id).await? {
             return Ok(c);
         }
@@ -727,7 +733,7 @@ where
         provider_id: &str,
         rids: &[u64],
         single: Option<bool>,
-    ) -> Result<ChunkRef, Failure> {
+    ) -> Result<ChunkRef, Disposition> {
         let job_id = meta.job_id.as_str();
         let chunks = self.jobs.chunks(job_id).await?;
         let awaiting: Vec<&Chunk> = chunks
@@ -743,7 +749,7 @@ where
                 [one] => Some(**one),
                 [] => None,
                 _ => {
-                    return Err(Failure::Retry(
+                    return Err(Disposition::Retry(
                         "provider id not linked yet, and several chunks await it".into(),
                     ));
                 }
@@ -755,7 +761,7 @@ where
                 .copied()
         };
         let Some(chunk) = candidate else {
-            return Err(Failure::Park(
+            return Err(Disposition::Parked(
                 "provider id belongs to no chunk of this job".into(),
             ));
         };
@@ -771,7 +777,7 @@ where
         // Linked meanwhile by the worker that started it, or by a concurrent delivery.
         match self.jobs.find_chunk(job_id, provider_id).await? {
             Some(c) => Ok(c),
-            None => Err(Failure::Park(
+            None => Err(Disposition::Parked(
                 "provider id belongs to no chunk of this job".into(),
             )),
         }
@@ -779,7 +785,7 @@ where
 
     /// The chunk that holds contact `index` now: its planned chunk, or, in a job where chunks
     /// were split, the half that holds it (read only then).
-    async fn chunk_index_of(&self, meta: &JobMeta, index: u64) -> Result<u32, Failure> {
+    async fn chunk_index_of(&self, meta: &JobMeta, index: u64) -> Result<u32, Disposition> {
         let planned = (index / meta.chunk_size.max(1)) as u32;
         if meta.chunk_seq <= meta.chunks {
             return Ok(planned);
@@ -808,7 +814,7 @@ where
         Ok(at)
     }
 
-    async fn apply(&self, meta: &JobMeta, action: Action) -> Result<Stored, Failure> {
+    async fn apply(&self, meta: &JobMeta, action: Action) -> Result<Stored, Disposition> {
         let job_id = meta.job_id.as_str();
         let op = meta.operation;
         match action {
@@ -838,7 +844,7 @@ where
                 };
                 let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
                 if !status.is_terminal() {
-                    return Err(Failure::Defer(
+                    return Err(Disposition::Deferred(
                         Duration::ZERO,
                         format!("enrichment {status}"),
                     ));
@@ -936,7 +942,7 @@ where
                 }
                 let mut results = map_fullenrich(op, &contacts, &finished);
                 if results.is_empty() {
-                    return Err(Failure::Park(
+                    return Err(Disposition::Parked(
                         "contact_finished record maps to no contact".into(),
                     ));
                 }
@@ -956,7 +962,9 @@ where
                 let writes = futures::stream::iter(results.into_iter().map(|mut r| async move {
                     r.provisional = true;
                     let chunk_index = self.chunk_index_of(meta, r.index).await?;
-                    Ok::<_, Failure>(self.jobs.store_result(job_id, chunk_index, r, None).await?)
+                    Ok::<_, Disposition>(
+                        self.jobs.store_result(job_id, chunk_index, r, None).await?,
+                    )
                 }))
                 .buffer_unordered(8)
                 .collect::<Vec<_>>()
@@ -997,7 +1005,7 @@ where
                     .contacts(job_id, chunk.offset, 1)
                     .await?
                     .pop()
-                    .ok_or_else(|| Failure::Park("chunk has no contact".into()))?;
+                    .ok_or_else(|| Disposition::Parked("chunk has no contact".into()))?;
                 let fields = EnrowFields {
                     qualification: result.qualification.as_ref(),
                     email: result.email.as_deref(),
