@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use serde_json::Value;
 
 use super::*;
 
@@ -67,10 +66,6 @@ pub(super) fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
     item.get(k)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
-}
-
-pub(super) fn get_json(item: &Item, k: &str) -> Option<Value> {
-    get_s(item, k).and_then(|s| serde_json::from_str(s).ok())
 }
 
 pub(super) fn data_error(what: &str) -> StoreError {

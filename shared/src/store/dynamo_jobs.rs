@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{ReturnValue, Update, WriteRequest};
-use serde_json::Value;
 
 use crate::jobs::{
     CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus,
@@ -695,18 +694,7 @@ impl JobWriter for DynamoJobStore {
         let pk = job_pk(&meta.job_id);
         let mut requests: Vec<WriteRequest> = Vec::new();
         for c in contacts {
-            let mut item = Item::from([
-                ("pk".into(), s(&pk)),
-                ("sk".into(), s(contact_sk(c.index))),
-                (
-                    "fields".into(),
-                    s(Value::Object(c.fields.clone()).to_string()),
-                ),
-            ]);
-            if let Some(custom) = &c.custom {
-                item.insert("custom".into(), s(custom.to_string()));
-            }
-            requests.push(put_request(self.expiring(item)));
+            requests.push(put_request(self.expiring(contact_item(&pk, c))));
         }
         for c in chunks {
             requests.push(put_request(self.expiring(chunk_item(&pk, c))));

@@ -1,133 +1,226 @@
-//! Items ⇄ types: job heads, chunks, contacts, results.
+//! Items ⇄ types: job heads, chunks, contacts, results, through `serde_dynamo`.
+//!
+//! Each item has a private struct whose field names are the item's attribute names; JSON values
+//! (options, custom fields, the provider's record) are stored as their text, and read back
+//! leniently: an attribute that is missing or does not parse reads as its default, as before.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
+use crate::Provider;
 use crate::jobs::{
-    Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation, Outcome,
+    Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus, Operation, Outcome,
 };
-use crate::{Provider, now_ms};
+use crate::now_ms;
 
 use super::*;
 
+/// A JSON value stored as its text (an `S` attribute); unreadable text reads as the default.
+mod json_text {
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&serde_json::to_string(v).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: DeserializeOwned + Default,
+        D: Deserializer<'de>,
+    {
+        let text = Option::<String>::deserialize(d)?;
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+}
+
+fn to_item<T: Serialize>(v: &T) -> Item {
+    serde_dynamo::to_item(v).expect("an item struct serializes")
+}
+
+fn from_item<'a, T: Deserialize<'a>>(item: &Item, what: &str) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item.clone())
+        .map_err(|e| StoreError::Data(format!("unreadable {what}: {e}")))
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Serialize, Deserialize)]
+struct MetaItem {
+    #[serde(default)]
+    pk: String,
+    #[serde(default)]
+    sk: String,
+    job_id: String,
+    provider: Provider,
+    operation: Operation,
+    status: JobStatus,
+    #[serde(default)]
+    contacts: u64,
+    #[serde(default = "one")]
+    chunk_size: u64,
+    #[serde(default)]
+    chunks: u64,
+    /// Older heads have none: the next index is then `chunks`.
+    #[serde(default)]
+    chunk_seq: Option<u64>,
+    #[serde(default)]
+    done: u64,
+    #[serde(default)]
+    found: u64,
+    #[serde(default)]
+    not_found: u64,
+    #[serde(default)]
+    failed: u64,
+    #[serde(default)]
+    duplicates: u64,
+    #[serde(default)]
+    created_at: u64,
+    #[serde(default)]
+    updated_at: u64,
+    #[serde(default, with = "json_text")]
+    options: Value,
+    /// The `recent` index (GET /jobs): job heads only.
+    #[serde(default)]
+    list_pk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "json_text")]
+    error: Option<JobError>,
+}
+
 pub(super) fn meta_item(m: &JobMeta) -> Item {
-    let mut item = Item::from([
-        ("pk".into(), s(job_pk(&m.job_id))),
-        ("sk".into(), s("META")),
-        ("job_id".into(), s(&m.job_id)),
-        ("provider".into(), s(m.provider.as_str())),
-        ("operation".into(), s(m.operation.as_str())),
-        ("status".into(), s(m.status.as_str())),
-        ("contacts".into(), n(m.contacts)),
-        ("chunk_size".into(), n(m.chunk_size)),
-        ("chunks".into(), n(m.chunks)),
-        ("chunk_seq".into(), n(m.chunk_seq)),
-        ("done".into(), n(m.done)),
-        ("found".into(), n(m.found)),
-        ("not_found".into(), n(m.not_found)),
-        ("failed".into(), n(m.failed)),
-        ("duplicates".into(), n(m.duplicates)),
-        ("created_at".into(), n(m.created_at_ms)),
-        ("updated_at".into(), n(m.updated_at_ms)),
-        ("options".into(), s(m.options.to_string())),
-        // The `recent` index (GET /jobs): job heads only.
-        ("list_pk".into(), s(LIST_PK)),
-    ]);
-    if let Some(name) = &m.name {
-        item.insert("name".into(), s(name));
-    }
-    if let Some(url) = &m.callback_url {
-        item.insert("callback_url".into(), s(url));
-    }
-    if let Some(e) = &m.error {
-        item.insert(
-            "error".into(),
-            s(serde_json::to_string(e).unwrap_or_default()),
-        );
-    }
-    item
+    to_item(&MetaItem {
+        pk: job_pk(&m.job_id),
+        sk: "META".into(),
+        job_id: m.job_id.clone(),
+        provider: m.provider,
+        operation: m.operation,
+        status: m.status,
+        contacts: m.contacts,
+        chunk_size: m.chunk_size,
+        chunks: m.chunks,
+        chunk_seq: Some(m.chunk_seq),
+        done: m.done,
+        found: m.found,
+        not_found: m.not_found,
+        failed: m.failed,
+        duplicates: m.duplicates,
+        created_at: m.created_at_ms,
+        updated_at: m.updated_at_ms,
+        options: m.options.clone(),
+        list_pk: LIST_PK.into(),
+        name: m.name.clone(),
+        callback_url: m.callback_url.clone(),
+        error: m.error.clone(),
+    })
 }
 
 pub(super) fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
+    let m: MetaItem = from_item(item, "job head")?;
     Ok(JobMeta {
-        job_id: get_s(item, "job_id")
-            .ok_or_else(|| data_error("job id"))?
-            .to_string(),
-        provider: get_s(item, "provider")
-            .and_then(|v| v.parse::<Provider>().ok())
-            .ok_or_else(|| data_error("provider"))?,
-        operation: get_s(item, "operation")
-            .and_then(|v| v.parse::<Operation>().ok())
-            .ok_or_else(|| data_error("operation"))?,
-        name: get_s(item, "name").map(str::to_string),
-        status: get_s(item, "status")
-            .and_then(|v| v.parse::<JobStatus>().ok())
-            .ok_or_else(|| data_error("status"))?,
-        contacts: get_n(item, "contacts").unwrap_or(0),
-        chunk_size: get_n(item, "chunk_size").unwrap_or(1),
-        chunks: get_n(item, "chunks").unwrap_or(0),
-        chunk_seq: get_n(item, "chunk_seq")
-            .or_else(|| get_n(item, "chunks"))
-            .unwrap_or(0),
-        done: get_n(item, "done").unwrap_or(0),
-        found: get_n(item, "found").unwrap_or(0),
-        not_found: get_n(item, "not_found").unwrap_or(0),
-        failed: get_n(item, "failed").unwrap_or(0),
-        duplicates: get_n(item, "duplicates").unwrap_or(0),
-        created_at_ms: get_n(item, "created_at").unwrap_or(0),
-        updated_at_ms: get_n(item, "updated_at").unwrap_or(0),
-        error: get_json(item, "error").and_then(|v| serde_json::from_value(v).ok()),
-        options: get_json(item, "options").unwrap_or(Value::Null),
+        job_id: m.job_id,
+        provider: m.provider,
+        operation: m.operation,
+        name: m.name,
+        status: m.status,
+        contacts: m.contacts,
+        chunk_size: m.chunk_size,
+        chunks: m.chunks,
+        chunk_seq: m.chunk_seq.unwrap_or(m.chunks),
+        done: m.done,
+        found: m.found,
+        not_found: m.not_found,
+        failed: m.failed,
+        duplicates: m.duplicates,
+        created_at_ms: m.created_at,
+        updated_at_ms: m.updated_at,
+        error: m.error,
+        options: m.options,
         deleted: item.contains_key("deleted_at"),
-        callback_url: get_s(item, "callback_url").map(str::to_string),
+        callback_url: m.callback_url,
         callback: callbacks::parse_state(item),
     })
 }
 
+fn pending() -> ChunkStatus {
+    ChunkStatus::Pending
+}
+
+fn no_parts(parts: &[u32]) -> bool {
+    parts.is_empty()
+}
+
+/// A chunk as written when it is planned; its progress (`c_*`, the lease, `poll_at`, `error`,
+/// …) is written by updates and read here where the chunk's readers need it.
+#[derive(Serialize, Deserialize)]
+struct ChunkItem {
+    #[serde(default)]
+    pk: String,
+    #[serde(default)]
+    sk: String,
+    chunk: u32,
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    count: u64,
+    #[serde(default = "pending")]
+    status: ChunkStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credits: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unconfirmed_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "no_parts", with = "json_text")]
+    parts: Vec<u32>,
+    #[serde(default, skip_serializing, with = "json_text")]
+    error: Option<JobError>,
+    #[serde(default, skip_serializing)]
+    poll_every: Option<u64>,
+    #[serde(default, skip_serializing)]
+    started_at: Option<u64>,
+}
+
 pub(super) fn chunk_item(pk: &str, c: &Chunk) -> Item {
-    let mut item = Item::from([
-        ("pk".into(), s(pk)),
-        ("sk".into(), s(chunk_sk(c.index))),
-        ("chunk".into(), n(c.index)),
-        ("offset".into(), n(c.offset)),
-        ("count".into(), n(c.count)),
-        ("status".into(), s(c.status.as_str())),
-    ]);
-    if let Some(pid) = &c.provider_id {
-        item.insert("provider_id".into(), s(pid));
-    }
-    if let Some(cr) = c.credits {
-        item.insert("credits".into(), n(cr));
-    }
-    if let Some(at) = c.unconfirmed_at_ms {
-        item.insert("unconfirmed_at".into(), n(at));
-    }
-    if !c.parts.is_empty() {
-        item.insert(
-            "parts".into(),
-            s(serde_json::to_string(&c.parts).unwrap_or_default()),
-        );
-    }
-    item
+    to_item(&ChunkItem {
+        pk: pk.into(),
+        sk: chunk_sk(c.index),
+        chunk: c.index,
+        offset: c.offset,
+        count: c.count,
+        status: c.status,
+        provider_id: c.provider_id.clone(),
+        credits: c.credits,
+        unconfirmed_at: c.unconfirmed_at_ms,
+        parts: c.parts.clone(),
+        error: None,
+        poll_every: None,
+        started_at: None,
+    })
 }
 
 pub(super) fn parse_chunk(item: &Item) -> Result<Chunk, StoreError> {
+    let c: ChunkItem = from_item(item, "chunk")?;
     Ok(Chunk {
-        index: get_n(item, "chunk").ok_or_else(|| data_error("chunk"))?,
-        offset: get_n(item, "offset").unwrap_or(0),
-        count: get_n(item, "count").unwrap_or(0),
-        provider_id: get_s(item, "provider_id").map(str::to_string),
-        status: get_s(item, "status")
-            .and_then(|v| v.parse::<ChunkStatus>().ok())
-            .unwrap_or(ChunkStatus::Pending),
-        credits: get_n(item, "credits"),
-        error: get_json(item, "error").and_then(|v| serde_json::from_value(v).ok()),
-        unconfirmed_at_ms: get_n(item, "unconfirmed_at"),
-        parts: get_json(item, "parts")
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default(),
-        poll_every_ms: get_n(item, "poll_every"),
-        started_at_ms: get_n(item, "started_at"),
+        index: c.chunk,
+        offset: c.offset,
+        count: c.count,
+        provider_id: c.provider_id,
+        status: c.status,
+        credits: c.credits,
+        error: c.error,
+        unconfirmed_at_ms: c.unconfirmed_at,
+        parts: c.parts,
+        poll_every_ms: c.poll_every,
+        started_at_ms: c.started_at,
     })
 }
 
@@ -149,42 +242,77 @@ pub fn item_size(item: &Item) -> usize {
         .sum()
 }
 
-pub(super) fn parse_contact(item: &Item) -> Result<Contact, StoreError> {
-    Ok(Contact {
-        index: index_of(get_s(item, "sk"), "CONTACT#").ok_or_else(|| data_error("contact"))?,
-        fields: match get_json(item, "fields") {
-            Some(Value::Object(m)) => m,
-            _ => Default::default(),
-        },
-        custom: get_json(item, "custom"),
+#[derive(Serialize, Deserialize)]
+struct ContactItem {
+    #[serde(default)]
+    pk: String,
+    sk: String,
+    #[serde(default, with = "json_text")]
+    fields: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "json_text")]
+    custom: Option<Value>,
+}
+
+pub(super) fn contact_item(pk: &str, c: &Contact) -> Item {
+    to_item(&ContactItem {
+        pk: pk.into(),
+        sk: contact_sk(c.index),
+        fields: c.fields.clone(),
+        custom: c.custom.clone(),
     })
 }
 
+pub(super) fn parse_contact(item: &Item) -> Result<Contact, StoreError> {
+    let c: ContactItem = from_item(item, "contact")?;
+    Ok(Contact {
+        index: index_of(Some(&c.sk), "CONTACT#").ok_or_else(|| data_error("contact"))?,
+        fields: c.fields,
+        custom: c.custom,
+    })
+}
+
+fn not(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Serialize, Deserialize)]
+struct ResultItem {
+    #[serde(default)]
+    pk: String,
+    sk: String,
+    outcome: Outcome,
+    #[serde(default, with = "json_text")]
+    raw: Value,
+    #[serde(default)]
+    stored_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "json_text")]
+    custom: Option<Value>,
+    #[serde(default, skip_serializing_if = "not")]
+    provisional: bool,
+}
+
 pub(super) fn result_item(pk: &str, r: &ContactResult) -> Item {
-    let mut item = Item::from([
-        ("pk".into(), s(pk)),
-        ("sk".into(), s(result_sk(r.index))),
-        ("outcome".into(), s(r.outcome.as_str())),
-        ("raw".into(), s(r.raw.to_string())),
-        ("stored_at".into(), n(now_ms())),
-    ]);
-    for (k, v) in [
-        ("email", &r.email),
-        ("email_status", &r.email_status),
-        ("phone", &r.phone),
-        ("reason", &r.reason),
-    ] {
-        if let Some(v) = v {
-            item.insert(k.into(), s(v));
-        }
-    }
-    if let Some(c) = &r.custom {
-        item.insert("custom".into(), s(c.to_string()));
-    }
-    if r.provisional {
-        item.insert("provisional".into(), AttributeValue::Bool(true));
-    }
-    item
+    to_item(&ResultItem {
+        pk: pk.into(),
+        sk: result_sk(r.index),
+        outcome: r.outcome,
+        raw: r.raw.clone(),
+        stored_at: now_ms(),
+        email: r.email.clone(),
+        email_status: r.email_status.clone(),
+        phone: r.phone.clone(),
+        reason: r.reason.clone(),
+        custom: r.custom.clone(),
+        provisional: r.provisional,
+    })
 }
 
 /// Whether an item's `expires_at` (TTL, seconds) has passed.
@@ -198,22 +326,105 @@ pub(super) fn stored_at(item: &Item) -> u64 {
 }
 
 pub(super) fn parse_result(item: &Item) -> Result<ContactResult, StoreError> {
-    let opt = |k| get_s(item, k).map(str::to_string);
+    let r: ResultItem = from_item(item, "result")?;
     Ok(ContactResult {
-        index: index_of(get_s(item, "sk"), "RESULT#").ok_or_else(|| data_error("result"))?,
-        custom: get_json(item, "custom"),
-        outcome: get_s(item, "outcome")
-            .and_then(|v| v.parse::<Outcome>().ok())
-            .ok_or_else(|| data_error("outcome"))?,
-        email: opt("email"),
-        email_status: opt("email_status"),
-        phone: opt("phone"),
-        reason: opt("reason"),
-        provisional: item
-            .get("provisional")
-            .and_then(|v| v.as_bool().ok())
-            .copied()
-            .unwrap_or(false),
-        raw: get_json(item, "raw").unwrap_or(Value::Null),
+        index: index_of(Some(&r.sk), "RESULT#").ok_or_else(|| data_error("result"))?,
+        custom: r.custom,
+        outcome: r.outcome,
+        email: r.email,
+        email_status: r.email_status,
+        phone: r.phone,
+        reason: r.reason,
+        provisional: r.provisional,
+        raw: r.raw,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn heads_chunks_contacts_and_results_read_back_as_written() {
+        let mut meta = JobMeta::new(
+            "job_1".into(),
+            Operation::Enrich,
+            Some("n".into()),
+            JobStatus::Running,
+            250,
+            100,
+            json!({"enrich_fields": ["contact.work_emails"]}),
+        );
+        meta.callback_url = Some("https://example.org/hook".into());
+        meta.error = Some(JobError::new("canceled", "by the client"));
+        let item = meta_item(&meta);
+        assert_eq!(item["status"], AttributeValue::S("running".into()));
+        assert_eq!(item["contacts"], AttributeValue::N("250".into()));
+        assert!(matches!(&item["options"], AttributeValue::S(t) if t.contains("enrich_fields")));
+        assert_eq!(parse_meta(&item).unwrap(), meta);
+
+        let mut chunk = Chunk::plan(250, 100).remove(2);
+        chunk.parts = vec![3, 4];
+        chunk.credits = Some(1.5);
+        let item = chunk_item("JOB#job_1", &chunk);
+        assert!(!item.contains_key("error") && !item.contains_key("poll_every"));
+        assert_eq!(parse_chunk(&item).unwrap(), chunk);
+
+        let contact = Contact {
+            index: 7,
+            fields: json!({"first_name": "A"}).as_object().cloned().unwrap(),
+            custom: Some(json!({"user_id": "u7"})),
+        };
+        assert_eq!(
+            parse_contact(&contact_item("JOB#job_1", &contact)).unwrap(),
+            contact
+        );
+
+        let result = ContactResult {
+            index: 7,
+            custom: None,
+            outcome: Outcome::Found,
+            email: Some("a@example.com".into()),
+            email_status: Some("DELIVERABLE".into()),
+            phone: None,
+            reason: None,
+            provisional: true,
+            raw: json!({"contact_info": {}}),
+        };
+        let item = result_item("JOB#job_1", &result);
+        assert!(!item.contains_key("phone") && !item.contains_key("custom"));
+        assert_eq!(item["provisional"], AttributeValue::Bool(true));
+        assert_eq!(parse_result(&item).unwrap(), result);
+        let final_row = ContactResult {
+            provisional: false,
+            ..result
+        };
+        assert!(!result_item("JOB#job_1", &final_row).contains_key("provisional"));
+    }
+
+    #[test]
+    fn an_older_or_damaged_head_reads_leniently() {
+        let item = Item::from([
+            ("job_id".into(), s("job_2")),
+            ("provider".into(), s("enrow")),
+            ("operation".into(), s("email_find")),
+            ("status".into(), s("completed")),
+            ("chunks".into(), n(3)),
+            ("error".into(), s("{not json")),
+            ("deleted_at".into(), n(1)),
+        ]);
+        let meta = parse_meta(&item).unwrap();
+        assert_eq!(
+            (meta.chunk_seq, meta.chunk_size),
+            (3, 1),
+            "defaults as before"
+        );
+        assert!(meta.error.is_none() && meta.deleted && meta.options.is_null());
+        let bad = Item::from([
+            ("job_id".into(), s("job_3")),
+            ("provider".into(), s("acme")),
+        ]);
+        assert!(matches!(parse_meta(&bad), Err(StoreError::Data(_))));
+    }
 }
