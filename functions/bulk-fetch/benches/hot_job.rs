@@ -16,9 +16,9 @@ use common::*;
 use futures::StreamExt;
 use relay_local_stack::Moto;
 use relay_local_stack::provider_stub::ProviderStub;
-use relay_local_stack::seed::{envelope, seed_job};
+use relay_local_stack::seed::{envelope, seed_numbered_fullenrich_job};
 use relay_shared::Provider;
-use relay_shared::jobs::{JobStatus, Operation};
+use relay_shared::jobs::JobStatus;
 use relay_shared::providers::Hook;
 use relay_shared::store::JobStore;
 use serde_json::{Value, json};
@@ -102,18 +102,8 @@ async fn main() {
     let counter = Counter::default();
     let stub = ProviderStub::start().await;
     let (worker, jobs) = fresh_worker(&sdk, &stub, &counter).await;
-    let pids: Vec<String> = (0..n.div_ceil(CHUNK)).map(|k| format!("fe-{k}")).collect();
-    let pid_refs: Vec<&str> = pids.iter().map(String::as_str).collect();
-    let contacts = (0..n)
-        .map(|i| {
-            (
-                json!({"first_name": format!("F{i}"), "last_name": "L", "domain": "example.com"}),
-                json!({"user_id": format!("u{i}")}),
-            )
-        })
-        .collect();
     let seeded = Instant::now();
-    let job = seed_job(&jobs, Operation::Enrich, contacts, CHUNK, &pid_refs).await;
+    let (job, pids) = seed_numbered_fullenrich_job(&jobs, n, CHUNK).await;
     println!(
         "hot job: {n} contacts in {} chunks seeded in {:.1} s",
         pids.len(),

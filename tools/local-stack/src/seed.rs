@@ -50,6 +50,29 @@ pub async fn seed_job(
     job_id
 }
 
+/// A FullEnrich `enrich` job of `n` numbered contacts (`F{i}`, custom `user_id: u{i}`) in chunks
+/// of `chunk_size`, chunk `k` linked to provider id `fe-{k}`. Returns the job id and those ids.
+pub async fn seed_numbered_fullenrich_job(
+    jobs: &DynamoJobStore,
+    n: u64,
+    chunk_size: u64,
+) -> (String, Vec<String>) {
+    let pids: Vec<String> = (0..n.div_ceil(chunk_size))
+        .map(|k| format!("fe-{k}"))
+        .collect();
+    let pid_refs: Vec<&str> = pids.iter().map(String::as_str).collect();
+    let contacts = (0..n)
+        .map(|i| {
+            (
+                serde_json::json!({"first_name": format!("F{i}"), "last_name": "L", "domain": "example.com"}),
+                serde_json::json!({"user_id": format!("u{i}")}),
+            )
+        })
+        .collect();
+    let job = seed_job(jobs, Operation::Enrich, contacts, chunk_size, &pid_refs).await;
+    (job, pids)
+}
+
 /// The SQS message body ingest would send for this delivery (FullEnrich bodies as if they carried
 /// a valid `X-Signature-SHA1`).
 pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {

@@ -18,10 +18,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use relay_local_stack::procstat::{cpu_seconds, status_kb};
 use relay_local_stack::provider_stub::ProviderStub;
 use relay_local_stack::runtime_api::{RuntimeApi, lambda_env};
-use relay_local_stack::seed::{envelope, seed_job, sqs_message};
+use relay_local_stack::seed::{envelope, seed_numbered_fullenrich_job, sqs_message};
 use relay_local_stack::{Moto, Template, repo_root};
 use relay_shared::Provider;
-use relay_shared::jobs::Operation;
 use relay_shared::providers::Hook;
 use relay_shared::store::{DynamoJobStore, JobStore};
 use serde_json::{Value, json};
@@ -31,7 +30,8 @@ const CHUNK: u64 = 100;
 fn record(i: u64) -> Value {
     let input =
         json!({"first_name": format!("F{i}"), "last_name": "L", "company_domain": "example.com"});
-    let custom = json!({"user_id": format!("u{i}")});
+    // `rid`: the contact's index, which the relay puts in every contact's `custom` at the start.
+    let custom = json!({"user_id": format!("u{i}"), "rid": i.to_string()});
     json!({"input": input, "custom": custom, "contact_info": {
         "most_probable_work_email": {"email": format!("f{i}@example.com"), "status": "DELIVERABLE"},
         "work_emails": [{"email": format!("f{i}@example.com"), "status": "DELIVERABLE"}]}})
@@ -55,17 +55,7 @@ async fn main() {
     let stub = ProviderStub::start().await;
     let jobs = DynamoJobStore::new(relay_shared::aws::dynamodb(&sdk), res.table("JobsTable"));
 
-    let pids: Vec<String> = (0..n.div_ceil(CHUNK)).map(|k| format!("fe-{k}")).collect();
-    let pid_refs: Vec<&str> = pids.iter().map(String::as_str).collect();
-    let contacts = (0..n)
-        .map(|i| {
-            (
-                json!({"first_name": format!("F{i}"), "last_name": "L", "domain": "example.com"}),
-                json!({"user_id": format!("u{i}")}),
-            )
-        })
-        .collect();
-    let job = seed_job(&jobs, Operation::Enrich, contacts, CHUNK, &pid_refs).await;
+    let (job, pids) = seed_numbered_fullenrich_job(&jobs, n, CHUNK).await;
     let bodies: Vec<String> = (0..n)
         .map(|i| {
             let pid = &pids[(i / CHUNK) as usize];
