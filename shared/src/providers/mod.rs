@@ -8,19 +8,9 @@ pub mod submit;
 
 /// Which webhook route a delivery came in on. FullEnrich's two webhooks get distinct routes and
 /// are never told apart by body (providers.md §2.7); Enrow names its event in the body.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum Hook {
     /// FullEnrich `webhook_url`: the whole batch, once it is terminal.
