@@ -30,13 +30,7 @@ use serde_json::{Value, json};
 
 /// Peak resident set size of this process since the last reset, in MiB.
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    relay_local_stack::procstat::status_kb(std::process::id(), "VmHWM:") as f64 / 1024.0
 }
 
 fn reset_peak_rss() {

@@ -375,7 +375,7 @@ where
                     "being applied by another delivery".into(),
                 ));
             }
-            Err(e) => return Err(Disposition::Retry(e.to_string())),
+            Err(e) => return Err(e.into()),
         }
         match self.apply(meta, action).await {
             Ok(stored) => {

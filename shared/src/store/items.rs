@@ -154,10 +154,6 @@ fn pending() -> ChunkStatus {
     ChunkStatus::Pending
 }
 
-fn no_parts(parts: &[u32]) -> bool {
-    parts.is_empty()
-}
-
 /// A chunk as written when it is planned; its progress (`c_*`, the lease, `poll_at`, `error`,
 /// …) is written by updates and read here where the chunk's readers need it.
 #[derive(Serialize, Deserialize)]
@@ -179,7 +175,7 @@ struct ChunkItem {
     credits: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unconfirmed_at: Option<u64>,
-    #[serde(default, skip_serializing_if = "no_parts", with = "json_text")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "json_text")]
     parts: Vec<u32>,
     #[serde(default, skip_serializing, with = "json_text")]
     error: Option<JobError>,
@@ -271,10 +267,6 @@ pub(super) fn parse_contact(item: &Item) -> Result<Contact, StoreError> {
     })
 }
 
-fn not(b: &bool) -> bool {
-    !*b
-}
-
 #[derive(Serialize, Deserialize)]
 struct ResultItem {
     #[serde(default)]
@@ -295,7 +287,7 @@ struct ResultItem {
     reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "json_text")]
     custom: Option<Value>,
-    #[serde(default, skip_serializing_if = "not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     provisional: bool,
 }
 

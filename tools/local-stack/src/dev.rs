@@ -170,16 +170,10 @@ impl Function {
 
     /// The process's peak resident memory (`VmHWM`, KiB), while it runs.
     fn peak_kib(&self) -> u64 {
-        let status = self
+        let current = self
             .child
             .id()
-            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-            .unwrap_or_default();
-        let current = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0);
+            .map_or(0, |pid| crate::procstat::status_kb(pid, "VmHWM:"));
         current.max(self.earlier_peak_kib)
     }
 }
