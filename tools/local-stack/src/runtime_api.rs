@@ -158,6 +158,43 @@ pub fn lambda_env(
     ]
 }
 
+/// Starts a function's binary under `api` as Lambda would: the template's environment `env`
+/// plus Lambda's own variables, AWS at `aws_endpoint`; its stdout (log and metric lines) is
+/// discarded, its stderr shown.
+pub fn spawn_function(
+    binary: &str,
+    function: &str,
+    env: &std::collections::BTreeMap<String, String>,
+    api: &RuntimeApi,
+    aws_endpoint: &str,
+) -> std::process::Child {
+    std::process::Command::new(binary)
+        .envs(env)
+        .envs(lambda_env(function, &api.address, aws_endpoint))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{binary}: {e} (build it: cargo build --release -p {function})"))
+}
+
+/// A measuring tool's command line, `[PATH_TO_BINARY] [COUNT]`: the binary (by default
+/// `target/release/<function>`) and the count (by default `default_count`).
+pub fn tool_args(function: &str, default_count: u64) -> (String, u64) {
+    let args: Vec<String> = std::env::args().collect();
+    let binary = args.get(1).cloned().unwrap_or_else(|| {
+        crate::repo_root()
+            .join("target/release")
+            .join(function)
+            .display()
+            .to_string()
+    });
+    let count = args
+        .get(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default_count);
+    (binary, count)
+}
+
 /// An API Gateway HTTP API (payload v2) event, body base64-encoded as API Gateway does for binary.
 pub fn apigw_v2_event(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Value {
     use base64::Engine;

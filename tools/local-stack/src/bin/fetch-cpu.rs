@@ -11,15 +11,14 @@
 //! Usage: fetch-cpu [PATH_TO_BINARY] [CONTACTS]   (default target/release/bulk-fetch, 1000)
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use relay_local_stack::procstat::{cpu_seconds, status_kb};
 use relay_local_stack::provider_stub::ProviderStub;
-use relay_local_stack::runtime_api::{RuntimeApi, lambda_env};
+use relay_local_stack::runtime_api::{RuntimeApi, spawn_function, tool_args};
 use relay_local_stack::seed::{envelope, seed_numbered_fullenrich_job, sqs_message};
-use relay_local_stack::{Moto, Template, repo_root};
+use relay_local_stack::{Moto, Template};
 use relay_shared::Provider;
 use relay_shared::providers::Hook;
 use relay_shared::store::{DynamoJobStore, JobStore};
@@ -39,14 +38,7 @@ fn record(i: u64) -> Value {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let binary = args.get(1).cloned().unwrap_or_else(|| {
-        repo_root()
-            .join("target/release/bulk-fetch")
-            .display()
-            .to_string()
-    });
-    let n: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let (binary, n) = tool_args("bulk-fetch", 1000);
 
     let moto = Moto::start(0).expect("moto");
     let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
@@ -83,15 +75,7 @@ async fn main() {
         env.insert(name, value.into());
     }
     let api = RuntimeApi::start().await.expect("runtime api");
-    let mut child = Command::new(&binary)
-        .envs(&env)
-        .envs(lambda_env("bulk-fetch", &api.address, &moto.endpoint))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("{binary}: {e} (build it: cargo build --release -p bulk-fetch)")
-        });
+    let mut child = spawn_function(&binary, "bulk-fetch", &env, &api, &moto.endpoint);
     let pid = child.id();
 
     let invoke = |batch: &[String]| {

@@ -11,12 +11,11 @@
 //! Usage: ingest-rss [PATH_TO_BINARY] [DELIVERIES]   (default target/release/webhook-ingest, 10000)
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use relay_local_stack::procstat::{cpu_seconds, status_kb};
-use relay_local_stack::runtime_api::{RuntimeApi, apigw_v2_event, lambda_env};
-use relay_local_stack::{Moto, Template, repo_root};
+use relay_local_stack::runtime_api::{RuntimeApi, apigw_v2_event, spawn_function, tool_args};
+use relay_local_stack::{Moto, Template};
 use relay_shared::Provider;
 use relay_shared::auth::{WebhookSecret, fullenrich_signature};
 
@@ -37,14 +36,8 @@ fn body(i: usize, size: usize) -> Vec<u8> {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let binary = args.get(1).cloned().unwrap_or_else(|| {
-        repo_root()
-            .join("target/release/webhook-ingest")
-            .display()
-            .to_string()
-    });
-    let deliveries: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let (binary, deliveries) = tool_args("webhook-ingest", 10_000);
+    let deliveries = deliveries as usize;
 
     let moto = Moto::start(0).expect("moto");
     let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
@@ -60,15 +53,7 @@ async fn main() {
     env.insert("FULLENRICH_API_KEY".into(), FE_KEY.into());
 
     let api = RuntimeApi::start().await.expect("runtime api");
-    let mut child = Command::new(&binary)
-        .envs(&env)
-        .envs(lambda_env("webhook-ingest", &api.address, &moto.endpoint))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("{binary}: {e} (build it: cargo build --release -p webhook-ingest)")
-        });
+    let mut child = spawn_function(&binary, "webhook-ingest", &env, &api, &moto.endpoint);
     let pid = child.id();
     let secret = WebhookSecret::new(SECRET);
 
