@@ -209,12 +209,9 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         let found = segments.by_ref().find(|s| *s == "jobs").is_some();
         let rest: Vec<&str> = segments.collect();
-        if let (true, [id, ..]) = (found, rest.as_slice()) {
-            *job = Some(id.to_string());
-        }
         let get = req.method() == "GET";
         let post = req.method() == "POST";
-        match (found, rest.as_slice()) {
+        let answer = match (found, rest.as_slice()) {
             (true, []) if post => ("POST /jobs", self.create(req, job).await),
             (true, []) if get => ("GET /jobs", self.list(req).await),
             (true, [id]) if get => ("GET /jobs/{id}", self.job(id).await),
@@ -226,7 +223,6 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
                 ("GET /jobs/{id}/results", self.results(id, req).await)
             }
             (true, [] | [_] | [_, "results" | "cancel"]) => {
-                *job = None;
                 let e = ApiError::new(
                     405,
                     "method_not_allowed",
@@ -234,14 +230,15 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
                 );
                 ("method", Err(e))
             }
-            _ => {
-                *job = None;
-                (
-                    "unknown",
-                    Err(ApiError::new(404, "not_found", "no such route")),
-                )
-            }
+            _ => (
+                "unknown",
+                Err(ApiError::new(404, "not_found", "no such route")),
+            ),
+        };
+        if answer.0.contains("{id}") {
+            *job = rest.first().map(|id| id.to_string());
         }
+        answer
     }
 
     /// `POST /jobs`; `job`: the job the request names once it is known (also on some errors).
