@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+pub use aws_config::SdkConfig;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{BehaviorVersion, Region};
 
 /// Timeouts short enough that ingest answers well inside a provider's patience, long enough for a
 /// healthy AWS call with the SDK's own retries.

@@ -6,6 +6,9 @@
 //! releases the claim and reports the record in `batchItemFailures`; a delivery that can never be
 //! processed is parked in the DLQ with its reason, body intact, and the rest of the batch goes on.
 
+mod deployed;
+pub use deployed::DeployedWorker;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 

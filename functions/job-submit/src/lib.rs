@@ -37,6 +37,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+mod deployed;
+
 pub use relay_shared::validate;
 
 mod api_error;

@@ -4,19 +4,12 @@
 use bulk_fetch::{Sweep, Sweeper};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use relay_shared::config::SweepConfig;
-use relay_shared::queue::SqsQueue;
-use relay_shared::store::DynamoJobStore;
 use serde_json::{Value, json};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let (aws, config) = relay_shared::cold_start::<SweepConfig>().await?;
-    let sweeper = std::sync::Arc::new(Sweeper {
-        jobs: DynamoJobStore::new(relay_shared::aws::dynamodb(&aws), &config.jobs_table),
-        queue: SqsQueue::new(relay_shared::aws::sqs(&aws), &config.webhook_queue_url),
-        hold: config.poll_after,
-        limit: config.limit,
-    });
+    let sweeper = std::sync::Arc::new(Sweeper::deployed(&aws, config));
     run(service_fn(move |_: LambdaEvent<Value>| {
         let sweeper = std::sync::Arc::clone(&sweeper);
         async move {
