@@ -196,43 +196,60 @@ pub fn tool_args(function: &str, default_count: u64) -> (String, u64) {
 }
 
 /// An API Gateway HTTP API (payload v2) event, body base64-encoded as API Gateway does for binary.
+#[allow(deprecated)] // `http_method` is deprecated; it is set to the request's method all the same
 pub fn apigw_v2_event(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Value {
+    use aws_lambda_events::apigw::{
+        ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext,
+        ApiGatewayV2httpRequestContextHttpDescription,
+    };
+    use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue, Method};
+    use aws_lambda_events::query_map::QueryMap;
     use base64::Engine;
-    let headers: serde_json::Map<String, Value> = headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), Value::from(*v)))
-        .collect();
+
+    let method: Method = method.parse().unwrap_or(Method::GET);
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let params: serde_json::Map<String, Value> = query
-        .split('&')
-        .filter_map(|kv| {
-            kv.split_once('=')
-                .or(Some((kv, "")))
-                .filter(|(k, _)| !k.is_empty())
+    let mut params: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (k, v) in query.split('&').filter_map(|kv| {
+        kv.split_once('=')
+            .or(Some((kv, "")))
+            .filter(|(k, _)| !k.is_empty())
+    }) {
+        params.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    let headers: HeaderMap = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?;
+            Some((name, HeaderValue::from_str(v).ok()?))
         })
-        .map(|(k, v)| (k.to_string(), Value::from(v)))
         .collect();
-    serde_json::json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": query,
-        "queryStringParameters": params,
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api",
-            "domainName": "api.execute-api.us-east-1.amazonaws.com",
-            "domainPrefix": "api",
-            "http": { "method": method, "path": path, "protocol": "HTTP/1.1",
-                      "sourceIp": "127.0.0.1", "userAgent": "local" },
-            "requestId": "req",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "22/Nov/2026:12:00:00 +0000",
-            "timeEpoch": 0
-        },
-        "body": base64::engine::general_purpose::STANDARD.encode(body),
-        "isBase64Encoded": true
-    })
+
+    let mut http = ApiGatewayV2httpRequestContextHttpDescription::default();
+    http.method = method.clone();
+    http.path = Some(path.to_string());
+    http.protocol = Some("HTTP/1.1".into());
+    http.source_ip = Some("127.0.0.1".into());
+    http.user_agent = Some("local".into());
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.account_id = Some("123456789012".into());
+    context.apiid = Some("api".into());
+    context.domain_name = Some("api.execute-api.us-east-1.amazonaws.com".into());
+    context.domain_prefix = Some("api".into());
+    context.request_id = Some("req".into());
+    context.route_key = Some("$default".into());
+    context.stage = Some("$default".into());
+    context.time = Some("22/Nov/2026:12:00:00 +0000".into());
+    context.http = http;
+    let mut event = ApiGatewayV2httpRequest::default();
+    event.version = Some("2.0".into());
+    event.route_key = Some("$default".into());
+    event.http_method = method;
+    event.raw_path = Some(path.to_string());
+    event.raw_query_string = Some(query.to_string());
+    event.query_string_parameters = QueryMap::from(params);
+    event.headers = headers;
+    event.request_context = context;
+    event.body = Some(base64::engine::general_purpose::STANDARD.encode(body));
+    event.is_base64_encoded = true;
+    serde_json::to_value(event).expect("an API Gateway event serializes")
 }
