@@ -560,6 +560,11 @@ impl JobStore for DynamoJobStore {
         if count == 0 {
             return Ok(Vec::new());
         }
+        if count == 1 {
+            // One contact (a per-contact event with the relay's `rid`) is read by its key.
+            let item = self.item(job_id, &contact_sk(offset)).await?;
+            return item.as_ref().map(parse_contact).into_iter().collect();
+        }
         let items = self
             .query_range(
                 job_id,
