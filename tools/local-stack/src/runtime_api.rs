@@ -177,22 +177,28 @@ pub fn spawn_function(
         .unwrap_or_else(|e| panic!("{binary}: {e} (build it: cargo build --release -p {function})"))
 }
 
-/// A measuring tool's command line, `[PATH_TO_BINARY] [COUNT]`: the binary (by default
-/// `target/release/<function>`) and the count (by default `default_count`).
+/// A measuring tool's command line: which release binary of a function to run, and how many
+/// events to send it.
+#[derive(Debug, clap::Parser)]
+pub struct ToolArgs {
+    /// The function's binary [default: target/release/<function>]
+    pub binary: Option<String>,
+    /// How many events to send [default: the tool's own]
+    pub count: Option<u64>,
+}
+
+/// The binary (by default `target/release/<function>`) and the count (by default
+/// `default_count`) from the command line; `--help` says so.
 pub fn tool_args(function: &str, default_count: u64) -> (String, u64) {
-    let args: Vec<String> = std::env::args().collect();
-    let binary = args.get(1).cloned().unwrap_or_else(|| {
+    let args = <ToolArgs as clap::Parser>::parse();
+    let binary = args.binary.unwrap_or_else(|| {
         crate::repo_root()
             .join("target/release")
             .join(function)
             .display()
             .to_string()
     });
-    let count = args
-        .get(2)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default_count);
-    (binary, count)
+    (binary, args.count.unwrap_or(default_count))
 }
 
 /// An API Gateway HTTP API (payload v2) event, body base64-encoded as API Gateway does for binary.

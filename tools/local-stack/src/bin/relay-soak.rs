@@ -4,19 +4,33 @@
 //!
 //! `relay-soak [DELIVERIES] [JOBS]` runs another size.
 
+use clap::Parser;
 use relay_local_stack::dev::DevOptions;
 use relay_local_stack::soak::{SoakConfig, run};
 
+/// The soak on the local stack: prints its report; exits 1 unless it passed, 2 if it could not run.
+#[derive(Parser)]
+struct Args {
+    /// Deliveries to send in all (every event 1–5 times)
+    #[arg(default_value_t = SoakConfig::full().deliveries)]
+    deliveries: usize,
+    /// Jobs, half FullEnrich and half Enrow
+    #[arg(default_value_t = SoakConfig::full().jobs)]
+    jobs: usize,
+    /// Seconds to wait for every job to end once everything was sent
+    #[arg(long, default_value_t = SoakConfig::full().settle_timeout.as_secs())]
+    settle_seconds: u64,
+}
+
 #[tokio::main]
 async fn main() {
-    let mut cfg = SoakConfig::full();
-    let mut args = std::env::args().skip(1);
-    if let Some(n) = args.next().and_then(|a| a.parse().ok()) {
-        cfg.deliveries = n;
-    }
-    if let Some(n) = args.next().and_then(|a| a.parse().ok()) {
-        cfg.jobs = n;
-    }
+    let args = Args::parse();
+    let cfg = SoakConfig {
+        deliveries: args.deliveries,
+        jobs: args.jobs,
+        settle_timeout: std::time::Duration::from_secs(args.settle_seconds),
+        ..SoakConfig::full()
+    };
     let mut opts = DevOptions::from_env();
     opts.port = 0;
     opts.log_dir = relay_local_stack::repo_root().join(".local/soak");

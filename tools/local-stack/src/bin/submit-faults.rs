@@ -19,12 +19,17 @@ use relay_local_stack::dev::{DevOptions, DevStack};
 use relay_local_stack::sandbox::StartFault;
 use serde_json::{Value, json};
 
+/// Starts under the faults providers' documents allow; prints how many starts each chunk got.
+#[derive(clap::Parser)]
+struct Args {
+    /// Enrow single jobs to start
+    #[arg(default_value_t = 200)]
+    singles: usize,
+}
+
 #[tokio::main]
 async fn main() {
-    let singles: usize = std::env::args()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200);
+    let singles = <Args as clap::Parser>::parse().singles;
     let mut opts = DevOptions::from_env();
     opts.port = 0;
     opts.enrow_url = None;
