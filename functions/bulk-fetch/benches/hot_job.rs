@@ -97,6 +97,11 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
+    // Failures the worker logs and goes on from (e.g. a duplicate not counted) show on stderr.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(std::io::stderr)
+        .init();
     let moto = Moto::start(0).expect("start moto (run scripts/bootstrap.sh first)");
     let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
     let counter = Counter::default();
@@ -127,11 +132,37 @@ async fn main() {
     let per_contact = counter.take();
     let view = jobs.job_view(&job).await.unwrap().expect("job");
     let expect_found = (0..n).filter(|i| found(*i)).count() as u64;
+    let deliveries = 2.0 * n as f64;
+    println!(
+        "contact_finished ×2: {} deliveries in {contact_wall:.1} s ({:.0}/s) by {CONCURRENCY} concurrent invocations; TransactionConflict {}, TransactWriteItems {}, records sent back {sent_back}",
+        deliveries,
+        deliveries / contact_wall,
+        per_contact.transaction_conflicts,
+        per_contact
+            .calls
+            .get("TransactWriteItems")
+            .copied()
+            .unwrap_or(0),
+    );
+    println!(
+        "  after them: done {}, found {}, duplicates counted {} of {n} (a count whose write fails is logged as `duplicate not counted` and not retried: a retried ADD that had landed would count twice)",
+        view.done, view.found, view.duplicates
+    );
+    println!(
+        "  per contact (both copies): {:.2} WRU + {:.2} RRU; per delivery {:.2} WRU + {:.2} RRU ≈ ${:.2} per million deliveries (DynamoDB + SQS 1.2 requests)",
+        per_contact.wru / n as f64,
+        per_contact.rru / n as f64,
+        per_contact.wru / deliveries,
+        per_contact.rru / deliveries,
+        dynamo_dollars_per_million(per_contact.wru / deliveries, per_contact.rru / deliveries)
+            + 1.2 * 0.40
+    );
     assert_eq!(
-        (view.done, view.found, view.duplicates),
-        (n, expect_found, n),
+        (view.done, view.found),
+        (n, expect_found),
         "per-contact counts"
     );
+    assert!(view.duplicates <= n, "a duplicate counted twice");
 
     // 2. Every batch's webhook (signed, with its records): the rows become final, the job ends.
     let mut batches = Vec::new();
@@ -158,27 +189,6 @@ async fn main() {
         "settled figures"
     );
 
-    let deliveries = 2.0 * n as f64;
-    let tx = per_contact
-        .calls
-        .get("TransactWriteItems")
-        .copied()
-        .unwrap_or(0);
-    println!(
-        "contact_finished ×2: {} deliveries in {contact_wall:.1} s ({:.0}/s) by {CONCURRENCY} concurrent invocations; TransactionConflict {}, TransactWriteItems {tx}, records sent back {sent_back}",
-        deliveries,
-        deliveries / contact_wall,
-        per_contact.transaction_conflicts
-    );
-    println!(
-        "  per contact (both copies): {:.2} WRU + {:.2} RRU; per delivery {:.2} WRU + {:.2} RRU ≈ ${:.2} per million deliveries (DynamoDB + SQS 1.2 requests)",
-        per_contact.wru / n as f64,
-        per_contact.rru / n as f64,
-        per_contact.wru / deliveries,
-        per_contact.rru / deliveries,
-        dynamo_dollars_per_million(per_contact.wru / deliveries, per_contact.rru / deliveries)
-            + 1.2 * 0.40
-    );
     println!(
         "batch webhooks: {} in {batch_wall:.1} s; TransactionConflict {}, records sent back {batch_sent_back}, {:.2} WRU + {:.2} RRU per contact; the job settled {} with exact figures ({} found, {} not found)",
         pids.len(),
