@@ -214,13 +214,13 @@ pub fn apigw_v2_event(method: &str, path: &str, headers: &[(&str, &str)], body: 
 
     let method: Method = method.parse().unwrap_or(Method::GET);
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    // API Gateway hands the parameters decoded, a repeated key with each of its values.
     let mut params: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for (k, v) in query.split('&').filter_map(|kv| {
-        kv.split_once('=')
-            .or(Some((kv, "")))
-            .filter(|(k, _)| !k.is_empty())
-    }) {
-        params.entry(k.to_string()).or_default().push(v.to_string());
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| !k.is_empty()) {
+        params
+            .entry(k.into_owned())
+            .or_default()
+            .push(v.into_owned());
     }
     let headers: HeaderMap = headers
         .iter()
