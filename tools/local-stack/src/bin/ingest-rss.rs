@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use relay_local_stack::procstat::{cpu_seconds, status_kb};
+use relay_local_stack::procstat::{cpu_times, status_kb};
 use relay_local_stack::runtime_api::{RuntimeApi, apigw_v2_event, spawn_function, tool_args};
 use relay_local_stack::{Moto, Template};
 use relay_shared::Provider;
@@ -94,11 +94,11 @@ async fn main() {
     // 1. CPU time per 2 KB delivery, the whole process (handler, SDK, runtime client, logging),
     // after the cold start and a first delivery.
     deliver(0, 2048).await;
-    let (cpu_before, t_before) = (cpu_seconds(pid), Instant::now());
+    let (cpu_before, t_before) = (cpu_times(pid), Instant::now());
     for i in 0..deliveries {
         deliver(i, 2048).await;
     }
-    let cpu_2k = cpu_seconds(pid) - cpu_before;
+    let cpu_2k = cpu_times(pid) - cpu_before;
     let wall_2k = t_before.elapsed().as_secs_f64();
 
     // 2. Memory over mixed sizes.
@@ -140,8 +140,10 @@ async fn main() {
     );
     println!("peak RSS (VmHWM): {:.1} MB", hwm as f64 / 1024.0);
     println!(
-        "CPU per 2 KB delivery, whole process (utime+stime over {deliveries}): {:.3} ms ({:.2} ms wall incl. moto)",
-        cpu_2k * 1e3 / deliveries as f64,
+        "CPU per 2 KB delivery, whole process (utime+stime over {deliveries}): {:.3} ms = {:.3} user + {:.3} system ({:.2} ms wall incl. moto)",
+        (cpu_2k.user + cpu_2k.system) * 1e3 / deliveries as f64,
+        cpu_2k.user * 1e3 / deliveries as f64,
+        cpu_2k.system * 1e3 / deliveries as f64,
         wall_2k * 1e3 / deliveries as f64
     );
 }
