@@ -7,7 +7,7 @@ use relay_local_stack::poller::Poller;
 use relay_shared::Provider;
 use relay_shared::jobs::{ChunkStatus, JobStatus, Operation, Outcome};
 use relay_shared::providers::Hook;
-use relay_shared::store::{DedupeStore, JobStore, JobWriter};
+use relay_shared::store::{Claim, DedupeStore, JobStore, JobWriter};
 use serde_json::{Value, json};
 
 use crate::support::fetch::{ENROW_KEY, FULLENRICH_KEY, Fetch, enrow_event, fixture_json};
@@ -776,7 +776,34 @@ async fn abandoned_and_expired_claims_do_not_block_and_live_ones_wait_without_be
         )
         .await
         .unwrap(),
-        relay_shared::store::Claim::Duplicate
+        Claim::Duplicate
+    );
+}
+
+/// A claim's PutItem lands but its answer is lost (the attempt timed out on a loaded table) and
+/// the SDK sends it again: the retry meets the claim it made itself. It is still this worker's
+/// claim, not another's live one: deferring there would hold the event back for a whole lease.
+#[tokio::test]
+async fn a_claim_retried_after_its_answer_was_lost_is_still_the_claimers() {
+    let f = Fetch::new().await;
+    let d = &f.worker.dedupe;
+    let key = "job_lost_answer#enrow:bulk_search_finished:x";
+    assert_eq!(d.claim(key, "me").await.unwrap(), Claim::Claimed);
+    assert_eq!(
+        d.claim(key, "me").await.unwrap(),
+        Claim::Claimed,
+        "the retry finds its own claim"
+    );
+    assert_eq!(
+        d.claim(key, "someone-else").await.unwrap(),
+        Claim::InProgress,
+        "another worker still waits"
+    );
+    d.complete(key, "me").await.unwrap();
+    assert_eq!(
+        d.claim(key, "me").await.unwrap(),
+        Claim::Duplicate,
+        "once completed, even its owner meets a duplicate"
     );
 }
 

@@ -78,10 +78,14 @@ impl DedupeStore for DynamoDedupe {
             .item("lease_until", n(now + self.lease_ms))
             // An abandoned claim is cleaned up by TTL a day later at most.
             .item("expires_at", n(now / 1000 + 86_400))
+            // Or held by this owner: the SDK resending a put whose answer was lost (it landed)
+            // meets its own claim, and the claim is still this call's.
             .condition_expression(
-                "attribute_not_exists(pk) OR expires_at < :now OR (#status = :in_progress AND lease_until < :now_ms)",
+                "attribute_not_exists(pk) OR expires_at < :now OR (#status = :in_progress AND (lease_until < :now_ms OR #owner = :owner))",
             )
             .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":now", n(now / 1000))
             .expression_attribute_values(":now_ms", n(now))
             .expression_attribute_values(":in_progress", s(IN_PROGRESS))

@@ -806,7 +806,9 @@ impl DedupeStore for MemoryDedupe {
         let mut claims = self.claims.lock().unwrap();
         match claims.get(key) {
             Some((_, None)) => Ok(Claim::Duplicate),
-            Some((_, Some(until))) if *until >= now => Ok(Claim::InProgress),
+            Some((held_by, Some(until))) if *until >= now && held_by != owner => {
+                Ok(Claim::InProgress)
+            }
             _ => {
                 claims.insert(
                     key.to_string(),
@@ -833,5 +835,22 @@ impl DedupeStore for MemoryDedupe {
             claims.remove(key);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The twin answers a claim as DynamoDedupe does (tests/it/fetch.rs holds the same scenario
+    /// against moto): its own claim again is still its own, another's live one waits.
+    #[tokio::test]
+    async fn a_claim_met_again_by_its_owner_is_still_its_own() {
+        let d = MemoryDedupe::default();
+        assert_eq!(d.claim("k", "me").await.unwrap(), Claim::Claimed);
+        assert_eq!(d.claim("k", "me").await.unwrap(), Claim::Claimed);
+        assert_eq!(d.claim("k", "other").await.unwrap(), Claim::InProgress);
+        d.complete("k", "me").await.unwrap();
+        assert_eq!(d.claim("k", "me").await.unwrap(), Claim::Duplicate);
     }
 }
