@@ -68,6 +68,11 @@ impl SqsQueue {
             url: url.into(),
         }
     }
+
+    /// The queue's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 impl Queue for SqsQueue {

@@ -60,10 +60,47 @@ fn shuffle<T>(v: &mut [T]) {
 /// shortens the lease and waits it out before a redelivery, as SQS would.
 const APPLY_LEASE: Duration = Duration::from_secs(15);
 
-/// Applies every body, 10 to an invocation, `CONCURRENCY` invocations at once; records sent back
-/// are delivered again, after the apply lease (as SQS would, after its visibility timeout), until
-/// none is. Returns how many were sent back.
-async fn deliver(worker: &BenchWorker, bodies: Vec<String>) -> usize {
+/// What a delivery phase sent back and requeued before every record was applied.
+#[derive(Debug, Default)]
+struct Redelivered {
+    /// Records the worker answered as failed, delivered again (SQS's redelivery).
+    sent_back: usize,
+    /// Deliveries the worker put back on the queue to wait (a bulk event's claim held by another
+    /// delivery, results not ready), received again once their delay ran out.
+    requeued: usize,
+}
+
+/// Applies every body, 10 to an invocation, `CONCURRENCY` invocations at once, as SQS and the
+/// event source mapping would: records sent back are delivered again after the apply lease (SQS:
+/// after its visibility timeout), and deliveries the worker requeued come back from the queue
+/// after their delay, until every one is applied.
+async fn deliver(
+    worker: &BenchWorker,
+    sqs: &aws_sdk_sqs::Client,
+    bodies: Vec<String>,
+) -> Redelivered {
+    let mut pending = bodies;
+    let mut again = Redelivered::default();
+    for _ in 0..10 {
+        again.sent_back += deliver_until_taken(worker, pending).await;
+        pending = requeued(sqs, worker.requeue.url()).await;
+        if pending.is_empty() {
+            return again;
+        }
+        eprintln!(
+            "{} requeued deliveries came back from the queue",
+            pending.len()
+        );
+        again.requeued += pending.len();
+    }
+    panic!(
+        "{} deliveries still requeued after 10 rounds",
+        pending.len()
+    );
+}
+
+/// Delivers the bodies until no record is sent back. Returns how many were.
+async fn deliver_until_taken(worker: &BenchWorker, bodies: Vec<String>) -> usize {
     let mut pending = bodies;
     let mut sent_back = 0;
     for round in 0..20 {
@@ -106,6 +143,52 @@ async fn deliver(worker: &BenchWorker, bodies: Vec<String>) -> usize {
     );
 }
 
+/// Every message on the worker's queue (deliveries it requeued to wait), received once its delay
+/// ran out and deleted; waits until the queue holds none, delayed ones included.
+async fn requeued(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let mut bodies = Vec::new();
+    loop {
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::All)
+            .send()
+            .await
+            .expect("queue attributes");
+        let count = |name: A| -> u64 {
+            attrs
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let waiting = count(A::ApproximateNumberOfMessages)
+            + count(A::ApproximateNumberOfMessagesDelayed)
+            + count(A::ApproximateNumberOfMessagesNotVisible);
+        if waiting == 0 {
+            return bodies;
+        }
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        for m in out.messages() {
+            bodies.push(m.body().unwrap_or_default().to_string());
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let n: u64 = std::env::var("HOT_CONTACTS")
@@ -146,14 +229,15 @@ async fn main() {
     shuffle(&mut bodies);
     counter.take();
     let started = Instant::now();
-    let sent_back = deliver(&worker, bodies).await;
+    let sqs = relay_shared::aws::sqs(&sdk);
+    let again = deliver(&worker, &sqs, bodies).await;
     let contact_wall = started.elapsed().as_secs_f64();
     let per_contact = counter.take();
     let view = jobs.job_view(&job).await.unwrap().expect("job");
     let expect_found = (0..n).filter(|i| found(*i)).count() as u64;
     let deliveries = 2.0 * n as f64;
     println!(
-        "contact_finished ×2: {} deliveries in {contact_wall:.1} s ({:.0}/s) by {CONCURRENCY} concurrent invocations; TransactionConflict {}, TransactWriteItems {}, records sent back {sent_back}",
+        "contact_finished ×2: {} deliveries in {contact_wall:.1} s ({:.0}/s) by {CONCURRENCY} concurrent invocations; TransactionConflict {}, TransactWriteItems {}, records sent back {}, deliveries requeued {}",
         deliveries,
         deliveries / contact_wall,
         per_contact.transaction_conflicts,
@@ -162,6 +246,8 @@ async fn main() {
             .get("TransactWriteItems")
             .copied()
             .unwrap_or(0),
+        again.sent_back,
+        again.requeued,
     );
     println!(
         "  after them: done {}, found {}, duplicates counted {} of {n} (a count whose write fails is logged as `duplicate not counted` and not retried: a retried ADD that had landed would count twice)",
@@ -197,25 +283,28 @@ async fn main() {
         ));
     }
     let started = Instant::now();
-    let batch_sent_back = deliver(&worker, batches).await;
+    let batch_again = deliver(&worker, &sqs, batches).await;
     let batch_wall = started.elapsed().as_secs_f64();
     let per_batch = counter.take();
     let view = jobs.job_view(&job).await.unwrap().expect("job");
+    println!(
+        "batch webhooks: {} in {batch_wall:.1} s; TransactionConflict {}, records sent back {}, deliveries requeued {}, {:.2} WRU + {:.2} RRU per contact; the job: {}, done {}, found {}, not found {}, failed {}",
+        pids.len(),
+        per_batch.transaction_conflicts,
+        batch_again.sent_back,
+        batch_again.requeued,
+        per_batch.wru / n as f64,
+        per_batch.rru / n as f64,
+        view.status.as_str(),
+        view.done,
+        view.found,
+        view.not_found,
+        view.failed,
+    );
     assert_eq!(view.status, JobStatus::Completed, "{view:?}");
     assert_eq!(
         (view.done, view.found, view.not_found, view.failed),
         (n, expect_found, n - expect_found, 0),
         "settled figures"
-    );
-
-    println!(
-        "batch webhooks: {} in {batch_wall:.1} s; TransactionConflict {}, records sent back {batch_sent_back}, {:.2} WRU + {:.2} RRU per contact; the job settled {} with exact figures ({} found, {} not found)",
-        pids.len(),
-        per_batch.transaction_conflicts,
-        per_batch.wru / n as f64,
-        per_batch.rru / n as f64,
-        view.status.as_str(),
-        view.found,
-        view.not_found
     );
 }
