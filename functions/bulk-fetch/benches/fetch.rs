@@ -4,8 +4,9 @@
 //! 1. a batch of 10 bulk events whose provider GET takes 200 ms each: wall time per batch;
 //! 2. storing a 5,000-row bulk: DynamoDB write calls (counted by an SDK interceptor) and the
 //!    peak RSS of this process while it does so;
-//! 3. one single-result webhook: every AWS request it costs, by operation, and the cost per
-//!    million webhooks at on-demand prices.
+//! 3. single-result webhooks (an Enrow single, whose one-contact chunk it ends, and a FullEnrich
+//!    `contact_finished` of a 100-contact chunk), each first delivered and then duplicated: every
+//!    DynamoDB request it costs, by operation, and the cost per million at on-demand prices.
 //!
 //! Run: `make bench` (or `cargo bench -p bulk-fetch --bench fetch`).
 
@@ -18,7 +19,7 @@ use common::*;
 use bulk_fetch::Worker;
 use relay_local_stack::Moto;
 use relay_local_stack::provider_stub::ProviderStub;
-use relay_local_stack::seed::{envelope, seed_job};
+use relay_local_stack::seed::{envelope, seed_job, seed_numbered_fullenrich_job};
 use relay_shared::Provider;
 use relay_shared::bodies::S3Bodies;
 use relay_shared::jobs::Operation;
@@ -220,9 +221,45 @@ async fn main() {
         &job,
         event.to_string().as_bytes(),
     );
+    single_webhook(&worker, &counter, "Enrow single, first delivery", &body).await;
+    single_webhook(&worker, &counter, "Enrow single, a duplicate", &body).await;
+
+    // 4. One FullEnrich `contact_finished` of a 100-contact chunk (the chunk stays open: its
+    //    batch webhook ends it), then the same again.
+    let (job, pids) = seed_numbered_fullenrich_job(&jobs, 200, 100).await;
+    let record = json!({
+        "input": {"first_name": "F7", "last_name": "L", "company_domain": "example.com"},
+        "custom": {"user_id": "u7", "rid": "7"},
+        "contact_info": {
+            "most_probable_work_email": {"email": "f7@example.com", "status": "DELIVERABLE"},
+            "work_emails": [{"email": "f7@example.com", "status": "DELIVERABLE"}]}
+    });
+    let event = json!({"id": pids[0], "status": "IN_PROGRESS", "data": [record]}).to_string();
+    let body = envelope(Provider::Fullenrich, Hook::Contact, &job, event.as_bytes());
+    single_webhook(
+        &worker,
+        &counter,
+        "FullEnrich contact_finished, first delivery",
+        &body,
+    )
+    .await;
+    single_webhook(
+        &worker,
+        &counter,
+        "FullEnrich contact_finished, a duplicate",
+        &body,
+    )
+    .await;
+}
+
+/// Hands the worker one delivery and prints every DynamoDB request it cost, by operation, with
+/// the capacity units and the cost per million such deliveries.
+async fn single_webhook(worker: &BenchWorker, counter: &Counter, what: &str, body: &str) {
     counter.take();
-    let resp = worker.handle_batch(sqs_event(&[body])).await;
-    assert!(resp.batch_item_failures.is_empty());
+    let resp = worker
+        .handle_batch(sqs_event(std::slice::from_ref(&body.to_string())))
+        .await;
+    assert!(resp.batch_item_failures.is_empty(), "{what}: {resp:?}");
     let tally = counter.take();
     let list = tally
         .calls
@@ -235,7 +272,7 @@ async fn main() {
     let sqs_requests = 1.2;
     let dollars = dynamo_dollars_per_million(tally.wru, tally.rru) + sqs_requests * 0.40;
     println!(
-        "single-result webhook (Enrow single): DynamoDB {list} = {} write calls, {} WRU + {} RRU (index writes included); SQS {sqs_requests} requests; ≈ ${dollars:.2} per million webhooks (DynamoDB + SQS, before Lambda and API Gateway)",
+        "single-result webhook ({what}): DynamoDB {list} = {} write calls, {} WRU + {} RRU (index writes included); SQS {sqs_requests} requests; ≈ ${dollars:.2} per million (DynamoDB + SQS, before Lambda and API Gateway)",
         writes(&tally.calls),
         tally.wru,
         tally.rru
