@@ -19,7 +19,9 @@ use common::*;
 use bulk_fetch::Worker;
 use relay_local_stack::Moto;
 use relay_local_stack::provider_stub::ProviderStub;
-use relay_local_stack::seed::{envelope, seed_job, seed_numbered_fullenrich_job};
+use relay_local_stack::seed::{
+    envelope, numbered_fullenrich_record, seed_job, seed_numbered_fullenrich_job,
+};
 use relay_shared::Provider;
 use relay_shared::bodies::S3Bodies;
 use relay_shared::jobs::Operation;
@@ -227,13 +229,7 @@ async fn main() {
     // 4. One FullEnrich `contact_finished` of a 100-contact chunk (the chunk stays open: its
     //    batch webhook ends it), then the same again.
     let (job, pids) = seed_numbered_fullenrich_job(&jobs, 200, 100).await;
-    let record = json!({
-        "input": {"first_name": "F7", "last_name": "L", "company_domain": "example.com"},
-        "custom": {"user_id": "u7", "rid": "7"},
-        "contact_info": {
-            "most_probable_work_email": {"email": "f7@example.com", "status": "DELIVERABLE"},
-            "work_emails": [{"email": "f7@example.com", "status": "DELIVERABLE"}]}
-    });
+    let record = numbered_fullenrich_record(7, true);
     let event = json!({"id": pids[0], "status": "IN_PROGRESS", "data": [record]}).to_string();
     let body = envelope(Provider::Fullenrich, Hook::Contact, &job, event.as_bytes());
     single_webhook(
@@ -256,9 +252,7 @@ async fn main() {
 /// the capacity units and the cost per million such deliveries.
 async fn single_webhook(worker: &BenchWorker, counter: &Counter, what: &str, body: &str) {
     counter.take();
-    let resp = worker
-        .handle_batch(sqs_event(std::slice::from_ref(&body.to_string())))
-        .await;
+    let resp = worker.handle_batch(sqs_event(&[body.to_string()])).await;
     assert!(resp.batch_item_failures.is_empty(), "{what}: {resp:?}");
     let tally = counter.take();
     let list = tally

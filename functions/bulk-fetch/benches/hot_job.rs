@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures::StreamExt;
-use relay_local_stack::Moto;
 use relay_local_stack::provider_stub::ProviderStub;
-use relay_local_stack::seed::{envelope, seed_numbered_fullenrich_job};
+use relay_local_stack::seed::{envelope, numbered_fullenrich_record, seed_numbered_fullenrich_job};
+use relay_local_stack::{Moto, queue};
 use relay_shared::Provider;
 use relay_shared::jobs::JobStatus;
 use relay_shared::providers::Hook;
@@ -27,16 +27,7 @@ const CHUNK: u64 = 100;
 const CONCURRENCY: usize = 50;
 
 fn record(i: u64) -> Value {
-    let input =
-        json!({"first_name": format!("F{i}"), "last_name": "L", "company_domain": "example.com"});
-    let custom = json!({"user_id": format!("u{i}"), "rid": i.to_string()});
-    if found(i) {
-        json!({"input": input, "custom": custom, "contact_info": {
-            "most_probable_work_email": {"email": format!("f{i}@example.com"), "status": "DELIVERABLE"},
-            "work_emails": [{"email": format!("f{i}@example.com"), "status": "DELIVERABLE"}]}})
-    } else {
-        json!({"input": input, "custom": custom, "contact_info": {"most_probable_work_email": null, "work_emails": []}})
-    }
+    numbered_fullenrich_record(i, found(i))
 }
 
 fn found(i: u64) -> bool {
@@ -146,47 +137,12 @@ async fn deliver_until_taken(worker: &BenchWorker, bodies: Vec<String>) -> usize
 /// Every message on the worker's queue (deliveries it requeued to wait), received once its delay
 /// ran out and deleted; waits until the queue holds none, delayed ones included.
 async fn requeued(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
     let mut bodies = Vec::new();
-    loop {
-        let attrs = sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(A::All)
-            .send()
-            .await
-            .expect("queue attributes");
-        let count = |name: A| -> u64 {
-            attrs
-                .attributes()
-                .and_then(|a| a.get(&name))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        let waiting = count(A::ApproximateNumberOfMessages)
-            + count(A::ApproximateNumberOfMessagesDelayed)
-            + count(A::ApproximateNumberOfMessagesNotVisible);
-        if waiting == 0 {
-            return bodies;
-        }
-        let out = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        for m in out.messages() {
-            bodies.push(m.body().unwrap_or_default().to_string());
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-        }
+    while queue::messages_held(sqs, url).await > 0 {
+        bodies.extend(queue::drain(sqs, url).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    bodies
 }
 
 #[tokio::main]

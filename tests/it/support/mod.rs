@@ -45,26 +45,7 @@ impl Stack {
 
     /// Messages in a queue, visible, in flight (received and not yet deleted) or delayed.
     pub async fn queue_in_flight(&self, queue_url: &str) -> usize {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let out = self
-            .sqs()
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(A::ApproximateNumberOfMessages)
-            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await
-            .expect("queue attributes");
-        let attrs = out.attributes.unwrap_or_default();
-        [
-            A::ApproximateNumberOfMessages,
-            A::ApproximateNumberOfMessagesNotVisible,
-            A::ApproximateNumberOfMessagesDelayed,
-        ]
-        .iter()
-        .filter_map(|a| attrs.get(a)?.parse::<usize>().ok())
-        .sum()
+        relay_local_stack::queue::messages_held(&self.sqs(), queue_url).await
     }
 
     pub fn webhook_queue(&self) -> &str {
@@ -73,35 +54,7 @@ impl Stack {
 
     /// Receives (and deletes) every message now in `queue_url`, until two empty receives.
     pub async fn drain(&self, queue_url: &str) -> Vec<String> {
-        let sqs = self.sqs();
-        let mut out = Vec::new();
-        let mut empty = 0;
-        while empty < 2 {
-            let got = sqs
-                .receive_message()
-                .queue_url(queue_url)
-                .max_number_of_messages(10)
-                .visibility_timeout(60)
-                .send()
-                .await
-                .expect("receive");
-            let messages = got.messages.unwrap_or_default();
-            if messages.is_empty() {
-                empty += 1;
-                continue;
-            }
-            empty = 0;
-            for m in messages {
-                sqs.delete_message()
-                    .queue_url(queue_url)
-                    .receipt_handle(m.receipt_handle.unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("delete");
-                out.push(m.body.unwrap_or_default());
-            }
-        }
-        out
+        relay_local_stack::queue::drain(&self.sqs(), queue_url).await
     }
 }
 

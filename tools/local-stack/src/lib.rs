@@ -25,6 +25,7 @@ pub mod dev;
 pub mod poller;
 pub mod procstat;
 pub mod provider_stub;
+pub mod queue;
 pub mod runtime_api;
 pub mod sandbox;
 pub mod seed;

@@ -73,6 +73,23 @@ pub async fn seed_numbered_fullenrich_job(
     (job, pids)
 }
 
+/// Contact `i` of a [`seed_numbered_fullenrich_job`] as FullEnrich returns it, in a
+/// `contact_finished` or a batch body: its input, its `custom` with the relay's `rid` (the
+/// contact's index, which the relay adds to every contact's `custom` at the start), and a work
+/// email when `found`.
+pub fn numbered_fullenrich_record(i: u64, found: bool) -> Value {
+    let input = serde_json::json!({"first_name": format!("F{i}"), "last_name": "L", "company_domain": "example.com"});
+    let custom = serde_json::json!({"user_id": format!("u{i}"), "rid": i.to_string()});
+    let contact_info = if found {
+        let email =
+            serde_json::json!({"email": format!("f{i}@example.com"), "status": "DELIVERABLE"});
+        serde_json::json!({"most_probable_work_email": email.clone(), "work_emails": [email]})
+    } else {
+        serde_json::json!({"most_probable_work_email": null, "work_emails": []})
+    };
+    serde_json::json!({"input": input, "custom": custom, "contact_info": contact_info})
+}
+
 /// The SQS message body ingest would send for this delivery (FullEnrich bodies as if they carried
 /// a valid `X-Signature-SHA1`).
 pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {

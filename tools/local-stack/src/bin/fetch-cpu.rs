@@ -17,24 +17,16 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use relay_local_stack::procstat::{cpu_seconds, status_kb};
 use relay_local_stack::provider_stub::ProviderStub;
 use relay_local_stack::runtime_api::{RuntimeApi, spawn_function, tool_args};
-use relay_local_stack::seed::{envelope, seed_numbered_fullenrich_job, sqs_message};
+use relay_local_stack::seed::{
+    envelope, numbered_fullenrich_record, seed_numbered_fullenrich_job, sqs_message,
+};
 use relay_local_stack::{Moto, Template};
 use relay_shared::Provider;
 use relay_shared::providers::Hook;
 use relay_shared::store::{DynamoJobStore, JobStore};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CHUNK: u64 = 100;
-
-fn record(i: u64) -> Value {
-    let input =
-        json!({"first_name": format!("F{i}"), "last_name": "L", "company_domain": "example.com"});
-    // `rid`: the contact's index, which the relay puts in every contact's `custom` at the start.
-    let custom = json!({"user_id": format!("u{i}"), "rid": i.to_string()});
-    json!({"input": input, "custom": custom, "contact_info": {
-        "most_probable_work_email": {"email": format!("f{i}@example.com"), "status": "DELIVERABLE"},
-        "work_emails": [{"email": format!("f{i}@example.com"), "status": "DELIVERABLE"}]}})
-}
 
 #[tokio::main]
 async fn main() {
@@ -51,7 +43,7 @@ async fn main() {
     let bodies: Vec<String> = (0..n)
         .map(|i| {
             let pid = &pids[(i / CHUNK) as usize];
-            let body = json!({"id": pid, "status": "IN_PROGRESS", "data": [record(i)]});
+            let body = json!({"id": pid, "status": "IN_PROGRESS", "data": [numbered_fullenrich_record(i, true)]});
             envelope(
                 Provider::Fullenrich,
                 Hook::Contact,
