@@ -1069,12 +1069,18 @@ impl JobStore for FlakySettle {
     ) -> Result<Option<relay_shared::jobs::JobMeta>, relay_shared::store::StoreError> {
         self.inner.job_view(job_id).await
     }
-    async fn find_chunk(
+    async fn job_head(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<relay_shared::jobs::JobMeta>, relay_shared::store::StoreError> {
+        self.inner.job_head(job_id).await
+    }
+    async fn find_link(
         &self,
         job_id: &str,
         pid: &str,
-    ) -> Result<Option<relay_shared::store::ChunkRef>, relay_shared::store::StoreError> {
-        self.inner.find_chunk(job_id, pid).await
+    ) -> Result<Option<relay_shared::store::Link>, relay_shared::store::StoreError> {
+        self.inner.find_link(job_id, pid).await
     }
     async fn contacts(
         &self,
@@ -1143,8 +1149,11 @@ impl JobStore for FlakySettle {
         chunk: relay_shared::store::ChunkRef,
         pid: &str,
         credits: Option<f64>,
+        contact: Option<&relay_shared::jobs::Contact>,
     ) -> Result<bool, relay_shared::store::StoreError> {
-        self.inner.link_chunk(job_id, chunk, pid, credits).await
+        self.inner
+            .link_chunk(job_id, chunk, pid, credits, contact)
+            .await
     }
     async fn set_job_error(
         &self,

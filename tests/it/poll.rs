@@ -109,13 +109,222 @@ async fn the_due_index_finds_due_chunks_only_and_a_sweep_takes_each_once() {
         )
         .await;
     let now = relay_shared::now_ms();
-    assert!(store.due_chunks(now, 100).await.unwrap().is_empty());
-    let later = store.due_chunks(now + 601_000, 100).await.unwrap();
+    assert!(store.due_chunks(now, 100, 60_000).await.unwrap().is_empty());
+    let later = store.due_chunks(now + 601_000, 100, 60_000).await.unwrap();
     let mine: Vec<_> = later.iter().filter(|d| d.job_id == job).collect();
     assert_eq!(mine.len(), 2, "{later:?}");
     // Taken once: a second sweep that read the same due time loses.
     assert!(store.take_due(mine[0], 60_000).await.unwrap().is_some());
     assert!(store.take_due(mine[0], 60_000).await.unwrap().is_none());
+}
+
+/// The `due` index entries of a job, as (sort key, poll_at).
+async fn index_entries(f: &Fetch, job: &str) -> Vec<(String, u64)> {
+    let out = relay_shared::aws::dynamodb(&f.stack.sdk)
+        .query()
+        .table_name(f.stack.res.table("JobsTable"))
+        .index_name("due")
+        .key_condition_expression("poll_shard = :s")
+        .expression_attribute_values(
+            ":s",
+            AttributeValue::S(relay_shared::store::poll_shard(job)),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.items()
+        .iter()
+        .filter(|i| i["pk"].as_s().unwrap() == &format!("JOB#{job}"))
+        .map(|i| {
+            (
+                i["sk"].as_s().unwrap().clone(),
+                i["poll_at"].as_n().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_chunk_is_due_through_its_group_which_leaves_the_index_once_every_chunk_is_final() {
+    let f = Fetch::new().await;
+    let store = DynamoJobStore::new(
+        relay_shared::aws::dynamodb(&f.stack.sdk),
+        f.stack.res.table("JobsTable"),
+    );
+    // Three one-contact chunks (Enrow single), started: one index entry, their group's.
+    let contacts = (0..3)
+        .map(|i| {
+            (
+                json!({"email": format!("p{i}@example.com")}),
+                json!({"crm_id": format!("c{i}")}),
+            )
+        })
+        .collect();
+    let job = f
+        .seed(Operation::EmailVerify, contacts, 1, &["v0", "v1", "v2"])
+        .await;
+    let entries = index_entries(&f, &job).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].0, "CHUNK#~F00000", "the group, not its chunks");
+
+    // A result that ends its chunk writes no index entry: the group stays, its date unchanged.
+    let result = |id: &str| {
+        let mut e = crate::support::fetch::fixture_json("enrow/verification_finished.json");
+        e["id"] = json!(id);
+        Fetch::envelope(Provider::Enrow, Hook::Event, &job, e.to_string().as_bytes())
+    };
+    let (resp, _) = f.run(&[result("v0")]).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(
+        f.jobs.chunk(&job, 0).await.unwrap().unwrap().status,
+        ChunkStatus::Completed
+    );
+    assert_eq!(index_entries(&f, &job).await, entries);
+    // Mapped to its contact through the contact its link carries.
+    let rows = f.results(&job).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].custom, Some(json!({"crm_id": "c0"})));
+
+    // Due: the group's open chunks, not the final one; the group comes back after the hold.
+    let at = relay_shared::now_ms() + 601_000;
+    let due = store.due_chunks(at, 100, 60_000).await.unwrap();
+    let mut chunks: Vec<u32> = due
+        .iter()
+        .filter(|d| d.job_id == job)
+        .filter_map(|d| d.chunk)
+        .collect();
+    chunks.sort();
+    assert_eq!(chunks, [1, 2]);
+    let entries = index_entries(&f, &job).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0].1,
+        at + 60_000,
+        "due again when its taken chunks are"
+    );
+    assert!(
+        store
+            .due_chunks(at, 100, 60_000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.job_id != job)
+    );
+
+    // The other two end; the next visit finds every chunk final and takes the group out.
+    f.run_until_settled(vec![result("v1"), result("v2")]).await;
+    assert_eq!(f.job(&job).await.status, JobStatus::Completed);
+    let due = store.due_chunks(at + 61_000, 100, 60_000).await.unwrap();
+    assert!(due.iter().all(|d| d.job_id != job), "{due:?}");
+    assert!(index_entries(&f, &job).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_sweep_with_no_room_left_keeps_the_group_due() {
+    let f = Fetch::new().await;
+    let store = DynamoJobStore::new(
+        relay_shared::aws::dynamodb(&f.stack.sdk),
+        f.stack.res.table("JobsTable"),
+    );
+    let job = f
+        .seed(
+            Operation::EmailFind,
+            (0..3).map(finder).collect(),
+            1,
+            &["r0", "r1", "r2"],
+        )
+        .await;
+    let at = relay_shared::now_ms() + 601_000;
+    let first = store.due_chunks(at, 2, 60_000).await.unwrap();
+    assert_eq!(first.iter().filter(|d| d.job_id == job).count(), 2);
+    let before = index_entries(&f, &job).await;
+    assert!(before[0].1 <= at, "still due: {before:?}");
+    for d in &first {
+        // Taken past `at`: not due again at it.
+        assert!(store.take_due(d, 700_000).await.unwrap().is_some());
+    }
+    // The next sweep finds the one left (the two taken are not due before the hold ends).
+    let next = store.due_chunks(at, 100, 60_000).await.unwrap();
+    let left: Vec<_> = next.iter().filter(|d| d.job_id == job).collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(first.iter().all(|d| d.chunk != left[0].chunk));
+}
+
+#[tokio::test]
+async fn a_group_with_a_chunk_not_started_stays_in_the_index_and_a_start_into_a_due_group_moves_it()
+{
+    let f = Fetch::new().await;
+    let store = DynamoJobStore::new(
+        relay_shared::aws::dynamodb(&f.stack.sdk),
+        f.stack.res.table("JobsTable"),
+    );
+    // Two one-contact chunks; only the first started, and it ends.
+    let job = f
+        .seed(
+            Operation::EmailFind,
+            (0..2).map(finder).collect(),
+            1,
+            &["s0"],
+        )
+        .await;
+    let mut e = crate::support::fetch::fixture_json("enrow/single_search_finished.json");
+    e["id"] = json!("s0");
+    let (resp, _) = f
+        .run(&[Fetch::envelope(
+            Provider::Enrow,
+            Hook::Event,
+            &job,
+            e.to_string().as_bytes(),
+        )])
+        .await;
+    assert!(resp.batch_item_failures.is_empty());
+    // A visit finds nothing to poll, but a chunk that may still start: the group stays, due
+    // again a poll interval on.
+    let at = relay_shared::now_ms() + 601_000;
+    assert!(
+        store
+            .due_chunks(at, 100, 60_000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.job_id != job)
+    );
+    let entries = index_entries(&f, &job).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].1, at + store.poll_after_ms);
+
+    // The group is due now (a sweep may be reading it): the second chunk's start moves it to
+    // that chunk's poll date, so that the sweep's own next date cannot overwrite it.
+    relay_shared::aws::dynamodb(&f.stack.sdk)
+        .update_item()
+        .table_name(f.stack.res.table("JobsTable"))
+        .key("pk", AttributeValue::S(format!("JOB#{job}")))
+        .key("sk", AttributeValue::S("CHUNK#~F00000".into()))
+        .update_expression("SET poll_at = :at")
+        .expression_attribute_values(":at", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let chunk = f.jobs.chunk(&job, 1).await.unwrap().unwrap();
+    assert!(
+        f.jobs
+            .link_chunk(&job, (&chunk).into(), "s1", None, None)
+            .await
+            .unwrap()
+    );
+    let group_at = index_entries(&f, &job).await[0].1;
+    assert!(
+        group_at > relay_shared::now_ms(),
+        "moved from the past: {group_at}"
+    );
+    let due = store.due_chunks(group_at, 100, 60_000).await.unwrap();
+    assert_eq!(
+        due.iter()
+            .filter(|d| d.job_id == job)
+            .filter_map(|d| d.chunk)
+            .collect::<Vec<_>>(),
+        [1]
+    );
 }
 
 #[tokio::test]

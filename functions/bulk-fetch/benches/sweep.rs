@@ -1,9 +1,11 @@
 //! What one sweep costs, against moto (the real DynamoDB and SQS APIs through the SDK): 10,000
-//! open chunks in the `due` index across 100 jobs, 1% of them due; then 2,000 open with the same
-//! 100 due, to show that reads follow the due chunks, not the open ones. Prints the index
-//! queries, the read units they are charged by DynamoDB's size rule (moto reports no real
-//! capacity), the conditional updates and SQS messages, and the sweep's wall time (median of 3;
-//! the emulator is far slower than DynamoDB, so the wall time is an upper bound).
+//! open chunks across 100 jobs (one group each in the `due` index), 1% of them due, spread so
+//! that every group is due; then 2,000 open chunks across 20 jobs with the same 100 due. A due
+//! group's chunks are read whole, so reads follow the open chunks of the due groups (here all
+//! of them: the worst case), not the table. Prints the queries, the read units they are charged
+//! by DynamoDB's size rule (moto reports no real capacity), the conditional updates and SQS
+//! messages, and the sweep's wall time (median of 3; the emulator is far slower than DynamoDB,
+//! so the wall time is an upper bound).
 //!
 //! Run: `make bench` (or `cargo bench -p bulk-fetch --bench sweep`).
 
@@ -58,11 +60,19 @@ async fn bench(sdk: &aws_config::SdkConfig, open: usize) {
         let table = res.table("JobsTable").to_string();
         let now = relay_shared::now_ms();
         let mut requests = Vec::new();
+        let put = |item: HashMap<String, AttributeValue>| {
+            WriteRequest::builder()
+                .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                .build()
+        };
         for j in 0..jobs {
             let job = format!("job_bench{j:04}");
+            let mut group_at = u64::MAX;
             for c in 0..CHUNKS_PER_JOB {
                 let due = (j * CHUNKS_PER_JOB + c) % due_every == 0;
-                let item: HashMap<String, AttributeValue> = HashMap::from([
+                let poll_at = if due { now - 60_000 } else { now + 3_600_000 };
+                group_at = group_at.min(poll_at);
+                requests.push(put(HashMap::from([
                     ("pk".into(), s(format!("JOB#{job}"))),
                     ("sk".into(), s(chunk_sk(c as u32))),
                     ("chunk".into(), n(c as u64)),
@@ -70,19 +80,17 @@ async fn bench(sdk: &aws_config::SdkConfig, open: usize) {
                     ("count".into(), n(100)),
                     ("status".into(), s("submitted")),
                     ("provider_id".into(), s(uuid::Uuid::new_v4().to_string())),
-                    ("poll_shard".into(), s(poll_shard(&job))),
                     ("poll_every".into(), n(600_000)),
-                    (
-                        "poll_at".into(),
-                        n(if due { now - 60_000 } else { now + 3_600_000 }),
-                    ),
-                ]);
-                requests.push(
-                    WriteRequest::builder()
-                        .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
-                        .build(),
-                );
+                    ("poll_at".into(), n(poll_at)),
+                ])));
             }
+            // The job's chunks are in the index through their group, due with its first chunk.
+            requests.push(put(HashMap::from([
+                ("pk".into(), s(format!("JOB#{job}"))),
+                ("sk".into(), s("CHUNK#~F00000")),
+                ("poll_shard".into(), s(poll_shard(&job))),
+                ("poll_at".into(), n(group_at)),
+            ])));
         }
         for batch in requests.chunks(25) {
             ddb.batch_write_item()
@@ -111,7 +119,7 @@ async fn bench(sdk: &aws_config::SdkConfig, open: usize) {
         sweep.read.queries, sweep.read.items, sweep.read.bytes, sweep.read.read_units
     );
     println!(
-        "  conditional updates {} (1 write unit each), SQS messages {}",
+        "  conditional updates {} (1 write unit each; and one per due group), SQS messages {}",
         sweep.enqueued + sweep.skipped,
         sweep.enqueued
     );

@@ -303,7 +303,7 @@ where
         // another job's provider ids claims keys of its own job only, and burns nothing of the
         // other job (the event itself is then parked: its id is no chunk of this job).
         let key = format!("{}#{key}", env.job_id);
-        let meta = match self.jobs.get_job(&env.job_id).await {
+        let meta = match self.jobs.job_head(&env.job_id).await {
             Ok(Some(meta)) => meta,
             Ok(None) => return Disposition::Parked("unknown job".into()),
             Err(e) => return Disposition::Retry(e.to_string()),
@@ -769,7 +769,11 @@ where
             ));
         };
         let at = ChunkRef::from(chunk);
-        if self.jobs.link_chunk(job_id, at, provider_id, None).await? {
+        if self
+            .jobs
+            .link_chunk(job_id, at, provider_id, None, None)
+            .await?
+        {
             tracing::info!(
                 job_id,
                 chunk = chunk.index,
@@ -1002,13 +1006,20 @@ where
                     .and_then(record_key)
                     .into_iter()
                     .collect();
-                let chunk = self.chunk_of(meta, &id, &rids, Some(true)).await?;
-                let contact = self
-                    .jobs
-                    .contacts(job_id, chunk.offset, 1)
-                    .await?
-                    .pop()
-                    .ok_or_else(|| Disposition::Parked("chunk has no contact".into()))?;
+                // The link carries a one-contact chunk's contact (one read for both).
+                let (chunk, carried) = match self.jobs.find_link(job_id, &id).await? {
+                    Some(link) => (link.chunk, link.contact),
+                    None => (self.adopt(meta, &id, &rids, Some(true)).await?, None),
+                };
+                let contact = match carried {
+                    Some(c) => c,
+                    None => self
+                        .jobs
+                        .contacts(job_id, chunk.offset, 1)
+                        .await?
+                        .pop()
+                        .ok_or_else(|| Disposition::Parked("chunk has no contact".into()))?,
+                };
                 let fields = EnrowFields {
                     qualification: result.qualification.as_ref(),
                     email: result.email.as_deref(),
@@ -1471,7 +1482,11 @@ impl<Q: Queue> Sweeper<Q> {
     pub async fn sweep(&self) -> Result<Sweep, StoreError> {
         let (due, read) = self
             .jobs
-            .due_chunks_costed(relay_shared::now_ms(), self.limit)
+            .due_chunks_costed(
+                relay_shared::now_ms(),
+                self.limit,
+                self.hold.as_millis() as u64,
+            )
             .await?;
         let mut sweep = Sweep {
             due: due.len(),

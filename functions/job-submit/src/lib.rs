@@ -919,7 +919,12 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
                 // The provider has the chunk: record its id before anything else, insisting.
                 // If it cannot be recorded, the chunk stays `starting`, becomes unconfirmed when
                 // the lease runs out, and the chunk's webhook adopts it: never a second start.
-                (|| self.jobs.link_chunk(job_id, at, &started.id, started.credits))
+                // A one-contact chunk's contact rides on its link: its result reads it there.
+                let contact = contacts.first().filter(|_| at.count == 1);
+                (|| {
+                    self.jobs
+                        .link_chunk(job_id, at, &started.id, started.credits, contact)
+                })
                     .retry(exponential(Duration::from_millis(200), 6))
                     .notify(|e, _| tracing::warn!(error = %e, job_id, chunk = index, "recording the provider id failed; retrying"))
                     .await?;

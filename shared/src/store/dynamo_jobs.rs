@@ -5,7 +5,7 @@ use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{ReturnValue, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Update, WriteRequest};
 
 use crate::jobs::{
     CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus,
@@ -45,10 +45,20 @@ impl DynamoJobStore {
         self
     }
 
-    /// Chunks due for a poll at `now_ms`, from the sparse `due` index (only started chunks that
-    /// are not final are in it): one query per shard, reads proportional to the due chunks.
-    pub async fn due_chunks(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
-        Ok(self.due_chunks_costed(now_ms, limit).await?.0)
+    /// Chunks due for a poll at `now_ms`, and job heads whose callback is due, from the sparse
+    /// `due` index: one query per shard. A chunk is in the index through its group (the item
+    /// that also records the group's final chunks, [`FINAL_GROUP`] chunks a group), so a
+    /// result that ends a chunk writes no index entry. A due group's chunks are read (one
+    /// query) and its open chunks due now returned; the group is then due again when its next
+    /// open chunk is (those returned count as taken for `hold_ms`), or leaves the index once
+    /// every chunk it holds is final. Reads follow the due groups, never the rest of the table.
+    pub async fn due_chunks(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        hold_ms: u64,
+    ) -> Result<Vec<Due>, StoreError> {
+        Ok(self.due_chunks_costed(now_ms, limit, hold_ms).await?.0)
     }
 
     /// [`Self::due_chunks`], and what reading them cost ([`ReadCost`]).
@@ -56,6 +66,7 @@ impl DynamoJobStore {
         &self,
         now_ms: u64,
         limit: usize,
+        hold_ms: u64,
     ) -> Result<(Vec<Due>, ReadCost), StoreError> {
         let mut cost = ReadCost::default();
         let mut out = Vec::new();
@@ -78,19 +89,38 @@ impl DynamoJobStore {
                 cost.add_page(page.items());
                 for item in page.items() {
                     let job_id = get_s(item, "pk").and_then(|p| p.strip_prefix("JOB#"));
-                    let chunk = match get_s(item, "sk") {
-                        Some("META") => Some(None),
-                        sk => index_of(sk, "CHUNK#").map(|i| Some(i as u32)),
+                    let (Some(job_id), Some(poll_at)) = (job_id, get_n::<u64>(item, "poll_at"))
+                    else {
+                        continue;
                     };
-                    if let (Some(job_id), Some(chunk), Some(poll_at)) =
-                        (job_id, chunk, get_n(item, "poll_at"))
-                    {
-                        out.push(Due {
-                            job_id: job_id.to_string(),
-                            chunk,
-                            poll_at_ms: poll_at,
-                        });
+                    let sk = get_s(item, "sk");
+                    if let Some(group) = index_of(sk, "CHUNK#~F") {
+                        let room = limit.saturating_sub(out.len());
+                        let group = DueGroup {
+                            job_id,
+                            group: group as u32,
+                            poll_at,
+                        };
+                        out.extend(
+                            self.due_in_group(&group, now_ms, room, hold_ms, &mut cost)
+                                .await?,
+                        );
+                        continue;
                     }
+                    // A job head (its callback), or a chunk that entered the index itself (as
+                    // chunks started before groups did; it leaves it when it ends).
+                    let chunk = match sk {
+                        Some("META") => None,
+                        sk => match index_of(sk, "CHUNK#") {
+                            Some(i) => Some(i as u32),
+                            None => continue,
+                        },
+                    };
+                    out.push(Due {
+                        job_id: job_id.to_string(),
+                        chunk,
+                        poll_at_ms: poll_at,
+                    });
                 }
                 start = page.last_evaluated_key;
                 if start.is_none() || out.len() >= limit {
@@ -102,6 +132,104 @@ impl DynamoJobStore {
             }
         }
         Ok((out, cost))
+    }
+
+    /// A due group's open chunks due at `now_ms` (at most `room`); the group's next visit set
+    /// ([`Self::due_chunks`]).
+    async fn due_in_group(
+        &self,
+        g: &DueGroup<'_>,
+        now_ms: u64,
+        room: usize,
+        hold_ms: u64,
+        cost: &mut ReadCost,
+    ) -> Result<Vec<Due>, StoreError> {
+        let first = g.group * FINAL_GROUP;
+        let items = self
+            .query_range(
+                g.job_id,
+                &chunk_sk(first),
+                &chunk_sk(first + FINAL_GROUP - 1),
+                None,
+            )
+            .await?;
+        cost.add_page(&items);
+        let mut due = Vec::new();
+        // When the group is next due: its earliest open chunk's poll (a chunk returned here is
+        // taken for `hold_ms`; one not started yet is looked at again `poll_after_ms` on).
+        let mut next: Option<u64> = None;
+        for item in &items {
+            let chunk = parse_chunk(item)?;
+            if chunk.status.is_final() {
+                continue;
+            }
+            let at = match (chunk.status, get_n::<u64>(item, "poll_at")) {
+                (ChunkStatus::Submitted, Some(at)) if at <= now_ms && due.len() < room => {
+                    due.push(Due {
+                        job_id: g.job_id.to_string(),
+                        chunk: Some(chunk.index),
+                        poll_at_ms: at,
+                    });
+                    now_ms + hold_ms
+                }
+                (ChunkStatus::Submitted, Some(at)) => at,
+                _ => now_ms + self.poll_after_ms,
+            };
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        let update = self.item_update(g.job_id, &final_sk(first));
+        let out = match next {
+            // Every chunk final: out of the index, unless a start moved the group meanwhile.
+            None => {
+                update
+                    .update_expression("REMOVE poll_at, poll_shard")
+                    .condition_expression("poll_at = :seen")
+                    .expression_attribute_values(":seen", n(g.poll_at))
+                    .send()
+                    .await
+            }
+            // Chunks left due that this sweep had no room for: the group stays due.
+            Some(next) if next <= now_ms => return Ok(due),
+            // Later, unless a start meanwhile wants it sooner.
+            Some(next) => {
+                update
+                    .update_expression("SET poll_at = :next")
+                    .condition_expression("poll_at = :seen OR poll_at > :next")
+                    .expression_attribute_values(":seen", n(g.poll_at))
+                    .expression_attribute_values(":next", n(next))
+                    .send()
+                    .await
+            }
+        };
+        unless_condition_failed(out)?;
+        Ok(due)
+    }
+
+    /// Makes chunk `index`'s group due by `at` at the latest (a start, or a poll that set the
+    /// chunk's next one): it enters the `due` index, or its due date moves sooner. A group due
+    /// already (a sweep may be reading it right now) is moved to `at`, so that the sweep's
+    /// own next date does not overwrite this chunk's.
+    pub(super) async fn group_due_by(
+        &self,
+        job_id: &str,
+        index: u32,
+        at: u64,
+    ) -> Result<(), StoreError> {
+        let out = self
+            .item_update(job_id, &final_sk(index))
+            .update_expression(
+                "SET poll_shard = :ps, poll_at = :at, expires_at = if_not_exists(expires_at, :exp)",
+            )
+            .condition_expression(
+                "attribute_not_exists(poll_at) OR poll_at > :at OR poll_at <= :now",
+            )
+            .expression_attribute_values(":ps", s(poll_shard(job_id)))
+            .expression_attribute_values(":at", n(at))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":exp", n(self.expires_at()))
+            .send()
+            .await;
+        unless_condition_failed(out).map(|_| ())
     }
 
     /// Takes a due item for one poll or callback attempt: moves its `poll_at` `hold_ms` on, if
@@ -199,15 +327,24 @@ impl DynamoJobStore {
 
     /// An UpdateItem on one chunk item (no attribute names bound).
     /// An UpdateItem on the job's head.
-    pub(super) fn meta_item_update(
+    /// An UpdateItem on one item of the job.
+    pub(super) fn item_update(
         &self,
         job_id: &str,
+        sk: &str,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
-            .key("sk", s("META"))
+            .key("sk", s(sk))
+    }
+
+    pub(super) fn meta_item_update(
+        &self,
+        job_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.item_update(job_id, "META")
     }
 
     pub(super) fn chunk_item_update(
@@ -215,11 +352,7 @@ impl DynamoJobStore {
         job_id: &str,
         index: u32,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(chunk_sk(index)))
+        self.item_update(job_id, &chunk_sk(index))
     }
 
     /// An UpdateItem on one chunk item, `#status` bound to its status attribute: the start of
@@ -407,10 +540,15 @@ impl JobStore for DynamoJobStore {
         chunk: ChunkRef,
         provider_id: &str,
         credits: Option<f64>,
+        contact: Option<&Contact>,
     ) -> Result<bool, StoreError> {
         let pk = job_pk(job_id);
+        let poll_at = now_ms() + self.poll_after_ms;
+        // The group first: a chunk started is never out of the sweeper's sight, even if this
+        // worker dies before the chunk write.
+        self.group_due_by(job_id, chunk.index, poll_at).await?;
         let mut expr = String::from(
-            "SET provider_id = :pid, #status = :st, started_at = :now, poll_at = :pa, poll_every = :pe, poll_shard = :ps REMOVE submit_until, submit_owner, unconfirmed_at",
+            "SET provider_id = :pid, #status = :st, started_at = :now, poll_at = :pa, poll_every = :pe REMOVE submit_until, submit_owner, unconfirmed_at",
         );
         let mut update = self
             .client
@@ -424,9 +562,8 @@ impl JobStore for DynamoJobStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":pid", s(provider_id))
             .expression_attribute_values(":now", n(now_ms()))
-            .expression_attribute_values(":pa", n(now_ms() + self.poll_after_ms))
+            .expression_attribute_values(":pa", n(poll_at))
             .expression_attribute_values(":pe", n(self.poll_after_ms))
-            .expression_attribute_values(":ps", s(poll_shard(job_id)))
             .expression_attribute_values(":st", s(ChunkStatus::Submitted.as_str()))
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
             .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
@@ -444,15 +581,21 @@ impl JobStore for DynamoJobStore {
                 return Ok(false);
             }
         }
+        let mut link = Item::from([
+            ("pk".to_string(), s(&pk)),
+            ("sk".to_string(), s(format!("PID#{provider_id}"))),
+            ("chunk".to_string(), n(chunk.index)),
+            ("offset".to_string(), n(chunk.offset)),
+            ("count".to_string(), n(chunk.count)),
+            ("expires_at".to_string(), n(self.expires_at())),
+        ]);
+        if let Some(c) = contact.filter(|c| chunk.count == 1 && c.index == chunk.offset) {
+            link.insert("contact".into(), AttributeValue::M(contact_item(&pk, c)));
+        }
         self.client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(&pk))
-            .item("sk", s(format!("PID#{provider_id}")))
-            .item("chunk", n(chunk.index))
-            .item("offset", n(chunk.offset))
-            .item("count", n(chunk.count))
-            .item("expires_at", n(now_ms() / 1000 + self.retention_s))
+            .set_item(Some(link))
             .send()
             .await
             .map_err(unavailable)?;
@@ -515,27 +658,50 @@ impl JobStore for DynamoJobStore {
             .transpose()
     }
 
-    async fn find_chunk(
-        &self,
-        job_id: &str,
-        provider_id: &str,
-    ) -> Result<Option<ChunkRef>, StoreError> {
+    async fn job_head(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("pk", s(job_pk(job_id)))
-            .key("sk", s(format!("PID#{provider_id}")))
-            .consistent_read(true)
+            .key("sk", s("META"))
             .send()
             .await
             .map_err(unavailable)?;
-        if let Some(item) = out.item {
-            return Ok(Some(ChunkRef {
-                index: get_n(&item, "chunk").unwrap_or(0),
-                offset: get_n(&item, "offset").unwrap_or(0),
-                count: get_n(&item, "count").unwrap_or(0),
-            }));
+        out.item
+            .as_ref()
+            .filter(|i| !expired(i))
+            .map(parse_meta)
+            .transpose()
+    }
+
+    async fn find_link(&self, job_id: &str, provider_id: &str) -> Result<Option<Link>, StoreError> {
+        // Eventually consistent first (half the read units): a link is written seconds before
+        // its provider can answer. A miss is read again, strongly, before anything costlier.
+        for consistent in [false, true] {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(job_pk(job_id)))
+                .key("sk", s(format!("PID#{provider_id}")))
+                .consistent_read(consistent)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            if let Some(item) = out.item {
+                return Ok(Some(Link {
+                    chunk: ChunkRef {
+                        index: get_n(&item, "chunk").unwrap_or(0),
+                        offset: get_n(&item, "offset").unwrap_or(0),
+                        count: get_n(&item, "count").unwrap_or(0),
+                    },
+                    contact: match item.get("contact").and_then(|v| v.as_m().ok()) {
+                        Some(m) => Some(parse_contact(m)?),
+                        None => None,
+                    },
+                }));
+            }
         }
         // The link is written just after the chunk; if a worker died in between, the chunk
         // itself still names its provider id.
@@ -544,10 +710,9 @@ impl JobStore for DynamoJobStore {
             .await?
             .into_iter()
             .find(|c| c.provider_id.as_deref() == Some(provider_id));
-        Ok(chunk.map(|c| ChunkRef {
-            index: c.index,
-            offset: c.offset,
-            count: c.count,
+        Ok(chunk.map(|c| Link {
+            chunk: ChunkRef::from(&c),
+            contact: None,
         }))
     }
 
@@ -597,15 +762,20 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn poll_later(&self, job_id: &str, index: u32, every_ms: u64) -> Result<(), StoreError> {
+        let at = now_ms() + every_ms;
         let out = self
             .chunk_item_update(job_id, index)
             .update_expression("SET poll_every = :e, poll_at = :at")
             .condition_expression("attribute_exists(poll_at)")
             .expression_attribute_values(":e", n(every_ms))
-            .expression_attribute_values(":at", n(now_ms() + every_ms))
+            .expression_attribute_values(":at", n(at))
             .send()
             .await;
-        unless_condition_failed(out).map(|_| ())
+        if unless_condition_failed(out)?.is_some() {
+            // Sooner than the sweep that took it expects it back, perhaps.
+            self.group_due_by(job_id, index, at).await?;
+        }
+        Ok(())
     }
 
     async fn add_duplicate(&self, job_id: &str) -> Result<(), StoreError> {
@@ -840,4 +1010,11 @@ impl JobWriter for DynamoJobStore {
             .await?;
         items.iter().map(parse_result).collect()
     }
+}
+
+/// A group found in the `due` index.
+struct DueGroup<'a> {
+    job_id: &'a str,
+    group: u32,
+    poll_at: u64,
 }

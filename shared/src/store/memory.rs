@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use super::{
     CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim, Counts,
     DedupeStore, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobStore, JobWriter,
-    JobsCursor, StoreError, Stored, SubmitLedger,
+    JobsCursor, Link, StoreError, Stored, SubmitLedger,
 };
 use crate::jobs::{
     CallbackState, CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
@@ -25,7 +25,7 @@ struct Job {
     contacts: BTreeMap<u64, Contact>,
     results: BTreeMap<u64, ContactResult>,
     /// Provider id → chunk.
-    links: HashMap<String, ChunkRef>,
+    links: HashMap<String, Link>,
     /// Per chunk: what its results count (the DynamoDB chunk item's `c_*` counters).
     counted: HashMap<u32, Counts>,
     /// The callback's due date (`poll_at` on the head), while pending.
@@ -73,7 +73,12 @@ impl MemoryJobs {
         chunk.status = ChunkStatus::Submitted;
         chunk.started_at_ms = Some(now_ms());
         let r = ChunkRef::from(&*chunk);
-        job.links.insert(provider_id.to_string(), r);
+        // As the submitter links it: a one-contact chunk's contact rides on its link.
+        let contact = (r.count == 1)
+            .then(|| job.contacts.get(&r.offset).cloned())
+            .flatten();
+        job.links
+            .insert(provider_id.to_string(), Link { chunk: r, contact });
     }
 
     /// The next `n` result writes (`store_result`, `store_chunk`) fail with `Unavailable`.
@@ -173,18 +178,17 @@ impl JobStore for MemoryJobs {
         Ok(jobs.get(job_id).and_then(|j| j.meta.clone()))
     }
 
-    async fn find_chunk(
-        &self,
-        job_id: &str,
-        provider_id: &str,
-    ) -> Result<Option<ChunkRef>, StoreError> {
+    async fn find_link(&self, job_id: &str, provider_id: &str) -> Result<Option<Link>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs.get(job_id).and_then(|j| {
-            j.links.get(provider_id).copied().or_else(|| {
+            j.links.get(provider_id).cloned().or_else(|| {
                 j.chunks
                     .values()
                     .find(|c| c.provider_id.as_deref() == Some(provider_id))
-                    .map(ChunkRef::from)
+                    .map(|c| Link {
+                        chunk: ChunkRef::from(c),
+                        contact: None,
+                    })
             })
         }))
     }
@@ -359,7 +363,11 @@ impl JobStore for MemoryJobs {
         chunk: ChunkRef,
         provider_id: &str,
         credits: Option<f64>,
+        contact: Option<&Contact>,
     ) -> Result<bool, StoreError> {
+        let contact = contact
+            .filter(|c| chunk.count == 1 && c.index == chunk.offset)
+            .cloned();
         self.with(job_id, |job| {
             let c = job
                 .chunks
@@ -378,7 +386,8 @@ impl JobStore for MemoryJobs {
                 _ if c.provider_id.as_deref() == Some(provider_id) => {}
                 _ => return Ok(false),
             }
-            job.links.insert(provider_id.to_string(), chunk);
+            job.links
+                .insert(provider_id.to_string(), Link { chunk, contact });
             Ok(true)
         })
     }

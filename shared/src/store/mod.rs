@@ -280,6 +280,14 @@ impl From<&Chunk> for ChunkRef {
     }
 }
 
+/// A provider id's link: its chunk, and the contact of a one-contact chunk when the link
+/// carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub chunk: ChunkRef,
+    pub contact: Option<Contact>,
+}
+
 pub trait JobStore: Send + Sync + 'static {
     /// The job's head. Its figures (`done`, `found`, `not_found`, `failed`, `duplicates`) are
     /// kept only once the job ended; read them with [`Self::job_view`].
@@ -293,11 +301,31 @@ pub trait JobStore: Send + Sync + 'static {
         &self,
         job_id: &str,
     ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send;
+    /// The head as a delivery reads it: possibly a second stale (an eventually consistent read,
+    /// half the read units), which a delivery can afford: what it needs of the head (provider,
+    /// operation, size, chunking) is fixed before any chunk starts. The default reads
+    /// [`Self::get_job`].
+    fn job_head(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send {
+        self.get_job(job_id)
+    }
+    /// The chunk a provider id is linked to, with the contact of a one-contact chunk when the
+    /// link carries it ([`Self::link_chunk`]): a single result then reads nothing else.
+    fn find_link(
+        &self,
+        job_id: &str,
+        provider_id: &str,
+    ) -> impl Future<Output = Result<Option<Link>, StoreError>> + Send;
+    /// The chunk a provider id is linked to ([`Self::find_link`] without the contact).
     fn find_chunk(
         &self,
         job_id: &str,
         provider_id: &str,
-    ) -> impl Future<Output = Result<Option<ChunkRef>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<ChunkRef>, StoreError>> + Send {
+        async move { Ok(self.find_link(job_id, provider_id).await?.map(|l| l.chunk)) }
+    }
     fn contacts(
         &self,
         job_id: &str,
@@ -352,13 +380,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// Records a chunk's provider id (and the credits the start reserved) if the chunk is still
     /// waiting for one (`pending`, `starting`, `start_unconfirmed`), then links the id to the
     /// chunk. The chunk write comes first: it is what ends the wait. `false`: the chunk has
-    /// another id or moved on without one.
+    /// another id or moved on without one. `contact`: a one-contact chunk's contact, carried on
+    /// the link so that its result reads it with the link.
     fn link_chunk(
         &self,
         job_id: &str,
         chunk: ChunkRef,
         provider_id: &str,
         credits: Option<f64>,
+        contact: Option<&Contact>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Records why a job (partly) failed; its status settles when every contact is accounted for.
     fn set_job_error(

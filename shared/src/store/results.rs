@@ -209,9 +209,10 @@ impl DynamoJobStore {
                     .update_expression("-")
                     .build()
                     .map_err(|e| StoreError::Data(e.to_string()))?;
-                // Out of the `due` index when final: nothing left to poll.
+                // Nothing left to poll when final (its group leaves the `due` index once all
+                // its chunks are final: this write touches no index entry).
                 let remove = if u.status.is_final() {
-                    " REMOVE poll_at, poll_every, poll_shard"
+                    " REMOVE poll_at, poll_every"
                 } else {
                     ""
                 };
@@ -305,9 +306,7 @@ impl DynamoJobStore {
                 Some(u) => {
                     let mut parts = self.chunk_update_builder(job_id, u);
                     if u.status.is_final() {
-                        parts
-                            .expr
-                            .push_str(" REMOVE poll_at, poll_every, poll_shard");
+                        parts.expr.push_str(" REMOVE poll_at, poll_every");
                     }
                     parts.expr.push(' ');
                     parts
@@ -461,7 +460,7 @@ impl DynamoJobStore {
                 "{}, {set} REMOVE applier, applier_until, seen{}",
                 release.expr,
                 if update.status.is_final() {
-                    ", poll_at, poll_every, poll_shard"
+                    ", poll_at, poll_every"
                 } else {
                     ""
                 }

@@ -43,7 +43,9 @@ pub async fn seed_job(
         .await
         .expect("create job");
     for (chunk, pid) in chunks.iter().zip(provider_ids) {
-        jobs.link_chunk(&job_id, chunk.into(), pid, None)
+        // As the submitter links it: a one-contact chunk's contact rides on its link.
+        let contact = (chunk.count == 1).then(|| &contacts[chunk.offset as usize]);
+        jobs.link_chunk(&job_id, chunk.into(), pid, None, contact)
             .await
             .expect("link chunk");
     }

@@ -140,17 +140,22 @@ fn wru_of_item(item: Option<&Value>) -> f64 {
     size.div_ceil(1024).max(1) as f64
 }
 
-/// Writes to the sparse `due` index (keys only): putting or removing an entry is one write, moving
-/// one (a new `poll_at`) two.
+/// Writes to the sparse `due` index (keys only). Its members are job heads (callbacks) and
+/// groups of chunks, which carry `poll_shard`: an update that sets it puts an entry (counted as
+/// one write, as if the item was not in the index yet), one that removes it removes the entry
+/// (one), one that moves a member's `poll_at` moves it (two: a delete and a put). A chunk's own
+/// `poll_at` is not in the index (a chunk carries no `poll_shard`): no index write.
 fn gsi_wru_of_update(body: &Value) -> f64 {
     let expr = body["UpdateExpression"].as_str().unwrap_or_default();
     let (set, remove) = match expr.split_once("REMOVE") {
         Some((set, remove)) => (set, remove),
         None => (expr, ""),
     };
-    if remove.contains("poll_at") {
+    let sk = body["Key"]["sk"]["S"].as_str().unwrap_or_default();
+    let member = sk == "META" || sk.starts_with("CHUNK#~F");
+    if remove.contains("poll_shard") || set.contains("poll_shard") {
         1.0
-    } else if set.contains("poll_at =") || set.contains("poll_at=") {
+    } else if member && (set.contains("poll_at =") || set.contains("poll_at=")) {
         2.0
     } else {
         0.0
