@@ -11,24 +11,29 @@ use relay_shared::Provider;
 use relay_shared::envelope::PollRequest;
 use relay_shared::jobs::{ChunkStatus, JobStatus, Operation, Outcome};
 use relay_shared::providers::Hook;
-use relay_shared::store::{DynamoJobStore, JobStore};
+use relay_shared::store::JobStore;
 use serde_json::{Value, json};
 
 use crate::e2e::{Client, fe_contacts, options};
 use crate::fetch::finder;
 use crate::support::fetch::{Fetch, enrow_event, fixture_json};
 
+/// An `email_find` job of `n` contacts in chunks of `chunk_size`, the first chunks started under
+/// `pids`.
+async fn finders(f: &Fetch, n: usize, chunk_size: u64, pids: &[&str]) -> String {
+    f.seed(
+        Operation::EmailFind,
+        (0..n).map(finder).collect(),
+        chunk_size,
+        pids,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubles_the_wait() {
     let f = Fetch::new().await;
-    let job = f
-        .seed(
-            Operation::EmailFind,
-            (0..3).map(finder).collect(),
-            5000,
-            &["race"],
-        )
-        .await;
+    let job = finders(&f, 3, 5000, &["race"]).await;
     let results = fixture_json("enrow/bulk_email_find_results.json").to_string();
     f.stub.script(
         "/email/find/bulk",
@@ -61,14 +66,7 @@ async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubl
     assert_eq!(chunk.poll_every_ms, None, "out of the due index once final");
 
     // A chunk whose results are not ready: one GET, and its next poll waits twice as long.
-    let slow = f
-        .seed(
-            Operation::EmailFind,
-            (0..2).map(finder).collect(),
-            5000,
-            &["slow"],
-        )
-        .await;
+    let slow = finders(&f, 2, 5000, &["slow"]).await;
     f.stub.script(
         "/email/find/bulk",
         "slow",
@@ -95,27 +93,35 @@ async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubl
 #[tokio::test]
 async fn the_due_index_finds_due_chunks_only_and_a_sweep_takes_each_once() {
     let f = Fetch::new().await;
-    let store = DynamoJobStore::new(
-        relay_shared::aws::dynamodb(&f.stack.sdk),
-        f.stack.res.table("JobsTable"),
-    );
     // Seeded chunks are due 600 s after their start: none is due now.
-    let job = f
-        .seed(
-            Operation::EmailFind,
-            (0..4).map(finder).collect(),
-            2,
-            &["a", "b"],
-        )
-        .await;
+    let job = finders(&f, 4, 2, &["a", "b"]).await;
     let now = relay_shared::now_ms();
-    assert!(store.due_chunks(now, 100, 60_000).await.unwrap().is_empty());
-    let later = store.due_chunks(now + 601_000, 100, 60_000).await.unwrap();
+    assert!(
+        f.jobs
+            .due_chunks(now, 100, 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = f.jobs.due_chunks(now + 601_000, 100, 60_000).await.unwrap();
     let mine: Vec<_> = later.iter().filter(|d| d.job_id == job).collect();
     assert_eq!(mine.len(), 2, "{later:?}");
     // Taken once: a second sweep that read the same due time loses.
-    assert!(store.take_due(mine[0], 60_000).await.unwrap().is_some());
-    assert!(store.take_due(mine[0], 60_000).await.unwrap().is_none());
+    assert!(f.jobs.take_due(mine[0], 60_000).await.unwrap().is_some());
+    assert!(f.jobs.take_due(mine[0], 60_000).await.unwrap().is_none());
+}
+
+/// What a sweep at `at` (up to 100 chunks, taken for 60 s) finds due of `job`: chunk indices,
+/// sorted.
+async fn due_of(f: &Fetch, job: &str, at: u64) -> Vec<u32> {
+    let due = f.jobs.due_chunks(at, 100, 60_000).await.unwrap();
+    let mut chunks: Vec<u32> = due
+        .iter()
+        .filter(|d| d.job_id == job)
+        .filter_map(|d| d.chunk)
+        .collect();
+    chunks.sort();
+    chunks
 }
 
 /// The `due` index entries of a job, as (sort key, poll_at).
@@ -147,10 +153,6 @@ async fn index_entries(f: &Fetch, job: &str) -> Vec<(String, u64)> {
 #[tokio::test]
 async fn a_chunk_is_due_through_its_group_which_leaves_the_index_once_every_chunk_is_final() {
     let f = Fetch::new().await;
-    let store = DynamoJobStore::new(
-        relay_shared::aws::dynamodb(&f.stack.sdk),
-        f.stack.res.table("JobsTable"),
-    );
     // Three one-contact chunks (Enrow single), started: one index entry, their group's.
     let contacts = (0..3)
         .map(|i| {
@@ -187,14 +189,7 @@ async fn a_chunk_is_due_through_its_group_which_leaves_the_index_once_every_chun
 
     // Due: the group's open chunks, not the final one; the group comes back after the hold.
     let at = relay_shared::now_ms() + 601_000;
-    let due = store.due_chunks(at, 100, 60_000).await.unwrap();
-    let mut chunks: Vec<u32> = due
-        .iter()
-        .filter(|d| d.job_id == job)
-        .filter_map(|d| d.chunk)
-        .collect();
-    chunks.sort();
-    assert_eq!(chunks, [1, 2]);
+    assert_eq!(due_of(&f, &job, at).await, [1, 2]);
     let entries = index_entries(&f, &job).await;
     assert_eq!(entries.len(), 1);
     assert_eq!(
@@ -202,49 +197,30 @@ async fn a_chunk_is_due_through_its_group_which_leaves_the_index_once_every_chun
         at + 60_000,
         "due again when its taken chunks are"
     );
-    assert!(
-        store
-            .due_chunks(at, 100, 60_000)
-            .await
-            .unwrap()
-            .iter()
-            .all(|d| d.job_id != job)
-    );
+    assert!(due_of(&f, &job, at).await.is_empty());
 
     // The other two end; the next visit finds every chunk final and takes the group out.
     f.run_until_settled(vec![result("v1"), result("v2")]).await;
     assert_eq!(f.job(&job).await.status, JobStatus::Completed);
-    let due = store.due_chunks(at + 61_000, 100, 60_000).await.unwrap();
-    assert!(due.iter().all(|d| d.job_id != job), "{due:?}");
+    assert!(due_of(&f, &job, at + 61_000).await.is_empty());
     assert!(index_entries(&f, &job).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_sweep_with_no_room_left_keeps_the_group_due() {
     let f = Fetch::new().await;
-    let store = DynamoJobStore::new(
-        relay_shared::aws::dynamodb(&f.stack.sdk),
-        f.stack.res.table("JobsTable"),
-    );
-    let job = f
-        .seed(
-            Operation::EmailFind,
-            (0..3).map(finder).collect(),
-            1,
-            &["r0", "r1", "r2"],
-        )
-        .await;
+    let job = finders(&f, 3, 1, &["r0", "r1", "r2"]).await;
     let at = relay_shared::now_ms() + 601_000;
-    let first = store.due_chunks(at, 2, 60_000).await.unwrap();
+    let first = f.jobs.due_chunks(at, 2, 60_000).await.unwrap();
     assert_eq!(first.iter().filter(|d| d.job_id == job).count(), 2);
     let before = index_entries(&f, &job).await;
     assert!(before[0].1 <= at, "still due: {before:?}");
     for d in &first {
         // Taken past `at`: not due again at it.
-        assert!(store.take_due(d, 700_000).await.unwrap().is_some());
+        assert!(f.jobs.take_due(d, 700_000).await.unwrap().is_some());
     }
     // The next sweep finds the one left (the two taken are not due before the hold ends).
-    let next = store.due_chunks(at, 100, 60_000).await.unwrap();
+    let next = f.jobs.due_chunks(at, 100, 60_000).await.unwrap();
     let left: Vec<_> = next.iter().filter(|d| d.job_id == job).collect();
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(first.iter().all(|d| d.chunk != left[0].chunk));
@@ -254,19 +230,8 @@ async fn a_sweep_with_no_room_left_keeps_the_group_due() {
 async fn a_group_with_a_chunk_not_started_stays_in_the_index_and_a_start_into_a_due_group_moves_it()
 {
     let f = Fetch::new().await;
-    let store = DynamoJobStore::new(
-        relay_shared::aws::dynamodb(&f.stack.sdk),
-        f.stack.res.table("JobsTable"),
-    );
     // Two one-contact chunks; only the first started, and it ends.
-    let job = f
-        .seed(
-            Operation::EmailFind,
-            (0..2).map(finder).collect(),
-            1,
-            &["s0"],
-        )
-        .await;
+    let job = finders(&f, 2, 1, &["s0"]).await;
     let mut e = crate::support::fetch::fixture_json("enrow/single_search_finished.json");
     e["id"] = json!("s0");
     let (resp, _) = f
@@ -281,17 +246,10 @@ async fn a_group_with_a_chunk_not_started_stays_in_the_index_and_a_start_into_a_
     // A visit finds nothing to poll, but a chunk that may still start: the group stays, due
     // again a poll interval on.
     let at = relay_shared::now_ms() + 601_000;
-    assert!(
-        store
-            .due_chunks(at, 100, 60_000)
-            .await
-            .unwrap()
-            .iter()
-            .all(|d| d.job_id != job)
-    );
+    assert!(due_of(&f, &job, at).await.is_empty());
     let entries = index_entries(&f, &job).await;
     assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].1, at + store.poll_after_ms);
+    assert_eq!(entries[0].1, at + f.jobs.poll_after_ms);
 
     // The group is due now (a sweep may be reading it): the second chunk's start moves it to
     // that chunk's poll date, so that the sweep's own next date cannot overwrite it.
@@ -317,14 +275,7 @@ async fn a_group_with_a_chunk_not_started_stays_in_the_index_and_a_start_into_a_
         group_at > relay_shared::now_ms(),
         "moved from the past: {group_at}"
     );
-    let due = store.due_chunks(group_at, 100, 60_000).await.unwrap();
-    assert_eq!(
-        due.iter()
-            .filter(|d| d.job_id == job)
-            .filter_map(|d| d.chunk)
-            .collect::<Vec<_>>(),
-        [1]
-    );
+    assert_eq!(due_of(&f, &job, group_at).await, [1]);
 }
 
 #[tokio::test]
