@@ -115,7 +115,7 @@ async fn bench(sdk: &aws_config::SdkConfig, open: usize) {
     walls.sort_by(f64::total_cmp);
     println!("sweep of {open} open chunks, {} due:", sweep.due);
     println!(
-        "  index queries {}, entries read {} ({} bytes), read units {:.1} (eventually consistent)",
+        "  queries {} (index, eventually consistent; due groups' chunks, strongly), items read {} ({} bytes), read units {:.1}",
         sweep.read.queries, sweep.read.items, sweep.read.bytes, sweep.read.read_units
     );
     println!(

@@ -86,7 +86,7 @@ impl DynamoJobStore {
                     .send()
                     .await
                     .map_err(unavailable)?;
-                cost.add_page(page.items());
+                cost.add_page(page.items(), false);
                 for item in page.items() {
                     let job_id = get_s(item, "pk").and_then(|p| p.strip_prefix("JOB#"));
                     let (Some(job_id), Some(poll_at)) = (job_id, get_n::<u64>(item, "poll_at"))
@@ -153,7 +153,8 @@ impl DynamoJobStore {
                 None,
             )
             .await?;
-        cost.add_page(&items);
+        // Read strongly: a chunk just started or just ended is seen as it is.
+        cost.add_page(&items, true);
         let mut due = Vec::new();
         // When the group is next due: its earliest open chunk's poll (a chunk returned here is
         // taken for `hold_ms`; one not started yet is looked at again `poll_after_ms` on).

@@ -428,8 +428,8 @@ pub struct JobsCursor {
     pub job_id: String,
 }
 
-/// What a series of eventually consistent queries cost, by DynamoDB's rules: each page is
-/// charged half a read unit per 4 KB of the items it returned (rounded up), at least half a unit.
+/// What a series of queries cost, by DynamoDB's rules: each page is charged a read unit per 4 KB
+/// of the items it returned (rounded up, at least one), half that when eventually consistent.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ReadCost {
     pub queries: usize,
@@ -439,12 +439,13 @@ pub struct ReadCost {
 }
 
 impl ReadCost {
-    fn add_page(&mut self, items: &[Item]) {
+    fn add_page(&mut self, items: &[Item], consistent: bool) {
         let bytes: usize = items.iter().map(item_size).sum();
         self.queries += 1;
         self.items += items.len();
         self.bytes += bytes;
-        self.read_units += (bytes.div_ceil(4096).max(1)) as f64 * 0.5;
+        let unit = if consistent { 1.0 } else { 0.5 };
+        self.read_units += (bytes.div_ceil(4096).max(1)) as f64 * unit;
     }
 }
 
