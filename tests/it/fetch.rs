@@ -108,6 +108,33 @@ async fn enrow_single_events_store_one_result_each() {
 }
 
 #[tokio::test]
+async fn an_enrow_single_result_is_mapped_to_the_contact_its_link_carries() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(Operation::EmailFind, vec![finder(0)], 1, &["carried"])
+        .await;
+    // The contact's own item gone: only the link's copy can map the result.
+    relay_shared::aws::dynamodb(&f.stack.sdk)
+        .delete_item()
+        .table_name(f.stack.res.table("JobsTable"))
+        .key("pk", AttributeValue::S(format!("JOB#{job}")))
+        .key("sk", AttributeValue::S(relay_shared::store::contact_sk(0)))
+        .send()
+        .await
+        .unwrap();
+    let mut event = fixture_json("enrow/single_search_finished.json");
+    event["id"] = json!("carried");
+    let (resp, _) = f
+        .run(&[enrow_env(&job, event.to_string().as_bytes())])
+        .await;
+    assert!(resp.batch_item_failures.is_empty());
+    let r = f.results(&job).await;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].custom, Some(json!({"crm_id": "lead_0"})));
+    assert_eq!(f.job(&job).await.status, JobStatus::Completed);
+}
+
+#[tokio::test]
 async fn enrow_bulk_events_fetch_and_map_every_row() {
     let f = Fetch::new().await;
     // Finder: rows come back out of order, index as "0", 2 and "1".
