@@ -1434,8 +1434,9 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
 
 /// The sweeper (issue: recovery): every few minutes it finds the started chunks whose results
 /// have not come for `POLL_AFTER_SECONDS` and puts a poll for each on the webhook queue, where
-/// bulk-fetch applies it like a bulk notification. Due chunks come from the sparse `due` index:
-/// a sweep reads the due ones, never the open ones that are not due.
+/// bulk-fetch applies it like a bulk notification. Due chunks come from the sparse `due` index
+/// through their groups ([`relay_shared::store::DynamoJobStore::due_chunks`]): a sweep reads the
+/// due groups' chunks, never the rest of the table.
 pub struct Sweeper<Q> {
     pub jobs: relay_shared::store::DynamoJobStore,
     pub queue: Q,

@@ -10,7 +10,8 @@ pub fn chunk_sk(index: u32) -> String {
     format!("CHUNK#{index:05}")
 }
 
-/// The group of final chunks holding chunk `index` ([`super::FINAL_GROUP`] indices a group).
+/// The group holding chunk `index` ([`super::FINAL_GROUP`] indices a group): it records which
+/// of its chunks are final, and is in the `due` index while one of them is open.
 pub(super) fn final_sk(index: u32) -> String {
     format!("CHUNK#~F{:05}", index / super::FINAL_GROUP)
 }
@@ -30,10 +31,10 @@ pub fn result_sk(index: u64) -> String {
     format!("RESULT#{index:07}")
 }
 
-/// How many partitions the `due` index spreads open chunks over (a sweep queries each).
+/// How many partitions the `due` index spreads its entries over (a sweep queries each).
 pub const POLL_SHARDS: u32 = 4;
 
-/// The `due` index partition of a job's chunks.
+/// The `due` index partition of a job's groups of chunks and of its head.
 pub fn poll_shard(job_id: &str) -> String {
     let h = Sha256::digest(job_id.as_bytes());
     format!("poll#{}", u32::from(h[0]) % POLL_SHARDS)
