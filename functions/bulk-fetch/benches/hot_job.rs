@@ -151,9 +151,13 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
-    // Failures the worker logs and goes on from (e.g. a duplicate not counted) show on stderr.
+    // Failures the worker logs and goes on from (e.g. a duplicate not counted) show on stderr;
+    // `RUST_LOG=info` adds one line per delivery (why a record was sent back: `outcome="retry"`).
     tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let moto = Moto::start(0).expect("start moto (run scripts/bootstrap.sh first)");
