@@ -971,7 +971,7 @@ async fn a_5000_row_enrow_bulk_maps_every_row_to_its_contact() {
         let i = r.index as usize;
         assert!(seen.insert(i));
         assert_eq!(r.custom, Some(json!({"crm_id": format!("lead_{i}")})));
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             assert_eq!(r.outcome, Outcome::NotFound);
         } else {
             assert_eq!(r.email, Some(format!("person{i}@dundermifflin.com")));

@@ -196,7 +196,9 @@ async fn forged_deliveries_get_401_and_enqueue_nothing() {
     let forged_token =
         WebhookSecret::new("attacker-secret-0123456789").token(Provider::Fullenrich, "job_1");
 
-    let cases: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+    // (what is wrong, path, headers)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (
             "bad token",
             "/webhooks/fullenrich/job_1/batch/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),

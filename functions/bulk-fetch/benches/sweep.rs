@@ -69,7 +69,7 @@ async fn bench(sdk: &aws_config::SdkConfig, open: usize) {
             let job = format!("job_bench{j:04}");
             let mut group_at = u64::MAX;
             for c in 0..CHUNKS_PER_JOB {
-                let due = (j * CHUNKS_PER_JOB + c) % due_every == 0;
+                let due = (j * CHUNKS_PER_JOB + c).is_multiple_of(due_every);
                 let poll_at = if due { now - 60_000 } else { now + 3_600_000 };
                 group_at = group_at.min(poll_at);
                 requests.push(put(HashMap::from([

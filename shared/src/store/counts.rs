@@ -13,6 +13,11 @@ pub(super) const JOB_COUNTS: [&str; 4] = ["done", "found", "not_found", "failed"
 
 pub(super) const CHUNK_COUNTS: [&str; 4] = ["c_done", "c_found", "c_not_found", "c_failed"];
 
+/// Expression attribute names bound to placeholders (`#k0` → `c_done`, …).
+pub(super) type Names = Vec<(String, String)>;
+/// Expression attribute values bound to placeholders (`:k0` → a number, …).
+pub(super) type Values = Vec<(String, aws_sdk_dynamodb::types::AttributeValue)>;
+
 /// Result counters: what a job head and each chunk keep, or (signed) how they move.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Counts {
@@ -77,16 +82,7 @@ impl Counts {
     }
 
     /// [`Self::bind`]'s names, values and expression, for any request builder.
-    #[allow(clippy::type_complexity)]
-    pub(super) fn placeholders(
-        self,
-        attrs: [&str; 4],
-        op: &str,
-    ) -> (
-        Vec<(String, String)>,
-        Vec<(String, aws_sdk_dynamodb::types::AttributeValue)>,
-        String,
-    ) {
+    pub(super) fn placeholders(self, attrs: [&str; 4], op: &str) -> (Names, Values, String) {
         let values = [self.done, self.found, self.not_found, self.failed];
         let mut parts = Vec::new();
         let mut names = Vec::new();

@@ -326,9 +326,7 @@ impl DynamoJobStore {
         Ok(calls)
     }
 
-    /// An UpdateItem on one chunk item (no attribute names bound).
-    /// An UpdateItem on the job's head.
-    /// An UpdateItem on one item of the job.
+    /// An UpdateItem on one item of the job (no attribute names bound).
     pub(super) fn item_update(
         &self,
         job_id: &str,
@@ -341,6 +339,7 @@ impl DynamoJobStore {
             .key("sk", s(sk))
     }
 
+    /// An UpdateItem on the job's head.
     pub(super) fn meta_item_update(
         &self,
         job_id: &str,
@@ -348,6 +347,7 @@ impl DynamoJobStore {
         self.item_update(job_id, "META")
     }
 
+    /// An UpdateItem on one chunk item.
     pub(super) fn chunk_item_update(
         &self,
         job_id: &str,

@@ -65,10 +65,7 @@ type UpdateItemRequest =
     aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 
 /// Binds [`Counts::placeholders`]' names and values on an UpdateItem request.
-pub(super) fn bound(
-    req: UpdateItemRequest,
-    (names, values): (Vec<(String, String)>, Vec<(String, AttributeValue)>),
-) -> UpdateItemRequest {
+pub(super) fn bound(req: UpdateItemRequest, (names, values): (Names, Values)) -> UpdateItemRequest {
     let req = names
         .into_iter()
         .fold(req, |r, (k, v)| r.expression_attribute_names(k, v));

@@ -182,14 +182,15 @@ impl Template {
 
     /// (logical id, properties) of every resource of `kind`, in template order.
     pub fn of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
-        self.resources.iter().filter_map(move |(id, r)| {
-            (str_at(r, "Type") == Some(kind)).then(|| {
+        self.resources
+            .iter()
+            .filter(move |(_, r)| str_at(r, "Type") == Some(kind))
+            .map(|(id, r)| {
                 (
                     id.as_str().unwrap_or_default(),
                     r.get("Properties").unwrap_or(&Value::Null),
                 )
             })
-        })
     }
 
     /// A resource's properties by logical id.

@@ -10,10 +10,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 
+/// A scripted answer: status and body.
+type Answer = (u16, String);
+
 #[derive(Default)]
 struct Inner {
     /// (route, id) → answers in order; the last one repeats.
-    scripts: Mutex<HashMap<(String, String), Vec<(u16, String)>>>,
+    scripts: Mutex<HashMap<(String, String), Vec<Answer>>>,
     hits: Mutex<HashMap<(String, String), usize>>,
     auth: Mutex<Vec<String>>,
     delay: Mutex<Duration>,

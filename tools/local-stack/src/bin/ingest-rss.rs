@@ -58,7 +58,7 @@ async fn main() {
     let secret = WebhookSecret::new(SECRET);
 
     let deliver = |i: usize, size: usize| {
-        let provider = if i % 2 == 0 {
+        let provider = if i.is_multiple_of(2) {
             Provider::Enrow
         } else {
             Provider::Fullenrich

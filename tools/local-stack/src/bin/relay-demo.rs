@@ -66,7 +66,7 @@ async fn run() -> Result<(), String> {
     let phones = |n| {
         take(n).map(|(f, l, _, id)| json!({"linkedin_url": format!("https://www.linkedin.com/in/{}-{}", f.to_lowercase(), l.to_lowercase()), "custom": {"crm_id": id}})).collect::<Vec<_>>()
     };
-    let jobs = vec![
+    let jobs = [
         (
             "FullEnrich enrich (CSV)",
             json!({"provider": "fullenrich", "operation": "enrich", "name": "demo leads", "contacts": fe}),
@@ -165,8 +165,8 @@ async fn run() -> Result<(), String> {
 
     println!("\nresults (first 3 of each job):");
     println!(
-        "  {:<27} {:>5}  {:<10} {:<10} {}",
-        "job", "index", "crm_id", "outcome", "email / phone"
+        "  {:<27} {:>5}  {:<10} {:<10} email / phone",
+        "job", "index", "crm_id", "outcome"
     );
     let mut problems = Vec::new();
     for ((label, _), (id, state)) in jobs.iter().zip(ids.iter().zip(&states)) {

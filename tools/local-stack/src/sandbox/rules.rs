@@ -295,10 +295,10 @@ fn enrow_phone(s: &Value) -> Result<(), &'static str> {
 
 fn validate_enrow(path: &str, req: &Value, http_loopback: bool) -> Result<(), Refusal> {
     let bad = |m: &str| Err(enrow(StatusCode::BAD_REQUEST, m));
-    if let Some(url) = req.pointer("/settings/webhook") {
-        if !enrow_webhook_ok(url.as_str().unwrap_or(""), http_loopback) {
-            return bad("Webhook URL must be a valid https URL");
-        }
+    if let Some(url) = req.pointer("/settings/webhook")
+        && !enrow_webhook_ok(url.as_str().unwrap_or(""), http_loopback)
+    {
+        return bad("Webhook URL must be a valid https URL");
     }
     let list = |keys: &[&str]| -> Vec<Value> {
         keys.iter()
@@ -306,8 +306,8 @@ fn validate_enrow(path: &str, req: &Value, http_loopback: bool) -> Result<(), Re
             .unwrap_or_default()
     };
     match path {
-        "/email/find/single" => enrow_search(req).or_else(|m| bad(m)),
-        "/phone/single" => enrow_phone(req).or_else(|m| bad(m)),
+        "/email/find/single" => enrow_search(req).or_else(&bad),
+        "/phone/single" => enrow_phone(req).or_else(&bad),
         "/email/verify/single" => {
             let e = text(req, "email");
             if e.is_empty() {
