@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::fetch::{ENROW_KEY, FULLENRICH_KEY, Fetch, enrow_event, fixture_json};
 use crate::support::fixture;
+use crate::support::lost_answer::LostAnswer;
 
 pub(crate) fn finder(i: usize) -> (Value, Value) {
     (
@@ -831,6 +832,47 @@ async fn a_claim_retried_after_its_answer_was_lost_is_still_the_claimers() {
         d.claim(key, "me").await.unwrap(),
         Claim::Duplicate,
         "once completed, even its owner meets a duplicate"
+    );
+}
+
+#[tokio::test]
+async fn a_chunk_lease_retried_after_its_answer_was_lost_is_still_the_appliers() {
+    use relay_shared::store::{ChunkRef, ChunkUpdate};
+    let f = Fetch::new().await;
+    let job = f
+        .seed(
+            Operation::EmailFind,
+            (0..3).map(finder).collect(),
+            5000,
+            &["lost-lease"],
+        )
+        .await;
+    let (jobs, lost) = LostAnswer::store(&f.stack, "SET applier = :me");
+    let contacts = jobs.contacts(&job, 0, 3).await.unwrap();
+    let results = contacts
+        .iter()
+        .map(|c| relay_shared::jobs::ContactResult::failed(c, "provider_failed"))
+        .collect();
+    let update = ChunkUpdate {
+        index: 0,
+        status: ChunkStatus::Failed,
+        credits: None,
+        error: None,
+    };
+    let chunk = ChunkRef {
+        index: 0,
+        offset: 0,
+        count: 3,
+    };
+    let stored = jobs.store_chunk(&job, chunk, results, update).await;
+    assert!(lost.happened(), "the lease's answer was lost once");
+    let stored = stored.expect("the resent take finds its own lease, not another worker's");
+    assert_eq!(stored.new, 3);
+    let view = f.job(&job).await;
+    assert_eq!((view.done, view.failed), (3, 3));
+    assert_eq!(
+        f.jobs.chunk(&job, 0).await.unwrap().unwrap().status,
+        ChunkStatus::Failed
     );
 }
 

@@ -388,8 +388,9 @@ impl DynamoJobStore {
         )))
     }
 
-    /// A chunk's result set: the chunk taken under a lease (single results wait or step aside
-    /// meanwhile), the rows not stored yet written 25 per BatchWriteItem, then the chunk's
+    /// A chunk's result set: the chunk taken under a lease (owned by this call: a take that the
+    /// SDK sends again after its answer was lost finds its own lease; single results wait or
+    /// step aside meanwhile), the rows not stored yet written 25 per BatchWriteItem, then the chunk's
     /// counters set to what it holds and the lease released in one conditional update.
     pub(super) async fn put_chunk_results(
         &self,
@@ -413,8 +414,9 @@ impl DynamoJobStore {
             .key("pk", s(&pk))
             .key("sk", s(chunk_sk(chunk.index)))
             .update_expression("SET applier = :me, applier_until = :until")
+            // Its own lease too: the SDK resending this take after its answer was lost.
             .condition_expression(
-                "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now)",
+                "attribute_exists(pk) AND (attribute_not_exists(applier_until) OR applier_until < :now OR applier = :me)",
             )
             .expression_attribute_values(":me", s(&owner))
             .expression_attribute_values(":until", n(now + self.apply_lease_ms))
