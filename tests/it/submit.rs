@@ -12,6 +12,7 @@ use relay_shared::queue::SqsQueue;
 use relay_shared::store::{ChunkRef, ChunkUpdate, DynamoJobStore, JobStore, SubmitLedger};
 use serde_json::{Value, json};
 
+use crate::support::lost_answer::LostAnswer;
 use crate::support::{Stack, apigw_request};
 
 const TOKEN: &str = "test-api-token-0123456789";
@@ -716,6 +717,34 @@ fn starts_of(s: &Submit, rid: u64) -> usize {
         .iter()
         .filter(|st| rids(st).contains(&rid))
         .count()
+}
+
+#[tokio::test]
+async fn a_chunk_taken_for_its_start_whose_answer_was_lost_is_still_the_takers() {
+    let s = Submit::new().await;
+    let (_, body) = s
+        .post(
+            &json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(3)}),
+            &[],
+        )
+        .await;
+    let job = body["job_id"].as_str().unwrap().to_string();
+    // The take lands, its answer is lost, and the SDK sends it again: the resend must find the
+    // chunk held by its own owner. Were it taken for another worker's hold, the start would be
+    // skipped, and the chunk left `starting` would end `start_unconfirmed` without ever starting.
+    let (jobs, lost) = LostAnswer::store(&s.stack, "SET #status = :starting, submit_until");
+    let taken = jobs.begin_submit(&job, 0, "me", 60_000).await.unwrap();
+    assert!(lost.happened(), "the take's answer was lost once");
+    let taken = taken.expect("the resent take finds its own hold");
+    assert_eq!(taken.status, ChunkStatus::Starting);
+    assert!(
+        s.jobs
+            .begin_submit(&job, 0, "another-worker", 60_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "another worker still cannot take it"
+    );
 }
 
 #[tokio::test]

@@ -627,7 +627,10 @@ impl SubmitLedger for MemoryJobs {
             let Some(c) = job.chunks.get_mut(&index) else {
                 return Ok(None);
             };
-            if c.status != ChunkStatus::Pending {
+            // Pending, or held by this owner already (a resent take, as DynamoDB's twin allows).
+            let own = c.status == ChunkStatus::Starting
+                && job.starting.get(&index).is_some_and(|(o, _)| o == owner);
+            if c.status != ChunkStatus::Pending && !own {
                 return Ok(None);
             }
             c.status = ChunkStatus::Starting;
@@ -861,5 +864,31 @@ mod tests {
         assert_eq!(d.claim("k", "other").await.unwrap(), Claim::InProgress);
         d.complete("k", "me").await.unwrap();
         assert_eq!(d.claim("k", "me").await.unwrap(), Claim::Duplicate);
+    }
+
+    /// The twin takes a chunk for its start as DynamoJobStore does (tests/it/submit.rs holds the
+    /// same scenario against moto): a take sent again by its owner finds its own hold.
+    #[tokio::test]
+    async fn a_chunk_taken_again_by_its_owner_is_still_its_own() {
+        let jobs = MemoryJobs::default();
+        let meta = JobMeta::new(
+            "job_t".into(),
+            crate::jobs::Operation::EmailFind,
+            None,
+            JobStatus::Accepted,
+            2,
+            2,
+            serde_json::Value::Null,
+        );
+        jobs.insert(meta, Chunk::plan(2, 2), Vec::new());
+        let first = jobs.begin_submit("job_t", 0, "me", 60_000).await.unwrap();
+        assert_eq!(first.map(|c| c.status), Some(ChunkStatus::Starting));
+        let again = jobs.begin_submit("job_t", 0, "me", 60_000).await.unwrap();
+        assert_eq!(again.map(|c| c.status), Some(ChunkStatus::Starting));
+        let other = jobs
+            .begin_submit("job_t", 0, "other", 60_000)
+            .await
+            .unwrap();
+        assert!(other.is_none(), "another worker still waits");
     }
 }

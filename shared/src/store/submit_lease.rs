@@ -23,7 +23,11 @@ impl SubmitLedger for DynamoJobStore {
         let out = self
             .chunk_update(job_id, index)
             .update_expression("SET #status = :starting, submit_until = :until, submit_owner = :me")
-            .condition_expression("#status = :pending")
+            // Its own hold too: the SDK resending this take after its answer was lost (taken
+            // for another's, the start would be skipped and the chunk never started).
+            .condition_expression(
+                "#status = :pending OR (#status = :starting AND submit_owner = :me)",
+            )
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
             .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
             .expression_attribute_values(":until", n(now + lease_ms))
