@@ -877,6 +877,39 @@ async fn a_chunk_lease_retried_after_its_answer_was_lost_is_still_the_appliers()
 }
 
 #[tokio::test]
+async fn a_result_whose_count_answer_was_lost_still_ends_its_chunk_in_its_group() {
+    use relay_shared::store::ChunkUpdate;
+    let f = Fetch::new().await;
+    // One Enrow single: its result ends its chunk and, with it, the job.
+    let job = f
+        .seed(Operation::EmailFind, vec![finder(0)], 1, &["lost-count"])
+        .await;
+    // The count (and the chunk's end) lands, its answer is lost, the SDK sends it again: the
+    // resend finds the contact counted and the chunk final, its own doing.
+    let (jobs, lost) = LostAnswer::store(&f.stack, "seen :seen");
+    let contact = jobs.contacts(&job, 0, 1).await.unwrap().remove(0);
+    let result = relay_shared::jobs::ContactResult::failed(&contact, "provider_failed");
+    let update = ChunkUpdate {
+        index: 0,
+        status: ChunkStatus::Completed,
+        credits: None,
+        error: None,
+    };
+    let stored = jobs
+        .store_result(&job, 0, result, Some(update))
+        .await
+        .unwrap();
+    assert!(lost.happened(), "the count's answer was lost once");
+    assert_eq!(stored.new, 1);
+    // The chunk is recorded in its group all the same, so the job can end.
+    assert!(stored.final_group.is_some(), "{stored:?}");
+    assert_eq!(
+        f.jobs.settle_job(&job).await.unwrap(),
+        Some(JobStatus::Failed)
+    );
+}
+
+#[tokio::test]
 async fn an_event_posted_to_another_jobs_url_burns_nothing_of_that_job() {
     let f = Fetch::new().await;
     let victim = f

@@ -164,9 +164,12 @@ impl DynamoJobStore {
                     return Ok(stored);
                 }
                 Some(CountRefused::Counted { chunk_final }) => {
-                    if chunk_final && stored.existing > 0 {
+                    let ending = update.as_ref().is_some_and(|u| u.status.is_final());
+                    if chunk_final && (stored.existing > 0 || ending) {
                         // A redelivery: whatever made the chunk final may have died before
-                        // recording it in its group. Recording it again is harmless.
+                        // recording it in its group. Or this call's own count, sent again by
+                        // the SDK after its answer was lost: it ended the chunk. Recording it
+                        // (again) is harmless.
                         stored.write_calls += 1;
                         stored.final_group = Some(self.mark_final(job_id, chunk_index).await?);
                     }
