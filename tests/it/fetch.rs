@@ -900,13 +900,36 @@ async fn a_result_whose_count_answer_was_lost_still_ends_its_chunk_in_its_group(
         .await
         .unwrap();
     assert!(lost.happened(), "the count's answer was lost once");
-    assert_eq!(stored.new, 1);
+    // (Which copy counted is not known to the resend: it reads as a duplicate of itself.)
     // The chunk is recorded in its group all the same, so the job can end.
     assert!(stored.final_group.is_some(), "{stored:?}");
     assert_eq!(
         f.jobs.settle_job(&job).await.unwrap(),
         Some(JobStatus::Failed)
     );
+}
+
+#[tokio::test]
+async fn a_result_whose_row_answer_was_lost_is_counted_as_new_not_as_a_duplicate() {
+    let f = Fetch::new().await;
+    let job = f
+        .seed(
+            Operation::EmailFind,
+            (0..2).map(finder).collect(),
+            2,
+            &["lost-row"],
+        )
+        .await;
+    // The row's put lands, its answer is lost, the SDK sends it again: the resend meets the row
+    // it wrote. Nothing had counted it, so this call does, and it is no duplicate.
+    let (jobs, lost) = LostAnswer::store(&f.stack, "attribute_not_exists(sk)");
+    let contact = jobs.contacts(&job, 0, 1).await.unwrap().remove(0);
+    let result = relay_shared::jobs::ContactResult::failed(&contact, "provider_failed");
+    let stored = jobs.store_result(&job, 0, result, None).await.unwrap();
+    assert!(lost.happened(), "the row's answer was lost once");
+    assert_eq!((stored.new, stored.existing), (1, 0), "{stored:?}");
+    let view = f.job(&job).await;
+    assert_eq!((view.done, view.failed), (1, 1), "counted once");
 }
 
 #[tokio::test]
@@ -1531,8 +1554,9 @@ async fn deliveries_for_a_deleted_job_are_dropped_not_parked() {
 
 /// The first copy of a single result stored its row and died before counting it (the chunk
 /// item as it was before, no group entry): the row is the exactly-once gate, so the redelivery
-/// finds it stored, counts it once (the chunk's `seen` set), records the chunk final in its group
-/// and settles the job; a third copy changes nothing.
+/// finds it stored, counts it once (the chunk's `seen` set: it is the copy that applied it, not a
+/// duplicate), records the chunk final in its group and settles the job; a third copy is a
+/// duplicate and changes nothing.
 #[tokio::test]
 async fn a_single_result_whose_count_was_lost_is_counted_once_by_its_redelivery() {
     let f = Fetch::new().await;
@@ -1587,11 +1611,16 @@ async fn a_single_result_whose_count_was_lost_is_counted_once_by_its_redelivery(
     let meta = f.job(&job).await;
     assert_eq!((meta.status, meta.done), (JobStatus::Running, 0));
 
-    for _ in 0..2 {
-        assert_eq!(
-            f.worker.handle_record(&Fetch::message(&body)).await,
-            bulk_fetch::Disposition::Duplicate
-        );
+    // The redelivery that counts it applied it (no duplicate); the next is a duplicate.
+    let expected = [
+        bulk_fetch::Disposition::Applied {
+            new: 1,
+            existing: 0,
+        },
+        bulk_fetch::Disposition::Duplicate,
+    ];
+    for want in expected {
+        assert_eq!(f.worker.handle_record(&Fetch::message(&body)).await, want);
         let meta = f.job(&job).await;
         assert_eq!(meta.status, JobStatus::Completed);
         assert_eq!((meta.done, meta.found + meta.not_found), (1, 1));

@@ -157,6 +157,11 @@ impl DynamoJobStore {
                 .await?;
             match refused {
                 None => {
+                    // This call counted the row: it is the one that applied it, whoever wrote
+                    // the row (a first copy that died before counting it, or this call's own
+                    // put, sent again by the SDK after its answer was lost).
+                    stored.new = 1;
+                    stored.existing = 0;
                     if update.as_ref().is_some_and(|u| u.status.is_final()) {
                         stored.write_calls += 1;
                         stored.final_group = Some(self.mark_final(job_id, chunk_index).await?);
@@ -164,8 +169,13 @@ impl DynamoJobStore {
                     return Ok(stored);
                 }
                 Some(CountRefused::Counted { chunk_final }) => {
+                    // Counted by another copy (one that met this call's row, or wrote it first):
+                    // that copy applied it; this one is its duplicate.
+                    let redelivered = stored.existing > 0;
+                    stored.new = 0;
+                    stored.existing = 1;
                     let ending = update.as_ref().is_some_and(|u| u.status.is_final());
-                    if chunk_final && (stored.existing > 0 || ending) {
+                    if chunk_final && (redelivered || ending) {
                         // A redelivery: whatever made the chunk final may have died before
                         // recording it in its group. Or this call's own count, sent again by
                         // the SDK after its answer was lost: it ended the chunk. Recording it
