@@ -123,10 +123,12 @@ async fn an_enrow_single_result_is_mapped_to_the_contact_its_link_carries() {
         .send()
         .await
         .unwrap();
-    let mut event = fixture_json("enrow/single_search_finished.json");
-    event["id"] = json!("carried");
     let (resp, _) = f
-        .run(&[enrow_env(&job, event.to_string().as_bytes())])
+        .run(&[Fetch::enrow_fixture(
+            &job,
+            "enrow/single_search_finished.json",
+            "carried",
+        )])
         .await;
     assert!(resp.batch_item_failures.is_empty());
     let r = f.results(&job).await;
@@ -139,14 +141,7 @@ async fn an_enrow_single_result_is_mapped_to_the_contact_its_link_carries() {
 async fn enrow_bulk_events_fetch_and_map_every_row() {
     let f = Fetch::new().await;
     // Finder: rows come back out of order, index as "0", 2 and "1".
-    let find = f
-        .seed(
-            Operation::EmailFind,
-            (0..3).map(finder).collect(),
-            5000,
-            &["bulk-find"],
-        )
-        .await;
+    let find = f.seed_finders(3, 5000, &["bulk-find"]).await;
     f.stub.script(
         "/email/find/bulk",
         "bulk-find",
@@ -494,14 +489,7 @@ async fn fullenrich_batch_without_records_is_fetched() {
 #[tokio::test]
 async fn the_same_delivery_five_times_is_applied_once() {
     let f = Fetch::new().await;
-    let job = f
-        .seed(
-            Operation::EmailFind,
-            (0..3).map(finder).collect(),
-            5000,
-            &["bulk-dup"],
-        )
-        .await;
+    let job = f.seed_finders(3, 5000, &["bulk-dup"]).await;
     f.stub.script(
         "/email/find/bulk",
         "bulk-dup",
@@ -571,14 +559,7 @@ async fn the_same_delivery_five_times_is_applied_once() {
 #[tokio::test]
 async fn provider_500s_go_back_to_sqs_then_store_once() {
     let f = Fetch::new().await;
-    let job = f
-        .seed(
-            Operation::EmailFind,
-            (0..3).map(finder).collect(),
-            5000,
-            &["bulk-500"],
-        )
-        .await;
+    let job = f.seed_finders(3, 5000, &["bulk-500"]).await;
     let ok = String::from_utf8(fixture("enrow/bulk_email_find_results.json")).unwrap();
     let err = r#"{"message":"Internal error"}"#.to_string();
     f.stub.script(
@@ -839,14 +820,7 @@ async fn a_claim_retried_after_its_answer_was_lost_is_still_the_claimers() {
 async fn a_chunk_lease_retried_after_its_answer_was_lost_is_still_the_appliers() {
     use relay_shared::store::{ChunkRef, ChunkUpdate};
     let f = Fetch::new().await;
-    let job = f
-        .seed(
-            Operation::EmailFind,
-            (0..3).map(finder).collect(),
-            5000,
-            &["lost-lease"],
-        )
-        .await;
+    let job = f.seed_finders(3, 5000, &["lost-lease"]).await;
     let (jobs, lost) = LostAnswer::store(&f.stack, "SET applier = :me");
     let contacts = jobs.contacts(&job, 0, 3).await.unwrap();
     let results = contacts
@@ -912,14 +886,7 @@ async fn a_result_whose_count_answer_was_lost_still_ends_its_chunk_in_its_group(
 #[tokio::test]
 async fn a_result_whose_row_answer_was_lost_is_counted_as_new_not_as_a_duplicate() {
     let f = Fetch::new().await;
-    let job = f
-        .seed(
-            Operation::EmailFind,
-            (0..2).map(finder).collect(),
-            2,
-            &["lost-row"],
-        )
-        .await;
+    let job = f.seed_finders(2, 2, &["lost-row"]).await;
     // The row's put lands, its answer is lost, the SDK sends it again: the resend meets the row
     // it wrote. Nothing had counted it, so this call does, and it is no duplicate.
     let (jobs, lost) = LostAnswer::store(&f.stack, "attribute_not_exists(sk)");
@@ -961,10 +928,12 @@ async fn an_event_posted_to_another_jobs_url_burns_nothing_of_that_job() {
         Some("provider id belongs to no chunk of this job")
     );
     // The victim's real delivery still applies: its key was never claimed.
-    let mut real = fixture_json("enrow/single_search_finished.json");
-    real["id"] = json!("victim-id");
     let (resp, _) = f
-        .run(&[enrow_env(&victim, real.to_string().as_bytes())])
+        .run(&[Fetch::enrow_fixture(
+            &victim,
+            "enrow/single_search_finished.json",
+            "victim-id",
+        )])
         .await;
     assert!(resp.batch_item_failures.is_empty());
     let results = f.results(&victim).await;
@@ -1085,14 +1054,7 @@ async fn a_5000_row_enrow_bulk_maps_every_row_to_its_contact() {
 #[tokio::test]
 async fn a_bulk_apply_that_died_midway_is_finished_with_exact_counters() {
     let f = Fetch::new().await;
-    let job = f
-        .seed(
-            Operation::EmailFind,
-            (0..60).map(finder).collect(),
-            60,
-            &["bulk-crash"],
-        )
-        .await;
+    let job = f.seed_finders(60, 60, &["bulk-crash"]).await;
     let ddb = relay_shared::aws::dynamodb(&f.stack.sdk);
     let table = f.stack.res.table("JobsTable");
     let pk = AttributeValue::S(format!("JOB#{job}"));
@@ -1563,9 +1525,7 @@ async fn a_single_result_whose_count_was_lost_is_counted_once_by_its_redelivery(
     let job = f
         .seed(Operation::EmailFind, vec![finder(0)], 1, &["single-lost"])
         .await;
-    let mut event = fixture_json("enrow/single_search_finished.json");
-    event["id"] = json!("single-lost");
-    let body = enrow_env(&job, event.to_string().as_bytes());
+    let body = Fetch::enrow_fixture(&job, "enrow/single_search_finished.json", "single-lost");
     f.run_until_settled(vec![body.clone()]).await;
     assert_eq!(f.job(&job).await.status, JobStatus::Completed);
 

@@ -18,22 +18,10 @@ use crate::e2e::{Client, fe_contacts, options};
 use crate::fetch::finder;
 use crate::support::fetch::{Fetch, enrow_event, fixture_json};
 
-/// An `email_find` job of `n` contacts in chunks of `chunk_size`, the first chunks started under
-/// `pids`.
-async fn finders(f: &Fetch, n: usize, chunk_size: u64, pids: &[&str]) -> String {
-    f.seed(
-        Operation::EmailFind,
-        (0..n).map(finder).collect(),
-        chunk_size,
-        pids,
-    )
-    .await
-}
-
 #[tokio::test]
 async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubles_the_wait() {
     let f = Fetch::new().await;
-    let job = finders(&f, 3, 5000, &["race"]).await;
+    let job = f.seed_finders(3, 5000, &["race"]).await;
     let results = fixture_json("enrow/bulk_email_find_results.json").to_string();
     f.stub.script(
         "/email/find/bulk",
@@ -66,7 +54,7 @@ async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubl
     assert_eq!(chunk.poll_every_ms, None, "out of the due index once final");
 
     // A chunk whose results are not ready: one GET, and its next poll waits twice as long.
-    let slow = finders(&f, 2, 5000, &["slow"]).await;
+    let slow = f.seed_finders(2, 5000, &["slow"]).await;
     f.stub.script(
         "/email/find/bulk",
         "slow",
@@ -94,7 +82,7 @@ async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubl
 async fn the_due_index_finds_due_chunks_only_and_a_sweep_takes_each_once() {
     let f = Fetch::new().await;
     // Seeded chunks are due 600 s after their start: none is due now.
-    let job = finders(&f, 4, 2, &["a", "b"]).await;
+    let job = f.seed_finders(4, 2, &["a", "b"]).await;
     let now = relay_shared::now_ms();
     assert!(
         f.jobs
@@ -170,11 +158,7 @@ async fn a_chunk_is_due_through_its_group_which_leaves_the_index_once_every_chun
     assert_eq!(entries[0].0, "CHUNK#~F00000", "the group, not its chunks");
 
     // A result that ends its chunk writes no index entry: the group stays, its date unchanged.
-    let result = |id: &str| {
-        let mut e = crate::support::fetch::fixture_json("enrow/verification_finished.json");
-        e["id"] = json!(id);
-        Fetch::envelope(Provider::Enrow, Hook::Event, &job, e.to_string().as_bytes())
-    };
+    let result = |id: &str| Fetch::enrow_fixture(&job, "enrow/verification_finished.json", id);
     let (resp, _) = f.run(&[result("v0")]).await;
     assert!(resp.batch_item_failures.is_empty());
     assert_eq!(
@@ -209,7 +193,7 @@ async fn a_chunk_is_due_through_its_group_which_leaves_the_index_once_every_chun
 #[tokio::test]
 async fn a_sweep_with_no_room_left_keeps_the_group_due() {
     let f = Fetch::new().await;
-    let job = finders(&f, 3, 1, &["r0", "r1", "r2"]).await;
+    let job = f.seed_finders(3, 1, &["r0", "r1", "r2"]).await;
     let at = relay_shared::now_ms() + 601_000;
     let first = f.jobs.due_chunks(at, 2, 60_000).await.unwrap();
     assert_eq!(first.iter().filter(|d| d.job_id == job).count(), 2);
@@ -231,15 +215,12 @@ async fn a_group_with_a_chunk_not_started_stays_in_the_index_and_a_start_into_a_
 {
     let f = Fetch::new().await;
     // Two one-contact chunks; only the first started, and it ends.
-    let job = finders(&f, 2, 1, &["s0"]).await;
-    let mut e = crate::support::fetch::fixture_json("enrow/single_search_finished.json");
-    e["id"] = json!("s0");
+    let job = f.seed_finders(2, 1, &["s0"]).await;
     let (resp, _) = f
-        .run(&[Fetch::envelope(
-            Provider::Enrow,
-            Hook::Event,
+        .run(&[Fetch::enrow_fixture(
             &job,
-            e.to_string().as_bytes(),
+            "enrow/single_search_finished.json",
+            "s0",
         )])
         .await;
     assert!(resp.batch_item_failures.is_empty());
@@ -442,14 +423,7 @@ async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_
         (JobStatus::Failed, 1, 1),
         "nothing came back"
     );
-    let mut result = fixture_json("enrow/single_search_finished.json");
-    result["id"] = json!(id);
-    let late = Fetch::envelope(
-        Provider::Enrow,
-        Hook::Event,
-        &single,
-        result.to_string().as_bytes(),
-    );
+    let late = Fetch::enrow_fixture(&single, "enrow/single_search_finished.json", id);
     f.run_until_settled(vec![late.clone(), late]).await;
     let meta = f.job(&single).await;
     assert_eq!(

@@ -85,6 +85,15 @@ impl Submit {
         (status, body)
     }
 
+    /// A FullEnrich `enrich` job of `n` contacts, accepted: its id.
+    async fn fullenrich_job(&self, n: usize) -> String {
+        let body =
+            json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(n)});
+        let (status, got) = self.post(&body, &[]).await;
+        assert_eq!(status, 202, "{got}");
+        got["job_id"].as_str().unwrap().to_string()
+    }
+
     async fn post(&self, body: &Value, extra: &[(&str, &str)]) -> (u16, Value) {
         let auth = format!("Bearer {TOKEN}");
         let mut headers = vec![
@@ -469,13 +478,7 @@ async fn rate_limits_credits_and_idempotency() {
             (200, r#"{"enrichment_id":"fe-after-429"}"#.into()),
         ],
     );
-    let (_, body) = s
-        .post(
-            &json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(3)}),
-            &[],
-        )
-        .await;
-    let job = body["job_id"].as_str().unwrap().to_string();
+    let job = s.fullenrich_job(3).await;
     s.submit_all().await;
     let starts = s.stub.starts();
     assert_eq!(starts.len(), 2, "one refused, one accepted");
@@ -618,13 +621,7 @@ async fn auth_404_and_results_in_contact_order() {
     let (status, _) = s.get("/jobs/job_unknown/results").await;
     assert_eq!(status, 404);
 
-    let (_, body) = s
-        .post(
-            &json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(250)}),
-            &[],
-        )
-        .await;
-    let job = body["job_id"].as_str().unwrap().to_string();
+    let job = s.fullenrich_job(250).await;
     // Results arrive chunk by chunk, out of order (as bulk-fetch stores them).
     for index in [2u32, 0, 1] {
         let offset = index as u64 * 100;
@@ -722,13 +719,7 @@ fn starts_of(s: &Submit, rid: u64) -> usize {
 #[tokio::test]
 async fn a_chunk_taken_for_its_start_whose_answer_was_lost_is_still_the_takers() {
     let s = Submit::new().await;
-    let (_, body) = s
-        .post(
-            &json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(3)}),
-            &[],
-        )
-        .await;
-    let job = body["job_id"].as_str().unwrap().to_string();
+    let job = s.fullenrich_job(3).await;
     // The take lands, its answer is lost, and the SDK sends it again: the resend must find the
     // chunk held by its own owner. Were it taken for another worker's hold, the start would be
     // skipped, and the chunk left `starting` would end `start_unconfirmed` without ever starting.
@@ -750,13 +741,7 @@ async fn a_chunk_taken_for_its_start_whose_answer_was_lost_is_still_the_takers()
 #[tokio::test]
 async fn a_worker_that_died_mid_start_leaves_its_chunk_unconfirmed_and_never_starts_it_again() {
     let s = Submit::new().await;
-    let (_, body) = s
-        .post(
-            &json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(3)}),
-            &[],
-        )
-        .await;
-    let job = body["job_id"].as_str().unwrap().to_string();
+    let job = s.fullenrich_job(3).await;
     // A worker took the chunk, may have sent the start, and died: its lease (1 ms) runs out.
     let taken = s
         .jobs
@@ -796,13 +781,7 @@ async fn a_start_answered_5xx_or_without_an_id_is_not_retried() {
         ((200, r#"{"message":"operating"}"#.to_string()), 3),
     ] {
         s.stub.script_start("/contact/enrich/bulk", vec![answer]);
-        let (_, body) = s
-            .post(
-                &json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(contacts)}),
-                &[],
-            )
-            .await;
-        let job = body["job_id"].as_str().unwrap().to_string();
+        let job = s.fullenrich_job(contacts).await;
         s.submit_all().await;
         let (_, got) = s.get(&format!("/jobs/{job}")).await;
         // No webhook comes from the stub: after the (scaled) timeout the contacts fail.

@@ -75,9 +75,33 @@ impl Fetch {
             .await
     }
 
+    /// An `email_find` job of `n` contacts ([`crate::fetch::finder`]) in chunks of
+    /// `chunk_size`, the first chunks started under `provider_ids`.
+    pub async fn seed_finders(&self, n: usize, chunk_size: u64, provider_ids: &[&str]) -> String {
+        self.seed(
+            Operation::EmailFind,
+            (0..n).map(crate::fetch::finder).collect(),
+            chunk_size,
+            provider_ids,
+        )
+        .await
+    }
+
     /// The SQS message body ingest would have sent for this delivery.
     pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {
         relay_local_stack::seed::envelope(provider, hook, job_id, body)
+    }
+
+    /// The envelope of an Enrow event from a fixture (`enrow/…json`), its `id` set to `id`.
+    pub fn enrow_fixture(job_id: &str, fixture: &str, id: &str) -> String {
+        let mut event = fixture_json(fixture);
+        event["id"] = serde_json::json!(id);
+        Self::envelope(
+            Provider::Enrow,
+            Hook::Event,
+            job_id,
+            event.to_string().as_bytes(),
+        )
     }
 
     pub fn message(body: &str) -> SqsMessage {
