@@ -32,7 +32,7 @@ use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
     CallbackStore, ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore,
-    MAX_POLL_EVERY_MS, StoreError, Stored,
+    Link, MAX_POLL_EVERY_MS, StoreError, Stored,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -721,11 +721,12 @@ where
         provider_id: &str,
         rids: &[u64],
         single: Option<bool>,
-    ) -> Result<ChunkRef, Disposition> {
-        if let Some(c) = self.jobs.find_chunk(&meta.job_id, provider_id).await? {
-            return Ok(c);
+    ) -> Result<Link, Disposition> {
+        if let Some(link) = self.jobs.find_link(&meta.job_id, provider_id).await? {
+            return Ok(link);
         }
-        self.adopt(meta, provider_id, rids, single).await
+        let chunk = self.adopt(meta, provider_id, rids, single).await?;
+        Ok(Link::new(chunk, None))
     }
 
     /// A provider id that is linked to no chunk: the chunk awaiting confirmation of its start
@@ -939,7 +940,7 @@ where
                         continue;
                     }
                     if let Some(id) = &job.id {
-                        let chunk = self.chunk_of(meta, id, &[], None).await?;
+                        let chunk = self.chunk_of(meta, id, &[], None).await?.chunk;
                         contacts.extend(
                             self.jobs
                                 .contacts(job_id, chunk.offset, chunk.count)
@@ -1007,11 +1008,8 @@ where
                     .into_iter()
                     .collect();
                 // The link carries a one-contact chunk's contact (one read for both).
-                let (chunk, carried) = match self.jobs.find_link(job_id, &id).await? {
-                    Some(link) => (link.chunk, link.contact),
-                    None => (self.adopt(meta, &id, &rids, Some(true)).await?, None),
-                };
-                let contact = match carried {
+                let Link { chunk, contact } = self.chunk_of(meta, &id, &rids, Some(true)).await?;
+                let contact = match contact {
                     Some(c) => c,
                     None => self
                         .jobs

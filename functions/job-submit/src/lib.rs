@@ -920,7 +920,7 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
                 // If it cannot be recorded, the chunk stays `starting`, becomes unconfirmed when
                 // the lease runs out, and the chunk's webhook adopts it: never a second start.
                 // A one-contact chunk's contact rides on its link: its result reads it there.
-                let contact = contacts.first().filter(|_| at.count == 1);
+                let contact = contacts.first();
                 (|| {
                     self.jobs
                         .link_chunk(job_id, at, &started.id, started.credits, contact)

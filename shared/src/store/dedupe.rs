@@ -65,7 +65,6 @@ pub(super) const COMPLETED: &str = "COMPLETED";
 
 impl DedupeStore for DynamoDedupe {
     async fn claim(&self, key: &str, owner: &str) -> Result<Claim, StoreError> {
-        use aws_sdk_dynamodb::operation::put_item::PutItemError;
         use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
         let now = now_ms();
         let result = self
@@ -93,12 +92,8 @@ impl DedupeStore for DynamoDedupe {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let held = match result {
-            Ok(_) => return Ok(Claim::Claimed),
-            Err(e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(c)) => c.item().cloned(),
-                _ => return Err(unavailable(e)),
-            },
+        let Some(held) = put_refused(result)? else {
+            return Ok(Claim::Claimed);
         };
         // An emulator that does not return the old item: read it.
         let held = match held {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 
 use super::*;
@@ -45,6 +46,25 @@ where
             Ok(None)
         }
         Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// A conditional PutItem's outcome (sent with `ReturnValuesOnConditionCheckFailure::AllOld`):
+/// `Ok(None)` written; `Ok(Some(stopped))` refused by its condition, with the item that stopped
+/// it when the store returned it (`None` inside: an emulator that does not, so read it);
+/// `Err` any other failure.
+pub(super) fn put_refused<T, R>(
+    result: Result<T, SdkError<PutItemError, R>>,
+) -> Result<Option<Option<Item>>, StoreError>
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(None),
+        Err(e) => match e.as_service_error() {
+            Some(PutItemError::ConditionalCheckFailedException(c)) => Ok(Some(c.item().cloned())),
+            _ => Err(unavailable(e)),
+        },
     }
 }
 

@@ -88,6 +88,10 @@ impl DynamoJobStore {
                     .map_err(unavailable)?;
                 cost.add_page(page.items(), false);
                 for item in page.items() {
+                    if out.len() >= limit {
+                        // No room left: a group is not read for nothing (it stays due).
+                        break;
+                    }
                     let job_id = get_s(item, "pk").and_then(|p| p.strip_prefix("JOB#"));
                     let (Some(job_id), Some(poll_at)) = (job_id, get_n::<u64>(item, "poll_at"))
                     else {
@@ -95,7 +99,7 @@ impl DynamoJobStore {
                     };
                     let sk = get_s(item, "sk");
                     if let Some(group) = index_of(sk, "CHUNK#~F") {
-                        let room = limit.saturating_sub(out.len());
+                        let room = limit - out.len();
                         let group = DueGroup {
                             job_id,
                             group: group as u32,
@@ -590,8 +594,8 @@ impl JobStore for DynamoJobStore {
             ("count".to_string(), n(chunk.count)),
             ("expires_at".to_string(), n(self.expires_at())),
         ]);
-        if let Some(c) = contact.filter(|c| chunk.count == 1 && c.index == chunk.offset) {
-            link.insert("contact".into(), AttributeValue::M(contact_item(&pk, c)));
+        if let Some(c) = Link::new(chunk, contact).contact {
+            link.insert("contact".into(), AttributeValue::M(contact_item(&pk, &c)));
         }
         self.client
             .put_item()

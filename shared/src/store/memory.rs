@@ -74,11 +74,8 @@ impl MemoryJobs {
         chunk.started_at_ms = Some(now_ms());
         let r = ChunkRef::from(&*chunk);
         // As the submitter links it: a one-contact chunk's contact rides on its link.
-        let contact = (r.count == 1)
-            .then(|| job.contacts.get(&r.offset).cloned())
-            .flatten();
-        job.links
-            .insert(provider_id.to_string(), Link { chunk: r, contact });
+        let link = Link::new(r, job.contacts.get(&r.offset));
+        job.links.insert(provider_id.to_string(), link);
     }
 
     /// The next `n` result writes (`store_result`, `store_chunk`) fail with `Unavailable`.
@@ -365,9 +362,7 @@ impl JobStore for MemoryJobs {
         credits: Option<f64>,
         contact: Option<&Contact>,
     ) -> Result<bool, StoreError> {
-        let contact = contact
-            .filter(|c| chunk.count == 1 && c.index == chunk.offset)
-            .cloned();
+        let link = Link::new(chunk, contact);
         self.with(job_id, |job| {
             let c = job
                 .chunks
@@ -386,8 +381,7 @@ impl JobStore for MemoryJobs {
                 _ if c.provider_id.as_deref() == Some(provider_id) => {}
                 _ => return Ok(false),
             }
-            job.links
-                .insert(provider_id.to_string(), Link { chunk, contact });
+            job.links.insert(provider_id.to_string(), link);
             Ok(true)
         })
     }

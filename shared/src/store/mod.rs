@@ -288,6 +288,17 @@ pub struct Link {
     pub contact: Option<Contact>,
 }
 
+impl Link {
+    /// The link of `chunk`, carrying `contact` when it is the chunk's one contact (otherwise
+    /// nothing: a chunk of several contacts reads them by range).
+    pub fn new(chunk: ChunkRef, contact: Option<&Contact>) -> Link {
+        let contact = contact
+            .filter(|c| chunk.count == 1 && c.index == chunk.offset)
+            .cloned();
+        Link { chunk, contact }
+    }
+}
+
 pub trait JobStore: Send + Sync + 'static {
     /// The job's head. Its figures (`done`, `found`, `not_found`, `failed`, `duplicates`) are
     /// kept only once the job ended; read them with [`Self::job_view`].
@@ -380,8 +391,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// Records a chunk's provider id (and the credits the start reserved) if the chunk is still
     /// waiting for one (`pending`, `starting`, `start_unconfirmed`), then links the id to the
     /// chunk. The chunk write comes first: it is what ends the wait. `false`: the chunk has
-    /// another id or moved on without one. `contact`: a one-contact chunk's contact, carried on
-    /// the link so that its result reads it with the link.
+    /// another id or moved on without one. `contact`: the chunk's first contact, carried on the
+    /// link when it is its only one ([`Link::new`]), so that its result reads it with the link.
     fn link_chunk(
         &self,
         job_id: &str,

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
@@ -112,21 +111,14 @@ impl DynamoJobStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let mut counted = match put {
-            Ok(_) => {
+        let mut counted = match put_refused(put)? {
+            None => {
                 stored.new = 1;
                 result.outcome
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                let held = match e.as_service_error() {
-                    Some(PutItemError::ConditionalCheckFailedException(c)) => c.item(),
-                    _ => None,
-                };
+            Some(held) => {
                 let row = match held {
-                    Some(item) => Some((parse_result(item)?, stored_at(item))),
+                    Some(item) => Some((parse_result(&item)?, stored_at(&item))),
                     // An emulator that does not return the old item: read it.
                     None => self.stored_row(job_id, result.index).await?,
                 };
@@ -148,7 +140,6 @@ impl DynamoJobStore {
                     }
                 }
             }
-            Err(e) => return Err(unavailable(e)),
         };
         for wait in crate::retry::exponential(LEASE_WAIT, 5).build() {
             stored.write_calls += 1;

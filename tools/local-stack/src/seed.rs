@@ -44,7 +44,7 @@ pub async fn seed_job(
         .expect("create job");
     for (chunk, pid) in chunks.iter().zip(provider_ids) {
         // As the submitter links it: a one-contact chunk's contact rides on its link.
-        let contact = (chunk.count == 1).then(|| &contacts[chunk.offset as usize]);
+        let contact = contacts.get(chunk.offset as usize);
         jobs.link_chunk(&job_id, chunk.into(), pid, None, contact)
             .await
             .expect("link chunk");
