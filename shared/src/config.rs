@@ -348,7 +348,15 @@ fn fullenrich_interval<F: Fn(&str) -> Option<String>>(
     env: &Env<F>,
 ) -> Result<Duration, ConfigError> {
     let per_minute = env.number("FULLENRICH_REQUESTS_PER_MINUTE", 55)?.min(60);
-    Ok(Duration::from_millis(60_000 / per_minute))
+    // Rounded up: `per_minute` slots never fit in one 60 s window plus one.
+    Ok(Duration::from_millis(60_000u64.div_ceil(per_minute)))
+}
+
+/// `JOB_DEADLINE_HOURS` (24, at least 1).
+fn job_deadline<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(
+        env.number("JOB_DEADLINE_HOURS", 24)?.max(1) * 3600,
+    ))
 }
 
 /// bulk-fetch's configuration.
@@ -404,7 +412,7 @@ impl FetchConfig {
             not_ready_wait: Duration::from_secs(env.number("NOT_READY_WAIT_SECONDS", 30)?.max(1)),
             poll_after: poll_after(env)?,
             fullenrich_interval: fullenrich_interval(env)?,
-            deadline: Duration::from_secs(env.number("JOB_DEADLINE_HOURS", 24)?.max(1) * 3600),
+            deadline: job_deadline(env)?,
             retention: retention(env)?,
             callback_secret: env.secret("CALLBACK_SECRET")?,
             callback_retry_base: env.duration(
@@ -421,6 +429,8 @@ impl FetchConfig {
 pub struct SweepConfig {
     pub jobs_table: String,
     pub webhook_queue_url: String,
+    /// `SUBMIT_QUEUE_URL`: where the starts of chunks whose messages were lost go again.
+    pub submit_queue_url: String,
     pub poll_after: Duration,
     /// Polls queued per sweep at most.
     pub limit: usize,
@@ -431,6 +441,7 @@ impl SweepConfig {
         Ok(SweepConfig {
             jobs_table: env.required("JOBS_TABLE")?,
             webhook_queue_url: env.url("WEBHOOK_QUEUE_URL", None)?,
+            submit_queue_url: env.url("SUBMIT_QUEUE_URL", None)?,
             poll_after: poll_after(env)?,
             limit: env.number("SWEEP_LIMIT", 5000)? as usize,
         })
@@ -511,6 +522,9 @@ pub struct WorkerConfig {
     pub poll_after: Duration,
     /// `RESULT_RETENTION_DAYS`: how long a job's items are kept (90 days).
     pub retention: Duration,
+    /// `JOB_DEADLINE_HOURS` (24): a chunk still pending this long after its job was created
+    /// never starts (a job's `options.deadline_hours` wins).
+    pub deadline: Duration,
 }
 
 impl WorkerConfig {
@@ -533,6 +547,7 @@ impl WorkerConfig {
                 .duration("START_CONFIRM_TIMEOUT", Duration::from_secs(6 * 3600))?,
             poll_after: poll_after(env)?,
             retention: retention(env)?,
+            deadline: job_deadline(env)?,
         })
     }
 }

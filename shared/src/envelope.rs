@@ -194,6 +194,11 @@ pub struct PollTarget {
     pub chunk: u32,
     /// When the sweeper found it due (ms), for the latency of a recovered result.
     pub due_at_ms: u64,
+    /// The chunk's `poll_at` as the sweeper's take left it: the poll is made only while the
+    /// chunk still has it, so a second delivery of the same message makes no second GET.
+    /// Absent in messages of earlier releases (then not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at_ms: Option<u64>,
 }
 
 impl PollRequest {
@@ -203,8 +208,15 @@ impl PollRequest {
                 job_id: job_id.to_string(),
                 chunk,
                 due_at_ms,
+                taken_at_ms: None,
             },
         }
+    }
+
+    /// The same poll, made only while the chunk's `poll_at` is `taken_at_ms`.
+    pub fn taken_at(mut self, taken_at_ms: u64) -> PollRequest {
+        self.poll.taken_at_ms = Some(taken_at_ms);
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -214,5 +226,52 @@ impl PollRequest {
     /// The poll a queue message carries, if it is one (deliveries are [`Envelope`]s).
     pub fn from_json(s: &str) -> Option<PollRequest> {
         serde_json::from_str(s).ok()
+    }
+}
+
+/// The submit queue's message: a chunk to start, or to check on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitChunk {
+    pub job_id: String,
+    pub chunk: u32,
+    #[serde(default, skip_serializing_if = "SubmitAction::is_start")]
+    pub action: SubmitAction,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmitAction {
+    /// Start the chunk (if it is still pending).
+    #[default]
+    Start,
+    /// The chunk's start is unconfirmed: fail it if no webhook adopted it in time, else look
+    /// again later.
+    ConfirmCheck,
+    /// Erase the job's items (`DELETE /jobs/{id}`), a bounded number per message.
+    Delete,
+}
+
+impl SubmitAction {
+    fn is_start(&self) -> bool {
+        *self == SubmitAction::Start
+    }
+}
+
+impl SubmitChunk {
+    pub fn start(job_id: &str, chunk: u32) -> String {
+        Self::message(job_id, chunk, SubmitAction::Start)
+    }
+
+    pub fn delete(job_id: &str) -> String {
+        Self::message(job_id, 0, SubmitAction::Delete)
+    }
+
+    pub fn message(job_id: &str, chunk: u32, action: SubmitAction) -> String {
+        serde_json::to_string(&SubmitChunk {
+            job_id: job_id.to_string(),
+            chunk,
+            action,
+        })
+        .expect("serializable")
     }
 }

@@ -152,6 +152,9 @@ pub mod reasons {
     /// No result came by the job's deadline (`JOB_DEADLINE_HOURS` after its last chunk started).
     /// A result that comes later replaces it.
     pub const TIMED_OUT: &str = "timed_out";
+    /// A poll found that the provider does not know the chunk's id (FullEnrich 404, Enrow
+    /// "Could not retrieve"): no result will come for it.
+    pub const PROVIDER_LOST: &str = "provider_lost";
 }
 
 impl JobError {
@@ -409,10 +412,18 @@ impl ContactResult {
     /// Whether this result takes the place of `existing`, the row stored for the same contact:
     /// a final result replaces a provisional one, and any result replaces a deadline's
     /// placeholder. A final row is never replaced, nor anything by a placeholder.
+    ///
+    /// Results stand: a failure (an outcome the relay inferred, or a provider's account of a
+    /// contact it could not finish) replaces only a placeholder, never a result a per-contact
+    /// webhook stored.
     pub fn replaces(&self, existing: &ContactResult) -> bool {
-        existing.provisional
-            && !self.is_timed_out()
-            && (!self.provisional || existing.is_timed_out())
+        if !existing.provisional || self.is_timed_out() {
+            return false;
+        }
+        if existing.is_timed_out() {
+            return true;
+        }
+        !self.provisional && self.outcome != Outcome::Failed
     }
 
     fn is_timed_out(&self) -> bool {

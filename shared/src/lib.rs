@@ -13,6 +13,7 @@ pub mod bodies;
 pub mod callback;
 pub mod config;
 pub mod envelope;
+pub mod invocation;
 pub mod jobs;
 pub mod metrics;
 pub mod providers;
@@ -57,7 +58,28 @@ pub fn is_valid_job_id(id: &str) -> bool {
 }
 
 /// Milliseconds since the Unix epoch.
+#[cfg(not(feature = "memory"))]
 pub fn now_ms() -> u64 {
+    wall_ms()
+}
+
+/// Milliseconds since the Unix epoch, as tokio's clock sees them: the wall clock at the first
+/// call, moved on by tokio's `Instant` since. In a runtime whose clock is paused
+/// (`#[tokio::test(start_paused = true)]`) time jumps to the next timer, so a simulation of
+/// hours of pacing, polls and deadlines on the in-memory stores runs in milliseconds; in any
+/// other runtime it is the wall clock. Only with the in-memory twins (feature `memory`): a
+/// deployed function reads the wall clock.
+#[cfg(feature = "memory")]
+pub fn now_ms() -> u64 {
+    static ORIGIN: std::sync::OnceLock<(u64, std::time::Instant)> = std::sync::OnceLock::new();
+    let (wall, at) = ORIGIN.get_or_init(|| (wall_ms(), std::time::Instant::now()));
+    let elapsed = tokio::time::Instant::now()
+        .into_std()
+        .saturating_duration_since(*at);
+    wall + elapsed.as_millis() as u64
+}
+
+fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

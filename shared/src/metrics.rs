@@ -56,7 +56,11 @@ pub const DELIVERIES_UNAVAILABLE: Metric = count(INGEST, "DeliveriesUnavailable"
 pub const DUPLICATES: Metric = count(FETCH, "Duplicates");
 /// bulk-fetch: deliveries parked in the DLQ, by `Reason`.
 pub const PARKED: Metric = count(FETCH, "Parked");
-/// bulk-fetch: deliveries put back on the queue, delayed (provider not ready, rate limit).
+/// bulk-fetch: deliveries dropped unseen: for an erased job, or naming an id no chunk of their
+/// job knows.
+pub const DROPPED: Metric = count(FETCH, "Dropped");
+/// bulk-fetch: deliveries put back on the queue, delayed (provider not ready, rate limit, a
+/// request slot).
 pub const DEFERRED: Metric = count(FETCH, "Deferred");
 /// bulk-fetch: deliveries returned to SQS to be retried.
 pub const RETRIED: Metric = count(FETCH, "Retried");
@@ -109,6 +113,7 @@ pub const ALL: &[Metric] = &[
     DELIVERIES_UNAVAILABLE,
     DUPLICATES,
     PARKED,
+    DROPPED,
     DEFERRED,
     RETRIED,
     RESULTS_STORED,

@@ -126,6 +126,8 @@ impl Queue for SqsQueue {
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     pub sent: std::sync::Mutex<Vec<Sent>>,
+    /// Sends still to fail (as SQS being unreachable would).
+    pub failing: std::sync::atomic::AtomicUsize,
 }
 
 #[cfg(feature = "memory")]
@@ -142,6 +144,19 @@ impl MemoryQueue {
     pub fn take(&self) -> Vec<Sent> {
         std::mem::take(&mut *self.sent.lock().unwrap())
     }
+
+    /// The next `n` sends fail.
+    pub fn fail_sends(&self, n: usize) {
+        self.failing.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn send_fails(&self) -> Result<(), QueueError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        match self.failing.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => Err(QueueError("injected send failure".into())),
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 #[cfg(feature = "memory")]
@@ -151,6 +166,7 @@ impl Queue for MemoryQueue {
         body: String,
         attributes: &[(&str, &str)],
     ) -> Result<String, QueueError> {
+        self.send_fails()?;
         let mut sent = self.sent.lock().unwrap();
         sent.push(Sent {
             body,
@@ -168,6 +184,7 @@ impl Queue for MemoryQueue {
         body: String,
         delay: std::time::Duration,
     ) -> Result<String, QueueError> {
+        self.send_fails()?;
         let mut sent = self.sent.lock().unwrap();
         sent.push(Sent {
             body,

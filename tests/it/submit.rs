@@ -59,6 +59,7 @@ impl Submit {
             lease: Duration::from_secs(60),
             // Scaled: a start left unconfirmed fails its contacts 2 s later (6 h on AWS).
             confirm_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(24 * 3600),
         };
         Submit {
             stack,
@@ -824,11 +825,16 @@ async fn an_idempotency_key_retry_finishes_a_job_whose_chunks_were_not_queued() 
             req.to_string().as_bytes(),
         ))
         .await;
-    assert_eq!(first.status().as_u16(), 503);
-    // The retry with the same key and body finishes it: the same job, every chunk queued.
+    // Accepted: the job is recorded, its chunks due for their starts (the sweeper sends the
+    // lost messages); the client is not told to retry.
+    assert_eq!(first.status().as_u16(), 202);
+    let first: Value = serde_json::from_slice(first.body().as_ref()).unwrap();
+    // A retry with the same key and body (a client that timed out) finishes it at once: the
+    // same job, every chunk queued.
     let (status, body) = s.post(&req, &[("idempotency-key", "crm-sync-7")]).await;
     assert_eq!(status, 202, "{body}");
     let job = body["job_id"].as_str().unwrap().to_string();
+    assert_eq!(first["job_id"].as_str(), Some(job.as_str()));
     assert_eq!(body["chunks"], 3);
     s.submit_all().await;
     // A third call changes nothing: the job's chunks are all started already.
@@ -892,5 +898,110 @@ async fn concurrent_requests_with_one_key_make_one_job_and_reset_no_chunk() {
             .iter()
             .all(|c| c["status"] == "submitted" && c["provider_id"].is_string()),
         "{got}"
+    );
+}
+
+#[tokio::test]
+async fn a_chunk_marked_unconfirmed_whose_answer_was_lost_is_still_marked_by_this_call() {
+    let s = Submit::new().await;
+    let job = s.fullenrich_job(3).await;
+    assert!(s.jobs.begin_submit(&job, 0, "me", 60_000).await.unwrap().is_some());
+    // The mark lands, its answer is lost, and the SDK sends it again: the resend must see its
+    // own mark, or the caller (told "someone else marked it") schedules no confirmation check
+    // and the chunk waits forever.
+    let (jobs, lost) = LostAnswer::store(&s.stack, "SET #status = :unconfirmed");
+    let marked = jobs.mark_unconfirmed(&job, 0, Some("me")).await.unwrap();
+    assert!(lost.happened(), "the mark's answer was lost once");
+    assert!(marked, "the resent mark recognises its own earlier write");
+    // Another caller (a second start message after the lease) did not mark it.
+    assert!(!s.jobs.mark_unconfirmed(&job, 0, None).await.unwrap());
+    let chunk = s.jobs.chunk(&job, 0).await.unwrap().unwrap();
+    assert_eq!(chunk.status, ChunkStatus::StartUnconfirmed);
+}
+
+#[tokio::test]
+async fn an_unconfirmed_chunk_expired_by_a_call_whose_answer_was_lost_is_still_ended_by_it() {
+    let s = Submit::new().await;
+    let job = s.fullenrich_job(3).await;
+    assert!(s.jobs.begin_submit(&job, 0, "me", 60_000).await.unwrap().is_some());
+    assert!(s.jobs.mark_unconfirmed(&job, 0, Some("me")).await.unwrap());
+    // The expiry lands, its answer is lost, the SDK resends: the resend must report that this
+    // call ended it, or its contacts are never failed and the job never ends.
+    let (jobs, lost) = LostAnswer::store(&s.stack, "SET #status = :failed");
+    let ended = jobs.expire_unconfirmed(&job, 0).await.unwrap();
+    assert!(lost.happened(), "the expiry's answer was lost once");
+    assert!(ended, "the resent expiry recognises its own earlier write");
+    assert!(
+        !s.jobs.expire_unconfirmed(&job, 0).await.unwrap(),
+        "a second check did not end it"
+    );
+}
+
+#[tokio::test]
+async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
+    let s = Submit::new().await;
+    // An API whose chunks are overdue for their start after 3 s (20 min on AWS).
+    let api = Api {
+        jobs: s.jobs.clone().with_start_overdue(Duration::from_secs(3)),
+        submit_queue: SqsQueue::new(s.stack.sqs(), s.stack.res.queue_url("SubmitQueue")),
+        token: BearerToken::new(TOKEN),
+        callbacks: Default::default(),
+    };
+    let auth = format!("Bearer {TOKEN}");
+    let body = json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(150)});
+    let req = apigw_request(
+        "POST",
+        "/jobs",
+        &[("authorization", &auth), ("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    let resp = api.handle(req).await;
+    assert_eq!(resp.status(), 202);
+    let job: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
+    let job = job["job_id"].as_str().unwrap().to_string();
+    // Both start messages are lost (a failed send, the submit DLQ).
+    let lost = s.stack.drain(&s.stack.res.queue_url("SubmitQueue")).await;
+    assert_eq!(lost.len(), 2);
+    let sweeper = bulk_fetch::Sweeper {
+        jobs: s.jobs.clone(),
+        queue: SqsQueue::new(s.stack.sqs(), s.stack.webhook_queue()),
+        submit_queue: Some(SqsQueue::new(s.stack.sqs(), s.stack.res.queue_url("SubmitQueue"))),
+        hold: Duration::from_secs(60),
+        limit: 100,
+    };
+    assert_eq!(sweeper.sweep().await.unwrap().enqueued, 0, "not overdue yet");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let sweep = sweeper.sweep().await.unwrap();
+    assert_eq!(sweep.enqueued, 2, "{sweep:?}");
+    s.submit_all().await;
+    assert_eq!(s.stub.starts().len(), 2, "both chunks started, once each");
+    for i in 0..2 {
+        let c = s.jobs.chunk(&job, i).await.unwrap().unwrap();
+        assert_eq!(c.status, ChunkStatus::Submitted);
+    }
+    // Started: the next sweeps send no start again.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    sweeper.sweep().await.unwrap();
+    s.submit_all().await;
+    assert_eq!(s.stub.starts().len(), 2);
+}
+
+#[tokio::test]
+async fn a_cancel_fences_every_later_take_and_is_never_replaced_by_a_lesser_error() {
+    let s = Submit::new().await;
+    let job = s.fullenrich_job(3).await;
+    let canceled = relay_shared::jobs::JobError::new("canceled", "canceled by the client");
+    s.jobs.set_job_error(&job, &canceled).await.unwrap();
+    assert!(
+        s.jobs.begin_submit(&job, 0, "worker", 60_000).await.unwrap().is_none(),
+        "no chunk of a canceled job is taken for a start"
+    );
+    let lesser = relay_shared::jobs::JobError::new("start_unconfirmed", "lost");
+    s.jobs.set_job_error(&job, &lesser).await.unwrap();
+    let meta = s.jobs.get_job(&job).await.unwrap().unwrap();
+    assert_eq!(meta.error.unwrap().code, "canceled");
+    assert!(
+        s.jobs.begin_fail(&job, 0, "worker", 60_000).await.unwrap().is_some(),
+        "taken to be ended canceled"
     );
 }

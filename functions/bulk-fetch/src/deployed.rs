@@ -49,6 +49,7 @@ impl Sweeper<SqsQueue> {
         Sweeper {
             jobs: DynamoJobStore::new(aws::dynamodb(sdk), &config.jobs_table),
             queue: SqsQueue::new(aws::sqs(sdk), &config.webhook_queue_url),
+            submit_queue: Some(SqsQueue::new(aws::sqs(sdk), &config.submit_queue_url)),
             hold: config.poll_after,
             limit: config.limit,
         }

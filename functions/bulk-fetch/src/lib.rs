@@ -18,7 +18,9 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::Provider;
 use relay_shared::bodies::BodyStore;
 use relay_shared::callback::{Attempted, CallbackRequest, CallbackTarget, Callbacks};
-use relay_shared::envelope::{Body, Envelope, PollRequest, PollTarget, Signature};
+use relay_shared::envelope::{
+    Body, Envelope, PollRequest, PollTarget, Signature, SubmitAction, SubmitChunk,
+};
 use relay_shared::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, JobStatus,
     Operation, Outcome, RECORD_KEY, from_enrow, from_fullenrich, reasons,
@@ -31,8 +33,9 @@ use relay_shared::providers::enrow::{self, EventKind};
 use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
-    CallbackStore, ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore,
-    Link, MAX_POLL_EVERY_MS, StoreError, Stored,
+    CallbackStore, ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, DueAction,
+    JobStore,
+    Link, MAX_POLL_EVERY_MS, Slot, StoreError, Stored,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -54,6 +57,10 @@ pub enum Disposition {
     /// As the error of a step (`Err(Deferred(at_least, ..))`): to be put back, waiting at least
     /// that long ([`Worker::fail`] does it).
     Deferred(Duration, String),
+    /// Waiting for a slot of the provider account's request schedule: put back on the queue
+    /// as a new message delayed until a slot is in reach. Nothing was spent, and the wait is
+    /// not a provider failure: it neither doubles nor counts towards [`MAX_REQUEUES`].
+    Paced(Duration),
     /// A poll that applied nothing: the chunk was final already, or its results are not ready
     /// (its next poll is scheduled), or the provider failed (the sweeper polls again when due).
     Polled(String),
@@ -104,6 +111,14 @@ pub const MAX_REQUEUES: u32 = 100;
 /// A FullEnrich GET waits in-process for its slot at most this long; a later slot is waited for
 /// in the queue.
 const MAX_SLOT_WAIT: Duration = Duration::from_secs(20);
+
+/// How many ids a chunk waiting for its own may have fetched on the word of an unsigned body.
+pub const MAX_CANDIDATES: u32 = 3;
+/// What a delivery must still have of its invocation after waiting for a request slot: the
+/// provider call's own timeout plus this, for the writes that follow it.
+const WRITE_RESERVE: Duration = Duration::from_secs(10);
+/// The shortest wait in the queue for a request slot (SQS delays are whole seconds).
+const PACED_MIN_WAIT: Duration = Duration::from_secs(1);
 
 /// A parsed delivery: the event's identity and what applying it means.
 enum Action {
@@ -206,6 +221,7 @@ where
             Disposition::Parked(r) => ("parked", Some(r.as_str())),
             Disposition::Retry(r) => ("retry", Some(r.as_str())),
             Disposition::Deferred(_, r) => ("deferred", Some(r.as_str())),
+            Disposition::Paced(_) => ("paced", None),
             Disposition::Polled(r) => ("polled", Some(r.as_str())),
             Disposition::TimedOut(_) => ("timed_out", None),
             Disposition::Dropped(r) => ("dropped", Some(r.as_str())),
@@ -441,6 +457,15 @@ where
         else {
             return Disposition::Polled(format!("chunk is {}", chunk.status.as_str()));
         };
+        // The sweeper's take of this poll, once: a second delivery of the same message makes
+        // no second GET.
+        if let Some(taken) = target.taken_at_ms {
+            match self.jobs.claim_poll(job_id, chunk.index, taken).await {
+                Ok(true) => {}
+                Ok(false) => return Disposition::Polled("this poll was made already".into()),
+                Err(e) => return Disposition::Retry(e.to_string()),
+            }
+        }
         let op = meta.operation;
         let fetched = match meta.provider {
             Provider::Fullenrich => match self.fullenrich_job(op, &pid).await {
@@ -496,28 +521,34 @@ where
             }
             Err(f) => Err(f),
         };
-        let (not_ready, reason) = match result {
+        let failure = match result {
             Ok(Disposition::Duplicate) => {
                 return Disposition::Polled("applied already (by its webhook)".into());
             }
             Ok(d) => return d,
-            Err(Disposition::Parked(reason)) => {
-                return Disposition::Parked(format!("poll: {reason}"));
-            }
-            Err(Disposition::Deferred(_, reason)) => (true, reason),
-            Err(Disposition::Retry(reason)) => (false, reason),
-            Err(other) => (false, format!("{other:?}")),
+            Err(failure) => failure,
         };
-        // Nothing came back. Past the job's deadline, the chunk's open contacts time out.
+        // Nothing came back. Past the job's deadline, the chunk's open contacts time out,
+        // whatever the provider answered.
         match self.past_deadline(&meta, &chunk).await {
             Ok(true) => return self.time_out(&meta, &chunk).await,
             Ok(false) => {}
             Err(e) => return Disposition::Retry(e.to_string()),
         }
-        if !not_ready {
+        let reason = match failure {
+            // The provider does not know the id (FullEnrich 404, Enrow "Could not retrieve"):
+            // no poll will ever find it, so the chunk ends now with the provider's reason.
+            Disposition::Parked(reason) => return self.end_lost(&meta, &chunk, &reason).await,
+            // No request slot this time: the chunk stays taken by the sweep until its hold
+            // ends, then the next sweep polls it (nothing was spent).
+            Disposition::Paced(_) => {
+                return Disposition::Polled("waiting for a request slot".into());
+            }
+            Disposition::Deferred(_, reason) => reason,
             // The sweeper took the chunk until its next due time: it polls again then.
-            return Disposition::Polled(format!("failed: {reason}"));
-        }
+            Disposition::Retry(reason) => return Disposition::Polled(format!("failed: {reason}")),
+            other => return Disposition::Polled(format!("failed: {other:?}")),
+        };
         // Not ready: the next poll waits twice as long, up to an hour, and not past the chunk's
         // own deadline.
         let every = chunk.poll_every_ms.unwrap_or(DEFAULT_POLL_AFTER_MS);
@@ -531,6 +562,43 @@ where
             Ok(()) => Disposition::Polled(format!("{reason}; next poll in {} s", next / 1000)),
             Err(e) => Disposition::Polled(format!("{reason}; not rescheduled: {e}")),
         }
+    }
+
+    /// A poll's provider does not know the chunk's id: its contacts without a result end
+    /// `failed` with [`reasons::PROVIDER_LOST`] (results already stored stand), the chunk ends
+    /// `failed` with the provider's answer, and the job settles.
+    async fn end_lost(&self, meta: &JobMeta, chunk: &Chunk, answer: &str) -> Disposition {
+        let job_id = meta.job_id.as_str();
+        let contacts = match self.jobs.contacts(job_id, chunk.offset, chunk.count).await {
+            Ok(c) => c,
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        let results = contacts
+            .iter()
+            .map(|c| ContactResult::failed(c, reasons::PROVIDER_LOST))
+            .collect();
+        let update = ChunkUpdate {
+            index: chunk.index,
+            status: ChunkStatus::Failed,
+            credits: None,
+            error: Some(JobError::new(
+                reasons::PROVIDER_LOST,
+                format!("the provider does not know this chunk's id ({answer})"),
+            )),
+        };
+        let stored = match self
+            .jobs
+            .store_chunk(job_id, ChunkRef::from(chunk), results, update)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        if let Err(d) = self.settle_after(meta, &stored).await {
+            return d;
+        }
+        tracing::warn!(job_id, chunk = chunk.index, failed = stored.new, "poll: the provider does not know the chunk's id; chunk ended");
+        Disposition::Polled(format!("ended: {answer}"))
     }
 
     /// How long this job waits for its results after its last chunk started.
@@ -643,6 +711,13 @@ where
     /// (the receive count of the copy starts at zero); if that cannot be sent, an ordinary retry.
     async fn fail(&self, env: &Envelope, failure: Disposition) -> Disposition {
         match failure {
+            Disposition::Paced(wait) => {
+                let delay = wait.min(relay_shared::queue::MAX_DELAY);
+                match self.requeue.send_delayed(env.to_json(), delay).await {
+                    Ok(_) => Disposition::Paced(delay),
+                    Err(e) => Disposition::Retry(format!("waiting for a request slot; requeue failed: {e}")),
+                }
+            }
             Disposition::Deferred(_, r) if env.requeues >= MAX_REQUEUES => {
                 Disposition::Retry(format!("{r}; requeued {MAX_REQUEUES} times already"))
             }
@@ -660,22 +735,31 @@ where
         }
     }
 
-    /// Takes the next slot of the account's FullEnrich schedule (shared with the starts), waiting
-    /// for it here when it is near, in the queue when it is not.
+    /// Takes the next slot of the account's FullEnrich schedule (shared with the starts) if it
+    /// is near enough to wait for here: within [`MAX_SLOT_WAIT`], and early enough that the GET
+    /// and the writes after it still fit in the invocation. Otherwise nothing is taken and the
+    /// delivery waits in the queue until a slot is in reach (`Paced`): a slot taken is a
+    /// request made.
     async fn fullenrich_slot(&self) -> Result<(), Disposition> {
-        let slot = self
+        let reserve = self.providers.timeout() + WRITE_RESERVE;
+        let Some(max_wait) = relay_shared::invocation::bounded_wait(MAX_SLOT_WAIT, reserve) else {
+            return Err(Disposition::Paced(PACED_MIN_WAIT));
+        };
+        let interval = self.fullenrich_interval.as_millis() as u64;
+        match self
             .jobs
-            .reserve_slot("fullenrich", self.fullenrich_interval.as_millis() as u64)
-            .await?;
-        let wait = Duration::from_millis(slot.saturating_sub(relay_shared::now_ms()));
-        if wait > MAX_SLOT_WAIT {
-            return Err(Disposition::Deferred(
-                wait,
-                "waiting for a FullEnrich request slot".into(),
-            ));
+            .take_slot("fullenrich", interval, max_wait.as_millis() as u64)
+            .await?
+        {
+            Slot::At(at) => {
+                let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            Slot::Busy { retry_in_ms } => Err(Disposition::Paced(
+                Duration::from_millis(retry_in_ms).max(PACED_MIN_WAIT),
+            )),
         }
-        tokio::time::sleep(wait).await;
-        Ok(())
     }
 
     /// A FullEnrich result GET, paced with every other FullEnrich request of the account.
@@ -791,6 +875,32 @@ where
         }
     }
 
+    /// An id that no chunk of the job is linked to, from a body that cannot vouch for it: it
+    /// may be fetched only as a candidate of a chunk still waiting for its id (its start's
+    /// answer lost, or not recorded yet), [`MAX_CANDIDATES`] per chunk. Any other is dropped
+    /// and counted, and costs the account no request.
+    async fn candidate(&self, meta: &JobMeta, provider_id: &str) -> Result<(), Disposition> {
+        let job_id = meta.job_id.as_str();
+        let chunks = self.jobs.chunks(job_id).await?;
+        for c in chunks
+            .iter()
+            .filter(|c| c.status.awaits_confirmation() && c.provider_id.is_none())
+        {
+            if self
+                .jobs
+                .take_candidate(job_id, c.index, MAX_CANDIDATES)
+                .await?
+            {
+                tracing::info!(job_id, chunk = c.index, "an unknown id fetched as the candidate of a chunk awaiting its id");
+                return Ok(());
+            }
+        }
+        let _ = provider_id;
+        Err(Disposition::Dropped(
+            "provider id belongs to no chunk of this job".into(),
+        ))
+    }
+
     /// The chunk that holds contact `index` now: its planned chunk, or, in a job where chunks
     /// were split, the half that holds it (read only then).
     async fn chunk_index_of(&self, meta: &JobMeta, index: u64) -> Result<u32, Disposition> {
@@ -833,6 +943,11 @@ where
             } => {
                 let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
                 let linked = self.jobs.find_chunk(job_id, &id).await?;
+                if linked.is_none() && !signed {
+                    // Anyone holding the URL could have sent it: an id no chunk knows is fetched
+                    // only as one of the few candidates a chunk still waiting for its id allows.
+                    self.candidate(meta, &id).await?;
+                }
                 // The result GET is the source of truth for a body that is not signed (anyone
                 // holding the URL could have sent it: it is only a trigger), for a finished
                 // batch without its records, and for one not terminal (which the batch webhook
@@ -841,7 +956,10 @@ where
                     && job.data.is_empty()
                     && linked.is_none_or(|c| c.count > 0);
                 if !signed || !status.is_terminal() || finished_empty {
-                    job = self.fullenrich_job(op, &id).await?;
+                    job = self
+                        .fullenrich_job(op, &id)
+                        .await
+                        .map_err(|f| unknown_to_provider(f, linked.is_some()))?;
                 }
                 let chunk = match linked {
                     Some(c) => c,
@@ -987,28 +1105,57 @@ where
                     stored.existing += s.existing;
                     stored.replaced += s.replaced;
                     stored.write_calls += s.write_calls;
+                    stored.awaiting_link |= s.awaiting_link;
                     if stored.final_group.is_none() || s.may_settle(meta.chunk_seq) {
                         stored.final_group = s.final_group.or(stored.final_group);
+                    }
+                }
+                // A signed body is FullEnrich's own: a chunk still waiting for its id (its
+                // start's answer was lost) adopts the enrichment it names, so the sweeper can
+                // poll it and its batch webhook maps, instead of timing out as unconfirmed.
+                if stored.awaiting_link
+                    && let Some(id) = &job.id
+                {
+                    match self.adopt(meta, id, &rids, None).await {
+                        Ok(_) => {}
+                        Err(d) => tracing::warn!(job_id, disposition = ?d, "contact_finished did not adopt its chunk"),
                     }
                 }
                 Ok(stored)
             }
             Action::EnrowSingle {
                 id,
-                result,
+                mut result,
                 custom,
-                raw,
+                mut raw,
                 credits,
             } => {
-                let rids: Vec<u64> = result
-                    .custom
-                    .as_ref()
-                    .or(custom.as_ref())
-                    .and_then(record_key)
-                    .into_iter()
-                    .collect();
                 // The link carries a one-contact chunk's contact (one read for both).
-                let Link { chunk, contact } = self.chunk_of(meta, &id, &rids, Some(true)).await?;
+                let link = match self.jobs.find_link(job_id, &id).await? {
+                    Some(link) => link,
+                    None => {
+                        // Not linked: Enrow does not sign, so the body is only a hint. A chunk
+                        // still waiting for its id may adopt it once Enrow's own answer for the
+                        // id (a GET) names one of its contacts; any other id is dropped.
+                        self.candidate(meta, &id).await?;
+                        let (fetched, fetched_raw) = self
+                            .providers
+                            .enrow_single(op, &id)
+                            .await
+                            .map_err(|e| unknown_to_provider(e.into(), false))?;
+                        result = fetched;
+                        raw = fetched_raw;
+                        let rids: Vec<u64> = result
+                            .custom
+                            .as_ref()
+                            .or(custom.as_ref())
+                            .and_then(record_key)
+                            .into_iter()
+                            .collect();
+                        Link::new(self.adopt(meta, &id, &rids, Some(true)).await?, None)
+                    }
+                };
+                let Link { chunk, contact } = link;
                 let contact = match contact {
                     Some(c) => c,
                     None => self
@@ -1041,9 +1188,18 @@ where
                 prefetched,
             } => {
                 let linked = self.jobs.find_chunk(job_id, &id).await?;
+                if linked.is_none() {
+                    // Enrow does not sign its webhooks: an id no chunk knows is fetched only as
+                    // one of the few candidates a chunk still waiting for its id allows.
+                    self.candidate(meta, &id).await?;
+                }
                 let bulk = match prefetched {
                     Some(bulk) => bulk,
-                    None => self.providers.enrow_bulk(op, &id).await?,
+                    None => self
+                        .providers
+                        .enrow_bulk(op, &id)
+                        .await
+                        .map_err(|e| unknown_to_provider(e.into(), linked.is_some()))?,
                 };
                 let chunk = match linked {
                     Some(c) => c,
@@ -1186,6 +1342,18 @@ fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), String> {
             ))
         }
         (Provider::Fullenrich, Hook::Event) => Err("no such FullEnrich hook".into()),
+    }
+}
+
+/// A GET the provider answered "no such id": for an id no chunk was linked to (a candidate
+/// fetched on an unsigned body's word) the delivery is dropped and counted, never parked with
+/// its body; for a linked one it stays what it was.
+fn unknown_to_provider(failure: Disposition, linked: bool) -> Disposition {
+    match failure {
+        Disposition::Parked(reason) if !linked => {
+            Disposition::Dropped(format!("the provider does not know the id ({reason})"))
+        }
+        other => other,
     }
 }
 
@@ -1397,10 +1565,13 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
             Disposition::Retry(_) => {
                 line.add(metrics::RETRIED, 1);
             }
-            Disposition::Deferred(..) => {
+            Disposition::Deferred(..) | Disposition::Paced(_) => {
                 line.add(metrics::DEFERRED, 1);
             }
-            Disposition::Polled(_) | Disposition::Dropped(_) => {}
+            Disposition::Dropped(_) => {
+                line.add(metrics::DROPPED, 1);
+            }
+            Disposition::Polled(_) => {}
             Disposition::Callback(a) => match a {
                 Attempted::Delivered { .. } => {
                     line.add(metrics::CALLBACKS_DELIVERED, 1);
@@ -1437,7 +1608,11 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
 /// due groups' chunks, never the rest of the table.
 pub struct Sweeper<Q> {
     pub jobs: relay_shared::store::DynamoJobStore,
+    /// The webhook queue: polls and completion callbacks.
     pub queue: Q,
+    /// The submit queue: the starts (and confirmation checks) of chunks whose messages were
+    /// lost. `None`: this sweeper sends none.
+    pub submit_queue: Option<Q>,
     /// How long a chunk taken for a poll stays out of later sweeps (its poll's time to run).
     pub hold: Duration,
     /// Chunks taken per sweep at most (the rest wait for the next sweep).
@@ -1502,13 +1677,35 @@ impl<Q: Queue> Sweeper<Q> {
                 else {
                     return Ok(false);
                 };
-                let message = match d.chunk {
-                    Some(index) => PollRequest::new(&d.job_id, index, d.poll_at_ms).to_json(),
+                let index = d.chunk.unwrap_or(0);
+                let (queue, message) = match d.action {
+                    DueAction::Poll => (
+                        Some(&self.queue),
+                        PollRequest::new(&d.job_id, index, d.poll_at_ms)
+                            .taken_at(taken)
+                            .to_json(),
+                    ),
+                    // A chunk whose start message was lost (a failed send, the submit DLQ, a
+                    // worker gone): its start again, which only a pending chunk can take.
+                    DueAction::Start => (
+                        self.submit_queue.as_ref(),
+                        SubmitChunk::message(&d.job_id, index, SubmitAction::Start),
+                    ),
+                    DueAction::ConfirmCheck => (
+                        self.submit_queue.as_ref(),
+                        SubmitChunk::message(&d.job_id, index, SubmitAction::ConfirmCheck),
+                    ),
                     // A completion callback due (its message lost, its attempt dead, or its
                     // next attempt further off than SQS delays): taken with the new due date.
-                    None => CallbackRequest::new(&d.job_id, Some(taken)).to_json(),
+                    DueAction::Callback => (
+                        Some(&self.queue),
+                        CallbackRequest::new(&d.job_id, Some(taken)).to_json(),
+                    ),
                 };
-                self.queue
+                let Some(queue) = queue else {
+                    return Ok(false);
+                };
+                queue
                     .send(message)
                     .await
                     .map(|_| true)
@@ -1533,6 +1730,8 @@ impl<Q: Queue> Sweeper<Q> {
 
 #[cfg(test)]
 mod behaviour_tests;
+#[cfg(test)]
+mod recovery_tests;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,12 @@ async fn main() -> Result<(), Error> {
     let worker = Arc::new(DeployedWorker::deployed(&aws, config)?);
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = Arc::clone(&worker);
-        async move { Ok::<_, Error>(worker.handle_batch(event.payload).await) }
+        async move {
+            // Every wait inside is bounded by what the invocation has left.
+            let deadline = relay_shared::invocation::deadline_from_epoch_ms(event.context.deadline);
+            let batch = worker.handle_batch(event.payload);
+            Ok::<_, Error>(relay_shared::invocation::within(deadline, batch).await)
+        }
     }))
     .await
 }

@@ -159,3 +159,21 @@ async fn a_deleted_job_reads_as_gone_and_its_erasure_is_queued() {
     let (_, list) = call(&a, "GET", "/jobs", &[], &Value::Null).await;
     assert_eq!(list["jobs"], json!([]));
 }
+
+#[tokio::test]
+async fn a_job_whose_start_messages_could_not_be_queued_is_accepted_and_never_retried_into_a_second_job()
+ {
+    let a = api(CallbackPolicy::default());
+    // SQS refuses the chunk's start message; no Idempotency-Key was sent.
+    a.submit_queue.fail_sends(1);
+    let (status, body) = call(&a, "POST", "/jobs", &[], &job(2)).await;
+    assert_eq!(status, 202, "the job is recorded, and its start is the sweeper's: {body}");
+    assert!(
+        !body.to_string().contains("retry"),
+        "a client is never told to retry into a second job: {body}"
+    );
+    let job_id = body["job_id"].as_str().unwrap();
+    let (_, got) = call(&a, "GET", &format!("/jobs/{job_id}"), &[], &Value::Null).await;
+    assert_eq!(got["chunks"][0]["status"], "pending", "{got}");
+    assert!(starts(&a).is_empty(), "its message was lost");
+}

@@ -47,6 +47,7 @@ impl ChunkSubmitter<DynamoJobStore, ProviderHttp, SqsQueue> {
             enrow_interval: config.enrow_interval,
             lease: START_LEASE,
             confirm_timeout: config.start_confirm_timeout,
+            deadline: config.deadline,
         }
     }
 }

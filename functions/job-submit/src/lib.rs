@@ -29,11 +29,11 @@ use relay_shared::providers::submit::{
 };
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
-    ChunkRef, ChunkUpdate, Idempotency, IdempotencyKeys, JobWriter, JobsCursor, StoreError,
+    ChunkRef, ChunkUpdate, Idempotency, IdempotencyKeys, JobWriter, JobsCursor, Slot, StoreError,
     SubmitLedger,
 };
 use relay_shared::{Provider, is_valid_job_id, now_ms};
-use serde::{Deserialize, Serialize};
+
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -44,52 +44,8 @@ pub use relay_shared::validate;
 mod api_error;
 pub use api_error::ApiError;
 
-/// The submit queue's message: a chunk to start, or to check on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubmitChunk {
-    pub job_id: String,
-    pub chunk: u32,
-    #[serde(default, skip_serializing_if = "SubmitAction::is_start")]
-    pub action: SubmitAction,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SubmitAction {
-    /// Start the chunk (if it is still pending).
-    #[default]
-    Start,
-    /// The chunk's start is unconfirmed: fail it if no webhook adopted it in time, else look
-    /// again later.
-    ConfirmCheck,
-    /// Erase the job's items (`DELETE /jobs/{id}`), a bounded number per message.
-    Delete,
-}
-
-impl SubmitAction {
-    fn is_start(&self) -> bool {
-        *self == SubmitAction::Start
-    }
-}
-
-impl SubmitChunk {
-    pub fn start(job_id: &str, chunk: u32) -> String {
-        Self::message(job_id, chunk, SubmitAction::Start)
-    }
-
-    pub fn delete(job_id: &str) -> String {
-        Self::message(job_id, 0, SubmitAction::Delete)
-    }
-
-    fn message(job_id: &str, chunk: u32, action: SubmitAction) -> String {
-        serde_json::to_string(&SubmitChunk {
-            job_id: job_id.to_string(),
-            chunk,
-            action,
-        })
-        .expect("serializable")
-    }
-}
+/// The submit queue's message (in `relay_shared`: the sweeper queues them too).
+pub use relay_shared::envelope::{SubmitAction, SubmitChunk};
 
 #[cfg(test)]
 mod api_tests;
@@ -378,19 +334,21 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         self.queue(job_id, pending).await
     }
 
+    /// Queues the chunks' start messages. The job is recorded already, every chunk due for its
+    /// start: a message that cannot be sent now is sent by the sweeper once that is overdue
+    /// (`DEFAULT_START_OVERDUE_MS`), so the job is accepted either way, and a client is never
+    /// told to retry into a second job that would bill the same contacts again.
     async fn queue(&self, job_id: &str, chunks: impl Iterator<Item = u32>) -> Result<(), ApiError> {
         let messages: Vec<String> = chunks.map(|c| SubmitChunk::start(job_id, c)).collect();
         let sends = futures::stream::iter(messages.into_iter().map(|m| self.submit_queue.send(m)))
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await;
-        match sends.into_iter().find_map(Result::err) {
-            Some(e) => Err(ApiError::unavailable(
-                "the job is recorded but not all of it could be queued; retry with the same Idempotency-Key",
-                e,
-            )),
-            None => Ok(()),
+        let failed = sends.iter().filter(|r| r.is_err()).count();
+        if let Some(e) = sends.into_iter().find_map(Result::err) {
+            tracing::warn!(job_id, failed, error = %e, "start messages not queued: the sweeper sends them when overdue");
         }
+        Ok(())
     }
 
     /// The job `id` names, unless it is unknown or deleted (404) or the store fails (503);
@@ -700,7 +658,18 @@ pub struct ChunkSubmitter<J, S, Q> {
     pub lease: Duration,
     /// How long an unconfirmed start may wait for its webhook.
     pub confirm_timeout: Duration,
+    /// How long a job may take: a chunk still pending this long after the job was created
+    /// never starts, its contacts end `timed_out` (`JOB_DEADLINE_HOURS`, or the job's own
+    /// `options.deadline_hours`).
+    pub deadline: Duration,
 }
+
+/// What a start must still have of its invocation after waiting for its slot: the provider
+/// call's own timeout plus this, for recording what came back.
+pub const START_RESERVE: Duration = Duration::from_secs(10);
+/// The longest a worker waits in-process for a start's slot; a later one is waited for in
+/// the queue.
+pub const MAX_START_WAIT: Duration = Duration::from_secs(30);
 
 /// What became of one submit message.
 #[derive(Debug, Clone, PartialEq)]
@@ -865,6 +834,14 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
         if let Some(e) = meta.error.as_ref().filter(|e| e.stops_submission()) {
             return self.fail_pending(&meta, index, e.clone()).await;
         }
+        // A chunk that could not start by its job's deadline never starts: the job ends.
+        if self.start_deadline_passed(&meta) {
+            let e = JobError::new(
+                reasons::TIMED_OUT,
+                "the chunk could not be started before the job's deadline",
+            );
+            return self.fail_pending(&meta, index, e).await;
+        }
         let hooks = webhook_urls(&self.public_base_url, &self.secret, meta.provider, job_id);
         let name = meta.name.clone().unwrap_or_else(|| job_id.to_string());
         let contacts = self
@@ -876,25 +853,50 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
             Provider::Fullenrich => ("fullenrich".to_string(), self.fullenrich_interval),
             Provider::Enrow => (format!("enrow{}", request.path), self.enrow_interval),
         };
-        let slot = self
-            .jobs
-            .reserve_slot(&limit, interval.as_millis() as u64)
-            .await?;
-        let wait = slot.saturating_sub(now_ms());
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-        }
-        // Another chunk may have ended the job's submissions while this one waited its turn.
-        if let Some(e) = self
-            .jobs
-            .get_job(job_id)
-            .await?
-            .and_then(|m| m.error)
-            .filter(JobError::stops_submission)
-        {
-            return self.fail_pending(&meta, index, e).await;
-        }
 
+        // The slot first, if it is near enough for the start to fit in this invocation after
+        // the wait. Otherwise nothing is taken: the message waits in the queue until a slot is
+        // in reach. A slot taken is a start sent, or given back.
+        let reserve = self.starter.timeout() + START_RESERVE;
+        let slot = match relay_shared::invocation::bounded_wait(MAX_START_WAIT, reserve) {
+            Some(max_wait) => {
+                self.jobs
+                    .take_slot(&limit, interval.as_millis() as u64, max_wait.as_millis() as u64)
+                    .await?
+            }
+            None => Slot::Busy {
+                retry_in_ms: interval.as_millis() as u64,
+            },
+        };
+        let at_ms = match slot {
+            Slot::At(at) => at,
+            Slot::Busy { retry_in_ms } => {
+                let wait =
+                    Duration::from_millis(retry_in_ms).clamp(Duration::from_secs(1), MAX_DELAY);
+                return match self
+                    .queue
+                    .send_delayed(SubmitChunk::start(job_id, index), wait)
+                    .await
+                {
+                    Ok(_) => Ok(Submitted::Deferred(wait)),
+                    Err(e) => Ok(Submitted::Retry(format!("waiting for a request slot; {e}"))),
+                };
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(at_ms.saturating_sub(now_ms()))).await;
+        let give_back = || async {
+            if let Err(e) = self
+                .jobs
+                .return_slot(&limit, at_ms, interval.as_millis() as u64)
+                .await
+            {
+                tracing::warn!(error = %e, job_id, "request slot not given back");
+            }
+        };
+
+        // Then the chunk, right before its start and fenced by the job's head: a cancel, an
+        // out-of-credits answer or an erasure recorded before this take stops it, so a cancel
+        // answered "not started" never sees that chunk start.
         let owner = uuid::Uuid::new_v4().to_string();
         let taken = self
             .jobs
@@ -902,8 +904,23 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
             .await;
         let chunk = match taken {
             Ok(Some(chunk)) => chunk,
-            Ok(None) => return Ok(Submitted::Skipped), // another worker took it meanwhile
+            Ok(None) => {
+                give_back().await;
+                // Another worker took it meanwhile, or the job stopped: then its pending
+                // chunks end with the job's error.
+                if let Some(e) = self
+                    .jobs
+                    .get_job(job_id)
+                    .await?
+                    .and_then(|m| m.error)
+                    .filter(JobError::stops_submission)
+                {
+                    return self.fail_pending(&meta, index, e).await;
+                }
+                return Ok(Submitted::Skipped);
+            }
             Err(e) => {
+                give_back().await;
                 // The write may have applied with its answer lost: nothing was sent, so give
                 // the chunk back (a no-op unless this worker holds it), or it would look like a
                 // worker that died mid-start once the lease ran out.
@@ -921,13 +938,21 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
                 // the lease runs out, and the chunk's webhook adopts it: never a second start.
                 // A one-contact chunk's contact rides on its link: its result reads it there.
                 let contact = contacts.first();
-                (|| {
+                let linked = (|| {
                     self.jobs
                         .link_chunk(job_id, at, &started.id, started.credits, contact)
                 })
                     .retry(exponential(Duration::from_millis(200), 6))
                     .notify(|e, _| tracing::warn!(error = %e, job_id, chunk = index, "recording the provider id failed; retrying"))
                     .await?;
+                if !linked {
+                    // A webhook adopted the chunk under another id meanwhile: the provider's own
+                    // answer is the truth, so the chunk takes this id and its webhooks map.
+                    tracing::error!(job_id, chunk = index, "the chunk was linked to another id; corrected to the start's");
+                    self.jobs
+                        .correct_link(job_id, at, &started.id, contact)
+                        .await?;
+                }
                 self.jobs.count_submitted(job_id).await?;
                 Ok(Submitted::Started(started.id))
             }
@@ -1013,6 +1038,17 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
                 self.fail(&meta, &chunk, &contacts, e).await
             }
         }
+    }
+
+    /// Whether a chunk still pending can no longer start in time: the job's deadline (its own
+    /// `options.deadline_hours`, else the configured one) counted from its creation passed.
+    fn start_deadline_passed(&self, meta: &JobMeta) -> bool {
+        let deadline = meta
+            .options
+            .get("deadline_hours")
+            .and_then(Value::as_u64)
+            .map_or(self.deadline, |h| Duration::from_secs(h * 3600));
+        meta.created_at_ms + deadline.as_millis() as u64 <= now_ms()
     }
 
     /// A start message for a chunk some worker holds: wait while its lease runs; after it,
@@ -1111,7 +1147,7 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
         let owner = uuid::Uuid::new_v4().to_string();
         let Some(chunk) = self
             .jobs
-            .begin_submit(&meta.job_id, index, &owner, self.lease.as_millis() as u64)
+            .begin_fail(&meta.job_id, index, &owner, self.lease.as_millis() as u64)
             .await?
         else {
             return Ok(Submitted::Skipped);

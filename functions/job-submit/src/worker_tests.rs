@@ -60,6 +60,7 @@ fn worker() -> Worker {
         enrow_interval: Duration::from_millis(1),
         lease: Duration::from_secs(60),
         confirm_timeout: Duration::from_secs(3600),
+        deadline: Duration::from_secs(24 * 3600),
     }
 }
 
@@ -238,4 +239,114 @@ async fn a_job_the_worker_ends_asks_for_its_callback() {
         .map(|m| CallbackRequest::from_json(&m.body))
         .collect();
     assert_eq!(asked, vec![Some(CallbackRequest::new(&job, None))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_whose_slot_is_far_off_takes_none_and_gives_its_chunk_back() {
+    let mut w = worker();
+    w.fullenrich_interval = Duration::from_secs(1);
+    let job = fullenrich_job(&w, 100);
+    // The account's schedule is booked a minute ahead by other requests that will be made.
+    for _ in 0..60 {
+        w.jobs.take_slot("fullenrich", 1000, 120_000).await.unwrap();
+    }
+    let got = w.handle(&start(&job, 0)).await;
+    let Submitted::Deferred(wait) = got else {
+        panic!("waits in the queue: {got:?}")
+    };
+    assert!(wait >= Duration::from_secs(29) && wait <= Duration::from_secs(31), "{wait:?}");
+    assert!(w.starter.starts.lock().unwrap().is_empty(), "nothing sent");
+    assert_eq!(chunk(&w, &job, 0).await.status, ChunkStatus::Pending, "given back");
+    let queued = w.queue.take();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].delay, wait);
+    // The worker never sleeps past what its invocation has left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let got = relay_shared::invocation::within(deadline, w.handle(&start(&job, 0))).await;
+    assert!(matches!(got, Submitted::Deferred(_)), "{got:?}");
+    assert!(w.starter.starts.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_still_pending_at_its_jobs_deadline_never_starts_and_the_job_ends() {
+    let w = worker();
+    let job = fullenrich_job(&w, 150);
+    w.starter.answer(Scripted::started("fe-0"));
+    assert_eq!(w.handle(&start(&job, 0)).await, Submitted::Started("fe-0".into()));
+    // Chunk 1's start message was lost; its job's deadline passes.
+    tokio::time::advance(Duration::from_secs(24 * 3600 + 1)).await;
+    assert_eq!(
+        w.handle(&start(&job, 1)).await,
+        Submitted::Failed(reasons::TIMED_OUT.into())
+    );
+    assert_eq!(w.starter.starts.lock().unwrap().len(), 1, "never started");
+    let c = chunk(&w, &job, 1).await;
+    assert_eq!(c.status, ChunkStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_cancel_recorded_before_the_take_stops_the_start() {
+    use relay_shared::store::SubmitLedger;
+    let w = worker();
+    let job = fullenrich_job(&w, 100);
+    let canceled = relay_shared::jobs::JobError::new(reasons::CANCELED, "canceled");
+    w.jobs.set_job_error(&job, &canceled).await.unwrap();
+    assert!(
+        w.jobs.begin_submit(&job, 0, "worker", 60_000).await.unwrap().is_none(),
+        "the take is fenced by the job's cancel"
+    );
+    // A later error that does not stop the job leaves the cancel in place.
+    let other = relay_shared::jobs::JobError::new(reasons::START_UNCONFIRMED, "lost");
+    w.jobs.set_job_error(&job, &other).await.unwrap();
+    let meta = w.jobs.get_job(&job).await.unwrap().unwrap();
+    assert_eq!(meta.error.unwrap().code, reasons::CANCELED);
+    // The chunk ends canceled, never started.
+    assert_eq!(
+        w.handle(&start(&job, 0)).await,
+        Submitted::Failed(reasons::CANCELED.into())
+    );
+    assert!(w.starter.starts.lock().unwrap().is_empty());
+}
+
+/// A provider whose start answer arrives after a webhook adopted the chunk under a wrong id.
+struct AdoptedMeanwhile {
+    jobs: MemoryJobs,
+    job: String,
+}
+
+impl Submitter for AdoptedMeanwhile {
+    async fn start(&self, _: Operation, _: &StartRequest) -> Result<Started, StartError> {
+        let c = self.jobs.chunk(&self.job, 0).await.unwrap().unwrap();
+        let at = relay_shared::store::ChunkRef::from(&c);
+        assert!(self.jobs.link_chunk(&self.job, at, "fe-wrong", None, None).await.unwrap());
+        Scripted::started("fe-real")
+    }
+}
+
+#[tokio::test]
+async fn a_chunk_adopted_under_a_wrong_id_takes_the_id_its_start_was_answered_with() {
+    let w = worker();
+    let job = fullenrich_job(&w, 100);
+    let w = ChunkSubmitter {
+        starter: AdoptedMeanwhile {
+            jobs: w.jobs.clone(),
+            job: job.clone(),
+        },
+        jobs: w.jobs,
+        queue: w.queue,
+        callbacks: w.callbacks,
+        secret: w.secret,
+        public_base_url: w.public_base_url,
+        fullenrich_interval: w.fullenrich_interval,
+        enrow_interval: w.enrow_interval,
+        lease: w.lease,
+        confirm_timeout: w.confirm_timeout,
+        deadline: w.deadline,
+    };
+    assert_eq!(w.handle(&start(&job, 0)).await, Submitted::Started("fe-real".into()));
+    let c = w.jobs.chunk(&job, 0).await.unwrap().unwrap();
+    assert_eq!(c.provider_id.as_deref(), Some("fe-real"));
+    let link = w.jobs.find_chunk(&job, "fe-real").await.unwrap();
+    assert_eq!(link.map(|l| l.index), Some(0), "the real id maps");
+    assert!(w.jobs.find_chunk(&job, "fe-wrong").await.unwrap().is_none(), "the wrong one goes");
 }

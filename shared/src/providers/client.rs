@@ -1,7 +1,7 @@
 //! HTTP clients for the providers' result GETs (bulk-fetch) — reqwest with rustls.
 //!
-//! Branches on the body, not the status code (rule 1). 429 and 5xx are retried a bounded number
-//! of times in-process with backoff, then handed back as [`FetchError::Retryable`] so SQS retries
+//! Branches on the body, not the status code (rule 1). Enrow's 5xx are retried a bounded number
+//! of times in-process with backoff (a FullEnrich GET is one request in its paced slot), then handed back as [`FetchError::Retryable`] so SQS retries
 //! later; "still running" is [`FetchError::NotReady`]; an unknown id is [`FetchError::Permanent`].
 
 use std::future::Future;
@@ -48,6 +48,10 @@ pub trait ProviderClient: Send + Sync + 'static {
         operation: Operation,
         id: &str,
     ) -> impl Future<Output = Result<(enrow::SingleResult, Value), FetchError>> + Send;
+    /// How long one GET may take before the relay stops waiting for it.
+    fn timeout(&self) -> Duration {
+        DEFAULT_TIMEOUT
+    }
 }
 
 /// Both providers' HTTP APIs. `Debug` shows the URLs, never the keys.
@@ -58,7 +62,10 @@ pub struct ProviderHttp {
     pub(crate) enrow_key: SecretString,
     pub fullenrich_url: String,
     pub(crate) fullenrich_key: SecretString,
-    /// Attempts per GET before handing back to SQS.
+    /// How long one call may take (the client's whole-request timeout).
+    pub(crate) timeout: Duration,
+    /// Attempts per GET before handing back to SQS (Enrow's: a FullEnrich GET is one request
+    /// in its paced slot, never retried in-process).
     pub attempts: u32,
     pub backoff: Duration,
 }
@@ -78,6 +85,7 @@ impl ProviderHttp {
     ) -> Self {
         ProviderHttp {
             http: Self::http(DEFAULT_TIMEOUT),
+            timeout: DEFAULT_TIMEOUT,
             enrow_url: enrow_url.into(),
             enrow_key: SecretString::from(enrow_key.into()),
             fullenrich_url: fullenrich_url.into(),
@@ -99,6 +107,7 @@ impl ProviderHttp {
     /// The same client with another whole-request timeout (`PROVIDER_TIMEOUT_SECONDS`).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.http = Self::http(timeout);
+        self.timeout = timeout;
         self
     }
 
@@ -143,6 +152,10 @@ impl ProviderHttp {
 }
 
 impl ProviderClient for ProviderHttp {
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     async fn fullenrich_job(
         &self,
         operation: Operation,
@@ -157,7 +170,9 @@ impl ProviderClient for ProviderHttp {
             .http
             .get(url)
             .bearer_auth(self.fullenrich_key.expose_secret());
-        let (status, body) = self.get(req).await?;
+        // One request for the one slot the caller took in the account's schedule: a 5xx goes
+        // back to the queue, and its retry takes a slot of its own.
+        let (status, body) = Self::get_once(&req).await?;
         // 200, and 402 with CREDITS_INSUFFICIENT, carry the job object.
         if let Ok(job) = fullenrich::parse_batch(&body)
             && job.status.is_some()

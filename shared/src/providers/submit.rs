@@ -223,6 +223,10 @@ pub trait Submitter: Send + Sync + 'static {
         op: Operation,
         request: &StartRequest,
     ) -> impl Future<Output = Result<Started, StartError>> + Send;
+    /// How long one start may take before the relay stops waiting for its answer.
+    fn timeout(&self) -> Duration {
+        crate::providers::client::DEFAULT_TIMEOUT
+    }
 }
 
 /// FullEnrich 400 codes that are about one contact's data (providers.md §2.5).
@@ -320,6 +324,10 @@ pub fn read_start(
 }
 
 impl Submitter for ProviderHttp {
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     async fn start(&self, op: Operation, request: &StartRequest) -> Result<Started, StartError> {
         let req = match op.provider() {
             crate::Provider::Fullenrich => self

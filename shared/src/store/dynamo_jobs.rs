@@ -5,6 +5,7 @@ use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Update, WriteRequest};
 
 use crate::jobs::{
@@ -25,6 +26,8 @@ pub struct DynamoJobStore {
     /// How long every item of a job is kept after it is written (`RESULT_RETENTION_DAYS`):
     /// DynamoDB's TTL deletes it then (`expires_at`).
     pub retention_s: u64,
+    /// How long a chunk may stay not started before the sweeper sends its start again.
+    pub start_overdue_ms: u64,
 }
 
 impl DynamoJobStore {
@@ -35,7 +38,14 @@ impl DynamoJobStore {
             apply_lease_ms: 120_000,
             poll_after_ms: DEFAULT_POLL_AFTER_MS,
             retention_s: DEFAULT_RETENTION_DAYS * 86_400,
+            start_overdue_ms: DEFAULT_START_OVERDUE_MS,
         }
+    }
+
+    /// How long a chunk may stay not started before the sweeper sends its start again.
+    pub fn with_start_overdue(mut self, after: std::time::Duration) -> Self {
+        self.start_overdue_ms = after.as_millis() as u64;
+        self
     }
 
     /// How long a started chunk may go without its results before it is polled
@@ -70,7 +80,10 @@ impl DynamoJobStore {
     ) -> Result<(Vec<Due>, ReadCost), StoreError> {
         let mut cost = ReadCost::default();
         let mut out = Vec::new();
-        for shard in 0..POLL_SHARDS {
+        // The first shard turns with the minute, so a sweep that runs out of room before the
+        // last shard does not leave the same shards waiting sweep after sweep.
+        let first = (now_ms / 60_000) as u32 % POLL_SHARDS;
+        for shard in (0..POLL_SHARDS).map(|i| (first + i) % POLL_SHARDS) {
             let mut start = None;
             loop {
                 let page = self
@@ -124,6 +137,11 @@ impl DynamoJobStore {
                         job_id: job_id.to_string(),
                         chunk,
                         poll_at_ms: poll_at,
+                        action: if chunk.is_some() {
+                            DueAction::Poll
+                        } else {
+                            DueAction::Callback
+                        },
                     });
                 }
                 start = page.last_evaluated_key;
@@ -168,17 +186,25 @@ impl DynamoJobStore {
             if chunk.status.is_final() {
                 continue;
             }
-            let at = match (chunk.status, get_n::<u64>(item, "poll_at")) {
-                (ChunkStatus::Submitted, Some(at)) if at <= now_ms && due.len() < room => {
+            // A chunk not started yet carries its start's due time in `poll_at` too: its start
+            // message is sent again when that passes (lost, or its worker gone).
+            let action = match chunk.status {
+                ChunkStatus::Submitted => DueAction::Poll,
+                ChunkStatus::StartUnconfirmed => DueAction::ConfirmCheck,
+                _ => DueAction::Start,
+            };
+            let at = match get_n::<u64>(item, "poll_at") {
+                Some(at) if at <= now_ms && due.len() < room => {
                     due.push(Due {
                         job_id: g.job_id.to_string(),
                         chunk: Some(chunk.index),
                         poll_at_ms: at,
+                        action,
                     });
                     now_ms + hold_ms
                 }
-                (ChunkStatus::Submitted, Some(at)) => at,
-                _ => now_ms + self.poll_after_ms,
+                Some(at) => at,
+                None => now_ms + self.poll_after_ms,
             };
             next = Some(next.map_or(at, |n| n.min(at)));
         }
@@ -255,6 +281,64 @@ impl DynamoJobStore {
             .send()
             .await;
         Ok(unless_condition_failed(out)?.map(|_| next))
+    }
+
+    /// Writes a provider id's link to its chunk (`PID#<id>`), carrying the chunk's one contact
+    /// when it has one ([`Link::new`]).
+    async fn put_link(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        provider_id: &str,
+        contact: Option<&Contact>,
+    ) -> Result<(), StoreError> {
+        let pk = job_pk(job_id);
+        let mut link = Item::from([
+            ("pk".to_string(), s(&pk)),
+            ("sk".to_string(), s(format!("PID#{provider_id}"))),
+            ("chunk".to_string(), n(chunk.index)),
+            ("offset".to_string(), n(chunk.offset)),
+            ("count".to_string(), n(chunk.count)),
+            ("expires_at".to_string(), n(self.expires_at())),
+        ]);
+        if let Some(c) = Link::new(chunk, contact).contact {
+            link.insert("contact".into(), AttributeValue::M(contact_item(&pk, &c)));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(link))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// An update of rate schedule `name`'s item (`RATE#<name>`).
+    fn rate_update(
+        &self,
+        name: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{name}")))
+            .key("sk", s("RATE"))
+    }
+
+    /// A rate schedule's `next_at`, read strongly.
+    async fn rate_next_at(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{name}")))
+            .key("sk", s("RATE"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item.as_ref().and_then(|i| get_n(i, "next_at")))
     }
 
     /// How long a job's items are kept (`RESULT_RETENTION_DAYS`).
@@ -501,42 +585,104 @@ impl JobStore for DynamoJobStore {
     /// per `interval_ms`). Returns the time (ms) at which this caller may start. Two writes at
     /// most and never a lost race: an idle limit is taken at `now`; a busy one is extended by one
     /// interval with an atomic `ADD`, and the slot is the one before the new end.
-    async fn reserve_slot(&self, name: &str, interval_ms: u64) -> Result<u64, StoreError> {
-        let now = now_ms();
-        let idle = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("RATE#{name}")))
-            .key("sk", s("RATE"))
-            .update_expression("SET next_at = :next, expires_at = :exp")
-            .condition_expression("attribute_not_exists(next_at) OR next_at <= :now")
-            .expression_attribute_values(":next", n(now + interval_ms))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":exp", n(now / 1000 + 86_400))
+    /// One schedule item per name, `next_at`: when the next request may go. An idle schedule
+    /// (`next_at` passed) gives its slot at once; a busy one gives the slot behind the last
+    /// taken only while that is within `max_wait_ms` (one conditional update either way), so
+    /// the schedule is never booked further ahead than its callers will really wait.
+    async fn take_slot(
+        &self,
+        name: &str,
+        interval_ms: u64,
+        max_wait_ms: u64,
+    ) -> Result<Slot, StoreError> {
+        // Twice at most: a busy schedule can fall idle between the two writes.
+        for _ in 0..2 {
+            let now = now_ms();
+            let idle = self
+                .rate_update(name)
+                .update_expression("SET next_at = :next, expires_at = :exp")
+                .condition_expression("attribute_not_exists(next_at) OR next_at <= :now")
+                .expression_attribute_values(":next", n(now + interval_ms))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":exp", n(now / 1000 + 86_400))
+                .send()
+                .await;
+            if unless_condition_failed(idle)?.is_some() {
+                return Ok(Slot::At(now));
+            }
+            let limit = now + max_wait_ms;
+            let busy = self
+                .rate_update(name)
+                .update_expression("SET next_at = next_at + :interval")
+                .condition_expression("next_at > :now AND next_at <= :limit")
+                .expression_attribute_values(":interval", n(interval_ms))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":limit", n(limit))
+                .return_values(ReturnValue::UpdatedNew)
+                .return_values_on_condition_check_failure(
+                    aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            match busy {
+                Ok(out) => {
+                    let end: u64 = out
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| get_n(a, "next_at"))
+                        .ok_or_else(|| StoreError::Data("rate slot without next_at".into()))?;
+                    return Ok(Slot::At(end - interval_ms));
+                }
+                Err(e) => match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                        let next_at: Option<u64> = c.item().and_then(|i| get_n(i, "next_at"));
+                        match next_at {
+                            // Idle again: take it on the next turn.
+                            Some(at) if at <= now => continue,
+                            Some(at) => {
+                                return Ok(Slot::Busy {
+                                    retry_in_ms: at.saturating_sub(limit).max(interval_ms),
+                                });
+                            }
+                            // An emulator that does not return the item: read it.
+                            None => {
+                                let at: u64 = self
+                                    .rate_next_at(name)
+                                    .await?
+                                    .unwrap_or(0);
+                                if at <= now {
+                                    continue;
+                                }
+                                return Ok(Slot::Busy {
+                                    retry_in_ms: at.saturating_sub(limit).max(interval_ms),
+                                });
+                            }
+                        }
+                    }
+                    _ => return Err(unavailable(e)),
+                },
+            }
+        }
+        Ok(Slot::Busy {
+            retry_in_ms: interval_ms,
+        })
+    }
+
+    async fn return_slot(
+        &self,
+        name: &str,
+        at_ms: u64,
+        interval_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .rate_update(name)
+            .update_expression("SET next_at = :at")
+            .condition_expression("next_at = :after")
+            .expression_attribute_values(":at", n(at_ms))
+            .expression_attribute_values(":after", n(at_ms + interval_ms))
             .send()
             .await;
-        if unless_condition_failed(idle)?.is_some() {
-            return Ok(now);
-        }
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("RATE#{name}")))
-            .key("sk", s("RATE"))
-            .update_expression("ADD next_at :interval")
-            .expression_attribute_values(":interval", n(interval_ms))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let end: u64 = out
-            .attributes
-            .as_ref()
-            .and_then(|a| get_n(a, "next_at"))
-            .ok_or_else(|| StoreError::Data("rate slot without next_at".into()))?;
-        Ok(end - interval_ms)
+        Ok(unless_condition_failed(out)?.is_some())
     }
 
     async fn link_chunk(
@@ -586,25 +732,76 @@ impl JobStore for DynamoJobStore {
                 return Ok(false);
             }
         }
-        let mut link = Item::from([
-            ("pk".to_string(), s(&pk)),
-            ("sk".to_string(), s(format!("PID#{provider_id}"))),
-            ("chunk".to_string(), n(chunk.index)),
-            ("offset".to_string(), n(chunk.offset)),
-            ("count".to_string(), n(chunk.count)),
-            ("expires_at".to_string(), n(self.expires_at())),
-        ]);
-        if let Some(c) = Link::new(chunk, contact).contact {
-            link.insert("contact".into(), AttributeValue::M(contact_item(&pk, &c)));
-        }
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(link))
+        self.put_link(job_id, chunk, provider_id, contact).await?;
+        Ok(true)
+    }
+
+    async fn claim_poll(
+        &self,
+        job_id: &str,
+        index: u32,
+        taken_at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .chunk_item_update(job_id, index)
+            .update_expression("SET poll_at = :next")
+            .condition_expression("poll_at = :taken")
+            .expression_attribute_values(":taken", n(taken_at_ms))
+            .expression_attribute_values(":next", n(taken_at_ms + 1))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
+    async fn take_candidate(&self, job_id: &str, index: u32, max: u32) -> Result<bool, StoreError> {
+        let out = self
+            .chunk_item_update(job_id, index)
+            .update_expression("ADD candidates :one")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(candidates) OR candidates < :max)",
+            )
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
+    async fn correct_link(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        provider_id: &str,
+        contact: Option<&Contact>,
+    ) -> Result<(), StoreError> {
+        let pk = job_pk(job_id);
+        let out = self
+            .chunk_item_update(job_id, chunk.index)
+            .update_expression("SET provider_id = :pid")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":pid", s(provider_id))
+            .return_values(ReturnValue::UpdatedOld)
             .send()
             .await
             .map_err(unavailable)?;
-        Ok(true)
+        let wrong = out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_s(a, "provider_id"))
+            .filter(|w| *w != provider_id)
+            .map(str::to_string);
+        self.put_link(job_id, chunk, provider_id, contact).await?;
+        if let Some(wrong) = wrong {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s(format!("PID#{wrong}")))
+                .send()
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     async fn stored_indices(
@@ -632,19 +829,34 @@ impl JobStore for DynamoJobStore {
 
     /// Records why a job (partly) failed; its status settles when every contact is accounted for.
     async fn set_job_error(&self, job_id: &str, error: &JobError) -> Result<(), StoreError> {
-        self.meta_item_update(job_id)
-            .update_expression("SET #error = :err, updated_at = :now")
-            .condition_expression("attribute_exists(pk)")
+        let update = self
+            .meta_item_update(job_id)
             .expression_attribute_names("#error", "error")
             .expression_attribute_values(
                 ":err",
                 s(serde_json::to_string(error).unwrap_or_default()),
             )
-            .expression_attribute_values(":now", n(now_ms()))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .expression_attribute_values(":now", n(now_ms()));
+        // A stopping error is written with `stopped` (the fence of every later start); an
+        // error that does not stop the job never replaces one that did.
+        let update = if error.stops_submission() {
+            update
+                .update_expression(
+                    "SET #error = :err, updated_at = :now, stopped = if_not_exists(stopped, :code)",
+                )
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":code", s(&error.code))
+        } else {
+            update
+                .update_expression("SET #error = :err, updated_at = :now")
+                .condition_expression("attribute_exists(pk) AND attribute_not_exists(stopped)")
+        };
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if error.stops_submission() => Err(unavailable(e)),
+            // Stopped already (or no head: a job erased meanwhile): nothing to record.
+            Err(e) => unless_condition_failed::<(), _, _>(Err(e)).map(|_| ()),
+        }
     }
 
     async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
@@ -876,8 +1088,25 @@ impl JobWriter for DynamoJobStore {
         for c in contacts {
             requests.push(put_request(self.expiring(contact_item(&pk, c))));
         }
+        // Every chunk is due for its start by `start_due`, and its group is in the `due`
+        // index from the start: a start message that is lost (a failed send, the submit DLQ)
+        // is sent again by the sweeper.
+        let start_due = now_ms() + self.start_overdue_ms;
+        let mut groups = std::collections::BTreeSet::new();
         for c in chunks {
-            requests.push(put_request(self.expiring(chunk_item(&pk, c))));
+            let mut item = self.expiring(chunk_item(&pk, c));
+            item.insert("poll_at".into(), n(start_due));
+            requests.push(put_request(item));
+            groups.insert(final_sk(c.index));
+        }
+        for sk in groups {
+            let item = Item::from([
+                ("pk".to_string(), s(&pk)),
+                ("sk".to_string(), s(sk)),
+                ("poll_shard".to_string(), s(poll_shard(&meta.job_id))),
+                ("poll_at".to_string(), n(start_due)),
+            ]);
+            requests.push(put_request(self.expiring(item)));
         }
         self.batch_write_all(requests).await?;
         self.client

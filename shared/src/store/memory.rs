@@ -5,12 +5,12 @@
 //! DynamoDB write is one conditional item write or transaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{
     CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim, Counts,
     DedupeStore, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobStore, JobWriter,
-    JobsCursor, Link, StoreError, Stored, SubmitLedger,
+    JobsCursor, Link, Slot, StoreError, Stored, SubmitLedger,
 };
 use crate::jobs::{
     CallbackState, CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
@@ -34,16 +34,21 @@ struct Job {
     starting: HashMap<u32, (String, u64)>,
     /// Chunks counted as submitted.
     submitted: u64,
+    /// Per chunk: ids fetched on the word of an unsigned body while it waited for its own.
+    candidates: HashMap<u32, u32>,
+    /// Polls taken: (chunk, the `poll_at` the sweeper's take set).
+    polls: HashSet<(u32, u64)>,
 }
 
-/// Jobs in memory: a [`JobStore`] and [`CallbackStore`].
-#[derive(Default)]
+/// Jobs in memory: a [`JobStore`] and [`CallbackStore`]. A clone is the same store (as two
+/// functions share one table), so a simulation can hand one to each function.
+#[derive(Default, Clone)]
 pub struct MemoryJobs {
-    jobs: Mutex<HashMap<String, Job>>,
-    slots: Mutex<HashMap<String, u64>>,
+    jobs: Arc<Mutex<HashMap<String, Job>>>,
+    slots: Arc<Mutex<HashMap<String, u64>>>,
     /// Result writes still to fail (as DynamoDB being unavailable would).
-    failing: std::sync::atomic::AtomicUsize,
-    keys: Mutex<HashMap<String, IdemKey>>,
+    failing: Arc<std::sync::atomic::AtomicUsize>,
+    keys: Arc<Mutex<HashMap<String, IdemKey>>>,
 }
 
 struct IdemKey {
@@ -239,6 +244,7 @@ impl JobStore for MemoryJobs {
             if let Some(u) = &update {
                 update_chunk(chunk, u);
             }
+            let awaiting_link = chunk.status.awaits_confirmation() && chunk.provider_id.is_none();
             let counted = job.counted.entry(chunk_index).or_default();
             *counted = *counted + delta;
             add(job.meta.as_mut().expect("checked"), delta);
@@ -250,6 +256,7 @@ impl JobStore for MemoryJobs {
                 replaced: usize::from(replaced),
                 write_calls: 1,
                 final_group: final_group(job, chunk_index).filter(|_| becomes_final),
+                awaiting_link,
             })
         })
     }
@@ -386,9 +393,56 @@ impl JobStore for MemoryJobs {
         })
     }
 
+    async fn claim_poll(
+        &self,
+        job_id: &str,
+        index: u32,
+        taken_at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.with(job_id, |job| Ok(job.polls.insert((index, taken_at_ms))))
+    }
+
+    async fn take_candidate(&self, job_id: &str, index: u32, max: u32) -> Result<bool, StoreError> {
+        self.with(job_id, |job| {
+            let n = job.candidates.entry(index).or_insert(0);
+            if *n >= max {
+                return Ok(false);
+            }
+            *n += 1;
+            Ok(true)
+        })
+    }
+
+    async fn correct_link(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        provider_id: &str,
+        contact: Option<&Contact>,
+    ) -> Result<(), StoreError> {
+        let link = Link::new(chunk, contact);
+        self.with(job_id, |job| {
+            let c = job
+                .chunks
+                .get_mut(&chunk.index)
+                .ok_or_else(|| StoreError::Data(format!("no chunk {}", chunk.index)))?;
+            let wrong = c.provider_id.replace(provider_id.to_string());
+            if let Some(wrong) = wrong.filter(|w| w != provider_id) {
+                job.links.remove(&wrong);
+            }
+            job.links.insert(provider_id.to_string(), link);
+            Ok(())
+        })
+    }
+
     async fn set_job_error(&self, job_id: &str, error: &JobError) -> Result<(), StoreError> {
         self.with(job_id, |job| {
             let meta = job.meta.as_mut().expect("checked");
+            if meta.error.as_ref().is_some_and(JobError::stops_submission)
+                && !error.stops_submission()
+            {
+                return Ok(());
+            }
             meta.error = Some(error.clone());
             meta.updated_at_ms = now_ms();
             Ok(())
@@ -408,13 +462,44 @@ impl JobStore for MemoryJobs {
             .unwrap_or_default())
     }
 
-    async fn reserve_slot(&self, name: &str, interval_ms: u64) -> Result<u64, StoreError> {
+    async fn take_slot(
+        &self,
+        name: &str,
+        interval_ms: u64,
+        max_wait_ms: u64,
+    ) -> Result<Slot, StoreError> {
         let now = now_ms();
         let mut slots = self.slots.lock().unwrap();
         let next = slots.entry(name.to_string()).or_insert(0);
-        let at = (*next).max(now);
+        if *next <= now {
+            *next = now + interval_ms;
+            return Ok(Slot::At(now));
+        }
+        let limit = now + max_wait_ms;
+        if *next > limit {
+            return Ok(Slot::Busy {
+                retry_in_ms: (*next - limit).max(interval_ms),
+            });
+        }
+        let at = *next;
         *next = at + interval_ms;
-        Ok(at)
+        Ok(Slot::At(at))
+    }
+
+    async fn return_slot(
+        &self,
+        name: &str,
+        at_ms: u64,
+        interval_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut slots = self.slots.lock().unwrap();
+        match slots.get_mut(name) {
+            Some(next) if *next == at_ms + interval_ms => {
+                *next = at_ms;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 
@@ -617,21 +702,17 @@ impl SubmitLedger for MemoryJobs {
         owner: &str,
         lease_ms: u64,
     ) -> Result<Option<Chunk>, StoreError> {
-        self.with(job_id, |job| {
-            let Some(c) = job.chunks.get_mut(&index) else {
-                return Ok(None);
-            };
-            // Pending, or held by this owner already (a resent take, as DynamoDB's twin allows).
-            let own = c.status == ChunkStatus::Starting
-                && job.starting.get(&index).is_some_and(|(o, _)| o == owner);
-            if c.status != ChunkStatus::Pending && !own {
-                return Ok(None);
-            }
-            c.status = ChunkStatus::Starting;
-            job.starting
-                .insert(index, (owner.to_string(), now_ms() + lease_ms));
-            Ok(Some(c.clone()))
-        })
+        self.take_pending(job_id, index, owner, lease_ms, true)
+    }
+
+    async fn begin_fail(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Option<Chunk>, StoreError> {
+        self.take_pending(job_id, index, owner, lease_ms, false)
     }
 
     async fn release_submit(
@@ -841,6 +922,38 @@ impl DedupeStore for MemoryDedupe {
             claims.remove(key);
         }
         Ok(())
+    }
+}
+
+impl MemoryJobs {
+    /// [`SubmitLedger::begin_submit`] (`fenced`) and [`SubmitLedger::begin_fail`].
+    fn take_pending(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+        lease_ms: u64,
+        fenced: bool,
+    ) -> Result<Option<Chunk>, StoreError> {
+        self.with(job_id, |job| {
+            let meta = job.meta.as_ref().expect("checked");
+            if fenced && (meta.deleted || meta.error.as_ref().is_some_and(JobError::stops_submission)) {
+                return Ok(None);
+            }
+            let Some(c) = job.chunks.get_mut(&index) else {
+                return Ok(None);
+            };
+            // Pending, or held by this owner already (a resent take, as DynamoDB's twin allows).
+            let own = c.status == ChunkStatus::Starting
+                && job.starting.get(&index).is_some_and(|(o, _)| o == owner);
+            if c.status != ChunkStatus::Pending && !own {
+                return Ok(None);
+            }
+            c.status = ChunkStatus::Starting;
+            job.starting
+                .insert(index, (owner.to_string(), now_ms() + lease_ms));
+            Ok(Some(c.clone()))
+        })
     }
 }
 

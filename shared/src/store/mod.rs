@@ -148,8 +148,20 @@ pub trait IdempotencyKeys: Send + Sync + 'static {
 /// its answer is lost, split in halves, counted; and a job's erasure.
 pub trait SubmitLedger: JobStore {
     /// Takes a pending chunk for its start: `pending` → `starting`, held by `owner` until
-    /// `lease_ms` from now. `None`: the chunk is not pending.
+    /// `lease_ms` from now, fenced by the job's head: a job stopped (canceled, out of credits,
+    /// its key refused) or deleted before this take has none of its chunks taken, so a cancel
+    /// answered before a start can never see that chunk start. `None`: the chunk is not
+    /// pending, or the job is stopped.
     fn begin_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Option<Chunk>, StoreError>> + Send;
+    /// Takes a pending chunk to end it without a start (its job stopped, or its deadline
+    /// passed before it could start): [`Self::begin_submit`] without the fence.
+    fn begin_fail(
         &self,
         job_id: &str,
         index: u32,
@@ -220,6 +232,9 @@ pub struct Stored {
     /// The group of final chunks this call's chunk joined, when it made the chunk final (or
     /// found it final and made sure it is in its group).
     pub final_group: Option<FinalGroup>,
+    /// The chunk the result was counted on is still waiting for its provider id (its start's
+    /// answer was lost, or is not recorded yet): a trusted delivery naming the id adopts it.
+    pub awaiting_link: bool,
 }
 
 impl Stored {
@@ -401,7 +416,38 @@ pub trait JobStore: Send + Sync + 'static {
         credits: Option<f64>,
         contact: Option<&Contact>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Takes a poll the sweeper queued for chunk `index` with `poll_at = taken_at_ms`: once.
+    /// A second delivery of the same message (SQS delivers at least once) finds it taken and
+    /// makes no second GET. Whether this call took it.
+    fn claim_poll(
+        &self,
+        job_id: &str,
+        index: u32,
+        taken_at_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Counts one fetch of an id no chunk is linked to, made on the word of an unsigned body,
+    /// against chunk `index` (one waiting for its id): at most `max` per chunk. Whether this
+    /// one was allowed.
+    fn take_candidate(
+        &self,
+        job_id: &str,
+        index: u32,
+        max: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The provider's own answer to a start gave `provider_id`, but the chunk was linked to
+    /// another id meanwhile (adopted on a wrong guess): the chunk takes the provider's id and
+    /// the wrong link goes, so the chunk's real webhooks map. Nothing if the chunk has that id.
+    fn correct_link(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        provider_id: &str,
+        contact: Option<&Contact>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records why a job (partly) failed; its status settles when every contact is accounted for.
+    /// An error that stops the job's starts ([`JobError::stops_submission`]) is never replaced
+    /// by one that does not (a cancel stays a cancel), and it fences
+    /// [`SubmitLedger::begin_submit`].
     fn set_job_error(
         &self,
         job_id: &str,
@@ -414,13 +460,34 @@ pub trait JobStore: Send + Sync + 'static {
         from: u64,
         to: u64,
     ) -> impl Future<Output = Result<HashSet<u64>, StoreError>> + Send;
-    /// Reserves the next slot of a rate limit shared by every worker and function (`name`, one
-    /// request per `interval_ms`). Returns the time (ms) at which this caller may send.
-    fn reserve_slot(
+    /// Takes the next slot of a rate schedule shared by every worker and function (`name`, one
+    /// request per `interval_ms`), if it falls within `max_wait_ms` from now: a caller that
+    /// could not wait that long takes nothing (the schedule never runs ahead of the requests
+    /// that will really be made), and is told when a slot may be in reach again.
+    fn take_slot(
         &self,
         name: &str,
         interval_ms: u64,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+        max_wait_ms: u64,
+    ) -> impl Future<Output = Result<Slot, StoreError>> + Send;
+    /// Gives back a slot taken with [`Self::take_slot`] whose request will not be made, when it
+    /// is still the last one taken (a later one behind it cannot move). Whether it was.
+    fn return_slot(
+        &self,
+        name: &str,
+        at_ms: u64,
+        interval_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// A slot of a shared rate schedule ([`JobStore::take_slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Taken: the request may be sent at this time (ms), and must be (or the slot returned).
+    At(u64),
+    /// Not taken: the schedule is booked further ahead than the caller can wait; a slot is in
+    /// reach again in this many ms.
+    Busy { retry_in_ms: u64 },
 }
 
 /// How long a job's items are kept, unless configured (`RESULT_RETENTION_DAYS`).
@@ -460,12 +527,35 @@ impl ReadCost {
     }
 }
 
-/// What the sweeper found due: a chunk for a poll, or a job head for its completion callback.
+/// What the sweeper found due: a chunk for a poll or for its start, or a job head for its
+/// completion callback.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Due {
     pub job_id: String,
-    /// The chunk to poll; `None`: the job's completion callback.
+    /// The chunk; `None`: the job's completion callback.
     pub chunk: Option<u32>,
     /// Its `poll_at` as read (ms): taking it is conditional on it.
     pub poll_at_ms: u64,
+    /// What is due.
+    pub action: DueAction,
 }
+
+/// What a due item asks of the sweeper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueAction {
+    /// A started chunk whose results have not come: a poll, on the webhook queue.
+    Poll,
+    /// A chunk not started (its start message lost, or its worker gone) past its start's due
+    /// time: a start message again, on the submit queue (a chunk is still started at most
+    /// once: only a pending chunk can be taken).
+    Start,
+    /// A chunk whose start is unconfirmed: its confirmation check again, on the submit queue.
+    ConfirmCheck,
+    /// The job's completion callback.
+    Callback,
+}
+
+/// How long a chunk may stay not started (pending, or being started) before the sweeper sends
+/// its start message again, unless configured ([`DynamoJobStore::with_start_overdue`]): longer
+/// than SQS's longest delay, so a start waiting in the queue for its slot is not doubled.
+pub const DEFAULT_START_OVERDUE_MS: u64 = 20 * 60_000;

@@ -52,6 +52,20 @@ impl Figures {
     }
 }
 
+/// A row counted on its chunk: whether the chunk, as the count left it, still waits for its
+/// provider id.
+struct Counted {
+    awaiting_link: bool,
+}
+
+/// A chunk item (as DynamoDB returned it) whose start is unconfirmed or not recorded yet.
+fn awaits_link(item: &Item) -> bool {
+    get_s(item, "status")
+        .and_then(|v| v.parse::<ChunkStatus>().ok())
+        .is_some_and(ChunkStatus::awaits_confirmation)
+        && !item.contains_key("provider_id")
+}
+
 /// Why a chunk refused a single result's count.
 enum CountRefused {
     /// It counts this contact already, or it is final (its counters are its rows' totals).
@@ -147,7 +161,8 @@ impl DynamoJobStore {
                 .count_row(job_id, chunk_index, result.index, counted, update.as_ref())
                 .await?;
             match refused {
-                None => {
+                Ok(Counted { awaiting_link }) => {
+                    stored.awaiting_link = awaiting_link;
                     // This call counted the row: it is the one that applied it, whoever wrote
                     // the row (a first copy that died before counting it, or this call's own
                     // put, sent again by the SDK after its answer was lost).
@@ -159,7 +174,7 @@ impl DynamoJobStore {
                     }
                     return Ok(stored);
                 }
-                Some(CountRefused::Counted { chunk_final }) => {
+                Err(CountRefused::Counted { chunk_final }) => {
                     // Counted by another copy (one that met this call's row, or wrote it first):
                     // that copy applied it; this one is its duplicate.
                     let redelivered = stored.existing > 0;
@@ -176,12 +191,12 @@ impl DynamoJobStore {
                     }
                     return Ok(stored);
                 }
-                Some(CountRefused::Busy) if result.provisional => {
+                Err(CountRefused::Busy) if result.provisional => {
                     // The chunk's final set being written holds this contact: it accounts for
                     // the row (it replaces it, or counts it), so it is not waited for.
                     return Ok(stored);
                 }
-                Some(CountRefused::Busy) => {
+                Err(CountRefused::Busy) => {
                     // A bulk set (e.g. the deadline's placeholders) holds the chunk: wait for it,
                     // then see what it left in this contact's row.
                     tokio::time::sleep(wait).await;
@@ -212,7 +227,7 @@ impl DynamoJobStore {
         contact: u64,
         outcome: Outcome,
         update: Option<&ChunkUpdate>,
-    ) -> Result<Option<CountRefused>, StoreError> {
+    ) -> Result<Result<Counted, CountRefused>, StoreError> {
         let (names, values, add) = Counts::of([outcome]).placeholders(CHUNK_COUNTS, " ");
         let (req, set, remove) = match update {
             Some(u) => {
@@ -254,11 +269,16 @@ impl DynamoJobStore {
             .expression_attribute_values(":failed", s(ChunkStatus::Failed.as_str()))
             .expression_attribute_values(":split", s(ChunkStatus::Split.as_str()))
             .expression_attribute_values(":now", n(now_ms()))
+            .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         let e = match out {
-            Ok(_) => return Ok(None),
+            Ok(out) => {
+                return Ok(Ok(Counted {
+                    awaiting_link: out.attributes.as_ref().is_some_and(awaits_link),
+                }));
+            }
             Err(e) => e,
         };
         let Some(se) = e.as_service_error() else {
@@ -284,9 +304,9 @@ impl DynamoJobStore {
             .and_then(|v| v.as_ns().ok())
             .is_some_and(|ns| ns.iter().any(|i| i.parse() == Ok(contact)));
         if chunk_final || seen {
-            return Ok(Some(CountRefused::Counted { chunk_final }));
+            return Ok(Err(CountRefused::Counted { chunk_final }));
         }
-        Ok(Some(CountRefused::Busy))
+        Ok(Err(CountRefused::Busy))
     }
 
     /// A result taking the place of a stored row (provisional, or a deadline's placeholder):

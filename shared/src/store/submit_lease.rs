@@ -9,9 +9,11 @@ use crate::now_ms;
 
 impl SubmitLedger for DynamoJobStore {
     /// Takes a pending chunk for its start: `pending` → `starting`, held by `owner` until
-    /// `lease_ms` from now. From here on the start may reach the provider, so the chunk never
-    /// goes back to `pending` unless the provider is known not to have taken it
-    /// ([`Self::release_submit`]). `None`: the chunk is not pending.
+    /// `lease_ms` from now, in one transaction with a check of the job's head: a job stopped
+    /// (`stopped`, written with a stopping error) or deleted has no chunk taken. From here on
+    /// the start may reach the provider, so the chunk never goes back to `pending` unless the
+    /// provider is known not to have taken it ([`Self::release_submit`]). `None`: the chunk is
+    /// not pending, or the job is stopped.
     async fn begin_submit(
         &self,
         job_id: &str,
@@ -19,18 +21,51 @@ impl SubmitLedger for DynamoJobStore {
         owner: &str,
         lease_ms: u64,
     ) -> Result<Option<Chunk>, StoreError> {
-        let now = now_ms();
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
+        let fence = aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s("META"))
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(stopped) AND attribute_not_exists(deleted_at)",
+            )
+            .build()
+            .map_err(build)?;
+        let take = self.take_update(job_id, index, owner, lease_ms).build().map_err(build)?;
+        let out = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(fence).build())
+            .transact_items(TransactWriteItem::builder().update(take).build())
+            .send()
+            .await;
+        match out {
+            Ok(_) => self.chunk(job_id, index).await,
+            Err(e) => match cancellation_codes(&e) {
+                Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(None),
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    /// Takes a pending chunk to end it without a start: the take of [`Self::begin_submit`]
+    /// without the head's fence.
+    async fn begin_fail(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Option<Chunk>, StoreError> {
         let out = self
             .chunk_update(job_id, index)
             .update_expression("SET #status = :starting, submit_until = :until, submit_owner = :me")
-            // Its own hold too: the SDK resending this take after its answer was lost (taken
-            // for another's, the start would be skipped and the chunk never started).
             .condition_expression(
                 "#status = :pending OR (#status = :starting AND submit_owner = :me)",
             )
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
             .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
-            .expression_attribute_values(":until", n(now + lease_ms))
+            .expression_attribute_values(":until", n(now_ms() + lease_ms))
             .expression_attribute_values(":me", s(owner))
             .return_values(ReturnValue::AllNew)
             .send()
@@ -51,7 +86,8 @@ impl SubmitLedger for DynamoJobStore {
     ) -> Result<(), StoreError> {
         let out = self
             .chunk_update(job_id, index)
-            .update_expression("SET #status = :pending REMOVE submit_until, submit_owner")
+            .update_expression("SET #status = :pending, poll_at = :due REMOVE submit_until, submit_owner")
+            .expression_attribute_values(":due", n(now_ms() + self.start_overdue_ms))
             .condition_expression("#status = :starting AND submit_owner = :me")
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
             .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
@@ -71,14 +107,20 @@ impl SubmitLedger for DynamoJobStore {
         owner: Option<&str>,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
+        // Who marks it: the owner, or this call. A mark the SDK sends again after its answer
+        // was lost finds its own earlier write and still reports it as this call's.
+        let by = owner
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let out = self
             .chunk_update(job_id, index)
             .update_expression(
-                "SET #status = :unconfirmed, unconfirmed_at = :now REMOVE submit_until, submit_owner",
+                "SET #status = :unconfirmed, unconfirmed_at = :now, unconfirmed_by = :by REMOVE submit_until, submit_owner",
             )
             .condition_expression(
-                "#status = :starting AND (submit_owner = :me OR submit_until < :now)",
+                "(#status = :starting AND (submit_owner = :me OR submit_until < :now)) OR (#status = :unconfirmed AND unconfirmed_by = :by AND unconfirmed_at = :now)",
             )
+            .expression_attribute_values(":by", s(by))
             .expression_attribute_values(
                 ":unconfirmed",
                 s(ChunkStatus::StartUnconfirmed.as_str()),
@@ -95,10 +137,14 @@ impl SubmitLedger for DynamoJobStore {
     /// adopted it meanwhile. Returns whether this call ended it; only then may its contacts be
     /// failed. A webhook that comes later finds no chunk waiting and is parked, body intact.
     async fn expire_unconfirmed(&self, job_id: &str, index: u32) -> Result<bool, StoreError> {
+        // A fresh mark per call: the SDK resending this expiry after its answer was lost finds
+        // its own earlier write, and still reports the chunk as ended by this call.
+        let by = uuid::Uuid::new_v4().to_string();
         let out = self
             .chunk_update(job_id, index)
-            .update_expression("SET #status = :failed")
-            .condition_expression("#status = :unconfirmed")
+            .update_expression("SET #status = :failed, expired_by = :by")
+            .condition_expression("#status = :unconfirmed OR (#status = :failed AND expired_by = :by)")
+            .expression_attribute_values(":by", s(by))
             .expression_attribute_values(":failed", s(ChunkStatus::Failed.as_str()))
             .expression_attribute_values(":unconfirmed", s(ChunkStatus::StartUnconfirmed.as_str()))
             .send()
@@ -182,9 +228,12 @@ impl SubmitLedger for DynamoJobStore {
                 .transact_items(TransactWriteItem::builder().update(parent).build())
                 .transact_items(TransactWriteItem::builder().update(group).build());
             for half in &halves {
+                let mut item = self.expiring(chunk_item(&pk, half));
+                // Due for its start like every new chunk (its message may be lost).
+                item.insert("poll_at".into(), n(now_ms() + self.start_overdue_ms));
                 let put = Put::builder()
                     .table_name(&self.table)
-                    .set_item(Some(self.expiring(chunk_item(&pk, half))))
+                    .set_item(Some(item))
                     .condition_expression("attribute_not_exists(sk)")
                     .build()
                     .map_err(build)?;
@@ -298,5 +347,37 @@ impl SubmitLedger for DynamoJobStore {
             unless_condition_failed(out)?;
         }
         Ok(deleted)
+    }
+}
+
+impl DynamoJobStore {
+    /// The take of a pending chunk for `owner` (also its own hold: the SDK resending a take
+    /// after its answer was lost; taken for another's, the start would be skipped and the
+    /// chunk never started).
+    fn take_update(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+        lease_ms: u64,
+    ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(index)))
+            // Due again for the sweeper a minute after the lease: a worker that died mid-start
+            // leaves the chunk to be marked unconfirmed then.
+            .update_expression(
+                "SET #status = :starting, submit_until = :until, submit_owner = :me, poll_at = :due",
+            )
+            .condition_expression(
+                "#status = :pending OR (#status = :starting AND submit_owner = :me)",
+            )
+            .expression_attribute_values(":due", n(now_ms() + lease_ms + 60_000))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+            .expression_attribute_values(":until", n(now_ms() + lease_ms))
+            .expression_attribute_values(":me", s(owner))
     }
 }

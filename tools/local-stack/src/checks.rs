@@ -80,6 +80,14 @@ pub const CALLS: &[(&str, &str, &str)] = &[
         "dynamodb:BatchWriteItem",
         "JobsTable",
     ),
+    // The take of a chunk for its start is fenced by the job's head (a condition check in a
+    // transaction); a wrong adoption's link is deleted.
+    (
+        "JobSubmitWorkerFunction",
+        "dynamodb:ConditionCheckItem",
+        "JobsTable",
+    ),
+    ("JobSubmitWorkerFunction", "dynamodb:DeleteItem", "JobsTable"),
     ("JobSubmitWorkerFunction", "sqs:SendMessage", "SubmitQueue"),
     // A job the worker ends asks for its completion callback.
     ("JobSubmitWorkerFunction", "sqs:SendMessage", "WebhookQueue"),
@@ -87,6 +95,8 @@ pub const CALLS: &[(&str, &str, &str)] = &[
     ("SweeperFunction", "dynamodb:Query", "JobsTable"),
     ("SweeperFunction", "dynamodb:UpdateItem", "JobsTable"),
     ("SweeperFunction", "sqs:SendMessage", "WebhookQueue"),
+    // Starts whose messages were lost go again on the submit queue.
+    ("SweeperFunction", "sqs:SendMessage", "SubmitQueue"),
 ];
 
 fn as_list(v: Option<&Value>) -> Vec<&Value> {

@@ -14,7 +14,12 @@ async fn main() -> Result<(), Error> {
     let submitter = Arc::new(ChunkSubmitter::deployed(&aws, config));
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let submitter = Arc::clone(&submitter);
-        async move { Ok::<_, Error>(submitter.handle_batch(event.payload).await) }
+        async move {
+            // Every wait inside is bounded by what the invocation has left.
+            let deadline = relay_shared::invocation::deadline_from_epoch_ms(event.context.deadline);
+            let batch = submitter.handle_batch(event.payload);
+            Ok::<_, Error>(relay_shared::invocation::within(deadline, batch).await)
+        }
     }))
     .await
 }

@@ -1,0 +1,160 @@
+//! A randomized test over every fault of the issue (every job ends, and ends right), on the
+//! in-memory stores under the paused clock: jobs of both providers with 1–20 chunks, and at
+//! random points a lost start message, a start whose answer is lost, an enrichment the
+//! provider no longer knows when polled, webhooks never sent or sent up to five times (signed
+//! or not, with or without per-contact bodies), a cancel or a DELETE mid-job, and the clock
+//! jumping to the deadline. `SIM_CASES` sets how many cases (default 400); a failing case
+//! prints its seed (`SIM_SEED` replays one).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use relay_shared::jobs::{JobStatus, Operation, Outcome};
+use relay_shared::now_ms;
+use relay_shared::store::JobStore;
+
+use crate::provider::{Faults, Kind, Rng};
+use crate::{CONFIRM_BOUND, DEADLINE, Sim, busiest_minute};
+
+struct Planned {
+    job_id: String,
+    contacts: u64,
+    deleted: bool,
+}
+
+/// One case: its plan drawn from `seed`, run, and every invariant checked.
+async fn case(seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let faults = Faults {
+        seed,
+        answer_lost: 0.1,
+        vanishes: 0.05,
+        max_copies: 5,
+        unsigned: 0.3,
+        per_contact: 0.3,
+        ready_after: Duration::from_secs(20 + rng.below(600)),
+    };
+    let mut sim = Sim::new(faults);
+    let t0 = now_ms();
+    let mut planned = Vec::new();
+    for _ in 0..1 + rng.below(3) {
+        let chunks = 1 + rng.below(20);
+        let (op, size) = match rng.below(3) {
+            0 => (Operation::Enrich, 1 + rng.below(3)),
+            1 => (Operation::EmailFind, 1),
+            _ => (Operation::EmailFind, 2 + rng.below(2)),
+        };
+        let n = chunks * size;
+        let lost: Vec<u32> = (0..chunks as u32).filter(|_| rng.chance(0.1)).collect();
+        let job_id = sim.submit(op, n, size, &lost);
+        planned.push(Planned {
+            job_id,
+            contacts: n,
+            deleted: false,
+        });
+    }
+    // Mid-job: a cancel, a DELETE, or the clock jumping to the deadline.
+    sim.run_for(Duration::from_secs(rng.below(1800))).await;
+    let target = rng.below(planned.len() as u64) as usize;
+    match rng.below(10) {
+        0 => sim.cancel(&planned[target].job_id).await,
+        1 => {
+            if !sim.meta(&planned[target].job_id).await.status.is_terminal() {
+                sim.delete(&planned[target].job_id).await;
+                planned[target].deleted = true;
+            }
+        }
+        2 => tokio::time::advance(DEADLINE).await,
+        _ => {}
+    }
+    let limit = DEADLINE * 4;
+    sim.run(limit).await;
+    sim.stop();
+
+    let fail = |what: String| Err(format!("seed {seed}: {what}"));
+    // Every job ends, by its deadline plus the start and confirmation allowances and a sweep.
+    for p in &planned {
+        let ended = sim.log().ended_at.get(&p.job_id).copied();
+        let Some(at) = ended else {
+            let m = sim.meta(&p.job_id).await;
+            return fail(format!("job never ended: {:?} {:?}", m.status, sim.jobs.chunks(&p.job_id).await));
+        };
+        let bound = t0 + (DEADLINE * 2 + CONFIRM_BOUND).as_millis() as u64;
+        if at > bound {
+            return fail(format!("job ended {} min late", (at - bound) / 60_000));
+        }
+    }
+    // No chunk started twice: the contacts of every start of a job are disjoint.
+    let mut seen = HashSet::new();
+    for (job, rids) in sim.provider.started() {
+        for r in rids {
+            if !seen.insert((job.clone(), r)) {
+                return fail(format!("contact {r} of {job} started twice"));
+            }
+        }
+    }
+    // Results stand: a contact the relay was shown found never ends failed.
+    let shown = sim.provider.shown_found();
+    for p in planned.iter().filter(|p| !p.deleted) {
+        for r in sim.jobs.results(&p.job_id) {
+            if shown.contains(&(p.job_id.clone(), r.index)) && r.outcome == Outcome::Failed {
+                return fail(format!("contact {} of {} found, then failed ({:?})", r.index, p.job_id, r.reason));
+            }
+        }
+        let m = sim.meta(&p.job_id).await;
+        if !m.status.is_terminal() || m.done != p.contacts {
+            return fail(format!("job {} ended {:?} with {} of {} done", p.job_id, m.status, m.done, p.contacts));
+        }
+        if m.status == JobStatus::Completed && m.failed > 0 {
+            return fail("completed with failures".into());
+        }
+    }
+    // Erasure erases: nothing of a deleted job's contacts is left, and nothing of it is parked.
+    for p in planned.iter().filter(|p| p.deleted) {
+        let left = sim.contact_data(&p.job_id, p.contacts).await;
+        if left > 0 {
+            return fail(format!("{left} items of deleted {} left", p.job_id));
+        }
+    }
+    let dlq = sim.log().dead_letters.clone();
+    if !dlq.is_empty() {
+        return fail(format!("{} parked: {}", dlq.len(), &dlq[0][..dlq[0].len().min(300)]));
+    }
+    // The budget is never exceeded in any window.
+    let mut fe: Vec<u64> = sim
+        .provider
+        .calls()
+        .iter()
+        .filter(|c| c.provider == relay_shared::Provider::Fullenrich)
+        .map(|c| c.at_ms)
+        .collect();
+    fe.sort();
+    if busiest_minute(&fe) > 55 {
+        return fail(format!("{} FullEnrich requests in one minute", busiest_minute(&fe)));
+    }
+    let _ = Kind::Get;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_job_ends_and_ends_right_under_random_faults() {
+    let cases: u64 = std::env::var("SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED").ok().and_then(|v| v.parse().ok()) {
+        Some(one) => vec![one],
+        None => (1..=cases).collect(),
+    };
+    let started = std::time::Instant::now();
+    let mut failures = Vec::new();
+    for seed in &seeds {
+        if let Err(e) = case(*seed).await {
+            failures.push(e);
+        }
+    }
+    println!(
+        "property: {} cases in {:.1} s of wall time, {} failed",
+        seeds.len(),
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{} of {} cases failed; first: {}", failures.len(), seeds.len(), failures[0]);
+}
