@@ -115,13 +115,13 @@ fn requirement(op: Operation, c: &Map<String, Value>) -> Result<(), (&'static st
                 if !has("first_name") {
                     return Err((
                         "first_name",
-                        "linkedin_url, or first_name + last_name + company, is required",
+                        "is required without a linkedin_url (a contact needs a linkedin_url, or first_name + last_name + a company)",
                     ));
                 }
                 if !has("last_name") {
                     return Err((
                         "last_name",
-                        "linkedin_url, or first_name + last_name + company, is required",
+                        "is required without a linkedin_url (a contact needs a linkedin_url, or first_name + last_name + a company)",
                     ));
                 }
                 if !has(company) && !has("company_name") {
@@ -131,7 +131,7 @@ fn requirement(op: Operation, c: &Map<String, Value>) -> Result<(), (&'static st
                         } else {
                             "company_domain"
                         },
-                        "a company (domain or company_name) is required with a name",
+                        "a company (domain or company_name) is required with a name when there is no linkedin_url",
                     ));
                 }
             }
@@ -476,6 +476,16 @@ pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, I
                 fields.insert(k.to_string(), Value::from(s.trim()));
             }
             Some(_) => return Err(invalid(at(k), "must be a string of at most 500 bytes")),
+        }
+    }
+    if op == Operation::EmailFind {
+        let has = |k: &str| fields.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+        if !has("fullname") && has("first_name") != has("last_name") {
+            let missing = if has("first_name") { "last_name" } else { "first_name" };
+            return Err(invalid(
+                at(missing),
+                "is required to make the fullname email_find needs (first_name + last_name), or give a fullname",
+            ));
         }
     }
     derive_fields(op, &mut fields);
@@ -958,10 +968,12 @@ mod tests {
         assert_eq!(c.field("fullname"), Some("Jos\u{e9} Garc\u{ed}a"));
         assert_eq!(c.field("company_domain"), Some("acme.com"));
         assert_eq!(c.fields.len(), 2, "only the operation's own fields are sent: {c:?}");
-        // A first name alone makes no full name.
+        // A first name alone makes no full name, and the message says which half is missing.
         let e = enrow(json!({"first_name": "Ada", "company_name": "Acme"})).unwrap_err();
-        assert_eq!(e.field, "contacts[0].fullname");
+        assert_eq!(e.field, "contacts[0].last_name");
         assert!(e.message.contains("first_name + last_name"), "{}", e.message);
+        let e = enrow(json!({"company_name": "Acme"})).unwrap_err();
+        assert_eq!(e.field, "contacts[0].fullname");
         // A fullname the caller gave wins over first + last.
         let job = enrow(json!({"fullname": "Ada King", "first_name": "Ada", "last_name": "L",
             "company_name": "Acme"}))
