@@ -247,14 +247,15 @@ pub struct CallbackState {
     pub since_ms: u64,
 }
 
-/// The status the API shows for a job the client canceled (`POST /jobs/{id}/cancel`) once it
-/// has ended without every contact found or not found: its chunks not started were never
-/// started. A cancel that came too late to stop anything leaves the job `completed`.
+/// The status the API shows for a canceled job once it has ended without every contact found or
+/// not found: canceled by the client (`POST /jobs/{id}/cancel`: its chunks not started were
+/// never started) or at the provider (FullEnrich `CANCELED`); `error.message` says which. A
+/// cancel that came too late to stop anything leaves the job `completed`.
 pub const CANCELED_STATUS: &str = "canceled";
 
 impl JobMeta {
     /// The job's status as the API, the CLI and callbacks show it: [`JobStatus`], except that an
-    /// ended job the client canceled is [`CANCELED_STATUS`] (stored as `partially_failed` or
+    /// ended job that was canceled is [`CANCELED_STATUS`] (stored as `partially_failed` or
     /// `failed` with the error `canceled`).
     pub fn shown_status(&self) -> &'static str {
         match (&self.error, self.status) {
