@@ -168,7 +168,9 @@ impl Client {
         let include = if raw { "&include=raw" } else { "" };
         loop {
             let page = self
-                .get(&format!("/jobs/{job}/results?limit={limit}{include}{cursor}"))
+                .get(&format!(
+                    "/jobs/{job}/results?limit={limit}{include}{cursor}"
+                ))
                 .await?;
             out.extend(page["results"].as_array().cloned().unwrap_or_default());
             match page["next_cursor"].as_str() {
@@ -218,7 +220,11 @@ mod tests {
             "http://127.0.0.1:9000/jobs/",
             " http://127.0.0.1:9000/jobs ",
         ] {
-            assert_eq!(base_url(url).as_deref(), Ok("http://127.0.0.1:9000"), "{url}");
+            assert_eq!(
+                base_url(url).as_deref(),
+                Ok("http://127.0.0.1:9000"),
+                "{url}"
+            );
         }
         assert_eq!(
             base_url("https://abc.execute-api.eu-west-1.amazonaws.com/prod/jobs").as_deref(),

@@ -85,12 +85,8 @@ impl Input {
 
     /// How many rows had their domain reduced (a URL or a `www.` host).
     pub fn domains_reduced(&self) -> usize {
-        let col = (0..self.headers.len()).find(|i| {
-            matches!(
-                self.mapping.field_of(*i),
-                Some("domain" | "company_domain")
-            )
-        });
+        let col = (0..self.headers.len())
+            .find(|i| matches!(self.mapping.field_of(*i), Some("domain" | "company_domain")));
         let Some(col) = col else { return 0 };
         self.rows
             .iter()
@@ -179,11 +175,14 @@ pub fn read(data: &[u8], op: Operation, opts: &ReadOptions) -> Result<Input, Vec
         .flexible(true)
         .from_reader(data);
     let headers: Vec<String> = match csv.headers() {
-        Ok(h) if h.iter().any(|c| !c.trim().is_empty()) => {
-            h.iter().map(str::to_string).collect()
-        }
+        Ok(h) if h.iter().any(|c| !c.trim().is_empty()) => h.iter().map(str::to_string).collect(),
         Ok(_) => return Err(vec![file_error(1, "is not a CSV header row (it is empty)")]),
-        Err(e) => return Err(vec![file_error(1, format!("is not a CSV header row ({})", kind_text(&e)))]),
+        Err(e) => {
+            return Err(vec![file_error(
+                1,
+                format!("is not a CSV header row ({})", kind_text(&e)),
+            )]);
+        }
     };
     let mapping = Mapping::new(op, &headers, &opts.maps, &opts.keeps)
         .map_err(|es| es.into_iter().map(|e| file_error(0, e)).collect::<Vec<_>>())?;
@@ -225,7 +224,11 @@ pub fn read(data: &[u8], op: Operation, opts: &ReadOptions) -> Result<Input, Vec
                 });
             }
             Err(e) => {
-                let line = line_of(data, &starts, e.position().map_or(at, |p| p.byte() as usize));
+                let line = line_of(
+                    data,
+                    &starts,
+                    e.position().map_or(at, |p| p.byte() as usize),
+                );
                 let text = kind_text(&e);
                 rows.push(Row {
                     line,
@@ -239,9 +242,16 @@ pub fn read(data: &[u8], op: Operation, opts: &ReadOptions) -> Result<Input, Vec
         }
     }
     if rows.is_empty() {
-        return Err(vec![file_error(2, "no contacts: the file has a header row only")]);
+        return Err(vec![file_error(
+            2,
+            "no contacts: the file has a header row only",
+        )]);
     }
-    if mapping.targets.iter().all(|t| *t == crate::mapping::Target::Aside) {
+    if mapping
+        .targets
+        .iter()
+        .all(|t| *t == crate::mapping::Target::Aside)
+    {
         let hint = if delimiter == b',' && headers.len() == 1 && headers[0].contains([';', '\t']) {
             " (is the file separated by something else than commas? see --delimiter)"
         } else {
@@ -340,7 +350,11 @@ mod tests {
         // The bad row (`nope`) is on line 3 of each file.
         assert_eq!(bad_lines("email\na@example.com\nnope\n"), [3], "LF");
         assert_eq!(bad_lines("email\r\na@example.com\r\nnope\r\n"), [3], "CRLF");
-        assert_eq!(bad_lines("email\r\n\r\nnope\r\n"), [3], "CRLF, a blank line");
+        assert_eq!(
+            bad_lines("email\r\n\r\nnope\r\n"),
+            [3],
+            "CRLF, a blank line"
+        );
         assert_eq!(bad_lines("email\n\nnope\n"), [3], "LF, a blank line");
         assert_eq!(bad_lines("email\ra@example.com\rnope\r"), [3], "CR");
         assert_eq!(
@@ -360,13 +374,17 @@ mod tests {
     #[test]
     fn a_semicolon_or_tab_file_is_read_by_its_own_delimiter() {
         for sep in [";", "\t"] {
-            let text = format!("First Name{sep}Last Name{sep}Website\r\nAda{sep}Lovelace{sep}https://www.acme.com/\r\n");
+            let text = format!(
+                "First Name{sep}Last Name{sep}Website\r\nAda{sep}Lovelace{sep}https://www.acme.com/\r\n"
+            );
             let input = read_all(&text, Operation::Enrich);
             assert_eq!(input.delimiter, sep.as_bytes()[0]);
             assert_eq!(
                 input.contacts(),
-                [json!({"first_name": "Ada", "last_name": "Lovelace", "domain": "acme.com",
-                    "custom": {"relay_row": "1"}})]
+                [
+                    json!({"first_name": "Ada", "last_name": "Lovelace", "domain": "acme.com",
+                    "custom": {"relay_row": "1"}})
+                ]
             );
         }
         // Forced to commas, a semicolon file says which way to look.
@@ -387,8 +405,10 @@ mod tests {
         let input = read_all(text, Operation::Enrich);
         assert_eq!(
             input.contacts(),
-            [json!({"first_name": "Ada", "last_name": "Lovelace", "company_name": "Acme",
-                "domain": "acme.com", "custom": {"relay_row": "1"}})]
+            [
+                json!({"first_name": "Ada", "last_name": "Lovelace", "company_name": "Acme",
+                "domain": "acme.com", "custom": {"relay_row": "1"}})
+            ]
         );
         assert_eq!(input.domains_reduced(), 1);
         let (row, e) = input.rejected().next().unwrap();
@@ -418,14 +438,22 @@ mod tests {
     fn a_file_that_cannot_be_used_says_why() {
         let e = read(b"email\n", Operation::EmailVerify, &ReadOptions::default()).unwrap_err();
         assert!(e[0].rule.contains("no contacts"));
-        let e = read(b"Owner,Notes\nx,y\n", Operation::Enrich, &ReadOptions::default())
-            .unwrap_err();
+        let e = read(
+            b"Owner,Notes\nx,y\n",
+            Operation::Enrich,
+            &ReadOptions::default(),
+        )
+        .unwrap_err();
         assert!(e[0].rule.contains("--map"), "{}", e[0]);
         let input = read_all("email,x\na@example.com\n", Operation::EmailVerify);
         let (_, e) = input.rejected().next().unwrap();
         assert!(e.rule.contains("1 cells where the header row has 2"), "{e}");
-        let input = read(b"email\n\xff@x.com\n", Operation::EmailVerify, &ReadOptions::default())
-            .unwrap();
+        let input = read(
+            b"email\n\xff@x.com\n",
+            Operation::EmailVerify,
+            &ReadOptions::default(),
+        )
+        .unwrap();
         let (_, e) = input.rejected().next().unwrap();
         assert!(e.rule.contains("UTF-8"), "{e}");
     }

@@ -292,7 +292,10 @@ fn read_file(path: &std::path::Path, op: Operation, read: &ReadArgs) -> Result<I
                 eprintln!("{}: {e}", path.display());
             }
         }
-        Failure(2, format!("{} cannot be used: nothing was sent", path.display()))
+        Failure(
+            2,
+            format!("{} cannot be used: nothing was sent", path.display()),
+        )
     })
 }
 
@@ -418,7 +421,9 @@ impl SubmitArgs {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "contacts".into());
-            n.chars().take(relay_shared::validate::MAX_NAME_CHARS).collect()
+            n.chars()
+                .take(relay_shared::validate::MAX_NAME_CHARS)
+                .collect()
         });
         let mut body = json!({"provider": self.provider, "operation": self.operation,
             "name": name, "contacts": contacts});
@@ -531,7 +536,10 @@ impl SubmitArgs {
                 n.div_ceil(chunk),
                 per * n as f64,
                 if rejected > 0 && self.skip_invalid {
-                    format!(" (--skip-invalid would write them to {})", rejects_path.display())
+                    format!(
+                        " (--skip-invalid would write them to {})",
+                        rejects_path.display()
+                    )
                 } else {
                     String::new()
                 }
@@ -539,9 +547,8 @@ impl SubmitArgs {
             return Ok(0);
         }
         if rejected > 0 {
-            let file = std::fs::File::create(&rejects_path).map_err(|e| {
-                Failure(2, format!("cannot write {}: {e}", rejects_path.display()))
-            })?;
+            let file = std::fs::File::create(&rejects_path)
+                .map_err(|e| Failure(2, format!("cannot write {}: {e}", rejects_path.display())))?;
             output::write_rejects_file(std::io::BufWriter::new(file), &input, !self.no_bom)
                 .map_err(write_failed)?;
             eprintln!(
@@ -600,7 +607,11 @@ impl SubmitArgs {
             s.push_str(&format!(" --keep {k:?}"));
         }
         if let Some(d) = self.read.delimiter {
-            let d = if d == b'\t' { "tab".to_string() } else { (d as char).to_string() };
+            let d = if d == b'\t' {
+                "tab".to_string()
+            } else {
+                (d as char).to_string()
+            };
             s.push_str(&format!(" --delimiter '{d}'"));
         }
         s
@@ -707,9 +718,7 @@ fn write_rows(
 /// A time the API gives in ms since the epoch, as RFC 3339 (UTC).
 fn when(ms: &Value) -> String {
     ms.as_u64()
-        .and_then(|ms| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()
-        })
+        .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok())
         .and_then(|t| {
             t.replace_millisecond(0)
                 .ok()?

@@ -355,7 +355,11 @@ mod tests {
     fn the_best_named_column_wins_map_wins_over_all_and_the_rest_is_kept_aside() {
         let h = headers("First Name,Last Name,Website,Company Domain,Company,Owner,Record ID");
         let m = Mapping::new(Operation::Enrich, &h, &[], &[]).unwrap();
-        assert_eq!(m.field_of(2), None, "Company Domain names domain better than Website");
+        assert_eq!(
+            m.field_of(2),
+            None,
+            "Company Domain names domain better than Website"
+        );
         assert_eq!(m.field_of(3), Some("domain"));
         assert_eq!(m.field_of(4), Some("company_name"));
         assert_eq!(m.shadowed, vec![(2, "domain")]);
@@ -376,9 +380,18 @@ mod tests {
 
         // Enrow email_find: fullname is made from first + last, and says so.
         let m = Mapping::new(Operation::EmailFind, &h, &[], &[]).unwrap();
-        assert_eq!((m.field_of(0), m.field_of(1)), (Some("first_name"), Some("last_name")));
-        assert!(m.describe(&h).contains("derived: fullname: first_name + last_name"));
+        assert_eq!(
+            (m.field_of(0), m.field_of(1)),
+            (Some("first_name"), Some("last_name"))
+        );
+        assert!(
+            m.describe(&h)
+                .contains("derived: fullname: first_name + last_name")
+        );
         let m = Mapping::new(Operation::Enrich, &headers("Name,Company"), &[], &[]).unwrap();
-        assert!(m.describe(&headers("Name,Company")).contains("split from fullname"));
+        assert!(
+            m.describe(&headers("Name,Company"))
+                .contains("split from fullname")
+        );
     }
 }

@@ -48,12 +48,9 @@ pub fn write_results_file(
             Err(e) => rejected_cells(&e.reason()),
             Ok(_) => {
                 let key = (i + 1).to_string();
-                let r = by_row.get(&key).or_else(|| {
-                    by_row
-                        .is_empty()
-                        .then(|| by_index.get(&sent))
-                        .flatten()
-                });
+                let r = by_row
+                    .get(&key)
+                    .or_else(|| by_row.is_empty().then(|| by_index.get(&sent)).flatten());
                 sent += 1;
                 match r {
                     Some(r) => result_cells(r, provider, row.domain_sent()),
@@ -87,12 +84,11 @@ pub fn write_rejects_file(out: impl Write, input: &Input, bom: bool) -> csv::Res
         let mut cells = row.cells.clone();
         cells.resize(input.headers.len(), String::new());
         let line = e.line.to_string();
-        w.record(
-            cells
-                .iter()
-                .map(String::as_str)
-                .chain([line.as_str(), e.field.as_str(), e.rule.as_str()]),
-        )?;
+        w.record(cells.iter().map(String::as_str).chain([
+            line.as_str(),
+            e.field.as_str(),
+            e.rule.as_str(),
+        ]))?;
     }
     w.finish()
 }
@@ -140,7 +136,9 @@ mod tests {
             "Ada Lovelace,https://www.acme.com/,'=me,found,ada@acme.com,deliverable,DELIVERABLE,,ada@acme.com,,,fullenrich,acme.com"
         );
         assert!(
-            lines[2].starts_with("Cher,acme.com,you,rejected,,,,,,,\"last_name is required without a linkedin_url"),
+            lines[2].starts_with(
+                "Cher,acme.com,you,rejected,,,,,,,\"last_name is required without a linkedin_url"
+            ),
             "{}",
             lines[2]
         );
@@ -161,7 +159,10 @@ mod tests {
     #[test]
     fn rejects_go_beside_the_results_or_the_input() {
         assert_eq!(
-            rejects_path(Some(Path::new("out/leads.results.csv")), Path::new("leads.csv")),
+            rejects_path(
+                Some(Path::new("out/leads.results.csv")),
+                Path::new("leads.csv")
+            ),
             Path::new("out/leads.results.rejects.csv")
         );
         assert_eq!(

@@ -263,12 +263,17 @@ mod tests {
         }
         // In the API's file: a provider's `=1+2@x.io` opens as text.
         let mut out = Vec::new();
-        let rows = [json!({"index": 0, "custom": {"note": "@cmd"}, "outcome": "found",
-            "email": "=1+2@x.io", "email_status": "DELIVERABLE"})];
+        let rows = [
+            json!({"index": 0, "custom": {"note": "@cmd"}, "outcome": "found",
+            "email": "=1+2@x.io", "email_status": "DELIVERABLE"}),
+        ];
         write_results(&mut out, &rows, "fullenrich", false).unwrap();
         let text = String::from_utf8(out).unwrap();
         let row = text.lines().nth(1).unwrap();
-        assert!(row.starts_with("0,'@cmd,found,'=1+2@x.io,deliverable,DELIVERABLE,"), "{row}");
+        assert!(
+            row.starts_with("0,'@cmd,found,'=1+2@x.io,deliverable,DELIVERABLE,"),
+            "{row}"
+        );
         assert!(!text.contains(",=") && !text.contains(",@"), "{text}");
     }
 
@@ -320,7 +325,10 @@ mod tests {
         assert_eq!(cells[5], "bo@x.io");
         assert_eq!((cells[8].as_str(), cells[9].as_str()), ("enrow", "x.io"));
         assert_eq!(rejected_cells("last_name is required")[0], "rejected");
-        assert_eq!(rejected_cells("last_name is required")[7], "last_name is required");
+        assert_eq!(
+            rejected_cells("last_name is required")[7],
+            "last_name is required"
+        );
     }
 
     #[test]

@@ -479,9 +479,18 @@ pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, I
         }
     }
     if op == Operation::EmailFind {
-        let has = |k: &str| fields.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+        let has = |k: &str| {
+            fields
+                .get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        };
         if !has("fullname") && has("first_name") != has("last_name") {
-            let missing = if has("first_name") { "last_name" } else { "first_name" };
+            let missing = if has("first_name") {
+                "last_name"
+            } else {
+                "first_name"
+            };
             return Err(invalid(
                 at(missing),
                 "is required to make the fullname email_find needs (first_name + last_name), or give a fullname",
@@ -944,8 +953,10 @@ mod tests {
             assert!(reduce_domain(bad).is_err(), "{bad}");
         }
         // In a request (the API and the CLI alike): what is sent is the reduced domain.
-        let job = fe(json!([{"first_name": "A", "last_name": "B", "company_name": "Acme",
-            "domain": "https://www.acme.com/about"}]))
+        let job = fe(
+            json!([{"first_name": "A", "last_name": "B", "company_name": "Acme",
+            "domain": "https://www.acme.com/about"}]),
+        )
         .unwrap();
         assert_eq!(job.contacts[0].field("domain"), Some("acme.com"));
         let e = validate(&json!({"provider": "enrow", "operation": "email_find",
@@ -961,28 +972,40 @@ mod tests {
             validate(&json!({"provider": "enrow", "operation": "email_find", "contacts": [c]}))
         };
         // Enrow email_find: fullname from first + last, company_domain from domain.
-        let job = enrow(json!({"first_name": "Jos\u{e9}", "last_name": "Garc\u{ed}a",
-            "domain": "www.acme.com"}))
+        let job = enrow(
+            json!({"first_name": "Jos\u{e9}", "last_name": "Garc\u{ed}a",
+            "domain": "www.acme.com"}),
+        )
         .unwrap();
         let c = &job.contacts[0];
         assert_eq!(c.field("fullname"), Some("Jos\u{e9} Garc\u{ed}a"));
         assert_eq!(c.field("company_domain"), Some("acme.com"));
-        assert_eq!(c.fields.len(), 2, "only the operation's own fields are sent: {c:?}");
+        assert_eq!(
+            c.fields.len(),
+            2,
+            "only the operation's own fields are sent: {c:?}"
+        );
         // A first name alone makes no full name, and the message says which half is missing.
         let e = enrow(json!({"first_name": "Ada", "company_name": "Acme"})).unwrap_err();
         assert_eq!(e.field, "contacts[0].last_name");
-        assert!(e.message.contains("first_name + last_name"), "{}", e.message);
+        assert!(
+            e.message.contains("first_name + last_name"),
+            "{}",
+            e.message
+        );
         let e = enrow(json!({"company_name": "Acme"})).unwrap_err();
         assert_eq!(e.field, "contacts[0].fullname");
         // A fullname the caller gave wins over first + last.
-        let job = enrow(json!({"fullname": "Ada King", "first_name": "Ada", "last_name": "L",
-            "company_name": "Acme"}))
+        let job = enrow(
+            json!({"fullname": "Ada King", "first_name": "Ada", "last_name": "L",
+            "company_name": "Acme"}),
+        )
         .unwrap();
         assert_eq!(job.contacts[0].field("fullname"), Some("Ada King"));
 
         // FullEnrich enrich: first + last from a full name, domain from company_domain.
-        let job = fe(json!([{"fullname": "Ada  Byron Lovelace", "company_domain": "acme.com"}]))
-            .unwrap();
+        let job =
+            fe(json!([{"fullname": "Ada  Byron Lovelace", "company_domain": "acme.com"}])).unwrap();
         let c = &job.contacts[0];
         assert_eq!(c.field("first_name"), Some("Ada"));
         assert_eq!(c.field("last_name"), Some("Byron Lovelace"));
@@ -994,8 +1017,10 @@ mod tests {
             "contacts[0].last_name"
         );
         // Given names are never replaced by a split.
-        let job = fe(json!([{"fullname": "X Y", "first_name": "Ada", "last_name": "Lovelace",
-            "company_name": "Acme"}]))
+        let job = fe(
+            json!([{"fullname": "X Y", "first_name": "Ada", "last_name": "Lovelace",
+            "company_name": "Acme"}]),
+        )
         .unwrap();
         assert_eq!(job.contacts[0].field("first_name"), Some("Ada"));
     }

@@ -137,7 +137,10 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     assert!(r.stderr.contains("completed"), "{}", r.stderr);
     let read = |p: &Path| -> (Vec<String>, Vec<Vec<String>>) {
         let bytes = std::fs::read(p).unwrap();
-        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes).to_vec();
+        let bytes = bytes
+            .strip_prefix(b"\xEF\xBB\xBF")
+            .unwrap_or(&bytes)
+            .to_vec();
         let mut rd = csv::Reader::from_reader(&bytes[..]);
         let headers = rd.headers().unwrap().iter().map(str::to_string).collect();
         let rows = rd
@@ -196,14 +199,15 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     );
 
     // A closed pipe ends the CLI quietly (no panic, no exit 101).
-    let mut child = tokio::process::Command::new(relay_local_stack::repo_root().join("target/debug/relay"))
-        .args(["results", &job, "--format", "ndjson"])
-        .env("RELAY_URL", &stack.api_url)
-        .env("RELAY_API_TOKEN", &token)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        tokio::process::Command::new(relay_local_stack::repo_root().join("target/debug/relay"))
+            .args(["results", &job, "--format", "ndjson"])
+            .env("RELAY_URL", &stack.api_url)
+            .env("RELAY_API_TOKEN", &token)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -348,13 +352,7 @@ async fn jobs_are_listed_newest_first_and_a_canceled_job_starts_nothing_more() {
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
     assert_eq!(ids, vec![job.as_str(), first.as_str()], "{}", r.stdout);
-    assert!(
-        r.stdout
-            .lines()
-            .next()
-            .unwrap()
-            .contains("canceled")
-    );
+    assert!(r.stdout.lines().next().unwrap().contains("canceled"));
     let page = c.get("/jobs?limit=1").await;
     assert_eq!(page["jobs"][0]["job_id"], job.as_str());
     assert!(page["jobs"][0].get("chunks").is_none());

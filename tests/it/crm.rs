@@ -46,7 +46,12 @@ fn check_results(out: &Path, input: &Table, outcomes: &[&str]) -> Vec<Vec<String
     assert_eq!(rows.len(), in_rows.len(), "one row per input row");
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
     for (i, (row, input)) in rows.iter().zip(in_rows).enumerate() {
-        assert_eq!(row[..input.len()], input[..], "row {}: input columns intact", i + 1);
+        assert_eq!(
+            row[..input.len()],
+            input[..],
+            "row {}: input columns intact",
+            i + 1
+        );
         let outcome = row[col("relay_outcome")].as_str();
         if i + 1 == BAD_ROW {
             assert_eq!(outcome, "rejected", "{row:?}");
@@ -75,7 +80,10 @@ fn check_results(out: &Path, input: &Table, outcomes: &[&str]) -> Vec<Vec<String
 fn check_rejects(p: &Path, input: &Table, field: &str) {
     let (headers, rows) = read(p);
     assert_eq!(headers[..input.0.len()], input.0[..]);
-    assert_eq!(headers[input.0.len()..], ["relay_line", "relay_field", "relay_rule"]);
+    assert_eq!(
+        headers[input.0.len()..],
+        ["relay_line", "relay_field", "relay_rule"]
+    );
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0][..input.0.len()], input.1[BAD_ROW - 1][..]);
     assert_eq!(rows[0][input.0.len()], BAD_LINE, "the file's own line");
@@ -93,23 +101,57 @@ async fn a_crm_export_goes_in_as_it_is_and_a_spreadsheet_ready_file_comes_out() 
     let crm_path = crm.to_str().unwrap();
     let input = read(&crm);
     assert_eq!(input.1.len(), 40);
-    assert!(std::fs::read(&crm).unwrap().windows(2).any(|w| w == b"\r\n"), "CRLF");
+    assert!(
+        std::fs::read(&crm)
+            .unwrap()
+            .windows(2)
+            .any(|w| w == b"\r\n"),
+        "CRLF"
+    );
 
     // Before any job: an empty list says so. RELAY_URL pasted with `/jobs` on it works.
     let r = relay_at(&format!("{}/jobs", stack.api_url), &token, &["jobs"]).await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert!(r.stdout.is_empty() && r.stderr.contains("no jobs yet"), "{}", r.stderr);
+    assert!(
+        r.stdout.is_empty() && r.stderr.contains("no jobs yet"),
+        "{}",
+        r.stderr
+    );
 
     // Without --skip-invalid: nothing is sent, and the refusal names the way out.
-    let fe = ["submit", "--provider", "fullenrich", "--operation", "enrich", crm_path];
+    let fe = [
+        "submit",
+        "--provider",
+        "fullenrich",
+        "--operation",
+        "enrich",
+        crm_path,
+    ];
     let r = relay(&stack, &token, &fe).await;
     assert_eq!(r.code, Some(2), "{}", r.stderr);
-    assert!(r.stderr.contains(&format!("line {BAD_LINE}: last_name")), "{}", r.stderr);
-    assert!(r.stderr.contains("--skip-invalid") && r.stderr.contains("--map"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("line {BAD_LINE}: last_name")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("--skip-invalid") && r.stderr.contains("--map"),
+        "{}",
+        r.stderr
+    );
     assert!(!r.stderr.contains("Liam"), "no contact data in messages");
 
     // --dry-run: the mapping, the counts, the worst case; nothing sent.
-    let r = relay(&stack, &token, &[&fe[..], &["--dry-run", "--enrich-fields", "work_emails,phones"]].concat()).await;
+    let r = relay(
+        &stack,
+        &token,
+        &[
+            &fe[..],
+            &["--dry-run", "--enrich-fields", "work_emails,phones"],
+        ]
+        .concat(),
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     for said in [
         "Company      → company_name",
@@ -129,11 +171,20 @@ async fn a_crm_export_goes_in_as_it_is_and_a_spreadsheet_ready_file_comes_out() 
     let r = relay(
         &stack,
         &token,
-        &[&fe[..], &["--skip-invalid", "--wait", "--out", out.to_str().unwrap()]].concat(),
+        &[
+            &fe[..],
+            &["--skip-invalid", "--wait", "--out", out.to_str().unwrap()],
+        ]
+        .concat(),
     )
     .await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let job = r.stderr.lines().find_map(|l| l.split(':').next().filter(|j| j.starts_with("job_"))).unwrap().to_string();
+    let job = r
+        .stderr
+        .lines()
+        .find_map(|l| l.split(':').next().filter(|j| j.starts_with("job_")))
+        .unwrap()
+        .to_string();
     let rids: usize = sandbox
         .starts()
         .iter()
@@ -142,21 +193,50 @@ async fn a_crm_export_goes_in_as_it_is_and_a_spreadsheet_ready_file_comes_out() 
         .sum();
     assert_eq!(rids, 39, "every valid row sent, once");
     let rows = check_results(&out, &input, &["found", "not_found"]);
-    assert!(rows.iter().any(|r| r[16] == "found"), "the sandbox finds some");
+    assert!(
+        rows.iter().any(|r| r[16] == "found"),
+        "the sandbox finds some"
+    );
     check_rejects(&dir.join("crm.fullenrich.rejects.csv"), &input, "last_name");
 
     // `relay wait` rebuilds the same file from the job and the input; so does `relay results`.
     let again = dir.join("crm.fullenrich.again.csv");
-    let r = relay(&stack, &token, &["wait", &job, "--in", crm_path, "--out", again.to_str().unwrap()]).await;
+    let r = relay(
+        &stack,
+        &token,
+        &[
+            "wait",
+            &job,
+            "--in",
+            crm_path,
+            "--out",
+            again.to_str().unwrap(),
+        ],
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&out).unwrap());
-    let r = relay(&stack, &token, &["results", &job, "--in", crm_path, "--no-bom"]).await;
+    let r = relay(
+        &stack,
+        &token,
+        &["results", &job, "--in", crm_path, "--no-bom"],
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(r.stdout.as_bytes(), &std::fs::read(&out).unwrap()[3..], "the same, without the BOM");
+    assert_eq!(
+        r.stdout.as_bytes(),
+        &std::fs::read(&out).unwrap()[3..],
+        "the same, without the BOM"
+    );
 
     // The job is named after the file; status shows credits and times.
     let r = relay(&stack, &token, &["status", &job]).await;
-    assert!(r.stdout.contains("fullenrich enrich \"contacts.csv\"; credits used:"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("fullenrich enrich \"contacts.csv\"; credits used:"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("created 20"), "{}", r.stdout);
 
     // Enrow email_find, the same file, no --map: fullname from First Name + Last Name.
@@ -164,19 +244,43 @@ async fn a_crm_export_goes_in_as_it_is_and_a_spreadsheet_ready_file_comes_out() 
     let r = relay(
         &stack,
         &token,
-        &["submit", "--provider", "enrow", "--operation", "email_find", crm_path,
-          "--skip-invalid", "--wait", "--out", out.to_str().unwrap()],
+        &[
+            "submit",
+            "--provider",
+            "enrow",
+            "--operation",
+            "email_find",
+            crm_path,
+            "--skip-invalid",
+            "--wait",
+            "--out",
+            out.to_str().unwrap(),
+        ],
     )
     .await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert!(r.stderr.contains("derived: fullname: first_name + last_name"), "{}", r.stderr);
     assert!(
-        r.stderr.lines().any(|l| l.trim_start().starts_with("Website ") && l.ends_with("→ company_domain")),
+        r.stderr
+            .contains("derived: fullname: first_name + last_name"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("Website ") && l.ends_with("→ company_domain")),
         "{}",
         r.stderr
     );
     let rows = check_results(&out, &input, &["found", "not_found", "valid", "invalid"]);
-    let status = RESULT_COLUMNS.iter().position(|c| *c == "relay_email_status").unwrap() + 16;
-    assert!(rows.iter().any(|r| r[status] == "deliverable"), "Enrow `valid` reads deliverable");
+    let status = RESULT_COLUMNS
+        .iter()
+        .position(|c| *c == "relay_email_status")
+        .unwrap()
+        + 16;
+    assert!(
+        rows.iter().any(|r| r[status] == "deliverable"),
+        "Enrow `valid` reads deliverable"
+    );
     check_rejects(&dir.join("crm.enrow.rejects.csv"), &input, "last_name");
 }

@@ -576,11 +576,9 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
                     meta.provider.as_str(),
                     false,
                 )
-                .map_err(|e| {
-                    ApiError {
-                        source: Some(e.into()),
-                        ..ApiError::new(500, "internal", "the results could not be written as CSV")
-                    }
+                .map_err(|e| ApiError {
+                    source: Some(e.into()),
+                    ..ApiError::new(500, "internal", "the results could not be written as CSV")
                 })?;
                 (
                     "text/csv; charset=utf-8",
