@@ -140,7 +140,7 @@ async fn run() -> Result<(), String> {
             .filter(|s| {
                 matches!(
                     s["status"].as_str(),
-                    Some("completed" | "partially_failed" | "failed")
+                    Some("completed" | "partially_failed" | "failed" | "canceled")
                 )
             })
             .count();
