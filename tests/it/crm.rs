@@ -101,13 +101,18 @@ async fn a_crm_export_goes_in_as_it_is_and_a_spreadsheet_ready_file_comes_out() 
     let crm_path = crm.to_str().unwrap();
     let input = read(&crm);
     assert_eq!(input.1.len(), 40);
-    assert!(
-        std::fs::read(&crm)
-            .unwrap()
-            .windows(2)
-            .any(|w| w == b"\r\n"),
-        "CRLF"
+    let bytes = std::fs::read(&crm).unwrap();
+    let crlf = bytes.windows(2).filter(|w| *w == b"\r\n").count();
+    assert_eq!(
+        crlf,
+        bytes.iter().filter(|b| **b == b'\n').count(),
+        "CRLF only"
     );
+    assert!(
+        input.1.iter().any(|r| r[4].chars().count() == 120),
+        "a 120-character title"
+    );
+    assert!(input.1[0][0] == "Jos\u{e9}" && input.1[0][3] == "https://www.acme.com/");
 
     // Before any job: an empty list says so. RELAY_URL pasted with `/jobs` on it works.
     let r = relay_at(&format!("{}/jobs", stack.api_url), &token, &["jobs"]).await;
@@ -164,6 +169,16 @@ async fn a_crm_export_goes_in_as_it_is_and_a_spreadsheet_ready_file_comes_out() 
     ] {
         assert!(r.stderr.contains(said), "{said:?} in:\n{}", r.stderr);
     }
+    let aside = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("kept aside"))
+        .unwrap();
+    assert_eq!(
+        aside.matches("\", \"").count() + 1,
+        11,
+        "11 columns that are no field: {aside}"
+    );
     assert!(sandbox.starts().is_empty(), "a dry run sends nothing");
 
     // FullEnrich, no --map: every valid row sent, the bad one in the rejects file.
