@@ -53,6 +53,22 @@ pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
     }
 }
 
+/// The API's base URL from `RELAY_URL`: [`check_url`], without a trailing `/` or `/jobs` (the
+/// jobs route is what `make dev` and a deployment's outputs show, so it is what gets pasted).
+pub fn base_url(url: &str) -> Result<String, String> {
+    let u = check_url(url.trim())?;
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!(
+            "the API URL must be the API's base, without ?query or #fragment: {url}"
+        ));
+    }
+    let mut base = u.as_str().trim_end_matches('/').to_string();
+    if let Some(b) = base.strip_suffix("/jobs") {
+        base = b.to_string();
+    }
+    Ok(base)
+}
+
 #[derive(Clone)]
 pub struct Client {
     pub http: reqwest::Client,
@@ -63,13 +79,13 @@ pub struct Client {
 impl Client {
     /// A client of the API at `url` (checked with [`check_url`]) with this bearer token.
     pub fn new(url: &str, token: &str) -> Result<Client, String> {
-        let base = check_url(url)?;
+        let base = base_url(url)?;
         Ok(Client {
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(60))
                 .build()
                 .map_err(|e| e.to_string())?,
-            base: base.as_str().trim_end_matches('/').to_string(),
+            base,
             token: token.to_string(),
         })
     }
@@ -132,11 +148,29 @@ impl Client {
 
     /// Every result row of a job, page by page (`limit` rows a page).
     pub async fn results(&self, job: &str, limit: usize) -> Result<Vec<Value>, ApiError> {
+        self.results_pages(job, limit, false).await
+    }
+
+    /// [`Client::results`] with the provider's record on each row (`raw`: every email and phone
+    /// it gave), as results files want it.
+    pub async fn results_with_raw(&self, job: &str, limit: usize) -> Result<Vec<Value>, ApiError> {
+        self.results_pages(job, limit, true).await
+    }
+
+    async fn results_pages(
+        &self,
+        job: &str,
+        limit: usize,
+        raw: bool,
+    ) -> Result<Vec<Value>, ApiError> {
         let mut out = Vec::new();
         let mut cursor = String::new();
+        let include = if raw { "&include=raw" } else { "" };
         loop {
             let page = self
-                .get(&format!("/jobs/{job}/results?limit={limit}{cursor}"))
+                .get(&format!(
+                    "/jobs/{job}/results?limit={limit}{include}{cursor}"
+                ))
                 .await?;
             out.extend(page["results"].as_array().cloned().unwrap_or_default());
             match page["next_cursor"].as_str() {
@@ -175,5 +209,27 @@ mod tests {
         assert!(check_url("http://10.0.0.1").is_err());
         assert!(check_url("ftp://127.0.0.1").is_err());
         assert!(check_url("not a url").is_err());
+    }
+
+    #[test]
+    fn the_url_make_dev_prints_with_jobs_on_it_is_taken_as_the_base() {
+        for url in [
+            "http://127.0.0.1:9000",
+            "http://127.0.0.1:9000/",
+            "http://127.0.0.1:9000/jobs",
+            "http://127.0.0.1:9000/jobs/",
+            " http://127.0.0.1:9000/jobs ",
+        ] {
+            assert_eq!(
+                base_url(url).as_deref(),
+                Ok("http://127.0.0.1:9000"),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            base_url("https://abc.execute-api.eu-west-1.amazonaws.com/prod/jobs").as_deref(),
+            Ok("https://abc.execute-api.eu-west-1.amazonaws.com/prod")
+        );
+        assert!(base_url("http://127.0.0.1:9000/jobs?limit=1").is_err());
     }
 }

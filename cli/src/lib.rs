@@ -3,4 +3,6 @@
 
 pub mod api;
 pub mod dlq;
-pub mod table;
+pub mod input;
+pub mod mapping;
+pub mod output;

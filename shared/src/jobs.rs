@@ -250,7 +250,27 @@ pub struct CallbackState {
     pub since_ms: u64,
 }
 
+/// The status the API shows for a canceled job once it has ended without every contact found or
+/// not found: canceled by the client (`POST /jobs/{id}/cancel`: its chunks not started were
+/// never started) or at the provider (FullEnrich `CANCELED`); `error.message` says which. A
+/// cancel that came too late to stop anything leaves the job `completed`.
+pub const CANCELED_STATUS: &str = "canceled";
+
 impl JobMeta {
+    /// The job's status as the API, the CLI and callbacks show it: [`JobStatus`], except that an
+    /// ended job that was canceled is [`CANCELED_STATUS`] (stored as `partially_failed` or
+    /// `failed` with the error `canceled`).
+    pub fn shown_status(&self) -> &'static str {
+        match (&self.error, self.status) {
+            (Some(e), JobStatus::PartiallyFailed | JobStatus::Failed)
+                if e.code == reasons::CANCELED =>
+            {
+                CANCELED_STATUS
+            }
+            (_, s) => s.as_str(),
+        }
+    }
+
     /// The job as `GET /jobs` lists it and `job.completed` reports it: its fields and figures,
     /// no contact data (`GET /jobs/{id}` adds credits, chunks and the callback's state).
     pub fn summary_json(&self) -> Value {
@@ -259,7 +279,7 @@ impl JobMeta {
             "provider": self.provider.as_str(),
             "operation": self.operation.as_str(),
             "name": self.name,
-            "status": self.status.as_str(),
+            "status": self.shown_status(),
             "contacts": self.contacts,
             "done": self.done,
             "found": self.found,
@@ -570,6 +590,32 @@ mod string_form_tests {
             let back: T = serde_json::from_value(Value::from(text)).unwrap();
             assert_eq!(back, *v);
         }
+    }
+
+    #[test]
+    fn a_canceled_job_shows_canceled_once_it_ended_short() {
+        let mut meta = JobMeta::new(
+            "job_x".into(),
+            Operation::Enrich,
+            None,
+            JobStatus::Running,
+            300,
+            100,
+            Value::Null,
+        );
+        meta.error = Some(JobError::new(reasons::CANCELED, "by the client"));
+        assert_eq!(meta.summary_json()["status"], "running", "not ended yet");
+        for (stored, shown) in [
+            (JobStatus::PartiallyFailed, "canceled"),
+            (JobStatus::Failed, "canceled"),
+            (JobStatus::Completed, "completed"),
+        ] {
+            meta.status = stored;
+            assert_eq!(meta.summary_json()["status"], shown, "{stored}");
+        }
+        meta.status = JobStatus::PartiallyFailed;
+        meta.error = Some(JobError::new(reasons::TIMED_OUT, "deadline"));
+        assert_eq!(meta.summary_json()["status"], "partially_failed");
     }
 
     #[test]

@@ -88,7 +88,10 @@ fn requirement(op: Operation, c: &Map<String, Value>) -> Result<(), (&'static st
     match op {
         Operation::EmailFind => {
             if !has("fullname") {
-                return Err(("fullname", "is required for email_find"));
+                return Err((
+                    "fullname",
+                    "is required for email_find (or first_name + last_name, joined into it)",
+                ));
             }
             if !has("company_domain") && !has("company_name") {
                 return Err((
@@ -112,13 +115,13 @@ fn requirement(op: Operation, c: &Map<String, Value>) -> Result<(), (&'static st
                 if !has("first_name") {
                     return Err((
                         "first_name",
-                        "linkedin_url, or first_name + last_name + company, is required",
+                        "is required without a linkedin_url (a contact needs a linkedin_url, or first_name + last_name + a company)",
                     ));
                 }
                 if !has("last_name") {
                     return Err((
                         "last_name",
-                        "linkedin_url, or first_name + last_name + company, is required",
+                        "is required without a linkedin_url (a contact needs a linkedin_url, or first_name + last_name + a company)",
                     ));
                 }
                 if !has(company) && !has("company_name") {
@@ -128,7 +131,7 @@ fn requirement(op: Operation, c: &Map<String, Value>) -> Result<(), (&'static st
                         } else {
                             "company_domain"
                         },
-                        "a company (domain or company_name) is required with a name",
+                        "a company (domain or company_name) is required with a name when there is no linkedin_url",
                     ));
                 }
             }
@@ -356,13 +359,117 @@ pub fn validate_callback_url(u: &str, policy: CallbackPolicy) -> Result<String, 
     Ok(url.to_string())
 }
 
+/// The fields an operation takes from a contact besides its own ([`operation_fields`]), because
+/// it derives one of its own from them: Enrow `email_find` makes `fullname` from `first_name` +
+/// `last_name` and reads `domain` as `company_domain`; FullEnrich `enrich` and Enrow
+/// `phone_find` split a `fullname` into `first_name` + `last_name` and read the other company
+/// domain field as theirs.
+pub fn derivable_fields(op: Operation) -> &'static [&'static str] {
+    match op {
+        Operation::EmailFind => &["first_name", "last_name", "domain"],
+        Operation::Enrich => &["fullname", "company_domain"],
+        Operation::PhoneFind => &["fullname", "domain"],
+        Operation::EmailVerify | Operation::ReverseEmail => &[],
+    }
+}
+
+/// Fills the operation's fields from the others a contact has ([`derivable_fields`]), where
+/// they are missing: `fullname` from `first_name` + `last_name` (both needed), `first_name` +
+/// `last_name` from a `fullname` (its first word, and the rest; a one-word name gives a first
+/// name only), and one company domain field from the other. The fields derived from are left
+/// in place; [`validate_contact`] keeps only the operation's own.
+pub fn derive_fields(op: Operation, fields: &mut Map<String, Value>) {
+    let get = |f: &Map<String, Value>, k: &str| {
+        f.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let (own_domain, other_domain) = match op {
+        Operation::EmailFind | Operation::PhoneFind => ("company_domain", "domain"),
+        Operation::Enrich => ("domain", "company_domain"),
+        Operation::EmailVerify | Operation::ReverseEmail => return,
+    };
+    if get(fields, own_domain).is_none()
+        && let Some(d) = get(fields, other_domain)
+    {
+        fields.insert(own_domain.into(), Value::from(d));
+    }
+    match op {
+        Operation::EmailFind => {
+            if get(fields, "fullname").is_none()
+                && let (Some(first), Some(last)) =
+                    (get(fields, "first_name"), get(fields, "last_name"))
+            {
+                fields.insert("fullname".into(), Value::from(format!("{first} {last}")));
+            }
+        }
+        _ => {
+            if get(fields, "first_name").is_none()
+                && get(fields, "last_name").is_none()
+                && let Some(full) = get(fields, "fullname")
+            {
+                let mut words = full.split_whitespace();
+                let first = words.next().unwrap_or_default().to_string();
+                let rest = words.collect::<Vec<_>>().join(" ");
+                fields.insert("first_name".into(), Value::from(first));
+                if !rest.is_empty() {
+                    fields.insert("last_name".into(), Value::from(rest));
+                }
+            }
+        }
+    }
+}
+
+/// A domain field's value reduced to the registrable domain a provider looks up: a website URL
+/// or a host (`https://www.acme.com/about`, `http://soylent.com`, `www.acme.com`, `Acme.COM.`)
+/// becomes its registrable domain by the Public Suffix List (`acme.com`; `shop.example.co.uk`
+/// becomes `example.co.uk`). `Err` holds the rule when there is no such domain (spaces, an IP
+/// address, a bare word, a public suffix alone).
+pub fn reduce_domain(value: &str) -> Result<String, &'static str> {
+    const RULE: &str = "must be a domain name like example.com (a known suffix), or a website URL such as https://www.example.com/about (sent as example.com); not an IP address, a bare word or a suffix alone";
+    let v = value.trim();
+    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(RULE);
+    }
+    let with_scheme = if v.contains("://") {
+        v.to_string()
+    } else {
+        format!("http://{v}")
+    };
+    let url = url::Url::parse(&with_scheme).map_err(|_| RULE)?;
+    if !matches!(url.scheme(), "http" | "https") || url.password().is_some() {
+        return Err(RULE);
+    }
+    let host = match url.host() {
+        Some(url::Host::Domain(h)) => h.trim_end_matches('.').to_ascii_lowercase(),
+        _ => return Err(RULE),
+    };
+    let domain = psl::domain(host.as_bytes()).ok_or(RULE)?;
+    // A suffix the list knows (so a typo such as `acme.cmo`, or `www.acme`, is refused), or a
+    // top-level domain reserved for examples and tests (RFC 2606: `.example`, `.test`).
+    let tld = host.rsplit('.').next().unwrap_or_default();
+    if !domain.suffix().is_known() && !matches!(tld, "example" | "test") {
+        return Err(RULE);
+    }
+    let registrable = std::str::from_utf8(domain.as_bytes())
+        .map_err(|_| RULE)?
+        .to_string();
+    if is_domain(&registrable) {
+        Ok(registrable)
+    } else {
+        Err(RULE)
+    }
+}
+
 pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, Invalid> {
     let at = |f: &str| format!("contacts[{i}].{f}");
     let obj = c
         .as_object()
         .ok_or_else(|| invalid(format!("contacts[{i}]"), "must be an object"))?;
     let mut fields = Map::new();
-    for k in operation_fields(op) {
+    for k in operation_fields(op).iter().chain(derivable_fields(op)) {
         match obj.get(*k) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.len() <= 500 => {
@@ -371,22 +478,48 @@ pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, I
             Some(_) => return Err(invalid(at(k), "must be a string of at most 500 bytes")),
         }
     }
+    if op == Operation::EmailFind {
+        let has = |k: &str| {
+            fields
+                .get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        };
+        if !has("fullname") && has("first_name") != has("last_name") {
+            let missing = if has("first_name") {
+                "last_name"
+            } else {
+                "first_name"
+            };
+            return Err(invalid(
+                at(missing),
+                "is required to make the fullname email_find needs (first_name + last_name), or give a fullname",
+            ));
+        }
+    }
+    derive_fields(op, &mut fields);
+    fields.retain(|k, _| operation_fields(op).contains(&k.as_str()));
     requirement(op, &fields).map_err(|(f, rule)| invalid(at(f), rule))?;
     // Formats: what a provider would refuse for the whole request (a chunk of up to 5,000
-    // contacts) is refused here, for this contact, before anything is sent.
-    for (k, v) in &fields {
-        let v = v.as_str().unwrap_or_default();
-        if v.is_empty() {
+    // contacts) is refused here, for this contact, before anything is sent. A domain field is
+    // reduced to its registrable domain first: that is what is sent.
+    for (k, v) in fields.iter_mut() {
+        let text = v.as_str().unwrap_or_default();
+        if text.is_empty() {
             continue;
         }
         let rule = match k.as_str() {
-            "email" if !is_email(v) => {
+            "email" if !is_email(text) => {
                 "is not a valid email address (the HTML standard's rule, with a dotted domain)"
             }
-            "domain" | "company_domain" if !is_domain(v) => {
-                "must be a domain name like example.com: no scheme, path or spaces"
-            }
-            "linkedin_url" if !is_linkedin_profile(v) => {
+            "domain" | "company_domain" => match reduce_domain(text) {
+                Ok(d) => {
+                    *v = Value::from(d);
+                    continue;
+                }
+                Err(rule) => rule,
+            },
+            "linkedin_url" if !is_linkedin_profile(text) => {
                 "must be a LinkedIn profile URL, like https://www.linkedin.com/in/<handle>"
             }
             _ => continue,
@@ -700,7 +833,7 @@ mod tests {
         let enrich = |c: Value| fe(json!([c]));
         assert_eq!(
             field(enrich(
-                json!({"first_name": "A", "last_name": "B", "domain": "https://acme.com"})
+                json!({"first_name": "A", "last_name": "B", "domain": "https://10.0.0.1/x"})
             )),
             "contacts[0].domain"
         );
@@ -785,5 +918,110 @@ mod tests {
         let body = json!({"provider": "enrow", "operation": "email_verify",
             "callback_url": 5, "contacts": [{"email": "a@example.com"}]});
         assert_eq!(validate(&body).unwrap_err().field, "callback_url");
+    }
+
+    #[test]
+    fn a_website_or_www_host_is_reduced_to_its_registrable_domain() {
+        for (input, sent) in [
+            ("https://www.acme.com/", "acme.com"),
+            ("https://www.acme.com/about?x=1#y", "acme.com"),
+            ("http://soylent.com", "soylent.com"),
+            ("www.acme.com", "acme.com"),
+            ("WWW.Acme.COM.", "acme.com"),
+            ("acme.com/contact", "acme.com"),
+            ("shop.example.co.uk", "example.co.uk"),
+            ("https://blog.initech.com.au:8443/p", "initech.com.au"),
+            ("b\u{fc}cher.de", "xn--bcher-kva.de"),
+            ("acme.example", "acme.example"),
+            ("example.com", "example.com"),
+        ] {
+            assert_eq!(reduce_domain(input).as_deref(), Ok(sent), "{input}");
+        }
+        for bad in [
+            "",
+            "acme",
+            "co.uk",
+            "https://10.0.0.1/",
+            "http://[::1]/",
+            "exa mple.com",
+            "ftp://acme.com",
+            "mailto:a@acme.com",
+            "https://user:pw@acme.com",
+            "www.acme",
+            "acme.cmo",
+        ] {
+            assert!(reduce_domain(bad).is_err(), "{bad}");
+        }
+        // In a request (the API and the CLI alike): what is sent is the reduced domain.
+        let job = fe(
+            json!([{"first_name": "A", "last_name": "B", "company_name": "Acme",
+            "domain": "https://www.acme.com/about"}]),
+        )
+        .unwrap();
+        assert_eq!(job.contacts[0].field("domain"), Some("acme.com"));
+        let e = validate(&json!({"provider": "enrow", "operation": "email_find",
+            "contacts": [{"fullname": "A B", "company_domain": "https://www.acme"}]}))
+        .unwrap_err();
+        assert_eq!(e.field, "contacts[0].company_domain");
+        assert!(e.message.contains("website URL"), "{}", e.message);
+    }
+
+    #[test]
+    fn each_operation_derives_its_fields_from_what_the_contact_has() {
+        let enrow = |c: Value| {
+            validate(&json!({"provider": "enrow", "operation": "email_find", "contacts": [c]}))
+        };
+        // Enrow email_find: fullname from first + last, company_domain from domain.
+        let job = enrow(
+            json!({"first_name": "Jos\u{e9}", "last_name": "Garc\u{ed}a",
+            "domain": "www.acme.com"}),
+        )
+        .unwrap();
+        let c = &job.contacts[0];
+        assert_eq!(c.field("fullname"), Some("Jos\u{e9} Garc\u{ed}a"));
+        assert_eq!(c.field("company_domain"), Some("acme.com"));
+        assert_eq!(
+            c.fields.len(),
+            2,
+            "only the operation's own fields are sent: {c:?}"
+        );
+        // A first name alone makes no full name, and the message says which half is missing.
+        let e = enrow(json!({"first_name": "Ada", "company_name": "Acme"})).unwrap_err();
+        assert_eq!(e.field, "contacts[0].last_name");
+        assert!(
+            e.message.contains("first_name + last_name"),
+            "{}",
+            e.message
+        );
+        let e = enrow(json!({"company_name": "Acme"})).unwrap_err();
+        assert_eq!(e.field, "contacts[0].fullname");
+        // A fullname the caller gave wins over first + last.
+        let job = enrow(
+            json!({"fullname": "Ada King", "first_name": "Ada", "last_name": "L",
+            "company_name": "Acme"}),
+        )
+        .unwrap();
+        assert_eq!(job.contacts[0].field("fullname"), Some("Ada King"));
+
+        // FullEnrich enrich: first + last from a full name, domain from company_domain.
+        let job =
+            fe(json!([{"fullname": "Ada  Byron Lovelace", "company_domain": "acme.com"}])).unwrap();
+        let c = &job.contacts[0];
+        assert_eq!(c.field("first_name"), Some("Ada"));
+        assert_eq!(c.field("last_name"), Some("Byron Lovelace"));
+        assert_eq!(c.field("domain"), Some("acme.com"));
+        assert!(c.field("fullname").is_none() && c.field("company_domain").is_none());
+        // A one-word name has no last name to give.
+        assert_eq!(
+            field(fe(json!([{"fullname": "Cher", "domain": "acme.com"}]))),
+            "contacts[0].last_name"
+        );
+        // Given names are never replaced by a split.
+        let job = fe(
+            json!([{"fullname": "X Y", "first_name": "Ada", "last_name": "Lovelace",
+            "company_name": "Acme"}]),
+        )
+        .unwrap();
+        assert_eq!(job.contacts[0].field("first_name"), Some("Ada"));
     }
 }

@@ -72,7 +72,7 @@ impl Client {
             let v = self.get(&format!("/jobs/{job}")).await;
             if matches!(
                 v["status"].as_str(),
-                Some("completed" | "partially_failed" | "failed")
+                Some("completed" | "partially_failed" | "failed" | "canceled")
             ) {
                 return v;
             }

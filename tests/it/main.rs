@@ -4,6 +4,7 @@
 
 mod callback;
 mod cli;
+mod crm;
 mod dlq;
 mod documented;
 mod e2e;

@@ -454,7 +454,7 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
                 "job_ended",
                 format!(
                     "the job has ended ({}); there is nothing to cancel",
-                    meta.status.as_str()
+                    meta.shown_status()
                 ),
             ));
         }
@@ -506,9 +506,11 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
             Some("csv") => "csv",
             Some(_) => return Err(ApiError::invalid("format", "must be json, ndjson or csv")),
         };
-        self.live(id, false).await?;
+        let meta = self.live(id, false).await?;
         let results = self.jobs.results(id, from, limit + 1).await?;
-        let (page, next) = results_page(results, limit, include_raw, MAX_RESULTS_PAGE_BYTES);
+        // CSV reads the provider's records for its `relay_emails` / `relay_phones` lists.
+        let with_raw = include_raw || format == "csv";
+        let (page, next) = results_page(results, limit, with_raw, MAX_RESULTS_PAGE_BYTES);
         // NDJSON and CSV: the page as lines, and where the next one starts in `X-Next-Cursor`.
         let (content_type, body) = match format {
             "ndjson" => {
@@ -524,11 +526,17 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
                     .filter_map(|r| serde_json::from_str(r).ok())
                     .collect();
                 let mut out = Vec::new();
-                relay_shared::results_csv::write_results(&mut out, &rows).map_err(|e| {
-                    ApiError {
-                        source: Some(e.into()),
-                        ..ApiError::new(500, "internal", "the results could not be written as CSV")
-                    }
+                // No byte-order mark: pages are concatenated by their readers (the CLI's
+                // files have one).
+                relay_shared::results_csv::write_results(
+                    &mut out,
+                    &rows,
+                    meta.provider.as_str(),
+                    false,
+                )
+                .map_err(|e| ApiError {
+                    source: Some(e.into()),
+                    ..ApiError::new(500, "internal", "the results could not be written as CSV")
                 })?;
                 (
                     "text/csv; charset=utf-8",

@@ -33,6 +33,16 @@ async fn main() {
     }
 }
 
+/// What the demo ends with: the CLI's first hour on a CRM export (docs/cli.md).
+const TRY_NEXT: &str = "
+next, from the command line (docs/cli.md): start the stack with `make dev` in one terminal, set
+the RELAY_URL and RELAY_API_TOKEN it prints, then
+  relay submit --provider fullenrich --operation enrich fixtures/crm/contacts.csv --dry-run
+  relay submit --provider fullenrich --operation enrich fixtures/crm/contacts.csv \\
+    --skip-invalid --wait --out contacts.results.csv
+  relay jobs
+  relay status job_…";
+
 async fn run() -> Result<(), String> {
     let mut opts = DevOptions::from_env();
     opts.sandbox.delay = Duration::from_millis(800);
@@ -130,7 +140,7 @@ async fn run() -> Result<(), String> {
             .filter(|s| {
                 matches!(
                     s["status"].as_str(),
-                    Some("completed" | "partially_failed" | "failed")
+                    Some("completed" | "partially_failed" | "failed" | "canceled")
                 )
             })
             .count();
@@ -240,6 +250,7 @@ async fn run() -> Result<(), String> {
             "\ndemo ok: every contact accounted for, lost webhooks polled back, duplicates dropped, nothing in the DLQ ({:.1} s)",
             started.elapsed().as_secs_f64()
         );
+        println!("{TRY_NEXT}");
         Ok(())
     } else {
         Err(problems.join("; "))

@@ -102,7 +102,7 @@ async fn main() {
                 .expect("JSON");
             if matches!(
                 v["status"].as_str(),
-                Some("completed" | "partially_failed" | "failed")
+                Some("completed" | "partially_failed" | "failed" | "canceled")
             ) || Instant::now() > deadline
             {
                 break v;
