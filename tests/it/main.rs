@@ -4,9 +4,11 @@
 
 mod callback;
 mod cli;
+mod deploy_doc;
 mod dlq;
 mod documented;
 mod e2e;
+mod events;
 mod fetch;
 mod ingest;
 mod openapi;
