@@ -225,7 +225,8 @@ impl Invoker {
     }
 }
 
-/// The env file watch reads (`KEY=VALUE` a line, sorted). Values with a newline are refused.
+/// The env file watch reads (`KEY=VALUE` a line, sorted), mode 0600. Values with a newline are
+/// refused.
 pub fn write_env_file<'a>(
     path: &PathBuf,
     vars: impl IntoIterator<Item = (&'a String, &'a String)>,
@@ -240,5 +241,43 @@ pub fn write_env_file<'a>(
         }
         text.push_str(&format!("{k}={v}\n"));
     }
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    // It holds the secrets (a real provider key when one is set): readable by its owner only.
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_env_file_is_key_value_lines_readable_by_its_owner_only() {
+        let dir = std::env::temp_dir().join(format!("watch-env-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("watch.env");
+        let vars: std::collections::BTreeMap<String, String> = [("B", "2"), ("A", "x=y")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        write_env_file(&path, &vars).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines, ["A=x=y", "B=2"]);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // Written again (a second start): replaced, still 0600.
+        write_env_file(&path, &vars).unwrap();
+        let bad: std::collections::BTreeMap<String, String> =
+            [("K".to_string(), "a\nb".to_string())].into();
+        assert!(write_env_file(&path, &bad).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
