@@ -6,7 +6,7 @@ FUNCTIONS := webhook-ingest bulk-fetch job-submit job-submit-worker sweeper
 # arm64 deploy builds get their own target dir, so they never force host test rebuilds.
 ARM64_TARGET_DIR := target/arm64
 
-.PHONY: bootstrap test lint bench build dev demo functions soak
+.PHONY: bootstrap test lint bench build dev watch demo functions soak deploy-check deploy
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -38,14 +38,32 @@ bench: bootstrap functions
 	cargo bench -p bulk-fetch --bench hot_job
 	target/debug/submit-faults 200
 
+# `sam validate --lint`, `sam build` (arm64, into target/arm64), an arm64 bootstrap per function.
+deploy-check: bootstrap
+	rustup target add aarch64-unknown-linux-gnu
+	scripts/deploy-check.sh
+
+# Deploys the stack samconfig.toml names (the first time: make deploy GUIDED=1, which asks for the
+# parameters and saves them in samconfig.toml).
+deploy: deploy-check
+	SAM_CLI_TELEMETRY=0 sam deploy $(if $(GUIDED),--guided)
+
 build: bootstrap
 	rustup target add aarch64-unknown-linux-gnu
 	CARGO_TARGET_DIR=$(ARM64_TARGET_DIR) cargo lambda build --release --arm64 $(addprefix --bin ,$(FUNCTIONS))
 	@for f in $(FUNCTIONS); do file $(ARM64_TARGET_DIR)/lambda/$$f/bootstrap; ls -l $(ARM64_TARGET_DIR)/lambda/$$f/bootstrap; done
 
-# The whole stack in the foreground on http://127.0.0.1:9000 (Ctrl-C stops it).
+# The whole stack in the foreground on http://127.0.0.1:9000 (Ctrl-C stops it): every function
+# under `cargo lambda watch` (on 127.0.0.1:9001; an edit to a function reloads it), the SQS
+# pollers and the sweeper's schedule invoking through it. Logs: .local/dev/watch.log.
 dev: bootstrap functions
 	target/debug/relay-dev
+
+# moto, the provider sandbox and `cargo lambda watch` on 127.0.0.1:9000 with the env file
+# (.local/dev/watch.env), nothing else: `cargo lambda invoke <function> --data-file
+# fixtures/events/…`, curl http://127.0.0.1:9000/lambda-url/job-submit/jobs, edit and see it reload.
+watch: bootstrap functions
+	target/debug/relay-dev --watch-only
 
 # A demo job end to end on the local stack; exits non-zero if something did not arrive.
 demo: bootstrap functions

@@ -1,17 +1,24 @@
-//! End to end, the way a user drives it: the dev stack (moto, provider sandbox, the four function
-//! binaries under a Lambda Runtime API, the API router, the SQS pollers), `POST /jobs`, the
-//! sandbox's webhooks, `GET /jobs/{id}/results`. Needs the debug binaries (`make functions`,
-//! which `make test` runs first).
+//! End to end, the way a user drives it: the dev stack (moto, provider sandbox, the five functions
+//! under `cargo lambda watch`, the API router, the SQS pollers and the sweeper's schedule invoking
+//! through watch), `POST /jobs`, the sandbox's webhooks, `GET /jobs/{id}/results`. Needs the
+//! debug binaries (`make functions`, which `make test` runs first) and cargo-lambda in `.venv`.
+//!
+//! [`options`] starts the built binaries against watch's Runtime API (`Host::Binaries`: each
+//! function with only its own environment, and the soak can kill one mid-batch); the tests marked
+//! "on watch" let watch start the functions itself (`cargo run`), as `make dev` does.
 
 use std::time::{Duration, Instant};
 
-use relay_local_stack::dev::{DevOptions, DevStack};
+use relay_local_stack::dev::{DevOptions, DevStack, Host};
 use relay_local_stack::provider_stub::ProviderStub;
 use serde_json::{Value, json};
 
 pub(crate) fn options() -> DevOptions {
     let mut o = DevOptions::from_env();
     o.port = 0;
+    o.watch_port = 0;
+    o.host = Host::Binaries;
+    o.hot_reload = false;
     o.api_token = "e2e-token-0123456789abcdef".into();
     o.enrow_url = None;
     o.fullenrich_url = None;
@@ -135,9 +142,11 @@ fn assert_exact(results: &[Value], n: usize) {
     }
 }
 
+/// A FullEnrich and two Enrow jobs on watch, as under `make dev`.
 #[tokio::test]
 async fn duplicates_dropped_forgeries_refused_results_exact() {
     let mut opts = options();
+    opts.host = Host::Watch;
     opts.sandbox.duplicate_rate = 0.5;
     let stack = DevStack::start(opts).await.expect("dev stack");
     let c = Client::of(&stack);
@@ -286,11 +295,13 @@ async fn provider_urls_from_the_environment_are_used_and_a_restart_finds_no_left
     assert_eq!(resp.status(), 401, "the API serves again");
 }
 
+/// `make demo` as it runs: on watch.
 #[tokio::test]
 async fn the_demo_completes_every_job_with_nothing_in_the_dlq() {
     let demo = relay_local_stack::repo_root().join("target/debug/relay-demo");
     let out = tokio::process::Command::new(&demo)
         .env("RELAY_DEV_PORT", "0")
+        .env("RELAY_WATCH_PORT", "0")
         .env(
             "PATH",
             format!(

@@ -5,9 +5,11 @@
 mod callback;
 mod cli;
 mod crm;
+mod deploy_doc;
 mod dlq;
 mod documented;
 mod e2e;
+mod events;
 mod fetch;
 mod ingest;
 mod openapi;

@@ -1,15 +1,20 @@
 //! The whole pipeline on one machine: moto with the template's resources, the provider sandbox,
-//! the four function binaries each under a loopback Lambda Runtime API, one router that maps
-//! `/jobs…` and `/webhooks/…` the way API Gateway does, and the SQS event source stand-ins
-//! (webhook queue → bulk-fetch, submit queue → job-submit-worker).
+//! the five functions under `cargo lambda watch` (its Runtime API emulator, its invoke endpoint
+//! and its function URLs), one router that maps `/jobs…` and `/webhooks/…` to the function URLs
+//! the way API Gateway maps them to the functions, and the event sources watch does not emulate:
+//! SQS pollers (webhook queue → bulk-fetch, submit queue → job-submit-worker) and the sweeper's
+//! schedule, each invoking its function through watch's `/2015-03-31/functions/<name>/invocations`
+//! with real SQS or EventBridge event JSON.
 //!
-//! Everything it starts stops when the [`DevStack`] is dropped: children are killed, moto's
-//! guard sees its pipe close. Nothing outlives it, so a second start finds nothing in its way.
+//! Everything it starts stops when the [`DevStack`] is dropped: watch gets SIGTERM (it stops the
+//! functions it started), the binaries started by hand are killed, moto's guard sees its pipe
+//! close. Nothing outlives it, so a second start finds nothing in its way.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -17,19 +22,41 @@ use aws_lambda_events::event::sqs::SqsBatchResponse;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 use crate::poller::Poller;
-use crate::runtime_api::{RuntimeApi, apigw_v2_event, lambda_env};
 use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::watch::{Invoker, Watch, WatchConfig, write_env_file};
 use crate::{Moto, Resources, Template, repo_root};
+
+/// Who starts the function processes under watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// `cargo lambda watch` starts each function (`cargo run --bin <name>`) and reloads it when
+    /// its source changes; every function gets the variables of `<log_dir>/watch.env`.
+    Watch,
+    /// `cargo lambda watch --only-lambda-apis`, and the stack starts the built binaries
+    /// (`target/debug/<name>`) against watch's Runtime API: each gets only its own template
+    /// entry's variables and secrets, webhook-ingest can reach AWS through a [`Switch`], and a
+    /// function can be killed mid-invocation ([`DevStack::restart`]).
+    Binaries,
+}
 
 #[derive(Debug, Clone)]
 pub struct DevOptions {
     /// The API's port on 127.0.0.1 (9000; a free one if it is taken).
     pub port: u16,
-    /// Where the function binaries are (`target/debug`).
+    /// Watch's invoke port on `::1` (`RELAY_WATCH_PORT`, 9001; 0 for a free one).
+    pub watch_port: u16,
+    /// Who starts the functions (`RELAY_DEV_FUNCTIONS=watch|binaries`; watch by default).
+    pub host: Host,
+    /// Reload a function when its source changes (watch only; `make dev` does, tests do not).
+    pub hot_reload: bool,
+    /// Only moto, the sandbox and watch (`make watch`): no router, no pollers, no schedule;
+    /// invoke the functions yourself (`cargo lambda invoke`, curl the function URLs).
+    pub watch_only: bool,
+    /// Where the function binaries are (`target/debug`), for [`Host::Binaries`].
     pub bin_dir: PathBuf,
     pub api_token: String,
     pub webhook_secret: String,
@@ -45,7 +72,8 @@ pub struct DevOptions {
     pub sandbox: SandboxConfig,
     /// How long a failed SQS record waits before it comes back (the queues say minutes).
     pub retry_visibility_seconds: i32,
-    /// Where each function's log goes (`<dir>/<binary>.log`).
+    /// Where watch's log (`watch.log`, with the functions' log lines), the env file and each
+    /// hand-started function's log (`<binary>.log`) go.
     pub log_dir: PathBuf,
     /// During a rotation: the previous webhook secret and FullEnrich key (`WEBHOOK_SECRET_PREVIOUS`,
     /// `FULLENRICH_API_KEY_PREVIOUS`).
@@ -54,7 +82,7 @@ pub struct DevOptions {
     /// More variables for every function (e.g. `PROVIDER_TIMEOUT_SECONDS`), over the template's.
     pub extra_env: BTreeMap<String, String>,
     /// webhook-ingest reaches AWS through a switch ([`DevStack::ingest_aws`]) that can cut it off,
-    /// as an SQS outage would.
+    /// as an SQS outage would ([`Host::Binaries`] only).
     pub ingest_aws_switch: bool,
     /// `POLL_AFTER_SECONDS` for the functions (`RELAY_POLL_AFTER_SECONDS`; 600 as on AWS).
     pub poll_after_seconds: u64,
@@ -73,6 +101,11 @@ pub fn shown_secret(var: &str, value: &str, env: impl Fn(&str) -> Option<String>
 
 /// The local stack's callback secret unless `CALLBACK_SECRET` is set: 24 bytes, base64.
 pub const DEV_CALLBACK_SECRET: &str = "whsec_ZGV2LWNhbGxiYWNrLXNlY3JldC0wMTIz";
+/// The local stack's webhook secret unless `WEBHOOK_SECRET` is set (the tokens in
+/// `fixtures/events/` are made with it).
+pub const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret-0123456789";
+/// The local stack's API token unless `RELAY_API_TOKEN` is set.
+pub const DEV_API_TOKEN: &str = "dev-token-change-me-0123";
 
 impl DevOptions {
     /// Defaults, overridden by `RELAY_API_TOKEN`, `ENROW_API_URL`, `FULLENRICH_API_URL`,
@@ -84,10 +117,18 @@ impl DevOptions {
             port: var("RELAY_DEV_PORT")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(9000),
+            watch_port: var("RELAY_WATCH_PORT")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(9001),
+            host: match var("RELAY_DEV_FUNCTIONS").as_deref() {
+                Some("binaries") => Host::Binaries,
+                _ => Host::Watch,
+            },
+            hot_reload: true,
+            watch_only: false,
             bin_dir: root.join("target/debug"),
-            api_token: var("RELAY_API_TOKEN").unwrap_or_else(|| "dev-token-change-me-0123".into()),
-            webhook_secret: var("WEBHOOK_SECRET")
-                .unwrap_or_else(|| "dev-webhook-secret-0123456789".into()),
+            api_token: var("RELAY_API_TOKEN").unwrap_or_else(|| DEV_API_TOKEN.into()),
+            webhook_secret: var("WEBHOOK_SECRET").unwrap_or_else(|| DEV_WEBHOOK_SECRET.into()),
             callback_secret: var("CALLBACK_SECRET").unwrap_or_else(|| DEV_CALLBACK_SECRET.into()),
             callback_retry_base_seconds: 1,
             enrow_url: var("ENROW_API_URL"),
@@ -131,18 +172,29 @@ pub struct DevStack {
     pub res: Resources,
     /// webhook-ingest's way to AWS, when [`DevOptions::ingest_aws_switch`] asked for one.
     pub ingest_aws: Option<Switch>,
+    /// Watch's invoke endpoint and function URLs (`http://[::1]:<port>`).
+    pub watch_url: String,
+    /// The env file watch was given ([`Host::Watch`]).
+    pub env_file: Option<PathBuf>,
+    /// Who started the functions.
+    pub host: Host,
+    invoker: Invoker,
+    in_flight: Arc<BTreeMap<&'static str, AtomicUsize>>,
+    calls: Calls,
     functions: tokio::sync::Mutex<BTreeMap<&'static str, Function>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    // Dropped after the functions: watch stops the ones it started.
+    _watch: Watch,
     _moto: Moto,
 }
 
-/// A function process and what it takes to start it again.
+/// A function process the stack started itself ([`Host::Binaries`]) and what it takes to start
+/// it again.
 struct Function {
     child: Child,
     command: Vec<(String, String)>,
     path: PathBuf,
     log: PathBuf,
-    api: RuntimeApi,
     /// Peak resident memory of the processes before the current one (KiB).
     earlier_peak_kib: u64,
 }
@@ -227,13 +279,70 @@ impl Switch {
     }
 }
 
-struct Router {
-    ingest: RuntimeApi,
-    jobs: RuntimeApi,
+/// Every function's template name, its binary, and the event that wakes it up once at start
+/// (so the first real request does not wait for `cargo run`).
+const WARM_UP: [(&str, Probe); 5] = [
+    ("webhook-ingest", Probe::Url("/webhooks/warm-up")),
+    ("bulk-fetch", Probe::EmptySqs),
+    ("job-submit", Probe::Url("/openapi.json")),
+    ("job-submit-worker", Probe::EmptySqs),
+    ("sweeper", Probe::Schedule),
+];
+
+#[derive(Clone, Copy)]
+enum Probe {
+    /// A GET through the function URL (any HTTP answer will do).
+    Url(&'static str),
+    /// An SQS event with no records.
+    EmptySqs,
+    /// The sweeper's EventBridge schedule event.
+    Schedule,
+}
+
+/// EventBridge's scheduled event, as the sweeper's rule sends it.
+pub fn schedule_event() -> Value {
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-12-01T12:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/enrich-relay-sweep"],
+        "detail": {}
+    })
+}
+
+/// Invocations through watch, counted per function while they run; a [`DevStack::restart`]
+/// fails the ones the killed process held at once, as Lambda reports a crashed runtime.
+#[derive(Clone)]
+struct Calls {
+    invoker: Invoker,
+    in_flight: Arc<BTreeMap<&'static str, AtomicUsize>>,
+    restarts: Arc<BTreeMap<&'static str, tokio::sync::watch::Sender<u64>>>,
+}
+
+impl Calls {
+    async fn invoke(&self, function: &'static str, event: &Value) -> Result<Value, String> {
+        let mut restarted = self.restarts[function].subscribe();
+        restarted.mark_unchanged();
+        let n = &self.in_flight[function];
+        n.fetch_add(1, Ordering::SeqCst);
+        let out = tokio::select! {
+            r = self.invoker.invoke(function, event) => r,
+            _ = restarted.changed() => Err(format!("{function} went away")),
+        };
+        n.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
 }
 
 impl DevStack {
     pub async fn start(opts: DevOptions) -> Result<DevStack, String> {
+        if opts.host == Host::Watch && opts.ingest_aws_switch {
+            return Err("ingest_aws_switch needs Host::Binaries: watch gives every function one environment".into());
+        }
         let moto = Moto::start(0).map_err(|e| e.to_string())?;
         let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
         let template = Template::load_default().map_err(|e| e.to_string())?;
@@ -242,19 +351,23 @@ impl DevStack {
             .await
             .map_err(|e| e.to_string())?;
 
-        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("port {} is taken ({e}); using a free port", opts.port);
-                tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .map_err(|e| e.to_string())?
-            }
+        let listener = if opts.watch_only {
+            None
+        } else {
+            Some(match tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("port {} is taken ({e}); using a free port", opts.port);
+                    tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
+            })
         };
-        let api_url = format!(
-            "http://{}",
-            listener.local_addr().map_err(|e| e.to_string())?
-        );
+        let api_url = match &listener {
+            Some(l) => format!("http://{}", l.local_addr().map_err(|e| e.to_string())?),
+            None => String::new(),
+        };
 
         let sandbox = if opts.enrow_url.is_none() || opts.fullenrich_url.is_none() {
             Some(
@@ -274,32 +387,6 @@ impl DevStack {
             .fullenrich_url
             .clone()
             .unwrap_or_else(|| sandbox_url.clone());
-        let enrow_key = opts
-            .enrow_key
-            .clone()
-            .unwrap_or_else(|| opts.sandbox.enrow_key.clone());
-        let fullenrich_key = opts
-            .fullenrich_key
-            .clone()
-            .unwrap_or_else(|| opts.sandbox.fullenrich_key.clone());
-
-        let params: BTreeMap<String, String> = [
-            ("WebhookSecret", opts.webhook_secret.as_str()),
-            ("RelayApiToken", opts.api_token.as_str()),
-            ("FullEnrichApiKey", fullenrich_key.as_str()),
-            ("EnrowApiKey", enrow_key.as_str()),
-            ("EnrowApiUrl", enrow_url.as_str()),
-            ("FullEnrichApiUrl", fullenrich_url.as_str()),
-            ("FullEnrichRequireSignature", "false"),
-            ("DedupeRetentionDays", "30"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain([(
-            "PollAfterSeconds".to_string(),
-            opts.poll_after_seconds.to_string(),
-        )])
-        .collect();
 
         std::fs::create_dir_all(&opts.log_dir).map_err(|e| e.to_string())?;
         let ingest_aws = if opts.ingest_aws_switch {
@@ -308,135 +395,191 @@ impl DevStack {
         } else {
             None
         };
-        let mut functions = BTreeMap::new();
-        let mut apis = BTreeMap::new();
-        for (logical, binary, _) in crate::checks::FUNCTIONS {
-            let api = RuntimeApi::start().await.map_err(|e| e.to_string())?;
-            let mut env = template.function_env(logical, &res, &params);
-            if template.function_names_var(logical, "PUBLIC_BASE_URL") {
-                env.insert("PUBLIC_BASE_URL".into(), api_url.clone());
-            }
-            // On AWS these come from SSM (`<VAR>_SSM`); locally they are plain variables, and a
-            // function gets only the secrets its template entry names, as on AWS.
-            let secrets = template.function_secrets(logical);
-            for (k, v) in [
-                ("WEBHOOK_SECRET", Some(&opts.webhook_secret)),
-                ("CALLBACK_SECRET", Some(&opts.callback_secret)),
-                (
-                    "WEBHOOK_SECRET_PREVIOUS",
-                    opts.webhook_secret_previous.as_ref(),
-                ),
-                ("RELAY_API_TOKEN", Some(&opts.api_token)),
-                ("FULLENRICH_API_KEY", Some(&fullenrich_key)),
-                (
-                    "FULLENRICH_API_KEY_PREVIOUS",
-                    opts.fullenrich_key_previous.as_ref(),
-                ),
-                ("ENROW_API_KEY", Some(&enrow_key)),
-            ] {
-                if let Some(v) = v
-                    && secrets.iter().any(|s| s == k)
-                {
-                    env.insert(k.into(), v.clone());
-                }
-            }
-            // Deliveries put back to wait (results not ready, a claim held by another copy)
-            // come back as soon as failed ones do here: seconds, not the 30 s of AWS.
-            env.insert(
-                "NOT_READY_WAIT_SECONDS".into(),
-                opts.retry_visibility_seconds.to_string(),
-            );
-            // Callback receivers run on this machine: plain http to loopback is allowed here
-            // (never on AWS), and a failed attempt is retried after seconds, not 30 s.
-            if binary == "job-submit" {
-                env.insert("CALLBACK_ALLOW_LOOPBACK".into(), "true".into());
-            }
-            if template.function_names_var(logical, "CALLBACK_RETRY_BASE_SECONDS") {
-                env.insert(
-                    "CALLBACK_RETRY_BASE_SECONDS".into(),
-                    opts.callback_retry_base_seconds.to_string(),
-                );
-            }
-            env.extend(opts.extra_env.clone());
+        // PUBLIC_BASE_URL: where the providers send webhooks (the router; watch's own front
+        // under `make watch`).
+        let watch_port = match opts.watch_port {
+            0 => crate::watch::free_port().map_err(|e| e.to_string())?,
+            p => p,
+        };
+        let public_url = if opts.watch_only {
+            format!(
+                "{}/lambda-url/webhook-ingest",
+                crate::watch::base_url(watch_port)
+            )
+        } else {
+            api_url.clone()
+        };
+        let envs = function_envs(
+            &template,
+            &res,
+            &opts,
+            &enrow_url,
+            &fullenrich_url,
+            &public_url,
+        );
+        let aws_env = |binary: &str| -> Vec<(String, String)> {
             let aws = match (&ingest_aws, binary) {
                 (Some(switch), "webhook-ingest") => switch.endpoint.clone(),
                 _ => moto.endpoint.clone(),
             };
-            let command: Vec<(String, String)> = env
-                .into_iter()
-                .chain(
-                    lambda_env(binary, &api.address, &aws)
-                        .into_iter()
+            [
+                ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_string()),
+                ("AWS_ENDPOINT_URL", aws),
+                ("AWS_REGION", "us-east-1".to_string()),
+                ("AWS_ACCESS_KEY_ID", "test".to_string()),
+                ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        };
+
+        let watch_log = opts.log_dir.join("watch.log");
+        std::fs::File::create(&watch_log).map_err(|e| e.to_string())?;
+        let mut env_file = None;
+        let watch = match opts.host {
+            Host::Watch => {
+                // One env file for the watcher: the union of the functions' variables (they
+                // agree on every name they share), moto's endpoint and test credentials.
+                let mut all: BTreeMap<String, String> = BTreeMap::new();
+                for (binary, env) in &envs {
+                    for (k, v) in env.iter().cloned().chain(aws_env(binary)) {
+                        if let Some(old) = all.insert(k.clone(), v.clone())
+                            && old != v
+                        {
+                            return Err(format!(
+                                "{k}: the functions need different values; watch's one env file cannot give both"
+                            ));
+                        }
+                    }
+                }
+                let path = opts.log_dir.join("watch.env");
+                write_env_file(&path, &all)?;
+                let watch = Watch::start(WatchConfig {
+                    port: watch_port,
+                    env_file: Some(&path),
+                    only_lambda_apis: false,
+                    ignore_changes: !opts.hot_reload,
+                    timeout_seconds: 300,
+                    log: &watch_log,
+                })
+                .await?;
+                env_file = Some(path);
+                watch
+            }
+            Host::Binaries => {
+                Watch::start(WatchConfig {
+                    port: watch_port,
+                    env_file: None,
+                    only_lambda_apis: true,
+                    ignore_changes: true,
+                    timeout_seconds: 120,
+                    log: &watch_log,
+                })
+                .await?
+            }
+        };
+
+        let mut functions = BTreeMap::new();
+        if opts.host == Host::Binaries {
+            for (binary, env) in &envs {
+                let command: Vec<(String, String)> = env
+                    .iter()
+                    .cloned()
+                    .chain(aws_env(binary))
+                    .chain(
+                        [
+                            ("AWS_LAMBDA_RUNTIME_API", watch.runtime_api(binary)),
+                            ("AWS_LAMBDA_FUNCTION_NAME", binary.to_string()),
+                            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+                            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_string()),
+                        ]
                         .map(|(k, v)| (k.to_string(), v)),
-                )
-                .collect();
-            let path = opts.bin_dir.join(binary);
-            let log = opts.log_dir.join(format!("{binary}.log"));
-            std::fs::File::create(&log).map_err(|e| e.to_string())?;
-            let child = Function::spawn(&path, &command, &log)?;
-            functions.insert(
-                binary,
-                Function {
-                    child,
-                    command,
-                    path,
-                    log,
-                    api: api.clone(),
-                    earlier_peak_kib: 0,
-                },
-            );
-            apis.insert(binary, api);
+                    )
+                    .collect();
+                let path = opts.bin_dir.join(binary);
+                let log = opts.log_dir.join(format!("{binary}.log"));
+                std::fs::File::create(&log).map_err(|e| e.to_string())?;
+                let child = Function::spawn(&path, &command, &log)?;
+                functions.insert(
+                    *binary,
+                    Function {
+                        child,
+                        command,
+                        path,
+                        log,
+                        earlier_peak_kib: 0,
+                    },
+                );
+            }
         }
 
-        let router = Arc::new(Router {
-            ingest: apis["webhook-ingest"].clone(),
-            jobs: apis["job-submit"].clone(),
-        });
-        let app = axum::Router::new().fallback(
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let router = Arc::clone(&router);
-                async move { route(&router, method, uri, headers, body).await }
-            },
-        );
-        let mut tasks = vec![tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        })];
-        for (queue, binary) in [
-            ("WebhookQueue", "bulk-fetch"),
-            ("SubmitQueue", "job-submit-worker"),
-        ] {
-            let (url, arn) = res.queues[queue].clone();
-            let mut poller = Poller::new(relay_shared::aws::sqs(&sdk), &url, &arn);
-            poller.wait_seconds = 1;
-            poller.visibility_timeout = Some(opts.retry_visibility_seconds);
-            let api = apis[binary].clone();
+        let invoker = watch.invoker();
+        let calls = Calls {
+            invoker: invoker.clone(),
+            in_flight: Arc::new(
+                WARM_UP
+                    .iter()
+                    .map(|(f, _)| (*f, AtomicUsize::new(0)))
+                    .collect(),
+            ),
+            restarts: Arc::new(
+                WARM_UP
+                    .iter()
+                    .map(|(f, _)| (*f, tokio::sync::watch::channel(0).0))
+                    .collect(),
+            ),
+        };
+        warm_up(&calls, &watch_log).await?;
+
+        let mut tasks = Vec::new();
+        if let Some(listener) = listener {
+            let router = invoker.clone();
+            let app = axum::Router::new().fallback(
+                move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                    let router = router.clone();
+                    async move { route(&router, method, uri, headers, body).await }
+                },
+            );
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }));
+            for (queue, binary) in [
+                ("WebhookQueue", "bulk-fetch"),
+                ("SubmitQueue", "job-submit-worker"),
+            ] {
+                let (url, arn) = res.queues[queue].clone();
+                let mut poller = Poller::new(relay_shared::aws::sqs(&sdk), &url, &arn);
+                poller.wait_seconds = 1;
+                poller.visibility_timeout = Some(opts.retry_visibility_seconds);
+                let calls = calls.clone();
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let round = poller
+                            .round(|event| async {
+                                let event =
+                                    serde_json::to_value(event).map_err(|e| e.to_string())?;
+                                let out = calls.invoke(binary, &event).await?;
+                                serde_json::from_value::<SqsBatchResponse>(out)
+                                    .map_err(|e| e.to_string())
+                            })
+                            .await;
+                        if round.is_err() {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }));
+            }
+            // EventBridge's job: the sweeper on its schedule.
+            let every = opts.sweep_every;
+            let calls = calls.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let round = poller
-                        .round(|event| async {
-                            let event = serde_json::to_value(event).map_err(|e| e.to_string())?;
-                            let out = api.invoke(event).await.map_err(|e| e.to_string())?;
-                            serde_json::from_value::<SqsBatchResponse>(out)
-                                .map_err(|e| e.to_string())
-                        })
-                        .await;
-                    if round.is_err() {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
+                    tokio::time::sleep(every).await;
+                    let _ = calls.invoke("sweeper", &schedule_event()).await;
                 }
             }));
         }
-        // EventBridge's job: the sweeper on its schedule.
-        let sweeper = apis["sweeper"].clone();
-        let every = opts.sweep_every;
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let _ = sweeper
-                    .invoke(serde_json::json!({"source": "aws.events", "detail-type": "Scheduled Event"}))
-                    .await;
-            }
-        }));
         Ok(DevStack {
             api_url,
             api_token: opts.api_token,
@@ -446,36 +589,49 @@ impl DevStack {
             sdk,
             res,
             ingest_aws,
+            watch_url: watch.url.clone(),
+            env_file,
+            host: opts.host,
+            invoker,
+            in_flight: calls.in_flight.clone(),
+            calls,
             functions: tokio::sync::Mutex::new(functions),
             tasks,
+            _watch: watch,
             _moto: moto,
         })
     }
 
+    /// Invokes a function through watch's Lambda Invoke endpoint, as `cargo lambda invoke` does.
+    pub async fn invoke(&self, function: &str, event: &Value) -> Result<Value, String> {
+        self.invoker.invoke(function, event).await
+    }
+
     /// Kills a function's process (SIGKILL, whatever it was doing) and starts it again; the
     /// invocations it held fail, so their SQS messages come back, as after a Lambda crash.
+    /// [`Host::Binaries`] only: under watch, watch owns the processes.
     pub async fn restart(&self, binary: &str) -> Result<(), String> {
         let mut functions = self.functions.lock().await;
-        let f = functions
-            .get_mut(binary)
-            .ok_or_else(|| format!("no function {binary}"))?;
+        let (name, f) = functions
+            .iter_mut()
+            .find(|(n, _)| **n == binary)
+            .ok_or_else(|| format!("no function {binary} started by the stack (Host::Binaries)"))?;
         f.earlier_peak_kib = f.peak_kib();
         f.child.kill().await.map_err(|e| e.to_string())?;
-        f.api.abandon_in_flight();
+        self.calls.restarts[name].send_modify(|g| *g += 1);
         f.child = Function::spawn(&f.path, &f.command, &f.log)?;
         Ok(())
     }
 
     /// Invocations a function holds now (e.g. to kill it mid-batch).
     pub async fn in_flight(&self, binary: &str) -> usize {
-        let functions = self.functions.lock().await;
-        functions
+        self.in_flight
             .get(binary)
-            .map(|f| f.api.in_flight())
-            .unwrap_or(0)
+            .map_or(0, |n| n.load(Ordering::SeqCst))
     }
 
-    /// Peak resident memory of each function's processes so far (KiB, from `/proc`).
+    /// Peak resident memory of each function's processes so far (KiB, from `/proc`), for the
+    /// processes the stack started ([`Host::Binaries`]).
     pub async fn peak_rss_kib(&self) -> BTreeMap<String, u64> {
         let functions = self.functions.lock().await;
         functions
@@ -503,68 +659,182 @@ impl DevStack {
     }
 }
 
-/// API Gateway's job: the request as a payload v2 event to the function its path belongs to,
-/// the function's answer back as HTTP.
+/// Each function's environment: its template entry resolved against the local resources, the
+/// secrets its entry names (on AWS they come from SSM; here they are plain variables), and the
+/// local stack's shorter waits.
+fn function_envs(
+    template: &Template,
+    res: &Resources,
+    opts: &DevOptions,
+    enrow_url: &str,
+    fullenrich_url: &str,
+    public_url: &str,
+) -> Vec<(&'static str, Vec<(String, String)>)> {
+    let enrow_key = opts
+        .enrow_key
+        .clone()
+        .unwrap_or_else(|| opts.sandbox.enrow_key.clone());
+    let fullenrich_key = opts
+        .fullenrich_key
+        .clone()
+        .unwrap_or_else(|| opts.sandbox.fullenrich_key.clone());
+    let params: BTreeMap<String, String> = [
+        ("WebhookSecret", opts.webhook_secret.as_str()),
+        ("RelayApiToken", opts.api_token.as_str()),
+        ("FullEnrichApiKey", fullenrich_key.as_str()),
+        ("EnrowApiKey", enrow_key.as_str()),
+        ("EnrowApiUrl", enrow_url),
+        ("FullEnrichApiUrl", fullenrich_url),
+        ("FullEnrichRequireSignature", "false"),
+        ("DedupeRetentionDays", "30"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([(
+        "PollAfterSeconds".to_string(),
+        opts.poll_after_seconds.to_string(),
+    )])
+    .collect();
+    let mut out = Vec::new();
+    for (logical, binary, _) in crate::checks::FUNCTIONS {
+        let mut env = template.function_env(logical, res, &params);
+        if template.function_names_var(logical, "PUBLIC_BASE_URL") {
+            env.insert("PUBLIC_BASE_URL".into(), public_url.to_string());
+        }
+        let secrets = template.function_secrets(logical);
+        for (k, v) in [
+            ("WEBHOOK_SECRET", Some(&opts.webhook_secret)),
+            ("CALLBACK_SECRET", Some(&opts.callback_secret)),
+            (
+                "WEBHOOK_SECRET_PREVIOUS",
+                opts.webhook_secret_previous.as_ref(),
+            ),
+            ("RELAY_API_TOKEN", Some(&opts.api_token)),
+            ("FULLENRICH_API_KEY", Some(&fullenrich_key)),
+            (
+                "FULLENRICH_API_KEY_PREVIOUS",
+                opts.fullenrich_key_previous.as_ref(),
+            ),
+            ("ENROW_API_KEY", Some(&enrow_key)),
+        ] {
+            if let Some(v) = v
+                && secrets.iter().any(|s| s == k)
+            {
+                env.insert(k.into(), v.clone());
+            }
+        }
+        // Deliveries put back to wait (results not ready, a claim held by another copy)
+        // come back as soon as failed ones do here: seconds, not the 30 s of AWS.
+        env.insert(
+            "NOT_READY_WAIT_SECONDS".into(),
+            opts.retry_visibility_seconds.to_string(),
+        );
+        // Callback receivers run on this machine: plain http to loopback is allowed here
+        // (never on AWS), and a failed attempt is retried after seconds, not 30 s.
+        if binary == "job-submit" {
+            env.insert("CALLBACK_ALLOW_LOOPBACK".into(), "true".into());
+        }
+        if template.function_names_var(logical, "CALLBACK_RETRY_BASE_SECONDS") {
+            env.insert(
+                "CALLBACK_RETRY_BASE_SECONDS".into(),
+                opts.callback_retry_base_seconds.to_string(),
+            );
+        }
+        env.extend(opts.extra_env.clone());
+        out.push((binary, env.into_iter().collect()));
+    }
+    out
+}
+
+/// One harmless invocation of every function, all at once: under watch that is its
+/// `cargo run` (a relink, or a compile after an edit), so the stack is ready when `start`
+/// returns. A function that cannot start shows here, with the log to read.
+async fn warm_up(calls: &Calls, log: &std::path::Path) -> Result<(), String> {
+    let probes = WARM_UP.iter().map(|(function, probe)| async move {
+        let out = match probe {
+            Probe::Url(path) => calls
+                .invoker
+                .http()
+                .get(calls.invoker.function_url(function, path))
+                .send()
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    if r.status().is_server_error() {
+                        Err(format!("HTTP {}", r.status()))
+                    } else {
+                        Ok(())
+                    }
+                }),
+            Probe::EmptySqs => calls
+                .invoke(function, &json!({"Records": []}))
+                .await
+                .map(drop),
+            Probe::Schedule => calls.invoke(function, &schedule_event()).await.map(drop),
+        };
+        out.map_err(|e| format!("{function} did not answer its first invocation: {e}"))
+    });
+    for r in futures::future::join_all(probes).await {
+        r.map_err(|e| format!("{e}; see {}", log.display()))?;
+    }
+    Ok(())
+}
+
+/// API Gateway's job: the request to the function URL of the function its path belongs to
+/// (watch makes it the payload v2 event), the function's answer back as HTTP.
 async fn route(
-    router: &Router,
+    invoker: &Invoker,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let path = uri.path();
-    let api = if path == "/jobs" || path.starts_with("/jobs/") || path == "/openapi.json" {
-        &router.jobs
+    let function = if path == "/jobs" || path.starts_with("/jobs/") || path == "/openapi.json" {
+        "job-submit"
     } else if path.starts_with("/webhooks/") {
-        &router.ingest
+        "webhook-ingest"
     } else {
         return (StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#).into_response();
     };
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
-    let header_refs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
-    let event = apigw_v2_event(method.as_str(), target, &header_refs, &body);
-    match api.invoke(event).await {
-        Ok(out) => to_http(&out),
-        Err(_) => (
+    let mut req = invoker
+        .http()
+        .request(method, invoker.function_url(function, target))
+        .body(body);
+    for (k, v) in &headers {
+        if !matches!(
+            k.as_str(),
+            "host" | "content-length" | "connection" | "transfer-encoding"
+        ) {
+            req = req.header(k, v);
+        }
+    }
+    let bad_gateway = || {
+        (
             StatusCode::BAD_GATEWAY,
             r#"{"message":"Internal Server Error"}"#,
         )
-            .into_response(),
-    }
-}
-
-fn to_http(out: &Value) -> Response {
-    use base64::Engine;
-    let status = out.get("statusCode").and_then(Value::as_u64).unwrap_or(200) as u16;
-    let body = out.get("body").and_then(Value::as_str).unwrap_or_default();
-    let bytes = if out
-        .get("isBase64Encoded")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .unwrap_or_default()
-    } else {
-        body.as_bytes().to_vec()
+            .into_response()
     };
-    let mut resp = Response::builder().status(status);
-    if let Some(h) = out.get("headers").and_then(Value::as_object) {
-        for (k, v) in h {
-            if let Some(v) = v.as_str() {
-                resp = resp.header(k, v);
-            }
+    let Ok(resp) = req.send().await else {
+        return bad_gateway();
+    };
+    let mut out = Response::builder().status(resp.status());
+    for (k, v) in resp.headers() {
+        if !matches!(
+            k.as_str(),
+            "content-length" | "connection" | "transfer-encoding" | "date"
+        ) {
+            out = out.header(k, v);
         }
     }
-    resp.body(axum::body::Body::from(bytes))
-        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+    match resp.bytes().await {
+        Ok(bytes) => out
+            .body(axum::body::Body::from(bytes))
+            .unwrap_or_else(|_| bad_gateway()),
+        Err(_) => bad_gateway(),
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod runtime_api;
 pub mod sandbox;
 pub mod seed;
 pub mod soak;
+pub mod watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {

@@ -254,6 +254,9 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
         ..opts.sandbox
     };
     opts.ingest_aws_switch = true;
+    // Cutting one function off AWS and killing another mid-batch needs processes the stack
+    // started itself (watch's Runtime API all the same).
+    opts.host = crate::dev::Host::Binaries;
     // A killed bulk-fetch's claims and chunk leases run out in seconds here (on AWS: longer than
     // the function's timeout).
     opts.extra_env

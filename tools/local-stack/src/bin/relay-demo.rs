@@ -45,6 +45,9 @@ the RELAY_URL and RELAY_API_TOKEN it prints, then
 
 async fn run() -> Result<(), String> {
     let mut opts = DevOptions::from_env();
+    opts.log_dir = relay_local_stack::repo_root().join(".local/demo");
+    // The demo reads no edit: watch runs the functions without reloading them.
+    opts.hot_reload = false;
     opts.sandbox.delay = Duration::from_millis(800);
     opts.sandbox.duplicate_rate = 0.25;
     opts.sandbox.retry_interval = Duration::from_secs(1);
@@ -57,7 +60,7 @@ async fn run() -> Result<(), String> {
         opts.poll_after_seconds = 5;
     }
     println!(
-        "starting the local stack (moto, provider sandbox, 5 functions, SQS pollers, sweeper); {:.0} % of webhooks dropped, polled back after {} s…",
+        "starting the local stack (moto, provider sandbox, 5 functions under cargo lambda watch, SQS pollers, sweeper); {:.0} % of webhooks dropped, polled back after {} s…",
         opts.sandbox.drop_webhooks * 100.0,
         opts.poll_after_seconds
     );

@@ -32,6 +32,11 @@ async fn main() {
         ..SoakConfig::full()
     };
     let mut opts = DevOptions::from_env();
+    // The built binaries under watch's Runtime API (each with its own environment; the soak
+    // kills one mid-batch), on free ports beside a running `make dev`.
+    opts.host = relay_local_stack::dev::Host::Binaries;
+    opts.hot_reload = false;
+    opts.watch_port = 0;
     opts.port = 0;
     opts.log_dir = relay_local_stack::repo_root().join(".local/soak");
     println!(

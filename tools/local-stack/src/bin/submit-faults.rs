@@ -31,6 +31,11 @@ struct Args {
 async fn main() {
     let singles = <Args as clap::Parser>::parse().singles;
     let mut opts = DevOptions::from_env();
+    // The built binaries under watch's Runtime API (each with its own environment; the soak
+    // kills one mid-batch), on free ports beside a running `make dev`.
+    opts.host = relay_local_stack::dev::Host::Binaries;
+    opts.hot_reload = false;
+    opts.watch_port = 0;
     opts.port = 0;
     opts.enrow_url = None;
     opts.fullenrich_url = None;
