@@ -44,6 +44,23 @@ pub struct Envelope {
     /// provider was not ready or rate-limited (bounded, so a delivery never circles forever).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub requeues: u32,
+    /// How many times it waited in the queue for a request slot of its provider account: the
+    /// spread of its next wait grows with it, so a backlog's deliveries do not all come back at
+    /// once (never towards the requeue limit: a slot always comes).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paced: u32,
+}
+
+impl Envelope {
+    /// When a delivery that found no request slot in reach comes back: when one is (`after`),
+    /// plus a random spread that doubles with each wait, up to two minutes. A backlog's
+    /// deliveries then come back spread over the schedule instead of all at once, so the schedule
+    /// stays full at a handful of tries per request.
+    pub fn paced_delay(&self, after: std::time::Duration) -> std::time::Duration {
+        let spread_ms = (2_000u64 << self.paced.min(6)).min(120_000);
+        let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % spread_ms;
+        after + std::time::Duration::from_millis(jitter)
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -141,6 +158,7 @@ mod tests {
             signature: Signature::NotApplicable,
             body,
             requeues: 0,
+            paced: 0,
         }
     }
 

@@ -64,11 +64,16 @@ async fn a_backlog_of_unsigned_batch_webhooks_is_fetched_at_the_budget_and_start
         fe.len() as f64 / drained_min,
         took.as_secs_f64() / 60.0
     );
-    let mut per_minute = vec![0usize; ((last_get - t0) / 60_000 + 1) as usize];
+    let last = *fe.last().unwrap();
+    let mut per_minute = vec![0usize; ((last - t0) / 60_000 + 1) as usize];
     for at in &fe {
         per_minute[((at - t0) / 60_000) as usize] += 1;
     }
-    println!("FullEnrich requests per minute: {per_minute:?}; {} records handled, {} cut at their timeout", sim.log().handled, sim.log().timed_out);
+    let (handled, cut) = {
+        let log = sim.log();
+        (log.handled, log.timed_out)
+    };
+    println!("FullEnrich requests per minute: {per_minute:?}; {handled} records handled, {cut} cut at their timeout");
     let meta_a = sim.meta(&a).await;
     let meta_b = sim.meta(&b).await;
     assert_eq!(meta_a.status, JobStatus::Completed, "{meta_a:?}");

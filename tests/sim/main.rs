@@ -90,8 +90,10 @@ pub struct Sim {
     inner: Arc<Inner>,
     /// Every job of the simulation, with its creation time (ms).
     pub created: BTreeMap<String, u64>,
-    /// The sweeper's own bookkeeping (the `due` index's `poll_at`): chunk → next due (ms).
+    /// The sweeper's own bookkeeping (the `due` index's `poll_at`): chunk → its start's next
+    /// due time (ms), and a started chunk → its next poll.
     due: HashMap<(String, u32), u64>,
+    polled: HashMap<(String, u32), u64>,
 }
 
 /// A message that becomes visible after `delay`, handled then in its own task (functions run
@@ -215,6 +217,7 @@ impl Sim {
             inner,
             created: BTreeMap::new(),
             due: HashMap::new(),
+            polled: HashMap::new(),
         }
     }
 
@@ -273,11 +276,12 @@ impl Sim {
             for c in chunks.iter().filter(|c| !c.status.is_final()) {
                 let key = (job_id.clone(), c.index);
                 let due = match c.status {
+                    // Its start + the poll interval, then a poll interval after each poll.
                     ChunkStatus::Submitted => c
                         .started_at_ms
                         .map(|s| s + POLL_AFTER.as_millis() as u64)
                         .unwrap_or(now)
-                        .max(*self.due.get(&key).unwrap_or(&0)),
+                        .max(*self.polled.get(&key).unwrap_or(&0)),
                     _ => *self
                         .due
                         .entry(key.clone())
@@ -296,7 +300,12 @@ impl Sim {
                     ),
                     _ => Msg::Submit(SubmitChunk::start(&job_id, c.index), 0),
                 };
-                self.due.insert(key, now + POLL_AFTER.as_millis() as u64);
+                let next = now + POLL_AFTER.as_millis() as u64;
+                if c.status == ChunkStatus::Submitted {
+                    self.polled.insert(key, next);
+                } else {
+                    self.due.insert(key, next);
+                }
                 send(&self.inner, msg, Duration::ZERO);
             }
         }

@@ -48,7 +48,8 @@ pub struct Faults {
     pub answer_lost: f64,
     /// The enrichment is gone when polled (FullEnrich 404, Enrow "Could not retrieve").
     pub vanishes: f64,
-    /// How many times the batch webhook is sent: 0 (never) to this many.
+    /// How many times the batch webhook is sent: `min_copies` (0: maybe never) to this many.
+    pub min_copies: u64,
     pub max_copies: u64,
     /// A FullEnrich batch webhook without `X-Signature-SHA1`.
     pub unsigned: f64,
@@ -65,6 +66,7 @@ impl Faults {
             seed: 1,
             answer_lost: 0.0,
             vanishes: 0.0,
+            min_copies: 1,
             max_copies: 1,
             unsigned: 0.0,
             per_contact: 0.0,
@@ -220,7 +222,8 @@ impl SimProvider {
     /// Plans the webhooks of a new enrichment.
     fn plan(&self, s: &mut State, id: &str, e: &Enrichment) {
         let rng = s.rng.as_mut().expect("rng");
-        let copies = rng.below(self.faults.max_copies + 1);
+        let copies = self.faults.min_copies
+            + rng.below(self.faults.max_copies.saturating_sub(self.faults.min_copies) + 1);
         let per_contact = rng.chance(self.faults.per_contact);
         let unsigned = rng.chance(self.faults.unsigned);
         let ready = self.faults.ready_after;

@@ -712,8 +712,10 @@ where
     async fn fail(&self, env: &Envelope, failure: Disposition) -> Disposition {
         match failure {
             Disposition::Paced(wait) => {
-                let delay = wait.min(relay_shared::queue::MAX_DELAY);
-                match self.requeue.send_delayed(env.to_json(), delay).await {
+                let delay = env.paced_delay(wait).min(relay_shared::queue::MAX_DELAY);
+                let mut again = env.clone();
+                again.paced = again.paced.saturating_add(1);
+                match self.requeue.send_delayed(again.to_json(), delay).await {
                     Ok(_) => Disposition::Paced(delay),
                     Err(e) => Disposition::Retry(format!("waiting for a request slot; requeue failed: {e}")),
                 }

@@ -163,8 +163,8 @@ async fn a_delivery_whose_slot_is_far_off_takes_none_and_waits_in_the_queue() {
         panic!("waits in the queue: {d:?}")
     };
     assert!(
-        wait >= Duration::from_secs(39) && wait <= Duration::from_secs(41),
-        "until a slot is within the 20 s it may wait: {wait:?}"
+        wait >= Duration::from_secs(39) && wait <= Duration::from_secs(43),
+        "until a slot is within the 20 s it may wait, spread by up to 2 s: {wait:?}"
     );
     assert!(w.providers.gets().is_empty(), "no GET yet");
     let requeued = w.requeue.take();

@@ -220,6 +220,7 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
                 }
             },
             requeues: 0,
+            paced: 0,
         };
         let mut message = if inline { env.to_json() } else { String::new() };
         let mut claim_checked = false;

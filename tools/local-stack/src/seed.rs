@@ -121,6 +121,7 @@ pub fn envelope_with(
         signature,
         body: Body::inline(body),
         requeues: 0,
+        paced: 0,
     }
     .to_json()
 }
