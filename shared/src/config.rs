@@ -385,6 +385,9 @@ pub struct FetchConfig {
     /// `CALLBACK_RETRY_BASE_SECONDS` (30): the wait after a callback's first failed attempt; it
     /// doubles with each failure.
     pub callback_retry_base: Duration,
+    /// `CALLBACK_ALLOW_LOOPBACK` (false; `true` only on the local stack): callback host names may
+    /// resolve to loopback addresses (receivers on the developer's machine).
+    pub callback_allow_loopback: bool,
 }
 
 impl FetchConfig {
@@ -411,6 +414,7 @@ impl FetchConfig {
                 "CALLBACK_RETRY_BASE_SECONDS",
                 crate::callback::DEFAULT_RETRY_BASE,
             )?,
+            callback_allow_loopback: env.flag("CALLBACK_ALLOW_LOOPBACK", false)?,
         })
     }
 }
@@ -421,6 +425,8 @@ impl FetchConfig {
 pub struct SweepConfig {
     pub jobs_table: String,
     pub webhook_queue_url: String,
+    /// `SUBMIT_QUEUE_URL`: where an overdue erasure is asked for again.
+    pub submit_queue_url: String,
     pub poll_after: Duration,
     /// Polls queued per sweep at most.
     pub limit: usize,
@@ -431,6 +437,7 @@ impl SweepConfig {
         Ok(SweepConfig {
             jobs_table: env.required("JOBS_TABLE")?,
             webhook_queue_url: env.url("WEBHOOK_QUEUE_URL", None)?,
+            submit_queue_url: env.url("SUBMIT_QUEUE_URL", None)?,
             poll_after: poll_after(env)?,
             limit: env.number("SWEEP_LIMIT", 5000)? as usize,
         })
@@ -511,6 +518,8 @@ pub struct WorkerConfig {
     pub poll_after: Duration,
     /// `RESULT_RETENTION_DAYS`: how long a job's items are kept (90 days).
     pub retention: Duration,
+    /// `PAYLOAD_BUCKET`: the claim-check bucket, where a job's erasure deletes its bodies.
+    pub payload_bucket: String,
 }
 
 impl WorkerConfig {
@@ -533,6 +542,7 @@ impl WorkerConfig {
                 .duration("START_CONFIRM_TIMEOUT", Duration::from_secs(6 * 3600))?,
             poll_after: poll_after(env)?,
             retention: retention(env)?,
+            payload_bucket: env.required("PAYLOAD_BUCKET")?,
         })
     }
 }

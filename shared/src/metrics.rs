@@ -56,6 +56,9 @@ pub const DELIVERIES_UNAVAILABLE: Metric = count(INGEST, "DeliveriesUnavailable"
 pub const DUPLICATES: Metric = count(FETCH, "Duplicates");
 /// bulk-fetch: deliveries parked in the DLQ, by `Reason`.
 pub const PARKED: Metric = count(FETCH, "Parked");
+/// bulk-fetch: deliveries for a deleted job, dropped (their data is kept nowhere, not even in
+/// the DLQ).
+pub const DELIVERIES_DROPPED: Metric = count(FETCH, "DeliveriesDropped");
 /// bulk-fetch: deliveries put back on the queue, delayed (provider not ready, rate limit).
 pub const DEFERRED: Metric = count(FETCH, "Deferred");
 /// bulk-fetch: deliveries returned to SQS to be retried.
@@ -98,6 +101,8 @@ pub const JOBS_CREATED: Metric = count(API, "JobsCreated");
 pub const CHUNKS_DUE: Metric = count(SWEEPER, "ChunksDue");
 /// sweeper: polls put on the webhook queue.
 pub const POLLS_QUEUED: Metric = count(SWEEPER, "PollsQueued");
+/// sweeper: erasures of deleted jobs asked for again (their message lost, or their worker dead).
+pub const ERASURES_QUEUED: Metric = count(SWEEPER, "ErasuresQueued");
 /// sweeper: sweeps that failed (the index could not be read) and polls that could not be queued.
 pub const SWEEP_ERRORS: Metric = count(SWEEPER, "SweepErrors");
 
@@ -109,6 +114,7 @@ pub const ALL: &[Metric] = &[
     DELIVERIES_UNAVAILABLE,
     DUPLICATES,
     PARKED,
+    DELIVERIES_DROPPED,
     DEFERRED,
     RETRIED,
     RESULTS_STORED,
@@ -128,6 +134,7 @@ pub const ALL: &[Metric] = &[
     JOBS_CREATED,
     CHUNKS_DUE,
     POLLS_QUEUED,
+    ERASURES_QUEUED,
     SWEEP_ERRORS,
 ];
 

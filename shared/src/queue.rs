@@ -121,11 +121,20 @@ impl Queue for SqsQueue {
     }
 }
 
+/// The submit queue's message asking the worker to erase a deleted job (job-submit's
+/// `SubmitChunk` with action `delete`; a test there holds them to one shape). The sweeper sends
+/// it for a deleted job whose erasure is overdue.
+pub fn erasure_request(job_id: &str) -> String {
+    serde_json::json!({"job_id": job_id, "chunk": 0, "action": "delete"}).to_string()
+}
+
 /// A queue in memory (feature `memory`): what was sent, with its delay and attributes.
 #[cfg(feature = "memory")]
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     pub sent: std::sync::Mutex<Vec<Sent>>,
+    /// Sends still to fail (as SQS being unreachable would).
+    failing: std::sync::atomic::AtomicUsize,
 }
 
 #[cfg(feature = "memory")]
@@ -142,6 +151,22 @@ impl MemoryQueue {
     pub fn take(&self) -> Vec<Sent> {
         std::mem::take(&mut *self.sent.lock().unwrap())
     }
+
+    /// The next `n` sends fail.
+    pub fn fail_sends(&self, n: usize) {
+        self.failing.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn send_fails(&self) -> Result<(), QueueError> {
+        use std::sync::atomic::Ordering;
+        match self
+            .failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            Ok(_) => Err(QueueError("injected send failure".into())),
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 #[cfg(feature = "memory")]
@@ -151,6 +176,7 @@ impl Queue for MemoryQueue {
         body: String,
         attributes: &[(&str, &str)],
     ) -> Result<String, QueueError> {
+        self.send_fails()?;
         let mut sent = self.sent.lock().unwrap();
         sent.push(Sent {
             body,
@@ -168,6 +194,7 @@ impl Queue for MemoryQueue {
         body: String,
         delay: std::time::Duration,
     ) -> Result<String, QueueError> {
+        self.send_fails()?;
         let mut sent = self.sent.lock().unwrap();
         sent.push(Sent {
             body,

@@ -7,6 +7,7 @@ mod cli;
 mod dlq;
 mod documented;
 mod e2e;
+mod erasure;
 mod fetch;
 mod ingest;
 mod openapi;

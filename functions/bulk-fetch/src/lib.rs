@@ -310,7 +310,7 @@ where
         };
         if meta.deleted {
             // Erased at the caller's request: its data is not kept, not even in the DLQ.
-            return Disposition::Dropped("the job was deleted".into());
+            return self.drop_delivery(env, "the job was deleted").await;
         }
         if meta.provider != env.provider {
             return Disposition::Parked("provider does not match the job".into());
@@ -318,8 +318,30 @@ where
 
         match self.apply_once(&meta, &key, action, true).await {
             Ok(disposition) => disposition,
-            Err(failure) => self.fail(env, failure).await,
+            Err(failure) => {
+                // The head read first may be a second stale, and a DELETE may come while the
+                // delivery is applied: a delivery that failed (its link or chunk erased, say) is
+                // dropped if its job is deleted now, never parked or put back with its data.
+                if matches!(self.jobs.get_job(&env.job_id).await, Ok(Some(m)) if m.deleted) {
+                    return self
+                        .drop_delivery(env, "the job was deleted while its delivery was applied")
+                        .await;
+                }
+                self.fail(env, failure).await
+            }
         }
+    }
+
+    /// A delivery for a deleted job: dropped, its claim-checked body (if any) deleted with it.
+    async fn drop_delivery(&self, env: &Envelope, why: &str) -> Disposition {
+        if let Body::Stored { key, .. } = &env.body
+            && let Err(e) = self.bodies.delete(key).await
+        {
+            // Its job's erasure deletes every body under the job's prefix (or the bucket's
+            // lifecycle rule, in the end).
+            tracing::warn!(job_id = %env.job_id, error = %e, "dropped delivery's body not deleted");
+        }
+        Disposition::Dropped(why.into())
     }
 
     /// Applies the event once. A single result (Enrow single, FullEnrich `contact_finished`)
@@ -1400,7 +1422,10 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
             Disposition::Deferred(..) => {
                 line.add(metrics::DEFERRED, 1);
             }
-            Disposition::Polled(_) | Disposition::Dropped(_) => {}
+            Disposition::Dropped(_) => {
+                line.add(metrics::DELIVERIES_DROPPED, 1);
+            }
+            Disposition::Polled(_) => {}
             Disposition::Callback(a) => match a {
                 Attempted::Delivered { .. } => {
                     line.add(metrics::CALLBACKS_DELIVERED, 1);
@@ -1438,6 +1463,9 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
 pub struct Sweeper<Q> {
     pub jobs: relay_shared::store::DynamoJobStore,
     pub queue: Q,
+    /// The submit queue: a deleted job whose erasure is overdue (its message lost, its worker
+    /// dead) is asked for there again.
+    pub submit_queue: Q,
     /// How long a chunk taken for a poll stays out of later sweeps (its poll's time to run).
     pub hold: Duration,
     /// Chunks taken per sweep at most (the rest wait for the next sweep).
@@ -1455,6 +1483,8 @@ pub struct Sweep {
     pub skipped: usize,
     /// Polls that could not be queued (the chunk is polled again after `hold`).
     pub failed: usize,
+    /// Erasures of deleted jobs asked for again.
+    pub erasures: usize,
     /// What reading the `due` index cost.
     pub read: relay_shared::store::ReadCost,
 }
@@ -1467,6 +1497,7 @@ impl Sweep {
             Some(s) => {
                 m.add(metrics::CHUNKS_DUE, s.due as u64)
                     .add(metrics::POLLS_QUEUED, s.enqueued as u64)
+                    .add(metrics::ERASURES_QUEUED, s.erasures as u64)
                     .add(metrics::SWEEP_ERRORS, s.failed as u64);
             }
             None => {
@@ -1527,7 +1558,37 @@ impl<Q: Queue> Sweeper<Q> {
                 }
             }
         }
+        self.sweep_erasures(&mut sweep).await?;
         Ok(sweep)
+    }
+
+    /// Deleted jobs whose erasure is overdue: each taken (its due date moved `hold` on, so the
+    /// next sweep asks again only if this erasure does not finish) and asked for on the submit
+    /// queue, where the worker erases it.
+    async fn sweep_erasures(&self, sweep: &mut Sweep) -> Result<(), StoreError> {
+        let hold = self.hold.as_millis() as u64;
+        for due in self
+            .jobs
+            .due_erasures(relay_shared::now_ms(), self.limit)
+            .await?
+        {
+            if self.jobs.take_due(&due, hold).await?.is_none() {
+                sweep.skipped += 1;
+                continue;
+            }
+            match self
+                .submit_queue
+                .send(relay_shared::queue::erasure_request(&due.job_id))
+                .await
+            {
+                Ok(_) => sweep.erasures += 1,
+                Err(e) => {
+                    tracing::warn!(job_id = %due.job_id, error = %e, "erasure not queued");
+                    sweep.failed += 1;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -25,6 +25,8 @@ pub struct DynamoJobStore {
     /// How long every item of a job is kept after it is written (`RESULT_RETENTION_DAYS`):
     /// DynamoDB's TTL deletes it then (`expires_at`).
     pub retention_s: u64,
+    /// How long after a `DELETE` its erasure is due for the sweeper ([`ERASE_GRACE`]).
+    pub erase_grace_ms: u64,
 }
 
 impl DynamoJobStore {
@@ -35,7 +37,43 @@ impl DynamoJobStore {
             apply_lease_ms: 120_000,
             poll_after_ms: DEFAULT_POLL_AFTER_MS,
             retention_s: DEFAULT_RETENTION_DAYS * 86_400,
+            erase_grace_ms: ERASE_GRACE.as_millis() as u64,
         }
+    }
+
+    /// How long after a `DELETE` the sweeper looks for its erasure (tests: at once).
+    pub fn with_erase_grace(mut self, grace: std::time::Duration) -> Self {
+        self.erase_grace_ms = grace.as_millis() as u64;
+        self
+    }
+
+    /// Deleted jobs whose erasure is due at `now_ms` (not erased yet: the message that asked
+    /// for it was lost, or the worker died on it), at most `limit`: one query of the `due`
+    /// index's erasure partition (heads enter it with their `DELETE`, and leave it erased).
+    pub async fn due_erasures(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("due")
+            .key_condition_expression("poll_shard = :s AND poll_at <= :now")
+            .expression_attribute_values(":s", s(ERASE_SHARD))
+            .expression_attribute_values(":now", n(now_ms))
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(page
+            .items()
+            .iter()
+            .filter_map(|item| {
+                Some(Due {
+                    job_id: get_s(item, "pk")?.strip_prefix("JOB#")?.to_string(),
+                    chunk: None,
+                    poll_at_ms: get_n(item, "poll_at")?,
+                })
+            })
+            .collect())
     }
 
     /// How long a started chunk may go without its results before it is polled
@@ -597,14 +635,47 @@ impl JobStore for DynamoJobStore {
         if let Some(c) = Link::new(chunk, contact).contact {
             link.insert("contact".into(), AttributeValue::M(contact_item(&pk, &c)));
         }
-        self.client
-            .put_item()
+        // Conditional on the chunk still naming this id: a link (which may carry a contact)
+        // never lands after the job's erasure deleted its chunks.
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
+        let put = aws_sdk_dynamodb::types::Put::builder()
             .table_name(&self.table)
             .set_item(Some(link))
+            .build()
+            .map_err(build)?;
+        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(chunk_sk(chunk.index)))
+            .condition_expression("provider_id = :pid")
+            .expression_attribute_values(":pid", s(provider_id))
+            .build()
+            .map_err(build)?;
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .put(put)
+                    .build(),
+            )
+            .transact_items(
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .condition_check(check)
+                    .build(),
+            )
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(true)
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) => match cancellation_reasons(&e) {
+                // The chunk is gone (erased) or names another id now.
+                Some(r) if r.last().is_some_and(|(c, _)| c == "ConditionalCheckFailed") => {
+                    Ok(false)
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
     }
 
     async fn stored_indices(
@@ -842,8 +913,9 @@ impl JobStore for DynamoJobStore {
                 "SET #status = :st, updated_at = :now, {figures_set}"
             ))
         };
+        // Never for a deleted job: its head waits for its erasure, and calls back no one.
         let result = update
-            .condition_expression("#status IN (:a, :b, :c)")
+            .condition_expression("#status IN (:a, :b, :c) AND attribute_not_exists(deleted_at)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":st", s(status.as_str()))
             .expression_attribute_values(":now", n(now))
@@ -990,14 +1062,21 @@ impl JobWriter for DynamoJobStore {
         Ok((jobs, next))
     }
 
-    /// Marks a job erased (`DELETE /jobs/{id}`): from now on it reads as deleted. `false`: no
-    /// such job.
+    /// Marks a job deleted (`DELETE /jobs/{id}`), in one write: it reads as deleted from now on;
+    /// its callback is gone (URL and state removed: a pending one is never attempted again);
+    /// its head moves to the `due` index's erasure partition, due `erase_grace_ms` on, where the
+    /// sweeper finds it until its erasure is done. `false`: no such job, or erased already.
     async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
         let out = self
             .meta_item_update(job_id)
-            .update_expression("SET deleted_at = if_not_exists(deleted_at, :now)")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", n(now_ms()))
+            .update_expression(
+                "SET deleted_at = if_not_exists(deleted_at, :now), updated_at = :now, poll_shard = :erase, poll_at = :due REMOVE callback_url, cb_status, cb_attempts, cb_since, cb_code, cb_error",
+            )
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(erased_at)")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":erase", s(ERASE_SHARD))
+            .expression_attribute_values(":due", n(now + self.erase_grace_ms))
             .send()
             .await;
         Ok(unless_condition_failed(out)?.is_some())
