@@ -257,10 +257,11 @@ struct HoldRowWrites {
 impl HoldRowWrites {
     fn wait_held(&self) {
         let (m, cv) = &*self.gate;
-        let mut g = m.lock().unwrap();
-        while *g == 0 {
-            g = cv.wait(g).unwrap();
-        }
+        let g = m.lock().unwrap();
+        let (g, _) = cv
+            .wait_timeout_while(g, Duration::from_secs(30), |g| *g == 0)
+            .unwrap();
+        assert_ne!(*g, 0, "the bulk set never wrote its rows");
     }
 
     fn release(&self) {
@@ -302,18 +303,10 @@ impl Intercept for HoldRowWrites {
 
 /// Item 11: a bulk set that took its chunk's lease before the erasure and writes its rows after
 /// it leaves no row: each write of rows is conditional on the lease it holds (the chunk is gone).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_bulk_set_whose_chunk_is_erased_while_it_holds_it_writes_no_row() {
     let stack = Stack::new().await;
     let plain = jobs(&stack);
-    let hold = HoldRowWrites::default();
-    let config = aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
-        .interceptor(hold.clone())
-        .build();
-    let held = DynamoJobStore::new(
-        aws_sdk_dynamodb::Client::from_conf(config),
-        stack.res.table("JobsTable"),
-    );
     let job =
         relay_local_stack::seed::seed_job(&plain, Operation::EmailFind, finders(5), 5, &["bulk-1"])
             .await;
@@ -330,10 +323,32 @@ async fn a_bulk_set_whose_chunk_is_erased_while_it_holds_it_writes_no_row() {
         offset: 0,
         count: 5,
     };
-    let writer = {
-        let job = job.clone();
-        tokio::spawn(async move { held.store_chunk(&job, chunk, results, update).await })
-    };
+    // The bulk set runs on a thread of its own (its own runtime and HTTP client), so that the
+    // hold blocks it alone.
+    let hold = HoldRowWrites::default();
+    let (gate, table, endpoint, id) = (
+        hold.clone(),
+        stack.res.table("JobsTable").to_string(),
+        crate::support::moto().endpoint.clone(),
+        job.clone(),
+    );
+    let writer = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let sdk = relay_shared::aws::for_endpoint(&endpoint).await;
+            let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(gate)
+                .build();
+            let held = DynamoJobStore::new(aws_sdk_dynamodb::Client::from_conf(config), table);
+            held.store_chunk(&id, chunk, results, update)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    });
     let gate = hold.clone();
     tokio::task::spawn_blocking(move || gate.wait_held())
         .await
@@ -342,7 +357,9 @@ async fn a_bulk_set_whose_chunk_is_erased_while_it_holds_it_writes_no_row() {
     assert!(plain.mark_deleted(&job).await.unwrap());
     while plain.delete_items(&job, 100).await.unwrap() > 0 {}
     hold.release();
-    let stored = writer.await.unwrap();
+    let stored = tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
     assert!(stored.is_err(), "{stored:?}");
     assert_eq!(
         items_of(&stack, &job).await,
