@@ -1,5 +1,7 @@
 //! The claim-check store: delivery bodies too large for one SQS message live in S3, and the
-//! envelope carries their bucket, key, size and SHA-256.
+//! envelope carries their bucket, key, size and SHA-256. Keys are
+//! `deliveries/{provider}/{job}/{delivery_id}` ([`delivery_key`]): a job's bodies share one
+//! prefix ([`job_prefix`]), by which its erasure deletes them.
 
 use std::future::Future;
 
@@ -10,11 +12,26 @@ use aws_sdk_s3::primitives::ByteStream;
 #[error("body store: {0}")]
 pub struct StoreError(pub String);
 
+/// Where one delivery's body is kept.
+pub fn delivery_key(provider: crate::Provider, job_id: &str, delivery_id: &str) -> String {
+    format!("{}{delivery_id}", job_prefix(provider, job_id))
+}
+
+/// The prefix every claim-checked body of a job is kept under.
+pub fn job_prefix(provider: crate::Provider, job_id: &str) -> String {
+    format!("deliveries/{}/{job_id}/", provider.as_str())
+}
+
 pub trait BodyStore: Send + Sync + 'static {
     fn bucket(&self) -> &str;
     fn put(&self, key: &str, bytes: Vec<u8>)
     -> impl Future<Output = Result<(), StoreError>> + Send;
     fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+    /// Deletes one body (none there is no error).
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Deletes every body under `prefix` (a job's, [`job_prefix`]); returns how many.
+    fn delete_prefix(&self, prefix: &str)
+    -> impl Future<Output = Result<usize, StoreError>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +83,67 @@ impl BodyStore for S3Bodies {
             .map_err(|e| StoreError(e.to_string()))?;
         Ok(data.into_bytes().to_vec())
     }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| StoreError(DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
+
+    /// ListObjectsV2 by prefix, 1,000 keys a page, each page deleted with one DeleteObjects.
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let err = |e: &dyn std::fmt::Display| StoreError(e.to_string());
+        let mut deleted = 0;
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| StoreError(DisplayErrorContext(&e).to_string()))?;
+            let keys: Vec<ObjectIdentifier> = page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(&e))?;
+            if keys.is_empty() {
+                continue;
+            }
+            let n = keys.len();
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(keys))
+                        .quiet(true)
+                        .build()
+                        .map_err(|e| err(&e))?,
+                )
+                .send()
+                .await
+                .map_err(|e| StoreError(DisplayErrorContext(&e).to_string()))?;
+            if !out.errors().is_empty() {
+                return Err(StoreError(format!(
+                    "{} of {n} bodies not deleted",
+                    out.errors().len()
+                )));
+            }
+            deleted += n;
+        }
+        Ok(deleted)
+    }
 }
 
 /// Bodies in memory (feature `memory`).
@@ -93,5 +171,27 @@ impl BodyStore for MemoryBodies {
             .get(key)
             .cloned()
             .ok_or_else(|| StoreError(format!("no body {key}")))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.bodies.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        let mut bodies = self.bodies.lock().unwrap();
+        let before = bodies.len();
+        bodies.retain(|k, _| !k.starts_with(prefix));
+        Ok(before - bodies.len())
+    }
+}
+
+#[cfg(feature = "memory")]
+impl MemoryBodies {
+    /// The keys of every body kept.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.bodies.lock().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
     }
 }

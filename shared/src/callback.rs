@@ -126,9 +126,56 @@ pub enum Attempted {
     LeaseLost,
 }
 
+/// The callback client's DNS resolver: it resolves a host name with the system's resolver and
+/// keeps only the addresses the relay may call ([`crate::validate::is_public_address`]; loopback
+/// too where `allow_loopback`, the local stack). reqwest connects only to what it returns, so a
+/// name that resolves (or is rebound, between submit and the attempt) to a private, loopback or
+/// link-local address is never called. Literal addresses are not resolved: they were checked
+/// when the URL was submitted.
+#[derive(Debug, Clone, Copy)]
+pub struct PublicAddresses {
+    pub allow_loopback: bool,
+}
+
+impl PublicAddresses {
+    /// Whether an address a callback host resolved to may be called.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        crate::validate::is_public_address(ip) || (self.allow_loopback && ip.is_loopback())
+    }
+}
+
+impl reqwest::dns::Resolve for PublicAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let filter = *self;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| filter.allows(a.ip()))
+                .collect();
+            if found.is_empty() {
+                // The error names no host: a callback URL is the caller's data.
+                return Err("the callback host resolves to no public address".into());
+            }
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 impl Callbacks {
     /// `CALLBACK_SECRET` is a Standard Webhooks secret: `whsec_` and base64 of 24 to 64 bytes.
+    /// Host names are called only at public addresses ([`PublicAddresses`]).
     pub fn new(secret: &str, retry_base: Duration) -> Result<Callbacks, ConfigError> {
+        Self::with_policy(secret, retry_base, false)
+    }
+
+    /// [`Self::new`]; `allow_loopback` (`CALLBACK_ALLOW_LOOPBACK`, the local stack): host names
+    /// may resolve to loopback addresses too.
+    pub fn with_policy(
+        secret: &str,
+        retry_base: Duration,
+        allow_loopback: bool,
+    ) -> Result<Callbacks, ConfigError> {
         let problem = |p: &str| ConfigError {
             var: "CALLBACK_SECRET",
             problem: p.into(),
@@ -152,6 +199,8 @@ impl Callbacks {
             // A redirect could lead the relay anywhere, e.g. into its own network.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("enrich-relay-callbacks/1")
+            // Every address a host name resolves to is checked when the attempt connects.
+            .dns_resolver(PublicAddresses { allow_loopback })
             .build()
             .map_err(|e| problem(&format!("HTTP client: {e}")))?;
         Ok(Callbacks {
@@ -195,7 +244,8 @@ impl Callbacks {
             return Ok(Attempted::Skipped);
         };
         let meta = &take.meta;
-        let Some(url) = meta.callback_url.as_deref() else {
+        // A deleted job calls back no one (its head lost its callback with the DELETE).
+        let Some(url) = meta.callback_url.as_deref().filter(|_| !meta.deleted) else {
             return Ok(Attempted::Skipped);
         };
         let state = meta
@@ -340,6 +390,83 @@ mod tests {
             CallbackRequest::from_json(r#"{"poll":{"job_id":"j"}}"#),
             None
         );
+    }
+
+    #[test]
+    fn resolved_addresses_are_called_only_when_public() {
+        let strict = PublicAddresses {
+            allow_loopback: false,
+        };
+        let local = PublicAddresses {
+            allow_loopback: true,
+        };
+        for bad in [
+            "127.0.0.1",
+            "10.0.0.7",
+            "172.16.3.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: std::net::IpAddr = bad.parse().unwrap();
+            assert!(!strict.allows(ip), "{bad}");
+        }
+        for good in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"] {
+            assert!(strict.allows(good.parse().unwrap()), "{good}");
+        }
+        assert!(local.allows("127.0.0.1".parse().unwrap()));
+        assert!(local.allows("::1".parse().unwrap()));
+        assert!(!local.allows("10.0.0.7".parse().unwrap()), "loopback only");
+    }
+
+    /// Issue 24 item 15: a callback host name that resolves to a loopback (or any non-public)
+    /// address is not called, whatever the URL looked like when it was submitted; the local
+    /// stack's policy (`CALLBACK_ALLOW_LOOPBACK`) still reaches loopback receivers by name.
+    #[tokio::test]
+    async fn a_host_name_resolving_to_loopback_is_not_called() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let target = CallbackTarget {
+            job_id: "job_1".into(),
+            due_at: None,
+        };
+        let url = format!("http://localhost:{port}/hook");
+        let strict = Callbacks::new(secret, DEFAULT_RETRY_BASE).unwrap();
+        let head = ended_job(&url, crate::now_ms());
+        let attempted = strict.attempt(&head, &target).await.unwrap();
+        assert!(
+            matches!(attempted, Attempted::Failed { .. }),
+            "{attempted:?}"
+        );
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "no connection to a loopback address"
+        );
+        let local = Callbacks::with_policy(secret, DEFAULT_RETRY_BASE, true).unwrap();
+        let head = ended_job(&url, crate::now_ms());
+        let attempted = local.attempt(&head, &target).await.unwrap();
+        assert_eq!(attempted, Attempted::Delivered { status_code: 204 });
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     /// One job head's callback state in memory, with the conditions of the DynamoDB store.

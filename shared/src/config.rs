@@ -393,6 +393,9 @@ pub struct FetchConfig {
     /// `CALLBACK_RETRY_BASE_SECONDS` (30): the wait after a callback's first failed attempt; it
     /// doubles with each failure.
     pub callback_retry_base: Duration,
+    /// `CALLBACK_ALLOW_LOOPBACK` (false; `true` only on the local stack): callback host names may
+    /// resolve to loopback addresses (receivers on the developer's machine).
+    pub callback_allow_loopback: bool,
 }
 
 impl FetchConfig {
@@ -419,6 +422,7 @@ impl FetchConfig {
                 "CALLBACK_RETRY_BASE_SECONDS",
                 crate::callback::DEFAULT_RETRY_BASE,
             )?,
+            callback_allow_loopback: env.flag("CALLBACK_ALLOW_LOOPBACK", false)?,
         })
     }
 }
@@ -429,7 +433,7 @@ impl FetchConfig {
 pub struct SweepConfig {
     pub jobs_table: String,
     pub webhook_queue_url: String,
-    /// `SUBMIT_QUEUE_URL`: where the starts of chunks whose messages were lost go again.
+    /// `SUBMIT_QUEUE_URL`: where lost starts and overdue erasures are asked for again.
     pub submit_queue_url: String,
     pub poll_after: Duration,
     /// Polls queued per sweep at most.
@@ -525,6 +529,8 @@ pub struct WorkerConfig {
     /// `JOB_DEADLINE_HOURS` (24): a chunk still pending this long after its job was created
     /// never starts (a job's `options.deadline_hours` wins).
     pub deadline: Duration,
+    /// `PAYLOAD_BUCKET`: the claim-check bucket, where a job's erasure deletes its bodies.
+    pub payload_bucket: String,
 }
 
 impl WorkerConfig {
@@ -548,6 +554,7 @@ impl WorkerConfig {
             poll_after: poll_after(env)?,
             retention: retention(env)?,
             deadline: job_deadline(env)?,
+            payload_bucket: env.required("PAYLOAD_BUCKET")?,
         })
     }
 }

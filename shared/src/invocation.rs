@@ -16,9 +16,19 @@ pub async fn within<F: Future>(deadline: Instant, f: F) -> F::Output {
     DEADLINE.scope(deadline, f).await
 }
 
-/// The instant of a Lambda context's deadline (`context.deadline`: ms since the Unix epoch).
-pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
-    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(crate::now_ms()))
+/// The shortest invocation time left, at its start, that the relay budgets waits against. The
+/// deployed functions run 60 s (bulk-fetch) and 90 s (the worker); an emulator that hands out
+/// a token deadline (cargo lambda watch gives Lambda's default 3 s) is not one to budget by.
+pub const MIN_BUDGET: Duration = Duration::from_secs(15);
+
+/// Runs `f` within a Lambda context's deadline (`context.deadline`: ms since the Unix epoch),
+/// unless that leaves less than [`MIN_BUDGET`] (then unbounded, as outside an invocation).
+pub async fn within_context<F: Future>(deadline_ms: u64, f: F) -> F::Output {
+    let left = Duration::from_millis(deadline_ms.saturating_sub(crate::now_ms()));
+    if left < MIN_BUDGET {
+        return f.await;
+    }
+    within(Instant::now() + left, f).await
 }
 
 /// What is left of the current invocation; `None` outside one (tests, tools): no bound.

@@ -205,6 +205,8 @@ pub struct JobMeta {
     /// nothing more, and its deliveries are dropped; its items are being deleted (the head stays
     /// as a tombstone without contact data until its retention ends).
     pub deleted: bool,
+    /// A deleted job's erasure is done: only its tombstone is left.
+    pub erased: bool,
     /// Where `job.completed` is POSTed when the job ends (`callback_url` on `POST /jobs`).
     pub callback_url: Option<String>,
     /// That callback's delivery, once the job ended.
@@ -324,6 +326,7 @@ impl JobMeta {
             error: None,
             options,
             deleted: false,
+            erased: false,
             callback_url: None,
             callback: None,
         }

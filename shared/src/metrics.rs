@@ -56,9 +56,9 @@ pub const DELIVERIES_UNAVAILABLE: Metric = count(INGEST, "DeliveriesUnavailable"
 pub const DUPLICATES: Metric = count(FETCH, "Duplicates");
 /// bulk-fetch: deliveries parked in the DLQ, by `Reason`.
 pub const PARKED: Metric = count(FETCH, "Parked");
-/// bulk-fetch: deliveries dropped unseen: for an erased job, or naming an id no chunk of their
-/// job knows.
-pub const DROPPED: Metric = count(FETCH, "Dropped");
+/// bulk-fetch: deliveries dropped unseen: for a deleted job (their data is kept nowhere, not
+/// even in the DLQ), or naming an id no chunk of their job knows.
+pub const DELIVERIES_DROPPED: Metric = count(FETCH, "DeliveriesDropped");
 /// bulk-fetch: deliveries put back on the queue, delayed (provider not ready, rate limit, a
 /// request slot).
 pub const DEFERRED: Metric = count(FETCH, "Deferred");
@@ -102,6 +102,8 @@ pub const JOBS_CREATED: Metric = count(API, "JobsCreated");
 pub const CHUNKS_DUE: Metric = count(SWEEPER, "ChunksDue");
 /// sweeper: polls put on the webhook queue.
 pub const POLLS_QUEUED: Metric = count(SWEEPER, "PollsQueued");
+/// sweeper: erasures of deleted jobs asked for again (their message lost, or their worker dead).
+pub const ERASURES_QUEUED: Metric = count(SWEEPER, "ErasuresQueued");
 /// sweeper: sweeps that failed (the index could not be read) and polls that could not be queued.
 pub const SWEEP_ERRORS: Metric = count(SWEEPER, "SweepErrors");
 
@@ -113,7 +115,7 @@ pub const ALL: &[Metric] = &[
     DELIVERIES_UNAVAILABLE,
     DUPLICATES,
     PARKED,
-    DROPPED,
+    DELIVERIES_DROPPED,
     DEFERRED,
     RETRIED,
     RESULTS_STORED,
@@ -133,6 +135,7 @@ pub const ALL: &[Metric] = &[
     JOBS_CREATED,
     CHUNKS_DUE,
     POLLS_QUEUED,
+    ERASURES_QUEUED,
     SWEEP_ERRORS,
 ];
 

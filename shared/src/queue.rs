@@ -121,13 +121,20 @@ impl Queue for SqsQueue {
     }
 }
 
+/// The submit queue's message asking the worker to erase a deleted job (job-submit's
+/// `SubmitChunk` with action `delete`; a test there holds them to one shape). The sweeper sends
+/// it for a deleted job whose erasure is overdue.
+pub fn erasure_request(job_id: &str) -> String {
+    crate::envelope::SubmitChunk::delete(job_id)
+}
+
 /// A queue in memory (feature `memory`): what was sent, with its delay and attributes.
 #[cfg(feature = "memory")]
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     pub sent: std::sync::Mutex<Vec<Sent>>,
     /// Sends still to fail (as SQS being unreachable would).
-    pub failing: std::sync::atomic::AtomicUsize,
+    failing: std::sync::atomic::AtomicUsize,
 }
 
 #[cfg(feature = "memory")]
@@ -151,8 +158,11 @@ impl MemoryQueue {
     }
 
     fn send_fails(&self) -> Result<(), QueueError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        match self.failing.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) {
+        use std::sync::atomic::Ordering;
+        match self
+            .failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
             Ok(_) => Err(QueueError("injected send failure".into())),
             Err(_) => Ok(()),
         }

@@ -310,10 +310,11 @@ pub fn validate_callback_url(u: &str, policy: CallbackPolicy) -> Result<String, 
         Some(url::Host::Domain(_)) => None,
         None => return Err("must be an absolute https URL".into()),
     };
-    let loopback = ip.is_some_and(|ip| ip.is_loopback())
-        || url
-            .host_str()
-            .is_some_and(|h| h.eq_ignore_ascii_case("localhost"));
+    // A host name's trailing dot (`localhost.`) names the same host.
+    let host = url
+        .host_str()
+        .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+    let loopback = ip.is_some_and(|ip| ip.is_loopback()) || host.as_deref() == Some("localhost");
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials (user:password@)".into());
     }
@@ -328,29 +329,8 @@ pub fn validate_callback_url(u: &str, policy: CallbackPolicy) -> Result<String, 
         return Err("must be an https URL".into());
     }
     let private = loopback
-        || url
-            .host_str()
-            .is_some_and(|h| h.to_ascii_lowercase().ends_with(".localhost"))
-        || ip.is_some_and(|ip| match ip {
-            IpAddr::V4(a) => {
-                a.is_private()
-                    || a.is_loopback()
-                    || a.is_link_local()
-                    || a.is_unspecified()
-                    || a.is_broadcast()
-                    || a.is_documentation()
-                    // 100.64.0.0/10, carrier-grade NAT
-                    || (a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64)
-            }
-            IpAddr::V6(a) => {
-                a.is_loopback()
-                    || a.is_unspecified()
-                    // fc00::/7 unique local, fe80::/10 link-local
-                    || (a.segments()[0] & 0xfe00) == 0xfc00
-                    || (a.segments()[0] & 0xffc0) == 0xfe80
-                    || a.to_ipv4_mapped().is_some()
-            }
-        });
+        || host.as_deref().is_some_and(|h| h.ends_with(".localhost"))
+        || ip.is_some_and(|ip| !is_public_address(ip));
     if private {
         return Err(
             "must point to a public host (not a private, loopback or link-local address)".into(),
@@ -461,6 +441,35 @@ pub fn reduce_domain(value: &str) -> Result<String, &'static str> {
     } else {
         Err(RULE)
     }
+}
+
+/// Whether the relay may call `ip`: not private, loopback, link-local (e.g. `169.254.169.254`),
+/// carrier-grade NAT, unspecified, broadcast or documentation. Checked on a callback URL's
+/// literal address at submit, and on every address its host name resolves to at connect time
+/// ([`crate::callback`]).
+pub fn is_public_address(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let private = match ip {
+        IpAddr::V4(a) => {
+            a.is_private()
+                || a.is_loopback()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_documentation()
+                // 100.64.0.0/10, carrier-grade NAT
+                || (a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                // fc00::/7 unique local, fe80::/10 link-local
+                || (a.segments()[0] & 0xfe00) == 0xfc00
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+                || a.to_ipv4_mapped().is_some()
+        }
+    };
+    !private
 }
 
 pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, Invalid> {
@@ -884,7 +893,10 @@ mod tests {
             ("https://user:pw@hooks.example.com/", "credentials"),
             ("https://127.0.0.1/done", "public"),
             ("https://localhost/done", "public"),
+            ("https://localhost./done", "public"),
+            ("https://LocalHost./done", "public"),
             ("https://api.localhost/done", "public"),
+            ("https://api.localhost./done", "public"),
             ("https://10.1.2.3/done", "public"),
             ("https://192.168.0.1/done", "public"),
             ("https://172.16.0.1/done", "public"),

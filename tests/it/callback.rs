@@ -237,7 +237,10 @@ async fn a_lost_callback_request_is_swept_and_two_requests_make_one_attempt() {
     let sweeper = Sweeper {
         jobs: f.jobs.clone(),
         queue: relay_shared::queue::SqsQueue::new(f.stack.sqs(), f.stack.webhook_queue()),
-        submit_queue: None,
+        submit_queue: relay_shared::queue::SqsQueue::new(
+            f.stack.sqs(),
+            f.stack.res.queue_url("SubmitQueue"),
+        ),
         hold: Duration::from_secs(60),
         limit: 100,
     };

@@ -10,6 +10,7 @@ mod dlq;
 mod documented;
 mod e2e;
 mod events;
+mod erasure;
 mod fetch;
 mod ingest;
 mod openapi;

@@ -6,6 +6,7 @@ use job_submit::{Api, ChunkSubmitter};
 use relay_local_stack::poller::Poller;
 use relay_local_stack::provider_stub::ProviderStub;
 use relay_shared::auth::{BearerToken, WebhookSecret};
+use relay_shared::bodies::S3Bodies;
 use relay_shared::jobs::{ChunkStatus, ContactResult, Outcome};
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
@@ -25,7 +26,7 @@ struct Submit {
     stack: Stack,
     stub: ProviderStub,
     api: Api<DynamoJobStore, SqsQueue>,
-    worker: ChunkSubmitter<DynamoJobStore, ProviderHttp, SqsQueue>,
+    worker: ChunkSubmitter<DynamoJobStore, ProviderHttp, SqsQueue, S3Bodies>,
     jobs: DynamoJobStore,
 }
 
@@ -49,6 +50,7 @@ impl Submit {
         };
         let worker = ChunkSubmitter {
             jobs: jobs.clone(),
+            bodies: S3Bodies::new(stack.s3(), stack.res.bucket("PayloadBucket")),
             starter: ProviderHttp::new(&stub.url, ENROW_KEY, &stub.url, FE_KEY),
             queue: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
             callbacks: SqsQueue::new(stack.sqs(), stack.webhook_queue()),
@@ -965,7 +967,7 @@ async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
     let sweeper = bulk_fetch::Sweeper {
         jobs: s.jobs.clone(),
         queue: SqsQueue::new(s.stack.sqs(), s.stack.webhook_queue()),
-        submit_queue: Some(SqsQueue::new(s.stack.sqs(), s.stack.res.queue_url("SubmitQueue"))),
+        submit_queue: SqsQueue::new(s.stack.sqs(), s.stack.res.queue_url("SubmitQueue")),
         hold: Duration::from_secs(60),
         limit: 100,
     };

@@ -75,6 +75,33 @@ fn the_checks_fail_when_a_variable_route_policy_or_function_goes() {
             "                [\"EnrichRelay\", \"PollsQueued\", \"Function\", \"bulk-fetch\"]]}},",
             "dashboard shows PollsQueued of bulk-fetch",
         ),
+        // Issue 24 item 17: every route throttled, every function's concurrency reserved.
+        (
+            "      ReservedConcurrentExecutions: !Ref BulkFetchReservedConcurrency\n",
+            "",
+            "BulkFetchFunction: no reserved concurrency",
+        ),
+        (
+            "        \"POST /webhooks/{proxy+}\":\n",
+            "        \"POST /jobs\":\n",
+            "no throttling of POST /webhooks/{proxy+}",
+        ),
+        (
+            "    Default: 10\n    MinValue: 5\n",
+            "    Default: 3\n    MinValue: 1\n",
+            "reserved concurrency 3 is under its event source's MaximumConcurrency 5",
+        ),
+        // The claim-checked bodies go with their job's erasure (issue 24 item 12).
+        (
+            "              Action: s3:ListBucket\n",
+            "              Action: s3:GetObject\n",
+            "s3:ListBucket on PayloadBucket",
+        ),
+        (
+            "            ExpirationInDays: !Ref DedupeRetentionDays\n",
+            "            ExpirationInDays: 30\n",
+            "no lifecycle rule expiring bodies after DedupeRetentionDays",
+        ),
         // A secret a function reads must be granted, and only those.
         (
             "                - !Sub \"arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SecretsPrefix}/webhook-secret-previous\"\n",

@@ -56,7 +56,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 const WORKER_TIMEOUT: Duration = Duration::from_secs(90);
 
 type SimWorker = Worker<MemoryJobs, MemoryDedupe, SimProvider, MemoryBodies, MemoryQueue>;
-type SimSubmitter = ChunkSubmitter<MemoryJobs, SimProvider, MemoryQueue>;
+type SimSubmitter = ChunkSubmitter<MemoryJobs, SimProvider, MemoryQueue, MemoryBodies>;
 
 #[derive(Debug, Clone)]
 enum Msg {
@@ -193,6 +193,7 @@ impl Sim {
         };
         let submitter = ChunkSubmitter {
             jobs: jobs.clone(),
+            bodies: MemoryBodies::default(),
             starter: provider.clone(),
             queue: MemoryQueue::default(),
             callbacks: MemoryQueue::default(),

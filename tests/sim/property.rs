@@ -3,8 +3,8 @@
 //! random points a lost start message, a start whose answer is lost, an enrichment the
 //! provider no longer knows when polled, webhooks never sent or sent up to five times (signed
 //! or not, with or without per-contact bodies), a cancel or a DELETE mid-job, and the clock
-//! jumping to the deadline. `SIM_CASES` sets how many cases (default 400); a failing case
-//! prints its seed (`SIM_SEED` replays one).
+//! jumping to the deadline. `SIM_CASES` sets how many cases (default 2000, about 30 s here); a
+//! failing case prints its seed (`SIM_SEED` replays one).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -125,8 +125,10 @@ async fn case(seed: u64) -> Result<(), String> {
             return fail(format!("{left} items of deleted {} left", p.job_id));
         }
     }
+    // A webhook later than the start-confirmation timeout (a clock jump) finds its chunk ended
+    // `start_unconfirmed`: it is parked (kept for an operator), not applied.
     let dlq = sim.log().dead_letters.clone();
-    if !dlq.is_empty() {
+    if !dlq.is_empty() && !jumped {
         return fail(format!("{} parked: {}", dlq.len(), &dlq[0][..dlq[0].len().min(300)]));
     }
     // The budget is never exceeded in any window.
@@ -147,7 +149,7 @@ async fn case(seed: u64) -> Result<(), String> {
 
 #[tokio::test(start_paused = true)]
 async fn every_job_ends_and_ends_right_under_random_faults() {
-    let cases: u64 = std::env::var("SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let cases: u64 = std::env::var("SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let seeds: Vec<u64> = match std::env::var("SIM_SEED").ok().and_then(|v| v.parse().ok()) {
         Some(one) => vec![one],
         None => (1..=cases).collect(),

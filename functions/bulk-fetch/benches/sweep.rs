@@ -102,7 +102,7 @@ async fn bench(sdk: &aws_config::SdkConfig, open: usize) {
         let sweeper = Sweeper {
             jobs: DynamoJobStore::new(ddb.clone(), &table),
             queue: SqsQueue::new(sqs.clone(), res.queue_url("WebhookQueue")),
-            submit_queue: None,
+            submit_queue: SqsQueue::new(sqs.clone(), res.queue_url("SubmitQueue")),
             hold: Duration::from_secs(600),
             limit: 5000,
         };

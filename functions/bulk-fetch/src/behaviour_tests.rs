@@ -244,3 +244,67 @@ async fn deliveries_for_a_deleted_job_are_dropped_not_parked() {
     assert!(w.dead_letters.take().is_empty(), "its data is kept nowhere");
     assert!(w.jobs.results(&job_id).is_empty());
 }
+
+/// A loopback port nobody listens on: an attempt to it fails to connect.
+fn closed_port_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/hook")
+}
+
+/// Issue 24 item 13: a job deleted after it ended, its callback still pending, calls back no
+/// one: the DELETE clears the callback (URL, state, due date), and an attempt whose message
+/// comes afterwards makes no request.
+#[tokio::test]
+async fn a_deleted_job_calls_back_no_one() {
+    use relay_shared::callback::Attempted;
+    use relay_shared::store::{JobStore, JobWriter};
+    let w = worker();
+    let job_id = seed(&w, &["a"], Some(&closed_port_url()));
+    handle(&w, &found(&job_id, "a")).await;
+    assert_eq!(job(&w, &job_id).await.status, JobStatus::Completed);
+    let ask = w.requeue.take();
+    assert_eq!(ask.len(), 1, "the callback was asked for");
+    assert!(w.jobs.mark_deleted(&job_id).await.unwrap());
+    // The message asking for the callback comes after the DELETE: no attempt is made.
+    assert_eq!(
+        handle(&w, &ask[0].body).await,
+        Disposition::Callback(Attempted::Skipped)
+    );
+    let head = w.jobs.get_job(&job_id).await.unwrap().unwrap();
+    assert_eq!(
+        head.callback_url, None,
+        "the tombstone keeps no callback URL"
+    );
+    assert_eq!(head.callback, None, "nor its state");
+    assert!(w.requeue.take().is_empty(), "and no retry is asked for");
+}
+
+/// Issue 24 item 11: a delivery that reads its job's head before the DELETE is seen (an
+/// eventually consistent read) and finds its link erased is dropped and counted, not parked
+/// with its contact data.
+#[tokio::test]
+async fn a_delivery_whose_link_was_erased_meanwhile_is_dropped_not_parked() {
+    use relay_shared::store::{JobWriter, SubmitLedger};
+    let w = worker();
+    let job_id = seed(&w, &["a"], None);
+    assert!(w.jobs.mark_deleted(&job_id).await.unwrap());
+    while w.jobs.delete_items(&job_id, 100).await.unwrap() > 0 {}
+    w.jobs.stale_heads(true);
+    let d = handle(&w, &found(&job_id, "a")).await;
+    assert!(matches!(d, Disposition::Dropped(_)), "{d:?}");
+    assert!(w.dead_letters.take().is_empty(), "its data is kept nowhere");
+    assert!(w.jobs.results(&job_id).is_empty());
+    let handled = [crate::Handled {
+        disposition: d,
+        poll: false,
+        received_at_ms: None,
+    }];
+    let line: Value =
+        serde_json::from_str(&crate::batch_metrics(&handled, 1_000)[0].line(1_000)).unwrap();
+    assert_eq!(
+        line["DeliveriesDropped"], 1.0,
+        "dropped deliveries are counted"
+    );
+}

@@ -31,9 +31,10 @@ impl DeployedWorker {
             ),
             providers: config.providers.client(),
             bodies: S3Bodies::new(aws::s3(sdk), &config.payload_bucket),
-            callbacks: Callbacks::new(
+            callbacks: Callbacks::with_policy(
                 config.callback_secret.expose_secret(),
                 config.callback_retry_base,
+                config.callback_allow_loopback,
             )?,
             dead_letters: SqsQueue::new(aws::sqs(sdk), &config.dead_letter_queue_url),
             requeue: SqsQueue::new(aws::sqs(sdk), &config.webhook_queue_url),
@@ -49,7 +50,7 @@ impl Sweeper<SqsQueue> {
         Sweeper {
             jobs: DynamoJobStore::new(aws::dynamodb(sdk), &config.jobs_table),
             queue: SqsQueue::new(aws::sqs(sdk), &config.webhook_queue_url),
-            submit_queue: Some(SqsQueue::new(aws::sqs(sdk), &config.submit_queue_url)),
+            submit_queue: SqsQueue::new(aws::sqs(sdk), &config.submit_queue_url),
             hold: config.poll_after,
             limit: config.limit,
         }

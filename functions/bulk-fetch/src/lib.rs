@@ -326,7 +326,7 @@ where
         };
         if meta.deleted {
             // Erased at the caller's request: its data is not kept, not even in the DLQ.
-            return Disposition::Dropped("the job was deleted".into());
+            return self.drop_delivery(env, "the job was deleted").await;
         }
         if meta.provider != env.provider {
             return Disposition::Parked("provider does not match the job".into());
@@ -334,8 +334,30 @@ where
 
         match self.apply_once(&meta, &key, action, true).await {
             Ok(disposition) => disposition,
-            Err(failure) => self.fail(env, failure).await,
+            Err(failure) => {
+                // The head read first may be a second stale, and a DELETE may come while the
+                // delivery is applied: a delivery that failed (its link or chunk erased, say) is
+                // dropped if its job is deleted now, never parked or put back with its data.
+                if matches!(self.jobs.get_job(&env.job_id).await, Ok(Some(m)) if m.deleted) {
+                    return self
+                        .drop_delivery(env, "the job was deleted while its delivery was applied")
+                        .await;
+                }
+                self.fail(env, failure).await
+            }
         }
+    }
+
+    /// A delivery for a deleted job: dropped, its claim-checked body (if any) deleted with it.
+    async fn drop_delivery(&self, env: &Envelope, why: &str) -> Disposition {
+        if let Body::Stored { key, .. } = &env.body
+            && let Err(e) = self.bodies.delete(key).await
+        {
+            // Its job's erasure deletes every body under the job's prefix (or the bucket's
+            // lifecycle rule, in the end).
+            tracing::warn!(job_id = %env.job_id, error = %e, "dropped delivery's body not deleted");
+        }
+        Disposition::Dropped(why.into())
     }
 
     /// Applies the event once. A single result (Enrow single, FullEnrich `contact_finished`)
@@ -1571,7 +1593,7 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
                 line.add(metrics::DEFERRED, 1);
             }
             Disposition::Dropped(_) => {
-                line.add(metrics::DROPPED, 1);
+                line.add(metrics::DELIVERIES_DROPPED, 1);
             }
             Disposition::Polled(_) => {}
             Disposition::Callback(a) => match a {
@@ -1613,8 +1635,8 @@ pub struct Sweeper<Q> {
     /// The webhook queue: polls and completion callbacks.
     pub queue: Q,
     /// The submit queue: the starts (and confirmation checks) of chunks whose messages were
-    /// lost. `None`: this sweeper sends none.
-    pub submit_queue: Option<Q>,
+    /// lost, and a deleted job whose erasure is overdue (its message lost, its worker dead).
+    pub submit_queue: Q,
     /// How long a chunk taken for a poll stays out of later sweeps (its poll's time to run).
     pub hold: Duration,
     /// Chunks taken per sweep at most (the rest wait for the next sweep).
@@ -1632,6 +1654,8 @@ pub struct Sweep {
     pub skipped: usize,
     /// Polls that could not be queued (the chunk is polled again after `hold`).
     pub failed: usize,
+    /// Erasures of deleted jobs asked for again.
+    pub erasures: usize,
     /// What reading the `due` index cost.
     pub read: relay_shared::store::ReadCost,
 }
@@ -1644,6 +1668,7 @@ impl Sweep {
             Some(s) => {
                 m.add(metrics::CHUNKS_DUE, s.due as u64)
                     .add(metrics::POLLS_QUEUED, s.enqueued as u64)
+                    .add(metrics::ERASURES_QUEUED, s.erasures as u64)
                     .add(metrics::SWEEP_ERRORS, s.failed as u64);
             }
             None => {
@@ -1690,11 +1715,15 @@ impl<Q: Queue> Sweeper<Q> {
                     // A chunk whose start message was lost (a failed send, the submit DLQ, a
                     // worker gone): its start again, which only a pending chunk can take.
                     DueAction::Start => (
-                        self.submit_queue.as_ref(),
+                        Some(&self.submit_queue),
                         SubmitChunk::message(&d.job_id, index, SubmitAction::Start),
                     ),
+                    DueAction::Erase => (
+                        Some(&self.submit_queue),
+                        SubmitChunk::delete(&d.job_id),
+                    ),
                     DueAction::ConfirmCheck => (
-                        self.submit_queue.as_ref(),
+                        Some(&self.submit_queue),
                         SubmitChunk::message(&d.job_id, index, SubmitAction::ConfirmCheck),
                     ),
                     // A completion callback due (its message lost, its attempt dead, or its
@@ -1726,7 +1755,37 @@ impl<Q: Queue> Sweeper<Q> {
                 }
             }
         }
+        self.sweep_erasures(&mut sweep).await?;
         Ok(sweep)
+    }
+
+    /// Deleted jobs whose erasure is overdue: each taken (its due date moved `hold` on, so the
+    /// next sweep asks again only if this erasure does not finish) and asked for on the submit
+    /// queue, where the worker erases it.
+    async fn sweep_erasures(&self, sweep: &mut Sweep) -> Result<(), StoreError> {
+        let hold = self.hold.as_millis() as u64;
+        for due in self
+            .jobs
+            .due_erasures(relay_shared::now_ms(), self.limit)
+            .await?
+        {
+            if self.jobs.take_due(&due, hold).await?.is_none() {
+                sweep.skipped += 1;
+                continue;
+            }
+            match self
+                .submit_queue
+                .send(relay_shared::queue::erasure_request(&due.job_id))
+                .await
+            {
+                Ok(_) => sweep.erasures += 1,
+                Err(e) => {
+                    tracing::warn!(job_id = %due.job_id, error = %e, "erasure not queued");
+                    sweep.failed += 1;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

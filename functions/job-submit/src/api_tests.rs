@@ -154,8 +154,6 @@ async fn a_deleted_job_reads_as_gone_and_its_erasure_is_queued() {
     );
     let (status, _) = call(&a, "GET", &format!("/jobs/{id}"), &[], &Value::Null).await;
     assert_eq!(status, 404);
-    let (status, _) = call(&a, "DELETE", &format!("/jobs/{id}"), &[], &Value::Null).await;
-    assert_eq!(status, 404, "deleted already");
     let (_, list) = call(&a, "GET", "/jobs", &[], &Value::Null).await;
     assert_eq!(list["jobs"], json!([]));
 }
@@ -176,4 +174,38 @@ async fn a_job_whose_start_messages_could_not_be_queued_is_accepted_and_never_re
     let (_, got) = call(&a, "GET", &format!("/jobs/{job_id}"), &[], &Value::Null).await;
     assert_eq!(got["chunks"][0]["status"], "pending", "{got}");
     assert!(starts(&a).is_empty(), "its message was lost");
+}
+
+/// Issue 24 item 10: the erasure is recorded with the DELETE (the sweeper finds a deleted job
+/// not erased yet), so a DELETE whose erasure message could not be queued is still accepted; a
+/// retry of it, before the job is erased, queues the erasure again (never a 404 that leaves the
+/// data in place). Once erased, the job is gone: 404.
+#[tokio::test]
+async fn a_delete_whose_erasure_was_not_queued_is_accepted_and_its_retry_queues_it_again() {
+    use relay_shared::store::SubmitLedger;
+    let a = api(CallbackPolicy::default());
+    let (_, created) = call(&a, "POST", "/jobs", &[], &job(2)).await;
+    let id = created["job_id"].as_str().unwrap().to_string();
+    starts(&a);
+    let path = format!("/jobs/{id}");
+    let erase = vec![serde_json::from_str::<SubmitChunk>(&SubmitChunk::delete(&id)).unwrap()];
+    a.submit_queue.fail_sends(1);
+    let (status, body) = call(&a, "DELETE", &path, &[], &Value::Null).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (202, &json!("deleting")),
+        "{body}"
+    );
+    assert!(starts(&a).is_empty(), "the message was lost");
+    let (status, _) = call(&a, "GET", &path, &[], &Value::Null).await;
+    assert_eq!(status, 404, "the job reads as gone at once");
+    let (status, body) = call(&a, "DELETE", &path, &[], &Value::Null).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(starts(&a), erase, "the retry queues the erasure again");
+    // The worker erases it; a DELETE after that finds nothing to erase.
+    while a.jobs.delete_items(&id, 100).await.unwrap() > 0 {}
+    a.jobs.finish_erasure(&id).await.unwrap();
+    let (status, _) = call(&a, "DELETE", &path, &[], &Value::Null).await;
+    assert_eq!(status, 404, "erased already");
+    assert!(starts(&a).is_empty());
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use relay_shared::ExposeSecret;
 use relay_shared::auth::BearerToken;
 use relay_shared::aws::{self, SdkConfig};
+use relay_shared::bodies::S3Bodies;
 use relay_shared::config::{ApiConfig, WorkerConfig};
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
@@ -32,9 +33,10 @@ impl Api<DynamoJobStore, SqsQueue> {
     }
 }
 
-impl ChunkSubmitter<DynamoJobStore, ProviderHttp, SqsQueue> {
+impl ChunkSubmitter<DynamoJobStore, ProviderHttp, SqsQueue, S3Bodies> {
     pub fn deployed(sdk: &SdkConfig, config: WorkerConfig) -> Self {
         ChunkSubmitter {
+            bodies: S3Bodies::new(aws::s3(sdk), &config.payload_bucket),
             jobs: DynamoJobStore::new(aws::dynamodb(sdk), &config.jobs_table)
                 .with_poll_after(config.poll_after)
                 .with_retention(config.retention),

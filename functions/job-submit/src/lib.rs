@@ -20,6 +20,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use lambda_http::{Body, Request, RequestExt, Response};
 use relay_shared::auth::{BearerToken, WebhookSecret};
+use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{
     Chunk, ChunkStatus, ContactResult, JobError, JobMeta, JobStatus, reasons,
 };
@@ -429,14 +430,24 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
     /// `DELETE /jobs/{id}`: a user's erasure request. The job reads as gone at once (404, not
     /// listed, nothing more started, its deliveries dropped) and its contacts and results are
     /// deleted in the background (the worker, from the submit queue); 202.
+    ///
+    /// The mark is the erasure's record: the sweeper asks for the erasure of a job marked and
+    /// not erased, so a DELETE whose message could not be queued is still accepted (the
+    /// message only makes it start at once). A DELETE of a job deleted but not erased yet
+    /// (a retry, or one whose erasure seems stuck) marks it again and queues its erasure again:
+    /// 202, never a 404 that leaves its data in place. Once erased: 404.
     async fn delete(&self, id: &str) -> Result<Response<Body>, ApiError> {
-        self.live(id, false).await?;
-        self.jobs.mark_deleted(id).await?;
-        // Marked: it reads as gone; the items wait for a retry of this request (or TTL).
-        self.submit_queue
-            .send(SubmitChunk::delete(id))
-            .await
-            .map_err(|e| ApiError::unavailable("the erasure could not be queued; retry", e))?;
+        if !is_valid_job_id(id) {
+            return Err(ApiError::not_found("job"));
+        }
+        // Not erased: live, or deleted with its erasure still to finish.
+        let erasable = self.jobs.get_job(id).await?.is_some_and(|m| !m.erased);
+        if !erasable || !self.jobs.mark_deleted(id).await? {
+            return Err(ApiError::not_found("job"));
+        }
+        if let Err(e) = self.submit_queue.send(SubmitChunk::delete(id)).await {
+            tracing::warn!(job_id = id, error = %e, "erasure not queued: the sweeper will ask for it");
+        }
         Ok(json_response(
             202,
             json!({"job_id": id, "status": "deleting"}).to_string(),
@@ -646,9 +657,11 @@ fn accepted(meta: &JobMeta) -> Value {
     })
 }
 
-/// Starts chunks at the providers' pace, each at most once.
-pub struct ChunkSubmitter<J, S, Q> {
+/// Starts chunks at the providers' pace, each at most once; erases deleted jobs.
+pub struct ChunkSubmitter<J, S, Q, B> {
     pub jobs: J,
+    /// The claim-check bucket: a job's erasure deletes its delivery bodies there.
+    pub bodies: B,
     pub starter: S,
     /// The submit queue itself: rate-limited starts and confirmation checks wait there, delayed.
     pub queue: Q,
@@ -720,7 +733,7 @@ pub fn starts_metrics(outcomes: &[Submitted]) -> Metrics {
     m
 }
 
-impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
+impl<J: SubmitLedger, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B> {
     /// Settles the job when every contact is accounted for; a job that ended here with a
     /// callback URL asks for its callback at once.
     async fn settle(&self, job_id: &str) -> Result<(), StoreError> {
@@ -791,12 +804,27 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue> ChunkSubmitter<J, S, Q> {
         outcome
     }
 
-    /// Deletes up to [`ERASE_PER_MESSAGE`] items of an erased job; if more are left, the rest
-    /// goes on in a new message.
+    /// Deletes up to [`ERASE_PER_MESSAGE`] items of a deleted job; if more are left, the rest
+    /// goes on in a new message. Once none is left: its claim-checked bodies, then the head
+    /// made a tombstone (the erasure is done: the sweeper stops asking for it).
     async fn erase(&self, job_id: &str) -> Result<Submitted, StoreError> {
+        let Some(meta) = self.jobs.get_job(job_id).await?.filter(|m| m.deleted) else {
+            // Only a deleted job is erased (a message naming another is not ours to act on).
+            return Ok(Submitted::Skipped);
+        };
+        if meta.erased {
+            return Ok(Submitted::Skipped);
+        }
         let deleted = self.jobs.delete_items(job_id, ERASE_PER_MESSAGE).await?;
         if deleted == 0 {
-            tracing::info!(job_id, "job erased");
+            let prefix = relay_shared::bodies::job_prefix(meta.provider, job_id);
+            let bodies = self
+                .bodies
+                .delete_prefix(&prefix)
+                .await
+                .map_err(|e| StoreError::unavailable(e.to_string()))?;
+            self.jobs.finish_erasure(job_id).await?;
+            tracing::info!(job_id, bodies, "job erased");
             return Ok(Submitted::Skipped);
         }
         match self.queue.send(SubmitChunk::delete(job_id)).await {

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use relay_shared::auth::WebhookSecret;
+use relay_shared::bodies::{BodyStore, MemoryBodies};
 use relay_shared::jobs::{Chunk, ChunkStatus, Contact, JobMeta, JobStatus, Operation, reasons};
 use relay_shared::providers::submit::{StartError, StartRequest, Started, Submitter};
 use relay_shared::queue::MemoryQueue;
@@ -46,11 +47,12 @@ impl Submitter for Scripted {
     }
 }
 
-type Worker = ChunkSubmitter<MemoryJobs, Scripted, MemoryQueue>;
+type Worker = ChunkSubmitter<MemoryJobs, Scripted, MemoryQueue, MemoryBodies>;
 
 fn worker() -> Worker {
     ChunkSubmitter {
         jobs: MemoryJobs::default(),
+        bodies: MemoryBodies::default(),
         starter: Scripted::default(),
         queue: MemoryQueue::default(),
         callbacks: MemoryQueue::default(),
@@ -333,6 +335,7 @@ async fn a_chunk_adopted_under_a_wrong_id_takes_the_id_its_start_was_answered_wi
             job: job.clone(),
         },
         jobs: w.jobs,
+        bodies: w.bodies,
         queue: w.queue,
         callbacks: w.callbacks,
         secret: w.secret,
@@ -349,4 +352,63 @@ async fn a_chunk_adopted_under_a_wrong_id_takes_the_id_its_start_was_answered_wi
     let link = w.jobs.find_chunk(&job, "fe-real").await.unwrap();
     assert_eq!(link.map(|l| l.index), Some(0), "the real id maps");
     assert!(w.jobs.find_chunk(&job, "fe-wrong").await.unwrap().is_none(), "the wrong one goes");
+}
+
+/// Runs a job's erasure as the worker does: the erase message, then each one it sends on.
+async fn erase(w: &Worker, job_id: &str) {
+    let mut next = vec![serde_json::from_str::<SubmitChunk>(&SubmitChunk::delete(job_id)).unwrap()];
+    while let Some(m) = next.pop() {
+        assert_eq!(w.handle(&m).await, Submitted::Skipped);
+        next.extend(
+            w.queue
+                .take()
+                .iter()
+                .filter_map(|s| serde_json::from_str::<SubmitChunk>(&s.body).ok())
+                .filter(|m| m.action == SubmitAction::Delete),
+        );
+    }
+}
+
+/// Issue 24 item 12: a job's erasure deletes its claim-checked delivery bodies (the largest,
+/// most contact-rich things the relay keeps), and only its own; the head is then a tombstone
+/// without name, options or callback.
+#[tokio::test]
+async fn a_jobs_erasure_deletes_its_claim_checked_bodies_and_only_its_own() {
+    use relay_shared::Provider;
+    use relay_shared::bodies::delivery_key;
+    use relay_shared::store::JobWriter;
+    let w = worker();
+    let job = fullenrich_job(&w, 3);
+    let other = fullenrich_job(&w, 3);
+    for (j, d) in [(&job, "d1"), (&job, "d2"), (&other, "d3")] {
+        let key = delivery_key(Provider::Fullenrich, j, d);
+        w.bodies
+            .put(&key, b"{\"datas\": []}".to_vec())
+            .await
+            .unwrap();
+    }
+    assert!(w.jobs.mark_deleted(&job).await.unwrap());
+    erase(&w, &job).await;
+    assert_eq!(
+        w.bodies.keys(),
+        vec![delivery_key(Provider::Fullenrich, &other, "d3")],
+        "the deleted job's bodies are gone, the other job's kept"
+    );
+    let head = w.jobs.get_job(&job).await.unwrap().unwrap();
+    assert!(head.erased && head.name.is_none() && head.options.is_null());
+    assert!(w.jobs.chunks(&job).await.unwrap().is_empty());
+    // A job not deleted is never erased by a stray message.
+    erase(&w, &other).await;
+    assert_eq!(w.bodies.keys().len(), 1);
+    assert_eq!(w.jobs.chunks(&other).await.unwrap().len(), 1);
+}
+
+/// The sweeper's erasure request is the worker's own erase message.
+#[test]
+fn the_sweepers_erasure_request_is_the_workers_erase_message() {
+    assert_eq!(
+        serde_json::from_str::<SubmitChunk>(&relay_shared::queue::erasure_request("job_1"))
+            .unwrap(),
+        serde_json::from_str::<SubmitChunk>(&SubmitChunk::delete("job_1")).unwrap()
+    );
 }

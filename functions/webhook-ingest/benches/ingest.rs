@@ -44,6 +44,12 @@ impl BodyStore for StubStore {
     async fn get(&self, _key: &str) -> Result<Vec<u8>, StoreError> {
         Ok(Vec::new())
     }
+    async fn delete(&self, _key: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn delete_prefix(&self, _prefix: &str) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 const SECRET: &str = "bench-webhook-secret-0123456789";

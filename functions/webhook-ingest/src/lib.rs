@@ -225,10 +225,8 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
         let mut message = if inline { env.to_json() } else { String::new() };
         let mut claim_checked = false;
         if !inline || message.len() > self.max_message_bytes {
-            let key = format!(
-                "deliveries/{}/{}/{}",
-                route.provider, route.job_id, delivery_id
-            );
+            let key =
+                relay_shared::bodies::delivery_key(route.provider, route.job_id, &delivery_id);
             env.body = envelope::Body::Stored {
                 bucket: self.bodies.bucket().to_string(),
                 key: key.clone(),

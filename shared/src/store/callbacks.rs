@@ -87,10 +87,14 @@ impl CallbackStore for super::DynamoJobStore {
             .return_values(ReturnValue::AllNew);
         let req = match due_at {
             None => req
-                .condition_expression("cb_status = :pending AND poll_at <= :now")
+                .condition_expression(
+                    "cb_status = :pending AND poll_at <= :now AND attribute_not_exists(deleted_at)",
+                )
                 .expression_attribute_values(":now", n(now)),
             Some(t) => req
-                .condition_expression("cb_status = :pending AND poll_at = :due")
+                .condition_expression(
+                    "cb_status = :pending AND poll_at = :due AND attribute_not_exists(deleted_at)",
+                )
                 .expression_attribute_values(":due", n(t)),
         };
         let Some(out) = unless_condition_failed(req.send().await)? else {

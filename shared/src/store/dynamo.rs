@@ -108,6 +108,24 @@ pub(super) fn cancellation_codes<R>(
     }
 }
 
+/// The per-item reasons of a canceled transaction, each with the item that stopped it when one
+/// was asked for (`ReturnValuesOnConditionCheckFailure`) and returned; `None` for any other
+/// failure.
+pub(super) fn cancellation_reasons<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Option<Vec<(String, Option<Item>)>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e.as_service_error()? {
+        E::TransactionCanceledException(t) => Some(
+            t.cancellation_reasons()
+                .iter()
+                .map(|r| (r.code().unwrap_or("None").to_string(), r.item().cloned()))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 pub(super) fn put_request(item: Item) -> WriteRequest {
     WriteRequest::builder()
         .put_request(

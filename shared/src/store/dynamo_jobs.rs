@@ -28,6 +28,8 @@ pub struct DynamoJobStore {
     pub retention_s: u64,
     /// How long a chunk may stay not started before the sweeper sends its start again.
     pub start_overdue_ms: u64,
+    /// How long after a `DELETE` its erasure is due for the sweeper ([`ERASE_GRACE`]).
+    pub erase_grace_ms: u64,
 }
 
 impl DynamoJobStore {
@@ -39,6 +41,7 @@ impl DynamoJobStore {
             poll_after_ms: DEFAULT_POLL_AFTER_MS,
             retention_s: DEFAULT_RETENTION_DAYS * 86_400,
             start_overdue_ms: DEFAULT_START_OVERDUE_MS,
+            erase_grace_ms: ERASE_GRACE.as_millis() as u64,
         }
     }
 
@@ -46,6 +49,42 @@ impl DynamoJobStore {
     pub fn with_start_overdue(mut self, after: std::time::Duration) -> Self {
         self.start_overdue_ms = after.as_millis() as u64;
         self
+    }
+
+    /// How long after a `DELETE` the sweeper looks for its erasure (tests: at once).
+    pub fn with_erase_grace(mut self, grace: std::time::Duration) -> Self {
+        self.erase_grace_ms = grace.as_millis() as u64;
+        self
+    }
+
+    /// Deleted jobs whose erasure is due at `now_ms` (not erased yet: the message that asked
+    /// for it was lost, or the worker died on it), at most `limit`: one query of the `due`
+    /// index's erasure partition (heads enter it with their `DELETE`, and leave it erased).
+    pub async fn due_erasures(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("due")
+            .key_condition_expression("poll_shard = :s AND poll_at <= :now")
+            .expression_attribute_values(":s", s(ERASE_SHARD))
+            .expression_attribute_values(":now", n(now_ms))
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(page
+            .items()
+            .iter()
+            .filter_map(|item| {
+                Some(Due {
+                    job_id: get_s(item, "pk")?.strip_prefix("JOB#")?.to_string(),
+                    chunk: None,
+                    poll_at_ms: get_n(item, "poll_at")?,
+                    action: DueAction::Erase,
+                })
+            })
+            .collect())
     }
 
     /// How long a started chunk may go without its results before it is polled
@@ -284,14 +323,16 @@ impl DynamoJobStore {
     }
 
     /// Writes a provider id's link to its chunk (`PID#<id>`), carrying the chunk's one contact
-    /// when it has one ([`Link::new`]).
+    /// when it has one ([`Link::new`]), conditional on the chunk still naming this id: a link
+    /// (which may carry a contact) never lands after the job's erasure deleted its chunks.
+    /// `false`: the chunk is gone or names another id.
     async fn put_link(
         &self,
         job_id: &str,
         chunk: ChunkRef,
         provider_id: &str,
         contact: Option<&Contact>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let pk = job_pk(job_id);
         let mut link = Item::from([
             ("pk".to_string(), s(&pk)),
@@ -304,14 +345,45 @@ impl DynamoJobStore {
         if let Some(c) = Link::new(chunk, contact).contact {
             link.insert("contact".into(), AttributeValue::M(contact_item(&pk, &c)));
         }
-        self.client
-            .put_item()
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
+        let put = aws_sdk_dynamodb::types::Put::builder()
             .table_name(&self.table)
             .set_item(Some(link))
+            .build()
+            .map_err(build)?;
+        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(chunk_sk(chunk.index)))
+            .condition_expression("provider_id = :pid")
+            .expression_attribute_values(":pid", s(provider_id))
+            .build()
+            .map_err(build)?;
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .put(put)
+                    .build(),
+            )
+            .transact_items(
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .condition_check(check)
+                    .build(),
+            )
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) => match cancellation_reasons(&e) {
+                // The chunk is gone (erased) or names another id now.
+                Some(r) if r.last().is_some_and(|(c, _)| c == "ConditionalCheckFailed") => {
+                    Ok(false)
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
     }
 
     /// An update of rate schedule `name`'s item (`RATE#<name>`).
@@ -732,8 +804,7 @@ impl JobStore for DynamoJobStore {
                 return Ok(false);
             }
         }
-        self.put_link(job_id, chunk, provider_id, contact).await?;
-        Ok(true)
+        self.put_link(job_id, chunk, provider_id, contact).await
     }
 
     async fn claim_poll(
@@ -1054,8 +1125,9 @@ impl JobStore for DynamoJobStore {
                 "SET #status = :st, updated_at = :now, {figures_set}"
             ))
         };
+        // Never for a deleted job: its head waits for its erasure, and calls back no one.
         let result = update
-            .condition_expression("#status IN (:a, :b, :c)")
+            .condition_expression("#status IN (:a, :b, :c) AND attribute_not_exists(deleted_at)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":st", s(status.as_str()))
             .expression_attribute_values(":now", n(now))
@@ -1219,14 +1291,21 @@ impl JobWriter for DynamoJobStore {
         Ok((jobs, next))
     }
 
-    /// Marks a job erased (`DELETE /jobs/{id}`): from now on it reads as deleted. `false`: no
-    /// such job.
+    /// Marks a job deleted (`DELETE /jobs/{id}`), in one write: it reads as deleted from now on;
+    /// its callback is gone (URL and state removed: a pending one is never attempted again);
+    /// its head moves to the `due` index's erasure partition, due `erase_grace_ms` on, where the
+    /// sweeper finds it until its erasure is done. `false`: no such job, or erased already.
     async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
         let out = self
             .meta_item_update(job_id)
-            .update_expression("SET deleted_at = if_not_exists(deleted_at, :now)")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", n(now_ms()))
+            .update_expression(
+                "SET deleted_at = if_not_exists(deleted_at, :now), updated_at = :now, poll_shard = :erase, poll_at = :due REMOVE callback_url, cb_status, cb_attempts, cb_since, cb_code, cb_error",
+            )
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(erased_at)")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":erase", s(ERASE_SHARD))
+            .expression_attribute_values(":due", n(now + self.erase_grace_ms))
             .send()
             .await;
         Ok(unless_condition_failed(out)?.is_some())

@@ -145,6 +145,7 @@ pub(super) fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
         error: m.error,
         options: m.options,
         deleted: item.contains_key("deleted_at"),
+        erased: item.contains_key("erased_at"),
         callback_url: m.callback_url,
         callback: callbacks::parse_state(item),
     })

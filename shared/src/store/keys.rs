@@ -46,3 +46,7 @@ pub(super) const LIST_PK: &str = "jobs";
 pub(super) fn index_of(sk: Option<&str>, prefix: &str) -> Option<u64> {
     sk?.strip_prefix(prefix)?.parse().ok()
 }
+
+/// The `due` index's partition of deleted jobs whose erasure is not done (`DELETE`s are rare:
+/// one partition holds them).
+pub const ERASE_SHARD: &str = "erase";

@@ -49,6 +49,9 @@ pub struct MemoryJobs {
     /// Result writes still to fail (as DynamoDB being unavailable would).
     failing: Arc<std::sync::atomic::AtomicUsize>,
     keys: Arc<Mutex<HashMap<String, IdemKey>>>,
+    /// `job_head` answers as an eventually consistent read may: the head as it was before its
+    /// job was deleted.
+    stale_heads: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct IdemKey {
@@ -97,6 +100,13 @@ impl MemoryJobs {
             Ok(_) => Err(StoreError::unavailable("injected write failure")),
             Err(_) => Ok(()),
         }
+    }
+
+    /// From now on `job_head` reads a deleted job's head as it was before the DELETE (as
+    /// DynamoDB's eventually consistent read may, for a moment).
+    pub fn stale_heads(&self, on: bool) {
+        self.stale_heads
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every result stored for a job, in contact order.
@@ -175,6 +185,16 @@ impl JobStore for MemoryJobs {
         Ok(meta)
     }
 
+    async fn job_head(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+        let mut meta = self.get_job(job_id).await?;
+        if self.stale_heads.load(std::sync::atomic::Ordering::SeqCst)
+            && let Some(m) = meta.as_mut()
+        {
+            m.deleted = false;
+        }
+        Ok(meta)
+    }
+
     async fn job_view(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs.get(job_id).and_then(|j| j.meta.clone()))
@@ -222,6 +242,13 @@ impl JobStore for MemoryJobs {
     ) -> Result<Stored, StoreError> {
         self.write_fails()?;
         self.with(job_id, |job| {
+            // As DynamoDB's row put, conditional on its chunk: nothing of an erased job is
+            // written again.
+            if !job.chunks.contains_key(&chunk_index) {
+                return Err(StoreError::Conflict(format!(
+                    "chunk {chunk_index} is gone (its job was erased)"
+                )));
+            }
             let old = job.results.get(&result.index);
             let replaced = match old {
                 None => false,
@@ -270,6 +297,13 @@ impl JobStore for MemoryJobs {
     ) -> Result<Stored, StoreError> {
         self.write_fails()?;
         self.with(job_id, |job| {
+            // As DynamoDB's, under the chunk's lease: no chunk, no rows.
+            if !job.chunks.contains_key(&chunk.index) {
+                return Err(StoreError::Conflict(format!(
+                    "chunk {} is gone (its job was erased)",
+                    chunk.index
+                )));
+            }
             let mut stored = Stored {
                 write_calls: 2,
                 ..Stored::default()
@@ -326,7 +360,11 @@ impl JobStore for MemoryJobs {
         self.with(job_id, |job| {
             let chunks_final = job.chunks.values().all(|c| c.status.is_final());
             let meta = job.meta.as_mut().expect("checked");
-            if meta.status.is_terminal() || meta.done < meta.contacts || !chunks_final {
+            if meta.status.is_terminal()
+                || meta.deleted
+                || meta.done < meta.contacts
+                || !chunks_final
+            {
                 return Ok(None);
             }
             let status = JobStatus::settled(meta.contacts, meta.failed);
@@ -371,10 +409,10 @@ impl JobStore for MemoryJobs {
     ) -> Result<bool, StoreError> {
         let link = Link::new(chunk, contact);
         self.with(job_id, |job| {
-            let c = job
-                .chunks
-                .get_mut(&chunk.index)
-                .ok_or_else(|| StoreError::Data(format!("no chunk {}", chunk.index)))?;
+            // No chunk (its job erased): nothing linked, as DynamoDB's conditional update.
+            let Some(c) = job.chunks.get_mut(&chunk.index) else {
+                return Ok(false);
+            };
             match c.status {
                 ChunkStatus::Pending | ChunkStatus::Starting | ChunkStatus::StartUnconfirmed => {
                     c.provider_id = Some(provider_id.to_string());
@@ -518,7 +556,7 @@ impl CallbackStore for MemoryJobs {
                 (None, _) => false,
             };
             let meta = job.meta.as_mut().expect("checked");
-            let Some(cb) = meta.callback.as_mut() else {
+            let Some(cb) = meta.callback.as_mut().filter(|_| !meta.deleted) else {
                 return Ok(None);
             };
             if cb.status != CallbackStatus::Pending || !due {
@@ -605,12 +643,17 @@ impl JobWriter for MemoryJobs {
 
     async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
         let mut jobs = self.jobs.lock().unwrap();
-        Ok(match jobs.get_mut(job_id).and_then(|j| j.meta.as_mut()) {
-            Some(meta) => {
+        Ok(match jobs.get_mut(job_id) {
+            Some(job) if job.meta.as_ref().is_some_and(|m| !m.erased) => {
+                let meta = job.meta.as_mut().expect("checked");
                 meta.deleted = true;
+                // Calls back no one: the callback's URL, state and due date go with the mark.
+                meta.callback_url = None;
+                meta.callback = None;
+                job.callback_due = None;
                 true
             }
-            None => false,
+            _ => false,
         })
     }
 
@@ -854,13 +897,22 @@ impl SubmitLedger for MemoryJobs {
             links.iter().for_each(|k| {
                 job.links.remove(k);
             });
-            let deleted = c + r + ch + l;
-            if deleted == 0 {
-                let meta = job.meta.as_mut().expect("checked");
+            Ok(c + r + ch + l)
+        })
+    }
+
+    async fn finish_erasure(&self, job_id: &str) -> Result<(), StoreError> {
+        self.with(job_id, |job| {
+            let meta = job.meta.as_mut().expect("checked");
+            if meta.deleted {
                 meta.name = None;
                 meta.options = serde_json::Value::Null;
+                meta.callback_url = None;
+                meta.callback = None;
+                meta.erased = true;
+                job.callback_due = None;
             }
-            Ok(deleted)
+            Ok(())
         })
     }
 }

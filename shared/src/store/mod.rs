@@ -109,7 +109,11 @@ pub trait JobWriter: JobStore {
         limit: usize,
         cursor: Option<&JobsCursor>,
     ) -> impl Future<Output = Result<(Vec<JobMeta>, Option<JobsCursor>), StoreError>> + Send;
-    /// Marks a job erased: from now on it reads as deleted. `false`: no such job.
+    /// Marks a job deleted (`DELETE /jobs/{id}`): from now on it reads as deleted, calls back no
+    /// one (its callback URL and state are removed with the mark, and its callback leaves the
+    /// `due` index), and its erasure is due: the sweeper finds it ([`ERASE_GRACE`] on) until
+    /// [`SubmitLedger::finish_erasure`]. Marking it again makes its erasure due again. `false`: no
+    /// such job, or erased already.
     fn mark_deleted(&self, job_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Results in contact order from index `from`, at most `limit`.
     fn results(
@@ -203,13 +207,17 @@ pub trait SubmitLedger: JobStore {
         &self,
         job_id: &str,
     ) -> impl Future<Output = Result<JobStatus, StoreError>> + Send;
-    /// Deletes up to `limit` items of a deleted job other than its head; 0: none left (the head
-    /// is then a tombstone).
+    /// Deletes up to `limit` items of a deleted job other than its head, its chunks first (a
+    /// result write is conditional on its chunk: once the chunks are gone nothing more of the
+    /// job is written); 0: none left.
     fn delete_items(
         &self,
         job_id: &str,
         limit: usize,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+    /// Ends a deleted job's erasure once its items (and claim-checked bodies) are gone: the head
+    /// becomes a tombstone (no name, options or callback; `erased`), out of the `due` index.
+    fn finish_erasure(&self, job_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// What a new chunk outcome sets on the chunk item.
@@ -490,6 +498,10 @@ pub enum Slot {
     Busy { retry_in_ms: u64 },
 }
 
+/// How long after a `DELETE` the sweeper looks for the job's erasure, should its message have
+/// been lost (the worker erases a job in seconds to minutes).
+pub const ERASE_GRACE: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// How long a job's items are kept, unless configured (`RESULT_RETENTION_DAYS`).
 pub const DEFAULT_RETENTION_DAYS: u64 = 90;
 
@@ -553,6 +565,8 @@ pub enum DueAction {
     ConfirmCheck,
     /// The job's completion callback.
     Callback,
+    /// A deleted job's erasure, overdue.
+    Erase,
 }
 
 /// How long a chunk may stay not started (pending, or being started) before the sweeper sends

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem,
 };
 
 use super::*;
@@ -116,16 +117,13 @@ impl DynamoJobStore {
             ..Stored::default()
         };
         let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.expiring(result_item(&pk, &result))))
-            .condition_expression("attribute_not_exists(sk)")
-            // The row that stopped it, in the same call (free): a duplicate reads nothing more.
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let mut counted = match put_refused(put)? {
+            .put_row_if_chunk(
+                job_id,
+                chunk_index,
+                self.expiring(result_item(&pk, &result)),
+            )
+            .await?;
+        let mut counted = match put {
             None => {
                 stored.new = 1;
                 result.outcome
@@ -216,6 +214,155 @@ impl DynamoJobStore {
         Err(StoreError::unavailable(format!(
             "chunk {chunk_index} stayed busy"
         )))
+    }
+
+    /// A single result's row put, conditional on there being none (the exactly-once gate) and,
+    /// in the same transaction, on its chunk existing: once a job's erasure deleted its chunks
+    /// nothing late writes a row again (`Conflict`). `None`: written; `Some(held)`: a row is
+    /// there, with it when the store returned it (else read it).
+    async fn put_row_if_chunk(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+        row: Item,
+    ) -> Result<Option<Option<Item>>, StoreError> {
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(row))
+            .condition_expression("attribute_not_exists(sk)")
+            // The row that stopped it, in the same call (free): a duplicate reads nothing more.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(build)?;
+        let chunk = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(chunk_index)))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(build)?;
+        for wait in crate::retry::exponential(LEASE_WAIT, 5).build() {
+            let sent = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put.clone()).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .condition_check(chunk.clone())
+                        .build(),
+                )
+                .send()
+                .await;
+            let e = match sent {
+                Ok(_) => return Ok(None),
+                Err(e) => e,
+            };
+            let reasons = cancellation_reasons(&e).ok_or_else(|| unavailable(e))?;
+            match reasons.as_slice() {
+                [_, (code, _)] if code == "ConditionalCheckFailed" => {
+                    return Err(StoreError::Conflict(format!(
+                        "chunk {chunk_index} is gone (its job was erased)"
+                    )));
+                }
+                [(code, held), _] if code == "ConditionalCheckFailed" => {
+                    return Ok(Some(held.clone()));
+                }
+                // Another transaction on the row or the chunk right now: again, shortly.
+                _ => tokio::time::sleep(wait).await,
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "the row's transaction on chunk {chunk_index} kept conflicting"
+        )))
+    }
+
+    /// Writes a bulk set's rows while `owner` holds the chunk's lease: each transaction (up to
+    /// 99 rows, under 3.5 MB) also checks that the chunk is there and still held by `owner`, so
+    /// no row lands after the chunk was erased or taken over. Transactions on one chunk go one
+    /// after another (two at once on one item would conflict). Returns the calls made.
+    async fn put_rows_while_held(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+        owner: &str,
+        rows: Vec<Item>,
+    ) -> Result<usize, StoreError> {
+        const MAX_ROWS: usize = 99;
+        const MAX_BYTES: usize = 3_500_000;
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(job_id)))
+            .key("sk", s(chunk_sk(chunk_index)))
+            .condition_expression("applier = :me")
+            .expression_attribute_values(":me", s(owner))
+            .build()
+            .map_err(build)?;
+        let mut groups: Vec<Vec<Item>> = Vec::new();
+        let mut bytes = 0;
+        for row in rows {
+            let size = item_size(&row);
+            match groups.last_mut() {
+                Some(g) if g.len() < MAX_ROWS && bytes + size <= MAX_BYTES => {
+                    bytes += size;
+                    g.push(row);
+                }
+                _ => {
+                    bytes = size;
+                    groups.push(vec![row]);
+                }
+            }
+        }
+        let mut calls = 0;
+        for group in groups {
+            let mut items = Vec::with_capacity(group.len() + 1);
+            for row in group {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(row))
+                    .build()
+                    .map_err(build)?;
+                items.push(TransactWriteItem::builder().put(put).build());
+            }
+            items.push(
+                TransactWriteItem::builder()
+                    .condition_check(check.clone())
+                    .build(),
+            );
+            let mut waits = crate::retry::exponential(LEASE_WAIT, 5).build();
+            loop {
+                calls += 1;
+                let sent = self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(items.clone()))
+                    .send()
+                    .await;
+                let e = match sent {
+                    Ok(_) => break,
+                    Err(e) => e,
+                };
+                let reasons = cancellation_reasons(&e).ok_or_else(|| unavailable(e))?;
+                if reasons
+                    .last()
+                    .is_some_and(|(c, _)| c == "ConditionalCheckFailed")
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "chunk {chunk_index} was erased or taken over while its rows were written"
+                    )));
+                }
+                match waits.next() {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => {
+                        return Err(StoreError::unavailable(format!(
+                            "the rows' transaction on chunk {chunk_index} kept conflicting"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(calls)
     }
 
     /// Counts one contact's row on its chunk (and applies `update` to it), once: not when the
@@ -447,13 +594,23 @@ impl DynamoJobStore {
             .expression_attribute_values(":now", n(now))
             .return_values(ReturnValue::AllNew)
             .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_conditional_check_failed_exception() => StoreError::unavailable(
-                    format!("chunk {} is being applied by another worker", chunk.index),
-                ),
-                _ => unavailable(e),
-            })?;
+            .await;
+        let taken = match unless_condition_failed(taken)? {
+            Some(taken) => taken,
+            // No chunk: its job was erased (nothing of it is written again).
+            None if self.item(job_id, &chunk_sk(chunk.index)).await?.is_none() => {
+                return Err(StoreError::Conflict(format!(
+                    "chunk {} is gone (its job was erased)",
+                    chunk.index
+                )));
+            }
+            None => {
+                return Err(StoreError::unavailable(format!(
+                    "chunk {} is being applied by another worker",
+                    chunk.index
+                )));
+            }
+        };
         let counted = taken
             .attributes
             .as_ref()
@@ -475,12 +632,16 @@ impl DynamoJobStore {
         //    ([`ContactResult::replaces`]).
         let mut outcomes: HashMap<u64, Outcome> =
             existing.iter().map(|(i, r)| (*i, r.outcome)).collect();
-        let mut requests = Vec::new();
+        let mut rows = Vec::new();
         for r in rows_to_write(chunk, &results, |i| existing.get(&i), &mut stored)? {
             outcomes.insert(r.index, r.outcome);
-            requests.push(put_request(self.expiring(result_item(&pk, r))));
+            rows.push(self.expiring(result_item(&pk, r)));
         }
-        stored.write_calls += self.batch_write(requests).await?;
+        // Conditional on the lease this call holds: a chunk erased (or taken over) meanwhile
+        // gets no row.
+        stored.write_calls += self
+            .put_rows_while_held(job_id, chunk.index, &owner, rows)
+            .await?;
 
         // 4. The chunk's counters are what it holds now; the lease is released in the same
         //    conditional update, which only the lease holder can make.

@@ -308,10 +308,10 @@ impl SubmitLedger for DynamoJobStore {
         })
     }
 
-    /// Deletes up to `limit` items of a job other than its head (contacts, results, chunks,
-    /// provider-id links), 25 per BatchWriteItem. Returns how many it deleted; 0 means none is
-    /// left, and the head is made a tombstone: the caller's name and options removed, counts
-    /// and status kept, gone by TTL when its retention ends.
+    /// Deletes up to `limit` items of a job other than its head (chunks first, as they sort:
+    /// `CHUNK#` before `CONTACT#`, `PID#`, `RESULT#`; every result write is conditional on its
+    /// chunk, so none lands once they are gone), 25 per BatchWriteItem. Returns how many it
+    /// deleted; 0 means none is left.
     async fn delete_items(&self, job_id: &str, limit: usize) -> Result<usize, StoreError> {
         // Every sort key of a job sorts between "!" and "~"; the head is one of them.
         let mut keys: Vec<Item> = self
@@ -336,17 +336,24 @@ impl SubmitLedger for DynamoJobStore {
             })
             .collect();
         self.batch_write_all(requests).await?;
-        if deleted == 0 {
-            let out = self
-                .meta_item_update(job_id)
-                .update_expression("REMOVE #name, options")
-                .condition_expression("attribute_exists(deleted_at)")
-                .expression_attribute_names("#name", "name")
-                .send()
-                .await;
-            unless_condition_failed(out)?;
-        }
         Ok(deleted)
+    }
+
+    /// The head made a tombstone: the caller's name, options and callback removed, counts and
+    /// status kept, `erased_at` set, out of the `due` index; gone by TTL when its retention ends.
+    async fn finish_erasure(&self, job_id: &str) -> Result<(), StoreError> {
+        let out = self
+            .meta_item_update(job_id)
+            .update_expression(
+                "SET erased_at = if_not_exists(erased_at, :now) REMOVE #name, options, callback_url, cb_status, cb_attempts, cb_since, cb_code, cb_error, poll_shard, poll_at",
+            )
+            .condition_expression("attribute_exists(deleted_at)")
+            .expression_attribute_names("#name", "name")
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        unless_condition_failed(out)?;
+        Ok(())
     }
 }
 

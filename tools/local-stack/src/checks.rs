@@ -51,6 +51,14 @@ pub const CALLS: &[(&str, &str, &str)] = &[
     ),
     ("BulkFetchFunction", "sqs:SendMessage", "WebhookQueue"),
     ("BulkFetchFunction", "s3:GetObject", "PayloadBucket"),
+    // The body of a delivery dropped for a deleted job.
+    ("BulkFetchFunction", "s3:DeleteObject", "PayloadBucket"),
+    // Result rows conditional on their chunk (nothing lands after an erasure).
+    (
+        "BulkFetchFunction",
+        "dynamodb:ConditionCheckItem",
+        "JobsTable",
+    ),
     ("BulkFetchFunction", "dynamodb:PutItem", "DedupeTable"),
     ("BulkFetchFunction", "dynamodb:UpdateItem", "DedupeTable"),
     ("BulkFetchFunction", "dynamodb:DeleteItem", "DedupeTable"),
@@ -89,13 +97,25 @@ pub const CALLS: &[(&str, &str, &str)] = &[
     ),
     ("JobSubmitWorkerFunction", "dynamodb:DeleteItem", "JobsTable"),
     ("JobSubmitWorkerFunction", "sqs:SendMessage", "SubmitQueue"),
+    (
+        "JobSubmitWorkerFunction",
+        "dynamodb:ConditionCheckItem",
+        "JobsTable",
+    ),
+    // A deleted job's erasure: its claim-checked bodies, found by the job's prefix.
+    ("JobSubmitWorkerFunction", "s3:ListBucket", "PayloadBucket"),
+    (
+        "JobSubmitWorkerFunction",
+        "s3:DeleteObject",
+        "PayloadBucket",
+    ),
     // A job the worker ends asks for its completion callback.
     ("JobSubmitWorkerFunction", "sqs:SendMessage", "WebhookQueue"),
     // The sweeper reads the `due` index (the table's ARN + /index/due) and takes due chunks.
     ("SweeperFunction", "dynamodb:Query", "JobsTable"),
     ("SweeperFunction", "dynamodb:UpdateItem", "JobsTable"),
     ("SweeperFunction", "sqs:SendMessage", "WebhookQueue"),
-    // Starts whose messages were lost go again on the submit queue.
+    // Starts whose messages were lost, and overdue erasures, go again on the submit queue.
     ("SweeperFunction", "sqs:SendMessage", "SubmitQueue"),
 ];
 
@@ -405,6 +425,91 @@ pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>)
         }
     }
     problems.extend(check_monitoring(template));
+    problems.extend(check_limits(template, parameter_defaults));
+    problems
+}
+
+/// A number in the template: a literal, or a `!Ref` to a parameter with a numeric default.
+fn number_of(v: Option<&Value>, defaults: &BTreeMap<String, String>) -> Option<u64> {
+    let v = v?;
+    match tagged(v, "!Ref").and_then(Value::as_str) {
+        Some(param) => defaults.get(param)?.parse().ok(),
+        None => v.as_u64(),
+    }
+}
+
+/// Limits that keep a flood of requests from taking everything (issue 24 item 17): API Gateway
+/// throttles every route, the webhook route on its own limits; every function has reserved
+/// concurrency, an SQS consumer's at least its event source's `MaximumConcurrency`. And what is
+/// kept expires: claim-checked bodies with the dedupe retention (item 12).
+fn check_limits(template: &Template, defaults: &BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let api = template.properties("HttpApi");
+    let throttled = |settings: Option<&Value>| {
+        number_of(
+            settings.and_then(|s| s.get("ThrottlingRateLimit")),
+            defaults,
+        )
+        .is_some()
+            && number_of(
+                settings.and_then(|s| s.get("ThrottlingBurstLimit")),
+                defaults,
+            )
+            .is_some()
+    };
+    if !throttled(api.and_then(|a| a.get("DefaultRouteSettings"))) {
+        problems.push("HttpApi: no default route throttling (rate and burst)".to_string());
+    }
+    let webhooks = api
+        .and_then(|a| a.get("RouteSettings"))
+        .and_then(|r| r.get("POST /webhooks/{proxy+}"));
+    if !throttled(webhooks) {
+        problems.push("HttpApi: no throttling of POST /webhooks/{proxy+}".to_string());
+    }
+    // Claim-checked bodies are kept as long as the dedupe keys of their events, no longer.
+    let expires = template
+        .properties("PayloadBucket")
+        .and_then(|b| b.get("LifecycleConfiguration"))
+        .and_then(|l| l.get("Rules"))
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("ExpirationInDays"))
+        .filter_map(|v| tagged(v, "!Ref").and_then(Value::as_str))
+        .any(|p| p == "DedupeRetentionDays");
+    if !expires {
+        problems.push(
+            "PayloadBucket: no lifecycle rule expiring bodies after DedupeRetentionDays"
+                .to_string(),
+        );
+    }
+    for (id, _, _) in FUNCTIONS {
+        let Some(props) = template.properties(id) else {
+            continue;
+        };
+        let Some(reserved) = number_of(props.get("ReservedConcurrentExecutions"), defaults) else {
+            problems.push(format!("{id}: no reserved concurrency"));
+            continue;
+        };
+        for (_, event) in props
+            .get("Events")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+        {
+            let max = event
+                .get("Properties")
+                .and_then(|p| p.get("ScalingConfig"))
+                .and_then(|c| c.get("MaximumConcurrency"));
+            if let Some(max) = number_of(max, defaults)
+                && reserved < max
+            {
+                problems.push(format!(
+                    "{id}: reserved concurrency {reserved} is under its event source's MaximumConcurrency {max}"
+                ));
+            }
+        }
+    }
     problems
 }
 

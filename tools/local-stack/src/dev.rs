@@ -731,7 +731,8 @@ fn function_envs(
         );
         // Callback receivers run on this machine: plain http to loopback is allowed here
         // (never on AWS), and a failed attempt is retried after seconds, not 30 s.
-        if binary == "job-submit" {
+        // bulk-fetch calls them: its resolver lets names resolve to loopback here too.
+        if binary == "job-submit" || binary == "bulk-fetch" {
             env.insert("CALLBACK_ALLOW_LOOPBACK".into(), "true".into());
         }
         if template.function_names_var(logical, "CALLBACK_RETRY_BASE_SECONDS") {

@@ -23,13 +23,14 @@ async fn main() -> Result<(), Error> {
                 enqueued = sweep.enqueued,
                 skipped = sweep.skipped,
                 failed = sweep.failed,
+                erasures = sweep.erasures,
                 queries = sweep.read.queries,
                 read_units = sweep.read.read_units,
                 "sweep done"
             );
             Ok::<_, Error>(json!({
                 "due": sweep.due, "enqueued": sweep.enqueued,
-                "skipped": sweep.skipped, "failed": sweep.failed
+                "skipped": sweep.skipped, "failed": sweep.failed, "erasures": sweep.erasures
             }))
         }
     }))

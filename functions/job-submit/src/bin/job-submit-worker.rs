@@ -16,9 +16,9 @@ async fn main() -> Result<(), Error> {
         let submitter = Arc::clone(&submitter);
         async move {
             // Every wait inside is bounded by what the invocation has left.
-            let deadline = relay_shared::invocation::deadline_from_epoch_ms(event.context.deadline);
+            let deadline_ms = event.context.deadline;
             let batch = submitter.handle_batch(event.payload);
-            Ok::<_, Error>(relay_shared::invocation::within(deadline, batch).await)
+            Ok::<_, Error>(relay_shared::invocation::within_context(deadline_ms, batch).await)
         }
     }))
     .await
