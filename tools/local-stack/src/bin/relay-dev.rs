@@ -57,6 +57,11 @@ async fn main() {
     println!("  Enrow API      {}", stack.enrow_url);
     println!("  FullEnrich API {}", stack.fullenrich_url);
     println!("  logs           {}/watch.log", logs.display());
+    if !watch_only {
+        println!("In another terminal, for `relay`:");
+        println!("  export RELAY_URL={} RELAY_API_TOKEN={token}", stack.api_url);
+    }
+    println!("The stack's data (jobs, results, queues) lives only as long as the stack: Ctrl-C ends both.");
     println!("Edit a function's source and watch rebuilds and restarts it. Ctrl-C stops everything.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
