@@ -40,10 +40,19 @@ impl ProviderClient for NoCalls {
 type TestWorker = Worker<MemoryJobs, MemoryDedupe, NoCalls, MemoryBodies, MemoryQueue>;
 
 fn worker() -> TestWorker {
+    worker_with(NoCalls, Duration::from_millis(1))
+}
+
+/// A worker on fresh in-memory stores, asking `providers` for results, one FullEnrich request
+/// per `fullenrich_interval`.
+pub(crate) fn worker_with<P: ProviderClient>(
+    providers: P,
+    fullenrich_interval: Duration,
+) -> Worker<MemoryJobs, MemoryDedupe, P, MemoryBodies, MemoryQueue> {
     Worker {
         jobs: MemoryJobs::default(),
         dedupe: MemoryDedupe::default(),
-        providers: NoCalls,
+        providers,
         bodies: MemoryBodies::default(),
         callbacks: Callbacks::new(
             relay_local_stack::dev::DEV_CALLBACK_SECRET,
@@ -52,7 +61,7 @@ fn worker() -> TestWorker {
         .unwrap(),
         dead_letters: MemoryQueue::default(),
         requeue: MemoryQueue::default(),
-        fullenrich_interval: Duration::from_millis(1),
+        fullenrich_interval,
         not_ready_wait: crate::NOT_READY_WAIT,
         deadline: crate::DEFAULT_DEADLINE,
     }

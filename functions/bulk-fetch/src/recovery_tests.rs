@@ -8,7 +8,6 @@ use std::time::Duration;
 use relay_local_stack::seed::{envelope, envelope_with, sqs_message};
 use relay_shared::Provider;
 use relay_shared::bodies::MemoryBodies;
-use relay_shared::callback::{Callbacks, DEFAULT_RETRY_BASE};
 use relay_shared::envelope::{PollRequest, Signature};
 use relay_shared::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation, Outcome, reasons,
@@ -68,22 +67,7 @@ type TestWorker = Worker<MemoryJobs, MemoryDedupe, Scripted, MemoryBodies, Memor
 const INTERVAL: Duration = Duration::from_millis(1000);
 
 fn worker() -> TestWorker {
-    Worker {
-        jobs: MemoryJobs::default(),
-        dedupe: MemoryDedupe::default(),
-        providers: Scripted::default(),
-        bodies: MemoryBodies::default(),
-        callbacks: Callbacks::new(
-            relay_local_stack::dev::DEV_CALLBACK_SECRET,
-            DEFAULT_RETRY_BASE,
-        )
-        .unwrap(),
-        dead_letters: MemoryQueue::default(),
-        requeue: MemoryQueue::default(),
-        fullenrich_interval: INTERVAL,
-        not_ready_wait: crate::NOT_READY_WAIT,
-        deadline: crate::DEFAULT_DEADLINE,
-    }
+    crate::behaviour_tests::worker_with(Scripted::default(), INTERVAL)
 }
 
 /// A FullEnrich enrich job of `chunks` chunks of 2 contacts (contact `i` is rid `i`).
