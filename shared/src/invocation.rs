@@ -63,8 +63,14 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(30);
         within(deadline, async {
             let w = bounded_wait(Duration::from_secs(20), Duration::from_secs(25)).unwrap();
-            assert!(w <= Duration::from_secs(5) && w > Duration::from_secs(4), "{w:?}");
-            assert_eq!(bounded_wait(Duration::from_secs(1), Duration::from_secs(31)), None);
+            assert!(
+                w <= Duration::from_secs(5) && w > Duration::from_secs(4),
+                "{w:?}"
+            );
+            assert_eq!(
+                bounded_wait(Duration::from_secs(1), Duration::from_secs(31)),
+                None
+            );
         })
         .await;
     }

@@ -436,6 +436,10 @@ async fn a_deleted_job_is_gone_at_once_and_its_items_are_erased() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(items[0]["sk"].as_s().unwrap(), "META");
-    assert_eq!(delete(job.clone()).await.unwrap().status(), 404, "erased: nothing left to erase");
+    assert_eq!(
+        delete(job.clone()).await.unwrap().status(),
+        404,
+        "erased: nothing left to erase"
+    );
     assert!(items[0].contains_key("deleted_at") && items[0].contains_key("expires_at"));
 }

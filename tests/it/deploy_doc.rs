@@ -85,7 +85,10 @@ fn sections(md: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = vec![(String::new(), String::new())];
     for line in md.lines() {
         if line.starts_with("## ") || line.starts_with("### ") {
-            out.push((line.trim_start_matches('#').trim().to_string(), String::new()));
+            out.push((
+                line.trim_start_matches('#').trim().to_string(),
+                String::new(),
+            ));
         } else {
             let last = out.last_mut().unwrap();
             last.1.push_str(line);
@@ -115,7 +118,10 @@ fn tables(text: &str) -> Vec<Vec<Vec<String>>> {
             }
             if !header_seen {
                 header_seen = true; // the header row
-            } else if cells.iter().all(|c| c.chars().all(|ch| ch == '-' || ch == ':')) {
+            } else if cells
+                .iter()
+                .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'))
+            {
                 // the separator
             } else {
                 current.as_mut().unwrap().push(cells);
@@ -138,10 +144,14 @@ fn number_word(n: usize) -> String {
 
 fn compare(what: &str, doc: &BTreeSet<String>, template: &BTreeSet<String>, out: &mut Vec<String>) {
     for missing in template.difference(doc) {
-        out.push(format!("{what}: {missing} is in the template, not in docs/deploy.md"));
+        out.push(format!(
+            "{what}: {missing} is in the template, not in docs/deploy.md"
+        ));
     }
     for extra in doc.difference(template) {
-        out.push(format!("{what}: docs/deploy.md names {extra}, the template has no such thing"));
+        out.push(format!(
+            "{what}: docs/deploy.md names {extra}, the template has no such thing"
+        ));
     }
 }
 
@@ -179,7 +189,9 @@ fn problems(md: &str, template: &str) -> Vec<String> {
             if let Some(real) = f.functions.get(id)
                 && real != bin
             {
-                out.push(format!("{id}: the page says binary {bin}, the template {real}"));
+                out.push(format!(
+                    "{id}: the page says binary {bin}, the template {real}"
+                ));
             }
         }
         compare(
@@ -196,7 +208,9 @@ fn problems(md: &str, template: &str) -> Vec<String> {
     }
     let alarms = format!("{} CloudWatch", f.alarms.len());
     if !holds.contains(&alarms) {
-        out.push(format!("'What the stack holds' should say \"{alarms}\" alarms"));
+        out.push(format!(
+            "'What the stack holds' should say \"{alarms}\" alarms"
+        ));
     }
 
     let params = section("Parameters");
@@ -215,7 +229,9 @@ fn problems(md: &str, template: &str) -> Vec<String> {
         if let Some(real) = f.parameters.get(p)
             && real != default
         {
-            out.push(format!("{p}: the page says default {default}, the template {real}"));
+            out.push(format!(
+                "{p}: the page says default {default}, the template {real}"
+            ));
         }
     }
 
@@ -231,24 +247,33 @@ fn problems(md: &str, template: &str) -> Vec<String> {
         &mut out,
     );
     if !alarm_section.contains(&format!("All {} go to", f.alarms.len())) {
-        out.push(format!("'Alarms' should say \"All {} go to\"", f.alarms.len()));
+        out.push(format!(
+            "'Alarms' should say \"All {} go to\"",
+            f.alarms.len()
+        ));
     }
 
     // Every stack output a command reads, and every resource-like name in backticks, exists.
     for part in md.split("OutputKey=='").skip(1) {
         let name = part.split('\'').next().unwrap_or_default();
         if !f.outputs.contains(name) {
-            out.push(format!("a command reads the output {name}, which the template does not have"));
+            out.push(format!(
+                "a command reads the output {name}, which the template does not have"
+            ));
         }
     }
     for part in md.split('`').skip(1).step_by(2) {
         let looks_like_resource = part.chars().next().is_some_and(|c| c.is_ascii_uppercase())
             && part.chars().all(|c| c.is_ascii_alphanumeric())
-            && ["Alarm", "Function", "Url", "Queue", "Table", "Topic", "Bucket"]
-                .iter()
-                .any(|s| part.ends_with(s));
+            && [
+                "Alarm", "Function", "Url", "Queue", "Table", "Topic", "Bucket",
+            ]
+            .iter()
+            .any(|s| part.ends_with(s));
         if looks_like_resource && !f.names.contains(part) {
-            out.push(format!("`{part}` is not a resource, output or parameter of the template"));
+            out.push(format!(
+                "`{part}` is not a resource, output or parameter of the template"
+            ));
         }
     }
     out
@@ -257,7 +282,11 @@ fn problems(md: &str, template: &str) -> Vec<String> {
 #[test]
 fn docs_deploy_names_the_templates_functions_parameters_outputs_and_alarms_and_nothing_else() {
     let found = problems(&read("docs/deploy.md"), &read("template.yaml"));
-    assert!(found.is_empty(), "docs/deploy.md has drifted:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "docs/deploy.md has drifted:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
@@ -265,16 +294,37 @@ fn the_deploy_doc_check_fails_on_each_kind_of_drift() {
     let md = read("docs/deploy.md");
     let template = read("template.yaml");
     let drifted = [
-        ("a count", md.replace("five arm64 Lambda functions", "four arm64 Lambda functions")),
-        ("an output", md.replace("| `WebhookBaseUrl` |", "| `WebhookUrl` |")),
-        ("a read output", md.replace("OutputKey=='ApiUrl'", "OutputKey=='ApiBaseUrl'")),
-        ("a default", md.replace("| `PollAfterSeconds` | `600` |", "| `PollAfterSeconds` | `300` |")),
-        ("an alarm", md.replace("| `SweepErrorsAlarm` |", "| `SweepFailuresAlarm` |")),
+        (
+            "a count",
+            md.replace("five arm64 Lambda functions", "four arm64 Lambda functions"),
+        ),
+        (
+            "an output",
+            md.replace("| `WebhookBaseUrl` |", "| `WebhookUrl` |"),
+        ),
+        (
+            "a read output",
+            md.replace("OutputKey=='ApiUrl'", "OutputKey=='ApiBaseUrl'"),
+        ),
+        (
+            "a default",
+            md.replace(
+                "| `PollAfterSeconds` | `600` |",
+                "| `PollAfterSeconds` | `300` |",
+            ),
+        ),
+        (
+            "an alarm",
+            md.replace("| `SweepErrorsAlarm` |", "| `SweepFailuresAlarm` |"),
+        ),
         ("a name", format!("{md}\nSee `WebhookDlqAlarm`.\n")),
     ];
     for (what, doc) in drifted {
         assert_ne!(doc, md, "{what}: the replacement found nothing to replace");
-        assert!(!problems(&doc, &template).is_empty(), "{what}: drift not caught");
+        assert!(
+            !problems(&doc, &template).is_empty(),
+            "{what}: drift not caught"
+        );
     }
     // And a template that grows a function the page does not list.
     let grown = template.replace(
@@ -282,5 +332,8 @@ fn the_deploy_doc_check_fails_on_each_kind_of_drift() {
         "  ExtraFunction:\n    Type: AWS::Serverless::Function\n    Properties: {}\n\n  SweeperFunctionLogs:",
     );
     assert_ne!(grown, template);
-    assert!(!problems(&md, &grown).is_empty(), "a new function not caught");
+    assert!(
+        !problems(&md, &grown).is_empty(),
+        "a new function not caught"
+    );
 }

@@ -95,7 +95,11 @@ fn every_function_has_event_files_and_every_file_decodes_as_its_functions_event(
                             .as_str()
                             .unwrap()
                             .to_string();
-                        kinds.insert(format!("{}/{}/{body_kind}", env.provider.as_str(), env.hook.as_str()));
+                        kinds.insert(format!(
+                            "{}/{}/{body_kind}",
+                            env.provider.as_str(),
+                            env.hook.as_str()
+                        ));
                     } else {
                         let chunk: job_submit::SubmitChunk = serde_json::from_str(body)
                             .unwrap_or_else(|e| panic!("{file}: not a submit message: {e}"));
@@ -117,7 +121,10 @@ fn every_function_has_event_files_and_every_file_decodes_as_its_functions_event(
         "enrow/event/text",
         "enrow/event/base64",
     ] {
-        assert!(kinds.contains(k), "no envelope {k} in the SQS events: {kinds:?}");
+        assert!(
+            kinds.contains(k),
+            "no envelope {k} in the SQS events: {kinds:?}"
+        );
     }
 }
 

@@ -528,7 +528,11 @@ async fn a_poll_message_delivered_twice_makes_one_get() {
     // SQS delivers the sweeper's message twice.
     f.run(&[poll.clone()]).await;
     f.run(&[poll]).await;
-    assert_eq!(f.stub.hits("/email/find/bulk", "twice"), 1, "one GET per poll taken");
+    assert_eq!(
+        f.stub.hits("/email/find/bulk", "twice"),
+        1,
+        "one GET per poll taken"
+    );
 }
 
 #[tokio::test]
@@ -551,9 +555,16 @@ async fn a_sweep_with_little_room_turns_to_every_shard_in_turn() {
             .due_chunks(now + minute * 60_000, 1, 1)
             .await
             .unwrap();
-        for d in due.iter().filter(|d| by_shard.values().any(|j| *j == d.job_id)) {
+        for d in due
+            .iter()
+            .filter(|d| by_shard.values().any(|j| *j == d.job_id))
+        {
             seen.insert(relay_shared::store::poll_shard(&d.job_id));
         }
     }
-    assert_eq!(seen.len(), relay_shared::store::POLL_SHARDS as usize, "{seen:?}");
+    assert_eq!(
+        seen.len(),
+        relay_shared::store::POLL_SHARDS as usize,
+        "{seen:?}"
+    );
 }

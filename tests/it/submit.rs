@@ -907,7 +907,13 @@ async fn concurrent_requests_with_one_key_make_one_job_and_reset_no_chunk() {
 async fn a_chunk_marked_unconfirmed_whose_answer_was_lost_is_still_marked_by_this_call() {
     let s = Submit::new().await;
     let job = s.fullenrich_job(3).await;
-    assert!(s.jobs.begin_submit(&job, 0, "me", 60_000).await.unwrap().is_some());
+    assert!(
+        s.jobs
+            .begin_submit(&job, 0, "me", 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
     // The mark lands, its answer is lost, and the SDK sends it again: the resend must see its
     // own mark, or the caller (told "someone else marked it") schedules no confirmation check
     // and the chunk waits forever.
@@ -925,7 +931,13 @@ async fn a_chunk_marked_unconfirmed_whose_answer_was_lost_is_still_marked_by_thi
 async fn an_unconfirmed_chunk_expired_by_a_call_whose_answer_was_lost_is_still_ended_by_it() {
     let s = Submit::new().await;
     let job = s.fullenrich_job(3).await;
-    assert!(s.jobs.begin_submit(&job, 0, "me", 60_000).await.unwrap().is_some());
+    assert!(
+        s.jobs
+            .begin_submit(&job, 0, "me", 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert!(s.jobs.mark_unconfirmed(&job, 0, Some("me")).await.unwrap());
     // The expiry lands, its answer is lost, the SDK resends: the resend must report that this
     // call ended it, or its contacts are never failed and the job never ends.
@@ -950,11 +962,15 @@ async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
         callbacks: Default::default(),
     };
     let auth = format!("Bearer {TOKEN}");
-    let body = json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(150)});
+    let body =
+        json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(150)});
     let req = apigw_request(
         "POST",
         "/jobs",
-        &[("authorization", &auth), ("content-type", "application/json")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
         body.to_string().as_bytes(),
     );
     let resp = api.handle(req).await;
@@ -971,7 +987,11 @@ async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
         hold: Duration::from_secs(60),
         limit: 100,
     };
-    assert_eq!(sweeper.sweep().await.unwrap().enqueued, 0, "not overdue yet");
+    assert_eq!(
+        sweeper.sweep().await.unwrap().enqueued,
+        0,
+        "not overdue yet"
+    );
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let sweep = sweeper.sweep().await.unwrap();
     assert_eq!(sweep.enqueued, 2, "{sweep:?}");
@@ -995,7 +1015,11 @@ async fn a_cancel_fences_every_later_take_and_is_never_replaced_by_a_lesser_erro
     let canceled = relay_shared::jobs::JobError::new("canceled", "canceled by the client");
     s.jobs.set_job_error(&job, &canceled).await.unwrap();
     assert!(
-        s.jobs.begin_submit(&job, 0, "worker", 60_000).await.unwrap().is_none(),
+        s.jobs
+            .begin_submit(&job, 0, "worker", 60_000)
+            .await
+            .unwrap()
+            .is_none(),
         "no chunk of a canceled job is taken for a start"
     );
     let lesser = relay_shared::jobs::JobError::new("start_unconfirmed", "lost");
@@ -1003,7 +1027,11 @@ async fn a_cancel_fences_every_later_take_and_is_never_replaced_by_a_lesser_erro
     let meta = s.jobs.get_job(&job).await.unwrap().unwrap();
     assert_eq!(meta.error.unwrap().code, "canceled");
     assert!(
-        s.jobs.begin_fail(&job, 0, "worker", 60_000).await.unwrap().is_some(),
+        s.jobs
+            .begin_fail(&job, 0, "worker", 60_000)
+            .await
+            .unwrap()
+            .is_some(),
         "taken to be ended canceled"
     );
 }

@@ -20,14 +20,23 @@ async fn a_backlog_of_unsigned_batch_webhooks_is_fetched_at_the_budget_and_start
 
     // Job A: 500 one-contact chunks, all started, their enrichments finished.
     let a = format!("job_{}", uuid::Uuid::new_v4().simple());
-    let meta = JobMeta::new(a.clone(), Operation::Enrich, None, JobStatus::Running, 500, 1, Value::Null);
+    let meta = JobMeta::new(
+        a.clone(),
+        Operation::Enrich,
+        None,
+        JobStatus::Running,
+        500,
+        1,
+        Value::Null,
+    );
     let contacts = (0..500)
         .map(|i| Contact {
             index: i,
-            fields: json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
-                .as_object()
-                .cloned()
-                .unwrap(),
+            fields:
+                json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
             custom: None,
         })
         .collect();
@@ -49,8 +58,16 @@ async fn a_backlog_of_unsigned_batch_webhooks_is_fetched_at_the_budget_and_start
     let calls = sim.provider.calls();
     let mut fe: Vec<u64> = calls.iter().map(|c| c.at_ms).collect();
     fe.sort();
-    let gets: Vec<u64> = calls.iter().filter(|c| c.kind == Kind::Get).map(|c| c.at_ms).collect();
-    let starts: Vec<u64> = calls.iter().filter(|c| c.kind == Kind::Start).map(|c| c.at_ms).collect();
+    let gets: Vec<u64> = calls
+        .iter()
+        .filter(|c| c.kind == Kind::Get)
+        .map(|c| c.at_ms)
+        .collect();
+    let starts: Vec<u64> = calls
+        .iter()
+        .filter(|c| c.kind == Kind::Start)
+        .map(|c| c.at_ms)
+        .collect();
     let last_get = *gets.iter().max().unwrap();
     let busiest = busiest_minute(&fe);
     let drained_min = (last_get - t0) as f64 / 60_000.0;
@@ -73,16 +90,24 @@ async fn a_backlog_of_unsigned_batch_webhooks_is_fetched_at_the_budget_and_start
         let log = sim.log();
         (log.handled, log.timed_out)
     };
-    println!("FullEnrich requests per minute: {per_minute:?}; {handled} records handled, {cut} cut at their timeout");
+    println!(
+        "FullEnrich requests per minute: {per_minute:?}; {handled} records handled, {cut} cut at their timeout"
+    );
     let meta_a = sim.meta(&a).await;
     let meta_b = sim.meta(&b).await;
     assert_eq!(meta_a.status, JobStatus::Completed, "{meta_a:?}");
     assert_eq!(meta_b.status, JobStatus::Completed, "{meta_b:?}");
     assert_eq!(meta_a.done, 500);
     assert_eq!(starts.len(), 20, "each of B's chunks started once");
-    assert!(busiest <= 55, "never more than the budget in any 60 s window: {busiest}");
+    assert!(
+        busiest <= 55,
+        "never more than the budget in any 60 s window: {busiest}"
+    );
     // Throughput equals the budget: 540 requests at 55 a minute is 9.8 minutes.
-    assert!(drained_min <= 540.0 / 55.0 + 1.0, "drained in {drained_min:.1} min");
+    assert!(
+        drained_min <= 540.0 / 55.0 + 1.0,
+        "drained in {drained_min:.1} min"
+    );
     // B's starts are not held behind A's backlog.
     let first_b = *starts.iter().min().unwrap();
     let last_b = *starts.iter().max().unwrap();

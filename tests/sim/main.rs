@@ -29,7 +29,6 @@ use relay_shared::store::{JobStore, JobWriter};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-
 use provider::{Faults, SimProvider};
 
 /// One FullEnrich request per this interval over the account (55 a minute, as configured).
@@ -245,10 +244,16 @@ impl Sim {
         self.jobs.insert(meta, chunks, contacts);
         self.created.insert(job_id.clone(), now_ms());
         for i in indices {
-            self.due
-                .insert((job_id.clone(), i), now_ms() + START_OVERDUE.as_millis() as u64);
+            self.due.insert(
+                (job_id.clone(), i),
+                now_ms() + START_OVERDUE.as_millis() as u64,
+            );
             if !lost.contains(&i) {
-                send(&self.inner, Msg::Submit(SubmitChunk::start(&job_id, i), 0), Duration::ZERO);
+                send(
+                    &self.inner,
+                    Msg::Submit(SubmitChunk::start(&job_id, i), 0),
+                    Duration::ZERO,
+                );
             }
         }
         job_id
@@ -352,19 +357,29 @@ impl Sim {
 
     /// Cancels a job as `POST /jobs/{id}/cancel` does.
     pub async fn cancel(&self, job_id: &str) {
-        let e = relay_shared::jobs::JobError::new(relay_shared::jobs::reasons::CANCELED, "canceled");
+        let e =
+            relay_shared::jobs::JobError::new(relay_shared::jobs::reasons::CANCELED, "canceled");
         self.jobs.set_job_error(job_id, &e).await.unwrap();
     }
 
     /// Deletes a job as `DELETE /jobs/{id}` does: marked, then erased by the worker.
     pub async fn delete(&mut self, job_id: &str) {
         assert!(self.jobs.mark_deleted(job_id).await.unwrap());
-        send(&self.inner, Msg::Submit(SubmitChunk::delete(job_id), 0), Duration::ZERO);
+        send(
+            &self.inner,
+            Msg::Submit(SubmitChunk::delete(job_id), 0),
+            Duration::ZERO,
+        );
     }
 
     /// What is left of a job's contact data in the store: contacts and results.
     pub async fn contact_data(&self, job_id: &str, n: u64) -> usize {
-        let contacts = self.jobs.contacts(job_id, 0, n).await.map(|c| c.len()).unwrap_or(0);
+        let contacts = self
+            .jobs
+            .contacts(job_id, 0, n)
+            .await
+            .map(|c| c.len())
+            .unwrap_or(0);
         contacts + self.jobs.results(job_id).len()
     }
 
@@ -382,7 +397,9 @@ impl Sim {
 
 fn contact(op: Operation, i: u64) -> Contact {
     let fields = match op {
-        Operation::EmailFind => json!({"fullname": format!("Person {i}"), "company_domain": "example.com"}),
+        Operation::EmailFind => {
+            json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
+        }
         _ => json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"}),
     };
     Contact {

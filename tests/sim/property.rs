@@ -82,7 +82,11 @@ async fn case(seed: u64) -> Result<(), String> {
         let ended = sim.log().ended_at.get(&p.job_id).copied();
         let Some(at) = ended else {
             let m = sim.meta(&p.job_id).await;
-            return fail(format!("job never ended: {:?} {:?}", m.status, sim.jobs.chunks(&p.job_id).await));
+            return fail(format!(
+                "job never ended: {:?} {:?}",
+                m.status,
+                sim.jobs.chunks(&p.job_id).await
+            ));
         };
         let bound = t0 + (DEADLINE * 2 + CONFIRM_BOUND).as_millis() as u64;
         if at > bound {
@@ -106,13 +110,20 @@ async fn case(seed: u64) -> Result<(), String> {
             // `START_CONFIRM_TIMEOUT` late: its chunk ended `start_unconfirmed` before it came
             // (nothing was stored to stand), and the late webhook is not applied.
             let late = jumped && r.reason.as_deref() == Some("start_unconfirmed");
-            if shown.contains(&(p.job_id.clone(), r.index)) && r.outcome == Outcome::Failed && !late {
-                return fail(format!("contact {} of {} found, then failed ({:?})", r.index, p.job_id, r.reason));
+            if shown.contains(&(p.job_id.clone(), r.index)) && r.outcome == Outcome::Failed && !late
+            {
+                return fail(format!(
+                    "contact {} of {} found, then failed ({:?})",
+                    r.index, p.job_id, r.reason
+                ));
             }
         }
         let m = sim.meta(&p.job_id).await;
         if !m.status.is_terminal() || m.done != p.contacts {
-            return fail(format!("job {} ended {:?} with {} of {} done", p.job_id, m.status, m.done, p.contacts));
+            return fail(format!(
+                "job {} ended {:?} with {} of {} done",
+                p.job_id, m.status, m.done, p.contacts
+            ));
         }
         if m.status == JobStatus::Completed && m.failed > 0 {
             return fail("completed with failures".into());
@@ -129,7 +140,11 @@ async fn case(seed: u64) -> Result<(), String> {
     // `start_unconfirmed`: it is parked (kept for an operator), not applied.
     let dlq = sim.log().dead_letters.clone();
     if !dlq.is_empty() && !jumped {
-        return fail(format!("{} parked: {}", dlq.len(), &dlq[0][..dlq[0].len().min(300)]));
+        return fail(format!(
+            "{} parked: {}",
+            dlq.len(),
+            &dlq[0][..dlq[0].len().min(300)]
+        ));
     }
     // The budget is never exceeded in any window.
     let mut fe: Vec<u64> = sim
@@ -141,7 +156,10 @@ async fn case(seed: u64) -> Result<(), String> {
         .collect();
     fe.sort();
     if busiest_minute(&fe) > 55 {
-        return fail(format!("{} FullEnrich requests in one minute", busiest_minute(&fe)));
+        return fail(format!(
+            "{} FullEnrich requests in one minute",
+            busiest_minute(&fe)
+        ));
     }
     let _ = Kind::Get;
     Ok(())
@@ -149,7 +167,10 @@ async fn case(seed: u64) -> Result<(), String> {
 
 #[tokio::test(start_paused = true)]
 async fn every_job_ends_and_ends_right_under_random_faults() {
-    let cases: u64 = std::env::var("SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let cases: u64 = std::env::var("SIM_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let seeds: Vec<u64> = match std::env::var("SIM_SEED").ok().and_then(|v| v.parse().ok()) {
         Some(one) => vec![one],
         None => (1..=cases).collect(),
@@ -167,5 +188,11 @@ async fn every_job_ends_and_ends_right_under_random_faults() {
         started.elapsed().as_secs_f64(),
         failures.len()
     );
-    assert!(failures.is_empty(), "{} of {} cases failed; first: {}", failures.len(), seeds.len(), failures[0]);
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed; first: {}",
+        failures.len(),
+        seeds.len(),
+        failures[0]
+    );
 }

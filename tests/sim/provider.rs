@@ -192,7 +192,9 @@ impl SimProvider {
             Provider::Fullenrich,
             Hook::Batch,
             job_id,
-            json!({"id": id, "status": "FINISHED", "data": []}).to_string().as_bytes(),
+            json!({"id": id, "status": "FINISHED", "data": []})
+                .to_string()
+                .as_bytes(),
             Signature::Absent,
         )
     }
@@ -211,11 +213,7 @@ impl SimProvider {
 
     /// The enrichment's results as FullEnrich's GET and batch webhook carry them.
     fn fullenrich_body(id: &str, e: &Enrichment) -> Value {
-        let data: Vec<Value> = e
-            .rids
-            .iter()
-            .map(|r| fullenrich_record(*r))
-            .collect();
+        let data: Vec<Value> = e.rids.iter().map(|r| fullenrich_record(*r)).collect();
         json!({"id": id, "status": "FINISHED", "cost": {"credits": e.rids.len()}, "data": data})
     }
 
@@ -223,7 +221,12 @@ impl SimProvider {
     fn plan(&self, s: &mut State, id: &str, e: &Enrichment) {
         let rng = s.rng.as_mut().expect("rng");
         let copies = self.faults.min_copies
-            + rng.below(self.faults.max_copies.saturating_sub(self.faults.min_copies) + 1);
+            + rng.below(
+                self.faults
+                    .max_copies
+                    .saturating_sub(self.faults.min_copies)
+                    + 1,
+            );
         let per_contact = rng.chance(self.faults.per_contact);
         let unsigned = rng.chance(self.faults.unsigned);
         let ready = self.faults.ready_after;
@@ -247,7 +250,10 @@ impl SimProvider {
                     }
                 }
                 let (body, signature) = if unsigned {
-                    (json!({"id": id, "status": "FINISHED", "data": []}), Signature::Absent)
+                    (
+                        json!({"id": id, "status": "FINISHED", "data": []}),
+                        Signature::Absent,
+                    )
                 } else {
                     (Self::fullenrich_body(id, e), Signature::Verified)
                 };
@@ -348,7 +354,11 @@ impl Submitter for SimProvider {
 }
 
 impl SimProvider {
-    fn get(&self, provider: Provider, id: &str) -> Result<(Operation, Vec<u64>, String), FetchError> {
+    fn get(
+        &self,
+        provider: Provider,
+        id: &str,
+    ) -> Result<(Operation, Vec<u64>, String), FetchError> {
         let mut s = self.state.lock().unwrap();
         self.log(&mut s, provider, Kind::Get);
         let Some(e) = s.enrichments.get(id) else {
@@ -372,7 +382,8 @@ impl ProviderClient for SimProvider {
     async fn fullenrich_job(&self, _: Operation, id: &str) -> Result<fullenrich::Job, FetchError> {
         let (_, rids, _) = self.get(Provider::Fullenrich, id)?;
         let data: Vec<Value> = rids.iter().map(|r| fullenrich_record(*r)).collect();
-        let body = json!({"id": id, "status": "FINISHED", "cost": {"credits": rids.len()}, "data": data});
+        let body =
+            json!({"id": id, "status": "FINISHED", "cost": {"credits": rids.len()}, "data": data});
         Ok(fullenrich::parse_batch(body.to_string().as_bytes()).expect("a job object"))
     }
 
@@ -399,6 +410,9 @@ impl ProviderClient for SimProvider {
     ) -> Result<(enrow::SingleResult, Value), FetchError> {
         let (_, rids, _) = self.get(Provider::Enrow, id)?;
         let row = enrow_row(rids[0]);
-        Ok((enrow::SingleResult::from_value(&row).expect("a single result"), row))
+        Ok((
+            enrow::SingleResult::from_value(&row).expect("a single result"),
+            row,
+        ))
     }
 }

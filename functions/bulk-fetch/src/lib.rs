@@ -34,8 +34,7 @@ use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
     CallbackStore, ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, DueAction,
-    JobStore,
-    Link, MAX_POLL_EVERY_MS, Slot, StoreError, Stored,
+    JobStore, Link, MAX_POLL_EVERY_MS, Slot, StoreError, Stored,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -619,7 +618,12 @@ where
         if let Err(d) = self.settle_after(meta, &stored).await {
             return d;
         }
-        tracing::warn!(job_id, chunk = chunk.index, failed = stored.new, "poll: the provider does not know the chunk's id; chunk ended");
+        tracing::warn!(
+            job_id,
+            chunk = chunk.index,
+            failed = stored.new,
+            "poll: the provider does not know the chunk's id; chunk ended"
+        );
         Disposition::Polled(format!("ended: {answer}"))
     }
 
@@ -739,7 +743,9 @@ where
                 again.paced = again.paced.saturating_add(1);
                 match self.requeue.send_delayed(again.to_json(), delay).await {
                     Ok(_) => Disposition::Paced(delay),
-                    Err(e) => Disposition::Retry(format!("waiting for a request slot; requeue failed: {e}")),
+                    Err(e) => Disposition::Retry(format!(
+                        "waiting for a request slot; requeue failed: {e}"
+                    )),
                 }
             }
             Disposition::Deferred(_, r) if env.requeues >= MAX_REQUEUES => {
@@ -915,7 +921,11 @@ where
                 .take_candidate(job_id, c.index, MAX_CANDIDATES)
                 .await?
             {
-                tracing::info!(job_id, chunk = c.index, "an unknown id fetched as the candidate of a chunk awaiting its id");
+                tracing::info!(
+                    job_id,
+                    chunk = c.index,
+                    "an unknown id fetched as the candidate of a chunk awaiting its id"
+                );
                 return Ok(());
             }
         }
@@ -1142,7 +1152,9 @@ where
                 {
                     match self.adopt(meta, id, &rids, None).await {
                         Ok(_) => {}
-                        Err(d) => tracing::warn!(job_id, disposition = ?d, "contact_finished did not adopt its chunk"),
+                        Err(d) => {
+                            tracing::warn!(job_id, disposition = ?d, "contact_finished did not adopt its chunk")
+                        }
                     }
                 }
                 Ok(stored)
@@ -1718,10 +1730,7 @@ impl<Q: Queue> Sweeper<Q> {
                         Some(&self.submit_queue),
                         SubmitChunk::message(&d.job_id, index, SubmitAction::Start),
                     ),
-                    DueAction::Erase => (
-                        Some(&self.submit_queue),
-                        SubmitChunk::delete(&d.job_id),
-                    ),
+                    DueAction::Erase => (Some(&self.submit_queue), SubmitChunk::delete(&d.job_id)),
                     DueAction::ConfirmCheck => (
                         Some(&self.submit_queue),
                         SubmitChunk::message(&d.job_id, index, SubmitAction::ConfirmCheck),

@@ -44,7 +44,9 @@ impl ProviderClient for Scripted {
         self.gets.lock().unwrap().push(id.to_string());
         match self.fullenrich.lock().unwrap().get(id) {
             Some(body) => Ok(fullenrich::parse_batch(body.to_string().as_bytes()).unwrap()),
-            None => Err(FetchError::Permanent("HTTP 404 enrichment not found".into())),
+            None => Err(FetchError::Permanent(
+                "HTTP 404 enrichment not found".into(),
+            )),
         }
     }
     async fn enrow_bulk(&self, _: Operation, id: &str) -> Result<enrow::BulkResults, FetchError> {
@@ -86,10 +88,11 @@ fn seed_fullenrich(w: &TestWorker, chunks: u32) -> String {
     let contacts = (0..n)
         .map(|i| Contact {
             index: i,
-            fields: json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
-                .as_object()
-                .cloned()
-                .unwrap(),
+            fields:
+                json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
             custom: None,
         })
         .collect();
@@ -152,7 +155,11 @@ async fn a_delivery_whose_slot_is_far_off_takes_none_and_waits_in_the_queue() {
     );
     assert!(w.providers.gets().is_empty(), "no GET yet");
     let requeued = w.requeue.take();
-    assert_eq!(requeued.len(), 1, "the delivery waits as a new, delayed message");
+    assert_eq!(
+        requeued.len(),
+        1,
+        "the delivery waits as a new, delayed message"
+    );
     assert_eq!(requeued[0].delay, wait);
     // It took no slot: the next caller finds the schedule where the backlog left it.
     let now = relay_shared::now_ms();
@@ -170,14 +177,16 @@ async fn a_get_that_would_not_fit_in_the_invocation_is_not_started() {
     w.providers.knows("fe-0", finished("fe-0", &[0, 1]));
     // 15 s left: a 20 s GET and its writes would outlive the invocation.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let d = relay_shared::invocation::within(deadline, handle(&w, &unsigned_batch(&job_id, "fe-0")))
-        .await;
+    let d =
+        relay_shared::invocation::within(deadline, handle(&w, &unsigned_batch(&job_id, "fe-0")))
+            .await;
     assert!(matches!(d, Disposition::Paced(_)), "{d:?}");
     assert!(w.providers.gets().is_empty());
     // With the time it needs, the same delivery is fetched and applied.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let d = relay_shared::invocation::within(deadline, handle(&w, &unsigned_batch(&job_id, "fe-0")))
-        .await;
+    let d =
+        relay_shared::invocation::within(deadline, handle(&w, &unsigned_batch(&job_id, "fe-0")))
+            .await;
     assert!(matches!(d, Disposition::Applied { new: 2, .. }), "{d:?}");
     assert_eq!(w.providers.gets(), vec!["fe-0".to_string()]);
 }
@@ -191,13 +200,20 @@ async fn a_poll_answered_not_found_ends_its_chunk_and_is_never_polled_again() {
     w.providers.knows("fe-1", finished("fe-1", &[2, 3]));
     let poll = PollRequest::new(&job_id, 0, relay_shared::now_ms()).to_json();
     let d = handle(&w, &poll).await;
-    assert!(matches!(&d, Disposition::Polled(r) if r.starts_with("ended")), "{d:?}");
+    assert!(
+        matches!(&d, Disposition::Polled(r) if r.starts_with("ended")),
+        "{d:?}"
+    );
     assert!(w.dead_letters.take().is_empty(), "nothing parked");
     let c = chunk(&w, &job_id, 0).await;
     assert_eq!(c.status, ChunkStatus::Failed);
     assert_eq!(c.error.unwrap().code, reasons::PROVIDER_LOST);
     let results = w.jobs.results(&job_id);
-    assert!(results.iter().all(|r| r.reason.as_deref() == Some(reasons::PROVIDER_LOST)));
+    assert!(
+        results
+            .iter()
+            .all(|r| r.reason.as_deref() == Some(reasons::PROVIDER_LOST))
+    );
     // The chunk is final: a second poll makes no GET.
     handle(&w, &poll).await;
     assert_eq!(w.providers.gets(), vec!["fe-gone".to_string()]);
@@ -222,8 +238,19 @@ async fn a_poll_past_the_deadline_times_out_whatever_the_provider_answers() {
 /// A chunk whose start's answer was lost: `start_unconfirmed`, no provider id.
 async fn unconfirmed(w: &TestWorker, job_id: &str, index: u32) {
     use relay_shared::store::SubmitLedger;
-    assert!(w.jobs.begin_submit(job_id, index, "me", 60_000).await.unwrap().is_some());
-    assert!(w.jobs.mark_unconfirmed(job_id, index, Some("me")).await.unwrap());
+    assert!(
+        w.jobs
+            .begin_submit(job_id, index, "me", 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        w.jobs
+            .mark_unconfirmed(job_id, index, Some("me"))
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -239,7 +266,12 @@ async fn a_signed_contact_finished_adopts_its_unconfirmed_chunk_and_its_results_
         let body = json!({"id": "fe-lost", "status": "IN_PROGRESS", "data": [record(rid)]});
         let d = handle(
             &w,
-            &envelope(Provider::Fullenrich, Hook::Contact, &job_id, body.to_string().as_bytes()),
+            &envelope(
+                Provider::Fullenrich,
+                Hook::Contact,
+                &job_id,
+                body.to_string().as_bytes(),
+            ),
         )
         .await;
         assert!(matches!(d, Disposition::Applied { new: 1, .. }), "{d:?}");
@@ -285,8 +317,14 @@ async fn an_unsigned_body_naming_an_unknown_id_costs_no_get_and_is_dropped_not_p
         let d = handle(&w, &unsigned_batch(&job_id, &format!("made-up-{}", i % 4))).await;
         assert!(matches!(d, Disposition::Dropped(_)), "{d:?}");
     }
-    assert!(w.providers.gets().is_empty(), "no id the job's chunks know: no GET");
-    assert!(w.dead_letters.take().is_empty(), "dropped, not parked with its body");
+    assert!(
+        w.providers.gets().is_empty(),
+        "no id the job's chunks know: no GET"
+    );
+    assert!(
+        w.dead_letters.take().is_empty(),
+        "dropped, not parked with its body"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -309,9 +347,17 @@ async fn a_chunk_awaiting_its_id_lets_a_few_unknown_ids_be_fetched_and_adopts_th
     let body = finished("fe-real", &[0, 1]);
     let d = handle(
         &w,
-        &envelope(Provider::Fullenrich, Hook::Batch, &job_id, body.to_string().as_bytes()),
+        &envelope(
+            Provider::Fullenrich,
+            Hook::Batch,
+            &job_id,
+            body.to_string().as_bytes(),
+        ),
     )
     .await;
     assert!(matches!(d, Disposition::Applied { new: 2, .. }), "{d:?}");
-    assert_eq!(chunk(&w, &job_id, 0).await.provider_id.as_deref(), Some("fe-real"));
+    assert_eq!(
+        chunk(&w, &job_id, 0).await.provider_id.as_deref(),
+        Some("fe-real")
+    );
 }

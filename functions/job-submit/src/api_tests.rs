@@ -165,7 +165,10 @@ async fn a_job_whose_start_messages_could_not_be_queued_is_accepted_and_never_re
     // SQS refuses the chunk's start message; no Idempotency-Key was sent.
     a.submit_queue.fail_sends(1);
     let (status, body) = call(&a, "POST", "/jobs", &[], &job(2)).await;
-    assert_eq!(status, 202, "the job is recorded, and its start is the sweeper's: {body}");
+    assert_eq!(
+        status, 202,
+        "the job is recorded, and its start is the sweeper's: {body}"
+    );
     assert!(
         !body.to_string().contains("retry"),
         "a client is never told to retry into a second job: {body}"

@@ -897,7 +897,11 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S,
         let slot = match relay_shared::invocation::bounded_wait(MAX_START_WAIT, reserve) {
             Some(max_wait) => {
                 self.jobs
-                    .take_slot(&limit, interval.as_millis() as u64, max_wait.as_millis() as u64)
+                    .take_slot(
+                        &limit,
+                        interval.as_millis() as u64,
+                        max_wait.as_millis() as u64,
+                    )
                     .await?
             }
             None => Slot::Busy {
@@ -984,7 +988,11 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S,
                 if !linked {
                     // A webhook adopted the chunk under another id meanwhile: the provider's own
                     // answer is the truth, so the chunk takes this id and its webhooks map.
-                    tracing::error!(job_id, chunk = index, "the chunk was linked to another id; corrected to the start's");
+                    tracing::error!(
+                        job_id,
+                        chunk = index,
+                        "the chunk was linked to another id; corrected to the start's"
+                    );
                     self.jobs
                         .correct_link(job_id, at, &started.id, contact)
                         .await?;

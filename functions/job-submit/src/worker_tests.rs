@@ -256,9 +256,16 @@ async fn a_start_whose_slot_is_far_off_takes_none_and_gives_its_chunk_back() {
     let Submitted::Deferred(wait) = got else {
         panic!("waits in the queue: {got:?}")
     };
-    assert!(wait >= Duration::from_secs(29) && wait <= Duration::from_secs(31), "{wait:?}");
+    assert!(
+        wait >= Duration::from_secs(29) && wait <= Duration::from_secs(31),
+        "{wait:?}"
+    );
     assert!(w.starter.starts.lock().unwrap().is_empty(), "nothing sent");
-    assert_eq!(chunk(&w, &job, 0).await.status, ChunkStatus::Pending, "given back");
+    assert_eq!(
+        chunk(&w, &job, 0).await.status,
+        ChunkStatus::Pending,
+        "given back"
+    );
     let queued = w.queue.take();
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].delay, wait);
@@ -274,7 +281,10 @@ async fn a_chunk_still_pending_at_its_jobs_deadline_never_starts_and_the_job_end
     let w = worker();
     let job = fullenrich_job(&w, 150);
     w.starter.answer(Scripted::started("fe-0"));
-    assert_eq!(w.handle(&start(&job, 0)).await, Submitted::Started("fe-0".into()));
+    assert_eq!(
+        w.handle(&start(&job, 0)).await,
+        Submitted::Started("fe-0".into())
+    );
     // Chunk 1's start message was lost; its job's deadline passes.
     tokio::time::advance(Duration::from_secs(24 * 3600 + 1)).await;
     assert_eq!(
@@ -294,7 +304,11 @@ async fn a_cancel_recorded_before_the_take_stops_the_start() {
     let canceled = relay_shared::jobs::JobError::new(reasons::CANCELED, "canceled");
     w.jobs.set_job_error(&job, &canceled).await.unwrap();
     assert!(
-        w.jobs.begin_submit(&job, 0, "worker", 60_000).await.unwrap().is_none(),
+        w.jobs
+            .begin_submit(&job, 0, "worker", 60_000)
+            .await
+            .unwrap()
+            .is_none(),
         "the take is fenced by the job's cancel"
     );
     // A later error that does not stop the job leaves the cancel in place.
@@ -320,7 +334,12 @@ impl Submitter for AdoptedMeanwhile {
     async fn start(&self, _: Operation, _: &StartRequest) -> Result<Started, StartError> {
         let c = self.jobs.chunk(&self.job, 0).await.unwrap().unwrap();
         let at = relay_shared::store::ChunkRef::from(&c);
-        assert!(self.jobs.link_chunk(&self.job, at, "fe-wrong", None, None).await.unwrap());
+        assert!(
+            self.jobs
+                .link_chunk(&self.job, at, "fe-wrong", None, None)
+                .await
+                .unwrap()
+        );
         Scripted::started("fe-real")
     }
 }
@@ -346,12 +365,18 @@ async fn a_chunk_adopted_under_a_wrong_id_takes_the_id_its_start_was_answered_wi
         confirm_timeout: w.confirm_timeout,
         deadline: w.deadline,
     };
-    assert_eq!(w.handle(&start(&job, 0)).await, Submitted::Started("fe-real".into()));
+    assert_eq!(
+        w.handle(&start(&job, 0)).await,
+        Submitted::Started("fe-real".into())
+    );
     let c = w.jobs.chunk(&job, 0).await.unwrap().unwrap();
     assert_eq!(c.provider_id.as_deref(), Some("fe-real"));
     let link = w.jobs.find_chunk(&job, "fe-real").await.unwrap();
     assert_eq!(link.map(|l| l.index), Some(0), "the real id maps");
-    assert!(w.jobs.find_chunk(&job, "fe-wrong").await.unwrap().is_none(), "the wrong one goes");
+    assert!(
+        w.jobs.find_chunk(&job, "fe-wrong").await.unwrap().is_none(),
+        "the wrong one goes"
+    );
 }
 
 /// Runs a job's erasure as the worker does: the erase message, then each one it sends on.

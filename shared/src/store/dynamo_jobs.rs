@@ -718,10 +718,7 @@ impl JobStore for DynamoJobStore {
                             }
                             // An emulator that does not return the item: read it.
                             None => {
-                                let at: u64 = self
-                                    .rate_next_at(name)
-                                    .await?
-                                    .unwrap_or(0);
+                                let at: u64 = self.rate_next_at(name).await?.unwrap_or(0);
                                 if at <= now {
                                     continue;
                                 }

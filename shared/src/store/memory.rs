@@ -989,7 +989,9 @@ impl MemoryJobs {
     ) -> Result<Option<Chunk>, StoreError> {
         self.with(job_id, |job| {
             let meta = job.meta.as_ref().expect("checked");
-            if fenced && (meta.deleted || meta.error.as_ref().is_some_and(JobError::stops_submission)) {
+            if fenced
+                && (meta.deleted || meta.error.as_ref().is_some_and(JobError::stops_submission))
+            {
                 return Ok(None);
             }
             let Some(c) = job.chunks.get_mut(&index) else {

@@ -31,7 +31,10 @@ impl SubmitLedger for DynamoJobStore {
             )
             .build()
             .map_err(build)?;
-        let take = self.take_update(job_id, index, owner, lease_ms).build().map_err(build)?;
+        let take = self
+            .take_update(job_id, index, owner, lease_ms)
+            .build()
+            .map_err(build)?;
         let out = self
             .client
             .transact_write_items()
@@ -86,7 +89,9 @@ impl SubmitLedger for DynamoJobStore {
     ) -> Result<(), StoreError> {
         let out = self
             .chunk_update(job_id, index)
-            .update_expression("SET #status = :pending, poll_at = :due REMOVE submit_until, submit_owner")
+            .update_expression(
+                "SET #status = :pending, poll_at = :due REMOVE submit_until, submit_owner",
+            )
             .expression_attribute_values(":due", n(now_ms() + self.start_overdue_ms))
             .condition_expression("#status = :starting AND submit_owner = :me")
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
@@ -143,7 +148,9 @@ impl SubmitLedger for DynamoJobStore {
         let out = self
             .chunk_update(job_id, index)
             .update_expression("SET #status = :failed, expired_by = :by")
-            .condition_expression("#status = :unconfirmed OR (#status = :failed AND expired_by = :by)")
+            .condition_expression(
+                "#status = :unconfirmed OR (#status = :failed AND expired_by = :by)",
+            )
             .expression_attribute_values(":by", s(by))
             .expression_attribute_values(":failed", s(ChunkStatus::Failed.as_str()))
             .expression_attribute_values(":unconfirmed", s(ChunkStatus::StartUnconfirmed.as_str()))

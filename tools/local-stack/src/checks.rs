@@ -95,7 +95,11 @@ pub const CALLS: &[(&str, &str, &str)] = &[
         "dynamodb:ConditionCheckItem",
         "JobsTable",
     ),
-    ("JobSubmitWorkerFunction", "dynamodb:DeleteItem", "JobsTable"),
+    (
+        "JobSubmitWorkerFunction",
+        "dynamodb:DeleteItem",
+        "JobsTable",
+    ),
     ("JobSubmitWorkerFunction", "sqs:SendMessage", "SubmitQueue"),
     (
         "JobSubmitWorkerFunction",

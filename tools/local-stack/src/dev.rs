@@ -354,15 +354,17 @@ impl DevStack {
         let listener = if opts.watch_only {
             None
         } else {
-            Some(match tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("port {} is taken ({e}); using a free port", opts.port);
-                    tokio::net::TcpListener::bind("127.0.0.1:0")
-                        .await
-                        .map_err(|e| e.to_string())?
-                }
-            })
+            Some(
+                match tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("port {} is taken ({e}); using a free port", opts.port);
+                        tokio::net::TcpListener::bind("127.0.0.1:0")
+                            .await
+                            .map_err(|e| e.to_string())?
+                    }
+                },
+            )
         };
         let api_url = match &listener {
             Some(l) => format!("http://{}", l.local_addr().map_err(|e| e.to_string())?),

@@ -60,12 +60,12 @@ pub fn venv_path() -> String {
 pub fn loopback() -> std::net::IpAddr {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     static HOST: std::sync::OnceLock<IpAddr> = std::sync::OnceLock::new();
-    *HOST.get_or_init(|| {
-        match std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)) {
+    *HOST.get_or_init(
+        || match std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)) {
             Ok(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
             Err(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        }
-    })
+        },
+    )
 }
 
 /// A free port on [`loopback`] (bound, then released for the child to take).
@@ -92,10 +92,15 @@ impl Watch {
             .open(cfg.log)
             .map_err(|e| format!("{}: {e}", cfg.log.display()))?;
         let mut cmd = Command::new("cargo");
-        cmd.args(["lambda", "watch", "--invoke-address", &loopback().to_string()])
-            .args(["--invoke-port", &port.to_string()])
-            .args(["--timeout", &cfg.timeout_seconds.to_string()])
-            .arg("--disable-cors");
+        cmd.args([
+            "lambda",
+            "watch",
+            "--invoke-address",
+            &loopback().to_string(),
+        ])
+        .args(["--invoke-port", &port.to_string()])
+        .args(["--timeout", &cfg.timeout_seconds.to_string()])
+        .arg("--disable-cors");
         if cfg.only_lambda_apis {
             cmd.arg("--only-lambda-apis");
         }
@@ -237,7 +242,9 @@ pub fn write_env_file<'a>(
     );
     for (k, v) in vars {
         if v.contains('\n') {
-            return Err(format!("{k}: a value with a newline cannot go in an env file"));
+            return Err(format!(
+                "{k}: a value with a newline cannot go in an env file"
+            ));
         }
         text.push_str(&format!("{k}={v}\n"));
     }

@@ -23,7 +23,9 @@ async fn main() {
     let logs = opts.log_dir.clone();
     let watch_only = opts.watch_only;
     let started = std::time::Instant::now();
-    eprintln!("starting moto, the provider sandbox and cargo lambda watch (the first start builds each function)…");
+    eprintln!(
+        "starting moto, the provider sandbox and cargo lambda watch (the first start builds each function)…"
+    );
     let stack = match DevStack::start(opts).await {
         Ok(s) => s,
         Err(e) => {
@@ -59,10 +61,17 @@ async fn main() {
     println!("  logs           {}/watch.log", logs.display());
     if !watch_only {
         println!("In another terminal, for `relay`:");
-        println!("  export RELAY_URL={} RELAY_API_TOKEN={token}", stack.api_url);
+        println!(
+            "  export RELAY_URL={} RELAY_API_TOKEN={token}",
+            stack.api_url
+        );
     }
-    println!("The stack's data (jobs, results, queues) lives only as long as the stack: Ctrl-C ends both.");
-    println!("Edit a function's source and watch rebuilds and restarts it. Ctrl-C stops everything.");
+    println!(
+        "The stack's data (jobs, results, queues) lives only as long as the stack: Ctrl-C ends both."
+    );
+    println!(
+        "Edit a function's source and watch rebuilds and restarts it. Ctrl-C stops everything."
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {
