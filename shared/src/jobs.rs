@@ -259,6 +259,15 @@ pub struct CallbackState {
 pub const CANCELED_STATUS: &str = "canceled";
 
 impl JobMeta {
+    /// How long this job may wait for its results: its own `options.deadline_hours`, else
+    /// `default` (`JOB_DEADLINE_HOURS`).
+    pub fn deadline(&self, default: std::time::Duration) -> std::time::Duration {
+        self.options
+            .get("deadline_hours")
+            .and_then(Value::as_u64)
+            .map_or(default, |h| std::time::Duration::from_secs(h * 3600))
+    }
+
     /// The job's status as the API, the CLI and callbacks show it: [`JobStatus`], except that an
     /// ended job that was canceled is [`CANCELED_STATUS`] (stored as `partially_failed` or
     /// `failed` with the error `canceled`).

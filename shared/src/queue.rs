@@ -121,13 +121,6 @@ impl Queue for SqsQueue {
     }
 }
 
-/// The submit queue's message asking the worker to erase a deleted job (job-submit's
-/// `SubmitChunk` with action `delete`; a test there holds them to one shape). The sweeper sends
-/// it for a deleted job whose erasure is overdue.
-pub fn erasure_request(job_id: &str) -> String {
-    crate::envelope::SubmitChunk::delete(job_id)
-}
-
 /// A queue in memory (feature `memory`): what was sent, with its delay and attributes.
 #[cfg(feature = "memory")]
 #[derive(Debug, Default)]

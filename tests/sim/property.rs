@@ -13,7 +13,7 @@ use relay_shared::jobs::{JobStatus, Operation, Outcome};
 use relay_shared::now_ms;
 use relay_shared::store::JobStore;
 
-use crate::provider::{Faults, Kind, Rng};
+use crate::provider::{Faults, Rng};
 use crate::{CONFIRM_BOUND, DEADLINE, Sim, busiest_minute};
 
 struct Planned {
@@ -161,7 +161,6 @@ async fn case(seed: u64) -> Result<(), String> {
             busiest_minute(&fe)
         ));
     }
-    let _ = Kind::Get;
     Ok(())
 }
 

@@ -629,10 +629,7 @@ where
 
     /// How long this job waits for its results after its last chunk started.
     fn deadline_of(&self, meta: &JobMeta) -> Duration {
-        meta.options
-            .get("deadline_hours")
-            .and_then(Value::as_u64)
-            .map_or(self.deadline, |h| Duration::from_secs(h * 3600))
+        meta.deadline(self.deadline)
     }
 
     /// Settles the job when its results are all in. If that ended it and it has a callback URL,
@@ -909,7 +906,7 @@ where
     /// may be fetched only as a candidate of a chunk still waiting for its id (its start's
     /// answer lost, or not recorded yet), [`MAX_CANDIDATES`] per chunk. Any other is dropped
     /// and counted, and costs the account no request.
-    async fn candidate(&self, meta: &JobMeta, provider_id: &str) -> Result<(), Disposition> {
+    async fn candidate(&self, meta: &JobMeta) -> Result<(), Disposition> {
         let job_id = meta.job_id.as_str();
         let chunks = self.jobs.chunks(job_id).await?;
         for c in chunks
@@ -929,7 +926,6 @@ where
                 return Ok(());
             }
         }
-        let _ = provider_id;
         Err(Disposition::Dropped(
             "provider id belongs to no chunk of this job".into(),
         ))
@@ -980,7 +976,7 @@ where
                 if linked.is_none() && !signed {
                     // Anyone holding the URL could have sent it: an id no chunk knows is fetched
                     // only as one of the few candidates a chunk still waiting for its id allows.
-                    self.candidate(meta, &id).await?;
+                    self.candidate(meta).await?;
                 }
                 // The result GET is the source of truth for a body that is not signed (anyone
                 // holding the URL could have sent it: it is only a trigger), for a finished
@@ -1173,7 +1169,7 @@ where
                         // Not linked: Enrow does not sign, so the body is only a hint. A chunk
                         // still waiting for its id may adopt it once Enrow's own answer for the
                         // id (a GET) names one of its contacts; any other id is dropped.
-                        self.candidate(meta, &id).await?;
+                        self.candidate(meta).await?;
                         let (fetched, fetched_raw) = self
                             .providers
                             .enrow_single(op, &id)
@@ -1227,7 +1223,7 @@ where
                 if linked.is_none() {
                     // Enrow does not sign its webhooks: an id no chunk knows is fetched only as
                     // one of the few candidates a chunk still waiting for its id allows.
-                    self.candidate(meta, &id).await?;
+                    self.candidate(meta).await?;
                 }
                 let bulk = match prefetched {
                     Some(bulk) => bulk,
@@ -1784,7 +1780,7 @@ impl<Q: Queue> Sweeper<Q> {
             }
             match self
                 .submit_queue
-                .send(relay_shared::queue::erasure_request(&due.job_id))
+                .send(SubmitChunk::delete(&due.job_id))
                 .await
             {
                 Ok(_) => sweep.erasures += 1,

@@ -1087,12 +1087,7 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S,
     /// Whether a chunk still pending can no longer start in time: the job's deadline (its own
     /// `options.deadline_hours`, else the configured one) counted from its creation passed.
     fn start_deadline_passed(&self, meta: &JobMeta) -> bool {
-        let deadline = meta
-            .options
-            .get("deadline_hours")
-            .and_then(Value::as_u64)
-            .map_or(self.deadline, |h| Duration::from_secs(h * 3600));
-        meta.created_at_ms + deadline.as_millis() as u64 <= now_ms()
+        meta.created_at_ms + meta.deadline(self.deadline).as_millis() as u64 <= now_ms()
     }
 
     /// A start message for a chunk some worker holds: wait while its lease runs; after it,

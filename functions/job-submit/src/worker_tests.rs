@@ -427,13 +427,3 @@ async fn a_jobs_erasure_deletes_its_claim_checked_bodies_and_only_its_own() {
     assert_eq!(w.bodies.keys().len(), 1);
     assert_eq!(w.jobs.chunks(&other).await.unwrap().len(), 1);
 }
-
-/// The sweeper's erasure request is the worker's own erase message.
-#[test]
-fn the_sweepers_erasure_request_is_the_workers_erase_message() {
-    assert_eq!(
-        serde_json::from_str::<SubmitChunk>(&relay_shared::queue::erasure_request("job_1"))
-            .unwrap(),
-        serde_json::from_str::<SubmitChunk>(&SubmitChunk::delete("job_1")).unwrap()
-    );
-}
