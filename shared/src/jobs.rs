@@ -207,6 +207,13 @@ pub struct JobMeta {
     pub deleted: bool,
     /// A deleted job's erasure is done: only its tombstone is left.
     pub erased: bool,
+    /// Its head is written and the rest of it may not be (`POST /jobs` still writing its
+    /// contacts and chunks, or died doing so): it starts nothing and is not listed, a retry with
+    /// its `Idempotency-Key` writes it again, and `DELETE` or, past [`CREATION_GRACE`], the
+    /// sweeper erases it.
+    ///
+    /// [`CREATION_GRACE`]: crate::store::CREATION_GRACE
+    pub creating: bool,
     /// Where `job.completed` is POSTed when the job ends (`callback_url` on `POST /jobs`).
     pub callback_url: Option<String>,
     /// That callback's delivery, once the job ended.
@@ -336,6 +343,7 @@ impl JobMeta {
             options,
             deleted: false,
             erased: false,
+            creating: false,
             callback_url: None,
             callback: None,
         }

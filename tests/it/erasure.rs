@@ -63,6 +63,92 @@ fn finders(n: usize) -> Vec<(Value, Value)> {
         .collect()
 }
 
+type Worker = ChunkSubmitter<DynamoJobStore, ProviderHttp, SqsQueue, S3Bodies>;
+
+/// The jobs API, the submit worker and the sweeper on `jobs`, as deployed (the provider never
+/// reached: nothing here starts a chunk).
+struct Rig {
+    api: Api<DynamoJobStore, SqsQueue>,
+    worker: Worker,
+    sweeper: Sweeper<SqsQueue>,
+    submit_url: String,
+}
+
+impl Rig {
+    fn new(stack: &Stack, jobs: &DynamoJobStore) -> Rig {
+        let submit_url = stack.res.queue_url("SubmitQueue").to_string();
+        let bucket = stack.res.bucket("PayloadBucket").to_string();
+        Rig {
+            api: Api {
+                jobs: jobs.clone(),
+                submit_queue: SqsQueue::new(stack.sqs(), &submit_url),
+                token: BearerToken::new(TOKEN),
+                callbacks: Default::default(),
+            },
+            worker: ChunkSubmitter {
+                jobs: jobs.clone(),
+                bodies: S3Bodies::new(stack.s3(), &bucket),
+                starter: ProviderHttp::new("http://127.0.0.1:9", "k", "http://127.0.0.1:9", "k"),
+                queue: SqsQueue::new(stack.sqs(), &submit_url),
+                callbacks: SqsQueue::new(stack.sqs(), stack.webhook_queue()),
+                secret: WebhookSecret::new("erasure-webhook-secret-0123456789"),
+                public_base_url: "https://relay.example".into(),
+                fullenrich_interval: Duration::from_millis(1),
+                enrow_interval: Duration::from_millis(1),
+                lease: Duration::from_secs(60),
+                confirm_timeout: Duration::from_secs(60),
+                deadline: Duration::from_secs(24 * 3600),
+            },
+            sweeper: Sweeper {
+                jobs: jobs.clone(),
+                queue: SqsQueue::new(stack.sqs(), stack.webhook_queue()),
+                submit_queue: SqsQueue::new(stack.sqs(), &submit_url),
+                hold: Duration::from_secs(60),
+                limit: 100,
+            },
+            submit_url,
+        }
+    }
+
+    /// One API request with the token; its status and JSON body.
+    async fn call(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        let auth = format!("Bearer {TOKEN}");
+        let req = apigw_request(method, path, &[("authorization", auth.as_str())], body);
+        let resp = self.api.handle(req).await;
+        let status = resp.status().as_u16();
+        (
+            status,
+            serde_json::from_slice::<Value>(resp.body().as_ref()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Runs the worker on the submit queue until it is empty (an erasure continues itself in
+    /// new messages).
+    async fn run_worker(&self, stack: &Stack) {
+        let (url, arn) = stack.res.queues["SubmitQueue"].clone();
+        let mut poller = Poller::new(stack.sqs(), &url, &arn);
+        poller.visibility_timeout = Some(1);
+        let mut empty = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while empty < 3 || stack.queue_in_flight(&url).await > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "submit queue never drained"
+            );
+            let round = poller
+                .round(|e| async { Ok(self.worker.handle_batch(e).await) })
+                .await
+                .unwrap();
+            if round.received == 0 {
+                empty += 1;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            } else {
+                empty = 0;
+            }
+        }
+    }
+}
+
 /// Item 10 (and 12): the DELETE's erasure message is lost; the sweeper finds the job deleted and
 /// not erased, asks for its erasure, and the worker erases it, its claim-checked bodies
 /// included. Afterwards the job is erased: the sweeper asks no more, and a DELETE is a 404.
@@ -71,48 +157,13 @@ async fn a_deleted_job_whose_erasure_message_was_lost_is_erased_by_the_sweeper()
     let stack = Stack::new().await;
     // At once, here: on AWS the sweeper looks ERASE_GRACE after the DELETE.
     let jobs = jobs(&stack).with_erase_grace(Duration::ZERO);
-    let submit_url = stack.res.queue_url("SubmitQueue").to_string();
-    let api = Api {
-        jobs: jobs.clone(),
-        submit_queue: SqsQueue::new(stack.sqs(), &submit_url),
-        token: BearerToken::new(TOKEN),
-        callbacks: Default::default(),
-    };
+    let rig = Rig::new(&stack, &jobs);
+    let submit_url = rig.submit_url.clone();
     let bucket = stack.res.bucket("PayloadBucket").to_string();
     let bodies = S3Bodies::new(stack.s3(), &bucket);
-    let worker = ChunkSubmitter {
-        jobs: jobs.clone(),
-        bodies: bodies.clone(),
-        starter: ProviderHttp::new("http://127.0.0.1:9", "k", "http://127.0.0.1:9", "k"),
-        queue: SqsQueue::new(stack.sqs(), &submit_url),
-        callbacks: SqsQueue::new(stack.sqs(), stack.webhook_queue()),
-        secret: WebhookSecret::new("erasure-webhook-secret-0123456789"),
-        public_base_url: "https://relay.example".into(),
-        fullenrich_interval: Duration::from_millis(1),
-        enrow_interval: Duration::from_millis(1),
-        lease: Duration::from_secs(60),
-        confirm_timeout: Duration::from_secs(60),
-        deadline: Duration::from_secs(24 * 3600),
-    };
-    let sweeper = Sweeper {
-        jobs: jobs.clone(),
-        queue: SqsQueue::new(stack.sqs(), stack.webhook_queue()),
-        submit_queue: SqsQueue::new(stack.sqs(), &submit_url),
-        hold: Duration::from_secs(60),
-        limit: 100,
-    };
-    let auth = format!("Bearer {TOKEN}");
     let call = |method: &'static str, path: String, body: Vec<u8>| {
-        let req = apigw_request(method, &path, &[("authorization", auth.as_str())], &body);
-        let api = &api;
-        async move {
-            let resp = api.handle(req).await;
-            let status = resp.status().as_u16();
-            (
-                status,
-                serde_json::from_slice::<Value>(resp.body().as_ref()).unwrap_or(Value::Null),
-            )
-        }
+        let rig = &rig;
+        async move { rig.call(method, &path, &body).await }
     };
     let contacts: Vec<Value> = (0..3)
         .map(|i| json!({"linkedin_url": format!("https://www.linkedin.com/in/ada-{i}")}))
@@ -142,31 +193,11 @@ async fn a_deleted_job_whose_erasure_message_was_lost_is_erased_by_the_sweeper()
         "then the message is lost"
     );
 
-    let sweep = sweeper.sweep().await.unwrap();
+    let sweep = rig.sweeper.sweep().await.unwrap();
     assert_eq!(sweep.erasures, 1, "{sweep:?}");
-    let again = sweeper.sweep().await.unwrap();
+    let again = rig.sweeper.sweep().await.unwrap();
     assert_eq!(again.erasures, 0, "taken: not asked twice while it runs");
-    let (url, arn) = stack.res.queues["SubmitQueue"].clone();
-    let mut poller = Poller::new(stack.sqs(), &url, &arn);
-    poller.visibility_timeout = Some(1);
-    let mut empty = 0;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while empty < 3 || stack.queue_in_flight(&url).await > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "submit queue never drained"
-        );
-        let round = poller
-            .round(|e| async { Ok(worker.handle_batch(e).await) })
-            .await
-            .unwrap();
-        if round.received == 0 {
-            empty += 1;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        } else {
-            empty = 0;
-        }
-    }
+    rig.run_worker(&stack).await;
     assert_eq!(items_of(&stack, &job).await, vec!["META".to_string()]);
     let head = jobs.get_job(&job).await.unwrap().unwrap();
     assert!(head.erased && head.name.is_none());
@@ -421,4 +452,148 @@ async fn a_deleted_jobs_pending_callback_is_never_taken() {
     assert!(!due.iter().any(|d| d.job_id == job), "{due:?}");
     let head = jobs.get_job(&job).await.unwrap().unwrap();
     assert_eq!((head.callback_url, head.callback), (None, None));
+}
+
+/// Fails, every time, each request to DynamoDB whose body contains `marker` (as a write that
+/// DynamoDB keeps refusing, or a Lambda that dies before it).
+#[derive(Debug, Clone)]
+struct Refuse(&'static str);
+
+impl Intercept for Refuse {
+    fn name(&self) -> &'static str {
+        "refuse"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let body = ctx.request().body().bytes().unwrap_or_default();
+        if String::from_utf8_lossy(body).contains(self.0) {
+            return Err("refused".into());
+        }
+        Ok(())
+    }
+}
+
+/// Job ids with contact items in the table.
+async fn jobs_with_contacts(stack: &Stack) -> Vec<String> {
+    let out = relay_shared::aws::dynamodb(&stack.sdk)
+        .scan()
+        .table_name(stack.res.table("JobsTable"))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = out
+        .items()
+        .iter()
+        .filter(|i| {
+            i.get("sk")
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|sk| sk.starts_with("CONTACT#"))
+        })
+        .filter_map(|i| {
+            i.get("pk")?
+                .as_s()
+                .ok()?
+                .strip_prefix("JOB#")
+                .map(str::to_string)
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// A `POST /jobs` whose writes fail part-way: some contacts are written, the chunk is not.
+async fn a_failed_creation(stack: &Stack, failing: &DynamoJobStore) -> String {
+    let rig = Rig::new(stack, failing);
+    // 60 contacts: two batches of 25 contacts, then one with the last 10, the chunk and its group,
+    // which fails.
+    let contacts: Vec<Value> = (0..60)
+        .map(|i| json!({"linkedin_url": format!("https://www.linkedin.com/in/ada-{i}")}))
+        .collect();
+    let body = json!({"provider": "fullenrich", "operation": "enrich", "contacts": contacts});
+    let (status, answer) = rig.call("POST", "/jobs", body.to_string().as_bytes()).await;
+    assert_eq!(status, 503, "{answer}");
+    let left = jobs_with_contacts(stack).await;
+    assert_eq!(left.len(), 1, "contacts were written before the failure");
+    left[0].clone()
+}
+
+fn refusing(stack: &Stack, marker: &'static str) -> DynamoJobStore {
+    let config = aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
+        .interceptor(Refuse(marker))
+        .build();
+    DynamoJobStore::new(
+        aws_sdk_dynamodb::Client::from_conf(config),
+        stack.res.table("JobsTable"),
+    )
+}
+
+/// Item 14: a job whose creation failed part-way left contact items; the job can still be
+/// deleted by id (its head was written first), and its erasure takes every item it wrote.
+#[tokio::test]
+async fn a_job_whose_creation_failed_part_way_can_be_deleted_and_is_erased() {
+    let stack = Stack::new().await;
+    let job = a_failed_creation(&stack, &refusing(&stack, "CHUNK#00000")).await;
+    let jobs = jobs(&stack).with_erase_grace(Duration::ZERO);
+    let rig = Rig::new(&stack, &jobs);
+    let (status, listed) = rig.call("GET", "/jobs", b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed["jobs"],
+        json!([]),
+        "a job never created is not listed"
+    );
+
+    let (status, answer) = rig.call("DELETE", &format!("/jobs/{job}"), b"").await;
+    assert_eq!(status, 202, "{answer}");
+    rig.run_worker(&stack).await;
+    assert_eq!(items_of(&stack, &job).await, vec!["META".to_string()]);
+    assert!(jobs_with_contacts(&stack).await.is_empty());
+}
+
+/// Item 14: a creation abandoned part-way (no retry, no DELETE) is found by the sweeper once it
+/// has been `creating` for `CREATION_GRACE`, and erased: nothing of it is left but a tombstone.
+#[tokio::test]
+async fn a_creation_abandoned_part_way_is_erased_by_the_sweeper() {
+    let stack = Stack::new().await;
+    let failing = refusing(&stack, "CHUNK#00000").with_creation_grace(Duration::ZERO);
+    let job = a_failed_creation(&stack, &failing).await;
+    let jobs = jobs(&stack);
+    assert!(jobs.get_job(&job).await.unwrap().unwrap().creating);
+    let rig = Rig::new(&stack, &jobs);
+    let sweep = rig.sweeper.sweep().await.unwrap();
+    assert_eq!(sweep.erasures, 1, "{sweep:?}");
+    rig.run_worker(&stack).await;
+    assert_eq!(items_of(&stack, &job).await, vec!["META".to_string()]);
+    let head = jobs.get_job(&job).await.unwrap().unwrap();
+    assert!(head.deleted && head.erased && !head.creating);
+    assert!(jobs.due_erasures(u64::MAX, 10).await.unwrap().is_empty());
+}
+
+/// Item 14: a job created whole leaves the `due` index's erasure partition with its mark, so the
+/// sweeper never takes it for abandoned.
+#[tokio::test]
+async fn a_job_created_whole_is_never_taken_for_abandoned() {
+    let stack = Stack::new().await;
+    let jobs = jobs(&stack).with_creation_grace(Duration::ZERO);
+    let rig = Rig::new(&stack, &jobs);
+    let body = json!({"provider": "enrow", "operation": "email_verify",
+        "contacts": [{"email": "a@example.com"}]});
+    let (status, created) = rig.call("POST", "/jobs", body.to_string().as_bytes()).await;
+    assert_eq!(status, 202, "{created}");
+    let head = jobs
+        .get_job(created["job_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!head.creating);
+    assert!(jobs.due_erasures(u64::MAX, 10).await.unwrap().is_empty());
+    let (_, listed) = rig.call("GET", "/jobs", b"").await;
+    assert_eq!(listed["jobs"][0]["job_id"], created["job_id"]);
 }

@@ -212,3 +212,40 @@ async fn a_delete_whose_erasure_was_not_queued_is_accepted_and_its_retry_queues_
     assert_eq!(status, 404, "erased already");
     assert!(starts(&a).is_empty());
 }
+
+/// Issue 24 item 14: a creation that failed part-way (its head written, still `creating`, with
+/// some contacts and no chunk) starts nothing and is not listed; the retry with the same
+/// `Idempotency-Key` writes the same job again, whole, and queues each chunk once.
+#[tokio::test]
+async fn a_retry_with_its_idempotency_key_writes_again_a_job_whose_creation_failed_part_way() {
+    let a = api(CallbackPolicy::default());
+    let key = [("idempotency-key", "crm-sync-7")];
+    // 150 FullEnrich contacts: two chunks.
+    let contacts: Vec<Value> = (0..150)
+        .map(|i| json!({"linkedin_url": format!("https://www.linkedin.com/in/p-{i}")}))
+        .collect();
+    let body = json!({"provider": "fullenrich", "operation": "enrich", "contacts": contacts});
+    a.jobs.fail_creations(1);
+    let (status, e) = call(&a, "POST", "/jobs", &key, &body).await;
+    assert_eq!(status, 503, "{e}");
+    assert!(starts(&a).is_empty());
+    let (_, list) = call(&a, "GET", "/jobs", &[], &Value::Null).await;
+    assert_eq!(list["jobs"], json!([]), "a job never created is not listed");
+
+    let (status, created) = call(&a, "POST", "/jobs", &key, &body).await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["job_id"].as_str().unwrap();
+    let (_, view) = call(&a, "GET", &format!("/jobs/{id}"), &[], &Value::Null).await;
+    assert_eq!(view["contacts"], 150);
+    let mut queued: Vec<u32> = starts(&a).iter().map(|s| s.chunk).collect();
+    queued.sort();
+    let chunks = view["chunks"].as_array().unwrap().len() as u32;
+    assert_eq!(chunks, 2);
+    assert_eq!(
+        queued,
+        (0..chunks).collect::<Vec<_>>(),
+        "each chunk queued once"
+    );
+    let (_, list) = call(&a, "GET", "/jobs", &[], &Value::Null).await;
+    assert_eq!(list["jobs"][0]["job_id"], id);
+}

@@ -300,9 +300,11 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         Ok(json_response(202, accepted(&outcome?).to_string()))
     }
 
-    /// Records a new job and queues its chunks. A job already recorded (a retry taking over an
-    /// `Idempotency-Key` whose first request died after writing it) is never written again, so
+    /// Records a new job and queues its chunks. A job created already (a retry taking over an
+    /// `Idempotency-Key` whose first request died after creating it) is never written again, so
     /// no chunk that may have started is reset: only its chunks still `pending` are queued again.
+    /// A job still `creating` (its first request died writing it) started nothing: it is
+    /// written again, whole.
     async fn record_and_queue(
         &self,
         meta: &JobMeta,
@@ -310,18 +312,29 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         contacts: &[relay_shared::jobs::Contact],
     ) -> Result<JobMeta, ApiError> {
         let job_id = meta.job_id.as_str();
-        if let Some(existing) = self.jobs.get_job(job_id).await? {
-            self.queue_pending(job_id).await?;
-            return Ok(existing);
+        let created = match self.jobs.get_job(job_id).await? {
+            Some(existing) if !existing.creating || existing.deleted => Some(existing),
+            _ => match self.jobs.create_job(meta, chunks, contacts).await {
+                Ok(()) => None,
+                // Created or deleted meanwhile (a request racing this one for the same key).
+                Err(StoreError::Conflict(_)) => self.jobs.get_job(job_id).await?,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let Some(existing) = created else {
+            self.queue(job_id, chunks.iter().map(|c| c.index)).await?;
+            return Ok(meta.clone());
+        };
+        if existing.deleted || existing.creating {
+            return Err(ApiError::new(
+                409,
+                "job_deleted",
+                "the job of this Idempotency-Key was deleted; send the request with a new Idempotency-Key",
+            )
+            .field("Idempotency-Key"));
         }
-        // The head is written last: until it exists no chunk message was sent, so nothing of a
-        // job without a head can have started, and writing it again is safe.
-        match self.jobs.create_job(meta, chunks, contacts).await {
-            Ok(()) | Err(StoreError::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.queue(job_id, chunks.iter().map(|c| c.index)).await?;
-        Ok(meta.clone())
+        self.queue_pending(job_id).await?;
+        Ok(existing)
     }
 
     /// Queues every chunk of the job that is still `pending`. A chunk queued twice is harmless:
@@ -806,9 +819,20 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S,
 
     /// Deletes up to [`ERASE_PER_MESSAGE`] items of a deleted job; if more are left, the rest
     /// goes on in a new message. Once none is left: its claim-checked bodies, then the head
-    /// made a tombstone (the erasure is done: the sweeper stops asking for it).
+    /// made a tombstone (the erasure is done: the sweeper stops asking for it). A job whose
+    /// creation was abandoned (the sweeper asks for it [`CREATION_GRACE`] after its head was
+    /// written) is marked deleted first, and erased the same way.
+    ///
+    /// [`CREATION_GRACE`]: relay_shared::store::CREATION_GRACE
     async fn erase(&self, job_id: &str) -> Result<Submitted, StoreError> {
-        let Some(meta) = self.jobs.get_job(job_id).await?.filter(|m| m.deleted) else {
+        let mut head = self.jobs.get_job(job_id).await?;
+        if let Some(m) = head.as_mut().filter(|m| m.creating && !m.deleted) {
+            m.deleted = self.jobs.abandon_creation(job_id).await?;
+            if m.deleted {
+                tracing::info!(job_id, "job creation abandoned: erasing it");
+            }
+        }
+        let Some(meta) = head.filter(|m| m.deleted) else {
             // Only a deleted job is erased (a message naming another is not ours to act on).
             return Ok(Submitted::Skipped);
         };
@@ -844,7 +868,10 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S,
     }
 
     async fn try_submit(&self, job_id: &str, index: u32) -> Result<Submitted, StoreError> {
-        let Some(meta) = self.jobs.get_job(job_id).await?.filter(|m| !m.deleted) else {
+        // A job still being created starts nothing: its start messages are sent once it is (the
+        // sweeper's, for a creation abandoned, come before its erasure).
+        let live = |m: &JobMeta| !m.deleted && !m.creating;
+        let Some(meta) = self.jobs.get_job(job_id).await?.filter(live) else {
             return Ok(Submitted::Skipped);
         };
         let Some(chunk) = self.jobs.chunk(job_id, index).await? else {

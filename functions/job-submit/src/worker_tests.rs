@@ -427,3 +427,39 @@ async fn a_jobs_erasure_deletes_its_claim_checked_bodies_and_only_its_own() {
     assert_eq!(w.bodies.keys().len(), 1);
     assert_eq!(w.jobs.chunks(&other).await.unwrap().len(), 1);
 }
+
+/// Issue 24 item 14: a job still being created (its head written first, the rest of it not
+/// known to be) starts nothing, even on the sweeper's start for a chunk of it; its erasure, once
+/// the sweeper asks for it, marks it deleted and takes everything it wrote.
+#[tokio::test]
+async fn a_job_still_being_created_starts_nothing_and_an_abandoned_one_is_erased() {
+    use relay_shared::store::JobWriter;
+    let w = worker();
+    let job = fullenrich_job(&w, 3);
+    let meta = w.jobs.get_job(&job).await.unwrap().unwrap();
+    let contacts = w.jobs.contacts(&job, 0, 3).await.unwrap();
+    // A creation whose chunks were written, then its request died before clearing the mark.
+    w.jobs.insert(
+        JobMeta {
+            creating: true,
+            ..meta.clone()
+        },
+        Chunk::plan(3, 100),
+        contacts.clone(),
+    );
+    assert_eq!(w.handle(&start(&job, 0)).await, Submitted::Skipped);
+    assert!(w.starter.starts.lock().unwrap().is_empty());
+    assert_eq!(chunk(&w, &job, 0).await.status, ChunkStatus::Pending);
+    let (listed, _) = w.jobs.list_jobs(10, None).await.unwrap();
+    assert!(listed.is_empty(), "not listed while it is being created");
+
+    erase(&w, &job).await;
+    let head = w.jobs.get_job(&job).await.unwrap().unwrap();
+    assert!(head.deleted && head.erased && !head.creating);
+    assert!(w.jobs.chunks(&job).await.unwrap().is_empty());
+    assert!(w.jobs.contacts(&job, 0, 3).await.unwrap().is_empty());
+    // A creation that finished is never abandoned by a stray erasure message.
+    let other = fullenrich_job(&w, 3);
+    erase(&w, &other).await;
+    assert_eq!(w.jobs.chunks(&other).await.unwrap().len(), 1);
+}

@@ -30,6 +30,8 @@ pub struct DynamoJobStore {
     pub start_overdue_ms: u64,
     /// How long after a `DELETE` its erasure is due for the sweeper ([`ERASE_GRACE`]).
     pub erase_grace_ms: u64,
+    /// How long a job may stay `creating` before the sweeper erases it ([`CREATION_GRACE`]).
+    pub creation_grace_ms: u64,
 }
 
 impl DynamoJobStore {
@@ -42,7 +44,14 @@ impl DynamoJobStore {
             retention_s: DEFAULT_RETENTION_DAYS * 86_400,
             start_overdue_ms: DEFAULT_START_OVERDUE_MS,
             erase_grace_ms: ERASE_GRACE.as_millis() as u64,
+            creation_grace_ms: CREATION_GRACE.as_millis() as u64,
         }
+    }
+
+    /// How long a job may stay `creating` before the sweeper erases it (tests: at once).
+    pub fn with_creation_grace(mut self, grace: std::time::Duration) -> Self {
+        self.creation_grace_ms = grace.as_millis() as u64;
+        self
     }
 
     /// How long a chunk may stay not started before the sweeper sends its start again.
@@ -1145,7 +1154,9 @@ impl JobStore for DynamoJobStore {
 }
 
 impl JobWriter for DynamoJobStore {
-    /// Writes a new job: contacts and chunks first, the head last and only if the job id is new.
+    /// Writes a new job: its head first (marked `creating`, not listed, in the `due` index's
+    /// erasure partition `creation_grace_ms` on), then its contacts and chunks, then the head's
+    /// mark is cleared (it is listed, and leaves the index) unless the job was deleted meanwhile.
     async fn create_job(
         &self,
         meta: &JobMeta,
@@ -1153,6 +1164,28 @@ impl JobWriter for DynamoJobStore {
         contacts: &[Contact],
     ) -> Result<(), StoreError> {
         let pk = job_pk(&meta.job_id);
+        let now = now_ms();
+        let mut head = self.expiring(meta_item(meta));
+        // Listed once created (the `recent` index is keyed on it).
+        head.remove("list_pk");
+        head.insert("creating".into(), n(now));
+        head.insert("poll_shard".into(), s(ERASE_SHARD));
+        head.insert("poll_at".into(), n(now + self.creation_grace_ms));
+        let conflict = || StoreError::Conflict(format!("job {} exists", meta.job_id));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(head))
+            // A new job, or one still being created (a retry's: nothing of it started).
+            .condition_expression(
+                "attribute_not_exists(pk) OR (attribute_exists(creating) AND attribute_not_exists(deleted_at))",
+            )
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => conflict(),
+                _ => unavailable(e),
+            })?;
         let mut requests: Vec<WriteRequest> = Vec::new();
         for c in contacts {
             requests.push(put_request(self.expiring(contact_item(&pk, c))));
@@ -1160,7 +1193,7 @@ impl JobWriter for DynamoJobStore {
         // Every chunk is due for its start by `start_due`, and its group is in the `due`
         // index from the start: a start message that is lost (a failed send, the submit DLQ)
         // is sent again by the sweeper.
-        let start_due = now_ms() + self.start_overdue_ms;
+        let start_due = now + self.start_overdue_ms;
         let mut groups = std::collections::BTreeSet::new();
         for c in chunks {
             let mut item = self.expiring(chunk_item(&pk, c));
@@ -1178,19 +1211,21 @@ impl JobWriter for DynamoJobStore {
             requests.push(put_request(self.expiring(item)));
         }
         self.batch_write_all(requests).await?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.expiring(meta_item(meta))))
-            .condition_expression("attribute_not_exists(pk)")
+        let done = self
+            .meta_item_update(&meta.job_id)
+            .update_expression("SET list_pk = :l REMOVE creating, poll_shard, poll_at")
+            .condition_expression("attribute_exists(creating) AND attribute_not_exists(deleted_at)")
+            .expression_attribute_values(":l", s(LIST_PK))
             .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_conditional_check_failed_exception() => {
-                    StoreError::Conflict(format!("job {} exists", meta.job_id))
-                }
-                _ => unavailable(e),
-            })?;
+            .await;
+        if unless_condition_failed(done)?.is_none() {
+            // Cleared already (this write's answer was lost, and the SDK sent it again), or
+            // the job was deleted while it was written.
+            match self.get_job(&meta.job_id).await? {
+                Some(m) if !m.creating && !m.deleted => {}
+                _ => return Err(conflict()),
+            }
+        }
         Ok(())
     }
 

@@ -146,6 +146,7 @@ pub(super) fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
         options: m.options,
         deleted: item.contains_key("deleted_at"),
         erased: item.contains_key("erased_at"),
+        creating: item.contains_key("creating"),
         callback_url: m.callback_url,
         callback: callbacks::parse_state(item),
     })

@@ -48,6 +48,8 @@ pub struct MemoryJobs {
     slots: Arc<Mutex<HashMap<String, u64>>>,
     /// Result writes still to fail (as DynamoDB being unavailable would).
     failing: Arc<std::sync::atomic::AtomicUsize>,
+    /// Job creations still to fail after their head (and contacts) are written.
+    failing_creations: Arc<std::sync::atomic::AtomicUsize>,
     keys: Arc<Mutex<HashMap<String, IdemKey>>>,
     /// `job_head` answers as an eventually consistent read may: the head as it was before its
     /// job was deleted.
@@ -92,14 +94,14 @@ impl MemoryJobs {
     }
 
     fn write_fails(&self) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
-        match self
-            .failing
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        {
-            Ok(_) => Err(StoreError::unavailable("injected write failure")),
-            Err(_) => Ok(()),
-        }
+        take_one(&self.failing, "injected write failure")
+    }
+
+    /// The next `n` job creations (`create_job`) fail part-way, as DynamoDB may leave them: the
+    /// head written (still `creating`) with the contacts, no chunk.
+    pub fn fail_creations(&self, n: usize) {
+        self.failing_creations
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// From now on `job_head` reads a deleted job's head as it was before the DELETE (as
@@ -607,11 +609,34 @@ impl JobWriter for MemoryJobs {
         chunks: &[Chunk],
         contacts: &[Contact],
     ) -> Result<(), StoreError> {
-        if self.jobs.lock().unwrap().contains_key(&meta.job_id) {
+        // A new job, or one still being created (as the head's conditional put).
+        let rewritable = |j: &Job| j.meta.as_ref().is_none_or(|m| m.creating && !m.deleted);
+        if !self
+            .jobs
+            .lock()
+            .unwrap()
+            .get(&meta.job_id)
+            .is_none_or(rewritable)
+        {
             return Err(StoreError::Conflict(format!("job {} exists", meta.job_id)));
         }
-        self.insert(meta.clone(), chunks.to_vec(), contacts.to_vec());
-        Ok(())
+        let head = JobMeta {
+            creating: true,
+            ..meta.clone()
+        };
+        if let Err(e) = take_one(&self.failing_creations, "injected creation failure") {
+            self.insert(head, Vec::new(), contacts.to_vec());
+            return Err(e);
+        }
+        self.insert(head, chunks.to_vec(), contacts.to_vec());
+        self.with(&meta.job_id, |job| {
+            let head = job.meta.as_mut().expect("written");
+            if head.deleted {
+                return Err(StoreError::Conflict(format!("job {} deleted", meta.job_id)));
+            }
+            head.creating = false;
+            Ok(())
+        })
     }
 
     async fn list_jobs(
@@ -620,7 +645,12 @@ impl JobWriter for MemoryJobs {
         cursor: Option<&JobsCursor>,
     ) -> Result<(Vec<JobMeta>, Option<JobsCursor>), StoreError> {
         let jobs = self.jobs.lock().unwrap();
-        let mut heads: Vec<&JobMeta> = jobs.values().filter_map(|j| j.meta.as_ref()).collect();
+        // Listed once created.
+        let mut heads: Vec<&JobMeta> = jobs
+            .values()
+            .filter_map(|j| j.meta.as_ref())
+            .filter(|m| !m.creating)
+            .collect();
         heads.sort_by(|a, b| (b.created_at_ms, &b.job_id).cmp(&(a.created_at_ms, &a.job_id)));
         let after = |m: &&JobMeta| match cursor {
             None => true,
@@ -901,10 +931,21 @@ impl SubmitLedger for MemoryJobs {
         })
     }
 
+    async fn abandon_creation(&self, job_id: &str) -> Result<bool, StoreError> {
+        self.with(job_id, |job| {
+            let meta = job.meta.as_mut().expect("checked");
+            if meta.creating {
+                meta.deleted = true;
+            }
+            Ok(meta.creating)
+        })
+    }
+
     async fn finish_erasure(&self, job_id: &str) -> Result<(), StoreError> {
         self.with(job_id, |job| {
             let meta = job.meta.as_mut().expect("checked");
             if meta.deleted {
+                meta.creating = false;
                 meta.name = None;
                 meta.options = serde_json::Value::Null;
                 meta.callback_url = None;
@@ -914,6 +955,15 @@ impl SubmitLedger for MemoryJobs {
             }
             Ok(())
         })
+    }
+}
+
+/// Takes one of the failures still to come off `count`: `Unavailable` then, `Ok` when none is left.
+fn take_one(count: &std::sync::atomic::AtomicUsize, what: &str) -> Result<(), StoreError> {
+    use std::sync::atomic::Ordering;
+    match count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+        Ok(_) => Err(StoreError::unavailable(what)),
+        Err(_) => Ok(()),
     }
 }
 
@@ -990,7 +1040,9 @@ impl MemoryJobs {
         self.with(job_id, |job| {
             let meta = job.meta.as_ref().expect("checked");
             if fenced
-                && (meta.deleted || meta.error.as_ref().is_some_and(JobError::stops_submission))
+                && (meta.deleted
+                    || meta.creating
+                    || meta.error.as_ref().is_some_and(JobError::stops_submission))
             {
                 return Ok(None);
             }

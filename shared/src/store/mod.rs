@@ -4,7 +4,7 @@
 //!
 //! | sk | what |
 //! |---|---|
-//! | `META` | the job: status; its figures (`done`, `found`, `not_found`, `failed`) once it ended |
+//! | `META` | the job: status; its figures (`done`, `found`, `not_found`, `failed`) once it ended; `creating` while `POST /jobs` writes the rest (written first, in the `due` index's erasure partition until the mark is cleared) |
 //! | `CHUNK#<index:05>` | one provider request: offset, count, provider id, status, credits, and what its results count (`c_done`, `c_found`, `c_not_found`, `c_failed`) |
 //! | `CHUNK#~F<group:05>` | the final chunks of indices `128·group ..`: a number set `f` |
 //! | `CHUNK#~D<shard>` | duplicate deliveries, counted on one of 8 shards (`n`) |
@@ -94,8 +94,11 @@ impl StoreError {
 
 /// What the jobs API writes and lists, beyond [`JobStore`].
 pub trait JobWriter: JobStore {
-    /// Writes a new job: contacts and chunks first, the head last and only if the job id is new
-    /// (`Conflict` otherwise).
+    /// Writes a new job: its head first, marked `creating` (so that `DELETE` finds it, and the
+    /// sweeper erases it past [`CREATION_GRACE`] if this never finishes), then its contacts and
+    /// chunks, then it clears the mark. A job `creating` is written again (a retry taking its
+    /// `Idempotency-Key` over: nothing of it can have started); `Conflict` for a job id that is
+    /// created already, or was deleted.
     fn create_job(
         &self,
         meta: &JobMeta,
@@ -215,6 +218,13 @@ pub trait SubmitLedger: JobStore {
         job_id: &str,
         limit: usize,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+    /// Marks deleted a job whose creation was abandoned (still `creating`, past
+    /// [`CREATION_GRACE`]), so that its erasure can go on as a `DELETE`'s would. `false`: it is
+    /// not `creating` (its creation finished: nothing to abandon).
+    fn abandon_creation(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Ends a deleted job's erasure once its items (and claim-checked bodies) are gone: the head
     /// becomes a tombstone (no name, options or callback; `erased`), out of the `due` index.
     fn finish_erasure(&self, job_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -501,6 +511,11 @@ pub enum Slot {
 /// How long after a `DELETE` the sweeper looks for the job's erasure, should its message have
 /// been lost (the worker erases a job in seconds to minutes).
 pub const ERASE_GRACE: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// How long a job may stay `creating` (its head written, its `POST /jobs` not finished) before
+/// the sweeper takes it for abandoned and erases it: well past the `Idempotency-Key` lease, so a
+/// retry that takes the job over has long finished or given up.
+pub const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// How long a job's items are kept, unless configured (`RESULT_RETENTION_DAYS`).
 pub const DEFAULT_RETENTION_DAYS: u64 = 90;

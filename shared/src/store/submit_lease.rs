@@ -27,7 +27,7 @@ impl SubmitLedger for DynamoJobStore {
             .key("pk", s(job_pk(job_id)))
             .key("sk", s("META"))
             .condition_expression(
-                "attribute_exists(pk) AND attribute_not_exists(stopped) AND attribute_not_exists(deleted_at)",
+                "attribute_exists(pk) AND attribute_not_exists(stopped) AND attribute_not_exists(deleted_at) AND attribute_not_exists(creating)",
             )
             .build()
             .map_err(build)?;
@@ -348,11 +348,25 @@ impl SubmitLedger for DynamoJobStore {
 
     /// The head made a tombstone: the caller's name, options and callback removed, counts and
     /// status kept, `erased_at` set, out of the `due` index; gone by TTL when its retention ends.
+    async fn abandon_creation(&self, job_id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let out = self
+            .meta_item_update(job_id)
+            .update_expression(
+                "SET deleted_at = if_not_exists(deleted_at, :now), updated_at = :now",
+            )
+            .condition_expression("attribute_exists(creating)")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.is_some())
+    }
+
     async fn finish_erasure(&self, job_id: &str) -> Result<(), StoreError> {
         let out = self
             .meta_item_update(job_id)
             .update_expression(
-                "SET erased_at = if_not_exists(erased_at, :now) REMOVE #name, options, callback_url, cb_status, cb_attempts, cb_since, cb_code, cb_error, poll_shard, poll_at",
+                "SET erased_at = if_not_exists(erased_at, :now) REMOVE #name, options, creating, callback_url, cb_status, cb_attempts, cb_since, cb_code, cb_error, poll_shard, poll_at",
             )
             .condition_expression("attribute_exists(deleted_at)")
             .expression_attribute_names("#name", "name")
