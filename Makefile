@@ -33,9 +33,9 @@ bench: bootstrap functions
 	cargo build --release -p webhook-ingest -p bulk-fetch -p relay-local-stack --bin webhook-ingest --bin bulk-fetch --bin ingest-rss --bin fetch-cpu
 	target/release/ingest-rss target/release/webhook-ingest 1000
 	target/release/fetch-cpu target/release/bulk-fetch 1000
-	cargo bench -p bulk-fetch --bench fetch
-	cargo bench -p bulk-fetch --bench sweep
-	cargo bench -p bulk-fetch --bench hot_job
+	cargo bench -p relay-benches --bench fetch
+	cargo bench -p relay-benches --bench sweep
+	cargo bench -p relay-benches --bench hot_job
 	target/debug/submit-faults 200
 
 # `sam validate --lint`, `sam build` (arm64, into target/arm64), an arm64 bootstrap per function.

@@ -23,6 +23,8 @@ pub mod retry;
 pub mod secrets;
 pub mod serde_util;
 pub mod store;
+#[cfg(feature = "memory")]
+pub mod testing;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};

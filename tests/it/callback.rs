@@ -188,9 +188,9 @@ async fn a_job_calls_back_once_signed_after_two_failed_attempts() {
 #[tokio::test]
 async fn a_lost_callback_request_is_swept_and_two_requests_make_one_attempt() {
     use crate::support::fetch::Fetch;
-    use bulk_fetch::Sweeper;
     use relay_shared::callback::CallbackRequest;
     use relay_shared::jobs::{CallbackStatus, JobStatus, Operation};
+    use sweeper::Sweeper;
 
     let f = Fetch::new().await;
     let (url, got) = receiver(0).await;
@@ -216,7 +216,7 @@ async fn a_lost_callback_request_is_swept_and_two_requests_make_one_attempt() {
         .unwrap();
 
     // Its result comes: the job ends, and asks for its callback on the webhook queue.
-    let body = relay_local_stack::seed::envelope(
+    let body = relay_shared::testing::envelope(
         relay_shared::Provider::Enrow,
         relay_shared::providers::Hook::Event,
         &job,

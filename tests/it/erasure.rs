@@ -10,7 +10,6 @@ use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use bulk_fetch::Sweeper;
 use job_submit::{Api, ChunkSubmitter};
 use relay_local_stack::poller::Poller;
 use relay_shared::Provider;
@@ -20,9 +19,11 @@ use relay_shared::jobs::{ChunkStatus, ContactResult, Operation};
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::{
-    CallbackStore, ChunkRef, ChunkUpdate, DynamoJobStore, JobStore, JobWriter, SubmitLedger,
+    CallbackStore, ChunkRef, ChunkUpdate, DueIndex, DynamoJobStore, JobStore, JobWriter,
+    SubmitLedger,
 };
 use serde_json::{Value, json};
+use sweeper::Sweeper;
 
 use crate::support::{Stack, apigw_request};
 
@@ -70,7 +71,7 @@ type Worker = ChunkSubmitter<DynamoJobStore, ProviderHttp, SqsQueue, S3Bodies>;
 struct Rig {
     api: Api<DynamoJobStore, SqsQueue>,
     worker: Worker,
-    sweeper: Sweeper<SqsQueue>,
+    sweeper: Sweeper<DynamoJobStore, SqsQueue>,
     submit_url: String,
 }
 
@@ -435,7 +436,7 @@ async fn a_deleted_jobs_pending_callback_is_never_taken() {
         .unwrap();
     assert!(stored.may_settle(1));
     assert!(jobs.settle_job(&job).await.unwrap().is_some());
-    let due = jobs.due_chunks(u64::MAX, 10, 1000).await.unwrap();
+    let due = jobs.due_chunks(u64::MAX, 10, 1000).await.unwrap().0;
     assert!(
         due.iter().any(|d| d.job_id == job && d.chunk.is_none()),
         "its callback is due"
@@ -448,7 +449,7 @@ async fn a_deleted_jobs_pending_callback_is_never_taken() {
             .unwrap()
             .is_none()
     );
-    let due = jobs.due_chunks(u64::MAX, 10, 1000).await.unwrap();
+    let due = jobs.due_chunks(u64::MAX, 10, 1000).await.unwrap().0;
     assert!(!due.iter().any(|d| d.job_id == job), "{due:?}");
     let head = jobs.get_job(&job).await.unwrap().unwrap();
     assert_eq!((head.callback_url, head.callback), (None, None));

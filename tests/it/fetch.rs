@@ -1485,7 +1485,7 @@ async fn unsigned_fullenrich_bodies_are_triggers_not_results() {
         .seed(Operation::Enrich, fe_contacts(2), 100, &["fe-unsigned"])
         .await;
     let unsigned = |hook: Hook, body: Value| {
-        relay_local_stack::seed::envelope_with(
+        relay_shared::testing::envelope_with(
             Provider::Fullenrich,
             hook,
             &job,

@@ -11,7 +11,7 @@ use relay_shared::Provider;
 use relay_shared::envelope::PollRequest;
 use relay_shared::jobs::{ChunkStatus, JobStatus, Operation, Outcome};
 use relay_shared::providers::Hook;
-use relay_shared::store::JobStore;
+use relay_shared::store::{DueIndex, JobStore};
 use serde_json::{Value, json};
 
 use crate::e2e::{Client, fe_contacts, options};
@@ -89,9 +89,15 @@ async fn the_due_index_finds_due_chunks_only_and_a_sweep_takes_each_once() {
             .due_chunks(now, 100, 60_000)
             .await
             .unwrap()
+            .0
             .is_empty()
     );
-    let later = f.jobs.due_chunks(now + 601_000, 100, 60_000).await.unwrap();
+    let later = f
+        .jobs
+        .due_chunks(now + 601_000, 100, 60_000)
+        .await
+        .unwrap()
+        .0;
     let mine: Vec<_> = later.iter().filter(|d| d.job_id == job).collect();
     assert_eq!(mine.len(), 2, "{later:?}");
     // Taken once: a second sweep that read the same due time loses.
@@ -102,7 +108,7 @@ async fn the_due_index_finds_due_chunks_only_and_a_sweep_takes_each_once() {
 /// What a sweep at `at` (up to 100 chunks, taken for 60 s) finds due of `job`: chunk indices,
 /// sorted.
 async fn due_of(f: &Fetch, job: &str, at: u64) -> Vec<u32> {
-    let due = f.jobs.due_chunks(at, 100, 60_000).await.unwrap();
+    let due = f.jobs.due_chunks(at, 100, 60_000).await.unwrap().0;
     let mut chunks: Vec<u32> = due
         .iter()
         .filter(|d| d.job_id == job)
@@ -195,7 +201,7 @@ async fn a_sweep_with_no_room_left_keeps_the_group_due() {
     let f = Fetch::new().await;
     let job = f.seed_finders(3, 1, &["r0", "r1", "r2"]).await;
     let at = relay_shared::now_ms() + 601_000;
-    let first = f.jobs.due_chunks(at, 2, 60_000).await.unwrap();
+    let first = f.jobs.due_chunks(at, 2, 60_000).await.unwrap().0;
     assert_eq!(first.iter().filter(|d| d.job_id == job).count(), 2);
     let before = index_entries(&f, &job).await;
     assert!(before[0].1 <= at, "still due: {before:?}");
@@ -204,7 +210,7 @@ async fn a_sweep_with_no_room_left_keeps_the_group_due() {
         assert!(f.jobs.take_due(d, 700_000).await.unwrap().is_some());
     }
     // The next sweep finds the one left (the two taken are not due before the hold ends).
-    let next = f.jobs.due_chunks(at, 100, 60_000).await.unwrap();
+    let next = f.jobs.due_chunks(at, 100, 60_000).await.unwrap().0;
     let left: Vec<_> = next.iter().filter(|d| d.job_id == job).collect();
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(first.iter().all(|d| d.chunk != left[0].chunk));
@@ -519,7 +525,12 @@ async fn a_poll_message_delivered_twice_makes_one_get() {
         )],
     );
     let now = relay_shared::now_ms();
-    let due = f.jobs.due_chunks(now + 601_000, 100, 60_000).await.unwrap();
+    let due = f
+        .jobs
+        .due_chunks(now + 601_000, 100, 60_000)
+        .await
+        .unwrap()
+        .0;
     let mine = due.iter().find(|d| d.job_id == job).expect("due");
     let taken = f.jobs.take_due(mine, 60_000).await.unwrap().expect("taken");
     let poll = PollRequest::new(&job, 0, mine.poll_at_ms)
@@ -554,7 +565,8 @@ async fn a_sweep_with_little_room_turns_to_every_shard_in_turn() {
             .jobs
             .due_chunks(now + minute * 60_000, 1, 1)
             .await
-            .unwrap();
+            .unwrap()
+            .0;
         for d in due
             .iter()
             .filter(|d| by_shard.values().any(|j| *j == d.job_id))

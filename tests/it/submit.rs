@@ -980,7 +980,7 @@ async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
     // Both start messages are lost (a failed send, the submit DLQ).
     let lost = s.stack.drain(&s.stack.res.queue_url("SubmitQueue")).await;
     assert_eq!(lost.len(), 2);
-    let sweeper = bulk_fetch::Sweeper {
+    let sweeper = sweeper::Sweeper {
         jobs: s.jobs.clone(),
         queue: SqsQueue::new(s.stack.sqs(), s.stack.webhook_queue()),
         submit_queue: SqsQueue::new(s.stack.sqs(), s.stack.res.queue_url("SubmitQueue")),

@@ -107,7 +107,7 @@ fn send(inner: &Arc<Inner>, msg: Msg, delay: Duration) {
             Msg::Submit(b, r) => (b.clone(), *r, false),
         };
         let mut event = SqsEvent::default();
-        event.records = vec![relay_local_stack::seed::sqs_message(&body)];
+        event.records = vec![relay_shared::testing::sqs_message(&body)];
         // Each invocation runs with its Lambda deadline, and is cut there as Lambda would.
         let failed = if webhook {
             let d = Instant::now() + FETCH_TIMEOUT;

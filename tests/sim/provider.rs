@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use relay_local_stack::seed::envelope_with;
 use relay_shared::Provider;
 use relay_shared::envelope::Signature;
 use relay_shared::jobs::Operation;
@@ -15,6 +14,7 @@ use relay_shared::providers::Hook;
 use relay_shared::providers::client::{FetchError, ProviderClient};
 use relay_shared::providers::submit::{StartError, StartRequest, Started, Submitter};
 use relay_shared::providers::{enrow, fullenrich};
+use relay_shared::testing::envelope_with;
 use serde_json::{Value, json};
 
 /// A small seeded generator (xorshift64*): the same seed, the same plan.

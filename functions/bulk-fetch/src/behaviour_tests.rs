@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use relay_local_stack::seed::{envelope, sqs_message};
 use relay_shared::Provider;
 use relay_shared::bodies::MemoryBodies;
 use relay_shared::callback::{CallbackRequest, Callbacks, DEFAULT_RETRY_BASE};
@@ -14,6 +13,7 @@ use relay_shared::providers::client::{FetchError, ProviderClient};
 use relay_shared::providers::{enrow, fullenrich};
 use relay_shared::queue::MemoryQueue;
 use relay_shared::store::memory::{MemoryDedupe, MemoryJobs};
+use relay_shared::testing::{envelope, sqs_message};
 use serde_json::{Value, json};
 
 use crate::{Disposition, Worker};
@@ -55,7 +55,7 @@ pub(crate) fn worker_with<P: ProviderClient>(
         providers,
         bodies: MemoryBodies::default(),
         callbacks: Callbacks::new(
-            relay_local_stack::dev::DEV_CALLBACK_SECRET,
+            "whsec_YmVoYXZpb3VyLXRlc3RzLWNhbGxiYWNrLTAxMjM=",
             DEFAULT_RETRY_BASE,
         )
         .unwrap(),

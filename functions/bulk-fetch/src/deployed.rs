@@ -1,16 +1,16 @@
-//! The deployed wiring: bulk-fetch and the sweeper on DynamoDB, S3, SQS and the providers' APIs,
+//! The deployed wiring: bulk-fetch on DynamoDB, S3, SQS and the providers' APIs,
 //! built once at cold start from their configuration.
 
 use relay_shared::aws::{self, SdkConfig};
 use relay_shared::bodies::S3Bodies;
 use relay_shared::callback::Callbacks;
-use relay_shared::config::{ConfigError, FetchConfig, SweepConfig};
+use relay_shared::config::{ConfigError, FetchConfig};
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::{DynamoDedupe, DynamoJobStore};
 use secrecy::ExposeSecret;
 
-use crate::{Sweeper, Worker};
+use crate::Worker;
 
 /// bulk-fetch as deployed.
 pub type DeployedWorker = Worker<DynamoJobStore, DynamoDedupe, ProviderHttp, S3Bodies, SqsQueue>;
@@ -42,17 +42,5 @@ impl DeployedWorker {
             not_ready_wait: config.not_ready_wait,
             deadline: config.deadline,
         })
-    }
-}
-
-impl Sweeper<SqsQueue> {
-    pub fn deployed(sdk: &SdkConfig, config: SweepConfig) -> Self {
-        Sweeper {
-            jobs: DynamoJobStore::new(aws::dynamodb(sdk), &config.jobs_table),
-            queue: SqsQueue::new(aws::sqs(sdk), &config.webhook_queue_url),
-            submit_queue: SqsQueue::new(aws::sqs(sdk), &config.submit_queue_url),
-            hold: config.poll_after,
-            limit: config.limit,
-        }
     }
 }

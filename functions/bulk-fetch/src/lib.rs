@@ -18,9 +18,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::Provider;
 use relay_shared::bodies::BodyStore;
 use relay_shared::callback::{Attempted, CallbackRequest, CallbackTarget, Callbacks};
-use relay_shared::envelope::{
-    Body, Envelope, PollRequest, PollTarget, Signature, SubmitAction, SubmitChunk,
-};
+use relay_shared::envelope::{Body, Envelope, PollRequest, PollTarget, Signature};
 use relay_shared::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, JobStatus,
     Operation, Outcome, RECORD_KEY, from_enrow, from_fullenrich, reasons,
@@ -33,8 +31,8 @@ use relay_shared::providers::enrow::{self, EventKind};
 use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
-    CallbackStore, ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, DueAction,
-    JobStore, Link, MAX_POLL_EVERY_MS, Slot, StoreError, Stored,
+    CallbackStore, ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore,
+    Link, MAX_POLL_EVERY_MS, Slot, StoreError, Stored,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -1631,167 +1629,6 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
         lines.push(m);
     }
     lines
-}
-
-/// The sweeper (issue: recovery): every few minutes it finds the started chunks whose results
-/// have not come for `POLL_AFTER_SECONDS` and puts a poll for each on the webhook queue, where
-/// bulk-fetch applies it like a bulk notification. Due chunks come from the sparse `due` index
-/// through their groups ([`relay_shared::store::DynamoJobStore::due_chunks`]): a sweep reads the
-/// due groups' chunks, never the rest of the table.
-pub struct Sweeper<Q> {
-    pub jobs: relay_shared::store::DynamoJobStore,
-    /// The webhook queue: polls and completion callbacks.
-    pub queue: Q,
-    /// The submit queue: the starts (and confirmation checks) of chunks whose messages were
-    /// lost, and a deleted job whose erasure is overdue (its message lost, its worker dead).
-    pub submit_queue: Q,
-    /// How long a chunk taken for a poll stays out of later sweeps (its poll's time to run).
-    pub hold: Duration,
-    /// Chunks taken per sweep at most (the rest wait for the next sweep).
-    pub limit: usize,
-}
-
-/// What one sweep did.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Sweep {
-    /// Chunks found due.
-    pub due: usize,
-    /// Polls put on the queue.
-    pub enqueued: usize,
-    /// Due chunks another sweep (or a poll) moved on meanwhile.
-    pub skipped: usize,
-    /// Polls that could not be queued (the chunk is polled again after `hold`).
-    pub failed: usize,
-    /// Erasures of deleted jobs asked for again.
-    pub erasures: usize,
-    /// What reading the `due` index cost.
-    pub read: relay_shared::store::ReadCost,
-}
-
-impl Sweep {
-    /// This sweep as one EMF line; `None` is a sweep that failed (one sweep error).
-    pub fn metrics(sweep: Option<&Sweep>) -> Metrics {
-        let mut m = Metrics::new("sweeper");
-        match sweep {
-            Some(s) => {
-                m.add(metrics::CHUNKS_DUE, s.due as u64)
-                    .add(metrics::POLLS_QUEUED, s.enqueued as u64)
-                    .add(metrics::ERASURES_QUEUED, s.erasures as u64)
-                    .add(metrics::SWEEP_ERRORS, s.failed as u64);
-            }
-            None => {
-                m.add(metrics::SWEEP_ERRORS, 1);
-            }
-        }
-        m
-    }
-}
-
-impl<Q: Queue> Sweeper<Q> {
-    pub async fn sweep(&self) -> Result<Sweep, StoreError> {
-        let (due, read) = self
-            .jobs
-            .due_chunks_costed(
-                relay_shared::now_ms(),
-                self.limit,
-                self.hold.as_millis() as u64,
-            )
-            .await?;
-        let mut sweep = Sweep {
-            due: due.len(),
-            read,
-            ..Sweep::default()
-        };
-        let outcomes: Vec<Result<bool, String>> = futures::stream::iter(due)
-            .map(|d| async move {
-                let Some(taken) = self
-                    .jobs
-                    .take_due(&d, self.hold.as_millis() as u64)
-                    .await
-                    .map_err(|e| e.to_string())?
-                else {
-                    return Ok(false);
-                };
-                let index = d.chunk.unwrap_or(0);
-                let (queue, message) = match d.action {
-                    DueAction::Poll => (
-                        Some(&self.queue),
-                        PollRequest::new(&d.job_id, index, d.poll_at_ms)
-                            .taken_at(taken)
-                            .to_json(),
-                    ),
-                    // A chunk whose start message was lost (a failed send, the submit DLQ, a
-                    // worker gone): its start again, which only a pending chunk can take.
-                    DueAction::Start => (
-                        Some(&self.submit_queue),
-                        SubmitChunk::message(&d.job_id, index, SubmitAction::Start),
-                    ),
-                    DueAction::Erase => (Some(&self.submit_queue), SubmitChunk::delete(&d.job_id)),
-                    DueAction::ConfirmCheck => (
-                        Some(&self.submit_queue),
-                        SubmitChunk::message(&d.job_id, index, SubmitAction::ConfirmCheck),
-                    ),
-                    // A completion callback due (its message lost, its attempt dead, or its
-                    // next attempt further off than SQS delays): taken with the new due date.
-                    DueAction::Callback => (
-                        Some(&self.queue),
-                        CallbackRequest::new(&d.job_id, Some(taken)).to_json(),
-                    ),
-                };
-                let Some(queue) = queue else {
-                    return Ok(false);
-                };
-                queue
-                    .send(message)
-                    .await
-                    .map(|_| true)
-                    .map_err(|e| e.to_string())
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        for o in outcomes {
-            match o {
-                Ok(true) => sweep.enqueued += 1,
-                Ok(false) => sweep.skipped += 1,
-                Err(e) => {
-                    tracing::warn!(error = %e, "poll not queued");
-                    sweep.failed += 1;
-                }
-            }
-        }
-        self.sweep_erasures(&mut sweep).await?;
-        Ok(sweep)
-    }
-
-    /// Deleted jobs whose erasure is overdue: each taken (its due date moved `hold` on, so the
-    /// next sweep asks again only if this erasure does not finish) and asked for on the submit
-    /// queue, where the worker erases it.
-    async fn sweep_erasures(&self, sweep: &mut Sweep) -> Result<(), StoreError> {
-        let hold = self.hold.as_millis() as u64;
-        for due in self
-            .jobs
-            .due_erasures(relay_shared::now_ms(), self.limit)
-            .await?
-        {
-            if self.jobs.take_due(&due, hold).await?.is_none() {
-                sweep.skipped += 1;
-                continue;
-            }
-            match self
-                .submit_queue
-                .send(SubmitChunk::delete(&due.job_id))
-                .await
-            {
-                Ok(_) => sweep.erasures += 1,
-                Err(e) => {
-                    tracing::warn!(job_id = %due.job_id, error = %e, "erasure not queued");
-                    sweep.failed += 1;
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

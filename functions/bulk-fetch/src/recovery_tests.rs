@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use relay_local_stack::seed::{envelope, envelope_with, sqs_message};
 use relay_shared::Provider;
 use relay_shared::bodies::MemoryBodies;
 use relay_shared::envelope::{PollRequest, Signature};
@@ -18,6 +17,7 @@ use relay_shared::providers::{enrow, fullenrich};
 use relay_shared::queue::MemoryQueue;
 use relay_shared::store::memory::{MemoryDedupe, MemoryJobs};
 use relay_shared::store::{ChunkRef, ChunkUpdate, JobStore, Slot};
+use relay_shared::testing::{envelope, envelope_with, sqs_message};
 use serde_json::{Value, json};
 
 use crate::{Disposition, MAX_CANDIDATES, Worker};

@@ -36,7 +36,7 @@ async fn call(
     } else {
         body.to_string().into_bytes()
     };
-    let event = relay_local_stack::runtime_api::apigw_v2_event(method, path, &all, &body);
+    let event = relay_shared::testing::apigw_v2_event(method, path, &all, &body);
     let req = lambda_http::request::from_str(&event.to_string()).unwrap();
     let resp = api.handle(req).await;
     let status = resp.status().as_u16();
@@ -77,7 +77,7 @@ async fn a_bad_request_names_the_field_and_creates_nothing() {
 #[tokio::test]
 async fn a_wrong_token_is_refused() {
     let a = api(CallbackPolicy::default());
-    let event = relay_local_stack::runtime_api::apigw_v2_event(
+    let event = relay_shared::testing::apigw_v2_event(
         "GET",
         "/jobs",
         &[("authorization", "Bearer nope")],

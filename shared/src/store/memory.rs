@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim, Counts,
-    DedupeStore, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobStore, JobWriter,
-    JobsCursor, Link, Slot, StoreError, Stored, SubmitLedger,
+    CREATION_GRACE, CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim,
+    Counts, DEFAULT_POLL_AFTER_MS, DEFAULT_START_OVERDUE_MS, DedupeStore, Due, DueAction, DueIndex,
+    ERASE_GRACE, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobStore, JobWriter,
+    JobsCursor, Link, ReadCost, Slot, StoreError, Stored, SubmitLedger,
 };
 use crate::jobs::{
     CallbackState, CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
@@ -38,6 +39,55 @@ struct Job {
     candidates: HashMap<u32, u32>,
     /// Polls taken: (chunk, the `poll_at` the sweeper's take set).
     polls: HashSet<(u32, u64)>,
+    /// Chunks the sweeper took: the state it took each in, and when it is due again (a chunk
+    /// that moves on is due as its new state says, as a DynamoDB write sets its `poll_at`).
+    taken: HashMap<u32, (ChunkStatus, u64)>,
+    /// A deleted job's (or an abandoned creation's) erasure: when it is due.
+    erase_due: Option<u64>,
+}
+
+impl Job {
+    /// When chunk `c` is due for the sweeper, if it is open: its start (or the check of a start
+    /// whose worker died) `DEFAULT_START_OVERDUE_MS` after the job's creation, its poll
+    /// `DEFAULT_POLL_AFTER_MS` after its start, or what the sweeper's last take set.
+    fn chunk_due(&self, c: &Chunk) -> Option<u64> {
+        if c.status.is_final() {
+            return None;
+        }
+        if let Some((status, at)) = self.taken.get(&c.index)
+            && *status == c.status
+        {
+            return Some(*at);
+        }
+        let created = self.meta.as_ref().map_or(0, |m| m.created_at_ms);
+        Some(match c.status {
+            ChunkStatus::Starting => self
+                .starting
+                .get(&c.index)
+                .map_or(0, |(_, until)| until + 60_000),
+            ChunkStatus::Submitted => c.started_at_ms.unwrap_or(created) + DEFAULT_POLL_AFTER_MS,
+            ChunkStatus::StartUnconfirmed => {
+                c.unconfirmed_at_ms.unwrap_or(created) + DEFAULT_POLL_AFTER_MS
+            }
+            _ => created + DEFAULT_START_OVERDUE_MS,
+        })
+    }
+
+    /// When the job's erasure is due: a deleted job's until it is erased, a creation's
+    /// [`CREATION_GRACE`] after its head was written.
+    fn erasure_due(&self) -> Option<u64> {
+        let m = self.meta.as_ref()?;
+        if m.erased {
+            return None;
+        }
+        if m.deleted {
+            return self.erase_due;
+        }
+        m.creating.then(|| {
+            self.erase_due
+                .unwrap_or(m.created_at_ms + CREATION_GRACE.as_millis() as u64)
+        })
+    }
 }
 
 /// Jobs in memory: a [`JobStore`] and [`CallbackStore`]. A clone is the same store (as two
@@ -677,6 +727,7 @@ impl JobWriter for MemoryJobs {
             Some(job) if job.meta.as_ref().is_some_and(|m| !m.erased) => {
                 let meta = job.meta.as_mut().expect("checked");
                 meta.deleted = true;
+                job.erase_due = Some(now_ms() + ERASE_GRACE.as_millis() as u64);
                 // Calls back no one: the callback's URL, state and due date go with the mark.
                 meta.callback_url = None;
                 meta.callback = None;
@@ -934,8 +985,9 @@ impl SubmitLedger for MemoryJobs {
     async fn abandon_creation(&self, job_id: &str) -> Result<bool, StoreError> {
         self.with(job_id, |job| {
             let meta = job.meta.as_mut().expect("checked");
-            if meta.creating {
+            if meta.creating && !meta.deleted {
                 meta.deleted = true;
+                job.erase_due = Some(now_ms());
             }
             Ok(meta.creating)
         })
@@ -954,6 +1006,99 @@ impl SubmitLedger for MemoryJobs {
                 job.callback_due = None;
             }
             Ok(())
+        })
+    }
+}
+
+impl DueIndex for MemoryJobs {
+    async fn due_chunks(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        _hold_ms: u64,
+    ) -> Result<(Vec<Due>, ReadCost), StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        let mut ids: Vec<&String> = jobs.keys().collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            let job = &jobs[id];
+            let chunks = job.chunks.values().filter_map(|c| {
+                let at = job.chunk_due(c).filter(|at| *at <= now_ms)?;
+                let action = match c.status {
+                    ChunkStatus::Submitted => DueAction::Poll,
+                    ChunkStatus::StartUnconfirmed => DueAction::ConfirmCheck,
+                    _ => DueAction::Start,
+                };
+                Some((Some(c.index), at, action))
+            });
+            let callback = job
+                .callback_due
+                .filter(|at| *at <= now_ms)
+                .map(|at| (None, at, DueAction::Callback));
+            out.extend(
+                callback
+                    .into_iter()
+                    .chain(chunks)
+                    .map(|(chunk, at, action)| Due {
+                        job_id: id.clone(),
+                        chunk,
+                        poll_at_ms: at,
+                        action,
+                    }),
+            );
+        }
+        out.truncate(limit);
+        Ok((out, ReadCost::default()))
+    }
+
+    async fn due_erasures(&self, now_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        let mut out: Vec<Due> = jobs
+            .iter()
+            .filter_map(|(id, job)| {
+                let at = job.erasure_due().filter(|at| *at <= now_ms)?;
+                Some(Due {
+                    job_id: id.clone(),
+                    chunk: None,
+                    poll_at_ms: at,
+                    action: DueAction::Erase,
+                })
+            })
+            .collect();
+        out.sort_by_key(|d| d.poll_at_ms);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn take_due(&self, due: &Due, hold_ms: u64) -> Result<Option<u64>, StoreError> {
+        let next = now_ms() + hold_ms;
+        let mut jobs = self.jobs.lock().unwrap();
+        let Some(job) = jobs.get_mut(&due.job_id) else {
+            return Ok(None);
+        };
+        let seen = Some(due.poll_at_ms);
+        Ok(match (due.action, due.chunk) {
+            (DueAction::Erase, _) if job.erasure_due() == seen => {
+                job.erase_due = Some(next);
+                Some(next)
+            }
+            (DueAction::Callback, None) if job.callback_due == seen => {
+                job.callback_due = Some(next);
+                Some(next)
+            }
+            (_, Some(index)) => {
+                let Some(c) = job.chunks.get(&index) else {
+                    return Ok(None);
+                };
+                if job.chunk_due(c) != seen {
+                    return Ok(None);
+                }
+                let status = c.status;
+                job.taken.insert(index, (status, next));
+                Some(next)
+            }
+            _ => None,
         })
     }
 }

@@ -42,6 +42,7 @@ use crate::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
 mod callbacks;
 mod counts;
 mod dedupe;
+mod due;
 mod dynamo;
 mod dynamo_jobs;
 mod idempotency;
@@ -565,6 +566,41 @@ pub struct Due {
     pub poll_at_ms: u64,
     /// What is due.
     pub action: DueAction,
+}
+
+/// The sweeper's view of the jobs table (the sparse `due` index): what is due, and taking it.
+pub trait DueIndex: Send + Sync + 'static {
+    /// Chunks due for a poll at `now_ms`, and job heads whose callback is due, from the sparse
+    /// `due` index: one query per shard. A chunk is in the index through its group (the item
+    /// that also records the group's final chunks, [`FINAL_GROUP`] chunks a group), so a
+    /// result that ends a chunk writes no index entry. A due group's chunks are read (one
+    /// query) and its open chunks due now returned; the group is then due again when its next
+    /// open chunk is (those returned count as taken for `hold_ms`), or leaves the index once
+    /// every chunk it holds is final. Reads follow the due groups, never the rest of the table.
+    /// Also what reading them cost ([`ReadCost`]).
+    fn due_chunks(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        hold_ms: u64,
+    ) -> impl Future<Output = Result<(Vec<Due>, ReadCost), StoreError>> + Send;
+    /// Deleted jobs whose erasure is due at `now_ms` (not erased yet: the message that asked
+    /// for it was lost, or the worker died on it), at most `limit`: one query of the `due`
+    /// index's erasure partition (heads enter it with their `DELETE`, and leave it erased).
+    fn due_erasures(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Due>, StoreError>> + Send;
+    /// Takes a due item for one poll or callback attempt: moves its `poll_at` `hold_ms` on, if
+    /// it is still the one read (another sweep, a poll that found the results not ready, or a
+    /// callback attempt moved it otherwise). Returns the new `poll_at`: a callback attempt is
+    /// taken with it ([`CallbackStore::take_callback`]).
+    fn take_due(
+        &self,
+        due: &Due,
+        hold_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 }
 
 /// What a due item asks of the sweeper.

@@ -89,7 +89,7 @@ impl Fetch {
 
     /// The SQS message body ingest would have sent for this delivery.
     pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {
-        relay_local_stack::seed::envelope(provider, hook, job_id, body)
+        relay_shared::testing::envelope(provider, hook, job_id, body)
     }
 
     /// The envelope of an Enrow event from a fixture (`enrow/…json`), its `id` set to `id`.
@@ -105,7 +105,7 @@ impl Fetch {
     }
 
     pub fn message(body: &str) -> SqsMessage {
-        relay_local_stack::seed::sqs_message(body)
+        relay_shared::testing::sqs_message(body)
     }
 
     /// Runs one batch of these message bodies through the worker.

@@ -66,7 +66,7 @@ pub fn apigw_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> lambda_http::Request {
-    let event = relay_local_stack::runtime_api::apigw_v2_event(method, path, headers, body);
+    let event = relay_shared::testing::apigw_v2_event(method, path, headers, body);
     lambda_http::request::from_str(&event.to_string()).expect("valid API Gateway v2 event")
 }
 

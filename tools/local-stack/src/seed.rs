@@ -1,11 +1,7 @@
 //! Seeds a job the way job-submit records one (contacts, chunks, head, provider ids linked), for
 //! tests and benchmarks of the worker that do not go through the jobs API.
 
-use aws_lambda_events::event::sqs::SqsMessage;
-use relay_shared::Provider;
-use relay_shared::envelope::{Body, Envelope, Signature};
 use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation};
-use relay_shared::providers::Hook;
 use relay_shared::store::{DynamoJobStore, JobStore, JobWriter};
 use serde_json::Value;
 
@@ -90,48 +86,4 @@ pub fn numbered_fullenrich_record(i: u64, found: bool) -> Value {
         serde_json::json!({"most_probable_work_email": null, "work_emails": []})
     };
     serde_json::json!({"input": input, "custom": custom, "contact_info": contact_info})
-}
-
-/// The SQS message body ingest would send for this delivery (FullEnrich bodies as if they carried
-/// a valid `X-Signature-SHA1`).
-pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {
-    let signature = match provider {
-        Provider::Fullenrich => Signature::Verified,
-        Provider::Enrow => Signature::NotApplicable,
-    };
-    envelope_with(provider, hook, job_id, body, signature)
-}
-
-/// The same with the signature ingest found (e.g. `Signature::Absent`: accepted on the URL token).
-pub fn envelope_with(
-    provider: Provider,
-    hook: Hook,
-    job_id: &str,
-    body: &[u8],
-    signature: Signature,
-) -> String {
-    Envelope {
-        v: 1,
-        delivery_id: uuid::Uuid::new_v4().to_string(),
-        provider,
-        hook,
-        job_id: job_id.to_string(),
-        received_at_ms: relay_shared::now_ms(),
-        headers: Default::default(),
-        signature,
-        body: Body::inline(body),
-        requeues: 0,
-        paced: 0,
-    }
-    .to_json()
-}
-
-/// An SQS record as Lambda's event source hands it over.
-pub fn sqs_message(body: &str) -> SqsMessage {
-    let mut m = SqsMessage::default();
-    m.message_id = Some(uuid::Uuid::new_v4().to_string());
-    m.receipt_handle = Some("rh".into());
-    m.body = Some(body.to_string());
-    m.event_source = Some("aws:sqs".into());
-    m
 }

@@ -17,13 +17,12 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use relay_local_stack::procstat::{cpu_seconds, status_kb};
 use relay_local_stack::provider_stub::ProviderStub;
 use relay_local_stack::runtime_api::{RuntimeApi, spawn_function, tool_args};
-use relay_local_stack::seed::{
-    envelope, numbered_fullenrich_record, seed_numbered_fullenrich_job, sqs_message,
-};
+use relay_local_stack::seed::{numbered_fullenrich_record, seed_numbered_fullenrich_job};
 use relay_local_stack::{Moto, Template};
 use relay_shared::Provider;
 use relay_shared::providers::Hook;
 use relay_shared::store::{DynamoJobStore, JobStore};
+use relay_shared::testing::{envelope, sqs_message};
 use serde_json::json;
 
 const CHUNK: u64 = 100;

@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use relay_local_stack::procstat::{cpu_times, status_kb};
-use relay_local_stack::runtime_api::{RuntimeApi, apigw_v2_event, spawn_function, tool_args};
+use relay_local_stack::runtime_api::{RuntimeApi, spawn_function, tool_args};
 use relay_local_stack::{Moto, Template};
 use relay_shared::Provider;
 use relay_shared::auth::{WebhookSecret, fullenrich_signature};
+use relay_shared::testing::apigw_v2_event;
 
 const SECRET: &str = "rss-webhook-secret-0123456789";
 const FE_KEY: &str = "rss-fullenrich-key";

@@ -15,11 +15,11 @@ use aws_sdk_dynamodb::error::BoxError;
 use bulk_fetch::Worker;
 use relay_local_stack::Template;
 use relay_local_stack::provider_stub::ProviderStub;
-use relay_local_stack::seed::sqs_message;
 use relay_shared::bodies::S3Bodies;
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::{DynamoDedupe, DynamoJobStore};
+use relay_shared::testing::sqs_message;
 use serde_json::Value;
 
 /// DynamoDB requests by operation (the `X-Amz-Target` header), retries included, with the

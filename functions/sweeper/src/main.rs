@@ -1,10 +1,10 @@
 //! The sweeper: on an EventBridge schedule, puts a poll on the webhook queue for every started
 //! chunk whose results have not come for `POLL_AFTER_SECONDS` (bulk-fetch applies them).
 
-use bulk_fetch::{Sweep, Sweeper};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use relay_shared::config::SweepConfig;
 use serde_json::{Value, json};
+use sweeper::{Sweep, Sweeper};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {

@@ -5,7 +5,7 @@
 //! for a retry, the capacity units per contact and what they cost, and checks that the job
 //! settles with exact figures.
 //!
-//! Run: `make bench` (or `HOT_CONTACTS=50000 cargo bench -p bulk-fetch --bench hot_job`; the
+//! Run: `make bench` (or `HOT_CONTACTS=50000 cargo bench -p relay-benches --bench hot_job`; the
 //! default is 50,000 contacts, 500 chunks of 100).
 
 mod common;
@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures::StreamExt;
 use relay_local_stack::provider_stub::ProviderStub;
-use relay_local_stack::seed::{envelope, numbered_fullenrich_record, seed_numbered_fullenrich_job};
+use relay_local_stack::seed::{numbered_fullenrich_record, seed_numbered_fullenrich_job};
 use relay_local_stack::{Moto, queue};
 use relay_shared::Provider;
 use relay_shared::jobs::JobStatus;
 use relay_shared::providers::Hook;
 use relay_shared::store::JobStore;
+use relay_shared::testing::envelope;
 use serde_json::{Value, json};
 
 const CHUNK: u64 = 100;

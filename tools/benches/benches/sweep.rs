@@ -7,16 +7,16 @@
 //! messages, and the sweep's wall time (median of 3; the emulator is far slower than DynamoDB,
 //! so the wall time is an upper bound).
 //!
-//! Run: `make bench` (or `cargo bench -p bulk-fetch --bench sweep`).
+//! Run: `make bench` (or `cargo bench -p relay-benches --bench sweep`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use bulk_fetch::Sweeper;
 use relay_local_stack::{Moto, Template};
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::{DynamoJobStore, chunk_sk, poll_shard};
+use sweeper::Sweeper;
 
 const CHUNKS_PER_JOB: usize = 100;
 const DUE: usize = 100;

@@ -8,7 +8,7 @@
 //!    `contact_finished` of a 100-contact chunk), each first delivered and then duplicated: every
 //!    DynamoDB request it costs, by operation, and the cost per million at on-demand prices.
 //!
-//! Run: `make bench` (or `cargo bench -p bulk-fetch --bench fetch`).
+//! Run: `make bench` (or `cargo bench -p relay-benches --bench fetch`).
 
 mod common;
 
@@ -19,9 +19,7 @@ use common::*;
 use bulk_fetch::Worker;
 use relay_local_stack::Moto;
 use relay_local_stack::provider_stub::ProviderStub;
-use relay_local_stack::seed::{
-    envelope, numbered_fullenrich_record, seed_job, seed_numbered_fullenrich_job,
-};
+use relay_local_stack::seed::{numbered_fullenrich_record, seed_job, seed_numbered_fullenrich_job};
 use relay_shared::Provider;
 use relay_shared::bodies::S3Bodies;
 use relay_shared::jobs::Operation;
@@ -29,6 +27,7 @@ use relay_shared::providers::Hook;
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::JobStore;
+use relay_shared::testing::envelope;
 use serde_json::{Value, json};
 
 /// Peak resident set size of this process since the last reset, in MiB.

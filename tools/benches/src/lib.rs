@@ -1,0 +1,1 @@
+//! Nothing but benchmarks: `benches/` (run through `make bench`).
