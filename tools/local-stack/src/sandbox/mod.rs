@@ -385,6 +385,11 @@ impl Sandbox {
         config.enrow_global_copy = copy;
     }
 
+    /// Sets the share of webhooks never sent ([`SandboxConfig::drop_webhooks`]).
+    pub fn set_drop_webhooks(&self, share: f64) {
+        self.inner.config.lock().unwrap().drop_webhooks = share;
+    }
+
     pub fn set_duplicate_rate(&self, rate: f64) {
         self.inner.config.lock().unwrap().duplicate_rate = rate;
     }
