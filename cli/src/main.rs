@@ -77,6 +77,31 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Events of Enrow's dashboard (global) webhook for searches the relay did not start,
+    /// newest first (kept 30 days): the search's id, the event, its cost, when it came.
+    Orphans {
+        #[command(flatten)]
+        api: Api,
+        /// How many (1–100).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Where the page starts: the `next_cursor` an earlier page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// The API's page as JSON instead of one line per orphan.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The URL to set as Enrow's dashboard (global) webhook, from the deployment's webhook
+    /// secret: `<base>/webhooks/enrow/global/<token>`.
+    GlobalWebhookUrl {
+        /// The stack's WebhookBaseUrl output (PUBLIC_BASE_URL).
+        #[arg(long, env = "PUBLIC_BASE_URL")]
+        base: String,
+        /// The webhook secret (the SSM parameter `<SecretsPrefix>/webhook-secret`).
+        #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+    },
     /// Cancels a job: chunks not started are not started; started ones finish and are kept.
     Cancel {
         #[command(flatten)]
@@ -242,6 +267,19 @@ async fn main() -> ExitCode {
         } => wait(&api, &job, &file, out).await,
         Command::Status { api, job } => status(&api, &job).await,
         Command::Jobs { api, limit } => jobs(&api, limit).await,
+        Command::Orphans {
+            api,
+            limit,
+            cursor,
+            json,
+        } => orphans(&api, limit, cursor.as_deref(), json).await,
+        Command::GlobalWebhookUrl { base, secret } => {
+            let secret = relay_shared::auth::WebhookSecret::new(secret.into_bytes());
+            let path =
+                relay_shared::auth::global_webhook_path(&secret, relay_shared::Provider::Enrow);
+            println!("{}{path}", base.trim_end_matches('/'));
+            Ok(0)
+        }
         Command::Cancel { api, job } => cancel(&api, &job).await,
         Command::Results {
             api,
@@ -778,6 +816,39 @@ async fn jobs(api: &Api, limit: usize) -> Result<u8, Failure> {
             when(&j["created_at"]),
             j["name"].as_str().unwrap_or_default(),
         );
+    }
+    Ok(0)
+}
+
+async fn orphans(api: &Api, limit: usize, cursor: Option<&str>, json: bool) -> Result<u8, Failure> {
+    let mut url = reqwest::Url::parse("http://relay/orphans").expect("a static URL");
+    url.query_pairs_mut()
+        .append_pair("limit", &limit.clamp(1, 100).to_string());
+    if let Some(c) = cursor {
+        url.query_pairs_mut().append_pair("cursor", c);
+    }
+    let query = url.query().unwrap_or_default();
+    let page = client(api)?.get(&format!("/orphans?{query}")).await?;
+    if json {
+        println!("{page}");
+        return Ok(0);
+    }
+    let orphans = page["orphans"].as_array().cloned().unwrap_or_default();
+    if orphans.is_empty() {
+        eprintln!("no orphans: every event of Enrow's dashboard webhook was for a search of a job");
+    }
+    for o in &orphans {
+        println!(
+            "{}  {:<8} {:<28} {}  credits {}",
+            when(&o["received_at"]),
+            o["provider"].as_str().unwrap_or_default(),
+            o["event"].as_str().unwrap_or_default(),
+            o["provider_id"].as_str().unwrap_or_default(),
+            o["credits"],
+        );
+    }
+    if let Some(next) = page["next_cursor"].as_str() {
+        eprintln!("more: relay orphans --cursor '{next}'");
     }
     Ok(0)
 }

@@ -71,6 +71,43 @@ impl WebhookSecret {
     }
 }
 
+impl WebhookSecret {
+    fn global_mac(key: &[u8], provider: Provider) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+        // Its own domain: no job's token is ever a global token, nor the reverse.
+        mac.update(b"enrich-relay/webhook-global/v1\0");
+        mac.update(provider.as_str().as_bytes());
+        mac
+    }
+
+    /// The token of the deployment's one global webhook URL for `provider` (Enrow's dashboard
+    /// webhook, which needs no job in its URL): HMAC-SHA256 over the provider, base64url.
+    pub fn global_token(&self, provider: Provider) -> String {
+        URL_SAFE_NO_PAD.encode(Self::global_mac(&self.0, provider).finalize().into_bytes())
+    }
+
+    /// True only for the global token of this provider, under the current key or the previous
+    /// one; constant-time per key.
+    pub fn verify_global(&self, provider: Provider, token: &str) -> bool {
+        let Ok(given) = URL_SAFE_NO_PAD.decode(token.as_bytes()) else {
+            return false;
+        };
+        std::iter::once(&self.0)
+            .chain(self.1.as_ref())
+            .any(|key| Self::global_mac(key, provider).verify_slice(&given).is_ok())
+    }
+}
+
+/// The path of the global webhook of `provider` (Enrow's dashboard webhook), under the public
+/// base URL: `/webhooks/enrow/global/{token}`.
+pub fn global_webhook_path(secret: &WebhookSecret, provider: Provider) -> String {
+    format!(
+        "/webhooks/{}/global/{}",
+        provider.as_str(),
+        secret.global_token(provider)
+    )
+}
+
 /// Outcome of checking FullEnrich's `X-Signature-SHA1` (providers.md §2.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureCheck {
@@ -182,6 +219,28 @@ mod tests {
         let done = WebhookSecret::new("new-secret").with_previous(None::<String>);
         assert!(!done.verify(Provider::Fullenrich, "job_1", &old_token));
         assert_eq!(format!("{rotated:?}"), "WebhookSecret(..)");
+    }
+
+    #[test]
+    fn the_global_token_opens_only_the_global_route_of_its_provider() {
+        let secret = WebhookSecret::new("s3cret");
+        let g = secret.global_token(Provider::Enrow);
+        assert!(secret.verify_global(Provider::Enrow, &g));
+        assert!(!secret.verify_global(Provider::Fullenrich, &g));
+        assert!(!WebhookSecret::new("other").verify_global(Provider::Enrow, &g));
+        assert!(!secret.verify_global(Provider::Enrow, &g[..g.len() - 2]));
+        assert!(!secret.verify_global(Provider::Enrow, ""));
+        // Domain-separated from the per-job tokens, both ways, whatever the job id.
+        assert!(!secret.verify(Provider::Enrow, "enrow", &g));
+        assert!(!secret.verify(Provider::Enrow, "", &g));
+        assert!(!secret.verify_global(Provider::Enrow, &secret.token(Provider::Enrow, "")));
+        // A rotation keeps the old global URL working until it ends.
+        let rotated = WebhookSecret::new("new").with_previous(Some("s3cret"));
+        assert!(rotated.verify_global(Provider::Enrow, &g));
+        assert_eq!(
+            global_webhook_path(&secret, Provider::Enrow),
+            format!("/webhooks/enrow/global/{g}")
+        );
     }
 
     #[test]

@@ -12,9 +12,11 @@ use aws_sdk_s3::primitives::ByteStream;
 #[error("body store: {0}")]
 pub struct StoreError(pub String);
 
-/// Where one delivery's body is kept.
+/// Where one delivery's body is kept. A delivery of a global webhook (no job in its URL, `job_id`
+/// empty) is kept under `~global`, which no job id can be.
 pub fn delivery_key(provider: crate::Provider, job_id: &str, delivery_id: &str) -> String {
-    format!("{}{delivery_id}", job_prefix(provider, job_id))
+    let job = if job_id.is_empty() { "~global" } else { job_id };
+    format!("{}{delivery_id}", job_prefix(provider, job))
 }
 
 /// The prefix every claim-checked body of a job is kept under.

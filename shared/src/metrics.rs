@@ -59,6 +59,9 @@ pub const PARKED: Metric = count(FETCH, "Parked");
 /// bulk-fetch: deliveries dropped unseen: for a deleted job (their data is kept nowhere, not
 /// even in the DLQ), or naming an id no chunk of their job knows.
 pub const DELIVERIES_DROPPED: Metric = count(FETCH, "DeliveriesDropped");
+/// bulk-fetch: events of a global webhook for a search no chunk knows, kept as orphans
+/// (`GET /orphans`), never parked, never fetched.
+pub const ORPHANS_KEPT: Metric = count(FETCH, "OrphansKept");
 /// bulk-fetch: deliveries put back on the queue, delayed (provider not ready, rate limit, a
 /// request slot).
 pub const DEFERRED: Metric = count(FETCH, "Deferred");
@@ -116,6 +119,7 @@ pub const ALL: &[Metric] = &[
     DUPLICATES,
     PARKED,
     DELIVERIES_DROPPED,
+    ORPHANS_KEPT,
     DEFERRED,
     RETRIED,
     RESULTS_STORED,

@@ -1138,6 +1138,35 @@ impl relay_shared::store::CallbackStore for FlakySettle {
     }
 }
 
+impl relay_shared::store::OrphanStore for FlakySettle {
+    async fn job_of_provider_id(
+        &self,
+        provider: relay_shared::Provider,
+        provider_id: &str,
+    ) -> Result<Option<String>, relay_shared::store::StoreError> {
+        self.inner.job_of_provider_id(provider, provider_id).await
+    }
+    async fn put_orphan(
+        &self,
+        orphan: &relay_shared::store::Orphan,
+    ) -> Result<(), relay_shared::store::StoreError> {
+        self.inner.put_orphan(orphan).await
+    }
+    async fn list_orphans(
+        &self,
+        limit: usize,
+        cursor: Option<&relay_shared::store::OrphansCursor>,
+    ) -> Result<
+        (
+            Vec<relay_shared::store::Orphan>,
+            Option<relay_shared::store::OrphansCursor>,
+        ),
+        relay_shared::store::StoreError,
+    > {
+        self.inner.list_orphans(limit, cursor).await
+    }
+}
+
 impl JobStore for FlakySettle {
     async fn get_job(
         &self,

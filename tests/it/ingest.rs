@@ -498,3 +498,39 @@ async fn one_json_log_line_per_delivery_without_contact_data_or_tokens() {
         );
     }
 }
+
+/// Enrow's dashboard (global) webhook: the deployment's global token lets an event in with no
+/// job in its URL (bulk-fetch finds the job); any other token on the route, or the global token
+/// on a job's route, gets 401 with nothing queued.
+#[tokio::test]
+async fn the_global_route_takes_the_global_token_only_and_queues_the_event_with_no_job() {
+    let stack = Stack::new().await;
+    let ingest = ingest(&stack);
+    let secret = WebhookSecret::new(SECRET);
+    let body = fixture("enrow/single_search_finished.json");
+    let global = relay_shared::auth::global_webhook_path(&secret, Provider::Enrow);
+    let (status, resp) = deliver(&ingest, &global, Provider::Enrow, &body).await;
+    assert_eq!(status, 200, "{resp}");
+    let messages = stack.drain(stack.webhook_queue()).await;
+    assert_eq!(messages.len(), 1);
+    let env = Envelope::from_json(&messages[0]).unwrap();
+    assert_eq!((env.provider, env.hook), (Provider::Enrow, Hook::Global));
+    assert_eq!(env.job_id, "", "no job in the URL");
+    assert_eq!(env.body.inline_bytes().unwrap().unwrap(), body);
+
+    let g = secret.global_token(Provider::Enrow);
+    let job_token = secret.token(Provider::Enrow, "job_1");
+    let other = WebhookSecret::new("attacker-secret-0123456789").global_token(Provider::Enrow);
+    let refused = [
+        format!("/webhooks/enrow/global/{other}"),
+        format!("/webhooks/enrow/global/{job_token}"),
+        format!("/webhooks/enrow/job_1/event/{g}"),
+        format!("/webhooks/fullenrich/global/{g}"),
+        "/webhooks/enrow/global/".to_string(),
+    ];
+    for path in &refused {
+        let (status, _) = send(&ingest, path, &[], &body).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    assert!(stack.drain(stack.webhook_queue()).await.is_empty());
+}

@@ -12,6 +12,7 @@ mod e2e;
 mod erasure;
 mod events;
 mod fetch;
+mod global;
 mod ingest;
 mod openapi;
 mod poll;

@@ -139,6 +139,22 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
     );
     let (_, list) = call("GET", "/jobs".into(), vec![]).await;
     assert_eq!(keys(&list["jobs"][0]), props(&doc, "JobSummary"));
+    {
+        use relay_shared::store::OrphanStore;
+        api.jobs
+            .put_orphan(&relay_shared::store::Orphan {
+                provider: relay_shared::Provider::Enrow,
+                provider_id: "s-1".into(),
+                event: "single_search_finished".into(),
+                received_at_ms: relay_shared::now_ms(),
+                delivery_id: uuid::Uuid::new_v4().to_string(),
+                credits: Some(1.0),
+            })
+            .await
+            .unwrap();
+    }
+    let (_, orphans) = call("GET", "/orphans".into(), vec![]).await;
+    assert_eq!(keys(&orphans["orphans"][0]), props(&doc, "Orphan"));
     let (status, err) = call("POST", "/jobs".into(), b"{\"provider\": \"x\"}".to_vec()).await;
     assert_eq!(status, 400);
     assert_eq!(keys(&err), props(&doc, "Error"));

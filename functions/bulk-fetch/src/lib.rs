@@ -32,7 +32,7 @@ use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
     CallbackStore, ChunkRef, ChunkUpdate, Claim, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore,
-    Link, MAX_POLL_EVERY_MS, Slot, StoreError, Stored,
+    Link, MAX_POLL_EVERY_MS, Orphan, OrphanStore, Slot, StoreError, Stored,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -63,6 +63,9 @@ pub enum Disposition {
     Polled(String),
     /// A delivery for a job the caller deleted: dropped, its body kept nowhere.
     Dropped(String),
+    /// An event of a global webhook for a search no chunk knows: kept as an orphan
+    /// (`GET /orphans`), never parked, never fetched.
+    Orphaned,
     /// A poll past the job's deadline: this many contacts of the chunk got no result and are
     /// `timed_out`; the chunk ended.
     TimedOut(usize),
@@ -146,6 +149,14 @@ enum Action {
 }
 
 impl Action {
+    /// The Enrow search id an Enrow event names.
+    fn enrow_id(&self) -> Option<&str> {
+        match self {
+            Action::EnrowSingle { id, .. } | Action::EnrowBulk { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
     /// One contact's result (or a snapshot of several), written row by row.
     fn is_single_result(&self) -> bool {
         matches!(
@@ -178,7 +189,7 @@ pub struct Worker<J, D, P, B, Q> {
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
-    J: JobStore + CallbackStore,
+    J: JobStore + CallbackStore + OrphanStore,
     D: DedupeStore,
     P: ProviderClient,
     B: BodyStore,
@@ -222,6 +233,7 @@ where
             Disposition::Polled(r) => ("polled", Some(r.as_str())),
             Disposition::TimedOut(_) => ("timed_out", None),
             Disposition::Dropped(r) => ("dropped", Some(r.as_str())),
+            Disposition::Orphaned => ("orphaned", None),
             Disposition::Callback(a) => match a {
                 Attempted::Skipped => ("callback_skipped", None),
                 Attempted::Delivered { .. } => ("callback_delivered", None),
@@ -312,11 +324,25 @@ where
             Ok(parsed) => parsed,
             Err(reason) => return Disposition::Parked(reason),
         };
+        // A global webhook's URL names no job: the job is the one a chunk of which is linked to
+        // the event's id; an id no chunk knows is an orphan, kept for the user to see.
+        let job_id = match (env.hook, action.enrow_id()) {
+            (Hook::Global, Some(id)) => {
+                match self.jobs.job_of_provider_id(env.provider, id).await {
+                    Ok(Some(job_id)) => job_id,
+                    Ok(None) => return self.keep_orphan(env, &key, &action, &raw).await,
+                    Err(e) => return Disposition::Retry(e.to_string()),
+                }
+            }
+            _ => env.job_id.clone(),
+        };
         // Scoped to the job of the URL: a caller holding one job's URL who posts events naming
         // another job's provider ids claims keys of its own job only, and burns nothing of the
-        // other job (the event itself is then parked: its id is no chunk of this job).
-        let key = format!("{}#{key}", env.job_id);
-        let meta = match self.jobs.job_head(&env.job_id).await {
+        // other job (the event itself is then parked: its id is no chunk of this job). A global
+        // event found its job by its id: its key is the one the job's own URL gives it, so the
+        // same event on both URLs applies once.
+        let key = format!("{job_id}#{key}");
+        let meta = match self.jobs.job_head(&job_id).await {
             Ok(Some(meta)) => meta,
             Ok(None) => return Disposition::Parked("unknown job".into()),
             Err(e) => return Disposition::Retry(e.to_string()),
@@ -335,7 +361,7 @@ where
                 // The head read first may be a second stale, and a DELETE may come while the
                 // delivery is applied: a delivery that failed (its link or chunk erased, say) is
                 // dropped if its job is deleted now, never parked or put back with its data.
-                if matches!(self.jobs.get_job(&env.job_id).await, Ok(Some(m)) if m.deleted) {
+                if matches!(self.jobs.get_job(&job_id).await, Ok(Some(m)) if m.deleted) {
                     return self
                         .drop_delivery(env, "the job was deleted while its delivery was applied")
                         .await;
@@ -343,6 +369,62 @@ where
                 self.fail(env, failure).await
             }
         }
+    }
+
+    /// Keeps a global webhook's event for a search no chunk knows as an orphan, once per event
+    /// (its claim, `~orphan#<key>`, is no job's: `~` is in no job id). Never parked, never
+    /// fetched; its body (a single event's result: contact data) is kept nowhere.
+    async fn keep_orphan(
+        &self,
+        env: &Envelope,
+        key: &str,
+        action: &Action,
+        raw: &[u8],
+    ) -> Disposition {
+        let claim = format!("~orphan#{key}");
+        let owner = uuid::Uuid::new_v4().to_string();
+        match self.dedupe.claim(&claim, &owner).await {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Duplicate) => return Disposition::Duplicate,
+            Ok(Claim::InProgress) => {
+                let wait =
+                    Disposition::Deferred(Duration::ZERO, "being kept by another delivery".into());
+                return self.fail(env, wait).await;
+            }
+            Err(e) => return Disposition::Retry(e.to_string()),
+        }
+        // Parsed once already (`parse`): its name and cost are there.
+        let event = enrow::Event::parse(raw).ok();
+        let orphan = Orphan {
+            provider: env.provider,
+            provider_id: action.enrow_id().unwrap_or_default().to_string(),
+            event: event
+                .as_ref()
+                .and_then(|e| e.event.as_ref())
+                .map(|k| k.to_string())
+                .unwrap_or_default(),
+            received_at_ms: env.received_at_ms,
+            delivery_id: env.delivery_id.clone(),
+            credits: event.and_then(|e| e.credits.cost),
+        };
+        if let Err(e) = self.jobs.put_orphan(&orphan).await {
+            if let Err(e) = self.dedupe.release(&claim, &owner).await {
+                tracing::warn!(error = %e, "claim not released; it expires with its lease");
+            }
+            return Disposition::Retry(e.to_string());
+        }
+        if let Err(e) = self.dedupe.complete(&claim, &owner).await {
+            // Kept; a redelivery keeps it again once the lease runs out (a second orphan).
+            tracing::warn!(error = %e, "claim not completed");
+        }
+        // A claim-checked copy of the body goes (the bucket's lifecycle rule would take it in
+        // the end).
+        if let Body::Stored { key, .. } = &env.body
+            && let Err(e) = self.bodies.delete(key).await
+        {
+            tracing::warn!(error = %e, "orphan's claim-checked body not deleted");
+        }
+        Disposition::Orphaned
     }
 
     /// A delivery for a deleted job: dropped, its claim-checked body (if any) deleted with it.
@@ -1371,7 +1453,7 @@ fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), String> {
                 },
             ))
         }
-        (Provider::Fullenrich, Hook::Event) => Err("no such FullEnrich hook".into()),
+        (Provider::Fullenrich, Hook::Event | Hook::Global) => Err("no such FullEnrich hook".into()),
     }
 }
 
@@ -1601,6 +1683,9 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
             Disposition::Dropped(_) => {
                 line.add(metrics::DELIVERIES_DROPPED, 1);
             }
+            Disposition::Orphaned => {
+                line.add(metrics::ORPHANS_KEPT, 1);
+            }
             Disposition::Polled(_) => {}
             Disposition::Callback(a) => match a {
                 Attempted::Delivered { .. } => {
@@ -1633,6 +1718,8 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
 
 #[cfg(test)]
 mod behaviour_tests;
+#[cfg(test)]
+mod global_tests;
 #[cfg(test)]
 mod recovery_tests;
 

@@ -249,3 +249,61 @@ async fn a_retry_with_its_idempotency_key_writes_again_a_job_whose_creation_fail
     let (_, list) = call(&a, "GET", "/jobs", &[], &Value::Null).await;
     assert_eq!(list["jobs"][0]["job_id"], id);
 }
+
+#[tokio::test]
+async fn orphans_are_listed_newest_first_in_pages_behind_the_token() {
+    use relay_shared::store::{Orphan, OrphanStore};
+    let a = api(CallbackPolicy::default());
+    for (i, id) in ["s-old", "s-mid", "s-new"].iter().enumerate() {
+        a.jobs
+            .put_orphan(&Orphan {
+                provider: relay_shared::Provider::Enrow,
+                provider_id: id.to_string(),
+                event: "single_search_finished".into(),
+                received_at_ms: 1_700_000_000_000 + i as u64,
+                delivery_id: uuid::Uuid::new_v4().to_string(),
+                credits: Some(1.0),
+            })
+            .await
+            .unwrap();
+    }
+    let (status, page) = call(&a, "GET", "/orphans?limit=2", &[], &Value::Null).await;
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<&str> = page["orphans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["provider_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["s-new", "s-mid"]);
+    assert_eq!(page["orphans"][0]["event"], "single_search_finished");
+    assert_eq!(page["orphans"][0]["received_at"], 1_700_000_000_002u64);
+    let cursor = page["next_cursor"].as_str().unwrap().replace('#', "%23");
+    let (_, rest) = call(
+        &a,
+        "GET",
+        &format!("/orphans?limit=2&cursor={cursor}"),
+        &[],
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(rest["orphans"][0]["provider_id"], "s-old");
+    assert_eq!(rest["next_cursor"], Value::Null);
+
+    let (status, e) = call(&a, "GET", "/orphans?limit=0", &[], &Value::Null).await;
+    assert_eq!((status, e["error"]["field"].as_str()), (400, Some("limit")));
+    let (status, e) = call(&a, "GET", "/orphans?cursor=nope", &[], &Value::Null).await;
+    assert_eq!(
+        (status, e["error"]["field"].as_str()),
+        (400, Some("cursor"))
+    );
+    let (status, _) = call(&a, "POST", "/orphans", &[], &Value::Null).await;
+    assert_eq!(status, 405);
+    let event = relay_shared::testing::apigw_v2_event("GET", "/orphans", &[], &[]);
+    let req = lambda_http::request::from_str(&event.to_string()).unwrap();
+    assert_eq!(
+        a.handle(req).await.status().as_u16(),
+        401,
+        "the API token is needed"
+    );
+}

@@ -30,8 +30,8 @@ use relay_shared::providers::submit::{
 };
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
-    ChunkRef, ChunkUpdate, Idempotency, IdempotencyKeys, JobWriter, JobsCursor, Slot, StoreError,
-    SubmitLedger,
+    ChunkRef, ChunkUpdate, Idempotency, IdempotencyKeys, JobWriter, JobsCursor, OrphanStore,
+    OrphansCursor, Slot, StoreError, SubmitLedger,
 };
 use relay_shared::{Provider, is_valid_job_id, now_ms};
 
@@ -83,6 +83,20 @@ pub fn webhook_urls(
     }
 }
 
+/// A page's `limit` (20 unless asked; 1 to 100).
+fn page_limit(
+    params: &lambda_http::aws_lambda_events::query_map::QueryMap,
+) -> Result<usize, ApiError> {
+    match params.first("limit").map(|l| l.parse::<usize>()) {
+        None => Ok(20),
+        Some(Ok(l)) if (1..=100).contains(&l) => Ok(l),
+        Some(_) => Err(ApiError::invalid(
+            "limit",
+            "must be a whole number from 1 to 100",
+        )),
+    }
+}
+
 fn json_response(status: u16, body: String) -> Response<Body> {
     Response::builder()
         .status(status)
@@ -104,6 +118,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/jobs/{id}/cancel"),
     ("GET", "/jobs/{id}/results"),
     ("GET", "/openapi.json"),
+    ("GET", "/orphans"),
 ];
 
 pub struct Api<J, Q> {
@@ -114,7 +129,7 @@ pub struct Api<J, Q> {
     pub callbacks: validate::CallbackPolicy,
 }
 
-impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
+impl<J: JobWriter + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
     /// Answers one API request and logs one line (route, status, job id, latency).
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let started = Instant::now();
@@ -165,6 +180,19 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
             return ("unauthorized", Err(e));
         }
         let path = req.uri().path();
+        if path.split('/').rfind(|s| !s.is_empty()) == Some("orphans") && !path.contains("/jobs") {
+            return match req.method().as_str() {
+                "GET" => ("GET /orphans", self.orphans(req).await),
+                _ => {
+                    let e = ApiError::new(
+                        405,
+                        "method_not_allowed",
+                        "method not allowed on this route",
+                    );
+                    ("method", Err(e))
+                }
+            };
+        }
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         let found = segments.by_ref().find(|s| *s == "jobs").is_some();
         let rest: Vec<&str> = segments.collect();
@@ -407,16 +435,7 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
     /// `GET /jobs?limit=&cursor=`: job heads newest first (the `recent` index; no scan).
     async fn list(&self, req: &Request) -> Result<Response<Body>, ApiError> {
         let params = req.query_string_parameters();
-        let limit = match params.first("limit").map(|l| l.parse::<usize>()) {
-            None => 20,
-            Some(Ok(l)) if (1..=100).contains(&l) => l,
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    "must be a whole number from 1 to 100",
-                ));
-            }
-        };
+        let limit = page_limit(&params)?;
         let cursor = match params.first("cursor") {
             None => None,
             Some(c) => Some(
@@ -436,6 +455,38 @@ impl<J: JobWriter + IdempotencyKeys, Q: Queue> Api<J, Q> {
         let body = json!({
             "jobs": jobs.iter().map(JobMeta::summary_json).collect::<Vec<_>>(),
             "next_cursor": next.map(|c| format!("{}.{}", c.created_at_ms, c.job_id)),
+        });
+        Ok(json_response(200, body.to_string()))
+    }
+
+    /// `GET /orphans?limit=&cursor=`: events of Enrow's global webhook for searches no chunk
+    /// knows, newest first (one query of their partition): id, event, cost, when; no contact data.
+    async fn orphans(&self, req: &Request) -> Result<Response<Body>, ApiError> {
+        let params = req.query_string_parameters();
+        let limit = page_limit(&params)?;
+        let cursor = match params.first("cursor") {
+            None => None,
+            Some(c) => Some(
+                c.split_once('#')
+                    .filter(|(t, d)| {
+                        t.len() == 13 && t.bytes().all(|b| b.is_ascii_digit()) && is_valid_job_id(d)
+                    })
+                    .map(|_| OrphansCursor(c.to_string()))
+                    .ok_or_else(|| {
+                        ApiError::invalid("cursor", "is not a cursor this API returned")
+                    })?,
+            ),
+        };
+        let (orphans, next) = self.jobs.list_orphans(limit, cursor.as_ref()).await?;
+        let body = json!({
+            "orphans": orphans.iter().map(|o| json!({
+                "provider": o.provider.as_str(),
+                "provider_id": o.provider_id,
+                "event": o.event,
+                "received_at": o.received_at_ms,
+                "credits": o.credits,
+            })).collect::<Vec<_>>(),
+            "next_cursor": next.map(|c| c.0),
         });
         Ok(json_response(200, body.to_string()))
     }

@@ -6,7 +6,12 @@
 //! POST /webhooks/fullenrich/{job_id}/batch/{token}     FullEnrich webhook_url
 //! POST /webhooks/fullenrich/{job_id}/contact/{token}   FullEnrich webhook_events.contact_finished
 //! POST /webhooks/enrow/{job_id}/event/{token}          Enrow settings.webhook
+//! POST /webhooks/enrow/global/{token}                  Enrow's dashboard (global) webhook
 //! ```
+//!
+//! The global route carries no job: its token is the deployment's global token
+//! ([`relay_shared::auth::WebhookSecret::global_token`]), and bulk-fetch finds the job by the
+//! event's provider id (or keeps the event as an orphan).
 //!
 //! The answer is 200 only after SQS accepted the envelope; 503 when it did not (the provider
 //! retries); 401, with nothing enqueued, for a missing or wrong token or a bad FullEnrich signature.
@@ -30,17 +35,29 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route<'a> {
     pub provider: Provider,
+    /// Empty on the global route.
     pub job_id: &'a str,
     pub hook: Hook,
     pub token: Option<&'a str>,
 }
 
-/// Parses `…/webhooks/{provider}/{job_id}/{hook}[/{token}]`. Anything before `webhooks` (a stage
-/// name, a local router prefix) is ignored.
+/// Parses `…/webhooks/{provider}/{job_id}/{hook}[/{token}]`, and Enrow's global
+/// `…/webhooks/enrow/global/{token}`. Anything before `webhooks` (a stage name, a local router
+/// prefix) is ignored.
 pub fn parse_route(path: &str) -> Option<Route<'_>> {
     let mut segments = path.split('/').filter(|s| !s.is_empty());
     segments.by_ref().find(|s| *s == "webhooks")?;
     let provider: Provider = segments.next()?.parse().ok()?;
+    let rest: Vec<&str> = segments.collect();
+    if let (Provider::Enrow, ["global", token]) = (provider, rest.as_slice()) {
+        return Some(Route {
+            provider,
+            job_id: "",
+            hook: Hook::Global,
+            token: Some(token),
+        });
+    }
+    let mut segments = rest.into_iter();
     let job_id = segments.next().filter(|j| is_valid_job_id(j))?;
     let hook = Hook::parse_for(provider, segments.next()?)?;
     let token = segments.next();
@@ -168,10 +185,10 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
         let Some(route) = route else {
             return (Outcome::BadRoute, None);
         };
-        let token_ok = route.token.is_some_and(|t| {
-            self.config
-                .webhook_secret
-                .verify(route.provider, route.job_id, t)
+        let secret = &self.config.webhook_secret;
+        let token_ok = route.token.is_some_and(|t| match route.hook {
+            Hook::Global => secret.verify_global(route.provider, t),
+            _ => secret.verify(route.provider, route.job_id, t),
         });
         if !token_ok {
             return (Outcome::BadToken, None);
@@ -302,6 +319,18 @@ mod tests {
         assert!(parse_route("/webhooks/enrow/j%2F..%2F/event/t").is_none());
         assert!(parse_route("/webhooks/enrow/j/event/t/extra").is_none());
         assert!(parse_route("/jobs/j").is_none());
+        let g = parse_route("/prod/webhooks/enrow/global/tok").unwrap();
+        assert_eq!(
+            (g.provider, g.hook, g.job_id),
+            (Provider::Enrow, Hook::Global, "")
+        );
+        assert_eq!(g.token, Some("tok"));
+        assert!(parse_route("/webhooks/fullenrich/global/tok").is_none());
+        assert!(parse_route("/webhooks/enrow/global/tok/extra").is_none());
+        assert!(parse_route("/webhooks/enrow/global").is_none());
+        // A job may still be called `global`: its own route has a hook segment.
+        let j = parse_route("/webhooks/enrow/global/event/tok").unwrap();
+        assert_eq!((j.job_id, j.hook), ("global", Hook::Event));
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub enum Hook {
     Contact,
     /// Enrow `settings.webhook`: every Enrow event.
     Event,
+    /// Enrow's dashboard ("global") webhook: every Enrow event of the account, with no job in
+    /// its URL; the job is the one a chunk of which knows the event's id.
+    Global,
 }
 
 impl Hook {
@@ -26,7 +29,8 @@ impl Hook {
         self.into()
     }
 
-    /// The hooks a provider has, by their URL segment.
+    /// The hooks a provider has, by their URL segment (the global hook's route has no job:
+    /// `/webhooks/{provider}/global/{token}`).
     pub fn parse_for(provider: crate::Provider, s: &str) -> Option<Hook> {
         use crate::Provider::*;
         match (provider, s) {

@@ -119,6 +119,8 @@ impl DynamoJobStore {
             ("offset".to_string(), n(chunk.offset)),
             ("count".to_string(), n(chunk.count)),
             ("expires_at".to_string(), n(self.expires_at())),
+            // The `provider_ids` index: a global webhook's event finds its job by the id.
+            ("gpid".to_string(), s(provider_id)),
         ]);
         if let Some(c) = Link::new(chunk, contact).contact {
             link.insert("contact".into(), AttributeValue::M(contact_item(&pk, &c)));

@@ -11,7 +11,8 @@ use super::{
     CREATION_GRACE, CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim,
     Counts, DEFAULT_POLL_AFTER_MS, DEFAULT_START_OVERDUE_MS, DedupeStore, Due, DueAction, DueIndex,
     ERASE_GRACE, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobStore, JobWriter,
-    JobsCursor, Link, ReadCost, Slot, StoreError, Stored, SubmitLedger,
+    JobsCursor, Link, ORPHAN_RETENTION_DAYS, Orphan, OrphanStore, OrphansCursor, ReadCost, Slot,
+    StoreError, Stored, SubmitLedger,
 };
 use crate::jobs::{
     CallbackState, CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
@@ -104,6 +105,8 @@ pub struct MemoryJobs {
     /// `job_head` answers as an eventually consistent read may: the head as it was before its
     /// job was deleted.
     stale_heads: Arc<std::sync::atomic::AtomicBool>,
+    /// Orphans by sort key, with when each expires (s).
+    orphans: Arc<Mutex<BTreeMap<String, (Orphan, u64)>>>,
 }
 
 struct IdemKey {
@@ -649,6 +652,58 @@ impl CallbackStore for MemoryJobs {
             cb.next_attempt_at = job.callback_due;
             Ok(true)
         })
+    }
+}
+
+impl OrphanStore for MemoryJobs {
+    async fn job_of_provider_id(
+        &self,
+        provider: crate::Provider,
+        provider_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        Ok(jobs
+            .iter()
+            .find(|(_, j)| {
+                j.meta.as_ref().is_some_and(|m| m.provider == provider)
+                    && j.links.contains_key(provider_id)
+            })
+            .map(|(id, _)| id.clone()))
+    }
+
+    async fn put_orphan(&self, orphan: &Orphan) -> Result<(), StoreError> {
+        let expires = now_ms() / 1000 + ORPHAN_RETENTION_DAYS * 86_400;
+        self.orphans
+            .lock()
+            .unwrap()
+            .insert(orphan.sort_key(), (orphan.clone(), expires));
+        Ok(())
+    }
+
+    async fn list_orphans(
+        &self,
+        limit: usize,
+        cursor: Option<&OrphansCursor>,
+    ) -> Result<(Vec<Orphan>, Option<OrphansCursor>), StoreError> {
+        let limit = limit.clamp(1, 100);
+        let orphans = self.orphans.lock().unwrap();
+        let keys: Vec<&String> = orphans
+            .keys()
+            .rev()
+            .filter(|k| cursor.is_none_or(|c| **k < c.0))
+            .take(limit)
+            .collect();
+        // As a DynamoDB query: a full page says where it stopped, expired items read and
+        // filtered out.
+        let next = (keys.len() == limit).then(|| OrphansCursor(keys[limit - 1].clone()));
+        let now_s = now_ms() / 1000;
+        let page = keys
+            .into_iter()
+            .filter_map(|k| orphans.get(k))
+            .filter(|(_, expires)| *expires > now_s)
+            .map(|(o, _)| o.clone())
+            .collect();
+        Ok((page, next))
     }
 }
 

@@ -8,9 +8,12 @@
 //! | `CHUNK#<index:05>` | one provider request: offset, count, provider id, status, credits, and what its results count (`c_done`, `c_found`, `c_not_found`, `c_failed`) |
 //! | `CHUNK#~F<group:05>` | the final chunks of indices `128·group ..`: a number set `f` |
 //! | `CHUNK#~D<shard>` | duplicate deliveries, counted on one of 8 shards (`n`) |
-//! | `PID#<provider_id>` | provider id → chunk (index, offset, count), written with the id |
+//! | `PID#<provider_id>` | provider id → chunk (index, offset, count), written with the id; `gpid` (the id) puts it in the sparse `provider_ids` index, where a global webhook's event finds its job |
 //! | `CONTACT#<index:07>` | the contact as submitted, with the caller's `custom` |
 //! | `RESULT#<index:07>` | the contact's result; written once, first write wins |
+//!
+//! And one partition outside the jobs: `pk = ORPHANS`, `sk = <received_at_ms:013>#<delivery_id>`,
+//! an event of a global webhook no chunk knows ([`Orphan`]), kept [`ORPHAN_RETENTION_DAYS`] days.
 //!
 //! No item is written by every result of a job. Counters live on the chunks and a running job's
 //! figures are summed on read ([`JobStore::job_view`]); the job settles when every chunk is
@@ -31,8 +34,8 @@
 //! `counts.rs` result counters; `results.rs` result rows, their counts, the groups of final
 //! chunks and the figures summed; `dynamo_jobs.rs` the jobs store (lifecycle, results, listing,
 //! erasure, the `due` index); `idempotency.rs` `Idempotency-Key`s; `submit_lease.rs` a chunk's
-//! start bookkeeping; `callbacks.rs` completion callbacks' state; `dedupe.rs` the dedupe table;
-//! `memory.rs` (feature `memory`) in-memory twins for behaviour tests.
+//! start bookkeeping; `callbacks.rs` completion callbacks' state; `orphans.rs` events of a
+//! global webhook no chunk knows; `dedupe.rs` the dedupe table; `memory.rs` (feature `memory`) in-memory twins for behaviour tests.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -50,6 +53,7 @@ mod items;
 mod keys;
 #[cfg(feature = "memory")]
 pub mod memory;
+mod orphans;
 mod results;
 mod submit_lease;
 
@@ -58,6 +62,7 @@ pub use dedupe::{Claim, DedupeStore, DynamoDedupe};
 pub use dynamo_jobs::DynamoJobStore;
 pub use items::item_size;
 pub use keys::{POLL_SHARDS, chunk_sk, contact_sk, poll_shard, result_sk};
+pub use orphans::{ORPHAN_RETENTION_DAYS, Orphan, OrphanStore, OrphansCursor};
 
 use counts::*;
 use dynamo::*;

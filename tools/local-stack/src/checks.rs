@@ -23,11 +23,12 @@ pub const FUNCTIONS: [(&str, &str, &str); 5] = [
 ];
 
 /// The routes the code serves: (function, method, path).
-pub const ROUTES: [(&str, &str, &str); 4] = [
+pub const ROUTES: [(&str, &str, &str); 5] = [
     ("WebhookIngestFunction", "POST", "/webhooks/{proxy+}"),
     ("JobSubmitFunction", "ANY", "/jobs"),
     ("JobSubmitFunction", "ANY", "/jobs/{proxy+}"),
     ("JobSubmitFunction", "GET", "/openapi.json"),
+    ("JobSubmitFunction", "GET", "/orphans"),
 ];
 
 /// SQS consumers: (function, queue).

@@ -164,6 +164,8 @@ impl DevOptions {
 
 pub struct DevStack {
     pub api_url: String,
+    /// Enrow's dashboard (global) webhook URL of this stack, set as the sandbox's.
+    pub global_webhook_url: String,
     pub api_token: String,
     pub sandbox: Option<Sandbox>,
     pub enrow_url: String,
@@ -411,6 +413,18 @@ impl DevStack {
         } else {
             api_url.clone()
         };
+        let global_webhook_url = format!(
+            "{public_url}{}",
+            relay_shared::auth::global_webhook_path(
+                &relay_shared::auth::WebhookSecret::new(opts.webhook_secret.as_bytes()),
+                relay_shared::Provider::Enrow,
+            )
+        );
+        // As a user sets it on Enrow's dashboard: searches started without their own webhook
+        // report there.
+        if let Some(sandbox) = &sandbox {
+            sandbox.set_enrow_global_webhook(Some(global_webhook_url.clone()), false);
+        }
         let envs = function_envs(
             &template,
             &res,
@@ -584,6 +598,7 @@ impl DevStack {
         }
         Ok(DevStack {
             api_url,
+            global_webhook_url,
             api_token: opts.api_token,
             sandbox,
             enrow_url,
@@ -793,7 +808,11 @@ async fn route(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
-    let function = if path == "/jobs" || path.starts_with("/jobs/") || path == "/openapi.json" {
+    let function = if path == "/jobs"
+        || path.starts_with("/jobs/")
+        || path == "/openapi.json"
+        || path == "/orphans"
+    {
         "job-submit"
     } else if path.starts_with("/webhooks/") {
         "webhook-ingest"

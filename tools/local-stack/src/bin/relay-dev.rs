@@ -42,6 +42,10 @@ async fn main() {
         println!("  API            {}/jobs", stack.api_url);
         println!("  webhooks       {}/webhooks/…", stack.api_url);
     }
+    println!(
+        "  Enrow global   {} (the dashboard webhook; the sandbox's is set to it)",
+        stack.global_webhook_url
+    );
     println!("  cargo lambda watch {}", stack.watch_url);
     println!(
         "    function URLs  {}/lambda-url/job-submit/jobs, …/lambda-url/webhook-ingest/webhooks/…",

@@ -18,6 +18,8 @@
 //!   Enrow single events with their result and bulk events with only the id, each sent twice at
 //!   the `duplicate_rate`. `drop_webhooks` never sends a share of them (a provider that does not
 //!   call back: the relay's poll must find the results).
+//! - Enrow's dashboard webhook (`enrow_global_webhook`): a search started without
+//!   `settings.webhook` sends its event there.
 //! - Result GETs that answer as the documents say while the job runs: FullEnrich 400
 //!   `error.enrichment.in_progress`, Enrow bulk 202 `general.status: "ongoing"`, Enrow single
 //!   `qualification: "ongoing"`, until the job's final webhook goes out; then the job object
@@ -55,6 +57,8 @@
 //! - `reject_marker`: a contact whose LinkedIn URL contains it makes the whole start a 400
 //!   (`error.linkedin.malformated` / "Invalid linkedin_url"), as a provider refuses one bad
 //!   contact in a batch that the relay's own validation let through.
+//! - `enrow_global_copy` also sends every Enrow event to the dashboard webhook, never dropped:
+//!   Enrow's page does not say whether a search that named its own webhook is seen there too.
 //! - Every start request is logged ([`StartLog`]) with the job of its webhook URL and the record
 //!   keys it carries, so a test can count the starts each chunk got.
 
@@ -115,6 +119,13 @@ pub struct SandboxConfig {
     pub cancel_rate: f64,
     /// Share of webhooks never sent (a provider that does not call back; 0).
     pub drop_webhooks: f64,
+    /// Enrow's dashboard ("global") webhook: an Enrow search started without
+    /// `settings.webhook` sends its event there, as Enrow documents; `None`: none set.
+    pub enrow_global_webhook: Option<String>,
+    /// Also send every Enrow event to the dashboard webhook, never dropped (off): Enrow's page
+    /// does not say whether the dashboard webhook sees events of searches that named their own;
+    /// this lets a test lose the per-request one (`drop_webhooks`) and see the global one come.
+    pub enrow_global_copy: bool,
     /// Keep the webhooks instead of sending them ([`Sandbox::take_captured`]): a soak sends
     /// them itself, each several times, shuffled.
     pub capture_webhooks: bool,
@@ -187,6 +198,8 @@ impl Default for SandboxConfig {
             enrow_per_second: Some(10),
             cancel_rate: 0.0,
             drop_webhooks: 0.0,
+            enrow_global_webhook: None,
+            enrow_global_copy: false,
             capture_webhooks: false,
             get_not_ready_first: 0,
             get_faults: Vec::new(),
@@ -362,6 +375,19 @@ impl Sandbox {
             }
         }
         out
+    }
+
+    /// Sets Enrow's dashboard webhook, and whether every Enrow event is also sent there
+    /// ([`SandboxConfig::enrow_global_copy`]).
+    pub fn set_enrow_global_webhook(&self, url: Option<String>, copy: bool) {
+        let mut config = self.inner.config.lock().unwrap();
+        config.enrow_global_webhook = url;
+        config.enrow_global_copy = copy;
+    }
+
+    /// Sets the share of webhooks never sent ([`SandboxConfig::drop_webhooks`]).
+    pub fn set_drop_webhooks(&self, share: f64) {
+        self.inner.config.lock().unwrap().drop_webhooks = share;
     }
 
     pub fn set_duplicate_rate(&self, rate: f64) {
@@ -576,6 +602,13 @@ async fn start(
             if i == last {
                 mark_ready(&inner2);
             }
+            let global = (!fullenrich && config.enrow_global_copy)
+                .then(|| config.enrow_global_webhook.clone())
+                .flatten()
+                .filter(|g| *g != url);
+            if let Some(global) = global {
+                deliver_once(&inner2, &global, body.clone()).await;
+            }
             deliver(&inner2, &url, body, fullenrich).await;
         }
     });
@@ -626,10 +659,12 @@ fn plan(
     config: &SandboxConfig,
 ) -> Plan {
     let (contact_webhooks, snapshot_rate) = (config.contact_webhooks, config.snapshot_rate);
+    // Enrow's: the request's own, else the dashboard's (FullEnrich's are read below).
     let webhook = req
         .pointer("/settings/webhook")
         .and_then(Value::as_str)
-        .map(str::to_string);
+        .map(str::to_string)
+        .or_else(|| config.enrow_global_webhook.clone());
     match path {
         "/contact/enrich/bulk" | "/contact/reverse/email/bulk" => {
             let data = req
@@ -960,6 +995,18 @@ async fn deliver(inner: &Inner, url: &str, body: Vec<u8>, fullenrich: bool) {
             }
         }
     }
+}
+
+/// Sends one Enrow event to the dashboard webhook (`enrow_global_copy`): once, never dropped.
+async fn deliver_once(inner: &Inner, url: &str, body: Vec<u8>) {
+    inner.counters.webhooks_sent.fetch_add(1, Ordering::Relaxed);
+    let _ = inner
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
 }
 
 /// Whether a request carries the provider's key (`Authorization: Bearer` / `x-api-key`).
