@@ -1,0 +1,191 @@
+//! Which chunk a provider id or a contact belongs to: linked, or adopted by a chunk still waiting
+//! for its id, or fetched as one of its few candidates; and the chunk's contacts without a result.
+
+use std::collections::HashSet;
+
+use relay_shared::bodies::BodyStore;
+use relay_shared::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobMeta};
+use relay_shared::providers::client::ProviderClient;
+use relay_shared::queue::Queue;
+use relay_shared::store::{CallbackStore, ChunkRef, DedupeStore, JobStore, Link, OrphanStore};
+
+use crate::{Disposition, MAX_CANDIDATES, Worker};
+
+impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
+where
+    J: JobStore + CallbackStore + OrphanStore,
+    D: DedupeStore,
+    P: ProviderClient,
+    B: BodyStore,
+    Q: Queue,
+{
+    /// The chunk a provider id belongs to. An id not linked yet belongs to a chunk whose start
+    /// is unconfirmed (its answer was lost, or has not been recorded yet): the contacts the
+    /// delivery names (`rids`: the record keys the relay sent) pick the chunk, which adopts the
+    /// id. `single`: whether the event is a single-contact one, when the delivery names no
+    /// contact. An id no chunk of this job can have is parked: the URL's job does not own it.
+    pub(crate) async fn chunk_of(
+        &self,
+        meta: &JobMeta,
+        provider_id: &str,
+        rids: &[u64],
+        single: Option<bool>,
+    ) -> Result<Link, Disposition> {
+        if let Some(link) = self.jobs.find_link(&meta.job_id, provider_id).await? {
+            return Ok(link);
+        }
+        let chunk = self.adopt(meta, provider_id, rids, single).await?;
+        Ok(Link::new(chunk, None))
+    }
+
+    /// A provider id that is linked to no chunk: the chunk awaiting confirmation of its start
+    /// that the delivery names adopts it ([`Self::chunk_of`]).
+    pub(crate) async fn adopt(
+        &self,
+        meta: &JobMeta,
+        provider_id: &str,
+        rids: &[u64],
+        single: Option<bool>,
+    ) -> Result<ChunkRef, Disposition> {
+        let job_id = meta.job_id.as_str();
+        let chunks = self.jobs.chunks(job_id).await?;
+        let awaiting: Vec<&Chunk> = chunks
+            .iter()
+            .filter(|c| c.status.awaits_confirmation() && c.provider_id.is_none())
+            .collect();
+        let candidate = if rids.is_empty() {
+            let fit: Vec<&&Chunk> = awaiting
+                .iter()
+                .filter(|c| single.is_none_or(|s| (c.count == 1) == s))
+                .collect();
+            match fit.as_slice() {
+                [one] => Some(**one),
+                [] => None,
+                _ => {
+                    return Err(Disposition::Retry(
+                        "provider id not linked yet, and several chunks await it".into(),
+                    ));
+                }
+            }
+        } else {
+            awaiting
+                .iter()
+                .find(|c| rids.iter().all(|r| c.holds(*r)))
+                .copied()
+        };
+        let Some(chunk) = candidate else {
+            return Err(Disposition::Parked(
+                "provider id belongs to no chunk of this job".into(),
+            ));
+        };
+        let at = ChunkRef::from(chunk);
+        if self
+            .jobs
+            .link_chunk(job_id, at, provider_id, None, None)
+            .await?
+        {
+            tracing::info!(
+                job_id,
+                chunk = chunk.index,
+                "unconfirmed start adopted by its webhook"
+            );
+            return Ok(at);
+        }
+        // Linked meanwhile by the worker that started it, or by a concurrent delivery.
+        match self.jobs.find_chunk(job_id, provider_id).await? {
+            Some(c) => Ok(c),
+            None => Err(Disposition::Parked(
+                "provider id belongs to no chunk of this job".into(),
+            )),
+        }
+    }
+
+    /// An id that no chunk of the job is linked to, from a body that cannot vouch for it: it
+    /// may be fetched only as a candidate of a chunk still waiting for its id (its start's
+    /// answer lost, or not recorded yet), [`MAX_CANDIDATES`] per chunk. Any other is dropped
+    /// and counted, and costs the account no request.
+    pub(crate) async fn candidate(&self, meta: &JobMeta) -> Result<(), Disposition> {
+        let job_id = meta.job_id.as_str();
+        let chunks = self.jobs.chunks(job_id).await?;
+        for c in chunks
+            .iter()
+            .filter(|c| c.status.awaits_confirmation() && c.provider_id.is_none())
+        {
+            if self
+                .jobs
+                .take_candidate(job_id, c.index, MAX_CANDIDATES)
+                .await?
+            {
+                tracing::info!(
+                    job_id,
+                    chunk = c.index,
+                    "an unknown id fetched as the candidate of a chunk awaiting its id"
+                );
+                return Ok(());
+            }
+        }
+        Err(Disposition::Dropped(
+            "provider id belongs to no chunk of this job".into(),
+        ))
+    }
+
+    /// The chunk that holds contact `index` now: its planned chunk, or, in a job where chunks
+    /// were split, the half that holds it (read only then).
+    pub(crate) async fn chunk_index_of(
+        &self,
+        meta: &JobMeta,
+        index: u64,
+    ) -> Result<u32, Disposition> {
+        let planned = (index / meta.chunk_size.max(1)) as u32;
+        if meta.chunk_seq <= meta.chunks {
+            return Ok(planned);
+        }
+        let mut at = planned;
+        for _ in 0..64 {
+            let Some(chunk) = self.jobs.chunk(&meta.job_id, at).await? else {
+                break;
+            };
+            if chunk.status != ChunkStatus::Split {
+                return Ok(chunk.index);
+            }
+            let mut next = None;
+            for part in &chunk.parts {
+                if let Some(c) = self.jobs.chunk(&meta.job_id, *part).await?
+                    && c.holds(index)
+                {
+                    next = Some(c.index);
+                }
+            }
+            match next {
+                Some(n) => at = n,
+                None => break,
+            }
+        }
+        Ok(at)
+    }
+}
+
+/// A GET the provider answered "no such id": for an id no chunk was linked to (a candidate
+/// fetched on an unsigned body's word) the delivery is dropped and counted, never parked with
+/// its body; for a linked one it stays what it was.
+pub(crate) fn unknown_to_provider(failure: Disposition, linked: bool) -> Disposition {
+    match failure {
+        Disposition::Parked(reason) if !linked => {
+            Disposition::Dropped(format!("the provider does not know the id ({reason})"))
+        }
+        other => other,
+    }
+}
+
+/// Every contact of the chunk without a result gets a `failed` one with `reason`, so the job
+/// accounts for every contact.
+pub(crate) fn fill_missing(results: &mut Vec<ContactResult>, contacts: &[Contact], reason: &str) {
+    let have: HashSet<u64> = results.iter().map(|r| r.index).collect();
+    results.extend(
+        contacts
+            .iter()
+            .filter(|c| !have.contains(&c.index))
+            .map(|c| ContactResult::failed(c, reason)),
+    );
+    results.sort_by_key(|r| r.index);
+}

@@ -1,0 +1,149 @@
+//! What became of one record ([`Disposition`]): its label for the log line, its metrics.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use relay_shared::callback::Attempted;
+use relay_shared::metrics::{self, Metrics};
+use relay_shared::providers::client::FetchError;
+use relay_shared::store::StoreError;
+
+use crate::RATE_LIMIT_WAIT;
+
+/// What became of one record. A step that cannot go on returns one as its error (`Retry`,
+/// `Parked` or `Deferred`), and `?` carries store and provider failures there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    /// Applied: `new` results stored, `existing` already there.
+    Applied { new: usize, existing: usize },
+    /// The same event was applied (or is being applied) already: dropped and counted.
+    Duplicate,
+    /// Can never be processed: parked in the DLQ with this reason.
+    Parked(String),
+    /// Failed for now: back to SQS, retried after the visibility timeout.
+    Retry(String),
+    /// The provider is not ready or rate-limits: the delivery was put back on the queue as a new
+    /// message delayed this long (so waiting never uses up its receive count), and this one done.
+    /// As the error of a step (`Err(Deferred(at_least, ..))`): to be put back, waiting at least
+    /// that long ([`Worker::fail`] does it).
+    Deferred(Duration, String),
+    /// Waiting for a slot of the provider account's request schedule: put back on the queue
+    /// as a new message delayed until a slot is in reach. Nothing was spent, and the wait is
+    /// not a provider failure: it neither doubles nor counts towards [`MAX_REQUEUES`].
+    Paced(Duration),
+    /// A poll that applied nothing: the chunk was final already, or its results are not ready
+    /// (its next poll is scheduled), or the provider failed (the sweeper polls again when due).
+    Polled(String),
+    /// A delivery for a job the caller deleted: dropped, its body kept nowhere.
+    Dropped(String),
+    /// An event of a global webhook for a search no chunk knows: kept as an orphan
+    /// (`GET /orphans`), never parked, never fetched.
+    Orphaned,
+    /// A poll past the job's deadline: this many contacts of the chunk got no result and are
+    /// `timed_out`; the chunk ended.
+    TimedOut(usize),
+    /// A completion callback message: what its attempt did.
+    Callback(Attempted),
+}
+
+/// A store failure: retried after the visibility timeout.
+impl From<StoreError> for Disposition {
+    fn from(e: StoreError) -> Self {
+        Disposition::Retry(e.to_string())
+    }
+}
+
+impl From<FetchError> for Disposition {
+    fn from(e: FetchError) -> Self {
+        match e {
+            // FullEnrich: "Enrichment not ready, try again in 30 seconds".
+            FetchError::NotReady => {
+                Disposition::Deferred(Duration::ZERO, "results not ready".into())
+            }
+            FetchError::RateLimited(after) => Disposition::Deferred(
+                after.unwrap_or(RATE_LIMIT_WAIT),
+                "provider rate limit".into(),
+            ),
+            FetchError::Retryable(m) => Disposition::Retry(m),
+            FetchError::Permanent(m) => Disposition::Parked(m),
+        }
+    }
+}
+
+/// One record handled: what became of it, whether it was a poll, and when its webhook reached
+/// ingest (a delivery's envelope).
+pub struct Handled {
+    pub disposition: Disposition,
+    pub poll: bool,
+    pub received_at_ms: Option<u64>,
+}
+
+/// A batch's metrics at `now_ms`: one EMF line with the counts (and the end-to-end latency of
+/// every delivery that stored results), plus one per reason deliveries were parked for.
+pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
+    let mut line = Metrics::new("bulk-fetch");
+    let mut parked: HashMap<String, u64> = HashMap::new();
+    for h in handled {
+        if h.poll {
+            line.add(metrics::POLLS_MADE, 1);
+        }
+        match &h.disposition {
+            Disposition::Applied { new, .. } => {
+                line.add(metrics::RESULTS_STORED, *new as u64);
+                if h.poll {
+                    line.add(metrics::RESULTS_RECOVERED, *new as u64);
+                }
+                if let Some(at) = h.received_at_ms.filter(|_| *new > 0) {
+                    line.observe(
+                        metrics::END_TO_END_LATENCY,
+                        now_ms.saturating_sub(at) as f64,
+                    );
+                }
+            }
+            Disposition::Duplicate => {
+                line.add(metrics::DUPLICATES, 1);
+            }
+            Disposition::Parked(reason) => {
+                *parked.entry(metrics::reason_class(reason)).or_insert(0) += 1;
+            }
+            Disposition::Retry(_) => {
+                line.add(metrics::RETRIED, 1);
+            }
+            Disposition::Deferred(..) | Disposition::Paced(_) => {
+                line.add(metrics::DEFERRED, 1);
+            }
+            Disposition::Dropped(_) => {
+                line.add(metrics::DELIVERIES_DROPPED, 1);
+            }
+            Disposition::Orphaned => {
+                line.add(metrics::ORPHANS_KEPT, 1);
+            }
+            Disposition::Polled(_) => {}
+            Disposition::Callback(a) => match a {
+                Attempted::Delivered { .. } => {
+                    line.add(metrics::CALLBACKS_DELIVERED, 1);
+                }
+                Attempted::Failed { .. } => {
+                    line.add(metrics::CALLBACK_ATTEMPTS_FAILED, 1);
+                }
+                Attempted::GaveUp { .. } => {
+                    line.add(metrics::CALLBACK_ATTEMPTS_FAILED, 1);
+                    line.add(metrics::CALLBACKS_GIVEN_UP, 1);
+                }
+                Attempted::Skipped | Attempted::LeaseLost => {}
+            },
+            Disposition::TimedOut(contacts) => {
+                line.add(metrics::CHUNKS_TIMED_OUT, 1);
+                line.add(metrics::CONTACTS_TIMED_OUT, *contacts as u64);
+            }
+        }
+    }
+    line.add(metrics::PARKED, parked.values().sum());
+    let mut lines = vec![line];
+    for (reason, n) in parked {
+        let mut m = Metrics::new("bulk-fetch").with_reason(&reason);
+        m.add(metrics::PARKED, n);
+        lines.push(m);
+    }
+    lines
+}

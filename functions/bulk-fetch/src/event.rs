@@ -1,0 +1,157 @@
+//! A delivery's event: its identity (the dedupe key) and what applying it means, from one parse
+//! of its body.
+
+use relay_shared::Provider;
+use relay_shared::envelope::{Envelope, Signature};
+use relay_shared::jobs::RECORD_KEY;
+use relay_shared::providers::Hook;
+use relay_shared::providers::enrow::{self, EventKind};
+use relay_shared::providers::fullenrich::{self};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// A parsed delivery: the event's identity and what applying it means.
+pub(crate) enum Action {
+    FullenrichBatch {
+        id: String,
+        job: fullenrich::Job,
+        /// The body carried a valid `X-Signature-SHA1`: its records are FullEnrich's.
+        signed: bool,
+    },
+    FullenrichContact {
+        job: fullenrich::Job,
+        signed: bool,
+    },
+    EnrowSingle {
+        id: String,
+        result: enrow::SingleResult,
+        /// The event's top-level `custom` (where `verification_finished` carries it).
+        custom: Option<Value>,
+        raw: Value,
+        credits: Option<f64>,
+    },
+    EnrowBulk {
+        id: String,
+        credits: Option<f64>,
+        /// The results, when a poll fetched them already (one GET per poll).
+        prefetched: Option<enrow::BulkResults>,
+    },
+}
+
+impl Action {
+    /// The Enrow search id an Enrow event names.
+    pub(crate) fn enrow_id(&self) -> Option<&str> {
+        match self {
+            Action::EnrowSingle { id, .. } | Action::EnrowBulk { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// One contact's result (or a snapshot of several), written row by row.
+    pub(crate) fn is_single_result(&self) -> bool {
+        matches!(
+            self,
+            Action::EnrowSingle { .. } | Action::FullenrichContact { .. }
+        )
+    }
+}
+
+/// The event's identity (the dedupe key, providers.md §5) and what to do with it. `Err` is the
+/// reason a delivery can never be processed.
+pub(crate) fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), String> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err("empty body".into());
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_err() {
+        return Err("body is not JSON".into());
+    }
+    match (env.provider, env.hook) {
+        (Provider::Fullenrich, Hook::Batch) => {
+            let job = fullenrich::parse_batch(raw).map_err(|_| "not a FullEnrich job object")?;
+            let id = job.id.clone().ok_or("FullEnrich batch without id")?;
+            let status = job
+                .status
+                .as_ref()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+            Ok((
+                format!("fe:batch:{id}:{status}"),
+                Action::FullenrichBatch {
+                    id,
+                    job,
+                    signed: env.signature == Signature::Verified,
+                },
+            ))
+        }
+        (Provider::Fullenrich, Hook::Contact) => {
+            let job = fullenrich::parse_contact_finished(raw)
+                .map_err(|_| "not a FullEnrich contact_finished body")?;
+            if job.data.is_empty() {
+                return Err("contact_finished without a record".into());
+            }
+            let scope = job.id.clone().unwrap_or_else(|| env.job_id.clone());
+            // The identity of what the body finishes: the record keys of its finished records
+            // (a body may be the whole enrichment, most of it still running); the same snapshot
+            // delivered again is the same event, a later one with more finished is another.
+            let mut finished: Vec<String> = job
+                .data
+                .iter()
+                .filter(|r| r.is_finished())
+                .map(|record| {
+                    record.custom_str(RECORD_KEY).unwrap_or_else(|| {
+                        let input = record.raw.get("input").cloned().unwrap_or(Value::Null);
+                        hex::encode(Sha256::digest(input.to_string().as_bytes()))
+                    })
+                })
+                .collect();
+            finished.sort();
+            let record_key = match finished.as_slice() {
+                [one] => one.clone(),
+                [] => format!("none:{}", hex::encode(Sha256::digest(raw))),
+                many => hex::encode(Sha256::digest(many.join(",").as_bytes())),
+            };
+            Ok((
+                format!("fe:contact:{scope}:{record_key}"),
+                Action::FullenrichContact {
+                    job,
+                    signed: env.signature == Signature::Verified,
+                },
+            ))
+        }
+        (Provider::Enrow, _) => {
+            let event = enrow::Event::parse(raw).map_err(|_| "not an Enrow event")?;
+            let kind = event.event.clone().ok_or("Enrow event without a name")?;
+            if let EventKind::Other(name) = &kind {
+                return Err(format!("unknown Enrow event {name:?}"));
+            }
+            let id = event.id.clone().ok_or("Enrow event without id")?;
+            let key = format!("enrow:{kind}:{id}");
+            let credits = event.credits.cost;
+            if kind.is_bulk() {
+                return Ok((
+                    key,
+                    Action::EnrowBulk {
+                        id,
+                        credits,
+                        prefetched: None,
+                    },
+                ));
+            }
+            let result = event
+                .single_result()
+                .ok_or("Enrow single event without a result")?;
+            let raw: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+            Ok((
+                key,
+                Action::EnrowSingle {
+                    id,
+                    result,
+                    custom: event.custom.clone(),
+                    raw,
+                    credits,
+                },
+            ))
+        }
+        (Provider::Fullenrich, Hook::Event | Hook::Global) => Err("no such FullEnrich hook".into()),
+    }
+}

@@ -1,0 +1,159 @@
+//! The webhook queue's messages: a poll, a callback, or a delivery (its body read, its event
+//! parsed, its job found), each to its stage.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use relay_shared::bodies::BodyStore;
+use relay_shared::callback::{Attempted, CallbackRequest, CallbackTarget};
+use relay_shared::envelope::{Body, Envelope, PollRequest};
+use relay_shared::now_ms;
+use relay_shared::providers::Hook;
+use relay_shared::providers::client::ProviderClient;
+use relay_shared::queue::{MAX_DELAY, Queue};
+use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore};
+use sha2::{Digest, Sha256};
+
+use crate::{Disposition, Worker, parse};
+
+impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
+where
+    J: JobStore + CallbackStore + OrphanStore,
+    D: DedupeStore,
+    P: ProviderClient,
+    B: BodyStore,
+    Q: Queue,
+{
+    /// What became of a record, its envelope (a delivery's), and whether it was a poll.
+    pub(crate) async fn process(
+        &self,
+        record: &SqsMessage,
+    ) -> (Disposition, Option<Envelope>, bool) {
+        if let Some(poll) = PollRequest::from_json(record.body.as_deref().unwrap_or_default()) {
+            return (self.poll(&poll.poll).await, None, true);
+        }
+        if let Some(ask) = CallbackRequest::from_json(record.body.as_deref().unwrap_or_default()) {
+            return (self.callback(&ask.callback).await, None, false);
+        }
+        let Ok(env) = Envelope::from_json(record.body.as_deref().unwrap_or_default()) else {
+            return (
+                Disposition::Parked("unreadable envelope".into()),
+                None,
+                false,
+            );
+        };
+        let disposition = self.process_envelope(&env).await;
+        (disposition, Some(env), false)
+    }
+
+    async fn process_envelope(&self, env: &Envelope) -> Disposition {
+        let raw = match self.body_bytes(env).await {
+            Ok(raw) => raw,
+            Err(f) => return self.fail(env, f).await,
+        };
+        let (key, action) = match parse(env, &raw) {
+            Ok(parsed) => parsed,
+            Err(reason) => return Disposition::Parked(reason),
+        };
+        // A global webhook's URL names no job: the job is the one a chunk of which is linked to
+        // the event's id; an id no chunk knows is an orphan, kept for the user to see.
+        let job_id = match (env.hook, action.enrow_id()) {
+            (Hook::Global, Some(id)) => {
+                match self.jobs.job_of_provider_id(env.provider, id).await {
+                    Ok(Some(job_id)) => job_id,
+                    Ok(None) => return self.keep_orphan(env, &key, &action, &raw).await,
+                    Err(e) => return Disposition::Retry(e.to_string()),
+                }
+            }
+            _ => env.job_id.clone(),
+        };
+        // Scoped to the job of the URL: a caller holding one job's URL who posts events naming
+        // another job's provider ids claims keys of its own job only, and burns nothing of the
+        // other job (the event itself is then parked: its id is no chunk of this job). A global
+        // event found its job by its id: its key is the one the job's own URL gives it, so the
+        // same event on both URLs applies once.
+        let key = format!("{job_id}#{key}");
+        let meta = match self.jobs.job_head(&job_id).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Disposition::Parked("unknown job".into()),
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        if meta.deleted {
+            // Erased at the caller's request: its data is not kept, not even in the DLQ.
+            return self.drop_delivery(env, "the job was deleted").await;
+        }
+        if meta.provider != env.provider {
+            return Disposition::Parked("provider does not match the job".into());
+        }
+
+        match self.apply_once(&meta, &key, action, true).await {
+            Ok(disposition) => disposition,
+            Err(failure) => {
+                // The head read first may be a second stale, and a DELETE may come while the
+                // delivery is applied: a delivery that failed (its link or chunk erased, say) is
+                // dropped if its job is deleted now, never parked or put back with its data.
+                if matches!(self.jobs.get_job(&job_id).await, Ok(Some(m)) if m.deleted) {
+                    return self
+                        .drop_delivery(env, "the job was deleted while its delivery was applied")
+                        .await;
+                }
+                self.fail(env, failure).await
+            }
+        }
+    }
+
+    async fn body_bytes(&self, env: &Envelope) -> Result<Vec<u8>, Disposition> {
+        match &env.body {
+            Body::Stored { key, sha256, .. } => {
+                let bytes = self
+                    .bodies
+                    .get(key)
+                    .await
+                    .map_err(|e| Disposition::Retry(e.to_string()))?;
+                if hex::encode(Sha256::digest(&bytes)) != *sha256 {
+                    return Err(Disposition::Parked(
+                        "claim-checked body does not match its SHA-256".into(),
+                    ));
+                }
+                Ok(bytes)
+            }
+            inline => inline
+                .inline_bytes()
+                .expect("inline body")
+                .map_err(|_| Disposition::Parked("undecodable body".into())),
+        }
+    }
+
+    /// A delivery for a deleted job: dropped, its claim-checked body (if any) deleted with it.
+    pub(crate) async fn drop_delivery(&self, env: &Envelope, why: &str) -> Disposition {
+        if let Body::Stored { key, .. } = &env.body
+            && let Err(e) = self.bodies.delete(key).await
+        {
+            // Its job's erasure deletes every body under the job's prefix (or the bucket's
+            // lifecycle rule, in the end).
+            tracing::warn!(job_id = %env.job_id, error = %e, "dropped delivery's body not deleted");
+        }
+        Disposition::Dropped(why.into())
+    }
+
+    /// One attempt of a job's completion callback, if it is due (see [`relay_shared::callback`]).
+    /// A failed attempt is asked for again after its backoff (SQS delays up to 15 minutes;
+    /// longer waits are the sweeper's).
+    async fn callback(&self, target: &CallbackTarget) -> Disposition {
+        let attempted = match self.callbacks.attempt(&self.jobs, target).await {
+            Ok(a) => a,
+            Err(e) => return Disposition::Retry(e.to_string()),
+        };
+        let job_id = target.job_id.as_str();
+        if let Attempted::Failed { next_at, .. } = &attempted {
+            let wait = Duration::from_millis(next_at.saturating_sub(now_ms()));
+            if wait <= MAX_DELAY {
+                let ask = CallbackRequest::new(job_id, Some(*next_at)).to_json();
+                if let Err(e) = self.requeue.send_delayed(ask, wait).await {
+                    tracing::warn!(job_id, error = %e, "callback retry not queued: the sweeper will");
+                }
+            }
+        }
+        Disposition::Callback(attempted)
+    }
+}

@@ -1,0 +1,77 @@
+//! Global webhook events for searches no chunk knows: kept as orphans, once each.
+
+use std::time::Duration;
+
+use relay_shared::bodies::BodyStore;
+use relay_shared::envelope::{Body, Envelope};
+use relay_shared::providers::client::ProviderClient;
+use relay_shared::providers::enrow::{self};
+use relay_shared::queue::Queue;
+use relay_shared::store::{CallbackStore, Claim, DedupeStore, JobStore, Orphan, OrphanStore};
+
+use crate::{Action, Disposition, Worker};
+
+impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
+where
+    J: JobStore + CallbackStore + OrphanStore,
+    D: DedupeStore,
+    P: ProviderClient,
+    B: BodyStore,
+    Q: Queue,
+{
+    /// Keeps a global webhook's event for a search no chunk knows as an orphan, once per event
+    /// (its claim, `~orphan#<key>`, is no job's: `~` is in no job id). Never parked, never
+    /// fetched; its body (a single event's result: contact data) is kept nowhere.
+    pub(crate) async fn keep_orphan(
+        &self,
+        env: &Envelope,
+        key: &str,
+        action: &Action,
+        raw: &[u8],
+    ) -> Disposition {
+        let claim = format!("~orphan#{key}");
+        let owner = uuid::Uuid::new_v4().to_string();
+        match self.dedupe.claim(&claim, &owner).await {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Duplicate) => return Disposition::Duplicate,
+            Ok(Claim::InProgress) => {
+                let wait =
+                    Disposition::Deferred(Duration::ZERO, "being kept by another delivery".into());
+                return self.fail(env, wait).await;
+            }
+            Err(e) => return Disposition::Retry(e.to_string()),
+        }
+        // Parsed once already (`parse`): its name and cost are there.
+        let event = enrow::Event::parse(raw).ok();
+        let orphan = Orphan {
+            provider: env.provider,
+            provider_id: action.enrow_id().unwrap_or_default().to_string(),
+            event: event
+                .as_ref()
+                .and_then(|e| e.event.as_ref())
+                .map(|k| k.to_string())
+                .unwrap_or_default(),
+            received_at_ms: env.received_at_ms,
+            delivery_id: env.delivery_id.clone(),
+            credits: event.and_then(|e| e.credits.cost),
+        };
+        if let Err(e) = self.jobs.put_orphan(&orphan).await {
+            if let Err(e) = self.dedupe.release(&claim, &owner).await {
+                tracing::warn!(error = %e, "claim not released; it expires with its lease");
+            }
+            return Disposition::Retry(e.to_string());
+        }
+        if let Err(e) = self.dedupe.complete(&claim, &owner).await {
+            // Kept; a redelivery keeps it again once the lease runs out (a second orphan).
+            tracing::warn!(error = %e, "claim not completed");
+        }
+        // A claim-checked copy of the body goes (the bucket's lifecycle rule would take it in
+        // the end).
+        if let Body::Stored { key, .. } = &env.body
+            && let Err(e) = self.bodies.delete(key).await
+        {
+            tracing::warn!(error = %e, "orphan's claim-checked body not deleted");
+        }
+        Disposition::Orphaned
+    }
+}

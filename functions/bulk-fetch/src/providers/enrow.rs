@@ -1,0 +1,243 @@
+//! Enrow: its single and bulk events applied, its rows mapped to contacts.
+
+use std::collections::HashMap;
+
+use relay_shared::bodies::BodyStore;
+use relay_shared::jobs::{
+    ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, RECORD_KEY,
+    from_enrow,
+};
+use relay_shared::providers::client::ProviderClient;
+use relay_shared::providers::enrow::{self, EventKind};
+use relay_shared::queue::Queue;
+use relay_shared::store::{
+    CallbackStore, ChunkUpdate, DedupeStore, JobStore, Link, OrphanStore, Stored,
+};
+use serde_json::Value;
+
+use crate::{Disposition, Worker, fill_missing, record_key, unknown_to_provider};
+
+impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
+where
+    J: JobStore + CallbackStore + OrphanStore,
+    D: DedupeStore,
+    P: ProviderClient,
+    B: BodyStore,
+    Q: Queue,
+{
+    /// An Enrow single result: its one contact's row.
+    pub(crate) async fn apply_enrow_single(
+        &self,
+        meta: &JobMeta,
+        id: String,
+        mut result: enrow::SingleResult,
+        custom: Option<Value>,
+        mut raw: Value,
+        credits: Option<f64>,
+    ) -> Result<Stored, Disposition> {
+        let job_id = meta.job_id.as_str();
+        let op = meta.operation;
+        // The link carries a one-contact chunk's contact (one read for both).
+        let link = match self.jobs.find_link(job_id, &id).await? {
+            Some(link) => link,
+            None => {
+                // Not linked: Enrow does not sign, so the body is only a hint. A chunk
+                // still waiting for its id may adopt it once Enrow's own answer for the
+                // id (a GET) names one of its contacts; any other id is dropped.
+                self.candidate(meta).await?;
+                let (fetched, fetched_raw) = self
+                    .providers
+                    .enrow_single(op, &id)
+                    .await
+                    .map_err(|e| unknown_to_provider(e.into(), false))?;
+                result = fetched;
+                raw = fetched_raw;
+                let rids: Vec<u64> = result
+                    .custom
+                    .as_ref()
+                    .or(custom.as_ref())
+                    .and_then(record_key)
+                    .into_iter()
+                    .collect();
+                Link::new(self.adopt(meta, &id, &rids, Some(true)).await?, None)
+            }
+        };
+        let Link { chunk, contact } = link;
+        let contact = match contact {
+            Some(c) => c,
+            None => self
+                .jobs
+                .contacts(job_id, chunk.offset, 1)
+                .await?
+                .pop()
+                .ok_or_else(|| Disposition::Parked("chunk has no contact".into()))?,
+        };
+        let fields = EnrowFields {
+            qualification: result.qualification.as_ref(),
+            email: result.email.as_deref(),
+            number: result.number.as_deref(),
+        };
+        let stored = from_enrow(op, &contact, fields, raw);
+        let update = ChunkUpdate {
+            index: chunk.index,
+            status: ChunkStatus::Completed,
+            credits,
+            error: None,
+        };
+        Ok(self
+            .jobs
+            .store_result(job_id, chunk.index, stored, Some(update))
+            .await?)
+    }
+
+    /// An Enrow bulk: the chunk's whole result set (fetched unless a poll did).
+    pub(crate) async fn apply_enrow_bulk(
+        &self,
+        meta: &JobMeta,
+        id: String,
+        credits: Option<f64>,
+        prefetched: Option<enrow::BulkResults>,
+    ) -> Result<Stored, Disposition> {
+        let job_id = meta.job_id.as_str();
+        let op = meta.operation;
+        let linked = self.jobs.find_chunk(job_id, &id).await?;
+        if linked.is_none() {
+            // Enrow does not sign its webhooks: an id no chunk knows is fetched only as
+            // one of the few candidates a chunk still waiting for its id allows.
+            self.candidate(meta).await?;
+        }
+        let bulk = match prefetched {
+            Some(bulk) => bulk,
+            None => self
+                .providers
+                .enrow_bulk(op, &id)
+                .await
+                .map_err(|e| unknown_to_provider(e.into(), linked.is_some()))?,
+        };
+        let chunk = match linked {
+            Some(c) => c,
+            None => {
+                let rids: Vec<u64> = bulk
+                    .rows()
+                    .filter_map(|(row, _)| row.custom.as_ref().and_then(record_key))
+                    .collect();
+                self.adopt(meta, &id, &rids, Some(false)).await?
+            }
+        };
+        let contacts = self
+            .jobs
+            .contacts(job_id, chunk.offset, chunk.count)
+            .await?;
+        let failed = bulk.status() == Some(&enrow::BulkStatus::Failed);
+        let mut results = map_enrow_bulk(op, &contacts, &bulk);
+        let reason = if failed {
+            "provider_failed"
+        } else {
+            "missing_from_results"
+        };
+        fill_missing(&mut results, &contacts, reason);
+        let update = ChunkUpdate {
+            index: chunk.index,
+            status: if failed {
+                ChunkStatus::Failed
+            } else {
+                ChunkStatus::Completed
+            },
+            credits: credits.or(bulk.credits_cost()),
+            error: failed.then(|| JobError {
+                code: "provider_failed".into(),
+                message: "Enrow reported the bulk as failed".into(),
+            }),
+        };
+        Ok(self
+            .jobs
+            .store_chunk(job_id, chunk, results, update)
+            .await?)
+    }
+}
+
+/// The Enrow event that announces an operation's results (providers.md §3.3).
+pub(crate) fn enrow_event(op: Operation, single: bool) -> EventKind {
+    match (op, single) {
+        (Operation::EmailVerify, true) => EventKind::VerificationFinished,
+        (Operation::EmailVerify, false) => EventKind::BulkVerificationFinished,
+        (Operation::PhoneFind, true) => EventKind::SinglePhoneSearchFinished,
+        (Operation::PhoneFind, false) => EventKind::BulkPhoneSearchFinished,
+        (_, true) => EventKind::SingleSearchFinished,
+        (_, false) => EventKind::BulkSearchFinished,
+    }
+}
+
+/// Maps Enrow bulk rows to contacts: verification rows by email (their index is a UUID), others
+/// by `index` (position in the chunk), else by the record key sent as `custom`.
+pub(crate) fn map_enrow_bulk(
+    op: Operation,
+    contacts: &[Contact],
+    bulk: &enrow::BulkResults,
+) -> Vec<ContactResult> {
+    let offset = contacts.first().map(|c| c.index).unwrap_or(0);
+    let mut by_email: HashMap<String, Vec<&Contact>> = HashMap::new();
+    if op == Operation::EmailVerify {
+        for c in contacts {
+            if let Some(e) = c.field("email") {
+                by_email
+                    .entry(e.trim().to_ascii_lowercase())
+                    .or_default()
+                    .push(c);
+            }
+        }
+    }
+    let mut out: HashMap<u64, ContactResult> = HashMap::new();
+    let mut unmapped = 0usize;
+    for (row, raw) in bulk.rows() {
+        let targets: Vec<&Contact> = if op == Operation::EmailVerify {
+            row.email
+                .as_deref()
+                .and_then(|e| by_email.get(&e.trim().to_ascii_lowercase()))
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            let from_custom = || match &row.custom {
+                Some(Value::String(s)) => s.parse::<u64>().ok(),
+                Some(Value::Object(o)) => o.get(RECORD_KEY).and_then(|v| match v {
+                    Value::String(s) => s.parse().ok(),
+                    other => other.as_u64(),
+                }),
+                Some(Value::Number(n)) => n.as_u64(),
+                _ => None,
+            };
+            let by_position = row
+                .index
+                .as_deref()
+                .and_then(|i| i.parse::<u64>().ok())
+                .map(|i| offset + i);
+            from_custom()
+                .filter(|i| contacts.iter().any(|c| c.index == *i))
+                .or(by_position)
+                .and_then(|i| contacts.get((i - offset) as usize).filter(|c| c.index == i))
+                .into_iter()
+                .collect()
+        };
+        if targets.is_empty() {
+            unmapped += 1;
+        }
+        for c in targets {
+            let fields = EnrowFields {
+                qualification: row.qualification.as_ref(),
+                email: row.email.as_deref(),
+                number: row.number.as_deref(),
+            };
+            out.entry(c.index)
+                .or_insert_with(|| from_enrow(op, c, fields, raw.clone()));
+        }
+    }
+    if unmapped > 0 {
+        tracing::warn!(
+            unmapped,
+            "Enrow bulk rows that map to no contact of their chunk"
+        );
+    }
+    let mut v: Vec<_> = out.into_values().collect();
+    v.sort_by_key(|r| r.index);
+    v
+}

@@ -1,0 +1,51 @@
+//! What a failure comes to: a deferral or a wait for a request slot is a new, delayed copy of the
+//! delivery on the queue; anything else is what it was.
+
+use relay_shared::bodies::BodyStore;
+use relay_shared::envelope::Envelope;
+use relay_shared::providers::client::ProviderClient;
+use relay_shared::queue::Queue;
+use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore};
+
+use crate::{Disposition, MAX_REQUEUES, Worker};
+
+impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
+where
+    J: JobStore + CallbackStore + OrphanStore,
+    D: DedupeStore,
+    P: ProviderClient,
+    B: BodyStore,
+    Q: Queue,
+{
+    /// What a failure comes to: a deferral is a new, delayed copy of the delivery on the queue
+    /// (the receive count of the copy starts at zero); if that cannot be sent, an ordinary retry.
+    pub(crate) async fn fail(&self, env: &Envelope, failure: Disposition) -> Disposition {
+        match failure {
+            Disposition::Paced(wait) => {
+                let delay = env.paced_delay(wait).min(relay_shared::queue::MAX_DELAY);
+                let mut again = env.clone();
+                again.paced = again.paced.saturating_add(1);
+                match self.requeue.send_delayed(again.to_json(), delay).await {
+                    Ok(_) => Disposition::Paced(delay),
+                    Err(e) => Disposition::Retry(format!(
+                        "waiting for a request slot; requeue failed: {e}"
+                    )),
+                }
+            }
+            Disposition::Deferred(_, r) if env.requeues >= MAX_REQUEUES => {
+                Disposition::Retry(format!("{r}; requeued {MAX_REQUEUES} times already"))
+            }
+            Disposition::Deferred(wait, r) => {
+                let backoff = self.not_ready_wait * 2u32.saturating_pow(env.requeues.min(5));
+                let delay = wait.max(backoff).min(relay_shared::queue::MAX_DELAY);
+                let mut again = env.clone();
+                again.requeues += 1;
+                match self.requeue.send_delayed(again.to_json(), delay).await {
+                    Ok(_) => Disposition::Deferred(delay, r),
+                    Err(e) => Disposition::Retry(format!("{r}; requeue failed: {e}")),
+                }
+            }
+            other => other,
+        }
+    }
+}
