@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{
     CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim, Counts,
-    DedupeStore, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobStore, JobWriter,
-    JobsCursor, Link, Slot, StoreError, Stored, SubmitLedger,
+    DedupeStore, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobDrafts, JobStore,
+    JobWriter, JobsCursor, Link, Page, PageWrite, Slot, StoreError, Stored, SubmitLedger,
 };
 use crate::jobs::{
     CallbackState, CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
@@ -38,6 +38,10 @@ struct Job {
     candidates: HashMap<u32, u32>,
     /// Polls taken: (chunk, the `poll_at` the sweeper's take set).
     polls: HashSet<(u32, u64)>,
+    /// A staged job's pages, by offset.
+    pages: BTreeMap<u64, Page>,
+    /// The seal a start of the draft holds, until then (ms).
+    sealed_until: Option<u64>,
 }
 
 /// Jobs in memory: a [`JobStore`] and [`CallbackStore`]. A clone is the same store (as two
@@ -677,6 +681,92 @@ impl JobWriter for MemoryJobs {
     }
 }
 
+/// The head is a draft taking pages (the DynamoDB store's `OPEN_DRAFT` condition).
+fn open_draft(job: &Job) -> bool {
+    job.meta
+        .as_ref()
+        .is_some_and(|m| m.status == JobStatus::Draft && !m.deleted)
+        && job.sealed_until.is_none_or(|until| until < now_ms())
+}
+
+impl JobDrafts for MemoryJobs {
+    async fn create_draft(&self, meta: &JobMeta) -> Result<(), StoreError> {
+        self.create_job(meta, &[], &[]).await
+    }
+
+    async fn put_page(
+        &self,
+        job_id: &str,
+        page: &Page,
+        contacts: &[Contact],
+    ) -> Result<PageWrite, StoreError> {
+        self.with(job_id, |job| {
+            match job.pages.get(&page.offset) {
+                Some(p) if p.sha256 != page.sha256 => return Ok(PageWrite::Conflict),
+                Some(p) if p.complete => return Ok(PageWrite::Unchanged),
+                _ => {}
+            }
+            if !open_draft(job) {
+                return Ok(PageWrite::Closed);
+            }
+            for c in contacts {
+                job.contacts.insert(c.index, c.clone());
+            }
+            let page = Page {
+                complete: true,
+                ..page.clone()
+            };
+            job.pages.insert(page.offset, page);
+            Ok(PageWrite::Written)
+        })
+    }
+
+    async fn pages(&self, job_id: &str) -> Result<Vec<Page>, StoreError> {
+        self.with(job_id, |job| Ok(job.pages.values().cloned().collect()))
+    }
+
+    async fn seal_draft(&self, job_id: &str, lease_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.with(job_id, |job| {
+            if !open_draft(job) {
+                return Ok(None);
+            }
+            let until = now_ms() + lease_ms;
+            job.sealed_until = Some(until);
+            Ok(Some(until))
+        })
+    }
+
+    async fn unseal_draft(&self, job_id: &str, seal: u64) -> Result<(), StoreError> {
+        self.with(job_id, |job| {
+            if job.sealed_until == Some(seal) {
+                job.sealed_until = None;
+            }
+            Ok(())
+        })
+    }
+
+    async fn start_draft(
+        &self,
+        job_id: &str,
+        chunks: &[Chunk],
+        seal: u64,
+    ) -> Result<bool, StoreError> {
+        self.with(job_id, |job| {
+            for c in chunks {
+                job.chunks.insert(c.index, c.clone());
+            }
+            let meta = job.meta.as_mut().expect("checked");
+            if meta.status != JobStatus::Draft || meta.deleted || job.sealed_until != Some(seal) {
+                return Ok(false);
+            }
+            meta.status = JobStatus::Accepted;
+            meta.updated_at_ms = now_ms();
+            job.sealed_until = None;
+            Ok(true)
+        })
+    }
+}
+
 impl IdempotencyKeys for MemoryJobs {
     async fn claim_idempotency_key(
         &self,
@@ -897,7 +987,12 @@ impl SubmitLedger for MemoryJobs {
             links.iter().for_each(|k| {
                 job.links.remove(k);
             });
-            Ok(c + r + ch + l)
+            let p = take(job.pages.len());
+            let pages: Vec<u64> = job.pages.keys().take(p).copied().collect();
+            pages.iter().for_each(|k| {
+                job.pages.remove(k);
+            });
+            Ok(c + r + ch + l + p)
         })
     }
 
