@@ -16,6 +16,7 @@ mod ingest;
 mod openapi;
 mod poll;
 mod soak;
+mod staged;
 mod starts;
 mod submit;
 mod support;
