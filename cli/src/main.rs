@@ -732,8 +732,20 @@ async fn follow(client: &Client, id: &str, total: u64) -> Result<Value, Failure>
         )
         .expect("template"),
     );
+    let mut failures = 0;
     loop {
-        let state = client.get(&format!("/jobs/{id}")).await?;
+        // A job runs for minutes to hours: a passing failure of the API (a 5xx, a dropped
+        // connection) is waited out, a few in a row end the wait (`relay wait` resumes it).
+        let state = match client.get(&format!("/jobs/{id}")).await {
+            Err(ApiError::Unreachable(e)) if failures < 10 => {
+                failures += 1;
+                bar.set_message(format!("retrying: {e}"));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            r => r?,
+        };
+        failures = 0;
         bar.set_length(state["contacts"].as_u64().unwrap_or(total));
         bar.set_position(state["done"].as_u64().unwrap_or(0));
         bar.set_message(format!("{} found", state["found"].as_u64().unwrap_or(0)));

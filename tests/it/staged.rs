@@ -241,8 +241,8 @@ async fn a_job_over_the_page_size_goes_in_pages_through_relay_submit_wait_and_a_
     let opts = options();
     let dir = opts.log_dir.clone();
     let stack = DevStack::start(opts).await.expect("dev stack");
-    // 1,000 rows in pages of 20 kB: several pages. (Kept small: the emulator reads a chunk's
-    // contacts at about a millisecond each, and a function's DynamoDB call times out at 4 s.)
+    // 1,000 rows in pages of 20 kB: several pages, in seconds (the emulator writes and reads
+    // contacts at about a millisecond each).
     let first = relay_within(
         &stack.api_url,
         &stack.api_token,
