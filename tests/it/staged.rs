@@ -330,7 +330,7 @@ async fn a_job_over_the_page_size_goes_in_pages_through_relay_submit_wait_and_a_
 /// `relay submit --wait` on the local stack, the default page size (`make big-job`; its time
 /// is in docs/benchmarks.md).
 #[tokio::test]
-#[ignore = "about a minute or more: make big-job"]
+#[ignore = "about 2.5 minutes: make big-job"]
 async fn fifty_thousand_rows_with_three_custom_columns_through_relay_submit_wait() {
     let opts = options();
     let dir = opts.log_dir.clone();
