@@ -6,7 +6,7 @@ FUNCTIONS := webhook-ingest bulk-fetch job-submit job-submit-worker sweeper
 # arm64 deploy builds get their own target dir, so they never force host test rebuilds.
 ARM64_TARGET_DIR := target/arm64
 
-.PHONY: bootstrap test lint bench build dev watch demo functions soak deploy-check deploy
+.PHONY: bootstrap test lint bench build dev watch demo functions soak big-job deploy-check deploy
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -72,3 +72,8 @@ demo: bootstrap functions
 # 10,000 deliveries across 50 jobs under faults on the local stack; prints the soak report.
 soak: bootstrap functions
 	target/debug/relay-soak
+
+# A 50,000-row CSV with three custom columns through `relay submit --wait` (a staged job, in
+# pages) on the local stack; prints how long it took.
+big-job: bootstrap functions
+	cargo test --workspace --test it staged::fifty -- --ignored --nocapture

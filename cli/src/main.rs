@@ -411,6 +411,36 @@ struct SubmitArgs {
     /// Write files without the UTF-8 byte-order mark.
     #[arg(long)]
     no_bom: bool,
+    /// The largest request body sent (bytes): a larger job goes in pages of at most this (a
+    /// staged job: created, its contacts added page by page, then started). A Lambda request
+    /// is at most 6 MB.
+    #[arg(long, env = "RELAY_PAGE_BYTES", default_value_t = PAGE_BYTES)]
+    page_bytes: usize,
+}
+
+/// The largest body `relay submit` sends by default: under Lambda's 6 MB request cap once API
+/// Gateway has escaped it into its event.
+const PAGE_BYTES: usize = 4_000_000;
+
+/// `contacts` cut into pages whose bodies stay within `max_bytes` (at least one contact a
+/// page): each page's offset in the job and its contacts.
+fn pages(contacts: &[Value], max_bytes: usize) -> Vec<(usize, &[Value])> {
+    // `{"offset":NNNNN,"contacts":[` … `]}`
+    const OVERHEAD: usize = 40;
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, OVERHEAD);
+    for (i, c) in contacts.iter().enumerate() {
+        let len = c.to_string().len() + 1;
+        if i > start && bytes + len > max_bytes {
+            out.push((start, &contacts[start..i]));
+            (start, bytes) = (i, OVERHEAD);
+        }
+        bytes += len;
+    }
+    if start < contacts.len() {
+        out.push((start, &contacts[start..]));
+    }
+    out
 }
 
 /// Credits a contact costs at most (providers.md §2.10, §3.5; Enrow's phone at the spec's 50).
@@ -595,14 +625,18 @@ impl SubmitArgs {
             );
         }
         let client = client(api)?;
-        let job = client
-            .call(
-                reqwest::Method::POST,
-                "/jobs",
-                Some(&body),
-                self.idempotency_key.as_deref(),
-            )
-            .await?;
+        let job = if body.to_string().len() > self.page_bytes {
+            self.submit_staged(&client, body).await?
+        } else {
+            client
+                .call(
+                    reqwest::Method::POST,
+                    "/jobs",
+                    Some(&body),
+                    self.idempotency_key.as_deref(),
+                )
+                .await?
+        };
         let id = job["job_id"].as_str().unwrap_or_default().to_string();
         eprintln!(
             "{id}: {} contacts accepted in {} chunk(s)",
@@ -633,6 +667,75 @@ impl SubmitArgs {
             eprintln!("{id}: results written to {}", o.display());
         }
         Ok(ended(&id, &state))
+    }
+
+    /// A job too large for one request: created staged (its fields, how many contacts and
+    /// their digest, under the same Idempotency-Key), its contacts sent in pages (a page sent
+    /// again is a no-op, so a retry of the whole command resumes), then started.
+    async fn submit_staged(&self, client: &Client, mut body: Value) -> Result<Value, Failure> {
+        use sha2::Digest;
+        let contacts = match body.as_object_mut().and_then(|b| b.remove("contacts")) {
+            Some(Value::Array(c)) => c,
+            _ => Vec::new(),
+        };
+        let digest = hex::encode(sha2::Sha256::digest(
+            Value::Array(contacts.clone()).to_string().as_bytes(),
+        ));
+        body["staged"] = json!({"contacts": contacts.len(), "digest": digest});
+        let job = client
+            .call(
+                reqwest::Method::POST,
+                "/jobs",
+                Some(&body),
+                self.idempotency_key.as_deref(),
+            )
+            .await?;
+        let id = job["job_id"].as_str().unwrap_or_default().to_string();
+        if job["status"] == "draft" {
+            let pages = pages(&contacts, self.page_bytes);
+            eprintln!(
+                "{id}: {} contacts: sending them in {} page(s) of at most {} bytes",
+                contacts.len(),
+                pages.len(),
+                self.page_bytes
+            );
+            let path = format!("/jobs/{id}/contacts");
+            let sends = pages.into_iter().map(|(offset, page)| {
+                let body = json!({"offset": offset, "contacts": page});
+                let path = &path;
+                async move {
+                    match client
+                        .call(reqwest::Method::POST, path, Some(&body), None)
+                        .await
+                    {
+                        // Started by an earlier run of this command: its pages are in.
+                        Err(ApiError::Invalid { code, .. }) if code == "job_not_draft" => Ok(()),
+                        r => r.map(drop),
+                    }
+                }
+            });
+            let sent: Vec<Result<(), ApiError>> = futures::StreamExt::collect(
+                futures::StreamExt::buffer_unordered(futures::stream::iter(sends), 4),
+            )
+            .await;
+            sent.into_iter().collect::<Result<Vec<()>, _>>()?;
+        }
+        let start = format!("/jobs/{id}/start");
+        for _ in 0..60 {
+            match client
+                .call(reqwest::Method::POST, &start, Some(&json!({})), None)
+                .await
+            {
+                Err(ApiError::Invalid { code, .. }) if code == "start_in_progress" => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                r => return Ok(r?),
+            }
+        }
+        Err(Failure(
+            3,
+            format!("{id}: another request kept starting the job; retry the command"),
+        ))
     }
 
     /// The --map/--keep/--delimiter flags given, as `relay wait` takes them again.
@@ -667,8 +770,20 @@ async fn follow(client: &Client, id: &str, total: u64) -> Result<Value, Failure>
         )
         .expect("template"),
     );
+    let mut failures = 0;
     loop {
-        let state = client.get(&format!("/jobs/{id}")).await?;
+        // A job runs for minutes to hours: a passing failure of the API (a 5xx, a dropped
+        // connection) is waited out, a few in a row end the wait (`relay wait` resumes it).
+        let state = match client.get(&format!("/jobs/{id}")).await {
+            Err(ApiError::Unreachable(e)) if failures < 10 => {
+                failures += 1;
+                bar.set_message(format!("retrying: {e}"));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            r => r?,
+        };
+        failures = 0;
         bar.set_length(state["contacts"].as_u64().unwrap_or(total));
         bar.set_position(state["done"].as_u64().unwrap_or(0));
         bar.set_message(format!("{} found", state["found"].as_u64().unwrap_or(0)));
@@ -977,6 +1092,31 @@ async fn dlq(command: DlqCommand) -> Result<u8, Failure> {
             }
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    #[test]
+    fn contacts_are_cut_into_pages_within_the_byte_budget_in_order() {
+        let contacts: Vec<Value> = (0..1000)
+            .map(|i| json!({"email": format!("p{i}@example.com"), "custom": {"relay_row": i.to_string()}}))
+            .collect();
+        let cut = pages(&contacts, 10_000);
+        assert!(cut.len() > 1);
+        let mut next = 0;
+        for (offset, page) in &cut {
+            assert_eq!(*offset, next, "pages follow each other");
+            let body = json!({"offset": offset, "contacts": page}).to_string();
+            assert!(body.len() <= 10_000, "{}", body.len());
+            next += page.len();
+        }
+        assert_eq!(next, 1000);
+        // A contact larger than the budget still goes, alone.
+        assert_eq!(pages(&contacts[..3], 10).len(), 3);
+        assert_eq!(pages(&contacts, usize::MAX).len(), 1);
     }
 }
 

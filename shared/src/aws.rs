@@ -20,14 +20,32 @@ fn timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// The emulator's timeouts ([`for_endpoint`]).
+fn emulator_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(15))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .operation_timeout(Duration::from_secs(120))
+        .build()
+}
+
 /// The SDK configuration from the environment (Lambda's credentials and region, or the local ones).
 ///
 /// Stalled-stream protection is off: it watches the throughput of every request and response
 /// body with a timer of its own, work paid on each call, and the attempt and operation timeouts
 /// above already end a call that stalls (every body here is small).
+///
+/// Against the local emulator (`AWS_ENDPOINT_URL`, which a deployed function never has) the
+/// emulator's timeouts instead ([`for_endpoint`]): it reads a 5,000-contact chunk's contacts in
+/// seconds, more than the 4 s attempt above, while a large job loads it.
 pub async fn load() -> SdkConfig {
+    let timeouts = if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+        emulator_timeouts()
+    } else {
+        timeouts()
+    };
     aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(timeouts())
+        .timeout_config(timeouts)
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .load()
         .await
@@ -41,13 +59,7 @@ pub async fn load() -> SdkConfig {
 /// would be retried and enqueue the delivery twice; see README, "Ingest").
 pub async fn for_endpoint(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(15))
-                .operation_attempt_timeout(Duration::from_secs(60))
-                .operation_timeout(Duration::from_secs(120))
-                .build(),
-        )
+        .timeout_config(emulator_timeouts())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "static",

@@ -37,6 +37,9 @@ impl Operation {
 #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum JobStatus {
+    /// Created with `"staged"`: its contacts come in pages (`POST /jobs/{id}/contacts`) and
+    /// nothing starts until `POST /jobs/{id}/start`.
+    Draft,
     Accepted,
     Submitting,
     Running,

@@ -215,6 +215,91 @@ pub fn validate(body: &Value) -> Result<NewJob, Invalid> {
 
 /// [`validate`], with the deployment's rule for callback URLs.
 pub fn validate_with(body: &Value, policy: CallbackPolicy) -> Result<NewJob, Invalid> {
+    let (mut job, obj) = validate_head(body, policy)?;
+    let contacts = match obj.get("contacts") {
+        Some(Value::Array(a)) => a,
+        _ => return Err(invalid("contacts", "is required: an array of contacts")),
+    };
+    if contacts.is_empty() {
+        return Err(invalid("contacts", "must hold at least one contact"));
+    }
+    if contacts.len() > MAX_CONTACTS {
+        return Err(invalid(
+            "contacts",
+            format!("must hold at most {MAX_CONTACTS} contacts per job"),
+        ));
+    }
+    job.contacts = validate_contacts(job.operation, 0, contacts)?;
+    Ok(job)
+}
+
+/// Each contact of `contacts` ([`validate_contact`]), the first being the job's contact `offset`
+/// (a page of a staged job): errors name the contact by its index in the whole job.
+pub fn validate_contacts(
+    op: Operation,
+    offset: usize,
+    contacts: &[Value],
+) -> Result<Vec<Contact>, Invalid> {
+    contacts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| validate_contact(op, offset + i, c))
+        .collect()
+}
+
+/// A staged job's `POST /jobs` (`"staged": {"contacts": N}`): the job's fields as
+/// [`validate_with`] takes them, no `contacts` (they come in pages), and how many will come.
+/// Returns the job (no contacts) and N.
+pub fn validate_staged(body: &Value, policy: CallbackPolicy) -> Result<(NewJob, u64), Invalid> {
+    let (job, obj) = validate_head(body, policy)?;
+    if obj
+        .get("contacts")
+        .is_some_and(|c| c != &Value::Array(vec![]))
+    {
+        return Err(invalid(
+            "contacts",
+            "must be absent (or empty) on a staged job: its contacts come in pages (POST /jobs/{id}/contacts)",
+        ));
+    }
+    let staged = obj.get("staged").and_then(Value::as_object);
+    let n = staged
+        .and_then(|s| s.get("contacts"))
+        .and_then(Value::as_u64)
+        .filter(|n| (1..=MAX_CONTACTS as u64).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                "staged.contacts",
+                format!("is required: how many contacts the job will take, 1 to {MAX_CONTACTS}"),
+            )
+        })?;
+    match staged.and_then(|s| s.get("digest")) {
+        None | Some(Value::Null) => {}
+        Some(Value::String(d)) if d.len() <= 128 => {}
+        Some(_) => {
+            return Err(invalid(
+                "staged.digest",
+                "must be a string of at most 128 characters",
+            ));
+        }
+    }
+    if let Some(k) = staged.and_then(|s| {
+        s.keys()
+            .find(|k| !["contacts", "digest"].contains(&k.as_str()))
+    }) {
+        return Err(invalid(
+            format!("staged.{k}"),
+            "is not a field of staged (contacts, digest)",
+        ));
+    }
+    Ok((job, n))
+}
+
+/// The job's own fields (provider, operation, name, options, callback URL): everything but its
+/// contacts, which the caller validates.
+fn validate_head(
+    body: &Value,
+    policy: CallbackPolicy,
+) -> Result<(NewJob, &Map<String, Value>), Invalid> {
     let obj = body
         .as_object()
         .ok_or_else(|| invalid("", "the body must be a JSON object"))?;
@@ -266,31 +351,17 @@ pub fn validate_with(body: &Value, policy: CallbackPolicy) -> Result<NewJob, Inv
         }
         Some(_) => return Err(invalid("callback_url", "must be a string (an https URL)")),
     };
-    let contacts = match obj.get("contacts") {
-        Some(Value::Array(a)) => a,
-        _ => return Err(invalid("contacts", "is required: an array of contacts")),
-    };
-    if contacts.is_empty() {
-        return Err(invalid("contacts", "must hold at least one contact"));
-    }
-    if contacts.len() > MAX_CONTACTS {
-        return Err(invalid(
-            "contacts",
-            format!("must hold at most {MAX_CONTACTS} contacts per job"),
-        ));
-    }
-    let mut out = Vec::with_capacity(contacts.len());
-    for (i, c) in contacts.iter().enumerate() {
-        out.push(validate_contact(operation, i, c)?);
-    }
-    Ok(NewJob {
-        provider,
-        operation,
-        name,
-        options,
-        contacts: out,
-        callback_url,
-    })
+    Ok((
+        NewJob {
+            provider,
+            operation,
+            name,
+            options,
+            contacts: Vec::new(),
+            callback_url,
+        },
+        obj,
+    ))
 }
 
 /// A callback URL the relay may POST to: https, a host name or a public address, no

@@ -21,6 +21,16 @@ pub(crate) async fn relay(stack: &DevStack, token: &str, args: &[&str]) -> Run {
 
 /// `relay` with `RELAY_URL` set to `url`.
 pub(crate) async fn relay_at(url: &str, token: &str, args: &[&str]) -> Run {
+    relay_within(url, token, args, std::time::Duration::from_secs(300)).await
+}
+
+/// [`relay_at`], failing the test if it takes longer than `limit`.
+pub(crate) async fn relay_within(
+    url: &str,
+    token: &str,
+    args: &[&str],
+    limit: std::time::Duration,
+) -> Run {
     let bin = relay_local_stack::repo_root().join("target/debug/relay");
     let run = tokio::process::Command::new(&bin)
         .args(args)
@@ -29,9 +39,9 @@ pub(crate) async fn relay_at(url: &str, token: &str, args: &[&str]) -> Run {
         .kill_on_drop(true)
         .output();
     // `--wait` follows a job until it ends: bounded here, so a stuck job fails the test.
-    let out = tokio::time::timeout(std::time::Duration::from_secs(300), run)
+    let out = tokio::time::timeout(limit, run)
         .await
-        .unwrap_or_else(|_| panic!("relay {args:?} did not end within 300 s"))
+        .unwrap_or_else(|_| panic!("relay {args:?} did not end within {limit:?}"))
         .unwrap_or_else(|e| panic!("{}: {e} (make functions builds it)", bin.display()));
     Run {
         code: out.status.code(),

@@ -17,6 +17,7 @@ mod ingest;
 mod openapi;
 mod poll;
 mod soak;
+mod staged;
 mod starts;
 mod submit;
 mod support;

@@ -12,7 +12,7 @@ use crate::{Api, SubmitChunk};
 
 const TOKEN: &str = "api-tests-token-0123456789";
 
-fn api(policy: CallbackPolicy) -> Api<MemoryJobs, MemoryQueue> {
+pub(crate) fn api(policy: CallbackPolicy) -> Api<MemoryJobs, MemoryQueue> {
     Api {
         jobs: MemoryJobs::default(),
         submit_queue: MemoryQueue::default(),
@@ -21,7 +21,7 @@ fn api(policy: CallbackPolicy) -> Api<MemoryJobs, MemoryQueue> {
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     api: &Api<MemoryJobs, MemoryQueue>,
     method: &str,
     path: &str,
@@ -52,7 +52,7 @@ fn job(n: usize) -> Value {
 }
 
 /// The chunk-start messages queued so far.
-fn starts(api: &Api<MemoryJobs, MemoryQueue>) -> Vec<SubmitChunk> {
+pub(crate) fn starts(api: &Api<MemoryJobs, MemoryQueue>) -> Vec<SubmitChunk> {
     api.submit_queue
         .take()
         .iter()

@@ -30,8 +30,8 @@ use relay_shared::providers::submit::{
 };
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
-    ChunkRef, ChunkUpdate, Idempotency, IdempotencyKeys, JobWriter, JobsCursor, OrphanStore,
-    OrphansCursor, Slot, StoreError, SubmitLedger,
+    ChunkRef, ChunkUpdate, DRAFT_TTL, Idempotency, IdempotencyKeys, JobDrafts, JobWriter,
+    JobsCursor, OrphanStore, OrphansCursor, Page, PageWrite, Slot, StoreError, SubmitLedger,
 };
 use relay_shared::{Provider, is_valid_job_id, now_ms};
 
@@ -50,6 +50,8 @@ pub use relay_shared::envelope::{SubmitAction, SubmitChunk};
 
 #[cfg(test)]
 mod api_tests;
+#[cfg(test)]
+mod staged_tests;
 #[cfg(test)]
 mod worker_tests;
 
@@ -116,6 +118,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/jobs/{id}"),
     ("DELETE", "/jobs/{id}"),
     ("POST", "/jobs/{id}/cancel"),
+    ("POST", "/jobs/{id}/contacts"),
+    ("POST", "/jobs/{id}/start"),
     ("GET", "/jobs/{id}/results"),
     ("GET", "/openapi.json"),
     ("GET", "/orphans"),
@@ -129,7 +133,7 @@ pub struct Api<J, Q> {
     pub callbacks: validate::CallbackPolicy,
 }
 
-impl<J: JobWriter + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
+impl<J: JobDrafts + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
     /// Answers one API request and logs one line (route, status, job id, latency).
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let started = Instant::now();
@@ -206,10 +210,14 @@ impl<J: JobWriter + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
                 ("DELETE /jobs/{id}", self.delete(id).await)
             }
             (true, [id, "cancel"]) if post => ("POST /jobs/{id}/cancel", self.cancel(id).await),
+            (true, [id, "contacts"]) if post => {
+                ("POST /jobs/{id}/contacts", self.add_page(id, req).await)
+            }
+            (true, [id, "start"]) if post => ("POST /jobs/{id}/start", self.start(id).await),
             (true, [id, "results"]) if get => {
                 ("GET /jobs/{id}/results", self.results(id, req).await)
             }
-            (true, [] | [_] | [_, "results" | "cancel"]) => {
+            (true, [] | [_] | [_, "results" | "cancel" | "contacts" | "start"]) => {
                 let e = ApiError::new(
                     405,
                     "method_not_allowed",
@@ -237,7 +245,13 @@ impl<J: JobWriter + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
         let body: Value = serde_json::from_slice(req.body().as_ref()).map_err(|_| {
             ApiError::new(400, "invalid_json", "the body is not valid JSON").field("")
         })?;
-        let new = validate::validate_with(&body, self.callbacks)?;
+        // A staged job: its head now, its contacts in pages, its start when they are all in.
+        let (new, staged) = if body.get("staged").is_some_and(|s| !s.is_null()) {
+            let (new, n) = validate::validate_staged(&body, self.callbacks)?;
+            (new, Some(n))
+        } else {
+            (validate::validate_with(&body, self.callbacks)?, None)
+        };
         let mut job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
         let owner = uuid::Uuid::new_v4().to_string();
         let mut held_key: Option<&str> = None;
@@ -303,19 +317,26 @@ impl<J: JobWriter + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
 
         *job = Some(job_id.clone());
         let size = chunk_size(new.operation);
-        let n = new.contacts.len() as u64;
+        let n = staged.unwrap_or(new.contacts.len() as u64);
         let chunks = Chunk::plan(n, size);
         let mut meta = JobMeta::new(
             job_id.clone(),
             new.operation,
             Some(new.name),
-            JobStatus::Accepted,
+            if staged.is_some() {
+                JobStatus::Draft
+            } else {
+                JobStatus::Accepted
+            },
             n,
             size,
             new.options,
         );
         meta.callback_url = new.callback_url;
-        let outcome = self.record_and_queue(&meta, &chunks, &new.contacts).await;
+        let outcome = match staged {
+            Some(_) => self.record_draft(&meta).await,
+            None => self.record_and_queue(&meta, &chunks, &new.contacts).await,
+        };
         if let Some(key) = held_key
             && let Err(e) = self
                 .jobs
@@ -363,6 +384,136 @@ impl<J: JobWriter + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
         }
         self.queue_pending(job_id).await?;
         Ok(existing)
+    }
+
+    /// Records a staged job's draft head (once: a retry taking over its `Idempotency-Key` finds
+    /// it recorded).
+    async fn record_draft(&self, meta: &JobMeta) -> Result<JobMeta, ApiError> {
+        if let Some(existing) = self.jobs.get_job(&meta.job_id).await? {
+            return Ok(existing);
+        }
+        match self.jobs.create_draft(meta).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => Ok(meta.clone()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `POST /jobs/{id}/contacts` `{"offset": o, "contacts": [...]}`: a page of a staged job's
+    /// contacts, the first being the job's contact `o`. Each contact is validated as on
+    /// `POST /jobs`, named by its index in the whole job. The same page again is a no-op; another
+    /// page at the same offset is a 409; a job not taking pages (started, or not staged) 409.
+    async fn add_page(&self, id: &str, req: &Request) -> Result<Response<Body>, ApiError> {
+        let meta = self.live(id, false).await?;
+        let body: Value = serde_json::from_slice(req.body().as_ref()).map_err(|_| {
+            ApiError::new(400, "invalid_json", "the body is not valid JSON").field("")
+        })?;
+        let offset = body["offset"].as_u64().ok_or_else(|| {
+            ApiError::invalid(
+                "offset",
+                "is required: the index in the job of the page's first contact (0 for the first page)",
+            )
+        })?;
+        let contacts = body["contacts"]
+            .as_array()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid("contacts", "is required: an array of at least one contact")
+            })?;
+        let end = offset.saturating_add(contacts.len() as u64);
+        if end > meta.contacts {
+            return Err(ApiError::invalid(
+                "contacts",
+                format!(
+                    "the page runs past the job's {} contacts (staged.contacts when it was created)",
+                    meta.contacts
+                ),
+            ));
+        }
+        let valid = validate::validate_contacts(meta.operation, offset as usize, contacts)?;
+        let page = Page {
+            offset,
+            count: valid.len() as u64,
+            sha256: hex::encode(Sha256::digest(body.to_string().as_bytes())),
+            complete: false,
+        };
+        let written = match self.jobs.put_page(id, &page, &valid).await? {
+            PageWrite::Written => true,
+            PageWrite::Unchanged => false,
+            PageWrite::Conflict => {
+                return Err(ApiError::new(
+                    409,
+                    "page_conflict",
+                    "another page was sent at this offset (a page is sent again only as it was)",
+                )
+                .field("offset"));
+            }
+            PageWrite::Closed => return Err(not_draft(&meta)),
+        };
+        let answer =
+            json!({"job_id": id, "offset": offset, "contacts": page.count, "written": written});
+        Ok(json_response(200, answer.to_string()))
+    }
+
+    /// `POST /jobs/{id}/start`: a staged job whose pages hold every contact it announced starts
+    /// as a `POST /jobs` job does (its chunks recorded and queued, 202). A job started already
+    /// answers the same (its chunks still pending queued again); pages missing, overlapping or
+    /// still being written: 409, and the draft keeps taking pages.
+    async fn start(&self, id: &str) -> Result<Response<Body>, ApiError> {
+        let meta = self.live(id, false).await?;
+        if meta.status != JobStatus::Draft {
+            self.queue_pending(id).await?;
+            return Ok(json_response(202, accepted(&meta).to_string()));
+        }
+        if meta.created_at_ms + DRAFT_TTL.as_millis() as u64 <= now_ms() {
+            return Err(ApiError::new(
+                409,
+                "draft_expired",
+                format!(
+                    "the draft was not started within {} minutes of its creation: it is being erased; submit the job again",
+                    DRAFT_TTL.as_secs() / 60
+                ),
+            ));
+        }
+        let in_progress = || {
+            ApiError::new(
+                409,
+                "start_in_progress",
+                "another request is starting this job; retry after the time in Retry-After",
+            )
+            .retry_after(2)
+        };
+        let Some(seal) = self
+            .jobs
+            .seal_draft(id, IDEMPOTENCY_LEASE.as_millis() as u64)
+            .await?
+        else {
+            return match self.live(id, false).await? {
+                m if m.status != JobStatus::Draft => {
+                    Ok(json_response(202, accepted(&m).to_string()))
+                }
+                _ => Err(in_progress()),
+            };
+        };
+        let pages = self.jobs.pages(id).await?;
+        if let Err(rule) = pages_cover(&pages, meta.contacts) {
+            self.jobs.unseal_draft(id, seal).await?;
+            return Err(ApiError::new(409, "pages_missing", rule).field("contacts"));
+        }
+        let chunks = Chunk::plan(meta.contacts, meta.chunk_size);
+        if !self.jobs.start_draft(id, &chunks, seal).await? {
+            return match self.live(id, false).await? {
+                m if m.status != JobStatus::Draft => {
+                    Ok(json_response(202, accepted(&m).to_string()))
+                }
+                _ => Err(in_progress()),
+            };
+        }
+        self.queue(id, chunks.iter().map(|c| c.index)).await?;
+        let started = JobMeta {
+            status: JobStatus::Accepted,
+            ..meta
+        };
+        Ok(json_response(202, accepted(&started).to_string()))
     }
 
     /// Queues every chunk of the job that is still `pending`. A chunk queued twice is harmless:
@@ -639,6 +790,52 @@ impl<J: JobWriter + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
     }
 }
 
+/// Whether a staged job's pages hold its `contacts` contacts, each once: complete, one after
+/// the other from offset 0. The rule broken, naming offsets only (never contact data).
+pub fn pages_cover(pages: &[Page], contacts: u64) -> Result<(), String> {
+    let mut next = 0;
+    for p in pages {
+        if !p.complete {
+            return Err(format!(
+                "the page at offset {} is still being written (or its request failed midway: send it again); then start",
+                p.offset
+            ));
+        }
+        if p.offset < next {
+            return Err(format!(
+                "the page at offset {} overlaps the page before it (which ends at {next}): a job's pages must not overlap; delete the job and submit it again",
+                p.offset
+            ));
+        }
+        if p.offset > next {
+            return Err(format!(
+                "contacts {next} to {} have not arrived: send their page, then start",
+                p.offset - 1
+            ));
+        }
+        next = p.offset + p.count;
+    }
+    if next < contacts {
+        return Err(format!(
+            "contacts {next} to {} have not arrived (the job takes {contacts}): send their pages, then start",
+            contacts - 1
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to a page sent to a job that takes none.
+fn not_draft(meta: &JobMeta) -> ApiError {
+    ApiError::new(
+        409,
+        "job_not_draft",
+        format!(
+            "the job takes no more contacts: it is {} (only a job created with \"staged\" takes pages, until its start)",
+            meta.shown_status()
+        ),
+    )
+}
+
 /// A results page's serialized results stay under this (Lambda answers at most 6 MB, and API
 /// Gateway's JSON envelope escapes the body once more).
 pub const MAX_RESULTS_PAGE_BYTES: usize = 2_500_000;
@@ -797,7 +994,7 @@ pub fn starts_metrics(outcomes: &[Submitted]) -> Metrics {
     m
 }
 
-impl<J: SubmitLedger, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B> {
+impl<J: SubmitLedger + JobWriter, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B> {
     /// Settles the job when every contact is accounted for; a job that ended here with a
     /// callback URL asks for its callback at once.
     async fn settle(&self, job_id: &str) -> Result<(), StoreError> {
@@ -876,17 +1073,29 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S,
     ///
     /// [`CREATION_GRACE`]: relay_shared::store::CREATION_GRACE
     async fn erase(&self, job_id: &str) -> Result<Submitted, StoreError> {
-        let mut head = self.jobs.get_job(job_id).await?;
-        if let Some(m) = head.as_mut().filter(|m| m.creating && !m.deleted) {
-            m.deleted = self.jobs.abandon_creation(job_id).await?;
-            if m.deleted {
+        let Some(mut meta) = self.jobs.get_job(job_id).await? else {
+            return Ok(Submitted::Skipped);
+        };
+        if meta.creating && !meta.deleted {
+            meta.deleted = self.jobs.abandon_creation(job_id).await?;
+            if meta.deleted {
                 tracing::info!(job_id, "job creation abandoned: erasing it");
             }
         }
-        let Some(meta) = head.filter(|m| m.deleted) else {
+        // A draft never started is erased once it is due (the sweeper asks for it then), as if
+        // it had been deleted.
+        if !meta.deleted
+            && meta.status == JobStatus::Draft
+            && meta.created_at_ms + DRAFT_TTL.as_millis() as u64 <= now_ms()
+            && self.jobs.mark_deleted(job_id).await?
+        {
+            tracing::info!(job_id, "draft expired unstarted: erasing it");
+            meta.deleted = true;
+        }
+        if !meta.deleted {
             // Only a deleted job is erased (a message naming another is not ours to act on).
             return Ok(Submitted::Skipped);
-        };
+        }
         if meta.erased {
             return Ok(Submitted::Skipped);
         }
@@ -920,8 +1129,9 @@ impl<J: SubmitLedger, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S,
 
     async fn try_submit(&self, job_id: &str, index: u32) -> Result<Submitted, StoreError> {
         // A job still being created starts nothing: its start messages are sent once it is (the
-        // sweeper's, for a creation abandoned, come before its erasure).
-        let live = |m: &JobMeta| !m.deleted && !m.creating;
+        // sweeper's, for a creation abandoned, come before its erasure). A draft's chunks exist
+        // only once its start wrote them, and start once it is accepted.
+        let live = |m: &JobMeta| !m.deleted && !m.creating && m.status != JobStatus::Draft;
         let Some(meta) = self.jobs.get_job(job_id).await?.filter(live) else {
             return Ok(Submitted::Skipped);
         };

@@ -463,3 +463,118 @@ async fn a_job_still_being_created_starts_nothing_and_an_abandoned_one_is_erased
     erase(&w, &other).await;
     assert_eq!(w.jobs.chunks(&other).await.unwrap().len(), 1);
 }
+
+/// A staged job (issue 25 item 7) as the worker sees it: the chunks of a draft whose start has
+/// not made it `accepted` start nothing; a cancel before its start stops every chunk; a draft
+/// left unstarted past [`DRAFT_TTL`](relay_shared::store::DRAFT_TTL) is erased when the
+/// sweeper asks, a draft still in time is not.
+#[tokio::test]
+async fn a_draft_starts_nothing_until_its_start_and_one_left_unstarted_is_erased() {
+    use relay_shared::store::{DRAFT_TTL, JobDrafts, JobWriter, Page};
+    let w = worker();
+    let draft = |age_ms: u64| {
+        let mut meta = JobMeta::new(
+            format!("job_{}", uuid::Uuid::new_v4().simple()),
+            Operation::Enrich,
+            Some("big".into()),
+            JobStatus::Draft,
+            150,
+            100,
+            json!({}),
+        );
+        meta.created_at_ms -= age_ms;
+        meta
+    };
+    let page = |n| Page {
+        offset: 0,
+        count: n,
+        sha256: "p0".into(),
+        complete: false,
+    };
+    let contacts: Vec<Contact> = (0..150)
+        .map(|i| Contact {
+            index: i,
+            fields: json!({"linkedin_url": format!("https://www.linkedin.com/in/p{i}")})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            custom: None,
+        })
+        .collect();
+
+    // Chunks written by a start that has not made the job accepted (it died, or lost its seal).
+    let meta = draft(0);
+    let job = meta.job_id.clone();
+    w.jobs.create_draft(&meta).await.unwrap();
+    w.jobs.put_page(&job, &page(150), &contacts).await.unwrap();
+    let seal = w.jobs.seal_draft(&job, 60_000).await.unwrap().unwrap();
+    assert!(
+        !w.jobs
+            .start_draft(&job, &Chunk::plan(150, 100), seal + 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(w.submit(&job, 0).await, Submitted::Skipped);
+    assert!(
+        w.starter.starts.lock().unwrap().is_empty(),
+        "a draft's chunk never starts"
+    );
+
+    // A cancel recorded before the start: the started job's chunks are never sent.
+    let meta = draft(0);
+    let job = meta.job_id.clone();
+    w.jobs.create_draft(&meta).await.unwrap();
+    w.jobs.put_page(&job, &page(150), &contacts).await.unwrap();
+    w.jobs
+        .set_job_error(
+            &job,
+            &relay_shared::jobs::JobError::new(reasons::CANCELED, "canceled"),
+        )
+        .await
+        .unwrap();
+    let seal = w.jobs.seal_draft(&job, 60_000).await.unwrap().unwrap();
+    assert!(
+        w.jobs
+            .start_draft(&job, &Chunk::plan(150, 100), seal)
+            .await
+            .unwrap()
+    );
+    for i in 0..2 {
+        assert_eq!(
+            w.submit(&job, i).await,
+            Submitted::Failed(reasons::CANCELED.into())
+        );
+    }
+    assert!(w.starter.starts.lock().unwrap().is_empty());
+    assert_eq!(
+        w.jobs.job_view(&job).await.unwrap().unwrap().shown_status(),
+        "canceled"
+    );
+
+    // Left unstarted: erased once due, not before.
+    let young = draft(DRAFT_TTL.as_millis() as u64 - 60_000);
+    let old = draft(DRAFT_TTL.as_millis() as u64 + 1);
+    for m in [&young, &old] {
+        w.jobs.create_draft(m).await.unwrap();
+        w.jobs
+            .put_page(&m.job_id, &page(150), &contacts)
+            .await
+            .unwrap();
+    }
+    erase(&w, &young.job_id).await;
+    erase(&w, &old.job_id).await;
+    let head = w.jobs.get_job(&young.job_id).await.unwrap().unwrap();
+    assert!(!head.deleted && w.jobs.contacts(&young.job_id, 0, 150).await.unwrap().len() == 150);
+    let head = w.jobs.get_job(&old.job_id).await.unwrap().unwrap();
+    assert!(head.deleted && head.erased, "{head:?}");
+    assert!(
+        w.jobs
+            .contacts(&old.job_id, 0, 150)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(w.jobs.pages(&old.job_id).await.unwrap().is_empty());
+    let listed = w.jobs.list_jobs(100, None).await.unwrap().0;
+    assert!(listed.iter().all(|m| m.job_id != old.job_id));
+}

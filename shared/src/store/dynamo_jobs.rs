@@ -924,6 +924,34 @@ impl JobStore for DynamoJobStore {
     }
 }
 
+impl DynamoJobStore {
+    /// The puts of a new job's chunks: every chunk is due for its start by `start_due`, and its
+    /// group is in the `due` index from the start: a start message that is lost (a failed send,
+    /// the submit DLQ) is sent again by the sweeper.
+    pub(super) fn plan_requests(&self, job_id: &str, chunks: &[Chunk]) -> Vec<WriteRequest> {
+        let pk = job_pk(job_id);
+        let mut requests = Vec::new();
+        let start_due = now_ms() + self.start_overdue_ms;
+        let mut groups = std::collections::BTreeSet::new();
+        for c in chunks {
+            let mut item = self.expiring(chunk_item(&pk, c));
+            item.insert("poll_at".into(), n(start_due));
+            requests.push(put_request(item));
+            groups.insert(final_sk(c.index));
+        }
+        for sk in groups {
+            let item = Item::from([
+                ("pk".to_string(), s(&pk)),
+                ("sk".to_string(), s(sk)),
+                ("poll_shard".to_string(), s(poll_shard(job_id))),
+                ("poll_at".to_string(), n(start_due)),
+            ]);
+            requests.push(put_request(self.expiring(item)));
+        }
+        requests
+    }
+}
+
 impl JobWriter for DynamoJobStore {
     /// Writes a new job: its head first (marked `creating`, not listed, in the `due` index's
     /// erasure partition `creation_grace_ms` on), then its contacts and chunks, then the head's
@@ -961,26 +989,7 @@ impl JobWriter for DynamoJobStore {
         for c in contacts {
             requests.push(put_request(self.expiring(contact_item(&pk, c))));
         }
-        // Every chunk is due for its start by `start_due`, and its group is in the `due`
-        // index from the start: a start message that is lost (a failed send, the submit DLQ)
-        // is sent again by the sweeper.
-        let start_due = now + self.start_overdue_ms;
-        let mut groups = std::collections::BTreeSet::new();
-        for c in chunks {
-            let mut item = self.expiring(chunk_item(&pk, c));
-            item.insert("poll_at".into(), n(start_due));
-            requests.push(put_request(item));
-            groups.insert(final_sk(c.index));
-        }
-        for sk in groups {
-            let item = Item::from([
-                ("pk".to_string(), s(&pk)),
-                ("sk".to_string(), s(sk)),
-                ("poll_shard".to_string(), s(poll_shard(&meta.job_id))),
-                ("poll_at".to_string(), n(start_due)),
-            ]);
-            requests.push(put_request(self.expiring(item)));
-        }
+        requests.extend(self.plan_requests(&meta.job_id, chunks));
         self.batch_write_all(requests).await?;
         let done = self
             .meta_item_update(&meta.job_id)

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use super::{
     CREATION_GRACE, CallbackAttempt, CallbackStore, CallbackTake, ChunkRef, ChunkUpdate, Claim,
-    Counts, DEFAULT_POLL_AFTER_MS, DEFAULT_START_OVERDUE_MS, DedupeStore, Due, DueAction, DueIndex,
-    ERASE_GRACE, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys, JobStore, JobWriter,
-    JobsCursor, Link, ORPHAN_RETENTION_DAYS, Orphan, OrphanStore, OrphansCursor, ReadCost, Slot,
-    StoreError, Stored, SubmitLedger,
+    Counts, DEFAULT_POLL_AFTER_MS, DEFAULT_START_OVERDUE_MS, DRAFT_TTL, DedupeStore, Due,
+    DueAction, DueIndex, ERASE_GRACE, FINAL_GROUP, FinalGroup, Idempotency, IdempotencyKeys,
+    JobDrafts, JobStore, JobWriter, JobsCursor, Link, ORPHAN_RETENTION_DAYS, Orphan, OrphanStore,
+    OrphansCursor, Page, PageWrite, ReadCost, Slot, StoreError, Stored, SubmitLedger,
 };
 use crate::jobs::{
     CallbackState, CallbackStatus, Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
@@ -40,6 +40,10 @@ struct Job {
     candidates: HashMap<u32, u32>,
     /// Polls taken: (chunk, the `poll_at` the sweeper's take set).
     polls: HashSet<(u32, u64)>,
+    /// A staged job's pages, by offset.
+    pages: BTreeMap<u64, Page>,
+    /// The seal a start of the draft holds, until then (ms).
+    sealed_until: Option<u64>,
     /// Chunks the sweeper took: the state it took each in, and when it is due again (a chunk
     /// that moves on is due as its new state says, as a DynamoDB write sets its `poll_at`).
     taken: HashMap<u32, (ChunkStatus, u64)>,
@@ -75,7 +79,7 @@ impl Job {
     }
 
     /// When the job's erasure is due: a deleted job's until it is erased, a creation's
-    /// [`CREATION_GRACE`] after its head was written.
+    /// [`CREATION_GRACE`] after its head was written, a draft's [`DRAFT_TTL`] after.
     fn erasure_due(&self) -> Option<u64> {
         let m = self.meta.as_ref()?;
         if m.erased {
@@ -84,10 +88,17 @@ impl Job {
         if m.deleted {
             return self.erase_due;
         }
-        m.creating.then(|| {
+        let grace = if m.creating {
+            CREATION_GRACE
+        } else if m.status == JobStatus::Draft {
+            DRAFT_TTL
+        } else {
+            return None;
+        };
+        Some(
             self.erase_due
-                .unwrap_or(m.created_at_ms + CREATION_GRACE.as_millis() as u64)
-        })
+                .unwrap_or(m.created_at_ms + grace.as_millis() as u64),
+        )
     }
 }
 
@@ -813,6 +824,92 @@ impl JobWriter for MemoryJobs {
     }
 }
 
+/// The head is a draft taking pages (the DynamoDB store's `OPEN_DRAFT` condition).
+fn open_draft(job: &Job) -> bool {
+    job.meta
+        .as_ref()
+        .is_some_and(|m| m.status == JobStatus::Draft && !m.deleted)
+        && job.sealed_until.is_none_or(|until| until < now_ms())
+}
+
+impl JobDrafts for MemoryJobs {
+    async fn create_draft(&self, meta: &JobMeta) -> Result<(), StoreError> {
+        self.create_job(meta, &[], &[]).await
+    }
+
+    async fn put_page(
+        &self,
+        job_id: &str,
+        page: &Page,
+        contacts: &[Contact],
+    ) -> Result<PageWrite, StoreError> {
+        self.with(job_id, |job| {
+            match job.pages.get(&page.offset) {
+                Some(p) if p.sha256 != page.sha256 => return Ok(PageWrite::Conflict),
+                Some(p) if p.complete => return Ok(PageWrite::Unchanged),
+                _ => {}
+            }
+            if !open_draft(job) {
+                return Ok(PageWrite::Closed);
+            }
+            for c in contacts {
+                job.contacts.insert(c.index, c.clone());
+            }
+            let page = Page {
+                complete: true,
+                ..page.clone()
+            };
+            job.pages.insert(page.offset, page);
+            Ok(PageWrite::Written)
+        })
+    }
+
+    async fn pages(&self, job_id: &str) -> Result<Vec<Page>, StoreError> {
+        self.with(job_id, |job| Ok(job.pages.values().cloned().collect()))
+    }
+
+    async fn seal_draft(&self, job_id: &str, lease_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.with(job_id, |job| {
+            if !open_draft(job) {
+                return Ok(None);
+            }
+            let until = now_ms() + lease_ms;
+            job.sealed_until = Some(until);
+            Ok(Some(until))
+        })
+    }
+
+    async fn unseal_draft(&self, job_id: &str, seal: u64) -> Result<(), StoreError> {
+        self.with(job_id, |job| {
+            if job.sealed_until == Some(seal) {
+                job.sealed_until = None;
+            }
+            Ok(())
+        })
+    }
+
+    async fn start_draft(
+        &self,
+        job_id: &str,
+        chunks: &[Chunk],
+        seal: u64,
+    ) -> Result<bool, StoreError> {
+        self.with(job_id, |job| {
+            for c in chunks {
+                job.chunks.insert(c.index, c.clone());
+            }
+            let meta = job.meta.as_mut().expect("checked");
+            if meta.status != JobStatus::Draft || meta.deleted || job.sealed_until != Some(seal) {
+                return Ok(false);
+            }
+            meta.status = JobStatus::Accepted;
+            meta.updated_at_ms = now_ms();
+            job.sealed_until = None;
+            Ok(true)
+        })
+    }
+}
+
 impl IdempotencyKeys for MemoryJobs {
     async fn claim_idempotency_key(
         &self,
@@ -1033,7 +1130,12 @@ impl SubmitLedger for MemoryJobs {
             links.iter().for_each(|k| {
                 job.links.remove(k);
             });
-            Ok(c + r + ch + l)
+            let p = take(job.pages.len());
+            let pages: Vec<u64> = job.pages.keys().take(p).copied().collect();
+            pages.iter().for_each(|k| {
+                job.pages.remove(k);
+            });
+            Ok(c + r + ch + l + p)
         })
     }
 

@@ -10,6 +10,7 @@
 //! | `CHUNK#~D<shard>` | duplicate deliveries, counted on one of 8 shards (`n`) |
 //! | `PID#<provider_id>` | provider id → chunk (index, offset, count), written with the id; `gpid` (the id) puts it in the sparse `provider_ids` index, where a global webhook's event finds its job |
 //! | `CONTACT#<index:07>` | the contact as submitted, with the caller's `custom` |
+//! | `PAGE#<offset:07>` | a staged job's page of contacts from `offset`: its count, its body's hash, whether its contacts are all written ([`JobDrafts`]) |
 //! | `RESULT#<index:07>` | the contact's result; written once, first write wins |
 //!
 //! And one partition outside the jobs: `pk = ORPHANS`, `sk = <received_at_ms:013>#<delivery_id>`,
@@ -33,9 +34,11 @@
 //! mapping; `keys.rs` item keys and the `due` index's shards; `items.rs` items ⇄ types;
 //! `counts.rs` result counters; `results.rs` result rows, their counts, the groups of final
 //! chunks and the figures summed; `dynamo_jobs.rs` the jobs store (lifecycle, results, listing,
-//! erasure, the `due` index); `idempotency.rs` `Idempotency-Key`s; `submit_lease.rs` a chunk's
-//! start bookkeeping; `callbacks.rs` completion callbacks' state; `orphans.rs` events of a
-//! global webhook no chunk knows; `dedupe.rs` the dedupe table; `memory.rs` (feature `memory`) in-memory twins for behaviour tests.
+//! erasure); `due.rs` the `due` index (the sweeper's [`DueIndex`]); `drafts.rs` staged jobs'
+//! pages and start; `idempotency.rs` `Idempotency-Key`s; `submit_lease.rs` a chunk's start
+//! bookkeeping; `callbacks.rs` completion callbacks' state; `orphans.rs` events of a global
+//! webhook no chunk knows; `dedupe.rs` the dedupe table; `memory.rs` (feature `memory`)
+//! in-memory twins for behaviour tests.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -45,6 +48,7 @@ use crate::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta,
 mod callbacks;
 mod counts;
 mod dedupe;
+mod drafts;
 mod due;
 mod dynamo;
 mod dynamo_jobs;
@@ -132,6 +136,79 @@ pub trait JobWriter: JobStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ContactResult>, StoreError>> + Send;
 }
+
+/// Staged jobs (`POST /jobs` with `staged`): a draft head, its contacts added in pages, then its
+/// start. A draft starts nothing; its start writes its chunks, then makes it `accepted` under a
+/// seal that no page can pass, so the contacts a start planned cannot change under it.
+pub trait JobDrafts: JobWriter {
+    /// Writes a draft's head (status `draft`, its contact count as planned, no chunk yet), due
+    /// for its erasure [`DRAFT_TTL`] on unless it is started first. `Conflict` if the job exists.
+    fn create_draft(&self, meta: &JobMeta) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Adds a page of contacts to a draft: the page is claimed by its offset and body hash
+    /// (fenced by the head: a draft, not sealed by a start), its contacts written, then the page
+    /// marked complete. The same page again finishes what a first attempt left undone, or is
+    /// [`PageWrite::Unchanged`]; another body for the same offset is a [`PageWrite::Conflict`].
+    fn put_page(
+        &self,
+        job_id: &str,
+        page: &Page,
+        contacts: &[Contact],
+    ) -> impl Future<Output = Result<PageWrite, StoreError>> + Send;
+    /// A draft's pages in offset order.
+    fn pages(&self, job_id: &str) -> impl Future<Output = Result<Vec<Page>, StoreError>> + Send;
+    /// Seals a draft for its start, for `lease_ms` (a start that died leaves it to the next):
+    /// from now no page is claimed. Returns the seal (its end, ms), or `None`: not a draft, or
+    /// deleted, or another start holds it.
+    fn seal_draft(
+        &self,
+        job_id: &str,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    /// Lifts the seal `seal` (the start found pages missing): pages may come again.
+    fn unseal_draft(
+        &self,
+        job_id: &str,
+        seal: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes the draft's chunks (each due for its start, as [`JobWriter::create_job`]'s), then
+    /// makes the head `accepted` if `seal` still holds and the job is not deleted; the head
+    /// leaves the erasure partition. Whether it did (`false`: another start took over, or a
+    /// DELETE came; its chunks were never queued).
+    fn start_draft(
+        &self,
+        job_id: &str,
+        chunks: &[Chunk],
+        seal: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// A page of a staged job's contacts: from contact `offset`, `count` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub offset: u64,
+    pub count: u64,
+    /// The SHA-256 of the page's body as sent (hex): the same page again is recognised by it.
+    pub sha256: String,
+    /// Every contact of the page is written.
+    pub complete: bool,
+}
+
+/// What [`JobDrafts::put_page`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageWrite {
+    /// The page's contacts are written (now, or finished from an attempt that stopped midway).
+    Written,
+    /// The same page was complete already: nothing written.
+    Unchanged,
+    /// The offset holds another page (another body).
+    Conflict,
+    /// The job is not a draft taking pages: started, being started, or deleted.
+    Closed,
+}
+
+/// How long a draft waits for its start: then it is erased as a DELETE would (the sweeper finds
+/// it in the erasure partition). Its deadline counts from its creation, as every job's does.
+pub const DRAFT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// `Idempotency-Key`s of `POST /jobs`.
 pub trait IdempotencyKeys: Send + Sync + 'static {

@@ -551,12 +551,15 @@ impl DevStack {
         let mut tasks = Vec::new();
         if let Some(listener) = listener {
             let router = invoker.clone();
-            let app = axum::Router::new().fallback(
-                move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                    let router = router.clone();
-                    async move { route(&router, method, uri, headers, body).await }
-                },
-            );
+            let app = axum::Router::new()
+                .fallback(
+                    move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                        let router = router.clone();
+                        async move { route(&router, method, uri, headers, body).await }
+                    },
+                )
+                // A request body over Lambda's cap is refused (413) as it is deployed.
+                .layer(axum::extract::DefaultBodyLimit::max(LAMBDA_REQUEST_BYTES));
             tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             }));
@@ -797,6 +800,10 @@ async fn warm_up(calls: &Calls, log: &std::path::Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The largest request body a Lambda function is invoked with (6 MB, its synchronous payload
+/// cap): the local router refuses a larger one, as the deployed API does.
+pub const LAMBDA_REQUEST_BYTES: usize = 6 * 1024 * 1024;
 
 /// API Gateway's job: the request to the function URL of the function its path belongs to
 /// (watch makes it the payload v2 event), the function's answer back as HTTP.
