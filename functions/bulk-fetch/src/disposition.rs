@@ -46,6 +46,87 @@ pub enum Disposition {
     Callback(Attempted),
 }
 
+impl Disposition {
+    /// Its name in the log line (`outcome`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Disposition::Applied { .. } => "applied",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Parked(_) => "parked",
+            Disposition::Retry(_) => "retry",
+            Disposition::Deferred(..) => "deferred",
+            Disposition::Paced(_) => "paced",
+            Disposition::Polled(_) => "polled",
+            Disposition::TimedOut(_) => "timed_out",
+            Disposition::Dropped(_) => "dropped",
+            Disposition::Orphaned => "orphaned",
+            Disposition::Callback(a) => match a {
+                Attempted::Skipped => "callback_skipped",
+                Attempted::Delivered { .. } => "callback_delivered",
+                Attempted::Failed { .. } => "callback_failed",
+                Attempted::GaveUp { .. } => "callback_given_up",
+                Attempted::LeaseLost => "callback_lease_lost",
+            },
+        }
+    }
+
+    /// Why, when it says (no contact data: reasons are the relay's own words or the provider's
+    /// error class).
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Disposition::Parked(r)
+            | Disposition::Retry(r)
+            | Disposition::Deferred(_, r)
+            | Disposition::Polled(r)
+            | Disposition::Dropped(r) => Some(r),
+            Disposition::Callback(Attempted::Failed { why, .. } | Attempted::GaveUp { why }) => {
+                Some(why)
+            }
+            _ => None,
+        }
+    }
+
+    /// Adds what it counts to a batch's metrics line (parked ones are counted per reason by
+    /// [`batch_metrics`]).
+    pub fn count(&self, line: &mut Metrics) {
+        match self {
+            Disposition::Applied { new, .. } => {
+                line.add(metrics::RESULTS_STORED, *new as u64);
+            }
+            Disposition::Duplicate => {
+                line.add(metrics::DUPLICATES, 1);
+            }
+            Disposition::Retry(_) => {
+                line.add(metrics::RETRIED, 1);
+            }
+            Disposition::Deferred(..) | Disposition::Paced(_) => {
+                line.add(metrics::DEFERRED, 1);
+            }
+            Disposition::Dropped(_) => {
+                line.add(metrics::DELIVERIES_DROPPED, 1);
+            }
+            Disposition::Orphaned => {
+                line.add(metrics::ORPHANS_KEPT, 1);
+            }
+            Disposition::Callback(Attempted::Delivered { .. }) => {
+                line.add(metrics::CALLBACKS_DELIVERED, 1);
+            }
+            Disposition::Callback(Attempted::Failed { .. }) => {
+                line.add(metrics::CALLBACK_ATTEMPTS_FAILED, 1);
+            }
+            Disposition::Callback(Attempted::GaveUp { .. }) => {
+                line.add(metrics::CALLBACK_ATTEMPTS_FAILED, 1);
+                line.add(metrics::CALLBACKS_GIVEN_UP, 1);
+            }
+            Disposition::TimedOut(contacts) => {
+                line.add(metrics::CHUNKS_TIMED_OUT, 1);
+                line.add(metrics::CONTACTS_TIMED_OUT, *contacts as u64);
+            }
+            Disposition::Parked(_) | Disposition::Polled(_) | Disposition::Callback(_) => {}
+        }
+    }
+}
+
 /// A store failure: retried after the visibility timeout.
 impl From<StoreError> for Disposition {
     fn from(e: StoreError) -> Self {
@@ -87,54 +168,19 @@ pub fn batch_metrics(handled: &[Handled], now_ms: u64) -> Vec<Metrics> {
         if h.poll {
             line.add(metrics::POLLS_MADE, 1);
         }
-        match &h.disposition {
-            Disposition::Applied { new, .. } => {
-                line.add(metrics::RESULTS_STORED, *new as u64);
-                if h.poll {
-                    line.add(metrics::RESULTS_RECOVERED, *new as u64);
-                }
-                if let Some(at) = h.received_at_ms.filter(|_| *new > 0) {
-                    line.observe(
-                        metrics::END_TO_END_LATENCY,
-                        now_ms.saturating_sub(at) as f64,
-                    );
-                }
+        if let Disposition::Parked(reason) = &h.disposition {
+            *parked.entry(metrics::reason_class(reason)).or_insert(0) += 1;
+        }
+        h.disposition.count(&mut line);
+        if let Disposition::Applied { new, .. } = h.disposition {
+            if h.poll {
+                line.add(metrics::RESULTS_RECOVERED, new as u64);
             }
-            Disposition::Duplicate => {
-                line.add(metrics::DUPLICATES, 1);
-            }
-            Disposition::Parked(reason) => {
-                *parked.entry(metrics::reason_class(reason)).or_insert(0) += 1;
-            }
-            Disposition::Retry(_) => {
-                line.add(metrics::RETRIED, 1);
-            }
-            Disposition::Deferred(..) | Disposition::Paced(_) => {
-                line.add(metrics::DEFERRED, 1);
-            }
-            Disposition::Dropped(_) => {
-                line.add(metrics::DELIVERIES_DROPPED, 1);
-            }
-            Disposition::Orphaned => {
-                line.add(metrics::ORPHANS_KEPT, 1);
-            }
-            Disposition::Polled(_) => {}
-            Disposition::Callback(a) => match a {
-                Attempted::Delivered { .. } => {
-                    line.add(metrics::CALLBACKS_DELIVERED, 1);
-                }
-                Attempted::Failed { .. } => {
-                    line.add(metrics::CALLBACK_ATTEMPTS_FAILED, 1);
-                }
-                Attempted::GaveUp { .. } => {
-                    line.add(metrics::CALLBACK_ATTEMPTS_FAILED, 1);
-                    line.add(metrics::CALLBACKS_GIVEN_UP, 1);
-                }
-                Attempted::Skipped | Attempted::LeaseLost => {}
-            },
-            Disposition::TimedOut(contacts) => {
-                line.add(metrics::CHUNKS_TIMED_OUT, 1);
-                line.add(metrics::CONTACTS_TIMED_OUT, *contacts as u64);
+            if let Some(at) = h.received_at_ms.filter(|_| new > 0) {
+                line.observe(
+                    metrics::END_TO_END_LATENCY,
+                    now_ms.saturating_sub(at) as f64,
+                );
             }
         }
     }

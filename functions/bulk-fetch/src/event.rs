@@ -10,6 +10,37 @@ use relay_shared::providers::fullenrich::{self};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+/// An event's identity (providers.md §5), the one place its formats are written: a FullEnrich
+/// batch `fe:batch:{id}:{status}`, a FullEnrich `contact_finished` `fe:contact:{scope}:{records}`,
+/// an Enrow event `enrow:{event}:{id}`. A webhook and a poll of one completion have one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventKey(String);
+
+impl EventKey {
+    pub(crate) fn fullenrich_batch(id: &str, status: &str) -> EventKey {
+        EventKey(format!("fe:batch:{id}:{status}"))
+    }
+
+    pub(crate) fn fullenrich_contact(scope: &str, records: &str) -> EventKey {
+        EventKey(format!("fe:contact:{scope}:{records}"))
+    }
+
+    pub(crate) fn enrow(kind: &EventKind, id: &str) -> EventKey {
+        EventKey(format!("enrow:{kind}:{id}"))
+    }
+
+    /// The dedupe key: scoped to a job, so a caller holding one job's URL who posts events
+    /// naming another job's provider ids claims keys of its own job only.
+    pub(crate) fn scoped(&self, job_id: &str) -> String {
+        format!("{job_id}#{}", self.0)
+    }
+
+    /// The claim of an orphan: no job's (`~` is in no job id).
+    pub(crate) fn orphan(&self) -> String {
+        format!("~orphan#{}", self.0)
+    }
+}
+
 /// A parsed delivery: the event's identity and what applying it means.
 pub(crate) enum Action {
     FullenrichBatch {
@@ -58,7 +89,7 @@ impl Action {
 
 /// The event's identity (the dedupe key, providers.md §5) and what to do with it. `Err` is the
 /// reason a delivery can never be processed.
-pub(crate) fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), String> {
+pub(crate) fn parse(env: &Envelope, raw: &[u8]) -> Result<(EventKey, Action), String> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err("empty body".into());
     }
@@ -75,7 +106,7 @@ pub(crate) fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), Stri
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default();
             Ok((
-                format!("fe:batch:{id}:{status}"),
+                EventKey::fullenrich_batch(&id, &status),
                 Action::FullenrichBatch {
                     id,
                     job,
@@ -111,7 +142,7 @@ pub(crate) fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), Stri
                 many => hex::encode(Sha256::digest(many.join(",").as_bytes())),
             };
             Ok((
-                format!("fe:contact:{scope}:{record_key}"),
+                EventKey::fullenrich_contact(&scope, &record_key),
                 Action::FullenrichContact {
                     job,
                     signed: env.signature == Signature::Verified,
@@ -125,7 +156,7 @@ pub(crate) fn parse(env: &Envelope, raw: &[u8]) -> Result<(String, Action), Stri
                 return Err(format!("unknown Enrow event {name:?}"));
             }
             let id = event.id.clone().ok_or("Enrow event without id")?;
-            let key = format!("enrow:{kind}:{id}");
+            let key = EventKey::enrow(&kind, &id);
             let credits = event.credits.cost;
             if kind.is_bulk() {
                 return Ok((

@@ -20,14 +20,14 @@ mod requeue;
 pub(crate) use chunk::{fill_missing, unknown_to_provider};
 pub use deployed::DeployedWorker;
 pub use disposition::{Disposition, Handled, batch_metrics};
-pub(crate) use event::{Action, parse};
-pub(crate) use providers::{enrow_event, record_key};
+pub(crate) use event::{Action, EventKey, parse};
+pub(crate) use providers::record_key;
 
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::bodies::BodyStore;
-use relay_shared::callback::{Attempted, CallbackRequest, Callbacks};
+use relay_shared::callback::{CallbackRequest, Callbacks};
 use relay_shared::envelope::Envelope;
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::queue::Queue;
@@ -113,25 +113,6 @@ where
             },
             d => d,
         };
-        let (outcome, detail) = match &disposition {
-            Disposition::Applied { .. } => ("applied", None),
-            Disposition::Duplicate => ("duplicate", None),
-            Disposition::Parked(r) => ("parked", Some(r.as_str())),
-            Disposition::Retry(r) => ("retry", Some(r.as_str())),
-            Disposition::Deferred(_, r) => ("deferred", Some(r.as_str())),
-            Disposition::Paced(_) => ("paced", None),
-            Disposition::Polled(r) => ("polled", Some(r.as_str())),
-            Disposition::TimedOut(_) => ("timed_out", None),
-            Disposition::Dropped(r) => ("dropped", Some(r.as_str())),
-            Disposition::Orphaned => ("orphaned", None),
-            Disposition::Callback(a) => match a {
-                Attempted::Skipped => ("callback_skipped", None),
-                Attempted::Delivered { .. } => ("callback_delivered", None),
-                Attempted::Failed { why, .. } => ("callback_failed", Some(why.as_str())),
-                Attempted::GaveUp { why } => ("callback_given_up", Some(why.as_str())),
-                Attempted::LeaseLost => ("callback_lease_lost", None),
-            },
-        };
         let (new, existing) = match disposition {
             Disposition::Applied { new, existing } => (new, existing),
             _ => (0, 0),
@@ -150,8 +131,8 @@ where
             hook = env.as_ref().map(|e| e.hook.as_str()),
             delivery_id = env.as_ref().map(|e| e.delivery_id.as_str()),
             message_id = record.message_id.as_deref(),
-            outcome,
-            detail,
+            outcome = disposition.label(),
+            detail = disposition.detail(),
             new,
             existing,
             latency_ms = started.elapsed().as_millis() as u64,

@@ -72,7 +72,7 @@ where
         // other job (the event itself is then parked: its id is no chunk of this job). A global
         // event found its job by its id: its key is the one the job's own URL gives it, so the
         // same event on both URLs applies once.
-        let key = format!("{job_id}#{key}");
+        let key = key.scoped(&job_id);
         let meta = match self.jobs.job_head(&job_id).await {
             Ok(Some(meta)) => meta,
             Ok(None) => return Disposition::Parked("unknown job".into()),

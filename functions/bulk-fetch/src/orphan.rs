@@ -9,7 +9,7 @@ use relay_shared::providers::enrow::{self};
 use relay_shared::queue::Queue;
 use relay_shared::store::{CallbackStore, Claim, DedupeStore, JobStore, Orphan, OrphanStore};
 
-use crate::{Action, Disposition, Worker};
+use crate::{Action, Disposition, EventKey, Worker};
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
@@ -25,11 +25,11 @@ where
     pub(crate) async fn keep_orphan(
         &self,
         env: &Envelope,
-        key: &str,
+        key: &EventKey,
         action: &Action,
         raw: &[u8],
     ) -> Disposition {
-        let claim = format!("~orphan#{key}");
+        let claim = key.orphan();
         let owner = uuid::Uuid::new_v4().to_string();
         match self.dedupe.claim(&claim, &owner).await {
             Ok(Claim::Claimed) => {}

@@ -15,7 +15,7 @@ use relay_shared::store::{
     MAX_POLL_EVERY_MS, OrphanStore, StoreError,
 };
 
-use crate::{Action, Disposition, Worker, enrow_event};
+use crate::{Action, Disposition, EventKey, Worker};
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
@@ -61,58 +61,10 @@ where
                 Err(e) => return Disposition::Retry(e.to_string()),
             }
         }
-        let op = meta.operation;
-        let fetched = match meta.provider {
-            Provider::Fullenrich => match self.fullenrich_job(op, &pid).await {
-                Ok(job) => match job.status.clone() {
-                    Some(status) if status.is_terminal() => Ok((
-                        format!("fe:batch:{pid}:{}", status.as_str()),
-                        // From the provider's API: its records are FullEnrich's.
-                        Action::FullenrichBatch {
-                            id: pid.clone(),
-                            job,
-                            signed: true,
-                        },
-                    )),
-                    _ => Err(Disposition::Deferred(
-                        Duration::ZERO,
-                        "results not ready".into(),
-                    )),
-                },
-                Err(f) => Err(f),
-            },
-            // A chunk of one contact was started on the single endpoint.
-            Provider::Enrow if chunk.count == 1 => {
-                match self.providers.enrow_single(op, &pid).await {
-                    Ok((result, raw)) => Ok((
-                        format!("enrow:{}:{pid}", enrow_event(op, true)),
-                        Action::EnrowSingle {
-                            id: pid.clone(),
-                            custom: result.custom.clone(),
-                            result,
-                            raw,
-                            credits: None,
-                        },
-                    )),
-                    Err(e) => Err(e.into()),
-                }
-            }
-            Provider::Enrow => match self.providers.enrow_bulk(op, &pid).await {
-                Ok(bulk) => Ok((
-                    format!("enrow:{}:{pid}", enrow_event(op, false)),
-                    Action::EnrowBulk {
-                        id: pid.clone(),
-                        credits: None,
-                        prefetched: Some(bulk),
-                    },
-                )),
-                Err(e) => Err(e.into()),
-            },
-        };
-        let result = match fetched {
+        let result = match self.fetch_for_poll(&meta, &chunk, &pid).await {
             Ok((key, action)) => {
-                let key = format!("{job_id}#{key}");
-                self.apply_once(&meta, &key, action, false).await
+                self.apply_once(&meta, &key.scoped(job_id), action, false)
+                    .await
             }
             Err(f) => Err(f),
         };
@@ -123,17 +75,29 @@ where
             Ok(d) => return d,
             Err(failure) => failure,
         };
+        self.after_failed_poll(&meta, &chunk, failure).await
+    }
+
+    /// A poll that applied nothing: past the job's deadline the chunk's open contacts time out;
+    /// an id the provider does not know ends the chunk; results not ready wait twice as long.
+    async fn after_failed_poll(
+        &self,
+        meta: &JobMeta,
+        chunk: &Chunk,
+        failure: Disposition,
+    ) -> Disposition {
+        let job_id = meta.job_id.as_str();
         // Nothing came back. Past the job's deadline, the chunk's open contacts time out,
         // whatever the provider answered.
-        match self.past_deadline(&meta, &chunk).await {
-            Ok(true) => return self.time_out(&meta, &chunk).await,
+        match self.past_deadline(meta, chunk).await {
+            Ok(true) => return self.time_out(meta, chunk).await,
             Ok(false) => {}
             Err(e) => return Disposition::Retry(e.to_string()),
         }
         let reason = match failure {
             // The provider does not know the id (FullEnrich 404, Enrow "Could not retrieve"):
             // no poll will ever find it, so the chunk ends now with the provider's reason.
-            Disposition::Parked(reason) => return self.end_lost(&meta, &chunk, &reason).await,
+            Disposition::Parked(reason) => return self.end_lost(meta, chunk, &reason).await,
             // No request slot this time: the chunk stays taken by the sweep until its hold
             // ends, then the next sweep polls it (nothing was spent).
             Disposition::Paced(_) => {
@@ -149,13 +113,27 @@ where
         let every = chunk.poll_every_ms.unwrap_or(DEFAULT_POLL_AFTER_MS);
         let to_deadline = chunk
             .started_at_ms
-            .map(|t| (t + self.deadline_of(&meta).as_millis() as u64).saturating_sub(now_ms()))
+            .map(|t| (t + self.deadline_of(meta).as_millis() as u64).saturating_sub(now_ms()))
             .unwrap_or(u64::MAX)
             .max(1000);
         let next = (every * 2).min(MAX_POLL_EVERY_MS).min(to_deadline);
         match self.jobs.poll_later(job_id, chunk.index, next).await {
             Ok(()) => Disposition::Polled(format!("{reason}; next poll in {} s", next / 1000)),
             Err(e) => Disposition::Polled(format!("{reason}; not rescheduled: {e}")),
+        }
+    }
+
+    /// The one GET of a poll, by the chunk's provider id: the event it stands for and its key.
+    async fn fetch_for_poll(
+        &self,
+        meta: &JobMeta,
+        chunk: &Chunk,
+        pid: &str,
+    ) -> Result<(EventKey, Action), Disposition> {
+        match meta.provider {
+            Provider::Fullenrich => self.poll_fullenrich(meta.operation, pid).await,
+            // A chunk of one contact was started on the single endpoint.
+            Provider::Enrow => self.poll_enrow(meta.operation, pid, chunk.count == 1).await,
         }
     }
 

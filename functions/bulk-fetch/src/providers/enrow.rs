@@ -4,8 +4,7 @@ use std::collections::HashMap;
 
 use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{
-    ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, RECORD_KEY,
-    from_enrow,
+    ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, from_enrow,
 };
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::providers::enrow::{self, EventKind};
@@ -15,7 +14,7 @@ use relay_shared::store::{
 };
 use serde_json::Value;
 
-use crate::{Disposition, Worker, fill_missing, record_key, unknown_to_provider};
+use crate::{Action, Disposition, EventKey, Worker, fill_missing, record_key, unknown_to_provider};
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
@@ -25,6 +24,39 @@ where
     B: BodyStore,
     Q: Queue,
 {
+    /// A poll's GET of an Enrow search (`single`: started on the single endpoint): the event
+    /// that announces its results.
+    pub(crate) async fn poll_enrow(
+        &self,
+        op: Operation,
+        pid: &str,
+        single: bool,
+    ) -> Result<(EventKey, Action), Disposition> {
+        let key = EventKey::enrow(&enrow_event(op, single), pid);
+        if single {
+            let (result, raw) = self.providers.enrow_single(op, pid).await?;
+            return Ok((
+                key,
+                Action::EnrowSingle {
+                    id: pid.to_string(),
+                    custom: result.custom.clone(),
+                    result,
+                    raw,
+                    credits: None,
+                },
+            ));
+        }
+        let bulk = self.providers.enrow_bulk(op, pid).await?;
+        Ok((
+            key,
+            Action::EnrowBulk {
+                id: pid.to_string(),
+                credits: None,
+                prefetched: Some(bulk),
+            },
+        ))
+    }
+
     /// An Enrow single result: its one contact's row.
     pub(crate) async fn apply_enrow_single(
         &self,
@@ -157,7 +189,7 @@ where
 }
 
 /// The Enrow event that announces an operation's results (providers.md §3.3).
-pub(crate) fn enrow_event(op: Operation, single: bool) -> EventKind {
+fn enrow_event(op: Operation, single: bool) -> EventKind {
     match (op, single) {
         (Operation::EmailVerify, true) => EventKind::VerificationFinished,
         (Operation::EmailVerify, false) => EventKind::BulkVerificationFinished,
@@ -197,21 +229,14 @@ pub(crate) fn map_enrow_bulk(
                 .cloned()
                 .unwrap_or_default()
         } else {
-            let from_custom = || match &row.custom {
-                Some(Value::String(s)) => s.parse::<u64>().ok(),
-                Some(Value::Object(o)) => o.get(RECORD_KEY).and_then(|v| match v {
-                    Value::String(s) => s.parse().ok(),
-                    other => other.as_u64(),
-                }),
-                Some(Value::Number(n)) => n.as_u64(),
-                _ => None,
-            };
             let by_position = row
                 .index
                 .as_deref()
                 .and_then(|i| i.parse::<u64>().ok())
                 .map(|i| offset + i);
-            from_custom()
+            row.custom
+                .as_ref()
+                .and_then(record_key)
                 .filter(|i| contacts.iter().any(|c| c.index == *i))
                 .or(by_position)
                 .and_then(|i| contacts.get((i - offset) as usize).filter(|c| c.index == i))

@@ -8,8 +8,8 @@ use futures::StreamExt;
 
 use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{
-    ChunkStatus, Contact, ContactResult, JobError, JobMeta, Operation, Outcome, RECORD_KEY,
-    from_fullenrich, reasons,
+    ChunkStatus, Contact, ContactResult, JobError, JobMeta, Operation, Outcome, from_fullenrich,
+    reasons,
 };
 use relay_shared::now_ms;
 use relay_shared::providers::client::ProviderClient;
@@ -20,8 +20,8 @@ use relay_shared::store::{
 };
 
 use crate::{
-    Disposition, MAX_SLOT_WAIT, PACED_MIN_WAIT, WRITE_RESERVE, Worker, fill_missing,
-    unknown_to_provider,
+    Action, Disposition, EventKey, MAX_SLOT_WAIT, PACED_MIN_WAIT, WRITE_RESERVE, Worker,
+    fill_missing, record_key, unknown_to_provider,
 };
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
@@ -144,6 +144,40 @@ where
         if finished.is_empty() {
             return Ok(Stored::default()); // a snapshot with nothing finished yet
         }
+        let (rids, contacts) = self.contacts_named(meta, &job, &finished).await?;
+        let results = map_fullenrich(op, &contacts, &finished);
+        if results.is_empty() {
+            return Err(Disposition::Parked(
+                "contact_finished record maps to no contact".into(),
+            ));
+        }
+        let stored = self.store_provisional(meta, results).await?;
+        // A signed body is FullEnrich's own: a chunk still waiting for its id (its
+        // start's answer was lost) adopts the enrichment it names, so the sweeper can
+        // poll it and its batch webhook maps, instead of timing out as unconfirmed.
+        if stored.awaiting_link
+            && let Some(id) = &job.id
+        {
+            match self.adopt(meta, id, &rids, None).await {
+                Ok(_) => {}
+                Err(d) => {
+                    tracing::warn!(job_id, disposition = ?d, "contact_finished did not adopt its chunk")
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The contacts a `contact_finished` body's finished records name (their record keys),
+    /// read in one range (a snapshot can name many); a record without a key maps within the
+    /// chunk its enrichment id names. Also the keys.
+    async fn contacts_named(
+        &self,
+        meta: &JobMeta,
+        job: &fullenrich::Job,
+        finished: &[fullenrich::Record],
+    ) -> Result<(Vec<u64>, Vec<Contact>), Disposition> {
+        let job_id = meta.job_id.as_str();
         // The contacts the records name, read in one range (a snapshot can name many).
         let rids: Vec<u64> = finished
             .iter()
@@ -160,7 +194,7 @@ where
                     .filter(|c| rids.contains(&c.index)),
             );
         }
-        for record in &finished {
+        for record in finished {
             if fullenrich_rid(record).is_some_and(|i| i < meta.contacts) {
                 continue;
             }
@@ -173,12 +207,17 @@ where
                 );
             }
         }
-        let mut results = map_fullenrich(op, &contacts, &finished);
-        if results.is_empty() {
-            return Err(Disposition::Parked(
-                "contact_finished record maps to no contact".into(),
-            ));
-        }
+        Ok((rids, contacts))
+    }
+
+    /// Stores a snapshot's results as provisional rows (the chunk's final result set replaces
+    /// them).
+    async fn store_provisional(
+        &self,
+        meta: &JobMeta,
+        mut results: Vec<ContactResult>,
+    ) -> Result<Stored, Disposition> {
+        let job_id = meta.job_id.as_str();
         // A snapshot repeats what earlier deliveries stored: one keys-only query finds
         // those, and only the rest are written.
         let mut existing = 0;
@@ -215,19 +254,6 @@ where
                 stored.final_group = s.final_group.or(stored.final_group);
             }
         }
-        // A signed body is FullEnrich's own: a chunk still waiting for its id (its
-        // start's answer was lost) adopts the enrichment it names, so the sweeper can
-        // poll it and its batch webhook maps, instead of timing out as unconfirmed.
-        if stored.awaiting_link
-            && let Some(id) = &job.id
-        {
-            match self.adopt(meta, id, &rids, None).await {
-                Ok(_) => {}
-                Err(d) => {
-                    tracing::warn!(job_id, disposition = ?d, "contact_finished did not adopt its chunk")
-                }
-            }
-        }
         Ok(stored)
     }
 
@@ -258,6 +284,30 @@ where
         }
     }
 
+    /// A poll's GET of a FullEnrich enrichment: a terminal one is its batch event (from the
+    /// provider's API: its records are FullEnrich's).
+    pub(crate) async fn poll_fullenrich(
+        &self,
+        op: Operation,
+        pid: &str,
+    ) -> Result<(EventKey, Action), Disposition> {
+        let job = self.fullenrich_job(op, pid).await?;
+        match job.status.clone() {
+            Some(status) if status.is_terminal() => Ok((
+                EventKey::fullenrich_batch(pid, status.as_str()),
+                Action::FullenrichBatch {
+                    id: pid.to_string(),
+                    job,
+                    signed: true,
+                },
+            )),
+            _ => Err(Disposition::Deferred(
+                Duration::ZERO,
+                "results not ready".into(),
+            )),
+        }
+    }
+
     /// A FullEnrich result GET, paced with every other FullEnrich request of the account.
     pub(crate) async fn fullenrich_job(
         &self,
@@ -269,9 +319,9 @@ where
     }
 }
 
-/// The contact index a FullEnrich record names (`custom.rid`).
+/// The contact index a FullEnrich record names (its `custom`'s record key).
 pub(crate) fn fullenrich_rid(record: &fullenrich::Record) -> Option<u64> {
-    record.custom_str(RECORD_KEY).and_then(|r| r.parse().ok())
+    record.custom.as_ref().and_then(record_key)
 }
 
 /// Maps FullEnrich records to contacts: by the record key the relay put in `custom`, else by input
@@ -285,10 +335,7 @@ pub(crate) fn map_fullenrich(
     let norm = |s: Option<&str>| s.map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase());
     let mut out: HashMap<u64, ContactResult> = HashMap::new();
     for record in records {
-        let by_key = record
-            .custom_str(RECORD_KEY)
-            .and_then(|r| r.parse::<u64>().ok())
-            .and_then(|i| by_index.get(&i).copied());
+        let by_key = fullenrich_rid(record).and_then(|i| by_index.get(&i).copied());
         let contact = by_key.or_else(|| {
             let input = &record.input;
             contacts.iter().find(|c| match op {

@@ -4,8 +4,6 @@
 mod enrow;
 mod fullenrich;
 
-pub(crate) use enrow::enrow_event;
-
 use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{JobMeta, RECORD_KEY};
 use relay_shared::providers::client::ProviderClient;
