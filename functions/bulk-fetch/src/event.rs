@@ -55,6 +55,8 @@ pub(crate) enum Action {
     },
     EnrowSingle {
         id: String,
+        /// The event's name (as a poll, the one that would announce it).
+        kind: EventKind,
         result: enrow::SingleResult,
         /// The event's top-level `custom` (where `verification_finished` carries it).
         custom: Option<Value>,
@@ -63,6 +65,7 @@ pub(crate) enum Action {
     },
     EnrowBulk {
         id: String,
+        kind: EventKind,
         credits: Option<f64>,
         /// The results, when a poll fetched them already (one GET per poll).
         prefetched: Option<enrow::BulkResults>,
@@ -72,8 +75,18 @@ pub(crate) enum Action {
 impl Action {
     /// The Enrow search id an Enrow event names.
     pub(crate) fn enrow_id(&self) -> Option<&str> {
+        self.enrow_event().map(|(id, _, _)| id)
+    }
+
+    /// An Enrow event's search id, name and cost.
+    pub(crate) fn enrow_event(&self) -> Option<(&str, &EventKind, Option<f64>)> {
         match self {
-            Action::EnrowSingle { id, .. } | Action::EnrowBulk { id, .. } => Some(id),
+            Action::EnrowSingle {
+                id, kind, credits, ..
+            }
+            | Action::EnrowBulk {
+                id, kind, credits, ..
+            } => Some((id, kind, *credits)),
             _ => None,
         }
     }
@@ -87,8 +100,8 @@ impl Action {
     }
 }
 
-/// The event's identity (the dedupe key, providers.md §5) and what to do with it. `Err` is the
-/// reason a delivery can never be processed.
+/// The event's identity (the dedupe key, providers.md §5) and what to do with it, from the one
+/// parse of its body. `Err` is the reason a delivery can never be processed.
 pub(crate) fn parse(env: &Envelope, raw: &[u8]) -> Result<(EventKey, Action), String> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err("empty body".into());
@@ -96,93 +109,101 @@ pub(crate) fn parse(env: &Envelope, raw: &[u8]) -> Result<(EventKey, Action), St
     if serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_err() {
         return Err("body is not JSON".into());
     }
+    let signed = env.signature == Signature::Verified;
     match (env.provider, env.hook) {
-        (Provider::Fullenrich, Hook::Batch) => {
-            let job = fullenrich::parse_batch(raw).map_err(|_| "not a FullEnrich job object")?;
-            let id = job.id.clone().ok_or("FullEnrich batch without id")?;
-            let status = job
-                .status
-                .as_ref()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default();
-            Ok((
-                EventKey::fullenrich_batch(&id, &status),
-                Action::FullenrichBatch {
-                    id,
-                    job,
-                    signed: env.signature == Signature::Verified,
-                },
-            ))
-        }
-        (Provider::Fullenrich, Hook::Contact) => {
-            let job = fullenrich::parse_contact_finished(raw)
-                .map_err(|_| "not a FullEnrich contact_finished body")?;
-            if job.data.is_empty() {
-                return Err("contact_finished without a record".into());
-            }
-            let scope = job.id.clone().unwrap_or_else(|| env.job_id.clone());
-            // The identity of what the body finishes: the record keys of its finished records
-            // (a body may be the whole enrichment, most of it still running); the same snapshot
-            // delivered again is the same event, a later one with more finished is another.
-            let mut finished: Vec<String> = job
-                .data
-                .iter()
-                .filter(|r| r.is_finished())
-                .map(|record| {
-                    record.custom_str(RECORD_KEY).unwrap_or_else(|| {
-                        let input = record.raw.get("input").cloned().unwrap_or(Value::Null);
-                        hex::encode(Sha256::digest(input.to_string().as_bytes()))
-                    })
-                })
-                .collect();
-            finished.sort();
-            let record_key = match finished.as_slice() {
-                [one] => one.clone(),
-                [] => format!("none:{}", hex::encode(Sha256::digest(raw))),
-                many => hex::encode(Sha256::digest(many.join(",").as_bytes())),
-            };
-            Ok((
-                EventKey::fullenrich_contact(&scope, &record_key),
-                Action::FullenrichContact {
-                    job,
-                    signed: env.signature == Signature::Verified,
-                },
-            ))
-        }
-        (Provider::Enrow, _) => {
-            let event = enrow::Event::parse(raw).map_err(|_| "not an Enrow event")?;
-            let kind = event.event.clone().ok_or("Enrow event without a name")?;
-            if let EventKind::Other(name) = &kind {
-                return Err(format!("unknown Enrow event {name:?}"));
-            }
-            let id = event.id.clone().ok_or("Enrow event without id")?;
-            let key = EventKey::enrow(&kind, &id);
-            let credits = event.credits.cost;
-            if kind.is_bulk() {
-                return Ok((
-                    key,
-                    Action::EnrowBulk {
-                        id,
-                        credits,
-                        prefetched: None,
-                    },
-                ));
-            }
-            let result = event
-                .single_result()
-                .ok_or("Enrow single event without a result")?;
-            let raw: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
-            Ok((
-                key,
-                Action::EnrowSingle {
-                    id,
-                    result,
-                    custom: event.custom.clone(),
-                    raw,
-                    credits,
-                },
-            ))
-        }
+        (Provider::Fullenrich, Hook::Batch) => fullenrich_batch(raw, signed),
+        (Provider::Fullenrich, Hook::Contact) => fullenrich_contact(env, raw, signed),
+        (Provider::Enrow, _) => enrow_event(raw),
         (Provider::Fullenrich, Hook::Event | Hook::Global) => Err("no such FullEnrich hook".into()),
     }
+}
+
+/// A FullEnrich batch webhook: one enrichment, at one status.
+fn fullenrich_batch(raw: &[u8], signed: bool) -> Result<(EventKey, Action), String> {
+    let job = fullenrich::parse_batch(raw).map_err(|_| "not a FullEnrich job object")?;
+    let id = job.id.clone().ok_or("FullEnrich batch without id")?;
+    let status = job
+        .status
+        .as_ref()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default();
+    Ok((
+        EventKey::fullenrich_batch(&id, &status),
+        Action::FullenrichBatch { id, job, signed },
+    ))
+}
+
+/// A FullEnrich `contact_finished` body. Its identity is what it finishes: the record keys of its
+/// finished records (a body may be the whole enrichment, most of it still running); the same
+/// snapshot delivered again is the same event, a later one with more finished is another.
+fn fullenrich_contact(
+    env: &Envelope,
+    raw: &[u8],
+    signed: bool,
+) -> Result<(EventKey, Action), String> {
+    let job = fullenrich::parse_contact_finished(raw)
+        .map_err(|_| "not a FullEnrich contact_finished body")?;
+    if job.data.is_empty() {
+        return Err("contact_finished without a record".into());
+    }
+    let scope = job.id.clone().unwrap_or_else(|| env.job_id.clone());
+    let mut finished: Vec<String> = job
+        .data
+        .iter()
+        .filter(|r| r.is_finished())
+        .map(|record| {
+            record.custom_str(RECORD_KEY).unwrap_or_else(|| {
+                let input = record.raw.get("input").cloned().unwrap_or(Value::Null);
+                hex::encode(Sha256::digest(input.to_string().as_bytes()))
+            })
+        })
+        .collect();
+    finished.sort();
+    let records = match finished.as_slice() {
+        [one] => one.clone(),
+        [] => format!("none:{}", hex::encode(Sha256::digest(raw))),
+        many => hex::encode(Sha256::digest(many.join(",").as_bytes())),
+    };
+    Ok((
+        EventKey::fullenrich_contact(&scope, &records),
+        Action::FullenrichContact { job, signed },
+    ))
+}
+
+/// An Enrow event: a bulk's (its results are fetched) or a single search's (its result inline).
+fn enrow_event(raw: &[u8]) -> Result<(EventKey, Action), String> {
+    let event = enrow::Event::parse(raw).map_err(|_| "not an Enrow event")?;
+    let kind = event.event.clone().ok_or("Enrow event without a name")?;
+    if let EventKind::Other(name) = &kind {
+        return Err(format!("unknown Enrow event {name:?}"));
+    }
+    let id = event.id.clone().ok_or("Enrow event without id")?;
+    let key = EventKey::enrow(&kind, &id);
+    let credits = event.credits.cost;
+    if kind.is_bulk() {
+        return Ok((
+            key,
+            Action::EnrowBulk {
+                id,
+                kind,
+                credits,
+                prefetched: None,
+            },
+        ));
+    }
+    let result = event
+        .single_result()
+        .ok_or("Enrow single event without a result")?;
+    let raw: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+    Ok((
+        key,
+        Action::EnrowSingle {
+            id,
+            kind,
+            result,
+            custom: event.custom.clone(),
+            raw,
+            credits,
+        },
+    ))
 }

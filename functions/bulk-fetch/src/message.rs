@@ -61,7 +61,7 @@ where
             (Hook::Global, Some(id)) => {
                 match self.jobs.job_of_provider_id(env.provider, id).await {
                     Ok(Some(job_id)) => job_id,
-                    Ok(None) => return self.keep_orphan(env, &key, &action, &raw).await,
+                    Ok(None) => return self.keep_orphan(env, &key, &action).await,
                     Err(e) => return Disposition::Retry(e.to_string()),
                 }
             }

@@ -5,7 +5,6 @@ use std::time::Duration;
 use relay_shared::bodies::BodyStore;
 use relay_shared::envelope::{Body, Envelope};
 use relay_shared::providers::client::ProviderClient;
-use relay_shared::providers::enrow::{self};
 use relay_shared::queue::Queue;
 use relay_shared::store::{CallbackStore, Claim, DedupeStore, JobStore, Orphan, OrphanStore};
 
@@ -27,8 +26,11 @@ where
         env: &Envelope,
         key: &EventKey,
         action: &Action,
-        raw: &[u8],
     ) -> Disposition {
+        // Its id, name and cost, as `parse` read them (only an Enrow event comes this way).
+        let Some((provider_id, kind, credits)) = action.enrow_event() else {
+            return Disposition::Parked("a global delivery that is no Enrow event".into());
+        };
         let claim = key.orphan();
         let owner = uuid::Uuid::new_v4().to_string();
         match self.dedupe.claim(&claim, &owner).await {
@@ -41,19 +43,13 @@ where
             }
             Err(e) => return Disposition::Retry(e.to_string()),
         }
-        // Parsed once already (`parse`): its name and cost are there.
-        let event = enrow::Event::parse(raw).ok();
         let orphan = Orphan {
             provider: env.provider,
-            provider_id: action.enrow_id().unwrap_or_default().to_string(),
-            event: event
-                .as_ref()
-                .and_then(|e| e.event.as_ref())
-                .map(|k| k.to_string())
-                .unwrap_or_default(),
+            provider_id: provider_id.to_string(),
+            event: kind.to_string(),
             received_at_ms: env.received_at_ms,
             delivery_id: env.delivery_id.clone(),
-            credits: event.and_then(|e| e.credits.cost),
+            credits,
         };
         if let Err(e) = self.jobs.put_orphan(&orphan).await {
             if let Err(e) = self.dedupe.release(&claim, &owner).await {

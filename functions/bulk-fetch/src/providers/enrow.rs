@@ -32,13 +32,15 @@ where
         pid: &str,
         single: bool,
     ) -> Result<(EventKey, Action), Disposition> {
-        let key = EventKey::enrow(&enrow_event(op, single), pid);
+        let kind = enrow_event(op, single);
+        let key = EventKey::enrow(&kind, pid);
         if single {
             let (result, raw) = self.providers.enrow_single(op, pid).await?;
             return Ok((
                 key,
                 Action::EnrowSingle {
                     id: pid.to_string(),
+                    kind,
                     custom: result.custom.clone(),
                     result,
                     raw,
@@ -51,6 +53,7 @@ where
             key,
             Action::EnrowBulk {
                 id: pid.to_string(),
+                kind,
                 credits: None,
                 prefetched: Some(bulk),
             },

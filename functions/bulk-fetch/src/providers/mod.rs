@@ -36,6 +36,7 @@ where
             }
             Action::EnrowSingle {
                 id,
+                kind: _,
                 result,
                 custom,
                 raw,
@@ -46,6 +47,7 @@ where
             }
             Action::EnrowBulk {
                 id,
+                kind: _,
                 credits,
                 prefetched,
             } => self.apply_enrow_bulk(meta, id, credits, prefetched).await,
