@@ -144,9 +144,8 @@ pub fn validate(path: &str, req: &Value, http_loopback: bool) -> Result<(), Refu
 }
 
 fn validate_fullenrich(path: &str, req: &Value) -> Result<(), Refusal> {
-    let bad = |code: &str, message: &str| Err(fullenrich(StatusCode::BAD_REQUEST, code, message));
     if text(req, "name").is_empty() {
-        return bad("error.enrichment.name.empty", "Enrichment name not set");
+        return bad_request("error.enrichment.name.empty", "Enrichment name not set");
     }
     let urls = [
         req.get("webhook_url"),
@@ -155,7 +154,7 @@ fn validate_fullenrich(path: &str, req: &Value) -> Result<(), Refusal> {
     for url in urls.into_iter().flatten() {
         let u = url.as_str().unwrap_or("");
         if !(u.starts_with("http://") || u.starts_with("https://")) {
-            return bad(
+            return bad_request(
                 "error.enrichment.webhook_url",
                 "Webhook URL must be start with http or https",
             );
@@ -163,10 +162,10 @@ fn validate_fullenrich(path: &str, req: &Value) -> Result<(), Refusal> {
     }
     let data = match req.get("data").and_then(Value::as_array) {
         Some(d) if !d.is_empty() => d,
-        _ => return bad("error.enrichment.data.empty", "Data is empty"),
+        _ => return bad_request("error.enrichment.data.empty", "Data is empty"),
     };
     if data.len() > 100 {
-        return bad(
+        return bad_request(
             "error.enrichment.data.exceeded",
             "Data contains too many contacts (max: 100)",
         );
@@ -174,86 +173,111 @@ fn validate_fullenrich(path: &str, req: &Value) -> Result<(), Refusal> {
     let reverse = path.contains("reverse");
     for d in data {
         if reverse {
-            let e = text(d, "email");
-            if e.is_empty() {
-                return bad("error.reverse.email.empty", "Email cannot be empty");
-            }
-            if !email_ok(e) {
-                return bad("error.reverse.email.invalid", "Email is invalid");
-            }
+            fullenrich_email(d)?;
         } else {
-            let li = text(d, "linkedin_url");
-            if !li.is_empty() && !linkedin_ok(li) {
-                return bad(
-                    "error.enrichment.linkedin_url.invalid",
-                    "Invalid linkedin_url",
-                );
-            }
-            if li.is_empty() {
-                if text(d, "first_name").is_empty() {
-                    return bad(
-                        "error.enrichment.first_name.empty",
-                        "First name cannot be empty",
-                    );
-                }
-                if text(d, "last_name").is_empty() {
-                    return bad(
-                        "error.enrichment.last_name.empty",
-                        "Last name cannot be empty",
-                    );
-                }
-                if text(d, "domain").is_empty() && text(d, "company_name").is_empty() {
-                    return bad("error.enrichment.domain.empty", "Domain cannot be empty");
-                }
-            }
-            if let Some(fields) = d.get("enrich_fields") {
-                let fields = fields.as_array().cloned().unwrap_or_default();
-                if fields.is_empty() {
-                    return bad(
-                        "error.enrichment.enrich_fields.empty",
-                        "enrichFields cannot be empty",
-                    );
-                }
-                for f in &fields {
-                    let f = f.as_str().unwrap_or("");
-                    if !ENRICH_FIELDS.contains(&f) {
-                        return bad(
-                            "error.enrichment.enrich_field.value",
-                            &format!(
-                                "enrichField '{f}' not valid must be contact.work_emails or contact.phones or contact.personal_emails"
-                            ),
-                        );
-                    }
-                }
-            }
+            fullenrich_contact(d)?;
         }
-        if let Some(custom) = d.get("custom").filter(|c| !c.is_null()) {
-            let Some(map) = custom.as_object() else {
-                return bad(
-                    "error.enrichment.custom.type",
-                    "Custom field must be an object",
-                );
-            };
-            if map.len() > 10 {
-                return bad(
-                    "error.enrichment.custom.key.exceeded",
-                    "Custom field contains too many keys (max: 10 keys)",
-                );
-            }
-            for v in map.values() {
-                let Some(v) = v.as_str() else {
-                    return bad(
-                        "error.enrichment.custom.value.type",
-                        "Custom field values must be strings",
-                    );
-                };
-                if v.encode_utf16().count() > 100 {
-                    return bad(
-                        "error.enrichment.custom.value.exceeded",
-                        "Custom field value max len exceeded (max: 100 character)",
-                    );
-                }
-            }
+        fullenrich_custom(d)?;
+    }
+    Ok(())
+}
+
+/// FullEnrich's 400 with its code and message.
+fn bad_request(code: &str, message: &str) -> Result<(), Refusal> {
+    Err(fullenrich(StatusCode::BAD_REQUEST, code, message))
+}
+
+/// A reverse-email contact: an email.
+fn fullenrich_email(d: &Value) -> Result<(), Refusal> {
+    let e = text(d, "email");
+    if e.is_empty() {
+        return bad_request("error.reverse.email.empty", "Email cannot be empty");
+    }
+    if !email_ok(e) {
+        return bad_request("error.reverse.email.invalid", "Email is invalid");
+    }
+    Ok(())
+}
+
+/// An enrichment contact: a LinkedIn URL, or a name and a company; valid `enrich_fields`.
+fn fullenrich_contact(d: &Value) -> Result<(), Refusal> {
+    let li = text(d, "linkedin_url");
+    if !li.is_empty() && !linkedin_ok(li) {
+        return bad_request(
+            "error.enrichment.linkedin_url.invalid",
+            "Invalid linkedin_url",
+        );
+    }
+    if li.is_empty() {
+        if text(d, "first_name").is_empty() {
+            return bad_request(
+                "error.enrichment.first_name.empty",
+                "First name cannot be empty",
+            );
+        }
+        if text(d, "last_name").is_empty() {
+            return bad_request(
+                "error.enrichment.last_name.empty",
+                "Last name cannot be empty",
+            );
+        }
+        if text(d, "domain").is_empty() && text(d, "company_name").is_empty() {
+            return bad_request("error.enrichment.domain.empty", "Domain cannot be empty");
+        }
+    }
+    let Some(fields) = d.get("enrich_fields") else {
+        return Ok(());
+    };
+    let fields = fields.as_array().cloned().unwrap_or_default();
+    if fields.is_empty() {
+        return bad_request(
+            "error.enrichment.enrich_fields.empty",
+            "enrichFields cannot be empty",
+        );
+    }
+    for f in &fields {
+        let f = f.as_str().unwrap_or("");
+        if !ENRICH_FIELDS.contains(&f) {
+            return bad_request(
+                "error.enrichment.enrich_field.value",
+                &format!(
+                    "enrichField '{f}' not valid must be contact.work_emails or contact.phones or contact.personal_emails"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A contact's `custom`: an object of at most 10 string values of at most 100 UTF-16 units.
+fn fullenrich_custom(d: &Value) -> Result<(), Refusal> {
+    let Some(custom) = d.get("custom").filter(|c| !c.is_null()) else {
+        return Ok(());
+    };
+    let Some(map) = custom.as_object() else {
+        return bad_request(
+            "error.enrichment.custom.type",
+            "Custom field must be an object",
+        );
+    };
+    if map.len() > 10 {
+        return bad_request(
+            "error.enrichment.custom.key.exceeded",
+            "Custom field contains too many keys (max: 10 keys)",
+        );
+    }
+    for v in map.values() {
+        let Some(v) = v.as_str() else {
+            return bad_request(
+                "error.enrichment.custom.value.type",
+                "Custom field values must be strings",
+            );
+        };
+        if v.encode_utf16().count() > 100 {
+            return bad_request(
+                "error.enrichment.custom.value.exceeded",
+                "Custom field value max len exceeded (max: 100 character)",
+            );
         }
     }
     Ok(())
@@ -332,43 +356,47 @@ fn validate_enrow(path: &str, req: &Value, http_loopback: bool) -> Result<(), Re
             Ok(())
         }
         "/email/find/bulk" | "/phone/bulk" => {
-            let phone = path == "/phone/bulk";
-            let items = list(&["searches"]);
-            if items.is_empty() {
-                return bad(if phone {
-                    "At least 1 phone search must be present in the payload"
-                } else {
-                    "Missing searches payload"
-                });
-            }
-            let limit = if phone { 3000 } else { 5000 };
-            if items.len() > limit {
-                return bad(&format!(
-                    "Too many searches. Limit is currently at {limit} per batch."
-                ));
-            }
-            for (i, s) in items.iter().enumerate() {
-                let check = if phone {
-                    enrow_phone(s)
-                } else {
-                    enrow_search(s)
-                };
-                if let Err(m) = check {
-                    return bad(&if m == "Invalid linkedin_url" {
-                        m.to_string()
-                    } else {
-                        format!(
-                            "Missing mandatory property on search n°{} of {}",
-                            i + 1,
-                            items.len()
-                        )
-                    });
-                }
-            }
-            Ok(())
+            enrow_searches(path == "/phone/bulk", &list(&["searches"])).or_else(|m| bad(&m))
         }
         _ => Ok(()),
     }
+}
+
+/// A finder or phone bulk's searches: 1 to 5,000 (phone: 3,000), each complete.
+fn enrow_searches(phone: bool, items: &[Value]) -> Result<(), String> {
+    if items.is_empty() {
+        return Err(if phone {
+            "At least 1 phone search must be present in the payload"
+        } else {
+            "Missing searches payload"
+        }
+        .to_string());
+    }
+    let limit = if phone { 3000 } else { 5000 };
+    if items.len() > limit {
+        return Err(format!(
+            "Too many searches. Limit is currently at {limit} per batch."
+        ));
+    }
+    for (i, s) in items.iter().enumerate() {
+        let check = if phone {
+            enrow_phone(s)
+        } else {
+            enrow_search(s)
+        };
+        if let Err(m) = check {
+            return Err(if m == "Invalid linkedin_url" {
+                m.to_string()
+            } else {
+                format!(
+                    "Missing mandatory property on search n°{} of {}",
+                    i + 1,
+                    items.len()
+                )
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Sliding-window rate limits: FullEnrich `per_minute` requests per key over every endpoint,
