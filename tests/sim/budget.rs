@@ -103,10 +103,17 @@ async fn a_backlog_of_unsigned_batch_webhooks_is_fetched_at_the_budget_and_start
         busiest <= 55,
         "never more than the budget in any 60 s window: {busiest}"
     );
-    // Throughput equals the budget: 540 requests at 55 a minute is 9.8 minutes.
+    // Throughput equals the budget: 540 requests at 55 a minute is 9.8 minutes, and every full
+    // minute of the drain makes 55 (the last few requests trail: deliveries requeued while the
+    // schedule was booked wait out their queue delay, 10.1 min here; 10.8 on a loaded machine).
     assert!(
-        drained_min <= 540.0 / 55.0 + 1.0,
+        drained_min <= fe.len() as f64 / 55.0 + 1.5,
         "drained in {drained_min:.1} min"
+    );
+    let full = &per_minute[..per_minute.len().saturating_sub(2)];
+    assert!(
+        full.iter().all(|n| *n == 55),
+        "every full minute at the budget: {per_minute:?}"
     );
     // B's starts are not held behind A's backlog.
     let first_b = *starts.iter().min().unwrap();
