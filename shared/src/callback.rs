@@ -54,18 +54,6 @@ impl CallbackRequest {
             },
         }
     }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a callback request serializes")
-    }
-
-    /// The callback request a queue message carries, if it is one.
-    pub fn from_json(s: &str) -> Option<CallbackRequest> {
-        if !s.trim_start().starts_with("{\"callback\"") {
-            return None;
-        }
-        serde_json::from_str(s).ok()
-    }
 }
 
 /// The `job.completed` event's body: the job's fields and figures, no contact data.

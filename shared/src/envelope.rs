@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Provider;
 use crate::auth::SignatureCheck;
+use crate::callback::{CallbackRequest, CallbackTarget};
 use crate::providers::Hook;
 
 /// SQS's message size limit (256 KiB), for the whole message body.
@@ -133,12 +134,72 @@ fn sqs_allows(c: char) -> bool {
 }
 
 impl Envelope {
+    /// The webhook queue's message for this delivery ([`WebhookMessage::Delivery`]).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("an envelope always serializes")
+        MessageRef::Delivery(self).to_json()
     }
 
+    /// The delivery a webhook-queue message carries (`Err` for any other message).
     pub fn from_json(s: &str) -> Result<Envelope, serde_json::Error> {
-        serde_json::from_str(s)
+        match WebhookMessage::from_json(s)? {
+            WebhookMessage::Delivery(env) => Ok(env),
+            _ => Err(serde::de::Error::custom("not a delivery")),
+        }
+    }
+}
+
+/// The webhook queue's one message type, tagged by `type`: a delivery (ingest's, or one put back
+/// to wait), a poll (the sweeper's), or a completion callback attempt. bulk-fetch decodes each
+/// record once ([`WebhookMessage::from_json`]), then hands it to its stage.
+///
+/// Messages of the release before carry no `type` (a bare [`Envelope`], `{"poll": …}`,
+/// `{"callback": …}`): they are read all the same, so a deploy with messages in flight loses
+/// none. (Not `aws_lambda_events`' `SqsEventObj<T>`: it decodes the whole batch at once, so one
+/// unreadable body would fail every record of it instead of being parked with its body.)
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WebhookMessage {
+    Delivery(Envelope),
+    Poll(PollTarget),
+    Callback(CallbackTarget),
+}
+
+/// [`WebhookMessage`] by reference, to write one without copying its body.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum MessageRef<'a> {
+    Delivery(&'a Envelope),
+    Poll(&'a PollTarget),
+    Callback(&'a CallbackTarget),
+}
+
+impl MessageRef<'_> {
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a queue message serializes")
+    }
+}
+
+/// The message shapes of the release before (no `type`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Untagged {
+    Poll { poll: PollTarget },
+    Callback { callback: CallbackTarget },
+    Delivery(Envelope),
+}
+
+impl WebhookMessage {
+    pub fn from_json(s: &str) -> Result<WebhookMessage, serde_json::Error> {
+        serde_json::from_str::<WebhookMessage>(s).or_else(|tagged| {
+            let Ok(old) = serde_json::from_str::<Untagged>(s) else {
+                return Err(tagged);
+            };
+            Ok(match old {
+                Untagged::Poll { poll } => WebhookMessage::Poll(poll),
+                Untagged::Callback { callback } => WebhookMessage::Callback(callback),
+                Untagged::Delivery(env) => WebhookMessage::Delivery(env),
+            })
+        })
     }
 }
 
@@ -160,6 +221,60 @@ mod tests {
             requeues: 0,
             paced: 0,
         }
+    }
+
+    /// One message type per queue, tagged: each kind written with its `type` and read back as
+    /// itself, and nothing else.
+    #[test]
+    fn each_webhook_queue_message_is_tagged_and_read_back_as_its_kind() {
+        let env = envelope(Body::inline(b"{}"));
+        let delivery: serde_json::Value = serde_json::from_str(&env.to_json()).unwrap();
+        assert_eq!(delivery["type"], "delivery");
+        assert_eq!(
+            WebhookMessage::from_json(&env.to_json()).unwrap(),
+            WebhookMessage::Delivery(env.clone())
+        );
+        let poll = PollRequest::new("job_1", 3, 7).taken_at(9);
+        assert!(
+            poll.to_json().starts_with(r#"{"type":"poll""#),
+            "{}",
+            poll.to_json()
+        );
+        assert_eq!(PollRequest::from_json(&poll.to_json()), Some(poll.clone()));
+        let ask = CallbackRequest::new("job_1", Some(5));
+        assert!(ask.to_json().starts_with(r#"{"type":"callback""#));
+        assert_eq!(
+            CallbackRequest::from_json(&ask.to_json()),
+            Some(ask.clone())
+        );
+        // Each reader takes its own kind only.
+        assert_eq!(PollRequest::from_json(&env.to_json()), None);
+        assert_eq!(CallbackRequest::from_json(&poll.to_json()), None);
+        assert!(Envelope::from_json(&ask.to_json()).is_err());
+        assert!(WebhookMessage::from_json(r#"{"type":"nonsense"}"#).is_err());
+    }
+
+    /// Messages of the release before (no `type`) are read all the same: a deploy with messages
+    /// in flight loses none.
+    #[test]
+    fn messages_of_the_release_before_are_still_read() {
+        let env = envelope(Body::inline(b"{}"));
+        let old_delivery = serde_json::to_string(&env).unwrap();
+        assert!(!old_delivery.contains("\"type\""));
+        assert_eq!(
+            WebhookMessage::from_json(&old_delivery).unwrap(),
+            WebhookMessage::Delivery(env)
+        );
+        let old_poll = r#"{"poll":{"job_id":"job_1","chunk":2,"due_at_ms":5}}"#;
+        assert_eq!(
+            PollRequest::from_json(old_poll),
+            Some(PollRequest::new("job_1", 2, 5))
+        );
+        let old_callback = r#"{"callback":{"job_id":"job_1"}}"#;
+        assert_eq!(
+            CallbackRequest::from_json(old_callback),
+            Some(CallbackRequest::new("job_1", None))
+        );
     }
 
     #[test]
@@ -237,13 +352,32 @@ impl PollRequest {
         self
     }
 
+    /// The webhook queue's message for this poll ([`WebhookMessage::Poll`]).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a poll request serializes")
+        MessageRef::Poll(&self.poll).to_json()
     }
 
-    /// The poll a queue message carries, if it is one (deliveries are [`Envelope`]s).
+    /// The poll a queue message carries, if it is one.
     pub fn from_json(s: &str) -> Option<PollRequest> {
-        serde_json::from_str(s).ok()
+        match WebhookMessage::from_json(s).ok()? {
+            WebhookMessage::Poll(poll) => Some(PollRequest { poll }),
+            _ => None,
+        }
+    }
+}
+
+impl CallbackRequest {
+    /// The webhook queue's message for this attempt ([`WebhookMessage::Callback`]).
+    pub fn to_json(&self) -> String {
+        MessageRef::Callback(&self.callback).to_json()
+    }
+
+    /// The callback request a queue message carries, if it is one.
+    pub fn from_json(s: &str) -> Option<CallbackRequest> {
+        match WebhookMessage::from_json(s).ok()? {
+            WebhookMessage::Callback(callback) => Some(CallbackRequest { callback }),
+            _ => None,
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::bodies::BodyStore;
-use relay_shared::callback::{CallbackRequest, Callbacks};
+use relay_shared::callback::Callbacks;
 use relay_shared::envelope::Envelope;
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::queue::Queue;
@@ -105,8 +105,9 @@ where
 
     async fn handle(&self, record: &SqsMessage) -> Handled {
         let started = std::time::Instant::now();
-        let (disposition, env, poll) = self.process(record).await;
-        let disposition = match disposition {
+        let processed = self.process(record).await;
+        let env = processed.envelope;
+        let disposition = match processed.disposition {
             Disposition::Parked(reason) => match self.park(record, &reason, env.as_ref()).await {
                 Ok(()) => Disposition::Parked(reason),
                 Err(e) => Disposition::Retry(format!("parking failed ({e}); reason: {reason}")),
@@ -117,17 +118,9 @@ where
             Disposition::Applied { new, existing } => (new, existing),
             _ => (0, 0),
         };
-        // A callback request carries no envelope: its job is in the request.
-        let callback_job = matches!(disposition, Disposition::Callback(_))
-            .then(|| CallbackRequest::from_json(record.body.as_deref().unwrap_or_default()))
-            .flatten()
-            .map(|c| c.callback.job_id);
         tracing::info!(
             provider = env.as_ref().map(|e| e.provider.as_str()),
-            job_id = env
-                .as_ref()
-                .map(|e| e.job_id.as_str())
-                .or(callback_job.as_deref()),
+            job_id = processed.job_id.as_deref(),
             hook = env.as_ref().map(|e| e.hook.as_str()),
             delivery_id = env.as_ref().map(|e| e.delivery_id.as_str()),
             message_id = record.message_id.as_deref(),
@@ -140,7 +133,7 @@ where
         );
         Handled {
             disposition,
-            poll,
+            poll: processed.poll,
             received_at_ms: env.map(|e| e.received_at_ms),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsMessage;
 use relay_shared::bodies::BodyStore;
 use relay_shared::callback::{Attempted, CallbackRequest, CallbackTarget};
-use relay_shared::envelope::{Body, Envelope, PollRequest};
+use relay_shared::envelope::{Body, Envelope, WebhookMessage};
 use relay_shared::now_ms;
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::ProviderClient;
@@ -16,6 +16,26 @@ use sha2::{Digest, Sha256};
 
 use crate::{Disposition, Worker, parse};
 
+/// What became of one record: its disposition, the delivery's envelope, whether it was a poll,
+/// and the job it named.
+pub(crate) struct Processed {
+    pub disposition: Disposition,
+    pub envelope: Option<Envelope>,
+    pub poll: bool,
+    pub job_id: Option<String>,
+}
+
+impl Processed {
+    fn of(disposition: Disposition) -> Processed {
+        Processed {
+            disposition,
+            envelope: None,
+            poll: false,
+            job_id: None,
+        }
+    }
+}
+
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
     J: JobStore + CallbackStore + OrphanStore,
@@ -24,26 +44,29 @@ where
     B: BodyStore,
     Q: Queue,
 {
-    /// What became of a record, its envelope (a delivery's), and whether it was a poll.
-    pub(crate) async fn process(
-        &self,
-        record: &SqsMessage,
-    ) -> (Disposition, Option<Envelope>, bool) {
-        if let Some(poll) = PollRequest::from_json(record.body.as_deref().unwrap_or_default()) {
-            return (self.poll(&poll.poll).await, None, true);
-        }
-        if let Some(ask) = CallbackRequest::from_json(record.body.as_deref().unwrap_or_default()) {
-            return (self.callback(&ask.callback).await, None, false);
-        }
-        let Ok(env) = Envelope::from_json(record.body.as_deref().unwrap_or_default()) else {
-            return (
-                Disposition::Parked("unreadable envelope".into()),
-                None,
-                false,
-            );
+    /// What became of a record, decoded once: a poll, a callback attempt, or a delivery (its
+    /// envelope kept for the log line and the DLQ).
+    pub(crate) async fn process(&self, record: &SqsMessage) -> Processed {
+        let body = record.body.as_deref().unwrap_or_default();
+        let Ok(message) = WebhookMessage::from_json(body) else {
+            return Processed::of(Disposition::Parked("unreadable envelope".into()));
         };
-        let disposition = self.process_envelope(&env).await;
-        (disposition, Some(env), false)
+        match message {
+            WebhookMessage::Poll(target) => Processed {
+                poll: true,
+                ..Processed::of(self.poll(&target).await)
+            },
+            WebhookMessage::Callback(target) => Processed {
+                job_id: Some(target.job_id.clone()),
+                ..Processed::of(self.callback(&target).await)
+            },
+            WebhookMessage::Delivery(env) => Processed {
+                disposition: self.process_envelope(&env).await,
+                job_id: Some(env.job_id.clone()),
+                envelope: Some(env),
+                poll: false,
+            },
+        }
     }
 
     async fn process_envelope(&self, env: &Envelope) -> Disposition {
