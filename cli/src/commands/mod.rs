@@ -1,0 +1,7 @@
+//! The commands of `relay`, one room each, and what they share (`common`).
+
+pub(crate) mod common;
+pub(crate) mod dlq;
+pub(crate) mod jobs;
+pub(crate) mod submit;
+pub(crate) mod wait;
