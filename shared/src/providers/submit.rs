@@ -48,139 +48,170 @@ pub fn start_request(
     options: &Value,
     hooks: &WebhookUrls,
 ) -> StartRequest {
-    let single = contacts.len() == 1;
-    let opt = |k: &str| options.get(k).cloned();
+    match op {
+        Operation::Enrich | Operation::ReverseEmail => {
+            fullenrich_start(op, name, contacts, options, hooks)
+        }
+        Operation::EmailFind | Operation::PhoneFind => {
+            enrow_search_start(op, contacts, enrow_settings(op, options, hooks))
+        }
+        Operation::EmailVerify => enrow_verify_start(contacts, enrow_settings(op, options, hooks)),
+    }
+}
+
+/// The contact's fields among `keys`, as they are.
+fn pick(c: &Contact, keys: &[&str]) -> Map<String, Value> {
+    keys.iter()
+        .filter_map(|k| c.field(k).map(|v| (k.to_string(), Value::from(v))))
+        .collect()
+}
+
+/// The relay's record key of a contact: its index in the job.
+fn rid(c: &Contact) -> String {
+    c.index.to_string()
+}
+
+/// FullEnrich's bulk enrich or reverse email: every record carries the caller's `custom` and
+/// the record key.
+fn fullenrich_start(
+    op: Operation,
+    name: &str,
+    contacts: &[Contact],
+    options: &Value,
+    hooks: &WebhookUrls,
+) -> StartRequest {
+    let fields = options
+        .get("enrich_fields")
+        .cloned()
+        .unwrap_or_else(|| json!(["contact.work_emails"]));
+    let data: Vec<Value> = contacts
+        .iter()
+        .map(|c| {
+            let mut record = if op == Operation::Enrich {
+                let keys = [
+                    "first_name",
+                    "last_name",
+                    "domain",
+                    "company_name",
+                    "linkedin_url",
+                ];
+                let mut r = pick(c, &keys);
+                r.insert("enrich_fields".into(), fields.clone());
+                r
+            } else {
+                pick(c, &["email"])
+            };
+            let mut custom = match &c.custom {
+                Some(Value::Object(m)) => m.clone(),
+                _ => Map::new(),
+            };
+            custom.insert(RECORD_KEY.into(), Value::from(rid(c)));
+            record.insert("custom".into(), Value::Object(custom));
+            Value::Object(record)
+        })
+        .collect();
+    let mut body = json!({ "name": name, "webhook_url": hooks.main, "data": data });
+    if let Some(contact) = &hooks.contact {
+        body["webhook_events"] = json!({ "contact_finished": contact });
+    }
+    StartRequest {
+        path: if op == Operation::Enrich {
+            "/contact/enrich/bulk"
+        } else {
+            "/contact/reverse/email/bulk"
+        },
+        body,
+    }
+}
+
+/// Enrow's `settings`: the webhook, and the options an operation takes.
+fn enrow_settings(op: Operation, options: &Value, hooks: &WebhookUrls) -> Map<String, Value> {
     let mut settings = Map::new();
     settings.insert("webhook".into(), Value::from(hooks.main.clone()));
     if op != Operation::EmailVerify {
         for k in ["country_code", "retrieve_gender"] {
-            if let Some(v) = opt(k) {
+            if let Some(v) = options.get(k).cloned() {
                 settings.insert(k.into(), v);
             }
         }
     }
-    let pick = |c: &Contact, keys: &[&str]| -> Map<String, Value> {
-        keys.iter()
-            .filter_map(|k| c.field(k).map(|v| (k.to_string(), Value::from(v))))
-            .collect()
+    settings
+}
+
+/// Enrow's email or phone search: single for one contact, bulk otherwise.
+fn enrow_search_start(
+    op: Operation,
+    contacts: &[Contact],
+    settings: Map<String, Value>,
+) -> StartRequest {
+    let keys: &[&str] = if op == Operation::EmailFind {
+        &["fullname", "company_domain", "company_name"]
+    } else {
+        &[
+            "linkedin_url",
+            "first_name",
+            "last_name",
+            "company_domain",
+            "company_name",
+        ]
     };
-    let rid = |c: &Contact| c.index.to_string();
-    match op {
-        Operation::Enrich | Operation::ReverseEmail => {
-            let fields = opt("enrich_fields").unwrap_or_else(|| json!(["contact.work_emails"]));
-            let data: Vec<Value> = contacts
-                .iter()
-                .map(|c| {
-                    let mut record = if op == Operation::Enrich {
-                        let mut r = pick(
-                            c,
-                            &[
-                                "first_name",
-                                "last_name",
-                                "domain",
-                                "company_name",
-                                "linkedin_url",
-                            ],
-                        );
-                        r.insert("enrich_fields".into(), fields.clone());
-                        r
-                    } else {
-                        pick(c, &["email"])
-                    };
-                    let mut custom = match &c.custom {
-                        Some(Value::Object(m)) => m.clone(),
-                        _ => Map::new(),
-                    };
-                    custom.insert(RECORD_KEY.into(), Value::from(rid(c)));
-                    record.insert("custom".into(), Value::Object(custom));
-                    Value::Object(record)
-                })
-                .collect();
-            let mut body = json!({ "name": name, "webhook_url": hooks.main, "data": data });
-            if let Some(contact) = &hooks.contact {
-                body["webhook_events"] = json!({ "contact_finished": contact });
-            }
-            StartRequest {
-                path: if op == Operation::Enrich {
-                    "/contact/enrich/bulk"
-                } else {
-                    "/contact/reverse/email/bulk"
-                },
-                body,
-            }
-        }
-        Operation::EmailFind | Operation::PhoneFind => {
-            let keys: &[&str] = if op == Operation::EmailFind {
-                &["fullname", "company_domain", "company_name"]
+    let search = |c: &Contact, custom: Value| {
+        let mut s = pick(c, keys);
+        s.insert("custom".into(), custom);
+        s
+    };
+    if let [c] = contacts {
+        let custom = if op == Operation::EmailFind {
+            json!({ RECORD_KEY: rid(c) })
+        } else {
+            Value::from(rid(c)) // phone single: `custom` is a string
+        };
+        let mut body = search(c, custom);
+        body.insert("settings".into(), Value::Object(settings));
+        return StartRequest {
+            path: if op == Operation::EmailFind {
+                "/email/find/single"
             } else {
-                &[
-                    "linkedin_url",
-                    "first_name",
-                    "last_name",
-                    "company_domain",
-                    "company_name",
-                ]
-            };
-            let search = |c: &Contact, custom: Value| {
-                let mut s = pick(c, keys);
-                s.insert("custom".into(), custom);
-                s
-            };
-            if single {
-                let c = &contacts[0];
-                let custom = if op == Operation::EmailFind {
-                    json!({ RECORD_KEY: rid(c) })
-                } else {
-                    Value::from(rid(c)) // phone single: `custom` is a string
-                };
-                let mut body = search(c, custom);
-                body.insert("settings".into(), Value::Object(settings));
-                StartRequest {
-                    path: if op == Operation::EmailFind {
-                        "/email/find/single"
-                    } else {
-                        "/phone/single"
-                    },
-                    body: Value::Object(body),
-                }
-            } else {
-                let searches: Vec<Value> = contacts
-                    .iter()
-                    .map(|c| Value::Object(search(c, Value::from(rid(c)))))
-                    .collect();
-                StartRequest {
-                    path: if op == Operation::EmailFind {
-                        "/email/find/bulk"
-                    } else {
-                        "/phone/bulk"
-                    },
-                    body: json!({ "searches": searches, "settings": settings }),
-                }
-            }
-        }
-        Operation::EmailVerify => {
-            if single {
-                let c = &contacts[0];
-                StartRequest {
-                    path: "/email/verify/single",
-                    body: json!({
-                        "email": c.field("email"),
-                        "custom": { RECORD_KEY: rid(c) },
-                        "settings": settings,
-                    }),
-                }
-            } else {
-                let emails: Vec<Value> = contacts
-                    .iter()
-                    .filter_map(|c| c.field("email"))
-                    .map(Value::from)
-                    .collect();
-                StartRequest {
-                    path: "/email/verify/bulk",
-                    body: json!({ "verifications": emails, "settings": settings }),
-                }
-            }
-        }
+                "/phone/single"
+            },
+            body: Value::Object(body),
+        };
+    }
+    let searches: Vec<Value> = contacts
+        .iter()
+        .map(|c| Value::Object(search(c, Value::from(rid(c)))))
+        .collect();
+    StartRequest {
+        path: if op == Operation::EmailFind {
+            "/email/find/bulk"
+        } else {
+            "/phone/bulk"
+        },
+        body: json!({ "searches": searches, "settings": settings }),
+    }
+}
+
+/// Enrow's email verification: single for one contact (with the record key), bulk otherwise
+/// (no per-email custom: rows are joined on the email).
+fn enrow_verify_start(contacts: &[Contact], settings: Map<String, Value>) -> StartRequest {
+    if let [c] = contacts {
+        return StartRequest {
+            path: "/email/verify/single",
+            body: json!({
+                "email": c.field("email"),
+                "custom": { RECORD_KEY: rid(c) },
+                "settings": settings,
+            }),
+        };
+    }
+    let emails: Vec<Value> = contacts
+        .iter()
+        .filter_map(|c| c.field("email"))
+        .map(Value::from)
+        .collect();
+    StartRequest {
+        path: "/email/verify/bulk",
+        body: json!({ "verifications": emails, "settings": settings }),
     }
 }
 
