@@ -11,7 +11,6 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use job_submit::{Api, ChunkSubmitter};
-use relay_local_stack::poller::Poller;
 use relay_shared::Provider;
 use relay_shared::auth::{BearerToken, WebhookSecret};
 use relay_shared::bodies::{BodyStore, S3Bodies, delivery_key};
@@ -126,27 +125,11 @@ impl Rig {
     /// Runs the worker on the submit queue until it is empty (an erasure continues itself in
     /// new messages).
     async fn run_worker(&self, stack: &Stack) {
-        let (url, arn) = stack.res.queues["SubmitQueue"].clone();
-        let mut poller = Poller::new(stack.sqs(), &url, &arn);
-        poller.visibility_timeout = Some(1);
-        let mut empty = 0;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while empty < 3 || stack.queue_in_flight(&url).await > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "submit queue never drained"
-            );
-            let round = poller
-                .round(|e| async { Ok(self.worker.handle_batch(e).await) })
-                .await
-                .unwrap();
-            if round.received == 0 {
-                empty += 1;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            } else {
-                empty = 0;
-            }
-        }
+        stack
+            .run_queue("SubmitQueue", Duration::from_secs(60), |e| {
+                self.worker.handle_batch(e)
+            })
+            .await;
     }
 }
 

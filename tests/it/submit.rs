@@ -117,27 +117,11 @@ impl Submit {
     /// Runs the submit queue through the worker until it is empty (failed records come back
     /// after a 1 s visibility timeout).
     async fn submit_all(&self) {
-        let (url, arn) = self.stack.res.queues["SubmitQueue"].clone();
-        let mut poller = Poller::new(self.stack.sqs(), &url, &arn);
-        poller.visibility_timeout = Some(1);
-        let mut empty = 0;
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while empty < 3 || self.stack.queue_in_flight(&url).await > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "submit queue never drained"
-            );
-            let round = poller
-                .round(|e| async { Ok(self.worker.handle_batch(e).await) })
-                .await
-                .unwrap();
-            if round.received == 0 {
-                empty += 1;
-                tokio::time::sleep(Duration::from_millis(400)).await;
-            } else {
-                empty = 0;
-            }
-        }
+        self.stack
+            .run_queue("SubmitQueue", Duration::from_secs(120), |e| {
+                self.worker.handle_batch(e)
+            })
+            .await;
     }
 }
 

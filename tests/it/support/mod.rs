@@ -22,6 +22,36 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// Runs a queue's messages through `handle` until it stays empty (failed records come back
+    /// after a 1 s visibility timeout); fails the test if it has not drained in `within`.
+    pub async fn run_queue<F, Fut>(&self, queue: &str, within: std::time::Duration, handle: F)
+    where
+        F: Fn(aws_lambda_events::event::sqs::SqsEvent) -> Fut,
+        Fut: std::future::Future<Output = aws_lambda_events::event::sqs::SqsBatchResponse>,
+    {
+        let (url, arn) = self.res.queues[queue].clone();
+        let mut poller = relay_local_stack::poller::Poller::new(self.sqs(), &url, &arn);
+        poller.visibility_timeout = Some(1);
+        let mut empty = 0;
+        let deadline = std::time::Instant::now() + within;
+        while empty < 3 || self.queue_in_flight(&url).await > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{queue} never drained"
+            );
+            let round = poller
+                .round(|e| async { Ok(handle(e).await) })
+                .await
+                .unwrap();
+            if round.received == 0 {
+                empty += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            } else {
+                empty = 0;
+            }
+        }
+    }
+
     /// Fresh tables, queues and bucket from template.yaml, under a unique prefix.
     pub async fn new() -> Stack {
         // Logs go to the test's captured output: shown when a test fails.
