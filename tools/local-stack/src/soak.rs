@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::api::JobsApi;
 use crate::dev::{DevOptions, DevStack};
-use crate::sandbox::{Captured, SandboxConfig};
+use crate::sandbox::{Captured, Sandbox, SandboxConfig};
 
 #[derive(Debug, Clone)]
 pub struct SoakConfig {
@@ -274,8 +274,42 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
     let api = JobsApi::of(&stack);
     let mut report = Report::default();
 
-    // 1. The jobs, and every webhook their providers would send.
-    let planned = plan_jobs(&cfg);
+    let mut jobs = start_jobs(&cfg, &api, &sandbox, &mut report).await?;
+    report
+        .phases
+        .push(("started and captured", started.elapsed()));
+    let sending = Instant::now();
+    let deliveries = shuffled_copies(&cfg, std::mem::take(&mut jobs.1));
+    report.deliveries = deliveries.len();
+    send_all(&cfg, &stack, &api, deliveries, &mut report).await?;
+    report.phases.push(("sent", sending.elapsed()));
+    let settling = Instant::now();
+    let jobs = jobs.0;
+    settle(&cfg, &stack, &api, &jobs).await?;
+    report.phases.push(("settled", settling.elapsed()));
+    for (id, contacts, _) in &jobs {
+        check_job(&api, &sandbox, id, *contacts, &mut report).await?;
+    }
+    report.dlq = dead_letters(&stack).await;
+    let counters = sandbox.counters();
+    report.provider_429s = counters.rate_limited.load(Ordering::Relaxed);
+    report.provider_gets = counters.gets.load(Ordering::Relaxed);
+    report.peak_rss_kib = stack.peak_rss_kib().await;
+    report.wall = started.elapsed();
+    Ok(report)
+}
+
+/// A soak job: its id, its contacts, whether it is FullEnrich's.
+type SoakJob = (String, usize, bool);
+
+/// 1. The jobs, and every webhook their providers would send (captured by the sandbox).
+async fn start_jobs(
+    cfg: &SoakConfig,
+    api: &JobsApi,
+    sandbox: &Sandbox,
+    report: &mut Report,
+) -> Result<(Vec<SoakJob>, Vec<Captured>), String> {
+    let planned = plan_jobs(cfg);
     let mut jobs = Vec::new();
     for p in &planned {
         let v = api
@@ -314,12 +348,11 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     report.events = events.len();
-    report
-        .phases
-        .push(("started and captured", started.elapsed()));
-    let sending = Instant::now();
+    Ok((jobs, events))
+}
 
-    // 2. Each event 1–5 times, shuffled.
+/// 2. Each event 1–5 times, shuffled.
+fn shuffled_copies(cfg: &SoakConfig, events: Vec<Captured>) -> Vec<Captured> {
     let counts = copies(events.len(), cfg.deliveries, cfg.seed);
     let mut deliveries: Vec<Captured> = events
         .iter()
@@ -330,9 +363,17 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
         let j = (draw(cfg.seed, "shuffle", i) * (i + 1) as f64) as usize;
         deliveries.swap(i, j.min(i));
     }
-    report.deliveries = deliveries.len();
+    deliveries
+}
 
-    // 3. Sent concurrently, with an SQS outage at ingest and bulk-fetch killed mid-batch.
+/// 3. Sent concurrently, with an SQS outage at ingest and bulk-fetch killed mid-batch.
+async fn send_all(
+    cfg: &SoakConfig,
+    stack: &Arc<DevStack>,
+    api: &JobsApi,
+    deliveries: Vec<Captured>,
+    report: &mut Report,
+) -> Result<(), String> {
     let deliveries = Arc::new(deliveries);
     let next = Arc::new(AtomicUsize::new(0));
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -365,7 +406,7 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
     }
     let total = deliveries.len();
     let faults = {
-        let stack = Arc::clone(&stack);
+        let stack = Arc::clone(stack);
         let next = Arc::clone(&next);
         let (outage, kill) = (cfg.sqs_outage, cfg.kill_bulk_fetch);
         tokio::spawn(async move {
@@ -401,13 +442,19 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
     report.accepted = accepted.load(Ordering::Relaxed);
     report.unavailable = unavailable.load(Ordering::Relaxed);
     report.refused = refused.load(Ordering::Relaxed);
-    report.phases.push(("sent", sending.elapsed()));
-    let settling = Instant::now();
+    Ok(())
+}
 
-    // 4. Every job ends; then each is checked against the sandbox's decisions.
+/// 4. Every job ends (or the settle timeout passes), and the queue drains.
+async fn settle(
+    cfg: &SoakConfig,
+    stack: &DevStack,
+    api: &JobsApi,
+    jobs: &[SoakJob],
+) -> Result<(), String> {
     let deadline = Instant::now() + cfg.settle_timeout;
     let mut states = BTreeMap::new();
-    for (id, _, _) in &jobs {
+    for (id, _, _) in jobs {
         loop {
             let v = api.get(&format!("/jobs/{id}")).await?;
             let open = matches!(v["status"].as_str(), Some("pending" | "running"));
@@ -424,73 +471,80 @@ pub async fn run(cfg: SoakConfig, mut opts: DevOptions) -> Result<Report, String
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    report.phases.push(("settled", settling.elapsed()));
-    for (id, contacts, _) in &jobs {
-        let v = api.get(&format!("/jobs/{id}")).await?;
-        let rows = api.results(id, 1000).await?;
-        let expected: BTreeMap<u64, bool> = sandbox.outcomes_of(id).into_iter().collect();
-        let mut seen = BTreeMap::new();
-        let (mut found, mut not_found, mut failed) = (0i64, 0i64, 0i64);
-        for r in &rows {
-            let index = r["index"].as_u64().unwrap_or(u64::MAX);
-            *seen.entry(index).or_insert(0) += 1;
-            match r["outcome"].as_str() {
-                Some("found" | "valid") => found += 1,
-                Some("not_found" | "invalid") => not_found += 1,
-                _ => failed += 1,
-            }
-            let hit = matches!(r["outcome"].as_str(), Some("found" | "valid"));
-            let miss = matches!(r["outcome"].as_str(), Some("not_found" | "invalid"));
-            let right = match expected.get(&index) {
-                Some(true) => hit,
-                Some(false) => miss,
-                None => false,
-            };
-            if !right {
-                report.lost += 1;
-                report.problems.push(format!(
-                    "{id} #{index}: outcome {} (provider: {:?})",
-                    r["outcome"],
-                    expected.get(&index)
-                ));
-            }
+    Ok(())
+}
+
+/// Checks one job against the sandbox's decisions: every contact's outcome, each once, and the
+/// job's figures exact.
+async fn check_job(
+    api: &JobsApi,
+    sandbox: &Sandbox,
+    id: &str,
+    contacts: usize,
+    report: &mut Report,
+) -> Result<(), String> {
+    let v = api.get(&format!("/jobs/{id}")).await?;
+    let rows = api.results(id, 1000).await?;
+    let expected: BTreeMap<u64, bool> = sandbox.outcomes_of(id).into_iter().collect();
+    let mut seen = BTreeMap::new();
+    let (mut found, mut not_found, mut failed) = (0i64, 0i64, 0i64);
+    for r in &rows {
+        let index = r["index"].as_u64().unwrap_or(u64::MAX);
+        *seen.entry(index).or_insert(0) += 1;
+        match r["outcome"].as_str() {
+            Some("found" | "valid") => found += 1,
+            Some("not_found" | "invalid") => not_found += 1,
+            _ => failed += 1,
         }
-        let missing = (0..*contacts as u64)
-            .filter(|i| !seen.contains_key(i))
-            .count();
-        report.lost += missing;
-        if missing > 0 {
-            report
-                .problems
-                .push(format!("{id}: {missing} contacts without a result"));
-        }
-        let twice_rows: usize = seen.values().map(|n| n - 1).sum();
-        let n = |k: &str| v[k].as_i64().unwrap_or(-1);
-        let over = (n("found") - found).max(0)
-            + (n("not_found") - not_found).max(0)
-            + (n("failed") - failed).max(0);
-        report.applied_twice += twice_rows + over as usize;
-        let exact = n("found") == found
-            && n("not_found") == not_found
-            && n("failed") == failed
-            && n("done") == *contacts as i64
-            && v["status"] == "completed";
-        if exact {
-            report.exact_jobs += 1;
-        } else {
+        let hit = matches!(r["outcome"].as_str(), Some("found" | "valid"));
+        let miss = matches!(r["outcome"].as_str(), Some("not_found" | "invalid"));
+        let right = match expected.get(&index) {
+            Some(true) => hit,
+            Some(false) => miss,
+            None => false,
+        };
+        if !right {
+            report.lost += 1;
             report.problems.push(format!(
-                "{id}: status {} done {} found {}/{found} not_found {}/{not_found} failed {}/{failed}",
-                v["status"], n("done"), n("found"), n("not_found"), n("failed")
+                "{id} #{index}: outcome {} (provider: {:?})",
+                r["outcome"],
+                expected.get(&index)
             ));
         }
     }
-    report.dlq = dead_letters(&stack).await;
-    let counters = sandbox.counters();
-    report.provider_429s = counters.rate_limited.load(Ordering::Relaxed);
-    report.provider_gets = counters.gets.load(Ordering::Relaxed);
-    report.peak_rss_kib = stack.peak_rss_kib().await;
-    report.wall = started.elapsed();
-    Ok(report)
+    let missing = (0..contacts as u64)
+        .filter(|i| !seen.contains_key(i))
+        .count();
+    report.lost += missing;
+    if missing > 0 {
+        report
+            .problems
+            .push(format!("{id}: {missing} contacts without a result"));
+    }
+    let twice_rows: usize = seen.values().map(|n| n - 1).sum();
+    let n = |k: &str| v[k].as_i64().unwrap_or(-1);
+    let over = (n("found") - found).max(0)
+        + (n("not_found") - not_found).max(0)
+        + (n("failed") - failed).max(0);
+    report.applied_twice += twice_rows + over as usize;
+    let exact = n("found") == found
+        && n("not_found") == not_found
+        && n("failed") == failed
+        && n("done") == contacts as i64
+        && v["status"] == "completed";
+    if exact {
+        report.exact_jobs += 1;
+    } else {
+        report.problems.push(format!(
+            "{id}: status {} done {} found {}/{found} not_found {}/{not_found} failed {}/{failed}",
+            v["status"],
+            n("done"),
+            n("found"),
+            n("not_found"),
+            n("failed")
+        ));
+    }
+    Ok(())
 }
 
 /// The messages in both dead-letter queues, by reason (`reason` attribute of a parked delivery;
