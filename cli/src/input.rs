@@ -174,16 +174,7 @@ pub fn read(data: &[u8], op: Operation, opts: &ReadOptions) -> Result<Input, Vec
         .delimiter(delimiter)
         .flexible(true)
         .from_reader(data);
-    let headers: Vec<String> = match csv.headers() {
-        Ok(h) if h.iter().any(|c| !c.trim().is_empty()) => h.iter().map(str::to_string).collect(),
-        Ok(_) => return Err(vec![file_error(1, "is not a CSV header row (it is empty)")]),
-        Err(e) => {
-            return Err(vec![file_error(
-                1,
-                format!("is not a CSV header row ({})", kind_text(&e)),
-            )]);
-        }
-    };
+    let headers = header_row(&mut csv)?;
     let mapping = Mapping::new(op, &headers, &opts.maps, &opts.keeps)
         .map_err(|es| es.into_iter().map(|e| file_error(0, e)).collect::<Vec<_>>())?;
     let mut rows = Vec::new();
@@ -203,16 +194,7 @@ pub fn read(data: &[u8], op: Operation, opts: &ReadOptions) -> Result<Input, Vec
                 let contact = if cells.len() != headers.len() {
                     Err(file_error(
                         line,
-                        format!(
-                            "has {} cells where the header row has {}{}",
-                            cells.len(),
-                            headers.len(),
-                            if delimiter == b',' {
-                                ""
-                            } else {
-                                " (is the delimiter right? see --delimiter)"
-                            }
-                        ),
+                        cell_count_rule(&cells, &headers, delimiter),
                     ))
                 } else {
                     contact_of(op, &mapping, &headers, &cells, rows.len() + 1, line)
@@ -247,24 +229,8 @@ pub fn read(data: &[u8], op: Operation, opts: &ReadOptions) -> Result<Input, Vec
             "no contacts: the file has a header row only",
         )]);
     }
-    if mapping
-        .targets
-        .iter()
-        .all(|t| *t == crate::mapping::Target::Aside)
-    {
-        let hint = if delimiter == b',' && headers.len() == 1 && headers[0].contains([';', '\t']) {
-            " (is the file separated by something else than commas? see --delimiter)"
-        } else {
-            ""
-        };
-        return Err(vec![file_error(
-            1,
-            format!(
-                "no column names a field of {} ({}){hint}: name them with --map \"Column=field\"",
-                op.as_str(),
-                crate::mapping::readable_fields(op).join(", ")
-            ),
-        )]);
+    if let Some(rule) = no_field_named(op, &mapping, &headers, delimiter) {
+        return Err(vec![file_error(1, rule)]);
     }
     Ok(Input {
         headers,
@@ -272,6 +238,60 @@ pub fn read(data: &[u8], op: Operation, opts: &ReadOptions) -> Result<Input, Vec
         mapping,
         rows,
     })
+}
+
+/// The header row, or why the file has none.
+fn header_row(csv: &mut csv::Reader<&[u8]>) -> Result<Vec<String>, Vec<RowError>> {
+    match csv.headers() {
+        Ok(h) if h.iter().any(|c| !c.trim().is_empty()) => {
+            Ok(h.iter().map(str::to_string).collect())
+        }
+        Ok(_) => Err(vec![file_error(1, "is not a CSV header row (it is empty)")]),
+        Err(e) => Err(vec![file_error(
+            1,
+            format!("is not a CSV header row ({})", kind_text(&e)),
+        )]),
+    }
+}
+
+/// A row whose cells do not line up with the header row.
+fn cell_count_rule(cells: &[String], headers: &[String], delimiter: u8) -> String {
+    format!(
+        "has {} cells where the header row has {}{}",
+        cells.len(),
+        headers.len(),
+        if delimiter == b',' {
+            ""
+        } else {
+            " (is the delimiter right? see --delimiter)"
+        }
+    )
+}
+
+/// A file none of whose columns names a field of the operation: the rule to show.
+fn no_field_named(
+    op: Operation,
+    mapping: &Mapping,
+    headers: &[String],
+    delimiter: u8,
+) -> Option<String> {
+    if !mapping
+        .targets
+        .iter()
+        .all(|t| *t == crate::mapping::Target::Aside)
+    {
+        return None;
+    }
+    let hint = if delimiter == b',' && headers.len() == 1 && headers[0].contains([';', '\t']) {
+        " (is the file separated by something else than commas? see --delimiter)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "no column names a field of {} ({}){hint}: name them with --map \"Column=field\"",
+        op.as_str(),
+        crate::mapping::readable_fields(op).join(", ")
+    ))
 }
 
 /// The contact of one row, checked with the API's rules.
