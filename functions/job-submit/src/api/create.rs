@@ -1,25 +1,43 @@
 //! `POST /jobs`: a new job, or a staged job's draft, under its `Idempotency-Key`.
 
-use lambda_http::{Body, Request, Response};
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use relay_shared::jobs::{Chunk, JobMeta, JobStatus};
 use relay_shared::providers::submit::chunk_size;
 use relay_shared::queue::Queue;
-use relay_shared::store::{Idempotency, IdempotencyKeys, JobDrafts, OrphanStore, StoreError};
-
+use relay_shared::store::{Idempotency, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Api, IDEMPOTENCY_LEASE, accepted, json_response};
+use super::{Api, ApiStore, IDEMPOTENCY_LEASE, Shared, accepted, json_response, with_job};
 use crate::{ApiError, validate};
 
-impl<J: JobDrafts + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
-    /// `POST /jobs`; `job`: the job the request names once it is known (also on some errors).
-    pub(crate) async fn create(
-        &self,
-        req: &Request,
-        job: &mut Option<String>,
-    ) -> Result<Response<Body>, ApiError> {
-        let body: Value = serde_json::from_slice(req.body().as_ref()).map_err(|_| {
+/// `POST /jobs`: validates, records the job (contacts, chunks, head) and queues one message per
+/// chunk, then answers 202 (a staged job: its draft head only).
+pub(super) async fn create<J: ApiStore, Q: Queue>(
+    axum::extract::State(api): Shared<J, Q>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    api.create(&headers, &body).await
+}
+
+/// What a request's `Idempotency-Key` (if any) makes of it.
+enum Claim<'h> {
+    /// A job to create now, under this id, the key held (when one was sent).
+    New {
+        job_id: String,
+        key: Option<&'h str>,
+    },
+    /// Created before: the first answer, again.
+    Answered(Response),
+}
+
+impl<J: ApiStore, Q: Queue> Api<J, Q> {
+    /// `POST /jobs`; the response and the error name the job once it is known.
+    async fn create(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+        let body: Value = serde_json::from_slice(body).map_err(|_| {
             ApiError::new(400, "invalid_json", "the body is not valid JSON").field("")
         })?;
         // A staged job: its head now, its contacts in pages, its start when they are all in.
@@ -29,70 +47,11 @@ impl<J: JobDrafts + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
         } else {
             (validate::validate_with(&body, self.callbacks)?, None)
         };
-        let mut job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
         let owner = uuid::Uuid::new_v4().to_string();
-        let mut held_key: Option<&str> = None;
-        if let Some(key) = req.headers().get("idempotency-key") {
-            let key = key
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|k| !k.is_empty() && k.len() <= 255)
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "Idempotency-Key",
-                        "must be 1 to 255 visible ASCII characters",
-                    )
-                })?;
-            // serde_json sorts object keys: the same JSON sent twice hashes the same.
-            let hash = hex::encode(Sha256::digest(body.to_string().as_bytes()));
-            let lease = IDEMPOTENCY_LEASE.as_millis() as u64;
-            match self
-                .jobs
-                .claim_idempotency_key(key, &hash, &job_id, &owner, lease)
-                .await?
-            {
-                Idempotency::Owned { job_id: id } => {
-                    job_id = id;
-                    held_key = Some(key);
-                }
-                Idempotency::Mismatch { job_id: first } => {
-                    *job = Some(first);
-                    return Err(ApiError::new(
-                        422,
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was used with a different body",
-                    )
-                    .field("Idempotency-Key"));
-                }
-                Idempotency::InUse { retry_after_ms } => {
-                    return Err(ApiError::new(
-                        409,
-                        "idempotency_key_in_use",
-                        "another request with this Idempotency-Key is still creating its job; retry after the time in Retry-After",
-                    )
-                    .field("Idempotency-Key")
-                    .retry_after(retry_after_ms.div_ceil(1000).max(1)));
-                }
-                Idempotency::Created { job_id: first } => {
-                    // Created before: finish what it may have left undone (chunks still pending
-                    // whose messages were lost), then answer as the first time.
-                    *job = Some(first.clone());
-                    let meta = self.jobs.get_job(&first).await?.ok_or_else(|| {
-                        ApiError::new(
-                            409,
-                            "idempotency_key_in_use",
-                            "the job of this Idempotency-Key is not recorded; retry",
-                        )
-                        .field("Idempotency-Key")
-                    })?;
-                    self.queue_pending(&first).await?;
-                    return Ok(json_response(202, accepted(&meta).to_string()));
-                }
-            }
-        }
-
-        *job = Some(job_id.clone());
+        let (job_id, held_key) = match self.claim(headers, &body, &owner).await? {
+            Claim::New { job_id, key } => (job_id, key),
+            Claim::Answered(resp) => return Ok(resp),
+        };
         let size = chunk_size(new.operation);
         let n = staged.unwrap_or(new.contacts.len() as u64);
         let chunks = Chunk::plan(n, size);
@@ -123,7 +82,83 @@ impl<J: JobDrafts + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
             // The key's lease runs out on its own; a retry then takes over.
             tracing::warn!(error = %e, job_id, "idempotency key not finished");
         }
-        Ok(json_response(202, accepted(&outcome?).to_string()))
+        let meta = outcome.map_err(|e| e.job(&job_id))?;
+        Ok(with_job(
+            json_response(202, accepted(&meta).to_string()),
+            &job_id,
+        ))
+    }
+
+    /// The job this request creates: a new id, or under its `Idempotency-Key` the id that key
+    /// holds, or the first request's answer once that created its job.
+    async fn claim<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        body: &Value,
+        owner: &str,
+    ) -> Result<Claim<'h>, ApiError> {
+        let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+        let Some(key) = headers.get("idempotency-key") else {
+            return Ok(Claim::New { job_id, key: None });
+        };
+        let key = key
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= 255)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "Idempotency-Key",
+                    "must be 1 to 255 visible ASCII characters",
+                )
+            })?;
+        // serde_json sorts object keys: the same JSON sent twice hashes the same.
+        let hash = hex::encode(Sha256::digest(body.to_string().as_bytes()));
+        let lease = IDEMPOTENCY_LEASE.as_millis() as u64;
+        match self
+            .jobs
+            .claim_idempotency_key(key, &hash, &job_id, owner, lease)
+            .await?
+        {
+            Idempotency::Owned { job_id } => Ok(Claim::New {
+                job_id,
+                key: Some(key),
+            }),
+            Idempotency::Mismatch { job_id: first } => Err(ApiError::new(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different body",
+            )
+            .field("Idempotency-Key")
+            .job(&first)),
+            Idempotency::InUse { retry_after_ms } => Err(ApiError::new(
+                409,
+                "idempotency_key_in_use",
+                "another request with this Idempotency-Key is still creating its job; retry after the time in Retry-After",
+            )
+            .field("Idempotency-Key")
+            .retry_after(retry_after_ms.div_ceil(1000).max(1))),
+            Idempotency::Created { job_id: first } => {
+                // Created before: finish what it may have left undone (chunks still pending
+                // whose messages were lost), then answer as the first time.
+                let again = self.answer_again(&first).await.map_err(|e| e.job(&first))?;
+                Ok(Claim::Answered(with_job(again, &first)))
+            }
+        }
+    }
+
+    /// The answer to a request whose `Idempotency-Key` created its job before.
+    async fn answer_again(&self, job_id: &str) -> Result<Response, ApiError> {
+        let meta = self.jobs.get_job(job_id).await?.ok_or_else(|| {
+            ApiError::new(
+                409,
+                "idempotency_key_in_use",
+                "the job of this Idempotency-Key is not recorded; retry",
+            )
+            .field("Idempotency-Key")
+        })?;
+        self.queue_pending(job_id).await?;
+        Ok(json_response(202, accepted(&meta).to_string()))
     }
 
     /// Records a new job and queues its chunks. A job created already (a retry taking over an

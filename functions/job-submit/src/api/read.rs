@@ -1,212 +1,293 @@
-//! The reads: `GET /jobs`, `GET /jobs/{id}`, `GET /jobs/{id}/results`, `GET /orphans`.
+//! The reads: `GET /jobs`, `GET /jobs/{id}`, `GET /jobs/{id}/results`, `GET /orphans`, and the
+//! one parser of their query parameters ([`Params`]: serde, each parameter a type that holds
+//! its rule, a value that breaks it a 400 naming the parameter and the rule).
 
-use lambda_http::{Body, Request, RequestExt, Response};
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use relay_shared::is_valid_job_id;
 use relay_shared::jobs::{ContactResult, JobMeta};
 use relay_shared::queue::Queue;
-use relay_shared::store::{IdempotencyKeys, JobDrafts, JobsCursor, OrphanStore, OrphansCursor};
-
+use relay_shared::store::{JobsCursor, OrphansCursor};
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde_json::{Value, json};
 
-use super::{Api, json_response};
+use super::{ApiStore, JobPath, Shared, json_response};
 use crate::ApiError;
 
-/// A page's `limit` (20 unless asked; 1 to 100).
-fn page_limit(
-    params: &lambda_http::aws_lambda_events::query_map::QueryMap,
-) -> Result<usize, ApiError> {
-    match params.first("limit").map(|l| l.parse::<usize>()) {
-        None => Ok(20),
-        Some(Ok(l)) if (1..=100).contains(&l) => Ok(l),
-        Some(_) => Err(ApiError::invalid(
-            "limit",
-            "must be a whole number from 1 to 100",
-        )),
+/// A request's query parameters as `T`: unknown parameters are ignored; a value a parameter's
+/// type refuses is a 400 `invalid_request` naming the parameter, with its rule as the message.
+pub(crate) struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let fields = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(fields)
+            .map(Params)
+            .map_err(|e| ApiError::invalid(&e.path().to_string(), e.inner().to_string()))
     }
 }
 
-impl<J: JobDrafts + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
-    pub(crate) async fn job(&self, id: &str) -> Result<Response<Body>, ApiError> {
-        // With its figures: summed over its chunks while it runs.
-        let meta = self.live(id, true).await?;
-        let chunks = self.jobs.chunks(id).await?;
-        let credits: f64 = chunks.iter().filter_map(|c| c.credits).sum();
-        let mut body = meta.summary_json();
-        body["credits_used"] = json!(credits);
-        body["callback"] = relay_shared::callback::callback_json(&meta);
-        body["chunks"] = chunks
-            .iter()
-            .map(|c| {
-                json!({
-                    "index": c.index,
-                    "provider_id": c.provider_id,
-                    "status": c.status.as_str(),
-                    "contacts": c.count,
-                    "credits": c.credits,
-                    "error": c.error,
-                })
+/// A parameter's value read as text, then parsed by `parse`; `rule` is the message when it fails.
+fn parsed<'de, D: Deserializer<'de>, T>(
+    d: D,
+    rule: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, D::Error> {
+    let text = String::deserialize(d)?;
+    parse(&text).ok_or_else(|| D::Error::custom(rule))
+}
+
+/// The bounds of a page's `limit`.
+pub(crate) trait Bounds {
+    const MAX: usize;
+    const DEFAULT: usize;
+}
+
+/// A list's page: 20 unless asked, 1 to 100.
+pub(crate) struct ListPage;
+impl Bounds for ListPage {
+    const MAX: usize = 100;
+    const DEFAULT: usize = 20;
+}
+
+/// A results page: 100 unless asked, 1 to 1,000.
+pub(crate) struct ResultsPage;
+impl Bounds for ResultsPage {
+    const MAX: usize = 1000;
+    const DEFAULT: usize = 100;
+}
+
+/// `limit`: a whole number from 1 to `B::MAX`, `B::DEFAULT` when not given.
+pub(crate) struct Limit<B>(pub usize, PhantomData<B>);
+
+impl<B: Bounds> Default for Limit<B> {
+    fn default() -> Self {
+        Limit(B::DEFAULT, PhantomData)
+    }
+}
+
+impl<'de, B: Bounds> Deserialize<'de> for Limit<B> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let rule = format!("must be a whole number from 1 to {}", B::MAX);
+        parsed(d, &rule, |t| {
+            t.parse().ok().filter(|l| (1..=B::MAX).contains(l))
+        })
+        .map(|l| Limit(l, PhantomData))
+    }
+}
+
+const NOT_A_CURSOR: &str = "is not a cursor this API returned";
+
+/// `GET /jobs`' parameters: `limit`, and `cursor` (`{created_at_ms}.{job_id}`).
+#[derive(Deserialize)]
+pub(crate) struct JobsQuery {
+    #[serde(default)]
+    limit: Limit<ListPage>,
+    #[serde(default, deserialize_with = "jobs_cursor")]
+    cursor: Option<JobsCursor>,
+}
+
+fn jobs_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<JobsCursor>, D::Error> {
+    parsed(d, NOT_A_CURSOR, |c| {
+        let (t, id) = c.split_once('.')?;
+        Some(JobsCursor {
+            created_at_ms: t.parse().ok()?,
+            job_id: Some(id).filter(|id| is_valid_job_id(id))?.to_string(),
+        })
+    })
+    .map(Some)
+}
+
+/// `GET /orphans`' parameters: `limit`, and `cursor` (`{13-digit ms}#{id}`).
+#[derive(Deserialize)]
+pub(crate) struct OrphansQuery {
+    #[serde(default)]
+    limit: Limit<ListPage>,
+    #[serde(default, deserialize_with = "orphans_cursor")]
+    cursor: Option<OrphansCursor>,
+}
+
+fn orphans_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OrphansCursor>, D::Error> {
+    parsed(d, NOT_A_CURSOR, |c| {
+        let (t, id) = c.split_once('#')?;
+        let valid = t.len() == 13 && t.bytes().all(|b| b.is_ascii_digit()) && is_valid_job_id(id);
+        valid.then(|| OrphansCursor(c.to_string()))
+    })
+    .map(Some)
+}
+
+/// A results page's format.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Format {
+    #[default]
+    Json,
+    Ndjson,
+    Csv,
+}
+
+impl<'de> Deserialize<'de> for Format {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parsed(d, "must be json, ndjson or csv", |f| match f {
+            "json" => Some(Format::Json),
+            "ndjson" => Some(Format::Ndjson),
+            "csv" => Some(Format::Csv),
+            _ => None,
+        })
+    }
+}
+
+/// `GET /jobs/{id}/results`' parameters: `limit`, `cursor` (the index of the page's first
+/// result), `include=raw`, `format`.
+#[derive(Deserialize)]
+pub(crate) struct ResultsQuery {
+    #[serde(default)]
+    limit: Limit<ResultsPage>,
+    #[serde(default, deserialize_with = "results_cursor")]
+    cursor: u64,
+    #[serde(default, deserialize_with = "include_raw")]
+    include: bool,
+    #[serde(default)]
+    format: Format,
+}
+
+fn results_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    parsed(d, NOT_A_CURSOR, |c| c.parse().ok())
+}
+
+fn include_raw<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let rule = "the only value is \"raw\" (the provider's record with each result)";
+    parsed(d, rule, |i| match i {
+        "" => Some(false),
+        "raw" => Some(true),
+        _ => None,
+    })
+}
+
+/// `GET /jobs/{id}`: the job, its figures (summed over its chunks while it runs) and chunks.
+pub(super) async fn job<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+) -> Result<Response, ApiError> {
+    let id = id.as_str();
+    let api = &*api;
+    // With its figures: summed over its chunks while it runs.
+    let meta = api.live(id, true).await?;
+    let chunks = api.jobs.chunks(id).await?;
+    let credits: f64 = chunks.iter().filter_map(|c| c.credits).sum();
+    let mut body = meta.summary_json();
+    body["credits_used"] = json!(credits);
+    body["callback"] = relay_shared::callback::callback_json(&meta);
+    body["chunks"] = chunks
+        .iter()
+        .map(|c| {
+            json!({
+                "index": c.index,
+                "provider_id": c.provider_id,
+                "status": c.status.as_str(),
+                "contacts": c.count,
+                "credits": c.credits,
+                "error": c.error,
             })
-            .collect();
-        Ok(json_response(200, body.to_string()))
-    }
+        })
+        .collect();
+    Ok(json_response(200, body.to_string()))
+}
 
-    /// `GET /jobs?limit=&cursor=`: job heads newest first (the `recent` index; no scan).
-    pub(crate) async fn list(&self, req: &Request) -> Result<Response<Body>, ApiError> {
-        let params = req.query_string_parameters();
-        let limit = page_limit(&params)?;
-        let cursor = match params.first("cursor") {
-            None => None,
-            Some(c) => Some(
-                c.split_once('.')
-                    .and_then(|(t, id)| {
-                        Some(JobsCursor {
-                            created_at_ms: t.parse().ok()?,
-                            job_id: Some(id).filter(|id| is_valid_job_id(id))?.to_string(),
-                        })
-                    })
-                    .ok_or_else(|| {
-                        ApiError::invalid("cursor", "is not a cursor this API returned")
-                    })?,
-            ),
-        };
-        let (jobs, next) = self.jobs.list_jobs(limit, cursor.as_ref()).await?;
-        let body = json!({
-            "jobs": jobs.iter().map(JobMeta::summary_json).collect::<Vec<_>>(),
-            "next_cursor": next.map(|c| format!("{}.{}", c.created_at_ms, c.job_id)),
-        });
-        Ok(json_response(200, body.to_string()))
-    }
+/// `GET /jobs?limit=&cursor=`: job heads newest first (the `recent` index; no scan).
+pub(super) async fn list<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    Params(q): Params<JobsQuery>,
+) -> Result<Response, ApiError> {
+    let (jobs, next) = api.jobs.list_jobs(q.limit.0, q.cursor.as_ref()).await?;
+    let body = json!({
+        "jobs": jobs.iter().map(JobMeta::summary_json).collect::<Vec<_>>(),
+        "next_cursor": next.map(|c| format!("{}.{}", c.created_at_ms, c.job_id)),
+    });
+    Ok(json_response(200, body.to_string()))
+}
 
-    /// `GET /orphans?limit=&cursor=`: events of Enrow's global webhook for searches no chunk
-    /// knows, newest first (one query of their partition): id, event, cost, when; no contact data.
-    pub(crate) async fn orphans(&self, req: &Request) -> Result<Response<Body>, ApiError> {
-        let params = req.query_string_parameters();
-        let limit = page_limit(&params)?;
-        let cursor = match params.first("cursor") {
-            None => None,
-            Some(c) => Some(
-                c.split_once('#')
-                    .filter(|(t, d)| {
-                        t.len() == 13 && t.bytes().all(|b| b.is_ascii_digit()) && is_valid_job_id(d)
-                    })
-                    .map(|_| OrphansCursor(c.to_string()))
-                    .ok_or_else(|| {
-                        ApiError::invalid("cursor", "is not a cursor this API returned")
-                    })?,
-            ),
-        };
-        let (orphans, next) = self.jobs.list_orphans(limit, cursor.as_ref()).await?;
-        let body = json!({
-            "orphans": orphans.iter().map(|o| json!({
-                "provider": o.provider.as_str(),
-                "provider_id": o.provider_id,
-                "event": o.event,
-                "received_at": o.received_at_ms,
-                "credits": o.credits,
-            })).collect::<Vec<_>>(),
-            "next_cursor": next.map(|c| c.0),
-        });
-        Ok(json_response(200, body.to_string()))
-    }
+/// `GET /orphans?limit=&cursor=`: events of Enrow's global webhook for searches no chunk
+/// knows, newest first (one query of their partition): id, event, cost, when; no contact data.
+pub(super) async fn orphans<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    Params(q): Params<OrphansQuery>,
+) -> Result<Response, ApiError> {
+    let (orphans, next) = api.jobs.list_orphans(q.limit.0, q.cursor.as_ref()).await?;
+    let body = json!({
+        "orphans": orphans.iter().map(|o| json!({
+            "provider": o.provider.as_str(),
+            "provider_id": o.provider_id,
+            "event": o.event,
+            "received_at": o.received_at_ms,
+            "credits": o.credits,
+        })).collect::<Vec<_>>(),
+        "next_cursor": next.map(|c| c.0),
+    });
+    Ok(json_response(200, body.to_string()))
+}
 
-    pub(crate) async fn results(
-        &self,
-        id: &str,
-        req: &Request,
-    ) -> Result<Response<Body>, ApiError> {
-        let params = req.query_string_parameters();
-        let limit = match params.first("limit").map(|l| l.parse::<usize>()) {
-            None => 100,
-            Some(Ok(l)) if (1..=1000).contains(&l) => l,
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    "must be a whole number from 1 to 1000",
-                ));
-            }
-        };
-        let from = match params.first("cursor").map(|c| c.parse::<u64>()) {
-            None => 0,
-            Some(Ok(c)) => c,
-            Some(Err(_)) => {
-                return Err(ApiError::invalid(
-                    "cursor",
-                    "is not a cursor this API returned",
-                ));
-            }
-        };
-        let include_raw = match params.first("include") {
-            None | Some("") => false,
-            Some("raw") => true,
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "include",
-                    "the only value is \"raw\" (the provider's record with each result)",
-                ));
-            }
-        };
-        let format = match params.first("format") {
-            None | Some("json") => "json",
-            Some("ndjson") => "ndjson",
-            Some("csv") => "csv",
-            Some(_) => return Err(ApiError::invalid("format", "must be json, ndjson or csv")),
-        };
-        let meta = self.live(id, false).await?;
-        let results = self.jobs.results(id, from, limit + 1).await?;
-        // CSV reads the provider's records for its `relay_emails` / `relay_phones` lists.
-        let with_raw = include_raw || format == "csv";
-        let (page, next) = results_page(results, limit, with_raw, MAX_RESULTS_PAGE_BYTES);
-        // NDJSON and CSV: the page as lines, and where the next one starts in `X-Next-Cursor`.
-        let (content_type, body) = match format {
-            "ndjson" => {
-                let mut body = page.join("\n");
-                if !body.is_empty() {
-                    body.push('\n');
-                }
-                ("application/x-ndjson", body)
-            }
-            "csv" => {
-                let rows: Vec<Value> = page
-                    .iter()
-                    .filter_map(|r| serde_json::from_str(r).ok())
-                    .collect();
-                let mut out = Vec::new();
-                // No byte-order mark: pages are concatenated by their readers (the CLI's
-                // files have one).
-                relay_shared::results_csv::write_results(
-                    &mut out,
-                    &rows,
-                    meta.provider.as_str(),
-                    false,
-                )
-                .map_err(|e| ApiError {
-                    source: Some(e.into()),
-                    ..ApiError::new(500, "internal", "the results could not be written as CSV")
-                })?;
-                (
-                    "text/csv; charset=utf-8",
-                    String::from_utf8_lossy(&out).into_owned(),
-                )
-            }
-            _ => {
-                return Ok(json_response(
-                    200,
-                    format!(
-                        r#"{{"results":[{}],"next_cursor":{}}}"#,
-                        page.join(","),
-                        serde_json::to_string(&next).expect("serializable")
-                    ),
-                ));
-            }
-        };
-        let mut resp = Response::builder()
-            .status(200)
-            .header("content-type", content_type);
-        if let Some(n) = &next {
-            resp = resp.header("x-next-cursor", n.as_str());
+/// `GET /jobs/{id}/results?limit=&cursor=&include=raw&format=`: a page of results, as JSON,
+/// NDJSON or CSV (the last two: where the next page starts in `X-Next-Cursor`).
+pub(super) async fn results<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+    Params(q): Params<ResultsQuery>,
+) -> Result<Response, ApiError> {
+    let meta = api.live(&id, false).await?;
+    let limit = q.limit.0;
+    let results = api.jobs.results(&id, q.cursor, limit + 1).await?;
+    // CSV reads the provider's records for its `relay_emails` / `relay_phones` lists.
+    let with_raw = q.include || q.format == Format::Csv;
+    let (page, next) = results_page(results, limit, with_raw, MAX_RESULTS_PAGE_BYTES);
+    let (content_type, body) = match q.format {
+        Format::Json => {
+            return Ok(json_response(
+                200,
+                format!(
+                    r#"{{"results":[{}],"next_cursor":{}}}"#,
+                    page.join(","),
+                    serde_json::to_string(&next).expect("serializable")
+                ),
+            ));
         }
-        Ok(resp.body(Body::Text(body)).expect("valid response"))
+        Format::Ndjson => {
+            let mut body = page.join("\n");
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            ("application/x-ndjson", body)
+        }
+        Format::Csv => ("text/csv; charset=utf-8", csv(&page, &meta)?),
+    };
+    let mut resp = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    if let Some(n) = next.as_deref().and_then(|n| n.parse().ok()) {
+        resp.headers_mut().insert("x-next-cursor", n);
     }
+    Ok(resp)
+}
+
+/// A page of results as CSV rows. No byte-order mark: pages are concatenated by their readers
+/// (the CLI's files have one).
+fn csv(page: &[String], meta: &JobMeta) -> Result<String, ApiError> {
+    let rows: Vec<Value> = page
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect();
+    let mut out = Vec::new();
+    relay_shared::results_csv::write_results(&mut out, &rows, meta.provider.as_str(), false)
+        .map_err(|e| ApiError {
+            source: Some(e.into()),
+            ..ApiError::new(500, "internal", "the results could not be written as CSV")
+        })?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A results page's serialized results stay under this (Lambda answers at most 6 MB, and API

@@ -1,29 +1,59 @@
 //! The writes to a job that exists: a staged job's pages and start, cancel, delete.
 
-use lambda_http::{Body, Request, Response};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
 use relay_shared::jobs::{Chunk, JobError, JobMeta, JobStatus, reasons};
 use relay_shared::queue::Queue;
-use relay_shared::store::{DRAFT_TTL, IdempotencyKeys, JobDrafts, OrphanStore, Page, PageWrite};
+use relay_shared::store::{DRAFT_TTL, Page, PageWrite};
 use relay_shared::{is_valid_job_id, now_ms};
-
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Api, IDEMPOTENCY_LEASE, accepted, json_response};
+use super::{Api, ApiStore, IDEMPOTENCY_LEASE, JobPath, Shared, accepted, json_response};
 use crate::{ApiError, SubmitChunk, validate};
 
-impl<J: JobDrafts + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
+/// `POST /jobs/{id}/contacts`: a page of a staged job's contacts.
+pub(super) async fn add_page<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    api.add_page(&id, &body).await
+}
+
+/// `POST /jobs/{id}/start`: a staged job's start.
+pub(super) async fn start<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+) -> Result<Response, ApiError> {
+    api.start(&id).await
+}
+
+/// `POST /jobs/{id}/cancel`.
+pub(super) async fn cancel<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+) -> Result<Response, ApiError> {
+    api.cancel(&id).await
+}
+
+/// `DELETE /jobs/{id}`.
+pub(super) async fn delete<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+) -> Result<Response, ApiError> {
+    api.delete(&id).await
+}
+
+impl<J: ApiStore, Q: Queue> Api<J, Q> {
     /// `POST /jobs/{id}/contacts` `{"offset": o, "contacts": [...]}`: a page of a staged job's
     /// contacts, the first being the job's contact `o`. Each contact is validated as on
     /// `POST /jobs`, named by its index in the whole job. The same page again is a no-op; another
     /// page at the same offset is a 409; a job not taking pages (started, or not staged) 409.
-    pub(crate) async fn add_page(
-        &self,
-        id: &str,
-        req: &Request,
-    ) -> Result<Response<Body>, ApiError> {
+    async fn add_page(&self, id: &str, body: &[u8]) -> Result<Response, ApiError> {
         let meta = self.live(id, false).await?;
-        let body: Value = serde_json::from_slice(req.body().as_ref()).map_err(|_| {
+        let body: Value = serde_json::from_slice(body).map_err(|_| {
             ApiError::new(400, "invalid_json", "the body is not valid JSON").field("")
         })?;
         let offset = body["offset"].as_u64().ok_or_else(|| {
@@ -77,7 +107,7 @@ impl<J: JobDrafts + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
     /// as a `POST /jobs` job does (its chunks recorded and queued, 202). A job started already
     /// answers the same (its chunks still pending queued again); pages missing, overlapping or
     /// still being written: 409, and the draft keeps taking pages.
-    pub(crate) async fn start(&self, id: &str) -> Result<Response<Body>, ApiError> {
+    async fn start(&self, id: &str) -> Result<Response, ApiError> {
         let meta = self.live(id, false).await?;
         if meta.status != JobStatus::Draft {
             self.queue_pending(id).await?;
@@ -138,7 +168,7 @@ impl<J: JobDrafts + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
     /// `POST /jobs/{id}/cancel`: chunks not started yet are never started (their contacts end
     /// `failed` with reason `canceled`); started chunks finish and their results are kept. 409
     /// once the job has ended.
-    pub(crate) async fn cancel(&self, id: &str) -> Result<Response<Body>, ApiError> {
+    async fn cancel(&self, id: &str) -> Result<Response, ApiError> {
         let meta = self.live(id, true).await?;
         if meta.status.is_terminal() {
             return Err(ApiError::new(
@@ -169,7 +199,7 @@ impl<J: JobDrafts + IdempotencyKeys + OrphanStore, Q: Queue> Api<J, Q> {
     /// message only makes it start at once). A DELETE of a job deleted but not erased yet
     /// (a retry, or one whose erasure seems stuck) marks it again and queues its erasure again:
     /// 202, never a 404 that leaves its data in place. Once erased: 404.
-    pub(crate) async fn delete(&self, id: &str) -> Result<Response<Body>, ApiError> {
+    async fn delete(&self, id: &str) -> Result<Response, ApiError> {
         if !is_valid_job_id(id) {
             return Err(ApiError::not_found("job"));
         }
