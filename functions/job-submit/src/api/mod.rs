@@ -477,4 +477,21 @@ mod tests {
             ("GET /openapi.json", 200)
         );
     }
+
+    #[tokio::test]
+    async fn a_body_over_axums_default_limit_still_reaches_the_validation() {
+        let a = api(CallbackPolicy::default());
+        // 3 MB: over axum's 2 MB default, under Lambda's 6 MB.
+        let contacts: Vec<Value> = (0..30_000)
+            .map(|i| json!({"email": format!("p{i}@example.com"), "custom": {"note": "x".repeat(60)}}))
+            .collect();
+        let body = json!({"provider": "enrow", "operation": "email_verify", "contacts": contacts});
+        assert!(body.to_string().len() > 3_000_000);
+        let (status, answer) = call(&a, "POST", "/jobs", &[], &body).await;
+        assert_ne!(status, 413, "{answer}");
+        assert!(
+            status == 202 || answer["error"]["field"].is_string(),
+            "{status} {answer}"
+        );
+    }
 }
