@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::ConfigError;
-use crate::jobs::{CallbackStatus, JobMeta};
-use crate::store::{CallbackAttempt, CallbackStore, StoreError};
+use crate::jobs::{CallbackStatus, JobMeta, JobStatus};
+use crate::queue::Queue;
+use crate::store::{CallbackAttempt, CallbackStore, JobStore, StoreError};
 
 /// Retries stop this long after the job ended.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -30,6 +31,37 @@ pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(2 * 3600);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an attempt holds the callback: past it, a sweep takes it again.
 pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
+
+/// Settles the job when every contact is accounted for, then, if that ended it and it has a
+/// callback URL, asks the webhook queue for its callback at once (a message not queued is only
+/// logged: the sweeper finds the callback due within its interval). `meta`: the job's head as
+/// the caller read it, whose `callback_url` decides; `None`: the head is read after the settle.
+/// Returns the status the settle set, if it ended the job.
+pub async fn settle_then_ask<J: JobStore, Q: Queue>(
+    jobs: &J,
+    queue: &Q,
+    job_id: &str,
+    meta: Option<&JobMeta>,
+) -> Result<Option<JobStatus>, StoreError> {
+    let settled = jobs.settle_job(job_id).await?;
+    if settled.is_none() {
+        return Ok(None);
+    }
+    let has_callback = match meta {
+        Some(m) => m.callback_url.is_some(),
+        None => jobs
+            .get_job(job_id)
+            .await?
+            .is_some_and(|m| m.callback_url.is_some()),
+    };
+    if has_callback {
+        let ask = CallbackRequest::new(job_id, None).to_json();
+        if let Err(e) = queue.send(ask).await {
+            tracing::warn!(job_id, error = %e, "callback not queued: the sweeper will");
+        }
+    }
+    Ok(settled)
+}
 
 /// The webhook queue's message that asks for one callback attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

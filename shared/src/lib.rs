@@ -20,6 +20,7 @@ pub mod providers;
 pub mod queue;
 pub mod results_csv;
 pub mod retry;
+pub mod routes;
 pub mod secrets;
 pub mod serde_util;
 pub mod store;

@@ -121,13 +121,14 @@ impl Queue for SqsQueue {
     }
 }
 
-/// A queue in memory (feature `memory`): what was sent, with its delay and attributes.
+/// A queue in memory (feature `memory`): what was sent, with its delay and attributes. A clone
+/// is the same queue (as [`crate::store::memory::MemoryJobs`]).
 #[cfg(feature = "memory")]
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct MemoryQueue {
-    pub sent: std::sync::Mutex<Vec<Sent>>,
+    pub sent: std::sync::Arc<std::sync::Mutex<Vec<Sent>>>,
     /// Sends still to fail (as SQS being unreachable would).
-    failing: std::sync::atomic::AtomicUsize,
+    failing: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[cfg(feature = "memory")]

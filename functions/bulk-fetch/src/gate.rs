@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use relay_shared::bodies::BodyStore;
-use relay_shared::callback::CallbackRequest;
+use relay_shared::callback::settle_then_ask;
 use relay_shared::jobs::{JobMeta, JobStatus};
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::queue::Queue;
@@ -120,13 +120,6 @@ where
     /// Settles the job when its results are all in. If that ended it and it has a callback URL,
     /// the callback is asked for now (else the sweeper finds it due within its interval).
     pub(crate) async fn settle(&self, meta: &JobMeta) -> Result<Option<JobStatus>, StoreError> {
-        let settled = self.jobs.settle_job(&meta.job_id).await?;
-        if settled.is_some() && meta.callback_url.is_some() {
-            let ask = CallbackRequest::new(&meta.job_id, None).to_json();
-            if let Err(e) = self.requeue.send(ask).await {
-                tracing::warn!(job_id = %meta.job_id, error = %e, "callback not queued: the sweeper will");
-            }
-        }
-        Ok(settled)
+        settle_then_ask(&self.jobs, &self.requeue, &meta.job_id, Some(meta)).await
     }
 }

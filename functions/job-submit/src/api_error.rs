@@ -1,6 +1,7 @@
 //! [`ApiError`]: every error the jobs API answers, and the JSON body it becomes.
 
-use lambda_http::{Body, Response};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use relay_shared::error_json;
 use relay_shared::store::StoreError;
 use relay_shared::validate::Invalid;
@@ -19,6 +20,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// `Retry-After`, in seconds.
     pub retry_after: Option<u64>,
+    /// The job the request named, for its log line (never in the body).
+    pub job_id: Option<String>,
     #[source]
     pub source: Option<Cause>,
 }
@@ -31,6 +34,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            job_id: None,
             source: None,
         }
     }
@@ -63,24 +67,39 @@ impl ApiError {
         self
     }
 
+    /// The error about job `job_id` (named in the request's log line).
+    pub fn job(mut self, job_id: &str) -> ApiError {
+        self.job_id = Some(job_id.to_string());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
     /// The response; a 5xx's cause is logged here, with its chain.
-    pub fn into_response(self) -> Response<Body> {
+    fn into_response(self) -> Response {
         if self.status >= 500 {
             let cause = self.source.as_deref().map(error_chain);
             tracing::error!(code = self.code, cause, "{}", self.message);
         }
-        let mut resp = Response::builder()
-            .status(self.status)
-            .header("content-type", "application/json");
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = error_json(self.code, &self.message, self.field.as_deref());
+        let mut resp = (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
         if let Some(secs) = self.retry_after {
-            resp = resp.header("retry-after", secs.to_string());
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        resp.body(Body::Text(error_json(
-            self.code,
-            &self.message,
-            self.field.as_deref(),
-        )))
-        .expect("valid response")
+        if let Some(job_id) = self.job_id {
+            resp = crate::api::with_job(resp, &job_id);
+        }
+        resp
     }
 }
 
@@ -112,35 +131,35 @@ impl From<Invalid> for ApiError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_error_becomes_its_json_body_and_headers() {
+    async fn text(resp: Response) -> String {
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await;
+        String::from_utf8(bytes.unwrap().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_error_becomes_its_json_body_and_headers() {
         let resp = ApiError::new(409, "idempotency_key_in_use", "retry later")
             .field("Idempotency-Key")
             .retry_after(2)
             .into_response();
         assert_eq!(resp.status(), 409);
         assert_eq!(resp.headers()["retry-after"], "2");
-        let Body::Text(text) = resp.body() else {
-            panic!("text body")
-        };
-        let body: serde_json::Value = serde_json::from_str(text).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&text(resp).await).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"error": {"code": "idempotency_key_in_use", "message": "retry later", "field": "Idempotency-Key"}})
         );
     }
 
-    #[test]
-    fn a_store_failure_is_a_503_that_keeps_its_cause_out_of_the_body() {
+    #[tokio::test]
+    async fn a_store_failure_is_a_503_that_keeps_its_cause_out_of_the_body() {
         let e = ApiError::from(StoreError::unavailable(
             "ProvisionedThroughputExceeded: slow down",
         ));
         assert_eq!(e.status, 503);
         let cause = std::error::Error::source(&e).expect("cause kept");
         assert!(cause.to_string().contains("ProvisionedThroughputExceeded"));
-        let Body::Text(text) = e.into_response().into_body() else {
-            panic!("text body")
-        };
+        let text = text(e.into_response()).await;
         assert!(!text.contains("Provisioned"), "{text}");
     }
 }

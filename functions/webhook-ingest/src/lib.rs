@@ -28,49 +28,11 @@ use relay_shared::envelope::{self, Envelope, Signature};
 use relay_shared::metrics::{self, Metrics};
 use relay_shared::providers::Hook;
 use relay_shared::queue::Queue;
-use relay_shared::{Provider, error_json, is_valid_job_id, now_ms};
+use relay_shared::{Provider, error_json, now_ms};
 use sha2::{Digest, Sha256};
 
-/// A parsed webhook route.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route<'a> {
-    pub provider: Provider,
-    /// Empty on the global route.
-    pub job_id: &'a str,
-    pub hook: Hook,
-    pub token: Option<&'a str>,
-}
-
-/// Parses `…/webhooks/{provider}/{job_id}/{hook}[/{token}]`, and Enrow's global
-/// `…/webhooks/enrow/global/{token}`. Anything before `webhooks` (a stage name, a local router
-/// prefix) is ignored.
-pub fn parse_route(path: &str) -> Option<Route<'_>> {
-    let mut segments = path.split('/').filter(|s| !s.is_empty());
-    segments.by_ref().find(|s| *s == "webhooks")?;
-    let provider: Provider = segments.next()?.parse().ok()?;
-    let rest: Vec<&str> = segments.collect();
-    if let (Provider::Enrow, ["global", token]) = (provider, rest.as_slice()) {
-        return Some(Route {
-            provider,
-            job_id: "",
-            hook: Hook::Global,
-            token: Some(token),
-        });
-    }
-    let mut segments = rest.into_iter();
-    let job_id = segments.next().filter(|j| is_valid_job_id(j))?;
-    let hook = Hook::parse_for(provider, segments.next()?)?;
-    let token = segments.next();
-    if segments.next().is_some() {
-        return None;
-    }
-    Some(Route {
-        provider,
-        job_id,
-        hook,
-        token,
-    })
-}
+/// The routes are parsed in `relay_shared`, next to the builder of the URLs they read.
+pub use relay_shared::routes::{Route, parse_route};
 
 /// Why a delivery was refused or failed; logged, never sent to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,35 +265,6 @@ fn respond(outcome: Outcome, delivery_id: Option<&str>) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes() {
-        let r = parse_route("/webhooks/fullenrich/job_1/batch/tok").unwrap();
-        assert_eq!(r.provider, Provider::Fullenrich);
-        assert_eq!(r.job_id, "job_1");
-        assert_eq!(r.hook, Hook::Batch);
-        assert_eq!(r.token, Some("tok"));
-        let r = parse_route("/prod/webhooks/enrow/j/event/t").unwrap();
-        assert_eq!((r.provider, r.hook), (Provider::Enrow, Hook::Event));
-        assert_eq!(parse_route("/webhooks/enrow/j/event").unwrap().token, None);
-        assert!(parse_route("/webhooks/enrow/j/batch/t").is_none());
-        assert!(parse_route("/webhooks/other/j/event/t").is_none());
-        assert!(parse_route("/webhooks/enrow/j%2F..%2F/event/t").is_none());
-        assert!(parse_route("/webhooks/enrow/j/event/t/extra").is_none());
-        assert!(parse_route("/jobs/j").is_none());
-        let g = parse_route("/prod/webhooks/enrow/global/tok").unwrap();
-        assert_eq!(
-            (g.provider, g.hook, g.job_id),
-            (Provider::Enrow, Hook::Global, "")
-        );
-        assert_eq!(g.token, Some("tok"));
-        assert!(parse_route("/webhooks/fullenrich/global/tok").is_none());
-        assert!(parse_route("/webhooks/enrow/global/tok/extra").is_none());
-        assert!(parse_route("/webhooks/enrow/global").is_none());
-        // A job may still be called `global`: its own route has a hook segment.
-        let j = parse_route("/webhooks/enrow/global/event/tok").unwrap();
-        assert_eq!((j.job_id, j.hook), ("global", Hook::Event));
-    }
 
     #[test]
     fn each_outcome_is_one_metric_and_refusals_carry_their_reason() {

@@ -1,0 +1,212 @@
+//! `POST /jobs`: a new job, or a staged job's draft, under its `Idempotency-Key`.
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use relay_shared::jobs::{Chunk, JobMeta, JobStatus};
+use relay_shared::providers::submit::chunk_size;
+use relay_shared::queue::Queue;
+use relay_shared::store::{Idempotency, StoreError};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{Api, ApiStore, IDEMPOTENCY_LEASE, Shared, accepted, json_response, with_job};
+use crate::{ApiError, validate};
+
+/// `POST /jobs`: validates, records the job (contacts, chunks, head) and queues one message per
+/// chunk, then answers 202 (a staged job: its draft head only).
+pub(super) async fn create<J: ApiStore, Q: Queue>(
+    axum::extract::State(api): Shared<J, Q>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    api.create(&headers, &body).await
+}
+
+/// What a request's `Idempotency-Key` (if any) makes of it.
+enum Claim<'h> {
+    /// A job to create now, under this id, the key held (when one was sent).
+    New {
+        job_id: String,
+        key: Option<&'h str>,
+    },
+    /// Created before: the first answer, again.
+    Answered(Response),
+}
+
+impl<J: ApiStore, Q: Queue> Api<J, Q> {
+    /// `POST /jobs`; the response and the error name the job once it is known.
+    async fn create(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+        let body: Value = serde_json::from_slice(body).map_err(|_| {
+            ApiError::new(400, "invalid_json", "the body is not valid JSON").field("")
+        })?;
+        // A staged job: its head now, its contacts in pages, its start when they are all in.
+        let (new, staged) = if body.get("staged").is_some_and(|s| !s.is_null()) {
+            let (new, n) = validate::validate_staged(&body, self.callbacks)?;
+            (new, Some(n))
+        } else {
+            (validate::validate_with(&body, self.callbacks)?, None)
+        };
+        let owner = uuid::Uuid::new_v4().to_string();
+        let (job_id, held_key) = match self.claim(headers, &body, &owner).await? {
+            Claim::New { job_id, key } => (job_id, key),
+            Claim::Answered(resp) => return Ok(resp),
+        };
+        let size = chunk_size(new.operation);
+        let n = staged.unwrap_or(new.contacts.len() as u64);
+        let chunks = Chunk::plan(n, size);
+        let mut meta = JobMeta::new(
+            job_id.clone(),
+            new.operation,
+            Some(new.name),
+            if staged.is_some() {
+                JobStatus::Draft
+            } else {
+                JobStatus::Accepted
+            },
+            n,
+            size,
+            new.options,
+        );
+        meta.callback_url = new.callback_url;
+        let outcome = match staged {
+            Some(_) => self.record_draft(&meta).await,
+            None => self.record_and_queue(&meta, &chunks, &new.contacts).await,
+        };
+        if let Some(key) = held_key
+            && let Err(e) = self
+                .jobs
+                .finish_idempotency_key(key, &owner, outcome.is_ok())
+                .await
+        {
+            // The key's lease runs out on its own; a retry then takes over.
+            tracing::warn!(error = %e, job_id, "idempotency key not finished");
+        }
+        let meta = outcome.map_err(|e| e.job(&job_id))?;
+        Ok(with_job(
+            json_response(202, accepted(&meta).to_string()),
+            &job_id,
+        ))
+    }
+
+    /// The job this request creates: a new id, or under its `Idempotency-Key` the id that key
+    /// holds, or the first request's answer once that created its job.
+    async fn claim<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        body: &Value,
+        owner: &str,
+    ) -> Result<Claim<'h>, ApiError> {
+        let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+        let Some(key) = headers.get("idempotency-key") else {
+            return Ok(Claim::New { job_id, key: None });
+        };
+        let key = key
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= 255)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "Idempotency-Key",
+                    "must be 1 to 255 visible ASCII characters",
+                )
+            })?;
+        // serde_json sorts object keys: the same JSON sent twice hashes the same.
+        let hash = hex::encode(Sha256::digest(body.to_string().as_bytes()));
+        let lease = IDEMPOTENCY_LEASE.as_millis() as u64;
+        match self
+            .jobs
+            .claim_idempotency_key(key, &hash, &job_id, owner, lease)
+            .await?
+        {
+            Idempotency::Owned { job_id } => Ok(Claim::New {
+                job_id,
+                key: Some(key),
+            }),
+            Idempotency::Mismatch { job_id: first } => Err(ApiError::new(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different body",
+            )
+            .field("Idempotency-Key")
+            .job(&first)),
+            Idempotency::InUse { retry_after_ms } => Err(ApiError::new(
+                409,
+                "idempotency_key_in_use",
+                "another request with this Idempotency-Key is still creating its job; retry after the time in Retry-After",
+            )
+            .field("Idempotency-Key")
+            .retry_after(retry_after_ms.div_ceil(1000).max(1))),
+            Idempotency::Created { job_id: first } => {
+                // Created before: finish what it may have left undone (chunks still pending
+                // whose messages were lost), then answer as the first time.
+                let again = self.answer_again(&first).await.map_err(|e| e.job(&first))?;
+                Ok(Claim::Answered(with_job(again, &first)))
+            }
+        }
+    }
+
+    /// The answer to a request whose `Idempotency-Key` created its job before.
+    async fn answer_again(&self, job_id: &str) -> Result<Response, ApiError> {
+        let meta = self.jobs.get_job(job_id).await?.ok_or_else(|| {
+            ApiError::new(
+                409,
+                "idempotency_key_in_use",
+                "the job of this Idempotency-Key is not recorded; retry",
+            )
+            .field("Idempotency-Key")
+        })?;
+        self.queue_pending(job_id).await?;
+        Ok(json_response(202, accepted(&meta).to_string()))
+    }
+
+    /// Records a new job and queues its chunks. A job created already (a retry taking over an
+    /// `Idempotency-Key` whose first request died after creating it) is never written again, so
+    /// no chunk that may have started is reset: only its chunks still `pending` are queued again.
+    /// A job still `creating` (its first request died writing it) started nothing: it is
+    /// written again, whole.
+    async fn record_and_queue(
+        &self,
+        meta: &JobMeta,
+        chunks: &[Chunk],
+        contacts: &[relay_shared::jobs::Contact],
+    ) -> Result<JobMeta, ApiError> {
+        let job_id = meta.job_id.as_str();
+        let created = match self.jobs.get_job(job_id).await? {
+            Some(existing) if !existing.creating || existing.deleted => Some(existing),
+            _ => match self.jobs.create_job(meta, chunks, contacts).await {
+                Ok(()) => None,
+                // Created or deleted meanwhile (a request racing this one for the same key).
+                Err(StoreError::Conflict(_)) => self.jobs.get_job(job_id).await?,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let Some(existing) = created else {
+            self.queue(job_id, chunks.iter().map(|c| c.index)).await?;
+            return Ok(meta.clone());
+        };
+        if existing.deleted || existing.creating {
+            return Err(ApiError::new(
+                409,
+                "job_deleted",
+                "the job of this Idempotency-Key was deleted; send the request with a new Idempotency-Key",
+            )
+            .field("Idempotency-Key"));
+        }
+        self.queue_pending(job_id).await?;
+        Ok(existing)
+    }
+
+    /// Records a staged job's draft head (once: a retry taking over its `Idempotency-Key` finds
+    /// it recorded).
+    async fn record_draft(&self, meta: &JobMeta) -> Result<JobMeta, ApiError> {
+        if let Some(existing) = self.jobs.get_job(&meta.job_id).await? {
+            return Ok(existing);
+        }
+        match self.jobs.create_draft(meta).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => Ok(meta.clone()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The writes to a job that exists: a staged job's pages and start, cancel, delete.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use relay_shared::jobs::{Chunk, JobError, JobMeta, JobStatus, reasons};
+use relay_shared::queue::Queue;
+use relay_shared::store::{DRAFT_TTL, Page, PageWrite};
+use relay_shared::{is_valid_job_id, now_ms};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Api, ApiStore, IDEMPOTENCY_LEASE, JobPath, Shared, accepted, json_response};
+use crate::{ApiError, SubmitChunk, validate};
+
+/// `POST /jobs/{id}/contacts`: a page of a staged job's contacts.
+pub(super) async fn add_page<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    api.add_page(&id, &body).await
+}
+
+/// `POST /jobs/{id}/start`: a staged job's start.
+pub(super) async fn start<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+) -> Result<Response, ApiError> {
+    api.start(&id).await
+}
+
+/// `POST /jobs/{id}/cancel`.
+pub(super) async fn cancel<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+) -> Result<Response, ApiError> {
+    api.cancel(&id).await
+}
+
+/// `DELETE /jobs/{id}`.
+pub(super) async fn delete<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+) -> Result<Response, ApiError> {
+    api.delete(&id).await
+}
+
+impl<J: ApiStore, Q: Queue> Api<J, Q> {
+    /// `POST /jobs/{id}/contacts` `{"offset": o, "contacts": [...]}`: a page of a staged job's
+    /// contacts, the first being the job's contact `o`. Each contact is validated as on
+    /// `POST /jobs`, named by its index in the whole job. The same page again is a no-op; another
+    /// page at the same offset is a 409; a job not taking pages (started, or not staged) 409.
+    async fn add_page(&self, id: &str, body: &[u8]) -> Result<Response, ApiError> {
+        let meta = self.live(id, false).await?;
+        let body: Value = serde_json::from_slice(body).map_err(|_| {
+            ApiError::new(400, "invalid_json", "the body is not valid JSON").field("")
+        })?;
+        let offset = body["offset"].as_u64().ok_or_else(|| {
+            ApiError::invalid(
+                "offset",
+                "is required: the index in the job of the page's first contact (0 for the first page)",
+            )
+        })?;
+        let contacts = body["contacts"]
+            .as_array()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid("contacts", "is required: an array of at least one contact")
+            })?;
+        let end = offset.saturating_add(contacts.len() as u64);
+        if end > meta.contacts {
+            return Err(ApiError::invalid(
+                "contacts",
+                format!(
+                    "the page runs past the job's {} contacts (staged.contacts when it was created)",
+                    meta.contacts
+                ),
+            ));
+        }
+        let valid = validate::validate_contacts(meta.operation, offset as usize, contacts)?;
+        let page = Page {
+            offset,
+            count: valid.len() as u64,
+            sha256: hex::encode(Sha256::digest(body.to_string().as_bytes())),
+            complete: false,
+        };
+        let written = match self.jobs.put_page(id, &page, &valid).await? {
+            PageWrite::Written => true,
+            PageWrite::Unchanged => false,
+            PageWrite::Conflict => {
+                return Err(ApiError::new(
+                    409,
+                    "page_conflict",
+                    "another page was sent at this offset (a page is sent again only as it was)",
+                )
+                .field("offset"));
+            }
+            PageWrite::Closed => return Err(not_draft(&meta)),
+        };
+        let answer =
+            json!({"job_id": id, "offset": offset, "contacts": page.count, "written": written});
+        Ok(json_response(200, answer.to_string()))
+    }
+
+    /// `POST /jobs/{id}/start`: a staged job whose pages hold every contact it announced starts
+    /// as a `POST /jobs` job does (its chunks recorded and queued, 202). A job started already
+    /// answers the same (its chunks still pending queued again); pages missing, overlapping or
+    /// still being written: 409, and the draft keeps taking pages.
+    async fn start(&self, id: &str) -> Result<Response, ApiError> {
+        let meta = self.live(id, false).await?;
+        if meta.status != JobStatus::Draft {
+            self.queue_pending(id).await?;
+            return Ok(json_response(202, accepted(&meta).to_string()));
+        }
+        if meta.created_at_ms + DRAFT_TTL.as_millis() as u64 <= now_ms() {
+            return Err(ApiError::new(
+                409,
+                "draft_expired",
+                format!(
+                    "the draft was not started within {} minutes of its creation: it is being erased; submit the job again",
+                    DRAFT_TTL.as_secs() / 60
+                ),
+            ));
+        }
+        let in_progress = || {
+            ApiError::new(
+                409,
+                "start_in_progress",
+                "another request is starting this job; retry after the time in Retry-After",
+            )
+            .retry_after(2)
+        };
+        let Some(seal) = self
+            .jobs
+            .seal_draft(id, IDEMPOTENCY_LEASE.as_millis() as u64)
+            .await?
+        else {
+            return match self.live(id, false).await? {
+                m if m.status != JobStatus::Draft => {
+                    Ok(json_response(202, accepted(&m).to_string()))
+                }
+                _ => Err(in_progress()),
+            };
+        };
+        let pages = self.jobs.pages(id).await?;
+        if let Err(rule) = pages_cover(&pages, meta.contacts) {
+            self.jobs.unseal_draft(id, seal).await?;
+            return Err(ApiError::new(409, "pages_missing", rule).field("contacts"));
+        }
+        let chunks = Chunk::plan(meta.contacts, meta.chunk_size);
+        if !self.jobs.start_draft(id, &chunks, seal).await? {
+            return match self.live(id, false).await? {
+                m if m.status != JobStatus::Draft => {
+                    Ok(json_response(202, accepted(&m).to_string()))
+                }
+                _ => Err(in_progress()),
+            };
+        }
+        self.queue(id, chunks.iter().map(|c| c.index)).await?;
+        let started = JobMeta {
+            status: JobStatus::Accepted,
+            ..meta
+        };
+        Ok(json_response(202, accepted(&started).to_string()))
+    }
+
+    /// `POST /jobs/{id}/cancel`: chunks not started yet are never started (their contacts end
+    /// `failed` with reason `canceled`); started chunks finish and their results are kept. 409
+    /// once the job has ended.
+    async fn cancel(&self, id: &str) -> Result<Response, ApiError> {
+        let meta = self.live(id, true).await?;
+        if meta.status.is_terminal() {
+            return Err(ApiError::new(
+                409,
+                "job_ended",
+                format!(
+                    "the job has ended ({}); there is nothing to cancel",
+                    meta.shown_status()
+                ),
+            ));
+        }
+        let canceled = JobError::new(
+            reasons::CANCELED,
+            "canceled by the client: chunks not started were not started",
+        );
+        self.jobs.set_job_error(id, &canceled).await?;
+        let mut body = meta.summary_json();
+        body["error"] = json!(canceled);
+        Ok(json_response(202, body.to_string()))
+    }
+
+    /// `DELETE /jobs/{id}`: a user's erasure request. The job reads as gone at once (404, not
+    /// listed, nothing more started, its deliveries dropped) and its contacts and results are
+    /// deleted in the background (the worker, from the submit queue); 202.
+    ///
+    /// The mark is the erasure's record: the sweeper asks for the erasure of a job marked and
+    /// not erased, so a DELETE whose message could not be queued is still accepted (the
+    /// message only makes it start at once). A DELETE of a job deleted but not erased yet
+    /// (a retry, or one whose erasure seems stuck) marks it again and queues its erasure again:
+    /// 202, never a 404 that leaves its data in place. Once erased: 404.
+    async fn delete(&self, id: &str) -> Result<Response, ApiError> {
+        if !is_valid_job_id(id) {
+            return Err(ApiError::not_found("job"));
+        }
+        // Not erased: live, or deleted with its erasure still to finish.
+        let erasable = self.jobs.get_job(id).await?.is_some_and(|m| !m.erased);
+        if !erasable || !self.jobs.mark_deleted(id).await? {
+            return Err(ApiError::not_found("job"));
+        }
+        if let Err(e) = self.submit_queue.send(SubmitChunk::delete(id)).await {
+            tracing::warn!(job_id = id, error = %e, "erasure not queued: the sweeper will ask for it");
+        }
+        Ok(json_response(
+            202,
+            json!({"job_id": id, "status": "deleting"}).to_string(),
+        ))
+    }
+}
+
+/// Whether a staged job's pages hold its `contacts` contacts, each once: complete, one after
+/// the other from offset 0. The rule broken, naming offsets only (never contact data).
+pub fn pages_cover(pages: &[Page], contacts: u64) -> Result<(), String> {
+    let mut next = 0;
+    for p in pages {
+        if !p.complete {
+            return Err(format!(
+                "the page at offset {} is still being written (or its request failed midway: send it again); then start",
+                p.offset
+            ));
+        }
+        if p.offset < next {
+            return Err(format!(
+                "the page at offset {} overlaps the page before it (which ends at {next}): a job's pages must not overlap; delete the job and submit it again",
+                p.offset
+            ));
+        }
+        if p.offset > next {
+            return Err(format!(
+                "contacts {next} to {} have not arrived: send their page, then start",
+                p.offset - 1
+            ));
+        }
+        next = p.offset + p.count;
+    }
+    if next < contacts {
+        return Err(format!(
+            "contacts {next} to {} have not arrived (the job takes {contacts}): send their pages, then start",
+            contacts - 1
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to a page sent to a job that takes none.
+fn not_draft(meta: &JobMeta) -> ApiError {
+    ApiError::new(
+        409,
+        "job_not_draft",
+        format!(
+            "the job takes no more contacts: it is {} (only a job created with \"staged\" takes pages, until its start)",
+            meta.shown_status()
+        ),
+    )
+}
