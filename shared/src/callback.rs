@@ -4,7 +4,7 @@
 //! with the `standardwebhooks` crate (the specification's own Rust library).
 //!
 //! Delivery runs from the webhook queue, never inside the request that ended the job: the end of
-//! a job makes its callback due (one write, [`crate::store::JobStore::settle_job`]); a message
+//! a job makes its callback due (one write, [`crate::store::Results::settle_job`]); a message
 //! (from the settler, else the sweeper) takes it for one attempt ([`CallbackStore`]); a failed
 //! attempt makes it due again after an exponential backoff, until a 2xx or [`RETRY_WINDOW`]
 //! after the job ended. Every attempt is recorded on the job. A receiver may get an event again

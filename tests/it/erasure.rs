@@ -19,8 +19,8 @@ use relay_shared::jobs::{ChunkStatus, ContactResult, Operation};
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::{
-    CallbackStore, ChunkRef, ChunkUpdate, DueIndex, DynamoJobStore, JobStore, JobWriter,
-    SubmitLedger,
+    CallbackStore, ChunkRef, ChunkUpdate, DueIndex, DynamoJobStore, JobWriter, Jobs, Links,
+    Results, SubmitLedger,
 };
 use serde_json::{Value, json};
 use sweeper::Sweeper;

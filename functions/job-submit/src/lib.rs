@@ -31,7 +31,8 @@ use relay_shared::providers::submit::{
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{
     ChunkRef, ChunkUpdate, DRAFT_TTL, Idempotency, IdempotencyKeys, JobDrafts, JobWriter,
-    JobsCursor, OrphanStore, OrphansCursor, Page, PageWrite, Slot, StoreError, SubmitLedger,
+    JobsCursor, Links, OrphanStore, OrphansCursor, Page, PageWrite, RateSchedule, Results, Slot,
+    StoreError, SubmitLedger,
 };
 use relay_shared::{Provider, is_valid_job_id, now_ms};
 
@@ -994,7 +995,10 @@ pub fn starts_metrics(outcomes: &[Submitted]) -> Metrics {
     m
 }
 
-impl<J: SubmitLedger + JobWriter, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B> {
+impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
+where
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule,
+{
     /// Settles the job when every contact is accounted for; a job that ended here with a
     /// callback URL asks for its callback at once.
     async fn settle(&self, job_id: &str) -> Result<(), StoreError> {
