@@ -10,8 +10,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::jobs::{Chunk, Contact, ContactResult, JobMeta, JobStatus, Operation, Outcome};
-use crate::store::{JobWriter, Jobs};
+use crate::jobs::{
+    Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation, Outcome,
+};
+use crate::store::{ChunkRef, ChunkUpdate, JobWriter, Jobs};
 
 mod jobs;
 mod others;
@@ -42,7 +44,6 @@ pub trait Faults {
     fn fail_creations(&self, on: bool);
 }
 
-#[cfg(feature = "memory")]
 impl Faults for crate::store::memory::MemoryJobs {
     fn fail_creations(&self, on: bool) {
         crate::store::memory::MemoryJobs::fail_creations(self, usize::from(on) * 100);
@@ -129,6 +130,25 @@ pub fn result(index: u64, outcome: Outcome, provisional: bool) -> ContactResult 
         reason: None,
         provisional,
         raw: Value::Null,
+    }
+}
+
+/// Where chunk `index`'s contacts sit.
+pub fn chunk_ref(index: u32, offset: u64, count: u64) -> ChunkRef {
+    ChunkRef {
+        index,
+        offset,
+        count,
+    }
+}
+
+/// What a chunk's final result set sets on it.
+pub fn completed(index: u32) -> ChunkUpdate {
+    ChunkUpdate {
+        index,
+        status: ChunkStatus::Completed,
+        credits: Some(1.0),
+        error: None,
     }
 }
 

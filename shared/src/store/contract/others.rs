@@ -1,14 +1,14 @@
 //! Cases: completion callbacks, orphans, dedupe claims.
 
 use crate::Provider;
-use crate::jobs::{CallbackStatus, ChunkStatus, JobStatus, Outcome};
+use crate::jobs::{CallbackStatus, JobStatus, Outcome};
 use crate::now_ms;
 use crate::store::{
-    CallbackAttempt, CallbackStore, ChunkRef, ChunkUpdate, Claim, DedupeStore, DueAction, DueIndex,
-    JobWriter, Orphan, OrphanStore, Results,
+    CallbackAttempt, CallbackStore, Claim, DedupeStore, DueAction, DueIndex, JobWriter, Orphan,
+    OrphanStore, Results,
 };
 
-use super::{Faults, new_job, result};
+use super::{Faults, chunk_ref, completed, new_job, result};
 
 /// A job that ends with a callback URL has its callback due in the same write; an attempt is
 /// taken once per due date (two messages for one date make one attempt), held by its lease,
@@ -26,17 +26,8 @@ where
         None,
         "not ended"
     );
-    let chunk = ChunkRef {
-        index: 0,
-        offset: 0,
-        count: 1,
-    };
-    let done = ChunkUpdate {
-        index: 0,
-        status: ChunkStatus::Completed,
-        credits: None,
-        error: None,
-    };
+    let chunk = chunk_ref(0, 0, 1);
+    let done = completed(0);
     s.store_chunk(&id, chunk, vec![result(0, Outcome::Found, false)], done)
         .await
         .unwrap();

@@ -3,18 +3,9 @@
 use std::collections::HashSet;
 
 use crate::jobs::{ChunkStatus, ContactResult, JobStatus, Outcome};
-use crate::store::{ChunkRef, ChunkUpdate, JobWriter, Results, StoreError, Stored, SubmitLedger};
+use crate::store::{JobWriter, Results, StoreError, Stored, SubmitLedger};
 
-use super::{Faults, contact, created, figures, result};
-
-fn completed(index: u32) -> ChunkUpdate {
-    ChunkUpdate {
-        index,
-        status: ChunkStatus::Completed,
-        credits: Some(1.0),
-        error: None,
-    }
-}
+use super::{Faults, chunk_ref, completed, contact, created, figures, result};
 
 /// What a write did, without its cost (how many calls it made is the backend's own).
 fn did(s: &Stored) -> (usize, usize, usize) {
@@ -60,11 +51,7 @@ where
 {
     let meta = created(s, 3, 3).await;
     let id = meta.job_id.as_str();
-    let chunk = ChunkRef {
-        index: 0,
-        offset: 0,
-        count: 3,
-    };
+    let chunk = chunk_ref(0, 0, 3);
     for i in 0..2 {
         let p = s
             .store_result(id, 0, result(i, Outcome::Found, true), None)
@@ -143,11 +130,7 @@ where
 {
     let meta = created(s, 4, 2).await;
     let id = meta.job_id.as_str();
-    let second = ChunkRef {
-        index: 1,
-        offset: 2,
-        count: 2,
-    };
+    let second = chunk_ref(1, 2, 2);
     let set = vec![
         result(2, Outcome::Found, false),
         result(2, Outcome::NotFound, false),
@@ -170,11 +153,7 @@ where
 
     assert!(s.mark_deleted(id).await.unwrap());
     while s.delete_items(id, 100).await.unwrap() > 0 {}
-    let first = ChunkRef {
-        index: 0,
-        offset: 0,
-        count: 2,
-    };
+    let first = chunk_ref(0, 0, 2);
     let gone = s
         .store_chunk(
             id,

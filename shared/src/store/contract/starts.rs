@@ -5,12 +5,11 @@ use crate::Provider;
 use crate::jobs::{ChunkStatus, JobError, JobStatus, Outcome, reasons};
 use crate::now_ms;
 use crate::store::{
-    ChunkRef, ChunkUpdate, DEFAULT_POLL_AFTER_MS, DEFAULT_START_OVERDUE_MS, DueAction, DueIndex,
-    JobWriter, Link, Links, OrphanStore, Polls, RateSchedule, Results, Slot, StoreError,
-    SubmitLedger,
+    DEFAULT_POLL_AFTER_MS, DEFAULT_START_OVERDUE_MS, DueAction, DueIndex, JobWriter, Link, Links,
+    OrphanStore, Polls, RateSchedule, Results, Slot, StoreError, SubmitLedger,
 };
 
-use super::{Faults, contact, created, result};
+use super::{Faults, chunk_ref, completed, contact, created, result};
 
 /// A pending chunk is taken by one worker (its own take sent again is still its own), put
 /// back, marked unconfirmed by its owner, expired once; split in halves by its owner only; the
@@ -142,18 +141,7 @@ where
 {
     let meta = created(s, 3, 2).await;
     let id = meta.job_id.as_str();
-    let (first, second) = (
-        ChunkRef {
-            index: 0,
-            offset: 0,
-            count: 2,
-        },
-        ChunkRef {
-            index: 1,
-            offset: 2,
-            count: 1,
-        },
-    );
+    let (first, second) = (chunk_ref(0, 0, 2), chunk_ref(1, 2, 1));
     assert!(
         s.link_chunk(id, first, "pid-a", Some(0.5), Some(&contact(0)))
             .await
@@ -249,11 +237,7 @@ where
 {
     let meta = created(s, 2, 2).await;
     let id = meta.job_id.as_str();
-    let chunk = ChunkRef {
-        index: 0,
-        offset: 0,
-        count: 2,
-    };
+    let chunk = chunk_ref(0, 0, 2);
     assert!(s.link_chunk(id, chunk, "pid-p", None, None).await.unwrap());
     let before = now_ms();
     s.poll_later(id, 0, 1_000).await.unwrap();
@@ -283,12 +267,7 @@ where
         "a second delivery"
     );
 
-    let done = ChunkUpdate {
-        index: 0,
-        status: ChunkStatus::Completed,
-        credits: None,
-        error: None,
-    };
+    let done = completed(0);
     let set = vec![
         result(0, Outcome::Found, false),
         result(1, Outcome::NotFound, false),
