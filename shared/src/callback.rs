@@ -4,7 +4,7 @@
 //! with the `standardwebhooks` crate (the specification's own Rust library).
 //!
 //! Delivery runs from the webhook queue, never inside the request that ended the job: the end of
-//! a job makes its callback due (one write, [`crate::store::JobStore::settle_job`]); a message
+//! a job makes its callback due (one write, [`crate::store::Results::settle_job`]); a message
 //! (from the settler, else the sweeper) takes it for one attempt ([`CallbackStore`]); a failed
 //! attempt makes it due again after an exponential backoff, until a 2xx or [`RETRY_WINDOW`]
 //! after the job ended. Every attempt is recorded on the job. A receiver may get an event again
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::config::ConfigError;
 use crate::jobs::{CallbackStatus, JobMeta, JobStatus};
 use crate::queue::Queue;
-use crate::store::{CallbackAttempt, CallbackStore, JobStore, StoreError};
+use crate::store::{CallbackAttempt, CallbackStore, Jobs, Results, StoreError};
 
 /// Retries stop this long after the job ended.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -37,7 +37,7 @@ pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
 /// logged: the sweeper finds the callback due within its interval). `meta`: the job's head as
 /// the caller read it, whose `callback_url` decides; `None`: the head is read after the settle.
 /// Returns the status the settle set, if it ended the job.
-pub async fn settle_then_ask<J: JobStore, Q: Queue>(
+pub async fn settle_then_ask<J: Jobs + Results, Q: Queue>(
     jobs: &J,
     queue: &Q,
     job_id: &str,

@@ -18,12 +18,13 @@ use relay_shared::jobs::{ChunkStatus, ContactResult, Operation};
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::{
-    CallbackStore, ChunkRef, ChunkUpdate, DueIndex, DynamoJobStore, JobStore, JobWriter,
-    SubmitLedger,
+    CallbackStore, ChunkRef, ChunkUpdate, DueIndex, DynamoJobStore, JobWriter, Jobs, Links,
+    Results, SubmitLedger,
 };
 use serde_json::{Value, json};
 use sweeper::Sweeper;
 
+use crate::support::refuse::Refuse;
 use crate::support::{Stack, apigw_request};
 
 const TOKEN: &str = "erasure-api-token-0123456789";
@@ -438,30 +439,6 @@ async fn a_deleted_jobs_pending_callback_is_never_taken() {
     assert_eq!((head.callback_url, head.callback), (None, None));
 }
 
-/// Fails, every time, each request to DynamoDB whose body contains `marker` (as a write that
-/// DynamoDB keeps refusing, or a Lambda that dies before it).
-#[derive(Debug, Clone)]
-struct Refuse(&'static str);
-
-impl Intercept for Refuse {
-    fn name(&self) -> &'static str {
-        "refuse"
-    }
-
-    fn read_before_transmit(
-        &self,
-        ctx: &BeforeTransmitInterceptorContextRef<'_>,
-        _rc: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let body = ctx.request().body().bytes().unwrap_or_default();
-        if String::from_utf8_lossy(body).contains(self.0) {
-            return Err("refused".into());
-        }
-        Ok(())
-    }
-}
-
 /// Job ids with contact items in the table.
 async fn jobs_with_contacts(stack: &Stack) -> Vec<String> {
     let out = relay_shared::aws::dynamodb(&stack.sdk)
@@ -509,13 +486,7 @@ async fn a_failed_creation(stack: &Stack, failing: &DynamoJobStore) -> String {
 }
 
 fn refusing(stack: &Stack, marker: &'static str) -> DynamoJobStore {
-    let config = aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
-        .interceptor(Refuse(marker))
-        .build();
-    DynamoJobStore::new(
-        aws_sdk_dynamodb::Client::from_conf(config),
-        stack.res.table("JobsTable"),
-    )
+    Refuse::new(marker).store(stack)
 }
 
 /// Item 14: a job whose creation failed part-way left contact items; the job can still be

@@ -7,7 +7,7 @@ use relay_local_stack::poller::Poller;
 use relay_shared::Provider;
 use relay_shared::jobs::{ChunkStatus, JobStatus, Operation, Outcome};
 use relay_shared::providers::Hook;
-use relay_shared::store::{Claim, DedupeStore, JobStore, JobWriter};
+use relay_shared::store::{Claim, DedupeStore, JobWriter, Jobs, Results};
 use serde_json::{Value, json};
 
 use crate::support::fetch::{ENROW_KEY, FULLENRICH_KEY, Fetch, enrow_event, fixture_json};
@@ -1167,7 +1167,7 @@ impl relay_shared::store::OrphanStore for FlakySettle {
     }
 }
 
-impl JobStore for FlakySettle {
+impl relay_shared::store::Jobs for FlakySettle {
     async fn get_job(
         &self,
         job_id: &str,
@@ -1186,13 +1186,6 @@ impl JobStore for FlakySettle {
     ) -> Result<Option<relay_shared::jobs::JobMeta>, relay_shared::store::StoreError> {
         self.inner.job_head(job_id).await
     }
-    async fn find_link(
-        &self,
-        job_id: &str,
-        pid: &str,
-    ) -> Result<Option<relay_shared::store::Link>, relay_shared::store::StoreError> {
-        self.inner.find_link(job_id, pid).await
-    }
     async fn contacts(
         &self,
         job_id: &str,
@@ -1201,6 +1194,29 @@ impl JobStore for FlakySettle {
     ) -> Result<Vec<relay_shared::jobs::Contact>, relay_shared::store::StoreError> {
         self.inner.contacts(job_id, offset, count).await
     }
+    async fn chunk(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> Result<Option<relay_shared::jobs::Chunk>, relay_shared::store::StoreError> {
+        self.inner.chunk(job_id, index).await
+    }
+    async fn chunks(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<relay_shared::jobs::Chunk>, relay_shared::store::StoreError> {
+        self.inner.chunks(job_id).await
+    }
+    async fn set_job_error(
+        &self,
+        job_id: &str,
+        e: &relay_shared::jobs::JobError,
+    ) -> Result<(), relay_shared::store::StoreError> {
+        self.inner.set_job_error(job_id, e).await
+    }
+}
+
+impl relay_shared::store::Results for FlakySettle {
     async fn store_result(
         &self,
         job_id: &str,
@@ -1219,16 +1235,16 @@ impl JobStore for FlakySettle {
     ) -> Result<relay_shared::store::Stored, relay_shared::store::StoreError> {
         self.inner.store_chunk(job_id, chunk, rs, u).await
     }
-    async fn add_duplicate(&self, job_id: &str) -> Result<(), relay_shared::store::StoreError> {
-        self.inner.add_duplicate(job_id).await
-    }
-    async fn poll_later(
+    async fn stored_indices(
         &self,
         job_id: &str,
-        index: u32,
-        every_ms: u64,
-    ) -> Result<(), relay_shared::store::StoreError> {
-        self.inner.poll_later(job_id, index, every_ms).await
+        from: u64,
+        to: u64,
+    ) -> Result<HashSet<u64>, relay_shared::store::StoreError> {
+        self.inner.stored_indices(job_id, from, to).await
+    }
+    async fn add_duplicate(&self, job_id: &str) -> Result<(), relay_shared::store::StoreError> {
+        self.inner.add_duplicate(job_id).await
     }
     async fn settle_job(
         &self,
@@ -1241,18 +1257,15 @@ impl JobStore for FlakySettle {
         }
         self.inner.settle_job(job_id).await
     }
-    async fn chunk(
+}
+
+impl relay_shared::store::Links for FlakySettle {
+    async fn find_link(
         &self,
         job_id: &str,
-        index: u32,
-    ) -> Result<Option<relay_shared::jobs::Chunk>, relay_shared::store::StoreError> {
-        self.inner.chunk(job_id, index).await
-    }
-    async fn chunks(
-        &self,
-        job_id: &str,
-    ) -> Result<Vec<relay_shared::jobs::Chunk>, relay_shared::store::StoreError> {
-        self.inner.chunks(job_id).await
+        pid: &str,
+    ) -> Result<Option<relay_shared::store::Link>, relay_shared::store::StoreError> {
+        self.inner.find_link(job_id, pid).await
     }
     async fn link_chunk(
         &self,
@@ -1266,21 +1279,45 @@ impl JobStore for FlakySettle {
             .link_chunk(job_id, chunk, pid, credits, contact)
             .await
     }
-    async fn set_job_error(
+    async fn correct_link(
         &self,
         job_id: &str,
-        e: &relay_shared::jobs::JobError,
+        chunk: relay_shared::store::ChunkRef,
+        pid: &str,
+        contact: Option<&relay_shared::jobs::Contact>,
     ) -> Result<(), relay_shared::store::StoreError> {
-        self.inner.set_job_error(job_id, e).await
+        self.inner.correct_link(job_id, chunk, pid, contact).await
     }
-    async fn stored_indices(
+    async fn take_candidate(
         &self,
         job_id: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<HashSet<u64>, relay_shared::store::StoreError> {
-        self.inner.stored_indices(job_id, from, to).await
+        index: u32,
+        max: u32,
+    ) -> Result<bool, relay_shared::store::StoreError> {
+        self.inner.take_candidate(job_id, index, max).await
     }
+}
+
+impl relay_shared::store::Polls for FlakySettle {
+    async fn poll_later(
+        &self,
+        job_id: &str,
+        index: u32,
+        every_ms: u64,
+    ) -> Result<(), relay_shared::store::StoreError> {
+        self.inner.poll_later(job_id, index, every_ms).await
+    }
+    async fn claim_poll(
+        &self,
+        job_id: &str,
+        index: u32,
+        taken_at_ms: u64,
+    ) -> Result<bool, relay_shared::store::StoreError> {
+        self.inner.claim_poll(job_id, index, taken_at_ms).await
+    }
+}
+
+impl relay_shared::store::RateSchedule for FlakySettle {
     async fn take_slot(
         &self,
         name: &str,
@@ -1296,31 +1333,6 @@ impl JobStore for FlakySettle {
         interval_ms: u64,
     ) -> Result<bool, relay_shared::store::StoreError> {
         self.inner.return_slot(name, at_ms, interval_ms).await
-    }
-    async fn claim_poll(
-        &self,
-        job_id: &str,
-        index: u32,
-        taken_at_ms: u64,
-    ) -> Result<bool, relay_shared::store::StoreError> {
-        self.inner.claim_poll(job_id, index, taken_at_ms).await
-    }
-    async fn take_candidate(
-        &self,
-        job_id: &str,
-        index: u32,
-        max: u32,
-    ) -> Result<bool, relay_shared::store::StoreError> {
-        self.inner.take_candidate(job_id, index, max).await
-    }
-    async fn correct_link(
-        &self,
-        job_id: &str,
-        chunk: relay_shared::store::ChunkRef,
-        pid: &str,
-        contact: Option<&relay_shared::jobs::Contact>,
-    ) -> Result<(), relay_shared::store::StoreError> {
-        self.inner.correct_link(job_id, chunk, pid, contact).await
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod callback;
 mod cli;
+mod contract;
 mod crm;
 mod deploy_doc;
 mod dlq;

@@ -11,7 +11,7 @@ use relay_shared::Provider;
 use relay_shared::envelope::PollRequest;
 use relay_shared::jobs::{ChunkStatus, JobStatus, Operation, Outcome};
 use relay_shared::providers::Hook;
-use relay_shared::store::{DueIndex, JobStore};
+use relay_shared::store::{DueIndex, Jobs, Links};
 use serde_json::{Value, json};
 
 use crate::e2e::{Client, fe_contacts, options};

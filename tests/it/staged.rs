@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use relay_local_stack::dev::{DevStack, LAMBDA_REQUEST_BYTES};
 use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation};
 use relay_shared::store::{
-    DRAFT_TTL, DueIndex, DynamoJobStore, JobDrafts, JobStore, JobWriter, Page, PageWrite,
+    DRAFT_TTL, DueIndex, DynamoJobStore, JobDrafts, JobWriter, Jobs, Page, PageWrite,
 };
 use serde_json::json;
 

@@ -10,7 +10,9 @@ use relay_shared::bodies::S3Bodies;
 use relay_shared::jobs::{ChunkStatus, ContactResult, Outcome};
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
-use relay_shared::store::{ChunkRef, ChunkUpdate, DynamoJobStore, JobStore, SubmitLedger};
+use relay_shared::store::{
+    ChunkRef, ChunkUpdate, DynamoJobStore, Jobs, Links, Results, SubmitLedger,
+};
 use serde_json::{Value, json};
 
 use crate::support::lost_answer::LostAnswer;

@@ -25,7 +25,7 @@ use relay_shared::jobs::{Chunk, ChunkStatus, Contact, JobMeta, JobStatus, Operat
 use relay_shared::now_ms;
 use relay_shared::queue::MemoryQueue;
 use relay_shared::store::memory::{MemoryDedupe, MemoryJobs};
-use relay_shared::store::{JobStore, JobWriter};
+use relay_shared::store::{JobWriter, Jobs};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use relay_shared::jobs::{JobStatus, Operation, Outcome};
 use relay_shared::now_ms;
-use relay_shared::store::JobStore;
+use relay_shared::store::Jobs;
 
 use crate::provider::{Faults, Rng};
 use crate::{CONFIRM_BOUND, DEADLINE, Sim, busiest_minute};

@@ -115,7 +115,7 @@ async fn handle(w: &TestWorker, body: &str) -> Disposition {
 }
 
 async fn job(w: &TestWorker, job_id: &str) -> JobMeta {
-    use relay_shared::store::JobStore;
+    use relay_shared::store::Jobs;
     w.jobs.job_view(job_id).await.unwrap().unwrap()
 }
 
@@ -268,7 +268,7 @@ fn closed_port_url() -> String {
 #[tokio::test]
 async fn a_deleted_job_calls_back_no_one() {
     use relay_shared::callback::Attempted;
-    use relay_shared::store::{JobStore, JobWriter};
+    use relay_shared::store::{JobWriter, Jobs};
     let w = worker();
     let job_id = seed(&w, &["a"], Some(&closed_port_url()));
     handle(&w, &found(&job_id, "a")).await;

@@ -13,7 +13,7 @@ use relay_shared::providers::client::{FetchError, ProviderClient};
 use relay_shared::providers::{enrow, fullenrich};
 use relay_shared::queue::MemoryQueue;
 use relay_shared::store::memory::{MemoryDedupe, MemoryJobs};
-use relay_shared::store::{JobStore, OrphanStore};
+use relay_shared::store::{Jobs, OrphanStore};
 use relay_shared::testing::{envelope, sqs_message};
 use serde_json::{Value, json};
 

@@ -16,7 +16,7 @@ use relay_shared::providers::client::{FetchError, ProviderClient};
 use relay_shared::providers::{enrow, fullenrich};
 use relay_shared::queue::MemoryQueue;
 use relay_shared::store::memory::{MemoryDedupe, MemoryJobs};
-use relay_shared::store::{ChunkRef, ChunkUpdate, JobStore, Slot};
+use relay_shared::store::{ChunkRef, ChunkUpdate, Jobs, RateSchedule, Results, Slot};
 use relay_shared::testing::{envelope, envelope_with, sqs_message};
 use serde_json::{Value, json};
 

@@ -5,7 +5,7 @@
 //! `tests/it/staged.rs`'s.
 
 use relay_shared::jobs::ChunkStatus;
-use relay_shared::store::{JobDrafts, JobStore};
+use relay_shared::store::{JobDrafts, Jobs};
 use serde_json::{Value, json};
 
 use crate::api_tests::{api, call, starts};

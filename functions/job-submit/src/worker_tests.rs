@@ -11,8 +11,8 @@ use relay_shared::bodies::{BodyStore, MemoryBodies};
 use relay_shared::jobs::{Chunk, ChunkStatus, Contact, JobMeta, JobStatus, Operation, reasons};
 use relay_shared::providers::submit::{StartError, StartRequest, Started, Submitter};
 use relay_shared::queue::MemoryQueue;
-use relay_shared::store::JobStore;
 use relay_shared::store::memory::MemoryJobs;
+use relay_shared::store::{Jobs, Links, RateSchedule};
 use serde_json::{Value, json};
 
 use crate::{ChunkSubmitter, SubmitAction, SubmitChunk, Submitted};

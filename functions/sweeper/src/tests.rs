@@ -11,7 +11,7 @@ use relay_shared::queue::MemoryQueue;
 use relay_shared::store::memory::MemoryJobs;
 use relay_shared::store::{
     CREATION_GRACE, ChunkRef, ChunkUpdate, DEFAULT_POLL_AFTER_MS, DEFAULT_START_OVERDUE_MS,
-    ERASE_GRACE, JobStore, JobWriter,
+    ERASE_GRACE, JobWriter, Jobs, Results,
 };
 use serde_json::json;
 

@@ -1,4 +1,24 @@
-//! The stores, over DynamoDB: [`JobStore`] (jobs table) and [`DedupeStore`] (dedupe table).
+//! The stores: their traits, by role, over two backends: DynamoDB ([`DynamoJobStore`] on the jobs
+//! table, [`DynamoDedupe`] on the dedupe table) and, with feature `memory`, the in-memory twins
+//! ([`memory`]) that behaviour tests run on. The [`contract`] suite holds both to one set of cases.
+//!
+//! | trait | role |
+//! |---|---|
+//! | [`Jobs`] | a job's head, chunks and contacts, and its error |
+//! | [`Results`] | results and their counters; a job settling |
+//! | [`Links`] | provider ids linked to their chunks |
+//! | [`Polls`] | a started chunk's polls |
+//! | [`RateSchedule`] | rate schedules shared by every worker |
+//! | [`JobStore`] | all five: what a delivery's worker needs |
+//! | [`JobWriter`], [`JobDrafts`] | `POST /jobs`, listing, `DELETE`; staged jobs' pages and start |
+//! | [`SubmitLedger`] | a chunk's start under its lease; a job's erasure |
+//! | [`IdempotencyKeys`] | `Idempotency-Key`s of `POST /jobs` |
+//! | [`DueIndex`] | the sweeper's view of what is due |
+//! | [`CallbackStore`] | completion callbacks' state |
+//! | [`OrphanStore`] | events of a global webhook no chunk knows |
+//! | [`DedupeStore`] | one claim per delivery identity (the dedupe table) |
+//!
+//! Jobs table items, all under `pk = JOB#<job_id>`:
 //!
 //! Jobs table items, all under `pk = JOB#<job_id>`:
 //!
@@ -17,7 +37,7 @@
 //! an event of a global webhook no chunk knows ([`Orphan`]), kept [`ORPHAN_RETENTION_DAYS`] days.
 //!
 //! No item is written by every result of a job. Counters live on the chunks and a running job's
-//! figures are summed on read ([`JobStore::job_view`]); the job settles when every chunk is
+//! figures are summed on read ([`Jobs::job_view`]); the job settles when every chunk is
 //! final, and its head then keeps the sums. Counters stay exact under replays and crashes:
 //! - a single result's row is a conditional put, the exactly-once gate (no dedupe claim); its
 //!   chunk's counters then move in one conditional update that also adds the contact to the
@@ -27,83 +47,233 @@
 //! - a bulk set holds its chunk (a lease), writes the missing rows with BatchWriteItem, then sets
 //!   the chunk's counters to what it holds and releases it, in one conditional update;
 //! - a chunk that became final is added to its group's `f` set (idempotent); whoever completes a
-//!   group checks the job ([`JobStore::settle_job`]): every group full, every chunk final, every
+//!   group checks the job ([`Results::settle_job`]): every group full, every chunk final, every
 //!   contact counted.
 //!
 //! Files: `mod.rs` the traits and their types; `dynamo.rs` attribute values and SDK error
-//! mapping; `keys.rs` item keys and the `due` index's shards; `items.rs` items ⇄ types;
-//! `counts.rs` result counters; `results.rs` result rows, their counts, the groups of final
-//! chunks and the figures summed; `dynamo_jobs.rs` the jobs store (lifecycle, results, listing,
-//! erasure); `due.rs` the `due` index (the sweeper's [`DueIndex`]); `drafts.rs` staged jobs'
-//! pages and start; `idempotency.rs` `Idempotency-Key`s; `submit_lease.rs` a chunk's start
-//! bookkeeping; `callbacks.rs` completion callbacks' state; `orphans.rs` events of a global
-//! webhook no chunk knows; `dedupe.rs` the dedupe table; `memory.rs` (feature `memory`)
-//! in-memory twins for behaviour tests.
+//!
+//! Files: `mod.rs` the traits; `types.rs` their types; `counts.rs` result counters and which rows
+//! of a result set are written (the one rule of both stores); `dynamo/` the DynamoDB stores, one
+//! file per concern; `memory/` (feature `memory`) the in-memory twins, split the same way;
+//! `contract/` (feature `memory`) the cases both must pass.
 
 use std::collections::HashSet;
 use std::future::Future;
 
-use crate::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus};
+use crate::Provider;
+use crate::jobs::{Chunk, Contact, ContactResult, JobError, JobMeta, JobStatus};
 
-mod callbacks;
+#[cfg(feature = "memory")]
+pub mod contract;
 mod counts;
-mod dedupe;
-mod drafts;
-mod due;
 mod dynamo;
-mod dynamo_jobs;
-mod idempotency;
-mod items;
-mod keys;
 #[cfg(feature = "memory")]
 pub mod memory;
-mod orphans;
-mod results;
-mod submit_lease;
+mod types;
 
-pub use callbacks::{CallbackAttempt, CallbackStore, CallbackTake};
-pub use dedupe::{Claim, DedupeStore, DynamoDedupe};
-pub use dynamo_jobs::DynamoJobStore;
-pub use items::item_size;
-pub use keys::{POLL_SHARDS, chunk_sk, contact_sk, poll_shard, result_sk};
-pub use orphans::{ORPHAN_RETENTION_DAYS, Orphan, OrphanStore, OrphansCursor};
+pub use dynamo::{
+    DynamoDedupe, DynamoJobStore, POLL_SHARDS, chunk_sk, contact_sk, item_size, poll_shard,
+    result_sk,
+};
+pub use types::{
+    CREATION_GRACE, CallbackAttempt, CallbackTake, ChunkRef, ChunkUpdate, Claim,
+    DEFAULT_POLL_AFTER_MS, DEFAULT_RETENTION_DAYS, DEFAULT_START_OVERDUE_MS, DRAFT_TTL, Due,
+    DueAction, ERASE_GRACE, FINAL_GROUP, FinalGroup, Idempotency, JobsCursor, Link,
+    MAX_POLL_EVERY_MS, ORPHAN_RETENTION_DAYS, Orphan, OrphansCursor, Page, PageWrite, ReadCost,
+    Slot, StoreError, Stored,
+};
 
-use counts::*;
-use dynamo::*;
-use items::*;
-use keys::*;
-use results::*;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Throttling, a network failure, a conflicting transaction: worth retrying. `source`: the
-    /// SDK's error, when one caused it (its service code and message are in `message`).
-    #[error("store unavailable: {message}")]
-    Unavailable {
-        message: String,
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-    /// An item that cannot be read back (corrupt or from an incompatible version).
-    #[error("store data: {0}")]
-    Data(String),
-    /// A conditional write lost (e.g. the job already exists).
-    #[error("condition failed: {0}")]
-    Conflict(String),
-}
-
-impl StoreError {
-    /// Unavailable for a reason of the store's own (no SDK error behind it).
-    pub fn unavailable(message: impl Into<String>) -> StoreError {
-        StoreError::Unavailable {
-            message: message.into(),
-            source: None,
-        }
+/// A job as stored: its head, chunks and contacts, and why it failed.
+pub trait Jobs: Send + Sync + 'static {
+    /// The job's head. Its figures (`done`, `found`, `not_found`, `failed`, `duplicates`) are
+    /// kept only once the job ended; read them with [`Self::job_view`].
+    fn get_job(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send;
+    /// The job with its figures: summed over its chunks while it runs, as settled once it
+    /// ended; duplicates summed over their shards.
+    fn job_view(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send;
+    /// The head as a delivery reads it: possibly a second stale (an eventually consistent read,
+    /// half the read units), which a delivery can afford: what it needs of the head (provider,
+    /// operation, size, chunking) is fixed before any chunk starts. The default reads
+    /// [`Self::get_job`].
+    fn job_head(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send {
+        self.get_job(job_id)
     }
+    fn contacts(
+        &self,
+        job_id: &str,
+        offset: u64,
+        count: u64,
+    ) -> impl Future<Output = Result<Vec<Contact>, StoreError>> + Send;
+    /// One chunk as stored.
+    fn chunk(
+        &self,
+        job_id: &str,
+        index: u32,
+    ) -> impl Future<Output = Result<Option<Chunk>, StoreError>> + Send;
+    /// Every chunk of the job, in index order.
+    fn chunks(&self, job_id: &str) -> impl Future<Output = Result<Vec<Chunk>, StoreError>> + Send;
+    /// Records why a job (partly) failed; its status settles when every contact is accounted for.
+    /// An error that stops the job's starts ([`JobError::stops_submission`]) is never replaced
+    /// by one that does not (a cancel stays a cancel), and it fences
+    /// [`SubmitLedger::begin_submit`].
+    fn set_job_error(
+        &self,
+        job_id: &str,
+        error: &JobError,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// Results and their counters: a single result, a chunk's set, duplicates, the job's settling.
+pub trait Results: Send + Sync + 'static {
+    /// Stores one contact's result unless it has one already, and moves its chunk's counters by
+    /// exactly it (with `update` applied to the chunk). A result found stored is counted if its
+    /// count was lost, and a final chunk is made sure of its group: a redelivery repairs.
+    fn store_result(
+        &self,
+        job_id: &str,
+        chunk_index: u32,
+        result: ContactResult,
+        update: Option<ChunkUpdate>,
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+    /// Stores a chunk's result set: rows not stored yet with BatchWriteItem, then the chunk's
+    /// counters set to what it holds, exact under replays, concurrent single results and
+    /// attempts that died midway. A job that had ended already gets its figures summed again.
+    fn store_chunk(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        results: Vec<ContactResult>,
+        update: ChunkUpdate,
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+    /// The contact indices in `from ..= to` that have a result row (keys only: one small query).
+    fn stored_indices(
+        &self,
+        job_id: &str,
+        from: u64,
+        to: u64,
+    ) -> impl Future<Output = Result<HashSet<u64>, StoreError>> + Send;
+    fn add_duplicate(&self, job_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Sets the final status, and the job's figures, once every chunk is final and every contact
+    /// counted (rows from per-contact webhooks stay provisional until their batch replaces
+    /// them); returns it when it did. Called when a write completed a group of final chunks
+    /// ([`Stored::may_settle`]), or to repair.
+    fn settle_job(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Option<JobStatus>, StoreError>> + Send;
+}
+
+/// Provider ids linked to their chunks.
+pub trait Links: Send + Sync + 'static {
+    /// The chunk a provider id is linked to, with the contact of a one-contact chunk when the
+    /// link carries it ([`Self::link_chunk`]): a single result then reads nothing else.
+    fn find_link(
+        &self,
+        job_id: &str,
+        provider_id: &str,
+    ) -> impl Future<Output = Result<Option<Link>, StoreError>> + Send;
+    /// The chunk a provider id is linked to ([`Self::find_link`] without the contact).
+    fn find_chunk(
+        &self,
+        job_id: &str,
+        provider_id: &str,
+    ) -> impl Future<Output = Result<Option<ChunkRef>, StoreError>> + Send {
+        async move { Ok(self.find_link(job_id, provider_id).await?.map(|l| l.chunk)) }
+    }
+    /// Records a chunk's provider id (and the credits the start reserved) if the chunk is still
+    /// waiting for one (`pending`, `starting`, `start_unconfirmed`), then links the id to the
+    /// chunk. The chunk write comes first: it is what ends the wait. `false`: the chunk has
+    /// another id or moved on without one. `contact`: the chunk's first contact, carried on the
+    /// link when it is its only one ([`Link::new`]), so that its result reads it with the link.
+    fn link_chunk(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        provider_id: &str,
+        credits: Option<f64>,
+        contact: Option<&Contact>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The provider's own answer to a start gave `provider_id`, but the chunk was linked to
+    /// another id meanwhile (adopted on a wrong guess): the chunk takes the provider's id and
+    /// the wrong link goes, so the chunk's real webhooks map. Nothing if the chunk has that id.
+    fn correct_link(
+        &self,
+        job_id: &str,
+        chunk: ChunkRef,
+        provider_id: &str,
+        contact: Option<&Contact>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Counts one fetch of an id no chunk is linked to, made on the word of an unsigned body,
+    /// against chunk `index` (one waiting for its id): at most `max` per chunk. Whether this
+    /// one was allowed.
+    fn take_candidate(
+        &self,
+        job_id: &str,
+        index: u32,
+        max: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// A started chunk's polls.
+pub trait Polls: Send + Sync + 'static {
+    /// A poll found a chunk's results not ready: its next poll comes `every_ms` from now (the
+    /// interval, doubled by the caller up to [`MAX_POLL_EVERY_MS`]). Nothing if it is final.
+    fn poll_later(
+        &self,
+        job_id: &str,
+        index: u32,
+        every_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Takes a poll the sweeper queued for chunk `index` with `poll_at = taken_at_ms`: once.
+    /// A second delivery of the same message (SQS delivers at least once) finds it taken and
+    /// makes no second GET. Whether this call took it.
+    fn claim_poll(
+        &self,
+        job_id: &str,
+        index: u32,
+        taken_at_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Rate schedules shared by every worker and function.
+pub trait RateSchedule: Send + Sync + 'static {
+    /// Takes the next slot of a rate schedule shared by every worker and function (`name`, one
+    /// request per `interval_ms`), if it falls within `max_wait_ms` from now: a caller that
+    /// could not wait that long takes nothing (the schedule never runs ahead of the requests
+    /// that will really be made), and is told when a slot may be in reach again.
+    fn take_slot(
+        &self,
+        name: &str,
+        interval_ms: u64,
+        max_wait_ms: u64,
+    ) -> impl Future<Output = Result<Slot, StoreError>> + Send;
+    /// Gives back a slot taken with [`Self::take_slot`] whose request will not be made, when it
+    /// is still the last one taken (a later one behind it cannot move). Whether it was.
+    fn return_slot(
+        &self,
+        name: &str,
+        at_ms: u64,
+        interval_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// What a delivery's worker needs of the jobs table: every role of [`Jobs`], [`Results`],
+/// [`Links`], [`Polls`] and [`RateSchedule`] (implemented for any store that has them all).
+pub trait JobStore: Jobs + Results + Links + Polls + RateSchedule {}
+
+impl<T: Jobs + Results + Links + Polls + RateSchedule> JobStore for T {}
 
 /// What the jobs API writes and lists, beyond [`JobStore`].
-pub trait JobWriter: JobStore {
+pub trait JobWriter: Jobs {
     /// Writes a new job: its head first, marked `creating` (so that `DELETE` finds it, and the
     /// sweeper erases it past [`CREATION_GRACE`] if this never finishes), then its contacts and
     /// chunks, then it clears the mark. A job `creating` is written again (a retry taking its
@@ -182,61 +352,10 @@ pub trait JobDrafts: JobWriter {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
-/// A page of a staged job's contacts: from contact `offset`, `count` of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub offset: u64,
-    pub count: u64,
-    /// The SHA-256 of the page's body as sent (hex): the same page again is recognised by it.
-    pub sha256: String,
-    /// Every contact of the page is written.
-    pub complete: bool,
-}
-
-/// What [`JobDrafts::put_page`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PageWrite {
-    /// The page's contacts are written (now, or finished from an attempt that stopped midway).
-    Written,
-    /// The same page was complete already: nothing written.
-    Unchanged,
-    /// The offset holds another page (another body).
-    Conflict,
-    /// The job is not a draft taking pages: started, being started, or deleted.
-    Closed,
-}
-
-/// How long a draft waits for its start: then it is erased as a DELETE would (the sweeper finds
-/// it in the erasure partition). Its deadline counts from its creation, as every job's does.
-pub const DRAFT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// `Idempotency-Key`s of `POST /jobs`.
-pub trait IdempotencyKeys: Send + Sync + 'static {
-    /// Claims `key` for the request (`owner`) about to create `job_id`: the first request owns
-    /// it until it finishes or its lease (`lease_ms`) runs out; then a retry takes over and
-    /// finishes the same job. A key used with another body (`body_sha256`) is a `Mismatch`.
-    fn claim_idempotency_key(
-        &self,
-        key: &str,
-        body_sha256: &str,
-        job_id: &str,
-        owner: &str,
-        lease_ms: u64,
-    ) -> impl Future<Output = Result<Idempotency, StoreError>> + Send;
-    /// Ends `owner`'s hold: `created` when the job is recorded and every chunk queued;
-    /// otherwise the lease is given up so a retry can take over at once.
-    fn finish_idempotency_key(
-        &self,
-        key: &str,
-        owner: &str,
-        created: bool,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
-
 /// The chunk starter's bookkeeping, beyond [`JobStore`]: a chunk taken for its start under a
 /// lease, released when the provider is known not to have it, marked `start_unconfirmed` when
 /// its answer is lost, split in halves, counted; and a job's erasure.
-pub trait SubmitLedger: JobStore {
+pub trait SubmitLedger: Jobs {
     /// Takes a pending chunk for its start: `pending` → `starting`, held by `owner` until
     /// `lease_ms` from now, fenced by the job's head: a job stopped (canceled, out of credits,
     /// its key refused) or deleted before this take has none of its chunks taken, so a cancel
@@ -313,341 +432,27 @@ pub trait SubmitLedger: JobStore {
     fn finish_erasure(&self, job_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// What a new chunk outcome sets on the chunk item.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChunkUpdate {
-    pub index: u32,
-    pub status: ChunkStatus,
-    pub credits: Option<f64>,
-    pub error: Option<JobError>,
-}
-
-/// How many results a [`JobStore::store_results`] call added and found already stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stored {
-    pub new: usize,
-    pub existing: usize,
-    /// Provisional rows replaced by the final result set.
-    pub replaced: usize,
-    pub write_calls: usize,
-    /// The group of final chunks this call's chunk joined, when it made the chunk final (or
-    /// found it final and made sure it is in its group).
-    pub final_group: Option<FinalGroup>,
-    /// The chunk the result was counted on is still waiting for its provider id (its start's
-    /// answer was lost, or is not recorded yet): a trusted delivery naming the id adopts it.
-    pub awaiting_link: bool,
-}
-
-impl Stored {
-    /// Whether this write may have ended the job: it completed its group of final chunks (by a
-    /// head that knew `chunk_seq` chunk indices). A stale `chunk_seq` only asks too early.
-    pub fn may_settle(&self, chunk_seq: u64) -> bool {
-        self.final_group.is_some_and(|g| g.complete(chunk_seq))
-    }
-}
-
-/// How many chunk indices share one group of final chunks (`CHUNK#~F<group>`).
-pub const FINAL_GROUP: u32 = 128;
-
-/// A group of final chunks as one write left it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FinalGroup {
-    pub group: u32,
-    /// How many of its chunks are final.
-    pub size: u64,
-}
-
-impl FinalGroup {
-    /// Every chunk index of the group below `chunk_seq` is final.
-    pub fn complete(self, chunk_seq: u64) -> bool {
-        let first = u64::from(self.group) * u64::from(FINAL_GROUP);
-        self.size >= chunk_seq.saturating_sub(first).min(u64::from(FINAL_GROUP))
-    }
-}
-
-/// What an `Idempotency-Key` was used for before.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Idempotency {
-    /// This request holds the key: create (or finish creating) this job.
-    Owned { job_id: String },
-    /// Another request holds the key and may still be working: retry after this long.
-    InUse { retry_after_ms: u64 },
-    /// The key was used with another body.
-    Mismatch { job_id: String },
-    /// An earlier request created this job.
-    Created { job_id: String },
-}
-
-/// Where a provider id's contacts sit in the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkRef {
-    pub index: u32,
-    pub offset: u64,
-    pub count: u64,
-}
-
-impl From<&Chunk> for ChunkRef {
-    fn from(c: &Chunk) -> ChunkRef {
-        ChunkRef {
-            index: c.index,
-            offset: c.offset,
-            count: c.count,
-        }
-    }
-}
-
-/// A provider id's link: its chunk, and the contact of a one-contact chunk when the link
-/// carries it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Link {
-    pub chunk: ChunkRef,
-    pub contact: Option<Contact>,
-}
-
-impl Link {
-    /// The link of `chunk`, carrying `contact` when it is the chunk's one contact (otherwise
-    /// nothing: a chunk of several contacts reads them by range).
-    pub fn new(chunk: ChunkRef, contact: Option<&Contact>) -> Link {
-        let contact = contact
-            .filter(|c| chunk.count == 1 && c.index == chunk.offset)
-            .cloned();
-        Link { chunk, contact }
-    }
-}
-
-pub trait JobStore: Send + Sync + 'static {
-    /// The job's head. Its figures (`done`, `found`, `not_found`, `failed`, `duplicates`) are
-    /// kept only once the job ended; read them with [`Self::job_view`].
-    fn get_job(
+/// `Idempotency-Key`s of `POST /jobs`.
+pub trait IdempotencyKeys: Send + Sync + 'static {
+    /// Claims `key` for the request (`owner`) about to create `job_id`: the first request owns
+    /// it until it finishes or its lease (`lease_ms`) runs out; then a retry takes over and
+    /// finishes the same job. A key used with another body (`body_sha256`) is a `Mismatch`.
+    fn claim_idempotency_key(
         &self,
+        key: &str,
+        body_sha256: &str,
         job_id: &str,
-    ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send;
-    /// The job with its figures: summed over its chunks while it runs, as settled once it
-    /// ended; duplicates summed over their shards.
-    fn job_view(
+        owner: &str,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Idempotency, StoreError>> + Send;
+    /// Ends `owner`'s hold: `created` when the job is recorded and every chunk queued;
+    /// otherwise the lease is given up so a retry can take over at once.
+    fn finish_idempotency_key(
         &self,
-        job_id: &str,
-    ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send;
-    /// The head as a delivery reads it: possibly a second stale (an eventually consistent read,
-    /// half the read units), which a delivery can afford: what it needs of the head (provider,
-    /// operation, size, chunking) is fixed before any chunk starts. The default reads
-    /// [`Self::get_job`].
-    fn job_head(
-        &self,
-        job_id: &str,
-    ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send {
-        self.get_job(job_id)
-    }
-    /// The chunk a provider id is linked to, with the contact of a one-contact chunk when the
-    /// link carries it ([`Self::link_chunk`]): a single result then reads nothing else.
-    fn find_link(
-        &self,
-        job_id: &str,
-        provider_id: &str,
-    ) -> impl Future<Output = Result<Option<Link>, StoreError>> + Send;
-    /// The chunk a provider id is linked to ([`Self::find_link`] without the contact).
-    fn find_chunk(
-        &self,
-        job_id: &str,
-        provider_id: &str,
-    ) -> impl Future<Output = Result<Option<ChunkRef>, StoreError>> + Send {
-        async move { Ok(self.find_link(job_id, provider_id).await?.map(|l| l.chunk)) }
-    }
-    fn contacts(
-        &self,
-        job_id: &str,
-        offset: u64,
-        count: u64,
-    ) -> impl Future<Output = Result<Vec<Contact>, StoreError>> + Send;
-    /// Stores one contact's result unless it has one already, and moves its chunk's counters by
-    /// exactly it (with `update` applied to the chunk). A result found stored is counted if its
-    /// count was lost, and a final chunk is made sure of its group: a redelivery repairs.
-    fn store_result(
-        &self,
-        job_id: &str,
-        chunk_index: u32,
-        result: ContactResult,
-        update: Option<ChunkUpdate>,
-    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
-    /// Stores a chunk's result set: rows not stored yet with BatchWriteItem, then the chunk's
-    /// counters set to what it holds, exact under replays, concurrent single results and
-    /// attempts that died midway. A job that had ended already gets its figures summed again.
-    fn store_chunk(
-        &self,
-        job_id: &str,
-        chunk: ChunkRef,
-        results: Vec<ContactResult>,
-        update: ChunkUpdate,
-    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
-    fn add_duplicate(&self, job_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// A poll found a chunk's results not ready: its next poll comes `every_ms` from now (the
-    /// interval, doubled by the caller up to [`MAX_POLL_EVERY_MS`]). Nothing if it is final.
-    fn poll_later(
-        &self,
-        job_id: &str,
-        index: u32,
-        every_ms: u64,
+        key: &str,
+        owner: &str,
+        created: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Sets the final status, and the job's figures, once every chunk is final and every contact
-    /// counted (rows from per-contact webhooks stay provisional until their batch replaces
-    /// them); returns it when it did. Called when a write completed a group of final chunks
-    /// ([`Stored::may_settle`]), or to repair.
-    fn settle_job(
-        &self,
-        job_id: &str,
-    ) -> impl Future<Output = Result<Option<JobStatus>, StoreError>> + Send;
-    /// One chunk as stored.
-    fn chunk(
-        &self,
-        job_id: &str,
-        index: u32,
-    ) -> impl Future<Output = Result<Option<Chunk>, StoreError>> + Send;
-    /// Every chunk of the job, in index order.
-    fn chunks(&self, job_id: &str) -> impl Future<Output = Result<Vec<Chunk>, StoreError>> + Send;
-    /// Records a chunk's provider id (and the credits the start reserved) if the chunk is still
-    /// waiting for one (`pending`, `starting`, `start_unconfirmed`), then links the id to the
-    /// chunk. The chunk write comes first: it is what ends the wait. `false`: the chunk has
-    /// another id or moved on without one. `contact`: the chunk's first contact, carried on the
-    /// link when it is its only one ([`Link::new`]), so that its result reads it with the link.
-    fn link_chunk(
-        &self,
-        job_id: &str,
-        chunk: ChunkRef,
-        provider_id: &str,
-        credits: Option<f64>,
-        contact: Option<&Contact>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Takes a poll the sweeper queued for chunk `index` with `poll_at = taken_at_ms`: once.
-    /// A second delivery of the same message (SQS delivers at least once) finds it taken and
-    /// makes no second GET. Whether this call took it.
-    fn claim_poll(
-        &self,
-        job_id: &str,
-        index: u32,
-        taken_at_ms: u64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Counts one fetch of an id no chunk is linked to, made on the word of an unsigned body,
-    /// against chunk `index` (one waiting for its id): at most `max` per chunk. Whether this
-    /// one was allowed.
-    fn take_candidate(
-        &self,
-        job_id: &str,
-        index: u32,
-        max: u32,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// The provider's own answer to a start gave `provider_id`, but the chunk was linked to
-    /// another id meanwhile (adopted on a wrong guess): the chunk takes the provider's id and
-    /// the wrong link goes, so the chunk's real webhooks map. Nothing if the chunk has that id.
-    fn correct_link(
-        &self,
-        job_id: &str,
-        chunk: ChunkRef,
-        provider_id: &str,
-        contact: Option<&Contact>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Records why a job (partly) failed; its status settles when every contact is accounted for.
-    /// An error that stops the job's starts ([`JobError::stops_submission`]) is never replaced
-    /// by one that does not (a cancel stays a cancel), and it fences
-    /// [`SubmitLedger::begin_submit`].
-    fn set_job_error(
-        &self,
-        job_id: &str,
-        error: &JobError,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// The contact indices in `from ..= to` that have a result row (keys only: one small query).
-    fn stored_indices(
-        &self,
-        job_id: &str,
-        from: u64,
-        to: u64,
-    ) -> impl Future<Output = Result<HashSet<u64>, StoreError>> + Send;
-    /// Takes the next slot of a rate schedule shared by every worker and function (`name`, one
-    /// request per `interval_ms`), if it falls within `max_wait_ms` from now: a caller that
-    /// could not wait that long takes nothing (the schedule never runs ahead of the requests
-    /// that will really be made), and is told when a slot may be in reach again.
-    fn take_slot(
-        &self,
-        name: &str,
-        interval_ms: u64,
-        max_wait_ms: u64,
-    ) -> impl Future<Output = Result<Slot, StoreError>> + Send;
-    /// Gives back a slot taken with [`Self::take_slot`] whose request will not be made, when it
-    /// is still the last one taken (a later one behind it cannot move). Whether it was.
-    fn return_slot(
-        &self,
-        name: &str,
-        at_ms: u64,
-        interval_ms: u64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-}
-
-/// A slot of a shared rate schedule ([`JobStore::take_slot`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    /// Taken: the request may be sent at this time (ms), and must be (or the slot returned).
-    At(u64),
-    /// Not taken: the schedule is booked further ahead than the caller can wait; a slot is in
-    /// reach again in this many ms.
-    Busy { retry_in_ms: u64 },
-}
-
-/// How long after a `DELETE` the sweeper looks for the job's erasure, should its message have
-/// been lost (the worker erases a job in seconds to minutes).
-pub const ERASE_GRACE: std::time::Duration = std::time::Duration::from_secs(900);
-
-/// How long a job may stay `creating` (its head written, its `POST /jobs` not finished) before
-/// the sweeper takes it for abandoned and erases it: well past the `Idempotency-Key` lease, so a
-/// retry that takes the job over has long finished or given up.
-pub const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// How long a job's items are kept, unless configured (`RESULT_RETENTION_DAYS`).
-pub const DEFAULT_RETENTION_DAYS: u64 = 90;
-
-/// How long a started chunk waits for its results before its first poll, unless configured
-/// (`POLL_AFTER_SECONDS`).
-pub const DEFAULT_POLL_AFTER_MS: u64 = 600_000;
-/// The longest interval between two polls of a chunk.
-pub const MAX_POLL_EVERY_MS: u64 = 3_600_000;
-
-/// Where a page of `GET /jobs` stopped: the last head's creation time and id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobsCursor {
-    pub created_at_ms: u64,
-    pub job_id: String,
-}
-
-/// What a series of queries cost, by DynamoDB's rules: each page is charged a read unit per 4 KB
-/// of the items it returned (rounded up, at least one), half that when eventually consistent.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ReadCost {
-    pub queries: usize,
-    pub items: usize,
-    pub bytes: usize,
-    pub read_units: f64,
-}
-
-impl ReadCost {
-    fn add_page(&mut self, items: &[Item], consistent: bool) {
-        let bytes: usize = items.iter().map(item_size).sum();
-        self.queries += 1;
-        self.items += items.len();
-        self.bytes += bytes;
-        let unit = if consistent { 1.0 } else { 0.5 };
-        self.read_units += (bytes.div_ceil(4096).max(1)) as f64 * unit;
-    }
-}
-
-/// What the sweeper found due: a chunk for a poll or for its start, or a job head for its
-/// completion callback.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Due {
-    pub job_id: String,
-    /// The chunk; `None`: the job's completion callback.
-    pub chunk: Option<u32>,
-    /// Its `poll_at` as read (ms): taking it is conditional on it.
-    pub poll_at_ms: u64,
-    /// What is due.
-    pub action: DueAction,
 }
 
 /// The sweeper's view of the jobs table (the sparse `due` index): what is due, and taking it.
@@ -685,24 +490,60 @@ pub trait DueIndex: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 }
 
-/// What a due item asks of the sweeper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DueAction {
-    /// A started chunk whose results have not come: a poll, on the webhook queue.
-    Poll,
-    /// A chunk not started (its start message lost, or its worker gone) past its start's due
-    /// time: a start message again, on the submit queue (a chunk is still started at most
-    /// once: only a pending chunk can be taken).
-    Start,
-    /// A chunk whose start is unconfirmed: its confirmation check again, on the submit queue.
-    ConfirmCheck,
-    /// The job's completion callback.
-    Callback,
-    /// A deleted job's erasure, overdue.
-    Erase,
+pub trait CallbackStore: Send + Sync + 'static {
+    /// Takes a job's pending callback for one attempt and counts it: `due_at` `None` takes it if
+    /// it is due now; `Some(t)` if its due date is still `t` (the one a sweep or a retry set:
+    /// of two messages for one due date, one attempt is made). It stays held `lease_ms`, then a
+    /// sweep may take it again. `None`: not pending, not due, or taken by another message.
+    fn take_callback(
+        &self,
+        job_id: &str,
+        due_at: Option<u64>,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Option<CallbackTake>, StoreError>> + Send;
+
+    /// Records the attempt taken with `lease`. `false`: the lease was lost (the attempt took
+    /// longer than it, and another was taken).
+    fn record_callback(
+        &self,
+        job_id: &str,
+        lease: u64,
+        attempt: &CallbackAttempt,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
-/// How long a chunk may stay not started (pending, or being started) before the sweeper sends
-/// its start message again, unless configured ([`DynamoJobStore::with_start_overdue`]): longer
-/// than SQS's longest delay, so a start waiting in the queue for its slot is not doubled.
-pub const DEFAULT_START_OVERDUE_MS: u64 = 20 * 60_000;
+pub trait OrphanStore: Send + Sync + 'static {
+    /// The job a chunk of which is linked to `provider_id` at `provider`, if any.
+    fn job_of_provider_id(
+        &self,
+        provider: Provider,
+        provider_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Keeps an orphan [`ORPHAN_RETENTION_DAYS`] days (the caller claims its event once).
+    fn put_orphan(&self, orphan: &Orphan) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Orphans newest first, `limit` (at most 100) a page, after `cursor`; expired ones are not
+    /// listed.
+    fn list_orphans(
+        &self,
+        limit: usize,
+        cursor: Option<&OrphansCursor>,
+    ) -> impl Future<Output = Result<(Vec<Orphan>, Option<OrphansCursor>), StoreError>> + Send;
+}
+
+pub trait DedupeStore: Send + Sync + 'static {
+    fn claim(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+    fn complete(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

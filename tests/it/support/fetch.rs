@@ -13,7 +13,7 @@ use relay_shared::jobs::{ContactResult, JobMeta, Operation};
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
-use relay_shared::store::{DynamoDedupe, DynamoJobStore, JobStore, JobWriter};
+use relay_shared::store::{DynamoDedupe, DynamoJobStore, JobWriter, Jobs};
 use serde_json::{Value, json};
 
 use super::Stack;

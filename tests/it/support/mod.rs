@@ -7,6 +7,7 @@ use relay_local_stack::{Moto, Resources, Template};
 
 pub mod fetch;
 pub mod lost_answer;
+pub mod refuse;
 pub use relay_local_stack::provider_stub;
 
 /// One moto server per test binary. It is never dropped; it stops when this process exits, as

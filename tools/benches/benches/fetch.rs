@@ -26,7 +26,7 @@ use relay_shared::jobs::Operation;
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
-use relay_shared::store::JobStore;
+use relay_shared::store::Jobs;
 use relay_shared::testing::envelope;
 use serde_json::{Value, json};
 

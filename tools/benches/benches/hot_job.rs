@@ -20,7 +20,7 @@ use relay_local_stack::{Moto, queue};
 use relay_shared::Provider;
 use relay_shared::jobs::JobStatus;
 use relay_shared::providers::Hook;
-use relay_shared::store::JobStore;
+use relay_shared::store::Jobs;
 use relay_shared::testing::envelope;
 use serde_json::{Value, json};
 

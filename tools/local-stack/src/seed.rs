@@ -2,7 +2,7 @@
 //! tests and benchmarks of the worker that do not go through the jobs API.
 
 use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation};
-use relay_shared::store::{DynamoJobStore, JobStore, JobWriter};
+use relay_shared::store::{DynamoJobStore, JobWriter, Links};
 use serde_json::Value;
 
 /// Contacts as (fields, custom) pairs, in chunks of `chunk_size`, each chunk linked to the

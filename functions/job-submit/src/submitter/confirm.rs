@@ -8,11 +8,14 @@ use relay_shared::jobs::{Chunk, ChunkStatus, JobError, reasons};
 use relay_shared::now_ms;
 use relay_shared::providers::submit::Submitter;
 use relay_shared::queue::{MAX_DELAY, Queue};
-use relay_shared::store::{JobWriter, StoreError, SubmitLedger};
+use relay_shared::store::{JobWriter, Links, RateSchedule, Results, StoreError, SubmitLedger};
 
 use super::{ChunkSubmitter, SubmitAction, SubmitChunk, Submitted};
 
-impl<J: SubmitLedger + JobWriter, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B> {
+impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
+where
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule,
+{
     /// A start message for a chunk some worker holds: wait while its lease runs; after it,
     /// the worker died mid-start and the chunk is unconfirmed (never started again on a guess).
     pub(crate) async fn not_pending_starting(

@@ -5,7 +5,9 @@ use relay_shared::jobs::JobStatus;
 use relay_shared::now_ms;
 use relay_shared::providers::submit::Submitter;
 use relay_shared::queue::Queue;
-use relay_shared::store::{DRAFT_TTL, JobWriter, StoreError, SubmitLedger};
+use relay_shared::store::{
+    DRAFT_TTL, JobWriter, Links, RateSchedule, Results, StoreError, SubmitLedger,
+};
 
 use super::{ChunkSubmitter, SubmitChunk, Submitted};
 
@@ -13,7 +15,10 @@ use super::{ChunkSubmitter, SubmitChunk, Submitted};
 /// timeout at 25 items per BatchWriteItem, 8 in flight.
 pub const ERASE_PER_MESSAGE: usize = 5_000;
 
-impl<J: SubmitLedger + JobWriter, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B> {
+impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
+where
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule,
+{
     /// Deletes up to [`ERASE_PER_MESSAGE`] items of a deleted job; if more are left, the rest
     /// goes on in a new message. Once none is left: its claim-checked bodies, then the head
     /// made a tombstone (the erasure is done: the sweeper stops asking for it). A job whose

@@ -11,7 +11,9 @@ use relay_shared::jobs::{Chunk, ChunkStatus, ContactResult, JobError, JobMeta};
 use relay_shared::metrics::{self, Metrics};
 use relay_shared::providers::submit::Submitter;
 use relay_shared::queue::Queue;
-use relay_shared::store::{ChunkRef, ChunkUpdate, JobWriter, StoreError, SubmitLedger};
+use relay_shared::store::{
+    ChunkRef, ChunkUpdate, JobWriter, Links, RateSchedule, Results, StoreError, SubmitLedger,
+};
 
 pub use crate::{SubmitAction, SubmitChunk};
 
@@ -87,7 +89,10 @@ pub fn starts_metrics(outcomes: &[Submitted]) -> Metrics {
     m
 }
 
-impl<J: SubmitLedger + JobWriter, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B> {
+impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
+where
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule,
+{
     /// Settles the job when every contact is accounted for; a job that ended here with a
     /// callback URL asks for its callback at once.
     pub(crate) async fn settle(&self, job_id: &str) -> Result<(), StoreError> {

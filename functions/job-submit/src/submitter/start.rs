@@ -13,7 +13,9 @@ use relay_shared::providers::submit::{
 use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::retry::{Retryable, exponential};
 use relay_shared::routes::webhook_urls;
-use relay_shared::store::{ChunkRef, JobWriter, Slot, StoreError, SubmitLedger};
+use relay_shared::store::{
+    ChunkRef, JobWriter, Links, RateSchedule, Results, Slot, StoreError, SubmitLedger,
+};
 use relay_shared::{Provider, now_ms};
 
 use super::{ChunkSubmitter, SubmitChunk, Submitted};
@@ -57,7 +59,10 @@ pub(crate) struct Taken {
     owner: String,
 }
 
-impl<J: SubmitLedger + JobWriter, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B> {
+impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
+where
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule,
+{
     /// Starts one chunk, at most once: prepare → take → send → on refusal.
     pub(crate) async fn try_submit(
         &self,

@@ -21,7 +21,7 @@ use relay_local_stack::seed::{numbered_fullenrich_record, seed_numbered_fullenri
 use relay_local_stack::{Moto, Template};
 use relay_shared::Provider;
 use relay_shared::providers::Hook;
-use relay_shared::store::{DynamoJobStore, JobStore};
+use relay_shared::store::{DynamoJobStore, Jobs};
 use relay_shared::testing::{envelope, sqs_message};
 use serde_json::json;
 

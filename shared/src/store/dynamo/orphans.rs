@@ -9,60 +9,15 @@
 //! orphan holds what the provider
 //! sent: contact data, never logged, shown only through the authenticated API.
 
-use std::future::Future;
-
+use super::DynamoJobStore;
+use super::attrs::unavailable;
+use super::attrs::{Item, get_n, get_s, n, s};
+use super::items::expired;
 use crate::Provider;
-
-use super::*;
-
-/// How long an orphan is kept.
-pub const ORPHAN_RETENTION_DAYS: u64 = 30;
+use crate::store::Jobs;
+use crate::store::{ORPHAN_RETENTION_DAYS, Orphan, OrphanStore, OrphansCursor, StoreError};
 
 pub(super) const ORPHANS_PK: &str = "ORPHANS";
-
-/// An event no chunk knows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Orphan {
-    pub provider: Provider,
-    /// The provider's id of the search (Enrow `id`).
-    pub provider_id: String,
-    /// The event's name (Enrow `event`).
-    pub event: String,
-    pub received_at_ms: u64,
-    /// Which delivery brought it (unique per HTTP request).
-    pub delivery_id: String,
-    /// What the event says it cost (Enrow `credits.cost`).
-    pub credits: Option<f64>,
-}
-
-impl Orphan {
-    /// Its sort key: newest first is descending.
-    pub fn sort_key(&self) -> String {
-        format!("{:013}#{}", self.received_at_ms, self.delivery_id)
-    }
-}
-
-/// Where a page of `GET /orphans` stopped: the last orphan's sort key ([`Orphan::sort_key`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrphansCursor(pub String);
-
-pub trait OrphanStore: Send + Sync + 'static {
-    /// The job a chunk of which is linked to `provider_id` at `provider`, if any.
-    fn job_of_provider_id(
-        &self,
-        provider: Provider,
-        provider_id: &str,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
-    /// Keeps an orphan [`ORPHAN_RETENTION_DAYS`] days (the caller claims its event once).
-    fn put_orphan(&self, orphan: &Orphan) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Orphans newest first, `limit` (at most 100) a page, after `cursor`; expired ones are not
-    /// listed.
-    fn list_orphans(
-        &self,
-        limit: usize,
-        cursor: Option<&OrphansCursor>,
-    ) -> impl Future<Output = Result<(Vec<Orphan>, Option<OrphansCursor>), StoreError>> + Send;
-}
 
 fn orphan_item(o: &Orphan) -> Item {
     let mut item = Item::from([

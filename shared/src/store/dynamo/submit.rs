@@ -1,11 +1,18 @@
 //! The submit lease and start bookkeeping: a chunk taken for its start, released, marked
 //! `start_unconfirmed`, expired, split in halves; the job's status while it starts.
 
-use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update, WriteRequest};
-
-use super::*;
+use super::DynamoJobStore;
+use super::attrs::{
+    Item, cancellation_codes, get_n, get_s, n, s, unavailable, unless_condition_failed,
+};
+use super::items::chunk_item;
+use super::items::parse_chunk;
+use super::keys::{chunk_sk, final_sk, job_pk};
 use crate::jobs::{Chunk, ChunkStatus, JobStatus};
 use crate::now_ms;
+use crate::store::Jobs;
+use crate::store::{StoreError, SubmitLedger};
+use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update, WriteRequest};
 
 impl SubmitLedger for DynamoJobStore {
     /// Takes a pending chunk for its start: `pending` → `starting`, held by `owner` until
@@ -31,8 +38,7 @@ impl SubmitLedger for DynamoJobStore {
             )
             .build()
             .map_err(build)?;
-        let take = self
-            .take_update(job_id, index, owner, lease_ms)
+        let take = take_update(self, job_id, index, owner, lease_ms)
             .build()
             .map_err(build)?;
         let out = self
@@ -168,84 +174,16 @@ impl SubmitLedger for DynamoJobStore {
         chunk: &Chunk,
         owner: &str,
     ) -> Result<Vec<Chunk>, StoreError> {
-        let pk = job_pk(job_id);
         for _ in 0..5 {
             let meta = self
                 .get_job(job_id)
                 .await?
                 .ok_or_else(|| StoreError::Data(format!("job {job_id} has no head")))?;
-            let first = chunk.count.div_ceil(2);
-            let mut halves = Chunk::plan_range(chunk.offset, first, first, meta.chunk_seq as u32);
-            halves.extend(Chunk::plan_range(
-                chunk.offset + first,
-                chunk.count - first,
-                chunk.count - first,
-                meta.chunk_seq as u32 + 1,
-            ));
-            let parts: Vec<u32> = halves.iter().map(|c| c.index).collect();
-            let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
-            let head = Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key("sk", s("META"))
-                .update_expression("SET chunk_seq = :next, updated_at = :now ADD chunks :more")
-                .condition_expression("chunk_seq = :seen OR attribute_not_exists(chunk_seq)")
-                .expression_attribute_values(":next", n(meta.chunk_seq + halves.len() as u64))
-                .expression_attribute_values(":seen", n(meta.chunk_seq))
-                .expression_attribute_values(":more", n(halves.len() as u64 - 1))
-                .expression_attribute_values(":now", n(now_ms()))
-                .build()
-                .map_err(build)?;
-            let parent = Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key("sk", s(chunk_sk(chunk.index)))
-                .update_expression(
-                    "SET #status = :split, parts = :parts REMOVE submit_until, submit_owner",
-                )
-                .condition_expression("#status = :starting AND submit_owner = :me")
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":split", s(ChunkStatus::Split.as_str()))
-                .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
-                .expression_attribute_values(":me", s(owner))
-                .expression_attribute_values(
-                    ":parts",
-                    s(serde_json::to_string(&parts).unwrap_or_default()),
-                )
-                .build()
-                .map_err(build)?;
-            // The parent is final from here on: it joins its group of final chunks in the same
-            // transaction (the halves are new indices the job now waits for).
-            let group = Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(&pk))
-                .key("sk", s(final_sk(chunk.index)))
-                .update_expression("ADD f :i SET expires_at = if_not_exists(expires_at, :exp)")
-                .expression_attribute_values(
-                    ":i",
-                    aws_sdk_dynamodb::types::AttributeValue::Ns(vec![chunk.index.to_string()]),
-                )
-                .expression_attribute_values(":exp", n(self.expires_at()))
-                .build()
-                .map_err(build)?;
-            let mut tx = self
+            let (halves, items) = split_writes(self, job_id, chunk, owner, meta.chunk_seq)?;
+            let tx = self
                 .client
                 .transact_write_items()
-                .transact_items(TransactWriteItem::builder().update(head).build())
-                .transact_items(TransactWriteItem::builder().update(parent).build())
-                .transact_items(TransactWriteItem::builder().update(group).build());
-            for half in &halves {
-                let mut item = self.expiring(chunk_item(&pk, half));
-                // Due for its start like every new chunk (its message may be lost).
-                item.insert("poll_at".into(), n(now_ms() + self.start_overdue_ms));
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(sk)")
-                    .build()
-                    .map_err(build)?;
-                tx = tx.transact_items(TransactWriteItem::builder().put(put).build());
-            }
+                .set_transact_items(Some(items));
             match tx.send().await {
                 Ok(_) => return Ok(halves),
                 Err(e) => {
@@ -378,34 +316,113 @@ impl SubmitLedger for DynamoJobStore {
     }
 }
 
-impl DynamoJobStore {
-    /// The take of a pending chunk for `owner` (also its own hold: the SDK resending a take
-    /// after its answer was lost; taken for another's, the start would be skipped and the
-    /// chunk never started).
-    fn take_update(
-        &self,
-        job_id: &str,
-        index: u32,
-        owner: &str,
-        lease_ms: u64,
-    ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
-        Update::builder()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(job_id)))
-            .key("sk", s(chunk_sk(index)))
-            // Due again for the sweeper a minute after the lease: a worker that died mid-start
-            // leaves the chunk to be marked unconfirmed then.
-            .update_expression(
-                "SET #status = :starting, submit_until = :until, submit_owner = :me, poll_at = :due",
-            )
-            .condition_expression(
-                "#status = :pending OR (#status = :starting AND submit_owner = :me)",
-            )
-            .expression_attribute_values(":due", n(now_ms() + lease_ms + 60_000))
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
-            .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
-            .expression_attribute_values(":until", n(now_ms() + lease_ms))
-            .expression_attribute_values(":me", s(owner))
+/// The take of a pending chunk for `owner` (also its own hold: the SDK resending a take
+/// after its answer was lost; taken for another's, the start would be skipped and the
+/// chunk never started).
+fn take_update(
+    store: &DynamoJobStore,
+    job_id: &str,
+    index: u32,
+    owner: &str,
+    lease_ms: u64,
+) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+    Update::builder()
+        .table_name(&store.table)
+        .key("pk", s(job_pk(job_id)))
+        .key("sk", s(chunk_sk(index)))
+        // Due again for the sweeper a minute after the lease: a worker that died mid-start
+        // leaves the chunk to be marked unconfirmed then.
+        .update_expression(
+            "SET #status = :starting, submit_until = :until, submit_owner = :me, poll_at = :due",
+        )
+        .condition_expression("#status = :pending OR (#status = :starting AND submit_owner = :me)")
+        .expression_attribute_values(":due", n(now_ms() + lease_ms + 60_000))
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
+        .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+        .expression_attribute_values(":until", n(now_ms() + lease_ms))
+        .expression_attribute_values(":me", s(owner))
+}
+
+/// A split's transaction: the head's chunk count, the parent made `split` (held by `owner`)
+/// and recorded final in its group, the two halves put as new pending chunks. Returns the
+/// halves and the transaction's items.
+fn split_writes(
+    store: &DynamoJobStore,
+    job_id: &str,
+    chunk: &Chunk,
+    owner: &str,
+    chunk_seq: u64,
+) -> Result<(Vec<Chunk>, Vec<TransactWriteItem>), StoreError> {
+    let pk = job_pk(job_id);
+    let first = chunk.count.div_ceil(2);
+    let mut halves = Chunk::plan_range(chunk.offset, first, first, chunk_seq as u32);
+    halves.extend(Chunk::plan_range(
+        chunk.offset + first,
+        chunk.count - first,
+        chunk.count - first,
+        chunk_seq as u32 + 1,
+    ));
+    let parts: Vec<u32> = halves.iter().map(|c| c.index).collect();
+    let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
+    let head = Update::builder()
+        .table_name(&store.table)
+        .key("pk", s(&pk))
+        .key("sk", s("META"))
+        .update_expression("SET chunk_seq = :next, updated_at = :now ADD chunks :more")
+        .condition_expression("chunk_seq = :seen OR attribute_not_exists(chunk_seq)")
+        .expression_attribute_values(":next", n(chunk_seq + halves.len() as u64))
+        .expression_attribute_values(":seen", n(chunk_seq))
+        .expression_attribute_values(":more", n(halves.len() as u64 - 1))
+        .expression_attribute_values(":now", n(now_ms()))
+        .build()
+        .map_err(build)?;
+    let parent = Update::builder()
+        .table_name(&store.table)
+        .key("pk", s(&pk))
+        .key("sk", s(chunk_sk(chunk.index)))
+        .update_expression("SET #status = :split, parts = :parts REMOVE submit_until, submit_owner")
+        .condition_expression("#status = :starting AND submit_owner = :me")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":split", s(ChunkStatus::Split.as_str()))
+        .expression_attribute_values(":starting", s(ChunkStatus::Starting.as_str()))
+        .expression_attribute_values(":me", s(owner))
+        .expression_attribute_values(
+            ":parts",
+            s(serde_json::to_string(&parts).unwrap_or_default()),
+        )
+        .build()
+        .map_err(build)?;
+    // The parent is final from here on: it joins its group of final chunks in the same
+    // transaction (the halves are new indices the job now waits for).
+    let group = Update::builder()
+        .table_name(&store.table)
+        .key("pk", s(&pk))
+        .key("sk", s(final_sk(chunk.index)))
+        .update_expression("ADD f :i SET expires_at = if_not_exists(expires_at, :exp)")
+        .expression_attribute_values(
+            ":i",
+            aws_sdk_dynamodb::types::AttributeValue::Ns(vec![chunk.index.to_string()]),
+        )
+        .expression_attribute_values(":exp", n(store.expires_at()))
+        .build()
+        .map_err(build)?;
+    let mut items = vec![
+        TransactWriteItem::builder().update(head).build(),
+        TransactWriteItem::builder().update(parent).build(),
+        TransactWriteItem::builder().update(group).build(),
+    ];
+    for half in &halves {
+        let mut item = store.expiring(chunk_item(&pk, half));
+        // Due for its start like every new chunk (its message may be lost).
+        item.insert("poll_at".into(), n(now_ms() + store.start_overdue_ms));
+        let put = Put::builder()
+            .table_name(&store.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(build)?;
+        items.push(TransactWriteItem::builder().put(put).build());
     }
+    Ok((halves, items))
 }

@@ -2,11 +2,10 @@
 
 use std::collections::HashMap;
 
+use crate::store::StoreError;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-
-use super::*;
 
 /// A short description of an SDK error: the service's code and message, or the transport
 /// failure (never the request, so never contact data).

@@ -8,13 +8,15 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::attrs::{Item, data_error, get_n};
+use super::callbacks::parse_state;
+use super::keys::{LIST_PK, chunk_sk, contact_sk, index_of, job_pk, result_sk};
 use crate::Provider;
 use crate::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus, Operation, Outcome,
 };
 use crate::now_ms;
-
-use super::*;
+use crate::store::StoreError;
 
 /// A JSON value stored as its text (an `S` attribute); unreadable text reads as the default.
 mod json_text {
@@ -148,7 +150,7 @@ pub(super) fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
         erased: item.contains_key("erased_at"),
         creating: item.contains_key("creating"),
         callback_url: m.callback_url,
-        callback: callbacks::parse_state(item),
+        callback: parse_state(item),
     })
 }
 
@@ -336,6 +338,7 @@ pub(super) fn parse_result(item: &Item) -> Result<ContactResult, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::attrs::{n, s};
     use super::*;
     use serde_json::json;
 

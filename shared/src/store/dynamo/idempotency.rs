@@ -1,7 +1,10 @@
 //! `Idempotency-Key`s of `POST /jobs`: claimed by one request (a lease), finished with its job.
 
-use super::*;
+use super::DynamoJobStore;
+use super::attrs::unavailable;
+use super::attrs::{get_n, get_s, n, s, unless_condition_failed};
 use crate::now_ms;
+use crate::store::{Idempotency, IdempotencyKeys, StoreError};
 
 impl IdempotencyKeys for DynamoJobStore {
     /// Claims an `Idempotency-Key` for the request about to create `job_id` (`owner` names the

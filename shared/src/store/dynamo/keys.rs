@@ -1,5 +1,6 @@
 //! Item keys of the jobs table, and the `due` index's shards.
 
+use crate::store::FINAL_GROUP;
 use sha2::{Digest, Sha256};
 
 pub(super) fn job_pk(job_id: &str) -> String {
@@ -10,10 +11,10 @@ pub fn chunk_sk(index: u32) -> String {
     format!("CHUNK#{index:05}")
 }
 
-/// The group holding chunk `index` ([`super::FINAL_GROUP`] indices a group): it records which
+/// The group holding chunk `index` ([`FINAL_GROUP`] indices a group): it records which
 /// of its chunks are final, and is in the `due` index while one of them is open.
 pub(super) fn final_sk(index: u32) -> String {
-    format!("CHUNK#~F{:05}", index / super::FINAL_GROUP)
+    format!("CHUNK#~F{:05}", index / FINAL_GROUP)
 }
 
 /// How many items a job's duplicate count is spread over.

@@ -1,8 +1,14 @@
 //! [`DueIndex`] over DynamoDB: the `due` index's queries and takes.
 
+use super::DynamoJobStore;
+use super::attrs::unavailable;
+use super::attrs::{Item, get_n, get_s, n, s, unless_condition_failed};
+use super::items::item_size;
+use super::items::parse_chunk;
+use super::keys::{ERASE_SHARD, POLL_SHARDS, chunk_sk, final_sk, index_of};
+use crate::jobs::ChunkStatus;
 use crate::now_ms;
-
-use super::*;
+use crate::store::{Due, DueAction, DueIndex, FINAL_GROUP, ReadCost, StoreError};
 
 impl DueIndex for DynamoJobStore {
     async fn due_chunks(
@@ -217,4 +223,15 @@ struct DueGroup<'a> {
     job_id: &'a str,
     group: u32,
     poll_at: u64,
+}
+
+impl ReadCost {
+    fn add_page(&mut self, items: &[Item], consistent: bool) {
+        let bytes: usize = items.iter().map(item_size).sum();
+        self.queries += 1;
+        self.items += items.len();
+        self.bytes += bytes;
+        let unit = if consistent { 1.0 } else { 0.5 };
+        self.read_units += (bytes.div_ceil(4096).max(1)) as f64 * unit;
+    }
 }

@@ -1,12 +1,17 @@
 //! Staged jobs over the jobs table ([`JobDrafts`]): the draft head, its `PAGE#` items, the seal
 //! a start holds, and the start itself.
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
-
+use super::DynamoJobStore;
+use super::attrs::{
+    Item, cancellation_codes, data_error, get_n, get_s, n, put_request, s, unavailable,
+    unless_condition_failed,
+};
+use super::items::{contact_item, meta_item};
+use super::keys::{ERASE_SHARD, index_of, job_pk};
 use crate::jobs::{Chunk, Contact, JobMeta, JobStatus};
 use crate::now_ms;
-
-use super::*;
+use crate::store::{DRAFT_TTL, JobDrafts, Page, PageWrite, StoreError};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
 
 pub(super) fn page_sk(offset: u64) -> String {
     format!("PAGE#{offset:07}")

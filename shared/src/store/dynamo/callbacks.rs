@@ -2,56 +2,12 @@
 //! (a lease, like a chunk's), recorded after it. The head stays in the sparse `due` index while
 //! its callback is pending, so a lost queue message or a dead attempt is picked up by the sweeper.
 
-use std::future::Future;
-
-use aws_sdk_dynamodb::types::ReturnValue;
-
-use super::{Item, StoreError, get_n, get_s, n, parse_meta, s, unless_condition_failed};
-use crate::jobs::{CallbackState, CallbackStatus, JobMeta};
+use super::attrs::{Item, get_n, get_s, n, s, unless_condition_failed};
+use super::items::parse_meta;
+use crate::jobs::{CallbackState, CallbackStatus};
 use crate::now_ms;
-
-/// A callback taken for one attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CallbackTake {
-    /// The job's head as it is now (its attempt already counted).
-    pub meta: JobMeta,
-    /// Holds the attempt: recording it is conditional on this (`poll_at`).
-    pub lease: u64,
-}
-
-/// How one attempt went.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CallbackAttempt {
-    /// The receiver's HTTP status, when it answered.
-    pub status_code: Option<u16>,
-    /// Why there was no answer (timeout, connection refused), when there was none.
-    pub error: Option<String>,
-    /// `Delivered`; `Pending` with `next_at`: try again then; `Failed`: given up.
-    pub status: CallbackStatus,
-    pub next_at: Option<u64>,
-}
-
-pub trait CallbackStore: Send + Sync + 'static {
-    /// Takes a job's pending callback for one attempt and counts it: `due_at` `None` takes it if
-    /// it is due now; `Some(t)` if its due date is still `t` (the one a sweep or a retry set:
-    /// of two messages for one due date, one attempt is made). It stays held `lease_ms`, then a
-    /// sweep may take it again. `None`: not pending, not due, or taken by another message.
-    fn take_callback(
-        &self,
-        job_id: &str,
-        due_at: Option<u64>,
-        lease_ms: u64,
-    ) -> impl Future<Output = Result<Option<CallbackTake>, StoreError>> + Send;
-
-    /// Records the attempt taken with `lease`. `false`: the lease was lost (the attempt took
-    /// longer than it, and another was taken).
-    fn record_callback(
-        &self,
-        job_id: &str,
-        lease: u64,
-        attempt: &CallbackAttempt,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-}
+use crate::store::{CallbackAttempt, CallbackStore, CallbackTake, StoreError};
+use aws_sdk_dynamodb::types::ReturnValue;
 
 /// A head's callback state, once its job ended with a callback URL.
 pub(super) fn parse_state(item: &Item) -> Option<CallbackState> {

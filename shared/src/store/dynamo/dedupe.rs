@@ -1,42 +1,10 @@
 //! The dedupe table: one claim per delivery identity (AWS Powertools' idempotency semantics).
 
-use std::future::Future;
-
-use aws_sdk_dynamodb::Client;
-
+use super::attrs::unavailable;
+use super::attrs::{get_s, n, put_refused, s, unless_condition_failed};
 use crate::now_ms;
-
-use super::*;
-
-/// Whether a claim was won (the semantics of AWS Powertools' idempotency).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// This worker owns the event now: apply it, then complete or release.
-    Claimed,
-    /// Applied already (`COMPLETED`): drop this copy.
-    Duplicate,
-    /// Being applied by another worker whose lease still runs: this copy must wait and be tried
-    /// again (if the holder fails and releases, this copy is the one that applies it).
-    InProgress,
-}
-
-pub trait DedupeStore: Send + Sync + 'static {
-    fn claim(
-        &self,
-        key: &str,
-        owner: &str,
-    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
-    fn complete(
-        &self,
-        key: &str,
-        owner: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn release(
-        &self,
-        key: &str,
-        owner: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
+use crate::store::{Claim, DedupeStore, StoreError};
+use aws_sdk_dynamodb::Client;
 
 #[derive(Debug, Clone)]
 pub struct DynamoDedupe {

@@ -1,0 +1,237 @@
+//! [`SubmitLedger`] in memory.
+
+use super::MemoryJobs;
+use crate::jobs::{Chunk, ChunkStatus, JobError, JobStatus};
+use crate::now_ms;
+use crate::store::{StoreError, SubmitLedger};
+
+impl SubmitLedger for MemoryJobs {
+    async fn begin_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Option<Chunk>, StoreError> {
+        take_pending(self, job_id, index, owner, lease_ms, true)
+    }
+
+    async fn begin_fail(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Option<Chunk>, StoreError> {
+        take_pending(self, job_id, index, owner, lease_ms, false)
+    }
+
+    async fn release_submit(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        self.with(job_id, |job| {
+            if job.starting.get(&index).is_some_and(|(o, _)| o == owner)
+                && let Some(c) = job.chunks.get_mut(&index)
+                && c.status == ChunkStatus::Starting
+            {
+                c.status = ChunkStatus::Pending;
+                job.starting.remove(&index);
+            }
+            Ok(())
+        })
+    }
+
+    async fn mark_unconfirmed(
+        &self,
+        job_id: &str,
+        index: u32,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.with(job_id, |job| {
+            let now = now_ms();
+            let held = job
+                .starting
+                .get(&index)
+                .is_some_and(|(o, until)| Some(o.as_str()) == owner || *until < now);
+            match job.chunks.get_mut(&index) {
+                Some(c) if c.status == ChunkStatus::Starting && held => {
+                    c.status = ChunkStatus::StartUnconfirmed;
+                    c.unconfirmed_at_ms = Some(now);
+                    job.starting.remove(&index);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+    }
+
+    async fn expire_unconfirmed(&self, job_id: &str, index: u32) -> Result<bool, StoreError> {
+        self.with(job_id, |job| match job.chunks.get_mut(&index) {
+            Some(c) if c.status == ChunkStatus::StartUnconfirmed => {
+                c.status = ChunkStatus::Failed;
+                Ok(true)
+            }
+            _ => Ok(false),
+        })
+    }
+
+    async fn split_chunk(
+        &self,
+        job_id: &str,
+        chunk: &Chunk,
+        owner: &str,
+    ) -> Result<Vec<Chunk>, StoreError> {
+        self.with(job_id, |job| {
+            let held = job
+                .starting
+                .get(&chunk.index)
+                .is_some_and(|(o, _)| o == owner);
+            if !held
+                || job.chunks.get(&chunk.index).map(|c| c.status) != Some(ChunkStatus::Starting)
+            {
+                return Err(StoreError::Conflict(format!(
+                    "chunk {} is no longer held by this worker",
+                    chunk.index
+                )));
+            }
+            let meta = job.meta.as_mut().expect("checked");
+            let first = chunk.count.div_ceil(2);
+            let seq = meta.chunk_seq as u32;
+            let mut halves = Chunk::plan_range(chunk.offset, first, first, seq);
+            halves.extend(Chunk::plan_range(
+                chunk.offset + first,
+                chunk.count - first,
+                chunk.count - first,
+                seq + 1,
+            ));
+            meta.chunk_seq += halves.len() as u64;
+            meta.chunks += halves.len() as u64 - 1;
+            let parent = job.chunks.get_mut(&chunk.index).expect("checked");
+            parent.status = ChunkStatus::Split;
+            parent.parts = halves.iter().map(|c| c.index).collect();
+            job.starting.remove(&chunk.index);
+            for h in &halves {
+                job.chunks.insert(h.index, h.clone());
+            }
+            Ok(halves)
+        })
+    }
+
+    async fn count_submitted(&self, job_id: &str) -> Result<JobStatus, StoreError> {
+        self.with(job_id, |job| {
+            job.submitted += 1;
+            let meta = job.meta.as_mut().expect("checked");
+            let next = if job.submitted >= meta.chunks {
+                JobStatus::Running
+            } else {
+                JobStatus::Submitting
+            };
+            // Only forward: accepted → submitting → running; never over a settled status.
+            if matches!(meta.status, JobStatus::Accepted | JobStatus::Submitting) {
+                meta.status = next;
+            }
+            Ok(meta.status)
+        })
+    }
+
+    async fn delete_items(&self, job_id: &str, limit: usize) -> Result<usize, StoreError> {
+        self.with(job_id, |job| {
+            let mut left = limit;
+            let mut take = |n: usize| {
+                let k = n.min(left);
+                left -= k;
+                k
+            };
+            let c = take(job.contacts.len());
+            let contacts: Vec<u64> = job.contacts.keys().take(c).copied().collect();
+            contacts.iter().for_each(|k| {
+                job.contacts.remove(k);
+            });
+            let r = take(job.results.len());
+            let results: Vec<u64> = job.results.keys().take(r).copied().collect();
+            results.iter().for_each(|k| {
+                job.results.remove(k);
+            });
+            let ch = take(job.chunks.len());
+            let chunks: Vec<u32> = job.chunks.keys().take(ch).copied().collect();
+            chunks.iter().for_each(|k| {
+                job.chunks.remove(k);
+            });
+            let l = take(job.links.len());
+            let links: Vec<String> = job.links.keys().take(l).cloned().collect();
+            links.iter().for_each(|k| {
+                job.links.remove(k);
+            });
+            let p = take(job.pages.len());
+            let pages: Vec<u64> = job.pages.keys().take(p).copied().collect();
+            pages.iter().for_each(|k| {
+                job.pages.remove(k);
+            });
+            Ok(c + r + ch + l + p)
+        })
+    }
+
+    async fn abandon_creation(&self, job_id: &str) -> Result<bool, StoreError> {
+        self.with(job_id, |job| {
+            let meta = job.meta.as_mut().expect("checked");
+            if meta.creating && !meta.deleted {
+                meta.deleted = true;
+                job.erase_due = Some(now_ms());
+            }
+            Ok(meta.creating)
+        })
+    }
+
+    async fn finish_erasure(&self, job_id: &str) -> Result<(), StoreError> {
+        self.with(job_id, |job| {
+            let meta = job.meta.as_mut().expect("checked");
+            if meta.deleted {
+                meta.creating = false;
+                meta.name = None;
+                meta.options = serde_json::Value::Null;
+                meta.callback_url = None;
+                meta.callback = None;
+                meta.erased = true;
+                job.callback_due = None;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// [`SubmitLedger::begin_submit`] (`fenced`) and [`SubmitLedger::begin_fail`].
+fn take_pending(
+    store: &MemoryJobs,
+    job_id: &str,
+    index: u32,
+    owner: &str,
+    lease_ms: u64,
+    fenced: bool,
+) -> Result<Option<Chunk>, StoreError> {
+    store.with(job_id, |job| {
+        let meta = job.meta.as_ref().expect("checked");
+        if fenced
+            && (meta.deleted
+                || meta.creating
+                || meta.error.as_ref().is_some_and(JobError::stops_submission))
+        {
+            return Ok(None);
+        }
+        let Some(c) = job.chunks.get_mut(&index) else {
+            return Ok(None);
+        };
+        // Pending, or held by this owner already (a resent take, as DynamoDB's twin allows).
+        let own = c.status == ChunkStatus::Starting
+            && job.starting.get(&index).is_some_and(|(o, _)| o == owner);
+        if c.status != ChunkStatus::Pending && !own {
+            return Ok(None);
+        }
+        c.status = ChunkStatus::Starting;
+        job.starting
+            .insert(index, (owner.to_string(), now_ms() + lease_ms));
+        Ok(Some(c.clone()))
+    })
+}

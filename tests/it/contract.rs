@@ -1,0 +1,34 @@
+//! The stores' contract on DynamoDB (moto): every case of `relay_shared::store::contract`, the
+//! same cases the in-memory twins pass in shared's unit tests, one test per case.
+
+use relay_shared::store::contract::Faults;
+use relay_shared::store::{DynamoDedupe, DynamoJobStore};
+
+use crate::support::Stack;
+use crate::support::refuse::Refuse;
+
+/// A job's creation fails at its last write, the one that clears its `creating` mark.
+struct FailCreations(Refuse);
+
+impl Faults for FailCreations {
+    fn fail_creations(&self, on: bool) {
+        self.0.set(on);
+    }
+}
+
+/// A jobs store on a fresh stack's table, and its faults.
+async fn jobs() -> (DynamoJobStore, FailCreations) {
+    let stack = Stack::new().await;
+    let refuse = Refuse::new("REMOVE creating");
+    refuse.set(false);
+    (refuse.store(&stack), FailCreations(refuse))
+}
+
+/// A dedupe store on a fresh stack's table: a 1 s lease.
+async fn dedupe() -> DynamoDedupe {
+    let stack = Stack::new().await;
+    let ddb = relay_shared::aws::dynamodb(&stack.sdk);
+    DynamoDedupe::new(ddb, stack.res.table("DedupeTable"), 1_000, 86_400)
+}
+
+relay_shared::store_contract!(jobs: jobs().await, dedupe: dedupe().await);
