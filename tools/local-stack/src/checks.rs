@@ -197,12 +197,43 @@ fn read_config(
     (error.map(|e| e.to_string()), asked.into_inner())
 }
 
+/// What every check reads: the template, its functions by id, the parameters' defaults.
+struct Checked<'a> {
+    template: &'a Template,
+    functions: BTreeMap<&'a str, &'a Value>,
+    defaults: &'a BTreeMap<String, String>,
+}
+
 /// Every mismatch between the template and the code; empty when they agree.
 pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>) -> Vec<String> {
     let mut problems = Vec::new();
-    let functions: BTreeMap<&str, &Value> = template.of_type("AWS::Serverless::Function").collect();
+    let checked = Checked {
+        template,
+        functions: template.of_type("AWS::Serverless::Function").collect(),
+        defaults: parameter_defaults,
+    };
+    for step in [
+        check_functions,
+        check_environment,
+        check_routes,
+        check_consumers,
+        check_policies,
+        check_secrets,
+    ] {
+        step(&checked, &mut problems);
+    }
+    problems.extend(check_monitoring(template));
+    problems.extend(check_limits(template, parameter_defaults));
+    problems
+}
 
-    // Functions and binaries.
+/// The functions and their binaries: one each way.
+fn check_functions(c: &Checked, problems: &mut Vec<String>) {
+    let Checked {
+        functions,
+        template,
+        ..
+    } = c;
     for (id, binary, _) in FUNCTIONS {
         match template.resources.get(id) {
             None => problems.push(format!("binary {binary}: no function {id} in the template")),
@@ -225,8 +256,15 @@ pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>)
             problems.push(format!("{id}: a function with no binary in the code"));
         }
     }
+}
 
-    // Environment.
+/// Each function's environment: what its config reads, and nothing it does not.
+fn check_environment(c: &Checked, problems: &mut Vec<String>) {
+    let Checked {
+        functions,
+        defaults: parameter_defaults,
+        ..
+    } = c;
     for (id, _, config) in FUNCTIONS {
         let Some(props) = functions.get(id) else {
             continue;
@@ -263,10 +301,13 @@ pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>)
             }
         }
     }
+}
 
-    // Routes.
+/// Routes: the API's routes and the template's events, the same set.
+fn check_routes(c: &Checked, problems: &mut Vec<String>) {
+    let Checked { functions, .. } = c;
     let mut routed = BTreeSet::new();
-    for (id, props) in &functions {
+    for (id, props) in functions {
         for (_, event) in props
             .get("Events")
             .and_then(Value::as_mapping)
@@ -305,8 +346,15 @@ pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>)
             r.1, r.2, r.0
         ));
     }
+}
 
-    // SQS consumers.
+/// SQS consumers: which function reads which queue, and how.
+fn check_consumers(c: &Checked, problems: &mut Vec<String>) {
+    let Checked {
+        functions,
+        template,
+        ..
+    } = c;
     for (id, queue) in CONSUMERS {
         let Some(props) = functions.get(id) else {
             continue;
@@ -355,10 +403,13 @@ pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>)
             problems.push(format!("{queue}: no DLQ redrive"));
         }
     }
+}
 
-    // Policies: exactly the calls.
+/// Policies: exactly the calls each function makes.
+fn check_policies(c: &Checked, problems: &mut Vec<String>) {
+    let Checked { functions, .. } = c;
     let mut granted: BTreeSet<(String, String, String)> = BTreeSet::new();
-    for (id, props) in &functions {
+    for (id, props) in functions {
         for policy in as_list(props.get("Policies")) {
             for st in as_list(policy.get("Statement")) {
                 for action in as_list(st.get("Action")).iter().filter_map(|a| a.as_str()) {
@@ -385,9 +436,12 @@ pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>)
             "{f}: its policy grants {a} on {r}, which its code never calls"
         ));
     }
+}
 
-    // Secrets: each function may read exactly the SSM parameters its variables name.
-    for (id, props) in &functions {
+/// Secrets: each function may read exactly the SSM parameters its variables name.
+fn check_secrets(c: &Checked, problems: &mut Vec<String>) {
+    let Checked { functions, .. } = c;
+    for (id, props) in functions {
         let text = |v: &Value| match v {
             Value::Tagged(t) => t.value.as_str().unwrap_or("").to_string(),
             Value::String(s) => s.clone(),
@@ -429,9 +483,6 @@ pub fn check(template: &Template, parameter_defaults: &BTreeMap<String, String>)
             ));
         }
     }
-    problems.extend(check_monitoring(template));
-    problems.extend(check_limits(template, parameter_defaults));
-    problems
 }
 
 /// A number in the template: a literal, or a `!Ref` to a parameter with a numeric default.
