@@ -254,6 +254,39 @@ mod tests {
         assert!(WebhookMessage::from_json(r#"{"type":"nonsense"}"#).is_err());
     }
 
+    /// The submit queue's messages: tagged on the way out, and those of the release before
+    /// (`action` absent for a start) read as the same message.
+    #[test]
+    fn submit_queue_messages_are_tagged_and_the_old_shape_is_still_read() {
+        let start: serde_json::Value =
+            serde_json::from_str(&SubmitChunk::start("job_1", 4)).unwrap();
+        assert_eq!(
+            start,
+            serde_json::json!({"type": "start", "job_id": "job_1", "chunk": 4})
+        );
+        let erase: serde_json::Value = serde_json::from_str(&SubmitChunk::delete("job_1")).unwrap();
+        assert_eq!(
+            erase,
+            serde_json::json!({"type": "erase", "job_id": "job_1"})
+        );
+        for (old, action) in [
+            (r#"{"job_id":"job_1","chunk":4}"#, SubmitAction::Start),
+            (
+                r#"{"job_id":"job_1","chunk":4,"action":"confirm_check"}"#,
+                SubmitAction::ConfirmCheck,
+            ),
+        ] {
+            let m: SubmitChunk = serde_json::from_str(old).unwrap();
+            assert_eq!((m.job_id.as_str(), m.chunk, m.action), ("job_1", 4, action));
+        }
+        let check = SubmitChunk::message("job_1", 2, SubmitAction::ConfirmCheck);
+        let back: SubmitChunk = serde_json::from_str(&check).unwrap();
+        assert_eq!(back.action, SubmitAction::ConfirmCheck);
+        let old_delete: SubmitChunk =
+            serde_json::from_str(r#"{"job_id":"job_1","chunk":0,"action":"delete"}"#).unwrap();
+        assert_eq!(old_delete.action, SubmitAction::Delete);
+    }
+
     /// Messages of the release before (no `type`) are read all the same: a deploy with messages
     /// in flight loses none.
     #[test]
@@ -381,13 +414,81 @@ impl CallbackRequest {
     }
 }
 
-/// The submit queue's message: a chunk to start, or to check on.
+/// The submit queue's message: a chunk to start, or to check on, or a job to erase. On the
+/// queue it is one tagged type ([`SubmitMessage`]: `start`, `confirm_check`, `erase`); messages
+/// of the release before (`{"job_id", "chunk", "action"?}`, no `type`) are read all the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SubmitRead", into = "SubmitMessage")]
 pub struct SubmitChunk {
     pub job_id: String,
     pub chunk: u32,
-    #[serde(default, skip_serializing_if = "SubmitAction::is_start")]
     pub action: SubmitAction,
+}
+
+/// The submit queue's messages as they travel, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SubmitMessage {
+    /// Start the chunk, if it is still pending.
+    Start { job_id: String, chunk: u32 },
+    /// Check on the chunk's unconfirmed start.
+    ConfirmCheck { job_id: String, chunk: u32 },
+    /// Erase the job's items, a bounded number per message.
+    Erase { job_id: String },
+}
+
+/// What the submit queue may carry: this release's tagged message, or the release before's.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SubmitRead {
+    Tagged(SubmitMessage),
+    Untagged {
+        job_id: String,
+        chunk: u32,
+        #[serde(default)]
+        action: SubmitAction,
+    },
+}
+
+impl From<SubmitRead> for SubmitChunk {
+    fn from(m: SubmitRead) -> SubmitChunk {
+        let (job_id, chunk, action) = match m {
+            SubmitRead::Tagged(SubmitMessage::Start { job_id, chunk }) => {
+                (job_id, chunk, SubmitAction::Start)
+            }
+            SubmitRead::Tagged(SubmitMessage::ConfirmCheck { job_id, chunk }) => {
+                (job_id, chunk, SubmitAction::ConfirmCheck)
+            }
+            SubmitRead::Tagged(SubmitMessage::Erase { job_id }) => {
+                (job_id, 0, SubmitAction::Delete)
+            }
+            SubmitRead::Untagged {
+                job_id,
+                chunk,
+                action,
+            } => (job_id, chunk, action),
+        };
+        SubmitChunk {
+            job_id,
+            chunk,
+            action,
+        }
+    }
+}
+
+impl From<SubmitChunk> for SubmitMessage {
+    fn from(m: SubmitChunk) -> SubmitMessage {
+        let SubmitChunk {
+            job_id,
+            chunk,
+            action,
+        } = m;
+        match action {
+            SubmitAction::Start => SubmitMessage::Start { job_id, chunk },
+            SubmitAction::ConfirmCheck => SubmitMessage::ConfirmCheck { job_id, chunk },
+            SubmitAction::Delete => SubmitMessage::Erase { job_id },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,12 +502,6 @@ pub enum SubmitAction {
     ConfirmCheck,
     /// Erase the job's items (`DELETE /jobs/{id}`), a bounded number per message.
     Delete,
-}
-
-impl SubmitAction {
-    fn is_start(&self) -> bool {
-        *self == SubmitAction::Start
-    }
 }
 
 impl SubmitChunk {
