@@ -23,9 +23,8 @@ use crate::store::{CallbackAttempt, CallbackStore, Jobs, Results, StoreError};
 
 /// Retries stop this long after the job ended.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(24 * 3600);
-/// The wait after the first failed attempt (`CALLBACK_RETRY_BASE_SECONDS`); it doubles after each
-/// failure, up to [`MAX_RETRY_WAIT`].
-pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(30);
+/// The first wait before a failed callback attempt is retried (it doubles each time).
+pub use crate::config::DEFAULT_CALLBACK_RETRY_BASE as DEFAULT_RETRY_BASE;
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(2 * 3600);
 /// How long one attempt waits for the receiver's answer.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);

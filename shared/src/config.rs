@@ -7,6 +7,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::WebhookSecret;
 
+/// The wait after the first failed attempt (`CALLBACK_RETRY_BASE_SECONDS`); it doubles after each
+/// failure, up to the callback's `MAX_RETRY_WAIT`.
+pub const DEFAULT_CALLBACK_RETRY_BASE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("configuration error: {var} {problem}")]
 pub struct ConfigError {
@@ -418,10 +422,8 @@ impl FetchConfig {
             deadline: job_deadline(env)?,
             retention: retention(env)?,
             callback_secret: env.secret("CALLBACK_SECRET")?,
-            callback_retry_base: env.duration(
-                "CALLBACK_RETRY_BASE_SECONDS",
-                crate::callback::DEFAULT_RETRY_BASE,
-            )?,
+            callback_retry_base: env
+                .duration("CALLBACK_RETRY_BASE_SECONDS", DEFAULT_CALLBACK_RETRY_BASE)?,
             callback_allow_loopback: env.flag("CALLBACK_ALLOW_LOOPBACK", false)?,
         })
     }
