@@ -245,6 +245,29 @@ impl Callbacks {
         ]
     }
 
+    /// One signed POST of the job's `job.completed` event: the receiver's status code, or what
+    /// kept the request from getting one (no URL or address in the text: they may be the
+    /// caller's).
+    async fn post(&self, url: &str, meta: &JobMeta) -> (Option<u16>, Option<String>) {
+        let now = crate::now_ms();
+        let body = event_body(meta, now);
+        let headers = self.sign(&event_id(&meta.job_id), (now / 1000) as i64, &body);
+        let mut req = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        match req.send().await {
+            Ok(resp) => (Some(resp.status().as_u16()), None),
+            Err(e) if e.is_timeout() => (None, Some("timed out".to_string())),
+            Err(e) if e.is_connect() => (None, Some("could not connect".to_string())),
+            Err(_) => (None, Some("request failed".to_string())),
+        }
+    }
+
     /// One attempt for the job's callback, if this message may make it: take it, POST the
     /// signed event, record the outcome. `Err`: the store failed (the message is retried).
     pub async fn attempt<S: CallbackStore>(
@@ -278,23 +301,7 @@ impl Callbacks {
                 next_attempt_at: None,
                 since_ms: crate::now_ms(),
             });
-        let now = crate::now_ms();
-        let body = event_body(meta, now);
-        let headers = self.sign(&event_id(&meta.job_id), (now / 1000) as i64, &body);
-        let mut req = self
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body);
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        let (status_code, error) = match req.send().await {
-            Ok(resp) => (Some(resp.status().as_u16()), None),
-            Err(e) if e.is_timeout() => (None, Some("timed out".to_string())),
-            Err(e) if e.is_connect() => (None, Some("could not connect".to_string())),
-            Err(_) => (None, Some("request failed".to_string())),
-        };
+        let (status_code, error) = self.post(url, meta).await;
         let delivered = status_code.is_some_and(|c| (200..300).contains(&c));
         let why = match (status_code, &error) {
             (Some(c), _) => format!("answered {c}"),

@@ -140,23 +140,23 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
         respond(outcome, delivery_id.as_deref())
     }
 
-    async fn process(&self, req: &Request, route: Option<&Route<'_>>) -> (Outcome, Option<String>) {
-        if req.method() != http::Method::POST {
-            return (Outcome::MethodNotAllowed, None);
-        }
-        let Some(route) = route else {
-            return (Outcome::BadRoute, None);
-        };
+    /// The URL's token (the job's, or the global route's), then FullEnrich's signature when the
+    /// body has one (or must): what ingest found, or the refusal.
+    fn authenticate(
+        &self,
+        req: &Request,
+        route: &Route<'_>,
+        body: &[u8],
+    ) -> Result<Signature, Outcome> {
         let secret = &self.config.webhook_secret;
         let token_ok = route.token.is_some_and(|t| match route.hook {
             Hook::Global => secret.verify_global(route.provider, t),
             _ => secret.verify(route.provider, route.job_id, t),
         });
         if !token_ok {
-            return (Outcome::BadToken, None);
+            return Err(Outcome::BadToken);
         }
-        let body: &[u8] = req.body().as_ref();
-        let signature = match route.provider {
+        Ok(match route.provider {
             Provider::Enrow => Signature::NotApplicable,
             Provider::Fullenrich => {
                 let header = req
@@ -170,13 +170,27 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
                     .map(|k| k.expose_secret().as_bytes())
                     .collect();
                 match check_fullenrich_signature(&keys, body, header) {
-                    SignatureCheck::Invalid => return (Outcome::BadSignature, None),
+                    SignatureCheck::Invalid => return Err(Outcome::BadSignature),
                     SignatureCheck::Absent if self.config.require_signature => {
-                        return (Outcome::SignatureRequired, None);
+                        return Err(Outcome::SignatureRequired);
                     }
                     check => Signature::from(check),
                 }
             }
+        })
+    }
+
+    async fn process(&self, req: &Request, route: Option<&Route<'_>>) -> (Outcome, Option<String>) {
+        if req.method() != http::Method::POST {
+            return (Outcome::MethodNotAllowed, None);
+        }
+        let Some(route) = route else {
+            return (Outcome::BadRoute, None);
+        };
+        let body: &[u8] = req.body().as_ref();
+        let signature = match self.authenticate(req, route, body) {
+            Ok(signature) => signature,
+            Err(refused) => return (refused, None),
         };
 
         let delivery_id = uuid::Uuid::new_v4().to_string();

@@ -92,16 +92,7 @@ where
             // Out of credits or canceled stops the job: chunks not started yet are not
             // started (job-submit-worker reads this error before every start).
             self.jobs.set_job_error(job_id, e).await?;
-            // Records of a job that ran out of credits or was canceled may be present
-            // but empty: those contacts were not enriched, not "not found". A record
-            // that finished with nothing found stays `not_found`.
-            for r in results
-                .iter_mut()
-                .filter(|r| r.outcome == Outcome::NotFound && !fullenrich::finished(&r.raw))
-            {
-                r.outcome = Outcome::Failed;
-                r.reason = Some(reason.to_string());
-            }
+            not_enriched(&mut results, reason);
         }
         fill_missing(&mut results, &contacts, reason);
         let update = ChunkUpdate {
@@ -316,6 +307,19 @@ where
     ) -> Result<fullenrich::Job, Disposition> {
         self.fullenrich_slot().await?;
         Ok(self.providers.fullenrich_job(op, id).await?)
+    }
+}
+
+/// Records of a job that ran out of credits or was canceled may be present but empty: those
+/// contacts were not enriched (`failed` with `reason`), not "not found". A record that finished
+/// with nothing found stays `not_found`.
+fn not_enriched(results: &mut [ContactResult], reason: &str) {
+    for r in results
+        .iter_mut()
+        .filter(|r| r.outcome == Outcome::NotFound && !fullenrich::finished(&r.raw))
+    {
+        r.outcome = Outcome::Failed;
+        r.reason = Some(reason.to_string());
     }
 }
 
