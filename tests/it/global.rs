@@ -27,7 +27,9 @@ async fn the_global_webhook_is_a_safety_net_applied_once_and_unknown_searches_ar
     let c = Client::of(&stack);
     let started = Instant::now();
 
-    // Every per-request webhook lost; each event also goes to the dashboard webhook.
+    // Every per-request webhook lost; each event also goes to the dashboard webhook (a sandbox
+    // fault, `enrow_global_copy`: Enrow's documented rule is that `settings.webhook` overrides
+    // the dashboard default, providers.md §3).
     sandbox.set_enrow_global_webhook(Some(stack.global_webhook_url.clone()), true);
     sandbox.set_drop_webhooks(1.0);
     let lost = c

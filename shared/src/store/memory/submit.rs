@@ -140,37 +140,16 @@ impl SubmitLedger for MemoryJobs {
     async fn delete_items(&self, job_id: &str, limit: usize) -> Result<usize, StoreError> {
         self.with(job_id, |job| {
             let mut left = limit;
-            let mut take = |n: usize| {
-                let k = n.min(left);
-                left -= k;
-                k
-            };
-            let c = take(job.contacts.len());
-            let contacts: Vec<u64> = job.contacts.keys().take(c).copied().collect();
-            contacts.iter().for_each(|k| {
-                job.contacts.remove(k);
-            });
-            let r = take(job.results.len());
-            let results: Vec<u64> = job.results.keys().take(r).copied().collect();
-            results.iter().for_each(|k| {
-                job.results.remove(k);
-            });
-            let ch = take(job.chunks.len());
-            let chunks: Vec<u32> = job.chunks.keys().take(ch).copied().collect();
-            chunks.iter().for_each(|k| {
-                job.chunks.remove(k);
-            });
-            let l = take(job.links.len());
-            let links: Vec<String> = job.links.keys().take(l).cloned().collect();
-            links.iter().for_each(|k| {
+            let mut n = drop_first(&mut job.contacts, &mut left);
+            n += drop_first(&mut job.results, &mut left);
+            n += drop_first(&mut job.chunks, &mut left);
+            let links: Vec<String> = job.links.keys().take(left).cloned().collect();
+            for k in &links {
                 job.links.remove(k);
-            });
-            let p = take(job.pages.len());
-            let pages: Vec<u64> = job.pages.keys().take(p).copied().collect();
-            pages.iter().for_each(|k| {
-                job.pages.remove(k);
-            });
-            Ok(c + r + ch + l + p)
+            }
+            left -= links.len();
+            n += links.len() + drop_first(&mut job.pages, &mut left);
+            Ok(n)
         })
     }
 
@@ -234,4 +213,14 @@ fn take_pending(
             .insert(index, (owner.to_string(), now_ms() + lease_ms));
         Ok(Some(c.clone()))
     })
+}
+
+/// Removes up to `left` entries of `m`, first keys first; counts them off `left`.
+fn drop_first<K: Ord, V>(m: &mut std::collections::BTreeMap<K, V>, left: &mut usize) -> usize {
+    let mut n = 0;
+    while *left > 0 && m.pop_first().is_some() {
+        *left -= 1;
+        n += 1;
+    }
+    n
 }

@@ -57,8 +57,12 @@
 //! - `reject_marker`: a contact whose LinkedIn URL contains it makes the whole start a 400
 //!   (`error.linkedin.malformated` / "Invalid linkedin_url"), as a provider refuses one bad
 //!   contact in a batch that the relay's own validation let through.
-//! - `enrow_global_copy` also sends every Enrow event to the dashboard webhook, never dropped:
-//!   Enrow's page does not say whether a search that named its own webhook is seen there too.
+//! - `enrow_global_copy` (a fault, off by default) also sends every Enrow event to the dashboard
+//!   webhook, never dropped. It is not Enrow's documented behaviour: `settings.webhook` overrides
+//!   the dashboard default (providers.md §3), so a search the relay started reports on its own
+//!   URL only. It stands for what the relay must survive all the same: the same event on both
+//!   URLs (an operator's replay, an undocumented resend), and a job's events reaching it only
+//!   through the dashboard.
 //! - Every start request is logged ([`StartLog`]) with the job of its webhook URL and the record
 //!   keys it carries, so a test can count the starts each chunk got.
 //!
