@@ -234,10 +234,8 @@ where
             Ok(s) => s,
             Err(e) => return Disposition::Retry(e.to_string()),
         };
-        if stored.may_settle(meta.chunk_seq)
-            && let Err(e) = self.settle(meta).await
-        {
-            return Disposition::Retry(format!("job not settled: {e}"));
+        if let Err(d) = self.settle_after(meta, &stored).await {
+            return d;
         }
         tracing::warn!(
             job_id,

@@ -128,10 +128,7 @@ impl<J: DueIndex, Q: Queue> Sweeper<J, Q> {
             ),
             // A chunk whose start message was lost (a failed send, the submit DLQ, a worker
             // gone): its start again, which only a pending chunk can take.
-            DueAction::Start => (
-                &self.submit_queue,
-                SubmitChunk::message(&d.job_id, index, SubmitAction::Start),
-            ),
+            DueAction::Start => (&self.submit_queue, SubmitChunk::start(&d.job_id, index)),
             DueAction::ConfirmCheck => (
                 &self.submit_queue,
                 SubmitChunk::message(&d.job_id, index, SubmitAction::ConfirmCheck),

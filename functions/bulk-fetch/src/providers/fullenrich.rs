@@ -185,18 +185,17 @@ where
                     .filter(|c| rids.contains(&c.index)),
             );
         }
-        for record in finished {
-            if fullenrich_rid(record).is_some_and(|i| i < meta.contacts) {
-                continue;
-            }
-            if let Some(id) = &job.id {
-                let chunk = self.chunk_of(meta, id, &[], None).await?.chunk;
-                contacts.extend(
-                    self.jobs
-                        .contacts(job_id, chunk.offset, chunk.count)
-                        .await?,
-                );
-            }
+        // Records without a key map within the chunk their enrichment id names: read once.
+        let keyless = finished
+            .iter()
+            .any(|r| !fullenrich_rid(r).is_some_and(|i| i < meta.contacts));
+        if keyless && let Some(id) = &job.id {
+            let chunk = self.chunk_of(meta, id, &[], None).await?.chunk;
+            contacts.extend(
+                self.jobs
+                    .contacts(job_id, chunk.offset, chunk.count)
+                    .await?,
+            );
         }
         Ok((rids, contacts))
     }

@@ -103,6 +103,21 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         Ok(json_response(200, answer.to_string()))
     }
 
+    /// A start that lost to another request for the same draft: the job as that one left it
+    /// (202 once it started), or 409 while it is still starting.
+    async fn started_or_busy(&self, id: &str) -> Result<Response, ApiError> {
+        let m = self.live(id, false).await?;
+        if m.status != JobStatus::Draft {
+            return Ok(json_response(202, accepted(&m).to_string()));
+        }
+        Err(ApiError::new(
+            409,
+            "start_in_progress",
+            "another request is starting this job; retry after the time in Retry-After",
+        )
+        .retry_after(2))
+    }
+
     /// `POST /jobs/{id}/start`: a staged job whose pages hold every contact it announced starts
     /// as a `POST /jobs` job does (its chunks recorded and queued, 202). A job started already
     /// answers the same (its chunks still pending queued again); pages missing, overlapping or
@@ -123,25 +138,12 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
                 ),
             ));
         }
-        let in_progress = || {
-            ApiError::new(
-                409,
-                "start_in_progress",
-                "another request is starting this job; retry after the time in Retry-After",
-            )
-            .retry_after(2)
-        };
         let Some(seal) = self
             .jobs
             .seal_draft(id, IDEMPOTENCY_LEASE.as_millis() as u64)
             .await?
         else {
-            return match self.live(id, false).await? {
-                m if m.status != JobStatus::Draft => {
-                    Ok(json_response(202, accepted(&m).to_string()))
-                }
-                _ => Err(in_progress()),
-            };
+            return self.started_or_busy(id).await;
         };
         let pages = self.jobs.pages(id).await?;
         if let Err(rule) = pages_cover(&pages, meta.contacts) {
@@ -150,12 +152,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         }
         let chunks = Chunk::plan(meta.contacts, meta.chunk_size);
         if !self.jobs.start_draft(id, &chunks, seal).await? {
-            return match self.live(id, false).await? {
-                m if m.status != JobStatus::Draft => {
-                    Ok(json_response(202, accepted(&m).to_string()))
-                }
-                _ => Err(in_progress()),
-            };
+            return self.started_or_busy(id).await;
         }
         self.queue(id, chunks.iter().map(|c| c.index)).await?;
         let started = JobMeta {
