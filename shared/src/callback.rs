@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::ConfigError;
+use crate::ids::JobId;
 use crate::jobs::{CallbackStatus, JobMeta, JobStatus};
 use crate::queue::Queue;
 use crate::store::{CallbackAttempt, CallbackStore, Jobs, Results, StoreError};
@@ -39,7 +40,7 @@ pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
 pub async fn settle_then_ask<J: Jobs + Results, Q: Queue>(
     jobs: &J,
     queue: &Q,
-    job_id: &str,
+    job_id: &JobId,
     meta: Option<&JobMeta>,
 ) -> Result<Option<JobStatus>, StoreError> {
     let settled = jobs.settle_job(job_id).await?;
@@ -56,7 +57,7 @@ pub async fn settle_then_ask<J: Jobs + Results, Q: Queue>(
     if has_callback {
         let ask = CallbackRequest::new(job_id, None).to_json();
         if let Err(e) = queue.send(ask).await {
-            tracing::warn!(job_id, error = %e, "callback not queued: the sweeper will");
+            tracing::warn!(job_id = %job_id, error = %e, "callback not queued: the sweeper will");
         }
     }
     Ok(settled)
@@ -70,17 +71,17 @@ pub struct CallbackRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallbackTarget {
-    pub job_id: String,
+    pub job_id: JobId,
     /// The due date this message is for; absent: whenever it is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_at: Option<u64>,
 }
 
 impl CallbackRequest {
-    pub fn new(job_id: &str, due_at: Option<u64>) -> CallbackRequest {
+    pub fn new(job_id: &JobId, due_at: Option<u64>) -> CallbackRequest {
         CallbackRequest {
             callback: CallbackTarget {
-                job_id: job_id.to_string(),
+                job_id: job_id.clone(),
                 due_at,
             },
         }
@@ -98,7 +99,7 @@ pub fn event_body(meta: &JobMeta, now_ms: u64) -> String {
 }
 
 /// The event's id: the same in every attempt for one job (receivers dedupe on it).
-pub fn event_id(job_id: &str) -> String {
+pub fn event_id(job_id: &JobId) -> String {
     format!("evt_{job_id}_completed")
 }
 
@@ -406,11 +407,11 @@ mod tests {
 
     #[test]
     fn a_callback_message_round_trips_and_is_told_from_other_messages() {
-        let m = CallbackRequest::new("job_1", Some(5));
+        let m = CallbackRequest::new(&JobId::new("job_1"), Some(5));
         assert_eq!(CallbackRequest::from_json(&m.to_json()), Some(m));
         assert_eq!(
             CallbackRequest::from_json(r#"{"callback":{"job_id":"j"}}"#),
-            Some(CallbackRequest::new("j", None))
+            Some(CallbackRequest::new(&JobId::new("j"), None))
         );
         assert_eq!(
             CallbackRequest::from_json(r#"{"poll":{"job_id":"j"}}"#),
@@ -501,7 +502,7 @@ mod tests {
     impl CallbackStore for OneHead {
         async fn take_callback(
             &self,
-            _: &str,
+            _: &JobId,
             due_at: Option<u64>,
             lease_ms: u64,
         ) -> Result<Option<crate::store::CallbackTake>, StoreError> {
@@ -525,7 +526,7 @@ mod tests {
 
         async fn record_callback(
             &self,
-            _: &str,
+            _: &JobId,
             lease: u64,
             a: &CallbackAttempt,
         ) -> Result<bool, StoreError> {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::Provider;
 use crate::auth::SignatureCheck;
 use crate::callback::{CallbackRequest, CallbackTarget};
+use crate::ids::{ChunkIndex, JobId};
 use crate::providers::Hook;
 
 /// SQS's message size limit (256 KiB), for the whole message body.
@@ -34,7 +35,7 @@ pub struct Envelope {
     pub delivery_id: String,
     pub provider: Provider,
     pub hook: Hook,
-    pub job_id: String,
+    pub job_id: JobId,
     pub received_at_ms: u64,
     /// Header names lowercased.
     pub headers: BTreeMap<String, String>,
@@ -234,14 +235,14 @@ mod tests {
             WebhookMessage::from_json(&env.to_json()).unwrap(),
             WebhookMessage::Delivery(env.clone())
         );
-        let poll = PollRequest::new("job_1", 3, 7).taken_at(9);
+        let poll = PollRequest::new(&JobId::new("job_1"), ChunkIndex(3), 7).taken_at(9);
         assert!(
             poll.to_json().starts_with(r#"{"type":"poll""#),
             "{}",
             poll.to_json()
         );
         assert_eq!(PollRequest::from_json(&poll.to_json()), Some(poll.clone()));
-        let ask = CallbackRequest::new("job_1", Some(5));
+        let ask = CallbackRequest::new(&JobId::new("job_1"), Some(5));
         assert!(ask.to_json().starts_with(r#"{"type":"callback""#));
         assert_eq!(
             CallbackRequest::from_json(&ask.to_json()),
@@ -259,12 +260,13 @@ mod tests {
     #[test]
     fn submit_queue_messages_are_tagged_and_the_old_shape_is_still_read() {
         let start: serde_json::Value =
-            serde_json::from_str(&SubmitChunk::start("job_1", 4)).unwrap();
+            serde_json::from_str(&SubmitChunk::start(&JobId::new("job_1"), ChunkIndex(4))).unwrap();
         assert_eq!(
             start,
             serde_json::json!({"type": "start", "job_id": "job_1", "chunk": 4})
         );
-        let erase: serde_json::Value = serde_json::from_str(&SubmitChunk::delete("job_1")).unwrap();
+        let erase: serde_json::Value =
+            serde_json::from_str(&SubmitChunk::delete(&JobId::new("job_1"))).unwrap();
         assert_eq!(
             erase,
             serde_json::json!({"type": "erase", "job_id": "job_1"})
@@ -277,9 +279,16 @@ mod tests {
             ),
         ] {
             let m: SubmitChunk = serde_json::from_str(old).unwrap();
-            assert_eq!((m.job_id.as_str(), m.chunk, m.action), ("job_1", 4, action));
+            assert_eq!(
+                (m.job_id.as_str(), m.chunk, m.action),
+                ("job_1", ChunkIndex(4), action)
+            );
         }
-        let check = SubmitChunk::message("job_1", 2, SubmitAction::ConfirmCheck);
+        let check = SubmitChunk::message(
+            &JobId::new("job_1"),
+            ChunkIndex(2),
+            SubmitAction::ConfirmCheck,
+        );
         let back: SubmitChunk = serde_json::from_str(&check).unwrap();
         assert_eq!(back.action, SubmitAction::ConfirmCheck);
         let old_delete: SubmitChunk =
@@ -301,12 +310,12 @@ mod tests {
         let old_poll = r#"{"poll":{"job_id":"job_1","chunk":2,"due_at_ms":5}}"#;
         assert_eq!(
             PollRequest::from_json(old_poll),
-            Some(PollRequest::new("job_1", 2, 5))
+            Some(PollRequest::new(&JobId::new("job_1"), ChunkIndex(2), 5))
         );
         let old_callback = r#"{"callback":{"job_id":"job_1"}}"#;
         assert_eq!(
             CallbackRequest::from_json(old_callback),
-            Some(CallbackRequest::new("job_1", None))
+            Some(CallbackRequest::new(&JobId::new("job_1"), None))
         );
     }
 
@@ -356,8 +365,8 @@ pub struct PollRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PollTarget {
-    pub job_id: String,
-    pub chunk: u32,
+    pub job_id: JobId,
+    pub chunk: ChunkIndex,
     /// When the sweeper found it due (ms), for the latency of a recovered result.
     pub due_at_ms: u64,
     /// The chunk's `poll_at` as the sweeper's take left it: the poll is made only while the
@@ -368,10 +377,10 @@ pub struct PollTarget {
 }
 
 impl PollRequest {
-    pub fn new(job_id: &str, chunk: u32, due_at_ms: u64) -> PollRequest {
+    pub fn new(job_id: &JobId, chunk: ChunkIndex, due_at_ms: u64) -> PollRequest {
         PollRequest {
             poll: PollTarget {
-                job_id: job_id.to_string(),
+                job_id: job_id.clone(),
                 chunk,
                 due_at_ms,
                 taken_at_ms: None,
@@ -420,8 +429,8 @@ impl CallbackRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "SubmitRead", into = "SubmitMessage")]
 pub struct SubmitChunk {
-    pub job_id: String,
-    pub chunk: u32,
+    pub job_id: JobId,
+    pub chunk: ChunkIndex,
     pub action: SubmitAction,
 }
 
@@ -430,11 +439,11 @@ pub struct SubmitChunk {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SubmitMessage {
     /// Start the chunk, if it is still pending.
-    Start { job_id: String, chunk: u32 },
+    Start { job_id: JobId, chunk: ChunkIndex },
     /// Check on the chunk's unconfirmed start.
-    ConfirmCheck { job_id: String, chunk: u32 },
+    ConfirmCheck { job_id: JobId, chunk: ChunkIndex },
     /// Erase the job's items, a bounded number per message.
-    Erase { job_id: String },
+    Erase { job_id: JobId },
 }
 
 /// What the submit queue may carry: this release's tagged message, or the release before's.
@@ -443,8 +452,8 @@ pub enum SubmitMessage {
 enum SubmitRead {
     Tagged(SubmitMessage),
     Untagged {
-        job_id: String,
-        chunk: u32,
+        job_id: JobId,
+        chunk: ChunkIndex,
         #[serde(default)]
         action: SubmitAction,
     },
@@ -460,7 +469,7 @@ impl From<SubmitRead> for SubmitChunk {
                 (job_id, chunk, SubmitAction::ConfirmCheck)
             }
             SubmitRead::Tagged(SubmitMessage::Erase { job_id }) => {
-                (job_id, 0, SubmitAction::Delete)
+                (job_id, ChunkIndex(0), SubmitAction::Delete)
             }
             SubmitRead::Untagged {
                 job_id,
@@ -505,17 +514,17 @@ pub enum SubmitAction {
 }
 
 impl SubmitChunk {
-    pub fn start(job_id: &str, chunk: u32) -> String {
+    pub fn start(job_id: &JobId, chunk: ChunkIndex) -> String {
         Self::message(job_id, chunk, SubmitAction::Start)
     }
 
-    pub fn delete(job_id: &str) -> String {
-        Self::message(job_id, 0, SubmitAction::Delete)
+    pub fn delete(job_id: &JobId) -> String {
+        Self::message(job_id, ChunkIndex(0), SubmitAction::Delete)
     }
 
-    pub fn message(job_id: &str, chunk: u32, action: SubmitAction) -> String {
+    pub fn message(job_id: &JobId, chunk: ChunkIndex, action: SubmitAction) -> String {
         serde_json::to_string(&SubmitChunk {
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             chunk,
             action,
         })

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Provider;
+use crate::ids::{ChunkIndex, ContactIndex, JobId, ProviderId};
 use crate::providers::{enrow, fullenrich};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -183,7 +184,7 @@ impl JobError {
 /// The job's head item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobMeta {
-    pub job_id: String,
+    pub job_id: JobId,
     pub provider: Provider,
     pub operation: Operation,
     pub name: Option<String>,
@@ -315,7 +316,7 @@ impl JobMeta {
 
     /// A new job's head: nothing counted yet.
     pub fn new(
-        job_id: String,
+        job_id: JobId,
         operation: Operation,
         name: Option<String>,
         status: JobStatus,
@@ -356,17 +357,17 @@ impl JobMeta {
 /// One provider request: contacts `offset .. offset + count`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
-    pub index: u32,
+    pub index: ChunkIndex,
     pub offset: u64,
     pub count: u64,
-    pub provider_id: Option<String>,
+    pub provider_id: Option<ProviderId>,
     pub status: ChunkStatus,
     pub credits: Option<f64>,
     pub error: Option<JobError>,
     /// When the chunk was marked `start_unconfirmed` (ms).
     pub unconfirmed_at_ms: Option<u64>,
     /// A `split` chunk's halves (chunk indices).
-    pub parts: Vec<u32>,
+    pub parts: Vec<ChunkIndex>,
     /// A started chunk waiting for its results: the interval of its fallback polls (ms), which
     /// doubles each time a poll finds them not ready. `None` once the chunk is final.
     pub poll_every_ms: Option<u64>,
@@ -386,7 +387,7 @@ impl Chunk {
         let size = size.max(1);
         (0..count.div_ceil(size))
             .map(|i| Chunk {
-                index: first + i as u32,
+                index: ChunkIndex(first) + i as u32,
                 offset: offset + i * size,
                 count: size.min(count - i * size),
                 provider_id: None,
@@ -402,15 +403,15 @@ impl Chunk {
     }
 
     /// Whether contact `index` is one of this chunk's.
-    pub fn holds(&self, index: u64) -> bool {
-        index >= self.offset && index < self.offset + self.count
+    pub fn holds(&self, index: ContactIndex) -> bool {
+        (self.offset..self.offset + self.count).contains(&index.0)
     }
 }
 
 /// A contact as the caller submitted it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contact {
-    pub index: u64,
+    pub index: ContactIndex,
     /// The operation's fields (`email`, `fullname`, `linkedin_url`, …).
     pub fields: Map<String, Value>,
     /// The caller's `custom`, exactly as sent.
@@ -426,7 +427,7 @@ impl Contact {
 /// One contact's result, as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContactResult {
-    pub index: u64,
+    pub index: ContactIndex,
     pub custom: Option<Value>,
     pub outcome: Outcome,
     pub email: Option<String>,

@@ -13,6 +13,7 @@ pub mod bodies;
 pub mod callback;
 pub mod config;
 pub mod envelope;
+pub mod ids;
 pub mod invocation;
 pub mod jobs;
 pub mod metrics;
@@ -29,6 +30,8 @@ pub mod testing;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};
+
+pub use ids::{ChunkIndex, ContactIndex, JobId, ProviderId};
 
 /// Keys and tokens: `Debug` prints `[REDACTED]`, the memory is wiped on drop, and reading one
 /// takes an explicit `expose_secret()`.
@@ -48,16 +51,6 @@ impl Provider {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
-}
-
-/// A job id as the relay issues it: 1 to 64 characters of `[A-Za-z0-9_-]`.
-/// Checked before anything else touches an id that came from a URL.
-pub fn is_valid_job_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Milliseconds since the Unix epoch.

@@ -12,7 +12,7 @@
 use crate::auth::WebhookSecret;
 use crate::providers::Hook;
 use crate::providers::submit::WebhookUrls;
-use crate::{Provider, is_valid_job_id};
+use crate::{JobId, Provider};
 
 /// The webhook URLs of one job (the token opens only this job's routes).
 pub fn webhook_urls(
@@ -67,7 +67,7 @@ pub fn parse_route(path: &str) -> Option<Route<'_>> {
         });
     }
     let mut segments = rest.into_iter();
-    let job_id = segments.next().filter(|j| is_valid_job_id(j))?;
+    let job_id = segments.next().filter(|j| JobId::is_valid(j))?;
     let hook = Hook::parse_for(provider, segments.next()?)?;
     let token = segments.next();
     if segments.next().is_some() {

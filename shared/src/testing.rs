@@ -6,11 +6,12 @@ use serde_json::Value;
 
 use crate::Provider;
 use crate::envelope::{Body, Envelope, Signature};
+use crate::ids::JobId;
 use crate::providers::Hook;
 
 /// The SQS message body ingest would send for this delivery (FullEnrich bodies as if they carried
 /// a valid `X-Signature-SHA1`).
-pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {
+pub fn envelope(provider: Provider, hook: Hook, job_id: &JobId, body: &[u8]) -> String {
     let signature = match provider {
         Provider::Fullenrich => Signature::Verified,
         Provider::Enrow => Signature::NotApplicable,
@@ -22,7 +23,7 @@ pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> St
 pub fn envelope_with(
     provider: Provider,
     hook: Hook,
-    job_id: &str,
+    job_id: &JobId,
     body: &[u8],
     signature: Signature,
 ) -> String {
@@ -31,7 +32,7 @@ pub fn envelope_with(
         delivery_id: uuid::Uuid::new_v4().to_string(),
         provider,
         hook,
-        job_id: job_id.to_string(),
+        job_id: job_id.clone(),
         received_at_ms: crate::now_ms(),
         headers: Default::default(),
         signature,

@@ -8,6 +8,7 @@ use relay_local_stack::dev::DevStack;
 use serde_json::Value;
 
 use crate::e2e::options;
+use relay_shared::JobId;
 
 pub(crate) struct Run {
     pub(crate) code: Option<i32>,
@@ -398,7 +399,7 @@ async fn a_deleted_job_is_gone_at_once_and_its_items_are_erased() {
         .post_job(json!({"provider": "enrow", "operation": "email_find", "name": "to erase", "contacts": contacts}))
         .await;
     c.wait_done(&job, Duration::from_secs(60)).await;
-    let delete = |id: String| {
+    let delete = |id: JobId| {
         c.http
             .delete(format!("{}/jobs/{id}", c.base))
             .bearer_auth(&stack.api_token)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use relay_local_stack::dev::{DevOptions, DevStack, Host};
 use relay_local_stack::provider_stub::ProviderStub;
+use relay_shared::JobId;
 use serde_json::{Value, json};
 
 pub(crate) fn options() -> DevOptions {
@@ -47,7 +48,7 @@ impl Client {
         }
     }
 
-    pub(crate) async fn post_job(&self, body: Value) -> String {
+    pub(crate) async fn post_job(&self, body: Value) -> JobId {
         let resp = self
             .http
             .post(format!("{}/jobs", self.base))
@@ -58,7 +59,7 @@ impl Client {
             .unwrap();
         assert_eq!(resp.status(), 202);
         let v: Value = resp.json().await.unwrap();
-        v["job_id"].as_str().unwrap().to_string()
+        JobId::new(v["job_id"].as_str().unwrap())
     }
 
     pub(crate) async fn get(&self, path: &str) -> Value {

@@ -26,11 +26,12 @@ use sweeper::Sweeper;
 
 use crate::support::refuse::Refuse;
 use crate::support::{Stack, apigw_request};
+use relay_shared::{ChunkIndex, JobId, ProviderId};
 
 const TOKEN: &str = "erasure-api-token-0123456789";
 
 /// Every sort key of the job's partition.
-async fn items_of(stack: &Stack, job_id: &str) -> Vec<String> {
+async fn items_of(stack: &Stack, job_id: &JobId) -> Vec<String> {
     let out = relay_shared::aws::dynamodb(&stack.sdk)
         .query()
         .table_name(stack.res.table("JobsTable"))
@@ -156,7 +157,7 @@ async fn a_deleted_job_whose_erasure_message_was_lost_is_erased_by_the_sweeper()
     let body = json!({"provider": "fullenrich", "operation": "enrich", "contacts": contacts});
     let (status, created) = call("POST", "/jobs".into(), body.to_string().into_bytes()).await;
     assert_eq!(status, 202, "{created}");
-    let job = created["job_id"].as_str().unwrap().to_string();
+    let job = JobId::new(created["job_id"].as_str().unwrap());
     stack.drain(&submit_url).await;
     // Two claim-checked bodies of its deliveries, and one of another job.
     for (j, d) in [
@@ -222,7 +223,7 @@ async fn a_single_result_after_the_erasure_writes_nothing() {
     assert!(jobs.mark_deleted(&job).await.unwrap());
     while jobs.delete_items(&job, 100).await.unwrap() > 0 {}
     let update = ChunkUpdate {
-        index: 0,
+        index: ChunkIndex(0),
         status: ChunkStatus::Completed,
         credits: None,
         error: None,
@@ -230,7 +231,7 @@ async fn a_single_result_after_the_erasure_writes_nothing() {
     let late = jobs
         .store_result(
             &job,
-            0,
+            ChunkIndex(0),
             ContactResult::failed(&contact, "late"),
             Some(update),
         )
@@ -242,11 +243,11 @@ async fn a_single_result_after_the_erasure_writes_nothing() {
         .link_chunk(
             &job,
             ChunkRef {
-                index: 0,
+                index: ChunkIndex(0),
                 offset: 0,
                 count: 1,
             },
-            "single-late",
+            &ProviderId::new("single-late"),
             None,
             Some(&contact),
         )
@@ -330,13 +331,13 @@ async fn a_bulk_set_whose_chunk_is_erased_while_it_holds_it_writes_no_row() {
     let contacts = plain.contacts(&job, 0, 5).await.unwrap();
     let results: Vec<ContactResult> = contacts.iter().map(ContactResult::timed_out).collect();
     let update = ChunkUpdate {
-        index: 0,
+        index: ChunkIndex(0),
         status: ChunkStatus::Failed,
         credits: None,
         error: None,
     };
     let chunk = ChunkRef {
-        index: 0,
+        index: ChunkIndex(0),
         offset: 0,
         count: 5,
     };
@@ -409,13 +410,18 @@ async fn a_deleted_jobs_pending_callback_is_never_taken() {
         .unwrap();
     let contact = jobs.contacts(&job, 0, 1).await.unwrap().pop().unwrap();
     let update = ChunkUpdate {
-        index: 0,
+        index: ChunkIndex(0),
         status: ChunkStatus::Completed,
         credits: None,
         error: None,
     };
     let stored = jobs
-        .store_result(&job, 0, ContactResult::failed(&contact, "x"), Some(update))
+        .store_result(
+            &job,
+            ChunkIndex(0),
+            ContactResult::failed(&contact, "x"),
+            Some(update),
+        )
         .await
         .unwrap();
     assert!(stored.may_settle(1));
@@ -470,7 +476,7 @@ async fn jobs_with_contacts(stack: &Stack) -> Vec<String> {
 }
 
 /// A `POST /jobs` whose writes fail part-way: some contacts are written, the chunk is not.
-async fn a_failed_creation(stack: &Stack, failing: &DynamoJobStore) -> String {
+async fn a_failed_creation(stack: &Stack, failing: &DynamoJobStore) -> JobId {
     let rig = Rig::new(stack, failing);
     // 60 contacts: two batches of 25 contacts, then one with the last 10, the chunk and its group,
     // which fails.
@@ -482,7 +488,7 @@ async fn a_failed_creation(stack: &Stack, failing: &DynamoJobStore) -> String {
     assert_eq!(status, 503, "{answer}");
     let left = jobs_with_contacts(stack).await;
     assert_eq!(left.len(), 1, "contacts were written before the failure");
-    left[0].clone()
+    JobId::new(left[0].as_str())
 }
 
 fn refusing(stack: &Stack, marker: &'static str) -> DynamoJobStore {
@@ -543,7 +549,7 @@ async fn a_job_created_whole_is_never_taken_for_abandoned() {
     let (status, created) = rig.call("POST", "/jobs", body.to_string().as_bytes()).await;
     assert_eq!(status, 202, "{created}");
     let head = jobs
-        .get_job(created["job_id"].as_str().unwrap())
+        .get_job(&JobId::new(created["job_id"].as_str().unwrap()))
         .await
         .unwrap()
         .unwrap();

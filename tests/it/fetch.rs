@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::support::fetch::{ENROW_KEY, FULLENRICH_KEY, Fetch, enrow_event, fixture_json};
 use crate::support::fixture;
 use crate::support::lost_answer::LostAnswer;
+use relay_shared::{ChunkIndex, ContactIndex, JobId, ProviderId};
 
 pub(crate) fn finder(i: usize) -> (Value, Value) {
     (
@@ -21,7 +22,7 @@ pub(crate) fn finder(i: usize) -> (Value, Value) {
     )
 }
 
-fn enrow_env(job: &str, body: &[u8]) -> String {
+fn enrow_env(job: &JobId, body: &[u8]) -> String {
     Fetch::envelope(Provider::Enrow, Hook::Event, job, body)
 }
 
@@ -119,7 +120,10 @@ async fn an_enrow_single_result_is_mapped_to_the_contact_its_link_carries() {
         .delete_item()
         .table_name(f.stack.res.table("JobsTable"))
         .key("pk", AttributeValue::S(format!("JOB#{job}")))
-        .key("sk", AttributeValue::S(relay_shared::store::contact_sk(0)))
+        .key(
+            "sk",
+            AttributeValue::S(relay_shared::store::contact_sk(ContactIndex(0))),
+        )
         .send()
         .await
         .unwrap();
@@ -218,7 +222,7 @@ async fn enrow_bulk_events_fetch_and_map_every_row() {
     let r = f.results(&find).await;
     let got: Vec<_> = r
         .iter()
-        .map(|r| (r.index, r.outcome, r.email.clone(), r.custom.clone()))
+        .map(|r| (r.index.get(), r.outcome, r.email.clone(), r.custom.clone()))
         .collect();
     assert_eq!(
         got,
@@ -312,7 +316,7 @@ fn fe_body(path: &str, id: &str) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
-pub fn fe_env(job: &str, hook: Hook, body: &[u8]) -> String {
+pub fn fe_env(job: &JobId, hook: Hook, body: &[u8]) -> String {
     Fetch::envelope(Provider::Fullenrich, hook, job, body)
 }
 
@@ -434,7 +438,7 @@ async fn fullenrich_contact_finished_then_batch_counts_each_contact_once() {
             r[0].email_status.as_deref(),
             r[0].provisional
         ),
-        (0, Outcome::Found, Some("CATCH_ALL"), true)
+        (ContactIndex(0), Outcome::Found, Some("CATCH_ALL"), true)
     );
     assert_eq!(f.job(&job).await.status, JobStatus::Running);
 
@@ -828,13 +832,13 @@ async fn a_chunk_lease_retried_after_its_answer_was_lost_is_still_the_appliers()
         .map(|c| relay_shared::jobs::ContactResult::failed(c, "provider_failed"))
         .collect();
     let update = ChunkUpdate {
-        index: 0,
+        index: ChunkIndex(0),
         status: ChunkStatus::Failed,
         credits: None,
         error: None,
     };
     let chunk = ChunkRef {
-        index: 0,
+        index: ChunkIndex(0),
         offset: 0,
         count: 3,
     };
@@ -845,7 +849,12 @@ async fn a_chunk_lease_retried_after_its_answer_was_lost_is_still_the_appliers()
     let view = f.job(&job).await;
     assert_eq!((view.done, view.failed), (3, 3));
     assert_eq!(
-        f.jobs.chunk(&job, 0).await.unwrap().unwrap().status,
+        f.jobs
+            .chunk(&job, ChunkIndex(0))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         ChunkStatus::Failed
     );
 }
@@ -864,13 +873,13 @@ async fn a_result_whose_count_answer_was_lost_still_ends_its_chunk_in_its_group(
     let contact = jobs.contacts(&job, 0, 1).await.unwrap().remove(0);
     let result = relay_shared::jobs::ContactResult::failed(&contact, "provider_failed");
     let update = ChunkUpdate {
-        index: 0,
+        index: ChunkIndex(0),
         status: ChunkStatus::Completed,
         credits: None,
         error: None,
     };
     let stored = jobs
-        .store_result(&job, 0, result, Some(update))
+        .store_result(&job, ChunkIndex(0), result, Some(update))
         .await
         .unwrap();
     assert!(lost.happened(), "the count's answer was lost once");
@@ -892,7 +901,10 @@ async fn a_result_whose_row_answer_was_lost_is_counted_as_new_not_as_a_duplicate
     let (jobs, lost) = LostAnswer::store(&f.stack, "attribute_not_exists(sk)");
     let contact = jobs.contacts(&job, 0, 1).await.unwrap().remove(0);
     let result = relay_shared::jobs::ContactResult::failed(&contact, "provider_failed");
-    let stored = jobs.store_result(&job, 0, result, None).await.unwrap();
+    let stored = jobs
+        .store_result(&job, ChunkIndex(0), result, None)
+        .await
+        .unwrap();
     assert!(lost.happened(), "the row's answer was lost once");
     assert_eq!((stored.new, stored.existing), (1, 0), "{stored:?}");
     let view = f.job(&job).await;
@@ -957,7 +969,10 @@ async fn unprocessable_deliveries_are_parked_at_once_and_the_batch_goes_on() {
         ),
         (
             "unknown job",
-            enrow_env("job_nobody", &fixture("enrow/single_search_finished.json")),
+            enrow_env(
+                &JobId::new("job_nobody"),
+                &fixture("enrow/single_search_finished.json"),
+            ),
         ),
         ("empty body", enrow_env(&job, b"")),
     ];
@@ -1030,7 +1045,7 @@ async fn a_5000_row_enrow_bulk_maps_every_row_to_its_contact() {
     assert_eq!(results.len(), n);
     let mut seen = HashSet::new();
     for r in &results {
-        let i = r.index as usize;
+        let i = r.index.get() as usize;
         assert!(seen.insert(i));
         assert_eq!(r.custom, Some(json!({"crm_id": format!("lead_{i}")})));
         if i.is_multiple_of(3) {
@@ -1122,7 +1137,7 @@ struct FlakySettle {
 impl relay_shared::store::CallbackStore for FlakySettle {
     async fn take_callback(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         due_at: Option<u64>,
         lease_ms: u64,
     ) -> Result<Option<relay_shared::store::CallbackTake>, relay_shared::store::StoreError> {
@@ -1130,7 +1145,7 @@ impl relay_shared::store::CallbackStore for FlakySettle {
     }
     async fn record_callback(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         lease: u64,
         attempt: &relay_shared::store::CallbackAttempt,
     ) -> Result<bool, relay_shared::store::StoreError> {
@@ -1142,8 +1157,8 @@ impl relay_shared::store::OrphanStore for FlakySettle {
     async fn job_of_provider_id(
         &self,
         provider: relay_shared::Provider,
-        provider_id: &str,
-    ) -> Result<Option<String>, relay_shared::store::StoreError> {
+        provider_id: &ProviderId,
+    ) -> Result<Option<JobId>, relay_shared::store::StoreError> {
         self.inner.job_of_provider_id(provider, provider_id).await
     }
     async fn put_orphan(
@@ -1170,25 +1185,25 @@ impl relay_shared::store::OrphanStore for FlakySettle {
 impl relay_shared::store::Jobs for FlakySettle {
     async fn get_job(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> Result<Option<relay_shared::jobs::JobMeta>, relay_shared::store::StoreError> {
         self.inner.get_job(job_id).await
     }
     async fn job_view(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> Result<Option<relay_shared::jobs::JobMeta>, relay_shared::store::StoreError> {
         self.inner.job_view(job_id).await
     }
     async fn job_head(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> Result<Option<relay_shared::jobs::JobMeta>, relay_shared::store::StoreError> {
         self.inner.job_head(job_id).await
     }
     async fn contacts(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         offset: u64,
         count: u64,
     ) -> Result<Vec<relay_shared::jobs::Contact>, relay_shared::store::StoreError> {
@@ -1196,20 +1211,20 @@ impl relay_shared::store::Jobs for FlakySettle {
     }
     async fn chunk(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
     ) -> Result<Option<relay_shared::jobs::Chunk>, relay_shared::store::StoreError> {
         self.inner.chunk(job_id, index).await
     }
     async fn chunks(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> Result<Vec<relay_shared::jobs::Chunk>, relay_shared::store::StoreError> {
         self.inner.chunks(job_id).await
     }
     async fn set_job_error(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         e: &relay_shared::jobs::JobError,
     ) -> Result<(), relay_shared::store::StoreError> {
         self.inner.set_job_error(job_id, e).await
@@ -1219,8 +1234,8 @@ impl relay_shared::store::Jobs for FlakySettle {
 impl relay_shared::store::Results for FlakySettle {
     async fn store_result(
         &self,
-        job_id: &str,
-        chunk: u32,
+        job_id: &JobId,
+        chunk: ChunkIndex,
         r: relay_shared::jobs::ContactResult,
         u: Option<relay_shared::store::ChunkUpdate>,
     ) -> Result<relay_shared::store::Stored, relay_shared::store::StoreError> {
@@ -1228,7 +1243,7 @@ impl relay_shared::store::Results for FlakySettle {
     }
     async fn store_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: relay_shared::store::ChunkRef,
         rs: Vec<relay_shared::jobs::ContactResult>,
         u: relay_shared::store::ChunkUpdate,
@@ -1237,18 +1252,18 @@ impl relay_shared::store::Results for FlakySettle {
     }
     async fn stored_indices(
         &self,
-        job_id: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<HashSet<u64>, relay_shared::store::StoreError> {
+        job_id: &JobId,
+        from: ContactIndex,
+        to: ContactIndex,
+    ) -> Result<HashSet<ContactIndex>, relay_shared::store::StoreError> {
         self.inner.stored_indices(job_id, from, to).await
     }
-    async fn add_duplicate(&self, job_id: &str) -> Result<(), relay_shared::store::StoreError> {
+    async fn add_duplicate(&self, job_id: &JobId) -> Result<(), relay_shared::store::StoreError> {
         self.inner.add_duplicate(job_id).await
     }
     async fn settle_job(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> Result<Option<JobStatus>, relay_shared::store::StoreError> {
         if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(relay_shared::store::StoreError::unavailable(
@@ -1262,16 +1277,16 @@ impl relay_shared::store::Results for FlakySettle {
 impl relay_shared::store::Links for FlakySettle {
     async fn find_link(
         &self,
-        job_id: &str,
-        pid: &str,
+        job_id: &JobId,
+        pid: &ProviderId,
     ) -> Result<Option<relay_shared::store::Link>, relay_shared::store::StoreError> {
         self.inner.find_link(job_id, pid).await
     }
     async fn link_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: relay_shared::store::ChunkRef,
-        pid: &str,
+        pid: &ProviderId,
         credits: Option<f64>,
         contact: Option<&relay_shared::jobs::Contact>,
     ) -> Result<bool, relay_shared::store::StoreError> {
@@ -1281,17 +1296,17 @@ impl relay_shared::store::Links for FlakySettle {
     }
     async fn correct_link(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: relay_shared::store::ChunkRef,
-        pid: &str,
+        pid: &ProviderId,
         contact: Option<&relay_shared::jobs::Contact>,
     ) -> Result<(), relay_shared::store::StoreError> {
         self.inner.correct_link(job_id, chunk, pid, contact).await
     }
     async fn take_candidate(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         max: u32,
     ) -> Result<bool, relay_shared::store::StoreError> {
         self.inner.take_candidate(job_id, index, max).await
@@ -1301,16 +1316,16 @@ impl relay_shared::store::Links for FlakySettle {
 impl relay_shared::store::Polls for FlakySettle {
     async fn poll_later(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         every_ms: u64,
     ) -> Result<(), relay_shared::store::StoreError> {
         self.inner.poll_later(job_id, index, every_ms).await
     }
     async fn claim_poll(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         taken_at_ms: u64,
     ) -> Result<bool, relay_shared::store::StoreError> {
         self.inner.claim_poll(job_id, index, taken_at_ms).await
@@ -1613,7 +1628,7 @@ async fn a_single_result_whose_count_was_lost_is_counted_once_by_its_redelivery(
     };
     ddb.update_item()
         .table_name(table)
-        .set_key(Some(key(&relay_shared::store::chunk_sk(0))))
+        .set_key(Some(key(&relay_shared::store::chunk_sk(ChunkIndex(0)))))
         .update_expression(
             "SET #s = :sub, c_done = :z, c_found = :z, c_not_found = :z, c_failed = :z REMOVE seen",
         )

@@ -11,6 +11,8 @@ use relay_shared::store::DynamoJobStore;
 use serde_json::{Value, json};
 
 use crate::support::{Stack, apigw_request};
+use relay_shared::ContactIndex;
+use relay_shared::JobId;
 
 const TOKEN: &str = "openapi-token-0123456789";
 
@@ -123,7 +125,7 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
     let (status, accepted) = call("POST", "/jobs".into(), body.to_string().into_bytes()).await;
     assert_eq!(status, 202);
     assert_eq!(keys(&accepted), props(&doc, "Accepted"));
-    let id = accepted["job_id"].as_str().unwrap().to_string();
+    let id = JobId::new(accepted["job_id"].as_str().unwrap());
     let (_, job) = call("GET", format!("/jobs/{id}"), vec![]).await;
     assert_eq!(keys(&job), props(&doc, "Job"));
     let chunk_schema =
@@ -169,7 +171,7 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
     );
     // A result row (stored directly: no provider runs here) names documented fields only.
     let row = serde_json::to_value(relay_shared::jobs::ContactResult {
-        index: 0,
+        index: ContactIndex(0),
         custom: Some(json!({"crm_id": "c0"})),
         outcome: relay_shared::jobs::Outcome::Valid,
         email: Some("ada@example.com".into()),

@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 use crate::e2e::{Client, fe_contacts, options};
 use crate::fetch::finder;
 use crate::support::fetch::{Fetch, enrow_event, fixture_json};
+use relay_shared::ChunkIndex;
+use relay_shared::JobId;
+use relay_shared::ProviderId;
 
 #[tokio::test]
 async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubles_the_wait() {
@@ -34,7 +37,7 @@ async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubl
         &job,
         &enrow_event("bulk_search_finished", "race", Some(2.0)),
     );
-    let poll = PollRequest::new(&job, 0, relay_shared::now_ms()).to_json();
+    let poll = PollRequest::new(&job, ChunkIndex(0), relay_shared::now_ms()).to_json();
     // In one batch, concurrently; then each again, as SQS may redeliver.
     let redelivered = f
         .run_until_settled(vec![poll.clone(), webhook.clone()])
@@ -49,7 +52,7 @@ async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubl
         f.stub.hits("/email/find/bulk", "race") <= 2,
         "one GET per poll or webhook"
     );
-    let chunk = f.jobs.chunk(&job, 0).await.unwrap().unwrap();
+    let chunk = f.jobs.chunk(&job, ChunkIndex(0)).await.unwrap().unwrap();
     assert_eq!(chunk.status, ChunkStatus::Completed);
     assert_eq!(chunk.poll_every_ms, None, "out of the due index once final");
 
@@ -63,13 +66,13 @@ async fn a_webhook_and_a_poll_of_one_chunk_racing_apply_once_and_not_ready_doubl
             json!({"general": {"id": "slow", "status": "ongoing"}}).to_string(),
         )],
     );
-    let before = f.jobs.chunk(&slow, 0).await.unwrap().unwrap();
+    let before = f.jobs.chunk(&slow, ChunkIndex(0)).await.unwrap().unwrap();
     let (resp, _) = f
-        .run(&[PollRequest::new(&slow, 0, relay_shared::now_ms()).to_json()])
+        .run(&[PollRequest::new(&slow, ChunkIndex(0), relay_shared::now_ms()).to_json()])
         .await;
     assert!(resp.batch_item_failures.is_empty());
     assert_eq!(f.stub.hits("/email/find/bulk", "slow"), 1);
-    let after = f.jobs.chunk(&slow, 0).await.unwrap().unwrap();
+    let after = f.jobs.chunk(&slow, ChunkIndex(0)).await.unwrap().unwrap();
     assert_eq!(
         after.poll_every_ms,
         before.poll_every_ms.map(|e| e * 2),
@@ -107,19 +110,19 @@ async fn the_due_index_finds_due_chunks_only_and_a_sweep_takes_each_once() {
 
 /// What a sweep at `at` (up to 100 chunks, taken for 60 s) finds due of `job`: chunk indices,
 /// sorted.
-async fn due_of(f: &Fetch, job: &str, at: u64) -> Vec<u32> {
+async fn due_of(f: &Fetch, job: &JobId, at: u64) -> Vec<u32> {
     let due = f.jobs.due_chunks(at, 100, 60_000).await.unwrap().0;
     let mut chunks: Vec<u32> = due
         .iter()
         .filter(|d| d.job_id == job)
-        .filter_map(|d| d.chunk)
+        .filter_map(|d| d.chunk.map(ChunkIndex::get))
         .collect();
     chunks.sort();
     chunks
 }
 
 /// The `due` index entries of a job, as (sort key, poll_at).
-async fn index_entries(f: &Fetch, job: &str) -> Vec<(String, u64)> {
+async fn index_entries(f: &Fetch, job: &JobId) -> Vec<(String, u64)> {
     let out = relay_shared::aws::dynamodb(&f.stack.sdk)
         .query()
         .table_name(f.stack.res.table("JobsTable"))
@@ -168,7 +171,12 @@ async fn a_chunk_is_due_through_its_group_which_leaves_the_index_once_every_chun
     let (resp, _) = f.run(&[result("v0")]).await;
     assert!(resp.batch_item_failures.is_empty());
     assert_eq!(
-        f.jobs.chunk(&job, 0).await.unwrap().unwrap().status,
+        f.jobs
+            .chunk(&job, ChunkIndex(0))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         ChunkStatus::Completed
     );
     assert_eq!(index_entries(&f, &job).await, entries);
@@ -254,10 +262,10 @@ async fn a_group_with_a_chunk_not_started_stays_in_the_index_and_a_start_into_a_
         .send()
         .await
         .unwrap();
-    let chunk = f.jobs.chunk(&job, 1).await.unwrap().unwrap();
+    let chunk = f.jobs.chunk(&job, ChunkIndex(1)).await.unwrap().unwrap();
     assert!(
         f.jobs
-            .link_chunk(&job, (&chunk).into(), "s1", None, None)
+            .link_chunk(&job, (&chunk).into(), &ProviderId::new("s1"), None, None)
             .await
             .unwrap()
     );
@@ -312,7 +320,7 @@ async fn jobs_whose_webhooks_never_come_are_completed_by_polling() {
 }
 
 /// Moves a chunk's start back `hours`: the job's deadline counts from its last chunk's start.
-async fn started_hours_ago(f: &Fetch, job: &str, chunk: u32, hours: u64) {
+async fn started_hours_ago(f: &Fetch, job: &str, chunk: ChunkIndex, hours: u64) {
     let at = relay_shared::now_ms() - hours * 3_600_000;
     relay_shared::aws::dynamodb(&f.stack.sdk)
         .update_item()
@@ -353,13 +361,13 @@ async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_
         contact.to_string().as_bytes(),
     )])
     .await;
-    let poll = |job: &str| PollRequest::new(job, 0, relay_shared::now_ms()).to_json();
+    let poll = |job: &JobId| PollRequest::new(job, ChunkIndex(0), relay_shared::now_ms()).to_json();
 
     // Before the deadline a poll that finds nothing ready only reschedules.
-    started_hours_ago(&f, &fe, 0, 23).await;
+    started_hours_ago(&f, &fe, ChunkIndex(0), 23).await;
     f.run_until_settled(vec![poll(&fe)]).await;
     assert_eq!(f.job(&fe).await.status, JobStatus::Running);
-    let chunk = f.jobs.chunk(&fe, 0).await.unwrap().unwrap();
+    let chunk = f.jobs.chunk(&fe, ChunkIndex(0)).await.unwrap().unwrap();
     assert_eq!(chunk.status, ChunkStatus::Submitted);
     assert!(
         chunk.poll_every_ms.unwrap() <= 3_600_000,
@@ -367,7 +375,7 @@ async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_
     );
 
     // 24 h after the start (the default deadline), the next poll times the open contacts out.
-    started_hours_ago(&f, &fe, 0, 25).await;
+    started_hours_ago(&f, &fe, ChunkIndex(0), 25).await;
     f.run_until_settled(vec![poll(&fe)]).await;
     assert_eq!(
         f.stub.hits("/contact/enrich/bulk", "fe-never"),
@@ -387,7 +395,7 @@ async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_
             (Outcome::Failed, Some("timed_out"))
         );
     }
-    let chunk = f.jobs.chunk(&fe, 0).await.unwrap().unwrap();
+    let chunk = f.jobs.chunk(&fe, ChunkIndex(0)).await.unwrap().unwrap();
     assert_eq!(chunk.status, ChunkStatus::Failed);
     assert_eq!(chunk.error.unwrap().code, "timed_out");
     assert_eq!(chunk.poll_every_ms, None, "out of the due index");
@@ -425,7 +433,7 @@ async fn a_job_whose_provider_never_finishes_times_out_at_its_deadline_and_late_
             json!({"id": id, "qualification": "ongoing"}).to_string(),
         )],
     );
-    started_hours_ago(&f, &single, 0, 25).await;
+    started_hours_ago(&f, &single, ChunkIndex(0), 25).await;
     f.run_until_settled(vec![poll(&single)]).await;
     let meta = f.job(&single).await;
     assert_eq!(
@@ -533,7 +541,7 @@ async fn a_poll_message_delivered_twice_makes_one_get() {
         .0;
     let mine = due.iter().find(|d| d.job_id == job).expect("due");
     let taken = f.jobs.take_due(mine, 60_000).await.unwrap().expect("taken");
-    let poll = PollRequest::new(&job, 0, mine.poll_at_ms)
+    let poll = PollRequest::new(&job, ChunkIndex(0), mine.poll_at_ms)
         .taken_at(taken)
         .to_json();
     // SQS delivers the sweeper's message twice.

@@ -16,6 +16,8 @@ use serde_json::json;
 use crate::cli::relay_within;
 use crate::e2e::options;
 use crate::support::Stack;
+use relay_shared::ContactIndex;
+use relay_shared::JobId;
 
 #[tokio::test]
 async fn a_draft_takes_pages_under_its_head_until_a_start_seals_it_and_is_erasable_until_then() {
@@ -25,7 +27,7 @@ async fn a_draft_takes_pages_under_its_head_until_a_start_seals_it_and_is_erasab
         stack.res.table("JobsTable"),
     );
     let meta = JobMeta::new(
-        format!("job_{}", uuid::Uuid::new_v4().simple()),
+        JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple())),
         Operation::EmailVerify,
         Some("big".into()),
         JobStatus::Draft,
@@ -33,7 +35,7 @@ async fn a_draft_takes_pages_under_its_head_until_a_start_seals_it_and_is_erasab
         4,
         json!({}),
     );
-    let id = meta.job_id.as_str();
+    let id = &meta.job_id;
     jobs.create_draft(&meta).await.unwrap();
     assert!(matches!(
         jobs.create_draft(&meta).await,
@@ -57,7 +59,7 @@ async fn a_draft_takes_pages_under_its_head_until_a_start_seals_it_and_is_erasab
     let contacts = |from: u64, to: u64| -> Vec<Contact> {
         (from..to)
             .map(|i| Contact {
-                index: i,
+                index: ContactIndex(i),
                 fields: json!({"email": format!("p{i}@example.com")})
                     .as_object()
                     .cloned()
@@ -137,7 +139,7 @@ async fn a_draft_takes_pages_under_its_head_until_a_start_seals_it_and_is_erasab
 
     // A draft deleted before its start: its pages go with its erasure.
     let other = JobMeta {
-        job_id: format!("job_{}", uuid::Uuid::new_v4().simple()),
+        job_id: JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple())),
         ..meta.clone()
     };
     jobs.create_draft(&other).await.unwrap();

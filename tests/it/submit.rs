@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 
 use crate::support::lost_answer::LostAnswer;
 use crate::support::{Stack, apigw_request};
+use relay_shared::ChunkIndex;
+use relay_shared::JobId;
+use relay_shared::ProviderId;
 
 const TOKEN: &str = "test-api-token-0123456789";
 const SECRET: &str = "test-webhook-secret-0123456789";
@@ -91,12 +94,12 @@ impl Submit {
     }
 
     /// A FullEnrich `enrich` job of `n` contacts, accepted: its id.
-    async fn fullenrich_job(&self, n: usize) -> String {
+    async fn fullenrich_job(&self, n: usize) -> JobId {
         let body =
             json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(n)});
         let (status, got) = self.post(&body, &[]).await;
         assert_eq!(status, 202, "{got}");
-        got["job_id"].as_str().unwrap().to_string()
+        JobId::new(got["job_id"].as_str().unwrap())
     }
 
     async fn post(&self, body: &Value, extra: &[(&str, &str)]) -> (u16, Value) {
@@ -185,7 +188,7 @@ async fn each_operation_sends_the_documented_request_and_records_provider_ids() 
             ),
             (Some("accepted"), Some(2), Some(1))
         );
-        jobs.push(body["job_id"].as_str().unwrap().to_string());
+        jobs.push(JobId::new(body["job_id"].as_str().unwrap()));
     }
     s.submit_all().await;
     let starts = s.stub.starts();
@@ -267,11 +270,14 @@ async fn each_operation_sends_the_documented_request_and_records_provider_ids() 
         // The provider id leads back to the chunk (what bulk-fetch looks up).
         let chunk = s
             .jobs
-            .find_chunk(job, start.id.as_deref().unwrap())
+            .find_chunk(job, &ProviderId::new(start.id.as_deref().unwrap()))
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((chunk.index, chunk.offset, chunk.count), (0, 0, 2));
+        assert_eq!(
+            (chunk.index, chunk.offset, chunk.count),
+            (ChunkIndex(0), 0, 2)
+        );
     }
 }
 
@@ -486,7 +492,7 @@ async fn rate_limits_credits_and_idempotency() {
             &[],
         )
         .await;
-    let job = body["job_id"].as_str().unwrap().to_string();
+    let job = JobId::new(body["job_id"].as_str().unwrap());
     s.submit_all().await;
     let (_, got) = s.get(&format!("/jobs/{job}")).await;
     assert_eq!(got["status"], "failed", "{got}");
@@ -626,7 +632,7 @@ async fn auth_404_and_results_in_contact_order() {
             .map(|r| ContactResult { reason: None, ..r })
             .collect();
         let update = ChunkUpdate {
-            index,
+            index: ChunkIndex(index),
             status: ChunkStatus::Completed,
             credits: Some(1.0),
             error: None,
@@ -635,7 +641,7 @@ async fn auth_404_and_results_in_contact_order() {
             .store_chunk(
                 &job,
                 ChunkRef {
-                    index,
+                    index: ChunkIndex(index),
                     offset,
                     count,
                 },
@@ -713,13 +719,16 @@ async fn a_chunk_taken_for_its_start_whose_answer_was_lost_is_still_the_takers()
     // chunk held by its own owner. Were it taken for another worker's hold, the start would be
     // skipped, and the chunk left `starting` would end `start_unconfirmed` without ever starting.
     let (jobs, lost) = LostAnswer::store(&s.stack, "SET #status = :starting, submit_until");
-    let taken = jobs.begin_submit(&job, 0, "me", 60_000).await.unwrap();
+    let taken = jobs
+        .begin_submit(&job, ChunkIndex(0), "me", 60_000)
+        .await
+        .unwrap();
     assert!(lost.happened(), "the take's answer was lost once");
     let taken = taken.expect("the resent take finds its own hold");
     assert_eq!(taken.status, ChunkStatus::Starting);
     assert!(
         s.jobs
-            .begin_submit(&job, 0, "another-worker", 60_000)
+            .begin_submit(&job, ChunkIndex(0), "another-worker", 60_000)
             .await
             .unwrap()
             .is_none(),
@@ -734,7 +743,7 @@ async fn a_worker_that_died_mid_start_leaves_its_chunk_unconfirmed_and_never_sta
     // A worker took the chunk, may have sent the start, and died: its lease (1 ms) runs out.
     let taken = s
         .jobs
-        .begin_submit(&job, 0, "dead-worker", 1)
+        .begin_submit(&job, ChunkIndex(0), "dead-worker", 1)
         .await
         .unwrap();
     assert!(taken.is_some());
@@ -821,7 +830,7 @@ async fn an_idempotency_key_retry_finishes_a_job_whose_chunks_were_not_queued() 
     // same job, every chunk queued.
     let (status, body) = s.post(&req, &[("idempotency-key", "crm-sync-7")]).await;
     assert_eq!(status, 202, "{body}");
-    let job = body["job_id"].as_str().unwrap().to_string();
+    let job = JobId::new(body["job_id"].as_str().unwrap());
     assert_eq!(first["job_id"].as_str(), Some(job.as_str()));
     assert_eq!(body["chunks"], 3);
     s.submit_all().await;
@@ -895,7 +904,7 @@ async fn a_chunk_marked_unconfirmed_whose_answer_was_lost_is_still_marked_by_thi
     let job = s.fullenrich_job(3).await;
     assert!(
         s.jobs
-            .begin_submit(&job, 0, "me", 60_000)
+            .begin_submit(&job, ChunkIndex(0), "me", 60_000)
             .await
             .unwrap()
             .is_some()
@@ -904,12 +913,20 @@ async fn a_chunk_marked_unconfirmed_whose_answer_was_lost_is_still_marked_by_thi
     // own mark, or the caller (told "someone else marked it") schedules no confirmation check
     // and the chunk waits forever.
     let (jobs, lost) = LostAnswer::store(&s.stack, "SET #status = :unconfirmed");
-    let marked = jobs.mark_unconfirmed(&job, 0, Some("me")).await.unwrap();
+    let marked = jobs
+        .mark_unconfirmed(&job, ChunkIndex(0), Some("me"))
+        .await
+        .unwrap();
     assert!(lost.happened(), "the mark's answer was lost once");
     assert!(marked, "the resent mark recognises its own earlier write");
     // Another caller (a second start message after the lease) did not mark it.
-    assert!(!s.jobs.mark_unconfirmed(&job, 0, None).await.unwrap());
-    let chunk = s.jobs.chunk(&job, 0).await.unwrap().unwrap();
+    assert!(
+        !s.jobs
+            .mark_unconfirmed(&job, ChunkIndex(0), None)
+            .await
+            .unwrap()
+    );
+    let chunk = s.jobs.chunk(&job, ChunkIndex(0)).await.unwrap().unwrap();
     assert_eq!(chunk.status, ChunkStatus::StartUnconfirmed);
 }
 
@@ -919,20 +936,28 @@ async fn an_unconfirmed_chunk_expired_by_a_call_whose_answer_was_lost_is_still_e
     let job = s.fullenrich_job(3).await;
     assert!(
         s.jobs
-            .begin_submit(&job, 0, "me", 60_000)
+            .begin_submit(&job, ChunkIndex(0), "me", 60_000)
             .await
             .unwrap()
             .is_some()
     );
-    assert!(s.jobs.mark_unconfirmed(&job, 0, Some("me")).await.unwrap());
+    assert!(
+        s.jobs
+            .mark_unconfirmed(&job, ChunkIndex(0), Some("me"))
+            .await
+            .unwrap()
+    );
     // The expiry lands, its answer is lost, the SDK resends: the resend must report that this
     // call ended it, or its contacts are never failed and the job never ends.
     let (jobs, lost) = LostAnswer::store(&s.stack, "SET #status = :failed");
-    let ended = jobs.expire_unconfirmed(&job, 0).await.unwrap();
+    let ended = jobs.expire_unconfirmed(&job, ChunkIndex(0)).await.unwrap();
     assert!(lost.happened(), "the expiry's answer was lost once");
     assert!(ended, "the resent expiry recognises its own earlier write");
     assert!(
-        !s.jobs.expire_unconfirmed(&job, 0).await.unwrap(),
+        !s.jobs
+            .expire_unconfirmed(&job, ChunkIndex(0))
+            .await
+            .unwrap(),
         "a second check did not end it"
     );
 }
@@ -962,7 +987,7 @@ async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
     let resp = api.handle(req).await;
     assert_eq!(resp.status(), 202);
     let job: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
-    let job = job["job_id"].as_str().unwrap().to_string();
+    let job = JobId::new(job["job_id"].as_str().unwrap());
     // Both start messages are lost (a failed send, the submit DLQ).
     let lost = s.stack.drain(&s.stack.res.queue_url("SubmitQueue")).await;
     assert_eq!(lost.len(), 2);
@@ -984,7 +1009,7 @@ async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
     s.submit_all().await;
     assert_eq!(s.stub.starts().len(), 2, "both chunks started, once each");
     for i in 0..2 {
-        let c = s.jobs.chunk(&job, i).await.unwrap().unwrap();
+        let c = s.jobs.chunk(&job, ChunkIndex(i)).await.unwrap().unwrap();
         assert_eq!(c.status, ChunkStatus::Submitted);
     }
     // Started: the next sweeps send no start again.
@@ -1002,7 +1027,7 @@ async fn a_cancel_fences_every_later_take_and_is_never_replaced_by_a_lesser_erro
     s.jobs.set_job_error(&job, &canceled).await.unwrap();
     assert!(
         s.jobs
-            .begin_submit(&job, 0, "worker", 60_000)
+            .begin_submit(&job, ChunkIndex(0), "worker", 60_000)
             .await
             .unwrap()
             .is_none(),
@@ -1014,7 +1039,7 @@ async fn a_cancel_fences_every_later_take_and_is_never_replaced_by_a_lesser_erro
     assert_eq!(meta.error.unwrap().code, "canceled");
     assert!(
         s.jobs
-            .begin_fail(&job, 0, "worker", 60_000)
+            .begin_fail(&job, ChunkIndex(0), "worker", 60_000)
             .await
             .unwrap()
             .is_some(),

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::provider::{Faults, Kind, SimProvider};
 use crate::{Sim, busiest_minute};
+use relay_shared::{ChunkIndex, ContactIndex, JobId};
 
 #[tokio::test(start_paused = true)]
 async fn a_backlog_of_unsigned_batch_webhooks_is_fetched_at_the_budget_and_starts_interleave() {
@@ -19,7 +20,7 @@ async fn a_backlog_of_unsigned_batch_webhooks_is_fetched_at_the_budget_and_start
     let t0 = now_ms();
 
     // Job A: 500 one-contact chunks, all started, their enrichments finished.
-    let a = format!("job_{}", uuid::Uuid::new_v4().simple());
+    let a = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
     let meta = JobMeta::new(
         a.clone(),
         Operation::Enrich,
@@ -31,7 +32,7 @@ async fn a_backlog_of_unsigned_batch_webhooks_is_fetched_at_the_budget_and_start
     );
     let contacts = (0..500)
         .map(|i| Contact {
-            index: i,
+            index: ContactIndex(i),
             fields:
                 json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
                     .as_object()
@@ -44,7 +45,7 @@ async fn a_backlog_of_unsigned_batch_webhooks_is_fetched_at_the_budget_and_start
     sim.created.insert(a.clone(), t0);
     for i in 0..500u64 {
         let id = sim.provider.seed(&a, Operation::Enrich, vec![i]);
-        sim.jobs.start(&a, i as u32, &id);
+        sim.jobs.start(&a, ChunkIndex(i as u32), &id);
         // Their batch webhooks arrive unsigned within the first minute.
         let at = Duration::from_millis(i * 120);
         sim.deliver(SimProvider::unsigned_batch(&a, &id), at);

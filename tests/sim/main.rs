@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use provider::{Faults, SimProvider};
+use relay_shared::JobId;
+use relay_shared::{ChunkIndex, ContactIndex};
 
 /// One FullEnrich request per this interval over the account (55 a minute, as configured).
 pub const FULLENRICH_INTERVAL: Duration = Duration::from_millis(1091);
@@ -68,7 +70,7 @@ enum Msg {
 pub struct Log {
     pub dead_letters: Vec<String>,
     /// When each job was first seen terminal (ms).
-    pub ended_at: HashMap<String, u64>,
+    pub ended_at: HashMap<JobId, u64>,
     pub handled: usize,
     /// Invocations cut at their Lambda timeout (all their records back to the queue).
     pub timed_out: usize,
@@ -88,11 +90,11 @@ pub struct Sim {
     pub provider: SimProvider,
     inner: Arc<Inner>,
     /// Every job of the simulation, with its creation time (ms).
-    pub created: BTreeMap<String, u64>,
+    pub created: BTreeMap<JobId, u64>,
     /// The sweeper's own bookkeeping (the `due` index's `poll_at`): chunk → its start's next
     /// due time (ms), and a started chunk → its next poll.
-    due: HashMap<(String, u32), u64>,
-    polled: HashMap<(String, u32), u64>,
+    due: HashMap<(JobId, ChunkIndex), u64>,
+    polled: HashMap<(JobId, ChunkIndex), u64>,
 }
 
 /// A message that becomes visible after `delay`, handled then in its own task (functions run
@@ -227,8 +229,8 @@ impl Sim {
 
     /// Records a job as `POST /jobs` does (head, chunks of `size`, contacts) and queues a start
     /// message per chunk, except the ones in `lost`.
-    pub fn submit(&mut self, op: Operation, n: u64, size: u64, lost: &[u32]) -> String {
-        let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+    pub fn submit(&mut self, op: Operation, n: u64, size: u64, lost: &[u32]) -> JobId {
+        let job_id = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
         let meta = JobMeta::new(
             job_id.clone(),
             op,
@@ -240,7 +242,7 @@ impl Sim {
         );
         let contacts = (0..n).map(|i| contact(op, i)).collect();
         let chunks = Chunk::plan(n, size);
-        let indices: Vec<u32> = chunks.iter().map(|c| c.index).collect();
+        let indices: Vec<ChunkIndex> = chunks.iter().map(|c| c.index).collect();
         self.jobs.insert(meta, chunks, contacts);
         self.created.insert(job_id.clone(), now_ms());
         for i in indices {
@@ -248,7 +250,7 @@ impl Sim {
                 (job_id.clone(), i),
                 now_ms() + START_OVERDUE.as_millis() as u64,
             );
-            if !lost.contains(&i) {
+            if !lost.contains(&i.get()) {
                 send(
                     &self.inner,
                     Msg::Submit(SubmitChunk::start(&job_id, i), 0),
@@ -268,7 +270,7 @@ impl Sim {
     /// past their start's due time get their start (or confirmation check) again.
     async fn sweep(&mut self) {
         let now = now_ms();
-        let jobs: Vec<String> = self.created.keys().cloned().collect();
+        let jobs: Vec<JobId> = self.created.keys().cloned().collect();
         for job_id in jobs {
             let Ok(Some(meta)) = self.jobs.get_job(&job_id).await else {
                 continue;
@@ -356,14 +358,14 @@ impl Sim {
     }
 
     /// Cancels a job as `POST /jobs/{id}/cancel` does.
-    pub async fn cancel(&self, job_id: &str) {
+    pub async fn cancel(&self, job_id: &JobId) {
         let e =
             relay_shared::jobs::JobError::new(relay_shared::jobs::reasons::CANCELED, "canceled");
         self.jobs.set_job_error(job_id, &e).await.unwrap();
     }
 
     /// Deletes a job as `DELETE /jobs/{id}` does: marked, then erased by the worker.
-    pub async fn delete(&mut self, job_id: &str) {
+    pub async fn delete(&mut self, job_id: &JobId) {
         assert!(self.jobs.mark_deleted(job_id).await.unwrap());
         send(
             &self.inner,
@@ -373,7 +375,7 @@ impl Sim {
     }
 
     /// What is left of a job's contact data in the store: contacts and results.
-    pub async fn contact_data(&self, job_id: &str, n: u64) -> usize {
+    pub async fn contact_data(&self, job_id: &JobId, n: u64) -> usize {
         let contacts = self
             .jobs
             .contacts(job_id, 0, n)
@@ -383,7 +385,7 @@ impl Sim {
         contacts + self.jobs.results(job_id).len()
     }
 
-    pub async fn meta(&self, job_id: &str) -> JobMeta {
+    pub async fn meta(&self, job_id: &JobId) -> JobMeta {
         self.jobs.job_view(job_id).await.unwrap().unwrap()
     }
 
@@ -403,7 +405,7 @@ fn contact(op: Operation, i: u64) -> Contact {
         _ => json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"}),
     };
     Contact {
-        index: i,
+        index: ContactIndex(i),
         fields: fields.as_object().cloned().unwrap(),
         custom: None,
     }

@@ -15,9 +15,10 @@ use relay_shared::store::Jobs;
 
 use crate::provider::{Faults, Rng};
 use crate::{CONFIRM_BOUND, DEADLINE, Sim, busiest_minute};
+use relay_shared::JobId;
 
 struct Planned {
-    job_id: String,
+    job_id: JobId,
     contacts: u64,
     deleted: bool,
 }
@@ -110,7 +111,9 @@ async fn case(seed: u64) -> Result<(), String> {
             // `START_CONFIRM_TIMEOUT` late: its chunk ended `start_unconfirmed` before it came
             // (nothing was stored to stand), and the late webhook is not applied.
             let late = jumped && r.reason.as_deref() == Some("start_unconfirmed");
-            if shown.contains(&(p.job_id.clone(), r.index)) && r.outcome == Outcome::Failed && !late
+            if shown.contains(&(p.job_id.clone(), r.index.get()))
+                && r.outcome == Outcome::Failed
+                && !late
             {
                 return fail(format!(
                     "contact {} of {} found, then failed ({:?})",

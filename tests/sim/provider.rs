@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use relay_shared::JobId;
 use relay_shared::Provider;
+use relay_shared::ProviderId;
 use relay_shared::envelope::Signature;
 use relay_shared::jobs::Operation;
 use relay_shared::now_ms;
@@ -89,7 +91,7 @@ pub struct Call {
 }
 
 struct Enrichment {
-    job_id: String,
+    job_id: JobId,
     op: Operation,
     rids: Vec<u64>,
     ready_at_ms: u64,
@@ -101,9 +103,9 @@ struct State {
     calls: Vec<Call>,
     enrichments: HashMap<String, Enrichment>,
     /// Contacts the relay was shown as found (a webhook actually sent, or a GET answered).
-    shown_found: HashSet<(String, u64)>,
+    shown_found: HashSet<(JobId, u64)>,
     /// Every start, by the contacts it carried.
-    started: Vec<(String, Vec<u64>)>,
+    started: Vec<(JobId, Vec<u64>)>,
     webhooks: Vec<(String, Duration)>,
     next: u64,
     rng: Option<Rng>,
@@ -121,10 +123,10 @@ pub fn found(rid: u64) -> bool {
 }
 
 /// The job id in a webhook URL (`…/webhooks/{provider}/{job}/{hook}/{token}`).
-fn job_of(url: &str) -> String {
+fn job_of(url: &str) -> JobId {
     let parts: Vec<&str> = url.split('/').collect();
     let i = parts.iter().position(|p| *p == "webhooks").unwrap_or(0);
-    parts.get(i + 2).unwrap_or(&"").to_string()
+    JobId::new(*parts.get(i + 2).unwrap_or(&""))
 }
 
 /// The record keys a start carried.
@@ -162,32 +164,32 @@ impl SimProvider {
         self.state.lock().unwrap().calls.clone()
     }
 
-    pub fn started(&self) -> Vec<(String, Vec<u64>)> {
+    pub fn started(&self) -> Vec<(JobId, Vec<u64>)> {
         self.state.lock().unwrap().started.clone()
     }
 
-    pub fn shown_found(&self) -> HashSet<(String, u64)> {
+    pub fn shown_found(&self) -> HashSet<(JobId, u64)> {
         self.state.lock().unwrap().shown_found.clone()
     }
 
     /// An enrichment started already (outside the simulation's starts), ready now: its id.
-    pub fn seed(&self, job_id: &str, op: Operation, rids: Vec<u64>) -> String {
+    pub fn seed(&self, job_id: &JobId, op: Operation, rids: Vec<u64>) -> ProviderId {
         let mut s = self.state.lock().unwrap();
         s.next += 1;
         let id = format!("bulk-{}", s.next);
         let e = Enrichment {
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             op,
             rids,
             ready_at_ms: now_ms(),
             vanished: false,
         };
         s.enrichments.insert(id.clone(), e);
-        id
+        ProviderId::new(id)
     }
 
     /// The batch webhook of enrichment `id` as FullEnrich sends it unsigned: only a trigger.
-    pub fn unsigned_batch(job_id: &str, id: &str) -> String {
+    pub fn unsigned_batch(job_id: &JobId, id: &ProviderId) -> String {
         envelope_with(
             Provider::Fullenrich,
             Hook::Batch,
@@ -349,7 +351,10 @@ impl Submitter for SimProvider {
         if lost {
             return Err(StartError::Unconfirmed("the answer was lost".into()));
         }
-        Ok(Started { id, credits: None })
+        Ok(Started {
+            id: ProviderId::new(id),
+            credits: None,
+        })
     }
 }
 
@@ -358,7 +363,7 @@ impl SimProvider {
         &self,
         provider: Provider,
         id: &str,
-    ) -> Result<(Operation, Vec<u64>, String), FetchError> {
+    ) -> Result<(Operation, Vec<u64>, JobId), FetchError> {
         let mut s = self.state.lock().unwrap();
         self.log(&mut s, provider, Kind::Get);
         let Some(e) = s.enrichments.get(id) else {

@@ -17,6 +17,8 @@ use relay_shared::testing::{envelope, sqs_message};
 use serde_json::{Value, json};
 
 use crate::{Disposition, Worker};
+use relay_shared::{ChunkIndex, ProviderId};
+use relay_shared::{ContactIndex, JobId};
 
 /// Enrow single events carry their result: nothing here calls a provider.
 struct NoCalls;
@@ -68,8 +70,8 @@ pub(crate) fn worker_with<P: ProviderClient>(
 }
 
 /// A started Enrow email_find job of one-contact chunks, chunk `i` under provider id `ids[i]`.
-fn seed(w: &TestWorker, ids: &[&str], callback_url: Option<&str>) -> String {
-    let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+fn seed(w: &TestWorker, ids: &[&str], callback_url: Option<&str>) -> JobId {
+    let job_id = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
     let n = ids.len() as u64;
     let mut meta = JobMeta::new(
         job_id.clone(),
@@ -83,7 +85,7 @@ fn seed(w: &TestWorker, ids: &[&str], callback_url: Option<&str>) -> String {
     meta.callback_url = callback_url.map(str::to_string);
     let contacts = (0..n)
         .map(|i| Contact {
-            index: i,
+            index: ContactIndex(i),
             fields: json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
                 .as_object()
                 .cloned()
@@ -93,13 +95,14 @@ fn seed(w: &TestWorker, ids: &[&str], callback_url: Option<&str>) -> String {
         .collect();
     w.jobs.insert(meta, Chunk::plan(n, 1), contacts);
     for (i, id) in ids.iter().enumerate() {
-        w.jobs.start(&job_id, i as u32, id);
+        w.jobs
+            .start(&job_id, ChunkIndex(i as u32), &ProviderId::new(*id));
     }
     job_id
 }
 
 /// An Enrow `single_search_finished` delivery for provider id `id`, as ingest queues it.
-fn found(job_id: &str, id: &str) -> String {
+fn found(job_id: &JobId, id: &str) -> String {
     let body = json!({"event": "single_search_finished", "id": id, "credits": {"cost": 1},
         "result": {"email": "person@example.com", "qualification": "valid"}});
     envelope(
@@ -114,7 +117,7 @@ async fn handle(w: &TestWorker, body: &str) -> Disposition {
     w.handle_record(&sqs_message(body)).await
 }
 
-async fn job(w: &TestWorker, job_id: &str) -> JobMeta {
+async fn job(w: &TestWorker, job_id: &JobId) -> JobMeta {
     use relay_shared::store::Jobs;
     w.jobs.job_view(job_id).await.unwrap().unwrap()
 }
@@ -152,7 +155,7 @@ async fn deliveries_that_can_never_be_applied_are_parked_with_their_body() {
     let job_id = seed(&w, &["a"], None);
     let cases = [
         ("not an envelope".to_string(), "unreadable envelope"),
-        (found("job_unknown", "a"), "unknown job"),
+        (found(&JobId::new("job_unknown"), "a"), "unknown job"),
         (
             envelope(
                 Provider::Fullenrich,

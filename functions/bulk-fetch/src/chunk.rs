@@ -10,6 +10,7 @@ use relay_shared::queue::Queue;
 use relay_shared::store::{CallbackStore, ChunkRef, DedupeStore, JobStore, Link, OrphanStore};
 
 use crate::{Disposition, MAX_CANDIDATES, Worker};
+use relay_shared::{ChunkIndex, ContactIndex, ProviderId};
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
@@ -27,8 +28,8 @@ where
     pub(crate) async fn chunk_of(
         &self,
         meta: &JobMeta,
-        provider_id: &str,
-        rids: &[u64],
+        provider_id: &ProviderId,
+        rids: &[ContactIndex],
         single: Option<bool>,
     ) -> Result<Link, Disposition> {
         if let Some(link) = self.jobs.find_link(&meta.job_id, provider_id).await? {
@@ -43,11 +44,11 @@ where
     pub(crate) async fn adopt(
         &self,
         meta: &JobMeta,
-        provider_id: &str,
-        rids: &[u64],
+        provider_id: &ProviderId,
+        rids: &[ContactIndex],
         single: Option<bool>,
     ) -> Result<ChunkRef, Disposition> {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         let chunks = self.jobs.chunks(job_id).await?;
         let awaiting: Vec<&Chunk> = chunks
             .iter()
@@ -85,8 +86,8 @@ where
             .await?
         {
             tracing::info!(
-                job_id,
-                chunk = chunk.index,
+                %job_id,
+                chunk = chunk.index.get(),
                 "unconfirmed start adopted by its webhook"
             );
             return Ok(at);
@@ -105,7 +106,7 @@ where
     /// answer lost, or not recorded yet), [`MAX_CANDIDATES`] per chunk. Any other is dropped
     /// and counted, and costs the account no request.
     pub(crate) async fn candidate(&self, meta: &JobMeta) -> Result<(), Disposition> {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         let chunks = self.jobs.chunks(job_id).await?;
         for c in chunks
             .iter()
@@ -117,8 +118,8 @@ where
                 .await?
             {
                 tracing::info!(
-                    job_id,
-                    chunk = c.index,
+                    %job_id,
+                    chunk = c.index.get(),
                     "an unknown id fetched as the candidate of a chunk awaiting its id"
                 );
                 return Ok(());
@@ -134,9 +135,9 @@ where
     pub(crate) async fn chunk_index_of(
         &self,
         meta: &JobMeta,
-        index: u64,
-    ) -> Result<u32, Disposition> {
-        let planned = (index / meta.chunk_size.max(1)) as u32;
+        index: ContactIndex,
+    ) -> Result<ChunkIndex, Disposition> {
+        let planned = ChunkIndex((index.get() / meta.chunk_size.max(1)) as u32);
         if meta.chunk_seq <= meta.chunks {
             return Ok(planned);
         }
@@ -180,7 +181,7 @@ pub(crate) fn unknown_to_provider(failure: Disposition, linked: bool) -> Disposi
 /// Every contact of the chunk without a result gets a `failed` one with `reason`, so the job
 /// accounts for every contact.
 pub(crate) fn fill_missing(results: &mut Vec<ContactResult>, contacts: &[Contact], reason: &str) {
-    let have: HashSet<u64> = results.iter().map(|r| r.index).collect();
+    let have: HashSet<ContactIndex> = results.iter().map(|r| r.index).collect();
     results.extend(
         contacts
             .iter()

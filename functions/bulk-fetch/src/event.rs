@@ -1,7 +1,9 @@
 //! A delivery's event: its identity (the dedupe key) and what applying it means, from one parse
 //! of its body.
 
+use relay_shared::JobId;
 use relay_shared::Provider;
+use relay_shared::ProviderId;
 use relay_shared::envelope::{Envelope, Signature};
 use relay_shared::jobs::RECORD_KEY;
 use relay_shared::providers::Hook;
@@ -31,7 +33,7 @@ impl EventKey {
 
     /// The dedupe key: scoped to a job, so a caller holding one job's URL who posts events
     /// naming another job's provider ids claims keys of its own job only.
-    pub(crate) fn scoped(&self, job_id: &str) -> String {
+    pub(crate) fn scoped(&self, job_id: &JobId) -> String {
         format!("{job_id}#{}", self.0)
     }
 
@@ -44,7 +46,7 @@ impl EventKey {
 /// A parsed delivery: the event's identity and what applying it means.
 pub(crate) enum Action {
     FullenrichBatch {
-        id: String,
+        id: ProviderId,
         job: fullenrich::Job,
         /// The body carried a valid `X-Signature-SHA1`: its records are FullEnrich's.
         signed: bool,
@@ -54,7 +56,7 @@ pub(crate) enum Action {
         signed: bool,
     },
     EnrowSingle {
-        id: String,
+        id: ProviderId,
         /// The event's name (as a poll, the one that would announce it).
         kind: EventKind,
         result: enrow::SingleResult,
@@ -64,7 +66,7 @@ pub(crate) enum Action {
         credits: Option<f64>,
     },
     EnrowBulk {
-        id: String,
+        id: ProviderId,
         kind: EventKind,
         credits: Option<f64>,
         /// The results, when a poll fetched them already (one GET per poll).
@@ -74,12 +76,12 @@ pub(crate) enum Action {
 
 impl Action {
     /// The Enrow search id an Enrow event names.
-    pub(crate) fn enrow_id(&self) -> Option<&str> {
+    pub(crate) fn enrow_id(&self) -> Option<&ProviderId> {
         self.enrow_event().map(|(id, _, _)| id)
     }
 
     /// An Enrow event's search id, name and cost.
-    pub(crate) fn enrow_event(&self) -> Option<(&str, &EventKind, Option<f64>)> {
+    pub(crate) fn enrow_event(&self) -> Option<(&ProviderId, &EventKind, Option<f64>)> {
         match self {
             Action::EnrowSingle {
                 id, kind, credits, ..
@@ -121,7 +123,7 @@ pub(crate) fn parse(env: &Envelope, raw: &[u8]) -> Result<(EventKey, Action), St
 /// A FullEnrich batch webhook: one enrichment, at one status.
 fn fullenrich_batch(raw: &[u8], signed: bool) -> Result<(EventKey, Action), String> {
     let job = fullenrich::parse_batch(raw).map_err(|_| "not a FullEnrich job object")?;
-    let id = job.id.clone().ok_or("FullEnrich batch without id")?;
+    let id = ProviderId::new(job.id.clone().ok_or("FullEnrich batch without id")?);
     let status = job
         .status
         .as_ref()
@@ -146,7 +148,7 @@ fn fullenrich_contact(
     if job.data.is_empty() {
         return Err("contact_finished without a record".into());
     }
-    let scope = job.id.clone().unwrap_or_else(|| env.job_id.clone());
+    let scope = job.id.clone().unwrap_or_else(|| env.job_id.to_string());
     let mut finished: Vec<String> = job
         .data
         .iter()
@@ -177,7 +179,7 @@ fn enrow_event(raw: &[u8]) -> Result<(EventKey, Action), String> {
     if let EventKind::Other(name) = &kind {
         return Err(format!("unknown Enrow event {name:?}"));
     }
-    let id = event.id.clone().ok_or("Enrow event without id")?;
+    let id = ProviderId::new(event.id.clone().ok_or("Enrow event without id")?);
     let key = EventKey::enrow(&kind, &id);
     let credits = event.credits.cost;
     if kind.is_bulk() {

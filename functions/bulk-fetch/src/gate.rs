@@ -35,7 +35,7 @@ where
         action: Action,
         count_duplicate: bool,
     ) -> Result<Disposition, Disposition> {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         if action.is_single_result() {
             let stored = self.apply(meta, action).await?;
             let duplicate = stored.new == 0 && stored.replaced == 0 && stored.existing > 0;

@@ -18,6 +18,9 @@ use relay_shared::testing::{envelope, sqs_message};
 use serde_json::{Value, json};
 
 use crate::{Disposition, Worker};
+use relay_shared::ChunkIndex;
+use relay_shared::ProviderId;
+use relay_shared::{ContactIndex, JobId};
 
 /// Enrow's bulk GET: every contact of the bulk found; each GET counted.
 #[derive(Clone, Default)]
@@ -54,8 +57,8 @@ fn worker() -> TestWorker {
 }
 
 /// A started Enrow email_find job of `contacts` contacts in one chunk, under provider id `id`.
-fn seed(w: &TestWorker, contacts: u64, id: &str) -> String {
-    let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+fn seed(w: &TestWorker, contacts: u64, id: &str) -> JobId {
+    let job_id = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
     let meta = JobMeta::new(
         job_id.clone(),
         Operation::EmailFind,
@@ -67,7 +70,7 @@ fn seed(w: &TestWorker, contacts: u64, id: &str) -> String {
     );
     let contacts_of = (0..contacts)
         .map(|i| Contact {
-            index: i,
+            index: ContactIndex(i),
             fields: json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
                 .as_object()
                 .cloned()
@@ -77,7 +80,7 @@ fn seed(w: &TestWorker, contacts: u64, id: &str) -> String {
         .collect();
     w.jobs
         .insert(meta, Chunk::plan(contacts, contacts), contacts_of);
-    w.jobs.start(&job_id, 0, id);
+    w.jobs.start(&job_id, ChunkIndex(0), &ProviderId::new(id));
     job_id
 }
 
@@ -95,12 +98,12 @@ fn bulk(id: &str) -> Vec<u8> {
 }
 
 /// The same body as it comes on the job's own URL and on the global one.
-fn on_job_url(job_id: &str, body: &[u8]) -> String {
+fn on_job_url(job_id: &JobId, body: &[u8]) -> String {
     envelope(Provider::Enrow, Hook::Event, job_id, body)
 }
 
 fn on_global_url(body: &[u8]) -> String {
-    envelope(Provider::Enrow, Hook::Global, "", body)
+    envelope(Provider::Enrow, Hook::Global, &JobId::new(""), body)
 }
 
 /// The same, received at `at_ms`.

@@ -15,6 +15,7 @@ use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore};
 use sha2::{Digest, Sha256};
 
 use crate::{Disposition, Worker, parse};
+use relay_shared::JobId;
 
 /// What became of one record: its disposition, the delivery's envelope, whether it was a poll,
 /// and the job it named.
@@ -22,7 +23,7 @@ pub(crate) struct Processed {
     pub disposition: Disposition,
     pub envelope: Option<Envelope>,
     pub poll: bool,
-    pub job_id: Option<String>,
+    pub job_id: Option<JobId>,
 }
 
 impl Processed {
@@ -167,13 +168,13 @@ where
             Ok(a) => a,
             Err(e) => return Disposition::Retry(e.to_string()),
         };
-        let job_id = target.job_id.as_str();
+        let job_id = &target.job_id;
         if let Attempted::Failed { next_at, .. } = &attempted {
             let wait = Duration::from_millis(next_at.saturating_sub(now_ms()));
             if wait <= MAX_DELAY {
                 let ask = CallbackRequest::new(job_id, Some(*next_at)).to_json();
                 if let Err(e) = self.requeue.send_delayed(ask, wait).await {
-                    tracing::warn!(job_id, error = %e, "callback retry not queued: the sweeper will");
+                    tracing::warn!(%job_id, error = %e, "callback retry not queued: the sweeper will");
                 }
             }
         }

@@ -45,7 +45,7 @@ where
         }
         let orphan = Orphan {
             provider: env.provider,
-            provider_id: provider_id.to_string(),
+            provider_id: provider_id.clone(),
             event: kind.to_string(),
             received_at_ms: env.received_at_ms,
             delivery_id: env.delivery_id.clone(),

@@ -16,6 +16,7 @@ use relay_shared::store::{
 };
 
 use crate::{Action, Disposition, EventKey, Worker};
+use relay_shared::ProviderId;
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
@@ -31,7 +32,7 @@ where
     /// and a poll of one completion apply once. Not ready: the next poll waits twice as long,
     /// up to an hour.
     pub(crate) async fn poll(&self, target: &PollTarget) -> Disposition {
-        let job_id = target.job_id.as_str();
+        let job_id = &target.job_id;
         let meta = match self.jobs.get_job(job_id).await {
             Ok(Some(meta)) if meta.deleted => {
                 return Disposition::Polled("the job was deleted".into());
@@ -86,7 +87,7 @@ where
         chunk: &Chunk,
         failure: Disposition,
     ) -> Disposition {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         // Nothing came back. Past the job's deadline, the chunk's open contacts time out,
         // whatever the provider answered.
         match self.past_deadline(meta, chunk).await {
@@ -128,7 +129,7 @@ where
         &self,
         meta: &JobMeta,
         chunk: &Chunk,
-        pid: &str,
+        pid: &ProviderId,
     ) -> Result<(EventKey, Action), Disposition> {
         match meta.provider {
             Provider::Fullenrich => self.poll_fullenrich(meta.operation, pid).await,
@@ -141,7 +142,7 @@ where
     /// `failed` with [`reasons::PROVIDER_LOST`] (results already stored stand), the chunk ends
     /// `failed` with the provider's answer, and the job settles.
     async fn end_lost(&self, meta: &JobMeta, chunk: &Chunk, answer: &str) -> Disposition {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         let contacts = match self.jobs.contacts(job_id, chunk.offset, chunk.count).await {
             Ok(c) => c,
             Err(e) => return Disposition::Retry(e.to_string()),
@@ -171,8 +172,8 @@ where
             return d;
         }
         tracing::warn!(
-            job_id,
-            chunk = chunk.index,
+            %job_id,
+            chunk = chunk.index.get(),
             failed = stored.new,
             "poll: the provider does not know the chunk's id; chunk ended"
         );
@@ -210,7 +211,7 @@ where
     /// placeholder (a late result still replaces it, moving the counters exactly), the chunk
     /// ends `failed`, and the job settles (`partially_failed`, or `failed` if nothing came).
     async fn time_out(&self, meta: &JobMeta, chunk: &Chunk) -> Disposition {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         let hours = self.deadline_of(meta).as_secs() / 3600;
         let contacts = match self.jobs.contacts(job_id, chunk.offset, chunk.count).await {
             Ok(c) => c,
@@ -238,8 +239,8 @@ where
             return d;
         }
         tracing::warn!(
-            job_id,
-            chunk = chunk.index,
+            %job_id,
+            chunk = chunk.index.get(),
             timed_out = stored.new,
             "deadline passed: open contacts timed out"
         );

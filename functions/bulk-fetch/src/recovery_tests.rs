@@ -21,6 +21,8 @@ use relay_shared::testing::{envelope, envelope_with, sqs_message};
 use serde_json::{Value, json};
 
 use crate::{Disposition, MAX_CANDIDATES, Worker};
+use relay_shared::ProviderId;
+use relay_shared::{ChunkIndex, ContactIndex, JobId};
 
 /// A provider whose GETs answer from a script, each one counted.
 #[derive(Clone, Default)]
@@ -73,8 +75,8 @@ fn worker() -> TestWorker {
 }
 
 /// A FullEnrich enrich job of `chunks` chunks of 2 contacts (contact `i` is rid `i`).
-fn seed_fullenrich(w: &TestWorker, chunks: u32) -> String {
-    let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+fn seed_fullenrich(w: &TestWorker, chunks: u32) -> JobId {
+    let job_id = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
     let n = u64::from(chunks) * 2;
     let meta = JobMeta::new(
         job_id.clone(),
@@ -87,7 +89,7 @@ fn seed_fullenrich(w: &TestWorker, chunks: u32) -> String {
     );
     let contacts = (0..n)
         .map(|i| Contact {
-            index: i,
+            index: ContactIndex(i),
             fields:
                 json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
                     .as_object()
@@ -112,7 +114,7 @@ fn finished(id: &str, rids: &[u64]) -> Value {
     json!({"id": id, "status": "FINISHED", "cost": {"credits": rids.len()}, "data": data})
 }
 
-fn unsigned_batch(job_id: &str, id: &str) -> String {
+fn unsigned_batch(job_id: &JobId, id: &str) -> String {
     envelope_with(
         Provider::Fullenrich,
         Hook::Batch,
@@ -128,7 +130,7 @@ async fn handle(w: &TestWorker, body: &str) -> Disposition {
     w.handle_record(&sqs_message(body)).await
 }
 
-async fn chunk(w: &TestWorker, job_id: &str, index: u32) -> Chunk {
+async fn chunk(w: &TestWorker, job_id: &JobId, index: ChunkIndex) -> Chunk {
     w.jobs.chunk(job_id, index).await.unwrap().unwrap()
 }
 
@@ -136,7 +138,8 @@ async fn chunk(w: &TestWorker, job_id: &str, index: u32) -> Chunk {
 async fn a_delivery_whose_slot_is_far_off_takes_none_and_waits_in_the_queue() {
     let w = worker();
     let job_id = seed_fullenrich(&w, 1);
-    w.jobs.start(&job_id, 0, "fe-0");
+    w.jobs
+        .start(&job_id, ChunkIndex(0), &ProviderId::new("fe-0"));
     w.providers.knows("fe-0", finished("fe-0", &[0, 1]));
     // A backlog booked the schedule 60 s ahead (60 requests that will be made).
     for _ in 0..60 {
@@ -173,7 +176,8 @@ async fn a_delivery_whose_slot_is_far_off_takes_none_and_waits_in_the_queue() {
 async fn a_get_that_would_not_fit_in_the_invocation_is_not_started() {
     let w = worker();
     let job_id = seed_fullenrich(&w, 1);
-    w.jobs.start(&job_id, 0, "fe-0");
+    w.jobs
+        .start(&job_id, ChunkIndex(0), &ProviderId::new("fe-0"));
     w.providers.knows("fe-0", finished("fe-0", &[0, 1]));
     // 15 s left: a 20 s GET and its writes would outlive the invocation.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -195,17 +199,19 @@ async fn a_get_that_would_not_fit_in_the_invocation_is_not_started() {
 async fn a_poll_answered_not_found_ends_its_chunk_and_is_never_polled_again() {
     let w = worker();
     let job_id = seed_fullenrich(&w, 2);
-    w.jobs.start(&job_id, 0, "fe-gone");
-    w.jobs.start(&job_id, 1, "fe-1");
+    w.jobs
+        .start(&job_id, ChunkIndex(0), &ProviderId::new("fe-gone"));
+    w.jobs
+        .start(&job_id, ChunkIndex(1), &ProviderId::new("fe-1"));
     w.providers.knows("fe-1", finished("fe-1", &[2, 3]));
-    let poll = PollRequest::new(&job_id, 0, relay_shared::now_ms()).to_json();
+    let poll = PollRequest::new(&job_id, ChunkIndex(0), relay_shared::now_ms()).to_json();
     let d = handle(&w, &poll).await;
     assert!(
         matches!(&d, Disposition::Polled(r) if r.starts_with("ended")),
         "{d:?}"
     );
     assert!(w.dead_letters.take().is_empty(), "nothing parked");
-    let c = chunk(&w, &job_id, 0).await;
+    let c = chunk(&w, &job_id, ChunkIndex(0)).await;
     assert_eq!(c.status, ChunkStatus::Failed);
     assert_eq!(c.error.unwrap().code, reasons::PROVIDER_LOST);
     let results = w.jobs.results(&job_id);
@@ -227,16 +233,17 @@ async fn a_poll_answered_not_found_ends_its_chunk_and_is_never_polled_again() {
 async fn a_poll_past_the_deadline_times_out_whatever_the_provider_answers() {
     let w = worker();
     let job_id = seed_fullenrich(&w, 1);
-    w.jobs.start(&job_id, 0, "fe-gone");
+    w.jobs
+        .start(&job_id, ChunkIndex(0), &ProviderId::new("fe-gone"));
     tokio::time::advance(crate::DEFAULT_DEADLINE + Duration::from_secs(1)).await;
-    let poll = PollRequest::new(&job_id, 0, relay_shared::now_ms()).to_json();
+    let poll = PollRequest::new(&job_id, ChunkIndex(0), relay_shared::now_ms()).to_json();
     assert_eq!(handle(&w, &poll).await, Disposition::TimedOut(2));
     let meta = w.jobs.job_view(&job_id).await.unwrap().unwrap();
     assert_eq!(meta.status, JobStatus::Failed);
 }
 
 /// A chunk whose start's answer was lost: `start_unconfirmed`, no provider id.
-async fn unconfirmed(w: &TestWorker, job_id: &str, index: u32) {
+async fn unconfirmed(w: &TestWorker, job_id: &JobId, index: ChunkIndex) {
     use relay_shared::store::SubmitLedger;
     assert!(
         w.jobs
@@ -257,7 +264,7 @@ async fn unconfirmed(w: &TestWorker, job_id: &str, index: u32) {
 async fn a_signed_contact_finished_adopts_its_unconfirmed_chunk_and_its_results_stand() {
     let w = worker();
     let job_id = seed_fullenrich(&w, 1);
-    unconfirmed(&w, &job_id, 0).await;
+    unconfirmed(&w, &job_id, ChunkIndex(0)).await;
     let record = |rid: u64| {
         json!({"custom": {"rid": rid.to_string()}, "status": "FINISHED",
                "contact_info": {"most_probable_work_email": {"email": format!("p{rid}@example.com"), "status": "DELIVERABLE"}}})
@@ -276,7 +283,7 @@ async fn a_signed_contact_finished_adopts_its_unconfirmed_chunk_and_its_results_
         .await;
         assert!(matches!(d, Disposition::Applied { new: 1, .. }), "{d:?}");
     }
-    let c = chunk(&w, &job_id, 0).await;
+    let c = chunk(&w, &job_id, ChunkIndex(0)).await;
     assert_eq!(
         (c.status, c.provider_id.as_deref()),
         (ChunkStatus::Submitted, Some("fe-lost")),
@@ -290,7 +297,7 @@ async fn a_signed_contact_finished_adopts_its_unconfirmed_chunk_and_its_results_
         .map(|c| ContactResult::failed(c, reasons::START_UNCONFIRMED))
         .collect();
     let update = ChunkUpdate {
-        index: 0,
+        index: ChunkIndex(0),
         status: ChunkStatus::Failed,
         credits: None,
         error: None,
@@ -311,8 +318,10 @@ async fn a_signed_contact_finished_adopts_its_unconfirmed_chunk_and_its_results_
 async fn an_unsigned_body_naming_an_unknown_id_costs_no_get_and_is_dropped_not_parked() {
     let w = worker();
     let job_id = seed_fullenrich(&w, 2);
-    w.jobs.start(&job_id, 0, "fe-0");
-    w.jobs.start(&job_id, 1, "fe-1");
+    w.jobs
+        .start(&job_id, ChunkIndex(0), &ProviderId::new("fe-0"));
+    w.jobs
+        .start(&job_id, ChunkIndex(1), &ProviderId::new("fe-1"));
     for i in 0..40 {
         let d = handle(&w, &unsigned_batch(&job_id, &format!("made-up-{}", i % 4))).await;
         assert!(matches!(d, Disposition::Dropped(_)), "{d:?}");
@@ -331,8 +340,9 @@ async fn an_unsigned_body_naming_an_unknown_id_costs_no_get_and_is_dropped_not_p
 async fn a_chunk_awaiting_its_id_lets_a_few_unknown_ids_be_fetched_and_adopts_the_real_one() {
     let w = worker();
     let job_id = seed_fullenrich(&w, 2);
-    w.jobs.start(&job_id, 1, "fe-1");
-    unconfirmed(&w, &job_id, 0).await;
+    w.jobs
+        .start(&job_id, ChunkIndex(1), &ProviderId::new("fe-1"));
+    unconfirmed(&w, &job_id, ChunkIndex(0)).await;
     for i in 0..40 {
         let d = handle(&w, &unsigned_batch(&job_id, &format!("made-up-{i}"))).await;
         assert!(matches!(d, Disposition::Dropped(_)), "{d:?}");
@@ -357,7 +367,10 @@ async fn a_chunk_awaiting_its_id_lets_a_few_unknown_ids_be_fetched_and_adopts_th
     .await;
     assert!(matches!(d, Disposition::Applied { new: 2, .. }), "{d:?}");
     assert_eq!(
-        chunk(&w, &job_id, 0).await.provider_id.as_deref(),
+        chunk(&w, &job_id, ChunkIndex(0))
+            .await
+            .provider_id
+            .as_deref(),
         Some("fe-real")
     );
 }

@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use relay_shared::JobId;
 use relay_shared::error_json;
 use relay_shared::store::StoreError;
 use relay_shared::validate::Invalid;
@@ -21,7 +22,7 @@ pub struct ApiError {
     /// `Retry-After`, in seconds.
     pub retry_after: Option<u64>,
     /// The job the request named, for its log line (never in the body).
-    pub job_id: Option<String>,
+    pub job_id: Option<JobId>,
     #[source]
     pub source: Option<Cause>,
 }
@@ -68,8 +69,8 @@ impl ApiError {
     }
 
     /// The error about job `job_id` (named in the request's log line).
-    pub fn job(mut self, job_id: &str) -> ApiError {
-        self.job_id = Some(job_id.to_string());
+    pub fn job(mut self, job_id: &JobId) -> ApiError {
+        self.job_id = Some(job_id.clone());
         self
     }
 }

@@ -9,6 +9,8 @@ use relay_shared::validate::CallbackPolicy;
 use serde_json::{Value, json};
 
 use crate::{Api, SubmitChunk};
+use relay_shared::JobId;
+use relay_shared::ProviderId;
 
 const TOKEN: &str = "api-tests-token-0123456789";
 
@@ -131,7 +133,7 @@ async fn callback_urls_follow_the_deployments_rule_and_show_on_the_job() {
     });
     let (status, created) = call(&local, "POST", "/jobs", &[], &body).await;
     assert_eq!(status, 202, "{created}");
-    let id = created["job_id"].as_str().unwrap();
+    let id = &JobId::new(created["job_id"].as_str().unwrap());
     let (_, view) = call(&local, "GET", &format!("/jobs/{id}"), &[], &Value::Null).await;
     assert_eq!(
         view["callback"],
@@ -143,7 +145,7 @@ async fn callback_urls_follow_the_deployments_rule_and_show_on_the_job() {
 async fn a_deleted_job_reads_as_gone_and_its_erasure_is_queued() {
     let a = api(CallbackPolicy::default());
     let (_, created) = call(&a, "POST", "/jobs", &[], &job(1)).await;
-    let id = created["job_id"].as_str().unwrap();
+    let id = &JobId::new(created["job_id"].as_str().unwrap());
     starts(&a);
     let (status, _) = call(&a, "DELETE", &format!("/jobs/{id}"), &[], &Value::Null).await;
     assert_eq!(status, 202);
@@ -173,7 +175,7 @@ async fn a_job_whose_start_messages_could_not_be_queued_is_accepted_and_never_re
         !body.to_string().contains("retry"),
         "a client is never told to retry into a second job: {body}"
     );
-    let job_id = body["job_id"].as_str().unwrap();
+    let job_id = &JobId::new(body["job_id"].as_str().unwrap());
     let (_, got) = call(&a, "GET", &format!("/jobs/{job_id}"), &[], &Value::Null).await;
     assert_eq!(got["chunks"][0]["status"], "pending", "{got}");
     assert!(starts(&a).is_empty(), "its message was lost");
@@ -188,7 +190,7 @@ async fn a_delete_whose_erasure_was_not_queued_is_accepted_and_its_retry_queues_
     use relay_shared::store::SubmitLedger;
     let a = api(CallbackPolicy::default());
     let (_, created) = call(&a, "POST", "/jobs", &[], &job(2)).await;
-    let id = created["job_id"].as_str().unwrap().to_string();
+    let id = JobId::new(created["job_id"].as_str().unwrap());
     starts(&a);
     let path = format!("/jobs/{id}");
     let erase = vec![serde_json::from_str::<SubmitChunk>(&SubmitChunk::delete(&id)).unwrap()];
@@ -234,10 +236,10 @@ async fn a_retry_with_its_idempotency_key_writes_again_a_job_whose_creation_fail
 
     let (status, created) = call(&a, "POST", "/jobs", &key, &body).await;
     assert_eq!(status, 202, "{created}");
-    let id = created["job_id"].as_str().unwrap();
+    let id = &JobId::new(created["job_id"].as_str().unwrap());
     let (_, view) = call(&a, "GET", &format!("/jobs/{id}"), &[], &Value::Null).await;
     assert_eq!(view["contacts"], 150);
-    let mut queued: Vec<u32> = starts(&a).iter().map(|s| s.chunk).collect();
+    let mut queued: Vec<u32> = starts(&a).iter().map(|s| s.chunk.get()).collect();
     queued.sort();
     let chunks = view["chunks"].as_array().unwrap().len() as u32;
     assert_eq!(chunks, 2);
@@ -247,7 +249,7 @@ async fn a_retry_with_its_idempotency_key_writes_again_a_job_whose_creation_fail
         "each chunk queued once"
     );
     let (_, list) = call(&a, "GET", "/jobs", &[], &Value::Null).await;
-    assert_eq!(list["jobs"][0]["job_id"], id);
+    assert_eq!(list["jobs"][0]["job_id"], id.as_str());
 }
 
 #[tokio::test]
@@ -258,7 +260,7 @@ async fn orphans_are_listed_newest_first_in_pages_behind_the_token() {
         a.jobs
             .put_orphan(&Orphan {
                 provider: relay_shared::Provider::Enrow,
-                provider_id: id.to_string(),
+                provider_id: ProviderId::new(*id),
                 event: "single_search_finished".into(),
                 received_at_ms: 1_700_000_000_000 + i as u64,
                 delivery_id: uuid::Uuid::new_v4().to_string(),

@@ -9,6 +9,7 @@ use relay_shared::store::{JobDrafts, Jobs};
 use serde_json::{Value, json};
 
 use crate::api_tests::{api, call, starts};
+use relay_shared::JobId;
 use relay_shared::validate::CallbackPolicy;
 
 /// A FullEnrich enrich contact (chunks of 100), its `custom` naming it.
@@ -40,7 +41,7 @@ async fn a_staged_job_takes_its_contacts_in_pages_and_starts_once_they_are_all_i
         (job["contacts"].as_u64(), job["chunks"].as_u64()),
         (Some(250), Some(3))
     );
-    let id = job["job_id"].as_str().unwrap().to_string();
+    let id = JobId::new(job["job_id"].as_str().unwrap());
     assert!(starts(&a).is_empty(), "a draft queues nothing");
     let contacts_path = format!("/jobs/{id}/contacts");
     // Pages in any order.
@@ -59,7 +60,7 @@ async fn a_staged_job_takes_its_contacts_in_pages_and_starts_once_they_are_all_i
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "accepted");
     assert_eq!(body["chunks"].as_u64(), Some(3));
-    let queued: Vec<u32> = starts(&a).iter().map(|m| m.chunk).collect();
+    let queued: Vec<u32> = starts(&a).iter().map(|m| m.chunk.get()).collect();
     assert_eq!(queued, vec![0, 1, 2], "every chunk queued once");
     // The contacts stored are the ones a single POST /jobs would store, in the job's order.
     let stored = a.jobs.contacts(&id, 0, 250).await.unwrap();
@@ -86,7 +87,7 @@ async fn a_staged_job_takes_its_contacts_in_pages_and_starts_once_they_are_all_i
 async fn a_page_sent_again_is_a_no_op_and_another_body_at_its_offset_is_a_conflict() {
     let a = api(CallbackPolicy::default());
     let (_, job) = call(&a, "POST", "/jobs", &[], &staged(200)).await;
-    let id = job["job_id"].as_str().unwrap();
+    let id = &JobId::new(job["job_id"].as_str().unwrap());
     let path = format!("/jobs/{id}/contacts");
     let (status, first) = call(&a, "POST", &path, &[], &page(0, 100)).await;
     assert_eq!((status, &first["written"]), (200, &json!(true)));
@@ -107,7 +108,7 @@ async fn a_page_sent_again_is_a_no_op_and_another_body_at_its_offset_is_a_confli
 async fn a_bad_contact_in_a_page_is_named_by_its_index_in_the_whole_job_and_nothing_is_stored() {
     let a = api(CallbackPolicy::default());
     let (_, job) = call(&a, "POST", "/jobs", &[], &staged(300)).await;
-    let id = job["job_id"].as_str().unwrap();
+    let id = &JobId::new(job["job_id"].as_str().unwrap());
     let path = format!("/jobs/{id}/contacts");
     let mut bad = page(100, 200);
     bad["contacts"][3]["linkedin_url"] = json!("https://evil.example/in/x");
@@ -171,7 +172,7 @@ async fn a_bad_contact_in_a_page_is_named_by_its_index_in_the_whole_job_and_noth
 async fn a_start_with_pages_missing_is_refused_and_the_draft_keeps_taking_them() {
     let a = api(CallbackPolicy::default());
     let (_, job) = call(&a, "POST", "/jobs", &[], &staged(300)).await;
-    let id = job["job_id"].as_str().unwrap();
+    let id = &JobId::new(job["job_id"].as_str().unwrap());
     let path = format!("/jobs/{id}/contacts");
     let start = format!("/jobs/{id}/start");
     call(&a, "POST", &path, &[], &page(0, 100)).await;
@@ -198,7 +199,7 @@ async fn a_start_with_pages_missing_is_refused_and_the_draft_keeps_taking_them()
 
     let a = api(CallbackPolicy::default());
     let (_, job) = call(&a, "POST", "/jobs", &[], &staged(300)).await;
-    let id = job["job_id"].as_str().unwrap();
+    let id = &JobId::new(job["job_id"].as_str().unwrap());
     let path = format!("/jobs/{id}/contacts");
     call(&a, "POST", &path, &[], &page(0, 100)).await;
     call(&a, "POST", &path, &[], &page(200, 300)).await;
@@ -216,7 +217,7 @@ async fn a_start_with_pages_missing_is_refused_and_the_draft_keeps_taking_them()
 async fn a_start_holding_the_seal_keeps_pages_out_and_a_second_start_waits() {
     let a = api(CallbackPolicy::default());
     let (_, job) = call(&a, "POST", "/jobs", &[], &staged(100)).await;
-    let id = job["job_id"].as_str().unwrap();
+    let id = &JobId::new(job["job_id"].as_str().unwrap());
     let path = format!("/jobs/{id}/contacts");
     // A start holds the seal (it is checking the pages, or writing the chunks).
     let seal = a
@@ -258,7 +259,7 @@ async fn an_idempotency_key_resumes_the_same_draft_and_refuses_other_contacts() 
         (422, Some("idempotency_key_reused"))
     );
     // Started, the key answers with the started job.
-    let id = first["job_id"].as_str().unwrap();
+    let id = &JobId::new(first["job_id"].as_str().unwrap());
     call(
         &a,
         "POST",
@@ -279,7 +280,7 @@ async fn an_idempotency_key_resumes_the_same_draft_and_refuses_other_contacts() 
 async fn a_draft_is_deleted_like_any_job() {
     let a = api(CallbackPolicy::default());
     let (_, job) = call(&a, "POST", "/jobs", &[], &staged(100)).await;
-    let id = job["job_id"].as_str().unwrap();
+    let id = &JobId::new(job["job_id"].as_str().unwrap());
     call(
         &a,
         "POST",

@@ -16,6 +16,9 @@ use relay_shared::store::{Jobs, Links, RateSchedule};
 use serde_json::{Value, json};
 
 use crate::{ChunkSubmitter, SubmitAction, SubmitChunk, Submitted};
+use relay_shared::ContactIndex;
+use relay_shared::ProviderId;
+use relay_shared::{ChunkIndex, JobId};
 
 /// A provider that answers each start from a script, and counts the starts it got.
 #[derive(Default)]
@@ -67,8 +70,8 @@ fn worker() -> Worker {
 }
 
 /// An accepted FullEnrich enrich job of `n` contacts (chunks of 100).
-fn fullenrich_job(w: &Worker, n: u64) -> String {
-    let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+fn fullenrich_job(w: &Worker, n: u64) -> JobId {
+    let job_id = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
     let meta = JobMeta::new(
         job_id.clone(),
         Operation::Enrich,
@@ -80,7 +83,7 @@ fn fullenrich_job(w: &Worker, n: u64) -> String {
     );
     let contacts = (0..n)
         .map(|i| Contact {
-            index: i,
+            index: ContactIndex(i),
             fields:
                 json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
                     .as_object()
@@ -93,11 +96,12 @@ fn fullenrich_job(w: &Worker, n: u64) -> String {
     job_id
 }
 
-fn start(job_id: &str, chunk: u32) -> SubmitChunk {
+fn start(job_id: &JobId, chunk: ChunkIndex) -> SubmitChunk {
     serde_json::from_str(&SubmitChunk::start(job_id, chunk)).unwrap()
 }
 
-async fn chunk(w: &Worker, job_id: &str, i: u32) -> Chunk {
+async fn chunk(w: &Worker, job_id: &JobId, i: u32) -> Chunk {
+    let i = ChunkIndex(i);
     w.jobs.chunk(job_id, i).await.unwrap().unwrap()
 }
 
@@ -108,10 +112,13 @@ async fn a_chunk_is_started_once_and_a_redelivered_message_sends_nothing() {
     w.starter.answer(Scripted::started("fe-0"));
     w.starter.answer(Scripted::started("fe-1"));
     assert_eq!(
-        w.handle(&start(&job, 0)).await,
+        w.handle(&start(&job, ChunkIndex(0))).await,
         Submitted::Started("fe-0".into())
     );
-    assert_eq!(w.handle(&start(&job, 0)).await, Submitted::Skipped);
+    assert_eq!(
+        w.handle(&start(&job, ChunkIndex(0))).await,
+        Submitted::Skipped
+    );
     assert_eq!(w.starter.starts.lock().unwrap().len(), 1);
     let c = chunk(&w, &job, 0).await;
     assert_eq!(
@@ -128,7 +135,7 @@ async fn a_chunk_is_started_once_and_a_redelivered_message_sends_nothing() {
         JobStatus::Submitting
     );
     assert_eq!(
-        w.handle(&start(&job, 1)).await,
+        w.handle(&start(&job, ChunkIndex(1))).await,
         Submitted::Started("fe-1".into())
     );
     assert_eq!(
@@ -143,7 +150,7 @@ async fn a_429_puts_the_chunk_back_and_the_message_waits_in_the_queue() {
     let job = fullenrich_job(&w, 10);
     w.starter
         .answer(Err(StartError::RateLimited(Duration::from_secs(60))));
-    let outcome = w.handle(&start(&job, 0)).await;
+    let outcome = w.handle(&start(&job, ChunkIndex(0))).await;
     assert!(matches!(outcome, Submitted::Deferred(_)), "{outcome:?}");
     assert_eq!(chunk(&w, &job, 0).await.status, ChunkStatus::Pending);
     let queued = w.queue.take();
@@ -155,12 +162,12 @@ async fn a_429_puts_the_chunk_back_and_the_message_waits_in_the_queue() {
     );
     assert_eq!(
         serde_json::from_str::<SubmitChunk>(&queued[0].body).unwrap(),
-        start(&job, 0)
+        start(&job, ChunkIndex(0))
     );
     // Known not started: the waited-out message starts it.
     w.starter.answer(Scripted::started("fe-0"));
     assert_eq!(
-        w.handle(&start(&job, 0)).await,
+        w.handle(&start(&job, ChunkIndex(0))).await,
         Submitted::Started("fe-0".into())
     );
 }
@@ -172,7 +179,7 @@ async fn a_start_whose_answer_is_lost_is_never_sent_again() {
     w.starter.answer(Err(StartError::Unconfirmed(
         "timed out after sending".into(),
     )));
-    let outcome = w.handle(&start(&job, 0)).await;
+    let outcome = w.handle(&start(&job, ChunkIndex(0))).await;
     assert!(matches!(outcome, Submitted::Unconfirmed(_)), "{outcome:?}");
     assert_eq!(
         chunk(&w, &job, 0).await.status,
@@ -180,7 +187,10 @@ async fn a_start_whose_answer_is_lost_is_never_sent_again() {
     );
     // A redelivery of the start message sends nothing (no answer is scripted: a second start
     // would panic the provider).
-    assert_eq!(w.handle(&start(&job, 0)).await, Submitted::Skipped);
+    assert_eq!(
+        w.handle(&start(&job, ChunkIndex(0))).await,
+        Submitted::Skipped
+    );
     assert_eq!(w.starter.starts.lock().unwrap().len(), 1);
     // A confirmation check waits in the queue for the webhook.
     let checks: Vec<SubmitChunk> = w
@@ -202,10 +212,10 @@ async fn out_of_credits_fails_the_chunk_and_starts_nothing_more() {
     let w = worker();
     let job = fullenrich_job(&w, 150);
     w.starter.answer(Err(StartError::OutOfCredits));
-    let outcome = w.handle(&start(&job, 0)).await;
+    let outcome = w.handle(&start(&job, ChunkIndex(0))).await;
     assert!(matches!(outcome, Submitted::Failed(_)), "{outcome:?}");
     // The second chunk is not sent (nothing is scripted for it).
-    let outcome = w.handle(&start(&job, 1)).await;
+    let outcome = w.handle(&start(&job, ChunkIndex(1))).await;
     assert!(matches!(outcome, Submitted::Failed(_)), "{outcome:?}");
     assert_eq!(w.starter.starts.lock().unwrap().len(), 1);
     let meta = w.jobs.job_view(&job).await.unwrap().unwrap();
@@ -229,7 +239,7 @@ async fn a_job_the_worker_ends_asks_for_its_callback() {
         w.jobs.contacts(&job, 0, 10).await.unwrap(),
     );
     w.starter.answer(Err(StartError::OutOfCredits));
-    w.handle(&start(&job, 0)).await;
+    w.handle(&start(&job, ChunkIndex(0))).await;
     assert_eq!(
         w.jobs.job_view(&job).await.unwrap().unwrap().status,
         JobStatus::Failed
@@ -252,7 +262,7 @@ async fn a_start_whose_slot_is_far_off_takes_none_and_gives_its_chunk_back() {
     for _ in 0..60 {
         w.jobs.take_slot("fullenrich", 1000, 120_000).await.unwrap();
     }
-    let got = w.handle(&start(&job, 0)).await;
+    let got = w.handle(&start(&job, ChunkIndex(0))).await;
     let Submitted::Deferred(wait) = got else {
         panic!("waits in the queue: {got:?}")
     };
@@ -271,7 +281,8 @@ async fn a_start_whose_slot_is_far_off_takes_none_and_gives_its_chunk_back() {
     assert_eq!(queued[0].delay, wait);
     // The worker never sleeps past what its invocation has left.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let got = relay_shared::invocation::within(deadline, w.handle(&start(&job, 0))).await;
+    let got =
+        relay_shared::invocation::within(deadline, w.handle(&start(&job, ChunkIndex(0)))).await;
     assert!(matches!(got, Submitted::Deferred(_)), "{got:?}");
     assert!(w.starter.starts.lock().unwrap().is_empty());
 }
@@ -282,13 +293,13 @@ async fn a_chunk_still_pending_at_its_jobs_deadline_never_starts_and_the_job_end
     let job = fullenrich_job(&w, 150);
     w.starter.answer(Scripted::started("fe-0"));
     assert_eq!(
-        w.handle(&start(&job, 0)).await,
+        w.handle(&start(&job, ChunkIndex(0))).await,
         Submitted::Started("fe-0".into())
     );
     // Chunk 1's start message was lost; its job's deadline passes.
     tokio::time::advance(Duration::from_secs(24 * 3600 + 1)).await;
     assert_eq!(
-        w.handle(&start(&job, 1)).await,
+        w.handle(&start(&job, ChunkIndex(1))).await,
         Submitted::Failed(reasons::TIMED_OUT.into())
     );
     assert_eq!(w.starter.starts.lock().unwrap().len(), 1, "never started");
@@ -305,7 +316,7 @@ async fn a_cancel_recorded_before_the_take_stops_the_start() {
     w.jobs.set_job_error(&job, &canceled).await.unwrap();
     assert!(
         w.jobs
-            .begin_submit(&job, 0, "worker", 60_000)
+            .begin_submit(&job, ChunkIndex(0), "worker", 60_000)
             .await
             .unwrap()
             .is_none(),
@@ -318,7 +329,7 @@ async fn a_cancel_recorded_before_the_take_stops_the_start() {
     assert_eq!(meta.error.unwrap().code, reasons::CANCELED);
     // The chunk ends canceled, never started.
     assert_eq!(
-        w.handle(&start(&job, 0)).await,
+        w.handle(&start(&job, ChunkIndex(0))).await,
         Submitted::Failed(reasons::CANCELED.into())
     );
     assert!(w.starter.starts.lock().unwrap().is_empty());
@@ -327,16 +338,21 @@ async fn a_cancel_recorded_before_the_take_stops_the_start() {
 /// A provider whose start answer arrives after a webhook adopted the chunk under a wrong id.
 struct AdoptedMeanwhile {
     jobs: MemoryJobs,
-    job: String,
+    job: JobId,
 }
 
 impl Submitter for AdoptedMeanwhile {
     async fn start(&self, _: Operation, _: &StartRequest) -> Result<Started, StartError> {
-        let c = self.jobs.chunk(&self.job, 0).await.unwrap().unwrap();
+        let c = self
+            .jobs
+            .chunk(&self.job, ChunkIndex(0))
+            .await
+            .unwrap()
+            .unwrap();
         let at = relay_shared::store::ChunkRef::from(&c);
         assert!(
             self.jobs
-                .link_chunk(&self.job, at, "fe-wrong", None, None)
+                .link_chunk(&self.job, at, &ProviderId::new("fe-wrong"), None, None)
                 .await
                 .unwrap()
         );
@@ -366,21 +382,33 @@ async fn a_chunk_adopted_under_a_wrong_id_takes_the_id_its_start_was_answered_wi
         deadline: w.deadline,
     };
     assert_eq!(
-        w.handle(&start(&job, 0)).await,
+        w.handle(&start(&job, ChunkIndex(0))).await,
         Submitted::Started("fe-real".into())
     );
-    let c = w.jobs.chunk(&job, 0).await.unwrap().unwrap();
+    let c = w.jobs.chunk(&job, ChunkIndex(0)).await.unwrap().unwrap();
     assert_eq!(c.provider_id.as_deref(), Some("fe-real"));
-    let link = w.jobs.find_chunk(&job, "fe-real").await.unwrap();
-    assert_eq!(link.map(|l| l.index), Some(0), "the real id maps");
+    let link = w
+        .jobs
+        .find_chunk(&job, &ProviderId::new("fe-real"))
+        .await
+        .unwrap();
+    assert_eq!(
+        link.map(|l| l.index),
+        Some(ChunkIndex(0)),
+        "the real id maps"
+    );
     assert!(
-        w.jobs.find_chunk(&job, "fe-wrong").await.unwrap().is_none(),
+        w.jobs
+            .find_chunk(&job, &ProviderId::new("fe-wrong"))
+            .await
+            .unwrap()
+            .is_none(),
         "the wrong one goes"
     );
 }
 
 /// Runs a job's erasure as the worker does: the erase message, then each one it sends on.
-async fn erase(w: &Worker, job_id: &str) {
+async fn erase(w: &Worker, job_id: &JobId) {
     let mut next = vec![serde_json::from_str::<SubmitChunk>(&SubmitChunk::delete(job_id)).unwrap()];
     while let Some(m) = next.pop() {
         assert_eq!(w.handle(&m).await, Submitted::Skipped);
@@ -447,7 +475,10 @@ async fn a_job_still_being_created_starts_nothing_and_an_abandoned_one_is_erased
         Chunk::plan(3, 100),
         contacts.clone(),
     );
-    assert_eq!(w.handle(&start(&job, 0)).await, Submitted::Skipped);
+    assert_eq!(
+        w.handle(&start(&job, ChunkIndex(0))).await,
+        Submitted::Skipped
+    );
     assert!(w.starter.starts.lock().unwrap().is_empty());
     assert_eq!(chunk(&w, &job, 0).await.status, ChunkStatus::Pending);
     let (listed, _) = w.jobs.list_jobs(10, None).await.unwrap();
@@ -474,7 +505,7 @@ async fn a_draft_starts_nothing_until_its_start_and_one_left_unstarted_is_erased
     let w = worker();
     let draft = |age_ms: u64| {
         let mut meta = JobMeta::new(
-            format!("job_{}", uuid::Uuid::new_v4().simple()),
+            JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple())),
             Operation::Enrich,
             Some("big".into()),
             JobStatus::Draft,
@@ -493,7 +524,7 @@ async fn a_draft_starts_nothing_until_its_start_and_one_left_unstarted_is_erased
     };
     let contacts: Vec<Contact> = (0..150)
         .map(|i| Contact {
-            index: i,
+            index: ContactIndex(i),
             fields: json!({"linkedin_url": format!("https://www.linkedin.com/in/p{i}")})
                 .as_object()
                 .cloned()
@@ -514,7 +545,7 @@ async fn a_draft_starts_nothing_until_its_start_and_one_left_unstarted_is_erased
             .await
             .unwrap()
     );
-    assert_eq!(w.submit(&job, 0).await, Submitted::Skipped);
+    assert_eq!(w.submit(&job, ChunkIndex(0)).await, Submitted::Skipped);
     assert!(
         w.starter.starts.lock().unwrap().is_empty(),
         "a draft's chunk never starts"
@@ -541,7 +572,7 @@ async fn a_draft_starts_nothing_until_its_start_and_one_left_unstarted_is_erased
     );
     for i in 0..2 {
         assert_eq!(
-            w.submit(&job, i).await,
+            w.submit(&job, ChunkIndex(i)).await,
             Submitted::Failed(reasons::CANCELED.into())
         );
     }

@@ -118,7 +118,7 @@ impl<J: DueIndex, Q: Queue> Sweeper<J, Q> {
                 return Taken::Failed;
             }
         };
-        let index = d.chunk.unwrap_or(0);
+        let index = d.chunk.unwrap_or_default();
         let (queue, message) = match d.action {
             DueAction::Poll => (
                 &self.queue,

@@ -16,6 +16,8 @@ use relay_shared::store::{
 use serde_json::json;
 
 use crate::{Sweep, Sweeper};
+use relay_shared::JobId;
+use relay_shared::{ChunkIndex, ContactIndex, ProviderId};
 
 const HOLD: Duration = Duration::from_secs(600);
 
@@ -30,8 +32,8 @@ fn sweeper() -> Sweeper<MemoryJobs, MemoryQueue> {
 }
 
 /// A FullEnrich job of `chunks` one-contact chunks, none started.
-fn job(s: &Sweeper<MemoryJobs, MemoryQueue>, chunks: u64, creating: bool) -> String {
-    let job_id = format!("job_{}", uuid_like(chunks, creating));
+fn job(s: &Sweeper<MemoryJobs, MemoryQueue>, chunks: u64, creating: bool) -> JobId {
+    let job_id = JobId::new(format!("job_{}", uuid_like(chunks, creating)));
     let mut meta = JobMeta::new(
         job_id.clone(),
         Operation::Enrich,
@@ -44,7 +46,7 @@ fn job(s: &Sweeper<MemoryJobs, MemoryQueue>, chunks: u64, creating: bool) -> Str
     meta.creating = creating;
     let contacts = (0..chunks)
         .map(|i| Contact {
-            index: i,
+            index: ContactIndex(i),
             fields: json!({"linkedin_url": "https://www.linkedin.com/in/x"})
                 .as_object()
                 .cloned()
@@ -73,8 +75,8 @@ fn submits(q: &MemoryQueue) -> Vec<SubmitChunk> {
         .collect()
 }
 
-fn erasures(q: &MemoryQueue) -> Vec<String> {
-    let mut ids: Vec<String> = submits(q)
+fn erasures(q: &MemoryQueue) -> Vec<JobId> {
+    let mut ids: Vec<JobId> = submits(q)
         .into_iter()
         .filter(|m| m.action == SubmitAction::Delete)
         .map(|m| m.job_id)
@@ -113,7 +115,7 @@ async fn a_chunk_whose_start_message_was_lost_gets_its_start_once_a_hold() {
 async fn a_started_chunk_whose_results_never_came_gets_a_poll_carrying_its_take() {
     let s = sweeper();
     let id = job(&s, 2, false);
-    s.jobs.start(&id, 0, "fe-0");
+    s.jobs.start(&id, ChunkIndex(0), &ProviderId::new("fe-0"));
     advance_ms(DEFAULT_POLL_AFTER_MS).await;
     // Chunk 1 is not started: its start is not overdue yet (20 min), chunk 0's poll is (10 min).
     let sweep = s.sweep().await.unwrap();
@@ -127,7 +129,7 @@ async fn a_started_chunk_whose_results_never_came_gets_a_poll_carrying_its_take(
     assert_eq!(polls.len(), 1);
     assert_eq!(
         (polls[0].poll.job_id.as_str(), polls[0].poll.chunk),
-        (id.as_str(), 0)
+        (id.as_str(), ChunkIndex(0))
     );
     assert!(
         polls[0].poll.taken_at_ms.is_some(),
@@ -140,16 +142,16 @@ async fn a_started_chunk_whose_results_never_came_gets_a_poll_carrying_its_take(
 async fn a_final_chunk_is_never_due() {
     let s = sweeper();
     let id = job(&s, 1, false);
-    s.jobs.start(&id, 0, "fe-0");
+    s.jobs.start(&id, ChunkIndex(0), &ProviderId::new("fe-0"));
     let contact = s.jobs.contacts(&id, 0, 1).await.unwrap().remove(0);
     let update = ChunkUpdate {
-        index: 0,
+        index: ChunkIndex(0),
         status: ChunkStatus::Failed,
         credits: None,
         error: None,
     };
     let chunk = ChunkRef {
-        index: 0,
+        index: ChunkIndex(0),
         offset: 0,
         count: 1,
     };

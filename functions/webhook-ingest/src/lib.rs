@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use lambda_http::{Body, Request, Response};
 use relay_shared::ExposeSecret;
+use relay_shared::JobId;
 use relay_shared::auth::{SignatureCheck, check_fullenrich_signature};
 use relay_shared::bodies::BodyStore;
 use relay_shared::config::IngestConfig;
@@ -201,7 +202,7 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
             delivery_id: delivery_id.clone(),
             provider: route.provider,
             hook: route.hook,
-            job_id: route.job_id.to_string(),
+            job_id: JobId::new(route.job_id),
             received_at_ms: now_ms(),
             headers: kept_headers(req),
             signature,

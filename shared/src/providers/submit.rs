@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use crate::ids::ProviderId;
 use crate::jobs::{Contact, Operation, RECORD_KEY};
 use crate::providers::client::ProviderHttp;
 use secrecy::ExposeSecret;
@@ -244,7 +245,7 @@ pub enum StartError {
 /// A started chunk: the provider's id and the credits it reported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Started {
-    pub id: String,
+    pub id: ProviderId,
     pub credits: Option<f64>,
 }
 
@@ -317,7 +318,7 @@ pub fn read_start(
                 .filter(|s| !s.is_empty());
             match id {
                 Some(id) => Ok(Started {
-                    id: id.to_string(),
+                    id: ProviderId::new(id),
                     credits: v.get("credits_used").and_then(Value::as_f64),
                 }),
                 None => Err(StartError::Unconfirmed(format!(
@@ -396,10 +397,11 @@ impl Submitter for ProviderHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ContactIndex;
 
     fn contact(i: u64, fields: Value, custom: Option<Value>) -> Contact {
         Contact {
-            index: i,
+            index: ContactIndex(i),
             fields: fields.as_object().unwrap().clone(),
             custom,
         }

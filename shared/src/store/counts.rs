@@ -1,6 +1,7 @@
 //! Result counters: what a job head and each chunk keep, and how they move; which rows of a
 //! chunk's result set are written. The one rule of both stores.
 
+use crate::ids::ContactIndex;
 use crate::jobs::{ContactResult, Outcome};
 use crate::store::{ChunkRef, StoreError, Stored};
 
@@ -60,13 +61,13 @@ impl Counts {
 pub(super) fn rows_to_write<'r, 'e>(
     chunk: ChunkRef,
     results: &'r [ContactResult],
-    existing: impl Fn(u64) -> Option<&'e ContactResult>,
+    existing: impl Fn(ContactIndex) -> Option<&'e ContactResult>,
     stored: &mut Stored,
 ) -> Result<Vec<&'r ContactResult>, StoreError> {
     let mut written = std::collections::HashSet::new();
     let mut rows = Vec::new();
     for r in results {
-        if r.index < chunk.offset || r.index >= chunk.offset + chunk.count {
+        if !chunk.holds(r.index) {
             return Err(StoreError::Data(format!(
                 "result {} is outside chunk {}",
                 r.index, chunk.index

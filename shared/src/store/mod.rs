@@ -61,6 +61,8 @@ use std::collections::HashSet;
 use std::future::Future;
 
 use crate::Provider;
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId, ProviderId};
 use crate::jobs::{Chunk, Contact, ContactResult, JobError, JobMeta, JobStatus};
 
 #[cfg(feature = "memory")]
@@ -89,13 +91,13 @@ pub trait Jobs: Send + Sync + 'static {
     /// kept only once the job ended; read them with [`Self::job_view`].
     fn get_job(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send;
     /// The job with its figures: summed over its chunks while it runs, as settled once it
     /// ended; duplicates summed over their shards.
     fn job_view(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send;
     /// The head as a delivery reads it: possibly a second stale (an eventually consistent read,
     /// half the read units), which a delivery can afford: what it needs of the head (provider,
@@ -103,31 +105,32 @@ pub trait Jobs: Send + Sync + 'static {
     /// [`Self::get_job`].
     fn job_head(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send {
         self.get_job(job_id)
     }
     fn contacts(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         offset: u64,
         count: u64,
     ) -> impl Future<Output = Result<Vec<Contact>, StoreError>> + Send;
     /// One chunk as stored.
     fn chunk(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
     ) -> impl Future<Output = Result<Option<Chunk>, StoreError>> + Send;
     /// Every chunk of the job, in index order.
-    fn chunks(&self, job_id: &str) -> impl Future<Output = Result<Vec<Chunk>, StoreError>> + Send;
+    fn chunks(&self, job_id: &JobId)
+    -> impl Future<Output = Result<Vec<Chunk>, StoreError>> + Send;
     /// Records why a job (partly) failed; its status settles when every contact is accounted for.
     /// An error that stops the job's starts ([`JobError::stops_submission`]) is never replaced
     /// by one that does not (a cancel stays a cancel), and it fences
     /// [`SubmitLedger::begin_submit`].
     fn set_job_error(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         error: &JobError,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -139,8 +142,8 @@ pub trait Results: Send + Sync + 'static {
     /// count was lost, and a final chunk is made sure of its group: a redelivery repairs.
     fn store_result(
         &self,
-        job_id: &str,
-        chunk_index: u32,
+        job_id: &JobId,
+        chunk_index: ChunkIndex,
         result: ContactResult,
         update: Option<ChunkUpdate>,
     ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
@@ -149,7 +152,7 @@ pub trait Results: Send + Sync + 'static {
     /// attempts that died midway. A job that had ended already gets its figures summed again.
     fn store_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
         results: Vec<ContactResult>,
         update: ChunkUpdate,
@@ -157,18 +160,18 @@ pub trait Results: Send + Sync + 'static {
     /// The contact indices in `from ..= to` that have a result row (keys only: one small query).
     fn stored_indices(
         &self,
-        job_id: &str,
-        from: u64,
-        to: u64,
-    ) -> impl Future<Output = Result<HashSet<u64>, StoreError>> + Send;
-    fn add_duplicate(&self, job_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+        job_id: &JobId,
+        from: ContactIndex,
+        to: ContactIndex,
+    ) -> impl Future<Output = Result<HashSet<ContactIndex>, StoreError>> + Send;
+    fn add_duplicate(&self, job_id: &JobId) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Sets the final status, and the job's figures, once every chunk is final and every contact
     /// counted (rows from per-contact webhooks stay provisional until their batch replaces
     /// them); returns it when it did. Called when a write completed a group of final chunks
     /// ([`Stored::may_settle`]), or to repair.
     fn settle_job(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> impl Future<Output = Result<Option<JobStatus>, StoreError>> + Send;
 }
 
@@ -178,14 +181,14 @@ pub trait Links: Send + Sync + 'static {
     /// link carries it ([`Self::link_chunk`]): a single result then reads nothing else.
     fn find_link(
         &self,
-        job_id: &str,
-        provider_id: &str,
+        job_id: &JobId,
+        provider_id: &ProviderId,
     ) -> impl Future<Output = Result<Option<Link>, StoreError>> + Send;
     /// The chunk a provider id is linked to ([`Self::find_link`] without the contact).
     fn find_chunk(
         &self,
-        job_id: &str,
-        provider_id: &str,
+        job_id: &JobId,
+        provider_id: &ProviderId,
     ) -> impl Future<Output = Result<Option<ChunkRef>, StoreError>> + Send {
         async move { Ok(self.find_link(job_id, provider_id).await?.map(|l| l.chunk)) }
     }
@@ -196,9 +199,9 @@ pub trait Links: Send + Sync + 'static {
     /// link when it is its only one ([`Link::new`]), so that its result reads it with the link.
     fn link_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
-        provider_id: &str,
+        provider_id: &ProviderId,
         credits: Option<f64>,
         contact: Option<&Contact>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -207,9 +210,9 @@ pub trait Links: Send + Sync + 'static {
     /// the wrong link goes, so the chunk's real webhooks map. Nothing if the chunk has that id.
     fn correct_link(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
-        provider_id: &str,
+        provider_id: &ProviderId,
         contact: Option<&Contact>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Counts one fetch of an id no chunk is linked to, made on the word of an unsigned body,
@@ -217,8 +220,8 @@ pub trait Links: Send + Sync + 'static {
     /// one was allowed.
     fn take_candidate(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         max: u32,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
@@ -229,8 +232,8 @@ pub trait Polls: Send + Sync + 'static {
     /// interval, doubled by the caller up to [`MAX_POLL_EVERY_MS`]). Nothing if it is final.
     fn poll_later(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         every_ms: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Takes a poll the sweeper queued for chunk `index` with `poll_at = taken_at_ms`: once.
@@ -238,8 +241,8 @@ pub trait Polls: Send + Sync + 'static {
     /// makes no second GET. Whether this call took it.
     fn claim_poll(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         taken_at_ms: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
@@ -297,12 +300,13 @@ pub trait JobWriter: Jobs {
     /// `due` index), and its erasure is due: the sweeper finds it ([`ERASE_GRACE`] on) until
     /// [`SubmitLedger::finish_erasure`]. Marking it again makes its erasure due again. `false`: no
     /// such job, or erased already.
-    fn mark_deleted(&self, job_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn mark_deleted(&self, job_id: &JobId)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Results in contact order from index `from`, at most `limit`.
     fn results(
         &self,
-        job_id: &str,
-        from: u64,
+        job_id: &JobId,
+        from: ContactIndex,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ContactResult>, StoreError>> + Send;
 }
@@ -320,24 +324,24 @@ pub trait JobDrafts: JobWriter {
     /// [`PageWrite::Unchanged`]; another body for the same offset is a [`PageWrite::Conflict`].
     fn put_page(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         page: &Page,
         contacts: &[Contact],
     ) -> impl Future<Output = Result<PageWrite, StoreError>> + Send;
     /// A draft's pages in offset order.
-    fn pages(&self, job_id: &str) -> impl Future<Output = Result<Vec<Page>, StoreError>> + Send;
+    fn pages(&self, job_id: &JobId) -> impl Future<Output = Result<Vec<Page>, StoreError>> + Send;
     /// Seals a draft for its start, for `lease_ms` (a start that died leaves it to the next):
     /// from now no page is claimed. Returns the seal (its end, ms), or `None`: not a draft, or
     /// deleted, or another start holds it.
     fn seal_draft(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         lease_ms: u64,
     ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
     /// Lifts the seal `seal` (the start found pages missing): pages may come again.
     fn unseal_draft(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         seal: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Writes the draft's chunks (each due for its start, as [`JobWriter::create_job`]'s), then
@@ -346,7 +350,7 @@ pub trait JobDrafts: JobWriter {
     /// DELETE came; its chunks were never queued).
     fn start_draft(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunks: &[Chunk],
         seal: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -363,8 +367,8 @@ pub trait SubmitLedger: Jobs {
     /// pending, or the job is stopped.
     fn begin_submit(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: &str,
         lease_ms: u64,
     ) -> impl Future<Output = Result<Option<Chunk>, StoreError>> + Send;
@@ -372,37 +376,37 @@ pub trait SubmitLedger: Jobs {
     /// passed before it could start): [`Self::begin_submit`] without the fence.
     fn begin_fail(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: &str,
         lease_ms: u64,
     ) -> impl Future<Output = Result<Option<Chunk>, StoreError>> + Send;
     /// Puts a chunk `owner` is starting back to `pending` (the provider does not have it).
     fn release_submit(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Marks a chunk being started `start_unconfirmed`: by its `owner`, or by anyone once the
     /// owner's lease ran out. Whether this call marked it.
     fn mark_unconfirmed(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: Option<&str>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// `start_unconfirmed` → `failed`, unless a webhook adopted the chunk meanwhile. Whether
     /// this call ended it.
     fn expire_unconfirmed(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Replaces a chunk `owner` is starting by its two halves (new pending chunks). Returns them.
     fn split_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: &Chunk,
         owner: &str,
     ) -> impl Future<Output = Result<Vec<Chunk>, StoreError>> + Send;
@@ -410,14 +414,14 @@ pub trait SubmitLedger: Jobs {
     /// is out. Returns the job's status.
     fn count_submitted(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> impl Future<Output = Result<JobStatus, StoreError>> + Send;
     /// Deletes up to `limit` items of a deleted job other than its head, its chunks first (a
     /// result write is conditional on its chunk: once the chunks are gone nothing more of the
     /// job is written); 0: none left.
     fn delete_items(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         limit: usize,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
     /// Marks deleted a job whose creation was abandoned (still `creating`, past
@@ -425,11 +429,12 @@ pub trait SubmitLedger: Jobs {
     /// not `creating` (its creation finished: nothing to abandon).
     fn abandon_creation(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Ends a deleted job's erasure once its items (and claim-checked bodies) are gone: the head
     /// becomes a tombstone (no name, options or callback; `erased`), out of the `due` index.
-    fn finish_erasure(&self, job_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn finish_erasure(&self, job_id: &JobId)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// `Idempotency-Key`s of `POST /jobs`.
@@ -441,7 +446,7 @@ pub trait IdempotencyKeys: Send + Sync + 'static {
         &self,
         key: &str,
         body_sha256: &str,
-        job_id: &str,
+        job_id: &JobId,
         owner: &str,
         lease_ms: u64,
     ) -> impl Future<Output = Result<Idempotency, StoreError>> + Send;
@@ -497,7 +502,7 @@ pub trait CallbackStore: Send + Sync + 'static {
     /// sweep may take it again. `None`: not pending, not due, or taken by another message.
     fn take_callback(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         due_at: Option<u64>,
         lease_ms: u64,
     ) -> impl Future<Output = Result<Option<CallbackTake>, StoreError>> + Send;
@@ -506,7 +511,7 @@ pub trait CallbackStore: Send + Sync + 'static {
     /// longer than it, and another was taken).
     fn record_callback(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         lease: u64,
         attempt: &CallbackAttempt,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -517,8 +522,8 @@ pub trait OrphanStore: Send + Sync + 'static {
     fn job_of_provider_id(
         &self,
         provider: Provider,
-        provider_id: &str,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+        provider_id: &ProviderId,
+    ) -> impl Future<Output = Result<Option<JobId>, StoreError>> + Send;
     /// Keeps an orphan [`ORPHAN_RETENTION_DAYS`] days (the caller claims its event once).
     fn put_orphan(&self, orphan: &Orphan) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Orphans newest first, `limit` (at most 100) a page, after `cursor`; expired ones are not

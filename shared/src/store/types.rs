@@ -1,6 +1,8 @@
 //! The stores' types: what their traits take and answer, their errors and their constants.
 
 use crate::Provider;
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId, ProviderId};
 use crate::jobs::{CallbackStatus, Chunk, ChunkStatus, Contact, JobError, JobMeta};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +36,16 @@ impl StoreError {
 /// Where a provider id's contacts sit in the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRef {
-    pub index: u32,
+    pub index: ChunkIndex,
     pub offset: u64,
     pub count: u64,
+}
+
+impl ChunkRef {
+    /// Whether contact `index` is one of this chunk's.
+    pub fn holds(&self, index: ContactIndex) -> bool {
+        (self.offset..self.offset + self.count).contains(&index.0)
+    }
 }
 
 impl From<&Chunk> for ChunkRef {
@@ -62,7 +71,7 @@ impl Link {
     /// nothing: a chunk of several contacts reads them by range).
     pub fn new(chunk: ChunkRef, contact: Option<&Contact>) -> Link {
         let contact = contact
-            .filter(|c| chunk.count == 1 && c.index == chunk.offset)
+            .filter(|c| chunk.count == 1 && c.index == ContactIndex(chunk.offset))
             .cloned();
         Link { chunk, contact }
     }
@@ -71,7 +80,7 @@ impl Link {
 /// What a new chunk outcome sets on the chunk item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkUpdate {
-    pub index: u32,
+    pub index: ChunkIndex,
     pub status: ChunkStatus,
     pub credits: Option<f64>,
     pub error: Option<JobError>,
@@ -134,7 +143,7 @@ pub enum Slot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobsCursor {
     pub created_at_ms: u64,
-    pub job_id: String,
+    pub job_id: JobId,
 }
 
 /// A page of a staged job's contacts: from contact `offset`, `count` of them.
@@ -169,22 +178,22 @@ pub const DRAFT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Idempotency {
     /// This request holds the key: create (or finish creating) this job.
-    Owned { job_id: String },
+    Owned { job_id: JobId },
     /// Another request holds the key and may still be working: retry after this long.
     InUse { retry_after_ms: u64 },
     /// The key was used with another body.
-    Mismatch { job_id: String },
+    Mismatch { job_id: JobId },
     /// An earlier request created this job.
-    Created { job_id: String },
+    Created { job_id: JobId },
 }
 
 /// What the sweeper found due: a chunk for a poll or for its start, or a job head for its
 /// completion callback.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Due {
-    pub job_id: String,
+    pub job_id: JobId,
     /// The chunk; `None`: the job's completion callback.
-    pub chunk: Option<u32>,
+    pub chunk: Option<ChunkIndex>,
     /// Its `poll_at` as read (ms): taking it is conditional on it.
     pub poll_at_ms: u64,
     /// What is due.
@@ -247,7 +256,7 @@ pub const ORPHAN_RETENTION_DAYS: u64 = 30;
 pub struct Orphan {
     pub provider: Provider,
     /// The provider's id of the search (Enrow `id`).
-    pub provider_id: String,
+    pub provider_id: ProviderId,
     /// The event's name (Enrow `event`).
     pub event: String,
     pub received_at_ms: u64,

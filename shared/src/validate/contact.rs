@@ -9,6 +9,7 @@ use super::{
     FULLENRICH_CUSTOM_KEYS, FULLENRICH_CUSTOM_VALUE_CHARS, Invalid, MAX_CUSTOM_BYTES,
     fullenrich_len, invalid, is_email, is_linkedin_profile, reduce_domain,
 };
+use crate::ids::ContactIndex;
 
 /// The fields each operation reads from a contact, and which of them it needs.
 pub fn operation_fields(op: Operation) -> &'static [&'static str] {
@@ -187,7 +188,7 @@ pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, I
         Some(_) => return Err(invalid(at("custom"), "must be an object")),
     };
     Ok(Contact {
-        index: i as u64,
+        index: ContactIndex(i as u64),
         fields,
         custom,
     })

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::Stack;
 use super::provider_stub::ProviderStub;
+use relay_shared::{ContactIndex, JobId};
 
 pub type TestWorker = Worker<DynamoJobStore, DynamoDedupe, ProviderHttp, S3Bodies, SqsQueue>;
 
@@ -70,14 +71,14 @@ impl Fetch {
         contacts: Vec<(Value, Value)>,
         chunk_size: u64,
         provider_ids: &[&str],
-    ) -> String {
+    ) -> JobId {
         relay_local_stack::seed::seed_job(&self.jobs, operation, contacts, chunk_size, provider_ids)
             .await
     }
 
     /// An `email_find` job of `n` contacts ([`crate::fetch::finder`]) in chunks of
     /// `chunk_size`, the first chunks started under `provider_ids`.
-    pub async fn seed_finders(&self, n: usize, chunk_size: u64, provider_ids: &[&str]) -> String {
+    pub async fn seed_finders(&self, n: usize, chunk_size: u64, provider_ids: &[&str]) -> JobId {
         self.seed(
             Operation::EmailFind,
             (0..n).map(crate::fetch::finder).collect(),
@@ -88,12 +89,12 @@ impl Fetch {
     }
 
     /// The SQS message body ingest would have sent for this delivery.
-    pub fn envelope(provider: Provider, hook: Hook, job_id: &str, body: &[u8]) -> String {
+    pub fn envelope(provider: Provider, hook: Hook, job_id: &JobId, body: &[u8]) -> String {
         relay_shared::testing::envelope(provider, hook, job_id, body)
     }
 
     /// The envelope of an Enrow event from a fixture (`enrow/…json`), its `id` set to `id`.
-    pub fn enrow_fixture(job_id: &str, fixture: &str, id: &str) -> String {
+    pub fn enrow_fixture(job_id: &JobId, fixture: &str, id: &str) -> String {
         let mut event = fixture_json(fixture);
         event["id"] = serde_json::json!(id);
         Self::envelope(
@@ -142,11 +143,14 @@ impl Fetch {
         panic!("records still handed back after 50 redeliveries");
     }
 
-    pub async fn results(&self, job_id: &str) -> Vec<ContactResult> {
-        self.jobs.results(job_id, 0, 100_000).await.unwrap()
+    pub async fn results(&self, job_id: &JobId) -> Vec<ContactResult> {
+        self.jobs
+            .results(job_id, ContactIndex(0), 100_000)
+            .await
+            .unwrap()
     }
 
-    pub async fn job(&self, job_id: &str) -> JobMeta {
+    pub async fn job(&self, job_id: &JobId) -> JobMeta {
         self.jobs
             .job_view(job_id)
             .await

@@ -20,7 +20,6 @@ use bulk_fetch::Worker;
 use relay_local_stack::Moto;
 use relay_local_stack::provider_stub::ProviderStub;
 use relay_local_stack::seed::{numbered_fullenrich_record, seed_job, seed_numbered_fullenrich_job};
-use relay_shared::Provider;
 use relay_shared::bodies::S3Bodies;
 use relay_shared::jobs::Operation;
 use relay_shared::providers::Hook;
@@ -28,6 +27,7 @@ use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::Jobs;
 use relay_shared::testing::envelope;
+use relay_shared::{ChunkIndex, ContactIndex, JobId, Provider, ProviderId};
 use serde_json::{Value, json};
 
 /// Peak resident set size of this process since the last reset, in MiB.
@@ -273,9 +273,9 @@ async fn single_webhook(worker: &BenchWorker, counter: &Counter, what: &str, bod
 }
 
 /// A started one-chunk email_find job of `n` contacts under provider id `pid`, in memory.
-fn one_chunk_job(jobs: &relay_shared::store::memory::MemoryJobs, pid: &str, n: u64) -> String {
+fn one_chunk_job(jobs: &relay_shared::store::memory::MemoryJobs, pid: &str, n: u64) -> JobId {
     use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus};
-    let job_id = format!("job_{pid}");
+    let job_id = JobId::new(format!("job_{pid}"));
     let meta = JobMeta::new(
         job_id.clone(),
         Operation::EmailFind,
@@ -287,7 +287,7 @@ fn one_chunk_job(jobs: &relay_shared::store::memory::MemoryJobs, pid: &str, n: u
     );
     let contacts = (0..n)
         .map(|i| Contact {
-            index: i,
+            index: ContactIndex(i),
             fields: json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
                 .as_object()
                 .unwrap()
@@ -296,6 +296,6 @@ fn one_chunk_job(jobs: &relay_shared::store::memory::MemoryJobs, pid: &str, n: u
         })
         .collect();
     jobs.insert(meta, Chunk::plan(n, n), contacts);
-    jobs.start(&job_id, 0, pid);
+    jobs.start(&job_id, ChunkIndex(0), &ProviderId::new(pid));
     job_id
 }

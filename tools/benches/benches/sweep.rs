@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use relay_local_stack::{Moto, Template};
 use relay_shared::queue::SqsQueue;
 use relay_shared::store::{DynamoJobStore, chunk_sk, poll_shard};
+use relay_shared::{ChunkIndex, JobId};
 use sweeper::Sweeper;
 
 const CHUNKS_PER_JOB: usize = 100;
@@ -74,7 +75,7 @@ async fn bench(sdk: &aws_config::SdkConfig, open: usize) {
                 group_at = group_at.min(poll_at);
                 requests.push(put(HashMap::from([
                     ("pk".into(), s(format!("JOB#{job}"))),
-                    ("sk".into(), s(chunk_sk(c as u32))),
+                    ("sk".into(), s(chunk_sk(ChunkIndex(c as u32)))),
                     ("chunk".into(), n(c as u64)),
                     ("offset".into(), n((c * 100) as u64)),
                     ("count".into(), n(100)),
@@ -88,7 +89,10 @@ async fn bench(sdk: &aws_config::SdkConfig, open: usize) {
             requests.push(put(HashMap::from([
                 ("pk".into(), s(format!("JOB#{job}"))),
                 ("sk".into(), s("CHUNK#~F00000")),
-                ("poll_shard".into(), s(poll_shard(&job))),
+                (
+                    "poll_shard".into(),
+                    s(poll_shard(&JobId::new(job.as_str()))),
+                ),
                 ("poll_at".into(), n(group_at)),
             ])));
         }

@@ -1,8 +1,10 @@
 //! Seeds a job the way job-submit records one (contacts, chunks, head, provider ids linked), for
 //! tests and benchmarks of the worker that do not go through the jobs API.
 
+use relay_shared::ContactIndex;
 use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation};
 use relay_shared::store::{DynamoJobStore, JobWriter, Links};
+use relay_shared::{JobId, ProviderId};
 use serde_json::Value;
 
 /// Contacts as (fields, custom) pairs, in chunks of `chunk_size`, each chunk linked to the
@@ -13,14 +15,17 @@ pub async fn seed_job(
     contacts: Vec<(Value, Value)>,
     chunk_size: u64,
     provider_ids: &[&str],
-) -> String {
-    let job_id = format!("job_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+) -> JobId {
+    let job_id = JobId::new(format!(
+        "job_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    ));
     let n = contacts.len() as u64;
     let contacts: Vec<Contact> = contacts
         .into_iter()
         .enumerate()
         .map(|(i, (fields, custom))| Contact {
-            index: i as u64,
+            index: ContactIndex(i as u64),
             fields: fields.as_object().cloned().unwrap_or_default(),
             custom: Some(custom).filter(|c| !c.is_null()),
         })
@@ -41,7 +46,7 @@ pub async fn seed_job(
     for (chunk, pid) in chunks.iter().zip(provider_ids) {
         // As the submitter links it: a one-contact chunk's contact rides on its link.
         let contact = contacts.get(chunk.offset as usize);
-        jobs.link_chunk(&job_id, chunk.into(), pid, None, contact)
+        jobs.link_chunk(&job_id, chunk.into(), &ProviderId::new(*pid), None, contact)
             .await
             .expect("link chunk");
     }
@@ -54,7 +59,7 @@ pub async fn seed_numbered_fullenrich_job(
     jobs: &DynamoJobStore,
     n: u64,
     chunk_size: u64,
-) -> (String, Vec<String>) {
+) -> (JobId, Vec<String>) {
     let pids: Vec<String> = (0..n.div_ceil(chunk_size))
         .map(|k| format!("fe-{k}"))
         .collect();

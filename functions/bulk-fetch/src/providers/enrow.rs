@@ -15,6 +15,8 @@ use relay_shared::store::{
 use serde_json::Value;
 
 use crate::{Action, Disposition, EventKey, Worker, fill_missing, record_key, unknown_to_provider};
+use relay_shared::ContactIndex;
+use relay_shared::ProviderId;
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
@@ -29,7 +31,7 @@ where
     pub(crate) async fn poll_enrow(
         &self,
         op: Operation,
-        pid: &str,
+        pid: &ProviderId,
         single: bool,
     ) -> Result<(EventKey, Action), Disposition> {
         let kind = enrow_event(op, single);
@@ -39,7 +41,7 @@ where
             return Ok((
                 key,
                 Action::EnrowSingle {
-                    id: pid.to_string(),
+                    id: pid.clone(),
                     kind,
                     custom: result.custom.clone(),
                     result,
@@ -52,7 +54,7 @@ where
         Ok((
             key,
             Action::EnrowBulk {
-                id: pid.to_string(),
+                id: pid.clone(),
                 kind,
                 credits: None,
                 prefetched: Some(bulk),
@@ -64,13 +66,13 @@ where
     pub(crate) async fn apply_enrow_single(
         &self,
         meta: &JobMeta,
-        id: String,
+        id: ProviderId,
         mut result: enrow::SingleResult,
         custom: Option<Value>,
         mut raw: Value,
         credits: Option<f64>,
     ) -> Result<Stored, Disposition> {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         let op = meta.operation;
         // The link carries a one-contact chunk's contact (one read for both).
         let link = match self.jobs.find_link(job_id, &id).await? {
@@ -87,7 +89,7 @@ where
                     .map_err(|e| unknown_to_provider(e.into(), false))?;
                 result = fetched;
                 raw = fetched_raw;
-                let rids: Vec<u64> = result
+                let rids: Vec<ContactIndex> = result
                     .custom
                     .as_ref()
                     .or(custom.as_ref())
@@ -129,11 +131,11 @@ where
     pub(crate) async fn apply_enrow_bulk(
         &self,
         meta: &JobMeta,
-        id: String,
+        id: ProviderId,
         credits: Option<f64>,
         prefetched: Option<enrow::BulkResults>,
     ) -> Result<Stored, Disposition> {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         let op = meta.operation;
         let linked = self.jobs.find_chunk(job_id, &id).await?;
         if linked.is_none() {
@@ -152,7 +154,7 @@ where
         let chunk = match linked {
             Some(c) => c,
             None => {
-                let rids: Vec<u64> = bulk
+                let rids: Vec<ContactIndex> = bulk
                     .rows()
                     .filter_map(|(row, _)| row.custom.as_ref().and_then(record_key))
                     .collect();
@@ -210,7 +212,7 @@ pub(crate) fn map_enrow_bulk(
     contacts: &[Contact],
     bulk: &enrow::BulkResults,
 ) -> Vec<ContactResult> {
-    let offset = contacts.first().map(|c| c.index).unwrap_or(0);
+    let offset = contacts.first().map(|c| c.index).unwrap_or_default();
     let mut by_email: HashMap<String, Vec<&Contact>> = HashMap::new();
     if op == Operation::EmailVerify {
         for c in contacts {
@@ -222,7 +224,7 @@ pub(crate) fn map_enrow_bulk(
             }
         }
     }
-    let mut out: HashMap<u64, ContactResult> = HashMap::new();
+    let mut out: HashMap<ContactIndex, ContactResult> = HashMap::new();
     let mut unmapped = 0usize;
     for (row, raw) in bulk.rows() {
         let targets: Vec<&Contact> = if op == Operation::EmailVerify {
@@ -242,7 +244,11 @@ pub(crate) fn map_enrow_bulk(
                 .and_then(record_key)
                 .filter(|i| contacts.iter().any(|c| c.index == *i))
                 .or(by_position)
-                .and_then(|i| contacts.get((i - offset) as usize).filter(|c| c.index == i))
+                .and_then(|i| {
+                    contacts
+                        .get((i.get() - offset.get()) as usize)
+                        .filter(|c| c.index == i)
+                })
                 .into_iter()
                 .collect()
         };

@@ -23,6 +23,8 @@ use crate::{
     Action, Disposition, EventKey, MAX_SLOT_WAIT, PACED_MIN_WAIT, WRITE_RESERVE, Worker,
     fill_missing, record_key, unknown_to_provider,
 };
+use relay_shared::ContactIndex;
+use relay_shared::ProviderId;
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
@@ -36,11 +38,11 @@ where
     pub(crate) async fn apply_fullenrich_batch(
         &self,
         meta: &JobMeta,
-        id: String,
+        id: ProviderId,
         mut job: fullenrich::Job,
         signed: bool,
     ) -> Result<Stored, Disposition> {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         let op = meta.operation;
         let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
         let linked = self.jobs.find_chunk(job_id, &id).await?;
@@ -65,7 +67,7 @@ where
         let chunk = match linked {
             Some(c) => c,
             None => {
-                let rids: Vec<u64> = job.data.iter().filter_map(fullenrich_rid).collect();
+                let rids: Vec<ContactIndex> = job.data.iter().filter_map(fullenrich_rid).collect();
                 self.adopt(meta, &id, &rids, None).await?
             }
         };
@@ -114,14 +116,14 @@ where
         job: fullenrich::Job,
         signed: bool,
     ) -> Result<Stored, Disposition> {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         let op = meta.operation;
         if !signed {
             // Not trusted as results: anyone holding the URL could have sent it. The
             // enrichment's results come with its batch webhook, fetched from the API
             // when that is unsigned too (a GET now would only answer "in progress").
             tracing::info!(
-                job_id,
+                %job_id,
                 "unsigned contact_finished: its results will come from the API"
             );
             return Ok(Stored::default());
@@ -149,10 +151,13 @@ where
         if stored.awaiting_link
             && let Some(id) = &job.id
         {
-            match self.adopt(meta, id, &rids, None).await {
+            match self
+                .adopt(meta, &ProviderId::new(id.as_str()), &rids, None)
+                .await
+            {
                 Ok(_) => {}
                 Err(d) => {
-                    tracing::warn!(job_id, disposition = ?d, "contact_finished did not adopt its chunk")
+                    tracing::warn!(%job_id, disposition = ?d, "contact_finished did not adopt its chunk")
                 }
             }
         }
@@ -167,19 +172,19 @@ where
         meta: &JobMeta,
         job: &fullenrich::Job,
         finished: &[fullenrich::Record],
-    ) -> Result<(Vec<u64>, Vec<Contact>), Disposition> {
-        let job_id = meta.job_id.as_str();
+    ) -> Result<(Vec<ContactIndex>, Vec<Contact>), Disposition> {
+        let job_id = &meta.job_id;
         // The contacts the records name, read in one range (a snapshot can name many).
-        let rids: Vec<u64> = finished
+        let rids: Vec<ContactIndex> = finished
             .iter()
             .filter_map(fullenrich_rid)
-            .filter(|i| *i < meta.contacts)
+            .filter(|i| i.get() < meta.contacts)
             .collect();
         let mut contacts = Vec::new();
         if let (Some(lo), Some(hi)) = (rids.iter().min(), rids.iter().max()) {
             contacts.extend(
                 self.jobs
-                    .contacts(job_id, *lo, hi - lo + 1)
+                    .contacts(job_id, lo.get(), hi.get() - lo.get() + 1)
                     .await?
                     .into_iter()
                     .filter(|c| rids.contains(&c.index)),
@@ -188,9 +193,12 @@ where
         // Records without a key map within the chunk their enrichment id names: read once.
         let keyless = finished
             .iter()
-            .any(|r| !fullenrich_rid(r).is_some_and(|i| i < meta.contacts));
+            .any(|r| !fullenrich_rid(r).is_some_and(|i| i.get() < meta.contacts));
         if keyless && let Some(id) = &job.id {
-            let chunk = self.chunk_of(meta, id, &[], None).await?.chunk;
+            let chunk = self
+                .chunk_of(meta, &ProviderId::new(id.as_str()), &[], None)
+                .await?
+                .chunk;
             contacts.extend(
                 self.jobs
                     .contacts(job_id, chunk.offset, chunk.count)
@@ -207,13 +215,13 @@ where
         meta: &JobMeta,
         mut results: Vec<ContactResult>,
     ) -> Result<Stored, Disposition> {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         // A snapshot repeats what earlier deliveries stored: one keys-only query finds
         // those, and only the rest are written.
         let mut existing = 0;
         if results.len() > 1 {
-            let lo = results.iter().map(|r| r.index).min().unwrap_or(0);
-            let hi = results.iter().map(|r| r.index).max().unwrap_or(0);
+            let lo = results.iter().map(|r| r.index).min().unwrap_or_default();
+            let hi = results.iter().map(|r| r.index).max().unwrap_or_default();
             let have = self.jobs.stored_indices(job_id, lo, hi).await?;
             let before = results.len();
             results.retain(|r| !have.contains(&r.index));
@@ -279,14 +287,14 @@ where
     pub(crate) async fn poll_fullenrich(
         &self,
         op: Operation,
-        pid: &str,
+        pid: &ProviderId,
     ) -> Result<(EventKey, Action), Disposition> {
         let job = self.fullenrich_job(op, pid).await?;
         match job.status.clone() {
             Some(status) if status.is_terminal() => Ok((
                 EventKey::fullenrich_batch(pid, status.as_str()),
                 Action::FullenrichBatch {
-                    id: pid.to_string(),
+                    id: pid.clone(),
                     job,
                     signed: true,
                 },
@@ -323,7 +331,7 @@ fn not_enriched(results: &mut [ContactResult], reason: &str) {
 }
 
 /// The contact index a FullEnrich record names (its `custom`'s record key).
-pub(crate) fn fullenrich_rid(record: &fullenrich::Record) -> Option<u64> {
+pub(crate) fn fullenrich_rid(record: &fullenrich::Record) -> Option<ContactIndex> {
     record.custom.as_ref().and_then(record_key)
 }
 
@@ -334,9 +342,9 @@ pub(crate) fn map_fullenrich(
     contacts: &[Contact],
     records: &[fullenrich::Record],
 ) -> Vec<ContactResult> {
-    let by_index: HashMap<u64, &Contact> = contacts.iter().map(|c| (c.index, c)).collect();
+    let by_index: HashMap<ContactIndex, &Contact> = contacts.iter().map(|c| (c.index, c)).collect();
     let norm = |s: Option<&str>| s.map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase());
-    let mut out: HashMap<u64, ContactResult> = HashMap::new();
+    let mut out: HashMap<ContactIndex, ContactResult> = HashMap::new();
     for record in records {
         let by_key = fullenrich_rid(record).and_then(|i| by_index.get(&i).copied());
         let contact = by_key.or_else(|| {

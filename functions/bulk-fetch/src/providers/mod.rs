@@ -12,6 +12,7 @@ use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore, Sto
 use serde_json::Value;
 
 use crate::{Action, Disposition, Worker};
+use relay_shared::ContactIndex;
 
 impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
 where
@@ -57,7 +58,7 @@ where
 
 /// The record key (contact index) the relay sent as `custom`, however it came back: a string
 /// (`"7"`), a number, an object with `rid`, or that object serialized to a string.
-pub(crate) fn record_key(custom: &Value) -> Option<u64> {
+pub(crate) fn record_key(custom: &Value) -> Option<ContactIndex> {
     match custom {
         Value::String(s) => s.trim().parse().ok().or_else(|| {
             serde_json::from_str::<Value>(s)
@@ -66,7 +67,7 @@ pub(crate) fn record_key(custom: &Value) -> Option<u64> {
                 .as_ref()
                 .and_then(record_key)
         }),
-        Value::Number(n) => n.as_u64(),
+        Value::Number(n) => n.as_u64().map(ContactIndex),
         Value::Object(o) => o.get(RECORD_KEY).and_then(record_key),
         _ => None,
     }

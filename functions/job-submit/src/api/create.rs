@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Api, ApiStore, IDEMPOTENCY_LEASE, Shared, accepted, json_response, with_job};
 use crate::{ApiError, validate};
+use relay_shared::JobId;
 
 /// `POST /jobs`: validates, records the job (contacts, chunks, head) and queues one message per
 /// chunk, then answers 202 (a staged job: its draft head only).
@@ -26,10 +27,7 @@ pub(super) async fn create<J: ApiStore, Q: Queue>(
 /// What a request's `Idempotency-Key` (if any) makes of it.
 enum Claim<'h> {
     /// A job to create now, under this id, the key held (when one was sent).
-    New {
-        job_id: String,
-        key: Option<&'h str>,
-    },
+    New { job_id: JobId, key: Option<&'h str> },
     /// Created before: the first answer, again.
     Answered(Response),
 }
@@ -80,7 +78,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
                 .await
         {
             // The key's lease runs out on its own; a retry then takes over.
-            tracing::warn!(error = %e, job_id, "idempotency key not finished");
+            tracing::warn!(error = %e, %job_id, "idempotency key not finished");
         }
         let meta = outcome.map_err(|e| e.job(&job_id))?;
         Ok(with_job(
@@ -97,7 +95,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         body: &Value,
         owner: &str,
     ) -> Result<Claim<'h>, ApiError> {
-        let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
+        let job_id = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
         let Some(key) = headers.get("idempotency-key") else {
             return Ok(Claim::New { job_id, key: None });
         };
@@ -148,7 +146,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     }
 
     /// The answer to a request whose `Idempotency-Key` created its job before.
-    async fn answer_again(&self, job_id: &str) -> Result<Response, ApiError> {
+    async fn answer_again(&self, job_id: &JobId) -> Result<Response, ApiError> {
         let meta = self.jobs.get_job(job_id).await?.ok_or_else(|| {
             ApiError::new(
                 409,
@@ -172,7 +170,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         chunks: &[Chunk],
         contacts: &[relay_shared::jobs::Contact],
     ) -> Result<JobMeta, ApiError> {
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         let created = match self.jobs.get_job(job_id).await? {
             Some(existing) if !existing.creating || existing.deleted => Some(existing),
             _ => match self.jobs.create_job(meta, chunks, contacts).await {

@@ -19,8 +19,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
+use relay_shared::JobId;
 use relay_shared::auth::BearerToken;
-use relay_shared::is_valid_job_id;
 use relay_shared::jobs::{ChunkStatus, JobMeta};
 use relay_shared::metrics::{self, Metrics};
 use relay_shared::queue::Queue;
@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::{ApiError, SubmitChunk, validate};
+use relay_shared::ChunkIndex;
 
 mod create;
 mod read;
@@ -78,8 +79,9 @@ impl<T: JobDrafts + IdempotencyKeys + OrphanStore> ApiStore for T {}
 /// The API as the handlers share it.
 pub(crate) type Shared<J, Q> = State<Arc<Api<J, Q>>>;
 
-/// The job id a route's path names (`{id}`); a path that does not decode names no job (404).
-pub(crate) struct JobPath(pub String);
+/// The job id a route's path names (`{id}`); a path that does not decode, or is not a job id
+/// ([`JobId::parse`]), names no job (404).
+pub(crate) struct JobPath(pub JobId);
 
 impl<S: Send + Sync> FromRequestParts<S> for JobPath {
     type Rejection = ApiError;
@@ -88,7 +90,9 @@ impl<S: Send + Sync> FromRequestParts<S> for JobPath {
         let Path(id) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::not_found("job"))?;
-        Ok(JobPath(id))
+        JobId::parse(&id)
+            .map(JobPath)
+            .ok_or_else(|| ApiError::not_found("job"))
     }
 }
 
@@ -127,7 +131,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
 
     /// Queues every chunk of the job that is still `pending`. A chunk queued twice is harmless:
     /// only one worker can take it from `pending`.
-    pub(crate) async fn queue_pending(&self, job_id: &str) -> Result<(), ApiError> {
+    pub(crate) async fn queue_pending(&self, job_id: &JobId) -> Result<(), ApiError> {
         let chunks = self.jobs.chunks(job_id).await?;
         let pending = chunks
             .iter()
@@ -142,8 +146,8 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     /// told to retry into a second job that would bill the same contacts again.
     pub(crate) async fn queue(
         &self,
-        job_id: &str,
-        chunks: impl Iterator<Item = u32>,
+        job_id: &JobId,
+        chunks: impl Iterator<Item = ChunkIndex>,
     ) -> Result<(), ApiError> {
         let messages: Vec<String> = chunks.map(|c| SubmitChunk::start(job_id, c)).collect();
         let sends = futures::stream::iter(messages.into_iter().map(|m| self.submit_queue.send(m)))
@@ -152,17 +156,14 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             .await;
         let failed = sends.iter().filter(|r| r.is_err()).count();
         if let Some(e) = sends.into_iter().find_map(Result::err) {
-            tracing::warn!(job_id, failed, error = %e, "start messages not queued: the sweeper sends them when overdue");
+            tracing::warn!(%job_id, %failed, error = %e, "start messages not queued: the sweeper sends them when overdue");
         }
         Ok(())
     }
 
     /// The job `id` names, unless it is unknown or deleted (404) or the store fails (503);
     /// `with_figures`: with its figures summed (one read of the head either way).
-    pub(crate) async fn live(&self, id: &str, with_figures: bool) -> Result<JobMeta, ApiError> {
-        if !is_valid_job_id(id) {
-            return Err(ApiError::not_found("job"));
-        }
+    pub(crate) async fn live(&self, id: &JobId, with_figures: bool) -> Result<JobMeta, ApiError> {
         let read = if with_figures {
             self.jobs.job_view(id).await?
         } else {
@@ -319,7 +320,7 @@ pub(crate) fn named(mut resp: Response, route: &str) -> Response {
 }
 
 /// A response whose log line names the job `job_id`.
-pub(crate) fn with_job(mut resp: Response, job_id: &str) -> Response {
+pub(crate) fn with_job(mut resp: Response, job_id: &JobId) -> Response {
     resp.extensions_mut()
         .get_or_insert_default::<Named>()
         .job_id = Some(job_id.to_string());

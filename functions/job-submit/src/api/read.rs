@@ -8,7 +8,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use relay_shared::is_valid_job_id;
+use relay_shared::JobId;
 use relay_shared::jobs::{ContactResult, JobMeta};
 use relay_shared::queue::Queue;
 use relay_shared::store::{JobsCursor, OrphansCursor};
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::{ApiStore, JobPath, Shared, json_response};
 use crate::ApiError;
+use relay_shared::ContactIndex;
 
 /// A request's query parameters as `T`: unknown parameters are ignored; a value a parameter's
 /// type refuses is a 400 `invalid_request` naming the parameter, with its rule as the message.
@@ -100,7 +101,7 @@ fn jobs_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<JobsCursor>, D:
         let (t, id) = c.split_once('.')?;
         Some(JobsCursor {
             created_at_ms: t.parse().ok()?,
-            job_id: Some(id).filter(|id| is_valid_job_id(id))?.to_string(),
+            job_id: JobId::parse(id)?,
         })
     })
     .map(Some)
@@ -118,7 +119,7 @@ pub(crate) struct OrphansQuery {
 fn orphans_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OrphansCursor>, D::Error> {
     parsed(d, NOT_A_CURSOR, |c| {
         let (t, id) = c.split_once('#')?;
-        let valid = t.len() == 13 && t.bytes().all(|b| b.is_ascii_digit()) && is_valid_job_id(id);
+        let valid = t.len() == 13 && t.bytes().all(|b| b.is_ascii_digit()) && JobId::is_valid(id);
         valid.then(|| OrphansCursor(c.to_string()))
     })
     .map(Some)
@@ -151,14 +152,14 @@ pub(crate) struct ResultsQuery {
     #[serde(default)]
     limit: Limit<ResultsPage>,
     #[serde(default, deserialize_with = "results_cursor")]
-    cursor: u64,
+    cursor: ContactIndex,
     #[serde(default, deserialize_with = "include_raw")]
     include: bool,
     #[serde(default)]
     format: Format,
 }
 
-fn results_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+fn results_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<ContactIndex, D::Error> {
     parsed(d, NOT_A_CURSOR, |c| c.parse().ok())
 }
 
@@ -176,7 +177,7 @@ pub(super) async fn job<J: ApiStore, Q: Queue>(
     State(api): Shared<J, Q>,
     JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
-    let id = id.as_str();
+    let id = &id;
     let api = &*api;
     // With its figures: summed over its chunks while it runs.
     let meta = api.live(id, true).await?;
@@ -326,7 +327,7 @@ mod tests {
 
     fn result(index: u64, raw_bytes: usize) -> ContactResult {
         ContactResult {
-            index,
+            index: ContactIndex(index),
             custom: Some(json!({"crm_id": format!("c{index}")})),
             outcome: Outcome::Found,
             email: Some("a@example.com".into()),

@@ -6,7 +6,7 @@ use axum::response::Response;
 use relay_shared::jobs::{Chunk, JobError, JobMeta, JobStatus, reasons};
 use relay_shared::queue::Queue;
 use relay_shared::store::{DRAFT_TTL, Page, PageWrite};
-use relay_shared::{is_valid_job_id, now_ms};
+use relay_shared::{JobId, now_ms};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -51,7 +51,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     /// contacts, the first being the job's contact `o`. Each contact is validated as on
     /// `POST /jobs`, named by its index in the whole job. The same page again is a no-op; another
     /// page at the same offset is a 409; a job not taking pages (started, or not staged) 409.
-    async fn add_page(&self, id: &str, body: &[u8]) -> Result<Response, ApiError> {
+    async fn add_page(&self, id: &JobId, body: &[u8]) -> Result<Response, ApiError> {
         let meta = self.live(id, false).await?;
         let body: Value = serde_json::from_slice(body).map_err(|_| {
             ApiError::new(400, "invalid_json", "the body is not valid JSON").field("")
@@ -105,7 +105,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
 
     /// A start that lost to another request for the same draft: the job as that one left it
     /// (202 once it started), or 409 while it is still starting.
-    async fn started_or_busy(&self, id: &str) -> Result<Response, ApiError> {
+    async fn started_or_busy(&self, id: &JobId) -> Result<Response, ApiError> {
         let m = self.live(id, false).await?;
         if m.status != JobStatus::Draft {
             return Ok(json_response(202, accepted(&m).to_string()));
@@ -122,7 +122,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     /// as a `POST /jobs` job does (its chunks recorded and queued, 202). A job started already
     /// answers the same (its chunks still pending queued again); pages missing, overlapping or
     /// still being written: 409, and the draft keeps taking pages.
-    async fn start(&self, id: &str) -> Result<Response, ApiError> {
+    async fn start(&self, id: &JobId) -> Result<Response, ApiError> {
         let meta = self.live(id, false).await?;
         if meta.status != JobStatus::Draft {
             self.queue_pending(id).await?;
@@ -165,7 +165,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     /// `POST /jobs/{id}/cancel`: chunks not started yet are never started (their contacts end
     /// `failed` with reason `canceled`); started chunks finish and their results are kept. 409
     /// once the job has ended.
-    async fn cancel(&self, id: &str) -> Result<Response, ApiError> {
+    async fn cancel(&self, id: &JobId) -> Result<Response, ApiError> {
         let meta = self.live(id, true).await?;
         if meta.status.is_terminal() {
             return Err(ApiError::new(
@@ -196,17 +196,14 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     /// message only makes it start at once). A DELETE of a job deleted but not erased yet
     /// (a retry, or one whose erasure seems stuck) marks it again and queues its erasure again:
     /// 202, never a 404 that leaves its data in place. Once erased: 404.
-    async fn delete(&self, id: &str) -> Result<Response, ApiError> {
-        if !is_valid_job_id(id) {
-            return Err(ApiError::not_found("job"));
-        }
+    async fn delete(&self, id: &JobId) -> Result<Response, ApiError> {
         // Not erased: live, or deleted with its erasure still to finish.
         let erasable = self.jobs.get_job(id).await?.is_some_and(|m| !m.erased);
         if !erasable || !self.jobs.mark_deleted(id).await? {
             return Err(ApiError::not_found("job"));
         }
         if let Err(e) = self.submit_queue.send(SubmitChunk::delete(id)).await {
-            tracing::warn!(job_id = id, error = %e, "erasure not queued: the sweeper will ask for it");
+            tracing::warn!(job_id = %id, error = %e, "erasure not queued: the sweeper will ask for it");
         }
         Ok(json_response(
             202,

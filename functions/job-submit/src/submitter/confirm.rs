@@ -11,6 +11,8 @@ use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::store::{JobWriter, Links, RateSchedule, Results, StoreError, SubmitLedger};
 
 use super::{ChunkSubmitter, SubmitAction, SubmitChunk, Submitted};
+use relay_shared::ChunkIndex;
+use relay_shared::JobId;
 
 impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
 where
@@ -20,7 +22,7 @@ where
     /// the worker died mid-start and the chunk is unconfirmed (never started again on a guess).
     pub(crate) async fn not_pending_starting(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: &Chunk,
     ) -> Result<Submitted, StoreError> {
         if self
@@ -49,8 +51,8 @@ where
     /// SQS's longest delay).
     pub(crate) async fn schedule_check(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         after: Duration,
     ) -> Result<(), StoreError> {
         self.queue
@@ -67,8 +69,8 @@ where
     /// look again later; past it → its contacts fail with `start_unconfirmed`.
     pub(crate) async fn check_unconfirmed(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
     ) -> Result<Submitted, StoreError> {
         let (Some(meta), Some(chunk)) = (
             self.jobs.get_job(job_id).await?,

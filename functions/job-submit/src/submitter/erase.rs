@@ -10,6 +10,7 @@ use relay_shared::store::{
 };
 
 use super::{ChunkSubmitter, SubmitChunk, Submitted};
+use relay_shared::JobId;
 
 /// Items one erasure message deletes (then the next message goes on): well inside the worker's
 /// timeout at 25 items per BatchWriteItem, 8 in flight.
@@ -26,14 +27,14 @@ where
     /// written) is marked deleted first, and erased the same way.
     ///
     /// [`CREATION_GRACE`]: relay_shared::store::CREATION_GRACE
-    pub(crate) async fn erase(&self, job_id: &str) -> Result<Submitted, StoreError> {
+    pub(crate) async fn erase(&self, job_id: &JobId) -> Result<Submitted, StoreError> {
         let Some(mut meta) = self.jobs.get_job(job_id).await? else {
             return Ok(Submitted::Skipped);
         };
         if meta.creating && !meta.deleted {
             meta.deleted = self.jobs.abandon_creation(job_id).await?;
             if meta.deleted {
-                tracing::info!(job_id, "job creation abandoned: erasing it");
+                tracing::info!(%job_id, "job creation abandoned: erasing it");
             }
         }
         // A draft never started is erased once it is due (the sweeper asks for it then), as if
@@ -43,7 +44,7 @@ where
             && meta.created_at_ms + DRAFT_TTL.as_millis() as u64 <= now_ms()
             && self.jobs.mark_deleted(job_id).await?
         {
-            tracing::info!(job_id, "draft expired unstarted: erasing it");
+            tracing::info!(%job_id, "draft expired unstarted: erasing it");
             meta.deleted = true;
         }
         if !meta.deleted {
@@ -62,7 +63,7 @@ where
                 .await
                 .map_err(|e| StoreError::unavailable(e.to_string()))?;
             self.jobs.finish_erasure(job_id).await?;
-            tracing::info!(job_id, bodies, "job erased");
+            tracing::info!(%job_id, bodies, "job erased");
             return Ok(Submitted::Skipped);
         }
         match self.queue.send(SubmitChunk::delete(job_id)).await {

@@ -5,6 +5,9 @@
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use relay_shared::ChunkIndex;
+use relay_shared::JobId;
+use relay_shared::ProviderId;
 use relay_shared::auth::WebhookSecret;
 use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{Chunk, ChunkStatus, ContactResult, JobError, JobMeta};
@@ -56,13 +59,13 @@ pub struct ChunkSubmitter<J, S, Q, B> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Submitted {
     /// Started now, with this provider id.
-    Started(String),
+    Started(ProviderId),
     /// Already started, being started, or final: nothing to do.
     Skipped,
     /// The start's answer was lost: the chunk waits for its webhook (never re-sent).
     Unconfirmed(String),
     /// The provider refused the chunk as a whole because of a contact: split in halves, queued.
-    Split(Vec<u32>),
+    Split(Vec<ChunkIndex>),
     /// Put back on the queue with a delay (a 429, or a confirmation to check later); the
     /// message in hand is done.
     Deferred(Duration),
@@ -95,7 +98,7 @@ where
 {
     /// Settles the job when every contact is accounted for; a job that ended here with a
     /// callback URL asks for its callback at once.
-    pub(crate) async fn settle(&self, job_id: &str) -> Result<(), StoreError> {
+    pub(crate) async fn settle(&self, job_id: &JobId) -> Result<(), StoreError> {
         relay_shared::callback::settle_then_ask(&self.jobs, &self.callbacks, job_id, None).await?;
         Ok(())
     }
@@ -141,8 +144,8 @@ where
             Submitted::Retry(r) => ("retry", Some(r.clone())),
         };
         tracing::info!(
-            job_id = m.job_id,
-            chunk = m.chunk,
+            job_id = %m.job_id,
+            chunk = m.chunk.get(),
             action = ?m.action,
             outcome = what,
             detail,
@@ -153,9 +156,9 @@ where
     }
 
     /// Starts one chunk, once.
-    pub async fn submit(&self, job_id: &str, index: u32) -> Submitted {
+    pub async fn submit(&self, job_id: &JobId, index: ChunkIndex) -> Submitted {
         self.handle(&SubmitChunk {
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             chunk: index,
             action: SubmitAction::Start,
         })
@@ -166,7 +169,7 @@ where
     pub(crate) async fn fail_pending(
         &self,
         meta: &JobMeta,
-        index: u32,
+        index: ChunkIndex,
         e: JobError,
     ) -> Result<Submitted, StoreError> {
         let owner = uuid::Uuid::new_v4().to_string();

@@ -19,6 +19,8 @@ use relay_shared::store::{
 use relay_shared::{Provider, now_ms};
 
 use super::{ChunkSubmitter, SubmitChunk, Submitted};
+use relay_shared::ChunkIndex;
+use relay_shared::JobId;
 
 /// What a start must still have of its invocation after waiting for its slot: the provider
 /// call's own timeout plus this, for recording what came back.
@@ -45,7 +47,7 @@ macro_rules! next {
 /// name and interval) the request waits on.
 pub(crate) struct Prepared {
     meta: JobMeta,
-    index: u32,
+    index: ChunkIndex,
     contacts: Vec<Contact>,
     request: StartRequest,
     limit: String,
@@ -66,8 +68,8 @@ where
     /// Starts one chunk, at most once: prepare → take → send → on refusal.
     pub(crate) async fn try_submit(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
     ) -> Result<Submitted, StoreError> {
         let prepared = next!(self.prepare(job_id, index).await);
         let at_ms = next!(self.reserve_slot(&prepared).await);
@@ -80,7 +82,7 @@ where
     }
 
     /// The chunk, if it is pending and its job may still start it, with its start request.
-    async fn prepare(&self, job_id: &str, index: u32) -> Step<Prepared> {
+    async fn prepare(&self, job_id: &JobId, index: ChunkIndex) -> Step<Prepared> {
         // A job still being created starts nothing: its start messages are sent once it is (the
         // sweeper's, for a creation abandoned, come before its erasure). A draft's chunks exist
         // only once its start wrote them, and start once it is accepted.
@@ -132,7 +134,7 @@ where
     /// answered here.
     async fn only_pending(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: &Chunk,
     ) -> Result<ControlFlow<Submitted>, StoreError> {
         match chunk.status {
@@ -195,7 +197,7 @@ where
     /// cancel answered "not started" never sees that chunk start.
     async fn take(&self, prepared: Prepared, at_ms: u64) -> Step<Taken> {
         tokio::time::sleep(Duration::from_millis(at_ms.saturating_sub(now_ms()))).await;
-        let (job_id, index) = (prepared.meta.job_id.as_str(), prepared.index);
+        let (job_id, index) = (&prepared.meta.job_id, prepared.index);
         let owner = uuid::Uuid::new_v4().to_string();
         let taken = self
             .jobs
@@ -228,7 +230,7 @@ where
                 // the chunk back (a no-op unless this worker holds it), or it would look like a
                 // worker that died mid-start once the lease ran out.
                 if let Err(release) = self.jobs.release_submit(job_id, index, &owner).await {
-                    tracing::warn!(error = %release, job_id, chunk = index, "chunk not given back; it becomes unconfirmed after its lease");
+                    tracing::warn!(error = %release, %job_id, chunk = index.get(), "chunk not given back; it becomes unconfirmed after its lease");
                 }
                 Err(e)
             }
@@ -242,7 +244,7 @@ where
             .return_slot(&p.limit, at_ms, p.interval.as_millis() as u64)
             .await
         {
-            tracing::warn!(error = %e, job_id = p.meta.job_id, "request slot not given back");
+            tracing::warn!(error = %e, job_id = %p.meta.job_id, "request slot not given back");
         }
     }
 
@@ -251,7 +253,7 @@ where
     /// the chunk's webhook adopts it: never a second start. A one-contact chunk's contact rides
     /// on its link: its result reads it there.
     async fn record_start(&self, t: &Taken, started: Started) -> Result<Submitted, StoreError> {
-        let (job_id, index) = (t.prepared.meta.job_id.as_str(), t.prepared.index);
+        let (job_id, index) = (&t.prepared.meta.job_id, t.prepared.index);
         let at = ChunkRef::from(&t.chunk);
         let contact = t.prepared.contacts.first();
         let linked = (|| {
@@ -259,14 +261,14 @@ where
                 .link_chunk(job_id, at, &started.id, started.credits, contact)
         })
             .retry(exponential(Duration::from_millis(200), 6))
-            .notify(|e, _| tracing::warn!(error = %e, job_id, chunk = index, "recording the provider id failed; retrying"))
+            .notify(|e, _| tracing::warn!(error = %e, %job_id, chunk = index.get(), "recording the provider id failed; retrying"))
             .await?;
         if !linked {
             // A webhook adopted the chunk under another id meanwhile: the provider's own
             // answer is the truth, so the chunk takes this id and its webhooks map.
             tracing::error!(
-                job_id,
-                chunk = index,
+                %job_id,
+                chunk = index.get(),
                 "the chunk was linked to another id; corrected to the start's"
             );
             self.jobs
@@ -281,7 +283,7 @@ where
     /// it is known not to have been taken), unconfirmed, split, or failed.
     async fn on_refusal(&self, t: &Taken, refusal: StartError) -> Result<Submitted, StoreError> {
         let (meta, index, owner) = (&t.prepared.meta, t.prepared.index, t.owner.as_str());
-        let job_id = meta.job_id.as_str();
+        let job_id = &meta.job_id;
         let job_error = |code: &str, what: &str| {
             JobError::new(code, format!("{} {what}", meta.provider.as_str()))
         };
@@ -346,13 +348,13 @@ where
     /// One contact (or a few) spoils the request: halves, recursively, so only the contacts the
     /// provider refuses end failed.
     async fn split(&self, t: &Taken) -> Result<Submitted, StoreError> {
-        let job_id = t.prepared.meta.job_id.as_str();
+        let job_id = &t.prepared.meta.job_id;
         let halves = match self.jobs.split_chunk(job_id, &t.chunk, &t.owner).await {
             Ok(h) => h,
             Err(StoreError::Conflict(_)) => return Ok(Submitted::Skipped),
             Err(e) => return Err(e),
         };
-        let parts: Vec<u32> = halves.iter().map(|c| c.index).collect();
+        let parts: Vec<ChunkIndex> = halves.iter().map(|c| c.index).collect();
         for part in &parts {
             if let Err(e) = self.queue.send(SubmitChunk::start(job_id, *part)).await {
                 // The halves are recorded `pending`; a retry of this message finds the parent

@@ -9,6 +9,8 @@ use crate::store::{
 };
 
 use super::{Faults, contact, created, new_job, result};
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId, ProviderId};
 use crate::jobs::Outcome;
 
 /// A job is written under its `creating` mark: not listed, and no chunk of it taken, until
@@ -34,7 +36,9 @@ where
         "not listed while creating"
     );
     assert_eq!(
-        s.begin_submit(&meta.job_id, 0, "w1", 60_000).await.unwrap(),
+        s.begin_submit(&meta.job_id, ChunkIndex(0), "w1", 60_000)
+            .await
+            .unwrap(),
         None
     );
     // Its erasure is due past the grace, should no retry come.
@@ -68,16 +72,25 @@ pub async fn a_deleted_job_is_erased<S>(s: &S, _: &impl Faults)
 where
     S: JobWriter + SubmitLedger + Results + Links + DueIndex,
 {
-    assert!(!s.mark_deleted("job_none").await.unwrap(), "no such job");
-    let meta = created(s, 2, 1).await;
-    let id = meta.job_id.as_str();
-    let chunk = s.chunk(id, 0).await.unwrap().unwrap();
     assert!(
-        s.link_chunk(id, (&chunk).into(), "pid-e", None, Some(&contact(0)))
-            .await
-            .unwrap()
+        !s.mark_deleted(&JobId::new("job_none")).await.unwrap(),
+        "no such job"
     );
-    s.store_result(id, 0, result(0, Outcome::Found, false), None)
+    let meta = created(s, 2, 1).await;
+    let id = &meta.job_id;
+    let chunk = s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap();
+    assert!(
+        s.link_chunk(
+            id,
+            (&chunk).into(),
+            &ProviderId::new("pid-e"),
+            None,
+            Some(&contact(0))
+        )
+        .await
+        .unwrap()
+    );
+    s.store_result(id, ChunkIndex(0), result(0, Outcome::Found, false), None)
         .await
         .unwrap();
 
@@ -108,10 +121,10 @@ where
     );
     assert!(s.chunks(id).await.unwrap().is_empty());
     assert!(s.contacts(id, 0, 2).await.unwrap().is_empty());
-    assert!(s.results(id, 0, 10).await.unwrap().is_empty());
+    assert!(s.results(id, ContactIndex(0), 10).await.unwrap().is_empty());
     // Nothing of it is written again.
     let late_result = s
-        .store_result(id, 1, result(1, Outcome::Found, false), None)
+        .store_result(id, ChunkIndex(1), result(1, Outcome::Found, false), None)
         .await;
     assert!(
         matches!(late_result, Err(StoreError::Conflict(_))),
@@ -217,7 +230,7 @@ where
 pub async fn idempotency_keys_hold_one_job<S: IdempotencyKeys>(s: &S, _: &impl Faults) {
     let key = super::job_id();
     let owned = s
-        .claim_idempotency_key(&key, "sha-a", "job_1", "o1", 60_000)
+        .claim_idempotency_key(&key, "sha-a", &JobId::new("job_1"), "o1", 60_000)
         .await;
     assert_eq!(
         owned.unwrap(),
@@ -226,7 +239,7 @@ pub async fn idempotency_keys_hold_one_job<S: IdempotencyKeys>(s: &S, _: &impl F
         }
     );
     match s
-        .claim_idempotency_key(&key, "sha-a", "job_2", "o2", 60_000)
+        .claim_idempotency_key(&key, "sha-a", &JobId::new("job_2"), "o2", 60_000)
         .await
         .unwrap()
     {
@@ -234,7 +247,7 @@ pub async fn idempotency_keys_hold_one_job<S: IdempotencyKeys>(s: &S, _: &impl F
         other => panic!("in use: {other:?}"),
     }
     let other_body = s
-        .claim_idempotency_key(&key, "sha-b", "job_2", "o2", 60_000)
+        .claim_idempotency_key(&key, "sha-b", &JobId::new("job_2"), "o2", 60_000)
         .await;
     assert_eq!(
         other_body.unwrap(),
@@ -246,7 +259,7 @@ pub async fn idempotency_keys_hold_one_job<S: IdempotencyKeys>(s: &S, _: &impl F
     s.finish_idempotency_key(&key, "o2", true).await.unwrap();
     s.finish_idempotency_key(&key, "o1", false).await.unwrap();
     let taken = s
-        .claim_idempotency_key(&key, "sha-a", "job_3", "o3", 60_000)
+        .claim_idempotency_key(&key, "sha-a", &JobId::new("job_3"), "o3", 60_000)
         .await;
     assert_eq!(
         taken.unwrap(),
@@ -256,7 +269,7 @@ pub async fn idempotency_keys_hold_one_job<S: IdempotencyKeys>(s: &S, _: &impl F
     );
     s.finish_idempotency_key(&key, "o3", true).await.unwrap();
     let created = s
-        .claim_idempotency_key(&key, "sha-a", "job_4", "o4", 60_000)
+        .claim_idempotency_key(&key, "sha-a", &JobId::new("job_4"), "o4", 60_000)
         .await;
     assert_eq!(
         created.unwrap(),

@@ -10,6 +10,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation, Outcome,
 };
@@ -80,8 +82,11 @@ macro_rules! store_contract {
 }
 
 /// A fresh job id.
-pub fn job_id() -> String {
-    format!("job_c{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+pub fn job_id() -> JobId {
+    JobId::new(format!(
+        "job_c{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ))
 }
 
 /// Contact `index` of a test job.
@@ -89,7 +94,7 @@ pub fn contact(index: u64) -> Contact {
     let mut fields = Map::new();
     fields.insert("fullname".into(), Value::String(format!("Contact {index}")));
     Contact {
-        index,
+        index: ContactIndex(index),
         fields,
         custom: Some(serde_json::json!({ "row": index })),
     }
@@ -121,7 +126,7 @@ pub async fn created<S: JobWriter>(s: &S, contacts: u64, chunk_size: u64) -> Job
 /// Contact `index`'s result with `outcome`; `provisional` as a per-contact webhook's.
 pub fn result(index: u64, outcome: Outcome, provisional: bool) -> ContactResult {
     ContactResult {
-        index,
+        index: ContactIndex(index),
         custom: contact(index).custom,
         outcome,
         email: (outcome == Outcome::Found).then(|| format!("c{index}@example.com")),
@@ -134,7 +139,7 @@ pub fn result(index: u64, outcome: Outcome, provisional: bool) -> ContactResult 
 }
 
 /// Where chunk `index`'s contacts sit.
-pub fn chunk_ref(index: u32, offset: u64, count: u64) -> ChunkRef {
+pub fn chunk_ref(index: ChunkIndex, offset: u64, count: u64) -> ChunkRef {
     ChunkRef {
         index,
         offset,
@@ -143,7 +148,7 @@ pub fn chunk_ref(index: u32, offset: u64, count: u64) -> ChunkRef {
 }
 
 /// What a chunk's final result set sets on it.
-pub fn completed(index: u32) -> ChunkUpdate {
+pub fn completed(index: ChunkIndex) -> ChunkUpdate {
     ChunkUpdate {
         index,
         status: ChunkStatus::Completed,
@@ -153,7 +158,7 @@ pub fn completed(index: u32) -> ChunkUpdate {
 }
 
 /// The job's figures as read: done, found, not found, failed.
-pub async fn figures<S: Jobs>(s: &S, job_id: &str) -> [u64; 4] {
+pub async fn figures<S: Jobs>(s: &S, job_id: &JobId) -> [u64; 4] {
     let m = s.job_view(job_id).await.expect("view").expect("job");
     [m.done, m.found, m.not_found, m.failed]
 }

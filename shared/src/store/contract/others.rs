@@ -9,6 +9,7 @@ use crate::store::{
 };
 
 use super::{Faults, chunk_ref, completed, new_job, result};
+use crate::ids::ChunkIndex;
 
 /// A job that ends with a callback URL has its callback due in the same write; an attempt is
 /// taken once per due date (two messages for one date make one attempt), held by its lease,
@@ -26,8 +27,8 @@ where
         None,
         "not ended"
     );
-    let chunk = chunk_ref(0, 0, 1);
-    let done = completed(0);
+    let chunk = chunk_ref(ChunkIndex(0), 0, 1);
+    let done = completed(ChunkIndex(0));
     s.store_chunk(&id, chunk, vec![result(0, Outcome::Found, false)], done)
         .await
         .unwrap();

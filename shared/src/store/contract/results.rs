@@ -6,6 +6,8 @@ use crate::jobs::{ChunkStatus, ContactResult, JobStatus, Outcome};
 use crate::store::{JobWriter, Results, StoreError, Stored, SubmitLedger};
 
 use super::{Faults, chunk_ref, completed, contact, created, figures, result};
+use crate::ids::ChunkIndex;
+use crate::ids::ContactIndex;
 
 /// What a write did, without its cost (how many calls it made is the backend's own).
 fn did(s: &Stored) -> (usize, usize, usize) {
@@ -18,9 +20,9 @@ where
     S: JobWriter + Results,
 {
     let meta = created(s, 2, 2).await;
-    let id = meta.job_id.as_str();
+    let id = &meta.job_id;
     let first = s
-        .store_result(id, 0, result(0, Outcome::Found, false), None)
+        .store_result(id, ChunkIndex(0), result(0, Outcome::Found, false), None)
         .await;
     let first = first.unwrap();
     assert_eq!(did(&first), (1, 0, 0));
@@ -29,16 +31,18 @@ where
         "a pending chunk does not wait for a link"
     );
     let second = s
-        .store_result(id, 0, result(0, Outcome::NotFound, false), None)
+        .store_result(id, ChunkIndex(0), result(0, Outcome::NotFound, false), None)
         .await;
     assert_eq!(did(&second.unwrap()), (0, 1, 0));
-    let rows = s.results(id, 0, 10).await.unwrap();
+    let rows = s.results(id, ContactIndex(0), 10).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].outcome, Outcome::Found);
     assert_eq!(figures(s, id).await, [1, 1, 0, 0]);
     assert_eq!(
-        s.stored_indices(id, 0, 1).await.unwrap(),
-        HashSet::from([0])
+        s.stored_indices(id, ContactIndex(0), ContactIndex(1))
+            .await
+            .unwrap(),
+        HashSet::from([ContactIndex(0)])
     );
     assert_eq!(s.settle_job(id).await.unwrap(), None, "a contact left");
 }
@@ -50,16 +54,16 @@ where
     S: JobWriter + Results,
 {
     let meta = created(s, 3, 3).await;
-    let id = meta.job_id.as_str();
-    let chunk = chunk_ref(0, 0, 3);
+    let id = &meta.job_id;
+    let chunk = chunk_ref(ChunkIndex(0), 0, 3);
     for i in 0..2 {
         let p = s
-            .store_result(id, 0, result(i, Outcome::Found, true), None)
+            .store_result(id, ChunkIndex(0), result(i, Outcome::Found, true), None)
             .await;
         assert_eq!(did(&p.unwrap()), (1, 0, 0));
     }
     let again = s
-        .store_result(id, 0, result(0, Outcome::Found, true), None)
+        .store_result(id, ChunkIndex(0), result(0, Outcome::Found, true), None)
         .await;
     assert_eq!(
         did(&again.unwrap()),
@@ -69,12 +73,12 @@ where
     assert_eq!(figures(s, id).await, [2, 2, 0, 0]);
     // The final result of contact 0 replaces its stand-in: one found becomes a not found.
     let fin = s
-        .store_result(id, 0, result(0, Outcome::NotFound, false), None)
+        .store_result(id, ChunkIndex(0), result(0, Outcome::NotFound, false), None)
         .await;
     assert_eq!(did(&fin.unwrap()), (0, 0, 1));
     assert_eq!(figures(s, id).await, [2, 1, 1, 0]);
     let twice = s
-        .store_result(id, 0, result(0, Outcome::Found, false), None)
+        .store_result(id, ChunkIndex(0), result(0, Outcome::Found, false), None)
         .await;
     assert_eq!(did(&twice.unwrap()), (0, 1, 0), "replaced once");
     assert_eq!(figures(s, id).await, [2, 1, 1, 0]);
@@ -86,7 +90,7 @@ where
         result(2, Outcome::Found, false),
     ];
     let stored = s
-        .store_chunk(id, chunk, set.clone(), completed(0))
+        .store_chunk(id, chunk, set.clone(), completed(ChunkIndex(0)))
         .await
         .unwrap();
     assert_eq!(did(&stored), (1, 1, 1));
@@ -94,12 +98,15 @@ where
     assert_eq!((group.group, group.size), (0, 1));
     assert!(stored.may_settle(1));
     assert_eq!(figures(s, id).await, [3, 1, 2, 0]);
-    let replay = s.store_chunk(id, chunk, set, completed(0)).await.unwrap();
+    let replay = s
+        .store_chunk(id, chunk, set, completed(ChunkIndex(0)))
+        .await
+        .unwrap();
     assert_eq!(did(&replay), (0, 3, 0), "a replay writes nothing");
     assert_eq!(figures(s, id).await, [3, 1, 2, 0]);
 
     let rows: Vec<(Outcome, bool)> = s
-        .results(id, 0, 10)
+        .results(id, ContactIndex(0), 10)
         .await
         .unwrap()
         .iter()
@@ -129,41 +136,44 @@ where
     S: JobWriter + Results + SubmitLedger,
 {
     let meta = created(s, 4, 2).await;
-    let id = meta.job_id.as_str();
-    let second = chunk_ref(1, 2, 2);
+    let id = &meta.job_id;
+    let second = chunk_ref(ChunkIndex(1), 2, 2);
     let set = vec![
         result(2, Outcome::Found, false),
         result(2, Outcome::NotFound, false),
     ];
-    let stored = s.store_chunk(id, second, set, completed(1)).await.unwrap();
+    let stored = s
+        .store_chunk(id, second, set, completed(ChunkIndex(1)))
+        .await
+        .unwrap();
     assert_eq!(
         did(&stored),
         (1, 0, 0),
         "the same contact twice: the first stands"
     );
     assert_eq!(
-        s.results(id, 0, 10).await.unwrap()[0].outcome,
+        s.results(id, ContactIndex(0), 10).await.unwrap()[0].outcome,
         Outcome::Found
     );
     assert_eq!(figures(s, id).await, [1, 1, 0, 0]);
     assert_eq!(
-        s.chunk(id, 1).await.unwrap().unwrap().status,
+        s.chunk(id, ChunkIndex(1)).await.unwrap().unwrap().status,
         ChunkStatus::Completed
     );
 
     assert!(s.mark_deleted(id).await.unwrap());
     while s.delete_items(id, 100).await.unwrap() > 0 {}
-    let first = chunk_ref(0, 0, 2);
+    let first = chunk_ref(ChunkIndex(0), 0, 2);
     let gone = s
         .store_chunk(
             id,
             first,
             vec![result(0, Outcome::Found, false)],
-            completed(0),
+            completed(ChunkIndex(0)),
         )
         .await;
     assert!(matches!(gone, Err(StoreError::Conflict(_))), "{gone:?}");
-    assert!(s.results(id, 0, 10).await.unwrap().is_empty());
+    assert!(s.results(id, ContactIndex(0), 10).await.unwrap().is_empty());
 }
 
 /// A failure (the relay's inference, or a provider's account of a contact it could not
@@ -173,29 +183,43 @@ where
     S: JobWriter + Results,
 {
     let meta = created(s, 2, 2).await;
-    let id = meta.job_id.as_str();
-    s.store_result(id, 0, result(0, Outcome::Found, true), None)
+    let id = &meta.job_id;
+    s.store_result(id, ChunkIndex(0), result(0, Outcome::Found, true), None)
         .await
         .unwrap();
     let failure = ContactResult::failed(&contact(0), "provider_rejected");
-    let kept = s.store_result(id, 0, failure, None).await.unwrap();
-    assert_eq!(did(&kept), (0, 1, 0));
-    let placeholder = ContactResult::timed_out(&contact(0));
-    let kept = s.store_result(id, 0, placeholder, None).await.unwrap();
-    assert_eq!(did(&kept), (0, 1, 0), "a placeholder replaces nothing");
-
-    s.store_result(id, 0, ContactResult::timed_out(&contact(1)), None)
+    let kept = s
+        .store_result(id, ChunkIndex(0), failure, None)
         .await
         .unwrap();
+    assert_eq!(did(&kept), (0, 1, 0));
+    let placeholder = ContactResult::timed_out(&contact(0));
+    let kept = s
+        .store_result(id, ChunkIndex(0), placeholder, None)
+        .await
+        .unwrap();
+    assert_eq!(did(&kept), (0, 1, 0), "a placeholder replaces nothing");
+
+    s.store_result(
+        id,
+        ChunkIndex(0),
+        ContactResult::timed_out(&contact(1)),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(figures(s, id).await, [2, 1, 0, 1]);
     let failure = ContactResult::failed(&contact(1), "provider_rejected");
-    let replaced = s.store_result(id, 0, failure, None).await.unwrap();
+    let replaced = s
+        .store_result(id, ChunkIndex(0), failure, None)
+        .await
+        .unwrap();
     assert_eq!(
         did(&replaced),
         (0, 0, 1),
         "any result replaces a placeholder"
     );
-    let rows = s.results(id, 0, 10).await.unwrap();
+    let rows = s.results(id, ContactIndex(0), 10).await.unwrap();
     assert_eq!(
         (rows[0].outcome, rows[0].provisional),
         (Outcome::Found, true)

@@ -10,6 +10,7 @@ use crate::store::{
 };
 
 use super::{Faults, chunk_ref, completed, contact, created, result};
+use crate::ids::{ChunkIndex, ProviderId};
 
 /// A pending chunk is taken by one worker (its own take sent again is still its own), put
 /// back, marked unconfirmed by its owner, expired once; split in halves by its owner only; the
@@ -19,62 +20,96 @@ where
     S: JobWriter + SubmitLedger,
 {
     let meta = created(s, 4, 2).await;
-    let id = meta.job_id.as_str();
-    let taken = s.begin_submit(id, 0, "w1", 60_000).await.unwrap();
+    let id = &meta.job_id;
+    let taken = s
+        .begin_submit(id, ChunkIndex(0), "w1", 60_000)
+        .await
+        .unwrap();
     assert_eq!(taken.map(|c| c.status), Some(ChunkStatus::Starting));
-    let again = s.begin_submit(id, 0, "w1", 60_000).await.unwrap();
+    let again = s
+        .begin_submit(id, ChunkIndex(0), "w1", 60_000)
+        .await
+        .unwrap();
     assert_eq!(
         again.map(|c| c.status),
         Some(ChunkStatus::Starting),
         "its own take again"
     );
-    assert_eq!(s.begin_submit(id, 0, "w2", 60_000).await.unwrap(), None);
-    assert_eq!(s.begin_fail(id, 0, "w2", 60_000).await.unwrap(), None);
-
-    s.release_submit(id, 0, "w2").await.unwrap();
     assert_eq!(
-        s.chunk(id, 0).await.unwrap().unwrap().status,
+        s.begin_submit(id, ChunkIndex(0), "w2", 60_000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.begin_fail(id, ChunkIndex(0), "w2", 60_000).await.unwrap(),
+        None
+    );
+
+    s.release_submit(id, ChunkIndex(0), "w2").await.unwrap();
+    assert_eq!(
+        s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap().status,
         ChunkStatus::Starting
     );
-    s.release_submit(id, 0, "w1").await.unwrap();
+    s.release_submit(id, ChunkIndex(0), "w1").await.unwrap();
     assert_eq!(
-        s.chunk(id, 0).await.unwrap().unwrap().status,
+        s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap().status,
         ChunkStatus::Pending
     );
 
-    assert!(s.begin_submit(id, 0, "w1", 60_000).await.unwrap().is_some());
-    assert!(!s.mark_unconfirmed(id, 0, Some("w2")).await.unwrap());
     assert!(
-        !s.mark_unconfirmed(id, 0, None).await.unwrap(),
+        s.begin_submit(id, ChunkIndex(0), "w1", 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        !s.mark_unconfirmed(id, ChunkIndex(0), Some("w2"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.mark_unconfirmed(id, ChunkIndex(0), None).await.unwrap(),
         "the lease still runs"
     );
-    assert!(s.mark_unconfirmed(id, 0, Some("w1")).await.unwrap());
-    let chunk = s.chunk(id, 0).await.unwrap().unwrap();
+    assert!(
+        s.mark_unconfirmed(id, ChunkIndex(0), Some("w1"))
+            .await
+            .unwrap()
+    );
+    let chunk = s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap();
     assert_eq!(chunk.status, ChunkStatus::StartUnconfirmed);
     assert!(chunk.unconfirmed_at_ms.is_some());
-    assert!(s.expire_unconfirmed(id, 0).await.unwrap());
-    assert!(!s.expire_unconfirmed(id, 0).await.unwrap(), "expired once");
+    assert!(s.expire_unconfirmed(id, ChunkIndex(0)).await.unwrap());
+    assert!(
+        !s.expire_unconfirmed(id, ChunkIndex(0)).await.unwrap(),
+        "expired once"
+    );
     assert_eq!(
-        s.chunk(id, 0).await.unwrap().unwrap().status,
+        s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap().status,
         ChunkStatus::Failed
     );
 
-    let second = s.begin_submit(id, 1, "w1", 60_000).await.unwrap().unwrap();
+    let second = s
+        .begin_submit(id, ChunkIndex(1), "w1", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
     let refused = s.split_chunk(id, &second, "w2").await;
     assert!(
         matches!(refused, Err(StoreError::Conflict(_))),
         "{refused:?}"
     );
     let halves = s.split_chunk(id, &second, "w1").await.unwrap();
-    let shape: Vec<(u32, u64, u64)> = halves
+    let shape: Vec<(ChunkIndex, u64, u64)> = halves
         .iter()
         .map(|c| (c.index, c.offset, c.count))
         .collect();
-    assert_eq!(shape, [(2, 2, 1), (3, 3, 1)]);
-    let parent = s.chunk(id, 1).await.unwrap().unwrap();
+    assert_eq!(shape, [(ChunkIndex(2), 2, 1), (ChunkIndex(3), 3, 1)]);
+    let parent = s.chunk(id, ChunkIndex(1)).await.unwrap().unwrap();
     assert_eq!(
         (parent.status, parent.parts),
-        (ChunkStatus::Split, vec![2, 3])
+        (ChunkStatus::Split, vec![ChunkIndex(2), ChunkIndex(3)])
     );
     let head = s.get_job(id).await.unwrap().unwrap();
     assert_eq!((head.chunks, head.chunk_seq), (3, 4));
@@ -92,21 +127,26 @@ where
     S: JobWriter + SubmitLedger,
 {
     let meta = created(s, 3, 1).await;
-    let id = meta.job_id.as_str();
+    let id = &meta.job_id;
     let rejected = JobError::new(reasons::PROVIDER_REJECTED, "refused");
     s.set_job_error(id, &rejected).await.unwrap();
     assert!(
-        s.begin_submit(id, 0, "w1", 60_000).await.unwrap().is_some(),
+        s.begin_submit(id, ChunkIndex(0), "w1", 60_000)
+            .await
+            .unwrap()
+            .is_some(),
         "not a stop"
     );
     let canceled = JobError::new(reasons::CANCELED, "canceled");
     s.set_job_error(id, &canceled).await.unwrap();
     assert_eq!(
-        s.begin_submit(id, 1, "w1", 60_000).await.unwrap(),
+        s.begin_submit(id, ChunkIndex(1), "w1", 60_000)
+            .await
+            .unwrap(),
         None,
         "stopped"
     );
-    let ending = s.begin_fail(id, 1, "w1", 60_000).await.unwrap();
+    let ending = s.begin_fail(id, ChunkIndex(1), "w1", 60_000).await.unwrap();
     assert_eq!(ending.map(|c| c.status), Some(ChunkStatus::Starting));
     s.set_job_error(id, &rejected).await.unwrap();
     let head = s.get_job(id).await.unwrap().unwrap();
@@ -118,13 +158,13 @@ where
     let other = created(s, 1, 1).await;
     assert!(s.mark_deleted(&other.job_id).await.unwrap());
     assert_eq!(
-        s.begin_submit(&other.job_id, 0, "w1", 60_000)
+        s.begin_submit(&other.job_id, ChunkIndex(0), "w1", 60_000)
             .await
             .unwrap(),
         None
     );
     assert!(
-        s.begin_fail(&other.job_id, 0, "w1", 60_000)
+        s.begin_fail(&other.job_id, ChunkIndex(0), "w1", 60_000)
             .await
             .unwrap()
             .is_some()
@@ -140,14 +180,23 @@ where
     S: JobWriter + SubmitLedger + Links + OrphanStore,
 {
     let meta = created(s, 3, 2).await;
-    let id = meta.job_id.as_str();
-    let (first, second) = (chunk_ref(0, 0, 2), chunk_ref(1, 2, 1));
-    assert!(
-        s.link_chunk(id, first, "pid-a", Some(0.5), Some(&contact(0)))
-            .await
-            .unwrap()
+    let id = &meta.job_id;
+    let (first, second) = (
+        chunk_ref(ChunkIndex(0), 0, 2),
+        chunk_ref(ChunkIndex(1), 2, 1),
     );
-    let chunk = s.chunk(id, 0).await.unwrap().unwrap();
+    assert!(
+        s.link_chunk(
+            id,
+            first,
+            &ProviderId::new("pid-a"),
+            Some(0.5),
+            Some(&contact(0))
+        )
+        .await
+        .unwrap()
+    );
+    let chunk = s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap();
     assert_eq!(chunk.provider_id.as_deref(), Some("pid-a"));
     assert_eq!(
         (chunk.status, chunk.credits),
@@ -155,7 +204,7 @@ where
     );
     assert!(chunk.started_at_ms.is_some());
     assert_eq!(chunk.poll_every_ms, Some(DEFAULT_POLL_AFTER_MS));
-    let link = s.find_link(id, "pid-a").await.unwrap();
+    let link = s.find_link(id, &ProviderId::new("pid-a")).await.unwrap();
     assert_eq!(
         link,
         Some(Link {
@@ -165,11 +214,21 @@ where
         "two contacts: read by range"
     );
     assert!(
-        s.link_chunk(id, second, "pid-b", None, Some(&contact(2)))
-            .await
-            .unwrap()
+        s.link_chunk(
+            id,
+            second,
+            &ProviderId::new("pid-b"),
+            None,
+            Some(&contact(2))
+        )
+        .await
+        .unwrap()
     );
-    let link = s.find_link(id, "pid-b").await.unwrap().unwrap();
+    let link = s
+        .find_link(id, &ProviderId::new("pid-b"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         link.contact,
         Some(contact(2)),
@@ -177,23 +236,35 @@ where
     );
 
     assert!(
-        s.link_chunk(id, first, "pid-a", None, None).await.unwrap(),
+        s.link_chunk(id, first, &ProviderId::new("pid-a"), None, None)
+            .await
+            .unwrap(),
         "the same id"
     );
     assert!(
-        !s.link_chunk(id, first, "pid-x", None, None).await.unwrap(),
+        !s.link_chunk(id, first, &ProviderId::new("pid-x"), None, None)
+            .await
+            .unwrap(),
         "another id"
     );
-    assert_eq!(s.find_chunk(id, "pid-x").await.unwrap(), None);
-    s.correct_link(id, first, "pid-c", None).await.unwrap();
-    assert_eq!(s.find_chunk(id, "pid-c").await.unwrap(), Some(first));
     assert_eq!(
-        s.find_chunk(id, "pid-a").await.unwrap(),
+        s.find_chunk(id, &ProviderId::new("pid-x")).await.unwrap(),
+        None
+    );
+    s.correct_link(id, first, &ProviderId::new("pid-c"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_chunk(id, &ProviderId::new("pid-c")).await.unwrap(),
+        Some(first)
+    );
+    assert_eq!(
+        s.find_chunk(id, &ProviderId::new("pid-a")).await.unwrap(),
         None,
         "the wrong link is gone"
     );
     assert_eq!(
-        s.chunk(id, 0)
+        s.chunk(id, ChunkIndex(0))
             .await
             .unwrap()
             .unwrap()
@@ -206,27 +277,52 @@ where
         Provider::Fullenrich => Provider::Enrow,
         Provider::Enrow => Provider::Fullenrich,
     };
-    let found = s.job_of_provider_id(meta.provider, "pid-b").await.unwrap();
-    assert_eq!(found.as_deref(), Some(id));
-    assert_eq!(s.job_of_provider_id(other, "pid-b").await.unwrap(), None);
+    let found = s
+        .job_of_provider_id(meta.provider, &ProviderId::new("pid-b"))
+        .await
+        .unwrap();
+    assert_eq!(found.as_deref(), Some(id.as_str()));
     assert_eq!(
-        s.job_of_provider_id(meta.provider, "pid-z").await.unwrap(),
+        s.job_of_provider_id(other, &ProviderId::new("pid-b"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.job_of_provider_id(meta.provider, &ProviderId::new("pid-z"))
+            .await
+            .unwrap(),
         None
     );
 
-    assert!(s.take_candidate(id, 1, 2).await.unwrap());
-    assert!(s.take_candidate(id, 1, 2).await.unwrap());
-    assert!(!s.take_candidate(id, 1, 2).await.unwrap(), "at most 2");
-    assert!(!s.take_candidate(id, 7, 2).await.unwrap(), "no such chunk");
+    assert!(s.take_candidate(id, ChunkIndex(1), 2).await.unwrap());
+    assert!(s.take_candidate(id, ChunkIndex(1), 2).await.unwrap());
+    assert!(
+        !s.take_candidate(id, ChunkIndex(1), 2).await.unwrap(),
+        "at most 2"
+    );
+    assert!(
+        !s.take_candidate(id, ChunkIndex(7), 2).await.unwrap(),
+        "no such chunk"
+    );
 
     assert!(s.mark_deleted(id).await.unwrap());
     while s.delete_items(id, 100).await.unwrap() > 0 {}
     assert!(
-        !s.link_chunk(id, second, "pid-d", None, Some(&contact(2)))
-            .await
-            .unwrap()
+        !s.link_chunk(
+            id,
+            second,
+            &ProviderId::new("pid-d"),
+            None,
+            Some(&contact(2))
+        )
+        .await
+        .unwrap()
     );
-    assert_eq!(s.find_link(id, "pid-d").await.unwrap(), None);
+    assert_eq!(
+        s.find_link(id, &ProviderId::new("pid-d")).await.unwrap(),
+        None
+    );
 }
 
 /// A started chunk's next poll moves as told, a poll the sweeper queued is claimed once, and a
@@ -236,19 +332,30 @@ where
     S: JobWriter + Links + Polls + Results + DueIndex,
 {
     let meta = created(s, 2, 2).await;
-    let id = meta.job_id.as_str();
-    let chunk = chunk_ref(0, 0, 2);
-    assert!(s.link_chunk(id, chunk, "pid-p", None, None).await.unwrap());
+    let id = &meta.job_id;
+    let chunk = chunk_ref(ChunkIndex(0), 0, 2);
+    assert!(
+        s.link_chunk(id, chunk, &ProviderId::new("pid-p"), None, None)
+            .await
+            .unwrap()
+    );
     let before = now_ms();
-    s.poll_later(id, 0, 1_000).await.unwrap();
+    s.poll_later(id, ChunkIndex(0), 1_000).await.unwrap();
     assert_eq!(
-        s.chunk(id, 0).await.unwrap().unwrap().poll_every_ms,
+        s.chunk(id, ChunkIndex(0))
+            .await
+            .unwrap()
+            .unwrap()
+            .poll_every_ms,
         Some(1_000)
     );
     let (due, _) = s.due_chunks(now_ms() + 1_500, 100, 60_000).await.unwrap();
     let due: Vec<_> = due.into_iter().filter(|d| d.job_id == id).collect();
     assert_eq!(due.len(), 1, "{due:?}");
-    assert_eq!((due[0].chunk, due[0].action), (Some(0), DueAction::Poll));
+    assert_eq!(
+        (due[0].chunk, due[0].action),
+        (Some(ChunkIndex(0)), DueAction::Poll)
+    );
     assert!((before + 1_000..=now_ms() + 1_000).contains(&due[0].poll_at_ms));
 
     let taken = s.take_due(&due[0], 60_000).await.unwrap().expect("taken");
@@ -258,24 +365,28 @@ where
         "taken once"
     );
     assert!(
-        !s.claim_poll(id, 0, taken + 7).await.unwrap(),
+        !s.claim_poll(id, ChunkIndex(0), taken + 7).await.unwrap(),
         "not the poll queued"
     );
-    assert!(s.claim_poll(id, 0, taken).await.unwrap());
+    assert!(s.claim_poll(id, ChunkIndex(0), taken).await.unwrap());
     assert!(
-        !s.claim_poll(id, 0, taken).await.unwrap(),
+        !s.claim_poll(id, ChunkIndex(0), taken).await.unwrap(),
         "a second delivery"
     );
 
-    let done = completed(0);
+    let done = completed(ChunkIndex(0));
     let set = vec![
         result(0, Outcome::Found, false),
         result(1, Outcome::NotFound, false),
     ];
     s.store_chunk(id, chunk, set, done).await.unwrap();
-    s.poll_later(id, 0, 2_000).await.unwrap();
+    s.poll_later(id, ChunkIndex(0), 2_000).await.unwrap();
     assert_eq!(
-        s.chunk(id, 0).await.unwrap().unwrap().poll_every_ms,
+        s.chunk(id, ChunkIndex(0))
+            .await
+            .unwrap()
+            .unwrap()
+            .poll_every_ms,
         None,
         "final"
     );
@@ -322,7 +433,7 @@ where
     S: JobWriter + DueIndex,
 {
     let meta = created(s, 2, 1).await;
-    let id = meta.job_id.as_str();
+    let id = &meta.job_id;
     let (now, _) = s.due_chunks(now_ms(), 100, 60_000).await.unwrap();
     assert!(now.iter().all(|d| d.job_id != id), "{now:?}");
     let late = now_ms() + DEFAULT_START_OVERDUE_MS + 60_000;
@@ -332,7 +443,10 @@ where
     let what: Vec<_> = due.iter().map(|d| (d.chunk, d.action)).collect();
     assert_eq!(
         what,
-        [(Some(0), DueAction::Start), (Some(1), DueAction::Start)]
+        [
+            (Some(ChunkIndex(0)), DueAction::Start),
+            (Some(ChunkIndex(1)), DueAction::Start)
+        ]
     );
     assert!(s.take_due(&due[0], 60_000).await.unwrap().is_some());
     assert_eq!(

@@ -4,6 +4,7 @@
 
 use super::attrs::{Item, get_n, get_s, n, s, unless_condition_failed};
 use super::items::parse_meta;
+use crate::ids::JobId;
 use crate::jobs::{CallbackState, CallbackStatus};
 use crate::now_ms;
 use crate::store::{CallbackAttempt, CallbackStore, CallbackTake, StoreError};
@@ -28,7 +29,7 @@ pub(super) fn parse_state(item: &Item) -> Option<CallbackState> {
 impl CallbackStore for super::DynamoJobStore {
     async fn take_callback(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         due_at: Option<u64>,
         lease_ms: u64,
     ) -> Result<Option<CallbackTake>, StoreError> {
@@ -65,7 +66,7 @@ impl CallbackStore for super::DynamoJobStore {
 
     async fn record_callback(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         lease: u64,
         attempt: &CallbackAttempt,
     ) -> Result<bool, StoreError> {

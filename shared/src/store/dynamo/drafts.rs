@@ -8,6 +8,7 @@ use super::attrs::{
 };
 use super::items::{contact_item, meta_item};
 use super::keys::{ERASE_SHARD, index_of, job_pk};
+use crate::ids::JobId;
 use crate::jobs::{Chunk, Contact, JobMeta, JobStatus};
 use crate::now_ms;
 use crate::store::{DRAFT_TTL, JobDrafts, Page, PageWrite, StoreError};
@@ -45,7 +46,7 @@ impl JobDrafts for DynamoJobStore {
 
     async fn put_page(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         page: &Page,
         contacts: &[Contact],
     ) -> Result<PageWrite, StoreError> {
@@ -118,7 +119,7 @@ impl JobDrafts for DynamoJobStore {
         Ok(PageWrite::Written)
     }
 
-    async fn pages(&self, job_id: &str) -> Result<Vec<Page>, StoreError> {
+    async fn pages(&self, job_id: &JobId) -> Result<Vec<Page>, StoreError> {
         self.query_range(job_id, "PAGE#", "PAGE#~", None)
             .await?
             .iter()
@@ -126,7 +127,7 @@ impl JobDrafts for DynamoJobStore {
             .collect()
     }
 
-    async fn seal_draft(&self, job_id: &str, lease_ms: u64) -> Result<Option<u64>, StoreError> {
+    async fn seal_draft(&self, job_id: &JobId, lease_ms: u64) -> Result<Option<u64>, StoreError> {
         let now = now_ms();
         let until = now + lease_ms;
         let out = self
@@ -142,7 +143,7 @@ impl JobDrafts for DynamoJobStore {
         Ok(unless_condition_failed(out)?.map(|_| until))
     }
 
-    async fn unseal_draft(&self, job_id: &str, seal: u64) -> Result<(), StoreError> {
+    async fn unseal_draft(&self, job_id: &JobId, seal: u64) -> Result<(), StoreError> {
         let out = self
             .meta_item_update(job_id)
             .update_expression("REMOVE sealed_until")
@@ -156,7 +157,7 @@ impl JobDrafts for DynamoJobStore {
 
     async fn start_draft(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunks: &[Chunk],
         seal: u64,
     ) -> Result<bool, StoreError> {

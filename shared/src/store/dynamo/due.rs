@@ -6,6 +6,8 @@ use super::attrs::{Item, get_n, get_s, n, s, unless_condition_failed};
 use super::items::item_size;
 use super::items::parse_chunk;
 use super::keys::{ERASE_SHARD, POLL_SHARDS, chunk_sk, final_sk, index_of};
+use crate::ids::ChunkIndex;
+use crate::ids::JobId;
 use crate::jobs::ChunkStatus;
 use crate::now_ms;
 use crate::store::{Due, DueAction, DueIndex, FINAL_GROUP, ReadCost, StoreError};
@@ -44,7 +46,9 @@ impl DueIndex for DynamoJobStore {
                         // No room left: a group is not read for nothing (it stays due).
                         break;
                     }
-                    let job_id = get_s(item, "pk").and_then(|p| p.strip_prefix("JOB#"));
+                    let job_id = get_s(item, "pk")
+                        .and_then(|p| p.strip_prefix("JOB#"))
+                        .map(JobId::new);
                     let (Some(job_id), Some(poll_at)) = (job_id, get_n::<u64>(item, "poll_at"))
                     else {
                         continue;
@@ -53,7 +57,7 @@ impl DueIndex for DynamoJobStore {
                     if let Some(group) = index_of(sk, "CHUNK#~F") {
                         let room = limit - out.len();
                         let group = DueGroup {
-                            job_id,
+                            job_id: &job_id,
                             group: group as u32,
                             poll_at,
                         };
@@ -67,12 +71,12 @@ impl DueIndex for DynamoJobStore {
                     let chunk = match sk {
                         Some("META") => None,
                         sk => match index_of(sk, "CHUNK#") {
-                            Some(i) => Some(i as u32),
+                            Some(i) => Some(ChunkIndex(i as u32)),
                             None => continue,
                         },
                     };
                     out.push(Due {
-                        job_id: job_id.to_string(),
+                        job_id: job_id.clone(),
                         chunk,
                         poll_at_ms: poll_at,
                         action: if chunk.is_some() {
@@ -112,7 +116,7 @@ impl DueIndex for DynamoJobStore {
             .iter()
             .filter_map(|item| {
                 Some(Due {
-                    job_id: get_s(item, "pk")?.strip_prefix("JOB#")?.to_string(),
+                    job_id: JobId::new(get_s(item, "pk")?.strip_prefix("JOB#")?),
                     chunk: None,
                     poll_at_ms: get_n(item, "poll_at")?,
                     action: DueAction::Erase,
@@ -152,8 +156,8 @@ async fn due_in_group(
     let items = store
         .query_range(
             g.job_id,
-            &chunk_sk(first),
-            &chunk_sk(first + FINAL_GROUP - 1),
+            &chunk_sk(ChunkIndex(first)),
+            &chunk_sk(ChunkIndex(first + FINAL_GROUP - 1)),
             None,
         )
         .await?;
@@ -178,7 +182,7 @@ async fn due_in_group(
         let at = match get_n::<u64>(item, "poll_at") {
             Some(at) if at <= now_ms && due.len() < room => {
                 due.push(Due {
-                    job_id: g.job_id.to_string(),
+                    job_id: g.job_id.clone(),
                     chunk: Some(chunk.index),
                     poll_at_ms: at,
                     action,
@@ -190,7 +194,7 @@ async fn due_in_group(
         };
         next = Some(next.map_or(at, |n| n.min(at)));
     }
-    let update = store.item_update(g.job_id, &final_sk(first));
+    let update = store.item_update(g.job_id, &final_sk(ChunkIndex(first)));
     let out = match next {
         // Every chunk final: out of the index, unless a start moved the group meanwhile.
         None => {
@@ -220,7 +224,7 @@ async fn due_in_group(
 
 /// A group found in the `due` index.
 struct DueGroup<'a> {
-    job_id: &'a str,
+    job_id: &'a JobId,
     group: u32,
     poll_at: u64,
 }

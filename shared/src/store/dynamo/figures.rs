@@ -6,6 +6,7 @@ use super::attrs::{Item, get_n, get_s, n, s, unless_condition_failed};
 use super::counts::JOB_COUNTS;
 use super::keys::{final_sk, job_pk};
 use super::requests::bound;
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{ChunkStatus, JobMeta};
 use crate::now_ms;
 use crate::store::Jobs;
@@ -54,8 +55,8 @@ impl DynamoJobStore {
     /// Returns the group as left.
     pub(super) async fn mark_final(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
     ) -> Result<FinalGroup, StoreError> {
         let out = self
             .client
@@ -78,7 +79,7 @@ impl DynamoJobStore {
             .and_then(|v| v.as_ns().ok())
             .map_or(0, |ns| ns.len() as u64);
         Ok(FinalGroup {
-            group: index / FINAL_GROUP,
+            group: index.0 / FINAL_GROUP,
             size,
         })
     }
@@ -86,7 +87,7 @@ impl DynamoJobStore {
     /// The job's chunk range summed (`only_duplicates`: the duplicate shards alone).
     pub(super) async fn figures(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         only_duplicates: bool,
     ) -> Result<Figures, StoreError> {
         let from = if only_duplicates {
@@ -117,7 +118,7 @@ impl DynamoJobStore {
 
     /// A job that ended keeps its figures on its head: a change to its counters after that (a
     /// late result replacing a deadline's placeholder) sums them again.
-    pub(super) async fn refresh_if_ended(&self, job_id: &str) -> Result<(), StoreError> {
+    pub(super) async fn refresh_if_ended(&self, job_id: &JobId) -> Result<(), StoreError> {
         let Some(meta) = self.get_job(job_id).await? else {
             return Ok(());
         };

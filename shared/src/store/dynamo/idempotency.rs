@@ -3,6 +3,7 @@
 use super::DynamoJobStore;
 use super::attrs::unavailable;
 use super::attrs::{get_n, get_s, n, s, unless_condition_failed};
+use crate::ids::JobId;
 use crate::now_ms;
 use crate::store::{Idempotency, IdempotencyKeys, StoreError};
 
@@ -15,7 +16,7 @@ impl IdempotencyKeys for DynamoJobStore {
         &self,
         key: &str,
         body_sha256: &str,
-        job_id: &str,
+        job_id: &JobId,
         owner: &str,
         lease_ms: u64,
     ) -> Result<Idempotency, StoreError> {
@@ -39,7 +40,7 @@ impl IdempotencyKeys for DynamoJobStore {
             .await;
         if unless_condition_failed(put)?.is_some() {
             return Ok(Idempotency::Owned {
-                job_id: job_id.to_string(),
+                job_id: job_id.clone(),
             });
         }
         let item = self
@@ -54,7 +55,7 @@ impl IdempotencyKeys for DynamoJobStore {
             .map_err(unavailable)?
             .item
             .ok_or_else(|| StoreError::unavailable("idempotency record vanished"))?;
-        let first = get_s(&item, "job_id").unwrap_or_default().to_string();
+        let first = JobId::new(get_s(&item, "job_id").unwrap_or_default());
         if get_s(&item, "body_sha256") != Some(body_sha256) {
             return Ok(Idempotency::Mismatch { job_id: first });
         }

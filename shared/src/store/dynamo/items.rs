@@ -12,6 +12,8 @@ use super::attrs::{Item, data_error, get_n};
 use super::callbacks::parse_state;
 use super::keys::{LIST_PK, chunk_sk, contact_sk, index_of, job_pk, result_sk};
 use crate::Provider;
+use crate::ids::{ChunkIndex, ContactIndex};
+use crate::ids::{JobId, ProviderId};
 use crate::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, JobError, JobMeta, JobStatus, Operation, Outcome,
 };
@@ -58,7 +60,7 @@ struct MetaItem {
     pk: String,
     #[serde(default)]
     sk: String,
-    job_id: String,
+    job_id: JobId,
     provider: Provider,
     operation: Operation,
     status: JobStatus,
@@ -166,7 +168,7 @@ struct ChunkItem {
     pk: String,
     #[serde(default)]
     sk: String,
-    chunk: u32,
+    chunk: ChunkIndex,
     #[serde(default)]
     offset: u64,
     #[serde(default)]
@@ -174,13 +176,13 @@ struct ChunkItem {
     #[serde(default = "pending")]
     status: ChunkStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    provider_id: Option<String>,
+    provider_id: Option<ProviderId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     credits: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unconfirmed_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "json_text")]
-    parts: Vec<u32>,
+    parts: Vec<ChunkIndex>,
     #[serde(default, skip_serializing, with = "json_text")]
     error: Option<JobError>,
     #[serde(default, skip_serializing)]
@@ -265,7 +267,9 @@ pub(super) fn contact_item(pk: &str, c: &Contact) -> Item {
 pub(super) fn parse_contact(item: &Item) -> Result<Contact, StoreError> {
     let c: ContactItem = from_item(item, "contact")?;
     Ok(Contact {
-        index: index_of(Some(&c.sk), "CONTACT#").ok_or_else(|| data_error("contact"))?,
+        index: ContactIndex(
+            index_of(Some(&c.sk), "CONTACT#").ok_or_else(|| data_error("contact"))?,
+        ),
         fields: c.fields,
         custom: c.custom,
     })
@@ -324,7 +328,7 @@ pub(super) fn stored_at(item: &Item) -> u64 {
 pub(super) fn parse_result(item: &Item) -> Result<ContactResult, StoreError> {
     let r: ResultItem = from_item(item, "result")?;
     Ok(ContactResult {
-        index: index_of(Some(&r.sk), "RESULT#").ok_or_else(|| data_error("result"))?,
+        index: ContactIndex(index_of(Some(&r.sk), "RESULT#").ok_or_else(|| data_error("result"))?),
         custom: r.custom,
         outcome: r.outcome,
         email: r.email,
@@ -362,14 +366,14 @@ mod tests {
         assert_eq!(parse_meta(&item).unwrap(), meta);
 
         let mut chunk = Chunk::plan(250, 100).remove(2);
-        chunk.parts = vec![3, 4];
+        chunk.parts = vec![ChunkIndex(3), ChunkIndex(4)];
         chunk.credits = Some(1.5);
         let item = chunk_item("JOB#job_1", &chunk);
         assert!(!item.contains_key("error") && !item.contains_key("poll_every"));
         assert_eq!(parse_chunk(&item).unwrap(), chunk);
 
         let contact = Contact {
-            index: 7,
+            index: ContactIndex(7),
             fields: json!({"first_name": "A"}).as_object().cloned().unwrap(),
             custom: Some(json!({"user_id": "u7"})),
         };
@@ -379,7 +383,7 @@ mod tests {
         );
 
         let result = ContactResult {
-            index: 7,
+            index: ContactIndex(7),
             custom: None,
             outcome: Outcome::Found,
             email: Some("a@example.com".into()),

@@ -5,12 +5,14 @@ use super::attrs::{n, s, unavailable, unless_condition_failed};
 use super::items::expired;
 use super::items::{parse_chunk, parse_contact, parse_meta};
 use super::keys::{chunk_sk, contact_sk, job_pk};
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{Chunk, Contact, JobError, JobMeta};
 use crate::now_ms;
 use crate::store::{Jobs, StoreError};
 
 impl Jobs for DynamoJobStore {
-    async fn get_job(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+    async fn get_job(&self, job_id: &JobId) -> Result<Option<JobMeta>, StoreError> {
         // Past its retention a job is gone, whenever TTL gets round to deleting it.
         self.item(job_id, "META")
             .await?
@@ -20,14 +22,14 @@ impl Jobs for DynamoJobStore {
             .transpose()
     }
 
-    async fn job_view(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+    async fn job_view(&self, job_id: &JobId) -> Result<Option<JobMeta>, StoreError> {
         match self.get_job(job_id).await? {
             Some(meta) => Ok(Some(self.with_figures(meta).await?)),
             None => Ok(None),
         }
     }
 
-    async fn job_head(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+    async fn job_head(&self, job_id: &JobId) -> Result<Option<JobMeta>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -46,7 +48,7 @@ impl Jobs for DynamoJobStore {
 
     async fn contacts(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         offset: u64,
         count: u64,
     ) -> Result<Vec<Contact>, StoreError> {
@@ -55,21 +57,21 @@ impl Jobs for DynamoJobStore {
         }
         if count == 1 {
             // One contact (a per-contact event with the relay's `rid`) is read by its key.
-            let item = self.item(job_id, &contact_sk(offset)).await?;
+            let item = self.item(job_id, &contact_sk(ContactIndex(offset))).await?;
             return item.as_ref().map(parse_contact).into_iter().collect();
         }
         let items = self
             .query_range(
                 job_id,
-                &contact_sk(offset),
-                &contact_sk(offset + count - 1),
+                &contact_sk(ContactIndex(offset)),
+                &contact_sk(ContactIndex(offset + count - 1)),
                 None,
             )
             .await?;
         items.iter().map(parse_contact).collect()
     }
 
-    async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
+    async fn chunk(&self, job_id: &JobId, index: ChunkIndex) -> Result<Option<Chunk>, StoreError> {
         self.item(job_id, &chunk_sk(index))
             .await?
             .as_ref()
@@ -77,14 +79,14 @@ impl Jobs for DynamoJobStore {
             .transpose()
     }
 
-    async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
+    async fn chunks(&self, job_id: &JobId) -> Result<Vec<Chunk>, StoreError> {
         // Up to `CHUNK#~`: the groups of final chunks and duplicate shards sort after it.
         let items = self.query_range(job_id, "CHUNK#", "CHUNK#~", None).await?;
         items.iter().map(parse_chunk).collect()
     }
 
     /// Records why a job (partly) failed; its status settles when every contact is accounted for.
-    async fn set_job_error(&self, job_id: &str, error: &JobError) -> Result<(), StoreError> {
+    async fn set_job_error(&self, job_id: &JobId, error: &JobError) -> Result<(), StoreError> {
         let update = self
             .meta_item_update(job_id)
             .expression_attribute_names("#error", "error")

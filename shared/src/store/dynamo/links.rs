@@ -6,6 +6,7 @@ use super::attrs::{
 };
 use super::items::{contact_item, parse_contact};
 use super::keys::{chunk_sk, job_pk};
+use crate::ids::{ChunkIndex, JobId, ProviderId};
 use crate::jobs::{ChunkStatus, Contact};
 use crate::now_ms;
 use crate::store::Jobs;
@@ -13,7 +14,11 @@ use crate::store::{ChunkRef, Link, Links, StoreError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 impl Links for DynamoJobStore {
-    async fn find_link(&self, job_id: &str, provider_id: &str) -> Result<Option<Link>, StoreError> {
+    async fn find_link(
+        &self,
+        job_id: &JobId,
+        provider_id: &ProviderId,
+    ) -> Result<Option<Link>, StoreError> {
         // Eventually consistent first (half the read units): a link is written seconds before
         // its provider can answer. A miss is read again, strongly, before anything costlier.
         for consistent in [false, true] {
@@ -30,7 +35,7 @@ impl Links for DynamoJobStore {
             if let Some(item) = out.item {
                 return Ok(Some(Link {
                     chunk: ChunkRef {
-                        index: get_n(&item, "chunk").unwrap_or(0),
+                        index: get_n(&item, "chunk").unwrap_or(ChunkIndex(0)),
                         offset: get_n(&item, "offset").unwrap_or(0),
                         count: get_n(&item, "count").unwrap_or(0),
                     },
@@ -56,9 +61,9 @@ impl Links for DynamoJobStore {
 
     async fn link_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
-        provider_id: &str,
+        provider_id: &ProviderId,
         credits: Option<f64>,
         contact: Option<&Contact>,
     ) -> Result<bool, StoreError> {
@@ -106,9 +111,9 @@ impl Links for DynamoJobStore {
 
     async fn correct_link(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
-        provider_id: &str,
+        provider_id: &ProviderId,
         contact: Option<&Contact>,
     ) -> Result<(), StoreError> {
         let pk = job_pk(job_id);
@@ -141,7 +146,12 @@ impl Links for DynamoJobStore {
         Ok(())
     }
 
-    async fn take_candidate(&self, job_id: &str, index: u32, max: u32) -> Result<bool, StoreError> {
+    async fn take_candidate(
+        &self,
+        job_id: &JobId,
+        index: ChunkIndex,
+        max: u32,
+    ) -> Result<bool, StoreError> {
         let out = self
             .chunk_item_update(job_id, index)
             .update_expression("ADD candidates :one")
@@ -162,9 +172,9 @@ impl Links for DynamoJobStore {
 /// `false`: the chunk is gone or names another id.
 async fn put_link(
     store: &DynamoJobStore,
-    job_id: &str,
+    job_id: &JobId,
     chunk: ChunkRef,
-    provider_id: &str,
+    provider_id: &ProviderId,
     contact: Option<&Contact>,
 ) -> Result<bool, StoreError> {
     let pk = job_pk(job_id);

@@ -14,6 +14,8 @@ use super::attrs::unavailable;
 use super::attrs::{Item, get_n, get_s, n, s};
 use super::items::expired;
 use crate::Provider;
+use crate::ids::JobId;
+use crate::ids::ProviderId;
 use crate::store::Jobs;
 use crate::store::{ORPHAN_RETENTION_DAYS, Orphan, OrphanStore, OrphansCursor, StoreError};
 
@@ -49,7 +51,7 @@ fn parse_orphan(item: &Item) -> Result<Orphan, StoreError> {
         provider: text("provider")?
             .parse()
             .map_err(|_| StoreError::Data("orphan of an unknown provider".into()))?,
-        provider_id: text("provider_id")?,
+        provider_id: ProviderId::new(text("provider_id")?),
         event: text("event")?,
         received_at_ms: get_n(item, "received_at").unwrap_or(0),
         delivery_id: text("delivery_id")?,
@@ -61,8 +63,8 @@ impl OrphanStore for DynamoJobStore {
     async fn job_of_provider_id(
         &self,
         provider: Provider,
-        provider_id: &str,
-    ) -> Result<Option<String>, StoreError> {
+        provider_id: &ProviderId,
+    ) -> Result<Option<JobId>, StoreError> {
         // Keys only; ids are unique per provider, so a page of a few holds every job that could
         // have it (another provider's equal id at most).
         let page = self
@@ -77,15 +79,18 @@ impl OrphanStore for DynamoJobStore {
             .await
             .map_err(unavailable)?;
         for item in page.items() {
-            let Some(job_id) = get_s(item, "pk").and_then(|pk| pk.strip_prefix("JOB#")) else {
+            let Some(job_id) = get_s(item, "pk")
+                .and_then(|pk| pk.strip_prefix("JOB#"))
+                .map(JobId::new)
+            else {
                 continue;
             };
             if self
-                .job_head(job_id)
+                .job_head(&job_id)
                 .await?
                 .is_some_and(|m| m.provider == provider)
             {
-                return Ok(Some(job_id.to_string()));
+                return Ok(Some(job_id));
             }
         }
         Ok(None)

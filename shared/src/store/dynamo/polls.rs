@@ -2,11 +2,17 @@
 
 use super::DynamoJobStore;
 use super::attrs::{n, unless_condition_failed};
+use crate::ids::{ChunkIndex, JobId};
 use crate::now_ms;
 use crate::store::{Polls, StoreError};
 
 impl Polls for DynamoJobStore {
-    async fn poll_later(&self, job_id: &str, index: u32, every_ms: u64) -> Result<(), StoreError> {
+    async fn poll_later(
+        &self,
+        job_id: &JobId,
+        index: ChunkIndex,
+        every_ms: u64,
+    ) -> Result<(), StoreError> {
         let at = now_ms() + every_ms;
         let out = self
             .chunk_item_update(job_id, index)
@@ -25,8 +31,8 @@ impl Polls for DynamoJobStore {
 
     async fn claim_poll(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         taken_at_ms: u64,
     ) -> Result<bool, StoreError> {
         let out = self

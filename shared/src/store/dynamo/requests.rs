@@ -7,6 +7,8 @@ use super::attrs::{Item, n, put_request, s, unless_condition_failed};
 use super::counts::{Names, UpdateParts, Values};
 use super::items::{chunk_item, parse_result, stored_at};
 use super::keys::{chunk_sk, final_sk, job_pk, poll_shard, result_sk};
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{Chunk, ContactResult, JobError, JobStatus};
 use crate::now_ms;
 use crate::store::{ChunkUpdate, StoreError};
@@ -20,8 +22,8 @@ impl DynamoJobStore {
     /// own next date does not overwrite this chunk's.
     pub(super) async fn group_due_by(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         at: u64,
     ) -> Result<(), StoreError> {
         let out = self
@@ -94,7 +96,7 @@ impl DynamoJobStore {
     /// An UpdateItem on one item of the job (no attribute names bound).
     pub(super) fn item_update(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         sk: &str,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.client
@@ -107,7 +109,7 @@ impl DynamoJobStore {
     /// An UpdateItem on the job's head.
     pub(super) fn meta_item_update(
         &self,
-        job_id: &str,
+        job_id: &JobId,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.item_update(job_id, "META")
     }
@@ -115,8 +117,8 @@ impl DynamoJobStore {
     /// An UpdateItem on one chunk item.
     pub(super) fn chunk_item_update(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.item_update(job_id, &chunk_sk(index))
     }
@@ -125,8 +127,8 @@ impl DynamoJobStore {
     /// every conditional transition of a chunk's state.
     pub(super) fn chunk_update(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         self.chunk_item_update(job_id, index)
             .expression_attribute_names("#status", "status")
@@ -134,7 +136,7 @@ impl DynamoJobStore {
 
     pub async fn set_job_status(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         status: JobStatus,
         error: Option<&JobError>,
     ) -> Result<(), StoreError> {
@@ -160,7 +162,7 @@ impl DynamoJobStore {
 
     pub(super) async fn query_range(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         from: &str,
         to: &str,
         limit: Option<usize>,
@@ -172,7 +174,7 @@ impl DynamoJobStore {
     /// `projection` attributes when one is given.
     pub(super) async fn query_range_of(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         from: &str,
         to: &str,
         limit: Option<usize>,
@@ -207,8 +209,8 @@ impl DynamoJobStore {
     /// The result row stored for contact `index`, and when it was written.
     pub(super) async fn stored_row(
         &self,
-        job_id: &str,
-        index: u64,
+        job_id: &JobId,
+        index: ContactIndex,
     ) -> Result<Option<(ContactResult, u64)>, StoreError> {
         self.item(job_id, &result_sk(index))
             .await?
@@ -217,7 +219,7 @@ impl DynamoJobStore {
     }
 
     /// One item of a job, read consistently.
-    pub(super) async fn item(&self, job_id: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+    pub(super) async fn item(&self, job_id: &JobId, sk: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -232,7 +234,7 @@ impl DynamoJobStore {
     }
 
     /// `SET` status, credits and error on a chunk: the start of an update expression.
-    pub(super) fn chunk_update_builder(&self, job_id: &str, c: &ChunkUpdate) -> UpdateParts {
+    pub(super) fn chunk_update_builder(&self, job_id: &JobId, c: &ChunkUpdate) -> UpdateParts {
         let mut expr = String::from("SET #status = :st");
         let mut b = Update::builder()
             .table_name(&self.table)
@@ -271,7 +273,7 @@ impl DynamoJobStore {
     /// The puts of a new job's chunks: every chunk is due for its start by `start_due`, and its
     /// group is in the `due` index from the start: a start message that is lost (a failed send,
     /// the submit DLQ) is sent again by the sweeper.
-    pub(super) fn plan_requests(&self, job_id: &str, chunks: &[Chunk]) -> Vec<WriteRequest> {
+    pub(super) fn plan_requests(&self, job_id: &JobId, chunks: &[Chunk]) -> Vec<WriteRequest> {
         let pk = job_pk(job_id);
         let mut requests = Vec::new();
         let start_due = now_ms() + self.start_overdue_ms;

@@ -7,6 +7,8 @@ use super::counts::{CHUNK_COUNTS, UpdateParts};
 use super::items::{parse_result, result_item, stored_at};
 use super::keys::{chunk_sk, job_pk};
 use super::requests::bound;
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{ChunkStatus, ContactResult, Outcome};
 use crate::now_ms;
 use crate::retry::BackoffBuilder;
@@ -48,8 +50,8 @@ impl DynamoJobStore {
     /// (provisional or a deadline's placeholder), else it is counted if its count was lost.
     pub(super) async fn put_result(
         &self,
-        job_id: &str,
-        chunk_index: u32,
+        job_id: &JobId,
+        chunk_index: ChunkIndex,
         result: ContactResult,
         update: Option<ChunkUpdate>,
     ) -> Result<Stored, StoreError> {
@@ -103,8 +105,8 @@ impl DynamoJobStore {
     /// while a bulk set holds the chunk, then sees what it left in the row.
     async fn count_put(
         &self,
-        job_id: &str,
-        chunk_index: u32,
+        job_id: &JobId,
+        chunk_index: ChunkIndex,
         result: ContactResult,
         update: Option<ChunkUpdate>,
         mut counted: Outcome,
@@ -179,8 +181,8 @@ impl DynamoJobStore {
     /// there, with it when the store returned it (else read it).
     async fn put_row_if_chunk(
         &self,
-        job_id: &str,
-        chunk_index: u32,
+        job_id: &JobId,
+        chunk_index: ChunkIndex,
         row: Item,
     ) -> Result<Option<Option<Item>>, StoreError> {
         let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
@@ -238,9 +240,9 @@ impl DynamoJobStore {
     /// chunk counts the contact already, is final, or is held by a bulk set.
     async fn count_row(
         &self,
-        job_id: &str,
-        chunk_index: u32,
-        contact: u64,
+        job_id: &JobId,
+        chunk_index: ChunkIndex,
+        contact: ContactIndex,
         outcome: Outcome,
         update: Option<&ChunkUpdate>,
     ) -> Result<Result<Counted, CountRefused>, StoreError> {
@@ -329,8 +331,8 @@ impl DynamoJobStore {
     /// the chunk's counters moved by the difference (with `update` applied).
     fn replacement(
         &self,
-        job_id: &str,
-        chunk_index: u32,
+        job_id: &JobId,
+        chunk_index: ChunkIndex,
         result: &ContactResult,
         update: Option<&ChunkUpdate>,
         (old, at): &(ContactResult, u64),
@@ -381,8 +383,8 @@ impl DynamoJobStore {
     /// in one transaction (rare: a late or final result over a stand-in).
     async fn replace_row(
         &self,
-        job_id: &str,
-        chunk_index: u32,
+        job_id: &JobId,
+        chunk_index: ChunkIndex,
         result: ContactResult,
         update: Option<ChunkUpdate>,
         mut replacing: (ContactResult, u64),

@@ -6,6 +6,8 @@ use super::counts::CHUNK_COUNTS;
 use super::items::{item_size, parse_result, result_item};
 use super::keys::{chunk_sk, job_pk, result_sk};
 use super::result_row::LEASE_WAIT;
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{ContactResult, Outcome};
 use crate::now_ms;
 use crate::retry::BackoffBuilder;
@@ -21,7 +23,7 @@ impl DynamoJobStore {
     /// counters set to what it holds and the lease released in one conditional update.
     pub(super) async fn put_chunk_results(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
         results: Vec<ContactResult>,
         update: ChunkUpdate,
@@ -41,7 +43,7 @@ impl DynamoJobStore {
         // 3. The new rows. A final row is kept (first final write wins); a provisional one is
         //    replaced by the chunk's final result set, and a deadline's placeholder by any result
         //    ([`ContactResult::replaces`]).
-        let mut outcomes: HashMap<u64, Outcome> =
+        let mut outcomes: HashMap<ContactIndex, Outcome> =
             existing.iter().map(|(i, r)| (*i, r.outcome)).collect();
         let mut rows = Vec::new();
         for r in rows_to_write(chunk, &results, |i| existing.get(&i), &mut stored)? {
@@ -79,8 +81,8 @@ impl DynamoJobStore {
     /// after another (two at once on one item would conflict). Returns the calls made.
     async fn put_rows_while_held(
         &self,
-        job_id: &str,
-        chunk_index: u32,
+        job_id: &JobId,
+        chunk_index: ChunkIndex,
         owner: &str,
         rows: Vec<Item>,
     ) -> Result<usize, StoreError> {
@@ -165,8 +167,8 @@ impl DynamoJobStore {
     /// `Conflict`: the chunk is gone (its job erased).
     async fn take_chunk(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: &str,
     ) -> Result<Counts, StoreError> {
         let now = now_ms();
@@ -213,12 +215,12 @@ impl DynamoJobStore {
     /// The rows stored already for `chunk`'s contacts.
     async fn chunk_rows(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
-    ) -> Result<HashMap<u64, ContactResult>, StoreError> {
-        let first = result_sk(chunk.offset);
-        let last = result_sk(chunk.offset + chunk.count.max(1) - 1);
-        let mut existing: HashMap<u64, ContactResult> = HashMap::new();
+    ) -> Result<HashMap<ContactIndex, ContactResult>, StoreError> {
+        let first = result_sk(ContactIndex(chunk.offset));
+        let last = result_sk(ContactIndex(chunk.offset + chunk.count.max(1) - 1));
+        let mut existing: HashMap<ContactIndex, ContactResult> = HashMap::new();
         for item in self.query_range(job_id, &first, &last, None).await? {
             let r = parse_result(&item)?;
             existing.insert(r.index, r);
@@ -230,7 +232,7 @@ impl DynamoJobStore {
     /// update conditional on the lease.
     async fn release_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         update: &ChunkUpdate,
         owner: &str,
         total: Counts,

@@ -8,6 +8,8 @@ use super::counts::JOB_COUNTS;
 use super::figures::Figures;
 use super::keys::{DUP_SHARDS, dup_sk, index_of, job_pk, poll_shard, result_sk};
 use super::requests::bound;
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{CallbackStatus, ContactResult, JobStatus};
 use crate::now_ms;
 use crate::store::Jobs;
@@ -17,8 +19,8 @@ use std::collections::HashSet;
 impl Results for DynamoJobStore {
     async fn store_result(
         &self,
-        job_id: &str,
-        chunk_index: u32,
+        job_id: &JobId,
+        chunk_index: ChunkIndex,
         result: ContactResult,
         update: Option<ChunkUpdate>,
     ) -> Result<Stored, StoreError> {
@@ -27,7 +29,7 @@ impl Results for DynamoJobStore {
 
     async fn store_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
         results: Vec<ContactResult>,
         update: ChunkUpdate,
@@ -37,20 +39,20 @@ impl Results for DynamoJobStore {
 
     async fn stored_indices(
         &self,
-        job_id: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<HashSet<u64>, StoreError> {
+        job_id: &JobId,
+        from: ContactIndex,
+        to: ContactIndex,
+    ) -> Result<HashSet<ContactIndex>, StoreError> {
         let items = self
             .query_range_of(job_id, &result_sk(from), &result_sk(to), None, Some("sk"))
             .await?;
         Ok(items
             .iter()
-            .filter_map(|i| index_of(get_s(i, "sk"), "RESULT#"))
+            .filter_map(|i| index_of(get_s(i, "sk"), "RESULT#").map(ContactIndex))
             .collect())
     }
 
-    async fn add_duplicate(&self, job_id: &str) -> Result<(), StoreError> {
+    async fn add_duplicate(&self, job_id: &JobId) -> Result<(), StoreError> {
         // Spread over shards: a storm of repeats does not all write one item.
         let shard = u32::from(uuid::Uuid::new_v4().as_bytes()[0]) % DUP_SHARDS;
         self.client
@@ -68,7 +70,7 @@ impl Results for DynamoJobStore {
         Ok(())
     }
 
-    async fn settle_job(&self, job_id: &str) -> Result<Option<JobStatus>, StoreError> {
+    async fn settle_job(&self, job_id: &JobId) -> Result<Option<JobStatus>, StoreError> {
         let Some(meta) = self.get_job(job_id).await? else {
             return Ok(None);
         };

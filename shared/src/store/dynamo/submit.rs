@@ -8,6 +8,7 @@ use super::attrs::{
 use super::items::chunk_item;
 use super::items::parse_chunk;
 use super::keys::{chunk_sk, final_sk, job_pk};
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{Chunk, ChunkStatus, JobStatus};
 use crate::now_ms;
 use crate::store::Jobs;
@@ -23,8 +24,8 @@ impl SubmitLedger for DynamoJobStore {
     /// not pending, or the job is stopped.
     async fn begin_submit(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: &str,
         lease_ms: u64,
     ) -> Result<Option<Chunk>, StoreError> {
@@ -61,8 +62,8 @@ impl SubmitLedger for DynamoJobStore {
     /// without the head's fence.
     async fn begin_fail(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: &str,
         lease_ms: u64,
     ) -> Result<Option<Chunk>, StoreError> {
@@ -89,8 +90,8 @@ impl SubmitLedger for DynamoJobStore {
     /// taken the start (refused before sending, or answered 429).
     async fn release_submit(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: &str,
     ) -> Result<(), StoreError> {
         let out = self
@@ -113,8 +114,8 @@ impl SubmitLedger for DynamoJobStore {
     /// worker died). Returns whether this call marked it.
     async fn mark_unconfirmed(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: Option<&str>,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
@@ -147,7 +148,11 @@ impl SubmitLedger for DynamoJobStore {
     /// Ends the wait of an unconfirmed chunk (`start_unconfirmed` → `failed`), unless a webhook
     /// adopted it meanwhile. Returns whether this call ended it; only then may its contacts be
     /// failed. A webhook that comes later finds no chunk waiting and is parked, body intact.
-    async fn expire_unconfirmed(&self, job_id: &str, index: u32) -> Result<bool, StoreError> {
+    async fn expire_unconfirmed(
+        &self,
+        job_id: &JobId,
+        index: ChunkIndex,
+    ) -> Result<bool, StoreError> {
         // A fresh mark per call: the SDK resending this expiry after its answer was lost finds
         // its own earlier write, and still reports the chunk as ended by this call.
         let by = uuid::Uuid::new_v4().to_string();
@@ -170,7 +175,7 @@ impl SubmitLedger for DynamoJobStore {
     /// count. Returns the halves.
     async fn split_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: &Chunk,
         owner: &str,
     ) -> Result<Vec<Chunk>, StoreError> {
@@ -207,7 +212,7 @@ impl SubmitLedger for DynamoJobStore {
 
     /// Counts a chunk as submitted and moves the job to `submitting`, or to `running` once every
     /// chunk is out. Returns the job's new status.
-    async fn count_submitted(&self, job_id: &str) -> Result<JobStatus, StoreError> {
+    async fn count_submitted(&self, job_id: &JobId) -> Result<JobStatus, StoreError> {
         let out = self
             .meta_item_update(job_id)
             .update_expression("ADD submitted :one SET updated_at = :now")
@@ -257,7 +262,7 @@ impl SubmitLedger for DynamoJobStore {
     /// `CHUNK#` before `CONTACT#`, `PID#`, `RESULT#`; every result write is conditional on its
     /// chunk, so none lands once they are gone), 25 per BatchWriteItem. Returns how many it
     /// deleted; 0 means none is left.
-    async fn delete_items(&self, job_id: &str, limit: usize) -> Result<usize, StoreError> {
+    async fn delete_items(&self, job_id: &JobId, limit: usize) -> Result<usize, StoreError> {
         // Every sort key of a job sorts between "!" and "~"; the head is one of them.
         let mut keys: Vec<Item> = self
             .query_range_of(job_id, "!", "~", Some(limit + 1), Some("pk, sk"))
@@ -286,7 +291,7 @@ impl SubmitLedger for DynamoJobStore {
 
     /// The head made a tombstone: the caller's name, options and callback removed, counts and
     /// status kept, `erased_at` set, out of the `due` index; gone by TTL when its retention ends.
-    async fn abandon_creation(&self, job_id: &str) -> Result<bool, StoreError> {
+    async fn abandon_creation(&self, job_id: &JobId) -> Result<bool, StoreError> {
         let now = now_ms();
         let out = self
             .meta_item_update(job_id)
@@ -300,7 +305,7 @@ impl SubmitLedger for DynamoJobStore {
         Ok(unless_condition_failed(out)?.is_some())
     }
 
-    async fn finish_erasure(&self, job_id: &str) -> Result<(), StoreError> {
+    async fn finish_erasure(&self, job_id: &JobId) -> Result<(), StoreError> {
         let out = self
             .meta_item_update(job_id)
             .update_expression(
@@ -321,8 +326,8 @@ impl SubmitLedger for DynamoJobStore {
 /// chunk never started).
 fn take_update(
     store: &DynamoJobStore,
-    job_id: &str,
-    index: u32,
+    job_id: &JobId,
+    index: ChunkIndex,
     owner: &str,
     lease_ms: u64,
 ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
@@ -349,7 +354,7 @@ fn take_update(
 /// halves and the transaction's items.
 fn split_writes(
     store: &DynamoJobStore,
-    job_id: &str,
+    job_id: &JobId,
     chunk: &Chunk,
     owner: &str,
     chunk_seq: u64,
@@ -363,7 +368,7 @@ fn split_writes(
         chunk.count - first,
         chunk_seq as u32 + 1,
     ));
-    let parts: Vec<u32> = halves.iter().map(|c| c.index).collect();
+    let parts: Vec<ChunkIndex> = halves.iter().map(|c| c.index).collect();
     let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
     let head = Update::builder()
         .table_name(&store.table)

@@ -6,6 +6,8 @@ use super::attrs::{Item, get_n, get_s, n, put_request, s, unavailable, unless_co
 use super::items::parse_result;
 use super::items::{contact_item, expired, meta_item, parse_meta};
 use super::keys::{ERASE_SHARD, LIST_PK, job_pk, result_sk};
+use crate::ids::ContactIndex;
+use crate::ids::JobId;
 use crate::jobs::{Chunk, Contact, ContactResult, JobMeta};
 use crate::now_ms;
 use crate::store::Jobs;
@@ -117,7 +119,7 @@ impl JobWriter for DynamoJobStore {
         let next = page.last_evaluated_key.as_ref().and_then(|k| {
             Some(JobsCursor {
                 created_at_ms: get_n(k, "created_at")?,
-                job_id: get_s(k, "pk")?.strip_prefix("JOB#")?.to_string(),
+                job_id: JobId::new(get_s(k, "pk")?.strip_prefix("JOB#")?),
             })
         });
         Ok((jobs, next))
@@ -127,7 +129,7 @@ impl JobWriter for DynamoJobStore {
     /// its callback is gone (URL and state removed: a pending one is never attempted again);
     /// its head moves to the `due` index's erasure partition, due `erase_grace_ms` on, where the
     /// sweeper finds it until its erasure is done. `false`: no such job, or erased already.
-    async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
+    async fn mark_deleted(&self, job_id: &JobId) -> Result<bool, StoreError> {
         let now = now_ms();
         let out = self
             .meta_item_update(job_id)
@@ -146,8 +148,8 @@ impl JobWriter for DynamoJobStore {
     /// Results in contact order from index `from`, at most `limit`.
     async fn results(
         &self,
-        job_id: &str,
-        from: u64,
+        job_id: &JobId,
+        from: ContactIndex,
         limit: usize,
     ) -> Result<Vec<ContactResult>, StoreError> {
         let items = self

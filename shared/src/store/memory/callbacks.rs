@@ -1,6 +1,7 @@
 //! [`CallbackStore`] in memory.
 
 use super::MemoryJobs;
+use crate::ids::JobId;
 use crate::jobs::CallbackStatus;
 use crate::now_ms;
 use crate::store::{CallbackAttempt, CallbackStore, CallbackTake, StoreError};
@@ -8,7 +9,7 @@ use crate::store::{CallbackAttempt, CallbackStore, CallbackTake, StoreError};
 impl CallbackStore for MemoryJobs {
     async fn take_callback(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         due_at: Option<u64>,
         lease_ms: u64,
     ) -> Result<Option<CallbackTake>, StoreError> {
@@ -39,7 +40,7 @@ impl CallbackStore for MemoryJobs {
 
     async fn record_callback(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         lease: u64,
         attempt: &CallbackAttempt,
     ) -> Result<bool, StoreError> {

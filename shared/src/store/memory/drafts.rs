@@ -2,6 +2,7 @@
 
 use super::MemoryJobs;
 use super::job::open_draft;
+use crate::ids::JobId;
 use crate::jobs::{Chunk, Contact, JobMeta, JobStatus};
 use crate::now_ms;
 use crate::store::JobWriter;
@@ -14,7 +15,7 @@ impl JobDrafts for MemoryJobs {
 
     async fn put_page(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         page: &Page,
         contacts: &[Contact],
     ) -> Result<PageWrite, StoreError> {
@@ -39,11 +40,11 @@ impl JobDrafts for MemoryJobs {
         })
     }
 
-    async fn pages(&self, job_id: &str) -> Result<Vec<Page>, StoreError> {
+    async fn pages(&self, job_id: &JobId) -> Result<Vec<Page>, StoreError> {
         self.with(job_id, |job| Ok(job.pages.values().cloned().collect()))
     }
 
-    async fn seal_draft(&self, job_id: &str, lease_ms: u64) -> Result<Option<u64>, StoreError> {
+    async fn seal_draft(&self, job_id: &JobId, lease_ms: u64) -> Result<Option<u64>, StoreError> {
         self.with(job_id, |job| {
             if !open_draft(job) {
                 return Ok(None);
@@ -54,7 +55,7 @@ impl JobDrafts for MemoryJobs {
         })
     }
 
-    async fn unseal_draft(&self, job_id: &str, seal: u64) -> Result<(), StoreError> {
+    async fn unseal_draft(&self, job_id: &JobId, seal: u64) -> Result<(), StoreError> {
         self.with(job_id, |job| {
             if job.sealed_until == Some(seal) {
                 job.sealed_until = None;
@@ -65,7 +66,7 @@ impl JobDrafts for MemoryJobs {
 
     async fn start_draft(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunks: &[Chunk],
         seal: u64,
     ) -> Result<bool, StoreError> {

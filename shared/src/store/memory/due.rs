@@ -1,6 +1,7 @@
 //! [`DueIndex`] in memory.
 
 use super::MemoryJobs;
+use crate::ids::JobId;
 use crate::jobs::ChunkStatus;
 use crate::now_ms;
 use crate::store::{Due, DueAction, DueIndex, ReadCost, StoreError};
@@ -13,7 +14,7 @@ impl DueIndex for MemoryJobs {
         _hold_ms: u64,
     ) -> Result<(Vec<Due>, ReadCost), StoreError> {
         let jobs = self.jobs.lock().unwrap();
-        let mut ids: Vec<&String> = jobs.keys().collect();
+        let mut ids: Vec<&JobId> = jobs.keys().collect();
         ids.sort();
         let mut out = Vec::new();
         for id in ids {

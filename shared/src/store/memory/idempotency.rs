@@ -1,6 +1,7 @@
 //! [`IdempotencyKeys`] in memory.
 
 use super::{IdemKey, MemoryJobs};
+use crate::ids::JobId;
 use crate::now_ms;
 use crate::store::{Idempotency, IdempotencyKeys, StoreError};
 
@@ -9,7 +10,7 @@ impl IdempotencyKeys for MemoryJobs {
         &self,
         key: &str,
         body_sha256: &str,
-        job_id: &str,
+        job_id: &JobId,
         owner: &str,
         lease_ms: u64,
     ) -> Result<Idempotency, StoreError> {
@@ -20,14 +21,14 @@ impl IdempotencyKeys for MemoryJobs {
                 key.to_string(),
                 IdemKey {
                     body_sha256: body_sha256.to_string(),
-                    job_id: job_id.to_string(),
+                    job_id: job_id.clone(),
                     created: false,
                     owner: owner.to_string(),
                     lease_until: now + lease_ms,
                 },
             );
             return Ok(Idempotency::Owned {
-                job_id: job_id.to_string(),
+                job_id: job_id.clone(),
             });
         };
         let first = k.job_id.clone();

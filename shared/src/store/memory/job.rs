@@ -1,5 +1,6 @@
 //! One job's state in memory, and the rules the DynamoDB store keeps in its items.
 
+use crate::ids::{ChunkIndex, ContactIndex, ProviderId};
 use crate::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus};
 use crate::now_ms;
 use crate::store::counts::Counts;
@@ -12,28 +13,28 @@ use std::collections::{BTreeMap, HashMap};
 #[derive(Default)]
 pub(super) struct Job {
     pub(super) meta: Option<JobMeta>,
-    pub(super) chunks: BTreeMap<u32, Chunk>,
-    pub(super) contacts: BTreeMap<u64, Contact>,
-    pub(super) results: BTreeMap<u64, ContactResult>,
+    pub(super) chunks: BTreeMap<ChunkIndex, Chunk>,
+    pub(super) contacts: BTreeMap<ContactIndex, Contact>,
+    pub(super) results: BTreeMap<ContactIndex, ContactResult>,
     /// Provider id → chunk.
-    pub(super) links: HashMap<String, Link>,
+    pub(super) links: HashMap<ProviderId, Link>,
     /// Per chunk: what its results count (the DynamoDB chunk item's `c_*` counters).
-    pub(super) counted: HashMap<u32, Counts>,
+    pub(super) counted: HashMap<ChunkIndex, Counts>,
     /// The callback's due date (`poll_at` on the head), while pending.
     pub(super) callback_due: Option<u64>,
     /// Chunks being started: owner and lease end.
-    pub(super) starting: HashMap<u32, (String, u64)>,
+    pub(super) starting: HashMap<ChunkIndex, (String, u64)>,
     /// Chunks counted as submitted.
     pub(super) submitted: u64,
     /// Per chunk: ids fetched on the word of an unsigned body while it waited for its own.
-    pub(super) candidates: HashMap<u32, u32>,
+    pub(super) candidates: HashMap<ChunkIndex, u32>,
     /// A staged job's pages, by offset.
     pub(super) pages: BTreeMap<u64, Page>,
     /// The seal a start of the draft holds, until then (ms).
     pub(super) sealed_until: Option<u64>,
     /// Chunks the sweeper took: the state it took each in, and when it is due again (a chunk
     /// that moves on is due as its new state says, as a DynamoDB write sets its `poll_at`).
-    pub(super) taken: HashMap<u32, (ChunkStatus, u64)>,
+    pub(super) taken: HashMap<ChunkIndex, (ChunkStatus, u64)>,
     /// A deleted job's (or an abandoned creation's) erasure: when it is due.
     pub(super) erase_due: Option<u64>,
 }
@@ -100,8 +101,8 @@ pub(super) fn add(meta: &mut JobMeta, c: Counts) {
 
 /// The group of final chunks holding `index`, if that chunk is final (the DynamoDB store's
 /// `CHUNK#~F<group>` set).
-pub(super) fn final_group(job: &Job, index: u32) -> Option<FinalGroup> {
-    let group = index / FINAL_GROUP;
+pub(super) fn final_group(job: &Job, index: ChunkIndex) -> Option<FinalGroup> {
+    let group = index.0 / FINAL_GROUP;
     job.chunks
         .get(&index)?
         .status
@@ -111,7 +112,7 @@ pub(super) fn final_group(job: &Job, index: u32) -> Option<FinalGroup> {
             size: job
                 .chunks
                 .values()
-                .filter(|c| c.index / FINAL_GROUP == group && c.status.is_final())
+                .filter(|c| c.index.0 / FINAL_GROUP == group && c.status.is_final())
                 .count() as u64,
         })
 }

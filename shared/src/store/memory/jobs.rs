@@ -1,12 +1,14 @@
 //! [`Jobs`] in memory.
 
 use super::MemoryJobs;
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{Chunk, Contact, JobError, JobMeta};
 use crate::now_ms;
 use crate::store::{Jobs, StoreError};
 
 impl Jobs for MemoryJobs {
-    async fn get_job(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+    async fn get_job(&self, job_id: &JobId) -> Result<Option<JobMeta>, StoreError> {
         // As the DynamoDB head: figures kept only once the job ended, duplicates never.
         let mut meta = self.job_view(job_id).await?;
         if let Some(m) = meta.as_mut() {
@@ -18,7 +20,7 @@ impl Jobs for MemoryJobs {
         Ok(meta)
     }
 
-    async fn job_head(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+    async fn job_head(&self, job_id: &JobId) -> Result<Option<JobMeta>, StoreError> {
         let mut meta = self.get_job(job_id).await?;
         if self.stale_heads.load(std::sync::atomic::Ordering::SeqCst)
             && let Some(m) = meta.as_mut()
@@ -28,14 +30,14 @@ impl Jobs for MemoryJobs {
         Ok(meta)
     }
 
-    async fn job_view(&self, job_id: &str) -> Result<Option<JobMeta>, StoreError> {
+    async fn job_view(&self, job_id: &JobId) -> Result<Option<JobMeta>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs.get(job_id).and_then(|j| j.meta.clone()))
     }
 
     async fn contacts(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         offset: u64,
         count: u64,
     ) -> Result<Vec<Contact>, StoreError> {
@@ -44,19 +46,19 @@ impl Jobs for MemoryJobs {
             .get(job_id)
             .map(|j| {
                 j.contacts
-                    .range(offset..offset + count)
+                    .range(ContactIndex(offset)..ContactIndex(offset + count))
                     .map(|(_, c)| c.clone())
                     .collect()
             })
             .unwrap_or_default())
     }
 
-    async fn chunk(&self, job_id: &str, index: u32) -> Result<Option<Chunk>, StoreError> {
+    async fn chunk(&self, job_id: &JobId, index: ChunkIndex) -> Result<Option<Chunk>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs.get(job_id).and_then(|j| j.chunks.get(&index).cloned()))
     }
 
-    async fn chunks(&self, job_id: &str) -> Result<Vec<Chunk>, StoreError> {
+    async fn chunks(&self, job_id: &JobId) -> Result<Vec<Chunk>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs
             .get(job_id)
@@ -64,7 +66,7 @@ impl Jobs for MemoryJobs {
             .unwrap_or_default())
     }
 
-    async fn set_job_error(&self, job_id: &str, error: &JobError) -> Result<(), StoreError> {
+    async fn set_job_error(&self, job_id: &JobId, error: &JobError) -> Result<(), StoreError> {
         self.with(job_id, |job| {
             let meta = job.meta.as_mut().expect("checked");
             if meta.error.as_ref().is_some_and(JobError::stops_submission)

@@ -1,12 +1,17 @@
 //! [`Links`] in memory.
 
 use super::MemoryJobs;
+use crate::ids::{ChunkIndex, JobId, ProviderId};
 use crate::jobs::{ChunkStatus, Contact};
 use crate::now_ms;
 use crate::store::{ChunkRef, DEFAULT_POLL_AFTER_MS, Link, Links, StoreError};
 
 impl Links for MemoryJobs {
-    async fn find_link(&self, job_id: &str, provider_id: &str) -> Result<Option<Link>, StoreError> {
+    async fn find_link(
+        &self,
+        job_id: &JobId,
+        provider_id: &ProviderId,
+    ) -> Result<Option<Link>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs.get(job_id).and_then(|j| {
             j.links.get(provider_id).cloned().or_else(|| {
@@ -23,9 +28,9 @@ impl Links for MemoryJobs {
 
     async fn link_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
-        provider_id: &str,
+        provider_id: &ProviderId,
         credits: Option<f64>,
         contact: Option<&Contact>,
     ) -> Result<bool, StoreError> {
@@ -37,7 +42,7 @@ impl Links for MemoryJobs {
             };
             match c.status {
                 ChunkStatus::Pending | ChunkStatus::Starting | ChunkStatus::StartUnconfirmed => {
-                    c.provider_id = Some(provider_id.to_string());
+                    c.provider_id = Some(provider_id.clone());
                     c.status = ChunkStatus::Submitted;
                     c.started_at_ms = Some(now_ms());
                     // Polled every `DEFAULT_POLL_AFTER_MS` until a poll says otherwise, as
@@ -51,16 +56,16 @@ impl Links for MemoryJobs {
                 _ if c.provider_id.as_deref() == Some(provider_id) => {}
                 _ => return Ok(false),
             }
-            job.links.insert(provider_id.to_string(), link);
+            job.links.insert(provider_id.clone(), link);
             Ok(true)
         })
     }
 
     async fn correct_link(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
-        provider_id: &str,
+        provider_id: &ProviderId,
         contact: Option<&Contact>,
     ) -> Result<(), StoreError> {
         let link = Link::new(chunk, contact);
@@ -69,16 +74,21 @@ impl Links for MemoryJobs {
                 .chunks
                 .get_mut(&chunk.index)
                 .ok_or_else(|| StoreError::Data(format!("no chunk {}", chunk.index)))?;
-            let wrong = c.provider_id.replace(provider_id.to_string());
+            let wrong = c.provider_id.replace(provider_id.clone());
             if let Some(wrong) = wrong.filter(|w| w != provider_id) {
                 job.links.remove(&wrong);
             }
-            job.links.insert(provider_id.to_string(), link);
+            job.links.insert(provider_id.clone(), link);
             Ok(())
         })
     }
 
-    async fn take_candidate(&self, job_id: &str, index: u32, max: u32) -> Result<bool, StoreError> {
+    async fn take_candidate(
+        &self,
+        job_id: &JobId,
+        index: ChunkIndex,
+        max: u32,
+    ) -> Result<bool, StoreError> {
         self.with(job_id, |job| {
             // No such chunk: nothing counted, as DynamoDB's update conditional on its item.
             if !job.chunks.contains_key(&index) {

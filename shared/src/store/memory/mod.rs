@@ -6,6 +6,8 @@
 //!
 //! One file per store trait, as the DynamoDB store's; `job.rs` holds a job's state.
 
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId, ProviderId};
 use crate::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobMeta};
 use crate::now_ms;
 use crate::store::{ChunkRef, Link, Orphan, StoreError};
@@ -34,7 +36,7 @@ pub use dedupe::MemoryDedupe;
 /// functions share one table), so a simulation can hand one to each function.
 #[derive(Default, Clone)]
 pub struct MemoryJobs {
-    jobs: Arc<Mutex<HashMap<String, Job>>>,
+    jobs: Arc<Mutex<HashMap<JobId, Job>>>,
     slots: Arc<Mutex<HashMap<String, u64>>>,
     /// Result writes still to fail (as DynamoDB being unavailable would).
     failing: Arc<std::sync::atomic::AtomicUsize>,
@@ -50,7 +52,7 @@ pub struct MemoryJobs {
 
 struct IdemKey {
     body_sha256: String,
-    job_id: String,
+    job_id: JobId,
     created: bool,
     owner: String,
     lease_until: u64,
@@ -67,17 +69,17 @@ impl MemoryJobs {
     }
 
     /// Marks a chunk started at the provider under `provider_id` (what the worker does).
-    pub fn start(&self, job_id: &str, index: u32, provider_id: &str) {
+    pub fn start(&self, job_id: &JobId, index: ChunkIndex, provider_id: &ProviderId) {
         let mut jobs = self.jobs.lock().unwrap();
         let job = jobs.get_mut(job_id).expect("job exists");
         let chunk = job.chunks.get_mut(&index).expect("chunk exists");
-        chunk.provider_id = Some(provider_id.to_string());
+        chunk.provider_id = Some(provider_id.clone());
         chunk.status = ChunkStatus::Submitted;
         chunk.started_at_ms = Some(now_ms());
         let r = ChunkRef::from(&*chunk);
         // As the submitter links it: a one-contact chunk's contact rides on its link.
-        let link = Link::new(r, job.contacts.get(&r.offset));
-        job.links.insert(provider_id.to_string(), link);
+        let link = Link::new(r, job.contacts.get(&ContactIndex(r.offset)));
+        job.links.insert(provider_id.clone(), link);
     }
 
     /// The next `n` result writes (`store_result`, `store_chunk`) fail with `Unavailable`.
@@ -104,7 +106,7 @@ impl MemoryJobs {
     }
 
     /// Every result stored for a job, in contact order.
-    pub fn results(&self, job_id: &str) -> Vec<ContactResult> {
+    pub fn results(&self, job_id: &JobId) -> Vec<ContactResult> {
         self.jobs
             .lock()
             .unwrap()
@@ -115,7 +117,7 @@ impl MemoryJobs {
 
     fn with<T>(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         f: impl FnOnce(&mut Job) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut jobs = self.jobs.lock().unwrap();

@@ -1,6 +1,8 @@
 //! [`OrphanStore`] in memory.
 
 use super::MemoryJobs;
+use crate::ids::JobId;
+use crate::ids::ProviderId;
 use crate::now_ms;
 use crate::store::{ORPHAN_RETENTION_DAYS, Orphan, OrphanStore, OrphansCursor, StoreError};
 
@@ -8,8 +10,8 @@ impl OrphanStore for MemoryJobs {
     async fn job_of_provider_id(
         &self,
         provider: crate::Provider,
-        provider_id: &str,
-    ) -> Result<Option<String>, StoreError> {
+        provider_id: &ProviderId,
+    ) -> Result<Option<JobId>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs
             .iter()

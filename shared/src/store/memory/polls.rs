@@ -1,11 +1,17 @@
 //! [`Polls`] in memory.
 
 use super::MemoryJobs;
+use crate::ids::{ChunkIndex, JobId};
 use crate::now_ms;
 use crate::store::{Polls, StoreError};
 
 impl Polls for MemoryJobs {
-    async fn poll_later(&self, job_id: &str, index: u32, every_ms: u64) -> Result<(), StoreError> {
+    async fn poll_later(
+        &self,
+        job_id: &JobId,
+        index: ChunkIndex,
+        every_ms: u64,
+    ) -> Result<(), StoreError> {
         self.with(job_id, |job| {
             if let Some(c) = job.chunks.get_mut(&index)
                 && !c.status.is_final()
@@ -20,8 +26,8 @@ impl Polls for MemoryJobs {
 
     async fn claim_poll(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         taken_at_ms: u64,
     ) -> Result<bool, StoreError> {
         // As DynamoDB's conditional update: taken if the chunk is still due at `taken_at_ms`

@@ -2,6 +2,8 @@
 
 use super::MemoryJobs;
 use super::job::{add, final_group, update_chunk};
+use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{CallbackState, CallbackStatus, ContactResult, JobStatus};
 use crate::now_ms;
 use crate::store::counts::Counts;
@@ -12,8 +14,8 @@ use std::collections::HashSet;
 impl Results for MemoryJobs {
     async fn store_result(
         &self,
-        job_id: &str,
-        chunk_index: u32,
+        job_id: &JobId,
+        chunk_index: ChunkIndex,
         result: ContactResult,
         update: Option<ChunkUpdate>,
     ) -> Result<Stored, StoreError> {
@@ -67,7 +69,7 @@ impl Results for MemoryJobs {
 
     async fn store_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: ChunkRef,
         results: Vec<ContactResult>,
         update: ChunkUpdate,
@@ -95,7 +97,7 @@ impl Results for MemoryJobs {
             }
             let total = Counts::of(
                 job.results
-                    .range(chunk.offset..chunk.offset + chunk.count)
+                    .range(ContactIndex(chunk.offset)..ContactIndex(chunk.offset + chunk.count))
                     .map(|(_, r)| r.outcome),
             );
             let counted = job.counted.entry(chunk.index).or_default();
@@ -113,10 +115,10 @@ impl Results for MemoryJobs {
 
     async fn stored_indices(
         &self,
-        job_id: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<HashSet<u64>, StoreError> {
+        job_id: &JobId,
+        from: ContactIndex,
+        to: ContactIndex,
+    ) -> Result<HashSet<ContactIndex>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs
             .get(job_id)
@@ -124,14 +126,14 @@ impl Results for MemoryJobs {
             .unwrap_or_default())
     }
 
-    async fn add_duplicate(&self, job_id: &str) -> Result<(), StoreError> {
+    async fn add_duplicate(&self, job_id: &JobId) -> Result<(), StoreError> {
         self.with(job_id, |job| {
             job.meta.as_mut().expect("checked").duplicates += 1;
             Ok(())
         })
     }
 
-    async fn settle_job(&self, job_id: &str) -> Result<Option<JobStatus>, StoreError> {
+    async fn settle_job(&self, job_id: &JobId) -> Result<Option<JobStatus>, StoreError> {
         self.with(job_id, |job| {
             let chunks_final = job.chunks.values().all(|c| c.status.is_final());
             let meta = job.meta.as_mut().expect("checked");

@@ -1,6 +1,8 @@
 //! [`SubmitLedger`] in memory.
 
 use super::MemoryJobs;
+use crate::ids::ProviderId;
+use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{Chunk, ChunkStatus, JobError, JobStatus};
 use crate::now_ms;
 use crate::store::{StoreError, SubmitLedger};
@@ -8,8 +10,8 @@ use crate::store::{StoreError, SubmitLedger};
 impl SubmitLedger for MemoryJobs {
     async fn begin_submit(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: &str,
         lease_ms: u64,
     ) -> Result<Option<Chunk>, StoreError> {
@@ -18,8 +20,8 @@ impl SubmitLedger for MemoryJobs {
 
     async fn begin_fail(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: &str,
         lease_ms: u64,
     ) -> Result<Option<Chunk>, StoreError> {
@@ -28,8 +30,8 @@ impl SubmitLedger for MemoryJobs {
 
     async fn release_submit(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: &str,
     ) -> Result<(), StoreError> {
         self.with(job_id, |job| {
@@ -46,8 +48,8 @@ impl SubmitLedger for MemoryJobs {
 
     async fn mark_unconfirmed(
         &self,
-        job_id: &str,
-        index: u32,
+        job_id: &JobId,
+        index: ChunkIndex,
         owner: Option<&str>,
     ) -> Result<bool, StoreError> {
         self.with(job_id, |job| {
@@ -68,7 +70,11 @@ impl SubmitLedger for MemoryJobs {
         })
     }
 
-    async fn expire_unconfirmed(&self, job_id: &str, index: u32) -> Result<bool, StoreError> {
+    async fn expire_unconfirmed(
+        &self,
+        job_id: &JobId,
+        index: ChunkIndex,
+    ) -> Result<bool, StoreError> {
         self.with(job_id, |job| match job.chunks.get_mut(&index) {
             Some(c) if c.status == ChunkStatus::StartUnconfirmed => {
                 c.status = ChunkStatus::Failed;
@@ -80,7 +86,7 @@ impl SubmitLedger for MemoryJobs {
 
     async fn split_chunk(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         chunk: &Chunk,
         owner: &str,
     ) -> Result<Vec<Chunk>, StoreError> {
@@ -120,7 +126,7 @@ impl SubmitLedger for MemoryJobs {
         })
     }
 
-    async fn count_submitted(&self, job_id: &str) -> Result<JobStatus, StoreError> {
+    async fn count_submitted(&self, job_id: &JobId) -> Result<JobStatus, StoreError> {
         self.with(job_id, |job| {
             job.submitted += 1;
             let meta = job.meta.as_mut().expect("checked");
@@ -137,13 +143,13 @@ impl SubmitLedger for MemoryJobs {
         })
     }
 
-    async fn delete_items(&self, job_id: &str, limit: usize) -> Result<usize, StoreError> {
+    async fn delete_items(&self, job_id: &JobId, limit: usize) -> Result<usize, StoreError> {
         self.with(job_id, |job| {
             let mut left = limit;
             let mut n = drop_first(&mut job.contacts, &mut left);
             n += drop_first(&mut job.results, &mut left);
             n += drop_first(&mut job.chunks, &mut left);
-            let links: Vec<String> = job.links.keys().take(left).cloned().collect();
+            let links: Vec<ProviderId> = job.links.keys().take(left).cloned().collect();
             for k in &links {
                 job.links.remove(k);
             }
@@ -153,7 +159,7 @@ impl SubmitLedger for MemoryJobs {
         })
     }
 
-    async fn abandon_creation(&self, job_id: &str) -> Result<bool, StoreError> {
+    async fn abandon_creation(&self, job_id: &JobId) -> Result<bool, StoreError> {
         self.with(job_id, |job| {
             let meta = job.meta.as_mut().expect("checked");
             if meta.creating && !meta.deleted {
@@ -164,7 +170,7 @@ impl SubmitLedger for MemoryJobs {
         })
     }
 
-    async fn finish_erasure(&self, job_id: &str) -> Result<(), StoreError> {
+    async fn finish_erasure(&self, job_id: &JobId) -> Result<(), StoreError> {
         self.with(job_id, |job| {
             let meta = job.meta.as_mut().expect("checked");
             if meta.deleted {
@@ -184,8 +190,8 @@ impl SubmitLedger for MemoryJobs {
 /// [`SubmitLedger::begin_submit`] (`fenced`) and [`SubmitLedger::begin_fail`].
 fn take_pending(
     store: &MemoryJobs,
-    job_id: &str,
-    index: u32,
+    job_id: &JobId,
+    index: ChunkIndex,
     owner: &str,
     lease_ms: u64,
     fenced: bool,

@@ -2,6 +2,8 @@
 
 use super::job::Job;
 use super::{MemoryJobs, take_one};
+use crate::ids::ContactIndex;
+use crate::ids::JobId;
 use crate::jobs::{Chunk, Contact, ContactResult, JobMeta};
 use crate::now_ms;
 use crate::store::{ERASE_GRACE, JobWriter, JobsCursor, StoreError};
@@ -75,7 +77,7 @@ impl JobWriter for MemoryJobs {
         ))
     }
 
-    async fn mark_deleted(&self, job_id: &str) -> Result<bool, StoreError> {
+    async fn mark_deleted(&self, job_id: &JobId) -> Result<bool, StoreError> {
         let mut jobs = self.jobs.lock().unwrap();
         Ok(match jobs.get_mut(job_id) {
             Some(job) if job.meta.as_ref().is_some_and(|m| !m.erased) => {
@@ -94,8 +96,8 @@ impl JobWriter for MemoryJobs {
 
     async fn results(
         &self,
-        job_id: &str,
-        from: u64,
+        job_id: &JobId,
+        from: ContactIndex,
         limit: usize,
     ) -> Result<Vec<ContactResult>, StoreError> {
         let jobs = self.jobs.lock().unwrap();
