@@ -113,6 +113,31 @@ impl Drop for Moto {
     }
 }
 
+/// Moto with the template's tables, queues and buckets made in it under one name prefix, and the
+/// SDK configuration that reaches it: what the local stack and the measuring tools start from.
+pub struct LocalAws {
+    pub sdk: SdkConfig,
+    pub template: Template,
+    pub res: Resources,
+    pub moto: Moto,
+}
+
+impl LocalAws {
+    /// Starts moto on a free port and creates the template's resources as `<prefix>-<LogicalId>`.
+    pub async fn start(prefix: &str) -> Result<LocalAws, StackError> {
+        let moto = Moto::start(0)?;
+        let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
+        let template = Template::load_default()?;
+        let res = template.create(&sdk, prefix).await?;
+        Ok(LocalAws {
+            sdk,
+            template,
+            res,
+            moto,
+        })
+    }
+}
+
 /// The SAM template's resources.
 pub struct Template {
     resources: serde_yaml::Mapping,

@@ -177,6 +177,41 @@ pub fn spawn_function(
         .unwrap_or_else(|e| panic!("{binary}: {e} (build it: cargo build --release -p {function})"))
 }
 
+/// A function binary started under its own Runtime API, for the measuring tools: invoke it
+/// through `api`, read what it uses through `pid` ([`crate::procstat`]), then
+/// [`FunctionProcess::stop`] it.
+pub struct FunctionProcess {
+    pub api: RuntimeApi,
+    pub pid: u32,
+    child: std::process::Child,
+}
+
+impl FunctionProcess {
+    /// [`spawn_function`] under a fresh [`RuntimeApi`].
+    pub async fn start(
+        binary: &str,
+        function: &str,
+        env: &std::collections::BTreeMap<String, String>,
+        aws_endpoint: &str,
+    ) -> FunctionProcess {
+        let api = RuntimeApi::start().await.expect("runtime api");
+        let child = spawn_function(binary, function, env, &api, aws_endpoint);
+        FunctionProcess {
+            api,
+            pid: child.id(),
+            child,
+        }
+    }
+
+    /// Kills the process; its peak resident memory (`VmHWM`, kB) read just before.
+    pub fn stop(mut self) -> u64 {
+        let hwm = crate::procstat::status_kb(self.pid, "VmHWM:");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        hwm
+    }
+}
+
 /// A measuring tool's command line: which release binary of a function to run, and how many
 /// events to send it.
 #[derive(Debug, clap::Parser)]

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use relay_local_stack::LocalAws;
 use relay_local_stack::runtime_api::{RuntimeApi, spawn_function, tool_args};
-use relay_local_stack::{Moto, Template};
 use relay_shared::testing::apigw_v2_event;
 
 const TOKEN: &str = "cold-start-token-0123456789";
@@ -32,11 +32,12 @@ fn summary(name: &str, mut v: Vec<Duration>) {
 #[tokio::main]
 async fn main() {
     let (binary, runs) = tool_args("job-submit", 20);
-    let moto = Moto::start(0).expect("moto");
-    let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
-    let template = Template::load_default().expect("template");
-    let res = template.create(&sdk, "cold").await.expect("resources");
-    let mut env = template.function_env("JobSubmitFunction", &res, &BTreeMap::new());
+    let aws = LocalAws::start("cold")
+        .await
+        .expect("moto with the template's resources");
+    let mut env = aws
+        .template
+        .function_env("JobSubmitFunction", &aws.res, &BTreeMap::new());
     // On AWS the token comes from SSM; here it is a plain variable.
     env.remove("RELAY_API_TOKEN_SSM");
     env.insert("RELAY_API_TOKEN".into(), TOKEN.into());
@@ -46,7 +47,7 @@ async fn main() {
     for _ in 0..runs {
         let api = RuntimeApi::start().await.expect("runtime api");
         let started = Instant::now();
-        let mut child = spawn_function(&binary, "job-submit", &env, &api, &moto.endpoint);
+        let mut child = spawn_function(&binary, "job-submit", &env, &api, &aws.moto.endpoint);
         let doc = api
             .invoke(apigw_v2_event("GET", "/openapi.json", &[], b""))
             .await

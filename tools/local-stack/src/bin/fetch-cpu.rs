@@ -14,12 +14,13 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use relay_local_stack::procstat::{cpu_seconds, status_kb};
+use relay_local_stack::LocalAws;
+use relay_local_stack::procstat::cpu_seconds;
 use relay_local_stack::provider_stub::ProviderStub;
-use relay_local_stack::runtime_api::{RuntimeApi, spawn_function, tool_args};
+use relay_local_stack::runtime_api::{FunctionProcess, tool_args};
 use relay_local_stack::seed::{numbered_fullenrich_record, seed_numbered_fullenrich_job};
-use relay_local_stack::{Moto, Template};
 use relay_shared::Provider;
+use relay_shared::jobs::JobMeta;
 use relay_shared::providers::Hook;
 use relay_shared::store::{DynamoJobStore, Jobs};
 use relay_shared::testing::{envelope, sqs_message};
@@ -30,16 +31,34 @@ const CHUNK: u64 = 100;
 #[tokio::main]
 async fn main() {
     let (binary, n) = tool_args("bulk-fetch", 1000);
-
-    let moto = Moto::start(0).expect("moto");
-    let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
-    let template = Template::load_default().expect("template");
-    let res = template.create(&sdk, "cpu").await.expect("resources");
+    let aws = LocalAws::start("cpu")
+        .await
+        .expect("moto with the template's resources");
     let stub = ProviderStub::start().await;
-    let jobs = DynamoJobStore::new(relay_shared::aws::dynamodb(&sdk), res.table("JobsTable"));
+    let jobs = DynamoJobStore::new(
+        relay_shared::aws::dynamodb(&aws.sdk),
+        aws.res.table("JobsTable"),
+    );
+    let (job, bodies) = seed(&jobs, n).await;
+    let env = fetch_env(&aws, &stub.url);
+    let function = FunctionProcess::start(&binary, "bulk-fetch", &env, &aws.moto.endpoint).await;
+    let passes = measure(&function, &bodies).await;
+    let hwm = function.stop();
 
-    let (job, pids) = seed_numbered_fullenrich_job(&jobs, n, CHUNK).await;
-    let bodies: Vec<String> = (0..n)
+    let view = jobs.job_view(&job).await.expect("read").expect("job");
+    assert_eq!(
+        (view.done, view.found, view.duplicates),
+        (n, n, n),
+        "every contact applied once, every copy dropped as a duplicate"
+    );
+    report(&binary, n, &passes, &view, hwm);
+}
+
+/// One FullEnrich job of `n` contacts in chunks of [`CHUNK`], and each contact's
+/// `contact_finished` webhook as webhook-ingest queues it.
+async fn seed(jobs: &DynamoJobStore, n: u64) -> (String, Vec<String>) {
+    let (job, pids) = seed_numbered_fullenrich_job(jobs, n, CHUNK).await;
+    let bodies = (0..n)
         .map(|i| {
             let pid = &pids[(i / CHUNK) as usize];
             let body = json!({"id": pid, "status": "IN_PROGRESS", "data": [numbered_fullenrich_record(i, true)]});
@@ -51,71 +70,82 @@ async fn main() {
             )
         })
         .collect();
+    (job, bodies)
+}
 
+/// bulk-fetch's environment: the template's, both providers at the stub, and the secrets SSM
+/// holds on AWS as plain variables.
+fn fetch_env(aws: &LocalAws, stub_url: &str) -> BTreeMap<String, String> {
     let params = BTreeMap::from([
-        ("EnrowApiUrl".to_string(), stub.url.clone()),
-        ("FullEnrichApiUrl".to_string(), stub.url.clone()),
+        ("EnrowApiUrl".to_string(), stub_url.to_string()),
+        ("FullEnrichApiUrl".to_string(), stub_url.to_string()),
     ]);
-    let mut env = template.function_env("BulkFetchFunction", &res, &params);
-    // On AWS these come from SSM; here they are plain variables.
-    for name in template.function_secrets("BulkFetchFunction") {
+    let mut env = aws
+        .template
+        .function_env("BulkFetchFunction", &aws.res, &params);
+    for name in aws.template.function_secrets("BulkFetchFunction") {
         let value = match name.as_str() {
             "CALLBACK_SECRET" => relay_local_stack::dev::DEV_CALLBACK_SECRET,
             _ => "cpu-bench-key",
         };
         env.insert(name, value.into());
     }
-    let api = RuntimeApi::start().await.expect("runtime api");
-    let mut child = spawn_function(&binary, "bulk-fetch", &env, &api, &moto.endpoint);
-    let pid = child.id();
+    env
+}
 
-    let invoke = |batch: &[String]| {
-        let mut event = SqsEvent::default();
-        event.records = batch.iter().map(|b| sqs_message(b)).collect();
-        let event = serde_json::to_value(event).expect("event");
-        let api = api.clone();
-        async move {
-            let resp = tokio::time::timeout(std::time::Duration::from_secs(60), api.invoke(event))
-                .await
-                .expect("bulk-fetch did not answer in 60 s (its stderr is above)")
-                .expect("invocation");
-            let failures = resp["batchItemFailures"].as_array().map_or(0, Vec::len);
-            assert_eq!(failures, 0, "records sent back: {resp}");
-        }
-    };
+/// One SQS event of `batch` to the function; every record must be applied.
+async fn invoke(function: &FunctionProcess, batch: &[String]) {
+    let mut event = SqsEvent::default();
+    event.records = batch.iter().map(|b| sqs_message(b)).collect();
+    let event = serde_json::to_value(event).expect("event");
+    let resp = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        function.api.invoke(event),
+    )
+    .await
+    .expect("bulk-fetch did not answer in 60 s (its stderr is above)")
+    .expect("invocation");
+    let failures = resp["batchItemFailures"].as_array().map_or(0, Vec::len);
+    assert_eq!(failures, 0, "records sent back: {resp}");
+}
 
-    // The cold start and a first batch, outside the measurement.
-    invoke(&bodies[..10]).await;
+/// One measured pass: its records, and CPU and wall time per record (ms).
+struct Pass {
+    name: &'static str,
+    records: usize,
+    cpu_ms: f64,
+    wall_ms: f64,
+}
+
+/// The first delivery of every record (after the cold start and a first batch, outside the
+/// measurement), then every record again, in batches of 10.
+async fn measure(function: &FunctionProcess, bodies: &[String]) -> Vec<Pass> {
+    invoke(function, &bodies[..10]).await;
     let mut passes = Vec::new();
     for (name, from) in [("first delivery", 10), ("duplicate", 0)] {
-        let (cpu, wall) = (cpu_seconds(pid), Instant::now());
+        let (cpu, wall) = (cpu_seconds(function.pid), Instant::now());
         for batch in bodies[from..].chunks(10) {
-            invoke(batch).await;
+            invoke(function, batch).await;
         }
         let records = bodies.len() - from;
-        passes.push((
+        passes.push(Pass {
             name,
             records,
-            (cpu_seconds(pid) - cpu) * 1e3 / records as f64,
-            wall.elapsed().as_secs_f64() * 1e3 / records as f64,
-        ));
+            cpu_ms: (cpu_seconds(function.pid) - cpu) * 1e3 / records as f64,
+            wall_ms: wall.elapsed().as_secs_f64() * 1e3 / records as f64,
+        });
     }
-    let hwm = status_kb(pid, "VmHWM:");
-    let _ = child.kill();
-    let _ = child.wait();
+    passes
+}
 
-    let view = jobs.job_view(&job).await.expect("read").expect("job");
-    assert_eq!(
-        (view.done, view.found, view.duplicates),
-        (n, n, n),
-        "every contact applied once, every copy dropped as a duplicate"
-    );
+fn report(binary: &str, n: u64, passes: &[Pass], view: &JobMeta, hwm: u64) {
     println!(
         "bulk-fetch {binary}: {n} contact_finished records in SQS batches of 10, then each again"
     );
-    for (name, records, cpu_ms, wall_ms) in passes {
+    for p in passes {
         println!(
-            "CPU per record, {name} ({records}): {cpu_ms:.3} ms ({wall_ms:.2} ms wall incl. moto)"
+            "CPU per record, {} ({}): {:.3} ms ({:.2} ms wall incl. moto)",
+            p.name, p.records, p.cpu_ms, p.wall_ms
         );
     }
     println!(

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use relay_local_stack::api::JobsApi;
+use relay_local_stack::api::{JobsApi, finished};
 use relay_local_stack::dev::{DevOptions, DevStack};
 use relay_local_stack::repo_root;
 use serde_json::{Value, json};
@@ -44,6 +44,34 @@ the RELAY_URL and RELAY_API_TOKEN it prints, then
   relay status job_…";
 
 async fn run() -> Result<(), String> {
+    let opts = options();
+    println!(
+        "starting the local stack (moto, provider sandbox, 5 functions under cargo lambda watch, SQS pollers, sweeper); {:.0} % of webhooks dropped, polled back after {} s…",
+        opts.sandbox.drop_webhooks * 100.0,
+        opts.poll_after_seconds
+    );
+    let stack = DevStack::start(opts).await?;
+    let demo = Demo::submit(JobsApi::of(&stack), jobs(&contacts_csv())).await?;
+    let states = demo.wait().await?;
+    let mut problems = demo.results(&states).await?;
+    demo.summary(&states);
+    problems.extend(sandbox_report(&stack).await);
+    drop(stack);
+    if problems.is_empty() {
+        println!(
+            "\ndemo ok: every contact accounted for, lost webhooks polled back, duplicates dropped, nothing in the DLQ ({:.1} s)",
+            demo.started.elapsed().as_secs_f64()
+        );
+        println!("{TRY_NEXT}");
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The dev stack with a sandbox that answers slowly, sends a quarter of its webhooks twice and
+/// drops a tenth.
+fn options() -> DevOptions {
     let mut opts = DevOptions::from_env();
     opts.log_dir = relay_local_stack::repo_root().join(".local/demo");
     // The demo reads no edit: watch runs the functions without reloading them.
@@ -59,16 +87,13 @@ async fn run() -> Result<(), String> {
     if std::env::var("RELAY_POLL_AFTER_SECONDS").is_err() {
         opts.poll_after_seconds = 5;
     }
-    println!(
-        "starting the local stack (moto, provider sandbox, 5 functions under cargo lambda watch, SQS pollers, sweeper); {:.0} % of webhooks dropped, polled back after {} s…",
-        opts.sandbox.drop_webhooks * 100.0,
-        opts.poll_after_seconds
-    );
-    let stack = DevStack::start(opts).await?;
-    let demo = JobsApi::of(&stack);
-    let people = contacts_csv();
-    let take = |n: usize| people.iter().take(n);
+    opts
+}
 
+/// The demo's jobs, by label: a FullEnrich enrichment of every contact, and each Enrow
+/// operation on one contact and on 25.
+fn jobs(people: &[(String, String, String, String)]) -> Vec<(&'static str, Value)> {
+    let take = |n: usize| people.iter().take(n);
     let fe: Vec<Value> = people.iter().map(|(f, l, d, id)| json!({"first_name": f, "last_name": l, "domain": d, "custom": {"crm_id": id}})).collect();
     let finders = |n| {
         take(n).map(|(f, l, d, id)| json!({"fullname": format!("{f} {l}"), "company_domain": d, "custom": {"crm_id": id}})).collect::<Vec<_>>()
@@ -79,7 +104,7 @@ async fn run() -> Result<(), String> {
     let phones = |n| {
         take(n).map(|(f, l, _, id)| json!({"linkedin_url": format!("https://www.linkedin.com/in/{}-{}", f.to_lowercase(), l.to_lowercase()), "custom": {"crm_id": id}})).collect::<Vec<_>>()
     };
-    let jobs = [
+    vec![
         (
             "FullEnrich enrich (CSV)",
             json!({"provider": "fullenrich", "operation": "enrich", "name": "demo leads", "contacts": fe}),
@@ -108,131 +133,161 @@ async fn run() -> Result<(), String> {
             "Enrow phone_find bulk",
             json!({"provider": "enrow", "operation": "phone_find", "contacts": phones(25)}),
         ),
-    ];
-    let started = Instant::now();
-    let mut ids = Vec::new();
-    for (i, (label, body)) in jobs.iter().enumerate() {
-        let v = demo
-            .call(
-                reqwest::Method::POST,
-                "/jobs",
-                Some(body),
-                Some(&format!("demo-{}-{i}", std::process::id())),
-            )
-            .await?;
-        println!(
-            "  submitted {label:<27} {} contacts in {} chunk(s) → {}",
-            v["contacts"],
-            v["chunks"],
-            v["job_id"].as_str().unwrap_or("?")
-        );
-        ids.push(v["job_id"].as_str().unwrap_or_default().to_string());
+    ]
+}
+
+/// The demo's jobs as submitted: (label, body), their ids in the same order, and when the first
+/// was submitted.
+struct Demo {
+    api: JobsApi,
+    jobs: Vec<(&'static str, Value)>,
+    ids: Vec<String>,
+    started: Instant,
+}
+
+impl Demo {
+    /// Submits every job, each under its own idempotency key.
+    async fn submit(api: JobsApi, jobs: Vec<(&'static str, Value)>) -> Result<Demo, String> {
+        let started = Instant::now();
+        let mut ids = Vec::new();
+        for (i, (label, body)) in jobs.iter().enumerate() {
+            let v = api
+                .call(
+                    reqwest::Method::POST,
+                    "/jobs",
+                    Some(body),
+                    Some(&format!("demo-{}-{i}", std::process::id())),
+                )
+                .await?;
+            println!(
+                "  submitted {label:<27} {} contacts in {} chunk(s) → {}",
+                v["contacts"],
+                v["chunks"],
+                v["job_id"].as_str().unwrap_or("?")
+            );
+            ids.push(v["job_id"].as_str().unwrap_or_default().to_string());
+        }
+        Ok(Demo {
+            api,
+            jobs,
+            ids,
+            started,
+        })
     }
 
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let states = loop {
-        let mut states = Vec::new();
-        for id in &ids {
-            states.push(
-                demo.call(reqwest::Method::GET, &format!("/jobs/{id}"), None, None)
-                    .await?,
-            );
+    /// Every job's state, on one progress line redrawn every 0.7 s, until all have finished;
+    /// `Err` naming the jobs still short after 240 s.
+    async fn wait(&self) -> Result<Vec<Value>, String> {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let mut states = Vec::new();
+            for id in &self.ids {
+                states.push(self.api.job(id).await?);
+            }
+            let done = states.iter().filter(|s| finished(s)).count();
+            self.progress(&states, done);
+            if done == self.ids.len() {
+                println!();
+                return Ok(states);
+            }
+            if Instant::now() > deadline {
+                println!();
+                let missing: Vec<String> = states
+                    .iter()
+                    .filter(|s| s["done"] != s["contacts"])
+                    .map(|s| format!("{} ({}/{})", s["job_id"], s["done"], s["contacts"]))
+                    .collect();
+                return Err(format!(
+                    "results did not all arrive within 240 s: {}",
+                    missing.join(", ")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(700)).await;
         }
-        let finished = states
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s["status"].as_str(),
-                    Some("completed" | "partially_failed" | "failed" | "canceled")
-                )
-            })
-            .count();
+    }
+
+    fn progress(&self, states: &[Value], finished: usize) {
         let done: u64 = states.iter().filter_map(|s| s["done"].as_u64()).sum();
         let total: u64 = states.iter().filter_map(|s| s["contacts"].as_u64()).sum();
         let dups: u64 = states.iter().filter_map(|s| s["duplicates"].as_u64()).sum();
         print!(
             "\r  {:>5.1}s  jobs finished {finished}/{}  contacts done {done}/{total}  duplicate deliveries dropped {dups}   ",
-            started.elapsed().as_secs_f64(),
-            ids.len()
+            self.started.elapsed().as_secs_f64(),
+            self.ids.len()
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        if finished == ids.len() {
-            println!();
-            break states;
-        }
-        if Instant::now() > deadline {
-            println!();
-            let missing: Vec<String> = states
-                .iter()
-                .filter(|s| s["done"] != s["contacts"])
-                .map(|s| format!("{} ({}/{})", s["job_id"], s["done"], s["contacts"]))
-                .collect();
-            return Err(format!(
-                "results did not all arrive within 240 s: {}",
-                missing.join(", ")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(700)).await;
-    };
+    }
 
-    println!("\nresults (first 3 of each job):");
-    println!(
-        "  {:<27} {:>5}  {:<10} {:<10} email / phone",
-        "job", "index", "crm_id", "outcome"
-    );
-    let mut problems = Vec::new();
-    for ((label, _), (id, state)) in jobs.iter().zip(ids.iter().zip(&states)) {
-        let all = demo.results(id, 100).await?;
-        for r in all.iter().take(3) {
-            let value = r["email"].as_str().or(r["phone"].as_str()).unwrap_or("—");
+    /// Prints the first 3 results of each job; the jobs short of a result per contact, or not
+    /// completed.
+    async fn results(&self, states: &[Value]) -> Result<Vec<String>, String> {
+        println!("\nresults (first 3 of each job):");
+        println!(
+            "  {:<27} {:>5}  {:<10} {:<10} email / phone",
+            "job", "index", "crm_id", "outcome"
+        );
+        let mut problems = Vec::new();
+        for ((label, _), (id, state)) in self.jobs.iter().zip(self.ids.iter().zip(states)) {
+            let all = self.api.results(id, 100).await?;
+            for r in all.iter().take(3) {
+                let value = r["email"].as_str().or(r["phone"].as_str()).unwrap_or("—");
+                println!(
+                    "  {:<27} {:>5}  {:<10} {:<10} {}",
+                    label,
+                    r["index"].as_u64().unwrap_or(0),
+                    r["custom"]["crm_id"].as_str().unwrap_or("?"),
+                    r["outcome"].as_str().unwrap_or("?"),
+                    value
+                );
+            }
+            if all.len() as u64 != state["contacts"].as_u64().unwrap_or(0) {
+                problems.push(format!(
+                    "{label}: {} results for {} contacts",
+                    all.len(),
+                    state["contacts"]
+                ));
+            }
+            if state["status"] != "completed" {
+                problems.push(format!("{label}: ended {}", state["status"]));
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Each job's figures and how long it took.
+    fn summary(&self, states: &[Value]) {
+        println!("\nsummary:");
+        println!(
+            "  {:<27} {:>8} {:>6} {:>9} {:>6} {:>10} {:>9}",
+            "job", "contacts", "found", "not found", "failed", "duplicates", "time (s)"
+        );
+        for ((label, _), s) in self.jobs.iter().zip(states) {
+            let secs = (s["updated_at"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(s["created_at"].as_u64().unwrap_or(0)))
+                as f64
+                / 1000.0;
+            let n = |k: &str| s[k].as_u64().unwrap_or(0);
             println!(
-                "  {:<27} {:>5}  {:<10} {:<10} {}",
+                "  {:<27} {:>8} {:>6} {:>9} {:>6} {:>10} {:>9.1}",
                 label,
-                r["index"].as_u64().unwrap_or(0),
-                r["custom"]["crm_id"].as_str().unwrap_or("?"),
-                r["outcome"].as_str().unwrap_or("?"),
-                value
+                n("contacts"),
+                n("found"),
+                n("not_found"),
+                n("failed"),
+                n("duplicates"),
+                secs
             );
         }
-        if all.len() as u64 != state["contacts"].as_u64().unwrap_or(0) {
-            problems.push(format!(
-                "{label}: {} results for {} contacts",
-                all.len(),
-                state["contacts"]
-            ));
-        }
-        if state["status"] != "completed" {
-            problems.push(format!("{label}: ended {}", state["status"]));
-        }
     }
+}
 
-    println!("\nsummary:");
-    println!(
-        "  {:<27} {:>8} {:>6} {:>9} {:>6} {:>10} {:>9}",
-        "job", "contacts", "found", "not found", "failed", "duplicates", "time (s)"
-    );
-    for ((label, _), s) in jobs.iter().zip(&states) {
-        let secs = (s["updated_at"]
-            .as_u64()
-            .unwrap_or(0)
-            .saturating_sub(s["created_at"].as_u64().unwrap_or(0))) as f64
-            / 1000.0;
-        let n = |k: &str| s[k].as_u64().unwrap_or(0);
-        println!(
-            "  {:<27} {:>8} {:>6} {:>9} {:>6} {:>10} {:>9.1}",
-            label,
-            n("contacts"),
-            n("found"),
-            n("not_found"),
-            n("failed"),
-            n("duplicates"),
-            secs
-        );
-    }
+/// Prints what the sandbox did and the webhook DLQ's depth; a problem if the DLQ holds anything.
+async fn sandbox_report(stack: &DevStack) -> Option<String> {
     let dlq = stack.queue_depth("WebhookDeadLetterQueue").await;
-    let sandbox = stack.sandbox.as_ref().map(|s| s.counters());
-    if let Some(c) = sandbox {
+    if let Some(c) = stack.sandbox.as_ref().map(|s| s.counters()) {
         use std::sync::atomic::Ordering::Relaxed;
         println!(
             "\n  sandbox: {} starts, {} webhooks sent, {} dropped on purpose (polled back: {} result GETs) ({} duplicates on purpose, {} retries); webhook DLQ: {dlq} messages",
@@ -244,18 +299,5 @@ async fn run() -> Result<(), String> {
             c.webhooks_retried.load(Relaxed)
         );
     }
-    if dlq > 0 {
-        problems.push(format!("{dlq} deliveries in the webhook DLQ"));
-    }
-    drop(stack);
-    if problems.is_empty() {
-        println!(
-            "\ndemo ok: every contact accounted for, lost webhooks polled back, duplicates dropped, nothing in the DLQ ({:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
-        println!("{TRY_NEXT}");
-        Ok(())
-    } else {
-        Err(problems.join("; "))
-    }
+    (dlq > 0).then(|| format!("{dlq} deliveries in the webhook DLQ"))
 }

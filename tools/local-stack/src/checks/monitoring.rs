@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use relay_shared::metrics::{self, NAMESPACE};
 use serde_yaml::Value;
 
 use crate::{Template, tagged};
@@ -102,38 +103,37 @@ pub(super) fn check_limits(
 /// `EnrichRelay` metric an alarm or the dashboard names is one the code emits
 /// ([`relay_shared::metrics::ALL`]) from the function its `Function` dimension names.
 pub(super) fn check_monitoring(template: &Template) -> Vec<String> {
-    use relay_shared::metrics::{self, NAMESPACE};
+    let (mut problems, alarmed) = check_alarms(template);
+    for (ns, metric, dim) in needed_alarms() {
+        if !alarmed.contains(&(ns.to_string(), metric.to_string(), dim.clone())) {
+            problems.push(format!("no alarm on {ns} {metric} of {dim}"));
+        }
+    }
+    problems.extend(check_dashboard(template));
+    problems
+}
+
+/// Whether the code emits metric `name` from `function` (a binary).
+fn emitted(name: &str, function: &str) -> bool {
+    metrics::ALL
+        .iter()
+        .any(|m| m.name == name && m.function == function)
+}
+
+/// (namespace, metric, dimension value: a logical id for AWS metrics, a binary for ours).
+type Alarmed = BTreeSet<(String, String, String)>;
+
+/// The template's alarms, and those on an `EnrichRelay` metric the code does not emit.
+fn check_alarms(template: &Template) -> (Vec<String>, Alarmed) {
     let mut problems = Vec::new();
-    let emitted = |name: &str, function: &str| {
-        metrics::ALL
-            .iter()
-            .any(|m| m.name == name && m.function == function)
-    };
-    // (namespace, metric, dimension value: a logical id for AWS metrics, a binary for ours).
-    let mut alarmed: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut alarmed = Alarmed::new();
     for (id, props) in template.of_type("AWS::CloudWatch::Alarm") {
         let ns = props.get("Namespace").and_then(Value::as_str).unwrap_or("");
         let metric = props
             .get("MetricName")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let dims = props
-            .get("Dimensions")
-            .and_then(Value::as_sequence)
-            .cloned()
-            .unwrap_or_default();
-        let dim = dims
-            .first()
-            .and_then(|d| d.get("Value"))
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                v => tagged(v, "!Ref")
-                    .or_else(|| tagged(v, "!GetAtt"))
-                    .and_then(Value::as_str)
-                    .map(|t| t.split('.').next().unwrap_or(t).to_string())
-                    .unwrap_or_default(),
-            })
-            .unwrap_or_default();
+        let dim = alarm_dimension(props);
         if ns == NAMESPACE && !emitted(metric, &dim) {
             problems.push(format!(
                 "{id}: alarms on {metric} of {dim}, which the code does not emit"
@@ -141,6 +141,31 @@ pub(super) fn check_monitoring(template: &Template) -> Vec<String> {
         }
         alarmed.insert((ns.to_string(), metric.to_string(), dim));
     }
+    (problems, alarmed)
+}
+
+/// An alarm's first dimension value: a string, or the logical id a `!Ref`/`!GetAtt` names.
+fn alarm_dimension(props: &Value) -> String {
+    let dims = props
+        .get("Dimensions")
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default();
+    dims.first()
+        .and_then(|d| d.get("Value"))
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            v => tagged(v, "!Ref")
+                .or_else(|| tagged(v, "!GetAtt"))
+                .and_then(Value::as_str)
+                .map(|t| t.split('.').next().unwrap_or(t).to_string())
+                .unwrap_or_default(),
+        })
+        .unwrap_or_default()
+}
+
+/// The alarms the operator needs, as (namespace, metric, dimension value).
+fn needed_alarms() -> Vec<(&'static str, &'static str, String)> {
     let mut needed: Vec<(&str, &str, String)> = vec![
         (
             "AWS/SQS",
@@ -168,12 +193,13 @@ pub(super) fn check_monitoring(template: &Template) -> Vec<String> {
     for (id, _, _) in FUNCTIONS {
         needed.push(("AWS/Lambda", "Errors", id.to_string()));
     }
-    for (ns, metric, dim) in needed {
-        if !alarmed.contains(&(ns.to_string(), metric.to_string(), dim.clone())) {
-            problems.push(format!("no alarm on {ns} {metric} of {dim}"));
-        }
-    }
-    // The dashboard: its body is JSON inside a !Sub string.
+    needed
+}
+
+/// The dashboard (its body is JSON inside a !Sub string): there is one, and every
+/// `EnrichRelay` metric it shows is emitted.
+fn check_dashboard(template: &Template) -> Vec<String> {
+    let mut problems = Vec::new();
     let bodies: Vec<String> = template
         .of_type("AWS::CloudWatch::Dashboard")
         .filter_map(|(_, p)| p.get("DashboardBody"))

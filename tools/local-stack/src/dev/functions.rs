@@ -220,19 +220,81 @@ pub(crate) fn function_envs(
     fullenrich_url: &str,
     public_url: &str,
 ) -> Vec<(&'static str, Vec<(String, String)>)> {
-    let enrow_key = opts
-        .enrow_key
-        .clone()
-        .unwrap_or_else(|| opts.sandbox.enrow_key.clone());
-    let fullenrich_key = opts
-        .fullenrich_key
-        .clone()
-        .unwrap_or_else(|| opts.sandbox.fullenrich_key.clone());
-    let params: BTreeMap<String, String> = [
+    let keys = ProviderKeys::of(opts);
+    let params = parameters(opts, &keys, enrow_url, fullenrich_url);
+    let mut out = Vec::new();
+    for (logical, binary, _) in crate::checks::FUNCTIONS {
+        let mut env = template.function_env(logical, res, &params);
+        if template.function_names_var(logical, "PUBLIC_BASE_URL") {
+            env.insert("PUBLIC_BASE_URL".into(), public_url.to_string());
+        }
+        let secrets = template.function_secrets(logical);
+        for (k, v) in keys.secrets(opts) {
+            if let Some(v) = v
+                && secrets.iter().any(|s| s == k)
+            {
+                env.insert(k.into(), v.clone());
+            }
+        }
+        local_waits(template, logical, binary, opts, &mut env);
+        env.extend(opts.extra_env.clone());
+        out.push((binary, env.into_iter().collect()));
+    }
+    out
+}
+
+/// The providers' API keys the functions get: the ones given, else the sandbox's.
+struct ProviderKeys {
+    enrow: String,
+    fullenrich: String,
+}
+
+impl ProviderKeys {
+    fn of(opts: &DevOptions) -> ProviderKeys {
+        ProviderKeys {
+            enrow: opts
+                .enrow_key
+                .clone()
+                .unwrap_or_else(|| opts.sandbox.enrow_key.clone()),
+            fullenrich: opts
+                .fullenrich_key
+                .clone()
+                .unwrap_or_else(|| opts.sandbox.fullenrich_key.clone()),
+        }
+    }
+
+    /// Every secret a function may name, with its value here (`None`: not set).
+    fn secrets<'a>(&'a self, opts: &'a DevOptions) -> [(&'static str, Option<&'a String>); 7] {
+        [
+            ("WEBHOOK_SECRET", Some(&opts.webhook_secret)),
+            ("CALLBACK_SECRET", Some(&opts.callback_secret)),
+            (
+                "WEBHOOK_SECRET_PREVIOUS",
+                opts.webhook_secret_previous.as_ref(),
+            ),
+            ("RELAY_API_TOKEN", Some(&opts.api_token)),
+            ("FULLENRICH_API_KEY", Some(&self.fullenrich)),
+            (
+                "FULLENRICH_API_KEY_PREVIOUS",
+                opts.fullenrich_key_previous.as_ref(),
+            ),
+            ("ENROW_API_KEY", Some(&self.enrow)),
+        ]
+    }
+}
+
+/// The template's parameters as the local stack sets them.
+fn parameters(
+    opts: &DevOptions,
+    keys: &ProviderKeys,
+    enrow_url: &str,
+    fullenrich_url: &str,
+) -> BTreeMap<String, String> {
+    [
         ("WebhookSecret", opts.webhook_secret.as_str()),
         ("RelayApiToken", opts.api_token.as_str()),
-        ("FullEnrichApiKey", fullenrich_key.as_str()),
-        ("EnrowApiKey", enrow_key.as_str()),
+        ("FullEnrichApiKey", keys.fullenrich.as_str()),
+        ("EnrowApiKey", keys.enrow.as_str()),
         ("EnrowApiUrl", enrow_url),
         ("FullEnrichApiUrl", fullenrich_url),
         ("FullEnrichRequireSignature", "false"),
@@ -244,55 +306,33 @@ pub(crate) fn function_envs(
         "PollAfterSeconds".to_string(),
         opts.poll_after_seconds.to_string(),
     )])
-    .collect();
-    let mut out = Vec::new();
-    for (logical, binary, _) in crate::checks::FUNCTIONS {
-        let mut env = template.function_env(logical, res, &params);
-        if template.function_names_var(logical, "PUBLIC_BASE_URL") {
-            env.insert("PUBLIC_BASE_URL".into(), public_url.to_string());
-        }
-        let secrets = template.function_secrets(logical);
-        for (k, v) in [
-            ("WEBHOOK_SECRET", Some(&opts.webhook_secret)),
-            ("CALLBACK_SECRET", Some(&opts.callback_secret)),
-            (
-                "WEBHOOK_SECRET_PREVIOUS",
-                opts.webhook_secret_previous.as_ref(),
-            ),
-            ("RELAY_API_TOKEN", Some(&opts.api_token)),
-            ("FULLENRICH_API_KEY", Some(&fullenrich_key)),
-            (
-                "FULLENRICH_API_KEY_PREVIOUS",
-                opts.fullenrich_key_previous.as_ref(),
-            ),
-            ("ENROW_API_KEY", Some(&enrow_key)),
-        ] {
-            if let Some(v) = v
-                && secrets.iter().any(|s| s == k)
-            {
-                env.insert(k.into(), v.clone());
-            }
-        }
-        // Deliveries put back to wait (results not ready, a claim held by another copy)
-        // come back as soon as failed ones do here: seconds, not the 30 s of AWS.
-        env.insert(
-            "NOT_READY_WAIT_SECONDS".into(),
-            opts.retry_visibility_seconds.to_string(),
-        );
-        // Callback receivers run on this machine: plain http to loopback is allowed here
-        // (never on AWS), and a failed attempt is retried after seconds, not 30 s.
-        // bulk-fetch calls them: its resolver lets names resolve to loopback here too.
-        if binary == "job-submit" || binary == "bulk-fetch" {
-            env.insert("CALLBACK_ALLOW_LOOPBACK".into(), "true".into());
-        }
-        if template.function_names_var(logical, "CALLBACK_RETRY_BASE_SECONDS") {
-            env.insert(
-                "CALLBACK_RETRY_BASE_SECONDS".into(),
-                opts.callback_retry_base_seconds.to_string(),
-            );
-        }
-        env.extend(opts.extra_env.clone());
-        out.push((binary, env.into_iter().collect()));
+    .collect()
+}
+
+/// The local stack's shorter waits, and loopback callbacks, for one function.
+fn local_waits(
+    template: &Template,
+    logical: &str,
+    binary: &str,
+    opts: &DevOptions,
+    env: &mut BTreeMap<String, String>,
+) {
+    // Deliveries put back to wait (results not ready, a claim held by another copy)
+    // come back as soon as failed ones do here: seconds, not the 30 s of AWS.
+    env.insert(
+        "NOT_READY_WAIT_SECONDS".into(),
+        opts.retry_visibility_seconds.to_string(),
+    );
+    // Callback receivers run on this machine: plain http to loopback is allowed here
+    // (never on AWS), and a failed attempt is retried after seconds, not 30 s.
+    // bulk-fetch calls them: its resolver lets names resolve to loopback here too.
+    if binary == "job-submit" || binary == "bulk-fetch" {
+        env.insert("CALLBACK_ALLOW_LOOPBACK".into(), "true".into());
     }
-    out
+    if template.function_names_var(logical, "CALLBACK_RETRY_BASE_SECONDS") {
+        env.insert(
+            "CALLBACK_RETRY_BASE_SECONDS".into(),
+            opts.callback_retry_base_seconds.to_string(),
+        );
+    }
 }

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::sandbox::Sandbox;
 use crate::watch::{Invoker, Watch};
-use crate::{Moto, Resources, Template};
+use crate::{LocalAws, Moto, Resources};
 
 mod functions;
 mod options;
@@ -78,27 +78,17 @@ impl DevStack {
         if opts.host == Host::Watch && opts.ingest_aws_switch {
             return Err("ingest_aws_switch needs Host::Binaries: watch gives every function one environment".into());
         }
-        let moto = Moto::start(0).map_err(|e| e.to_string())?;
-        let sdk = relay_shared::aws::for_endpoint(&moto.endpoint).await;
-        let template = Template::load_default().map_err(|e| e.to_string())?;
-        let res = template
-            .create(&sdk, "dev")
-            .await
-            .map_err(|e| e.to_string())?;
-        let listener = bind_router(&opts).await?;
-        let api_url = match &listener {
-            Some(l) => format!("http://{}", l.local_addr().map_err(|e| e.to_string())?),
-            None => String::new(),
-        };
+        let LocalAws {
+            sdk,
+            template,
+            res,
+            moto,
+        } = LocalAws::start("dev").await.map_err(|e| e.to_string())?;
+        let (listener, api_url) = bind_api(&opts).await?;
         let (sandbox, enrow_url, fullenrich_url) = start_sandbox(&opts).await?;
 
         std::fs::create_dir_all(&opts.log_dir).map_err(|e| e.to_string())?;
-        let ingest_aws = if opts.ingest_aws_switch {
-            let target = ([127, 0, 0, 1], moto.port).into();
-            Some(Switch::start(target).await.map_err(|e| e.to_string())?)
-        } else {
-            None
-        };
+        let ingest_aws = ingest_switch(&opts, &moto).await?;
         let watch_port = match opts.watch_port {
             0 => crate::watch::free_port().map_err(|e| e.to_string())?,
             p => p,
@@ -121,18 +111,9 @@ impl DevStack {
             moto: moto.endpoint.clone(),
             ingest: ingest_aws.as_ref().map(|s| s.endpoint.clone()),
         };
-        let watch_log = opts.log_dir.join("watch.log");
-        std::fs::File::create(&watch_log).map_err(|e| e.to_string())?;
-        let (watch, env_file) = start_watch(&opts, &envs, &aws, watch_port, &watch_log).await?;
-        let functions = match opts.host {
-            Host::Binaries => spawn_functions(&opts, &envs, &aws, &watch)?,
-            Host::Watch => BTreeMap::new(),
-        };
-        let invoker = watch.invoker();
-        let calls = Calls::new(invoker.clone());
-        warm_up(&calls, &watch_log).await?;
+        let hosted = host_functions(&opts, &envs, &aws, watch_port).await?;
         let tasks = match listener {
-            Some(listener) => serve(listener, &invoker, &res, &sdk, &opts, &calls),
+            Some(listener) => serve(listener, &hosted.invoker, &res, &sdk, &opts, &hosted.calls),
             None => Vec::new(),
         };
         Ok(DevStack {
@@ -145,15 +126,15 @@ impl DevStack {
             sdk,
             res,
             ingest_aws,
-            watch_url: watch.url.clone(),
-            env_file,
+            watch_url: hosted.watch.url.clone(),
+            env_file: hosted.env_file,
             host: opts.host,
-            invoker,
-            in_flight: calls.in_flight.clone(),
-            calls,
-            functions: tokio::sync::Mutex::new(functions),
+            invoker: hosted.invoker,
+            in_flight: hosted.calls.in_flight.clone(),
+            calls: hosted.calls,
+            functions: tokio::sync::Mutex::new(hosted.functions),
             tasks,
-            _watch: watch,
+            _watch: hosted.watch,
             _moto: moto,
         })
     }
@@ -213,6 +194,64 @@ impl DevStack {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// The router's listener and its URL, unless the options ask for none.
+async fn bind_api(opts: &DevOptions) -> Result<(Option<tokio::net::TcpListener>, String), String> {
+    let listener = bind_router(opts).await?;
+    let api_url = match &listener {
+        Some(l) => format!("http://{}", l.local_addr().map_err(|e| e.to_string())?),
+        None => String::new(),
+    };
+    Ok((listener, api_url))
+}
+
+/// The switch in front of moto for webhook-ingest, when the options ask for one.
+async fn ingest_switch(opts: &DevOptions, moto: &Moto) -> Result<Option<Switch>, String> {
+    if !opts.ingest_aws_switch {
+        return Ok(None);
+    }
+    let target = ([127, 0, 0, 1], moto.port).into();
+    Ok(Some(
+        Switch::start(target).await.map_err(|e| e.to_string())?,
+    ))
+}
+
+/// The functions running and answering: watch, the processes the stack started beside it
+/// ([`Host::Binaries`]), and the invoker and call counts of the router and the pollers.
+struct Hosted {
+    watch: Watch,
+    env_file: Option<PathBuf>,
+    functions: BTreeMap<&'static str, Function>,
+    invoker: Invoker,
+    calls: Calls,
+}
+
+/// Starts watch (and the binaries, [`Host::Binaries`]) with the functions' environments, logging
+/// to `watch.log`, and waits until every function answers.
+async fn host_functions(
+    opts: &DevOptions,
+    envs: &[(&'static str, Vec<(String, String)>)],
+    aws: &AwsEnv,
+    watch_port: u16,
+) -> Result<Hosted, String> {
+    let watch_log = opts.log_dir.join("watch.log");
+    std::fs::File::create(&watch_log).map_err(|e| e.to_string())?;
+    let (watch, env_file) = start_watch(opts, envs, aws, watch_port, &watch_log).await?;
+    let functions = match opts.host {
+        Host::Binaries => spawn_functions(opts, envs, aws, &watch)?,
+        Host::Watch => BTreeMap::new(),
+    };
+    let invoker = watch.invoker();
+    let calls = Calls::new(invoker.clone());
+    warm_up(&calls, &watch_log).await?;
+    Ok(Hosted {
+        watch,
+        env_file,
+        functions,
+        invoker,
+        calls,
+    })
 }
 
 /// The provider sandbox, unless both providers' URLs were given; the Enrow and FullEnrich URLs
