@@ -3,22 +3,12 @@
 
 use std::collections::HashSet;
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobMeta};
-use relay_shared::providers::client::ProviderClient;
-use relay_shared::queue::Queue;
-use relay_shared::store::{CallbackStore, ChunkRef, DedupeStore, JobStore, Link, OrphanStore};
+use relay_shared::store::{ChunkRef, Jobs, Link, Links};
 
-use crate::{Disposition, MAX_CANDIDATES, Worker};
+use crate::{Deps, Disposition, FetchWorker, MAX_CANDIDATES};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// The chunk a provider id belongs to. An id not linked yet belongs to a chunk whose start
     /// is unconfirmed (its answer was lost, or has not been recorded yet): the contacts the
     /// delivery names (`rids`: the record keys the relay sent) pick the chunk, which adopts the

@@ -2,25 +2,13 @@
 
 use std::time::Duration;
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::callback::settle_then_ask;
 use relay_shared::jobs::{JobMeta, JobStatus};
-use relay_shared::providers::client::ProviderClient;
-use relay_shared::queue::Queue;
-use relay_shared::store::{
-    CallbackStore, Claim, DedupeStore, JobStore, OrphanStore, StoreError, Stored,
-};
+use relay_shared::store::{Claim, DedupeStore, Results, StoreError, Stored};
 
-use crate::{Action, Disposition, Worker};
+use crate::{Action, Deps, Disposition, FetchWorker};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// Applies the event once. A single result (Enrow single, FullEnrich `contact_finished`)
     /// needs no claim: its row's conditional put is the exactly-once gate, and a copy that finds
     /// its row stored is a duplicate (which also repairs a count or a group its first copy may

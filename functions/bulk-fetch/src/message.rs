@@ -9,12 +9,11 @@ use relay_shared::callback::{Attempted, CallbackRequest, CallbackTarget};
 use relay_shared::envelope::{Body, Envelope, WebhookMessage};
 use relay_shared::now_ms;
 use relay_shared::providers::Hook;
-use relay_shared::providers::client::ProviderClient;
 use relay_shared::queue::{MAX_DELAY, Queue};
-use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore};
+use relay_shared::store::{Jobs, OrphanStore};
 use sha2::{Digest, Sha256};
 
-use crate::{Disposition, Worker, parse};
+use crate::{Deps, Disposition, FetchWorker, parse};
 
 /// What became of one record: its disposition, the delivery's envelope, whether it was a poll,
 /// and the job it named.
@@ -36,14 +35,7 @@ impl Processed {
     }
 }
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// What became of a record, decoded once: a poll, a callback attempt, or a delivery (its
     /// envelope kept for the log line and the DLQ).
     pub(crate) async fn process(&self, record: &SqsMessage) -> Processed {

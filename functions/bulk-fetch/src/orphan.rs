@@ -4,20 +4,11 @@ use std::time::Duration;
 
 use relay_shared::bodies::BodyStore;
 use relay_shared::envelope::{Body, Envelope};
-use relay_shared::providers::client::ProviderClient;
-use relay_shared::queue::Queue;
-use relay_shared::store::{CallbackStore, Claim, DedupeStore, JobStore, Orphan, OrphanStore};
+use relay_shared::store::{Claim, DedupeStore, Orphan, OrphanStore};
 
-use crate::{Action, Disposition, EventKey, Worker};
+use crate::{Action, Deps, Disposition, EventKey, FetchWorker};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// Keeps a global webhook's event for a search no chunk knows as an orphan, once per event
     /// (its claim, `~orphan#<key>`, is no job's: `~` is in no job id). Never parked, never
     /// fetched; its body (a single event's result: contact data) is kept nowhere.

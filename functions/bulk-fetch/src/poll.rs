@@ -4,27 +4,17 @@
 use std::time::Duration;
 
 use relay_shared::Provider;
-use relay_shared::bodies::BodyStore;
 use relay_shared::envelope::PollTarget;
 use relay_shared::jobs::{Chunk, ChunkStatus, ContactResult, JobError, JobMeta, reasons};
 use relay_shared::now_ms;
-use relay_shared::providers::client::ProviderClient;
-use relay_shared::queue::Queue;
 use relay_shared::store::{
-    CallbackStore, ChunkRef, ChunkUpdate, DEFAULT_POLL_AFTER_MS, DedupeStore, JobStore,
-    MAX_POLL_EVERY_MS, OrphanStore, StoreError,
+    ChunkRef, ChunkUpdate, DEFAULT_POLL_AFTER_MS, Jobs, MAX_POLL_EVERY_MS, Polls, Results,
+    StoreError,
 };
 
-use crate::{Action, Disposition, EventKey, Worker};
+use crate::{Action, Deps, Disposition, EventKey, FetchWorker};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// A poll of a started chunk whose results have not come (the sweeper's message): one GET by
     /// its provider id, then the results applied under the same key as the notification they
     /// stand for (FullEnrich `fe:batch:{id}:{status}`, Enrow `enrow:{event}:{id}`), so a webhook

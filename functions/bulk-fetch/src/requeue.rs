@@ -1,22 +1,12 @@
 //! What a failure comes to: a deferral or a wait for a request slot is a new, delayed copy of the
 //! delivery on the queue; anything else is what it was.
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::envelope::Envelope;
-use relay_shared::providers::client::ProviderClient;
 use relay_shared::queue::Queue;
-use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore};
 
-use crate::{Disposition, MAX_REQUEUES, Worker};
+use crate::{Deps, Disposition, FetchWorker, MAX_REQUEUES};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// What a failure comes to: a deferral is a new, delayed copy of the delivery on the queue
     /// (the receive count of the copy starts at zero); if that cannot be sent, an ordinary retry.
     pub(crate) async fn fail(&self, env: &Envelope, failure: Disposition) -> Disposition {

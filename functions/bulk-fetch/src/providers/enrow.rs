@@ -2,28 +2,19 @@
 
 use std::collections::HashMap;
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{
     ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, from_enrow,
 };
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::providers::enrow::{self, EventKind};
-use relay_shared::queue::Queue;
-use relay_shared::store::{
-    CallbackStore, ChunkUpdate, DedupeStore, JobStore, Link, OrphanStore, Stored,
-};
+use relay_shared::store::{ChunkUpdate, Jobs, Link, Links, Results, Stored};
 use serde_json::Value;
 
-use crate::{Action, Disposition, EventKey, Worker, fill_missing, record_key, unknown_to_provider};
+use crate::{
+    Action, Deps, Disposition, EventKey, FetchWorker, fill_missing, record_key, unknown_to_provider,
+};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// A poll's GET of an Enrow search (`single`: started on the single endpoint): the event
     /// that announces its results.
     pub(crate) async fn poll_enrow(

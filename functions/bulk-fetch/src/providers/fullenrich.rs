@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{
     ChunkStatus, Contact, ContactResult, JobError, JobMeta, Operation, Outcome, from_fullenrich,
     reasons,
@@ -14,24 +13,14 @@ use relay_shared::jobs::{
 use relay_shared::now_ms;
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
-use relay_shared::queue::Queue;
-use relay_shared::store::{
-    CallbackStore, ChunkUpdate, DedupeStore, JobStore, OrphanStore, Slot, Stored,
-};
+use relay_shared::store::{ChunkUpdate, Jobs, Links, RateSchedule, Results, Slot, Stored};
 
 use crate::{
-    Action, Disposition, EventKey, MAX_SLOT_WAIT, PACED_MIN_WAIT, WRITE_RESERVE, Worker,
+    Action, Deps, Disposition, EventKey, FetchWorker, MAX_SLOT_WAIT, PACED_MIN_WAIT, WRITE_RESERVE,
     fill_missing, record_key, unknown_to_provider,
 };
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// A FullEnrich batch: the chunk's whole result set (fetched when the body cannot vouch for it).
     pub(crate) async fn apply_fullenrich_batch(
         &self,

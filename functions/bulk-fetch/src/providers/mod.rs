@@ -4,23 +4,13 @@
 mod enrow;
 mod fullenrich;
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{JobMeta, RECORD_KEY};
-use relay_shared::providers::client::ProviderClient;
-use relay_shared::queue::Queue;
-use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore, Stored};
+use relay_shared::store::Stored;
 use serde_json::Value;
 
-use crate::{Action, Disposition, Worker};
+use crate::{Action, Deps, Disposition, FetchWorker};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// Applies a parsed event to its job: each provider's arm.
     pub(crate) async fn apply(
         &self,
