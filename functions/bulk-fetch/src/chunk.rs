@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use relay_shared::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobMeta};
 use relay_shared::store::{ChunkRef, Jobs, Link, Links};
 
-use crate::{Deps, Disposition, FetchWorker, MAX_CANDIDATES};
+use crate::providers::NOT_OURS;
+use crate::{Deps, Failure, FetchWorker, MAX_CANDIDATES};
 
 impl<S: Deps> FetchWorker<S> {
     /// The chunk a provider id belongs to. An id not linked yet belongs to a chunk whose start
@@ -20,7 +21,7 @@ impl<S: Deps> FetchWorker<S> {
         provider_id: &str,
         rids: &[u64],
         single: Option<bool>,
-    ) -> Result<Link, Disposition> {
+    ) -> Result<Link, Failure> {
         if let Some(link) = self.jobs.find_link(&meta.job_id, provider_id).await? {
             return Ok(link);
         }
@@ -36,7 +37,7 @@ impl<S: Deps> FetchWorker<S> {
         provider_id: &str,
         rids: &[u64],
         single: Option<bool>,
-    ) -> Result<ChunkRef, Disposition> {
+    ) -> Result<ChunkRef, Failure> {
         let job_id = meta.job_id.as_str();
         let chunks = self.jobs.chunks(job_id).await?;
         let awaiting: Vec<&Chunk> = chunks
@@ -51,11 +52,7 @@ impl<S: Deps> FetchWorker<S> {
             match fit.as_slice() {
                 [one] => Some(**one),
                 [] => None,
-                _ => {
-                    return Err(Disposition::Retry(
-                        "provider id not linked yet, and several chunks await it".into(),
-                    ));
-                }
+                _ => return Err(Failure::Unlinked),
             }
         } else {
             awaiting
@@ -64,9 +61,7 @@ impl<S: Deps> FetchWorker<S> {
                 .copied()
         };
         let Some(chunk) = candidate else {
-            return Err(Disposition::Parked(
-                "provider id belongs to no chunk of this job".into(),
-            ));
+            return Err(Failure::unprocessable(NOT_OURS));
         };
         let at = ChunkRef::from(chunk);
         if self
@@ -82,19 +77,17 @@ impl<S: Deps> FetchWorker<S> {
             return Ok(at);
         }
         // Linked meanwhile by the worker that started it, or by a concurrent delivery.
-        match self.jobs.find_chunk(job_id, provider_id).await? {
-            Some(c) => Ok(c),
-            None => Err(Disposition::Parked(
-                "provider id belongs to no chunk of this job".into(),
-            )),
-        }
+        self.jobs
+            .find_chunk(job_id, provider_id)
+            .await?
+            .ok_or_else(|| Failure::unprocessable(NOT_OURS))
     }
 
     /// An id that no chunk of the job is linked to, from a body that cannot vouch for it: it
     /// may be fetched only as a candidate of a chunk still waiting for its id (its start's
-    /// answer lost, or not recorded yet), [`MAX_CANDIDATES`] per chunk. Any other is dropped
-    /// and counted, and costs the account no request.
-    pub(crate) async fn candidate(&self, meta: &JobMeta) -> Result<(), Disposition> {
+    /// answer lost, or not recorded yet), [`MAX_CANDIDATES`] per chunk. `false`: it may not;
+    /// it is dropped and counted, and costs the account no request.
+    pub(crate) async fn candidate(&self, meta: &JobMeta) -> Result<bool, Failure> {
         let job_id = meta.job_id.as_str();
         let chunks = self.jobs.chunks(job_id).await?;
         for c in chunks
@@ -111,21 +104,15 @@ impl<S: Deps> FetchWorker<S> {
                     chunk = c.index,
                     "an unknown id fetched as the candidate of a chunk awaiting its id"
                 );
-                return Ok(());
+                return Ok(true);
             }
         }
-        Err(Disposition::Dropped(
-            "provider id belongs to no chunk of this job".into(),
-        ))
+        Ok(false)
     }
 
     /// The chunk that holds contact `index` now: its planned chunk, or, in a job where chunks
     /// were split, the half that holds it (read only then).
-    pub(crate) async fn chunk_index_of(
-        &self,
-        meta: &JobMeta,
-        index: u64,
-    ) -> Result<u32, Disposition> {
+    pub(crate) async fn chunk_index_of(&self, meta: &JobMeta, index: u64) -> Result<u32, Failure> {
         let planned = (index / meta.chunk_size.max(1)) as u32;
         if meta.chunk_seq <= meta.chunks {
             return Ok(planned);
@@ -152,18 +139,6 @@ impl<S: Deps> FetchWorker<S> {
             }
         }
         Ok(at)
-    }
-}
-
-/// A GET the provider answered "no such id": for an id no chunk was linked to (a candidate
-/// fetched on an unsigned body's word) the delivery is dropped and counted, never parked with
-/// its body; for a linked one it stays what it was.
-pub(crate) fn unknown_to_provider(failure: Disposition, linked: bool) -> Disposition {
-    match failure {
-        Disposition::Parked(reason) if !linked => {
-            Disposition::Dropped(format!("the provider does not know the id ({reason})"))
-        }
-        other => other,
     }
 }
 

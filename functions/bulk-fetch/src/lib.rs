@@ -17,8 +17,9 @@ mod poll;
 mod providers;
 mod requeue;
 
-pub(crate) use chunk::{fill_missing, unknown_to_provider};
+pub(crate) use chunk::fill_missing;
 pub use deployed::DeployedWorker;
+pub(crate) use disposition::Failure;
 pub use disposition::{Disposition, Handled, batch_metrics};
 pub(crate) use event::{Action, EventKey, parse};
 pub(crate) use providers::record_key;

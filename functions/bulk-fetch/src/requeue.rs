@@ -1,5 +1,5 @@
-//! What a failure comes to: a deferral or a wait for a request slot is a new, delayed copy of the
-//! delivery on the queue; anything else is what it was.
+//! Where a delivery waits: a deferral or a wait for a request slot is a new, delayed copy of it on
+//! the queue; anything else is what it was.
 
 use relay_shared::envelope::Envelope;
 use relay_shared::queue::Queue;
@@ -7,10 +7,11 @@ use relay_shared::queue::Queue;
 use crate::{Deps, Disposition, FetchWorker, MAX_REQUEUES};
 
 impl<S: Deps> FetchWorker<S> {
-    /// What a failure comes to: a deferral is a new, delayed copy of the delivery on the queue
-    /// (the receive count of the copy starts at zero); if that cannot be sent, an ordinary retry.
-    pub(crate) async fn fail(&self, env: &Envelope, failure: Disposition) -> Disposition {
-        match failure {
+    /// What a delivery's outcome comes to: a deferral (or a wait for a request slot) is a new,
+    /// delayed copy of the delivery on the queue (the receive count of the copy starts at zero);
+    /// if that cannot be sent, an ordinary retry. Any other outcome is what it was.
+    pub(crate) async fn put_back(&self, env: &Envelope, outcome: Disposition) -> Disposition {
+        match outcome {
             Disposition::Paced(wait) => {
                 let delay = env.paced_delay(wait).min(relay_shared::queue::MAX_DELAY);
                 let mut again = env.clone();

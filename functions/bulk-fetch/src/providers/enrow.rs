@@ -7,12 +7,11 @@ use relay_shared::jobs::{
 };
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::providers::enrow::{self, EventKind};
-use relay_shared::store::{ChunkUpdate, Jobs, Link, Links, Results, Stored};
+use relay_shared::store::{ChunkUpdate, Jobs, Link, Links, Results};
 use serde_json::Value;
 
-use crate::{
-    Action, Deps, Disposition, EventKey, FetchWorker, fill_missing, record_key, unknown_to_provider,
-};
+use super::{Arm, NOT_OURS, unknown_to_provider};
+use crate::{Action, Deps, EventKey, Failure, FetchWorker, fill_missing, record_key};
 
 impl<S: Deps> FetchWorker<S> {
     /// A poll's GET of an Enrow search (`single`: started on the single endpoint): the event
@@ -22,7 +21,7 @@ impl<S: Deps> FetchWorker<S> {
         op: Operation,
         pid: &str,
         single: bool,
-    ) -> Result<(EventKey, Action), Disposition> {
+    ) -> Result<(EventKey, Action), Failure> {
         let kind = enrow_event(op, single);
         let key = EventKey::enrow(&kind, pid);
         if single {
@@ -60,7 +59,7 @@ impl<S: Deps> FetchWorker<S> {
         custom: Option<Value>,
         mut raw: Value,
         credits: Option<f64>,
-    ) -> Result<Stored, Disposition> {
+    ) -> Result<Arm, Failure> {
         let job_id = meta.job_id.as_str();
         let op = meta.operation;
         // The link carries a one-contact chunk's contact (one read for both).
@@ -70,14 +69,13 @@ impl<S: Deps> FetchWorker<S> {
                 // Not linked: Enrow does not sign, so the body is only a hint. A chunk
                 // still waiting for its id may adopt it once Enrow's own answer for the
                 // id (a GET) names one of its contacts; any other id is dropped.
-                self.candidate(meta).await?;
-                let (fetched, fetched_raw) = self
-                    .providers
-                    .enrow_single(op, &id)
-                    .await
-                    .map_err(|e| unknown_to_provider(e.into(), false))?;
-                result = fetched;
-                raw = fetched_raw;
+                if !self.candidate(meta).await? {
+                    return Ok(Arm::Dropped(NOT_OURS.into()));
+                }
+                (result, raw) = match self.providers.enrow_single(op, &id).await {
+                    Ok(fetched) => fetched,
+                    Err(e) => return unknown_to_provider(e.into(), false),
+                };
                 let rids: Vec<u64> = result
                     .custom
                     .as_ref()
@@ -96,7 +94,7 @@ impl<S: Deps> FetchWorker<S> {
                 .contacts(job_id, chunk.offset, 1)
                 .await?
                 .pop()
-                .ok_or_else(|| Disposition::Parked("chunk has no contact".into()))?,
+                .ok_or_else(|| Failure::unprocessable("chunk has no contact"))?,
         };
         let fields = EnrowFields {
             qualification: result.qualification.as_ref(),
@@ -110,10 +108,11 @@ impl<S: Deps> FetchWorker<S> {
             credits,
             error: None,
         };
-        Ok(self
+        let stored = self
             .jobs
             .store_result(job_id, chunk.index, stored, Some(update))
-            .await?)
+            .await?;
+        Ok(Arm::Stored(stored))
     }
 
     /// An Enrow bulk: the chunk's whole result set (fetched unless a poll did).
@@ -123,22 +122,21 @@ impl<S: Deps> FetchWorker<S> {
         id: String,
         credits: Option<f64>,
         prefetched: Option<enrow::BulkResults>,
-    ) -> Result<Stored, Disposition> {
+    ) -> Result<Arm, Failure> {
         let job_id = meta.job_id.as_str();
         let op = meta.operation;
         let linked = self.jobs.find_chunk(job_id, &id).await?;
-        if linked.is_none() {
-            // Enrow does not sign its webhooks: an id no chunk knows is fetched only as
-            // one of the few candidates a chunk still waiting for its id allows.
-            self.candidate(meta).await?;
+        // Enrow does not sign its webhooks: an id no chunk knows is fetched only as one of the
+        // few candidates a chunk still waiting for its id allows.
+        if linked.is_none() && !self.candidate(meta).await? {
+            return Ok(Arm::Dropped(NOT_OURS.into()));
         }
         let bulk = match prefetched {
             Some(bulk) => bulk,
-            None => self
-                .providers
-                .enrow_bulk(op, &id)
-                .await
-                .map_err(|e| unknown_to_provider(e.into(), linked.is_some()))?,
+            None => match self.providers.enrow_bulk(op, &id).await {
+                Ok(bulk) => bulk,
+                Err(e) => return unknown_to_provider(e.into(), linked.is_some()),
+            },
         };
         let chunk = match linked {
             Some(c) => c,
@@ -175,10 +173,11 @@ impl<S: Deps> FetchWorker<S> {
                 message: "Enrow reported the bulk as failed".into(),
             }),
         };
-        Ok(self
+        let stored = self
             .jobs
             .store_chunk(job_id, chunk, results, update)
-            .await?)
+            .await?;
+        Ok(Arm::Stored(stored))
     }
 }
 

@@ -15,9 +15,10 @@ use relay_shared::providers::client::ProviderClient;
 use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
 use relay_shared::store::{ChunkUpdate, Jobs, Links, RateSchedule, Results, Slot, Stored};
 
+use super::{Arm, NOT_OURS, unknown_to_provider};
 use crate::{
-    Action, Deps, Disposition, EventKey, FetchWorker, MAX_SLOT_WAIT, PACED_MIN_WAIT, WRITE_RESERVE,
-    fill_missing, record_key, unknown_to_provider,
+    Action, Deps, Disposition, EventKey, Failure, FetchWorker, MAX_SLOT_WAIT, PACED_MIN_WAIT,
+    WRITE_RESERVE, fill_missing, record_key,
 };
 
 impl<S: Deps> FetchWorker<S> {
@@ -28,15 +29,15 @@ impl<S: Deps> FetchWorker<S> {
         id: String,
         mut job: fullenrich::Job,
         signed: bool,
-    ) -> Result<Stored, Disposition> {
+    ) -> Result<Arm, Failure> {
         let job_id = meta.job_id.as_str();
         let op = meta.operation;
         let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
         let linked = self.jobs.find_chunk(job_id, &id).await?;
-        if linked.is_none() && !signed {
-            // Anyone holding the URL could have sent it: an id no chunk knows is fetched
-            // only as one of the few candidates a chunk still waiting for its id allows.
-            self.candidate(meta).await?;
+        // Anyone holding the URL could have sent it: an id no chunk knows is fetched only as one
+        // of the few candidates a chunk still waiting for its id allows.
+        if linked.is_none() && !signed && !self.candidate(meta).await? {
+            return Ok(Arm::Dropped(NOT_OURS.into()));
         }
         // The result GET is the source of truth for a body that is not signed (anyone
         // holding the URL could have sent it: it is only a trigger), for a finished
@@ -46,10 +47,10 @@ impl<S: Deps> FetchWorker<S> {
             && job.data.is_empty()
             && linked.is_none_or(|c| c.count > 0);
         if !signed || !status.is_terminal() || finished_empty {
-            job = self
-                .fullenrich_job(op, &id)
-                .await
-                .map_err(|f| unknown_to_provider(f, linked.is_some()))?;
+            job = match self.fullenrich_job(op, &id).await {
+                Ok(job) => job,
+                Err(f) => return unknown_to_provider(f, linked.is_some()),
+            };
         }
         let chunk = match linked {
             Some(c) => c,
@@ -60,10 +61,7 @@ impl<S: Deps> FetchWorker<S> {
         };
         let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
         if !status.is_terminal() {
-            return Err(Disposition::Deferred(
-                Duration::ZERO,
-                format!("enrichment {status}"),
-            ));
+            return Ok(Arm::Later(format!("enrichment {status}")));
         }
         let contacts = self
             .jobs
@@ -90,10 +88,11 @@ impl<S: Deps> FetchWorker<S> {
             credits: job.cost.credits,
             error,
         };
-        Ok(self
+        let stored = self
             .jobs
             .store_chunk(job_id, chunk, results, update)
-            .await?)
+            .await?;
+        Ok(Arm::Stored(stored))
     }
 
     /// FullEnrich `contact_finished`: provisional rows for its finished records (signed only).
@@ -102,7 +101,7 @@ impl<S: Deps> FetchWorker<S> {
         meta: &JobMeta,
         job: fullenrich::Job,
         signed: bool,
-    ) -> Result<Stored, Disposition> {
+    ) -> Result<Arm, Failure> {
         let job_id = meta.job_id.as_str();
         let op = meta.operation;
         if !signed {
@@ -113,7 +112,7 @@ impl<S: Deps> FetchWorker<S> {
                 job_id,
                 "unsigned contact_finished: its results will come from the API"
             );
-            return Ok(Stored::default());
+            return Ok(Arm::Stored(Stored::default()));
         }
         let finished: Vec<fullenrich::Record> = job
             .data
@@ -122,13 +121,13 @@ impl<S: Deps> FetchWorker<S> {
             .cloned()
             .collect();
         if finished.is_empty() {
-            return Ok(Stored::default()); // a snapshot with nothing finished yet
+            return Ok(Arm::Stored(Stored::default())); // a snapshot with nothing finished yet
         }
         let (rids, contacts) = self.contacts_named(meta, &job, &finished).await?;
         let results = map_fullenrich(op, &contacts, &finished);
         if results.is_empty() {
-            return Err(Disposition::Parked(
-                "contact_finished record maps to no contact".into(),
+            return Err(Failure::unprocessable(
+                "contact_finished record maps to no contact",
             ));
         }
         let stored = self.store_provisional(meta, results).await?;
@@ -138,14 +137,16 @@ impl<S: Deps> FetchWorker<S> {
         if stored.awaiting_link
             && let Some(id) = &job.id
         {
-            match self.adopt(meta, id, &rids, None).await {
-                Ok(_) => {}
-                Err(d) => {
-                    tracing::warn!(job_id, disposition = ?d, "contact_finished did not adopt its chunk")
-                }
+            if let Err(f) = self.adopt(meta, id, &rids, None).await {
+                let disposition = Disposition::from(f);
+                tracing::warn!(
+                    job_id,
+                    ?disposition,
+                    "contact_finished did not adopt its chunk"
+                )
             }
         }
-        Ok(stored)
+        Ok(Arm::Stored(stored))
     }
 
     /// The contacts a `contact_finished` body's finished records name (their record keys),
@@ -156,7 +157,7 @@ impl<S: Deps> FetchWorker<S> {
         meta: &JobMeta,
         job: &fullenrich::Job,
         finished: &[fullenrich::Record],
-    ) -> Result<(Vec<u64>, Vec<Contact>), Disposition> {
+    ) -> Result<(Vec<u64>, Vec<Contact>), Failure> {
         let job_id = meta.job_id.as_str();
         // The contacts the records name, read in one range (a snapshot can name many).
         let rids: Vec<u64> = finished
@@ -195,7 +196,7 @@ impl<S: Deps> FetchWorker<S> {
         &self,
         meta: &JobMeta,
         mut results: Vec<ContactResult>,
-    ) -> Result<Stored, Disposition> {
+    ) -> Result<Stored, Failure> {
         let job_id = meta.job_id.as_str();
         // A snapshot repeats what earlier deliveries stored: one keys-only query finds
         // those, and only the rest are written.
@@ -213,7 +214,7 @@ impl<S: Deps> FetchWorker<S> {
         let writes = futures::stream::iter(results.into_iter().map(|mut r| async move {
             r.provisional = true;
             let chunk_index = self.chunk_index_of(meta, r.index).await?;
-            Ok::<_, Disposition>(self.jobs.store_result(job_id, chunk_index, r, None).await?)
+            Ok::<_, Failure>(self.jobs.store_result(job_id, chunk_index, r, None).await?)
         }))
         .buffer_unordered(8)
         .collect::<Vec<_>>()
@@ -241,10 +242,10 @@ impl<S: Deps> FetchWorker<S> {
     /// and the writes after it still fit in the invocation. Otherwise nothing is taken and the
     /// delivery waits in the queue until a slot is in reach (`Paced`): a slot taken is a
     /// request made.
-    pub(crate) async fn fullenrich_slot(&self) -> Result<(), Disposition> {
+    pub(crate) async fn fullenrich_slot(&self) -> Result<(), Failure> {
         let reserve = self.providers.timeout() + WRITE_RESERVE;
         let Some(max_wait) = relay_shared::invocation::bounded_wait(MAX_SLOT_WAIT, reserve) else {
-            return Err(Disposition::Paced(PACED_MIN_WAIT));
+            return Err(Failure::Paced(PACED_MIN_WAIT));
         };
         let interval = self.fullenrich_interval.as_millis() as u64;
         match self
@@ -257,22 +258,22 @@ impl<S: Deps> FetchWorker<S> {
                 tokio::time::sleep(wait).await;
                 Ok(())
             }
-            Slot::Busy { retry_in_ms } => Err(Disposition::Paced(
+            Slot::Busy { retry_in_ms } => Err(Failure::Paced(
                 Duration::from_millis(retry_in_ms).max(PACED_MIN_WAIT),
             )),
         }
     }
 
     /// A poll's GET of a FullEnrich enrichment: a terminal one is its batch event (from the
-    /// provider's API: its records are FullEnrich's).
+    /// provider's API: its records are FullEnrich's); `None` while it runs.
     pub(crate) async fn poll_fullenrich(
         &self,
         op: Operation,
         pid: &str,
-    ) -> Result<(EventKey, Action), Disposition> {
+    ) -> Result<Option<(EventKey, Action)>, Failure> {
         let job = self.fullenrich_job(op, pid).await?;
-        match job.status.clone() {
-            Some(status) if status.is_terminal() => Ok((
+        Ok(match job.status.clone() {
+            Some(status) if status.is_terminal() => Some((
                 EventKey::fullenrich_batch(pid, status.as_str()),
                 Action::FullenrichBatch {
                     id: pid.to_string(),
@@ -280,11 +281,8 @@ impl<S: Deps> FetchWorker<S> {
                     signed: true,
                 },
             )),
-            _ => Err(Disposition::Deferred(
-                Duration::ZERO,
-                "results not ready".into(),
-            )),
-        }
+            _ => None,
+        })
     }
 
     /// A FullEnrich result GET, paced with every other FullEnrich request of the account.
@@ -292,7 +290,7 @@ impl<S: Deps> FetchWorker<S> {
         &self,
         op: Operation,
         id: &str,
-    ) -> Result<fullenrich::Job, Disposition> {
+    ) -> Result<fullenrich::Job, Failure> {
         self.fullenrich_slot().await?;
         Ok(self.providers.fullenrich_job(op, id).await?)
     }
