@@ -140,6 +140,30 @@ async fn a_global_single_event_applies_to_its_chunk_and_its_copy_on_the_job_url_
     assert!(w.dead_letters.take().is_empty());
 }
 
+/// A global delivery finds its job by its id; the head that lookup read is the one it applies
+/// with: it reads no more heads than the same event on its job's own URL (one).
+#[tokio::test]
+async fn a_global_delivery_reads_its_jobs_head_once() {
+    for global in [true, false] {
+        let w = worker();
+        let job_id = seed(&w, 1, "s-1");
+        let body = if global {
+            on_global_url(&single("s-1"))
+        } else {
+            on_job_url(&job_id, &single("s-1"))
+        };
+        let before = w.jobs.reads().heads;
+        assert_eq!(
+            handle(&w, &body).await,
+            Disposition::Applied {
+                new: 1,
+                existing: 0
+            }
+        );
+        assert_eq!(w.jobs.reads().heads - before, 1, "global: {global}");
+    }
+}
+
 #[tokio::test]
 async fn a_bulk_event_on_both_urls_claims_one_key_and_is_fetched_once() {
     for global_first in [true, false] {

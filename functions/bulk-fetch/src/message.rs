@@ -74,27 +74,28 @@ impl<S: Deps> FetchWorker<S> {
         let raw = self.body_bytes(env).await?;
         let (key, action) = parse(env, &raw).map_err(Failure::Unprocessable)?;
         // A global webhook's URL names no job: the job is the one a chunk of which is linked to
-        // the event's id; an id no chunk knows is an orphan, kept for the user to see.
-        let job_id = match (env.hook, action.enrow_id()) {
+        // the event's id (the lookup reads its head); an id no chunk knows is an orphan, kept for
+        // the user to see.
+        let meta = match (env.hook, action.enrow_id()) {
             (Hook::Global, Some(id)) => {
-                match self.jobs.job_of_provider_id(env.provider, id).await? {
-                    Some(job_id) => job_id,
+                match self.jobs.job_head_of_provider_id(env.provider, id).await? {
+                    Some(meta) => meta,
                     None => return self.keep_orphan(env, &key, &action).await,
                 }
             }
-            _ => env.job_id.clone(),
+            _ => self
+                .jobs
+                .job_head(&env.job_id)
+                .await?
+                .ok_or_else(|| Failure::unprocessable("unknown job"))?,
         };
+        let job_id = meta.job_id.as_str();
         // Scoped to the job of the URL: a caller holding one job's URL who posts events naming
         // another job's provider ids claims keys of its own job only, and burns nothing of the
         // other job (the event itself is then parked: its id is no chunk of this job). A global
         // event found its job by its id: its key is the one the job's own URL gives it, so the
         // same event on both URLs applies once.
-        let key = key.scoped(&job_id);
-        let meta = self
-            .jobs
-            .job_head(&job_id)
-            .await?
-            .ok_or_else(|| Failure::unprocessable("unknown job"))?;
+        let key = key.scoped(job_id);
         if meta.deleted {
             // Erased at the caller's request: its data is not kept, not even in the DLQ.
             return Ok(self.drop_delivery(env, "the job was deleted").await);
@@ -108,7 +109,7 @@ impl<S: Deps> FetchWorker<S> {
                 // The head read first may be a second stale, and a DELETE may come while the
                 // delivery is applied: a delivery that failed (its link or chunk erased, say) is
                 // dropped if its job is deleted now, never parked or put back with its data.
-                if matches!(self.jobs.get_job(&job_id).await, Ok(Some(m)) if m.deleted) {
+                if matches!(self.jobs.get_job(job_id).await, Ok(Some(m)) if m.deleted) {
                     let why = "the job was deleted while its delivery was applied";
                     return Ok(self.drop_delivery(env, why).await);
                 }
