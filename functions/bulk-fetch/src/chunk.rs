@@ -25,45 +25,31 @@ impl<S: Deps> FetchWorker<S> {
         if let Some(link) = self.jobs.find_link(&meta.job_id, provider_id).await? {
             return Ok(link);
         }
-        let chunk = self.adopt(meta, provider_id, rids, single).await?;
+        let chunk = self.adopt(meta, provider_id, rids, single, None).await?;
         Ok(Link::new(chunk, None))
     }
 
     /// A provider id that is linked to no chunk: the chunk awaiting confirmation of its start
-    /// that the delivery names adopts it ([`Self::chunk_of`]).
+    /// that the delivery names adopts it ([`Self::chunk_of`]). `read`: the job's chunks as its
+    /// [`Self::candidate`] read them, if it did: picked from (read again only if none fits).
     pub(crate) async fn adopt(
         &self,
         meta: &JobMeta,
         provider_id: &str,
         rids: &[u64],
         single: Option<bool>,
+        read: Option<Vec<Chunk>>,
     ) -> Result<ChunkRef, Failure> {
         let job_id = meta.job_id.as_str();
-        let chunks = self.jobs.chunks(job_id).await?;
-        let awaiting: Vec<&Chunk> = chunks
-            .iter()
-            .filter(|c| c.status.awaits_confirmation() && c.provider_id.is_none())
-            .collect();
-        let candidate = if rids.is_empty() {
-            let fit: Vec<&&Chunk> = awaiting
-                .iter()
-                .filter(|c| single.is_none_or(|s| (c.count == 1) == s))
-                .collect();
-            match fit.as_slice() {
-                [one] => Some(**one),
-                [] => None,
-                _ => return Err(Failure::Unlinked),
-            }
-        } else {
-            awaiting
-                .iter()
-                .find(|c| rids.iter().all(|r| c.holds(*r)))
-                .copied()
+        let mut fit = match &read {
+            Some(chunks) => awaiting_fit(chunks, rids, single)?,
+            None => None,
         };
-        let Some(chunk) = candidate else {
-            return Err(Failure::unprocessable(NOT_OURS));
-        };
-        let at = ChunkRef::from(chunk);
+        if fit.is_none() {
+            // Not read yet, or a chunk's start went unconfirmed since (during the GET).
+            fit = awaiting_fit(&self.jobs.chunks(job_id).await?, rids, single)?;
+        }
+        let at = fit.ok_or_else(|| Failure::unprocessable(NOT_OURS))?;
         if self
             .jobs
             .link_chunk(job_id, at, provider_id, None, None)
@@ -71,7 +57,7 @@ impl<S: Deps> FetchWorker<S> {
         {
             tracing::info!(
                 job_id,
-                chunk = chunk.index,
+                chunk = at.index,
                 "unconfirmed start adopted by its webhook"
             );
             return Ok(at);
@@ -85,15 +71,13 @@ impl<S: Deps> FetchWorker<S> {
 
     /// An id that no chunk of the job is linked to, from a body that cannot vouch for it: it
     /// may be fetched only as a candidate of a chunk still waiting for its id (its start's
-    /// answer lost, or not recorded yet), [`MAX_CANDIDATES`] per chunk. `false`: it may not;
-    /// it is dropped and counted, and costs the account no request.
-    pub(crate) async fn candidate(&self, meta: &JobMeta) -> Result<bool, Failure> {
+    /// answer lost, or not recorded yet), [`MAX_CANDIDATES`] per chunk: then the job's chunks
+    /// as read, for [`Self::adopt`]. `None`: it may not; it is dropped and counted, and costs
+    /// the account no request.
+    pub(crate) async fn candidate(&self, meta: &JobMeta) -> Result<Option<Vec<Chunk>>, Failure> {
         let job_id = meta.job_id.as_str();
         let chunks = self.jobs.chunks(job_id).await?;
-        for c in chunks
-            .iter()
-            .filter(|c| c.status.awaits_confirmation() && c.provider_id.is_none())
-        {
+        for c in chunks.iter().filter(|c| awaits_id(c)) {
             if self
                 .jobs
                 .take_candidate(job_id, c.index, MAX_CANDIDATES)
@@ -104,10 +88,10 @@ impl<S: Deps> FetchWorker<S> {
                     chunk = c.index,
                     "an unknown id fetched as the candidate of a chunk awaiting its id"
                 );
-                return Ok(true);
+                return Ok(Some(chunks));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// The chunk that holds contact `index` now: its planned chunk, or, in a job where chunks
@@ -139,6 +123,33 @@ impl<S: Deps> FetchWorker<S> {
             }
         }
         Ok(at)
+    }
+}
+
+/// A chunk whose start is unconfirmed and that has no provider id yet.
+fn awaits_id(chunk: &Chunk) -> bool {
+    chunk.status.awaits_confirmation() && chunk.provider_id.is_none()
+}
+
+/// Of `chunks`, the one awaiting its id that the delivery names: the one holding every contact
+/// it names (`rids`), or, when it names none, the only one of its kind (`single`: one contact).
+fn awaiting_fit(
+    chunks: &[Chunk],
+    rids: &[u64],
+    single: Option<bool>,
+) -> Result<Option<ChunkRef>, Failure> {
+    let mut awaiting = chunks.iter().filter(|c| awaits_id(c));
+    if !rids.is_empty() {
+        let names = |c: &&Chunk| rids.iter().all(|r| c.holds(*r));
+        return Ok(awaiting.find(names).map(ChunkRef::from));
+    }
+    let fit: Vec<&Chunk> = awaiting
+        .filter(|c| single.is_none_or(|s| (c.count == 1) == s))
+        .collect();
+    match fit.as_slice() {
+        [one] => Ok(Some(ChunkRef::from(*one))),
+        [] => Ok(None),
+        _ => Err(Failure::Unlinked),
     }
 }
 

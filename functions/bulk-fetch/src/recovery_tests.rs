@@ -28,6 +28,8 @@ struct Scripted {
     /// FullEnrich enrichments by id; an id not here answers 404.
     fullenrich: Arc<Mutex<std::collections::HashMap<String, Value>>>,
     gets: Arc<Mutex<Vec<String>>>,
+    /// A chunk (of a job in a store) whose start goes unconfirmed while the next GET runs.
+    unconfirmed_during_get: Arc<Mutex<Option<(MemoryJobs, String, u32)>>>,
 }
 
 impl Scripted {
@@ -42,6 +44,10 @@ impl Scripted {
 impl ProviderClient for Scripted {
     async fn fullenrich_job(&self, _: Operation, id: &str) -> Result<fullenrich::Job, FetchError> {
         self.gets.lock().unwrap().push(id.to_string());
+        let meanwhile = self.unconfirmed_during_get.lock().unwrap().take();
+        if let Some((jobs, job_id, index)) = meanwhile {
+            unconfirmed(&jobs, &job_id, index).await;
+        }
         match self.fullenrich.lock().unwrap().get(id) {
             Some(body) => Ok(fullenrich::parse_batch(body.to_string().as_bytes()).unwrap()),
             None => Err(FetchError::Permanent(
@@ -236,18 +242,16 @@ async fn a_poll_past_the_deadline_times_out_whatever_the_provider_answers() {
 }
 
 /// A chunk whose start's answer was lost: `start_unconfirmed`, no provider id.
-async fn unconfirmed(w: &TestWorker, job_id: &str, index: u32) {
+async fn unconfirmed(jobs: &MemoryJobs, job_id: &str, index: u32) {
     use relay_shared::store::SubmitLedger;
     assert!(
-        w.jobs
-            .begin_submit(job_id, index, "me", 60_000)
+        jobs.begin_submit(job_id, index, "me", 60_000)
             .await
             .unwrap()
             .is_some()
     );
     assert!(
-        w.jobs
-            .mark_unconfirmed(job_id, index, Some("me"))
+        jobs.mark_unconfirmed(job_id, index, Some("me"))
             .await
             .unwrap()
     );
@@ -257,7 +261,7 @@ async fn unconfirmed(w: &TestWorker, job_id: &str, index: u32) {
 async fn a_signed_contact_finished_adopts_its_unconfirmed_chunk_and_its_results_stand() {
     let w = worker();
     let job_id = seed_fullenrich(&w, 1);
-    unconfirmed(&w, &job_id, 0).await;
+    unconfirmed(&w.jobs, &job_id, 0).await;
     let record = |rid: u64| {
         json!({"custom": {"rid": rid.to_string()}, "status": "FINISHED",
                "contact_info": {"most_probable_work_email": {"email": format!("p{rid}@example.com"), "status": "DELIVERABLE"}}})
@@ -332,7 +336,7 @@ async fn a_chunk_awaiting_its_id_lets_a_few_unknown_ids_be_fetched_and_adopts_th
     let w = worker();
     let job_id = seed_fullenrich(&w, 2);
     w.jobs.start(&job_id, 1, "fe-1");
-    unconfirmed(&w, &job_id, 0).await;
+    unconfirmed(&w.jobs, &job_id, 0).await;
     for i in 0..40 {
         let d = handle(&w, &unsigned_batch(&job_id, &format!("made-up-{i}"))).await;
         assert!(matches!(d, Disposition::Dropped(_)), "{d:?}");
@@ -360,4 +364,43 @@ async fn a_chunk_awaiting_its_id_lets_a_few_unknown_ids_be_fetched_and_adopts_th
         chunk(&w, &job_id, 0).await.provider_id.as_deref(),
         Some("fe-real")
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unsigned_body_for_the_id_a_chunk_awaits_reads_the_jobs_chunks_once() {
+    let w = worker();
+    let job_id = seed_fullenrich(&w, 1);
+    unconfirmed(&w.jobs, &job_id, 0).await;
+    w.providers.knows("fe-lost", finished("fe-lost", &[0, 1]));
+    let before = w.jobs.reads().chunk_queries;
+    let d = handle(&w, &unsigned_batch(&job_id, "fe-lost")).await;
+    assert!(matches!(d, Disposition::Applied { new: 2, .. }), "{d:?}");
+    assert_eq!(
+        w.jobs.reads().chunk_queries - before,
+        1,
+        "the chunks its candidate read are the ones its adoption picks from"
+    );
+    assert_eq!(
+        chunk(&w, &job_id, 0).await.provider_id.as_deref(),
+        Some("fe-lost"),
+        "adopted by the GET's records"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_whose_start_goes_unconfirmed_during_the_get_still_adopts_the_id() {
+    let w = worker();
+    let job_id = seed_fullenrich(&w, 2);
+    unconfirmed(&w.jobs, &job_id, 0).await;
+    // The enrichment is chunk 1's, whose start is unconfirmed only once the GET is under way:
+    // the chunks the candidate read before it do not have it; the chunks as they are now do.
+    w.providers.knows("fe-late", finished("fe-late", &[2, 3]));
+    *w.providers.unconfirmed_during_get.lock().unwrap() = Some((w.jobs.clone(), job_id.clone(), 1));
+    let d = handle(&w, &unsigned_batch(&job_id, "fe-late")).await;
+    assert!(matches!(d, Disposition::Applied { new: 2, .. }), "{d:?}");
+    assert_eq!(
+        chunk(&w, &job_id, 1).await.provider_id.as_deref(),
+        Some("fe-late")
+    );
+    assert_eq!(chunk(&w, &job_id, 0).await.provider_id, None);
 }

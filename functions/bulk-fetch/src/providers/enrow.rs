@@ -69,9 +69,9 @@ impl<S: Deps> FetchWorker<S> {
                 // Not linked: Enrow does not sign, so the body is only a hint. A chunk
                 // still waiting for its id may adopt it once Enrow's own answer for the
                 // id (a GET) names one of its contacts; any other id is dropped.
-                if !self.candidate(meta).await? {
+                let Some(read) = self.candidate(meta).await? else {
                     return Ok(Arm::Dropped(NOT_OURS.into()));
-                }
+                };
                 (result, raw) = match self.providers.enrow_single(op, &id).await {
                     Ok(fetched) => fetched,
                     Err(e) => return unknown_to_provider(e.into(), false),
@@ -83,7 +83,8 @@ impl<S: Deps> FetchWorker<S> {
                     .and_then(record_key)
                     .into_iter()
                     .collect();
-                Link::new(self.adopt(meta, &id, &rids, Some(true)).await?, None)
+                let chunk = self.adopt(meta, &id, &rids, Some(true), Some(read));
+                Link::new(chunk.await?, None)
             }
         };
         let Link { chunk, contact } = link;
@@ -128,9 +129,13 @@ impl<S: Deps> FetchWorker<S> {
         let linked = self.jobs.find_chunk(job_id, &id).await?;
         // Enrow does not sign its webhooks: an id no chunk knows is fetched only as one of the
         // few candidates a chunk still waiting for its id allows.
-        if linked.is_none() && !self.candidate(meta).await? {
-            return Ok(Arm::Dropped(NOT_OURS.into()));
-        }
+        let read = match linked {
+            Some(_) => None,
+            None => match self.candidate(meta).await? {
+                Some(read) => Some(read),
+                None => return Ok(Arm::Dropped(NOT_OURS.into())),
+            },
+        };
         let bulk = match prefetched {
             Some(bulk) => bulk,
             None => match self.providers.enrow_bulk(op, &id).await {
@@ -145,7 +150,7 @@ impl<S: Deps> FetchWorker<S> {
                     .rows()
                     .filter_map(|(row, _)| row.custom.as_ref().and_then(record_key))
                     .collect();
-                self.adopt(meta, &id, &rids, Some(false)).await?
+                self.adopt(meta, &id, &rids, Some(false), read).await?
             }
         };
         let contacts = self

@@ -36,9 +36,13 @@ impl<S: Deps> FetchWorker<S> {
         let linked = self.jobs.find_chunk(job_id, &id).await?;
         // Anyone holding the URL could have sent it: an id no chunk knows is fetched only as one
         // of the few candidates a chunk still waiting for its id allows.
-        if linked.is_none() && !signed && !self.candidate(meta).await? {
-            return Ok(Arm::Dropped(NOT_OURS.into()));
-        }
+        let read = match linked {
+            None if !signed => match self.candidate(meta).await? {
+                Some(read) => Some(read),
+                None => return Ok(Arm::Dropped(NOT_OURS.into())),
+            },
+            _ => None,
+        };
         // The result GET is the source of truth for a body that is not signed (anyone
         // holding the URL could have sent it: it is only a trigger), for a finished
         // batch without its records, and for one not terminal (which the batch webhook
@@ -56,7 +60,7 @@ impl<S: Deps> FetchWorker<S> {
             Some(c) => c,
             None => {
                 let rids: Vec<u64> = job.data.iter().filter_map(fullenrich_rid).collect();
-                self.adopt(meta, &id, &rids, None).await?
+                self.adopt(meta, &id, &rids, None, read).await?
             }
         };
         let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
@@ -137,7 +141,7 @@ impl<S: Deps> FetchWorker<S> {
         if stored.awaiting_link
             && let Some(id) = &job.id
         {
-            if let Err(f) = self.adopt(meta, id, &rids, None).await {
+            if let Err(f) = self.adopt(meta, id, &rids, None, None).await {
                 let disposition = Disposition::from(f);
                 tracing::warn!(
                     job_id,
