@@ -404,3 +404,24 @@ async fn a_chunk_whose_start_goes_unconfirmed_during_the_get_still_adopts_the_id
     );
     assert_eq!(chunk(&w, &job_id, 0).await.provider_id, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_whose_results_are_not_ready_waits_twice_as_long_each_time_up_to_15_minutes() {
+    let w = worker();
+    let job_id = seed_fullenrich(&w, 1);
+    w.jobs.start(&job_id, 0, "fe-0");
+    let running = json!({"id": "fe-0", "status": "IN_PROGRESS", "data": []});
+    w.providers.knows("fe-0", running);
+    let mut body = unsigned_batch(&job_id, "fe-0");
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let d = handle(&w, &body).await;
+        assert!(matches!(d, Disposition::Deferred(..)), "{d:?}");
+        let mut requeued = w.requeue.take();
+        assert_eq!(requeued.len(), 1, "put back as a new, delayed message");
+        let again = requeued.pop().unwrap();
+        waits.push(again.delay.as_secs());
+        body = again.body;
+    }
+    assert_eq!(waits, [30, 60, 120, 240, 480, 900, 900]);
+}

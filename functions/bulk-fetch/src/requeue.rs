@@ -27,7 +27,8 @@ impl<S: Deps> FetchWorker<S> {
                 Disposition::Retry(format!("{r}; requeued {MAX_REQUEUES} times already"))
             }
             Disposition::Deferred(wait, r) => {
-                let backoff = self.not_ready_wait * 2u32.saturating_pow(env.requeues.min(5));
+                let (first, requeues) = (self.not_ready_wait, env.requeues);
+                let backoff = relay_shared::retry::nth_delay(first, first * 32, requeues);
                 let delay = wait.max(backoff).min(relay_shared::queue::MAX_DELAY);
                 let mut again = env.clone();
                 again.requeues += 1;
