@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use relay_shared::Provider;
 use relay_shared::bodies::MemoryBodies;
-use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation};
+use relay_shared::jobs::{JobStatus, Operation};
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::{FetchError, ProviderClient};
 use relay_shared::providers::{enrow, fullenrich};
@@ -17,6 +17,7 @@ use relay_shared::store::{Jobs, OrphanStore};
 use relay_shared::testing::{envelope, sqs_message};
 use serde_json::{Value, json};
 
+use crate::behaviour_tests::{person, seed_job};
 use crate::{Disposition, Worker};
 
 /// Enrow's bulk GET: every contact of the bulk found; each GET counted.
@@ -55,28 +56,8 @@ fn worker() -> TestWorker {
 
 /// A started Enrow email_find job of `contacts` contacts in one chunk, under provider id `id`.
 fn seed(w: &TestWorker, contacts: u64, id: &str) -> String {
-    let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
-    let meta = JobMeta::new(
-        job_id.clone(),
-        Operation::EmailFind,
-        None,
-        JobStatus::Running,
-        contacts,
-        contacts,
-        Value::Null,
-    );
-    let contacts_of = (0..contacts)
-        .map(|i| Contact {
-            index: i,
-            fields: json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
-                .as_object()
-                .cloned()
-                .unwrap(),
-            custom: None,
-        })
-        .collect();
-    w.jobs
-        .insert(meta, Chunk::plan(contacts, contacts), contacts_of);
+    let people = (0..contacts).map(|i| person(i, None)).collect();
+    let job_id = seed_job(&w.jobs, Operation::EmailFind, contacts, people, None);
     w.jobs.start(&job_id, 0, id);
     job_id
 }

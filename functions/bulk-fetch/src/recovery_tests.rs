@@ -9,7 +9,7 @@ use relay_shared::Provider;
 use relay_shared::bodies::MemoryBodies;
 use relay_shared::envelope::{PollRequest, Signature};
 use relay_shared::jobs::{
-    Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation, Outcome, reasons,
+    Chunk, ChunkStatus, ContactResult, JobStatus, Operation, Outcome, reasons,
 };
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::{FetchError, ProviderClient};
@@ -20,6 +20,7 @@ use relay_shared::store::{ChunkRef, ChunkUpdate, Jobs, RateSchedule, Results, Sl
 use relay_shared::testing::{envelope, envelope_with, sqs_message};
 use serde_json::{Value, json};
 
+use crate::behaviour_tests::{contact, seed_job};
 use crate::{Disposition, MAX_CANDIDATES, Worker};
 
 /// A provider whose GETs answer from a script, each one counted.
@@ -80,30 +81,14 @@ fn worker() -> TestWorker {
 
 /// A FullEnrich enrich job of `chunks` chunks of 2 contacts (contact `i` is rid `i`).
 fn seed_fullenrich(w: &TestWorker, chunks: u32) -> String {
-    let job_id = format!("job_{}", uuid::Uuid::new_v4().simple());
-    let n = u64::from(chunks) * 2;
-    let meta = JobMeta::new(
-        job_id.clone(),
-        Operation::Enrich,
-        None,
-        JobStatus::Running,
-        n,
-        2,
-        Value::Null,
-    );
-    let contacts = (0..n)
-        .map(|i| Contact {
-            index: i,
-            fields:
-                json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-            custom: None,
+    let contacts = (0..u64::from(chunks) * 2)
+        .map(|i| {
+            let fields =
+                json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"});
+            contact(i, fields, None)
         })
         .collect();
-    w.jobs.insert(meta, Chunk::plan(n, 2), contacts);
-    job_id
+    seed_job(&w.jobs, Operation::Enrich, 2, contacts, None)
 }
 
 /// A finished FullEnrich enrichment of contacts `rids`, every one found.
