@@ -351,15 +351,22 @@ async fn a_chunk_awaiting_its_id_lets_a_few_unknown_ids_be_fetched_and_adopts_th
     );
 }
 
+/// An unsigned batch webhook for `id`, which FullEnrich knows as a finished enrichment of
+/// contacts `rids`: fetched and applied.
+async fn applies_unsigned(w: &TestWorker, job_id: &str, id: &str, rids: &[u64]) {
+    w.providers.knows(id, finished(id, rids));
+    let d = handle(w, &unsigned_batch(job_id, id)).await;
+    let new = rids.len();
+    assert_eq!(d, Disposition::Applied { new, existing: 0 });
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unsigned_body_for_the_id_a_chunk_awaits_reads_the_jobs_chunks_once() {
     let w = worker();
     let job_id = seed_fullenrich(&w, 1);
     unconfirmed(&w.jobs, &job_id, 0).await;
-    w.providers.knows("fe-lost", finished("fe-lost", &[0, 1]));
     let before = w.jobs.reads().chunk_queries;
-    let d = handle(&w, &unsigned_batch(&job_id, "fe-lost")).await;
-    assert!(matches!(d, Disposition::Applied { new: 2, .. }), "{d:?}");
+    applies_unsigned(&w, &job_id, "fe-lost", &[0, 1]).await;
     assert_eq!(
         w.jobs.reads().chunk_queries - before,
         1,
@@ -379,10 +386,8 @@ async fn a_chunk_whose_start_goes_unconfirmed_during_the_get_still_adopts_the_id
     unconfirmed(&w.jobs, &job_id, 0).await;
     // The enrichment is chunk 1's, whose start is unconfirmed only once the GET is under way:
     // the chunks the candidate read before it do not have it; the chunks as they are now do.
-    w.providers.knows("fe-late", finished("fe-late", &[2, 3]));
     *w.providers.unconfirmed_during_get.lock().unwrap() = Some((w.jobs.clone(), job_id.clone(), 1));
-    let d = handle(&w, &unsigned_batch(&job_id, "fe-late")).await;
-    assert!(matches!(d, Disposition::Applied { new: 2, .. }), "{d:?}");
+    applies_unsigned(&w, &job_id, "fe-late", &[2, 3]).await;
     assert_eq!(
         chunk(&w, &job_id, 1).await.provider_id.as_deref(),
         Some("fe-late")
