@@ -59,9 +59,11 @@ impl Envelope {
     /// deliveries then come back spread over the schedule instead of all at once, so the schedule
     /// stays full at a handful of tries per request.
     pub fn paced_delay(&self, after: std::time::Duration) -> std::time::Duration {
-        let spread_ms = (2_000u64 << self.paced.min(6)).min(120_000);
-        let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % spread_ms;
-        after + std::time::Duration::from_millis(jitter)
+        use std::time::Duration;
+        let spread =
+            crate::retry::nth_delay(Duration::from_secs(2), Duration::from_secs(120), self.paced);
+        let jitter = (uuid::Uuid::new_v4().as_u128() as u64) % spread.as_millis() as u64;
+        after + Duration::from_millis(jitter)
     }
 }
 
@@ -221,6 +223,25 @@ mod tests {
             body,
             requeues: 0,
             paced: 0,
+        }
+    }
+
+    /// A paced delivery comes back after its slot, spread over 2 s, then 4, 8, … up to 120 s as
+    /// it waits again.
+    #[test]
+    fn a_paced_wait_spreads_over_a_window_that_doubles_to_two_minutes() {
+        let after = std::time::Duration::from_secs(40);
+        for (paced, window_s) in [(0, 2), (1, 4), (3, 16), (5, 64), (6, 120), (40, 120)] {
+            let env = Envelope {
+                paced,
+                ..envelope(Body::inline(b"{}"))
+            };
+            let spreads: Vec<u128> = (0..200)
+                .map(|_| (env.paced_delay(after) - after).as_millis())
+                .collect();
+            let window = window_s * 1000;
+            assert!(spreads.iter().all(|s| *s < window), "{paced}: {spreads:?}");
+            assert!(spreads.iter().any(|s| *s >= window / 2), "{paced}: spread");
         }
     }
 

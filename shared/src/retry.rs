@@ -12,11 +12,27 @@ pub use backon::{BackoffBuilder, Retryable};
 /// `times` delays doubling from `first` (at most 64 × `first`), each with a random jitter of up
 /// to its own length, so workers that failed together do not retry together.
 pub fn exponential(first: Duration, times: usize) -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(first)
-        .with_max_delay(first * 64)
+    doubling(first, first * 64)
         .with_max_times(times)
         .with_jitter()
+}
+
+/// The delay after `attempt` earlier waits (0: the first wait): `first` doubled `attempt` times,
+/// at most `max`, without jitter. For a wait counted across messages (a requeued delivery carries
+/// its count), where no schedule lives from one try to the next.
+pub fn nth_delay(first: Duration, max: Duration, attempt: u32) -> Duration {
+    doubling(first, max)
+        .build()
+        .nth(attempt.min(64) as usize)
+        .unwrap_or(max)
+}
+
+/// The schedule both draw from: `first`, doubling, at most `max`, as long as asked.
+fn doubling(first: Duration, max: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(first)
+        .with_max_delay(max)
+        .without_max_times()
 }
 
 #[cfg(test)]
@@ -31,6 +47,17 @@ mod tests {
             let base = Duration::from_millis(10 << k);
             assert!(*d >= base && *d <= base * 2, "delay {k}: {d:?}");
         }
+    }
+
+    #[test]
+    fn the_nth_delay_doubles_without_jitter_up_to_its_max() {
+        let s = Duration::from_secs;
+        let delays: Vec<Duration> = (0..8).map(|n| nth_delay(s(30), s(960), n)).collect();
+        assert_eq!(
+            delays,
+            [30, 60, 120, 240, 480, 960, 960, 960].map(s).to_vec()
+        );
+        assert_eq!(nth_delay(s(2), s(120), u32::MAX), s(120));
     }
 
     #[tokio::test]

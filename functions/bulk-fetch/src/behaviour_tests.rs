@@ -17,8 +17,7 @@ use relay_shared::testing::{envelope, sqs_message};
 use serde_json::{Value, json};
 
 use crate::{Disposition, Worker};
-use relay_shared::{ChunkIndex, ProviderId};
-use relay_shared::{ContactIndex, JobId};
+use relay_shared::{ChunkIndex, ContactIndex, JobId, ProviderId};
 
 /// Enrow single events carry their result: nothing here calls a provider.
 struct NoCalls;
@@ -69,31 +68,53 @@ pub(crate) fn worker_with<P: ProviderClient>(
     }
 }
 
-/// A started Enrow email_find job of one-contact chunks, chunk `i` under provider id `ids[i]`.
-fn seed(w: &TestWorker, ids: &[&str], callback_url: Option<&str>) -> JobId {
+/// A running job as `POST /jobs` records it on `jobs`, of `op`, its `contacts` in chunks of
+/// `chunk_size`; none started. Its id.
+pub(crate) fn seed_job(
+    jobs: &MemoryJobs,
+    op: Operation,
+    chunk_size: u64,
+    contacts: Vec<Contact>,
+    callback_url: Option<&str>,
+) -> JobId {
     let job_id = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
-    let n = ids.len() as u64;
+    let n = contacts.len() as u64;
     let mut meta = JobMeta::new(
         job_id.clone(),
-        Operation::EmailFind,
+        op,
         None,
         JobStatus::Running,
         n,
-        1,
+        chunk_size,
         Value::Null,
     );
     meta.callback_url = callback_url.map(str::to_string);
-    let contacts = (0..n)
-        .map(|i| Contact {
-            index: ContactIndex(i),
-            fields: json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
-                .as_object()
-                .cloned()
-                .unwrap(),
-            custom: Some(json!({"crm_id": format!("c{i}")})),
-        })
+    jobs.insert(meta, Chunk::plan(n, chunk_size), contacts);
+    job_id
+}
+
+/// Contact `index` (its record key) with these fields and `custom`.
+pub(crate) fn contact(index: u64, fields: Value, custom: Option<Value>) -> Contact {
+    let fields = fields.as_object().cloned().expect("fields are an object");
+    Contact {
+        index: ContactIndex(index),
+        fields,
+        custom,
+    }
+}
+
+/// Contact `index` of an Enrow email_find job.
+pub(crate) fn person(index: u64, custom: Option<Value>) -> Contact {
+    let fields = json!({"fullname": format!("Person {index}"), "company_domain": "example.com"});
+    contact(index, fields, custom)
+}
+
+/// A started Enrow email_find job of one-contact chunks, chunk `i` under provider id `ids[i]`.
+fn seed(w: &TestWorker, ids: &[&str], callback_url: Option<&str>) -> JobId {
+    let contacts = (0..ids.len() as u64)
+        .map(|i| person(i, Some(json!({"crm_id": format!("c{i}")}))))
         .collect();
-    w.jobs.insert(meta, Chunk::plan(n, 1), contacts);
+    let job_id = seed_job(&w.jobs, Operation::EmailFind, 1, contacts, callback_url);
     for (i, id) in ids.iter().enumerate() {
         w.jobs
             .start(&job_id, ChunkIndex(i as u32), &ProviderId::new(*id));

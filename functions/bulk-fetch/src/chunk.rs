@@ -3,23 +3,15 @@
 
 use std::collections::HashSet;
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobMeta};
-use relay_shared::providers::client::ProviderClient;
-use relay_shared::queue::Queue;
-use relay_shared::store::{CallbackStore, ChunkRef, DedupeStore, JobStore, Link, OrphanStore};
+use relay_shared::store::{ChunkRef, Jobs, Link, Links};
 
-use crate::{Disposition, MAX_CANDIDATES, Worker};
-use relay_shared::{ChunkIndex, ContactIndex, ProviderId};
+use crate::providers::NOT_OURS;
+use crate::{Deps, Failure, FetchWorker, MAX_CANDIDATES};
+use relay_shared::ChunkIndex;
+use relay_shared::{ContactIndex, ProviderId};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// The chunk a provider id belongs to. An id not linked yet belongs to a chunk whose start
     /// is unconfirmed (its answer was lost, or has not been recorded yet): the contacts the
     /// delivery names (`rids`: the record keys the relay sent) pick the chunk, which adopts the
@@ -31,55 +23,35 @@ where
         provider_id: &ProviderId,
         rids: &[ContactIndex],
         single: Option<bool>,
-    ) -> Result<Link, Disposition> {
+    ) -> Result<Link, Failure> {
         if let Some(link) = self.jobs.find_link(&meta.job_id, provider_id).await? {
             return Ok(link);
         }
-        let chunk = self.adopt(meta, provider_id, rids, single).await?;
+        let chunk = self.adopt(meta, provider_id, rids, single, None).await?;
         Ok(Link::new(chunk, None))
     }
 
     /// A provider id that is linked to no chunk: the chunk awaiting confirmation of its start
-    /// that the delivery names adopts it ([`Self::chunk_of`]).
+    /// that the delivery names adopts it ([`Self::chunk_of`]). `read`: the job's chunks as its
+    /// [`Self::candidate`] read them, if it did: picked from (read again only if none fits).
     pub(crate) async fn adopt(
         &self,
         meta: &JobMeta,
         provider_id: &ProviderId,
         rids: &[ContactIndex],
         single: Option<bool>,
-    ) -> Result<ChunkRef, Disposition> {
+        read: Option<Vec<Chunk>>,
+    ) -> Result<ChunkRef, Failure> {
         let job_id = &meta.job_id;
-        let chunks = self.jobs.chunks(job_id).await?;
-        let awaiting: Vec<&Chunk> = chunks
-            .iter()
-            .filter(|c| c.status.awaits_confirmation() && c.provider_id.is_none())
-            .collect();
-        let candidate = if rids.is_empty() {
-            let fit: Vec<&&Chunk> = awaiting
-                .iter()
-                .filter(|c| single.is_none_or(|s| (c.count == 1) == s))
-                .collect();
-            match fit.as_slice() {
-                [one] => Some(**one),
-                [] => None,
-                _ => {
-                    return Err(Disposition::Retry(
-                        "provider id not linked yet, and several chunks await it".into(),
-                    ));
-                }
-            }
-        } else {
-            awaiting
-                .iter()
-                .find(|c| rids.iter().all(|r| c.holds(*r)))
-                .copied()
+        let mut fit = match &read {
+            Some(chunks) => awaiting_fit(chunks, rids, single)?,
+            None => None,
         };
-        let Some(chunk) = candidate else {
-            return Err(Disposition::Parked(
-                "provider id belongs to no chunk of this job".into(),
-            ));
-        };
-        let at = ChunkRef::from(chunk);
+        if fit.is_none() {
+            // Not read yet, or a chunk's start went unconfirmed since (during the GET).
+            fit = awaiting_fit(&self.jobs.chunks(job_id).await?, rids, single)?;
+        }
+        let at = fit.ok_or_else(|| Failure::unprocessable(NOT_OURS))?;
         if self
             .jobs
             .link_chunk(job_id, at, provider_id, None, None)
@@ -87,31 +59,27 @@ where
         {
             tracing::info!(
                 %job_id,
-                chunk = chunk.index.get(),
+                chunk = at.index.get(),
                 "unconfirmed start adopted by its webhook"
             );
             return Ok(at);
         }
         // Linked meanwhile by the worker that started it, or by a concurrent delivery.
-        match self.jobs.find_chunk(job_id, provider_id).await? {
-            Some(c) => Ok(c),
-            None => Err(Disposition::Parked(
-                "provider id belongs to no chunk of this job".into(),
-            )),
-        }
+        self.jobs
+            .find_chunk(job_id, provider_id)
+            .await?
+            .ok_or_else(|| Failure::unprocessable(NOT_OURS))
     }
 
     /// An id that no chunk of the job is linked to, from a body that cannot vouch for it: it
     /// may be fetched only as a candidate of a chunk still waiting for its id (its start's
-    /// answer lost, or not recorded yet), [`MAX_CANDIDATES`] per chunk. Any other is dropped
-    /// and counted, and costs the account no request.
-    pub(crate) async fn candidate(&self, meta: &JobMeta) -> Result<(), Disposition> {
+    /// answer lost, or not recorded yet), [`MAX_CANDIDATES`] per chunk: then the job's chunks
+    /// as read, for [`Self::adopt`]. `None`: it may not; it is dropped and counted, and costs
+    /// the account no request.
+    pub(crate) async fn candidate(&self, meta: &JobMeta) -> Result<Option<Vec<Chunk>>, Failure> {
         let job_id = &meta.job_id;
         let chunks = self.jobs.chunks(job_id).await?;
-        for c in chunks
-            .iter()
-            .filter(|c| c.status.awaits_confirmation() && c.provider_id.is_none())
-        {
+        for c in chunks.iter().filter(|c| awaits_id(c)) {
             if self
                 .jobs
                 .take_candidate(job_id, c.index, MAX_CANDIDATES)
@@ -122,12 +90,10 @@ where
                     chunk = c.index.get(),
                     "an unknown id fetched as the candidate of a chunk awaiting its id"
                 );
-                return Ok(());
+                return Ok(Some(chunks));
             }
         }
-        Err(Disposition::Dropped(
-            "provider id belongs to no chunk of this job".into(),
-        ))
+        Ok(None)
     }
 
     /// The chunk that holds contact `index` now: its planned chunk, or, in a job where chunks
@@ -136,7 +102,7 @@ where
         &self,
         meta: &JobMeta,
         index: ContactIndex,
-    ) -> Result<ChunkIndex, Disposition> {
+    ) -> Result<ChunkIndex, Failure> {
         let planned = ChunkIndex((index.get() / meta.chunk_size.max(1)) as u32);
         if meta.chunk_seq <= meta.chunks {
             return Ok(planned);
@@ -166,15 +132,30 @@ where
     }
 }
 
-/// A GET the provider answered "no such id": for an id no chunk was linked to (a candidate
-/// fetched on an unsigned body's word) the delivery is dropped and counted, never parked with
-/// its body; for a linked one it stays what it was.
-pub(crate) fn unknown_to_provider(failure: Disposition, linked: bool) -> Disposition {
-    match failure {
-        Disposition::Parked(reason) if !linked => {
-            Disposition::Dropped(format!("the provider does not know the id ({reason})"))
-        }
-        other => other,
+/// A chunk whose start is unconfirmed and that has no provider id yet.
+fn awaits_id(chunk: &Chunk) -> bool {
+    chunk.status.awaits_confirmation() && chunk.provider_id.is_none()
+}
+
+/// Of `chunks`, the one awaiting its id that the delivery names: the one holding every contact
+/// it names (`rids`), or, when it names none, the only one of its kind (`single`: one contact).
+fn awaiting_fit(
+    chunks: &[Chunk],
+    rids: &[ContactIndex],
+    single: Option<bool>,
+) -> Result<Option<ChunkRef>, Failure> {
+    let mut awaiting = chunks.iter().filter(|c| awaits_id(c));
+    if !rids.is_empty() {
+        let names = |c: &&Chunk| rids.iter().all(|r| c.holds(*r));
+        return Ok(awaiting.find(names).map(ChunkRef::from));
+    }
+    let fit: Vec<&Chunk> = awaiting
+        .filter(|c| single.is_none_or(|s| (c.count == 1) == s))
+        .collect();
+    match fit.as_slice() {
+        [one] => Ok(Some(ChunkRef::from(*one))),
+        [] => Ok(None),
+        _ => Err(Failure::Unlinked),
     }
 }
 

@@ -1,8 +1,10 @@
-//! What became of one record ([`Disposition`]): its label for the log line, its metrics.
+//! What became of one record ([`Disposition`]): its label for the log line, its metrics; and why
+//! a stage could not go on ([`Failure`]), carried by `?` and turned into its disposition here.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use relay_shared::bodies::StoreError as BodyError;
 use relay_shared::callback::Attempted;
 use relay_shared::metrics::{self, Metrics};
 use relay_shared::providers::client::FetchError;
@@ -10,8 +12,8 @@ use relay_shared::store::StoreError;
 
 use crate::RATE_LIMIT_WAIT;
 
-/// What became of one record. A step that cannot go on returns one as its error (`Retry`,
-/// `Parked` or `Deferred`), and `?` carries store and provider failures there.
+/// What became of one record. A stage that cannot go on fails with a [`Failure`], which comes to
+/// one of these (`Retry`, `Parked`, `Deferred`, `Paced`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Disposition {
     /// Applied: `new` results stored, `existing` already there.
@@ -24,8 +26,7 @@ pub enum Disposition {
     Retry(String),
     /// The provider is not ready or rate-limits: the delivery was put back on the queue as a new
     /// message delayed this long (so waiting never uses up its receive count), and this one done.
-    /// As the error of a step (`Err(Deferred(at_least, ..))`): to be put back, waiting at least
-    /// that long ([`Worker::fail`] does it).
+    /// Before it is put back (`FetchWorker::put_back` does it): to wait at least that long.
     Deferred(Duration, String),
     /// Waiting for a slot of the provider account's request schedule: put back on the queue
     /// as a new message delayed until a slot is in reach. Nothing was spent, and the wait is
@@ -127,26 +128,62 @@ impl Disposition {
     }
 }
 
-/// A store failure: retried after the visibility timeout.
-impl From<StoreError> for Disposition {
-    fn from(e: StoreError) -> Self {
-        Disposition::Retry(e.to_string())
+/// Why a stage could not go on, carried by `?`. What it comes to for the record is decided in one
+/// place, `From<Failure> for Disposition`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// A store call failed: retried after the visibility timeout.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writes are done but the job did not settle: retried; the retry finds its writes
+    /// done, which settles.
+    #[error("job not settled: {0}")]
+    Settle(StoreError),
+    /// A claim-checked body could not be read: retried.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// The provider's GET failed: not ready, rate-limited, failing for now, or refusing for good.
+    #[error(transparent)]
+    Provider(#[from] FetchError),
+    /// No request slot is in reach: the delivery waits in the queue this long (nothing spent).
+    #[error("waiting for a request slot")]
+    Paced(Duration),
+    /// An id not linked yet that several chunks await: retried, by when one has it.
+    #[error("provider id not linked yet, and several chunks await it")]
+    Unlinked,
+    /// The delivery can never be processed: parked with this reason.
+    #[error("{0}")]
+    Unprocessable(String),
+}
+
+impl Failure {
+    pub(crate) fn unprocessable(reason: impl Into<String>) -> Failure {
+        Failure::Unprocessable(reason.into())
     }
 }
 
-impl From<FetchError> for Disposition {
-    fn from(e: FetchError) -> Self {
-        match e {
+/// What a failure comes to: a store or body failure, an unsettled job and an id several chunks
+/// await are retried after the visibility timeout; a provider not ready or rate-limiting is
+/// deferred (put back on the queue, delayed); a refusal or a delivery that can never be
+/// processed is parked.
+impl From<Failure> for Disposition {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Store(e) => Disposition::Retry(e.to_string()),
+            Failure::Body(e) => Disposition::Retry(e.to_string()),
+            Failure::Settle(_) | Failure::Unlinked => Disposition::Retry(f.to_string()),
             // FullEnrich: "Enrichment not ready, try again in 30 seconds".
-            FetchError::NotReady => {
+            Failure::Provider(FetchError::NotReady) => {
                 Disposition::Deferred(Duration::ZERO, "results not ready".into())
             }
-            FetchError::RateLimited(after) => Disposition::Deferred(
+            Failure::Provider(FetchError::RateLimited(after)) => Disposition::Deferred(
                 after.unwrap_or(RATE_LIMIT_WAIT),
                 "provider rate limit".into(),
             ),
-            FetchError::Retryable(m) => Disposition::Retry(m),
-            FetchError::Permanent(m) => Disposition::Parked(m),
+            Failure::Provider(FetchError::Retryable(m)) => Disposition::Retry(m),
+            Failure::Provider(FetchError::Permanent(m)) => Disposition::Parked(m),
+            Failure::Paced(wait) => Disposition::Paced(wait),
+            Failure::Unprocessable(reason) => Disposition::Parked(reason),
         }
     }
 }

@@ -9,6 +9,7 @@ use relay_shared::jobs::RECORD_KEY;
 use relay_shared::providers::Hook;
 use relay_shared::providers::enrow::{self, EventKind};
 use relay_shared::providers::fullenrich::{self};
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -105,17 +106,17 @@ impl Action {
 /// The event's identity (the dedupe key, providers.md §5) and what to do with it, from the one
 /// parse of its body. `Err` is the reason a delivery can never be processed.
 pub(crate) fn parse(env: &Envelope, raw: &[u8]) -> Result<(EventKey, Action), String> {
+    const NOT_JSON: &str = "body is not JSON";
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err("empty body".into());
     }
-    if serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_err() {
-        return Err("body is not JSON".into());
-    }
     let signed = env.signature == Signature::Verified;
     match (env.provider, env.hook) {
+        // Parsed once: the event is read from the value a single result keeps as its `raw`.
+        (Provider::Enrow, _) => enrow_event(serde_json::from_slice(raw).map_err(|_| NOT_JSON)?),
+        _ if serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_err() => Err(NOT_JSON.into()),
         (Provider::Fullenrich, Hook::Batch) => fullenrich_batch(raw, signed),
         (Provider::Fullenrich, Hook::Contact) => fullenrich_contact(env, raw, signed),
-        (Provider::Enrow, _) => enrow_event(raw),
         (Provider::Fullenrich, Hook::Event | Hook::Global) => Err("no such FullEnrich hook".into()),
     }
 }
@@ -172,9 +173,10 @@ fn fullenrich_contact(
     ))
 }
 
-/// An Enrow event: a bulk's (its results are fetched) or a single search's (its result inline).
-fn enrow_event(raw: &[u8]) -> Result<(EventKey, Action), String> {
-    let event = enrow::Event::parse(raw).map_err(|_| "not an Enrow event")?;
+/// An Enrow event (its body, parsed): a bulk's (its results are fetched) or a single search's (its
+/// result inline, the body kept as its `raw`).
+fn enrow_event(body: Value) -> Result<(EventKey, Action), String> {
+    let event = enrow::Event::deserialize(&body).map_err(|_| "not an Enrow event")?;
     let kind = event.event.clone().ok_or("Enrow event without a name")?;
     if let EventKind::Other(name) = &kind {
         return Err(format!("unknown Enrow event {name:?}"));
@@ -196,7 +198,6 @@ fn enrow_event(raw: &[u8]) -> Result<(EventKey, Action), String> {
     let result = event
         .single_result()
         .ok_or("Enrow single event without a result")?;
-    let raw: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
     Ok((
         key,
         Action::EnrowSingle {
@@ -204,8 +205,46 @@ fn enrow_event(raw: &[u8]) -> Result<(EventKey, Action), String> {
             kind,
             result,
             custom: event.custom.clone(),
-            raw,
+            raw: body,
             credits,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_shared::testing::envelope;
+    use serde_json::json;
+
+    fn parse_enrow(body: &[u8]) -> Result<(EventKey, Action), String> {
+        let env = envelope(Provider::Enrow, Hook::Event, &JobId::new("job_1"), body);
+        parse(&Envelope::from_json(&env).unwrap(), body)
+    }
+
+    #[test]
+    fn an_enrow_single_event_keeps_its_whole_body_as_raw_and_a_bad_body_says_why() {
+        let body = json!({"event": "single_search_finished", "id": "s-1", "credits": {"cost": 1},
+            "result": {"email": "person@example.com", "qualification": "valid"}, "extra": [1, 2]});
+        let (key, action) = parse_enrow(body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            key,
+            EventKey::enrow(&EventKind::SingleSearchFinished, "s-1")
+        );
+        let Action::EnrowSingle {
+            raw,
+            result,
+            credits,
+            ..
+        } = action
+        else {
+            panic!("a single event");
+        };
+        assert_eq!(raw, body);
+        assert_eq!(result.email.as_deref(), Some("person@example.com"));
+        assert_eq!(credits, Some(1.0));
+        let reason = |body: &[u8]| parse_enrow(body).err();
+        assert_eq!(reason(b"<html>").as_deref(), Some("body is not JSON"));
+        assert_eq!(reason(b"\"text\"").as_deref(), Some("not an Enrow event"));
+    }
 }

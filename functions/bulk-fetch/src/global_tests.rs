@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use relay_shared::Provider;
 use relay_shared::bodies::MemoryBodies;
-use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation};
+use relay_shared::jobs::{JobStatus, Operation};
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::{FetchError, ProviderClient};
 use relay_shared::providers::{enrow, fullenrich};
@@ -17,10 +17,9 @@ use relay_shared::store::{Jobs, OrphanStore};
 use relay_shared::testing::{envelope, sqs_message};
 use serde_json::{Value, json};
 
+use crate::behaviour_tests::{person, seed_job};
 use crate::{Disposition, Worker};
-use relay_shared::ChunkIndex;
-use relay_shared::ProviderId;
-use relay_shared::{ContactIndex, JobId};
+use relay_shared::{ChunkIndex, JobId, ProviderId};
 
 /// Enrow's bulk GET: every contact of the bulk found; each GET counted.
 #[derive(Clone, Default)]
@@ -58,28 +57,8 @@ fn worker() -> TestWorker {
 
 /// A started Enrow email_find job of `contacts` contacts in one chunk, under provider id `id`.
 fn seed(w: &TestWorker, contacts: u64, id: &str) -> JobId {
-    let job_id = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
-    let meta = JobMeta::new(
-        job_id.clone(),
-        Operation::EmailFind,
-        None,
-        JobStatus::Running,
-        contacts,
-        contacts,
-        Value::Null,
-    );
-    let contacts_of = (0..contacts)
-        .map(|i| Contact {
-            index: ContactIndex(i),
-            fields: json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
-                .as_object()
-                .cloned()
-                .unwrap(),
-            custom: None,
-        })
-        .collect();
-    w.jobs
-        .insert(meta, Chunk::plan(contacts, contacts), contacts_of);
+    let people = (0..contacts).map(|i| person(i, None)).collect();
+    let job_id = seed_job(&w.jobs, Operation::EmailFind, contacts, people, None);
     w.jobs.start(&job_id, ChunkIndex(0), &ProviderId::new(id));
     job_id
 }
@@ -141,6 +120,30 @@ async fn a_global_single_event_applies_to_its_chunk_and_its_copy_on_the_job_url_
     assert_eq!(meta.status, JobStatus::Completed);
     assert_eq!(w.jobs.results(&job_id).len(), 1);
     assert!(w.dead_letters.take().is_empty());
+}
+
+/// A global delivery finds its job by its id; the head that lookup read is the one it applies
+/// with: it reads no more heads than the same event on its job's own URL (one).
+#[tokio::test]
+async fn a_global_delivery_reads_its_jobs_head_once() {
+    for global in [true, false] {
+        let w = worker();
+        let job_id = seed(&w, 1, "s-1");
+        let body = if global {
+            on_global_url(&single("s-1"))
+        } else {
+            on_job_url(&job_id, &single("s-1"))
+        };
+        let before = w.jobs.reads().heads;
+        assert_eq!(
+            handle(&w, &body).await,
+            Disposition::Applied {
+                new: 1,
+                existing: 0
+            }
+        );
+        assert_eq!(w.jobs.reads().heads - before, 1, "global: {global}");
+    }
 }
 
 #[tokio::test]

@@ -17,8 +17,9 @@ mod poll;
 mod providers;
 mod requeue;
 
-pub(crate) use chunk::{fill_missing, unknown_to_provider};
+pub(crate) use chunk::fill_missing;
 pub use deployed::DeployedWorker;
+pub(crate) use disposition::Failure;
 pub use disposition::{Disposition, Handled, batch_metrics};
 pub(crate) use event::{Action, EventKey, parse};
 pub(crate) use providers::record_key;
@@ -56,17 +57,47 @@ const WRITE_RESERVE: Duration = Duration::from_secs(10);
 /// The shortest wait in the queue for a request slot (SQS delays are whole seconds).
 const PACED_MIN_WAIT: Duration = Duration::from_secs(1);
 
-pub struct Worker<J, D, P, B, Q> {
-    pub jobs: J,
-    pub dedupe: D,
-    pub providers: P,
-    pub bodies: B,
-    pub dead_letters: Q,
+/// What a worker runs on, bound once: its jobs store, dedupe claims, provider client, body store
+/// and queues. A tuple of the five implements it ([`Worker`]); each stage is an
+/// `impl<S: Deps> FetchWorker<S>`.
+pub trait Deps {
+    type Jobs: JobStore + CallbackStore + OrphanStore;
+    type Dedupe: DedupeStore;
+    type Providers: ProviderClient;
+    type Bodies: BodyStore;
+    type Queue: Queue;
+}
+
+impl<J, D, P, B, Q> Deps for (J, D, P, B, Q)
+where
+    J: JobStore + CallbackStore + OrphanStore,
+    D: DedupeStore,
+    P: ProviderClient,
+    B: BodyStore,
+    Q: Queue,
+{
+    type Jobs = J;
+    type Dedupe = D;
+    type Providers = P;
+    type Bodies = B;
+    type Queue = Q;
+}
+
+/// bulk-fetch on its jobs store `J`, dedupe claims `D`, providers `P`, bodies `B` and queues
+/// `Q`, built as a struct: `Worker { jobs, dedupe, .. }`.
+pub type Worker<J, D, P, B, Q> = FetchWorker<(J, D, P, B, Q)>;
+
+pub struct FetchWorker<S: Deps> {
+    pub jobs: S::Jobs,
+    pub dedupe: S::Dedupe,
+    pub providers: S::Providers,
+    pub bodies: S::Bodies,
+    pub dead_letters: S::Queue,
     /// Signs and sends completion callbacks.
     pub callbacks: Callbacks,
     /// The webhook queue: where a delivery waits again, delayed, for a provider that is not
     /// ready or rate-limits.
-    pub requeue: Q,
+    pub requeue: S::Queue,
     /// One FullEnrich request per this interval for the whole account, shared with the starts:
     /// result GETs reserve their slot in the same schedule (`fullenrich`).
     pub fullenrich_interval: Duration,
@@ -77,14 +108,7 @@ pub struct Worker<J, D, P, B, Q> {
     pub deadline: Duration,
 }
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// Processes a batch concurrently; reports only the records to retry. Prints the batch's
     /// metrics as one EMF line (and one per parked reason).
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {

@@ -9,12 +9,12 @@ use relay_shared::callback::{Attempted, CallbackRequest, CallbackTarget};
 use relay_shared::envelope::{Body, Envelope, WebhookMessage};
 use relay_shared::now_ms;
 use relay_shared::providers::Hook;
-use relay_shared::providers::client::ProviderClient;
 use relay_shared::queue::{MAX_DELAY, Queue};
-use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore};
+use relay_shared::store::{Jobs, OrphanStore};
 use sha2::{Digest, Sha256};
 
-use crate::{Disposition, Worker, parse};
+use crate::gate::Applied;
+use crate::{Deps, Disposition, Failure, FetchWorker, parse};
 use relay_shared::JobId;
 
 /// What became of one record: its disposition, the delivery's envelope, whether it was a poll,
@@ -37,14 +37,7 @@ impl Processed {
     }
 }
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// What became of a record, decoded once: a poll, a callback attempt, or a delivery (its
     /// envelope kept for the log line and the DLQ).
     pub(crate) async fn process(&self, record: &SqsMessage) -> Processed {
@@ -70,73 +63,69 @@ where
         }
     }
 
+    /// What became of a delivery: applied, or what its failure comes to (a wait is a new,
+    /// delayed copy of it on the queue).
     async fn process_envelope(&self, env: &Envelope) -> Disposition {
-        let raw = match self.body_bytes(env).await {
-            Ok(raw) => raw,
-            Err(f) => return self.fail(env, f).await,
-        };
-        let (key, action) = match parse(env, &raw) {
-            Ok(parsed) => parsed,
-            Err(reason) => return Disposition::Parked(reason),
-        };
+        let outcome = self.deliver(env).await.unwrap_or_else(Disposition::from);
+        self.put_back(env, outcome).await
+    }
+
+    /// A delivery's body read, its event parsed, its job found, the event applied once.
+    async fn deliver(&self, env: &Envelope) -> Result<Disposition, Failure> {
+        let raw = self.body_bytes(env).await?;
+        let (key, action) = parse(env, &raw).map_err(Failure::Unprocessable)?;
         // A global webhook's URL names no job: the job is the one a chunk of which is linked to
-        // the event's id; an id no chunk knows is an orphan, kept for the user to see.
-        let job_id = match (env.hook, action.enrow_id()) {
+        // the event's id (the lookup reads its head); an id no chunk knows is an orphan, kept for
+        // the user to see.
+        let meta = match (env.hook, action.enrow_id()) {
             (Hook::Global, Some(id)) => {
-                match self.jobs.job_of_provider_id(env.provider, id).await {
-                    Ok(Some(job_id)) => job_id,
-                    Ok(None) => return self.keep_orphan(env, &key, &action).await,
-                    Err(e) => return Disposition::Retry(e.to_string()),
+                match self.jobs.job_head_of_provider_id(env.provider, id).await? {
+                    Some(meta) => meta,
+                    None => return self.keep_orphan(env, &key, &action).await,
                 }
             }
-            _ => env.job_id.clone(),
+            _ => self
+                .jobs
+                .job_head(&env.job_id)
+                .await?
+                .ok_or_else(|| Failure::unprocessable("unknown job"))?,
         };
+        let job_id = &meta.job_id;
         // Scoped to the job of the URL: a caller holding one job's URL who posts events naming
         // another job's provider ids claims keys of its own job only, and burns nothing of the
         // other job (the event itself is then parked: its id is no chunk of this job). A global
         // event found its job by its id: its key is the one the job's own URL gives it, so the
         // same event on both URLs applies once.
-        let key = key.scoped(&job_id);
-        let meta = match self.jobs.job_head(&job_id).await {
-            Ok(Some(meta)) => meta,
-            Ok(None) => return Disposition::Parked("unknown job".into()),
-            Err(e) => return Disposition::Retry(e.to_string()),
-        };
+        let key = key.scoped(job_id);
         if meta.deleted {
             // Erased at the caller's request: its data is not kept, not even in the DLQ.
-            return self.drop_delivery(env, "the job was deleted").await;
+            return Ok(self.drop_delivery(env, "the job was deleted").await);
         }
         if meta.provider != env.provider {
-            return Disposition::Parked("provider does not match the job".into());
+            return Err(Failure::unprocessable("provider does not match the job"));
         }
-
         match self.apply_once(&meta, &key, action, true).await {
-            Ok(disposition) => disposition,
-            Err(failure) => {
+            Ok(applied @ (Applied::Stored { .. } | Applied::Duplicate)) => Ok(applied.into()),
+            unapplied => {
                 // The head read first may be a second stale, and a DELETE may come while the
                 // delivery is applied: a delivery that failed (its link or chunk erased, say) is
                 // dropped if its job is deleted now, never parked or put back with its data.
-                if matches!(self.jobs.get_job(&job_id).await, Ok(Some(m)) if m.deleted) {
-                    return self
-                        .drop_delivery(env, "the job was deleted while its delivery was applied")
-                        .await;
+                if matches!(self.jobs.get_job(job_id).await, Ok(Some(m)) if m.deleted) {
+                    let why = "the job was deleted while its delivery was applied";
+                    return Ok(self.drop_delivery(env, why).await);
                 }
-                self.fail(env, failure).await
+                unapplied.map(Disposition::from)
             }
         }
     }
 
-    async fn body_bytes(&self, env: &Envelope) -> Result<Vec<u8>, Disposition> {
+    async fn body_bytes(&self, env: &Envelope) -> Result<Vec<u8>, Failure> {
         match &env.body {
             Body::Stored { key, sha256, .. } => {
-                let bytes = self
-                    .bodies
-                    .get(key)
-                    .await
-                    .map_err(|e| Disposition::Retry(e.to_string()))?;
+                let bytes = self.bodies.get(key).await?;
                 if hex::encode(Sha256::digest(&bytes)) != *sha256 {
-                    return Err(Disposition::Parked(
-                        "claim-checked body does not match its SHA-256".into(),
+                    return Err(Failure::unprocessable(
+                        "claim-checked body does not match its SHA-256",
                     ));
                 }
                 Ok(bytes)
@@ -144,7 +133,7 @@ where
             inline => inline
                 .inline_bytes()
                 .expect("inline body")
-                .map_err(|_| Disposition::Parked("undecodable body".into())),
+                .map_err(|_| Failure::unprocessable("undecodable body")),
         }
     }
 
@@ -166,7 +155,7 @@ where
     async fn callback(&self, target: &CallbackTarget) -> Disposition {
         let attempted = match self.callbacks.attempt(&self.jobs, target).await {
             Ok(a) => a,
-            Err(e) => return Disposition::Retry(e.to_string()),
+            Err(e) => return Failure::from(e).into(),
         };
         let job_id = &target.job_id;
         if let Attempted::Failed { next_at, .. } = &attempted {

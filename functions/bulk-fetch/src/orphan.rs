@@ -4,44 +4,36 @@ use std::time::Duration;
 
 use relay_shared::bodies::BodyStore;
 use relay_shared::envelope::{Body, Envelope};
-use relay_shared::providers::client::ProviderClient;
-use relay_shared::queue::Queue;
-use relay_shared::store::{CallbackStore, Claim, DedupeStore, JobStore, Orphan, OrphanStore};
+use relay_shared::store::{Claim, DedupeStore, Orphan, OrphanStore};
 
-use crate::{Action, Disposition, EventKey, Worker};
+use crate::{Action, Deps, Disposition, EventKey, Failure, FetchWorker};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// Keeps a global webhook's event for a search no chunk knows as an orphan, once per event
     /// (its claim, `~orphan#<key>`, is no job's: `~` is in no job id). Never parked, never
-    /// fetched; its body (a single event's result: contact data) is kept nowhere.
+    /// fetched; its body (a single event's result: contact data) is kept nowhere. One being kept
+    /// by another delivery waits (`Deferred`, to be put back).
     pub(crate) async fn keep_orphan(
         &self,
         env: &Envelope,
         key: &EventKey,
         action: &Action,
-    ) -> Disposition {
+    ) -> Result<Disposition, Failure> {
         // Its id, name and cost, as `parse` read them (only an Enrow event comes this way).
         let Some((provider_id, kind, credits)) = action.enrow_event() else {
-            return Disposition::Parked("a global delivery that is no Enrow event".into());
+            return Err(Failure::unprocessable(
+                "a global delivery that is no Enrow event",
+            ));
         };
         let claim = key.orphan();
         let owner = uuid::Uuid::new_v4().to_string();
-        match self.dedupe.claim(&claim, &owner).await {
-            Ok(Claim::Claimed) => {}
-            Ok(Claim::Duplicate) => return Disposition::Duplicate,
-            Ok(Claim::InProgress) => {
-                let wait =
-                    Disposition::Deferred(Duration::ZERO, "being kept by another delivery".into());
-                return self.fail(env, wait).await;
+        match self.dedupe.claim(&claim, &owner).await? {
+            Claim::Claimed => {}
+            Claim::Duplicate => return Ok(Disposition::Duplicate),
+            Claim::InProgress => {
+                let why = "being kept by another delivery";
+                return Ok(Disposition::Deferred(Duration::ZERO, why.into()));
             }
-            Err(e) => return Disposition::Retry(e.to_string()),
         }
         let orphan = Orphan {
             provider: env.provider,
@@ -55,7 +47,7 @@ where
             if let Err(e) = self.dedupe.release(&claim, &owner).await {
                 tracing::warn!(error = %e, "claim not released; it expires with its lease");
             }
-            return Disposition::Retry(e.to_string());
+            return Err(e.into());
         }
         if let Err(e) = self.dedupe.complete(&claim, &owner).await {
             // Kept; a redelivery keeps it again once the lease runs out (a second orphan).
@@ -68,6 +60,6 @@ where
         {
             tracing::warn!(error = %e, "orphan's claim-checked body not deleted");
         }
-        Disposition::Orphaned
+        Ok(Disposition::Orphaned)
     }
 }

@@ -9,7 +9,7 @@ use relay_shared::Provider;
 use relay_shared::bodies::MemoryBodies;
 use relay_shared::envelope::{PollRequest, Signature};
 use relay_shared::jobs::{
-    Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation, Outcome, reasons,
+    Chunk, ChunkStatus, ContactResult, JobStatus, Operation, Outcome, reasons,
 };
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::{FetchError, ProviderClient};
@@ -20,9 +20,9 @@ use relay_shared::store::{ChunkRef, ChunkUpdate, Jobs, RateSchedule, Results, Sl
 use relay_shared::testing::{envelope, envelope_with, sqs_message};
 use serde_json::{Value, json};
 
+use crate::behaviour_tests::{contact, seed_job};
 use crate::{Disposition, MAX_CANDIDATES, Worker};
-use relay_shared::ProviderId;
-use relay_shared::{ChunkIndex, ContactIndex, JobId};
+use relay_shared::{ChunkIndex, JobId, ProviderId};
 
 /// A provider whose GETs answer from a script, each one counted.
 #[derive(Clone, Default)]
@@ -30,6 +30,8 @@ struct Scripted {
     /// FullEnrich enrichments by id; an id not here answers 404.
     fullenrich: Arc<Mutex<std::collections::HashMap<String, Value>>>,
     gets: Arc<Mutex<Vec<String>>>,
+    /// A chunk (of a job in a store) whose start goes unconfirmed while the next GET runs.
+    unconfirmed_during_get: Arc<Mutex<Option<(MemoryJobs, JobId, ChunkIndex)>>>,
 }
 
 impl Scripted {
@@ -44,6 +46,10 @@ impl Scripted {
 impl ProviderClient for Scripted {
     async fn fullenrich_job(&self, _: Operation, id: &str) -> Result<fullenrich::Job, FetchError> {
         self.gets.lock().unwrap().push(id.to_string());
+        let meanwhile = self.unconfirmed_during_get.lock().unwrap().take();
+        if let Some((jobs, job_id, index)) = meanwhile {
+            unconfirmed(&jobs, &job_id, index).await;
+        }
         match self.fullenrich.lock().unwrap().get(id) {
             Some(body) => Ok(fullenrich::parse_batch(body.to_string().as_bytes()).unwrap()),
             None => Err(FetchError::Permanent(
@@ -76,30 +82,14 @@ fn worker() -> TestWorker {
 
 /// A FullEnrich enrich job of `chunks` chunks of 2 contacts (contact `i` is rid `i`).
 fn seed_fullenrich(w: &TestWorker, chunks: u32) -> JobId {
-    let job_id = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
-    let n = u64::from(chunks) * 2;
-    let meta = JobMeta::new(
-        job_id.clone(),
-        Operation::Enrich,
-        None,
-        JobStatus::Running,
-        n,
-        2,
-        Value::Null,
-    );
-    let contacts = (0..n)
-        .map(|i| Contact {
-            index: ContactIndex(i),
-            fields:
-                json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-            custom: None,
+    let contacts = (0..u64::from(chunks) * 2)
+        .map(|i| {
+            let fields =
+                json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"});
+            contact(i, fields, None)
         })
         .collect();
-    w.jobs.insert(meta, Chunk::plan(n, 2), contacts);
-    job_id
+    seed_job(&w.jobs, Operation::Enrich, 2, contacts, None)
 }
 
 /// A finished FullEnrich enrichment of contacts `rids`, every one found.
@@ -243,18 +233,16 @@ async fn a_poll_past_the_deadline_times_out_whatever_the_provider_answers() {
 }
 
 /// A chunk whose start's answer was lost: `start_unconfirmed`, no provider id.
-async fn unconfirmed(w: &TestWorker, job_id: &JobId, index: ChunkIndex) {
+async fn unconfirmed(jobs: &MemoryJobs, job_id: &JobId, index: ChunkIndex) {
     use relay_shared::store::SubmitLedger;
     assert!(
-        w.jobs
-            .begin_submit(job_id, index, "me", 60_000)
+        jobs.begin_submit(job_id, index, "me", 60_000)
             .await
             .unwrap()
             .is_some()
     );
     assert!(
-        w.jobs
-            .mark_unconfirmed(job_id, index, Some("me"))
+        jobs.mark_unconfirmed(job_id, index, Some("me"))
             .await
             .unwrap()
     );
@@ -264,7 +252,7 @@ async fn unconfirmed(w: &TestWorker, job_id: &JobId, index: ChunkIndex) {
 async fn a_signed_contact_finished_adopts_its_unconfirmed_chunk_and_its_results_stand() {
     let w = worker();
     let job_id = seed_fullenrich(&w, 1);
-    unconfirmed(&w, &job_id, ChunkIndex(0)).await;
+    unconfirmed(&w.jobs, &job_id, ChunkIndex(0)).await;
     let record = |rid: u64| {
         json!({"custom": {"rid": rid.to_string()}, "status": "FINISHED",
                "contact_info": {"most_probable_work_email": {"email": format!("p{rid}@example.com"), "status": "DELIVERABLE"}}})
@@ -342,7 +330,7 @@ async fn a_chunk_awaiting_its_id_lets_a_few_unknown_ids_be_fetched_and_adopts_th
     let job_id = seed_fullenrich(&w, 2);
     w.jobs
         .start(&job_id, ChunkIndex(1), &ProviderId::new("fe-1"));
-    unconfirmed(&w, &job_id, ChunkIndex(0)).await;
+    unconfirmed(&w.jobs, &job_id, ChunkIndex(0)).await;
     for i in 0..40 {
         let d = handle(&w, &unsigned_batch(&job_id, &format!("made-up-{i}"))).await;
         assert!(matches!(d, Disposition::Dropped(_)), "{d:?}");
@@ -373,4 +361,77 @@ async fn a_chunk_awaiting_its_id_lets_a_few_unknown_ids_be_fetched_and_adopts_th
             .as_deref(),
         Some("fe-real")
     );
+}
+
+/// An unsigned batch webhook for `id`, which FullEnrich knows as a finished enrichment of
+/// contacts `rids`: fetched and applied.
+async fn applies_unsigned(w: &TestWorker, job_id: &JobId, id: &str, rids: &[u64]) {
+    w.providers.knows(id, finished(id, rids));
+    let d = handle(w, &unsigned_batch(job_id, id)).await;
+    let new = rids.len();
+    assert_eq!(d, Disposition::Applied { new, existing: 0 });
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unsigned_body_for_the_id_a_chunk_awaits_reads_the_jobs_chunks_once() {
+    let w = worker();
+    let job_id = seed_fullenrich(&w, 1);
+    unconfirmed(&w.jobs, &job_id, ChunkIndex(0)).await;
+    let before = w.jobs.reads().chunk_queries;
+    applies_unsigned(&w, &job_id, "fe-lost", &[0, 1]).await;
+    assert_eq!(
+        w.jobs.reads().chunk_queries - before,
+        1,
+        "the chunks its candidate read are the ones its adoption picks from"
+    );
+    assert_eq!(
+        chunk(&w, &job_id, ChunkIndex(0))
+            .await
+            .provider_id
+            .as_deref(),
+        Some("fe-lost"),
+        "adopted by the GET's records"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_whose_start_goes_unconfirmed_during_the_get_still_adopts_the_id() {
+    let w = worker();
+    let job_id = seed_fullenrich(&w, 2);
+    unconfirmed(&w.jobs, &job_id, ChunkIndex(0)).await;
+    // The enrichment is chunk 1's, whose start is unconfirmed only once the GET is under way:
+    // the chunks the candidate read before it do not have it; the chunks as they are now do.
+    *w.providers.unconfirmed_during_get.lock().unwrap() =
+        Some((w.jobs.clone(), job_id.clone(), ChunkIndex(1)));
+    applies_unsigned(&w, &job_id, "fe-late", &[2, 3]).await;
+    assert_eq!(
+        chunk(&w, &job_id, ChunkIndex(1))
+            .await
+            .provider_id
+            .as_deref(),
+        Some("fe-late")
+    );
+    assert_eq!(chunk(&w, &job_id, ChunkIndex(0)).await.provider_id, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_whose_results_are_not_ready_waits_twice_as_long_each_time_up_to_15_minutes() {
+    let w = worker();
+    let job_id = seed_fullenrich(&w, 1);
+    w.jobs
+        .start(&job_id, ChunkIndex(0), &ProviderId::new("fe-0"));
+    let running = json!({"id": "fe-0", "status": "IN_PROGRESS", "data": []});
+    w.providers.knows("fe-0", running);
+    let mut body = unsigned_batch(&job_id, "fe-0");
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let d = handle(&w, &body).await;
+        assert!(matches!(d, Disposition::Deferred(..)), "{d:?}");
+        let mut requeued = w.requeue.take();
+        assert_eq!(requeued.len(), 1, "put back as a new, delayed message");
+        let again = requeued.pop().unwrap();
+        waits.push(again.delay.as_secs());
+        body = again.body;
+    }
+    assert_eq!(waits, [30, 60, 120, 240, 480, 900, 900]);
 }

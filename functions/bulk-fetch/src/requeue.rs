@@ -1,26 +1,17 @@
-//! What a failure comes to: a deferral or a wait for a request slot is a new, delayed copy of the
-//! delivery on the queue; anything else is what it was.
+//! Where a delivery waits: a deferral or a wait for a request slot is a new, delayed copy of it on
+//! the queue; anything else is what it was.
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::envelope::Envelope;
-use relay_shared::providers::client::ProviderClient;
 use relay_shared::queue::Queue;
-use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore};
 
-use crate::{Disposition, MAX_REQUEUES, Worker};
+use crate::{Deps, Disposition, FetchWorker, MAX_REQUEUES};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
-    /// What a failure comes to: a deferral is a new, delayed copy of the delivery on the queue
-    /// (the receive count of the copy starts at zero); if that cannot be sent, an ordinary retry.
-    pub(crate) async fn fail(&self, env: &Envelope, failure: Disposition) -> Disposition {
-        match failure {
+impl<S: Deps> FetchWorker<S> {
+    /// What a delivery's outcome comes to: a deferral (or a wait for a request slot) is a new,
+    /// delayed copy of the delivery on the queue (the receive count of the copy starts at zero);
+    /// if that cannot be sent, an ordinary retry. Any other outcome is what it was.
+    pub(crate) async fn put_back(&self, env: &Envelope, outcome: Disposition) -> Disposition {
+        match outcome {
             Disposition::Paced(wait) => {
                 let delay = env.paced_delay(wait).min(relay_shared::queue::MAX_DELAY);
                 let mut again = env.clone();
@@ -36,7 +27,8 @@ where
                 Disposition::Retry(format!("{r}; requeued {MAX_REQUEUES} times already"))
             }
             Disposition::Deferred(wait, r) => {
-                let backoff = self.not_ready_wait * 2u32.saturating_pow(env.requeues.min(5));
+                let (first, requeues) = (self.not_ready_wait, env.requeues);
+                let backoff = relay_shared::retry::nth_delay(first, first * 32, requeues);
                 let delay = wait.max(backoff).min(relay_shared::queue::MAX_DELAY);
                 let mut again = env.clone();
                 again.requeues += 1;

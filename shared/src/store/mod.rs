@@ -524,6 +524,23 @@ pub trait OrphanStore: Send + Sync + 'static {
         provider: Provider,
         provider_id: &ProviderId,
     ) -> impl Future<Output = Result<Option<JobId>, StoreError>> + Send;
+    /// The head of that job, as [`Jobs::job_head`] reads it: the one read of its job a global
+    /// webhook's delivery makes. The default looks the job up, then reads its head.
+    fn job_head_of_provider_id(
+        &self,
+        provider: Provider,
+        provider_id: &ProviderId,
+    ) -> impl Future<Output = Result<Option<JobMeta>, StoreError>> + Send
+    where
+        Self: Jobs,
+    {
+        async move {
+            match self.job_of_provider_id(provider, provider_id).await? {
+                Some(job_id) => self.job_head(&job_id).await,
+                None => Ok(None),
+            }
+        }
+    }
     /// Keeps an orphan [`ORPHAN_RETENTION_DAYS`] days (the caller claims its event once).
     fn put_orphan(&self, orphan: &Orphan) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Orphans newest first, `limit` (at most 100) a page, after `cursor`; expired ones are not

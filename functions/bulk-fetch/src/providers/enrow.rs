@@ -2,30 +2,19 @@
 
 use std::collections::HashMap;
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{
     ChunkStatus, Contact, ContactResult, EnrowFields, JobError, JobMeta, Operation, from_enrow,
 };
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::providers::enrow::{self, EventKind};
-use relay_shared::queue::Queue;
-use relay_shared::store::{
-    CallbackStore, ChunkUpdate, DedupeStore, JobStore, Link, OrphanStore, Stored,
-};
+use relay_shared::store::{ChunkUpdate, Jobs, Link, Links, Results};
 use serde_json::Value;
 
-use crate::{Action, Disposition, EventKey, Worker, fill_missing, record_key, unknown_to_provider};
-use relay_shared::ContactIndex;
-use relay_shared::ProviderId;
+use super::{Arm, NOT_OURS, unknown_to_provider};
+use crate::{Action, Deps, EventKey, Failure, FetchWorker, fill_missing, record_key};
+use relay_shared::{ContactIndex, ProviderId};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// A poll's GET of an Enrow search (`single`: started on the single endpoint): the event
     /// that announces its results.
     pub(crate) async fn poll_enrow(
@@ -33,7 +22,7 @@ where
         op: Operation,
         pid: &ProviderId,
         single: bool,
-    ) -> Result<(EventKey, Action), Disposition> {
+    ) -> Result<(EventKey, Action), Failure> {
         let kind = enrow_event(op, single);
         let key = EventKey::enrow(&kind, pid);
         if single {
@@ -71,7 +60,7 @@ where
         custom: Option<Value>,
         mut raw: Value,
         credits: Option<f64>,
-    ) -> Result<Stored, Disposition> {
+    ) -> Result<Arm, Failure> {
         let job_id = &meta.job_id;
         let op = meta.operation;
         // The link carries a one-contact chunk's contact (one read for both).
@@ -81,14 +70,13 @@ where
                 // Not linked: Enrow does not sign, so the body is only a hint. A chunk
                 // still waiting for its id may adopt it once Enrow's own answer for the
                 // id (a GET) names one of its contacts; any other id is dropped.
-                self.candidate(meta).await?;
-                let (fetched, fetched_raw) = self
-                    .providers
-                    .enrow_single(op, &id)
-                    .await
-                    .map_err(|e| unknown_to_provider(e.into(), false))?;
-                result = fetched;
-                raw = fetched_raw;
+                let Some(read) = self.candidate(meta).await? else {
+                    return Ok(Arm::Dropped(NOT_OURS.into()));
+                };
+                (result, raw) = match self.providers.enrow_single(op, &id).await {
+                    Ok(fetched) => fetched,
+                    Err(e) => return unknown_to_provider(e.into(), false),
+                };
                 let rids: Vec<ContactIndex> = result
                     .custom
                     .as_ref()
@@ -96,7 +84,8 @@ where
                     .and_then(record_key)
                     .into_iter()
                     .collect();
-                Link::new(self.adopt(meta, &id, &rids, Some(true)).await?, None)
+                let chunk = self.adopt(meta, &id, &rids, Some(true), Some(read));
+                Link::new(chunk.await?, None)
             }
         };
         let Link { chunk, contact } = link;
@@ -107,7 +96,7 @@ where
                 .contacts(job_id, chunk.offset, 1)
                 .await?
                 .pop()
-                .ok_or_else(|| Disposition::Parked("chunk has no contact".into()))?,
+                .ok_or_else(|| Failure::unprocessable("chunk has no contact"))?,
         };
         let fields = EnrowFields {
             qualification: result.qualification.as_ref(),
@@ -121,10 +110,11 @@ where
             credits,
             error: None,
         };
-        Ok(self
+        let stored = self
             .jobs
             .store_result(job_id, chunk.index, stored, Some(update))
-            .await?)
+            .await?;
+        Ok(Arm::Stored(stored))
     }
 
     /// An Enrow bulk: the chunk's whole result set (fetched unless a poll did).
@@ -134,22 +124,25 @@ where
         id: ProviderId,
         credits: Option<f64>,
         prefetched: Option<enrow::BulkResults>,
-    ) -> Result<Stored, Disposition> {
+    ) -> Result<Arm, Failure> {
         let job_id = &meta.job_id;
         let op = meta.operation;
         let linked = self.jobs.find_chunk(job_id, &id).await?;
-        if linked.is_none() {
-            // Enrow does not sign its webhooks: an id no chunk knows is fetched only as
-            // one of the few candidates a chunk still waiting for its id allows.
-            self.candidate(meta).await?;
-        }
+        // Enrow does not sign its webhooks: an id no chunk knows is fetched only as one of the
+        // few candidates a chunk still waiting for its id allows.
+        let read = match linked {
+            Some(_) => None,
+            None => match self.candidate(meta).await? {
+                Some(read) => Some(read),
+                None => return Ok(Arm::Dropped(NOT_OURS.into())),
+            },
+        };
         let bulk = match prefetched {
             Some(bulk) => bulk,
-            None => self
-                .providers
-                .enrow_bulk(op, &id)
-                .await
-                .map_err(|e| unknown_to_provider(e.into(), linked.is_some()))?,
+            None => match self.providers.enrow_bulk(op, &id).await {
+                Ok(bulk) => bulk,
+                Err(e) => return unknown_to_provider(e.into(), linked.is_some()),
+            },
         };
         let chunk = match linked {
             Some(c) => c,
@@ -158,7 +151,7 @@ where
                     .rows()
                     .filter_map(|(row, _)| row.custom.as_ref().and_then(record_key))
                     .collect();
-                self.adopt(meta, &id, &rids, Some(false)).await?
+                self.adopt(meta, &id, &rids, Some(false), read).await?
             }
         };
         let contacts = self
@@ -186,10 +179,11 @@ where
                 message: "Enrow reported the bulk as failed".into(),
             }),
         };
-        Ok(self
+        let stored = self
             .jobs
             .store_chunk(job_id, chunk, results, update)
-            .await?)
+            .await?;
+        Ok(Arm::Stored(stored))
     }
 }
 
@@ -212,7 +206,7 @@ pub(crate) fn map_enrow_bulk(
     contacts: &[Contact],
     bulk: &enrow::BulkResults,
 ) -> Vec<ContactResult> {
-    let offset = contacts.first().map(|c| c.index).unwrap_or_default();
+    let offset = contacts.first().map(|c| c.index).unwrap_or(ContactIndex(0));
     let mut by_email: HashMap<String, Vec<&Contact>> = HashMap::new();
     if op == Operation::EmailVerify {
         for c in contacts {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{
     ChunkStatus, Contact, ContactResult, JobError, JobMeta, Operation, Outcome, from_fullenrich,
     reasons,
@@ -14,26 +13,16 @@ use relay_shared::jobs::{
 use relay_shared::now_ms;
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::providers::fullenrich::{self, JobStatus as FeStatus};
-use relay_shared::queue::Queue;
-use relay_shared::store::{
-    CallbackStore, ChunkUpdate, DedupeStore, JobStore, OrphanStore, Slot, Stored,
-};
+use relay_shared::store::{ChunkUpdate, Jobs, Links, RateSchedule, Results, Slot, Stored};
 
+use super::{Arm, NOT_OURS, unknown_to_provider};
 use crate::{
-    Action, Disposition, EventKey, MAX_SLOT_WAIT, PACED_MIN_WAIT, WRITE_RESERVE, Worker,
-    fill_missing, record_key, unknown_to_provider,
+    Action, Deps, Disposition, EventKey, Failure, FetchWorker, MAX_SLOT_WAIT, PACED_MIN_WAIT,
+    WRITE_RESERVE, fill_missing, record_key,
 };
-use relay_shared::ContactIndex;
-use relay_shared::ProviderId;
+use relay_shared::{ContactIndex, ProviderId};
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+impl<S: Deps> FetchWorker<S> {
     /// A FullEnrich batch: the chunk's whole result set (fetched when the body cannot vouch for it).
     pub(crate) async fn apply_fullenrich_batch(
         &self,
@@ -41,16 +30,20 @@ where
         id: ProviderId,
         mut job: fullenrich::Job,
         signed: bool,
-    ) -> Result<Stored, Disposition> {
+    ) -> Result<Arm, Failure> {
         let job_id = &meta.job_id;
         let op = meta.operation;
         let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
         let linked = self.jobs.find_chunk(job_id, &id).await?;
-        if linked.is_none() && !signed {
-            // Anyone holding the URL could have sent it: an id no chunk knows is fetched
-            // only as one of the few candidates a chunk still waiting for its id allows.
-            self.candidate(meta).await?;
-        }
+        // Anyone holding the URL could have sent it: an id no chunk knows is fetched only as one
+        // of the few candidates a chunk still waiting for its id allows.
+        let read = match linked {
+            None if !signed => match self.candidate(meta).await? {
+                Some(read) => Some(read),
+                None => return Ok(Arm::Dropped(NOT_OURS.into())),
+            },
+            _ => None,
+        };
         // The result GET is the source of truth for a body that is not signed (anyone
         // holding the URL could have sent it: it is only a trigger), for a finished
         // batch without its records, and for one not terminal (which the batch webhook
@@ -59,24 +52,21 @@ where
             && job.data.is_empty()
             && linked.is_none_or(|c| c.count > 0);
         if !signed || !status.is_terminal() || finished_empty {
-            job = self
-                .fullenrich_job(op, &id)
-                .await
-                .map_err(|f| unknown_to_provider(f, linked.is_some()))?;
+            job = match self.fullenrich_job(op, &id).await {
+                Ok(job) => job,
+                Err(f) => return unknown_to_provider(f, linked.is_some()),
+            };
         }
         let chunk = match linked {
             Some(c) => c,
             None => {
                 let rids: Vec<ContactIndex> = job.data.iter().filter_map(fullenrich_rid).collect();
-                self.adopt(meta, &id, &rids, None).await?
+                self.adopt(meta, &id, &rids, None, read).await?
             }
         };
         let status = job.status.clone().unwrap_or(FeStatus::Other(String::new()));
         if !status.is_terminal() {
-            return Err(Disposition::Deferred(
-                Duration::ZERO,
-                format!("enrichment {status}"),
-            ));
+            return Ok(Arm::Later(format!("enrichment {status}")));
         }
         let contacts = self
             .jobs
@@ -103,10 +93,11 @@ where
             credits: job.cost.credits,
             error,
         };
-        Ok(self
+        let stored = self
             .jobs
             .store_chunk(job_id, chunk, results, update)
-            .await?)
+            .await?;
+        Ok(Arm::Stored(stored))
     }
 
     /// FullEnrich `contact_finished`: provisional rows for its finished records (signed only).
@@ -115,7 +106,7 @@ where
         meta: &JobMeta,
         job: fullenrich::Job,
         signed: bool,
-    ) -> Result<Stored, Disposition> {
+    ) -> Result<Arm, Failure> {
         let job_id = &meta.job_id;
         let op = meta.operation;
         if !signed {
@@ -126,7 +117,7 @@ where
                 %job_id,
                 "unsigned contact_finished: its results will come from the API"
             );
-            return Ok(Stored::default());
+            return Ok(Arm::Stored(Stored::default()));
         }
         let finished: Vec<fullenrich::Record> = job
             .data
@@ -135,13 +126,13 @@ where
             .cloned()
             .collect();
         if finished.is_empty() {
-            return Ok(Stored::default()); // a snapshot with nothing finished yet
+            return Ok(Arm::Stored(Stored::default())); // a snapshot with nothing finished yet
         }
         let (rids, contacts) = self.contacts_named(meta, &job, &finished).await?;
         let results = map_fullenrich(op, &contacts, &finished);
         if results.is_empty() {
-            return Err(Disposition::Parked(
-                "contact_finished record maps to no contact".into(),
+            return Err(Failure::unprocessable(
+                "contact_finished record maps to no contact",
             ));
         }
         let stored = self.store_provisional(meta, results).await?;
@@ -151,17 +142,19 @@ where
         if stored.awaiting_link
             && let Some(id) = &job.id
         {
-            match self
-                .adopt(meta, &ProviderId::new(id.as_str()), &rids, None)
+            if let Err(f) = self
+                .adopt(meta, &ProviderId::new(id.as_str()), &rids, None, None)
                 .await
             {
-                Ok(_) => {}
-                Err(d) => {
-                    tracing::warn!(%job_id, disposition = ?d, "contact_finished did not adopt its chunk")
-                }
+                let disposition = Disposition::from(f);
+                tracing::warn!(
+                    %job_id,
+                    ?disposition,
+                    "contact_finished did not adopt its chunk"
+                )
             }
         }
-        Ok(stored)
+        Ok(Arm::Stored(stored))
     }
 
     /// The contacts a `contact_finished` body's finished records name (their record keys),
@@ -172,7 +165,7 @@ where
         meta: &JobMeta,
         job: &fullenrich::Job,
         finished: &[fullenrich::Record],
-    ) -> Result<(Vec<ContactIndex>, Vec<Contact>), Disposition> {
+    ) -> Result<(Vec<ContactIndex>, Vec<Contact>), Failure> {
         let job_id = &meta.job_id;
         // The contacts the records name, read in one range (a snapshot can name many).
         let rids: Vec<ContactIndex> = finished
@@ -214,14 +207,22 @@ where
         &self,
         meta: &JobMeta,
         mut results: Vec<ContactResult>,
-    ) -> Result<Stored, Disposition> {
+    ) -> Result<Stored, Failure> {
         let job_id = &meta.job_id;
         // A snapshot repeats what earlier deliveries stored: one keys-only query finds
         // those, and only the rest are written.
         let mut existing = 0;
         if results.len() > 1 {
-            let lo = results.iter().map(|r| r.index).min().unwrap_or_default();
-            let hi = results.iter().map(|r| r.index).max().unwrap_or_default();
+            let lo = results
+                .iter()
+                .map(|r| r.index)
+                .min()
+                .unwrap_or(ContactIndex(0));
+            let hi = results
+                .iter()
+                .map(|r| r.index)
+                .max()
+                .unwrap_or(ContactIndex(0));
             let have = self.jobs.stored_indices(job_id, lo, hi).await?;
             let before = results.len();
             results.retain(|r| !have.contains(&r.index));
@@ -232,7 +233,7 @@ where
         let writes = futures::stream::iter(results.into_iter().map(|mut r| async move {
             r.provisional = true;
             let chunk_index = self.chunk_index_of(meta, r.index).await?;
-            Ok::<_, Disposition>(self.jobs.store_result(job_id, chunk_index, r, None).await?)
+            Ok::<_, Failure>(self.jobs.store_result(job_id, chunk_index, r, None).await?)
         }))
         .buffer_unordered(8)
         .collect::<Vec<_>>()
@@ -260,10 +261,10 @@ where
     /// and the writes after it still fit in the invocation. Otherwise nothing is taken and the
     /// delivery waits in the queue until a slot is in reach (`Paced`): a slot taken is a
     /// request made.
-    pub(crate) async fn fullenrich_slot(&self) -> Result<(), Disposition> {
+    pub(crate) async fn fullenrich_slot(&self) -> Result<(), Failure> {
         let reserve = self.providers.timeout() + WRITE_RESERVE;
         let Some(max_wait) = relay_shared::invocation::bounded_wait(MAX_SLOT_WAIT, reserve) else {
-            return Err(Disposition::Paced(PACED_MIN_WAIT));
+            return Err(Failure::Paced(PACED_MIN_WAIT));
         };
         let interval = self.fullenrich_interval.as_millis() as u64;
         match self
@@ -276,22 +277,22 @@ where
                 tokio::time::sleep(wait).await;
                 Ok(())
             }
-            Slot::Busy { retry_in_ms } => Err(Disposition::Paced(
+            Slot::Busy { retry_in_ms } => Err(Failure::Paced(
                 Duration::from_millis(retry_in_ms).max(PACED_MIN_WAIT),
             )),
         }
     }
 
     /// A poll's GET of a FullEnrich enrichment: a terminal one is its batch event (from the
-    /// provider's API: its records are FullEnrich's).
+    /// provider's API: its records are FullEnrich's); `None` while it runs.
     pub(crate) async fn poll_fullenrich(
         &self,
         op: Operation,
         pid: &ProviderId,
-    ) -> Result<(EventKey, Action), Disposition> {
+    ) -> Result<Option<(EventKey, Action)>, Failure> {
         let job = self.fullenrich_job(op, pid).await?;
-        match job.status.clone() {
-            Some(status) if status.is_terminal() => Ok((
+        Ok(match job.status.clone() {
+            Some(status) if status.is_terminal() => Some((
                 EventKey::fullenrich_batch(pid, status.as_str()),
                 Action::FullenrichBatch {
                     id: pid.clone(),
@@ -299,11 +300,8 @@ where
                     signed: true,
                 },
             )),
-            _ => Err(Disposition::Deferred(
-                Duration::ZERO,
-                "results not ready".into(),
-            )),
-        }
+            _ => None,
+        })
     }
 
     /// A FullEnrich result GET, paced with every other FullEnrich request of the account.
@@ -311,7 +309,7 @@ where
         &self,
         op: Operation,
         id: &str,
-    ) -> Result<fullenrich::Job, Disposition> {
+    ) -> Result<fullenrich::Job, Failure> {
         self.fullenrich_slot().await?;
         Ok(self.providers.fullenrich_job(op, id).await?)
     }

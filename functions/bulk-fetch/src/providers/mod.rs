@@ -4,30 +4,44 @@
 mod enrow;
 mod fullenrich;
 
-use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::{JobMeta, RECORD_KEY};
-use relay_shared::providers::client::ProviderClient;
-use relay_shared::queue::Queue;
-use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore, Stored};
+use relay_shared::providers::client::FetchError;
+use relay_shared::store::Stored;
 use serde_json::Value;
 
-use crate::{Action, Disposition, Worker};
+use crate::{Action, Deps, Failure, FetchWorker};
 use relay_shared::ContactIndex;
 
-impl<J, D, P, B, Q> Worker<J, D, P, B, Q>
-where
-    J: JobStore + CallbackStore + OrphanStore,
-    D: DedupeStore,
-    P: ProviderClient,
-    B: BodyStore,
-    Q: Queue,
-{
+/// What an arm did with its event, short of a failure.
+#[derive(Debug)]
+pub(crate) enum Arm {
+    /// Its results written (perhaps none new).
+    Stored(Stored),
+    /// Nothing written: its results are not ready (the reason), to be asked for again later.
+    Later(String),
+    /// Nothing written, nothing fetched, for this reason: an id its body cannot vouch for that
+    /// no chunk of the job can have.
+    Dropped(String),
+}
+
+/// Why an id is dropped that no chunk of the job awaits.
+pub(crate) const NOT_OURS: &str = "provider id belongs to no chunk of this job";
+
+/// A GET the provider answered "no such id": for an id no chunk was linked to (a candidate
+/// fetched on an unsigned body's word) the delivery is dropped and counted, never parked with
+/// its body; for a linked one it stays the failure it is.
+pub(crate) fn unknown_to_provider(failure: Failure, linked: bool) -> Result<Arm, Failure> {
+    match failure {
+        Failure::Provider(FetchError::Permanent(reason)) if !linked => Ok(Arm::Dropped(format!(
+            "the provider does not know the id ({reason})"
+        ))),
+        other => Err(other),
+    }
+}
+
+impl<S: Deps> FetchWorker<S> {
     /// Applies a parsed event to its job: each provider's arm.
-    pub(crate) async fn apply(
-        &self,
-        meta: &JobMeta,
-        action: Action,
-    ) -> Result<Stored, Disposition> {
+    pub(crate) async fn apply(&self, meta: &JobMeta, action: Action) -> Result<Arm, Failure> {
         match action {
             Action::FullenrichBatch { id, job, signed } => {
                 self.apply_fullenrich_batch(meta, id, job, signed).await

@@ -282,6 +282,19 @@ where
         .await
         .unwrap();
     assert_eq!(found.as_deref(), Some(id.as_str()));
+    let head = s
+        .job_head_of_provider_id(meta.provider, &ProviderId::new("pid-b"))
+        .await;
+    assert_eq!(
+        head.unwrap().map(|m| m.job_id).as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        s.job_of_provider_id(other, &ProviderId::new("pid-b"))
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         s.job_of_provider_id(other, &ProviderId::new("pid-b"))
             .await

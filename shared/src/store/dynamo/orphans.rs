@@ -14,8 +14,8 @@ use super::attrs::unavailable;
 use super::attrs::{Item, get_n, get_s, n, s};
 use super::items::expired;
 use crate::Provider;
-use crate::ids::JobId;
-use crate::ids::ProviderId;
+use crate::ids::{JobId, ProviderId};
+use crate::jobs::JobMeta;
 use crate::store::Jobs;
 use crate::store::{ORPHAN_RETENTION_DAYS, Orphan, OrphanStore, OrphansCursor, StoreError};
 
@@ -65,6 +65,15 @@ impl OrphanStore for DynamoJobStore {
         provider: Provider,
         provider_id: &ProviderId,
     ) -> Result<Option<JobId>, StoreError> {
+        let head = self.job_head_of_provider_id(provider, provider_id).await?;
+        Ok(head.map(|meta| meta.job_id))
+    }
+
+    async fn job_head_of_provider_id(
+        &self,
+        provider: Provider,
+        provider_id: &ProviderId,
+    ) -> Result<Option<JobMeta>, StoreError> {
         // Keys only; ids are unique per provider, so a page of a few holds every job that could
         // have it (another provider's equal id at most).
         let page = self
@@ -85,12 +94,10 @@ impl OrphanStore for DynamoJobStore {
             else {
                 continue;
             };
-            if self
-                .job_head(&job_id)
-                .await?
-                .is_some_and(|m| m.provider == provider)
+            if let Some(meta) = self.job_head(&job_id).await?
+                && meta.provider == provider
             {
-                return Ok(Some(job_id));
+                return Ok(Some(meta));
             }
         }
         Ok(None)

@@ -10,6 +10,7 @@ use crate::store::{Jobs, StoreError};
 impl Jobs for MemoryJobs {
     async fn get_job(&self, job_id: &JobId) -> Result<Option<JobMeta>, StoreError> {
         // As the DynamoDB head: figures kept only once the job ended, duplicates never.
+        self.count(|r| r.heads += 1);
         let mut meta = self.job_view(job_id).await?;
         if let Some(m) = meta.as_mut() {
             if !m.status.is_terminal() {
@@ -59,6 +60,7 @@ impl Jobs for MemoryJobs {
     }
 
     async fn chunks(&self, job_id: &JobId) -> Result<Vec<Chunk>, StoreError> {
+        self.count(|r| r.chunk_queries += 1);
         let jobs = self.jobs.lock().unwrap();
         Ok(jobs
             .get(job_id)

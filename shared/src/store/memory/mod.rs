@@ -48,6 +48,16 @@ pub struct MemoryJobs {
     stale_heads: Arc<std::sync::atomic::AtomicBool>,
     /// Orphans by sort key, with when each expires (s).
     orphans: Arc<Mutex<BTreeMap<String, (Orphan, u64)>>>,
+    reads: Arc<Mutex<Reads>>,
+}
+
+/// The reads a [`MemoryJobs`] was asked for, counted as the DynamoDB store makes them: a job's
+/// head (`get_job`, `job_head`, and the head of each job a provider-id lookup finds), and a
+/// query of a job's chunks (`chunks`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub heads: usize,
+    pub chunk_queries: usize,
 }
 
 struct IdemKey {
@@ -103,6 +113,15 @@ impl MemoryJobs {
     pub fn stale_heads(&self, on: bool) {
         self.stale_heads
             .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The reads made so far ([`Reads`]).
+    pub fn reads(&self) -> Reads {
+        *self.reads.lock().unwrap()
+    }
+
+    fn count(&self, read: impl FnOnce(&mut Reads)) {
+        read(&mut self.reads.lock().unwrap());
     }
 
     /// Every result stored for a job, in contact order.

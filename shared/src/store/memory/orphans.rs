@@ -3,8 +3,22 @@
 use super::MemoryJobs;
 use crate::ids::JobId;
 use crate::ids::ProviderId;
+use crate::jobs::JobMeta;
 use crate::now_ms;
+use crate::store::Jobs;
 use crate::store::{ORPHAN_RETENTION_DAYS, Orphan, OrphanStore, OrphansCursor, StoreError};
+
+impl MemoryJobs {
+    /// The job a chunk of which is linked to `provider_id` at `provider` (no read counted).
+    fn linked_job(&self, provider: crate::Provider, provider_id: &ProviderId) -> Option<JobId> {
+        self.jobs.lock().unwrap().iter().find_map(|(id, j)| {
+            j.meta
+                .as_ref()
+                .filter(|m| m.provider == provider && j.links.contains_key(provider_id))
+                .map(|_| id.clone())
+        })
+    }
+}
 
 impl OrphanStore for MemoryJobs {
     async fn job_of_provider_id(
@@ -12,14 +26,23 @@ impl OrphanStore for MemoryJobs {
         provider: crate::Provider,
         provider_id: &ProviderId,
     ) -> Result<Option<JobId>, StoreError> {
-        let jobs = self.jobs.lock().unwrap();
-        Ok(jobs
-            .iter()
-            .find(|(_, j)| {
-                j.meta.as_ref().is_some_and(|m| m.provider == provider)
-                    && j.links.contains_key(provider_id)
-            })
-            .map(|(id, _)| id.clone()))
+        let found = self.linked_job(provider, provider_id);
+        // As DynamoDB's lookup: it reads the head of the job it finds.
+        if found.is_some() {
+            self.count(|r| r.heads += 1);
+        }
+        Ok(found)
+    }
+
+    async fn job_head_of_provider_id(
+        &self,
+        provider: crate::Provider,
+        provider_id: &ProviderId,
+    ) -> Result<Option<JobMeta>, StoreError> {
+        match self.linked_job(provider, provider_id) {
+            Some(job_id) => self.job_head(&job_id).await,
+            None => Ok(None),
+        }
     }
 
     async fn put_orphan(&self, orphan: &Orphan) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ use relay_local_stack::procstat::cpu_seconds;
 use relay_local_stack::provider_stub::ProviderStub;
 use relay_local_stack::runtime_api::{FunctionProcess, tool_args};
 use relay_local_stack::seed::{numbered_fullenrich_record, seed_numbered_fullenrich_job};
+use relay_shared::JobId;
 use relay_shared::Provider;
 use relay_shared::jobs::JobMeta;
 use relay_shared::providers::Hook;
@@ -56,7 +57,7 @@ async fn main() {
 
 /// One FullEnrich job of `n` contacts in chunks of [`CHUNK`], and each contact's
 /// `contact_finished` webhook as webhook-ingest queues it.
-async fn seed(jobs: &DynamoJobStore, n: u64) -> (String, Vec<String>) {
+async fn seed(jobs: &DynamoJobStore, n: u64) -> (JobId, Vec<String>) {
     let (job, pids) = seed_numbered_fullenrich_job(jobs, n, CHUNK).await;
     let bodies = (0..n)
         .map(|i| {
