@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 
 #[derive(Debug, thiserror::Error)]
 #[error("body store: {0}")]
-pub struct StoreError(pub String);
+pub struct BodyStoreError(pub String);
 
 /// Where one delivery's body is kept. A delivery of a global webhook (no job in its URL, `job_id`
 /// empty) is kept under `~global`, which no job id can be.
@@ -26,14 +26,19 @@ pub fn job_prefix(provider: crate::Provider, job_id: &str) -> String {
 
 pub trait BodyStore: Send + Sync + 'static {
     fn bucket(&self) -> &str;
-    fn put(&self, key: &str, bytes: Vec<u8>)
-    -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+    fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<(), BodyStoreError>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, BodyStoreError>> + Send;
     /// Deletes one body (none there is no error).
-    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), BodyStoreError>> + Send;
     /// Deletes every body under `prefix` (a job's, [`job_prefix`]); returns how many.
-    fn delete_prefix(&self, prefix: &str)
-    -> impl Future<Output = Result<usize, StoreError>> + Send;
+    fn delete_prefix(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<usize, BodyStoreError>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -56,7 +61,7 @@ impl BodyStore for S3Bodies {
         &self.bucket
     }
 
-    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BodyStoreError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -65,11 +70,11 @@ impl BodyStore for S3Bodies {
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|e| StoreError(DisplayErrorContext(&e).to_string()))?;
+            .map_err(|e| BodyStoreError(DisplayErrorContext(&e).to_string()))?;
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, BodyStoreError> {
         let out = self
             .client
             .get_object()
@@ -77,30 +82,30 @@ impl BodyStore for S3Bodies {
             .key(key)
             .send()
             .await
-            .map_err(|e| StoreError(DisplayErrorContext(&e).to_string()))?;
+            .map_err(|e| BodyStoreError(DisplayErrorContext(&e).to_string()))?;
         let data = out
             .body
             .collect()
             .await
-            .map_err(|e| StoreError(e.to_string()))?;
+            .map_err(|e| BodyStoreError(e.to_string()))?;
         Ok(data.into_bytes().to_vec())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete(&self, key: &str) -> Result<(), BodyStoreError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| StoreError(DisplayErrorContext(&e).to_string()))?;
+            .map_err(|e| BodyStoreError(DisplayErrorContext(&e).to_string()))?;
         Ok(())
     }
 
     /// ListObjectsV2 by prefix, 1,000 keys a page, each page deleted with one DeleteObjects.
-    async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize, BodyStoreError> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-        let err = |e: &dyn std::fmt::Display| StoreError(e.to_string());
+        let err = |e: &dyn std::fmt::Display| BodyStoreError(e.to_string());
         let mut deleted = 0;
         let mut pages = self
             .client
@@ -110,7 +115,7 @@ impl BodyStore for S3Bodies {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| StoreError(DisplayErrorContext(&e).to_string()))?;
+            let page = page.map_err(|e| BodyStoreError(DisplayErrorContext(&e).to_string()))?;
             let keys: Vec<ObjectIdentifier> = page
                 .contents()
                 .iter()
@@ -135,9 +140,9 @@ impl BodyStore for S3Bodies {
                 )
                 .send()
                 .await
-                .map_err(|e| StoreError(DisplayErrorContext(&e).to_string()))?;
+                .map_err(|e| BodyStoreError(DisplayErrorContext(&e).to_string()))?;
             if !out.errors().is_empty() {
-                return Err(StoreError(format!(
+                return Err(BodyStoreError(format!(
                     "{} of {n} bodies not deleted",
                     out.errors().len()
                 )));
@@ -161,26 +166,26 @@ impl BodyStore for MemoryBodies {
         "memory"
     }
 
-    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BodyStoreError> {
         self.bodies.lock().unwrap().insert(key.to_string(), bytes);
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, BodyStoreError> {
         self.bodies
             .lock()
             .unwrap()
             .get(key)
             .cloned()
-            .ok_or_else(|| StoreError(format!("no body {key}")))
+            .ok_or_else(|| BodyStoreError(format!("no body {key}")))
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete(&self, key: &str) -> Result<(), BodyStoreError> {
         self.bodies.lock().unwrap().remove(key);
         Ok(())
     }
 
-    async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize, BodyStoreError> {
         let mut bodies = self.bodies.lock().unwrap();
         let before = bodies.len();
         bodies.retain(|k, _| !k.starts_with(prefix));

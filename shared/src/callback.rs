@@ -118,7 +118,7 @@ pub fn backoff(base: Duration, attempts: u32) -> Duration {
 
 /// Signs and sends callbacks, and records each attempt.
 #[derive(Clone)]
-pub struct Callbacks {
+pub struct CallbackSender {
     http: reqwest::Client,
     signer: std::sync::Arc<standardwebhooks::Webhook>,
     pub retry_base: Duration,
@@ -182,10 +182,10 @@ impl reqwest::dns::Resolve for PublicAddresses {
     }
 }
 
-impl Callbacks {
+impl CallbackSender {
     /// `CALLBACK_SECRET` is a Standard Webhooks secret: `whsec_` and base64 of 24 to 64 bytes.
     /// Host names are called only at public addresses ([`PublicAddresses`]).
-    pub fn new(secret: &str, retry_base: Duration) -> Result<Callbacks, ConfigError> {
+    pub fn new(secret: &str, retry_base: Duration) -> Result<CallbackSender, ConfigError> {
         Self::with_policy(secret, retry_base, false)
     }
 
@@ -195,7 +195,7 @@ impl Callbacks {
         secret: &str,
         retry_base: Duration,
         allow_loopback: bool,
-    ) -> Result<Callbacks, ConfigError> {
+    ) -> Result<CallbackSender, ConfigError> {
         let problem = |p: &str| ConfigError {
             var: "CALLBACK_SECRET",
             problem: p.into(),
@@ -223,7 +223,7 @@ impl Callbacks {
             .dns_resolver(PublicAddresses { allow_loopback })
             .build()
             .map_err(|e| problem(&format!("HTTP client: {e}")))?;
-        Ok(Callbacks {
+        Ok(CallbackSender {
             http,
             signer: std::sync::Arc::new(signer),
             retry_base,
@@ -366,8 +366,8 @@ mod tests {
     #[test]
     fn signatures_match_the_standard_webhooks_test_vector() {
         // The specification's vector (standard-webhooks, libraries' shared tests).
-        let cb =
-            Callbacks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", DEFAULT_RETRY_BASE).unwrap();
+        let cb = CallbackSender::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", DEFAULT_RETRY_BASE)
+            .unwrap();
         let [(_, id), (_, ts), (_, sig)] = cb.sign(
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1614265330,
@@ -381,7 +381,9 @@ mod tests {
     #[test]
     fn secrets_must_be_standard_webhooks_secrets() {
         for bad in ["not-a-whsec-secret-at-all", "whsec_!!!!", "whsec_c2hvcnQ="] {
-            let e = Callbacks::new(bad, DEFAULT_RETRY_BASE).err().expect(bad);
+            let e = CallbackSender::new(bad, DEFAULT_RETRY_BASE)
+                .err()
+                .expect(bad);
             assert_eq!(e.var, "CALLBACK_SECRET");
             assert!(!e.to_string().contains(bad), "never echoes the secret");
         }
@@ -477,7 +479,7 @@ mod tests {
             due_at: None,
         };
         let url = format!("http://localhost:{port}/hook");
-        let strict = Callbacks::new(secret, DEFAULT_RETRY_BASE).unwrap();
+        let strict = CallbackSender::new(secret, DEFAULT_RETRY_BASE).unwrap();
         let head = ended_job(&url, crate::now_ms());
         let attempted = strict.attempt(&head, &target).await.unwrap();
         assert!(
@@ -489,7 +491,7 @@ mod tests {
             0,
             "no connection to a loopback address"
         );
-        let local = Callbacks::with_policy(secret, DEFAULT_RETRY_BASE, true).unwrap();
+        let local = CallbackSender::with_policy(secret, DEFAULT_RETRY_BASE, true).unwrap();
         let head = ended_job(&url, crate::now_ms());
         let attempted = local.attempt(&head, &target).await.unwrap();
         assert_eq!(attempted, Attempted::Delivered { status_code: 204 });
@@ -576,7 +578,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_attempt_is_due_again_after_its_backoff_until_the_window_ends() {
-        let cb = Callbacks::new(
+        let cb = CallbackSender::new(
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             Duration::from_secs(30),
         )

@@ -1380,7 +1380,7 @@ async fn a_settle_that_fails_once_still_ends_the_job() {
             f.stack.s3(),
             f.stack.res.bucket("PayloadBucket"),
         ),
-        callbacks: relay_shared::callback::Callbacks::new(
+        callback_sender: relay_shared::callback::CallbackSender::new(
             relay_local_stack::dev::DEV_CALLBACK_SECRET,
             relay_shared::callback::DEFAULT_RETRY_BASE,
         )

@@ -51,14 +51,14 @@ impl Submit {
             jobs: jobs.clone(),
             submit_queue: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
             token: BearerToken::new(TOKEN),
-            callbacks: Default::default(),
+            callback_policy: Default::default(),
         };
         let worker = ChunkSubmitter {
             jobs: jobs.clone(),
             bodies: S3Bodies::new(stack.s3(), stack.res.bucket("PayloadBucket")),
             starter: ProviderHttp::new(&stub.url, ENROW_KEY, &stub.url, FE_KEY),
             queue: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
-            callbacks: SqsQueue::new(stack.sqs(), stack.webhook_queue()),
+            callback_queue: SqsQueue::new(stack.sqs(), stack.webhook_queue()),
             secret: WebhookSecret::new(SECRET),
             public_base_url: BASE.into(),
             fullenrich_interval,
@@ -806,7 +806,7 @@ async fn an_idempotency_key_retry_finishes_a_job_whose_chunks_were_not_queued() 
             format!("{}-missing", s.stack.res.queue_url("SubmitQueue")),
         ),
         token: BearerToken::new(TOKEN),
-        callbacks: Default::default(),
+        callback_policy: Default::default(),
     };
     let auth = format!("Bearer {TOKEN}");
     let headers = [
@@ -970,7 +970,7 @@ async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
         jobs: s.jobs.clone().with_start_overdue(Duration::from_secs(3)),
         submit_queue: SqsQueue::new(s.stack.sqs(), s.stack.res.queue_url("SubmitQueue")),
         token: BearerToken::new(TOKEN),
-        callbacks: Default::default(),
+        callback_policy: Default::default(),
     };
     let auth = format!("Bearer {TOKEN}");
     let body =

@@ -19,7 +19,7 @@ use bulk_fetch::Worker;
 use job_submit::{ChunkSubmitter, SubmitAction, SubmitChunk};
 use relay_shared::auth::WebhookSecret;
 use relay_shared::bodies::MemoryBodies;
-use relay_shared::callback::{Callbacks, DEFAULT_RETRY_BASE};
+use relay_shared::callback::{CallbackSender, DEFAULT_RETRY_BASE};
 use relay_shared::envelope::PollRequest;
 use relay_shared::jobs::{Chunk, ChunkStatus, Contact, JobMeta, JobStatus, Operation};
 use relay_shared::now_ms;
@@ -155,7 +155,7 @@ fn collect(inner: &Arc<Inner>) {
     for m in inner.worker.requeue.take() {
         sends.push((Msg::Webhook(m.body, 0), m.delay));
     }
-    for m in inner.submitter.callbacks.take() {
+    for m in inner.submitter.callback_queue.take() {
         sends.push((Msg::Webhook(m.body, 0), m.delay));
     }
     for m in inner.submitter.queue.take() {
@@ -181,7 +181,7 @@ impl Sim {
             dedupe: MemoryDedupe::default(),
             providers: provider.clone(),
             bodies: MemoryBodies::default(),
-            callbacks: Callbacks::new(
+            callback_sender: CallbackSender::new(
                 relay_local_stack::dev::DEV_CALLBACK_SECRET,
                 DEFAULT_RETRY_BASE,
             )
@@ -197,7 +197,7 @@ impl Sim {
             bodies: MemoryBodies::default(),
             starter: provider.clone(),
             queue: MemoryQueue::default(),
-            callbacks: MemoryQueue::default(),
+            callback_queue: MemoryQueue::default(),
             secret: WebhookSecret::new(b"simulation-secret-0123456789"),
             public_base_url: "https://relay.example".into(),
             fullenrich_interval: FULLENRICH_INTERVAL,

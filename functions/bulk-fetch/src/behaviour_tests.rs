@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use relay_shared::Provider;
 use relay_shared::bodies::MemoryBodies;
-use relay_shared::callback::{CallbackRequest, Callbacks, DEFAULT_RETRY_BASE};
+use relay_shared::callback::{CallbackRequest, CallbackSender, DEFAULT_RETRY_BASE};
 use relay_shared::jobs::{Chunk, Contact, JobMeta, JobStatus, Operation, Outcome};
 use relay_shared::providers::Hook;
 use relay_shared::providers::client::{FetchError, ProviderClient};
@@ -55,7 +55,7 @@ pub(crate) fn worker_with<P: ProviderClient>(
         dedupe: MemoryDedupe::default(),
         providers,
         bodies: MemoryBodies::default(),
-        callbacks: Callbacks::new(
+        callback_sender: CallbackSender::new(
             "whsec_YmVoYXZpb3VyLXRlc3RzLWNhbGxiYWNrLTAxMjM=",
             DEFAULT_RETRY_BASE,
         )

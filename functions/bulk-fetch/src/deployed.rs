@@ -3,7 +3,7 @@
 
 use relay_shared::aws::{self, SdkConfig};
 use relay_shared::bodies::S3Bodies;
-use relay_shared::callback::Callbacks;
+use relay_shared::callback::CallbackSender;
 use relay_shared::config::{ConfigError, FetchConfig};
 use relay_shared::providers::client::ProviderHttp;
 use relay_shared::queue::SqsQueue;
@@ -31,7 +31,7 @@ impl DeployedWorker {
             ),
             providers: config.providers.client(),
             bodies: S3Bodies::new(aws::s3(sdk), &config.payload_bucket),
-            callbacks: Callbacks::with_policy(
+            callback_sender: CallbackSender::with_policy(
                 config.callback_secret.expose_secret(),
                 config.callback_retry_base,
                 config.callback_allow_loopback,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use relay_shared::bodies::StoreError as BodyError;
+use relay_shared::bodies::BodyStoreError;
 use relay_shared::callback::Attempted;
 use relay_shared::metrics::{self, Metrics};
 use relay_shared::providers::client::FetchError;
@@ -141,7 +141,7 @@ pub(crate) enum Failure {
     Settle(StoreError),
     /// A claim-checked body could not be read: retried.
     #[error(transparent)]
-    Body(#[from] BodyError),
+    Body(#[from] BodyStoreError),
     /// The provider's GET failed: not ready, rate-limited, failing for now, or refusing for good.
     #[error(transparent)]
     Provider(#[from] FetchError),

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use relay_shared::bodies::BodyStore;
-use relay_shared::callback::Callbacks;
+use relay_shared::callback::CallbackSender;
 use relay_shared::envelope::Envelope;
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::queue::Queue;
@@ -94,7 +94,7 @@ pub struct FetchWorker<S: Deps> {
     pub bodies: S::Bodies,
     pub dead_letters: S::Queue,
     /// Signs and sends completion callbacks.
-    pub callbacks: Callbacks,
+    pub callback_sender: CallbackSender,
     /// The webhook queue: where a delivery waits again, delayed, for a provider that is not
     /// ready or rate-limits.
     pub requeue: S::Queue,

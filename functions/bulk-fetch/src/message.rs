@@ -153,7 +153,7 @@ impl<S: Deps> FetchWorker<S> {
     /// A failed attempt is asked for again after its backoff (SQS delays up to 15 minutes;
     /// longer waits are the sweeper's).
     async fn callback(&self, target: &CallbackTarget) -> Disposition {
-        let attempted = match self.callbacks.attempt(&self.jobs, target).await {
+        let attempted = match self.callback_sender.attempt(&self.jobs, target).await {
             Ok(a) => a,
             Err(e) => return Failure::from(e).into(),
         };

@@ -19,7 +19,7 @@ pub(crate) fn api(policy: CallbackPolicy) -> Api<MemoryJobs, MemoryQueue> {
         jobs: MemoryJobs::default(),
         submit_queue: MemoryQueue::default(),
         token: BearerToken::new(TOKEN),
-        callbacks: policy,
+        callback_policy: policy,
     }
 }
 

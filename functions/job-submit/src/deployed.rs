@@ -26,7 +26,7 @@ impl Api<DynamoJobStore, SqsQueue> {
                 .with_retention(config.retention),
             submit_queue: SqsQueue::new(aws::sqs(sdk), &config.submit_queue_url),
             token: BearerToken::new(config.api_token.expose_secret()),
-            callbacks: CallbackPolicy {
+            callback_policy: CallbackPolicy {
                 allow_loopback: config.callback_allow_loopback,
             },
         }
@@ -42,7 +42,7 @@ impl ChunkSubmitter<DynamoJobStore, ProviderHttp, SqsQueue, S3Bodies> {
                 .with_retention(config.retention),
             starter: config.providers.client(),
             queue: SqsQueue::new(aws::sqs(sdk), &config.submit_queue_url),
-            callbacks: SqsQueue::new(aws::sqs(sdk), &config.webhook_queue_url),
+            callback_queue: SqsQueue::new(aws::sqs(sdk), &config.webhook_queue_url),
             secret: config.webhook_secret,
             public_base_url: config.public_base_url,
             fullenrich_interval: config.fullenrich_interval,

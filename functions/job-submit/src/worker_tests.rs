@@ -58,7 +58,7 @@ fn worker() -> Worker {
         bodies: MemoryBodies::default(),
         starter: Scripted::default(),
         queue: MemoryQueue::default(),
-        callbacks: MemoryQueue::default(),
+        callback_queue: MemoryQueue::default(),
         secret: WebhookSecret::new(b"worker-tests-secret-0123456789"),
         public_base_url: "https://relay.example".into(),
         fullenrich_interval: Duration::from_millis(1),
@@ -245,7 +245,7 @@ async fn a_job_the_worker_ends_asks_for_its_callback() {
         JobStatus::Failed
     );
     let asked: Vec<_> = w
-        .callbacks
+        .callback_queue
         .take()
         .iter()
         .map(|m| CallbackRequest::from_json(&m.body))
@@ -372,7 +372,7 @@ async fn a_chunk_adopted_under_a_wrong_id_takes_the_id_its_start_was_answered_wi
         jobs: w.jobs,
         bodies: w.bodies,
         queue: w.queue,
-        callbacks: w.callbacks,
+        callback_queue: w.callback_queue,
         secret: w.secret,
         public_base_url: w.public_base_url,
         fullenrich_interval: w.fullenrich_interval,

@@ -7,7 +7,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use lambda_http::{Body, Request};
 use relay_shared::Provider;
 use relay_shared::auth::{WebhookSecret, fullenrich_signature};
-use relay_shared::bodies::{BodyStore, StoreError};
+use relay_shared::bodies::{BodyStore, BodyStoreError};
 use relay_shared::config::IngestConfig;
 use relay_shared::queue::{Queue, QueueError};
 use webhook_ingest::Ingest;
@@ -37,17 +37,17 @@ impl BodyStore for StubStore {
     fn bucket(&self) -> &str {
         "bench"
     }
-    async fn put(&self, _key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    async fn put(&self, _key: &str, bytes: Vec<u8>) -> Result<(), BodyStoreError> {
         std::hint::black_box(bytes);
         Ok(())
     }
-    async fn get(&self, _key: &str) -> Result<Vec<u8>, StoreError> {
+    async fn get(&self, _key: &str) -> Result<Vec<u8>, BodyStoreError> {
         Ok(Vec::new())
     }
-    async fn delete(&self, _key: &str) -> Result<(), StoreError> {
+    async fn delete(&self, _key: &str) -> Result<(), BodyStoreError> {
         Ok(())
     }
-    async fn delete_prefix(&self, _prefix: &str) -> Result<usize, StoreError> {
+    async fn delete_prefix(&self, _prefix: &str) -> Result<usize, BodyStoreError> {
         Ok(0)
     }
 }

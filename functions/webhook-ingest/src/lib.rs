@@ -35,9 +35,10 @@ use sha2::{Digest, Sha256};
 /// The routes are parsed in `relay_shared`, next to the builder of the URLs they read.
 pub use relay_shared::routes::{Route, parse_route};
 
-/// Why a delivery was refused or failed; logged, never sent to the caller.
+/// What ingest made of a delivery: taken in, or why it was refused or failed; logged, never sent
+/// to the caller. (Not a contact's outcome: that is [`relay_shared::jobs::Outcome`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Admission {
     Accepted { claim_checked: bool },
     BadRoute,
     BadToken,
@@ -47,21 +48,21 @@ pub enum Outcome {
     Unavailable,
 }
 
-impl Outcome {
+impl Admission {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Accepted {
+            Admission::Accepted {
                 claim_checked: false,
             } => "accepted",
-            Outcome::Accepted {
+            Admission::Accepted {
                 claim_checked: true,
             } => "accepted_claim_check",
-            Outcome::BadRoute => "unauthorized_route",
-            Outcome::BadToken => "unauthorized_token",
-            Outcome::BadSignature => "unauthorized_signature",
-            Outcome::SignatureRequired => "unauthorized_signature_required",
-            Outcome::MethodNotAllowed => "method_not_allowed",
-            Outcome::Unavailable => "unavailable",
+            Admission::BadRoute => "unauthorized_route",
+            Admission::BadToken => "unauthorized_token",
+            Admission::BadSignature => "unauthorized_signature",
+            Admission::SignatureRequired => "unauthorized_signature_required",
+            Admission::MethodNotAllowed => "method_not_allowed",
+            Admission::Unavailable => "unavailable",
         }
     }
 
@@ -69,10 +70,10 @@ impl Outcome {
     pub fn metrics(self) -> Metrics {
         let mut m = Metrics::new("webhook-ingest");
         match self {
-            Outcome::Accepted { .. } => {
+            Admission::Accepted { .. } => {
                 m.add(metrics::DELIVERIES_ACCEPTED, 1);
             }
-            Outcome::Unavailable => {
+            Admission::Unavailable => {
                 m.add(metrics::DELIVERIES_UNAVAILABLE, 1);
             }
             refused => {
@@ -85,13 +86,13 @@ impl Outcome {
 
     pub fn status(self) -> u16 {
         match self {
-            Outcome::Accepted { .. } => 200,
-            Outcome::BadRoute
-            | Outcome::BadToken
-            | Outcome::BadSignature
-            | Outcome::SignatureRequired => 401,
-            Outcome::MethodNotAllowed => 405,
-            Outcome::Unavailable => 503,
+            Admission::Accepted { .. } => 200,
+            Admission::BadRoute
+            | Admission::BadToken
+            | Admission::BadSignature
+            | Admission::SignatureRequired => 401,
+            Admission::MethodNotAllowed => 405,
+            Admission::Unavailable => 503,
         }
     }
 }
@@ -148,14 +149,14 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
         req: &Request,
         route: &Route<'_>,
         body: &[u8],
-    ) -> Result<Signature, Outcome> {
+    ) -> Result<Signature, Admission> {
         let secret = &self.config.webhook_secret;
         let token_ok = route.token.is_some_and(|t| match route.hook {
             Hook::Global => secret.verify_global(route.provider, t),
             _ => secret.verify(route.provider, route.job_id, t),
         });
         if !token_ok {
-            return Err(Outcome::BadToken);
+            return Err(Admission::BadToken);
         }
         Ok(match route.provider {
             Provider::Enrow => Signature::NotApplicable,
@@ -171,9 +172,9 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
                     .map(|k| k.expose_secret().as_bytes())
                     .collect();
                 match check_fullenrich_signature(&keys, body, header) {
-                    SignatureCheck::Invalid => return Err(Outcome::BadSignature),
+                    SignatureCheck::Invalid => return Err(Admission::BadSignature),
                     SignatureCheck::Absent if self.config.require_signature => {
-                        return Err(Outcome::SignatureRequired);
+                        return Err(Admission::SignatureRequired);
                     }
                     check => Signature::from(check),
                 }
@@ -181,12 +182,16 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
         })
     }
 
-    async fn process(&self, req: &Request, route: Option<&Route<'_>>) -> (Outcome, Option<String>) {
+    async fn process(
+        &self,
+        req: &Request,
+        route: Option<&Route<'_>>,
+    ) -> (Admission, Option<String>) {
         if req.method() != http::Method::POST {
-            return (Outcome::MethodNotAllowed, None);
+            return (Admission::MethodNotAllowed, None);
         }
         let Some(route) = route else {
-            return (Outcome::BadRoute, None);
+            return (Admission::BadRoute, None);
         };
         let body: &[u8] = req.body().as_ref();
         let signature = match self.authenticate(req, route, body) {
@@ -229,16 +234,16 @@ impl<Q: Queue, S: BodyStore> Ingest<Q, S> {
             };
             if let Err(e) = self.bodies.put(&key, body.to_vec()).await {
                 tracing::error!(error = %e, delivery_id, "claim-check put failed");
-                return (Outcome::Unavailable, Some(delivery_id));
+                return (Admission::Unavailable, Some(delivery_id));
             }
             message = env.to_json();
             claim_checked = true;
         }
         match self.queue.send(message).await {
-            Ok(_) => (Outcome::Accepted { claim_checked }, Some(delivery_id)),
+            Ok(_) => (Admission::Accepted { claim_checked }, Some(delivery_id)),
             Err(e) => {
                 tracing::error!(error = %e, delivery_id, "enqueue failed");
-                (Outcome::Unavailable, Some(delivery_id))
+                (Admission::Unavailable, Some(delivery_id))
             }
         }
     }
@@ -254,15 +259,15 @@ fn kept_headers(req: &Request) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn respond(outcome: Outcome, delivery_id: Option<&str>) -> Response<Body> {
+fn respond(outcome: Admission, delivery_id: Option<&str>) -> Response<Body> {
     let body = match outcome {
-        Outcome::Accepted { .. } => {
+        Admission::Accepted { .. } => {
             serde_json::json!({ "status": "accepted", "delivery_id": delivery_id }).to_string()
         }
-        Outcome::MethodNotAllowed => {
+        Admission::MethodNotAllowed => {
             error_json("method_not_allowed", "webhooks accept POST only", None)
         }
-        Outcome::Unavailable => error_json(
+        Admission::Unavailable => error_json(
             "unavailable",
             "the delivery could not be stored; retry later",
             None,
@@ -283,16 +288,16 @@ mod tests {
 
     #[test]
     fn each_outcome_is_one_metric_and_refusals_carry_their_reason() {
-        let line = |o: Outcome| -> serde_json::Value {
+        let line = |o: Admission| -> serde_json::Value {
             serde_json::from_str(&o.metrics().line(1)).unwrap()
         };
-        let v = line(Outcome::Accepted {
+        let v = line(Admission::Accepted {
             claim_checked: true,
         });
         assert_eq!(v["DeliveriesAccepted"], 1.0);
         assert!(v.get("Reason").is_none());
-        assert_eq!(line(Outcome::Unavailable)["DeliveriesUnavailable"], 1.0);
-        let v = line(Outcome::BadSignature);
+        assert_eq!(line(Admission::Unavailable)["DeliveriesUnavailable"], 1.0);
+        let v = line(Admission::BadSignature);
         assert_eq!(v["DeliveriesRefused"], 1.0);
         assert_eq!(v["Reason"], "unauthorized_signature");
         assert!(v.get("DeliveriesAccepted").is_none());

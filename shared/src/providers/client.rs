@@ -179,7 +179,8 @@ impl ProviderClient for ProviderHttp {
         {
             return Ok(job);
         }
-        let err: fullenrich::ApiError = serde_json::from_slice(&body).unwrap_or_default();
+        let err: fullenrich::FullenrichErrorBody =
+            serde_json::from_slice(&body).unwrap_or_default();
         match (status, err.code.as_deref()) {
             (_, Some("error.enrichment.in_progress")) => Err(FetchError::NotReady),
             (404, _)
@@ -260,7 +261,7 @@ impl ProviderClient for ProviderHttp {
 /// An Enrow error answer (§3.4): an unknown id (404, or a message starting "Could not
 /// retrieve") is permanent; anything else may pass on a retry.
 fn enrow_error(status: u16, body: &[u8]) -> FetchError {
-    let err: enrow::ApiError = serde_json::from_slice(body).unwrap_or_default();
+    let err: enrow::EnrowErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let text = err.text().unwrap_or("unexpected body");
     if status == 404 || text.to_ascii_lowercase().starts_with("could not retrieve") {
         FetchError::Permanent(format!("HTTP {status} id not found"))

@@ -254,7 +254,7 @@ pub struct StartResponse {
 /// Error bodies: `{"message"}`, `{"reason","success"}`, legacy `{"error","message","status"}`
 /// (§3.4). Read `message`, then `reason`, then `error` (rule 14).
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct ApiError {
+pub struct EnrowErrorBody {
     #[serde(default, deserialize_with = "lenient_string")]
     pub message: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
@@ -263,7 +263,7 @@ pub struct ApiError {
     pub error: Option<String>,
 }
 
-impl ApiError {
+impl EnrowErrorBody {
     pub fn text(&self) -> Option<&str> {
         self.message
             .as_deref()

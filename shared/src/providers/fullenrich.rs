@@ -235,7 +235,7 @@ pub struct Phone {
 
 /// Error envelope `{"code","message"}` (§2.5); prefer `code` (rule 14).
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct ApiError {
+pub struct FullenrichErrorBody {
     #[serde(default, deserialize_with = "lenient_string")]
     pub code: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]

@@ -299,7 +299,7 @@ fn enrow_error_bodies() {
             "ValidationError",
         ),
     ] {
-        let e: enrow::ApiError = serde_json::from_str(body).unwrap();
+        let e: enrow::EnrowErrorBody = serde_json::from_str(body).unwrap();
         assert_eq!(e.text(), Some(text));
     }
 }

@@ -20,8 +20,6 @@
 //!
 //! Jobs table items, all under `pk = JOB#<job_id>`:
 //!
-//! Jobs table items, all under `pk = JOB#<job_id>`:
-//!
 //! | sk | what |
 //! |---|---|
 //! | `META` | the job: status; its figures (`done`, `found`, `not_found`, `failed`) once it ended; `creating` while `POST /jobs` writes the rest (written first, in the `due` index's erasure partition until the mark is cleared) |
@@ -49,8 +47,6 @@
 //! - a chunk that became final is added to its group's `f` set (idempotent); whoever completes a
 //!   group checks the job ([`Results::settle_job`]): every group full, every chunk final, every
 //!   contact counted.
-//!
-//! Files: `mod.rs` the traits and their types; `dynamo.rs` attribute values and SDK error
 //!
 //! Files: `mod.rs` the traits; `types.rs` their types; `counts.rs` result counters and which rows
 //! of a result set are written (the one rule of both stores); `dynamo/` the DynamoDB stores, one

@@ -45,7 +45,7 @@ impl Fetch {
             dedupe: DynamoDedupe::new(ddb, stack.res.table("DedupeTable"), 120_000, 30 * 86_400),
             providers,
             bodies: S3Bodies::new(stack.s3(), stack.res.bucket("PayloadBucket")),
-            callbacks: relay_shared::callback::Callbacks::new(
+            callback_sender: relay_shared::callback::CallbackSender::new(
                 relay_local_stack::dev::DEV_CALLBACK_SECRET,
                 relay_shared::callback::DEFAULT_RETRY_BASE,
             )

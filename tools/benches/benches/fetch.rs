@@ -136,7 +136,7 @@ async fn main() {
             dedupe: relay_shared::store::memory::MemoryDedupe::default(),
             providers: ProviderHttp::new(&stub.url, "bench-key", &stub.url, "bench-key"),
             bodies: S3Bodies::new(relay_shared::aws::s3(&sdk), "unused"),
-            callbacks: relay_shared::callback::Callbacks::new(
+            callback_sender: relay_shared::callback::CallbackSender::new(
                 relay_local_stack::dev::DEV_CALLBACK_SECRET,
                 relay_shared::callback::DEFAULT_RETRY_BASE,
             )

@@ -40,10 +40,10 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         })?;
         // A staged job: its head now, its contacts in pages, its start when they are all in.
         let (new, staged) = if body.get("staged").is_some_and(|s| !s.is_null()) {
-            let (new, n) = validate::validate_staged(&body, self.callbacks)?;
+            let (new, n) = validate::validate_staged(&body, self.callback_policy)?;
             (new, Some(n))
         } else {
-            (validate::validate_with(&body, self.callbacks)?, None)
+            (validate::validate_with(&body, self.callback_policy)?, None)
         };
         let owner = uuid::Uuid::new_v4().to_string();
         let (job_id, held_key) = match self.claim(headers, &body, &owner).await? {

@@ -69,7 +69,7 @@ pub struct Api<J, Q> {
     pub submit_queue: Q,
     pub token: BearerToken,
     /// Which `callback_url`s this deployment takes.
-    pub callbacks: validate::CallbackPolicy,
+    pub callback_policy: validate::CallbackPolicy,
 }
 
 /// The stores the API reads and writes.

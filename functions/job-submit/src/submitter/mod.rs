@@ -37,7 +37,7 @@ pub struct ChunkSubmitter<J, S, Q, B> {
     pub queue: Q,
     /// The webhook queue: a job this worker ends asks there for its completion callback
     /// (bulk-fetch makes the attempts; the sweeper would find it due otherwise).
-    pub callbacks: Q,
+    pub callback_queue: Q,
     pub secret: WebhookSecret,
     pub public_base_url: String,
     /// Minimum time between two FullEnrich requests, over every worker and bulk-fetch.
@@ -99,7 +99,8 @@ where
     /// Settles the job when every contact is accounted for; a job that ended here with a
     /// callback URL asks for its callback at once.
     pub(crate) async fn settle(&self, job_id: &JobId) -> Result<(), StoreError> {
-        relay_shared::callback::settle_then_ask(&self.jobs, &self.callbacks, job_id, None).await?;
+        relay_shared::callback::settle_then_ask(&self.jobs, &self.callback_queue, job_id, None)
+            .await?;
         Ok(())
     }
 

@@ -250,7 +250,7 @@ pub async fn fresh_worker(
         dedupe: DynamoDedupe::new(ddb, res.table("DedupeTable"), 120_000, 30 * 86_400),
         providers: ProviderHttp::new(&stub.url, "bench-key", &stub.url, "bench-key"),
         bodies: S3Bodies::new(relay_shared::aws::s3(sdk), res.bucket("PayloadBucket")),
-        callbacks: relay_shared::callback::Callbacks::new(
+        callback_sender: relay_shared::callback::CallbackSender::new(
             relay_local_stack::dev::DEV_CALLBACK_SECRET,
             relay_shared::callback::DEFAULT_RETRY_BASE,
         )
