@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 
 use crate::ids::ContactIndex;
-use crate::ids::{ChunkIndex, JobId};
+use crate::ids::{ChunkIndex, JobId, ProviderId};
 use crate::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation, Outcome,
 };
@@ -35,8 +35,10 @@ pub use results::{
     a_provisional_row_is_replaced_once, the_first_final_result_wins,
 };
 pub use starts::{
-    a_chunk_is_taken_for_its_start_once, a_poll_is_claimed_once, a_start_is_fenced_by_its_job,
-    links_follow_their_chunk, rate_slots_pace_requests, the_due_index_finds_what_is_due,
+    a_chunk_is_taken_for_its_start_once, a_linked_id_finds_its_job, a_poll_is_claimed_once,
+    a_start_is_fenced_by_its_job, a_taken_chunk_splits_in_halves, links_follow_their_chunk,
+    rate_slots_pace_requests, the_due_index_finds_what_is_due,
+    unsigned_fetches_are_counted_per_chunk,
 };
 
 /// What a case may break on purpose: the DynamoDB store through an interceptor, the twin by its
@@ -62,8 +64,10 @@ macro_rules! store_contract {
             a_draft_takes_pages_until_its_start, idempotency_keys_hold_one_job,
             the_first_final_result_wins, a_provisional_row_is_replaced_once,
             a_chunk_set_is_written_under_its_chunk, a_failure_never_replaces_a_result,
-            a_chunk_is_taken_for_its_start_once, a_start_is_fenced_by_its_job,
-            links_follow_their_chunk, a_poll_is_claimed_once, rate_slots_pace_requests,
+            a_chunk_is_taken_for_its_start_once, a_taken_chunk_splits_in_halves,
+            a_start_is_fenced_by_its_job,
+            links_follow_their_chunk, a_linked_id_finds_its_job,
+            unsigned_fetches_are_counted_per_chunk, a_poll_is_claimed_once, rate_slots_pace_requests,
             the_due_index_finds_what_is_due, a_callback_is_taken_once_per_due_date,
             orphans_are_listed_newest_first);
         #[tokio::test]
@@ -79,6 +83,11 @@ macro_rules! store_contract {
             $crate::store::contract::$case(&store, &faults).await;
         }
     )*};
+}
+
+/// A provider id.
+pub fn pid(id: &str) -> ProviderId {
+    ProviderId::new(id)
 }
 
 /// A fresh job id.

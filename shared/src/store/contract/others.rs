@@ -22,16 +22,12 @@ where
     meta.callback_url = Some("https://example.com/hook".into());
     let id = meta.job_id.clone();
     s.create_job(&meta, &chunks, &contacts).await.unwrap();
-    assert_eq!(
-        s.take_callback(&id, None, 60_000).await.unwrap(),
-        None,
-        "not ended"
-    );
+    let early = s.take_callback(&id, None, 60_000).await.unwrap();
+    assert_eq!(early, None, "not ended");
     let chunk = chunk_ref(ChunkIndex(0), 0, 1);
     let done = completed(ChunkIndex(0));
-    s.store_chunk(&id, chunk, vec![result(0, Outcome::Found, false)], done)
-        .await
-        .unwrap();
+    let rows = vec![result(0, Outcome::Found, false)];
+    s.store_chunk(&id, chunk, rows, done).await.unwrap();
     assert_eq!(s.settle_job(&id).await.unwrap(), Some(JobStatus::Completed));
 
     let (due, _) = s.due_chunks(now_ms() + 1, 100, 60_000).await.unwrap();
@@ -39,75 +35,44 @@ where
     assert_eq!(due.len(), 1, "{due:?}");
     assert_eq!((due[0].chunk, due[0].action), (None, DueAction::Callback));
     let at = due[0].poll_at_ms;
-    let take = s
-        .take_callback(&id, Some(at), 60_000)
-        .await
-        .unwrap()
-        .expect("taken");
+    let take = s.take_callback(&id, Some(at), 60_000).await.unwrap();
+    let take = take.expect("taken");
     let state = take.meta.callback.clone().expect("its state");
     assert_eq!((state.status, state.attempts), (CallbackStatus::Pending, 1));
     assert!(take.lease > at);
-    assert_eq!(
-        s.take_callback(&id, Some(at), 60_000).await.unwrap(),
-        None,
-        "one per date"
-    );
-    assert_eq!(
-        s.take_callback(&id, None, 60_000).await.unwrap(),
-        None,
-        "held"
-    );
+    let twice = s.take_callback(&id, Some(at), 60_000).await.unwrap();
+    assert_eq!(twice, None, "one per date");
+    let held = s.take_callback(&id, None, 60_000).await.unwrap();
+    assert_eq!(held, None, "held");
 
-    let retry = CallbackAttempt {
-        status_code: Some(500),
-        error: None,
-        status: CallbackStatus::Pending,
-        next_at: Some(now_ms()),
-    };
-    assert!(
-        !s.record_callback(&id, take.lease + 1, &retry)
-            .await
-            .unwrap(),
-        "not its lease"
-    );
+    let retry = attempt(Some(500), CallbackStatus::Pending, Some(now_ms()));
+    let foreign = s.record_callback(&id, take.lease + 1, &retry).await;
+    assert!(!foreign.unwrap(), "not its lease");
     assert!(s.record_callback(&id, take.lease, &retry).await.unwrap());
-    let second = s
-        .take_callback(&id, None, 60_000)
-        .await
-        .unwrap()
-        .expect("due again");
+    let second = s.take_callback(&id, None, 60_000).await.unwrap();
+    let second = second.expect("due again");
     assert_eq!(second.meta.callback.map(|c| c.attempts), Some(2));
-    let delivered = CallbackAttempt {
-        status_code: Some(200),
-        error: None,
-        status: CallbackStatus::Delivered,
-        next_at: None,
-    };
-    assert!(
-        s.record_callback(&id, second.lease, &delivered)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !s.record_callback(&id, second.lease, &delivered)
-            .await
-            .unwrap(),
-        "recorded"
-    );
-    assert_eq!(
-        s.take_callback(&id, None, 60_000).await.unwrap(),
-        None,
-        "delivered"
-    );
-    let state = s
-        .get_job(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .callback
-        .expect("its state");
+    let delivered = attempt(Some(200), CallbackStatus::Delivered, None);
+    let recorded = s.record_callback(&id, second.lease, &delivered).await;
+    assert!(recorded.unwrap());
+    let again = s.record_callback(&id, second.lease, &delivered).await;
+    assert!(!again.unwrap(), "recorded");
+    let after = s.take_callback(&id, None, 60_000).await.unwrap();
+    assert_eq!(after, None, "delivered");
+    let head = s.get_job(&id).await.unwrap().unwrap();
+    let state = head.callback.expect("its state");
     let seen = (state.status, state.attempts, state.last_status_code);
     assert_eq!(seen, (CallbackStatus::Delivered, 2, Some(200)));
+}
+
+/// A callback attempt's record.
+fn attempt(code: Option<u16>, status: CallbackStatus, next_at: Option<u64>) -> CallbackAttempt {
+    CallbackAttempt {
+        status_code: code,
+        error: None,
+        status,
+        next_at,
+    }
 }
 
 /// Orphans are kept as sent and listed newest first, a page at a time.

@@ -9,8 +9,8 @@ use crate::store::{
     OrphanStore, Polls, RateSchedule, Results, Slot, StoreError, SubmitLedger,
 };
 
-use super::{Faults, chunk_ref, completed, contact, created, result};
-use crate::ids::{ChunkIndex, ProviderId};
+use super::{Faults, chunk_ref, completed, contact, created, pid, result};
+use crate::ids::ChunkIndex;
 
 /// A pending chunk is taken by one worker (its own take sent again is still its own), put
 /// back, marked unconfirmed by its owner, expired once; split in halves by its owner only; the
@@ -89,7 +89,16 @@ where
         s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap().status,
         ChunkStatus::Failed
     );
+}
 
+/// A chunk taken for its start splits in halves (new indices from the job's `chunk_seq`) for its
+/// taker only.
+pub async fn a_taken_chunk_splits_in_halves<S>(s: &S, _: &impl Faults)
+where
+    S: JobWriter + SubmitLedger,
+{
+    let meta = created(s, 4, 2).await;
+    let id = &meta.job_id;
     let second = s
         .begin_submit(id, ChunkIndex(1), "w1", 60_000)
         .await
@@ -114,7 +123,7 @@ where
     let head = s.get_job(id).await.unwrap().unwrap();
     assert_eq!((head.chunks, head.chunk_seq), (3, 4));
     assert_eq!(s.chunks(id).await.unwrap().len(), 4);
-
+    // Three chunks now (the split one's halves count in its place).
     assert_eq!(s.count_submitted(id).await.unwrap(), JobStatus::Submitting);
     assert_eq!(s.count_submitted(id).await.unwrap(), JobStatus::Submitting);
     assert_eq!(s.count_submitted(id).await.unwrap(), JobStatus::Running);
@@ -172,12 +181,11 @@ where
 }
 
 /// A provider id is linked to its chunk while the chunk waits for one (the same id again is
-/// still linked, another is refused), carries a one-contact chunk's contact, is corrected to
-/// the provider's own id, finds its job; unsigned fetches are counted per chunk; once the
-/// job's erasure took the chunks nothing is linked.
+/// still linked, another is refused), carries a one-contact chunk's contact, and is corrected to
+/// the provider's own id.
 pub async fn links_follow_their_chunk<S>(s: &S, _: &impl Faults)
 where
-    S: JobWriter + SubmitLedger + Links + OrphanStore,
+    S: JobWriter + SubmitLedger + Links,
 {
     let meta = created(s, 3, 2).await;
     let id = &meta.job_id;
@@ -185,17 +193,10 @@ where
         chunk_ref(ChunkIndex(0), 0, 2),
         chunk_ref(ChunkIndex(1), 2, 1),
     );
-    assert!(
-        s.link_chunk(
-            id,
-            first,
-            &ProviderId::new("pid-a"),
-            Some(0.5),
-            Some(&contact(0))
-        )
-        .await
-        .unwrap()
-    );
+    let linked = s
+        .link_chunk(id, first, &pid("pid-a"), Some(0.5), Some(&contact(0)))
+        .await;
+    assert!(linked.unwrap());
     let chunk = s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap();
     assert_eq!(chunk.provider_id.as_deref(), Some("pid-a"));
     assert_eq!(
@@ -204,138 +205,88 @@ where
     );
     assert!(chunk.started_at_ms.is_some());
     assert_eq!(chunk.poll_every_ms, Some(DEFAULT_POLL_AFTER_MS));
-    let link = s.find_link(id, &ProviderId::new("pid-a")).await.unwrap();
-    assert_eq!(
-        link,
-        Some(Link {
-            chunk: first,
-            contact: None
-        }),
-        "two contacts: read by range"
-    );
-    assert!(
-        s.link_chunk(
-            id,
-            second,
-            &ProviderId::new("pid-b"),
-            None,
-            Some(&contact(2))
-        )
-        .await
-        .unwrap()
-    );
-    let link = s
-        .find_link(id, &ProviderId::new("pid-b"))
-        .await
-        .unwrap()
-        .unwrap();
+    let link = s.find_link(id, &pid("pid-a")).await.unwrap();
+    let by_range = Link {
+        chunk: first,
+        contact: None,
+    };
+    assert_eq!(link, Some(by_range), "two contacts: read by range");
+    let linked = s
+        .link_chunk(id, second, &pid("pid-b"), None, Some(&contact(2)))
+        .await;
+    assert!(linked.unwrap());
+    let link = s.find_link(id, &pid("pid-b")).await.unwrap().unwrap();
     assert_eq!(
         link.contact,
         Some(contact(2)),
         "a one-contact chunk's link carries it"
     );
 
-    assert!(
-        s.link_chunk(id, first, &ProviderId::new("pid-a"), None, None)
-            .await
-            .unwrap(),
-        "the same id"
-    );
-    assert!(
-        !s.link_chunk(id, first, &ProviderId::new("pid-x"), None, None)
-            .await
-            .unwrap(),
-        "another id"
-    );
-    assert_eq!(
-        s.find_chunk(id, &ProviderId::new("pid-x")).await.unwrap(),
-        None
-    );
-    s.correct_link(id, first, &ProviderId::new("pid-c"), None)
+    let again = s.link_chunk(id, first, &pid("pid-a"), None, None).await;
+    assert!(again.unwrap(), "the same id");
+    let another = s.link_chunk(id, first, &pid("pid-x"), None, None).await;
+    assert!(!another.unwrap(), "another id");
+    assert_eq!(s.find_chunk(id, &pid("pid-x")).await.unwrap(), None);
+    s.correct_link(id, first, &pid("pid-c"), None)
         .await
         .unwrap();
-    assert_eq!(
-        s.find_chunk(id, &ProviderId::new("pid-c")).await.unwrap(),
-        Some(first)
-    );
-    assert_eq!(
-        s.find_chunk(id, &ProviderId::new("pid-a")).await.unwrap(),
-        None,
-        "the wrong link is gone"
-    );
-    assert_eq!(
-        s.chunk(id, ChunkIndex(0))
-            .await
-            .unwrap()
-            .unwrap()
-            .provider_id
-            .as_deref(),
-        Some("pid-c")
-    );
+    assert_eq!(s.find_chunk(id, &pid("pid-c")).await.unwrap(), Some(first));
+    let wrong = s.find_chunk(id, &pid("pid-a")).await.unwrap();
+    assert_eq!(wrong, None, "the wrong link is gone");
+    let chunk = s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap();
+    assert_eq!(chunk.provider_id.as_deref(), Some("pid-c"));
+}
 
+/// A linked provider id finds its job (and its head) at its provider only; once the job's
+/// erasure took the chunks nothing is linked any more.
+pub async fn a_linked_id_finds_its_job<S>(s: &S, _: &impl Faults)
+where
+    S: JobWriter + SubmitLedger + Links + OrphanStore,
+{
+    let meta = created(s, 3, 2).await;
+    let id = &meta.job_id;
+    let second = chunk_ref(ChunkIndex(1), 2, 1);
+    let linked = s
+        .link_chunk(id, second, &pid("pid-b"), None, Some(&contact(2)))
+        .await;
+    assert!(linked.unwrap());
     let other = match meta.provider {
         Provider::Fullenrich => Provider::Enrow,
         Provider::Enrow => Provider::Fullenrich,
     };
-    let found = s
-        .job_of_provider_id(meta.provider, &ProviderId::new("pid-b"))
-        .await
-        .unwrap();
-    assert_eq!(found.as_deref(), Some(id.as_str()));
+    let found = s.job_of_provider_id(meta.provider, &pid("pid-b")).await;
+    assert_eq!(found.unwrap().as_ref(), Some(id));
     let head = s
-        .job_head_of_provider_id(meta.provider, &ProviderId::new("pid-b"))
+        .job_head_of_provider_id(meta.provider, &pid("pid-b"))
         .await;
-    assert_eq!(
-        head.unwrap().map(|m| m.job_id).as_deref(),
-        Some(id.as_str())
-    );
-    assert_eq!(
-        s.job_of_provider_id(other, &ProviderId::new("pid-b"))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        s.job_of_provider_id(other, &ProviderId::new("pid-b"))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        s.job_of_provider_id(meta.provider, &ProviderId::new("pid-z"))
-            .await
-            .unwrap(),
-        None
-    );
-
-    assert!(s.take_candidate(id, ChunkIndex(1), 2).await.unwrap());
-    assert!(s.take_candidate(id, ChunkIndex(1), 2).await.unwrap());
-    assert!(
-        !s.take_candidate(id, ChunkIndex(1), 2).await.unwrap(),
-        "at most 2"
-    );
-    assert!(
-        !s.take_candidate(id, ChunkIndex(7), 2).await.unwrap(),
-        "no such chunk"
-    );
+    assert_eq!(head.unwrap().map(|m| m.job_id).as_ref(), Some(id));
+    let elsewhere = s.job_of_provider_id(other, &pid("pid-b")).await;
+    assert_eq!(elsewhere.unwrap(), None, "another provider's id");
+    let unknown = s.job_of_provider_id(meta.provider, &pid("pid-z")).await;
+    assert_eq!(unknown.unwrap(), None);
 
     assert!(s.mark_deleted(id).await.unwrap());
     while s.delete_items(id, 100).await.unwrap() > 0 {}
-    assert!(
-        !s.link_chunk(
-            id,
-            second,
-            &ProviderId::new("pid-d"),
-            None,
-            Some(&contact(2))
-        )
-        .await
-        .unwrap()
-    );
-    assert_eq!(
-        s.find_link(id, &ProviderId::new("pid-d")).await.unwrap(),
-        None
-    );
+    let late = s
+        .link_chunk(id, second, &pid("pid-d"), None, Some(&contact(2)))
+        .await;
+    assert!(!late.unwrap(), "an erased chunk links nothing");
+    assert_eq!(s.find_link(id, &pid("pid-d")).await.unwrap(), None);
+}
+
+/// Fetches on the word of an unsigned body are counted per chunk, at most `max`.
+pub async fn unsigned_fetches_are_counted_per_chunk<S>(s: &S, _: &impl Faults)
+where
+    S: JobWriter + Links,
+{
+    let meta = created(s, 3, 2).await;
+    let id = &meta.job_id;
+    assert!(s.take_candidate(id, ChunkIndex(1), 2).await.unwrap());
+    assert!(s.take_candidate(id, ChunkIndex(1), 2).await.unwrap());
+    let third = s.take_candidate(id, ChunkIndex(1), 2).await;
+    assert!(!third.unwrap(), "at most 2");
+    let missing = s.take_candidate(id, ChunkIndex(7), 2).await;
+    assert!(!missing.unwrap(), "no such chunk");
 }
 
 /// A started chunk's next poll moves as told, a poll the sweeper queued is claimed once, and a
@@ -348,7 +299,7 @@ where
     let id = &meta.job_id;
     let chunk = chunk_ref(ChunkIndex(0), 0, 2);
     assert!(
-        s.link_chunk(id, chunk, &ProviderId::new("pid-p"), None, None)
+        s.link_chunk(id, chunk, &pid("pid-p"), None, None)
             .await
             .unwrap()
     );

@@ -46,45 +46,8 @@ impl DueIndex for DynamoJobStore {
                         // No room left: a group is not read for nothing (it stays due).
                         break;
                     }
-                    let job_id = get_s(item, "pk")
-                        .and_then(|p| p.strip_prefix("JOB#"))
-                        .map(JobId::new);
-                    let (Some(job_id), Some(poll_at)) = (job_id, get_n::<u64>(item, "poll_at"))
-                    else {
-                        continue;
-                    };
-                    let sk = get_s(item, "sk");
-                    if let Some(group) = index_of(sk, "CHUNK#~F") {
-                        let room = limit - out.len();
-                        let group = DueGroup {
-                            job_id: &job_id,
-                            group: group as u32,
-                            poll_at,
-                        };
-                        out.extend(
-                            due_in_group(self, &group, now_ms, room, hold_ms, &mut cost).await?,
-                        );
-                        continue;
-                    }
-                    // A job head (its callback), or a chunk that entered the index itself (as
-                    // chunks started before groups did; it leaves it when it ends).
-                    let chunk = match sk {
-                        Some("META") => None,
-                        sk => match index_of(sk, "CHUNK#") {
-                            Some(i) => Some(ChunkIndex(i as u32)),
-                            None => continue,
-                        },
-                    };
-                    out.push(Due {
-                        job_id: job_id.clone(),
-                        chunk,
-                        poll_at_ms: poll_at,
-                        action: if chunk.is_some() {
-                            DueAction::Poll
-                        } else {
-                            DueAction::Callback
-                        },
-                    });
+                    let room = limit - out.len();
+                    out.extend(due_of_entry(self, item, now_ms, room, hold_ms, &mut cost).await?);
                 }
                 start = page.last_evaluated_key;
                 if start.is_none() || out.len() >= limit {
@@ -140,6 +103,51 @@ impl DueIndex for DynamoJobStore {
             .await;
         Ok(unless_condition_failed(out)?.map(|_| next))
     }
+}
+
+/// What one entry of the `due` index makes due (at most `room`): a group's open chunks, a
+/// chunk that entered the index itself (as chunks started before groups did; it leaves it
+/// when it ends), or a job head (its callback).
+async fn due_of_entry(
+    store: &DynamoJobStore,
+    item: &Item,
+    now_ms: u64,
+    room: usize,
+    hold_ms: u64,
+    cost: &mut ReadCost,
+) -> Result<Vec<Due>, StoreError> {
+    let job_id = get_s(item, "pk")
+        .and_then(|p| p.strip_prefix("JOB#"))
+        .map(JobId::new);
+    let (Some(job_id), Some(poll_at)) = (job_id, get_n::<u64>(item, "poll_at")) else {
+        return Ok(Vec::new());
+    };
+    let sk = get_s(item, "sk");
+    if let Some(group) = index_of(sk, "CHUNK#~F") {
+        let group = DueGroup {
+            job_id: &job_id,
+            group: group as u32,
+            poll_at,
+        };
+        return due_in_group(store, &group, now_ms, room, hold_ms, cost).await;
+    }
+    let chunk = match sk {
+        Some("META") => None,
+        sk => match index_of(sk, "CHUNK#") {
+            Some(i) => Some(ChunkIndex(i as u32)),
+            None => return Ok(Vec::new()),
+        },
+    };
+    Ok(vec![Due {
+        job_id,
+        chunk,
+        poll_at_ms: poll_at,
+        action: if chunk.is_some() {
+            DueAction::Poll
+        } else {
+            DueAction::Callback
+        },
+    }])
 }
 
 /// A due group's open chunks due at `now_ms` (at most `room`); the group's next visit set

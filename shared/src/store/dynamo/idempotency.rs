@@ -2,7 +2,7 @@
 
 use super::DynamoJobStore;
 use super::attrs::unavailable;
-use super::attrs::{get_n, get_s, n, s, unless_condition_failed};
+use super::attrs::{Item, get_n, get_s, n, s, unless_condition_failed};
 use crate::ids::JobId;
 use crate::now_ms;
 use crate::store::{Idempotency, IdempotencyKeys, StoreError};
@@ -43,18 +43,7 @@ impl IdempotencyKeys for DynamoJobStore {
                 job_id: job_id.clone(),
             });
         }
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s("IDEM"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?
-            .item
-            .ok_or_else(|| StoreError::unavailable("idempotency record vanished"))?;
+        let item = read_key(self, &pk).await?;
         let first = JobId::new(get_s(&item, "job_id").unwrap_or_default());
         if get_s(&item, "body_sha256") != Some(body_sha256) {
             return Ok(Idempotency::Mismatch { job_id: first });
@@ -70,28 +59,15 @@ impl IdempotencyKeys for DynamoJobStore {
             });
         }
         // The first request died or gave up: take over, unless another retry just did.
-        let taken = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s("IDEM"))
-            .update_expression("SET #owner = :me, lease_until = :until")
-            .condition_expression("#state = :creating AND lease_until = :seen")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":me", s(owner))
-            .expression_attribute_values(":until", n(now + lease_ms))
-            .expression_attribute_values(":creating", s("creating"))
-            .expression_attribute_values(":seen", n(lease_until))
-            .send()
-            .await;
-        Ok(match unless_condition_failed(taken)? {
-            Some(_) => Idempotency::Owned { job_id: first },
-            None => Idempotency::InUse {
-                retry_after_ms: lease_ms,
+        Ok(
+            if take_over(self, &pk, owner, now + lease_ms, lease_until).await? {
+                Idempotency::Owned { job_id: first }
+            } else {
+                Idempotency::InUse {
+                    retry_after_ms: lease_ms,
+                }
             },
-        })
+        )
     }
 
     /// Ends `owner`'s hold on an `Idempotency-Key`: `created` when the job is recorded and every
@@ -125,4 +101,47 @@ impl IdempotencyKeys for DynamoJobStore {
         };
         unless_condition_failed(req.send().await).map(|_| ())
     }
+}
+
+/// The key's record, read consistently.
+async fn read_key(store: &DynamoJobStore, pk: &str) -> Result<Item, StoreError> {
+    store
+        .client
+        .get_item()
+        .table_name(&store.table)
+        .key("pk", s(pk))
+        .key("sk", s("IDEM"))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(unavailable)?
+        .item
+        .ok_or_else(|| StoreError::unavailable("idempotency record vanished"))
+}
+
+/// Takes over a key whose owner's lease (`seen`) ran out, unless another retry just did.
+async fn take_over(
+    store: &DynamoJobStore,
+    pk: &str,
+    owner: &str,
+    until: u64,
+    seen: u64,
+) -> Result<bool, StoreError> {
+    let taken = store
+        .client
+        .update_item()
+        .table_name(&store.table)
+        .key("pk", s(pk))
+        .key("sk", s("IDEM"))
+        .update_expression("SET #owner = :me, lease_until = :until")
+        .condition_expression("#state = :creating AND lease_until = :seen")
+        .expression_attribute_names("#owner", "owner")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_values(":me", s(owner))
+        .expression_attribute_values(":until", n(until))
+        .expression_attribute_values(":creating", s("creating"))
+        .expression_attribute_values(":seen", n(seen))
+        .send()
+        .await;
+    Ok(unless_condition_failed(taken)?.is_some())
 }
