@@ -12,6 +12,7 @@ mod commands;
 use crate::commands::common::{Failure, FileArgs};
 use crate::commands::dlq::{DlqCommand, dlq};
 use crate::commands::jobs::{cancel, jobs, orphans, results, status};
+use crate::commands::retry::retry;
 use crate::commands::submit::SubmitArgs;
 use crate::commands::wait::wait;
 
@@ -62,6 +63,27 @@ enum Command {
         /// Where to write the results file (default: stdout).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+    },
+    /// A new job of the contacts of JOB that ended failed for a reason a retry can change
+    /// (timed out, refused, lost by the provider, out of credits); never the ones whose start may
+    /// have been billed (start_unconfirmed) unless --include-unconfirmed. Prints the new job's id;
+    /// with --wait, follows it and writes its results file.
+    Retry {
+        #[command(flatten)]
+        api: Api,
+        job: String,
+        /// Also send the contacts whose start was never confirmed (they may be billed twice).
+        #[arg(long)]
+        include_unconfirmed: bool,
+        /// Follow the new job until it ends and write its results file.
+        #[arg(long)]
+        wait: bool,
+        /// Where to write the results file with --wait (default: stdout).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Write the results file without the UTF-8 byte-order mark.
+        #[arg(long)]
+        no_bom: bool,
     },
     /// A job's status, counts, credits used and times.
     Status {
@@ -148,6 +170,14 @@ async fn main() -> ExitCode {
             file,
             out,
         } => wait(&api, &job, &file, out).await,
+        Command::Retry {
+            api,
+            job,
+            include_unconfirmed,
+            wait,
+            out,
+            no_bom,
+        } => retry(&api, &job, include_unconfirmed, wait, out, no_bom).await,
         Command::Status { api, job } => status(&api, &job).await,
         Command::Jobs { api, limit } => jobs(&api, limit).await,
         Command::Orphans {

@@ -222,6 +222,8 @@ pub struct JobMeta {
     pub callback_url: Option<String>,
     /// That callback's delivery, once the job ended.
     pub callback: Option<CallbackState>,
+    /// The job this one retries (`POST /jobs/{id}/retry`): its failed contacts, again.
+    pub retry_of: Option<JobId>,
 }
 
 /// Where a job's completion callback stands.
@@ -296,7 +298,7 @@ impl JobMeta {
     /// The job as `GET /jobs` lists it and `job.completed` reports it: its fields and figures,
     /// no contact data (`GET /jobs/{id}` adds credits, chunks and the callback's state).
     pub fn summary_json(&self) -> Value {
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "job_id": self.job_id,
             "provider": self.provider.as_str(),
             "operation": self.operation.as_str(),
@@ -311,7 +313,11 @@ impl JobMeta {
             "created_at": self.created_at_ms,
             "updated_at": self.updated_at_ms,
             "error": self.error,
-        })
+        });
+        if let Some(first) = &self.retry_of {
+            body["retry_of"] = serde_json::json!(first);
+        }
+        body
     }
 
     /// A new job's head: nothing counted yet.
@@ -350,6 +356,7 @@ impl JobMeta {
             creating: false,
             callback_url: None,
             callback: None,
+            retry_of: None,
         }
     }
 }

@@ -115,6 +115,7 @@ async fn enrow_starts_without_an_answer_are_adopted_single_and_bulk() {
 #[tokio::test]
 async fn one_contact_the_provider_refuses_fails_alone() {
     let mut opts = options();
+    let dir = opts.log_dir.clone();
     opts.extra_env = env(&[]);
     opts.sandbox.reject_marker = Some("refused-by-provider".into());
     let stack = DevStack::start(opts).await.expect("dev stack");
@@ -153,6 +154,32 @@ async fn one_contact_the_provider_refuses_fails_alone() {
             .any(|c| c["status"] == "split"),
         "{state}"
     );
+    // `relay retry --wait`: a new job of exactly the refused contact, with its custom; the
+    // provider refuses it again, alone, and the results file has its one row.
+    let out = dir.join("retry.results.csv");
+    let r = crate::cli::relay(
+        &stack,
+        &stack.api_token,
+        &["retry", &job, "--wait", "--out", out.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(r.code, Some(1), "partially failed again: {}", r.stderr);
+    assert!(r.stderr.contains("retries 1 contact(s)"), "{}", r.stderr);
+    let retried = r.stdout.trim().to_string();
+    assert_ne!(retried, job.as_str());
+    let state = c
+        .wait_done(
+            &relay_shared::JobId::new(retried.as_str()),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        (state["contacts"].as_u64(), state["retry_of"].as_str()),
+        (Some(1), Some(job.as_str()))
+    );
+    let csv = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(csv.lines().count(), 2, "a header and the one row: {csv}");
+    assert!(csv.contains("rejected_by_provider"), "{csv}");
 }
 
 #[tokio::test]

@@ -3,5 +3,6 @@
 pub(crate) mod common;
 pub(crate) mod dlq;
 pub(crate) mod jobs;
+pub(crate) mod retry;
 pub(crate) mod submit;
 pub(crate) mod wait;

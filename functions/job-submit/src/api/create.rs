@@ -28,8 +28,8 @@ pub(super) async fn create<J: ApiStore, Q: Queue>(
 enum Claim<'h> {
     /// A job to create now, under this id, the key held (when one was sent).
     New { job_id: JobId, key: Option<&'h str> },
-    /// Created before: the first answer, again.
-    Answered(Response),
+    /// Created before: its job, to answer as the first time.
+    Answered(JobMeta),
 }
 
 impl<J: ApiStore, Q: Queue> Api<J, Q> {
@@ -38,6 +38,21 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         let body: Value = serde_json::from_slice(body).map_err(|_| {
             ApiError::new(400, "invalid_json", "the body is not valid JSON").field("")
         })?;
+        let meta = self.create_job(headers, body, None).await?;
+        Ok(with_job(
+            json_response(202, accepted(&meta).to_string()),
+            &meta.job_id,
+        ))
+    }
+
+    /// Validates a `POST /jobs` body and records its job (or finds the one its
+    /// `Idempotency-Key` created), linked to the job it retries (`retry_of`) if any.
+    pub(super) async fn create_job(
+        &self,
+        headers: &HeaderMap,
+        body: Value,
+        retry_of: Option<&JobId>,
+    ) -> Result<JobMeta, ApiError> {
         // A staged job: its head now, its contacts in pages, its start when they are all in.
         let (new, staged) = if body.get("staged").is_some_and(|s| !s.is_null()) {
             let (new, n) = validate::validate_staged(&body, self.callback_policy)?;
@@ -48,7 +63,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         let owner = uuid::Uuid::new_v4().to_string();
         let (job_id, held_key) = match self.claim(headers, &body, &owner).await? {
             Claim::New { job_id, key } => (job_id, key),
-            Claim::Answered(resp) => return Ok(resp),
+            Claim::Answered(meta) => return Ok(meta),
         };
         let size = chunk_size(new.operation);
         let n = staged.unwrap_or(new.contacts.len() as u64);
@@ -67,6 +82,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             new.options,
         );
         meta.callback_url = new.callback_url;
+        meta.retry_of = retry_of.cloned();
         let outcome = match staged {
             Some(_) => self.record_draft(&meta).await,
             None => self.record_and_queue(&meta, &chunks, &new.contacts).await,
@@ -80,11 +96,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             // The key's lease runs out on its own; a retry then takes over.
             tracing::warn!(error = %e, %job_id, "idempotency key not finished");
         }
-        let meta = outcome.map_err(|e| e.job(&job_id))?;
-        Ok(with_job(
-            json_response(202, accepted(&meta).to_string()),
-            &job_id,
-        ))
+        outcome.map_err(|e| e.job(&job_id))
     }
 
     /// The job this request creates: a new id, or under its `Idempotency-Key` the id that key
@@ -140,13 +152,14 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
                 // Created before: finish what it may have left undone (chunks still pending
                 // whose messages were lost), then answer as the first time.
                 let again = self.answer_again(&first).await.map_err(|e| e.job(&first))?;
-                Ok(Claim::Answered(with_job(again, &first)))
+                Ok(Claim::Answered(again))
             }
         }
     }
 
-    /// The answer to a request whose `Idempotency-Key` created its job before.
-    async fn answer_again(&self, job_id: &JobId) -> Result<Response, ApiError> {
+    /// The job of a request whose `Idempotency-Key` created it before, its chunks still
+    /// `pending` queued again.
+    async fn answer_again(&self, job_id: &JobId) -> Result<JobMeta, ApiError> {
         let meta = self.jobs.get_job(job_id).await?.ok_or_else(|| {
             ApiError::new(
                 409,
@@ -156,7 +169,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             .field("Idempotency-Key")
         })?;
         self.queue_pending(job_id).await?;
-        Ok(json_response(202, accepted(&meta).to_string()))
+        Ok(meta)
     }
 
     /// Records a new job and queues its chunks. A job created already (a retry taking over an

@@ -33,6 +33,7 @@ use relay_shared::ChunkIndex;
 
 mod create;
 mod read;
+mod retry;
 mod write;
 
 pub use read::{MAX_RESULTS_PAGE_BYTES, results_page};
@@ -56,6 +57,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/jobs/{id}/contacts"),
     ("POST", "/jobs/{id}/start"),
     ("GET", "/jobs/{id}/results"),
+    ("POST", "/jobs/{id}/retry"),
     ("GET", "/openapi.json"),
     ("GET", "/orphans"),
 ];
@@ -115,6 +117,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             .route("/jobs/{id}/contacts", post(write::add_page))
             .route("/jobs/{id}/start", post(write::start))
             .route("/jobs/{id}/results", get(read::results))
+            .route("/jobs/{id}/retry", post(retry::retry))
             .route("/orphans", get(read::orphans))
             .route("/openapi.json", get(openapi))
             .route_layer(middleware::from_fn(name_route))
@@ -362,12 +365,16 @@ pub(crate) fn json_response(status: u16, body: String) -> Response {
 }
 
 pub(crate) fn accepted(meta: &JobMeta) -> Value {
-    json!({
+    let mut body = json!({
         "job_id": meta.job_id,
         "status": meta.status.as_str(),
         "contacts": meta.contacts,
         "chunks": meta.chunks,
-    })
+    });
+    if let Some(first) = &meta.retry_of {
+        body["retry_of"] = json!(first);
+    }
+    body
 }
 
 #[cfg(test)]

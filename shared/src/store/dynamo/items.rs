@@ -98,6 +98,8 @@ struct MetaItem {
     callback_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "json_text")]
     error: Option<JobError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_of: Option<JobId>,
 }
 
 pub(super) fn meta_item(m: &JobMeta) -> Item {
@@ -123,6 +125,7 @@ pub(super) fn meta_item(m: &JobMeta) -> Item {
         list_pk: LIST_PK.into(),
         name: m.name.clone(),
         callback_url: m.callback_url.clone(),
+        retry_of: m.retry_of.clone(),
         error: m.error.clone(),
     })
 }
@@ -153,6 +156,7 @@ pub(super) fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
         creating: item.contains_key("creating"),
         callback_url: m.callback_url,
         callback: parse_state(item),
+        retry_of: m.retry_of,
     })
 }
 

@@ -1,0 +1,181 @@
+//! `POST /jobs/{id}/retry`: a new job, linked to the first (`retry_of`), of the contacts that
+//! ended `failed` for a reason a second try can change, with the same provider, operation,
+//! options, `custom` and callback. It never pays twice for a contact: a contact whose start may
+//! have been billed (`start_unconfirmed`) goes only when asked (`include_unconfirmed`), and a job
+//! still running cannot be retried (its failures may not be final).
+
+use std::collections::BTreeSet;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use relay_shared::jobs::{ContactResult, JobMeta, Outcome, reasons};
+use relay_shared::queue::Queue;
+use relay_shared::{ContactIndex, JobId};
+use serde_json::{Map, Value, json};
+
+use super::{Api, ApiStore, JobPath, Shared, accepted, json_response, with_job};
+use crate::ApiError;
+
+/// The failures a retry takes: the provider timed out, lost the request, or refused it for a
+/// reason that is not the contact's; the contact refused alone; the account or the job's budget
+/// ran out (nothing was billed for them). Not `canceled` (a person's act), not
+/// `provider_unauthorized` (every retry would fail the same way), not `start_unconfirmed` unless
+/// asked (it may have been billed once already).
+pub const RETRYABLE: &[&str] = &[
+    reasons::TIMED_OUT,
+    reasons::PROVIDER_REJECTED,
+    reasons::REJECTED_BY_PROVIDER,
+    reasons::PROVIDER_LOST,
+    reasons::CREDITS_INSUFFICIENT,
+    "budget_exhausted",
+];
+
+/// Results read per page while the retry looks for what failed.
+const PAGE: usize = 1000;
+
+/// `POST /jobs/{id}/retry` `{"include_unconfirmed": bool}` (the body may be empty).
+pub(super) async fn retry<J: ApiStore, Q: Queue>(
+    State(api): Shared<J, Q>,
+    JobPath(id): JobPath,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    api.retry(&id, &headers, &body).await
+}
+
+/// Which of a job's contacts a retry takes.
+#[derive(Debug, Default, PartialEq)]
+pub struct Selection {
+    /// The contacts the new job gets, in index order.
+    pub retried: BTreeSet<ContactIndex>,
+    /// Contacts that ended `start_unconfirmed`: taken only with `include_unconfirmed`.
+    pub unconfirmed: u64,
+}
+
+impl Selection {
+    /// Adds a page of results to the selection.
+    pub fn add(&mut self, results: &[ContactResult], include_unconfirmed: bool) {
+        for r in results.iter().filter(|r| r.outcome == Outcome::Failed) {
+            let reason = r.reason.as_deref().unwrap_or("");
+            if reason == reasons::START_UNCONFIRMED {
+                self.unconfirmed += 1;
+                if include_unconfirmed {
+                    self.retried.insert(r.index);
+                }
+            } else if RETRYABLE.contains(&reason) {
+                self.retried.insert(r.index);
+            }
+        }
+    }
+}
+
+impl<J: ApiStore, Q: Queue> Api<J, Q> {
+    async fn retry(
+        &self,
+        id: &JobId,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let include_unconfirmed = include_unconfirmed(body)?;
+        let meta = self.live(id, false).await?;
+        if !meta.status.is_terminal() {
+            return Err(ApiError::new(
+                409,
+                "job_running",
+                "the job has not ended: its failures may not be final; retry it once it has",
+            )
+            .job(id));
+        }
+        let selection = self.select(&meta, include_unconfirmed).await?;
+        if selection.retried.is_empty() {
+            return Err(ApiError::new(
+                409,
+                "nothing_to_retry",
+                "no contact of the job ended failed for a reason a retry can change",
+            )
+            .job(id));
+        }
+        let create = self.retry_body(&meta, &selection.retried).await?;
+        let new = self.create_job(headers, create, Some(id)).await?;
+        let mut body = accepted(&new);
+        body["retried"] = json!(selection.retried.len());
+        body["unconfirmed"] = json!(selection.unconfirmed);
+        body["unconfirmed_included"] = json!(include_unconfirmed);
+        Ok(with_job(json_response(202, body.to_string()), &new.job_id))
+    }
+
+    /// The job's failures a retry takes, read page by page.
+    async fn select(
+        &self,
+        meta: &JobMeta,
+        include_unconfirmed: bool,
+    ) -> Result<Selection, ApiError> {
+        let mut selection = Selection::default();
+        let mut from = ContactIndex(0);
+        loop {
+            let page = self.jobs.results(&meta.job_id, from, PAGE).await?;
+            selection.add(&page, include_unconfirmed);
+            match page.last() {
+                Some(last) if page.len() == PAGE => from = last.index + 1,
+                _ => return Ok(selection),
+            }
+        }
+    }
+
+    /// The `POST /jobs` body of the retry: the first job's provider, operation, name, options and
+    /// callback, and the chosen contacts as they were submitted (their fields and `custom`).
+    async fn retry_body(
+        &self,
+        meta: &JobMeta,
+        retried: &BTreeSet<ContactIndex>,
+    ) -> Result<Value, ApiError> {
+        let (Some(first), Some(last)) = (retried.first(), retried.last()) else {
+            return Ok(Value::Null);
+        };
+        let span = last.get() - first.get() + 1;
+        let mut contacts = Vec::with_capacity(retried.len());
+        for c in self.jobs.contacts(&meta.job_id, first.get(), span).await? {
+            if retried.contains(&c.index) {
+                let mut fields: Map<String, Value> = c.fields;
+                if let Some(custom) = c.custom {
+                    fields.insert("custom".into(), custom);
+                }
+                contacts.push(Value::Object(fields));
+            }
+        }
+        let mut body = json!({
+            "provider": meta.provider.as_str(),
+            "operation": meta.operation.as_str(),
+            "contacts": contacts,
+        });
+        if let Some(name) = &meta.name {
+            body["name"] = json!(name);
+        }
+        if meta.options.is_object() {
+            body["options"] = meta.options.clone();
+        }
+        if let Some(url) = &meta.callback_url {
+            body["callback_url"] = json!(url);
+        }
+        Ok(body)
+    }
+}
+
+/// `include_unconfirmed` from the body, which may be empty.
+fn include_unconfirmed(body: &[u8]) -> Result<bool, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::new(400, "invalid_json", "the body is not valid JSON").field(""))?;
+    match body.get("include_unconfirmed") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid(
+            "include_unconfirmed",
+            "must be true or false",
+        )),
+    }
+}
