@@ -6,12 +6,14 @@
 //! - [`queue`], [`bodies`]: the SQS queue and the S3 claim-check store, behind traits.
 //! - [`config`]: environment read and validated once at cold start.
 //! - [`aws`]: SDK configuration shared by every client (emulator endpoint, timeouts).
+//! - [`credits`]: the worst-case credits of a contact and of a job, by the documented prices.
 
 pub mod auth;
 pub mod aws;
 pub mod bodies;
 pub mod callback;
 pub mod config;
+pub mod credits;
 pub mod envelope;
 pub mod ids;
 pub mod invocation;

@@ -97,29 +97,15 @@ pub(crate) fn pages(contacts: &[Value], max_bytes: usize) -> Vec<(usize, &[Value
     out
 }
 
-/// Credits a contact costs at most (providers.md §2.10, §3.5; Enrow's phone at the spec's 50).
+/// Credits a contact costs at most ([`relay_shared::credits`]: providers.md §2.10, §3.5;
+/// Enrow's phone at the spec's 50); no fields: FullEnrich's default.
 pub(crate) fn worst_case_credits(op: Operation, enrich_fields: &[String]) -> f64 {
-    match op {
-        Operation::Enrich => {
-            let fields: Vec<&str> = if enrich_fields.is_empty() {
-                vec!["contact.work_emails"]
-            } else {
-                enrich_fields.iter().map(String::as_str).collect()
-            };
-            fields
-                .iter()
-                .map(|f| match *f {
-                    "contact.work_emails" => 1.0,
-                    "contact.personal_emails" => 3.0,
-                    "contact.phones" => 10.0,
-                    _ => 0.0,
-                })
-                .sum()
-        }
-        Operation::ReverseEmail | Operation::EmailFind => 1.0,
-        Operation::EmailVerify => 0.25,
-        Operation::PhoneFind => 50.0,
-    }
+    let options = if enrich_fields.is_empty() {
+        json!({})
+    } else {
+        json!({ "enrich_fields": enrich_fields })
+    };
+    relay_shared::credits::per_contact(op, &options)
 }
 
 /// The flag that sets a request field, for messages.

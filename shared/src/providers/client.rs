@@ -258,6 +258,66 @@ impl ProviderClient for ProviderHttp {
     }
 }
 
+impl ProviderHttp {
+    /// The account's credit balance: FullEnrich `GET /account/credits` (`balance`; one request,
+    /// counted in the account's 60 a minute like every other) or Enrow `GET /account/info`
+    /// (`credits`; GETs are free, 5xx retried as the result GETs are). A 4xx is permanent (a
+    /// wrong key stays wrong), a 429 [`FetchError::RateLimited`], a 2xx without a figure
+    /// retryable.
+    pub async fn account_balance(&self, provider: crate::Provider) -> Result<f64, FetchError> {
+        let (status, body, balance) = match provider {
+            crate::Provider::Fullenrich => {
+                let req = self
+                    .http
+                    .get(format!("{}/account/credits", self.fullenrich_url))
+                    .bearer_auth(self.fullenrich_key.expose_secret());
+                let (status, body) = Self::get_once(&req).await?;
+                let balance = fullenrich::Balance::parse(&body)
+                    .ok()
+                    .and_then(|b| b.balance);
+                (status, body, balance)
+            }
+            crate::Provider::Enrow => {
+                let req = self
+                    .http
+                    .get(format!("{}/account/info", self.enrow_url))
+                    .header("x-api-key", self.enrow_key.expose_secret());
+                let (status, body) = self.get(req).await?;
+                let credits = enrow::AccountInfo::parse(&body)
+                    .ok()
+                    .and_then(|a| a.credits);
+                (status, body, credits)
+            }
+        };
+        match (status, balance) {
+            (200..=299, Some(balance)) => Ok(balance),
+            (200..=299, None) => Err(FetchError::Retryable(format!(
+                "HTTP {status} without a balance"
+            ))),
+            _ => Err(FetchError::Permanent(format!(
+                "HTTP {status} {}",
+                error_text(provider, &body)
+            ))),
+        }
+    }
+}
+
+/// The error text of a provider's answer: FullEnrich's `code` (rule 14), Enrow's message.
+fn error_text(provider: crate::Provider, body: &[u8]) -> String {
+    let text = match provider {
+        crate::Provider::Fullenrich => serde_json::from_slice::<fullenrich::ApiError>(body)
+            .ok()
+            .and_then(|e| e.code.or(e.message)),
+        crate::Provider::Enrow => serde_json::from_slice::<enrow::ApiError>(body)
+            .ok()
+            .and_then(|e| e.text().map(str::to_string)),
+    };
+    text.unwrap_or_else(|| "unexpected body".into())
+        .chars()
+        .take(200)
+        .collect()
+}
+
 /// An Enrow error answer (§3.4): an unknown id (404, or a message starting "Could not
 /// retrieve") is permanent; anything else may pass on a retry.
 fn enrow_error(status: u16, body: &[u8]) -> FetchError {

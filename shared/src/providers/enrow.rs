@@ -240,6 +240,28 @@ impl BulkResults {
     }
 }
 
+/// `GET /account/info` answers `{"credits": 36000, "webhooks": ["…"]}` (§3.1). Tolerant: the
+/// credits a number or a numeric string, the webhooks absent or `null` (none), entries that are
+/// not strings skipped.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AccountInfo {
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub credits: Option<f64>,
+    #[serde(default, deserialize_with = "null_default")]
+    webhooks: Vec<Value>,
+}
+
+impl AccountInfo {
+    pub fn parse(body: &[u8]) -> Result<AccountInfo, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+
+    /// The dashboard webhooks the account has set.
+    pub fn webhooks(&self) -> impl Iterator<Item = &str> {
+        self.webhooks.iter().filter_map(Value::as_str)
+    }
+}
+
 /// Start response of every operation (§3.1): any 2xx with a non-empty `id` means started.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct StartResponse {

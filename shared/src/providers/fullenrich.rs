@@ -40,6 +40,23 @@ open_enum!(
     }
 );
 
+/// The `enrich_fields` a start sends when the job names none: a work email.
+pub const DEFAULT_ENRICH_FIELDS: [&str; 1] = ["contact.work_emails"];
+
+/// `GET /account/credits` answers `{"balance": 5000}`, a double (§2.1). Tolerant: a number or a
+/// numeric string; anything else is `None`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Balance {
+    #[serde(default, deserialize_with = "lenient_f64")]
+    pub balance: Option<f64>,
+}
+
+impl Balance {
+    pub fn parse(body: &[u8]) -> Result<Balance, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
 /// `POST /contact/enrich/bulk` and `/contact/reverse/email/bulk` answer `{"enrichment_id"}`;
 /// some clients read `id` (§2.2).
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -84,7 +84,7 @@ fn fullenrich_start(
     let fields = options
         .get("enrich_fields")
         .cloned()
-        .unwrap_or_else(|| json!(["contact.work_emails"]));
+        .unwrap_or_else(|| json!(crate::providers::fullenrich::DEFAULT_ENRICH_FIELDS));
     let data: Vec<Value> = contacts
         .iter()
         .map(|c| {

@@ -322,3 +322,32 @@ fn fullenrich_records_present_but_empty_are_not_finished() {
         assert!(!fullenrich::finished(&empty), "{empty}");
     }
 }
+
+#[test]
+fn balance_bodies_parse_tolerantly() {
+    let fe = |body: &str| fullenrich::Balance::parse(body.as_bytes()).unwrap().balance;
+    assert_eq!(
+        fe(r#"{"balance": 5000}"#),
+        Some(5000.0),
+        "the spec's sample"
+    );
+    assert_eq!(fe(r#"{"balance": 12.5, "workspace": "w"}"#), Some(12.5));
+    assert_eq!(fe(r#"{"balance": "42"}"#), Some(42.0), "a numeric string");
+    assert_eq!(fe(r#"{"balance": null}"#), None);
+    assert_eq!(fe(r#"{"code": "error.api.key"}"#), None);
+
+    let info = enrow::AccountInfo::parse(
+        br#"{"credits": 36000, "webhooks": ["https://relay.example/w", 3, null]}"#,
+    )
+    .unwrap();
+    assert_eq!(info.credits, Some(36000.0), "the spec's sample");
+    assert_eq!(
+        info.webhooks().collect::<Vec<_>>(),
+        ["https://relay.example/w"]
+    );
+    let bare = enrow::AccountInfo::parse(br#"{"credits": 386.25, "webhooks": null}"#).unwrap();
+    assert_eq!((bare.credits, bare.webhooks().count()), (Some(386.25), 0));
+    let none = enrow::AccountInfo::parse(br#"{"message": "This apikey is not valid"}"#).unwrap();
+    assert_eq!(none.credits, None);
+    assert!(enrow::AccountInfo::parse(b"not json").is_err());
+}

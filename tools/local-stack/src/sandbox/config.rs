@@ -20,8 +20,12 @@ pub struct SandboxConfig {
     /// Random start faults for every start with no queued fault: (fault, probability), drawn
     /// from a seeded generator.
     pub fault_mix: Vec<(StartFault, f64)>,
-    /// FullEnrich credits left; `None`: unlimited.
+    /// FullEnrich's balance (`GET /account/credits`); `None`: it never runs out (and reports
+    /// [`UNLIMITED`](super::UNLIMITED) less what it spent).
     pub fullenrich_credits: Option<f64>,
+    /// Enrow's balance (`GET /account/info`); `None`: it never runs out (and reports
+    /// [`UNLIMITED`](super::UNLIMITED) less what it spent). A start it does not cover is a 402.
+    pub enrow_credits: Option<f64>,
     /// A contact whose LinkedIn URL contains this is refused with a 400 for its whole request.
     pub reject_marker: Option<String>,
     /// Whether FullEnrich sends `contact_finished` webhooks when the start asked for them (on),
@@ -74,6 +78,7 @@ impl Default for SandboxConfig {
             start_faults: Vec::new(),
             fault_mix: Vec::new(),
             fullenrich_credits: None,
+            enrow_credits: None,
             reject_marker: None,
             contact_webhooks: true,
             sign_rate: 0.75,

@@ -46,9 +46,17 @@ pub(super) async fn send_all(
 ) {
     tokio::time::sleep(config.delay).await;
     let last = webhooks.len().saturating_sub(1);
+    // Done: the results are served, and what the start reserved beyond the cost is refunded,
+    // both at once (the balances, then the jobs: the order a start takes them in).
     let mark_ready = |inner: &Inner| {
-        if let Some(j) = inner.jobs.lock().unwrap().get_mut(&job_id) {
+        let mut balances = inner.credits.lock().unwrap();
+        if let Some(j) = inner.jobs.lock().unwrap().get_mut(&job_id)
+            && !j.ready
+        {
             j.ready = true;
+            if j.reserved > j.credits {
+                balances.of(j.provider).refund(j.reserved - j.credits);
+            }
         }
     };
     if webhooks.is_empty() {

@@ -1,6 +1,6 @@
 //! Enrow's searches: single (`/email/find/single`, `/email/verify/single`, `/phone/single`: the
 //! event carries the result) and bulk (`…/bulk`: the event carries only the id), their webhook
-//! (the request's own, else the dashboard's), and the result GETs.
+//! (the request's own, else the dashboard's), what they reserve and cost, and the result GETs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,12 +11,26 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use relay_shared::Provider;
+
 use super::delivery::Webhook;
 use super::start::Plan;
 use super::{
-    Inner, Job, SandboxConfig, authorized, email_for, get_fault, rules, s, score, serve_results,
+    Inner, Job, SandboxConfig, admit_get, email_for, finds, get_fault, rules, s, serve_results,
     split_name,
 };
+
+/// What a hit costs (providers.md §3.5): an email found 1, a verification 0.25 (every check,
+/// whatever it says), a phone found 40 (the current doc; the spec and legacy plans say 50).
+fn price(path: &str) -> f64 {
+    if path.starts_with("/email/verify") {
+        0.25
+    } else if path.starts_with("/phone") {
+        40.0
+    } else {
+        1.0
+    }
+}
 
 /// Where a search's event goes: the request's `settings.webhook`, else the dashboard's.
 fn webhook(req: &Value, config: &SandboxConfig) -> Option<String> {
@@ -26,11 +40,18 @@ fn webhook(req: &Value, config: &SandboxConfig) -> Option<String> {
         .or_else(|| config.enrow_global_webhook.clone())
 }
 
-/// A finished job with one event to send, if it has a webhook.
-fn finished(records: Vec<Value>, credits: f64, url: Option<String>, event: &Value) -> Plan {
+/// A finished job with one event to send, if it has a webhook. `reserved`: what its start takes
+/// from the balance (`credits_used`); `credits`: what it costs once the misses are refunded.
+fn finished(
+    records: Vec<Value>,
+    (reserved, credits): (f64, f64),
+    url: Option<String>,
+    event: &Value,
+) -> Plan {
     Plan {
         records,
         credits,
+        reserved,
         status: "FINISHED",
         webhooks: url
             .map(|u| vec![Webhook::new(&u, event, false)])
@@ -38,17 +59,12 @@ fn finished(records: Vec<Value>, credits: f64, url: Option<String>, event: &Valu
     }
 }
 
-/// A single search: its result, and an event that carries it.
+/// A single search: its result, and an event that carries it. The start reserves the price of a
+/// hit; a miss is refunded.
 pub(super) fn plan_single(path: &str, req: &Value, id: &str, config: &SandboxConfig) -> Plan {
-    // The contact's own fields decide (not the per-job webhook URL or record key).
-    let mut input = req.clone();
-    if let Some(o) = input.as_object_mut() {
-        o.remove("settings");
-        o.remove("custom");
-    }
-    let (event, result, credits) = single_result(path, req, &input);
+    let (event, result, credits) = single_result(path, req);
     let body = if event == "verification_finished" {
-        // The verifier's event is flat (providers.md §3.3).
+        // The verifier's event is flat, without credits (providers.md §3.3).
         let mut b = result.clone();
         b["event"] = json!(event);
         b["id"] = json!(id);
@@ -56,51 +72,56 @@ pub(super) fn plan_single(path: &str, req: &Value, id: &str, config: &SandboxCon
     } else {
         json!({ "event": event, "id": id, "credits": { "cost": credits }, "result": result })
     };
-    finished(vec![result], credits, webhook(req, config), &body)
+    let costs = (price(path), credits);
+    finished(vec![result], costs, webhook(req, config), &body)
 }
 
-/// A single search's event name, result and cost; `input` (the contact alone) decides.
-fn single_result(path: &str, req: &Value, input: &Value) -> (&'static str, Value, f64) {
-    let found = score(input) < 75;
+/// A single search's event name, result and cost; the contact's own fields decide (not the
+/// per-job webhook URL or record key).
+fn single_result(path: &str, req: &Value) -> (&'static str, Value, f64) {
+    let found = finds::finds(Provider::Enrow, req);
+    let cost = if found || path == "/email/verify/single" {
+        price(path)
+    } else {
+        0.0
+    };
+    let custom = req.get("custom");
     match path {
         "/email/find/single" => {
             let (first, last) = split_name(s(req, "fullname"));
             let email = email_for(first, last, s(req, "company_domain"));
             let result = if found {
-                json!({ "email": email, "qualification": "valid", "custom": req.get("custom") })
+                json!({ "email": email, "qualification": "valid", "custom": custom })
             } else {
-                json!({ "email": null, "qualification": "invalid", "custom": req.get("custom") })
+                json!({ "email": null, "qualification": "invalid", "custom": custom })
             };
-            (
-                "single_search_finished",
-                result,
-                if found { 1.0 } else { 0.0 },
-            )
+            ("single_search_finished", result, cost)
         }
         "/email/verify/single" => {
             let q = if found { "valid" } else { "invalid" };
             (
                 "verification_finished",
-                json!({ "email": req.get("email"), "qualification": q, "custom": req.get("custom") }),
-                0.25,
+                json!({ "email": req.get("email"), "qualification": q, "custom": custom }),
+                cost,
             )
         }
         _ => {
             let result = if found {
-                json!({ "number": format!("+1555{:07}", score(input) as u32 * 9973 % 10_000_000), "country": "US", "qualification": "found", "custom": req.get("custom") })
+                json!({ "number": phone(req), "country": "US", "qualification": "found", "custom": custom })
             } else {
-                json!({ "qualification": "not_found", "custom": req.get("custom") })
+                json!({ "qualification": "not_found", "custom": custom })
             };
-            (
-                "single_phone_search_finished",
-                result,
-                if found { 40.0 } else { 0.0 },
-            )
+            ("single_phone_search_finished", result, cost)
         }
     }
 }
 
-/// A bulk: a row per item, a credit per hit, and an event with only the id.
+fn phone(contact: &Value) -> String {
+    format!("+1555{:07}", finds::digits(contact))
+}
+
+/// A bulk: a row per item, and an event with only the id and the cost (the phone event: the id
+/// alone, §3.3). The start reserves a hit's price per item; the misses are refunded.
 pub(super) fn plan_bulk(path: &str, req: &Value, id: &str, config: &SandboxConfig) -> Plan {
     let (items, event) = bulk_items(path, req);
     let rows: Vec<Value> = items
@@ -108,12 +129,24 @@ pub(super) fn plan_bulk(path: &str, req: &Value, id: &str, config: &SandboxConfi
         .enumerate()
         .map(|(i, item)| bulk_row(path, i, item))
         .collect();
-    let credits = rows
-        .iter()
+    let reserved = price(path) * rows.len() as f64;
+    let credits = if path == "/email/verify/bulk" {
+        reserved
+    } else {
+        price(path) * hits(&rows) as f64
+    };
+    let body = if path == "/phone/bulk" {
+        json!({ "event": event, "id": id })
+    } else {
+        json!({ "event": event, "id": id, "credits": { "cost": credits } })
+    };
+    finished(rows, (reserved, credits), webhook(req, config), &body)
+}
+
+fn hits(rows: &[Value]) -> usize {
+    rows.iter()
         .filter(|r| matches!(s(r, "qualification"), "valid" | "found"))
-        .count() as f64;
-    let body = json!({ "event": event, "id": id, "credits": { "cost": credits } });
-    finished(rows, credits, webhook(req, config), &body)
+        .count()
 }
 
 /// A bulk's items and the event its end sends.
@@ -131,13 +164,13 @@ fn bulk_items(path: &str, req: &Value) -> (Vec<Value>, &'static str) {
 
 /// Item `i` of a bulk, found or not.
 fn bulk_row(path: &str, i: usize, item: &Value) -> Value {
-    let found = score(item) < 75;
+    let found = finds::finds(Provider::Enrow, item);
     match path {
         "/email/verify/bulk" => json!({ "email": item, "index": uuid::Uuid::new_v4().to_string(),
                                        "qualification": if found { "valid" } else { "invalid" } }),
         "/phone/bulk" => {
             if found {
-                json!({ "index": i, "number": format!("+1555{:07}", score(item) as u32 * 9973 % 10_000_000), "country": "US", "qualification": "found", "custom": item.get("custom") })
+                json!({ "index": i, "number": phone(item), "country": "US", "qualification": "found", "custom": item.get("custom") })
             } else {
                 json!({ "index": i, "qualification": "not_found", "custom": item.get("custom") })
             }
@@ -151,6 +184,22 @@ fn bulk_row(path: &str, i: usize, item: &Value) -> Value {
     }
 }
 
+/// A finished bulk's `stats` as each operation's page shows them (§3.2): the finder's cost as
+/// `{initial, refunded, final}`, the verifier's as a number, the phone search's as a number
+/// beside `credits_to_refund` (0: the misses are refunded by then).
+fn stats(path: &str, job: &Job) -> Value {
+    let n = job.records.len();
+    let hits = hits(&job.records);
+    if path.starts_with("/email/verify") {
+        json!({ "requested": n, "finished": n, "valid": hits, "credits_cost": job.credits })
+    } else if path.starts_with("/phone") {
+        json!({ "requested": n, "finished": n, "found": hits, "credits_cost": job.credits, "credits_to_refund": 0 })
+    } else {
+        json!({ "requested": n, "finished": n, "valid": hits,
+                "credits_cost": { "initial": job.reserved, "refunded": job.reserved - job.credits, "final": job.credits } })
+    }
+}
+
 /// Enrow's result GETs (`?id=`): a single answers `qualification: "ongoing"` while it runs, a
 /// bulk 202 `ongoing`; unknown ids answer a single 500, a bulk 400 "Could not retrieve bulk …
 /// results" (the newer docs: 404 is never returned).
@@ -161,8 +210,8 @@ pub(super) async fn get(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let config = inner.config.lock().unwrap().clone();
-    if !authorized(&config, false, &headers) {
-        return rules::for_status(false, false, StatusCode::UNAUTHORIZED).into_response();
+    if let Err(refused) = admit_get(&inner, &config, false, uri.path(), &headers) {
+        return refused;
     }
     if let Some(resp) = get_fault(&inner, &config, false) {
         return resp;
@@ -176,7 +225,7 @@ pub(super) async fn get(
     let ready = serve_results(&inner, &config, id);
     match inner.jobs.lock().unwrap().get(id) {
         Some(job) if single => single_answer(id, job, ready),
-        Some(job) => bulk_answer(id, job, ready),
+        Some(job) => bulk_answer(uri.path(), id, job, ready),
         None => unknown(uri.path(), single),
     }
 }
@@ -191,7 +240,7 @@ fn single_answer(id: &str, job: &Job, ready: bool) -> Response {
     (StatusCode::OK, result.to_string()).into_response()
 }
 
-fn bulk_answer(id: &str, job: &Job, ready: bool) -> Response {
+fn bulk_answer(path: &str, id: &str, job: &Job, ready: bool) -> Response {
     if !ready {
         return (
             StatusCode::ACCEPTED,
@@ -204,7 +253,7 @@ fn bulk_answer(id: &str, job: &Job, ready: bool) -> Response {
     (
         StatusCode::OK,
         json!({ "general": { "id": id, "status": "completed" },
-                "stats": { "requested": job.records.len(), "finished": job.records.len(), "credits_cost": job.credits },
+                "stats": stats(path, job),
                 "results": job.records })
         .to_string(),
     )

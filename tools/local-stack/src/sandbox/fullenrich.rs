@@ -10,10 +10,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use relay_shared::Provider;
+
+use super::account::Balance;
 use super::delivery::Webhook;
 use super::start::Plan;
 use super::{
-    Inner, SandboxConfig, authorized, draw, email_for, get_fault, rules, s, score, serve_results,
+    Inner, SandboxConfig, admit_get, draw, email_for, finds, get_fault, rules, s, serve_results,
 };
 
 /// A batch's start: its records, their credits, its terminal status.
@@ -21,7 +24,7 @@ pub(super) fn plan(
     path: &str,
     req: &Value,
     id: &str,
-    balance: &mut Option<f64>,
+    balance: &mut Balance,
     config: &SandboxConfig,
 ) -> Plan {
     let data = req
@@ -51,6 +54,8 @@ pub(super) fn plan(
     Plan {
         records: batch.records,
         credits: batch.credits,
+        // Each hit is paid as the batch runs: nothing is reserved, nothing refunded.
+        reserved: batch.credits,
         status: batch.status,
         webhooks,
     }
@@ -67,13 +72,7 @@ struct Batch {
 
 /// Runs a batch: each record found or not, paid from the balance; a batch canceled (from the
 /// dashboard) part-way finishes its first half, and the rest stays empty and never finishes.
-fn run(
-    data: &[Value],
-    reverse: bool,
-    id: &str,
-    balance: &mut Option<f64>,
-    cancel_rate: f64,
-) -> Batch {
+fn run(data: &[Value], reverse: bool, id: &str, balance: &mut Balance, cancel_rate: f64) -> Batch {
     let canceled_from = (draw(&format!("cancel-{id}")) < cancel_rate).then_some(data.len() / 2);
     let mut batch = Batch {
         records: Vec::new(),
@@ -95,18 +94,14 @@ fn run(
         }
         let fields = fields(d);
         let cost = if reverse { 1.0 } else { cost(&fields) };
-        let found = score(d) < 75;
+        let found = finds::finds(Provider::Fullenrich, d);
         // With the balance spent, the rest stay empty and never finish (no contact_finished for
         // them).
-        if found && let Some(left) = balance.as_mut() {
-            if *left >= cost {
-                *left -= cost;
-            } else {
-                batch.status = "CREDITS_INSUFFICIENT";
-                batch.unfinished.push(d.get("custom").cloned());
-                batch.records.push(empty());
-                continue;
-            }
+        if found && !balance.take(cost) {
+            batch.status = "CREDITS_INSUFFICIENT";
+            batch.unfinished.push(d.get("custom").cloned());
+            batch.records.push(empty());
+            continue;
         }
         if found {
             batch.credits += cost;
@@ -120,15 +115,20 @@ fn run(
     batch
 }
 
-/// The fields a contact asks for (work email when it names none).
+/// The fields a contact asks for, each once (work email when it names none).
 fn fields(d: &Value) -> Vec<&str> {
-    d.get("enrich_fields")
+    let mut fields: Vec<&str> = d
+        .get("enrich_fields")
         .and_then(Value::as_array)
         .map(|f| f.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_else(|| vec!["contact.work_emails"])
+        .unwrap_or_else(|| vec!["contact.work_emails"]);
+    fields.sort_unstable();
+    fields.dedup();
+    fields
 }
 
-/// What a hit costs (providers.md §2.10), by the fields asked for.
+/// What a hit costs (providers.md §2.10), by the fields asked for: a work email 1, a personal
+/// email 3, a phone 10 (a hit finds every field it asked for).
 fn cost(fields: &[&str]) -> f64 {
     fields
         .iter()
@@ -168,7 +168,7 @@ fn enrich_record(d: &Value, custom: Value, fields: &[&str], found: bool) -> Valu
             info["personal_emails"] = json!([e]);
         }
         if fields.contains(&"contact.phones") {
-            let p = json!({ "number": format!("+1 555-{:07}", score(d) as u32 * 7919 % 10_000_000), "region": "US" });
+            let p = json!({ "number": format!("+1 555-{:07}", finds::digits(d)), "region": "US" });
             info["most_probable_phone"] = p.clone();
             info["phones"] = json!([p]);
         }
@@ -217,12 +217,8 @@ pub(super) async fn get(
     Path(id): Path<String>,
 ) -> Response {
     let config = inner.config.lock().unwrap().clone();
-    if !authorized(&config, true, &headers) {
-        return rules::for_status(true, false, StatusCode::UNAUTHORIZED).into_response();
-    }
-    if let Err(refused) = inner.limits.lock().unwrap().admit(true, uri.path(), false) {
-        inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-        return refused.into_response();
+    if let Err(refused) = admit_get(&inner, &config, true, uri.path(), &headers) {
+        return refused;
     }
     if let Some(resp) = get_fault(&inner, &config, true) {
         return resp;

@@ -9,10 +9,33 @@
 //! - Rate limits, sliding windows: FullEnrich 60 requests a minute per key over every endpoint,
 //!   result GETs included; Enrow 10 a second on each POST endpoint, GETs free. Over them: 429
 //!   with the documented body and no `Retry-After` (neither provider documents one).
-//! - Deterministic fake results: about three contacts in four are found (a stable hash of the
-//!   input decides), so a demo and a test see the same outcome every run. FullEnrich's
-//!   `enrich_fields` decide what a hit carries (work email, personal email, phone) and what it
-//!   costs (1 / 3 / 10 credits, §2.10).
+//! - Deterministic fake results, per provider ([`finds`]): each provider finds about three
+//!   contacts in four, decided by a stable hash of the provider's name and the contact's own
+//!   fields (name, domain, company, LinkedIn URL, email, under any provider's spelling; never
+//!   the record key, `custom` or the webhook URLs), so the two providers find different
+//!   contacts, and a demo and a test see the same outcome every run. A test that wants exact
+//!   shares tags a contact instead: a field holding `found-by-` and the names of the providers
+//!   that find it, joined by `-` (`found-by-enrow`, `found-by-enrow-fullenrich`,
+//!   `found-by-none`), e.g. in its domain (`found-by-fullenrich.example`) or its name; the tag
+//!   decides for every operation of every provider. [`finds`] is public: a test knows each
+//!   answer before it starts.
+//! - Costs as the documents give them (§2.10, §3.1, §3.2, §3.5). FullEnrich: a hit costs 1 per
+//!   work email, 3 per personal email, 10 per phone it asked for in `enrich_fields` (the hit
+//!   carries them all), a reverse-email hit 1, a miss 0; the job's total is `cost.credits` on
+//!   the GET and the batch webhook. Enrow: a start answers `credits_used` with its reservation
+//!   (1 an email search, 0.25 a verification, 40 a phone search, per item); the cost once the
+//!   misses are refunded is `credits.cost` on the events (none on `verification_finished`,
+//!   flat; none on `bulk_phone_search_finished`, the id alone) and `stats.credits_cost` on the
+//!   bulk GETs: `{initial, refunded, final}` for the finder, a number for the verifier, a
+//!   number beside `credits_to_refund: 0` for phones. A verification is paid whatever it says.
+//! - Balances ([`SandboxConfig::fullenrich_credits`], [`SandboxConfig::enrow_credits`], or
+//!   [`Sandbox::set_fullenrich_credits`] / [`Sandbox::set_enrow_credits`] as a test runs):
+//!   FullEnrich `GET /account/credits` → `{"balance": N}`, Enrow `GET /account/info` →
+//!   `{"credits": N, "webhooks": [the dashboard webhook, if set]}`, each with its auth (401
+//!   otherwise); FullEnrich's counts in its 60 a minute, Enrow's is free like its other GETs.
+//!   FullEnrich pays each hit as the batch runs; Enrow takes a start's reservation up front
+//!   (402 when the balance does not cover it: `{"message"}`, or `{"reason","success"}` on a
+//!   single endpoint) and refunds the misses when the search ends, before its event goes.
 //! - After `delay`, webhooks to the URLs the request carried: FullEnrich `contact_finished` per
 //!   record then the batch webhook, retried on non-2xx every `retry_interval`, 5 times at most;
 //!   Enrow single events with their result and bulk events with only the id, each sent twice at
@@ -33,7 +56,13 @@
 //!   stay empty) or `CANCELED` (`cancel_rate`: the second half of the batch never finishes).
 //!
 //! Differences from the documents, and why:
-//! - Results come from a hash of the input (about three in four found), not a lookup.
+//! - Results come from a hash of the contact's fields per provider (about three in four
+//!   found), or its `found-by-` tag, not a lookup. A hit finds every field it asked for.
+//! - A balance left unset (`None`) never runs out, and reports [`UNLIMITED`] less what it has
+//!   spent. Enrow's phone search costs 40 (the current doc; the spec and legacy plans say 50).
+//!   The sandbox's refunds are done by the time a bulk's event goes, so `credits_to_refund`
+//!   is 0 (undocumented; inferred). An Enrow start its balance does not cover is a 402
+//!   (§3.4 names 402 and 422 for "out of credits"; the sandbox uses the current doc's 402).
 //! - Enrow takes `http://` webhook URLs to a loopback host (`http_loopback_webhooks`, on by
 //!   default): the local stack has no TLS. Any other `http://` URL is refused, as Enrow does.
 //! - `cancel_rate` and `drop_webhooks` default to 0: a cancel is a person's act in FullEnrich's
@@ -68,9 +97,10 @@
 //!
 //! The rooms: [`config`] (what a test sets), [`start`] (a start request: auth, faults,
 //! validation, the job stored), [`fullenrich`] and [`enrow`] (each provider's plan of a start,
-//! its webhook bodies and its result GETs), [`delivery`] (sending the webhooks), [`rules`] (what
-//! the providers refuse, and their rate limits); this file holds the server, its routes and its
-//! state.
+//! its costs, its webhook bodies and its result GETs), [`finds`] (who finds which contact),
+//! [`account`] (the balances and their GETs), [`delivery`] (sending the webhooks), [`rules`]
+//! (what the providers refuse, and their rate limits); this file holds the server, its routes
+//! and its state.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,18 +111,25 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use relay_shared::Provider;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod account;
 mod config;
 mod delivery;
 mod enrow;
+mod finds;
 mod fullenrich;
 pub mod rules;
 mod start;
+#[cfg(test)]
+mod tests;
 
+pub use account::UNLIMITED;
 pub use config::{SandboxConfig, StartFault};
 pub use delivery::Captured;
+pub use finds::{FOUND_BY, FOUND_PERCENT, finds};
 pub use start::StartLog;
 
 /// Counters a test or the demo can read.
@@ -110,12 +147,19 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Result GETs served (authorized and within the rate limit).
     pub gets: AtomicU64,
+    /// Balance GETs served (`/account/credits`, `/account/info`).
+    pub balance_gets: AtomicU64,
 }
 
 struct Job {
+    provider: Provider,
     records: Vec<Value>,
     name: String,
+    /// What the job cost in the end (FullEnrich `cost.credits`, Enrow's final cost).
     credits: f64,
+    /// What its start took from the balance (Enrow's reservation, `credits_used`); the rest
+    /// above `credits` is refunded when the job ends.
+    reserved: f64,
     status: &'static str,
     /// Done: result GETs answer with the results (before: "in progress" / `ongoing`).
     ready: bool,
@@ -129,7 +173,7 @@ struct Inner {
     config: Mutex<SandboxConfig>,
     failures: Mutex<VecDeque<StartFault>>,
     starts: Mutex<Vec<StartLog>>,
-    credits: Mutex<Option<f64>>,
+    credits: Mutex<account::Balances>,
     draws: AtomicU64,
     jobs: Mutex<HashMap<String, Job>>,
     http: reqwest::Client,
@@ -158,7 +202,10 @@ impl Sandbox {
                     .collect(),
             ),
             starts: Mutex::default(),
-            credits: Mutex::new(config.fullenrich_credits),
+            credits: Mutex::new(account::Balances {
+                fullenrich: account::Balance::new(config.fullenrich_credits),
+                enrow: account::Balance::new(config.enrow_credits),
+            }),
             draws: AtomicU64::new(0),
             limits: Mutex::new(rules::RateLimits::new(
                 config.fullenrich_per_minute,
@@ -185,6 +232,8 @@ impl Sandbox {
             .route("/email/find/bulk", post(start::start).get(enrow::get))
             .route("/email/verify/bulk", post(start::start).get(enrow::get))
             .route("/phone/bulk", post(start::start).get(enrow::get))
+            .route("/account/credits", get(account::fullenrich_credits))
+            .route("/account/info", get(account::enrow_info))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -227,8 +276,19 @@ impl Sandbox {
             .collect()
     }
 
+    /// Sets FullEnrich's balance (`None`: it never runs out).
     pub fn set_fullenrich_credits(&self, credits: Option<f64>) {
-        *self.inner.credits.lock().unwrap() = credits;
+        self.inner.credits.lock().unwrap().fullenrich.set(credits);
+    }
+
+    /// Sets Enrow's balance (`None`: it never runs out).
+    pub fn set_enrow_credits(&self, credits: Option<f64>) {
+        self.inner.credits.lock().unwrap().enrow.set(credits);
+    }
+
+    /// The balance a provider's account GET answers with now.
+    pub fn balance(&self, provider: Provider) -> f64 {
+        self.inner.credits.lock().unwrap().of(provider).reported()
     }
 
     /// The webhooks kept so far (`capture_webhooks`), taken out.
@@ -282,11 +342,6 @@ pub fn draw(name: &str) -> f64 {
     u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as f64 / (u32::MAX as f64 + 1.0)
 }
 
-/// A stable 0..100 score of an input: decides found / not found.
-fn score(v: &Value) -> u8 {
-    Sha256::digest(v.to_string().as_bytes())[0] % 100
-}
-
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
@@ -332,6 +387,26 @@ fn authorized(config: &SandboxConfig, fullenrich: bool, headers: &HeaderMap) -> 
         ("x-api-key", config.enrow_key.clone())
     };
     headers.get(name).and_then(|v| v.to_str().ok()) == Some(want.as_str())
+}
+
+/// A GET's auth and rate limit (FullEnrich's minute covers every endpoint; Enrow's GETs are
+/// free): `Err` with the provider's 401 or 429.
+fn admit_get(
+    inner: &Inner,
+    config: &SandboxConfig,
+    fullenrich: bool,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    if !authorized(config, fullenrich, headers) {
+        let refused = rules::for_status(fullenrich, false, StatusCode::UNAUTHORIZED);
+        return Err(refused.into_response());
+    }
+    if let Err(refused) = inner.limits.lock().unwrap().admit(fullenrich, path, false) {
+        inner.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return Err(refused.into_response());
+    }
+    Ok(())
 }
 
 /// A result GET's injected failure (`get_faults`), as the provider would answer it.

@@ -9,6 +9,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use relay_shared::Provider;
+
+use super::account::Balances;
 use super::delivery::{self, Webhook};
 use super::{Inner, Job, SandboxConfig, StartFault, authorized, draw, enrow, fullenrich};
 use super::{record_key, rules, s};
@@ -29,27 +32,40 @@ pub struct StartLog {
     pub status: u16,
 }
 
-/// What a start produces: the stored records and the webhooks to send.
+/// What a start produces: the stored records, what it costs and the webhooks to send.
 pub(super) struct Plan {
     pub records: Vec<Value>,
+    /// What the job costs in the end (FullEnrich `cost.credits`, Enrow's cost after refunds).
     pub credits: f64,
+    /// What the start takes from the balance: Enrow's reservation (its `credits_used`), the
+    /// hits FullEnrich paid as the batch ran.
+    pub reserved: f64,
     /// FullEnrich's terminal status for the job (`FINISHED`, `CREDITS_INSUFFICIENT`).
     pub status: &'static str,
     pub webhooks: Vec<Webhook>,
 }
 
-/// The plan of a start, by its provider's operation.
-fn plan(start: &Start, id: &str, balance: &mut Option<f64>, config: &SandboxConfig) -> Plan {
+/// The plan of a start, by its provider's operation, paid from its balance: FullEnrich pays
+/// each hit as the batch runs; Enrow takes the whole reservation up front, or refuses the start
+/// (`None`: 402) when the balance does not cover it.
+fn plan(start: &Start, id: &str, balances: &mut Balances, config: &SandboxConfig) -> Option<Plan> {
     let (path, req) = (start.path.as_str(), &start.req);
-    match path {
+    let plan = match path {
         "/contact/enrich/bulk" | "/contact/reverse/email/bulk" => {
-            fullenrich::plan(path, req, id, balance, config)
+            return Some(fullenrich::plan(
+                path,
+                req,
+                id,
+                &mut balances.fullenrich,
+                config,
+            ));
         }
         "/email/find/single" | "/email/verify/single" | "/phone/single" => {
             enrow::plan_single(path, req, id, config)
         }
         _ => enrow::plan_bulk(path, req, id, config),
-    }
+    };
+    balances.enrow.take(plan.reserved).then_some(plan)
 }
 
 /// The request as the start handler reads it.
@@ -61,6 +77,14 @@ struct Start {
 }
 
 impl Start {
+    fn provider(&self) -> Provider {
+        if self.fullenrich {
+            Provider::Fullenrich
+        } else {
+            Provider::Enrow
+        }
+    }
+
     /// The status and error body this provider answers a start with.
     fn refusal(&self, status: StatusCode) -> Response {
         rules::for_status(self.fullenrich, self.single, status).into_response()
@@ -99,16 +123,18 @@ pub(super) async fn start(
         Err(resp) => return answer(&inner, log, resp),
     };
     let id = uuid::Uuid::new_v4().to_string();
-    let plan = {
-        let mut credits = inner.credits.lock().unwrap();
-        plan(&start, &id, &mut credits, &config)
+    let plan = plan(&start, &id, &mut inner.credits.lock().unwrap(), &config);
+    let Some(plan) = plan else {
+        return answer(&inner, log, start.refusal(StatusCode::PAYMENT_REQUIRED));
     };
     inner.jobs.lock().unwrap().insert(
         id.clone(),
         Job {
+            provider: start.provider(),
             records: plan.records.clone(),
             name: s(&start.req, "name").to_string(),
             credits: plan.credits,
+            reserved: plan.reserved,
             status: plan.status,
             ready: false,
             gets: 0,
@@ -120,7 +146,7 @@ pub(super) async fn start(
     let ok = if start.fullenrich {
         json!({ "enrichment_id": id })
     } else {
-        json!({ "id": id, "message": "operating", "credits_used": plan.credits })
+        json!({ "id": id, "message": "operating", "credits_used": plan.reserved })
     };
     tokio::spawn(delivery::send_all(
         Arc::clone(&inner),
