@@ -305,10 +305,12 @@ impl ProviderHttp {
 /// The error text of a provider's answer: FullEnrich's `code` (rule 14), Enrow's message.
 fn error_text(provider: crate::Provider, body: &[u8]) -> String {
     let text = match provider {
-        crate::Provider::Fullenrich => serde_json::from_slice::<fullenrich::ApiError>(body)
-            .ok()
-            .and_then(|e| e.code.or(e.message)),
-        crate::Provider::Enrow => serde_json::from_slice::<enrow::ApiError>(body)
+        crate::Provider::Fullenrich => {
+            serde_json::from_slice::<fullenrich::FullenrichErrorBody>(body)
+                .ok()
+                .and_then(|e| e.code.or(e.message))
+        }
+        crate::Provider::Enrow => serde_json::from_slice::<enrow::EnrowErrorBody>(body)
             .ok()
             .and_then(|e| e.text().map(str::to_string)),
     };
