@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod aws;
 pub mod bodies;
+pub mod budget;
 pub mod callback;
 pub mod config;
 pub mod envelope;

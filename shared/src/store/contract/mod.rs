@@ -6,7 +6,7 @@
 //! [`store_contract!`](crate::store_contract) writes one `#[tokio::test]` per case, so a failure
 //! is named. Cases: `jobs.rs` (creation, erasure, drafts, idempotency keys), `results.rs`
 //! (results and their counters), `starts.rs` (a chunk's start, links, polls, rate schedules,
-//! the due index), `others.rs` (callbacks, orphans, dedupe).
+//! the due index), `budget.rs` (a job's credit budget), `others.rs` (callbacks, orphans, dedupe).
 
 use serde_json::{Map, Value};
 
@@ -17,11 +17,15 @@ use crate::jobs::{
 };
 use crate::store::{ChunkRef, ChunkUpdate, JobWriter, Jobs};
 
+mod budget;
 mod jobs;
 mod others;
 mod results;
 mod starts;
 
+pub use budget::{
+    a_budget_is_reserved_once_and_released_once, racing_reservations_never_exceed_the_budget,
+};
 pub use jobs::{
     a_deleted_job_is_erased, a_draft_takes_pages_until_its_start, a_job_is_listed_once_created,
     idempotency_keys_hold_one_job,
@@ -65,7 +69,8 @@ macro_rules! store_contract {
             a_chunk_is_taken_for_its_start_once, a_start_is_fenced_by_its_job,
             links_follow_their_chunk, a_poll_is_claimed_once, rate_slots_pace_requests,
             the_due_index_finds_what_is_due, a_callback_is_taken_once_per_due_date,
-            orphans_are_listed_newest_first);
+            orphans_are_listed_newest_first, a_budget_is_reserved_once_and_released_once,
+            racing_reservations_never_exceed_the_budget);
         #[tokio::test]
         async fn dedupe_claims_hold_with_a_lease() {
             let dedupe = $dedupe;
