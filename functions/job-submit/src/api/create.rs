@@ -67,6 +67,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             new.options,
         );
         meta.callback_url = new.callback_url;
+        meta.budget = new.max_credits.map(relay_shared::budget::Budget::new);
         let outcome = match staged {
             Some(_) => self.record_draft(&meta).await,
             None => self.record_and_queue(&meta, &chunks, &new.contacts).await,
