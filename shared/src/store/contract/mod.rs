@@ -15,7 +15,7 @@ use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation, Outcome,
 };
-use crate::store::{ChunkRef, ChunkUpdate, JobWriter, Jobs};
+use crate::store::{ChunkRef, ChunkUpdate, JobWriter, Jobs, Results};
 
 mod budget;
 mod jobs;
@@ -160,6 +160,23 @@ pub fn completed(index: ChunkIndex) -> ChunkUpdate {
         credits: Some(1.0),
         error: None,
     }
+}
+
+/// Chunk `index` ends as bulk-fetch ends it: its final set (every contact found) with the cost
+/// the provider reported; then the job settles if that was its last open chunk.
+pub async fn finish_chunk<S: Jobs + Results>(s: &S, job_id: &JobId, index: ChunkIndex, cost: f64) {
+    let c = s.chunk(job_id, index).await.unwrap().expect("chunk");
+    let set = (c.offset..c.offset + c.count)
+        .map(|k| result(k, Outcome::Found, false))
+        .collect();
+    let update = ChunkUpdate {
+        credits: Some(cost),
+        ..completed(index)
+    };
+    s.store_chunk(job_id, ChunkRef::from(&c), set, update)
+        .await
+        .unwrap();
+    s.settle_job(job_id).await.unwrap();
 }
 
 /// The job's figures as read: done, found, not found, failed.
