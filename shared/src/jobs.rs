@@ -159,6 +159,9 @@ pub mod reasons {
     /// A poll found that the provider does not know the chunk's id (FullEnrich 404, Enrow
     /// "Could not retrieve"): no result will come for it.
     pub const PROVIDER_LOST: &str = "provider_lost";
+    /// The chunk's worst case did not fit in what was left of the job's `max_credits`: it was
+    /// never started.
+    pub const BUDGET_EXHAUSTED: &str = "budget_exhausted";
 }
 
 impl JobError {
@@ -224,6 +227,8 @@ pub struct JobMeta {
     pub callback: Option<CallbackState>,
     /// The job this one retries (`POST /jobs/{id}/retry`): its failed contacts, again.
     pub retry_of: Option<JobId>,
+    /// `max_credits` on `POST /jobs`: what its chunks' starts may reserve ([`crate::budget`]).
+    pub budget: Option<crate::budget::Budget>,
 }
 
 /// Where a job's completion callback stands.
@@ -357,6 +362,7 @@ impl JobMeta {
             callback_url: None,
             callback: None,
             retry_of: None,
+            budget: None,
         }
     }
 }
@@ -381,6 +387,8 @@ pub struct Chunk {
     /// When the provider's id was recorded (ms): the start of the wait for its results, from
     /// which the job's deadline counts.
     pub started_at_ms: Option<u64>,
+    /// What its start reserved from the job's budget, if the job has one.
+    pub reservation: Option<crate::budget::Reservation>,
 }
 
 impl Chunk {
@@ -405,6 +413,7 @@ impl Chunk {
                 parts: Vec::new(),
                 poll_every_ms: None,
                 started_at_ms: None,
+                reservation: None,
             })
             .collect()
     }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod aws;
 pub mod bodies;
+pub mod budget;
 pub mod callback;
 pub mod config;
 pub mod credits;

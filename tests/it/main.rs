@@ -2,6 +2,7 @@
 //! the real AWS SDK for Rust; each test gets its own tables, queues and bucket, created from
 //! template.yaml under a fresh prefix.
 
+mod budget;
 mod callback;
 mod cli;
 mod contract;

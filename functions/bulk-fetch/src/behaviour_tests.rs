@@ -341,3 +341,57 @@ async fn a_delivery_whose_link_was_erased_meanwhile_is_dropped_not_parked() {
         "dropped deliveries are counted"
     );
 }
+
+#[tokio::test]
+async fn a_redelivered_cost_report_gives_back_the_reservation_once() {
+    use relay_shared::store::{CreditBudget, Jobs, Reserve};
+    let w = worker();
+    let contacts = (0..2).map(|i| person(i, None)).collect();
+    let job_id = seed_job(&w.jobs, Operation::EmailFind, 1, contacts, None);
+    // A budget of 10; each one-contact chunk holds a worst case of 3 from its start.
+    let mut meta = w.jobs.get_job(&job_id).await.unwrap().unwrap();
+    meta.budget = Some(relay_shared::budget::Budget::new(10.0));
+    w.jobs.insert(
+        meta,
+        Chunk::plan(2, 1),
+        w.jobs.contacts(&job_id, 0, 2).await.unwrap(),
+    );
+    for (i, id) in ["a", "b"].iter().enumerate() {
+        let index = ChunkIndex(i as u32);
+        assert_eq!(
+            w.jobs.reserve_credits(&job_id, index, 3.0).await.unwrap(),
+            Reserve::Reserved
+        );
+        w.jobs.start(&job_id, index, &ProviderId::new(*id));
+    }
+    let left = || async {
+        let meta = w.jobs.get_job(&job_id).await.unwrap().unwrap();
+        meta.budget.unwrap().left
+    };
+    assert_eq!(left().await, 4.0);
+    // Enrow's event says the search cost 1: 2 of its 3 back.
+    let delivery = found(&job_id, "a");
+    assert!(matches!(
+        handle(&w, &delivery).await,
+        Disposition::Applied { new: 1, .. }
+    ));
+    assert_eq!(left().await, 6.0);
+    // The same delivery again, and again past a dedupe that lost its claim (applied anew).
+    assert_eq!(handle(&w, &delivery).await, Disposition::Duplicate);
+    let forgetful = Worker {
+        jobs: w.jobs.clone(),
+        dedupe: MemoryDedupe::default(),
+        ..worker()
+    };
+    let again = forgetful.handle_record(&sqs_message(&delivery)).await;
+    assert_eq!(again, Disposition::Duplicate, "its row found stored");
+    assert_eq!(left().await, 6.0, "released once");
+    let chunk = w.jobs.chunk(&job_id, ChunkIndex(0)).await.unwrap().unwrap();
+    assert_eq!(
+        chunk.reservation,
+        Some(relay_shared::budget::Reservation {
+            credits: 3.0,
+            settled: Some(1.0)
+        })
+    );
+}

@@ -32,6 +32,8 @@ pub use relay_shared::envelope::{SubmitAction, SubmitChunk};
 #[cfg(test)]
 mod api_tests;
 #[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
 mod retry_tests;
 #[cfg(test)]
 mod staged_tests;

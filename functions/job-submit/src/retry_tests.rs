@@ -18,7 +18,7 @@ async fn finished_job(
         .map(|i| json!({"email": format!("p{i}@example.com"), "custom": {"crm_id": format!("c{i}")}}))
         .collect();
     let body = json!({"provider": "enrow", "operation": "email_verify", "name": "leads",
-        "callback_url": "https://hooks.example.com/done", "contacts": contacts});
+        "callback_url": "https://hooks.example.com/done", "max_credits": 5, "contacts": contacts});
     let (status, created) = call(a, "POST", "/jobs", &[], &body).await;
     assert_eq!(status, 202, "{created}");
     let id = JobId::new(created["job_id"].as_str().unwrap());
@@ -95,6 +95,12 @@ async fn a_retry_is_a_new_job_of_exactly_the_retryable_failures_and_never_the_un
     );
     let head = a.jobs.get_job(&second).await.unwrap().unwrap();
     assert_eq!(head.retry_of.as_ref(), Some(&first));
+    // Nothing of the first job's budget was reserved (its results were written here directly).
+    assert_eq!(
+        head.budget.map(|b| b.max),
+        Some(5.0),
+        "what the first job left of its budget"
+    );
     assert_eq!(
         head.callback_url.as_deref(),
         Some("https://hooks.example.com/done")

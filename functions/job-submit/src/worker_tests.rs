@@ -22,16 +22,16 @@ use relay_shared::{ChunkIndex, JobId};
 
 /// A provider that answers each start from a script, and counts the starts it got.
 #[derive(Default)]
-struct Scripted {
+pub(crate) struct Scripted {
     answers: Mutex<VecDeque<Result<Started, StartError>>>,
-    starts: Mutex<Vec<Value>>,
+    pub(crate) starts: Mutex<Vec<Value>>,
 }
 
 impl Scripted {
-    fn answer(&self, a: Result<Started, StartError>) {
+    pub(crate) fn answer(&self, a: Result<Started, StartError>) {
         self.answers.lock().unwrap().push_back(a);
     }
-    fn started(id: &str) -> Result<Started, StartError> {
+    pub(crate) fn started(id: &str) -> Result<Started, StartError> {
         Ok(Started {
             id: id.into(),
             credits: None,
@@ -50,9 +50,9 @@ impl Submitter for Scripted {
     }
 }
 
-type Worker = ChunkSubmitter<MemoryJobs, Scripted, MemoryQueue, MemoryBodies>;
+pub(crate) type Worker = ChunkSubmitter<MemoryJobs, Scripted, MemoryQueue, MemoryBodies>;
 
-fn worker() -> Worker {
+pub(crate) fn worker() -> Worker {
     ChunkSubmitter {
         jobs: MemoryJobs::default(),
         bodies: MemoryBodies::default(),
@@ -96,7 +96,7 @@ fn fullenrich_job(w: &Worker, n: u64) -> JobId {
     job_id
 }
 
-fn start(job_id: &JobId, chunk: ChunkIndex) -> SubmitChunk {
+pub(crate) fn start(job_id: &JobId, chunk: ChunkIndex) -> SubmitChunk {
     serde_json::from_str(&SubmitChunk::start(job_id, chunk)).unwrap()
 }
 

@@ -9,6 +9,7 @@
 //! | [`Links`] | provider ids linked to their chunks |
 //! | [`Polls`] | a started chunk's polls |
 //! | [`RateSchedule`] | rate schedules shared by every worker |
+//! | [`CreditBudget`] | a job's credit budget: reservations before starts, released on real cost |
 //! | [`JobStore`] | all five: what a delivery's worker needs |
 //! | [`JobWriter`], [`JobDrafts`] | `POST /jobs`, listing, `DELETE`; staged jobs' pages and start |
 //! | [`SubmitLedger`] | a chunk's start under its lease; a job's erasure |
@@ -22,8 +23,8 @@
 //!
 //! | sk | what |
 //! |---|---|
-//! | `META` | the job: status; its figures (`done`, `found`, `not_found`, `failed`) once it ended; `creating` while `POST /jobs` writes the rest (written first, in the `due` index's erasure partition until the mark is cleared) |
-//! | `CHUNK#<index:05>` | one provider request: offset, count, provider id, status, credits, and what its results count (`c_done`, `c_found`, `c_not_found`, `c_failed`) |
+//! | `META` | the job: status; its budget (`max_credits`, and `cr_left`: what no reservation holds); its figures (`done`, `found`, `not_found`, `failed`) once it ended; `creating` while `POST /jobs` writes the rest (written first, in the `due` index's erasure partition until the mark is cleared) |
+//! | `CHUNK#<index:05>` | one provider request: offset, count, provider id, status, credits, its reservation (`cr_hold`, and `cr_spent` once settled), and what its results count (`c_done`, `c_found`, `c_not_found`, `c_failed`) |
 //! | `CHUNK#~F<group:05>` | the final chunks of indices `128·group ..`: a number set `f` |
 //! | `CHUNK#~D<shard>` | duplicate deliveries, counted on one of 8 shards (`n`) |
 //! | `PID#<provider_id>` | provider id → chunk (index, offset, count), written with the id; `gpid` (the id) puts it in the sparse `provider_ids` index, where a global webhook's event finds its job |
@@ -78,7 +79,7 @@ pub use types::{
     DEFAULT_POLL_AFTER_MS, DEFAULT_RETENTION_DAYS, DEFAULT_START_OVERDUE_MS, DRAFT_TTL, Due,
     DueAction, ERASE_GRACE, FINAL_GROUP, FinalGroup, Idempotency, JobsCursor, Link,
     MAX_POLL_EVERY_MS, ORPHAN_RETENTION_DAYS, Orphan, OrphansCursor, Page, PageWrite, ReadCost,
-    Slot, StoreError, Stored,
+    Reserve, Slot, StoreError, Stored,
 };
 
 /// A job as stored: its head, chunks and contacts, and why it failed.
@@ -132,6 +133,9 @@ pub trait Jobs: Send + Sync + 'static {
 }
 
 /// Results and their counters: a single result, a chunk's set, duplicates, the job's settling.
+/// A write whose update ends its chunk and reports what it cost also settles the chunk's
+/// reservation ([`CreditBudget::release_reported`]), after the write: a retry of the write
+/// settles it if the first try could not.
 pub trait Results: Send + Sync + 'static {
     /// Stores one contact's result unless it has one already, and moves its chunk's counters by
     /// exactly it (with `update` applied to the chunk). A result found stored is counted if its
@@ -169,6 +173,45 @@ pub trait Results: Send + Sync + 'static {
         &self,
         job_id: &JobId,
     ) -> impl Future<Output = Result<Option<JobStatus>, StoreError>> + Send;
+}
+
+/// A job's credit budget ([`crate::budget`]): a chunk's start reserves its worst case from it,
+/// and its real cost gives the rest back.
+pub trait CreditBudget: Send + Sync + 'static {
+    /// Reserves `credits` from the job's budget for chunk `index`'s start, in one conditional
+    /// write with the chunk's record of it: only a pending chunk that holds no reservation yet
+    /// reserves, and only if `credits` fit in what is left. Workers racing never reserve more
+    /// than the budget; a start retried reserves once ([`Reserve`]).
+    fn reserve_credits(
+        &self,
+        job_id: &JobId,
+        index: ChunkIndex,
+        credits: f64,
+    ) -> impl Future<Output = Result<Reserve, StoreError>> + Send;
+    /// Settles chunk `index`'s reservation at `spent` (what the provider reported it cost; 0 for
+    /// a chunk that never started): the rest goes back to the job's budget, once. Whether this
+    /// call settled it (`false`: the chunk holds no reservation, or it was settled already).
+    fn release_credits(
+        &self,
+        job_id: &JobId,
+        index: ChunkIndex,
+        spent: f64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// [`Self::release_credits`] when `update` ends its chunk and reports what it cost; nothing
+    /// otherwise (a cost reported before the end, e.g. Enrow's `credits_used` at a start, is
+    /// only what the provider holds back).
+    fn release_reported(
+        &self,
+        job_id: &JobId,
+        update: &ChunkUpdate,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            if let Some(spent) = update.credits.filter(|_| update.status.is_final()) {
+                self.release_credits(job_id, update.index, spent).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Provider ids linked to their chunks.

@@ -86,6 +86,23 @@ pub struct ChunkUpdate {
     pub error: Option<JobError>,
 }
 
+/// What [`CreditBudget::reserve_credits`] made of a chunk's reservation.
+///
+/// [`CreditBudget::reserve_credits`]: super::CreditBudget::reserve_credits
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reserve {
+    /// Reserved now: the budget has that much less left.
+    Reserved,
+    /// The chunk holds its reservation already (an earlier try of its start): nothing more.
+    Held,
+    /// It does not fit in what is left (`left`): nothing reserved; the chunk must not start.
+    Exhausted { left: f64 },
+    /// The chunk is not pending (taken, started or ended meanwhile): nothing reserved.
+    NotPending,
+    /// The job has no budget: nothing to reserve from.
+    Unlimited,
+}
+
 /// How many results a [`Results::store_result`] or [`Results::store_chunk`] call added and found already stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stored {

@@ -55,6 +55,8 @@ pub struct NewJob {
     pub contacts: Vec<Contact>,
     /// Where `job.completed` is POSTed when the job ends.
     pub callback_url: Option<String>,
+    /// `max_credits`: the most the job's starts may reserve ([`crate::budget`]).
+    pub max_credits: Option<f64>,
 }
 
 pub fn validate(body: &Value) -> Result<NewJob, Invalid> {
@@ -199,6 +201,14 @@ fn validate_head(
         }
         Some(_) => return Err(invalid("callback_url", "must be a string (an https URL)")),
     };
+    let max_credits = match obj.get("max_credits") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .filter(|c| *c > 0.0 && c.is_finite())
+                .ok_or_else(|| invalid("max_credits", "must be a positive number of credits"))?,
+        ),
+    };
     Ok((
         NewJob {
             provider,
@@ -207,6 +217,7 @@ fn validate_head(
             options,
             contacts: Vec::new(),
             callback_url,
+            max_credits,
         },
         obj,
     ))
@@ -552,6 +563,22 @@ mod tests {
         let body = json!({"provider": "enrow", "operation": "email_verify",
             "callback_url": 5, "contacts": [{"email": "a@example.com"}]});
         assert_eq!(validate(&body).unwrap_err().field, "callback_url");
+    }
+
+    #[test]
+    fn max_credits_is_a_positive_number() {
+        let with = |c: Value| {
+            validate(&json!({"provider": "enrow", "operation": "email_verify",
+                "max_credits": c, "contacts": [{"email": "a@example.com"}]}))
+        };
+        assert_eq!(with(json!(250)).unwrap().max_credits, Some(250.0));
+        assert_eq!(with(json!(0.5)).unwrap().max_credits, Some(0.5));
+        assert_eq!(with(Value::Null).unwrap().max_credits, None);
+        for bad in [json!(0), json!(-3), json!("100"), json!(true), json!({})] {
+            let e = with(bad.clone()).expect_err("refused");
+            assert_eq!(e.field, "max_credits", "{bad}");
+            assert!(e.message.contains("positive number"), "{bad}");
+        }
     }
 
     #[test]

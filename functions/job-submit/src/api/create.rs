@@ -83,6 +83,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         );
         meta.callback_url = new.callback_url;
         meta.retry_of = retry_of.cloned();
+        meta.budget = new.max_credits.map(relay_shared::budget::Budget::new);
         let outcome = match staged {
             Some(_) => self.record_draft(&meta).await,
             None => self.record_and_queue(&meta, &chunks, &new.contacts).await,

@@ -185,6 +185,7 @@ pub(super) async fn job<J: ApiStore, Q: Queue>(
     let credits: f64 = chunks.iter().filter_map(|c| c.credits).sum();
     let mut body = meta.summary_json();
     body["credits_used"] = json!(credits);
+    body["credits"] = relay_shared::budget::credits_json(&meta, &chunks);
     body["callback"] = relay_shared::callback::callback_json(&meta);
     body["chunks"] = chunks
         .iter()

@@ -1,8 +1,9 @@
 //! `POST /jobs/{id}/retry`: a new job, linked to the first (`retry_of`), of the contacts that
 //! ended `failed` for a reason a second try can change, with the same provider, operation,
-//! options, `custom` and callback. It never pays twice for a contact: a contact whose start may
-//! have been billed (`start_unconfirmed`) goes only when asked (`include_unconfirmed`), and a job
-//! still running cannot be retried (its failures may not be final).
+//! options, `custom` and callback, and what the first job left of its budget (`max_credits`).
+//! It never pays twice for a contact: a contact whose start may have been billed
+//! (`start_unconfirmed`) goes only when asked (`include_unconfirmed`), and a job still running
+//! cannot be retried (its failures may not be final).
 
 use std::collections::BTreeSet;
 
@@ -158,6 +159,18 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         }
         if let Some(url) = &meta.callback_url {
             body["callback_url"] = json!(url);
+        }
+        // A budget goes on as what the first job left of it: the two never spend more together.
+        if let Some(budget) = meta.budget {
+            if budget.left <= 0.0 {
+                return Err(ApiError::new(
+                    409,
+                    "budget_spent",
+                    "the job's max_credits is spent: submit its contacts as a new job with a budget of its own",
+                )
+                .job(&meta.job_id));
+            }
+            body["max_credits"] = json!(budget.left);
         }
         Ok(body)
     }

@@ -8,7 +8,9 @@ use relay_shared::jobs::{Chunk, ChunkStatus, JobError, reasons};
 use relay_shared::now_ms;
 use relay_shared::providers::submit::Submitter;
 use relay_shared::queue::{MAX_DELAY, Queue};
-use relay_shared::store::{JobWriter, Links, RateSchedule, Results, StoreError, SubmitLedger};
+use relay_shared::store::{
+    CreditBudget, JobWriter, Links, RateSchedule, Results, StoreError, SubmitLedger,
+};
 
 use super::{ChunkSubmitter, SubmitAction, SubmitChunk, Submitted};
 use relay_shared::ChunkIndex;
@@ -16,7 +18,7 @@ use relay_shared::JobId;
 
 impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
 where
-    J: SubmitLedger + JobWriter + Results + Links + RateSchedule,
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget,
 {
     /// A start message for a chunk some worker holds: wait while its lease runs; after it,
     /// the worker died mid-start and the chunk is unconfirmed (never started again on a guess).
@@ -105,6 +107,7 @@ where
             .contacts(job_id, chunk.offset, chunk.count)
             .await?;
         self.jobs.set_job_error(job_id, &e).await?;
-        self.fail(&meta, &chunk, &contacts, e).await
+        // It may have been started and billed: its reservation stays until a webhook's cost.
+        self.fail(&meta, &chunk, &contacts, e, None).await
     }
 }

@@ -6,7 +6,7 @@ use relay_shared::now_ms;
 use relay_shared::providers::submit::Submitter;
 use relay_shared::queue::Queue;
 use relay_shared::store::{
-    DRAFT_TTL, JobWriter, Links, RateSchedule, Results, StoreError, SubmitLedger,
+    CreditBudget, DRAFT_TTL, JobWriter, Links, RateSchedule, Results, StoreError, SubmitLedger,
 };
 
 use super::{ChunkSubmitter, SubmitChunk, Submitted};
@@ -18,7 +18,7 @@ pub const ERASE_PER_MESSAGE: usize = 5_000;
 
 impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
 where
-    J: SubmitLedger + JobWriter + Results + Links + RateSchedule,
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget,
 {
     /// Deletes up to [`ERASE_PER_MESSAGE`] items of a deleted job; if more are left, the rest
     /// goes on in a new message. Once none is left: its claim-checked bodies, then the head

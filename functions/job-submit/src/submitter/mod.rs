@@ -15,7 +15,8 @@ use relay_shared::metrics::{self, Metrics};
 use relay_shared::providers::submit::Submitter;
 use relay_shared::queue::Queue;
 use relay_shared::store::{
-    ChunkRef, ChunkUpdate, JobWriter, Links, RateSchedule, Results, StoreError, SubmitLedger,
+    ChunkRef, ChunkUpdate, CreditBudget, JobWriter, Links, RateSchedule, Results, StoreError,
+    SubmitLedger,
 };
 
 pub use crate::{SubmitAction, SubmitChunk};
@@ -94,7 +95,7 @@ pub fn starts_metrics(outcomes: &[Submitted]) -> Metrics {
 
 impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
 where
-    J: SubmitLedger + JobWriter + Results + Links + RateSchedule,
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget,
 {
     /// Settles the job when every contact is accounted for; a job that ended here with a
     /// callback URL asks for its callback at once.
@@ -166,6 +167,28 @@ where
         .await
     }
 
+    /// A chunk that ended (or was split) with its reservation still held whole: settled at what
+    /// it cost, if that is known (a split parent never started; a failed chunk's cost is
+    /// recorded). The repair of a release that a crash or a store error stopped.
+    pub(crate) async fn release_ended(
+        &self,
+        job_id: &JobId,
+        chunk: &Chunk,
+    ) -> Result<(), StoreError> {
+        let held = chunk.reservation.is_some_and(|r| r.settled.is_none());
+        let spent = match chunk.status {
+            ChunkStatus::Split => Some(0.0),
+            s if s.is_final() => chunk.credits,
+            _ => None,
+        };
+        if let Some(spent) = spent.filter(|_| held) {
+            self.jobs
+                .release_credits(job_id, chunk.index, spent)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Takes a pending chunk and fails its contacts with the job's error (no start is made).
     pub(crate) async fn fail_pending(
         &self,
@@ -185,17 +208,21 @@ where
             .jobs
             .contacts(&meta.job_id, chunk.offset, chunk.count)
             .await?;
-        self.fail(meta, &chunk, &contacts, e).await
+        // Taken from `pending`: never started.
+        self.fail(meta, &chunk, &contacts, e, Some(0.0)).await
     }
 
     /// A chunk the provider will never take: its contacts end `failed` with the reason (so the
-    /// job still accounts for every contact), and the job settles.
+    /// job still accounts for every contact), and the job settles. `spent`: what the chunk cost,
+    /// when that is known (0: the provider never took it; its reservation goes back whole);
+    /// `None`: it may have been billed (an unconfirmed start), and its reservation stays.
     pub(crate) async fn fail(
         &self,
         meta: &JobMeta,
         chunk: &Chunk,
         contacts: &[relay_shared::jobs::Contact],
         e: JobError,
+        spent: Option<f64>,
     ) -> Result<Submitted, StoreError> {
         let results = contacts
             .iter()
@@ -204,7 +231,7 @@ where
         let update = ChunkUpdate {
             index: chunk.index,
             status: ChunkStatus::Failed,
-            credits: None,
+            credits: spent,
             error: Some(e.clone()),
         };
         self.jobs

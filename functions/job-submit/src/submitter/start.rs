@@ -1,6 +1,7 @@
-//! A chunk's start, once, in four steps, each with its own type: [`Prepared`] (the chunk
-//! pending, its request built) → a rate slot reserved, then [`Taken`] (the chunk taken from
-//! `pending`) → sent → what the provider's answer makes of it (recorded, or a refusal handled).
+//! A chunk's start, once, in steps, each with its own type: [`Prepared`] (the chunk pending, its
+//! request built) → its worst case reserved from the job's budget, if it has one → a rate slot
+//! reserved, then [`Taken`] (the chunk taken from `pending`) → sent → what the provider's answer
+//! makes of it (recorded, or a refusal handled).
 
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Duration;
@@ -14,7 +15,8 @@ use relay_shared::queue::{MAX_DELAY, Queue};
 use relay_shared::retry::{Retryable, exponential};
 use relay_shared::routes::webhook_urls;
 use relay_shared::store::{
-    ChunkRef, JobWriter, Links, RateSchedule, Results, Slot, StoreError, SubmitLedger,
+    ChunkRef, CreditBudget, JobWriter, Links, RateSchedule, Reserve, Results, Slot, StoreError,
+    SubmitLedger,
 };
 use relay_shared::{Provider, now_ms};
 
@@ -63,15 +65,17 @@ pub(crate) struct Taken {
 
 impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
 where
-    J: SubmitLedger + JobWriter + Results + Links + RateSchedule,
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget,
 {
-    /// Starts one chunk, at most once: prepare → take → send → on refusal.
+    /// Starts one chunk, at most once: prepare → reserve its credits → take → send → on
+    /// refusal.
     pub(crate) async fn try_submit(
         &self,
         job_id: &JobId,
         index: ChunkIndex,
     ) -> Result<Submitted, StoreError> {
         let prepared = next!(self.prepare(job_id, index).await);
+        next!(self.reserve_credits(&prepared).await);
         let at_ms = next!(self.reserve_slot(&prepared).await);
         let taken = next!(self.take(prepared, at_ms).await);
         let p = &taken.prepared;
@@ -130,6 +134,34 @@ where
         }))
     }
 
+    /// A job with a budget: the chunk's worst case reserved from it before anything of its start
+    /// is spent, once (a start tried again finds it held; a start given back to `pending`
+    /// keeps it). A chunk that does not fit never starts: its contacts end `budget_exhausted`,
+    /// and the job's error says so (later chunks may still fit, once costs come back).
+    async fn reserve_credits(&self, p: &Prepared) -> Step<()> {
+        let Some(budget) = p.meta.budget else {
+            return Ok(Continue(()));
+        };
+        let (job_id, op) = (&p.meta.job_id, p.meta.operation);
+        let cost =
+            relay_shared::budget::chunk_worst_case(op, &p.meta.options, p.contacts.len() as u64);
+        match self.jobs.reserve_credits(job_id, p.index, cost).await? {
+            Reserve::Reserved | Reserve::Held | Reserve::Unlimited => Ok(Continue(())),
+            Reserve::NotPending => Ok(Break(Submitted::Skipped)),
+            Reserve::Exhausted { left } => {
+                let e = JobError::new(
+                    reasons::BUDGET_EXHAUSTED,
+                    format!(
+                        "a chunk's worst case ({cost} credits) did not fit in what was left of the job's max_credits ({left} of {}): its contacts were not started",
+                        budget.max
+                    ),
+                );
+                self.jobs.set_job_error(job_id, &e).await?;
+                self.fail_pending(&p.meta, p.index, e).await.map(Break)
+            }
+        }
+    }
+
     /// Goes on with a pending chunk only; a start message for a chunk in any other state is
     /// answered here.
     async fn only_pending(
@@ -147,7 +179,9 @@ where
                 Ok(Break(Submitted::Skipped))
             }
             _ => {
-                // Final or running: a settle that failed earlier gets another try here.
+                // Final or running: a settle (or a reservation's release) that failed earlier
+                // gets another try here.
+                self.release_ended(job_id, chunk).await?;
                 self.settle(job_id).await?;
                 Ok(Break(Submitted::Skipped))
             }
@@ -342,7 +376,9 @@ where
         if e.code != reasons::REJECTED_BY_PROVIDER {
             self.jobs.set_job_error(job_id, &e).await?;
         }
-        self.fail(meta, &t.chunk, &t.prepared.contacts, e).await
+        // Refused: the provider did not take it, and charged nothing.
+        self.fail(meta, &t.chunk, &t.prepared.contacts, e, Some(0.0))
+            .await
     }
 
     /// One contact (or a few) spoils the request: halves, recursively, so only the contacts the
@@ -354,6 +390,11 @@ where
             Err(StoreError::Conflict(_)) => return Ok(Submitted::Skipped),
             Err(e) => return Err(e),
         };
+        // The parent never started: its reservation goes back before its halves reserve theirs
+        // (a retry of this message finds it split and releases it then, `only_pending`).
+        self.jobs
+            .release_credits(job_id, t.chunk.index, 0.0)
+            .await?;
         let parts: Vec<ChunkIndex> = halves.iter().map(|c| c.index).collect();
         for part in &parts {
             if let Err(e) = self.queue.send(SubmitChunk::start(job_id, *part)).await {

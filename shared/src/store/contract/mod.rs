@@ -6,7 +6,7 @@
 //! [`store_contract!`](crate::store_contract) writes one `#[tokio::test]` per case, so a failure
 //! is named. Cases: `jobs.rs` (creation, erasure, drafts, idempotency keys), `results.rs`
 //! (results and their counters), `starts.rs` (a chunk's start, links, polls, rate schedules,
-//! the due index), `others.rs` (callbacks, orphans, dedupe).
+//! the due index), `budget.rs` (a job's credit budget), `others.rs` (callbacks, orphans, dedupe).
 
 use serde_json::{Map, Value};
 
@@ -15,13 +15,17 @@ use crate::ids::{ChunkIndex, JobId, ProviderId};
 use crate::jobs::{
     Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus, Operation, Outcome,
 };
-use crate::store::{ChunkRef, ChunkUpdate, JobWriter, Jobs};
+use crate::store::{ChunkRef, ChunkUpdate, JobWriter, Jobs, Results};
 
+mod budget;
 mod jobs;
 mod others;
 mod results;
 mod starts;
 
+pub use budget::{
+    a_budget_is_reserved_once_and_released_once, racing_reservations_never_exceed_the_budget,
+};
 pub use jobs::{
     a_deleted_job_is_erased, a_draft_takes_pages_until_its_start, a_job_is_listed_once_created,
     idempotency_keys_hold_one_job,
@@ -69,7 +73,8 @@ macro_rules! store_contract {
             links_follow_their_chunk, a_linked_id_finds_its_job,
             unsigned_fetches_are_counted_per_chunk, a_poll_is_claimed_once, rate_slots_pace_requests,
             the_due_index_finds_what_is_due, a_callback_is_taken_once_per_due_date,
-            orphans_are_listed_newest_first);
+            orphans_are_listed_newest_first, a_budget_is_reserved_once_and_released_once,
+            racing_reservations_never_exceed_the_budget);
         #[tokio::test]
         async fn dedupe_claims_hold_with_a_lease() {
             let dedupe = $dedupe;
@@ -164,6 +169,23 @@ pub fn completed(index: ChunkIndex) -> ChunkUpdate {
         credits: Some(1.0),
         error: None,
     }
+}
+
+/// Chunk `index` ends as bulk-fetch ends it: its final set (every contact found) with the cost
+/// the provider reported; then the job settles if that was its last open chunk.
+pub async fn finish_chunk<S: Jobs + Results>(s: &S, job_id: &JobId, index: ChunkIndex, cost: f64) {
+    let c = s.chunk(job_id, index).await.unwrap().expect("chunk");
+    let set = (c.offset..c.offset + c.count)
+        .map(|k| result(k, Outcome::Found, false))
+        .collect();
+    let update = ChunkUpdate {
+        credits: Some(cost),
+        ..completed(index)
+    };
+    s.store_chunk(job_id, ChunkRef::from(&c), set, update)
+        .await
+        .unwrap();
+    s.settle_job(job_id).await.unwrap();
 }
 
 /// The job's figures as read: done, found, not found, failed.

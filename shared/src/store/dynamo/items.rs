@@ -12,6 +12,7 @@ use super::attrs::{Item, data_error, get_n};
 use super::callbacks::parse_state;
 use super::keys::{LIST_PK, chunk_sk, contact_sk, index_of, job_pk, result_sk};
 use crate::Provider;
+use crate::budget::{Budget, Reservation};
 use crate::ids::{ChunkIndex, ContactIndex};
 use crate::ids::{JobId, ProviderId};
 use crate::jobs::{
@@ -100,6 +101,11 @@ struct MetaItem {
     error: Option<JobError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retry_of: Option<JobId>,
+    /// The budget (`max_credits`) and what no reservation holds of it ([`Budget`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_credits: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cr_left: Option<f64>,
 }
 
 pub(super) fn meta_item(m: &JobMeta) -> Item {
@@ -127,6 +133,8 @@ pub(super) fn meta_item(m: &JobMeta) -> Item {
         callback_url: m.callback_url.clone(),
         retry_of: m.retry_of.clone(),
         error: m.error.clone(),
+        max_credits: m.budget.map(|b| b.max),
+        cr_left: m.budget.map(|b| b.left),
     })
 }
 
@@ -157,6 +165,10 @@ pub(super) fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
         callback_url: m.callback_url,
         callback: parse_state(item),
         retry_of: m.retry_of,
+        budget: m.max_credits.map(|max| Budget {
+            max,
+            left: m.cr_left.unwrap_or(max),
+        }),
     })
 }
 
@@ -193,6 +205,11 @@ struct ChunkItem {
     poll_every: Option<u64>,
     #[serde(default, skip_serializing)]
     started_at: Option<u64>,
+    /// Its reservation, written by its own updates ([`Reservation`]).
+    #[serde(default, skip_serializing)]
+    cr_hold: Option<f64>,
+    #[serde(default, skip_serializing)]
+    cr_spent: Option<f64>,
 }
 
 pub(super) fn chunk_item(pk: &str, c: &Chunk) -> Item {
@@ -210,6 +227,8 @@ pub(super) fn chunk_item(pk: &str, c: &Chunk) -> Item {
         error: None,
         poll_every: None,
         started_at: None,
+        cr_hold: None,
+        cr_spent: None,
     })
 }
 
@@ -227,6 +246,10 @@ pub(super) fn parse_chunk(item: &Item) -> Result<Chunk, StoreError> {
         parts: c.parts,
         poll_every_ms: c.poll_every,
         started_at_ms: c.started_at,
+        reservation: c.cr_hold.map(|credits| Reservation {
+            credits,
+            settled: c.cr_spent,
+        }),
     })
 }
 
@@ -363,6 +386,7 @@ mod tests {
         );
         meta.callback_url = Some("https://example.org/hook".into());
         meta.error = Some(JobError::new("canceled", "by the client"));
+        meta.budget = Some(Budget::new(250.0));
         let item = meta_item(&meta);
         assert_eq!(item["status"], AttributeValue::S("running".into()));
         assert_eq!(item["contacts"], AttributeValue::N("250".into()));

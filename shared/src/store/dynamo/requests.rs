@@ -2,8 +2,8 @@
 //! batch writes, a chunk's update, a new job's chunk puts.
 
 use super::DynamoJobStore;
-use super::attrs::unavailable;
 use super::attrs::{Item, n, put_request, s, unless_condition_failed};
+use super::attrs::{cancellation_reasons, unavailable};
 use super::counts::{Names, UpdateParts, Values};
 use super::items::{chunk_item, parse_result, stored_at};
 use super::keys::{chunk_sk, final_sk, job_pk, poll_shard, result_sk};
@@ -91,6 +91,26 @@ impl DynamoJobStore {
             }
         }
         Ok(calls)
+    }
+
+    /// One TransactWriteItems call: `None` when it applied; when it was canceled, each item's
+    /// reason (its code, and the item that refused when one was asked for and returned).
+    pub(super) async fn transact(
+        &self,
+        items: &[aws_sdk_dynamodb::types::TransactWriteItem],
+    ) -> Result<Option<Vec<(String, Option<Item>)>>, StoreError> {
+        let sent = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items.to_vec()))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(None),
+            Err(e) => Ok(Some(
+                cancellation_reasons(&e).ok_or_else(|| unavailable(e))?,
+            )),
+        }
     }
 
     /// An UpdateItem on one item of the job (no attribute names bound).

@@ -1,7 +1,7 @@
 //! A chunk's result set on the jobs table, under the chunk's lease.
 
 use super::DynamoJobStore;
-use super::attrs::{Item, cancellation_reasons, n, s, unavailable, unless_condition_failed};
+use super::attrs::{Item, n, s, unavailable, unless_condition_failed};
 use super::counts::CHUNK_COUNTS;
 use super::items::{item_size, parse_result, result_item};
 use super::keys::{chunk_sk, job_pk, result_sk};
@@ -131,17 +131,9 @@ impl DynamoJobStore {
             let mut waits = crate::retry::exponential(LEASE_WAIT, 5).build();
             loop {
                 calls += 1;
-                let sent = self
-                    .client
-                    .transact_write_items()
-                    .set_transact_items(Some(items.clone()))
-                    .send()
-                    .await;
-                let e = match sent {
-                    Ok(_) => break,
-                    Err(e) => e,
+                let Some(reasons) = self.transact(&items).await? else {
+                    break;
                 };
-                let reasons = cancellation_reasons(&e).ok_or_else(|| unavailable(e))?;
                 if reasons
                     .last()
                     .is_some_and(|(c, _)| c == "ConditionalCheckFailed")

@@ -13,7 +13,7 @@ use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{CallbackStatus, ContactResult, JobStatus};
 use crate::now_ms;
 use crate::store::Jobs;
-use crate::store::{ChunkRef, ChunkUpdate, Results, StoreError, Stored};
+use crate::store::{ChunkRef, ChunkUpdate, CreditBudget, Results, StoreError, Stored};
 use std::collections::HashSet;
 
 impl Results for DynamoJobStore {
@@ -24,7 +24,13 @@ impl Results for DynamoJobStore {
         result: ContactResult,
         update: Option<ChunkUpdate>,
     ) -> Result<Stored, StoreError> {
-        self.put_result(job_id, chunk_index, result, update).await
+        let stored = self
+            .put_result(job_id, chunk_index, result, update.clone())
+            .await?;
+        if let Some(u) = &update {
+            self.release_reported(job_id, u).await?;
+        }
+        Ok(stored)
     }
 
     async fn store_chunk(
@@ -34,7 +40,11 @@ impl Results for DynamoJobStore {
         results: Vec<ContactResult>,
         update: ChunkUpdate,
     ) -> Result<Stored, StoreError> {
-        self.put_chunk_results(job_id, chunk, results, update).await
+        let stored = self
+            .put_chunk_results(job_id, chunk, results, update.clone())
+            .await?;
+        self.release_reported(job_id, &update).await?;
+        Ok(stored)
     }
 
     async fn stored_indices(

@@ -15,6 +15,7 @@ use job::Job;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+mod budget;
 mod callbacks;
 mod dedupe;
 mod drafts;

@@ -8,7 +8,7 @@ use crate::jobs::{CallbackState, CallbackStatus, ContactResult, JobStatus};
 use crate::now_ms;
 use crate::store::counts::Counts;
 use crate::store::counts::rows_to_write;
-use crate::store::{ChunkRef, ChunkUpdate, Results, StoreError, Stored};
+use crate::store::{ChunkRef, ChunkUpdate, CreditBudget, Results, StoreError, Stored};
 use std::collections::HashSet;
 
 impl Results for MemoryJobs {
@@ -20,7 +20,7 @@ impl Results for MemoryJobs {
         update: Option<ChunkUpdate>,
     ) -> Result<Stored, StoreError> {
         self.write_fails()?;
-        self.with(job_id, |job| {
+        let stored = self.with(job_id, |job| {
             // As DynamoDB's row put, conditional on its chunk: nothing of an erased job is
             // written again.
             if !job.chunks.contains_key(&chunk_index) {
@@ -64,7 +64,11 @@ impl Results for MemoryJobs {
                 final_group: final_group(job, chunk_index).filter(|_| becomes_final),
                 awaiting_link,
             })
-        })
+        })?;
+        if let Some(u) = &update {
+            self.release_reported(job_id, u).await?;
+        }
+        Ok(stored)
     }
 
     async fn store_chunk(
@@ -75,7 +79,7 @@ impl Results for MemoryJobs {
         update: ChunkUpdate,
     ) -> Result<Stored, StoreError> {
         self.write_fails()?;
-        self.with(job_id, |job| {
+        let stored = self.with(job_id, |job| {
             // As DynamoDB's, under the chunk's lease: no chunk, no rows.
             if !job.chunks.contains_key(&chunk.index) {
                 return Err(StoreError::Conflict(format!(
@@ -110,7 +114,9 @@ impl Results for MemoryJobs {
             add(job.meta.as_mut().expect("checked"), delta);
             stored.final_group = final_group(job, chunk.index);
             Ok(stored)
-        })
+        })?;
+        self.release_reported(job_id, &update).await?;
+        Ok(stored)
     }
 
     async fn stored_indices(
