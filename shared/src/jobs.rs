@@ -1,12 +1,14 @@
-//! The job model: a job, its chunks (one provider request each), its contacts and their results,
-//! and how a provider's record becomes a [`ContactResult`].
+//! The job model: a job, its chunks (one provider request each), its contacts and their results;
+//! how a provider's record becomes a [`ContactResult`] is `records.rs`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Provider;
 use crate::ids::{ChunkIndex, ContactIndex, JobId, ProviderId};
-use crate::providers::{enrow, fullenrich};
+
+mod records;
+pub use records::{EnrowFields, from_enrow, from_fullenrich};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -508,103 +510,6 @@ impl ContactResult {
 /// The record key the relay adds to FullEnrich `custom` (and sends as Enrow `custom`): the
 /// contact's index in the job. Removed before results are served.
 pub const RECORD_KEY: &str = "rid";
-
-/// Normalizes a FullEnrich record for `contact`.
-pub fn from_fullenrich(
-    operation: Operation,
-    contact: &Contact,
-    record: &fullenrich::Record,
-) -> ContactResult {
-    let info = &record.contact_info;
-    let (outcome, email, email_status, phone) = match operation {
-        Operation::ReverseEmail => {
-            let found = record.profile.as_ref().is_some_and(|p| p.is_object());
-            let outcome = if found {
-                Outcome::Found
-            } else {
-                Outcome::NotFound
-            };
-            (outcome, None, None, None)
-        }
-        _ => {
-            let email = info.work_email().or(info.personal_email());
-            let phone = info.phone().and_then(|p| p.number.clone());
-            let found = email.is_some() || phone.is_some();
-            (
-                if found {
-                    Outcome::Found
-                } else {
-                    Outcome::NotFound
-                },
-                email.and_then(|e| e.email.clone()),
-                email.and_then(|e| e.status.as_ref().map(|s| s.as_str().to_string())),
-                phone,
-            )
-        }
-    };
-    ContactResult {
-        index: contact.index,
-        custom: contact.custom.clone(),
-        outcome,
-        email,
-        email_status,
-        phone,
-        reason: None,
-        provisional: false,
-        raw: record.raw.clone(),
-    }
-}
-
-/// The fields of an Enrow result, single or bulk.
-pub struct EnrowFields<'a> {
-    pub qualification: Option<&'a enrow::Qualification>,
-    pub email: Option<&'a str>,
-    pub number: Option<&'a str>,
-}
-
-/// Normalizes an Enrow result for `contact`. A missing email or number means not found,
-/// whatever the qualification says (rule 3).
-pub fn from_enrow(
-    operation: Operation,
-    contact: &Contact,
-    fields: EnrowFields<'_>,
-    raw: Value,
-) -> ContactResult {
-    use enrow::Qualification as Q;
-    let q = fields.qualification;
-    let (outcome, email, phone) = match operation {
-        Operation::EmailVerify => {
-            let outcome = match q {
-                Some(Q::Valid) => Outcome::Valid,
-                Some(Q::Invalid) => Outcome::Invalid,
-                _ => Outcome::Failed,
-            };
-            let email = fields.email.or(contact.field("email"));
-            (outcome, email, None)
-        }
-        Operation::PhoneFind => match (q, fields.number) {
-            (Some(Q::Found) | None, Some(n)) => (Outcome::Found, None, Some(n)),
-            _ => (Outcome::NotFound, None, None),
-        },
-        _ => match (q, fields.email) {
-            (Some(Q::Valid) | None, Some(e)) => (Outcome::Found, Some(e), None),
-            _ => (Outcome::NotFound, None, None),
-        },
-    };
-    ContactResult {
-        index: contact.index,
-        custom: contact.custom.clone(),
-        outcome,
-        email: email.map(str::to_string),
-        email_status: q
-            .map(|q| q.as_str().to_string())
-            .filter(|_| email.is_some()),
-        phone: phone.map(str::to_string),
-        reason: (outcome == Outcome::Failed).then(|| "unknown_qualification".to_string()),
-        provisional: false,
-        raw,
-    }
-}
 
 #[cfg(test)]
 mod string_form_tests {

@@ -38,11 +38,9 @@ fn ended(index: u32, status: ChunkStatus, credits: Option<f64>) -> ChunkUpdate {
     }
 }
 
-/// A pending chunk reserves once, and only if it fits; the cost reported with its end gives
-/// the rest back, once (a redelivered report gives back nothing more), which makes room for a
-/// later chunk; a cost reported before the end gives back nothing; a job without a budget
-/// reserves nothing.
-pub async fn a_budget_is_reserved_once_and_released_once<S>(s: &S, _: &impl Faults)
+/// A pending chunk reserves once, and only if it fits; a chunk not pending reserves nothing; a
+/// job without a budget reserves nothing.
+pub async fn a_budget_is_reserved_once_and_only_if_it_fits<S>(s: &S, _: &impl Faults)
 where
     S: JobWriter + SubmitLedger + Results + CreditBudget,
 {
@@ -76,6 +74,31 @@ where
     s.release_submit(id, c2, "w").await.unwrap();
     assert_eq!(left(s, id).await, 50.0);
 
+    let plain = created(s, 2, 2).await;
+    assert_eq!(
+        s.reserve_credits(&plain.job_id, c0, 1.0).await.unwrap(),
+        Reserve::Unlimited
+    );
+    assert_eq!(reservation(s, &plain.job_id, 0).await, None);
+    assert!(!s.release_credits(&plain.job_id, c0, 0.0).await.unwrap());
+}
+
+/// The cost reported with a chunk's end gives the rest back, once (a redelivered report gives
+/// back nothing more), which makes room for a later chunk; a cost reported before the end gives
+/// back nothing; a start that never happened gives all of it back.
+pub async fn a_reservation_is_released_once_at_the_real_cost<S>(s: &S, _: &impl Faults)
+where
+    S: JobWriter + SubmitLedger + Results + CreditBudget,
+{
+    let id = &budgeted(s, 3, 2, 250.0).await;
+    let (c0, c1, c2) = (ChunkIndex(0), ChunkIndex(1), ChunkIndex(2));
+    for c in [c0, c1] {
+        assert_eq!(
+            s.reserve_credits(id, c, 100.0).await.unwrap(),
+            Reserve::Reserved
+        );
+    }
+    assert_eq!(left(s, id).await, 50.0);
     // Chunk 0 ends, its cost reported: 70 back, once.
     let set = || {
         vec![
@@ -126,14 +149,6 @@ where
     assert!(s.release_credits(id, c2, 0.0).await.unwrap());
     assert!(!s.release_credits(id, c2, 0.0).await.unwrap());
     assert_eq!(left(s, id).await, 219.5);
-
-    let plain = created(s, 2, 2).await;
-    assert_eq!(
-        s.reserve_credits(&plain.job_id, c0, 1.0).await.unwrap(),
-        Reserve::Unlimited
-    );
-    assert_eq!(reservation(s, &plain.job_id, 0).await, None);
-    assert!(!s.release_credits(&plain.job_id, c0, 0.0).await.unwrap());
 }
 
 /// Workers racing for one budget, two for each chunk: exactly as many chunks reserve as fit,

@@ -24,7 +24,8 @@ mod results;
 mod starts;
 
 pub use budget::{
-    a_budget_is_reserved_once_and_released_once, racing_reservations_never_exceed_the_budget,
+    a_budget_is_reserved_once_and_only_if_it_fits, a_reservation_is_released_once_at_the_real_cost,
+    racing_reservations_never_exceed_the_budget,
 };
 pub use jobs::{
     a_deleted_job_is_erased, a_draft_takes_pages_until_its_start, a_job_is_listed_once_created,
@@ -73,7 +74,8 @@ macro_rules! store_contract {
             links_follow_their_chunk, a_linked_id_finds_its_job,
             unsigned_fetches_are_counted_per_chunk, a_poll_is_claimed_once, rate_slots_pace_requests,
             the_due_index_finds_what_is_due, a_callback_is_taken_once_per_due_date,
-            orphans_are_listed_newest_first, a_budget_is_reserved_once_and_released_once,
+            orphans_are_listed_newest_first, a_budget_is_reserved_once_and_only_if_it_fits,
+            a_reservation_is_released_once_at_the_real_cost,
             racing_reservations_never_exceed_the_budget);
         #[tokio::test]
         async fn dedupe_claims_hold_with_a_lease() {

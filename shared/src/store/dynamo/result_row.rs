@@ -291,40 +291,12 @@ impl DynamoJobStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let e = match out {
-            Ok(out) => {
-                return Ok(Ok(Counted {
-                    awaiting_link: out.attributes.as_ref().is_some_and(awaits_link),
-                }));
-            }
-            Err(e) => e,
-        };
-        let Some(se) = e.as_service_error() else {
-            return Err(unavailable(e));
-        };
-        if !se.is_conditional_check_failed_exception() {
-            return Err(unavailable(e));
+        match out {
+            Ok(out) => Ok(Ok(Counted {
+                awaiting_link: out.attributes.as_ref().is_some_and(awaits_link),
+            })),
+            Err(e) => why_not_counted(e, contact, chunk_index),
         }
-        let old = match se {
-            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
-                c.item().cloned()
-            }
-            _ => None,
-        };
-        let Some(old) = old else {
-            return Err(StoreError::Data(format!("no chunk {chunk_index}")));
-        };
-        let chunk_final = get_s(&old, "status")
-            .and_then(|v| v.parse::<ChunkStatus>().ok())
-            .is_some_and(ChunkStatus::is_final);
-        let seen = old
-            .get("seen")
-            .and_then(|v| v.as_ns().ok())
-            .is_some_and(|ns| ns.iter().any(|i| i.parse() == Ok(contact)));
-        if chunk_final || seen {
-            return Ok(Err(CountRefused::Counted { chunk_final }));
-        }
-        Ok(Err(CountRefused::Busy))
     }
 
     /// The transaction of a replacement: the put conditional on the exact row it replaces, and
@@ -443,4 +415,39 @@ impl DynamoJobStore {
             result.index
         )))
     }
+}
+
+/// Why a row's count was refused, from the chunk as its failed condition saw it: counted
+/// already (or its chunk final), or held by a bulk set.
+fn why_not_counted(
+    e: aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    contact: ContactIndex,
+    chunk_index: ChunkIndex,
+) -> Result<Result<Counted, CountRefused>, StoreError> {
+    let Some(se) = e.as_service_error() else {
+        return Err(unavailable(e));
+    };
+    if !se.is_conditional_check_failed_exception() {
+        return Err(unavailable(e));
+    }
+    let old = match se {
+        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+            c.item().cloned()
+        }
+        _ => None,
+    };
+    let Some(old) = old else {
+        return Err(StoreError::Data(format!("no chunk {chunk_index}")));
+    };
+    let chunk_final = get_s(&old, "status")
+        .and_then(|v| v.parse::<ChunkStatus>().ok())
+        .is_some_and(ChunkStatus::is_final);
+    let seen = old
+        .get("seen")
+        .and_then(|v| v.as_ns().ok())
+        .is_some_and(|ns| ns.iter().any(|i| i.parse() == Ok(contact)));
+    if chunk_final || seen {
+        return Ok(Err(CountRefused::Counted { chunk_final }));
+    }
+    Ok(Err(CountRefused::Busy))
 }
