@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 use crate::Provider;
 use crate::providers::{enrow, fullenrich};
 
+/// enrow: email_find, email_verify, phone_find; fullenrich: enrich, reverse_email.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
@@ -78,6 +80,7 @@ impl JobStatus {
 /// `START_CONFIRM_TIMEOUT` after it was marked its contacts fail. A chunk the provider refused as
 /// a whole is `split` into two halves (new chunks), recursively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
@@ -113,6 +116,7 @@ impl ChunkStatus {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
@@ -132,7 +136,18 @@ impl Outcome {
 
 /// An error a job or chunk ended with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobError {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(examples(
+            "credits_insufficient",
+            "canceled",
+            "provider_unauthorized",
+            "start_unconfirmed",
+            "timed_out"
+        ))
+    )]
     pub code: String,
     pub message: String,
 }
@@ -425,20 +440,25 @@ impl Contact {
 
 /// One contact's result, as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Result))]
 pub struct ContactResult {
+    /// The contact's position in the job.
     pub index: u64,
+    /// As the contact sent it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub custom: Option<Value>,
     pub outcome: Outcome,
     pub email: Option<String>,
     pub email_status: Option<String>,
     pub phone: Option<String>,
-    /// Why the outcome is `failed` (e.g. `credits_insufficient`).
+    /// Why it failed, e.g. timed_out, canceled, credits_insufficient.
     pub reason: Option<String>,
     /// Written from a per-contact webhook (FullEnrich `contact_finished`): the chunk's final
     /// result set (batch webhook or GET) replaces it, moving the counters exactly.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub provisional: bool,
-    /// The provider's record as sent.
+    /// The provider's record as sent (include=raw).
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub raw: Value,
 }
 

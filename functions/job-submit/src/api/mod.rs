@@ -1,6 +1,8 @@
 //! The jobs API ([`Api`]): an axum [`Router`] over [`ROUTES`], served by `lambda_http` (as the
 //! runtime's `http-axum` example). `create.rs` takes new jobs, `read.rs` answers reads (a job,
 //! lists, results; its one query-parameter parser), `write.rs` the writes to a job that exists.
+//! `openapi.rs` generates the API's OpenAPI document from the handlers and their types
+//! (`bodies.rs`, `schema.rs`).
 //!
 //! In front of the router, one layer: the path without what comes before its route (a stage
 //! name, a local router's prefix), the bearer token (every route but `GET /openapi.json`), and
@@ -30,9 +32,14 @@ use tower::ServiceExt;
 
 use crate::{ApiError, SubmitChunk, validate};
 
+mod bodies;
 mod create;
+mod openapi;
 mod read;
+mod schema;
 mod write;
+
+pub use openapi::OPENAPI;
 
 pub use read::{MAX_RESULTS_PAGE_BYTES, results_page};
 pub use write::pages_cover;
@@ -40,10 +47,6 @@ pub use write::pages_cover;
 /// How long a request holds an `Idempotency-Key` while it creates its job: longer than the API
 /// function's own timeout (29 s), so a holder past its lease is certainly gone.
 pub const IDEMPOTENCY_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The API's OpenAPI 3.1 document (`docs/openapi.json`), served at `GET /openapi.json`. A test
-/// checks it against [`ROUTES`], the router and the bodies the API returns.
-pub const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
 
 /// Every route the API serves, as (method, path): the router names each request by one of them.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -79,7 +82,13 @@ impl<T: JobDrafts + IdempotencyKeys + OrphanStore> ApiStore for T {}
 pub(crate) type Shared<J, Q> = State<Arc<Api<J, Q>>>;
 
 /// The job id a route's path names (`{id}`); a path that does not decode names no job (404).
-pub(crate) struct JobPath(pub String);
+#[derive(utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub(crate) struct JobPath(
+    /// The job id POST /jobs answered.
+    #[param(pattern = "^job_[0-9a-f]{32}$")]
+    pub String,
+);
 
 impl<S: Send + Sync> FromRequestParts<S> for JobPath {
     type Rejection = ApiError;
@@ -112,7 +121,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             .route("/jobs/{id}/start", post(write::start))
             .route("/jobs/{id}/results", get(read::results))
             .route("/orphans", get(read::orphans))
-            .route("/openapi.json", get(openapi))
+            .route("/openapi.json", get(openapi_json))
             .route_layer(middleware::from_fn(name_route))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found)
@@ -342,9 +351,19 @@ async fn not_found() -> Response {
     )
 }
 
-/// `GET /openapi.json`: the API's description (public).
-async fn openapi() -> Response {
-    json_response(200, OPENAPI.to_string())
+/// This document.
+///
+/// The API's OpenAPI 3.1 description (public: no token), generated from the code on the first
+/// request.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "openapi",
+    operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI document.", body = Object)),
+)]
+async fn openapi_json() -> Response {
+    json_response(200, OPENAPI.clone())
 }
 
 pub(crate) fn json_response(status: u16, body: String) -> Response {
@@ -361,12 +380,7 @@ pub(crate) fn json_response(status: u16, body: String) -> Response {
 }
 
 pub(crate) fn accepted(meta: &JobMeta) -> Value {
-    json!({
-        "job_id": meta.job_id,
-        "status": meta.status.as_str(),
-        "contacts": meta.contacts,
-        "chunks": meta.chunks,
-    })
+    json!(bodies::Accepted::from(meta))
 }
 
 #[cfg(test)]
