@@ -1,9 +1,9 @@
 //! The API's OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` and the types
-//! they take and answer ([`ApiDoc`]); served at `GET /openapi.json` and kept in
-//! `docs/openapi.json` by a test (`UPDATE_OPENAPI=1 cargo test -p job-submit openapi` writes it).
+//! they take and answer ([`ApiDoc`]), as [`generated`] writes it to `docs/openapi.json`: a test
+//! fails while the file is another document (`UPDATE_OPENAPI=1 cargo test -p job-submit openapi`
+//! writes it), and `GET /openapi.json` serves the file ([`super::OPENAPI`]).
 
-use std::sync::LazyLock;
-
+use serde::Serialize;
 use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema, SchemaType};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, path::Paths};
@@ -11,12 +11,18 @@ use utoipa::{Modify, OpenApi};
 
 use super::{create, read, schema, write};
 
-/// The document as served: generated on its first request, once.
-pub static OPENAPI: LazyLock<String> = LazyLock::new(|| {
+/// The generated document as `docs/openapi.json` holds it: JSON indented by one space, one
+/// line feed at the end.
+pub fn generated() -> String {
+    let mut out = Vec::new();
+    let indent = serde_json::ser::PrettyFormatter::with_indent(b" ");
+    let mut json = serde_json::Serializer::with_formatter(&mut out, indent);
     ApiDoc::openapi()
-        .to_json()
-        .expect("the document serializes")
-});
+        .serialize(&mut json)
+        .expect("the document serializes");
+    out.push(b'\n');
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
 
 /// The jobs API. Its webhook (`job.completed`) is in [`Webhooks`]; the providers' webhooks
 /// (`/webhooks/...`, webhook-ingest) are not this API.
@@ -150,18 +156,14 @@ mod tests {
     use super::super::read::{Bounds, ListPage, ResultsPage};
     use super::*;
 
-    /// `docs/openapi.json`, as the test writes it.
-    fn pretty() -> String {
-        let doc = ApiDoc::openapi().to_pretty_json().expect("serializes");
-        format!("{doc}\n")
-    }
-
     #[test]
     fn docs_openapi_json_is_the_generated_document() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
-        let generated = pretty();
+        let generated = generated();
         if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            // Written; the build that includes it (`OPENAPI`) is the next one.
             std::fs::write(path, &generated).expect("docs/openapi.json written");
+            return;
         }
         let file = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
@@ -170,12 +172,15 @@ mod tests {
              `UPDATE_OPENAPI=1 cargo test -p job-submit openapi` (or `UPDATE_OPENAPI=1 cargo \
              test --workspace --lib openapi`) and commit it"
         );
-        let served: Value = serde_json::from_str(&OPENAPI).unwrap();
-        assert_eq!(served, serde_json::from_str::<Value>(&file).unwrap());
+        assert_eq!(
+            super::super::OPENAPI,
+            generated,
+            "GET /openapi.json serves the file"
+        );
     }
 
     fn doc() -> Value {
-        serde_json::from_str(&OPENAPI).unwrap()
+        serde_json::from_str(&generated()).unwrap()
     }
 
     /// The schema of parameter `name` of `GET path`.
