@@ -10,7 +10,9 @@ use crate::ids::{ChunkIndex, ContactIndex, JobId, ProviderId};
 mod records;
 pub use records::{EnrowFields, from_enrow, from_fullenrich};
 
+/// enrow: email_find, email_verify, phone_find; fullenrich: enrich, reverse_email.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
@@ -81,6 +83,7 @@ impl JobStatus {
 /// `START_CONFIRM_TIMEOUT` after it was marked its contacts fail. A chunk the provider refused as
 /// a whole is `split` into two halves (new chunks), recursively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
@@ -116,6 +119,7 @@ impl ChunkStatus {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
@@ -135,7 +139,19 @@ impl Outcome {
 
 /// An error a job or chunk ended with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobError {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(examples(
+            "credits_insufficient",
+            "canceled",
+            "provider_unauthorized",
+            "start_unconfirmed",
+            "timed_out",
+            "budget_exhausted"
+        ))
+    )]
     pub code: String,
     pub message: String,
 }
@@ -305,7 +321,7 @@ impl JobMeta {
     /// The job as `GET /jobs` lists it and `job.completed` reports it: its fields and figures,
     /// no contact data (`GET /jobs/{id}` adds credits, chunks and the callback's state).
     pub fn summary_json(&self) -> Value {
-        let mut body = serde_json::json!({
+        serde_json::json!({
             "job_id": self.job_id,
             "provider": self.provider.as_str(),
             "operation": self.operation.as_str(),
@@ -320,11 +336,8 @@ impl JobMeta {
             "created_at": self.created_at_ms,
             "updated_at": self.updated_at_ms,
             "error": self.error,
-        });
-        if let Some(first) = &self.retry_of {
-            body["retry_of"] = serde_json::json!(first);
-        }
-        body
+            "retry_of": self.retry_of,
+        })
     }
 
     /// A new job's head: nothing counted yet.
@@ -444,20 +457,26 @@ impl Contact {
 
 /// One contact's result, as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Result))]
 pub struct ContactResult {
+    /// The contact's position in the job.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub index: ContactIndex,
+    /// As the contact sent it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub custom: Option<Value>,
     pub outcome: Outcome,
     pub email: Option<String>,
     pub email_status: Option<String>,
     pub phone: Option<String>,
-    /// Why the outcome is `failed` (e.g. `credits_insufficient`).
+    /// Why it failed, e.g. timed_out, canceled, credits_insufficient.
     pub reason: Option<String>,
     /// Written from a per-contact webhook (FullEnrich `contact_finished`): the chunk's final
     /// result set (batch webhook or GET) replaces it, moving the counters exactly.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub provisional: bool,
-    /// The provider's record as sent.
+    /// The provider's record as sent (include=raw).
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub raw: Value,
 }
 

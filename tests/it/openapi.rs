@@ -1,5 +1,6 @@
 //! The OpenAPI document (issue: the client's side) against the code, so it cannot drift: its
-//! paths are the router's routes, and its schemas name exactly the fields the API returns.
+//! paths are the router's routes, and its schemas name exactly the fields the API returns. It is
+//! generated from the handlers and their types (job-submit's `api/openapi.rs`).
 
 use std::collections::BTreeSet;
 
@@ -73,6 +74,12 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(doc, serde_json::from_str::<Value>(OPENAPI).unwrap());
+    // The served document is the one the code generates, and docs/openapi.json (validated
+    // above) is it (kept so by job-submit's `docs_openapi_json_is_the_generated_document`).
+    let generated = job_submit::generated_openapi();
+    assert_eq!(doc, serde_json::from_str::<Value>(&generated).unwrap());
+    let file = std::fs::read_to_string(root.join("docs/openapi.json")).unwrap();
+    assert_eq!(file, generated);
 
     // Its paths are the routes, and the router names each request by its route.
     let documented: BTreeSet<(String, String)> = doc["paths"]

@@ -18,7 +18,8 @@ mod deployed;
 mod submitter;
 
 pub use api::{
-    Api, IDEMPOTENCY_LEASE, MAX_RESULTS_PAGE_BYTES, OPENAPI, ROUTES, pages_cover, results_page,
+    Api, ApiDoc, IDEMPOTENCY_LEASE, MAX_RESULTS_PAGE_BYTES, OPENAPI, ROUTES, generated_openapi,
+    pages_cover, results_page,
 };
 pub use api_error::ApiError;
 pub use relay_shared::validate;

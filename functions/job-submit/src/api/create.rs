@@ -10,12 +10,33 @@ use relay_shared::store::{Idempotency, StoreError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::bodies::Accepted;
+use super::schema::NewJob;
+use super::schema::errors::{BadRequest, Conflict, Unauthorized, Unavailable, Unprocessable};
 use super::{Api, ApiStore, IDEMPOTENCY_LEASE, Shared, accepted, json_response, with_job};
 use crate::{ApiError, validate};
 use relay_shared::JobId;
 
-/// `POST /jobs`: validates, records the job (contacts, chunks, head) and queues one message per
-/// chunk, then answers 202 (a staged job: its draft head only).
+/// Submit a job: validated, recorded, its chunks queued; 202 before any provider is called.
+///
+/// `POST /jobs` validates the job, records it (contacts, chunks, head) and queues one message
+/// per chunk, then answers 202 (a staged job: its draft head only, its contacts in pages).
+#[utoipa::path(
+    post,
+    path = "/jobs",
+    tag = "jobs",
+    operation_id = "createJob",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255,
+            description = "The same key and body return the same job (24 h)."),
+    ),
+    request_body = NewJob,
+    responses(
+        (status = 202, description = "Accepted.", body = Accepted),
+        BadRequest, Unauthorized, Conflict, Unprocessable, Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn create<J: ApiStore, Q: Queue>(
     axum::extract::State(api): Shared<J, Q>,
     headers: HeaderMap,

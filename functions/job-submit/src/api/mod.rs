@@ -1,6 +1,8 @@
 //! The jobs API ([`Api`]): an axum [`Router`] over [`ROUTES`], served by `lambda_http` (as the
 //! runtime's `http-axum` example). `create.rs` takes new jobs, `read.rs` answers reads (a job,
 //! lists, results; its one query-parameter parser), `write.rs` the writes to a job that exists.
+//! `openapi.rs` generates the API's OpenAPI document from the handlers and their types
+//! (`bodies.rs`, `schema.rs`).
 //!
 //! In front of the router, one layer: the path without what comes before its route (a stage
 //! name, a local router's prefix), the bearer token (every route but `GET /openapi.json`), and
@@ -31,10 +33,15 @@ use tower::ServiceExt;
 use crate::{ApiError, SubmitChunk, validate};
 use relay_shared::ChunkIndex;
 
+mod bodies;
 mod create;
+mod openapi;
 mod read;
 mod retry;
+mod schema;
 mod write;
+
+pub use openapi::{ApiDoc, generated as generated_openapi};
 
 pub use read::{MAX_RESULTS_PAGE_BYTES, results_page};
 pub use write::pages_cover;
@@ -43,8 +50,11 @@ pub use write::pages_cover;
 /// function's own timeout (29 s), so a holder past its lease is certainly gone.
 pub const IDEMPOTENCY_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The API's OpenAPI 3.1 document (`docs/openapi.json`), served at `GET /openapi.json`. A test
-/// checks it against [`ROUTES`], the router and the bodies the API returns.
+/// The API's OpenAPI 3.1 document, generated from the handlers and their types ([`ApiDoc`]) and
+/// kept in `docs/openapi.json` (a test fails while the file is another document), served at
+/// `GET /openapi.json` as it is: nothing is generated at run time, where it would cost the first
+/// `/openapi.json` of each process about 0.5 ms (docs/benchmarks.md). A test checks it against
+/// [`ROUTES`], the router and the bodies the API returns.
 pub const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
 
 /// Every route the API serves, as (method, path): the router names each request by one of them.
@@ -83,7 +93,13 @@ pub(crate) type Shared<J, Q> = State<Arc<Api<J, Q>>>;
 
 /// The job id a route's path names (`{id}`); a path that does not decode, or is not a job id
 /// ([`JobId::parse`]), names no job (404).
-pub(crate) struct JobPath(pub JobId);
+#[derive(utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub(crate) struct JobPath(
+    /// The job id POST /jobs answered.
+    #[param(value_type = String, pattern = "^job_[0-9a-f]{32}$")]
+    pub JobId,
+);
 
 impl<S: Send + Sync> FromRequestParts<S> for JobPath {
     type Rejection = ApiError;
@@ -119,7 +135,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             .route("/jobs/{id}/results", get(read::results))
             .route("/jobs/{id}/retry", post(retry::retry))
             .route("/orphans", get(read::orphans))
-            .route("/openapi.json", get(openapi))
+            .route("/openapi.json", get(openapi_json))
             .route_layer(middleware::from_fn(name_route))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found)
@@ -346,8 +362,17 @@ async fn not_found() -> Response {
     )
 }
 
-/// `GET /openapi.json`: the API's description (public).
-async fn openapi() -> Response {
+/// This document.
+///
+/// The API's OpenAPI 3.1 description (public: no token), generated from the code.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "openapi",
+    operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI document.", body = Object)),
+)]
+async fn openapi_json() -> Response {
     json_response(200, OPENAPI.to_string())
 }
 
@@ -365,16 +390,7 @@ pub(crate) fn json_response(status: u16, body: String) -> Response {
 }
 
 pub(crate) fn accepted(meta: &JobMeta) -> Value {
-    let mut body = json!({
-        "job_id": meta.job_id,
-        "status": meta.status.as_str(),
-        "contacts": meta.contacts,
-        "chunks": meta.chunks,
-    });
-    if let Some(first) = &meta.retry_of {
-        body["retry_of"] = json!(first);
-    }
-    body
+    json!(bodies::Accepted::from(meta))
 }
 
 #[cfg(test)]

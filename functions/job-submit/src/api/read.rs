@@ -16,6 +16,9 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde_json::{Value, json};
 
+use super::bodies::{ChunkRow, OrphanRow};
+use super::schema::errors::{BadRequest, NotFound, Unauthorized, Unavailable};
+use super::schema::{self, Include, Job, JobsPage, OrphansPage, ResultsCsv, ResultsNdjson};
 use super::{ApiStore, JobPath, Shared, json_response};
 use crate::ApiError;
 use relay_shared::ContactIndex;
@@ -88,11 +91,15 @@ impl<'de, B: Bounds> Deserialize<'de> for Limit<B> {
 const NOT_A_CURSOR: &str = "is not a cursor this API returned";
 
 /// `GET /jobs`' parameters: `limit`, and `cursor` (`{created_at_ms}.{job_id}`).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct JobsQuery {
     #[serde(default)]
+    #[param(value_type = u32, minimum = 1, maximum = 100, default = 20)]
     limit: Limit<ListPage>,
+    /// next_cursor of the previous page.
     #[serde(default, deserialize_with = "jobs_cursor")]
+    #[param(value_type = String)]
     cursor: Option<JobsCursor>,
 }
 
@@ -108,11 +115,15 @@ fn jobs_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<JobsCursor>, D:
 }
 
 /// `GET /orphans`' parameters: `limit`, and `cursor` (`{13-digit ms}#{id}`).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct OrphansQuery {
     #[serde(default)]
+    #[param(value_type = u32, minimum = 1, maximum = 100, default = 20)]
     limit: Limit<ListPage>,
+    /// next_cursor of the previous page.
     #[serde(default, deserialize_with = "orphans_cursor")]
+    #[param(value_type = String)]
     cursor: Option<OrphansCursor>,
 }
 
@@ -126,7 +137,8 @@ fn orphans_cursor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OrphansCurso
 }
 
 /// A results page's format.
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase", default = "json")]
 pub(crate) enum Format {
     #[default]
     Json,
@@ -147,15 +159,22 @@ impl<'de> Deserialize<'de> for Format {
 
 /// `GET /jobs/{id}/results`' parameters: `limit`, `cursor` (the index of the page's first
 /// result), `include=raw`, `format`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ResultsQuery {
     #[serde(default)]
+    #[param(value_type = u32, minimum = 1, maximum = 1000, default = 100)]
     limit: Limit<ResultsPage>,
+    /// next_cursor (or X-Next-Cursor) of the previous page.
     #[serde(default, deserialize_with = "results_cursor")]
+    #[param(value_type = String)]
     cursor: ContactIndex,
+    /// Add the provider's record to each result.
     #[serde(default, deserialize_with = "include_raw")]
+    #[param(inline, value_type = Include)]
     include: bool,
     #[serde(default)]
+    #[param(inline)]
     format: Format,
 }
 
@@ -172,7 +191,21 @@ fn include_raw<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     })
 }
 
-/// `GET /jobs/{id}`: the job, its figures (summed over its chunks while it runs) and chunks.
+/// A job: status, counts, credits, chunks.
+///
+/// Its figures are summed over its chunks while it runs.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}",
+    tag = "jobs",
+    operation_id = "getJob",
+    params(JobPath),
+    responses(
+        (status = 200, description = "The job.", body = Job),
+        Unauthorized, NotFound, Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn job<J: ApiStore, Q: Queue>(
     State(api): Shared<J, Q>,
     JobPath(id): JobPath,
@@ -187,23 +220,25 @@ pub(super) async fn job<J: ApiStore, Q: Queue>(
     body["credits_used"] = json!(credits);
     body["credits"] = relay_shared::budget::credits_json(&meta, &chunks);
     body["callback"] = relay_shared::callback::callback_json(&meta);
-    body["chunks"] = chunks
-        .iter()
-        .map(|c| {
-            json!({
-                "index": c.index,
-                "provider_id": c.provider_id,
-                "status": c.status.as_str(),
-                "contacts": c.count,
-                "credits": c.credits,
-                "error": c.error,
-            })
-        })
-        .collect();
+    body["chunks"] = json!(chunks.iter().map(ChunkRow::from).collect::<Vec<_>>());
     Ok(json_response(200, body.to_string()))
 }
 
-/// `GET /jobs?limit=&cursor=`: job heads newest first (the `recent` index; no scan).
+/// Jobs, newest first.
+///
+/// `GET /jobs?limit=&cursor=`: job heads from the `recent` index (no scan).
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    tag = "jobs",
+    operation_id = "listJobs",
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "A page of jobs.", body = inline(JobsPage)),
+        BadRequest, Unauthorized, Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn list<J: ApiStore, Q: Queue>(
     State(api): Shared<J, Q>,
     Params(q): Params<JobsQuery>,
@@ -216,28 +251,61 @@ pub(super) async fn list<J: ApiStore, Q: Queue>(
     Ok(json_response(200, body.to_string()))
 }
 
-/// `GET /orphans?limit=&cursor=`: events of Enrow's global webhook for searches no chunk
-/// knows, newest first (one query of their partition): id, event, cost, when; no contact data.
+/// Events of Enrow's dashboard (global) webhook for searches the relay did not start, newest first.
+///
+/// An event that arrives on the global webhook (/webhooks/enrow/global/{token}) whose search id
+/// no chunk of any job knows is answered 200 and kept 30 days as an orphan: never parked in the
+/// DLQ, never fetched. An orphan keeps the search's id, the event, its cost and when it came,
+/// not the event's body (no contact data); the result stays at Enrow, by its id. One query of
+/// their partition.
+#[utoipa::path(
+    get,
+    path = "/orphans",
+    tag = "orphans",
+    operation_id = "listOrphans",
+    params(OrphansQuery),
+    responses(
+        (status = 200, description = "A page of orphans.", body = inline(OrphansPage)),
+        BadRequest, Unauthorized, Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn orphans<J: ApiStore, Q: Queue>(
     State(api): Shared<J, Q>,
     Params(q): Params<OrphansQuery>,
 ) -> Result<Response, ApiError> {
     let (orphans, next) = api.jobs.list_orphans(q.limit.0, q.cursor.as_ref()).await?;
     let body = json!({
-        "orphans": orphans.iter().map(|o| json!({
-            "provider": o.provider.as_str(),
-            "provider_id": o.provider_id,
-            "event": o.event,
-            "received_at": o.received_at_ms,
-            "credits": o.credits,
-        })).collect::<Vec<_>>(),
+        "orphans": orphans.iter().map(OrphanRow::from).collect::<Vec<_>>(),
         "next_cursor": next.map(|c| c.0),
     });
     Ok(json_response(200, body.to_string()))
 }
 
+/// Results in contact order, a page at a time (at most limit and 2.5 MB).
+///
 /// `GET /jobs/{id}/results?limit=&cursor=&include=raw&format=`: a page of results, as JSON,
 /// NDJSON or CSV (the last two: where the next page starts in `X-Next-Cursor`).
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/results",
+    tag = "jobs",
+    operation_id = "getResults",
+    params(JobPath, ResultsQuery),
+    responses(
+        (status = 200,
+            description = "A page. For ndjson and csv the next page's cursor is in X-Next-Cursor.",
+            headers(("X-Next-Cursor" = String, description = "ndjson and csv only, when more results follow.")),
+            content(
+                (inline(schema::ResultsPage) = "application/json"),
+                (inline(ResultsNdjson) = "application/x-ndjson"),
+                (inline(ResultsCsv) = "text/csv"),
+            ),
+        ),
+        BadRequest, Unauthorized, NotFound, Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn results<J: ApiStore, Q: Queue>(
     State(api): Shared<J, Q>,
     JobPath(id): JobPath,

@@ -16,7 +16,12 @@ use relay_shared::queue::Queue;
 use relay_shared::{ContactIndex, JobId};
 use serde_json::{Map, Value, json};
 
-use super::{Api, ApiStore, JobPath, Shared, accepted, json_response, with_job};
+use super::bodies::{Accepted, Retried};
+use super::schema::RetryRequest;
+use super::schema::errors::{
+    BadRequest, Conflict, NotFound, Unauthorized, Unavailable, Unprocessable,
+};
+use super::{Api, ApiStore, JobPath, Shared, json_response, with_job};
 use crate::ApiError;
 
 /// The failures a retry takes: the provider timed out, lost the request, or refused it for a
@@ -30,13 +35,34 @@ pub const RETRYABLE: &[&str] = &[
     reasons::REJECTED_BY_PROVIDER,
     reasons::PROVIDER_LOST,
     reasons::CREDITS_INSUFFICIENT,
-    "budget_exhausted",
+    reasons::BUDGET_EXHAUSTED,
 ];
 
 /// Results read per page while the retry looks for what failed.
 const PAGE: usize = 1000;
 
-/// `POST /jobs/{id}/retry` `{"include_unconfirmed": bool}` (the body may be empty).
+/// Retry a job's retryable failures as a new job.
+///
+/// A new job (retry_of names this one) of the contacts that ended failed for a reason a second
+/// try can change (timed_out, provider_rejected, provider_lost, rejected_by_provider,
+/// credits_insufficient, budget_exhausted), with this job's provider, operation, options, name,
+/// custom and callback_url, and what it left of its max_credits. Never canceled or
+/// provider_unauthorized contacts; start_unconfirmed ones only with include_unconfirmed (their
+/// start may have been billed once already; the answer counts them either way). The job must
+/// have ended. Under an Idempotency-Key, one new job.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/retry",
+    tag = "jobs",
+    operation_id = "retryJob",
+    params(JobPath),
+    request_body(content = RetryRequest, description = "May be empty."),
+    responses(
+        (status = 202, description = "The new job, accepted.", body = Retried),
+        BadRequest, Unauthorized, NotFound, Conflict, Unprocessable, Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn retry<J: ApiStore, Q: Queue>(
     State(api): Shared<J, Q>,
     JobPath(id): JobPath,
@@ -100,11 +126,16 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         }
         let create = self.retry_body(&meta, &selection.retried).await?;
         let new = self.create_job(headers, create, Some(id)).await?;
-        let mut body = accepted(&new);
-        body["retried"] = json!(selection.retried.len());
-        body["unconfirmed"] = json!(selection.unconfirmed);
-        body["unconfirmed_included"] = json!(include_unconfirmed);
-        Ok(with_job(json_response(202, body.to_string()), &new.job_id))
+        let body = Retried {
+            job: Accepted::from(&new),
+            retried: selection.retried.len(),
+            unconfirmed: selection.unconfirmed,
+            unconfirmed_included: include_unconfirmed,
+        };
+        Ok(with_job(
+            json_response(202, json!(body).to_string()),
+            &new.job_id,
+        ))
     }
 
     /// The job's failures a retry takes, read page by page.

@@ -10,10 +10,30 @@ use relay_shared::{JobId, now_ms};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::bodies::{Accepted, Deleting, PageAccepted};
+use super::schema::errors::{BadRequest, Conflict, NotFound, Unauthorized, Unavailable};
+use super::schema::{ContactsPage, JobSummary};
 use super::{Api, ApiStore, IDEMPOTENCY_LEASE, JobPath, Shared, accepted, json_response};
 use crate::{ApiError, SubmitChunk, validate};
 
-/// `POST /jobs/{id}/contacts`: a page of a staged job's contacts.
+/// Add a page of a staged job's contacts.
+///
+/// Validated as on POST /jobs (errors name contacts[i] by the contact's index in the whole job).
+/// The same page again is a no-op; another body at the same offset is a 409; a job not taking
+/// pages (not staged, started, being started) 409.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/contacts",
+    tag = "jobs",
+    operation_id = "addContacts",
+    params(JobPath),
+    request_body = ContactsPage,
+    responses(
+        (status = 200, description = "The page is in (written now, or already).", body = PageAccepted),
+        BadRequest, Unauthorized, NotFound, Conflict, Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn add_page<J: ApiStore, Q: Queue>(
     State(api): Shared<J, Q>,
     JobPath(id): JobPath,
@@ -22,7 +42,23 @@ pub(super) async fn add_page<J: ApiStore, Q: Queue>(
     api.add_page(&id, &body).await
 }
 
-/// `POST /jobs/{id}/start`: a staged job's start.
+/// Start a staged job once its pages hold every contact it announced, each once.
+///
+/// 409 pages_missing otherwise, naming the contacts that have not arrived; the draft keeps taking
+/// pages. Its chunks are recorded and queued as a POST /jobs job's; a job started already
+/// answers the same.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/start",
+    tag = "jobs",
+    operation_id = "startJob",
+    params(JobPath),
+    responses(
+        (status = 202, description = "Started.", body = Accepted),
+        Unauthorized, NotFound, Conflict, Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn start<J: ApiStore, Q: Queue>(
     State(api): Shared<J, Q>,
     JobPath(id): JobPath,
@@ -30,7 +66,21 @@ pub(super) async fn start<J: ApiStore, Q: Queue>(
     api.start(&id).await
 }
 
-/// `POST /jobs/{id}/cancel`.
+/// Cancel: chunks not started are not started (their contacts end failed, reason canceled); started chunks finish.
+///
+/// Their results are kept. 409 once the job has ended.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/cancel",
+    tag = "jobs",
+    operation_id = "cancelJob",
+    params(JobPath),
+    responses(
+        (status = 202, description = "Canceled.", body = JobSummary),
+        Unauthorized, NotFound, Conflict, Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn cancel<J: ApiStore, Q: Queue>(
     State(api): Shared<J, Q>,
     JobPath(id): JobPath,
@@ -38,7 +88,23 @@ pub(super) async fn cancel<J: ApiStore, Q: Queue>(
     api.cancel(&id).await
 }
 
-/// `DELETE /jobs/{id}`.
+/// Erase a job's contacts and results (at once for readers, in the background in the table).
+///
+/// The job reads as gone at once (404, not listed, nothing more started, its deliveries
+/// dropped); its contacts and results are deleted in the background. A DELETE sent again before
+/// the erasure is done is a 202 again; once erased, 404.
+#[utoipa::path(
+    delete,
+    path = "/jobs/{id}",
+    tag = "jobs",
+    operation_id = "deleteJob",
+    params(JobPath),
+    responses(
+        (status = 202, description = "Being erased.", body = inline(Deleting)),
+        Unauthorized, NotFound, Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn delete<J: ApiStore, Q: Queue>(
     State(api): Shared<J, Q>,
     JobPath(id): JobPath,
@@ -98,9 +164,13 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             }
             PageWrite::Closed => return Err(not_draft(&meta)),
         };
-        let answer =
-            json!({"job_id": id, "offset": offset, "contacts": page.count, "written": written});
-        Ok(json_response(200, answer.to_string()))
+        let answer = PageAccepted {
+            job_id: id,
+            offset,
+            contacts: page.count,
+            written,
+        };
+        Ok(json_response(200, json!(answer).to_string()))
     }
 
     /// A start that lost to another request for the same draft: the job as that one left it
@@ -205,10 +275,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         if let Err(e) = self.submit_queue.send(SubmitChunk::delete(id)).await {
             tracing::warn!(job_id = %id, error = %e, "erasure not queued: the sweeper will ask for it");
         }
-        Ok(json_response(
-            202,
-            json!({"job_id": id, "status": "deleting"}).to_string(),
-        ))
+        Ok(json_response(202, json!(Deleting::new(id)).to_string()))
     }
 }
 
