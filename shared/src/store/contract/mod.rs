@@ -27,8 +27,8 @@ pub use jobs::{
     idempotency_keys_hold_one_job,
 };
 pub use others::{
-    a_callback_is_taken_once_per_due_date, dedupe_claims_hold_with_a_lease,
-    orphans_are_listed_newest_first,
+    a_balance_read_is_claimed_once_a_period, a_callback_is_taken_once_per_due_date,
+    dedupe_claims_hold_with_a_lease, orphans_are_listed_newest_first,
 };
 pub use results::{
     a_chunk_set_is_written_under_its_chunk, a_failure_never_replaces_a_result,
@@ -69,7 +69,7 @@ macro_rules! store_contract {
             links_follow_their_chunk, a_linked_id_finds_its_job,
             unsigned_fetches_are_counted_per_chunk, a_poll_is_claimed_once, rate_slots_pace_requests,
             the_due_index_finds_what_is_due, a_callback_is_taken_once_per_due_date,
-            orphans_are_listed_newest_first);
+            orphans_are_listed_newest_first, a_balance_read_is_claimed_once_a_period);
         #[tokio::test]
         async fn dedupe_claims_hold_with_a_lease() {
             let dedupe = $dedupe;
