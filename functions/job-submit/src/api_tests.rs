@@ -20,6 +20,7 @@ pub(crate) fn api(policy: CallbackPolicy) -> Api<MemoryJobs, MemoryQueue> {
         submit_queue: MemoryQueue::default(),
         token: BearerToken::new(TOKEN),
         callback_policy: policy,
+        credit_check: None,
     }
 }
 

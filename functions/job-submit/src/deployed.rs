@@ -29,6 +29,7 @@ impl Api<DynamoJobStore, SqsQueue> {
             callback_policy: CallbackPolicy {
                 allow_loopback: config.callback_allow_loopback,
             },
+            credit_check: None,
         }
     }
 }

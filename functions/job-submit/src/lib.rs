@@ -18,7 +18,8 @@ mod deployed;
 mod submitter;
 
 pub use api::{
-    Api, IDEMPOTENCY_LEASE, MAX_RESULTS_PAGE_BYTES, OPENAPI, ROUTES, pages_cover, results_page,
+    Affordability, Api, BALANCE_MAX_AGE, BALANCE_READ_TIMEOUT, BALANCE_WAIT, Balances, CreditCheck,
+    Credits, IDEMPOTENCY_LEASE, MAX_RESULTS_PAGE_BYTES, OPENAPI, ROUTES, pages_cover, results_page,
 };
 pub use api_error::ApiError;
 pub use relay_shared::validate;
@@ -31,6 +32,8 @@ pub use relay_shared::envelope::{SubmitAction, SubmitChunk};
 
 #[cfg(test)]
 mod api_tests;
+#[cfg(test)]
+mod credit_tests;
 #[cfg(test)]
 mod retry_tests;
 #[cfg(test)]
