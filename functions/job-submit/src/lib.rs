@@ -22,6 +22,7 @@ pub use api::{
     Credits, IDEMPOTENCY_LEASE, MAX_RESULTS_PAGE_BYTES, OPENAPI, ROUTES, pages_cover, results_page,
 };
 pub use api_error::ApiError;
+pub use deployed::HttpBalances;
 pub use relay_shared::validate;
 pub use submitter::{
     ChunkSubmitter, ERASE_PER_MESSAGE, MAX_START_WAIT, START_RESERVE, Submitted, starts_metrics,
