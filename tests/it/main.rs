@@ -5,6 +5,7 @@
 mod callback;
 mod cli;
 mod contract;
+mod credit;
 mod crm;
 mod deploy_doc;
 mod dlq;
