@@ -23,15 +23,16 @@ struct Cli {
     command: Command,
 }
 
-/// Where the jobs API is, and the token (never echoed: not in help, errors or output).
+/// Where the jobs API is, and the token (never echoed: not in help, errors or output). Every
+/// command but `submit --dry-run` needs both (a dry run without them prices the job locally).
 #[derive(Args, Clone)]
 pub(crate) struct Api {
     /// The jobs API's base URL (https; plain http only to a loopback address).
     #[arg(long, env = "RELAY_URL")]
-    pub(crate) url: String,
+    pub(crate) url: Option<String>,
     /// The API's bearer token.
     #[arg(long, env = "RELAY_API_TOKEN", hide_env_values = true)]
-    pub(crate) token: String,
+    pub(crate) token: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -476,8 +476,9 @@ pub fn poll_after<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Duratio
     ))
 }
 
-/// The jobs API's configuration (`job-submit`): it needs the API token, and no provider key or
-/// webhook secret (it starts nothing and signs no URL).
+/// The jobs API's configuration (`job-submit`): it needs the API token, and no webhook secret
+/// (it starts nothing and signs no URL); the provider keys, when set, only read the accounts'
+/// balances (the credit check of `POST /jobs`).
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub jobs_table: String,
@@ -489,6 +490,11 @@ pub struct ApiConfig {
     /// `CALLBACK_ALLOW_LOOPBACK` (false): callback URLs may be plain http to a loopback address
     /// (the local stack's receivers); never set on AWS.
     pub callback_allow_loopback: bool,
+    /// The providers' balance endpoints, read by the credit check of `POST /jobs` for each
+    /// provider whose key is set (no key: that provider's jobs are not checked).
+    pub providers: ProviderSettings,
+    /// FullEnrich's shared schedule (a balance read takes a slot of it, as a start does).
+    pub fullenrich_interval: Duration,
 }
 
 impl ApiConfig {
@@ -499,6 +505,8 @@ impl ApiConfig {
             api_token: env.secret("RELAY_API_TOKEN")?,
             retention: retention(env)?,
             callback_allow_loopback: env.flag("CALLBACK_ALLOW_LOOPBACK", false)?,
+            providers: ProviderSettings::from_env(env)?,
+            fullenrich_interval: fullenrich_interval(env)?,
         })
     }
 }

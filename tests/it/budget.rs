@@ -45,6 +45,7 @@ impl Budgets {
             submit_queue: submit_queue(),
             token: BearerToken::new(TOKEN),
             callback_policy: Default::default(),
+            credit_check: None,
         };
         let workers = (0..n)
             .map(|_| ChunkSubmitter {

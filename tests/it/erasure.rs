@@ -86,6 +86,7 @@ impl Rig {
                 submit_queue: SqsQueue::new(stack.sqs(), &submit_url),
                 token: BearerToken::new(TOKEN),
                 callback_policy: Default::default(),
+                credit_check: None,
             },
             worker: ChunkSubmitter {
                 jobs: jobs.clone(),

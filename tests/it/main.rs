@@ -6,6 +6,7 @@ mod budget;
 mod callback;
 mod cli;
 mod contract;
+mod credit;
 mod crm;
 mod deploy_doc;
 mod dlq;

@@ -50,6 +50,7 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
         submit_queue: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
         token: BearerToken::new(TOKEN),
         callback_policy: Default::default(),
+        credit_check: None,
     };
     // Served without a token.
     let resp = api

@@ -187,8 +187,10 @@ async fn out_of_credits_mid_job_stops_the_chunks_not_started() {
     let mut opts = options();
     // 10 starts a minute: each chunk's batch webhook is in before the next start is due.
     opts.extra_env = env(&[("FULLENRICH_REQUESTS_PER_MINUTE", "10")]);
-    // Enough for the first chunk's hits, not for the second's.
-    opts.sandbox.fullenrich_credits = Some(100.0);
+    // At submit, enough for the whole job's worst case (500): the credit check of `POST /jobs`
+    // lets it in. Then, before its first start, enough for the first chunk's hits, not for the
+    // second's: the account runs out mid-job (spent elsewhere meanwhile).
+    opts.sandbox.fullenrich_credits = Some(500.0);
     // Batch webhooks only: each batch ends in well under the 6 s between two starts here (with
     // 100 contact_finished deliveries ahead of it, a loaded machine can take longer).
     opts.sandbox.contact_webhooks = false;
@@ -200,6 +202,9 @@ async fn out_of_credits_mid_job_stops_the_chunks_not_started() {
             json!({"provider": "fullenrich", "operation": "enrich", "contacts": fe_contacts(500)}),
         )
         .await;
+    // The first start waits for its queue message and its slot (the API's balance read took
+    // one, 6 s apart here), and a hit is paid only as a batch runs: the job pays from this.
+    sandbox.set_fullenrich_credits(Some(100.0));
     let state = c.wait_done(&job, Duration::from_secs(180)).await;
     assert_eq!(state["status"], "partially_failed", "{state}");
     assert_eq!(state["error"]["code"], "credits_insufficient", "{state}");

@@ -52,6 +52,7 @@ impl Submit {
             submit_queue: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
             token: BearerToken::new(TOKEN),
             callback_policy: Default::default(),
+            credit_check: None,
         };
         let worker = ChunkSubmitter {
             jobs: jobs.clone(),
@@ -807,6 +808,7 @@ async fn an_idempotency_key_retry_finishes_a_job_whose_chunks_were_not_queued() 
         ),
         token: BearerToken::new(TOKEN),
         callback_policy: Default::default(),
+        credit_check: None,
     };
     let auth = format!("Bearer {TOKEN}");
     let headers = [
@@ -971,6 +973,7 @@ async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
         submit_queue: SqsQueue::new(s.stack.sqs(), s.stack.res.queue_url("SubmitQueue")),
         token: BearerToken::new(TOKEN),
         callback_policy: Default::default(),
+        credit_check: None,
     };
     let auth = format!("Bearer {TOKEN}");
     let body =

@@ -89,7 +89,17 @@ impl From<ApiError> for Failure {
 }
 
 pub(crate) fn client(api: &Api) -> Result<Client, Failure> {
-    Client::new(&api.url, &api.token).map_err(|m| Failure(2, m))
+    let url = api.url.as_deref().ok_or_else(|| {
+        Failure(
+            2,
+            "no jobs API: set RELAY_URL (or --url) to its base URL".into(),
+        )
+    })?;
+    let token = api
+        .token
+        .as_deref()
+        .ok_or_else(|| Failure(2, "no API token: set RELAY_API_TOKEN (or --token)".into()))?;
+    Client::new(url, token).map_err(|m| Failure(2, m))
 }
 
 /// Where output goes: a file, or stdout.

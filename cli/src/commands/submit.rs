@@ -173,7 +173,7 @@ impl SubmitArgs {
     pub(crate) async fn run(self, api: &Api) -> Result<u8, Failure> {
         let op = self.operation()?;
         // The API decides; loopback receivers work only against a local stack.
-        let local = reqwest::Url::parse(&api.url)
+        let local = reqwest::Url::parse(api.url.as_deref().unwrap_or_default())
             .is_ok_and(|a| matches!(a.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")));
         let policy = relay_shared::validate::CallbackPolicy {
             allow_loopback: local,
@@ -202,6 +202,9 @@ impl SubmitArgs {
         let rejected = input.rejected().count();
         if self.dry_run {
             self.dry_run_report(op, n, rejected, &rejects_path);
+            if api.url.is_some() {
+                self.dry_run_at_api(&client(api)?, body, n).await?;
+            }
             return Ok(0);
         }
         if rejected > 0 {
@@ -296,6 +299,43 @@ impl SubmitArgs {
                 String::new()
             }
         );
+    }
+
+    /// `--dry-run` with an API: its estimate and the account's balance (`"dry_run": true`: the
+    /// API validates and prices the job, and writes and starts nothing). A job too large for
+    /// one request is priced by its head and count (`staged`).
+    async fn dry_run_at_api(
+        &self,
+        client: &Client,
+        mut body: Value,
+        n: usize,
+    ) -> Result<(), Failure> {
+        if body.to_string().len() > self.page_bytes
+            && let Some(job) = body.as_object_mut()
+        {
+            job.remove("contacts");
+            job.insert("staged".into(), json!({ "contacts": n }));
+        }
+        body["dry_run"] = json!(true);
+        let answer = client
+            .call(reqwest::Method::POST, "/jobs", Some(&body), None)
+            .await?;
+        let estimate = answer["estimate"]["credits"].as_f64().unwrap_or(0.0);
+        let account = match answer["balance"]["credits"].as_f64() {
+            Some(b) if estimate > b => {
+                format!("the account has {b}: not enough, the job would be refused (HTTP 402)")
+            }
+            Some(b) => format!("the account has {b}: enough"),
+            None => {
+                "the account's balance is not readable by this deployment (the job is not checked)"
+                    .into()
+            }
+        };
+        eprintln!(
+            "dry run at the API: at most {estimate} {} credits; {account}",
+            self.provider
+        );
+        Ok(())
     }
 
     /// The job sent: in one request, or staged in pages when its body is over `--page-bytes`.

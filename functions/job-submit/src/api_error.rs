@@ -23,6 +23,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// The job the request named, for its log line (never in the body).
     pub job_id: Option<JobId>,
+    /// Fields of the body beside `error` (a 402's `estimate` and `balance`).
+    pub extra: serde_json::Map<String, serde_json::Value>,
     #[source]
     pub source: Option<Cause>,
 }
@@ -36,6 +38,7 @@ impl ApiError {
             field: None,
             retry_after: None,
             job_id: None,
+            extra: serde_json::Map::new(),
             source: None,
         }
     }
@@ -63,6 +66,12 @@ impl ApiError {
         self
     }
 
+    /// A field of the body beside `error`.
+    pub fn with_body(mut self, key: &str, value: serde_json::Value) -> ApiError {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+
     pub fn retry_after(mut self, seconds: u64) -> ApiError {
         self.retry_after = Some(seconds);
         self
@@ -83,7 +92,13 @@ impl IntoResponse for ApiError {
             tracing::error!(code = self.code, cause, "{}", self.message);
         }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = error_json(self.code, &self.message, self.field.as_deref());
+        let mut body = error_json(self.code, &self.message, self.field.as_deref());
+        if !self.extra.is_empty()
+            && let Ok(serde_json::Value::Object(mut all)) = serde_json::from_str(&body)
+        {
+            all.extend(self.extra);
+            body = serde_json::Value::Object(all).to_string();
+        }
         let mut resp = (
             status,
             [(

@@ -20,6 +20,7 @@ pub(crate) fn api(policy: CallbackPolicy) -> Api<MemoryJobs, MemoryQueue> {
         submit_queue: MemoryQueue::default(),
         token: BearerToken::new(TOKEN),
         callback_policy: policy,
+        credit_check: None,
     }
 }
 
@@ -173,7 +174,10 @@ async fn a_job_whose_start_messages_could_not_be_queued_is_accepted_and_never_re
     );
     // (`retry_of`, null here, names the job a retry job retries: no advice.)
     let mut told = body.clone();
-    assert_eq!(told.as_object_mut().unwrap().remove("retry_of"), Some(Value::Null));
+    assert_eq!(
+        told.as_object_mut().unwrap().remove("retry_of"),
+        Some(Value::Null)
+    );
     assert!(
         !told.to_string().contains("retry"),
         "a client is never told to retry into a second job: {body}"

@@ -18,10 +18,12 @@ mod deployed;
 mod submitter;
 
 pub use api::{
-    Api, ApiDoc, IDEMPOTENCY_LEASE, MAX_RESULTS_PAGE_BYTES, OPENAPI, ROUTES, generated_openapi,
-    pages_cover, results_page,
+    Affordability, Api, ApiDoc, BALANCE_MAX_AGE, BALANCE_READ_TIMEOUT, BALANCE_WAIT, Balances,
+    CreditCheck, Credits, IDEMPOTENCY_LEASE, MAX_RESULTS_PAGE_BYTES, OPENAPI, ROUTES,
+    generated_openapi, pages_cover, results_page,
 };
 pub use api_error::ApiError;
+pub use deployed::HttpBalances;
 pub use relay_shared::validate;
 pub use submitter::{
     ChunkSubmitter, ERASE_PER_MESSAGE, MAX_START_WAIT, START_RESERVE, Submitted, starts_metrics,
@@ -34,6 +36,8 @@ pub use relay_shared::envelope::{SubmitAction, SubmitChunk};
 mod api_tests;
 #[cfg(test)]
 mod budget_tests;
+#[cfg(test)]
+mod credit_tests;
 #[cfg(test)]
 mod retry_tests;
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //! | [`DueIndex`] | the sweeper's view of what is due |
 //! | [`CallbackStore`] | completion callbacks' state |
 //! | [`OrphanStore`] | events of a global webhook no chunk knows |
+//! | [`BalanceCache`] | the providers' account balances, read at most once a minute |
 //! | [`DedupeStore`] | one claim per delivery identity (the dedupe table) |
 //!
 //! Jobs table items, all under `pk = JOB#<job_id>`:
@@ -34,6 +35,9 @@
 //!
 //! And one partition outside the jobs: `pk = ORPHANS`, `sk = <received_at_ms:013>#<delivery_id>`,
 //! an event of a global webhook no chunk knows ([`Orphan`]), kept [`ORPHAN_RETENTION_DAYS`] days.
+//! And one item per provider account: `pk = ACCOUNT#<provider>`, `sk = BALANCE`, its balance as
+//! last read (`credits`, `read_at`) and when its last read was claimed (`claimed_at`)
+//! ([`BalanceCache`]).
 //!
 //! No item is written by every result of a job. Counters live on the chunks and a running job's
 //! figures are summed on read ([`Jobs::job_view`]); the job settles when every chunk is
@@ -589,6 +593,46 @@ pub trait OrphanStore: Send + Sync + 'static {
         limit: usize,
         cursor: Option<&OrphansCursor>,
     ) -> impl Future<Output = Result<(Vec<Orphan>, Option<OrphansCursor>), StoreError>> + Send;
+}
+
+/// The providers' account balances as `POST /jobs` last read them, shared by every API instance
+/// (one item per provider account), so an account is asked at most once per `every_ms`.
+pub trait BalanceCache: Send + Sync + 'static {
+    /// The account's balance as last read, and when (none yet: both `None`).
+    fn cached_balance(
+        &self,
+        provider: Provider,
+    ) -> impl Future<Output = Result<CachedBalance, StoreError>> + Send;
+    /// Claims the account's next read when no read was claimed in the last `every_ms` (one
+    /// conditional write): whether this caller is to read it. Of callers racing, one wins.
+    fn claim_balance_read(
+        &self,
+        provider: Provider,
+        every_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Records the balance just read (`read_at` now).
+    fn record_balance(
+        &self,
+        provider: Provider,
+        credits: f64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// An account's balance as last read ([`BalanceCache::cached_balance`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CachedBalance {
+    pub credits: Option<f64>,
+    pub read_at_ms: Option<u64>,
+}
+
+impl CachedBalance {
+    /// The figure, when it was read within `max_age_ms` of `now_ms`.
+    pub fn fresh(&self, now_ms: u64, max_age_ms: u64) -> Option<f64> {
+        let read_at = self.read_at_ms?;
+        (now_ms.saturating_sub(read_at) < max_age_ms)
+            .then_some(self.credits)
+            .flatten()
+    }
 }
 
 pub trait DedupeStore: Send + Sync + 'static {

@@ -7,15 +7,16 @@ use relay_shared::jobs::{Chunk, JobMeta, JobStatus};
 use relay_shared::providers::submit::chunk_size;
 use relay_shared::queue::Queue;
 use relay_shared::store::{Idempotency, StoreError};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::bodies::Accepted;
-use super::schema::NewJob;
 use super::schema::errors::{BadRequest, Conflict, Unauthorized, Unavailable, Unprocessable};
+use super::schema::{DryRun, NewJob, Unaffordable};
 use super::{Api, ApiStore, IDEMPOTENCY_LEASE, Shared, accepted, json_response, with_job};
 use crate::{ApiError, validate};
 use relay_shared::JobId;
+use relay_shared::validate::NewJob as Validated;
 
 /// Submit a job: validated, recorded, its chunks queued; 202 before any provider is called.
 ///
@@ -33,6 +34,8 @@ use relay_shared::JobId;
     request_body = NewJob,
     responses(
         (status = 202, description = "Accepted.", body = Accepted),
+        (status = 200, description = "dry_run: priced, nothing written.", body = DryRun),
+        (status = 402, description = "The job's worst case exceeds its provider account's balance.", body = Unaffordable),
         BadRequest, Unauthorized, Conflict, Unprocessable, Unavailable,
     ),
     security(("bearer" = [])),
@@ -54,11 +57,17 @@ enum Claim<'h> {
 }
 
 impl<J: ApiStore, Q: Queue> Api<J, Q> {
-    /// `POST /jobs`; the response and the error name the job once it is known.
+    /// `POST /jobs`; the response and the error name the job once it is known. A body with
+    /// `"dry_run": true` is validated and priced, and nothing more.
     async fn create(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
         let body: Value = serde_json::from_slice(body).map_err(|_| {
             ApiError::new(400, "invalid_json", "the body is not valid JSON").field("")
         })?;
+        match body.get("dry_run") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(Value::Bool(true)) => return self.dry_run(&body).await,
+            Some(_) => return Err(ApiError::invalid("dry_run", "must be true or false")),
+        }
         let meta = self.create_job(headers, body, None).await?;
         Ok(with_job(
             json_response(202, accepted(&meta).to_string()),
@@ -66,48 +75,61 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         ))
     }
 
+    /// `POST /jobs` with `"dry_run": true`: 200 `{dry_run, contacts, estimate, balance}`;
+    /// nothing is written, nothing starts.
+    async fn dry_run(&self, body: &Value) -> Result<Response, ApiError> {
+        let (new, staged) = self.validate_new(body)?;
+        let n = staged.unwrap_or(new.contacts.len() as u64);
+        let a = self
+            .first_step_credits(new.provider, new.operation, &new.options, n)
+            .await;
+        let answer = json!({
+            "dry_run": true,
+            "contacts": n,
+            "estimate": a.estimate.json(),
+            "balance": a.balance_json(),
+        });
+        Ok(json_response(200, answer.to_string()))
+    }
+
+    /// A `POST /jobs` body validated: the job, and for a staged job how many contacts it takes.
+    fn validate_new(&self, body: &Value) -> Result<(Validated, Option<u64>), ApiError> {
+        // A staged job: its head now, its contacts in pages, its start when they are all in.
+        Ok(if body.get("staged").is_some_and(|s| !s.is_null()) {
+            let (new, n) = validate::validate_staged(body, self.callback_policy)?;
+            (new, Some(n))
+        } else {
+            (validate::validate_with(body, self.callback_policy)?, None)
+        })
+    }
+
     /// Validates a `POST /jobs` body and records its job (or finds the one its
-    /// `Idempotency-Key` created), linked to the job it retries (`retry_of`) if any.
+    /// `Idempotency-Key` created), linked to the job it retries (`retry_of`) if any. In the
+    /// order that loses nothing: validation, the key, the credit check (a refusal gives the key
+    /// up, as any failure to create does), then the job's records.
     pub(super) async fn create_job(
         &self,
         headers: &HeaderMap,
         body: Value,
         retry_of: Option<&JobId>,
     ) -> Result<JobMeta, ApiError> {
-        // A staged job: its head now, its contacts in pages, its start when they are all in.
-        let (new, staged) = if body.get("staged").is_some_and(|s| !s.is_null()) {
-            let (new, n) = validate::validate_staged(&body, self.callback_policy)?;
-            (new, Some(n))
-        } else {
-            (validate::validate_with(&body, self.callback_policy)?, None)
-        };
+        let (new, staged) = self.validate_new(&body)?;
+        let n = staged.unwrap_or(new.contacts.len() as u64);
         let owner = uuid::Uuid::new_v4().to_string();
         let (job_id, held_key) = match self.claim(headers, &body, &owner).await? {
             Claim::New { job_id, key } => (job_id, key),
             Claim::Answered(meta) => return Ok(meta),
         };
-        let size = chunk_size(new.operation);
-        let n = staged.unwrap_or(new.contacts.len() as u64);
-        let chunks = Chunk::plan(n, size);
-        let mut meta = JobMeta::new(
-            job_id.clone(),
-            new.operation,
-            Some(new.name),
-            if staged.is_some() {
-                JobStatus::Draft
-            } else {
-                JobStatus::Accepted
-            },
-            n,
-            size,
-            new.options,
-        );
-        meta.callback_url = new.callback_url;
-        meta.retry_of = retry_of.cloned();
-        meta.budget = new.max_credits.map(relay_shared::budget::Budget::new);
-        let outcome = match staged {
-            Some(_) => self.record_draft(&meta).await,
-            None => self.record_and_queue(&meta, &chunks, &new.contacts).await,
+        let afforded = self
+            .afford(new.provider, new.operation, &new.options, n)
+            .await;
+        let outcome = match afforded {
+            Ok(()) => self
+                .record_new(&job_id, new, staged, retry_of)
+                .await
+                .map_err(|e| e.job(&job_id)),
+            // No job: none is named.
+            Err(refused) => Err(refused),
         };
         if let Some(key) = held_key
             && let Err(e) = self
@@ -118,7 +140,41 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             // The key's lease runs out on its own; a retry then takes over.
             tracing::warn!(error = %e, %job_id, "idempotency key not finished");
         }
-        outcome.map_err(|e| e.job(&job_id))
+        outcome
+    }
+
+    /// Records a validated job under `job_id`: its draft head (staged), or its contacts,
+    /// chunks and head, its chunks queued.
+    async fn record_new(
+        &self,
+        job_id: &JobId,
+        new: Validated,
+        staged: Option<u64>,
+        retry_of: Option<&JobId>,
+    ) -> Result<JobMeta, ApiError> {
+        let size = chunk_size(new.operation);
+        let n = staged.unwrap_or(new.contacts.len() as u64);
+        let chunks = Chunk::plan(n, size);
+        let status = match staged {
+            Some(_) => JobStatus::Draft,
+            None => JobStatus::Accepted,
+        };
+        let mut meta = JobMeta::new(
+            job_id.clone(),
+            new.operation,
+            Some(new.name),
+            status,
+            n,
+            size,
+            new.options,
+        );
+        meta.callback_url = new.callback_url;
+        meta.retry_of = retry_of.cloned();
+        meta.budget = new.max_credits.map(relay_shared::budget::Budget::new);
+        match staged {
+            Some(_) => self.record_draft(&meta).await,
+            None => self.record_and_queue(&meta, &chunks, &new.contacts).await,
+        }
     }
 
     /// The job this request creates: a new id, or under its `Idempotency-Key` the id that key

@@ -26,7 +26,7 @@ use relay_shared::auth::BearerToken;
 use relay_shared::jobs::{ChunkStatus, JobMeta};
 use relay_shared::metrics::{self, Metrics};
 use relay_shared::queue::Queue;
-use relay_shared::store::{IdempotencyKeys, JobDrafts, OrphanStore};
+use relay_shared::store::{BalanceCache, IdempotencyKeys, JobDrafts, OrphanStore, RateSchedule};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -35,6 +35,7 @@ use relay_shared::ChunkIndex;
 
 mod bodies;
 mod create;
+mod credit;
 mod openapi;
 mod read;
 mod retry;
@@ -43,6 +44,10 @@ mod write;
 
 pub use openapi::{ApiDoc, generated as generated_openapi};
 
+pub use credit::{
+    Affordability, BALANCE_MAX_AGE, BALANCE_READ_TIMEOUT, BALANCE_WAIT, Balances, CreditCheck,
+    Credits,
+};
 pub use read::{MAX_RESULTS_PAGE_BYTES, results_page};
 pub use write::pages_cover;
 
@@ -82,11 +87,16 @@ pub struct Api<J, Q> {
     pub token: BearerToken,
     /// Which `callback_url`s this deployment takes.
     pub callback_policy: validate::CallbackPolicy,
+    /// The credit check of `POST /jobs` (`None`: no balance is read, no job refused for it).
+    pub credit_check: Option<CreditCheck>,
 }
 
 /// The stores the API reads and writes.
-pub trait ApiStore: JobDrafts + IdempotencyKeys + OrphanStore {}
-impl<T: JobDrafts + IdempotencyKeys + OrphanStore> ApiStore for T {}
+pub trait ApiStore:
+    JobDrafts + IdempotencyKeys + OrphanStore + BalanceCache + RateSchedule
+{
+}
+impl<T: JobDrafts + IdempotencyKeys + OrphanStore + BalanceCache + RateSchedule> ApiStore for T {}
 
 /// The API as the handlers share it.
 pub(crate) type Shared<J, Q> = State<Arc<Api<J, Q>>>;

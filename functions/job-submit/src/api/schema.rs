@@ -248,8 +248,47 @@ pub(crate) struct NewJob {
     /// reports the chunk's real cost, the rest goes back to the budget.
     #[schema(exclusive_minimum = 0)]
     max_credits: Option<f64>,
+    /// Validate and price the job, write nothing, start nothing: 200 with the worst-case
+    /// estimate and the provider account's balance (when this deployment can read it).
+    dry_run: Option<bool>,
     #[schema(inline)]
     staged: Option<Staged>,
+}
+
+/// A job's worst case, or an account's balance, in a provider's credits.
+#[derive(ToSchema)]
+pub(crate) struct ProviderFigure {
+    provider: Provider,
+    credits: f64,
+}
+
+/// `POST /jobs` with `dry_run`: what the job would cost at worst, and what the account has.
+#[derive(ToSchema)]
+pub(crate) struct DryRun {
+    dry_run: bool,
+    contacts: u64,
+    estimate: ProviderFigure,
+    /// Null when this deployment cannot read the account's balance.
+    #[schema(required = true)]
+    balance: Option<ProviderFigure>,
+}
+
+/// A job whose worst case exceeds its provider account's balance: the error (code
+/// credits_insufficient, field contacts), the estimate and the balance. Nothing was written.
+#[derive(ToSchema)]
+pub(crate) struct Unaffordable {
+    #[schema(inline)]
+    error: ErrorDetailShape,
+    estimate: ProviderFigure,
+    balance: ProviderFigure,
+}
+
+/// The error part of a 402.
+#[derive(ToSchema)]
+pub(crate) struct ErrorDetailShape {
+    code: String,
+    message: String,
+    field: Option<String>,
 }
 
 /// `POST /jobs/{id}/retry`'s body (it may be empty).

@@ -32,8 +32,8 @@ pub use jobs::{
     idempotency_keys_hold_one_job,
 };
 pub use others::{
-    a_callback_is_taken_once_per_due_date, dedupe_claims_hold_with_a_lease,
-    orphans_are_listed_newest_first,
+    a_balance_read_is_claimed_once_a_period, a_callback_is_taken_once_per_due_date,
+    dedupe_claims_hold_with_a_lease, orphans_are_listed_newest_first,
 };
 pub use results::{
     a_chunk_set_is_written_under_its_chunk, a_failure_never_replaces_a_result,
@@ -76,7 +76,7 @@ macro_rules! store_contract {
             the_due_index_finds_what_is_due, a_callback_is_taken_once_per_due_date,
             orphans_are_listed_newest_first, a_budget_is_reserved_once_and_only_if_it_fits,
             a_reservation_is_released_once_at_the_real_cost,
-            racing_reservations_never_exceed_the_budget);
+            racing_reservations_never_exceed_the_budget, a_balance_read_is_claimed_once_a_period);
         #[tokio::test]
         async fn dedupe_claims_hold_with_a_lease() {
             let dedupe = $dedupe;

@@ -1,11 +1,11 @@
-//! Cases: completion callbacks, orphans, dedupe claims.
+//! Cases: completion callbacks, orphans, dedupe claims, account balances.
 
 use crate::Provider;
 use crate::jobs::{CallbackStatus, JobStatus, Outcome};
 use crate::now_ms;
 use crate::store::{
-    CallbackAttempt, CallbackStore, Claim, DedupeStore, DueAction, DueIndex, JobWriter, Orphan,
-    OrphanStore, Results,
+    BalanceCache, CachedBalance, CallbackAttempt, CallbackStore, Claim, DedupeStore, DueAction,
+    DueIndex, JobWriter, Orphan, OrphanStore, Results,
 };
 
 use super::{Faults, chunk_ref, completed, new_job, result};
@@ -145,5 +145,48 @@ pub async fn dedupe_claims_hold_with_a_lease<D: DedupeStore>(d: &D) {
         d.claim(&key, "e").await.unwrap(),
         Claim::InProgress,
         "taken over"
+    );
+}
+
+/// A provider account's balance: none until read; a read is claimed once per period (a second
+/// claim within it, as a racing instance's, is refused; one after it wins again); the figure
+/// recorded is the one read, with when, per provider.
+pub async fn a_balance_read_is_claimed_once_a_period<S: BalanceCache>(s: &S, _: &impl Faults) {
+    let none = s.cached_balance(Provider::Fullenrich).await.unwrap();
+    assert_eq!(none, CachedBalance::default());
+    assert!(
+        s.claim_balance_read(Provider::Fullenrich, 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.claim_balance_read(Provider::Fullenrich, 60_000)
+            .await
+            .unwrap(),
+        "claimed already this minute"
+    );
+    assert!(
+        s.claim_balance_read(Provider::Enrow, 60_000).await.unwrap(),
+        "another account"
+    );
+    let before = now_ms();
+    s.record_balance(Provider::Fullenrich, 250.5).await.unwrap();
+    let cached = s.cached_balance(Provider::Fullenrich).await.unwrap();
+    assert_eq!(cached.credits, Some(250.5));
+    let read_at = cached.read_at_ms.expect("when");
+    assert!(read_at >= before && read_at <= now_ms(), "{cached:?}");
+    assert_eq!(cached.fresh(read_at + 59_999, 60_000), Some(250.5));
+    assert_eq!(cached.fresh(read_at + 60_000, 60_000), None, "stale");
+    assert_eq!(
+        s.cached_balance(Provider::Enrow).await.unwrap().credits,
+        None,
+        "claimed, not read"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    assert!(
+        s.claim_balance_read(Provider::Fullenrich, 20)
+            .await
+            .unwrap(),
+        "its period passed"
     );
 }

@@ -4,7 +4,7 @@
 //! `result_row.rs`, a chunk's set in `result_set.rs`, the figures summed in `figures.rs`),
 //! `links.rs` ([`Links`]), `polls.rs` ([`Polls`]), `rate.rs` ([`RateSchedule`]), `due.rs`
 //! ([`DueIndex`]), `drafts.rs` ([`JobDrafts`]), `submit.rs` ([`SubmitLedger`]), `idempotency.rs`
-//! ([`IdempotencyKeys`]), `budget.rs` ([`CreditBudget`]), `callbacks.rs` ([`CallbackStore`]), `orphans.rs` ([`OrphanStore`]),
+//! ([`IdempotencyKeys`]), `budget.rs` ([`CreditBudget`]), `callbacks.rs` ([`CallbackStore`]), `orphans.rs` ([`OrphanStore`]), `balances.rs` ([`BalanceCache`]),
 //! `dedupe.rs` ([`DedupeStore`]). Beneath them: `attrs.rs` attribute values and SDK error
 //! mapping, `keys.rs` item keys, `items.rs` items and types, `counts.rs` counters bound into
 //! update expressions, `requests.rs` the requests every concern builds on.
@@ -18,6 +18,7 @@ use attrs::{Item, n};
 use aws_sdk_dynamodb::Client;
 
 mod attrs;
+mod balances;
 mod budget;
 mod callbacks;
 mod counts;

@@ -15,6 +15,7 @@ use job::Job;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+mod balances;
 mod budget;
 mod callbacks;
 mod dedupe;
@@ -39,6 +40,8 @@ pub use dedupe::MemoryDedupe;
 pub struct MemoryJobs {
     jobs: Arc<Mutex<HashMap<JobId, Job>>>,
     slots: Arc<Mutex<HashMap<String, u64>>>,
+    /// Per provider account: the balance as last read, and when its last read was claimed.
+    balances: Arc<Mutex<HashMap<crate::Provider, (crate::store::CachedBalance, u64)>>>,
     /// Result writes still to fail (as DynamoDB being unavailable would).
     failing: Arc<std::sync::atomic::AtomicUsize>,
     /// Job creations still to fail after their head (and contacts) are written.

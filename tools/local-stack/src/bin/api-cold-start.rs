@@ -40,6 +40,9 @@ async fn main() {
         .function_env("JobSubmitFunction", &aws.res, &BTreeMap::new());
     // On AWS the token comes from SSM; here it is a plain variable.
     env.remove("RELAY_API_TOKEN_SSM");
+    // No provider key: no credit check (the runs measure the start, not a balance read).
+    env.remove("ENROW_API_KEY_SSM");
+    env.remove("FULLENRICH_API_KEY_SSM");
     env.insert("RELAY_API_TOKEN".into(), TOKEN.into());
     let auth = format!("Bearer {TOKEN}");
 
