@@ -125,6 +125,19 @@ pub trait Jobs: Send + Sync + 'static {
     /// Every chunk of the job, in index order.
     fn chunks(&self, job_id: &JobId)
     -> impl Future<Output = Result<Vec<Chunk>, StoreError>> + Send;
+    /// [`Self::job_view`] and [`Self::chunks`] together (`GET /jobs/{id}`, which `relay wait`
+    /// asks every 2 s): DynamoDB reads the chunk items once for both. The default reads each.
+    fn job_with_chunks(
+        &self,
+        job_id: &JobId,
+    ) -> impl Future<Output = Result<Option<(JobMeta, Vec<Chunk>)>, StoreError>> + Send {
+        async move {
+            let Some(meta) = self.job_view(job_id).await? else {
+                return Ok(None);
+            };
+            Ok(Some((meta, self.chunks(job_id).await?)))
+        }
+    }
     /// Records why a job (partly) failed; its status settles when every contact is accounted for.
     /// An error that stops the job's starts ([`JobError::stops_submission`]) is never replaced
     /// by one that does not (a cancel stays a cancel), and it fences

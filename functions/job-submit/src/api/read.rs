@@ -212,9 +212,14 @@ pub(super) async fn job<J: ApiStore, Q: Queue>(
 ) -> Result<Response, ApiError> {
     let id = &id;
     let api = &*api;
-    // With its figures: summed over its chunks while it runs.
-    let meta = api.live(id, true).await?;
-    let chunks = api.jobs.chunks(id).await?;
+    // With its figures (summed over its chunks while it runs) and its chunks, in one read of
+    // them.
+    let (meta, chunks) = api
+        .jobs
+        .job_with_chunks(id)
+        .await?
+        .filter(|(m, _)| !m.deleted)
+        .ok_or_else(|| ApiError::not_found("job"))?;
     let credits: f64 = chunks.iter().filter_map(|c| c.credits).sum();
     let mut body = meta.summary_json();
     body["credits_used"] = json!(credits);

@@ -37,7 +37,8 @@ pub use others::{
 };
 pub use results::{
     a_chunk_set_is_written_under_its_chunk, a_failure_never_replaces_a_result,
-    a_provisional_row_is_replaced_once, the_first_final_result_wins,
+    a_job_reads_with_its_chunks_as_apart, a_provisional_row_is_replaced_once,
+    the_first_final_result_wins,
 };
 pub use starts::{
     a_chunk_is_taken_for_its_start_once, a_linked_id_finds_its_job, a_poll_is_claimed_once,
@@ -68,6 +69,7 @@ macro_rules! store_contract {
             a_job_is_listed_once_created, a_deleted_job_is_erased,
             a_draft_takes_pages_until_its_start, idempotency_keys_hold_one_job,
             the_first_final_result_wins, a_provisional_row_is_replaced_once,
+            a_job_reads_with_its_chunks_as_apart,
             a_chunk_set_is_written_under_its_chunk, a_failure_never_replaces_a_result,
             a_chunk_is_taken_for_its_start_once, a_taken_chunk_splits_in_halves,
             a_start_is_fenced_by_its_job,

@@ -6,8 +6,8 @@ use crate::jobs::{ChunkStatus, ContactResult, JobStatus, Outcome};
 use crate::store::{JobWriter, Results, StoreError, Stored, SubmitLedger};
 
 use super::{Faults, chunk_ref, completed, contact, created, figures, result};
-use crate::ids::ChunkIndex;
 use crate::ids::ContactIndex;
+use crate::ids::{ChunkIndex, JobId};
 
 /// What a write did, without its cost (how many calls it made is the backend's own).
 fn did(s: &Stored) -> (usize, usize, usize) {
@@ -227,4 +227,45 @@ where
     assert_eq!(rows[1].reason.as_deref(), Some("provider_rejected"));
     assert!(!rows[1].provisional);
     assert_eq!(figures(s, id).await, [2, 1, 0, 1]);
+}
+
+/// A job read with its chunks is the job and the chunks read apart, while it runs (figures
+/// summed over the chunks) and once it ended (its settled figures), duplicates included.
+pub async fn a_job_reads_with_its_chunks_as_apart<S>(s: &S, _: &impl Faults)
+where
+    S: JobWriter + Results,
+{
+    let meta = created(s, 3, 2).await;
+    let id = &meta.job_id;
+    let apart = || async {
+        let view = s.job_view(id).await.unwrap().unwrap();
+        (view, s.chunks(id).await.unwrap())
+    };
+    let together = || async { s.job_with_chunks(id).await.unwrap().unwrap() };
+    assert_eq!(together().await, apart().await, "nothing stored yet");
+    s.add_duplicate(id).await.unwrap();
+    let rows = vec![
+        result(0, Outcome::Found, false),
+        result(1, Outcome::NotFound, false),
+    ];
+    let done = completed(ChunkIndex(0));
+    s.store_chunk(id, chunk_ref(ChunkIndex(0), 0, 2), rows, done)
+        .await
+        .unwrap();
+    let (running, chunks) = together().await;
+    assert_eq!((running.clone(), chunks), apart().await, "running");
+    assert_eq!((running.done, running.found, running.duplicates), (2, 1, 1));
+    let last = vec![result(2, Outcome::Found, false)];
+    let done = completed(ChunkIndex(1));
+    s.store_chunk(id, chunk_ref(ChunkIndex(1), 2, 1), last, done)
+        .await
+        .unwrap();
+    s.settle_job(id).await.unwrap();
+    let (ended, _) = together().await;
+    assert_eq!(ended.status, JobStatus::Completed);
+    assert_eq!(together().await, apart().await, "ended");
+    assert_eq!(
+        s.job_with_chunks(&JobId::new("job_none")).await.unwrap(),
+        None
+    );
 }

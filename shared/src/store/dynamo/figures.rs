@@ -101,21 +101,18 @@ impl DynamoJobStore {
 
     /// The head with its figures: summed over the chunks while the job runs, as settled once
     /// it ended; duplicates always summed over their shards.
-    pub(super) async fn with_figures(&self, mut meta: JobMeta) -> Result<JobMeta, StoreError> {
+    pub(super) async fn with_figures(&self, meta: JobMeta) -> Result<JobMeta, StoreError> {
         let f = self
             .figures(&meta.job_id, meta.status.is_terminal())
             .await?;
-        if !meta.status.is_terminal() {
-            let c = f.counts;
-            meta.done = c.done.max(0) as u64;
-            meta.found = c.found.max(0) as u64;
-            meta.not_found = c.not_found.max(0) as u64;
-            meta.failed = c.failed.max(0) as u64;
-        }
-        meta.duplicates = f.duplicates;
-        Ok(meta)
+        Ok(with(meta, f))
     }
 
+    /// [`Self::with_figures`] from the job's `CHUNK#` items already read (chunks, groups,
+    /// duplicate shards): a job that ended keeps its settled counts.
+    pub(super) fn with_figures_of(meta: JobMeta, items: &[Item]) -> JobMeta {
+        with(meta, Figures::of(items))
+    }
     /// A job that ended keeps its figures on its head: a change to its counters after that (a
     /// late result replacing a deadline's placeholder) sums them again.
     pub(super) async fn refresh_if_ended(&self, job_id: &JobId) -> Result<(), StoreError> {
@@ -135,4 +132,18 @@ impl DynamoJobStore {
             .await;
         unless_condition_failed(out).map(|_| ())
     }
+}
+
+/// The head with the figures summed: the counts while the job runs (once it ended its head
+/// keeps the settled ones), duplicates always.
+fn with(mut meta: JobMeta, f: Figures) -> JobMeta {
+    if !meta.status.is_terminal() {
+        let c = f.counts;
+        meta.done = c.done.max(0) as u64;
+        meta.found = c.found.max(0) as u64;
+        meta.not_found = c.not_found.max(0) as u64;
+        meta.failed = c.failed.max(0) as u64;
+    }
+    meta.duplicates = f.duplicates;
+    meta
 }

@@ -1,7 +1,7 @@
 //! [`Jobs`] over the jobs table: heads, chunks, contacts, a job's error.
 
 use super::DynamoJobStore;
-use super::attrs::{n, s, unavailable, unless_condition_failed};
+use super::attrs::{get_s, n, s, unavailable, unless_condition_failed};
 use super::items::expired;
 use super::items::{parse_chunk, parse_contact, parse_meta};
 use super::keys::{chunk_sk, contact_sk, job_pk};
@@ -83,6 +83,26 @@ impl Jobs for DynamoJobStore {
         // Up to `CHUNK#~`: the groups of final chunks and duplicate shards sort after it.
         let items = self.query_range(job_id, "CHUNK#", "CHUNK#~", None).await?;
         items.iter().map(parse_chunk).collect()
+    }
+
+    /// One query for the chunks, their counters and the duplicate shards.
+    async fn job_with_chunks(
+        &self,
+        job_id: &JobId,
+    ) -> Result<Option<(JobMeta, Vec<Chunk>)>, StoreError> {
+        let Some(meta) = self.get_job(job_id).await? else {
+            return Ok(None);
+        };
+        let items = self.query_range(job_id, "CHUNK#", "CHUNK#~~", None).await?;
+        let chunks = items
+            .iter()
+            .filter(|i| get_s(i, "sk").is_some_and(|sk| !sk.starts_with("CHUNK#~")))
+            .map(parse_chunk)
+            .collect::<Result<_, _>>()?;
+        Ok(Some((
+            DynamoJobStore::with_figures_of(meta, &items),
+            chunks,
+        )))
     }
 
     /// Records why a job (partly) failed; its status settles when every contact is accounted for.
