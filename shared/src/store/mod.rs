@@ -10,7 +10,7 @@
 //! | [`Polls`] | a started chunk's polls |
 //! | [`RateSchedule`] | rate schedules shared by every worker |
 //! | [`CreditBudget`] | a job's credit budget: reservations before starts, released on real cost |
-//! | [`JobStore`] | all five: what a delivery's worker needs |
+//! | [`JobStore`] | the five above but the budget: what a delivery's worker needs |
 //! | [`JobWriter`], [`JobDrafts`] | `POST /jobs`, listing, `DELETE`; staged jobs' pages and start |
 //! | [`SubmitLedger`] | a chunk's start under its lease; a job's erasure |
 //! | [`IdempotencyKeys`] | `Idempotency-Key`s of `POST /jobs` |
@@ -53,7 +53,8 @@
 //!   group checks the job ([`Results::settle_job`]): every group full, every chunk final, every
 //!   contact counted.
 //!
-//! Files: `mod.rs` the traits; `types.rs` their types; `counts.rs` result counters and which rows
+//! Files: `mod.rs` the role traits; `credits.rs` the two of what may be spent ([`CreditBudget`],
+//! [`BalanceCache`]); `types.rs` their types; `counts.rs` result counters and which rows
 //! of a result set are written (the one rule of both stores); `dynamo/` the DynamoDB stores, one
 //! file per concern; `memory/` (feature `memory`) the in-memory twins, split the same way;
 //! `contract/` (feature `memory`) the cases both must pass.
@@ -69,17 +70,19 @@ use crate::jobs::{Chunk, Contact, ContactResult, JobError, JobMeta, JobStatus};
 #[cfg(feature = "memory")]
 pub mod contract;
 mod counts;
+mod credits;
 mod dynamo;
 #[cfg(feature = "memory")]
 pub mod memory;
 mod types;
 
+pub use credits::{BalanceCache, CreditBudget};
 pub use dynamo::{
     DynamoDedupe, DynamoJobStore, POLL_SHARDS, chunk_sk, contact_sk, item_size, poll_shard,
     result_sk,
 };
 pub use types::{
-    CREATION_GRACE, CallbackAttempt, CallbackTake, ChunkRef, ChunkUpdate, Claim,
+    CREATION_GRACE, CachedBalance, CallbackAttempt, CallbackTake, ChunkRef, ChunkUpdate, Claim,
     DEFAULT_POLL_AFTER_MS, DEFAULT_RETENTION_DAYS, DEFAULT_START_OVERDUE_MS, DRAFT_TTL, Due,
     DueAction, ERASE_GRACE, FINAL_GROUP, FinalGroup, Idempotency, JobsCursor, Link,
     MAX_POLL_EVERY_MS, ORPHAN_RETENTION_DAYS, Orphan, OrphansCursor, Page, PageWrite, ReadCost,
@@ -190,45 +193,6 @@ pub trait Results: Send + Sync + 'static {
         &self,
         job_id: &JobId,
     ) -> impl Future<Output = Result<Option<JobStatus>, StoreError>> + Send;
-}
-
-/// A job's credit budget ([`crate::budget`]): a chunk's start reserves its worst case from it,
-/// and its real cost gives the rest back.
-pub trait CreditBudget: Send + Sync + 'static {
-    /// Reserves `credits` from the job's budget for chunk `index`'s start, in one conditional
-    /// write with the chunk's record of it: only a pending chunk that holds no reservation yet
-    /// reserves, and only if `credits` fit in what is left. Workers racing never reserve more
-    /// than the budget; a start retried reserves once ([`Reserve`]).
-    fn reserve_credits(
-        &self,
-        job_id: &JobId,
-        index: ChunkIndex,
-        credits: f64,
-    ) -> impl Future<Output = Result<Reserve, StoreError>> + Send;
-    /// Settles chunk `index`'s reservation at `spent` (what the provider reported it cost; 0 for
-    /// a chunk that never started): the rest goes back to the job's budget, once. Whether this
-    /// call settled it (`false`: the chunk holds no reservation, or it was settled already).
-    fn release_credits(
-        &self,
-        job_id: &JobId,
-        index: ChunkIndex,
-        spent: f64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// [`Self::release_credits`] when `update` ends its chunk and reports what it cost; nothing
-    /// otherwise (a cost reported before the end, e.g. Enrow's `credits_used` at a start, is
-    /// only what the provider holds back).
-    fn release_reported(
-        &self,
-        job_id: &JobId,
-        update: &ChunkUpdate,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        async move {
-            if let Some(spent) = update.credits.filter(|_| update.status.is_final()) {
-                self.release_credits(job_id, update.index, spent).await?;
-            }
-            Ok(())
-        }
-    }
 }
 
 /// Provider ids linked to their chunks.
@@ -606,46 +570,6 @@ pub trait OrphanStore: Send + Sync + 'static {
         limit: usize,
         cursor: Option<&OrphansCursor>,
     ) -> impl Future<Output = Result<(Vec<Orphan>, Option<OrphansCursor>), StoreError>> + Send;
-}
-
-/// The providers' account balances as `POST /jobs` last read them, shared by every API instance
-/// (one item per provider account), so an account is asked at most once per `every_ms`.
-pub trait BalanceCache: Send + Sync + 'static {
-    /// The account's balance as last read, and when (none yet: both `None`).
-    fn cached_balance(
-        &self,
-        provider: Provider,
-    ) -> impl Future<Output = Result<CachedBalance, StoreError>> + Send;
-    /// Claims the account's next read when no read was claimed in the last `every_ms` (one
-    /// conditional write): whether this caller is to read it. Of callers racing, one wins.
-    fn claim_balance_read(
-        &self,
-        provider: Provider,
-        every_ms: u64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Records the balance just read (`read_at` now).
-    fn record_balance(
-        &self,
-        provider: Provider,
-        credits: f64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
-
-/// An account's balance as last read ([`BalanceCache::cached_balance`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CachedBalance {
-    pub credits: Option<f64>,
-    pub read_at_ms: Option<u64>,
-}
-
-impl CachedBalance {
-    /// The figure, when it was read within `max_age_ms` of `now_ms`.
-    pub fn fresh(&self, now_ms: u64, max_age_ms: u64) -> Option<f64> {
-        let read_at = self.read_at_ms?;
-        (now_ms.saturating_sub(read_at) < max_age_ms)
-            .then_some(self.credits)
-            .flatten()
-    }
 }
 
 pub trait DedupeStore: Send + Sync + 'static {

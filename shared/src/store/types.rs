@@ -329,3 +329,20 @@ pub const MAX_POLL_EVERY_MS: u64 = 3_600_000;
 /// its start message again, unless configured ([`DynamoJobStore::with_start_overdue`]): longer
 /// than SQS's longest delay, so a start waiting in the queue for its slot is not doubled.
 pub const DEFAULT_START_OVERDUE_MS: u64 = 20 * 60_000;
+
+/// An account's balance as last read ([`super::BalanceCache::cached_balance`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CachedBalance {
+    pub credits: Option<f64>,
+    pub read_at_ms: Option<u64>,
+}
+
+impl CachedBalance {
+    /// The figure, when it was read within `max_age_ms` of `now_ms`.
+    pub fn fresh(&self, now_ms: u64, max_age_ms: u64) -> Option<f64> {
+        let read_at = self.read_at_ms?;
+        (now_ms.saturating_sub(read_at) < max_age_ms)
+            .then_some(self.credits)
+            .flatten()
+    }
+}
