@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::bodies::Accepted;
 use super::schema::errors::{BadRequest, Conflict, Unauthorized, Unavailable, Unprocessable};
-use super::schema::{DryRun, NewJob, Unaffordable};
+use super::schema::{DryRun, NewJobDoc, Unaffordable};
 use super::{Api, ApiStore, IDEMPOTENCY_LEASE, Shared, accepted, json_response, with_job};
 use crate::{ApiError, validate};
 use relay_shared::JobId;
@@ -31,7 +31,7 @@ use relay_shared::validate::NewJob as Validated;
         ("Idempotency-Key" = Option<String>, Header, max_length = 255,
             description = "The same key and body return the same job (24 h)."),
     ),
-    request_body = NewJob,
+    request_body = NewJobDoc,
     responses(
         (status = 202, description = "Accepted.", body = Accepted),
         (status = 200, description = "dry_run: priced, nothing written.", body = DryRun),

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::bodies::{ChunkRow, OrphanRow};
 use super::schema::errors::{BadRequest, NotFound, Unauthorized, Unavailable};
-use super::schema::{self, Include, Job, JobsPage, OrphansPage, ResultsCsv, ResultsNdjson};
+use super::schema::{self, Include, JobDoc, JobsPage, OrphansPage, ResultsCsv, ResultsNdjson};
 use super::{ApiStore, JobPath, Shared, json_response};
 use crate::ApiError;
 use relay_shared::ContactIndex;
@@ -201,7 +201,7 @@ fn include_raw<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     operation_id = "getJob",
     params(JobPath),
     responses(
-        (status = 200, description = "The job.", body = Job),
+        (status = 200, description = "The job.", body = JobDoc),
         Unauthorized, NotFound, Unavailable,
     ),
     security(("bearer" = [])),
@@ -302,7 +302,7 @@ pub(super) async fn orphans<J: ApiStore, Q: Queue>(
             description = "A page. For ndjson and csv the next page's cursor is in X-Next-Cursor.",
             headers(("X-Next-Cursor" = String, description = "ndjson and csv only, when more results follow.")),
             content(
-                (inline(schema::ResultsPage) = "application/json"),
+                (inline(schema::ResultsPageDoc) = "application/json"),
                 (inline(ResultsNdjson) = "application/x-ndjson"),
                 (inline(ResultsCsv) = "text/csv"),
             ),

@@ -62,23 +62,25 @@ fn shown_status() -> Object {
 /// A job (`GET /jobs/{id}`): its summary, the credits its chunks used, its chunks and its
 /// callback.
 #[derive(ToSchema)]
-pub(crate) struct Job {
+#[schema(as = Job)]
+pub(crate) struct JobDoc {
     #[serde(flatten)]
     summary: JobSummary,
     credits_used: f64,
     #[schema(inline)]
-    credits: Credits,
+    credits: CreditsDoc,
     #[schema(inline)]
     chunks: Vec<ChunkRow<'static>>,
     #[schema(required = true)]
-    callback: Option<CallbackState>,
+    callback: Option<CallbackStateDoc>,
 }
 
 /// The job's credits: its budget (max_credits; null without one) and what is left of it, the
 /// credits reserved by started chunks whose cost is not reported yet, and those spent (reported
 /// by the provider), also by provider.
 #[derive(ToSchema)]
-pub(crate) struct Credits {
+#[schema(as = Credits)]
+pub(crate) struct CreditsDoc {
     #[schema(required = true)]
     budget: Option<f64>,
     #[schema(required = true)]
@@ -97,7 +99,8 @@ pub(crate) struct ProviderCredits {
 
 /// The completion callback's delivery; null when the job has no callback_url.
 #[derive(ToSchema)]
-pub(crate) struct CallbackState {
+#[schema(as = CallbackState)]
+pub(crate) struct CallbackStateDoc {
     url: String,
     /// [`CALLBACK_STATUS`].
     #[schema(schema_with = callback_status)]
@@ -143,7 +146,8 @@ pub(crate) struct OrphansPage {
 
 /// A page of results, in contact order.
 #[derive(ToSchema)]
-pub(crate) struct ResultsPage {
+#[schema(as = ResultsPage)]
+pub(crate) struct ResultsPageDoc {
     results: Vec<ContactResult>,
     #[schema(required = true)]
     next_cursor: Option<String>,
@@ -224,7 +228,8 @@ pub(crate) mod errors {
 
 /// A new job (`POST /jobs`): with its contacts, or `staged` (its contacts in pages).
 #[derive(ToSchema)]
-pub(crate) struct NewJob {
+#[schema(as = NewJob)]
+pub(crate) struct NewJobDoc {
     provider: Provider,
     operation: Operation,
     #[schema(max_length = 200)]
@@ -233,7 +238,7 @@ pub(crate) struct NewJob {
     options: Option<Options>,
     /// The job's contacts. A staged job has none here (absent or []): they come in pages.
     #[schema(required = false, min_items = 1, max_items = 50000)]
-    contacts: Vec<Contact>,
+    contacts: Vec<ContactDoc>,
     /// Where the relay POSTs a job.completed event when the job ends (see webhooks). https to a
     /// public host; no credentials in the URL; private, loopback and link-local addresses are
     /// refused. Signed the Standard Webhooks way; retried with exponential backoff for 24 h
@@ -353,7 +358,8 @@ pub(crate) struct Staged {
 /// registrable domain by the Public Suffix List (https://www.acme.com/about is sent as
 /// acme.com).
 #[derive(ToSchema)]
-pub(crate) struct Contact {
+#[schema(as = Contact)]
+pub(crate) struct ContactDoc {
     #[schema(required = false)]
     fullname: String,
     #[schema(required = false)]
@@ -383,7 +389,7 @@ pub(crate) struct ContactsPage {
     #[schema(minimum = 0)]
     offset: u64,
     #[schema(min_items = 1)]
-    contacts: Vec<Contact>,
+    contacts: Vec<ContactDoc>,
 }
 
 /// `job.completed`: a job ended.

@@ -11,7 +11,7 @@ use crate::store::{
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Default)]
-pub(super) struct Job {
+pub(super) struct JobState {
     pub(super) meta: Option<JobMeta>,
     pub(super) chunks: BTreeMap<ChunkIndex, Chunk>,
     pub(super) contacts: BTreeMap<ContactIndex, Contact>,
@@ -39,7 +39,7 @@ pub(super) struct Job {
     pub(super) erase_due: Option<u64>,
 }
 
-impl Job {
+impl JobState {
     /// When chunk `c` is due for the sweeper, if it is open: its start (or the check of a start
     /// whose worker died) `DEFAULT_START_OVERDUE_MS` after the job's creation, its poll
     /// `DEFAULT_POLL_AFTER_MS` after its start, or what the sweeper's last take set.
@@ -101,7 +101,7 @@ pub(super) fn add(meta: &mut JobMeta, c: Counts) {
 
 /// The group of final chunks holding `index`, if that chunk is final (the DynamoDB store's
 /// `CHUNK#~F<group>` set).
-pub(super) fn final_group(job: &Job, index: ChunkIndex) -> Option<FinalGroup> {
+pub(super) fn final_group(job: &JobState, index: ChunkIndex) -> Option<FinalGroup> {
     let group = index.0 / FINAL_GROUP;
     job.chunks
         .get(&index)?
@@ -131,7 +131,7 @@ pub(super) fn update_chunk(chunk: &mut Chunk, u: &ChunkUpdate) {
 }
 
 /// The head is a draft taking pages (the DynamoDB store's `OPEN_DRAFT` condition).
-pub(super) fn open_draft(job: &Job) -> bool {
+pub(super) fn open_draft(job: &JobState) -> bool {
     job.meta
         .as_ref()
         .is_some_and(|m| m.status == JobStatus::Draft && !m.deleted)

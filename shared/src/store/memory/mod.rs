@@ -11,7 +11,7 @@ use crate::ids::{ChunkIndex, JobId, ProviderId};
 use crate::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobMeta};
 use crate::now_ms;
 use crate::store::{ChunkRef, Link, Orphan, StoreError};
-use job::Job;
+use job::JobState;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -38,13 +38,13 @@ pub use dedupe::MemoryDedupe;
 /// functions share one table), so a simulation can hand one to each function.
 #[derive(Default, Clone)]
 pub struct MemoryJobs {
-    jobs: Arc<Mutex<HashMap<JobId, Job>>>,
+    jobs: Arc<Mutex<HashMap<JobId, JobState>>>,
     slots: Arc<Mutex<HashMap<String, u64>>>,
     /// Per provider account: the balance as last read, and when its last read was claimed.
     balances: Arc<Mutex<HashMap<crate::Provider, (crate::store::CachedBalance, u64)>>>,
     /// Result writes still to fail (as DynamoDB being unavailable would).
     failing: Arc<std::sync::atomic::AtomicUsize>,
-    /// Job creations still to fail after their head (and contacts) are written.
+    /// JobState creations still to fail after their head (and contacts) are written.
     failing_creations: Arc<std::sync::atomic::AtomicUsize>,
     keys: Arc<Mutex<HashMap<String, IdemKey>>>,
     /// `job_head` answers as an eventually consistent read may: the head as it was before its
@@ -141,7 +141,7 @@ impl MemoryJobs {
     fn with<T>(
         &self,
         job_id: &JobId,
-        f: impl FnOnce(&mut Job) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut JobState) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut jobs = self.jobs.lock().unwrap();
         match jobs.get_mut(job_id) {

@@ -1,6 +1,6 @@
 //! [`JobWriter`] in memory.
 
-use super::job::Job;
+use super::job::JobState;
 use super::{MemoryJobs, take_one};
 use crate::ids::ContactIndex;
 use crate::ids::JobId;
@@ -16,7 +16,7 @@ impl JobWriter for MemoryJobs {
         contacts: &[Contact],
     ) -> Result<(), StoreError> {
         // A new job, or one still being created (as the head's conditional put).
-        let rewritable = |j: &Job| j.meta.as_ref().is_none_or(|m| m.creating && !m.deleted);
+        let rewritable = |j: &JobState| j.meta.as_ref().is_none_or(|m| m.creating && !m.deleted);
         if !self
             .jobs
             .lock()
