@@ -44,7 +44,7 @@ pub struct MemoryJobs {
     balances: Arc<Mutex<HashMap<crate::Provider, (crate::store::CachedBalance, u64)>>>,
     /// Result writes still to fail (as DynamoDB being unavailable would).
     failing: Arc<std::sync::atomic::AtomicUsize>,
-    /// JobState creations still to fail after their head (and contacts) are written.
+    /// Job creations still to fail after their head (and contacts) are written.
     failing_creations: Arc<std::sync::atomic::AtomicUsize>,
     keys: Arc<Mutex<HashMap<String, IdemKey>>>,
     /// `job_head` answers as an eventually consistent read may: the head as it was before its
