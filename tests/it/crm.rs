@@ -191,7 +191,15 @@ async fn a_crm_export_goes_in_as_it_is_and_a_spreadsheet_ready_file_comes_out() 
         &token,
         &[
             &fe[..],
-            &["--skip-invalid", "--wait", "--out", out.to_str().unwrap()],
+            // The README's quick start: with a budget the job's worst case (39 × 1) fits.
+            &[
+                "--skip-invalid",
+                "--max-credits",
+                "50",
+                "--wait",
+                "--out",
+                out.to_str().unwrap(),
+            ],
         ]
         .concat(),
     )
@@ -210,6 +218,14 @@ async fn a_crm_export_goes_in_as_it_is_and_a_spreadsheet_ready_file_comes_out() 
         .map(|s| s.rids.len())
         .sum();
     assert_eq!(rids, 39, "every valid row sent, once");
+    let state = crate::e2e::Client::of(&stack)
+        .get(&format!("/jobs/{job}"))
+        .await;
+    assert_eq!(state["credits"]["budget"], 50.0, "{state}");
+    assert!(
+        state["credits"]["reserved"].as_f64() == Some(0.0),
+        "every hold settled: {state}"
+    );
     let rows = check_results(&out, &input, &["found", "not_found"]);
     assert!(
         rows.iter().any(|r| r[16] == "found"),

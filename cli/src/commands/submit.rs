@@ -36,6 +36,11 @@ pub(crate) struct SubmitArgs {
     /// An https URL the relay POSTs a signed `job.completed` event to when the job ends.
     #[arg(long)]
     pub(crate) callback_url: Option<String>,
+    /// The job's credit budget: each chunk's worst case is reserved from it before the chunk
+    /// starts, and a chunk that does not fit is never started (its contacts end
+    /// budget_exhausted).
+    #[arg(long, value_name = "CREDITS")]
+    pub(crate) max_credits: Option<f64>,
     #[command(flatten)]
     pub(crate) read: ReadArgs,
     /// Send the valid rows and write the others to a rejects file (beside --out, else beside
@@ -117,6 +122,7 @@ pub(crate) fn flag_of(field: &str) -> String {
         "options.deadline_hours" => "--deadline-hours".into(),
         "name" => "--name".into(),
         "callback_url" => "--callback-url".into(),
+        "max_credits" => "--max-credits".into(),
         _ => field.into(),
     }
 }
@@ -150,6 +156,9 @@ impl SubmitArgs {
         }
         if let Some(u) = &self.callback_url {
             body["callback_url"] = json!(u);
+        }
+        if let Some(m) = self.max_credits {
+            body["max_credits"] = json!(m);
         }
         body
     }
@@ -491,6 +500,40 @@ impl SubmitArgs {
 #[cfg(test)]
 mod page_tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        submit: SubmitArgs,
+    }
+
+    #[test]
+    fn max_credits_goes_on_the_job_and_its_refusal_names_the_flag() {
+        use clap::Parser;
+        let args = Args::try_parse_from([
+            "relay",
+            "--provider",
+            "fullenrich",
+            "--operation",
+            "enrich",
+            "--max-credits",
+            "40",
+            "contacts.csv",
+        ])
+        .unwrap();
+        assert_eq!(args.submit.body(vec![])["max_credits"], json!(40.0));
+        let without = Args::try_parse_from([
+            "relay",
+            "--provider",
+            "enrow",
+            "--operation",
+            "email_verify",
+            "contacts.csv",
+        ])
+        .unwrap();
+        assert!(without.submit.body(vec![]).get("max_credits").is_none());
+        assert_eq!(flag_of("max_credits"), "--max-credits");
+    }
 
     #[test]
     fn contacts_are_cut_into_pages_within_the_byte_budget_in_order() {
