@@ -1,19 +1,22 @@
 //! `POST /jobs/{id}/retry` on the in-memory stores: which contacts a retry takes, and what it
 //! never takes without being asked.
 
-use relay_shared::jobs::{ChunkStatus, ContactResult, JobStatus, Outcome, reasons};
-use relay_shared::store::{ChunkRef, ChunkUpdate, Jobs, Results};
+use relay_shared::jobs::{ContactResult, JobStatus, Outcome, reasons};
+use relay_shared::queue::MemoryQueue;
+use relay_shared::store::contract::{chunk_ref, completed};
+use relay_shared::store::memory::MemoryJobs;
+use relay_shared::store::{Jobs, Results};
 use relay_shared::validate::CallbackPolicy;
 use relay_shared::{ChunkIndex, JobId};
 use serde_json::{Value, json};
 
 use crate::api_tests::{api, call, starts};
 
+type TestApi = crate::Api<MemoryJobs, MemoryQueue>;
+
 /// A finished `email_verify` job of six contacts: 0 valid, 1 timed out, 2 start unconfirmed,
 /// 3 canceled, 4 refused alone by the provider, 5 invalid. Its id.
-async fn finished_job(
-    a: &crate::Api<relay_shared::store::memory::MemoryJobs, relay_shared::queue::MemoryQueue>,
-) -> JobId {
+async fn finished_job(a: &TestApi) -> JobId {
     let contacts: Vec<Value> = (0..6)
         .map(|i| json!({"email": format!("p{i}@example.com"), "custom": {"crm_id": format!("c{i}")}}))
         .collect();
@@ -37,24 +40,16 @@ async fn finished_job(
         ended(4, Outcome::Failed, Some(reasons::REJECTED_BY_PROVIDER)),
         ended(5, Outcome::Invalid, None),
     ];
-    let chunk = ChunkRef {
-        index: ChunkIndex(0),
-        offset: 0,
-        count: 6,
-    };
-    let update = ChunkUpdate {
-        index: ChunkIndex(0),
-        status: ChunkStatus::Completed,
-        credits: None,
-        error: None,
-    };
-    a.jobs
-        .store_chunk(&id, chunk, results, update)
-        .await
-        .unwrap();
-    let status = a.jobs.settle_job(&id).await.unwrap();
-    assert_eq!(status, Some(JobStatus::PartiallyFailed));
+    assert_eq!(end(a, &id, results).await, Some(JobStatus::PartiallyFailed));
     id
+}
+
+/// Ends the job's one chunk with `results` (as its provider's result set) and settles the job.
+async fn end(a: &TestApi, id: &JobId, results: Vec<ContactResult>) -> Option<JobStatus> {
+    let chunk = chunk_ref(ChunkIndex(0), 0, results.len() as u64);
+    let done = completed(ChunkIndex(0));
+    a.jobs.store_chunk(id, chunk, results, done).await.unwrap();
+    a.jobs.settle_job(id).await.unwrap()
 }
 
 #[tokio::test]
@@ -198,22 +193,7 @@ async fn a_running_job_an_unknown_one_and_one_with_nothing_to_retry_are_refused(
             ..ContactResult::failed(c, "x")
         })
         .collect();
-    let chunk = ChunkRef {
-        index: ChunkIndex(0),
-        offset: 0,
-        count: 2,
-    };
-    let update = ChunkUpdate {
-        index: ChunkIndex(0),
-        status: ChunkStatus::Completed,
-        credits: None,
-        error: None,
-    };
-    a.jobs
-        .store_chunk(&second, chunk, valid, update)
-        .await
-        .unwrap();
-    a.jobs.settle_job(&second).await.unwrap();
+    end(&a, &second, valid).await;
     let (status, got) = call(
         &a,
         "POST",

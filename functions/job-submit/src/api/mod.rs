@@ -185,7 +185,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             .await;
         let failed = sends.iter().filter(|r| r.is_err()).count();
         if let Some(e) = sends.into_iter().find_map(Result::err) {
-            tracing::warn!(%job_id, %failed, error = %e, "start messages not queued: the sweeper sends them when overdue");
+            tracing::warn!(%job_id, failed, error = %e, "start messages not queued: the sweeper sends them when overdue");
         }
         Ok(())
     }
