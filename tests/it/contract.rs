@@ -32,3 +32,27 @@ async fn dedupe() -> DynamoDedupe {
 }
 
 relay_shared::store_contract!(jobs: jobs().await, dedupe: dedupe().await);
+
+/// `GET /jobs/{id}` on DynamoDB: its job and chunks in one read of the chunk items (one
+/// GetItem and one Query), where the two reads apart make two Queries.
+#[tokio::test]
+async fn a_job_with_its_chunks_is_one_query_of_its_chunk_items() {
+    use relay_shared::store::{Jobs, contract};
+    let stack = Stack::new().await;
+    let count = crate::support::count::Count::default();
+    let s = count.store(&stack);
+    let meta = contract::created(&s, 5, 2).await;
+    let id = &meta.job_id;
+    count.reset();
+    let together = s.job_with_chunks(id).await.unwrap().unwrap();
+    assert_eq!(count.take("Query"), 1, "one query of the chunk items");
+    let view = s.job_view(id).await.unwrap().unwrap();
+    let chunks = s.chunks(id).await.unwrap();
+    assert_eq!(
+        count.take("Query"),
+        2,
+        "apart: the figures' query, then the chunks'"
+    );
+    assert_eq!(together, (view, chunks));
+    assert_eq!(together.1.len(), 3);
+}

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use aws_config::SdkConfig;
 use relay_local_stack::{Moto, Resources, Template};
 
+pub mod count;
 pub mod fetch;
 pub mod lost_answer;
 pub mod refuse;
