@@ -17,13 +17,7 @@ pub struct Count(Arc<Mutex<HashMap<String, usize>>>);
 impl Count {
     /// A jobs store on the stack's table whose requests this counts.
     pub fn store(&self, stack: &Stack) -> DynamoJobStore {
-        let config = aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
-            .interceptor(self.clone())
-            .build();
-        DynamoJobStore::new(
-            aws_sdk_dynamodb::Client::from_conf(config),
-            stack.res.table("JobsTable"),
-        )
+        stack.jobs_store_with(self.clone())
     }
 
     /// Forgets what was counted so far.

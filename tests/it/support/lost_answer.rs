@@ -27,14 +27,7 @@ impl LostAnswer {
             marker,
             state: Arc::default(),
         };
-        let config = aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
-            .interceptor(lost.clone())
-            .build();
-        let jobs = DynamoJobStore::new(
-            aws_sdk_dynamodb::Client::from_conf(config),
-            stack.res.table("JobsTable"),
-        );
-        (jobs, lost)
+        (stack.jobs_store_with(lost.clone()), lost)
     }
 
     /// Whether the answer was lost (the request was sent again).

@@ -24,6 +24,21 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// A jobs store on this stack's table whose DynamoDB client runs `interceptor` on each
+    /// request (a fault, a count).
+    pub fn jobs_store_with(
+        &self,
+        interceptor: impl aws_sdk_dynamodb::config::Intercept + 'static,
+    ) -> relay_shared::store::DynamoJobStore {
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk)
+            .interceptor(interceptor)
+            .build();
+        relay_shared::store::DynamoJobStore::new(
+            aws_sdk_dynamodb::Client::from_conf(config),
+            self.res.table("JobsTable"),
+        )
+    }
+
     /// Runs a queue's messages through `handle` until it stays empty (failed records come back
     /// after a 1 s visibility timeout); fails the test if it has not drained in `within`.
     pub async fn run_queue<F, Fut>(&self, queue: &str, within: std::time::Duration, handle: F)

@@ -33,13 +33,7 @@ impl Refuse {
 
     /// A jobs store on the stack's table whose client meets this refusal.
     pub fn store(&self, stack: &Stack) -> DynamoJobStore {
-        let config = aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
-            .interceptor(self.clone())
-            .build();
-        DynamoJobStore::new(
-            aws_sdk_dynamodb::Client::from_conf(config),
-            stack.res.table("JobsTable"),
-        )
+        stack.jobs_store_with(self.clone())
     }
 }
 
