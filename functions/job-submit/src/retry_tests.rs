@@ -44,6 +44,11 @@ async fn finished_job(a: &TestApi) -> JobId {
     id
 }
 
+/// `POST /jobs/{job}/retry` with no body: its status and body.
+async fn retry(a: &TestApi, job: impl std::fmt::Display) -> (u16, Value) {
+    call(a, "POST", &format!("/jobs/{job}/retry"), &[], &Value::Null).await
+}
+
 /// Ends the job's one chunk with `results` (as its provider's result set) and settles the job.
 async fn end(a: &TestApi, id: &JobId, results: Vec<ContactResult>) -> Option<JobStatus> {
     let chunk = chunk_ref(ChunkIndex(0), 0, results.len() as u64);
@@ -58,14 +63,7 @@ async fn a_retry_is_a_new_job_of_exactly_the_retryable_failures_and_never_the_un
     let a = api(CallbackPolicy::default());
     let first = finished_job(&a).await;
 
-    let (status, got) = call(
-        &a,
-        "POST",
-        &format!("/jobs/{first}/retry"),
-        &[],
-        &Value::Null,
-    )
-    .await;
+    let (status, got) = retry(&a, &first).await;
     assert_eq!(status, 202, "{got}");
     assert_eq!(got["retry_of"], first.as_str());
     assert_eq!(
@@ -151,14 +149,7 @@ async fn a_running_job_an_unknown_one_and_one_with_nothing_to_retry_are_refused(
     let body = json!({"provider": "enrow", "operation": "email_verify", "contacts": [{"email": "a@example.com"}]});
     let (_, created) = call(&a, "POST", "/jobs", &[], &body).await;
     let running = created["job_id"].as_str().unwrap();
-    let (status, got) = call(
-        &a,
-        "POST",
-        &format!("/jobs/{running}/retry"),
-        &[],
-        &Value::Null,
-    )
-    .await;
+    let (status, got) = retry(&a, running).await;
     assert_eq!(
         (status, got["error"]["code"].as_str()),
         (409, Some("job_running"))
@@ -175,14 +166,7 @@ async fn a_running_job_an_unknown_one_and_one_with_nothing_to_retry_are_refused(
 
     // Retry the retry: its contacts have no result yet, so it is still running; once its
     // contacts end valid there is nothing left to retry.
-    let (_, got) = call(
-        &a,
-        "POST",
-        &format!("/jobs/{first}/retry"),
-        &[],
-        &Value::Null,
-    )
-    .await;
+    let (_, got) = retry(&a, &first).await;
     let second = JobId::new(got["job_id"].as_str().unwrap());
     let stored = a.jobs.contacts(&second, 0, 10).await.unwrap();
     let valid: Vec<_> = stored
@@ -194,14 +178,7 @@ async fn a_running_job_an_unknown_one_and_one_with_nothing_to_retry_are_refused(
         })
         .collect();
     end(&a, &second, valid).await;
-    let (status, got) = call(
-        &a,
-        "POST",
-        &format!("/jobs/{second}/retry"),
-        &[],
-        &Value::Null,
-    )
-    .await;
+    let (status, got) = retry(&a, &second).await;
     assert_eq!(
         (status, got["error"]["code"].as_str()),
         (409, Some("nothing_to_retry"))
