@@ -41,6 +41,21 @@ pub const RETRYABLE: &[&str] = &[
 /// Results read per page while the retry looks for what failed.
 const PAGE: usize = 1000;
 
+/// Retried contacts this close together are read in one range (a chunk's worth).
+const RUN_GAP: u64 = 100;
+
+/// `indices` as ranges `(from, count)` to read: a gap wider than `gap` starts a new one.
+fn runs(indices: &BTreeSet<ContactIndex>, gap: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for i in indices.iter().map(|i| i.get()) {
+        match out.last_mut() {
+            Some((from, count)) if i - (*from + *count - 1) <= gap => *count = i - *from + 1,
+            _ => out.push((i, 1)),
+        }
+    }
+    out
+}
+
 /// Retry a job's retryable failures as a new job.
 ///
 /// A new job (retry_of names this one) of the contacts that ended failed for a reason a second
@@ -163,18 +178,17 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         meta: &JobMeta,
         retried: &BTreeSet<ContactIndex>,
     ) -> Result<Value, ApiError> {
-        let (Some(first), Some(last)) = (retried.first(), retried.last()) else {
-            return Ok(Value::Null);
-        };
-        let span = last.get() - first.get() + 1;
         let mut contacts = Vec::with_capacity(retried.len());
-        for c in self.jobs.contacts(&meta.job_id, first.get(), span).await? {
-            if retried.contains(&c.index) {
-                let mut fields: Map<String, Value> = c.fields;
-                if let Some(custom) = c.custom {
-                    fields.insert("custom".into(), custom);
+        // Read in runs of nearby contacts, not the whole span from the first to the last.
+        for (from, count) in runs(retried, RUN_GAP) {
+            for c in self.jobs.contacts(&meta.job_id, from, count).await? {
+                if retried.contains(&c.index) {
+                    let mut fields: Map<String, Value> = c.fields;
+                    if let Some(custom) = c.custom {
+                        fields.insert("custom".into(), custom);
+                    }
+                    contacts.push(Value::Object(fields));
                 }
-                contacts.push(Value::Object(fields));
             }
         }
         let mut body = json!({
@@ -221,5 +235,22 @@ fn include_unconfirmed(body: &[u8]) -> Result<bool, ApiError> {
             "include_unconfirmed",
             "must be true or false",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retried_contacts_are_read_in_runs_of_nearby_ones() {
+        let set = |v: &[u64]| v.iter().map(|&i| ContactIndex(i)).collect::<BTreeSet<_>>();
+        assert_eq!(runs(&set(&[]), 100), []);
+        assert_eq!(runs(&set(&[3]), 100), [(3, 1)]);
+        assert_eq!(runs(&set(&[1, 4, 101]), 100), [(1, 101)]);
+        assert_eq!(
+            runs(&set(&[1, 4, 200, 49_999]), 100),
+            [(1, 4), (200, 1), (49_999, 1)]
+        );
     }
 }
