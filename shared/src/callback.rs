@@ -20,7 +20,7 @@ use crate::config::ConfigError;
 use crate::ids::JobId;
 use crate::jobs::{CallbackStatus, JobMeta, JobStatus};
 use crate::queue::Queue;
-use crate::store::{CallbackAttempt, CallbackStore, Jobs, Results, StoreError};
+use crate::store::{CallbackAttempt, CallbackStore, Jobs, Results, StoreError, Waterfalls};
 
 /// Retries stop this long after the job ended.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -37,12 +37,24 @@ pub const ATTEMPT_LEASE: Duration = Duration::from_secs(60);
 /// logged: the sweeper finds the callback due within its interval). `meta`: the job's head as
 /// the caller read it, whose `callback_url` decides; `None`: the head is read after the settle.
 /// Returns the status the settle set, if it ended the job.
-pub async fn settle_then_ask<J: Jobs + Results, Q: Queue>(
+///
+/// A waterfall step's job moves its waterfall on instead ([`crate::waterfall::advance`]): its
+/// final chunks pass their contacts on (their starts asked of `submit`), and its end closes
+/// the next step or ends the waterfall.
+pub async fn settle_then_ask<J: Jobs + Results + Waterfalls, Q: Queue>(
     jobs: &J,
     queue: &Q,
+    submit: &Q,
     job_id: &JobId,
     meta: Option<&JobMeta>,
 ) -> Result<Option<JobStatus>, StoreError> {
+    let step = match meta {
+        Some(m) => m.step_of.is_some().then(|| m.clone()),
+        None => jobs.get_job(job_id).await?.filter(|m| m.step_of.is_some()),
+    };
+    if let Some(step) = step {
+        return crate::waterfall::advance(jobs, submit, queue, &step).await;
+    }
     let settled = jobs.settle_job(job_id).await?;
     if settled.is_none() {
         return Ok(None);

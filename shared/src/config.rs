@@ -372,6 +372,8 @@ pub struct FetchConfig {
     pub webhook_queue_url: String,
     /// Where deliveries that can never be processed are parked, with the reason.
     pub dead_letter_queue_url: String,
+    /// `SUBMIT_QUEUE_URL`: where a waterfall step's new chunks are asked to start.
+    pub submit_queue_url: String,
     /// The claim-check bucket ingest writes large bodies to.
     pub payload_bucket: String,
     pub providers: ProviderSettings,
@@ -409,6 +411,7 @@ impl FetchConfig {
             dedupe_table: env.required("DEDUPE_TABLE")?,
             webhook_queue_url: env.url("WEBHOOK_QUEUE_URL", None)?,
             dead_letter_queue_url: env.url("WEBHOOK_DLQ_URL", None)?,
+            submit_queue_url: env.url("SUBMIT_QUEUE_URL", None)?,
             payload_bucket: env.required("PAYLOAD_BUCKET")?,
             providers: ProviderSettings::from_env(env)?,
             dedupe_retention: Duration::from_secs(

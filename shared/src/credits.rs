@@ -97,6 +97,7 @@ mod tests {
             Operation::Enrich,
             "n",
             &[crate::jobs::Contact {
+                origin: None,
                 index: crate::ContactIndex(0),
                 fields: json!({"first_name": "A", "last_name": "B", "domain": "x.com"})
                     .as_object()

@@ -247,6 +247,26 @@ pub struct JobMeta {
     pub retry_of: Option<JobId>,
     /// `max_credits` on `POST /jobs`: what its chunks' starts may reserve ([`crate::budget`]).
     pub budget: Option<crate::budget::Budget>,
+    /// A waterfall job's plan: its steps (each a job of its own) ([`crate::waterfall`]).
+    pub waterfall: Option<crate::waterfall::Waterfall>,
+    /// A step's job: the waterfall it is a step of, and where.
+    pub step_of: Option<crate::waterfall::StepOf>,
+    /// A later step's job while the step before it runs: more contacts may come, it cannot
+    /// settle.
+    pub open: bool,
+    /// A step whose chunks pass contacts on to later steps: it settles only once each of its
+    /// final chunks has ([`Chunk::passed`]).
+    pub passes_on: bool,
+    /// Of this step's results, those passed on to a later step (the waterfall counts them
+    /// where they settle): `not_found` (or invalid) and `failed`.
+    pub passed_on: PassedOn,
+}
+
+/// Of a step's results, how many went on to a later step ([`JobMeta::passed_on`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassedOn {
+    pub not_found: u64,
+    pub failed: u64,
 }
 
 /// Where a job's completion callback stands.
@@ -378,6 +398,11 @@ impl JobMeta {
             callback: None,
             retry_of: None,
             budget: None,
+            waterfall: None,
+            step_of: None,
+            open: false,
+            passes_on: false,
+            passed_on: PassedOn::default(),
         }
     }
 }
@@ -404,6 +429,8 @@ pub struct Chunk {
     pub started_at_ms: Option<u64>,
     /// What its start reserved from the job's budget, if the job has one.
     pub reservation: Option<crate::budget::Reservation>,
+    /// A waterfall step's final chunk whose contacts are all where they go next.
+    pub passed: bool,
 }
 
 impl Chunk {
@@ -429,6 +456,7 @@ impl Chunk {
                 poll_every_ms: None,
                 started_at_ms: None,
                 reservation: None,
+                passed: false,
             })
             .collect()
     }
@@ -447,6 +475,9 @@ pub struct Contact {
     pub fields: Map<String, Value>,
     /// The caller's `custom`, exactly as sent.
     pub custom: Option<Value>,
+    /// A later waterfall step's contact: the waterfall's contact it is, and its attempts so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::waterfall::Origin>,
 }
 
 impl Contact {
@@ -478,6 +509,9 @@ pub struct ContactResult {
     /// The provider's record as sent (include=raw).
     #[cfg_attr(feature = "openapi", schema(required = false))]
     pub raw: Value,
+    /// A waterfall's row: the step that settled it, every step's account, the verification.
+    #[serde(flatten)]
+    pub waterfall: Option<crate::waterfall::Settled>,
 }
 
 impl ContactResult {
@@ -522,6 +556,7 @@ impl ContactResult {
             reason: Some(reason.to_string()),
             provisional: false,
             raw: Value::Null,
+            waterfall: None,
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod store;
 #[cfg(feature = "memory")]
 pub mod testing;
 pub mod validate;
+pub mod waterfall;
 
 use serde::{Deserialize, Serialize};
 

@@ -179,6 +179,7 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
     );
     // A result row (stored directly: no provider runs here) names documented fields only.
     let row = serde_json::to_value(relay_shared::jobs::ContactResult {
+        waterfall: None,
         index: ContactIndex(0),
         custom: Some(json!({"crm_id": "c0"})),
         outcome: relay_shared::jobs::Outcome::Valid,

@@ -59,6 +59,7 @@ async fn a_draft_takes_pages_under_its_head_until_a_start_seals_it_and_is_erasab
     let contacts = |from: u64, to: u64| -> Vec<Contact> {
         (from..to)
             .map(|i| Contact {
+                origin: None,
                 index: ContactIndex(i),
                 fields: json!({"email": format!("p{i}@example.com")})
                     .as_object()

@@ -32,6 +32,7 @@ async fn a_backlog_of_unsigned_batch_webhooks_is_fetched_at_the_budget_and_start
     );
     let contacts = (0..500)
         .map(|i| Contact {
+            origin: None,
             index: ContactIndex(i),
             fields:
                 json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})

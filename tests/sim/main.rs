@@ -9,6 +9,7 @@
 //! here reads the chunks as the index would list them; tests/it/poll.rs holds the index to it).
 
 mod provider;
+mod waterfall;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -161,6 +162,9 @@ fn collect(inner: &Arc<Inner>) {
     for m in inner.submitter.queue.take() {
         sends.push((Msg::Submit(m.body, 0), m.delay));
     }
+    for m in inner.worker.submit.take() {
+        sends.push((Msg::Submit(m.body, 0), m.delay));
+    }
     for m in inner.worker.dead_letters.take() {
         inner.log.lock().unwrap().dead_letters.push(m.body);
     }
@@ -174,8 +178,11 @@ fn collect(inner: &Arc<Inner>) {
 
 impl Sim {
     pub fn new(faults: Faults) -> Sim {
+        Self::with_provider(SimProvider::new(faults))
+    }
+
+    pub fn with_provider(provider: SimProvider) -> Sim {
         let jobs = MemoryJobs::default();
-        let provider = SimProvider::new(faults);
         let worker = Worker {
             jobs: jobs.clone(),
             dedupe: MemoryDedupe::default(),
@@ -188,6 +195,7 @@ impl Sim {
             .unwrap(),
             dead_letters: MemoryQueue::default(),
             requeue: MemoryQueue::default(),
+            submit: MemoryQueue::default(),
             fullenrich_interval: FULLENRICH_INTERVAL,
             not_ready_wait: Duration::from_secs(30),
             deadline: DEADLINE,
@@ -259,6 +267,79 @@ impl Sim {
             }
         }
         job_id
+    }
+
+    /// Records a waterfall as `POST /jobs` does (its steps' jobs, then its head) over `n`
+    /// contacts of every step's fields, `size` contacts per chunk in every step, and queues its
+    /// first step's starts, except the chunks in `lost`. Returns the waterfall's id.
+    pub fn submit_waterfall(
+        &mut self,
+        steps: &[(relay_shared::Provider, Operation, Value)],
+        n: u64,
+        size: u64,
+        max_credits: Option<f64>,
+        lost: &[u32],
+    ) -> JobId {
+        use relay_shared::validate::{StepPlan, WaterfallPlan};
+        use relay_shared::waterfall::plan;
+        let job_id = JobId::new(format!("job_{}", uuid::Uuid::new_v4().simple()));
+        let wplan = WaterfallPlan {
+            steps: steps
+                .iter()
+                .map(|(provider, operation, options)| StepPlan {
+                    provider: *provider,
+                    operation: *operation,
+                    options: options.clone(),
+                })
+                .collect(),
+            verify: None,
+            max_credits_per_contact: None,
+        };
+        let mut head = JobMeta::new(
+            job_id.clone(),
+            steps[0].1,
+            Some("sim waterfall".into()),
+            JobStatus::Accepted,
+            n,
+            size,
+            steps[0].2.clone(),
+        );
+        head.budget = max_credits.map(relay_shared::budget::Budget::new);
+        let wf = plan::waterfall_of(&job_id, &wplan);
+        let jobs = plan::step_jobs(&head, &wf, |_| size);
+        let contacts: Vec<Contact> = (0..n).map(every_step_contact).collect();
+        let first_chunks: Vec<ChunkIndex> = jobs[0].1.iter().map(|c| c.index).collect();
+        for (t, (meta, chunks)) in jobs.into_iter().enumerate() {
+            let id = meta.job_id.clone();
+            let c = if t == 0 { contacts.clone() } else { Vec::new() };
+            self.jobs.insert(meta, chunks, c);
+            self.created.insert(id, now_ms());
+        }
+        self.jobs.insert(plan::head_of(head, wf.clone()), Vec::new(), Vec::new());
+        self.created.insert(job_id.clone(), now_ms());
+        let first = wf.steps[0].job_id.clone();
+        for i in first_chunks {
+            self.due.insert(
+                (first.clone(), i),
+                now_ms() + START_OVERDUE.as_millis() as u64,
+            );
+            if !lost.contains(&i.get()) {
+                send(
+                    &self.inner,
+                    Msg::Submit(SubmitChunk::start(&first, i), 0),
+                    Duration::ZERO,
+                );
+            }
+        }
+        job_id
+    }
+
+    /// A waterfall's rows as `GET /jobs/{id}/results` serves them.
+    pub async fn waterfall_rows(&self, job_id: &JobId) -> Vec<relay_shared::jobs::ContactResult> {
+        let head = self.jobs.get_job(job_id).await.unwrap().unwrap();
+        relay_shared::waterfall::read::results(&self.jobs, &head, ContactIndex(0), 100_000)
+            .await
+            .unwrap()
     }
 
     /// A delivery queued by ingest, visible after `delay`.
@@ -357,21 +438,38 @@ impl Sim {
         self.created.keys().all(|j| log.ended_at.contains_key(j))
     }
 
-    /// Cancels a job as `POST /jobs/{id}/cancel` does.
+    /// Cancels a job as `POST /jobs/{id}/cancel` does (a waterfall's steps with it).
     pub async fn cancel(&self, job_id: &JobId) {
         let e =
             relay_shared::jobs::JobError::new(relay_shared::jobs::reasons::CANCELED, "canceled");
         self.jobs.set_job_error(job_id, &e).await.unwrap();
+        for s in self.steps_of(job_id).await {
+            self.jobs.set_job_error(&s, &e).await.unwrap();
+        }
+    }
+
+    /// A waterfall's steps' jobs (none for a one-step job).
+    pub async fn steps_of(&self, job_id: &JobId) -> Vec<JobId> {
+        let head = self.jobs.get_job(job_id).await.ok().flatten();
+        head.and_then(|m| m.waterfall)
+            .map(|wf| wf.chain().into_iter().map(|s| s.job_id.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Deletes a job as `DELETE /jobs/{id}` does: marked, then erased by the worker.
     pub async fn delete(&mut self, job_id: &JobId) {
+        let steps = self.steps_of(job_id).await;
         assert!(self.jobs.mark_deleted(job_id).await.unwrap());
-        send(
-            &self.inner,
-            Msg::Submit(SubmitChunk::delete(job_id), 0),
-            Duration::ZERO,
-        );
+        for s in &steps {
+            self.jobs.mark_deleted(s).await.unwrap();
+        }
+        for j in std::iter::once(job_id).chain(&steps) {
+            send(
+                &self.inner,
+                Msg::Submit(SubmitChunk::delete(j), 0),
+                Duration::ZERO,
+            );
+        }
     }
 
     /// What is left of a job's contact data in the store: contacts and results.
@@ -405,9 +503,23 @@ fn contact(op: Operation, i: u64) -> Contact {
         _ => json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"}),
     };
     Contact {
+        origin: None,
         index: ContactIndex(i),
         fields: fields.as_object().cloned().unwrap(),
         custom: None,
+    }
+}
+
+/// A contact with every step's fields (`Person {i}`, last name `L{i}`: the provider knows the
+/// person by the number, whichever step asks).
+fn every_step_contact(i: u64) -> Contact {
+    let fields = json!({"fullname": format!("Person L{i}"), "company_domain": "example.com",
+        "first_name": "Person", "last_name": format!("L{i}"), "domain": "example.com"});
+    Contact {
+        origin: None,
+        index: ContactIndex(i),
+        fields: fields.as_object().cloned().unwrap(),
+        custom: Some(json!({"crm_id": format!("lead_{i}")})),
     }
 }
 

@@ -94,6 +94,8 @@ struct Enrichment {
     job_id: JobId,
     op: Operation,
     rids: Vec<u64>,
+    /// Per record: whether the provider finds it.
+    finds: Vec<bool>,
     ready_at_ms: u64,
     vanished: bool,
 }
@@ -106,20 +108,56 @@ struct State {
     shown_found: HashSet<(JobId, u64)>,
     /// Every start, by the contacts it carried.
     started: Vec<(JobId, Vec<u64>)>,
+    /// Every start, by provider and the people it asked about ([`person`]).
+    asked: Vec<(Provider, Vec<u64>)>,
     webhooks: Vec<(String, Duration)>,
     next: u64,
     rng: Option<Rng>,
 }
 
+/// Which people ([`person`]) a provider finds.
+pub type Finds = Arc<dyn Fn(Provider, u64) -> bool + Send + Sync>;
+
 #[derive(Clone)]
 pub struct SimProvider {
     faults: Faults,
     state: Arc<Mutex<State>>,
+    finds: Finds,
 }
 
 /// Whether the provider finds contact `rid` (deterministic: six in ten).
 pub fn found(rid: u64) -> bool {
     (rid * 7 + 3) % 10 < 6
+}
+
+/// The person a start's record asks about: the number in its name (`Person 7`, last name
+/// `L7`), the same whichever step of a waterfall asks; its record key when it has none.
+fn person(record: &Value, rid: u64) -> u64 {
+    let number = |v: &Value| {
+        v.as_str()
+            .and_then(|t| t.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+    };
+    number(&record["last_name"])
+        .or_else(|| number(&record["fullname"]))
+        .unwrap_or(rid)
+}
+
+/// The records a start carried, each with its key and person.
+fn records(op: Operation, body: &Value) -> Vec<(u64, u64)> {
+    let list: Vec<Value> = match op {
+        Operation::Enrich | Operation::ReverseEmail => {
+            body["data"].as_array().cloned().unwrap_or_default()
+        }
+        _ => match body.get("searches").and_then(Value::as_array) {
+            Some(s) => s.clone(),
+            None => vec![body.clone()],
+        },
+    };
+    let keys = rids(op, body);
+    list.iter()
+        .zip(keys)
+        .map(|(r, k)| (k, person(r, k)))
+        .collect()
 }
 
 /// The job id in a webhook URL (`…/webhooks/{provider}/{job}/{hook}/{token}`).
@@ -150,6 +188,11 @@ fn rids(op: Operation, body: &Value) -> Vec<u64> {
 
 impl SimProvider {
     pub fn new(faults: Faults) -> SimProvider {
+        Self::with_finds(faults, Arc::new(|_, person| found(person)))
+    }
+
+    /// A provider whose providers find the people `finds` says.
+    pub fn with_finds(faults: Faults, finds: Finds) -> SimProvider {
         let state = State {
             rng: Some(Rng::new(faults.seed)),
             ..State::default()
@@ -157,7 +200,13 @@ impl SimProvider {
         SimProvider {
             faults,
             state: Arc::new(Mutex::new(state)),
+            finds,
         }
+    }
+
+    /// Every start: its provider and the people it asked about.
+    pub fn asked(&self) -> Vec<(Provider, Vec<u64>)> {
+        self.state.lock().unwrap().asked.clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -180,6 +229,7 @@ impl SimProvider {
         let e = Enrichment {
             job_id: job_id.clone(),
             op,
+            finds: rids.iter().map(|r| (self.finds)(op.provider(), *r)).collect(),
             rids,
             ready_at_ms: now_ms(),
             vanished: false,
@@ -215,7 +265,12 @@ impl SimProvider {
 
     /// The enrichment's results as FullEnrich's GET and batch webhook carry them.
     fn fullenrich_body(id: &str, e: &Enrichment) -> Value {
-        let data: Vec<Value> = e.rids.iter().map(|r| fullenrich_record(*r)).collect();
+        let data: Vec<Value> = e
+            .rids
+            .iter()
+            .zip(&e.finds)
+            .map(|(r, f)| fullenrich_record(*r, *f))
+            .collect();
         json!({"id": id, "status": "FINISHED", "cost": {"credits": e.rids.len()}, "data": data})
     }
 
@@ -236,8 +291,8 @@ impl SimProvider {
         match e.op.provider() {
             Provider::Fullenrich => {
                 if per_contact {
-                    for (k, r) in e.rids.iter().enumerate() {
-                        let body = json!({"id": id, "status": "IN_PROGRESS", "data": [fullenrich_record(*r)]});
+                    for (k, (r, f)) in e.rids.iter().zip(&e.finds).enumerate() {
+                        let body = json!({"id": id, "status": "IN_PROGRESS", "data": [fullenrich_record(*r, *f)]});
                         let env = envelope_with(
                             Provider::Fullenrich,
                             Hook::Contact,
@@ -246,7 +301,7 @@ impl SimProvider {
                             Signature::Verified,
                         );
                         hooks.push((env, ready / 2 + Duration::from_millis(k as u64 * 10)));
-                        if found(*r) {
+                        if *f {
                             s.shown_found.insert((e.job_id.clone(), *r));
                         }
                     }
@@ -270,7 +325,7 @@ impl SimProvider {
                     hooks.push((env, ready + Duration::from_secs(c * 60)));
                 }
                 if copies > 0 && !unsigned {
-                    for r in e.rids.iter().filter(|r| found(**r)) {
+                    for (r, _) in e.rids.iter().zip(&e.finds).filter(|(_, f)| **f) {
                         s.shown_found.insert((e.job_id.clone(), *r));
                     }
                 }
@@ -281,7 +336,7 @@ impl SimProvider {
                     let body = if single {
                         let r = e.rids[0];
                         json!({"event": "single_search_finished", "id": id, "credits": {"cost": 1},
-                               "result": enrow_row(r)})
+                               "result": enrow_row(r, e.finds[0])})
                     } else {
                         json!({"event": "bulk_search_finished", "id": id})
                     };
@@ -294,7 +349,7 @@ impl SimProvider {
                     );
                     hooks.push((env, ready + Duration::from_secs(c * 30)));
                 }
-                if copies > 0 && single && found(e.rids[0]) {
+                if copies > 0 && single && e.finds[0] {
                     s.shown_found.insert((e.job_id.clone(), e.rids[0]));
                 }
             }
@@ -303,8 +358,8 @@ impl SimProvider {
     }
 }
 
-fn fullenrich_record(rid: u64) -> Value {
-    if found(rid) {
+fn fullenrich_record(rid: u64, found: bool) -> Value {
+    if found {
         json!({"custom": {"rid": rid.to_string()}, "status": "FINISHED",
                "contact_info": {"most_probable_work_email": {"email": format!("p{rid}@example.com"), "status": "DELIVERABLE"}}})
     } else {
@@ -312,8 +367,8 @@ fn fullenrich_record(rid: u64) -> Value {
     }
 }
 
-fn enrow_row(rid: u64) -> Value {
-    if found(rid) {
+fn enrow_row(rid: u64, found: bool) -> Value {
+    if found {
         json!({"email": format!("p{rid}@example.com"), "qualification": "valid", "custom": {"rid": rid.to_string()}})
     } else {
         json!({"email": null, "qualification": "invalid", "custom": {"rid": rid.to_string()}})
@@ -329,7 +384,14 @@ impl Submitter for SimProvider {
             .or(request.body["settings"]["webhook"].as_str())
             .unwrap_or_default();
         let job_id = job_of(url);
-        let rids = rids(op, &request.body);
+        let records = records(op, &request.body);
+        let rids: Vec<u64> = records.iter().map(|(r, _)| *r).collect();
+        let finds = records
+            .iter()
+            .map(|(_, p)| (self.finds)(op.provider(), *p))
+            .collect();
+        s.asked
+            .push((op.provider(), records.iter().map(|(_, p)| *p).collect()));
         s.next += 1;
         let single = request.path.ends_with("/single");
         let id = format!("{}{}", if single { "single-" } else { "bulk-" }, s.next);
@@ -340,6 +402,7 @@ impl Submitter for SimProvider {
             job_id: job_id.clone(),
             op,
             rids: rids.clone(),
+            finds,
             ready_at_ms: now_ms() + self.faults.ready_after.as_millis() as u64,
             vanished,
         };
@@ -363,7 +426,7 @@ impl SimProvider {
         &self,
         provider: Provider,
         id: &str,
-    ) -> Result<(Operation, Vec<u64>, JobId), FetchError> {
+    ) -> Result<(Operation, Vec<(u64, bool)>, JobId), FetchError> {
         let mut s = self.state.lock().unwrap();
         self.log(&mut s, provider, Kind::Get);
         let Some(e) = s.enrichments.get(id) else {
@@ -375,8 +438,9 @@ impl SimProvider {
         if now_ms() < e.ready_at_ms {
             return Err(FetchError::NotReady);
         }
-        let (op, rids, job) = (e.op, e.rids.clone(), e.job_id.clone());
-        for r in rids.iter().filter(|r| found(**r)) {
+        let rids: Vec<(u64, bool)> = e.rids.iter().copied().zip(e.finds.iter().copied()).collect();
+        let (op, job) = (e.op, e.job_id.clone());
+        for (r, _) in rids.iter().filter(|(_, f)| *f) {
             s.shown_found.insert((job.clone(), *r));
         }
         Ok((op, rids, job))
@@ -386,7 +450,7 @@ impl SimProvider {
 impl ProviderClient for SimProvider {
     async fn fullenrich_job(&self, _: Operation, id: &str) -> Result<fullenrich::Job, FetchError> {
         let (_, rids, _) = self.get(Provider::Fullenrich, id)?;
-        let data: Vec<Value> = rids.iter().map(|r| fullenrich_record(*r)).collect();
+        let data: Vec<Value> = rids.iter().map(|(r, f)| fullenrich_record(*r, *f)).collect();
         let body =
             json!({"id": id, "status": "FINISHED", "cost": {"credits": rids.len()}, "data": data});
         Ok(fullenrich::parse_batch(body.to_string().as_bytes()).expect("a job object"))
@@ -397,8 +461,8 @@ impl ProviderClient for SimProvider {
         let results: Vec<Value> = rids
             .iter()
             .enumerate()
-            .map(|(k, r)| {
-                let mut row = enrow_row(*r);
+            .map(|(k, (r, f))| {
+                let mut row = enrow_row(*r, *f);
                 row["index"] = json!(k.to_string());
                 row["custom"] = json!(r.to_string());
                 row
@@ -414,7 +478,7 @@ impl ProviderClient for SimProvider {
         id: &str,
     ) -> Result<(enrow::SingleResult, Value), FetchError> {
         let (_, rids, _) = self.get(Provider::Enrow, id)?;
-        let row = enrow_row(rids[0]);
+        let row = enrow_row(rids[0].0, rids[0].1);
         Ok((
             enrow::SingleResult::from_value(&row).expect("a single result"),
             row,

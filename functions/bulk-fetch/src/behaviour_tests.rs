@@ -62,6 +62,7 @@ pub(crate) fn worker_with<P: ProviderClient>(
         .unwrap(),
         dead_letters: MemoryQueue::default(),
         requeue: MemoryQueue::default(),
+        submit: MemoryQueue::default(),
         fullenrich_interval,
         not_ready_wait: crate::NOT_READY_WAIT,
         deadline: crate::DEFAULT_DEADLINE,
@@ -97,6 +98,7 @@ pub(crate) fn seed_job(
 pub(crate) fn contact(index: u64, fields: Value, custom: Option<Value>) -> Contact {
     let fields = fields.as_object().cloned().expect("fields are an object");
     Contact {
+        origin: None,
         index: ContactIndex(index),
         fields,
         custom,
@@ -359,7 +361,7 @@ async fn a_redelivered_cost_report_gives_back_the_reservation_once() {
     for (i, id) in ["a", "b"].iter().enumerate() {
         let index = ChunkIndex(i as u32);
         assert_eq!(
-            w.jobs.reserve_credits(&job_id, index, 3.0).await.unwrap(),
+            w.jobs.reserve_credits(&job_id, &job_id, index, 3.0).await.unwrap(),
             Reserve::Reserved
         );
         w.jobs.start(&job_id, index, &ProviderId::new(*id));

@@ -103,6 +103,17 @@ impl<S: Deps> FetchWorker<S> {
         meta: &JobMeta,
         index: ContactIndex,
     ) -> Result<ChunkIndex, Failure> {
+        if meta.step_of.as_ref().is_some_and(|s| s.position > 0) {
+            // A later waterfall step's chunks come as the step before passes contacts on: they
+            // follow no plan. The one holding the contact (a split one's half).
+            let chunks = self.jobs.chunks(&meta.job_id).await?;
+            let holding = chunks
+                .iter()
+                .filter(|c| c.status != ChunkStatus::Split && c.holds(index))
+                .map(|c| c.index)
+                .next();
+            return Ok(holding.unwrap_or(ChunkIndex(0)));
+        }
         let planned = ChunkIndex((index.get() / meta.chunk_size.max(1)) as u32);
         if meta.chunk_seq <= meta.chunks {
             return Ok(planned);

@@ -38,6 +38,7 @@ impl DeployedWorker {
             )?,
             dead_letters: SqsQueue::new(aws::sqs(sdk), &config.dead_letter_queue_url),
             requeue: SqsQueue::new(aws::sqs(sdk), &config.webhook_queue_url),
+            submit: SqsQueue::new(aws::sqs(sdk), &config.submit_queue_url),
             fullenrich_interval: config.fullenrich_interval,
             not_ready_wait: config.not_ready_wait,
             deadline: config.deadline,

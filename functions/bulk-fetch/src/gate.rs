@@ -114,7 +114,9 @@ impl<S: Deps> FetchWorker<S> {
         meta: &JobMeta,
         stored: &Stored,
     ) -> Result<(), Failure> {
-        if stored.may_settle(meta.chunk_seq) {
+        // A waterfall step's chunk that became final passes its contacts on at once.
+        let step_chunk_final = meta.step_of.is_some() && stored.final_group.is_some();
+        if stored.may_settle(meta.chunk_seq) || step_chunk_final {
             self.settle(meta).await.map_err(Failure::Settle)?;
         }
         Ok(())
@@ -123,7 +125,14 @@ impl<S: Deps> FetchWorker<S> {
     /// Settles the job when its results are all in. If that ended it and it has a callback URL,
     /// the callback is asked for now (else the sweeper finds it due within its interval).
     pub(crate) async fn settle(&self, meta: &JobMeta) -> Result<Option<JobStatus>, StoreError> {
-        settle_then_ask(&self.jobs, &self.requeue, &meta.job_id, Some(meta)).await
+        settle_then_ask(
+            &self.jobs,
+            &self.requeue,
+            &self.submit,
+            &meta.job_id,
+            Some(meta),
+        )
+        .await
     }
 }
 

@@ -32,7 +32,7 @@ use relay_shared::callback::CallbackSender;
 use relay_shared::envelope::Envelope;
 use relay_shared::providers::client::ProviderClient;
 use relay_shared::queue::Queue;
-use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore};
+use relay_shared::store::{CallbackStore, DedupeStore, JobStore, OrphanStore, Waterfalls};
 
 /// The first wait of a deferred delivery (results not ready, a claim held by another delivery);
 /// it doubles with each requeue (to SQS's 15 min). FullEnrich: "try again in 30 seconds".
@@ -61,7 +61,7 @@ const PACED_MIN_WAIT: Duration = Duration::from_secs(1);
 /// and queues. A tuple of the five implements it ([`Worker`]); each stage is an
 /// `impl<S: Deps> FetchWorker<S>`.
 pub trait Deps {
-    type Jobs: JobStore + CallbackStore + OrphanStore;
+    type Jobs: JobStore + Waterfalls + CallbackStore + OrphanStore;
     type Dedupe: DedupeStore;
     type Providers: ProviderClient;
     type Bodies: BodyStore;
@@ -70,7 +70,7 @@ pub trait Deps {
 
 impl<J, D, P, B, Q> Deps for (J, D, P, B, Q)
 where
-    J: JobStore + CallbackStore + OrphanStore,
+    J: JobStore + Waterfalls + CallbackStore + OrphanStore,
     D: DedupeStore,
     P: ProviderClient,
     B: BodyStore,
@@ -98,6 +98,8 @@ pub struct FetchWorker<S: Deps> {
     /// The webhook queue: where a delivery waits again, delayed, for a provider that is not
     /// ready or rate-limits.
     pub requeue: S::Queue,
+    /// The submit queue: a waterfall step's new chunks are asked to start there.
+    pub submit: S::Queue,
     /// One FullEnrich request per this interval for the whole account, shared with the starts:
     /// result GETs reserve their slot in the same schedule (`fullenrich`).
     pub fullenrich_interval: Duration,

@@ -83,6 +83,7 @@ fn fullenrich_job(w: &Worker, n: u64) -> JobId {
     );
     let contacts = (0..n)
         .map(|i| Contact {
+            origin: None,
             index: ContactIndex(i),
             fields:
                 json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com"})
@@ -524,6 +525,7 @@ async fn a_draft_starts_nothing_until_its_start_and_one_left_unstarted_is_erased
     };
     let contacts: Vec<Contact> = (0..150)
         .map(|i| Contact {
+            origin: None,
             index: ContactIndex(i),
             fields: json!({"linkedin_url": format!("https://www.linkedin.com/in/p{i}")})
                 .as_object()

@@ -46,6 +46,7 @@ fn job(s: &Sweeper<MemoryJobs, MemoryQueue>, chunks: u64, creating: bool) -> Job
     meta.creating = creating;
     let contacts = (0..chunks)
         .map(|i| Contact {
+            origin: None,
             index: ContactIndex(i),
             fields: json!({"linkedin_url": "https://www.linkedin.com/in/x"})
                 .as_object()

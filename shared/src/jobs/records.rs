@@ -40,6 +40,7 @@ pub fn from_fullenrich(
         }
     };
     ContactResult {
+        waterfall: None,
         index: contact.index,
         custom: contact.custom.clone(),
         outcome,
@@ -89,6 +90,7 @@ pub fn from_enrow(
         },
     };
     ContactResult {
+        waterfall: None,
         index: contact.index,
         custom: contact.custom.clone(),
         outcome,

@@ -401,6 +401,7 @@ mod tests {
 
     fn contact(i: u64, fields: Value, custom: Option<Value>) -> Contact {
         Contact {
+            origin: None,
             index: ContactIndex(i),
             fields: fields.as_object().unwrap().clone(),
             custom,

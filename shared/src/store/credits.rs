@@ -13,9 +13,12 @@ pub trait CreditBudget: Send + Sync + 'static {
     /// Reserves `credits` from the job's budget for chunk `index`'s start, in one conditional
     /// write with the chunk's record of it: only a pending chunk that holds no reservation yet
     /// reserves, and only if `credits` fit in what is left. Workers racing never reserve more
-    /// than the budget; a start retried reserves once ([`Reserve`]).
+    /// than the budget; a start retried reserves once ([`Reserve`]). `budget`: the job whose
+    /// head holds the budget (the job itself, or a waterfall step's waterfall: its steps share
+    /// one budget); the chunk remembers it, so its release goes back there.
     fn reserve_credits(
         &self,
+        budget: &JobId,
         job_id: &JobId,
         index: ChunkIndex,
         credits: f64,

@@ -74,9 +74,11 @@ mod credits;
 mod dynamo;
 #[cfg(feature = "memory")]
 pub mod memory;
+mod steps;
 mod types;
 
 pub use credits::{BalanceCache, CreditBudget};
+pub use steps::{Figures as WaterfallFigures, PassOn, Passed, Waterfalls};
 pub use dynamo::{
     DynamoDedupe, DynamoJobStore, POLL_SHARDS, chunk_sk, contact_sk, item_size, poll_shard,
     result_sk,

@@ -33,7 +33,8 @@ pub fn operation_fields(op: Operation) -> &'static [&'static str] {
     }
 }
 
-fn requirement(op: Operation, c: &Map<String, Value>) -> Result<(), (&'static str, &'static str)> {
+/// Whether a contact's fields meet `op`'s need: `Err((field, rule))` names what it lacks.
+pub fn requirement(op: Operation, c: &Map<String, Value>) -> Result<(), (&'static str, &'static str)> {
     let has = |k: &str| {
         c.get(k)
             .and_then(Value::as_str)
@@ -158,6 +159,16 @@ pub fn derive_fields(op: Operation, fields: &mut Map<String, Value>) {
 }
 
 pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, Invalid> {
+    validate_for(op, i, c, true).map(|c| c.expect("a contact that meets the need"))
+}
+
+/// A contact for a later waterfall step: `None` when it lacks a field the step needs (it
+/// skips the step); a field it has in a wrong format is an error all the same.
+pub fn validate_for_later_step(op: Operation, i: usize, c: &Value) -> Result<Option<Contact>, Invalid> {
+    validate_for(op, i, c, false)
+}
+
+fn validate_for(op: Operation, i: usize, c: &Value, needed: bool) -> Result<Option<Contact>, Invalid> {
     let at = |f: &str| format!("contacts[{i}].{f}");
     let obj = c
         .as_object()
@@ -172,12 +183,16 @@ pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, I
             Some(_) => return Err(invalid(at(k), "must be a string of at most 500 bytes")),
         }
     }
-    if op == Operation::EmailFind {
+    if op == Operation::EmailFind && needed {
         half_a_name(&fields).map_err(|(f, rule)| invalid(at(f), rule))?;
     }
     derive_fields(op, &mut fields);
     fields.retain(|k, _| operation_fields(op).contains(&k.as_str()));
-    requirement(op, &fields).map_err(|(f, rule)| invalid(at(f), rule))?;
+    match requirement(op, &fields) {
+        Ok(()) => {}
+        Err(_) if !needed => return Ok(None),
+        Err((f, rule)) => return Err(invalid(at(f), rule)),
+    }
     check_formats(&mut fields).map_err(|(f, rule)| invalid(at(&f), rule))?;
     let custom = match obj.get("custom") {
         None | Some(Value::Null) => None,
@@ -187,11 +202,12 @@ pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, I
         }
         Some(_) => return Err(invalid(at("custom"), "must be an object")),
     };
-    Ok(Contact {
+    Ok(Some(Contact {
         index: ContactIndex(i as u64),
         fields,
         custom,
-    })
+        origin: None,
+    }))
 }
 
 /// email_find takes a fullname, or makes it of first_name + last_name: one of the two alone

@@ -9,13 +9,15 @@ use crate::jobs::{Contact, Operation};
 
 /// The most contacts one job takes (documented in the README).
 mod callback_url;
-mod contact;
+pub mod contact;
 mod formats;
+mod steps;
 
 pub use callback_url::{
     CallbackPolicy, MAX_CALLBACK_URL_CHARS, is_public_address, validate_callback_url,
 };
 pub use contact::{derivable_fields, derive_fields, operation_fields, validate_contact};
+pub use steps::{MAX_STEPS, StepPlan, WaterfallPlan};
 pub use formats::{fullenrich_len, is_domain, is_email, is_linkedin_profile, reduce_domain};
 
 pub const MAX_CONTACTS: usize = 50_000;
@@ -38,7 +40,7 @@ pub struct Invalid {
     pub message: String,
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
         field: field.into(),
         message: message.into(),
@@ -57,6 +59,9 @@ pub struct NewJob {
     pub callback_url: Option<String>,
     /// `max_credits`: the most the job's starts may reserve ([`crate::budget`]).
     pub max_credits: Option<f64>,
+    /// `steps` (and `verify`): a waterfall; `provider`, `operation` and `options` are then its
+    /// first step's.
+    pub waterfall: Option<WaterfallPlan>,
 }
 
 pub fn validate(body: &Value) -> Result<NewJob, Invalid> {
@@ -79,7 +84,10 @@ pub fn validate_with(body: &Value, policy: CallbackPolicy) -> Result<NewJob, Inv
             format!("must hold at most {MAX_CONTACTS} contacts per job"),
         ));
     }
-    job.contacts = validate_contacts(job.operation, 0, contacts)?;
+    job.contacts = match &job.waterfall {
+        Some(plan) => steps::validate_contacts(plan, contacts)?,
+        None => validate_contacts(job.operation, 0, contacts)?,
+    };
     Ok(job)
 }
 
@@ -102,6 +110,12 @@ pub fn validate_contacts(
 /// Returns the job (no contacts) and N.
 pub fn validate_staged(body: &Value, policy: CallbackPolicy) -> Result<(NewJob, u64), Invalid> {
     let (job, obj) = validate_head(body, policy)?;
+    if job.waterfall.is_some() {
+        return Err(invalid(
+            "staged",
+            "a waterfall job (steps) takes its contacts in its POST /jobs body: it cannot be staged",
+        ));
+    }
     if obj
         .get("contacts")
         .is_some_and(|c| c != &Value::Array(vec![]))
@@ -153,6 +167,63 @@ fn validate_head(
     let obj = body
         .as_object()
         .ok_or_else(|| invalid("", "the body must be a JSON object"))?;
+    let waterfall = match obj.get("steps") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(steps::validate_plan(obj)?),
+    };
+    let (provider, operation) = match &waterfall {
+        Some(w) => (w.steps[0].provider, w.steps[0].operation),
+        None => provider_and_operation(obj)?,
+    };
+    let name = match obj.get("name") {
+        None | Some(Value::Null) if waterfall.is_some() => "enrich-relay waterfall".to_string(),
+        None | Some(Value::Null) => format!("enrich-relay {}", operation.as_str()),
+        Some(Value::String(n)) if n.chars().count() <= MAX_NAME_CHARS && !n.trim().is_empty() => {
+            n.clone()
+        }
+        Some(_) => {
+            return Err(invalid(
+                "name",
+                format!("must be a non-empty string of at most {MAX_NAME_CHARS} characters"),
+            ));
+        }
+    };
+    let options = match &waterfall {
+        Some(w) => w.steps[0].options.clone(),
+        None => validate_options(operation, obj.get("options"))?,
+    };
+    let callback_url = match obj.get("callback_url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) => {
+            Some(validate_callback_url(u, policy).map_err(|rule| invalid("callback_url", rule))?)
+        }
+        Some(_) => return Err(invalid("callback_url", "must be a string (an https URL)")),
+    };
+    let max_credits = match obj.get("max_credits") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .filter(|c| *c > 0.0 && c.is_finite())
+                .ok_or_else(|| invalid("max_credits", "must be a positive number of credits"))?,
+        ),
+    };
+    Ok((
+        NewJob {
+            provider,
+            operation,
+            name,
+            options,
+            contacts: Vec::new(),
+            callback_url,
+            max_credits,
+            waterfall,
+        },
+        obj,
+    ))
+}
+
+/// A one-step job's `provider` and `operation`.
+fn provider_and_operation(obj: &Map<String, Value>) -> Result<(Provider, Operation), Invalid> {
     let provider = match obj.get("provider") {
         Some(Value::String(p)) => p
             .parse::<Provider>()
@@ -181,52 +252,13 @@ fn validate_head(
             },
         )
     })?;
-    let name = match obj.get("name") {
-        None | Some(Value::Null) => format!("enrich-relay {}", operation.as_str()),
-        Some(Value::String(n)) if n.chars().count() <= MAX_NAME_CHARS && !n.trim().is_empty() => {
-            n.clone()
-        }
-        Some(_) => {
-            return Err(invalid(
-                "name",
-                format!("must be a non-empty string of at most {MAX_NAME_CHARS} characters"),
-            ));
-        }
-    };
-    let options = validate_options(operation, obj.get("options"))?;
-    let callback_url = match obj.get("callback_url") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(u)) => {
-            Some(validate_callback_url(u, policy).map_err(|rule| invalid("callback_url", rule))?)
-        }
-        Some(_) => return Err(invalid("callback_url", "must be a string (an https URL)")),
-    };
-    let max_credits = match obj.get("max_credits") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_f64()
-                .filter(|c| *c > 0.0 && c.is_finite())
-                .ok_or_else(|| invalid("max_credits", "must be a positive number of credits"))?,
-        ),
-    };
-    Ok((
-        NewJob {
-            provider,
-            operation,
-            name,
-            options,
-            contacts: Vec::new(),
-            callback_url,
-            max_credits,
-        },
-        obj,
-    ))
+    Ok((provider, operation))
 }
 
 /// The longest deadline a job may ask for (`options.deadline_hours`): 30 days.
 pub const MAX_DEADLINE_HOURS: u64 = 720;
 
-fn validate_options(op: Operation, options: Option<&Value>) -> Result<Value, Invalid> {
+pub(crate) fn validate_options(op: Operation, options: Option<&Value>) -> Result<Value, Invalid> {
     let Some(options) = options.filter(|o| !o.is_null()) else {
         return Ok(Value::Object(Map::new()));
     };

@@ -52,6 +52,7 @@ impl Fetch {
             .unwrap(),
             dead_letters: SqsQueue::new(stack.sqs(), stack.res.queue_url("WebhookDeadLetterQueue")),
             requeue: SqsQueue::new(stack.sqs(), stack.res.queue_url("WebhookQueue")),
+            submit: SqsQueue::new(stack.sqs(), stack.res.queue_url("SubmitQueue")),
             fullenrich_interval: std::time::Duration::from_millis(1),
             not_ready_wait: bulk_fetch::NOT_READY_WAIT,
             deadline: bulk_fetch::DEFAULT_DEADLINE,

@@ -143,6 +143,7 @@ async fn main() {
             .unwrap(),
             dead_letters: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
             requeue: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
+            submit: SqsQueue::new(relay_shared::aws::sqs(&sdk), "unused"),
             fullenrich_interval: std::time::Duration::from_millis(1),
             not_ready_wait: bulk_fetch::NOT_READY_WAIT,
             deadline: bulk_fetch::DEFAULT_DEADLINE,
@@ -287,6 +288,7 @@ fn one_chunk_job(jobs: &relay_shared::store::memory::MemoryJobs, pid: &str, n: u
     );
     let contacts = (0..n)
         .map(|i| Contact {
+            origin: None,
             index: ContactIndex(i),
             fields: json!({"fullname": format!("Person {i}"), "company_domain": "example.com"})
                 .as_object()

@@ -25,6 +25,7 @@ pub async fn seed_job(
         .into_iter()
         .enumerate()
         .map(|(i, (fields, custom))| Contact {
+            origin: None,
             index: ContactIndex(i as u64),
             fields: fields.as_object().cloned().unwrap_or_default(),
             custom: Some(custom).filter(|c| !c.is_null()),

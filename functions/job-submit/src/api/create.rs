@@ -171,6 +171,9 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         meta.callback_url = new.callback_url;
         meta.retry_of = retry_of.cloned();
         meta.budget = new.max_credits.map(relay_shared::budget::Budget::new);
+        if let Some(plan) = &new.waterfall {
+            return self.record_waterfall(meta, plan, &new.contacts).await;
+        }
         match staged {
             Some(_) => self.record_draft(&meta).await,
             None => self.record_and_queue(&meta, &chunks, &new.contacts).await,
@@ -285,6 +288,49 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         }
         self.queue_pending(job_id).await?;
         Ok(existing)
+    }
+
+    /// Records a waterfall: each step's job first (the first with every contact and its chunks,
+    /// the later ones empty and `open`), then its head, then the first step's chunks queued. A
+    /// retry under the same `Idempotency-Key` makes the same ids, finds what was written, and
+    /// writes the rest.
+    async fn record_waterfall(
+        &self,
+        head: JobMeta,
+        plan: &relay_shared::validate::WaterfallPlan,
+        contacts: &[relay_shared::jobs::Contact],
+    ) -> Result<JobMeta, ApiError> {
+        use relay_shared::waterfall::plan;
+        let job_id = head.job_id.clone();
+        let wf = plan::waterfall_of(&job_id, plan);
+        let steps = plan::step_jobs(&head, &wf, chunk_size);
+        for (t, (meta, chunks)) in steps.iter().enumerate() {
+            let step_contacts = if t == 0 { contacts } else { &[][..] };
+            match self.jobs.create_job(meta, chunks, step_contacts).await {
+                // Written by an earlier try of this request.
+                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let head = plan::head_of(head, wf.clone());
+        match self.jobs.create_job(&head, &[], &[]).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                let existing = self.jobs.get_job(&job_id).await?;
+                if existing.as_ref().is_none_or(|m| m.deleted) {
+                    return Err(ApiError::new(
+                        409,
+                        "job_deleted",
+                        "the job of this Idempotency-Key was deleted; send the request with a new Idempotency-Key",
+                    )
+                    .field("Idempotency-Key"));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let first = &wf.steps[0].job_id;
+        self.queue(first, steps[0].1.iter().map(|c| c.index)).await?;
+        Ok(head)
     }
 
     /// Records a staged job's draft head (once: a retry taking over its `Idempotency-Key` finds

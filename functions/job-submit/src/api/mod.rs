@@ -26,7 +26,9 @@ use relay_shared::auth::BearerToken;
 use relay_shared::jobs::{ChunkStatus, JobMeta};
 use relay_shared::metrics::{self, Metrics};
 use relay_shared::queue::Queue;
-use relay_shared::store::{BalanceCache, IdempotencyKeys, JobDrafts, OrphanStore, RateSchedule};
+use relay_shared::store::{
+    BalanceCache, IdempotencyKeys, JobDrafts, OrphanStore, RateSchedule, Waterfalls,
+};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -93,10 +95,13 @@ pub struct Api<J, Q> {
 
 /// The stores the API reads and writes.
 pub trait ApiStore:
-    JobDrafts + IdempotencyKeys + OrphanStore + BalanceCache + RateSchedule
+    JobDrafts + IdempotencyKeys + OrphanStore + BalanceCache + RateSchedule + Waterfalls
 {
 }
-impl<T: JobDrafts + IdempotencyKeys + OrphanStore + BalanceCache + RateSchedule> ApiStore for T {}
+impl<T: JobDrafts + IdempotencyKeys + OrphanStore + BalanceCache + RateSchedule + Waterfalls>
+    ApiStore for T
+{
+}
 
 /// The API as the handlers share it.
 pub(crate) type Shared<J, Q> = State<Arc<Api<J, Q>>>;
@@ -161,6 +166,11 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     /// Queues every chunk of the job that is still `pending`. A chunk queued twice is harmless:
     /// only one worker can take it from `pending`.
     pub(crate) async fn queue_pending(&self, job_id: &JobId) -> Result<(), ApiError> {
+        // A waterfall's chunks are its first step's.
+        let job_id = &match self.jobs.get_job(job_id).await?.and_then(|m| m.waterfall) {
+            Some(wf) => wf.steps[0].job_id.clone(),
+            None => job_id.clone(),
+        };
         let chunks = self.jobs.chunks(job_id).await?;
         let pending = chunks
             .iter()

@@ -220,6 +220,18 @@ pub(super) async fn job<J: ApiStore, Q: Queue>(
         .await?
         .filter(|(m, _)| !m.deleted)
         .ok_or_else(|| ApiError::not_found("job"))?;
+    if let Some(wf) = meta.waterfall.as_ref() {
+        // A waterfall: its steps' jobs, each with its figures and chunks (one read each).
+        let mut steps = Vec::new();
+        for s in wf.chain() {
+            if let Some(step) = api.jobs.job_with_chunks(&s.job_id).await? {
+                steps.push(step);
+            }
+        }
+        let mut body = relay_shared::waterfall::read::view(&meta, &steps);
+        body["callback"] = relay_shared::callback::callback_json(&meta);
+        return Ok(json_response(200, body.to_string()));
+    }
     let credits: f64 = chunks.iter().filter_map(|c| c.credits).sum();
     let mut body = meta.summary_json();
     body["credits_used"] = json!(credits);
@@ -318,7 +330,7 @@ pub(super) async fn results<J: ApiStore, Q: Queue>(
 ) -> Result<Response, ApiError> {
     let meta = api.live(&id, false).await?;
     let limit = q.limit.0;
-    let results = api.jobs.results(&id, q.cursor, limit + 1).await?;
+    let results = relay_shared::waterfall::read::results(&api.jobs, &meta, q.cursor, limit + 1).await?;
     // CSV reads the provider's records for its `relay_emails` / `relay_phones` lists.
     let with_raw = q.include || q.format == Format::Csv;
     let (page, next) = results_page(results, limit, with_raw, MAX_RESULTS_PAGE_BYTES);
@@ -401,6 +413,7 @@ mod tests {
 
     fn result(index: u64, raw_bytes: usize) -> ContactResult {
         ContactResult {
+            waterfall: None,
             index: ContactIndex(index),
             custom: Some(json!({"crm_id": format!("c{index}")})),
             outcome: Outcome::Found,

@@ -252,6 +252,10 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             "canceled by the client: chunks not started were not started",
         );
         self.jobs.set_job_error(id, &canceled).await?;
+        // A waterfall's steps are canceled with it.
+        for s in meta.waterfall.iter().flat_map(|wf| wf.chain()) {
+            self.jobs.set_job_error(&s.job_id, &canceled).await?;
+        }
         let mut body = meta.summary_json();
         body["error"] = json!(canceled);
         Ok(json_response(202, body.to_string()))
@@ -268,12 +272,22 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     /// 202, never a 404 that leaves its data in place. Once erased: 404.
     async fn delete(&self, id: &JobId) -> Result<Response, ApiError> {
         // Not erased: live, or deleted with its erasure still to finish.
-        let erasable = self.jobs.get_job(id).await?.is_some_and(|m| !m.erased);
-        if !erasable || !self.jobs.mark_deleted(id).await? {
+        let head = self.jobs.get_job(id).await?.filter(|m| !m.erased);
+        if head.is_none() || !self.jobs.mark_deleted(id).await? {
             return Err(ApiError::not_found("job"));
         }
-        if let Err(e) = self.submit_queue.send(SubmitChunk::delete(id)).await {
-            tracing::warn!(job_id = %id, error = %e, "erasure not queued: the sweeper will ask for it");
+        // A waterfall's steps are erased with it: each is a job of its own.
+        let steps = head
+            .and_then(|m| m.waterfall)
+            .map(|wf| wf.chain().into_iter().map(|s| s.job_id.clone()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for step in &steps {
+            self.jobs.mark_deleted(step).await?;
+        }
+        for job in std::iter::once(id).chain(steps.iter()) {
+            if let Err(e) = self.submit_queue.send(SubmitChunk::delete(job)).await {
+                tracing::warn!(job_id = %job, error = %e, "erasure not queued: the sweeper will ask for it");
+            }
         }
         Ok(json_response(202, json!(Deleting::new(id)).to_string()))
     }

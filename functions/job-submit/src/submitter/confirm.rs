@@ -1,6 +1,7 @@
 //! Starts whose answer was lost: a chunk held by a worker that died, the check that waits for
 //! its webhook, and the end of the wait.
 
+use relay_shared::store::Waterfalls;
 use std::time::Duration;
 
 use relay_shared::bodies::BodyStore;
@@ -18,7 +19,7 @@ use relay_shared::JobId;
 
 impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
 where
-    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget,
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget + Waterfalls,
 {
     /// A start message for a chunk some worker holds: wait while its lease runs; after it,
     /// the worker died mid-start and the chunk is unconfirmed (never started again on a guess).

@@ -1,5 +1,6 @@
 //! A deleted job's erasure, a message at a time.
 
+use relay_shared::store::Waterfalls;
 use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::JobStatus;
 use relay_shared::now_ms;
@@ -18,7 +19,7 @@ pub const ERASE_PER_MESSAGE: usize = 5_000;
 
 impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
 where
-    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget,
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget + Waterfalls,
 {
     /// Deletes up to [`ERASE_PER_MESSAGE`] items of a deleted job; if more are left, the rest
     /// goes on in a new message. Once none is left: its claim-checked bodies, then the head

@@ -2,6 +2,7 @@
 //! chunk (prepare → take → send → on refusal), `confirm.rs` checks a start whose answer was
 //! lost, `erase.rs` erases a deleted job.
 
+use relay_shared::store::Waterfalls;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -95,13 +96,19 @@ pub fn starts_metrics(outcomes: &[Submitted]) -> Metrics {
 
 impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
 where
-    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget,
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget + Waterfalls,
 {
     /// Settles the job when every contact is accounted for; a job that ended here with a
     /// callback URL asks for its callback at once.
     pub(crate) async fn settle(&self, job_id: &JobId) -> Result<(), StoreError> {
-        relay_shared::callback::settle_then_ask(&self.jobs, &self.callback_queue, job_id, None)
-            .await?;
+        relay_shared::callback::settle_then_ask(
+            &self.jobs,
+            &self.callback_queue,
+            &self.queue,
+            job_id,
+            None,
+        )
+        .await?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! reserved, then [`Taken`] (the chunk taken from `pending`) → sent → what the provider's answer
 //! makes of it (recorded, or a refusal handled).
 
+use relay_shared::store::Waterfalls;
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Duration;
 
@@ -65,7 +66,7 @@ pub(crate) struct Taken {
 
 impl<J, S: Submitter, Q: Queue, B: BodyStore> ChunkSubmitter<J, S, Q, B>
 where
-    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget,
+    J: SubmitLedger + JobWriter + Results + Links + RateSchedule + CreditBudget + Waterfalls,
 {
     /// Starts one chunk, at most once: prepare → reserve its credits → take → send → on
     /// refusal.
@@ -145,7 +146,10 @@ where
         let (job_id, op) = (&p.meta.job_id, p.meta.operation);
         let cost =
             relay_shared::budget::chunk_worst_case(op, &p.meta.options, p.contacts.len() as u64);
-        match self.jobs.reserve_credits(job_id, p.index, cost).await? {
+        // A waterfall's steps reserve from the waterfall's one budget (a step's head carries
+        // only its ceiling).
+        let from = p.meta.step_of.as_ref().map_or(job_id, |s| &s.job);
+        match self.jobs.reserve_credits(from, job_id, p.index, cost).await? {
             Reserve::Reserved | Reserve::Held | Reserve::Unlimited => Ok(Continue(())),
             Reserve::NotPending => Ok(Break(Submitted::Skipped)),
             Reserve::Exhausted { left } => {
@@ -157,6 +161,9 @@ where
                     ),
                 );
                 self.jobs.set_job_error(job_id, &e).await?;
+                if from != job_id {
+                    self.jobs.set_job_error(from, &e).await?;
+                }
                 self.fail_pending(&p.meta, p.index, e).await.map(Break)
             }
         }

@@ -47,28 +47,28 @@ where
     let id = &budgeted(s, 3, 2, 250.0).await;
     let (c0, c1, c2) = (ChunkIndex(0), ChunkIndex(1), ChunkIndex(2));
     assert_eq!(
-        s.reserve_credits(id, c0, 100.0).await.unwrap(),
+        s.reserve_credits(id, id, c0, 100.0).await.unwrap(),
         Reserve::Reserved
     );
     assert_eq!(
-        s.reserve_credits(id, c0, 100.0).await.unwrap(),
+        s.reserve_credits(id, id, c0, 100.0).await.unwrap(),
         Reserve::Held,
         "its start tried again"
     );
     assert_eq!(
-        s.reserve_credits(id, c1, 100.0).await.unwrap(),
+        s.reserve_credits(id, id, c1, 100.0).await.unwrap(),
         Reserve::Reserved
     );
     assert_eq!(left(s, id).await, 50.0);
     assert_eq!(
-        s.reserve_credits(id, c2, 100.0).await.unwrap(),
+        s.reserve_credits(id, id, c2, 100.0).await.unwrap(),
         Reserve::Exhausted { left: 50.0 }
     );
     assert_eq!(reservation(s, id, 2).await, None, "nothing recorded");
     // Taken by a worker meanwhile: not pending, nothing reserved.
     assert!(s.begin_submit(id, c2, "w", 60_000).await.unwrap().is_some());
     assert_eq!(
-        s.reserve_credits(id, c2, 10.0).await.unwrap(),
+        s.reserve_credits(id, id, c2, 10.0).await.unwrap(),
         Reserve::NotPending
     );
     s.release_submit(id, c2, "w").await.unwrap();
@@ -76,7 +76,7 @@ where
 
     let plain = created(s, 2, 2).await;
     assert_eq!(
-        s.reserve_credits(&plain.job_id, c0, 1.0).await.unwrap(),
+        s.reserve_credits(&plain.job_id, &plain.job_id, c0, 1.0).await.unwrap(),
         Reserve::Unlimited
     );
     assert_eq!(reservation(s, &plain.job_id, 0).await, None);
@@ -94,7 +94,7 @@ where
     let (c0, c1, c2) = (ChunkIndex(0), ChunkIndex(1), ChunkIndex(2));
     for c in [c0, c1] {
         assert_eq!(
-            s.reserve_credits(id, c, 100.0).await.unwrap(),
+            s.reserve_credits(id, id, c, 100.0).await.unwrap(),
             Reserve::Reserved
         );
     }
@@ -142,7 +142,7 @@ where
 
     // The room made lets chunk 2 reserve; a start that never happened gives all of it back.
     assert_eq!(
-        s.reserve_credits(id, c2, 100.0).await.unwrap(),
+        s.reserve_credits(id, id, c2, 100.0).await.unwrap(),
         Reserve::Reserved
     );
     assert_eq!(left(s, id).await, 119.5);
@@ -158,7 +158,7 @@ where
     S: JobWriter + CreditBudget,
 {
     let id = &budgeted(s, 10, 1, 4.5).await;
-    let races = (0..20u32).map(|k| s.reserve_credits(id, ChunkIndex(k % 10), 1.0));
+    let races = (0..20u32).map(|k| s.reserve_credits(id, id, ChunkIndex(k % 10), 1.0));
     let answers: Vec<Reserve> = futures::future::join_all(races)
         .await
         .into_iter()

@@ -112,6 +112,7 @@ pub fn contact(index: u64) -> Contact {
     let mut fields = Map::new();
     fields.insert("fullname".into(), Value::String(format!("Contact {index}")));
     Contact {
+        origin: None,
         index: ContactIndex(index),
         fields,
         custom: Some(serde_json::json!({ "row": index })),
@@ -144,6 +145,7 @@ pub async fn created<S: JobWriter>(s: &S, contacts: u64, chunk_size: u64) -> Job
 /// Contact `index`'s result with `outcome`; `provisional` as a per-contact webhook's.
 pub fn result(index: u64, outcome: Outcome, provisional: bool) -> ContactResult {
     ContactResult {
+        waterfall: None,
         index: ContactIndex(index),
         custom: contact(index).custom,
         outcome,

@@ -24,22 +24,24 @@ enum Outcome {
 impl CreditBudget for DynamoJobStore {
     async fn reserve_credits(
         &self,
+        budget: &JobId,
         job_id: &JobId,
         index: ChunkIndex,
         credits: f64,
     ) -> Result<Reserve, StoreError> {
         let head = self
-            .head_update(job_id)
+            .head_update(budget)
             .update_expression("SET cr_left = cr_left - :cost")
             .condition_expression("cr_left >= :cost")
             .expression_attribute_values(":cost", n(credits));
         let chunk = self
             .chunk_of(job_id, index)
-            .update_expression("SET cr_hold = :cost")
+            .update_expression("SET cr_hold = :cost, cr_from = :from")
             .condition_expression(
                 "attribute_exists(pk) AND #status = :pending AND attribute_not_exists(cr_hold)",
             )
             .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":from", s(budget.as_str()))
             .expression_attribute_values(":pending", s(ChunkStatus::Pending.as_str()))
             .expression_attribute_values(":cost", n(credits));
         Ok(match self.head_and_chunk(head, chunk).await? {
@@ -50,7 +52,7 @@ impl CreditBudget for DynamoJobStore {
                     _ => Reserve::NotPending,
                 }
             }
-            Outcome::HeadRefused(item) => match self.or_read(job_id, "META", item).await? {
+            Outcome::HeadRefused(item) => match self.or_read(budget, "META", item).await? {
                 Some(h) => match get_n::<f64>(&h, "cr_left") {
                     Some(left) => Reserve::Exhausted { left },
                     None => Reserve::Unlimited,
@@ -80,8 +82,11 @@ impl CreditBudget for DynamoJobStore {
             .condition_expression("cr_hold = :hold AND attribute_not_exists(cr_spent)")
             .expression_attribute_values(":spent", n(spent))
             .expression_attribute_values(":hold", n(hold));
+        let from = super::attrs::get_s(&item, "cr_from")
+            .map(JobId::new)
+            .unwrap_or_else(|| job_id.clone());
         let head = self
-            .head_update(job_id)
+            .head_update(&from)
             .update_expression("SET cr_left = cr_left + :back")
             .condition_expression("attribute_exists(cr_left)")
             .expression_attribute_values(":back", n(hold - spent));

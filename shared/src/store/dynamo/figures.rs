@@ -23,12 +23,15 @@ pub(super) struct Figures {
     pub(super) final_chunks: u64,
     /// Every chunk item read is final.
     pub(super) all_final: bool,
+    /// Every final chunk but a split one is marked passed on (a waterfall step's).
+    pub(super) all_passed: bool,
 }
 
 impl Figures {
     pub(super) fn of(items: &[Item]) -> Figures {
         let mut f = Figures {
             all_final: true,
+            all_passed: true,
             ..Figures::default()
         };
         for item in items {
@@ -44,6 +47,8 @@ impl Figures {
                 f.counts = f.counts + Counts::from_chunk(item);
                 let status = get_s(item, "status").and_then(|v| v.parse::<ChunkStatus>().ok());
                 f.all_final &= status.is_some_and(ChunkStatus::is_final);
+                let passed = matches!(item.get("passed"), Some(AttributeValue::Bool(true)));
+                f.all_passed &= passed || status == Some(ChunkStatus::Split);
             }
         }
         f

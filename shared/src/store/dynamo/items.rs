@@ -106,6 +106,20 @@ struct MetaItem {
     max_credits: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cr_left: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "json_text")]
+    waterfall: Option<crate::waterfall::Waterfall>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "json_text")]
+    step_of: Option<crate::waterfall::StepOf>,
+    /// A later step's job while more contacts may come (removed when the step before settles).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    open: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    passes_on: bool,
+    /// Of its results, those passed on to a later step (added by each pass-on).
+    #[serde(default)]
+    fwd_not_found: u64,
+    #[serde(default)]
+    fwd_failed: u64,
 }
 
 pub(super) fn meta_item(m: &JobMeta) -> Item {
@@ -135,6 +149,12 @@ pub(super) fn meta_item(m: &JobMeta) -> Item {
         error: m.error.clone(),
         max_credits: m.budget.map(|b| b.max),
         cr_left: m.budget.map(|b| b.left),
+        waterfall: m.waterfall.clone(),
+        step_of: m.step_of.clone(),
+        open: m.open,
+        passes_on: m.passes_on,
+        fwd_not_found: m.passed_on.not_found,
+        fwd_failed: m.passed_on.failed,
     })
 }
 
@@ -169,6 +189,14 @@ pub(super) fn parse_meta(item: &Item) -> Result<JobMeta, StoreError> {
             max,
             left: m.cr_left.unwrap_or(max),
         }),
+        waterfall: m.waterfall,
+        step_of: m.step_of,
+        open: m.open,
+        passes_on: m.passes_on,
+        passed_on: crate::jobs::PassedOn {
+            not_found: m.fwd_not_found,
+            failed: m.fwd_failed,
+        },
     })
 }
 
@@ -210,6 +238,9 @@ struct ChunkItem {
     cr_hold: Option<f64>,
     #[serde(default, skip_serializing)]
     cr_spent: Option<f64>,
+    /// A waterfall step's final chunk, its contacts all passed on (set by its own update).
+    #[serde(default, skip_serializing)]
+    passed: bool,
 }
 
 pub(super) fn chunk_item(pk: &str, c: &Chunk) -> Item {
@@ -229,6 +260,7 @@ pub(super) fn chunk_item(pk: &str, c: &Chunk) -> Item {
         started_at: None,
         cr_hold: None,
         cr_spent: None,
+        passed: false,
     })
 }
 
@@ -250,6 +282,7 @@ pub(super) fn parse_chunk(item: &Item) -> Result<Chunk, StoreError> {
             credits,
             settled: c.cr_spent,
         }),
+        passed: c.passed,
     })
 }
 
@@ -280,6 +313,8 @@ struct ContactItem {
     fields: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "json_text")]
     custom: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "json_text")]
+    origin: Option<crate::waterfall::Origin>,
 }
 
 pub(super) fn contact_item(pk: &str, c: &Contact) -> Item {
@@ -288,6 +323,7 @@ pub(super) fn contact_item(pk: &str, c: &Contact) -> Item {
         sk: contact_sk(c.index),
         fields: c.fields.clone(),
         custom: c.custom.clone(),
+        origin: c.origin.clone(),
     })
 }
 
@@ -299,6 +335,7 @@ pub(super) fn parse_contact(item: &Item) -> Result<Contact, StoreError> {
         ),
         fields: c.fields,
         custom: c.custom,
+        origin: c.origin,
     })
 }
 
@@ -364,6 +401,7 @@ pub(super) fn parse_result(item: &Item) -> Result<ContactResult, StoreError> {
         reason: r.reason,
         provisional: r.provisional,
         raw: r.raw,
+        waterfall: None,
     })
 }
 
@@ -401,6 +439,7 @@ mod tests {
         assert_eq!(parse_chunk(&item).unwrap(), chunk);
 
         let contact = Contact {
+            origin: None,
             index: ContactIndex(7),
             fields: json!({"first_name": "A"}).as_object().cloned().unwrap(),
             custom: Some(json!({"user_id": "u7"})),
@@ -411,6 +450,7 @@ mod tests {
         );
 
         let result = ContactResult {
+            waterfall: None,
             index: ContactIndex(7),
             custom: None,
             outcome: Outcome::Found,

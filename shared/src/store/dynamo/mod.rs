@@ -38,6 +38,7 @@ mod requests;
 mod result_row;
 mod result_set;
 mod results;
+mod steps;
 mod submit;
 mod writer;
 

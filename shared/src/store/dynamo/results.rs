@@ -10,7 +10,8 @@ use super::keys::{DUP_SHARDS, dup_sk, index_of, job_pk, poll_shard, result_sk};
 use super::requests::bound;
 use crate::ids::ContactIndex;
 use crate::ids::{ChunkIndex, JobId};
-use crate::jobs::{CallbackStatus, ContactResult, JobStatus};
+use crate::jobs::{CallbackStatus, ContactResult, JobMeta, JobStatus};
+use crate::store::counts::Counts;
 use crate::now_ms;
 use crate::store::Jobs;
 use crate::store::{ChunkRef, ChunkUpdate, CreditBudget, Results, StoreError, Stored};
@@ -84,7 +85,7 @@ impl Results for DynamoJobStore {
         let Some(meta) = self.get_job(job_id).await? else {
             return Ok(None);
         };
-        if meta.status.is_terminal() {
+        if meta.status.is_terminal() || meta.open {
             return Ok(None);
         }
         // The groups of final chunks first (small items): the chunks are summed only when every
@@ -98,12 +99,28 @@ impl Results for DynamoJobStore {
         // Every chunk final, every contact counted (rows from per-contact webhooks stay
         // provisional until their batch replaces them: their chunk is not final till then).
         let figures = self.figures(job_id, false).await?;
-        if !figures.all_final || figures.counts.done < meta.contacts as i64 {
+        // A step that passes contacts on waits for each final chunk to have.
+        let passed = !meta.passes_on || figures.all_passed;
+        if !figures.all_final || !passed || figures.counts.done < meta.contacts as i64 {
             return Ok(None);
         }
         let status = JobStatus::settled(meta.contacts, figures.counts.failed.max(0) as u64);
+        self.write_settled(&meta, figures.counts, status).await
+    }
+}
+
+impl DynamoJobStore {
+    /// Ends a running job with `counts` and `status` in one conditional write: with a callback
+    /// URL, its callback is due in the same write. The status, when this write ended it.
+    pub(super) async fn write_settled(
+        &self,
+        meta: &JobMeta,
+        counts: Counts,
+        status: JobStatus,
+    ) -> Result<Option<JobStatus>, StoreError> {
+        let job_id = &meta.job_id;
         let now = now_ms();
-        let (names, values, figures_set) = figures.counts.placeholders(JOB_COUNTS, " = ");
+        let (names, values, figures_set) = counts.placeholders(JOB_COUNTS, " = ");
         let mut update = bound(self.meta_item_update(job_id), (names, values));
         update = if meta.callback_url.is_some() {
             // The job's end and its callback's due date are one write: a settler that dies

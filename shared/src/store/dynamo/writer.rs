@@ -55,11 +55,18 @@ impl JobWriter for DynamoJobStore {
         }
         requests.extend(self.plan_requests(&meta.job_id, chunks));
         self.batch_write_all(requests).await?;
-        let done = self
-            .meta_item_update(&meta.job_id)
-            .update_expression("SET list_pk = :l REMOVE creating, poll_shard, poll_at")
+        // A waterfall's step is not listed: its waterfall is.
+        let listed = if meta.step_of.is_some() {
+            "REMOVE creating, poll_shard, poll_at, list_pk"
+        } else {
+            "SET list_pk = :l REMOVE creating, poll_shard, poll_at"
+        };
+        let mut done = self.meta_item_update(&meta.job_id).update_expression(listed);
+        if meta.step_of.is_none() {
+            done = done.expression_attribute_values(":l", s(LIST_PK));
+        }
+        let done = done
             .condition_expression("attribute_exists(creating) AND attribute_not_exists(deleted_at)")
-            .expression_attribute_values(":l", s(LIST_PK))
             .send()
             .await;
         if unless_condition_failed(done)?.is_none() {

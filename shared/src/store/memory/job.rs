@@ -1,6 +1,6 @@
 //! One job's state in memory, and the rules the DynamoDB store keeps in its items.
 
-use crate::ids::{ChunkIndex, ContactIndex, ProviderId};
+use crate::ids::{ChunkIndex, ContactIndex, JobId, ProviderId};
 use crate::jobs::{Chunk, ChunkStatus, Contact, ContactResult, JobMeta, JobStatus};
 use crate::now_ms;
 use crate::store::counts::Counts;
@@ -37,6 +37,12 @@ pub(super) struct JobState {
     pub(super) taken: HashMap<ChunkIndex, (ChunkStatus, u64)>,
     /// A deleted job's (or an abandoned creation's) erasure: when it is due.
     pub(super) erase_due: Option<u64>,
+    /// A waterfall's routes, by contact and step position.
+    pub(super) routes: BTreeMap<(ContactIndex, usize), crate::waterfall::Route>,
+    /// A later step's record of what each source chunk passed on to it.
+    pub(super) passes: HashMap<(JobId, ChunkIndex), crate::store::Passed>,
+    /// Per chunk: the job whose budget its reservation came from (when not its own).
+    pub(super) reserved_from: HashMap<ChunkIndex, JobId>,
 }
 
 impl JobState {

@@ -29,6 +29,7 @@ mod orphans;
 mod polls;
 mod rate;
 mod results;
+mod steps;
 mod submit;
 mod writer;
 

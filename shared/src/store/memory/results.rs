@@ -142,30 +142,44 @@ impl Results for MemoryJobs {
     async fn settle_job(&self, job_id: &JobId) -> Result<Option<JobStatus>, StoreError> {
         self.with(job_id, |job| {
             let chunks_final = job.chunks.values().all(|c| c.status.is_final());
-            let meta = job.meta.as_mut().expect("checked");
+            let meta = job.meta.as_ref().expect("checked");
+            // A step that passes contacts on waits for each final chunk to have.
+            let passed = !meta.passes_on
+                || job
+                    .chunks
+                    .values()
+                    .all(|c| c.passed || c.status == crate::jobs::ChunkStatus::Split);
             if meta.status.is_terminal()
                 || meta.deleted
+                || meta.open
                 || meta.done < meta.contacts
                 || !chunks_final
+                || !passed
             {
                 return Ok(None);
             }
             let status = JobStatus::settled(meta.contacts, meta.failed);
-            let now = now_ms();
-            meta.status = status;
-            meta.updated_at_ms = now;
-            if meta.callback_url.is_some() {
-                meta.callback = Some(CallbackState {
-                    status: CallbackStatus::Pending,
-                    attempts: 0,
-                    last_status_code: None,
-                    last_error: None,
-                    next_attempt_at: Some(now),
-                    since_ms: now,
-                });
-                job.callback_due = Some(now);
-            }
+            end_job(job, status);
             Ok(Some(status))
         })
+    }
+}
+
+/// Ends a job with `status`: its callback, if it has a URL, due now.
+pub(super) fn end_job(job: &mut super::JobState, status: JobStatus) {
+    let now = now_ms();
+    let meta = job.meta.as_mut().expect("checked");
+    meta.status = status;
+    meta.updated_at_ms = now;
+    if meta.callback_url.is_some() {
+        meta.callback = Some(CallbackState {
+            status: CallbackStatus::Pending,
+            attempts: 0,
+            last_status_code: None,
+            last_error: None,
+            next_attempt_at: Some(now),
+            since_ms: now,
+        });
+        job.callback_due = Some(now);
     }
 }

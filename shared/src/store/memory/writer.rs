@@ -55,7 +55,7 @@ impl JobWriter for MemoryJobs {
         let mut heads: Vec<&JobMeta> = jobs
             .values()
             .filter_map(|j| j.meta.as_ref())
-            .filter(|m| !m.creating)
+            .filter(|m| !m.creating && m.step_of.is_none())
             .collect();
         heads.sort_by(|a, b| (b.created_at_ms, &b.job_id).cmp(&(a.created_at_ms, &a.job_id)));
         let after = |m: &&JobMeta| match cursor {

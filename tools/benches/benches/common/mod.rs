@@ -260,6 +260,7 @@ pub async fn fresh_worker(
             res.queue_url("WebhookDeadLetterQueue"),
         ),
         requeue: SqsQueue::new(relay_shared::aws::sqs(sdk), res.queue_url("WebhookQueue")),
+        submit: SqsQueue::new(relay_shared::aws::sqs(sdk), res.queue_url("SubmitQueue")),
         fullenrich_interval: std::time::Duration::from_millis(1),
         not_ready_wait: bulk_fetch::NOT_READY_WAIT,
         deadline: bulk_fetch::DEFAULT_DEADLINE,
