@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use relay_shared::Provider;
 use relay_shared::jobs::{JobStatus, Operation, Outcome};
 use relay_shared::now_ms;
 use relay_shared::store::Jobs;
@@ -21,6 +22,8 @@ struct Planned {
     job_id: JobId,
     contacts: u64,
     deleted: bool,
+    /// A waterfall's steps (two: Enrow's email finder, then FullEnrich); none for one step.
+    steps: usize,
 }
 
 /// One case: its plan drawn from `seed`, run, and every invariant checked.
@@ -48,11 +51,22 @@ async fn case(seed: u64) -> Result<(), String> {
         };
         let n = chunks * size;
         let lost: Vec<u32> = (0..chunks as u32).filter(|_| rng.chance(0.1)).collect();
-        let job_id = sim.submit(op, n, size, &lost);
+        // One job in four is a two-step waterfall (issue 27).
+        let waterfall = rng.chance(0.25);
+        let job_id = if waterfall {
+            let steps = [
+                (Provider::Enrow, Operation::EmailFind, serde_json::json!({})),
+                (Provider::Fullenrich, Operation::Enrich, serde_json::json!({})),
+            ];
+            sim.submit_waterfall(&steps, n, size, None, &lost)
+        } else {
+            sim.submit(op, n, size, &lost)
+        };
         planned.push(Planned {
             job_id,
             contacts: n,
             deleted: false,
+            steps: if waterfall { 2 } else { 0 },
         });
     }
     // Mid-job: a cancel, a DELETE, or the clock jumping to the deadline.
@@ -73,7 +87,7 @@ async fn case(seed: u64) -> Result<(), String> {
         }
         _ => {}
     }
-    let limit = DEADLINE * 4;
+    let limit = DEADLINE * 8;
     sim.run(limit).await;
     sim.stop();
 
@@ -89,7 +103,8 @@ async fn case(seed: u64) -> Result<(), String> {
                 sim.jobs.chunks(&p.job_id).await
             ));
         };
-        let bound = t0 + (DEADLINE * 2 + CONFIRM_BOUND).as_millis() as u64;
+        // A waterfall's steps run one after the other, each within its own bound.
+        let bound = t0 + (DEADLINE * 2 + CONFIRM_BOUND).as_millis() as u64 * p.steps.max(1) as u64;
         if at > bound {
             return fail(format!("job ended {} min late", (at - bound) / 60_000));
         }
@@ -106,18 +121,38 @@ async fn case(seed: u64) -> Result<(), String> {
     // Results stand: a contact the relay was shown found never ends failed.
     let shown = sim.provider.shown_found();
     for p in planned.iter().filter(|p| !p.deleted) {
-        for r in sim.jobs.results(&p.job_id) {
+        let mut held = vec![p.job_id.clone()];
+        held.extend(sim.steps_of(&p.job_id).await);
+        if p.steps > 0 {
+            // One settled row per contact, at the step that settled it (a deadline's
+            // placeholder stays provisional, as in a one-step job: a late result replaces it).
+            let rows = sim.waterfall_rows(&p.job_id).await;
+            let waiting = |r: &&relay_shared::jobs::ContactResult| {
+                r.provisional && r.reason.as_deref() != Some("timed_out")
+            };
+            if rows.len() as u64 != p.contacts || rows.iter().any(|r| waiting(&r)) {
+                return fail(format!(
+                    "waterfall {} ended with {} rows ({} provisional) of {}",
+                    p.job_id,
+                    rows.len(),
+                    rows.iter().filter(waiting).count(),
+                    p.contacts
+                ));
+            }
+        }
+        for r in held.iter().flat_map(|j| sim.jobs.results(j).into_iter().map(move |r| (j, r))) {
+            let (job, r) = r;
             // A clock that jumps past the start-confirmation timeout is a webhook more than
             // `START_CONFIRM_TIMEOUT` late: its chunk ended `start_unconfirmed` before it came
             // (nothing was stored to stand), and the late webhook is not applied.
             let late = jumped && r.reason.as_deref() == Some("start_unconfirmed");
-            if shown.contains(&(p.job_id.clone(), r.index.get()))
+            if shown.contains(&(job.clone(), r.index.get()))
                 && r.outcome == Outcome::Failed
                 && !late
             {
                 return fail(format!(
                     "contact {} of {} found, then failed ({:?})",
-                    r.index, p.job_id, r.reason
+                    r.index, job, r.reason
                 ));
             }
         }
@@ -134,7 +169,10 @@ async fn case(seed: u64) -> Result<(), String> {
     }
     // Erasure erases: nothing of a deleted job's contacts is left, and nothing of it is parked.
     for p in planned.iter().filter(|p| p.deleted) {
-        let left = sim.contact_data(&p.job_id, p.contacts).await;
+        let mut left = sim.contact_data(&p.job_id, p.contacts).await;
+        for s in sim.steps_of(&p.job_id).await {
+            left += sim.contact_data(&s, p.contacts).await;
+        }
         if left > 0 {
             return fail(format!("{left} items of deleted {} left", p.job_id));
         }
