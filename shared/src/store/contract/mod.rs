@@ -22,6 +22,7 @@ mod jobs;
 mod others;
 mod results;
 mod starts;
+mod steps;
 
 pub use budget::{
     a_budget_is_reserved_once_and_only_if_it_fits, a_reservation_is_released_once_at_the_real_cost,
@@ -39,6 +40,10 @@ pub use results::{
     a_chunk_set_is_written_under_its_chunk, a_failure_never_replaces_a_result,
     a_job_reads_with_its_chunks_as_apart, a_provisional_row_is_replaced_once,
     the_first_final_result_wins,
+};
+pub use steps::{
+    a_chunk_passes_its_contacts_on_once, a_step_reserves_from_its_waterfalls_budget,
+    a_step_settles_only_closed_and_passed_on, routes_and_rows_read_back,
 };
 pub use starts::{
     a_chunk_is_taken_for_its_start_once, a_linked_id_finds_its_job, a_poll_is_claimed_once,
@@ -78,7 +83,9 @@ macro_rules! store_contract {
             the_due_index_finds_what_is_due, a_callback_is_taken_once_per_due_date,
             orphans_are_listed_newest_first, a_budget_is_reserved_once_and_only_if_it_fits,
             a_reservation_is_released_once_at_the_real_cost,
-            racing_reservations_never_exceed_the_budget, a_balance_read_is_claimed_once_a_period);
+            racing_reservations_never_exceed_the_budget, a_balance_read_is_claimed_once_a_period,
+            a_chunk_passes_its_contacts_on_once, routes_and_rows_read_back,
+            a_step_settles_only_closed_and_passed_on, a_step_reserves_from_its_waterfalls_budget);
         #[tokio::test]
         async fn dedupe_claims_hold_with_a_lease() {
             let dedupe = $dedupe;

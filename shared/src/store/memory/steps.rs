@@ -91,10 +91,12 @@ impl Waterfalls for MemoryJobs {
         indices: &[ContactIndex],
     ) -> Result<Vec<ContactResult>, StoreError> {
         self.with(job_id, |job| {
-            Ok(indices
+            let mut rows: Vec<ContactResult> = indices
                 .iter()
                 .filter_map(|i| job.results.get(i).cloned())
-                .collect())
+                .collect();
+            rows.sort_by_key(|r| r.index);
+            Ok(rows)
         })
     }
 
