@@ -129,11 +129,11 @@ mod tests {
         let lines: Vec<&str> = text.split("\r\n").collect();
         assert_eq!(
             lines[0],
-            "\u{feff}Full Name,Website,Owner,relay_outcome,relay_email,relay_email_status,relay_email_status_raw,relay_phone,relay_emails,relay_phones,relay_reason,relay_provider,relay_domain_sent"
+            "\u{feff}Full Name,Website,Owner,relay_outcome,relay_email,relay_email_status,relay_email_status_raw,relay_phone,relay_emails,relay_phones,relay_reason,relay_provider,relay_domain_sent,relay_operation,relay_verification,relay_attempts"
         );
         assert_eq!(
             lines[1],
-            "Ada Lovelace,https://www.acme.com/,'=me,found,ada@acme.com,deliverable,DELIVERABLE,,ada@acme.com,,,fullenrich,acme.com"
+            "Ada Lovelace,https://www.acme.com/,'=me,found,ada@acme.com,deliverable,DELIVERABLE,,ada@acme.com,,,fullenrich,acme.com,,,"
         );
         assert!(
             lines[2].starts_with(

@@ -11,7 +11,7 @@ use std::io::Write;
 use serde_json::Value;
 
 /// The columns a results CSV ends with, whatever the provider or the input.
-pub const RESULT_COLUMNS: [&str; 10] = [
+pub const RESULT_COLUMNS: [&str; 13] = [
     "relay_outcome",
     "relay_email",
     "relay_email_status",
@@ -22,6 +22,9 @@ pub const RESULT_COLUMNS: [&str; 10] = [
     "relay_reason",
     "relay_provider",
     "relay_domain_sent",
+    "relay_operation",
+    "relay_verification",
+    "relay_attempts",
 ];
 
 /// The UTF-8 byte-order mark.
@@ -142,7 +145,33 @@ pub fn result_cells(r: &Value, provider: &str, domain_sent: Option<&str>) -> Vec
             .map(str::to_string)
             .or_else(|| echoed_domain(r))
             .unwrap_or_default(),
+        text(&r["operation"]).unwrap_or_default(),
+        text(&r["verification"]["outcome"]).unwrap_or_default(),
+        attempts(r),
     ]
+}
+
+/// A waterfall row's attempts in one cell: `enrow email_find: not_found; fullenrich enrich:
+/// found` (empty for a one-step job's row).
+fn attempts(r: &Value) -> String {
+    r["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let mut cell = format!(
+                "{} {}: {}",
+                a["provider"].as_str().unwrap_or_default(),
+                a["operation"].as_str().unwrap_or_default(),
+                a["outcome"].as_str().unwrap_or_default()
+            );
+            if let Some(reason) = a["reason"].as_str() {
+                cell.push_str(&format!(" ({reason})"));
+            }
+            cell
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The [`RESULT_COLUMNS`] of a row that was not sent: outcome `rejected`, the field and rule as

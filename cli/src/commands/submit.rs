@@ -41,6 +41,18 @@ pub(crate) struct SubmitArgs {
     /// budget_exhausted).
     #[arg(long, value_name = "CREDITS")]
     pub(crate) max_credits: Option<f64>,
+    /// A waterfall: after --provider's --operation, the contacts it did not find go on to this
+    /// step (`PROVIDER:OPERATION`, e.g. `fullenrich:enrich`; repeat for more steps). Each step
+    /// takes the fields it needs from the same columns.
+    #[arg(long = "then", value_name = "PROVIDER:OPERATION")]
+    pub(crate) then: Vec<String>,
+    /// A waterfall's check of the emails it found (Enrow email_verify): whose, `found`,
+    /// `found_by_enrow` or `found_by_fullenrich`.
+    #[arg(long, value_name = "WHEN")]
+    pub(crate) verify: Option<String>,
+    /// A waterfall contact whose next step could take it over this many credits skips it.
+    #[arg(long, value_name = "CREDITS")]
+    pub(crate) max_credits_per_contact: Option<f64>,
     #[command(flatten)]
     pub(crate) read: ReadArgs,
     /// Send the valid rows and write the others to a rejects file (beside --out, else beside
@@ -123,6 +135,9 @@ pub(crate) fn flag_of(field: &str) -> String {
         "name" => "--name".into(),
         "callback_url" => "--callback-url".into(),
         "max_credits" => "--max-credits".into(),
+        "max_credits_per_contact" => "--max-credits-per-contact".into(),
+        "steps" => "--then".into(),
+        f if f.starts_with("verify") => "--verify".into(),
         _ => field.into(),
     }
 }
@@ -160,7 +175,39 @@ impl SubmitArgs {
         if let Some(m) = self.max_credits {
             body["max_credits"] = json!(m);
         }
+        if !self.then.is_empty() || self.verify.is_some() {
+            self.as_waterfall(&mut body);
+        }
         body
+    }
+
+    /// The body as a waterfall: `--provider`/`--operation` (with the options) its first step,
+    /// each `--then` the next; `--verify` its check. The API's validation names a bad step.
+    fn as_waterfall(&self, body: &mut Value) {
+        let o = body.as_object_mut().expect("an object");
+        let mut first = json!({"provider": o.remove("provider"), "operation": o.remove("operation")});
+        if let Some(options) = o.remove("options") {
+            first["options"] = options.clone();
+        }
+        let mut steps = vec![first];
+        for t in &self.then {
+            let (provider, operation) = t.split_once(':').unwrap_or((t.as_str(), ""));
+            let mut step = json!({"provider": provider, "operation": operation});
+            if operation == "enrich" && !self.enrich_fields.is_empty() {
+                step["options"] = json!({"enrich_fields": self.enrich_fields_full()});
+            }
+            steps.push(step);
+        }
+        o.insert("steps".into(), Value::Array(steps));
+        if let Some(when) = &self.verify {
+            o.insert(
+                "verify".into(),
+                json!({"provider": "enrow", "operation": "email_verify", "when": when}),
+            );
+        }
+        if let Some(m) = self.max_credits_per_contact {
+            o.insert("max_credits_per_contact".into(), json!(m));
+        }
     }
 
     /// `--enrich-fields` as FullEnrich names them (`phones` → `contact.phones`).

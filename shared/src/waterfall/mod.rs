@@ -203,9 +203,14 @@ pub struct Verification {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Settled {
-    /// The step that settled the contact (the last it entered).
+    /// The step that settled the contact (the last it entered). A waterfall's rows only, as
+    /// are `operation`, `attempts` and `verification`.
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub provider: Provider,
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub operation: Operation,
+    /// Every step's account of the contact, in order.
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub attempts: Vec<Attempt>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,

@@ -72,6 +72,7 @@ pub fn view(head: &JobMeta, steps: &[(JobMeta, Vec<Chunk>)]) -> Value {
             shown.status = JobStatus::Running;
         }
     }
+    shown.duplicates = steps.iter().map(|(m, _)| m.duplicates).sum();
     let mut body = shown.summary_json();
     body["found_rate"] = json!(rate(shown.found, shown.contacts));
     let mut by_provider: BTreeMap<String, (f64, f64)> = BTreeMap::new();

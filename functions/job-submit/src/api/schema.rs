@@ -73,6 +73,12 @@ pub(crate) struct JobDoc {
     chunks: Vec<ChunkRow<'static>>,
     #[schema(required = true)]
     callback: Option<CallbackStateDoc>,
+    /// A waterfall's steps, in order (absent on a one-step job).
+    #[schema(inline, required = false)]
+    steps: Vec<StepView>,
+    /// A waterfall's found contacts over its contacts (absent on a one-step job).
+    #[schema(required = false)]
+    found_rate: f64,
 }
 
 /// The job's credits: its budget (max_credits; null without one) and what is left of it, the
@@ -226,12 +232,86 @@ pub(crate) mod errors {
     pub(crate) struct Unavailable(#[ref_response] Error);
 }
 
+/// One waterfall step.
+#[derive(ToSchema)]
+pub(crate) struct StepDoc {
+    provider: Provider,
+    operation: Operation,
+    #[schema(inline)]
+    options: Option<Options>,
+}
+
+/// A waterfall's verify step.
+#[derive(ToSchema)]
+pub(crate) struct VerifyDoc {
+    /// enrow
+    provider: Provider,
+    /// email_verify
+    operation: Operation,
+    /// Whose found emails are checked (default found: every step's).
+    #[schema(schema_with = verify_when)]
+    when: Option<String>,
+}
+
+fn verify_when() -> Object {
+    one_of_strings(["found", "found_by_enrow", "found_by_fullenrich"])
+}
+
+/// A waterfall's step as `GET /jobs/{id}` shows it: its own job's figures and chunks.
+#[derive(ToSchema)]
+pub(crate) struct StepView {
+    position: u32,
+    /// find, or verify
+    kind: String,
+    /// The step's own job (GET /jobs/{id} shows it alone).
+    job_id: String,
+    provider: Provider,
+    operation: Operation,
+    status: String,
+    /// Contacts that entered the step.
+    contacts: u64,
+    done: u64,
+    found: u64,
+    not_found: u64,
+    failed: u64,
+    /// Of them, passed on to a later step.
+    passed_on: u64,
+    /// Of them, settled here (null for verify).
+    #[schema(required = true)]
+    settled: Option<u64>,
+    found_rate: f64,
+    #[schema(inline)]
+    credits: ProviderCredits,
+    #[schema(required = true)]
+    error: Option<JobError>,
+    #[schema(inline)]
+    chunks: Vec<ChunkRow<'static>>,
+}
+
 /// A new job (`POST /jobs`): with its contacts, or `staged` (its contacts in pages).
 #[derive(ToSchema)]
 #[schema(as = NewJob)]
 pub(crate) struct NewJobDoc {
+    /// A one-step job's provider (absent when the job names steps).
+    #[schema(required = false)]
     provider: Provider,
+    /// A one-step job's operation (absent when the job names steps).
+    #[schema(required = false)]
     operation: Operation,
+    /// A waterfall instead of one provider: each step in turn takes the contacts the steps
+    /// before did not settle (not found, invalid, or failed for a reason another provider could
+    /// change), as its own chunks started as soon as the step before settled them. Every
+    /// contact must meet the first step's need; a later step it lacks a field for, it skips
+    /// (its row's attempts say so).
+    #[schema(inline, min_items = 1, max_items = 4)]
+    steps: Option<Vec<StepDoc>>,
+    /// A check of the emails the steps found (Enrow email_verify): `when` names whose.
+    #[schema(inline)]
+    verify: Option<VerifyDoc>,
+    /// A waterfall contact whose next step's worst case would take its credits over this skips
+    /// the step (attempt reason contact_budget_exhausted).
+    #[schema(exclusive_minimum = 0)]
+    max_credits_per_contact: Option<f64>,
     #[schema(max_length = 200)]
     name: Option<String>,
     #[schema(inline)]

@@ -1,4 +1,5 @@
-//! `make demo`: starts the dev stack, runs a FullEnrich enrichment of fixtures/demo/contacts.csv
+//! `make demo`: starts the dev stack, runs a FullEnrich enrichment of fixtures/demo/contacts.csv,
+//! a two-step waterfall of it (Enrow, then FullEnrich, FullEnrich's finds verified) under a budget,
 //! and each Enrow operation (single and bulk) through the jobs API, shows progress, prints the
 //! results and a summary, stops everything, and exits non-zero with the reason when something
 //! did not arrive.
@@ -55,6 +56,7 @@ async fn run() -> Result<(), String> {
     let states = demo.wait().await?;
     let mut problems = demo.results(&states).await?;
     demo.summary(&states);
+    demo.waterfall_report(&states);
     problems.extend(sandbox_report(&stack).await);
     drop(stack);
     if problems.is_empty() {
@@ -90,6 +92,10 @@ fn options() -> DevOptions {
     opts
 }
 
+/// The label of the demo's waterfall: Enrow's email finder, then FullEnrich for whoever it did
+/// not find, FullEnrich's finds verified by Enrow, under a budget of 600 credits.
+const WATERFALL: &str = "Waterfall enrow→fullenrich";
+
 /// The demo's jobs, by label: a FullEnrich enrichment of every contact, and each Enrow
 /// operation on one contact and on 25.
 fn jobs(people: &[(String, String, String, String)]) -> Vec<(&'static str, Value)> {
@@ -108,6 +114,16 @@ fn jobs(people: &[(String, String, String, String)]) -> Vec<(&'static str, Value
         (
             "FullEnrich enrich (CSV)",
             json!({"provider": "fullenrich", "operation": "enrich", "name": "demo leads", "contacts": fe}),
+        ),
+        (
+            WATERFALL,
+            json!({"name": "demo waterfall", "max_credits": 600, "contacts": fe,
+                "steps": [
+                    {"provider": "enrow", "operation": "email_find"},
+                    {"provider": "fullenrich", "operation": "enrich",
+                     "options": {"enrich_fields": ["contact.work_emails"]}}],
+                "verify": {"provider": "enrow", "operation": "email_verify",
+                           "when": "found_by_fullenrich"}}),
         ),
         (
             "Enrow email_find single",
@@ -253,6 +269,59 @@ impl Demo {
             }
         }
         Ok(problems)
+    }
+
+    /// The waterfall's steps: how many each found of the contacts it was given, what it cost,
+    /// and the whole waterfall's found rate and credits against its budget.
+    fn waterfall_report(&self, states: &[Value]) {
+        let Some(w) = self
+            .jobs
+            .iter()
+            .zip(states)
+            .find(|((label, _), _)| *label == WATERFALL)
+            .map(|(_, s)| s)
+        else {
+            return;
+        };
+        println!("\nwaterfall (each step takes whoever the steps before did not find):");
+        println!(
+            "  {:<28} {:>8} {:>6} {:>9} {:>10} {:>8}",
+            "step", "contacts", "found", "found %", "passed on", "credits"
+        );
+        for step in w["steps"].as_array().into_iter().flatten() {
+            let n = |k: &str| step[k].as_u64().unwrap_or(0);
+            let label = format!(
+                "{} {} {}",
+                step["kind"].as_str().unwrap_or("?"),
+                step["provider"].as_str().unwrap_or("?"),
+                step["operation"].as_str().unwrap_or("?")
+            );
+            // The verify step's "found" are the emails it found valid.
+            let found = if step["kind"] == "verify" {
+                format!("{} valid", n("found"))
+            } else {
+                n("found").to_string()
+            };
+            println!(
+                "  {:<28} {:>8} {:>6} {:>8.1}% {:>10} {:>8}",
+                label,
+                n("contacts"),
+                found,
+                step["found_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                n("passed_on"),
+                step["credits"]["spent"].as_f64().unwrap_or(0.0)
+            );
+        }
+        let c = &w["credits"];
+        println!(
+            "  overall: {} of {} found ({:.1} %), {} credits spent of a {} budget ({} left)",
+            w["found"],
+            w["contacts"],
+            w["found_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            c["spent"],
+            c["budget"],
+            c["left"]
+        );
     }
 
     /// Each job's figures and how long it took.
