@@ -74,6 +74,18 @@ impl Client {
         resp.json().await.unwrap()
     }
 
+    pub(crate) async fn get_text(&self, path: &str) -> String {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.text().await.unwrap()
+    }
+
     pub(crate) async fn wait_done(&self, job: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {

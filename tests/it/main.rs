@@ -25,3 +25,4 @@ mod starts;
 mod submit;
 mod support;
 mod template;
+mod waterfall;
