@@ -2,7 +2,12 @@
 //! the records a waterfall is (its steps' jobs, its head), what is listed and shown, and an
 //! erasure of every step.
 
-use relay_shared::store::{JobWriter, Jobs};
+use relay_shared::ChunkIndex;
+use relay_shared::jobs::{ContactResult, JobStatus, Outcome, reasons};
+use relay_shared::queue::MemoryQueue;
+use relay_shared::store::contract::{chunk_ref, completed};
+use relay_shared::store::{JobWriter, Jobs, Results};
+use relay_shared::waterfall::advance;
 use relay_shared::validate::CallbackPolicy;
 use serde_json::{Value, json};
 
@@ -121,4 +126,72 @@ async fn a_waterfall_is_its_steps_jobs_under_one_head_and_is_erased_whole() {
         let s = JobId::new(format!("{id}{step}"));
         assert!(a.jobs.get_job(&s).await.unwrap().unwrap().deleted, "{step}");
     }
+}
+
+/// A row of contact `index` with `outcome` and `reason`.
+fn row(index: u64, outcome: Outcome, reason: Option<&str>) -> ContactResult {
+    ContactResult {
+        reason: reason.map(str::to_string),
+        ..relay_shared::store::contract::result(index, outcome, false)
+    }
+}
+
+#[tokio::test]
+async fn a_waterfall_retry_takes_its_retryable_failures_with_the_same_steps() {
+    let a = api(CallbackPolicy::default());
+    let (_, v) = call(&a, "POST", "/jobs", &[], &waterfall(vec![person(0), person(1), person(2)])).await;
+    let id = JobId::new(v["job_id"].as_str().unwrap());
+    let q = MemoryQueue::default();
+    // Step 1: 0 found, 1 not found (on to FullEnrich), 2 a start that may have been billed.
+    let first = JobId::new(format!("{id}_s0"));
+    let rows = vec![
+        row(0, Outcome::Found, None),
+        row(1, Outcome::NotFound, None),
+        row(2, Outcome::Failed, Some(reasons::START_UNCONFIRMED)),
+    ];
+    a.jobs
+        .store_chunk(&first, chunk_ref(ChunkIndex(0), 0, 3), rows, completed(ChunkIndex(0)))
+        .await
+        .unwrap();
+    let step = |j: &JobId| {
+        let j = j.clone();
+        let jobs = a.jobs.clone();
+        async move { jobs.get_job(&j).await.unwrap().unwrap() }
+    };
+    advance(&a.jobs, &q, &q, &step(&first).await).await.unwrap();
+    // Step 2 got contact 1 alone; FullEnrich loses it.
+    let second = JobId::new(format!("{id}_s1"));
+    let chunks = a.jobs.chunks(&second).await.unwrap();
+    assert_eq!((chunks.len(), chunks[0].count), (1, 1));
+    let lost = vec![row(0, Outcome::Failed, Some(reasons::PROVIDER_LOST))];
+    a.jobs
+        .store_chunk(&second, chunk_ref(chunks[0].index, 0, 1), lost, completed(chunks[0].index))
+        .await
+        .unwrap();
+    let ended = advance(&a.jobs, &q, &q, &step(&second).await).await.unwrap();
+    assert_eq!(ended, Some(JobStatus::PartiallyFailed), "the waterfall ended");
+    let (_, job) = call(&a, "GET", &format!("/jobs/{id}"), &[], &Value::Null).await;
+    assert_eq!((job["found"].as_u64(), job["failed"].as_u64()), (Some(1), Some(2)), "{job}");
+    let (_, page) = call(&a, "GET", &format!("/jobs/{id}/results"), &[], &Value::Null).await;
+    let rows = page["results"].as_array().unwrap();
+    assert_eq!(rows[1]["provider"], "fullenrich");
+    assert_eq!(rows[1]["reason"], "provider_lost");
+    assert_eq!(rows[1]["attempts"].as_array().unwrap().len(), 2);
+
+    let (status, r) = call(&a, "POST", &format!("/jobs/{id}/retry"), &[], &Value::Null).await;
+    assert_eq!(status, 202, "{r}");
+    assert_eq!((r["retried"].as_u64(), r["unconfirmed"].as_u64()), (Some(1), Some(1)));
+    let new = JobId::new(r["job_id"].as_str().unwrap());
+    let head = a.jobs.get_job(&new).await.unwrap().unwrap();
+    assert_eq!(head.retry_of.as_ref(), Some(&id));
+    let wf = head.waterfall.expect("the same steps");
+    assert_eq!(wf.steps.len(), 2);
+    assert!(wf.verify.is_some());
+    assert_eq!(wf.max_credits_per_contact, Some(2.5));
+    let contacts = a.jobs.contacts(&wf.steps[0].job_id, 0, 10).await.unwrap();
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(contacts[0].custom, Some(json!({"crm_id": "c1"})), "contact 1 alone");
+    let with = json!({"include_unconfirmed": true});
+    let (status, r) = call(&a, "POST", &format!("/jobs/{id}/retry"), &[], &with).await;
+    assert_eq!((status, r["retried"].as_u64()), (202, Some(2)), "{r}");
 }

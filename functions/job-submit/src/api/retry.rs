@@ -162,7 +162,8 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         let mut selection = Selection::default();
         let mut from = ContactIndex(0);
         loop {
-            let page = self.jobs.results(&meta.job_id, from, PAGE).await?;
+            // A waterfall's rows are its steps' (each at the step that settled it).
+            let page = relay_shared::waterfall::read::results(&self.jobs, meta, from, PAGE).await?;
             selection.add(&page, include_unconfirmed);
             match page.last() {
                 Some(last) if page.len() == PAGE => from = last.index + 1,
@@ -179,9 +180,14 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         retried: &BTreeSet<ContactIndex>,
     ) -> Result<Value, ApiError> {
         let mut contacts = Vec::with_capacity(retried.len());
+        // A waterfall's contacts are its first step's, at the same indices.
+        let held = match &meta.waterfall {
+            Some(wf) => wf.steps[0].job_id.clone(),
+            None => meta.job_id.clone(),
+        };
         // Read in runs of nearby contacts, not the whole span from the first to the last.
         for (from, count) in runs(retried, RUN_GAP) {
-            for c in self.jobs.contacts(&meta.job_id, from, count).await? {
+            for c in self.jobs.contacts(&held, from, count).await? {
                 if retried.contains(&c.index) {
                     let mut fields: Map<String, Value> = c.fields;
                     if let Some(custom) = c.custom {
@@ -201,6 +207,25 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         }
         if meta.options.is_object() {
             body["options"] = meta.options.clone();
+        }
+        if let Some(wf) = &meta.waterfall {
+            // The same steps, verify and per-contact ceiling.
+            let o = body.as_object_mut().expect("an object");
+            for k in ["provider", "operation", "options"] {
+                o.remove(k);
+            }
+            let step = |s: &relay_shared::waterfall::Step| {
+                json!({"provider": s.provider, "operation": s.operation, "options": s.options})
+            };
+            o.insert("steps".into(), wf.steps.iter().map(step).collect());
+            if let Some(v) = &wf.verify {
+                let mut verify = step(&v.step);
+                verify["when"] = json!(v.when);
+                o.insert("verify".into(), verify);
+            }
+            if let Some(m) = wf.max_credits_per_contact {
+                o.insert("max_credits_per_contact".into(), json!(m));
+            }
         }
         if let Some(url) = &meta.callback_url {
             body["callback_url"] = json!(url);
