@@ -318,3 +318,81 @@ async fn a_crm_export_goes_in_as_it_is_and_a_spreadsheet_ready_file_comes_out() 
     );
     check_rejects(&dir.join("crm.enrow.rejects.csv"), &input, "last_name");
 }
+
+/// The README's waterfall: the CRM export through Enrow's finder, then FullEnrich for whoever it
+/// did not find, FullEnrich's finds verified, under a budget, from one `relay submit`.
+#[tokio::test]
+async fn a_crm_export_goes_through_a_waterfall_from_one_relay_submit() {
+    let opts = options();
+    let dir = opts.log_dir.clone();
+    let stack = DevStack::start(opts).await.expect("dev stack");
+    let token = stack.api_token.clone();
+    let crm = relay_local_stack::repo_root().join("fixtures/crm/contacts.csv");
+    let input = read(&crm);
+    let out = dir.join("crm.waterfall.csv");
+    let r = relay(
+        &stack,
+        &token,
+        &[
+            "submit",
+            "--provider",
+            "enrow",
+            "--operation",
+            "email_find",
+            "--then",
+            "fullenrich:enrich",
+            "--verify",
+            "found_by_fullenrich",
+            crm.to_str().unwrap(),
+            "--skip-invalid",
+            "--max-credits",
+            "100",
+            "--wait",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let rows = check_results(&out, &input, &["found", "not_found"]);
+    let (headers, _) = read(&out);
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let mut by = std::collections::BTreeMap::new();
+    for (i, row) in rows.iter().enumerate().filter(|(i, _)| i + 1 != BAD_ROW) {
+        let provider = row[col("relay_provider")].clone();
+        let attempts = row[col("relay_attempts")].clone();
+        assert!(
+            attempts.starts_with("enrow email_find: "),
+            "row {}: every contact tried Enrow first: {attempts}",
+            i + 1
+        );
+        match provider.as_str() {
+            "enrow" => assert_eq!(row[col("relay_outcome")], "found", "{row:?}"),
+            "fullenrich" => {
+                assert!(attempts.contains("fullenrich enrich: "), "{attempts}");
+                let verified = row[col("relay_verification")].as_str();
+                let found = row[col("relay_outcome")] == "found";
+                assert_eq!(
+                    found,
+                    ["valid", "invalid"].contains(&verified),
+                    "FullEnrich's finds verified, and only them: {row:?}"
+                );
+            }
+            other => panic!("row {}: settled by {other:?}", i + 1),
+        }
+        *by.entry(provider).or_insert(0) += 1;
+    }
+    assert!(by.len() == 2, "both steps settled some: {by:?}");
+    let job = r
+        .stderr
+        .lines()
+        .find_map(|l| l.split(':').next().filter(|j| j.starts_with("job_")))
+        .unwrap()
+        .to_string();
+    let state = crate::e2e::Client::of(&stack)
+        .get(&format!("/jobs/{job}"))
+        .await;
+    assert_eq!(state["steps"].as_array().unwrap().len(), 3, "{state}");
+    let spent = state["credits"]["spent"].as_f64().unwrap();
+    assert!(spent > 0.0 && spent <= 100.0, "{state}");
+}

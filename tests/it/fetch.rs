@@ -1135,28 +1135,56 @@ struct FlakySettle {
 }
 
 impl relay_shared::store::Waterfalls for FlakySettle {
-    async fn pass_on(&self, p: &relay_shared::store::PassOn) -> Result<relay_shared::store::Passed, relay_shared::store::StoreError> {
+    async fn pass_on(
+        &self,
+        p: &relay_shared::store::PassOn,
+    ) -> Result<relay_shared::store::Passed, relay_shared::store::StoreError> {
         self.inner.pass_on(p).await
     }
-    async fn write_contacts(&self, job_id: &JobId, contacts: &[relay_shared::jobs::Contact]) -> Result<(), relay_shared::store::StoreError> {
+    async fn write_contacts(
+        &self,
+        job_id: &JobId,
+        contacts: &[relay_shared::jobs::Contact],
+    ) -> Result<(), relay_shared::store::StoreError> {
         self.inner.write_contacts(job_id, contacts).await
     }
-    async fn mark_passed(&self, job_id: &JobId, index: ChunkIndex) -> Result<(), relay_shared::store::StoreError> {
+    async fn mark_passed(
+        &self,
+        job_id: &JobId,
+        index: ChunkIndex,
+    ) -> Result<(), relay_shared::store::StoreError> {
         self.inner.mark_passed(job_id, index).await
     }
-    async fn put_routes(&self, waterfall: &JobId, routes: &[relay_shared::waterfall::Route]) -> Result<(), relay_shared::store::StoreError> {
+    async fn put_routes(
+        &self,
+        waterfall: &JobId,
+        routes: &[relay_shared::waterfall::Route],
+    ) -> Result<(), relay_shared::store::StoreError> {
         self.inner.put_routes(waterfall, routes).await
     }
-    async fn routes(&self, waterfall: &JobId, from: ContactIndex, to: ContactIndex) -> Result<Vec<relay_shared::waterfall::Route>, relay_shared::store::StoreError> {
+    async fn routes(
+        &self,
+        waterfall: &JobId,
+        from: ContactIndex,
+        to: ContactIndex,
+    ) -> Result<Vec<relay_shared::waterfall::Route>, relay_shared::store::StoreError> {
         self.inner.routes(waterfall, from, to).await
     }
-    async fn results_at(&self, job_id: &JobId, indices: &[ContactIndex]) -> Result<Vec<relay_shared::jobs::ContactResult>, relay_shared::store::StoreError> {
+    async fn results_at(
+        &self,
+        job_id: &JobId,
+        indices: &[ContactIndex],
+    ) -> Result<Vec<relay_shared::jobs::ContactResult>, relay_shared::store::StoreError> {
         self.inner.results_at(job_id, indices).await
     }
     async fn close_step(&self, job_id: &JobId) -> Result<(), relay_shared::store::StoreError> {
         self.inner.close_step(job_id).await
     }
-    async fn settle_waterfall(&self, job_id: &JobId, f: relay_shared::store::WaterfallFigures) -> Result<Option<JobStatus>, relay_shared::store::StoreError> {
+    async fn settle_waterfall(
+        &self,
+        job_id: &JobId,
+        f: relay_shared::store::WaterfallFigures,
+    ) -> Result<Option<JobStatus>, relay_shared::store::StoreError> {
         self.inner.settle_waterfall(job_id, f).await
     }
 }
@@ -1417,7 +1445,10 @@ async fn a_settle_that_fails_once_still_ends_the_job() {
             f.stack.res.queue_url("WebhookDeadLetterQueue"),
         ),
         requeue: relay_shared::queue::SqsQueue::new(f.stack.sqs(), f.stack.webhook_queue()),
-        submit: relay_shared::queue::SqsQueue::new(f.stack.sqs(), f.stack.res.queue_url("SubmitQueue")),
+        submit: relay_shared::queue::SqsQueue::new(
+            f.stack.sqs(),
+            f.stack.res.queue_url("SubmitQueue"),
+        ),
         fullenrich_interval: std::time::Duration::from_millis(1),
         not_ready_wait: bulk_fetch::NOT_READY_WAIT,
         deadline: bulk_fetch::DEFAULT_DEADLINE,

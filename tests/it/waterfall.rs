@@ -28,8 +28,10 @@ async fn a_waterfall_settles_each_contact_at_the_provider_that_found_it_within_i
     let stack = DevStack::start(opts).await.expect("dev stack");
     let c = Client::of(&stack);
     let contacts: Vec<Value> = (0..20)
-        .map(|i| json!({"first_name": format!("Ada{i}"), "last_name": tag(i),
-            "domain": "example.com", "custom": {"crm_id": format!("c{i}")}}))
+        .map(|i| {
+            json!({"first_name": format!("Ada{i}"), "last_name": tag(i),
+            "domain": "example.com", "custom": {"crm_id": format!("c{i}")}})
+        })
         .collect();
     let job = c
         .post_job(json!({
@@ -44,7 +46,12 @@ async fn a_waterfall_settles_each_contact_at_the_provider_that_found_it_within_i
     let state = c.wait_done(&job, Duration::from_secs(180)).await;
     assert_eq!(state["status"], "completed", "{state}");
     assert_eq!(
-        (&state["done"], &state["found"], &state["not_found"], &state["failed"]),
+        (
+            &state["done"],
+            &state["found"],
+            &state["not_found"],
+            &state["failed"]
+        ),
         (&json!(20), &json!(16), &json!(4), &json!(0)),
         "{state}"
     );
@@ -67,20 +74,31 @@ async fn a_waterfall_settles_each_contact_at_the_provider_that_found_it_within_i
     let spent = credits["spent"].as_f64().unwrap();
     assert!(spent > 0.0 && spent <= 100.0, "{credits}");
     assert_eq!(credits["budget"], 100.0);
-    let by_steps: f64 = steps.iter().map(|s| s["credits"]["spent"].as_f64().unwrap()).sum();
+    let by_steps: f64 = steps
+        .iter()
+        .map(|s| s["credits"]["spent"].as_f64().unwrap())
+        .sum();
     assert!((by_steps - spent).abs() < 1e-9, "{credits}");
 
     let rows = c.results(&job).await;
     assert_eq!(rows.len(), 20);
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r["index"], i, "in contact order");
-        assert_eq!(r["custom"], json!({"crm_id": format!("c{i}")}), "its own custom");
+        assert_eq!(
+            r["custom"],
+            json!({"crm_id": format!("c{i}")}),
+            "its own custom"
+        );
         let (provider, outcome, attempts) = match tag(i) {
             "found-by-enrow" => ("enrow", "found", 1),
             "found-by-fullenrich" => ("fullenrich", "found", 2),
             _ => ("fullenrich", "not_found", 2),
         };
-        assert_eq!((r["provider"].as_str(), r["outcome"].as_str()), (Some(provider), Some(outcome)), "{r}");
+        assert_eq!(
+            (r["provider"].as_str(), r["outcome"].as_str()),
+            (Some(provider), Some(outcome)),
+            "{r}"
+        );
         assert_eq!(r["attempts"].as_array().unwrap().len(), attempts, "{r}");
         let verified = r["verification"]["outcome"].as_str();
         if tag(i) == "found-by-fullenrich" {

@@ -315,7 +315,8 @@ impl Sim {
             self.jobs.insert(meta, chunks, c);
             self.created.insert(id, now_ms());
         }
-        self.jobs.insert(plan::head_of(head, wf.clone()), Vec::new(), Vec::new());
+        self.jobs
+            .insert(plan::head_of(head, wf.clone()), Vec::new(), Vec::new());
         self.created.insert(job_id.clone(), now_ms());
         let first = wf.steps[0].job_id.clone();
         for i in first_chunks {

@@ -56,7 +56,11 @@ async fn case(seed: u64) -> Result<(), String> {
         let job_id = if waterfall {
             let steps = [
                 (Provider::Enrow, Operation::EmailFind, serde_json::json!({})),
-                (Provider::Fullenrich, Operation::Enrich, serde_json::json!({})),
+                (
+                    Provider::Fullenrich,
+                    Operation::Enrich,
+                    serde_json::json!({}),
+                ),
             ];
             sim.submit_waterfall(&steps, n, size, None, &lost)
         } else {
@@ -140,7 +144,10 @@ async fn case(seed: u64) -> Result<(), String> {
                 ));
             }
         }
-        for r in held.iter().flat_map(|j| sim.jobs.results(j).into_iter().map(move |r| (j, r))) {
+        for r in held
+            .iter()
+            .flat_map(|j| sim.jobs.results(j).into_iter().map(move |r| (j, r)))
+        {
             let (job, r) = r;
             // A clock that jumps past the start-confirmation timeout is a webhook more than
             // `START_CONFIRM_TIMEOUT` late: its chunk ended `start_unconfirmed` before it came

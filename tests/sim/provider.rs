@@ -134,8 +134,11 @@ pub fn found(rid: u64) -> bool {
 /// `L7`), the same whichever step of a waterfall asks; its record key when it has none.
 fn person(record: &Value, rid: u64) -> u64 {
     let number = |v: &Value| {
-        v.as_str()
-            .and_then(|t| t.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        v.as_str().and_then(|t| {
+            t.trim_start_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
     };
     number(&record["last_name"])
         .or_else(|| number(&record["fullname"]))
@@ -229,7 +232,10 @@ impl SimProvider {
         let e = Enrichment {
             job_id: job_id.clone(),
             op,
-            finds: rids.iter().map(|r| (self.finds)(op.provider(), *r)).collect(),
+            finds: rids
+                .iter()
+                .map(|r| (self.finds)(op.provider(), *r))
+                .collect(),
             rids,
             ready_at_ms: now_ms(),
             vanished: false,
@@ -438,7 +444,12 @@ impl SimProvider {
         if now_ms() < e.ready_at_ms {
             return Err(FetchError::NotReady);
         }
-        let rids: Vec<(u64, bool)> = e.rids.iter().copied().zip(e.finds.iter().copied()).collect();
+        let rids: Vec<(u64, bool)> = e
+            .rids
+            .iter()
+            .copied()
+            .zip(e.finds.iter().copied())
+            .collect();
         let (op, job) = (e.op, e.job_id.clone());
         for (r, _) in rids.iter().filter(|(_, f)| *f) {
             s.shown_found.insert((job.clone(), *r));
@@ -450,7 +461,10 @@ impl SimProvider {
 impl ProviderClient for SimProvider {
     async fn fullenrich_job(&self, _: Operation, id: &str) -> Result<fullenrich::Job, FetchError> {
         let (_, rids, _) = self.get(Provider::Fullenrich, id)?;
-        let data: Vec<Value> = rids.iter().map(|(r, f)| fullenrich_record(*r, *f)).collect();
+        let data: Vec<Value> = rids
+            .iter()
+            .map(|(r, f)| fullenrich_record(*r, *f))
+            .collect();
         let body =
             json!({"id": id, "status": "FINISHED", "cost": {"credits": rids.len()}, "data": data});
         Ok(fullenrich::parse_batch(body.to_string().as_bytes()).expect("a job object"))

@@ -46,7 +46,8 @@ async fn a_two_step_waterfall_settles_each_contact_once_at_the_step_that_found_i
             ready_after: Duration::from_secs(60),
             ..Faults::none()
         };
-        let mut sim = Sim::with_provider(SimProvider::with_finds(faults, enrow_then_half_the_rest()));
+        let mut sim =
+            Sim::with_provider(SimProvider::with_finds(faults, enrow_then_half_the_rest()));
         // 50 contacts in 10 chunks; chunk 0's start message is lost: it starts only when the
         // sweeper finds it overdue, 20 minutes on, so the first step ends late.
         let job = sim.submit_waterfall(&two_steps(), 50, 5, None, &[0]);
@@ -65,7 +66,11 @@ async fn a_two_step_waterfall_settles_each_contact_once_at_the_step_that_found_i
             } else {
                 (Provider::Fullenrich, Outcome::NotFound, 2)
             };
-            assert_eq!((s.provider, r.outcome), (provider, outcome), "seed {seed}: contact {k}");
+            assert_eq!(
+                (s.provider, r.outcome),
+                (provider, outcome),
+                "seed {seed}: contact {k}"
+            );
             assert_eq!(s.attempts.len(), attempts, "seed {seed}: contact {k}");
             assert!(!r.provisional, "seed {seed}: contact {k} settled");
             assert_eq!(r.custom, Some(json!({"crm_id": format!("lead_{k}")})));
@@ -75,9 +80,15 @@ async fn a_two_step_waterfall_settles_each_contact_once_at_the_step_that_found_i
         let mut asked = HashSet::new();
         for (provider, people) in sim.provider.asked() {
             for p in people {
-                assert!(asked.insert((provider, p)), "seed {seed}: {p} asked twice of {provider}");
+                assert!(
+                    asked.insert((provider, p)),
+                    "seed {seed}: {p} asked twice of {provider}"
+                );
                 if provider == Provider::Fullenrich {
-                    assert!(!found(p), "seed {seed}: FullEnrich asked about {p}, found by Enrow");
+                    assert!(
+                        !found(p),
+                        "seed {seed}: FullEnrich asked about {p}, found by Enrow"
+                    );
                 }
             }
         }
@@ -94,8 +105,15 @@ async fn a_two_step_waterfall_settles_each_contact_once_at_the_step_that_found_i
         );
         let first = sim.meta(&steps[0]).await;
         let second = sim.meta(&steps[1]).await;
-        assert_eq!((first.found, first.passed_on.not_found), (30, 20), "seed {seed}");
-        assert_eq!((second.contacts, second.found, second.not_found), (20, 10, 10));
+        assert_eq!(
+            (first.found, first.passed_on.not_found),
+            (30, 20),
+            "seed {seed}"
+        );
+        assert_eq!(
+            (second.contacts, second.found, second.not_found),
+            (20, 10, 10)
+        );
         // Leftovers start before the first step ends: FullEnrich's first start comes before
         // the first step's job is seen ended.
         let first_ended = sim.log().ended_at[&steps[0]];
@@ -113,6 +131,9 @@ async fn a_two_step_waterfall_settles_each_contact_once_at_the_step_that_found_i
         );
         assert!(sim.log().dead_letters.is_empty(), "seed {seed}");
         let chunks = sim.jobs.chunks(&steps[0]).await.unwrap();
-        assert!(chunks.iter().all(|c| c.passed), "seed {seed}: every chunk passed on");
+        assert!(
+            chunks.iter().all(|c| c.passed),
+            "seed {seed}: every chunk passed on"
+        );
     }
 }

@@ -185,7 +185,8 @@ impl SubmitArgs {
     /// each `--then` the next; `--verify` its check. The API's validation names a bad step.
     fn as_waterfall(&self, body: &mut Value) {
         let o = body.as_object_mut().expect("an object");
-        let mut first = json!({"provider": o.remove("provider"), "operation": o.remove("operation")});
+        let mut first =
+            json!({"provider": o.remove("provider"), "operation": o.remove("operation")});
         if let Some(options) = o.remove("options") {
             first["options"] = options.clone();
         }

@@ -361,7 +361,10 @@ async fn a_redelivered_cost_report_gives_back_the_reservation_once() {
     for (i, id) in ["a", "b"].iter().enumerate() {
         let index = ChunkIndex(i as u32);
         assert_eq!(
-            w.jobs.reserve_credits(&job_id, &job_id, index, 3.0).await.unwrap(),
+            w.jobs
+                .reserve_credits(&job_id, &job_id, index, 3.0)
+                .await
+                .unwrap(),
             Reserve::Reserved
         );
         w.jobs.start(&job_id, index, &ProviderId::new(*id));

@@ -41,8 +41,8 @@ mod credit_tests;
 #[cfg(test)]
 mod retry_tests;
 #[cfg(test)]
-mod waterfall_tests;
-#[cfg(test)]
 mod staged_tests;
+#[cfg(test)]
+mod waterfall_tests;
 #[cfg(test)]
 mod worker_tests;

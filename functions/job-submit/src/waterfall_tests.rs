@@ -7,8 +7,8 @@ use relay_shared::jobs::{ContactResult, JobStatus, Outcome, reasons};
 use relay_shared::queue::MemoryQueue;
 use relay_shared::store::contract::{chunk_ref, completed};
 use relay_shared::store::{JobWriter, Jobs, Results};
-use relay_shared::waterfall::advance;
 use relay_shared::validate::CallbackPolicy;
+use relay_shared::waterfall::advance;
 use serde_json::{Value, json};
 
 use crate::SubmitAction;
@@ -37,31 +37,58 @@ async fn a_waterfall_refusal_names_the_step_and_the_field() {
     // The first step's need: every contact must meet it.
     let mut no_company = person(1);
     no_company.as_object_mut().unwrap().remove("domain");
-    let (status, e) = call(&a, "POST", "/jobs", &[], &waterfall(vec![person(0), no_company])).await;
+    let (status, e) = call(
+        &a,
+        "POST",
+        "/jobs",
+        &[],
+        &waterfall(vec![person(0), no_company]),
+    )
+    .await;
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["error"]["field"], "contacts[1].company_domain");
     let message = e["error"]["message"].as_str().unwrap();
-    assert!(message.starts_with("steps[0] (enrow email_find): "), "{message}");
+    assert!(
+        message.starts_with("steps[0] (enrow email_find): "),
+        "{message}"
+    );
     // A later step's format: a field it would send, malformed.
     let mut bad_linkedin = person(1);
     bad_linkedin["linkedin_url"] = json!("https://example.com/not-a-profile");
     let (status, e) = call(&a, "POST", "/jobs", &[], &waterfall(vec![bad_linkedin])).await;
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["error"]["field"], "contacts[0].linkedin_url");
-    assert!(e["error"]["message"].as_str().unwrap().starts_with("steps[1] (fullenrich enrich): "));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("steps[1] (fullenrich enrich): ")
+    );
     assert!(!e.to_string().contains("not-a-profile"), "no value echoed");
     // The plan itself.
     let cases = [
         (json!({"provider": "enrow"}), "provider"),
         (json!({"steps": []}), "steps"),
-        (json!({"steps": [{"provider": "enrow", "operation": "enrich"}]}), "steps[0].operation"),
+        (
+            json!({"steps": [{"provider": "enrow", "operation": "enrich"}]}),
+            "steps[0].operation",
+        ),
         (
             json!({"steps": [{"provider": "fullenrich", "operation": "enrich", "options": {"enrich_fields": ["x"]}}]}),
             "steps[0].options.enrich_fields[0]",
         ),
-        (json!({"verify": {"provider": "enrow", "operation": "email_find"}}), "verify.operation"),
-        (json!({"verify": {"provider": "enrow", "operation": "email_verify", "when": "later"}}), "verify.when"),
-        (json!({"max_credits_per_contact": 0.5}), "max_credits_per_contact"),
+        (
+            json!({"verify": {"provider": "enrow", "operation": "email_find"}}),
+            "verify.operation",
+        ),
+        (
+            json!({"verify": {"provider": "enrow", "operation": "email_verify", "when": "later"}}),
+            "verify.when",
+        ),
+        (
+            json!({"max_credits_per_contact": 0.5}),
+            "max_credits_per_contact",
+        ),
     ];
     for (change, field) in cases {
         let mut body = waterfall(vec![person(0)]);
@@ -69,7 +96,11 @@ async fn a_waterfall_refusal_names_the_step_and_the_field() {
             body[k] = v.clone();
         }
         let (status, e) = call(&a, "POST", "/jobs", &[], &body).await;
-        assert_eq!((status, e["error"]["field"].as_str()), (400, Some(field)), "{e}");
+        assert_eq!(
+            (status, e["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{e}"
+        );
     }
     assert!(starts(&a).is_empty(), "nothing started");
     assert!(a.jobs.list_jobs(10, None).await.unwrap().0.is_empty());
@@ -80,20 +111,46 @@ async fn a_waterfall_is_its_steps_jobs_under_one_head_and_is_erased_whole() {
     let a = api(CallbackPolicy::default());
     let mut no_name = person(1);
     no_name.as_object_mut().unwrap().remove("last_name");
-    let (status, e) = call(&a, "POST", "/jobs", &[], &waterfall(vec![person(0), no_name])).await;
+    let (status, e) = call(
+        &a,
+        "POST",
+        "/jobs",
+        &[],
+        &waterfall(vec![person(0), no_name]),
+    )
+    .await;
     assert_eq!(status, 400, "half a name is refused by the first step: {e}");
-    let (status, v) = call(&a, "POST", "/jobs", &[], &waterfall(vec![person(0), person(1), person(2)])).await;
+    let (status, v) = call(
+        &a,
+        "POST",
+        "/jobs",
+        &[],
+        &waterfall(vec![person(0), person(1), person(2)]),
+    )
+    .await;
     assert_eq!(status, 202, "{v}");
     let id = JobId::new(v["job_id"].as_str().unwrap());
-    assert_eq!((v["contacts"].as_u64(), v["status"].as_str()), (Some(3), Some("accepted")));
+    assert_eq!(
+        (v["contacts"].as_u64(), v["status"].as_str()),
+        (Some(3), Some("accepted"))
+    );
     // The first step's chunks, and only them, are asked to start.
     let first = JobId::new(format!("{id}_s0"));
     let queued = starts(&a);
     assert!(!queued.is_empty());
-    assert!(queued.iter().all(|m| m.job_id == first && m.action == SubmitAction::Start));
+    assert!(
+        queued
+            .iter()
+            .all(|m| m.job_id == first && m.action == SubmitAction::Start)
+    );
     // Listed once: the waterfall, not its steps.
     let (_, list) = call(&a, "GET", "/jobs", &[], &Value::Null).await;
-    let listed: Vec<&str> = list["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed, [id.as_str()]);
     // Shown with its steps, its budget and its per-contact ceiling.
     let (status, job) = call(&a, "GET", &format!("/jobs/{id}"), &[], &Value::Null).await;
@@ -101,16 +158,35 @@ async fn a_waterfall_is_its_steps_jobs_under_one_head_and_is_erased_whole() {
     let steps = job["steps"].as_array().unwrap();
     let kinds: Vec<(&str, &str, u64)> = steps
         .iter()
-        .map(|s| (s["kind"].as_str().unwrap(), s["provider"].as_str().unwrap(), s["contacts"].as_u64().unwrap()))
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap(),
+                s["provider"].as_str().unwrap(),
+                s["contacts"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(kinds, [("find", "enrow", 3), ("find", "fullenrich", 0), ("verify", "enrow", 0)]);
+    assert_eq!(
+        kinds,
+        [
+            ("find", "enrow", 3),
+            ("find", "fullenrich", 0),
+            ("verify", "enrow", 0)
+        ]
+    );
     assert_eq!(job["credits"]["budget"], 50.0);
     assert_eq!(job["credits"]["max_credits_per_contact"], 2.5);
     assert_eq!(job["found_rate"], 0.0);
     // The first step holds every contact with every step's fields.
     let contacts = a.jobs.contacts(&first, 0, 3).await.unwrap();
     assert_eq!(contacts.len(), 3);
-    for k in ["fullname", "company_domain", "first_name", "last_name", "domain"] {
+    for k in [
+        "fullname",
+        "company_domain",
+        "first_name",
+        "last_name",
+        "domain",
+    ] {
         assert!(contacts[0].field(k).is_some(), "{k}");
     }
     // Erased whole: the head and every step.
@@ -139,7 +215,14 @@ fn row(index: u64, outcome: Outcome, reason: Option<&str>) -> ContactResult {
 #[tokio::test]
 async fn a_waterfall_retry_takes_its_retryable_failures_with_the_same_steps() {
     let a = api(CallbackPolicy::default());
-    let (_, v) = call(&a, "POST", "/jobs", &[], &waterfall(vec![person(0), person(1), person(2)])).await;
+    let (_, v) = call(
+        &a,
+        "POST",
+        "/jobs",
+        &[],
+        &waterfall(vec![person(0), person(1), person(2)]),
+    )
+    .await;
     let id = JobId::new(v["job_id"].as_str().unwrap());
     let q = MemoryQueue::default();
     // Step 1: 0 found, 1 not found (on to FullEnrich), 2 a start that may have been billed.
@@ -150,7 +233,12 @@ async fn a_waterfall_retry_takes_its_retryable_failures_with_the_same_steps() {
         row(2, Outcome::Failed, Some(reasons::START_UNCONFIRMED)),
     ];
     a.jobs
-        .store_chunk(&first, chunk_ref(ChunkIndex(0), 0, 3), rows, completed(ChunkIndex(0)))
+        .store_chunk(
+            &first,
+            chunk_ref(ChunkIndex(0), 0, 3),
+            rows,
+            completed(ChunkIndex(0)),
+        )
         .await
         .unwrap();
     let step = |j: &JobId| {
@@ -165,13 +253,28 @@ async fn a_waterfall_retry_takes_its_retryable_failures_with_the_same_steps() {
     assert_eq!((chunks.len(), chunks[0].count), (1, 1));
     let lost = vec![row(0, Outcome::Failed, Some(reasons::PROVIDER_LOST))];
     a.jobs
-        .store_chunk(&second, chunk_ref(chunks[0].index, 0, 1), lost, completed(chunks[0].index))
+        .store_chunk(
+            &second,
+            chunk_ref(chunks[0].index, 0, 1),
+            lost,
+            completed(chunks[0].index),
+        )
         .await
         .unwrap();
-    let ended = advance(&a.jobs, &q, &q, &step(&second).await).await.unwrap();
-    assert_eq!(ended, Some(JobStatus::PartiallyFailed), "the waterfall ended");
+    let ended = advance(&a.jobs, &q, &q, &step(&second).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        ended,
+        Some(JobStatus::PartiallyFailed),
+        "the waterfall ended"
+    );
     let (_, job) = call(&a, "GET", &format!("/jobs/{id}"), &[], &Value::Null).await;
-    assert_eq!((job["found"].as_u64(), job["failed"].as_u64()), (Some(1), Some(2)), "{job}");
+    assert_eq!(
+        (job["found"].as_u64(), job["failed"].as_u64()),
+        (Some(1), Some(2)),
+        "{job}"
+    );
     let (_, page) = call(&a, "GET", &format!("/jobs/{id}/results"), &[], &Value::Null).await;
     let rows = page["results"].as_array().unwrap();
     assert_eq!(rows[1]["provider"], "fullenrich");
@@ -180,7 +283,10 @@ async fn a_waterfall_retry_takes_its_retryable_failures_with_the_same_steps() {
 
     let (status, r) = call(&a, "POST", &format!("/jobs/{id}/retry"), &[], &Value::Null).await;
     assert_eq!(status, 202, "{r}");
-    assert_eq!((r["retried"].as_u64(), r["unconfirmed"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (r["retried"].as_u64(), r["unconfirmed"].as_u64()),
+        (Some(1), Some(1))
+    );
     let new = JobId::new(r["job_id"].as_str().unwrap());
     let head = a.jobs.get_job(&new).await.unwrap().unwrap();
     assert_eq!(head.retry_of.as_ref(), Some(&id));
@@ -190,7 +296,11 @@ async fn a_waterfall_retry_takes_its_retryable_failures_with_the_same_steps() {
     assert_eq!(wf.max_credits_per_contact, Some(2.5));
     let contacts = a.jobs.contacts(&wf.steps[0].job_id, 0, 10).await.unwrap();
     assert_eq!(contacts.len(), 1);
-    assert_eq!(contacts[0].custom, Some(json!({"crm_id": "c1"})), "contact 1 alone");
+    assert_eq!(
+        contacts[0].custom,
+        Some(json!({"crm_id": "c1"})),
+        "contact 1 alone"
+    );
     let with = json!({"include_unconfirmed": true});
     let (status, r) = call(&a, "POST", &format!("/jobs/{id}/retry"), &[], &with).await;
     assert_eq!((status, r["retried"].as_u64()), (202, Some(2)), "{r}");

@@ -78,11 +78,11 @@ mod steps;
 mod types;
 
 pub use credits::{BalanceCache, CreditBudget};
-pub use steps::{Figures as WaterfallFigures, PassOn, Passed, Waterfalls};
 pub use dynamo::{
     DynamoDedupe, DynamoJobStore, POLL_SHARDS, chunk_sk, contact_sk, item_size, poll_shard,
     result_sk,
 };
+pub use steps::{Figures as WaterfallFigures, PassOn, Passed, Waterfalls};
 pub use types::{
     CREATION_GRACE, CachedBalance, CallbackAttempt, CallbackTake, ChunkRef, ChunkUpdate, Claim,
     DEFAULT_POLL_AFTER_MS, DEFAULT_RETENTION_DAYS, DEFAULT_START_OVERDUE_MS, DRAFT_TTL, Due,

@@ -34,7 +34,10 @@ pub fn operation_fields(op: Operation) -> &'static [&'static str] {
 }
 
 /// Whether a contact's fields meet `op`'s need: `Err((field, rule))` names what it lacks.
-pub fn requirement(op: Operation, c: &Map<String, Value>) -> Result<(), (&'static str, &'static str)> {
+pub fn requirement(
+    op: Operation,
+    c: &Map<String, Value>,
+) -> Result<(), (&'static str, &'static str)> {
     let has = |k: &str| {
         c.get(k)
             .and_then(Value::as_str)
@@ -164,11 +167,20 @@ pub fn validate_contact(op: Operation, i: usize, c: &Value) -> Result<Contact, I
 
 /// A contact for a later waterfall step: `None` when it lacks a field the step needs (it
 /// skips the step); a field it has in a wrong format is an error all the same.
-pub fn validate_for_later_step(op: Operation, i: usize, c: &Value) -> Result<Option<Contact>, Invalid> {
+pub fn validate_for_later_step(
+    op: Operation,
+    i: usize,
+    c: &Value,
+) -> Result<Option<Contact>, Invalid> {
     validate_for(op, i, c, false)
 }
 
-fn validate_for(op: Operation, i: usize, c: &Value, needed: bool) -> Result<Option<Contact>, Invalid> {
+fn validate_for(
+    op: Operation,
+    i: usize,
+    c: &Value,
+    needed: bool,
+) -> Result<Option<Contact>, Invalid> {
     let at = |f: &str| format!("contacts[{i}].{f}");
     let obj = c
         .as_object()

@@ -17,8 +17,8 @@ pub use callback_url::{
     CallbackPolicy, MAX_CALLBACK_URL_CHARS, is_public_address, validate_callback_url,
 };
 pub use contact::{derivable_fields, derive_fields, operation_fields, validate_contact};
-pub use steps::{MAX_STEPS, StepPlan, WaterfallPlan};
 pub use formats::{fullenrich_len, is_domain, is_email, is_linkedin_profile, reduce_domain};
+pub use steps::{MAX_STEPS, StepPlan, WaterfallPlan};
 
 pub const MAX_CONTACTS: usize = 50_000;
 /// FullEnrich allows 10 `custom` keys; the relay uses one (`rid`) to map results back.

@@ -179,7 +179,8 @@ pub(super) fn validate_contacts(
                 field: e.field,
                 message: format!("{}: {}", label(t, &plan.steps[t]), e.message),
             };
-            let mut contact = validate_contact(plan.steps[0].operation, i, c).map_err(|e| named(0, e))?;
+            let mut contact =
+                validate_contact(plan.steps[0].operation, i, c).map_err(|e| named(0, e))?;
             for (t, s) in plan.steps.iter().enumerate().skip(1) {
                 if let Some(later) =
                     validate_for_later_step(s.operation, i, c).map_err(|e| named(t, e))?

@@ -158,7 +158,10 @@ where
         }
         if passes_on(r) {
             match next_step(wf, position, &c.fields, spent) {
-                Next::Go { position: t, skipped } => {
+                Next::Go {
+                    position: t,
+                    skipped,
+                } => {
                     let mut attempts = before.clone();
                     attempts.push(this);
                     attempts.extend(skipped);
@@ -191,7 +194,17 @@ where
     }
     for (t, list) in going {
         let target = wf.step(t).expect("a step of the chain");
-        send_on(jobs, submit, waterfall, step, target, t == finds, chunk, list).await?;
+        send_on(
+            jobs,
+            submit,
+            waterfall,
+            step,
+            target,
+            t == finds,
+            chunk,
+            list,
+        )
+        .await?;
     }
     if !ending.is_empty() {
         jobs.put_routes(waterfall, &ending).await?;
@@ -199,7 +212,12 @@ where
     jobs.mark_passed(&step.job_id, chunk.index).await
 }
 
-fn route(index: ContactIndex, position: usize, attempts: Vec<Attempt>, after: Vec<Attempt>) -> Route {
+fn route(
+    index: ContactIndex,
+    position: usize,
+    attempts: Vec<Attempt>,
+    after: Vec<Attempt>,
+) -> Route {
     Route {
         index,
         position,
@@ -250,7 +268,10 @@ where
         .map(|(i, g)| {
             let at = ContactIndex(passed.base + i as u64);
             (
-                Contact { index: at, ..g.contact },
+                Contact {
+                    index: at,
+                    ..g.contact
+                },
                 Route { at, ..g.route },
             )
         })
@@ -258,7 +279,10 @@ where
     jobs.write_contacts(&target.job_id, &contacts).await?;
     jobs.put_routes(waterfall, &routes).await?;
     for c in &passed.chunks {
-        if let Err(e) = submit.send(SubmitChunk::start(&target.job_id, c.index)).await {
+        if let Err(e) = submit
+            .send(SubmitChunk::start(&target.job_id, c.index))
+            .await
+        {
             tracing::warn!(job_id = %target.job_id, error = %e, "start not queued: the sweeper sends it when overdue");
         }
     }

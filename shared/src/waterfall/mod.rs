@@ -238,7 +238,10 @@ pub fn passes_on(r: &ContactResult) -> bool {
 
 /// Whether a contact with `fields` can enter a step of `op`: `Err((field, rule))` names what it
 /// lacks.
-pub fn can_enter(op: Operation, fields: &Map<String, Value>) -> Result<(), (&'static str, &'static str)> {
+pub fn can_enter(
+    op: Operation,
+    fields: &Map<String, Value>,
+) -> Result<(), (&'static str, &'static str)> {
     crate::validate::contact::requirement(op, fields)
 }
 
@@ -246,7 +249,10 @@ pub fn can_enter(op: Operation, fields: &Map<String, Value>) -> Result<(), (&'st
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
     /// To the step at `position`, having skipped `skipped` on the way.
-    Go { position: usize, skipped: Vec<Attempt> },
+    Go {
+        position: usize,
+        skipped: Vec<Attempt>,
+    },
     /// Nowhere: it ends at the step that did not settle it, having skipped `skipped`.
     End { skipped: Vec<Attempt> },
 }
@@ -262,11 +268,17 @@ pub fn next_step(wf: &Waterfall, position: usize, fields: &Map<String, Value>, s
             continue;
         }
         let cost = crate::credits::per_contact(step.operation, &step.options);
-        if wf.max_credits_per_contact.is_some_and(|m| spent + cost > m + 1e-9) {
+        if wf
+            .max_credits_per_contact
+            .is_some_and(|m| spent + cost > m + 1e-9)
+        {
             skipped.push(Attempt::skipped(step, CONTACT_BUDGET_EXHAUSTED));
             continue;
         }
-        return Next::Go { position: p, skipped };
+        return Next::Go {
+            position: p,
+            skipped,
+        };
     }
     Next::End { skipped }
 }
@@ -281,7 +293,9 @@ pub fn wants_verify(wf: &Waterfall, step: &Step, r: &ContactResult, spent: f64) 
     r.outcome == Outcome::Found
         && r.email.as_deref().is_some_and(|e| !e.is_empty())
         && v.when.takes(step.provider)
-        && !wf.max_credits_per_contact.is_some_and(|m| spent + cost > m + 1e-9)
+        && !wf
+            .max_credits_per_contact
+            .is_some_and(|m| spent + cost > m + 1e-9)
 }
 
 /// The contact a step passes on to the step at `position`: its fields (every step's, as the

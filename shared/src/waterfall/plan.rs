@@ -63,7 +63,11 @@ pub fn step_jobs(
             meta.passes_on = t + 1 < chain.len();
             // Its ceiling only: its chunks reserve from the waterfall's head.
             meta.budget = head.budget;
-            let chunks = if t == 0 { Chunk::plan(n, size) } else { Vec::new() };
+            let chunks = if t == 0 {
+                Chunk::plan(n, size)
+            } else {
+                Vec::new()
+            };
             (meta, chunks)
         })
         .collect()

@@ -86,7 +86,9 @@ pub fn view(head: &JobMeta, steps: &[(JobMeta, Vec<Chunk>)]) -> Value {
                 c["reserved"].as_f64().unwrap_or(0.0),
                 c["spent"].as_f64().unwrap_or(0.0),
             );
-            let e = by_provider.entry(m.provider.as_str().to_string()).or_default();
+            let e = by_provider
+                .entry(m.provider.as_str().to_string())
+                .or_default();
             e.0 += reserved;
             e.1 += spent;
             used += chunks.iter().filter_map(|c| c.credits).sum::<f64>();

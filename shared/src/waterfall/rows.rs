@@ -42,7 +42,9 @@ pub fn merge(
         Some(Verification {
             provider: v.step.provider,
             operation: v.step.operation,
-            outcome: checked.map_or("pending", |c| c.outcome.as_str()).to_string(),
+            outcome: checked
+                .map_or("pending", |c| c.outcome.as_str())
+                .to_string(),
             email_status: checked.and_then(|c| c.email_status.clone()),
             reason: checked.and_then(|c| c.reason.clone()),
         })

@@ -68,18 +68,27 @@ fn only_what_another_provider_could_change_passes_on() {
         (Outcome::Failed, Some(CONTACT_BUDGET_EXHAUSTED), false),
     ];
     for (outcome, reason, passes) in cases {
-        assert_eq!(passes_on(&row(0, outcome, reason)), passes, "{outcome} {reason:?}");
+        assert_eq!(
+            passes_on(&row(0, outcome, reason)),
+            passes,
+            "{outcome} {reason:?}"
+        );
     }
 }
 
 #[test]
 fn a_contact_skips_a_step_it_lacks_a_field_for_or_cannot_afford() {
     let mut wf = two_steps();
-    let named = fields(json!({"fullname": "Ada Lovelace", "company_domain": "example.com",
-        "first_name": "Ada", "last_name": "Lovelace", "domain": "example.com"}));
+    let named = fields(
+        json!({"fullname": "Ada Lovelace", "company_domain": "example.com",
+        "first_name": "Ada", "last_name": "Lovelace", "domain": "example.com"}),
+    );
     assert_eq!(
         next_step(&wf, 0, &named, 0.0),
-        Next::Go { position: 1, skipped: vec![] }
+        Next::Go {
+            position: 1,
+            skipped: vec![]
+        }
     );
     let no_last_name = fields(json!({"fullname": "Ada", "company_domain": "example.com"}));
     match next_step(&wf, 0, &no_last_name, 0.0) {
@@ -159,7 +168,15 @@ fn figures_count_each_contact_at_the_step_that_settled_it() {
     };
     // 10 contacts: 6 found at step 1, 3 not found and 1 failed passed on; step 2 finds 2.
     let steps = [
-        head(6, 3, 1, PassedOn { not_found: 3, failed: 1 }),
+        head(
+            6,
+            3,
+            1,
+            PassedOn {
+                not_found: 3,
+                failed: 1,
+            },
+        ),
         head(2, 2, 0, PassedOn::default()),
     ];
     let f = settled_counts(&steps);

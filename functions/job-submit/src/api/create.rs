@@ -329,7 +329,8 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             Err(e) => return Err(e.into()),
         }
         let first = &wf.steps[0].job_id;
-        self.queue(first, steps[0].1.iter().map(|c| c.index)).await?;
+        self.queue(first, steps[0].1.iter().map(|c| c.index))
+            .await?;
         Ok(head)
     }
 

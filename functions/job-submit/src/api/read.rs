@@ -330,7 +330,8 @@ pub(super) async fn results<J: ApiStore, Q: Queue>(
 ) -> Result<Response, ApiError> {
     let meta = api.live(&id, false).await?;
     let limit = q.limit.0;
-    let results = relay_shared::waterfall::read::results(&api.jobs, &meta, q.cursor, limit + 1).await?;
+    let results =
+        relay_shared::waterfall::read::results(&api.jobs, &meta, q.cursor, limit + 1).await?;
     // CSV reads the provider's records for its `relay_emails` / `relay_phones` lists.
     let with_raw = q.include || q.format == Format::Csv;
     let (page, next) = results_page(results, limit, with_raw, MAX_RESULTS_PAGE_BYTES);

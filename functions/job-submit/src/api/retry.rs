@@ -214,9 +214,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             for k in ["provider", "operation", "options"] {
                 o.remove(k);
             }
-            let step = |s: &relay_shared::waterfall::Step| {
-                json!({"provider": s.provider, "operation": s.operation, "options": s.options})
-            };
+            let step = |s: &relay_shared::waterfall::Step| json!({"provider": s.provider, "operation": s.operation, "options": s.options});
             o.insert("steps".into(), wf.steps.iter().map(step).collect());
             if let Some(v) = &wf.verify {
                 let mut verify = step(&v.step);

@@ -279,7 +279,12 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         // A waterfall's steps are erased with it: each is a job of its own.
         let steps = head
             .and_then(|m| m.waterfall)
-            .map(|wf| wf.chain().into_iter().map(|s| s.job_id.clone()).collect::<Vec<_>>())
+            .map(|wf| {
+                wf.chain()
+                    .into_iter()
+                    .map(|s| s.job_id.clone())
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         for step in &steps {
             self.jobs.mark_deleted(step).await?;

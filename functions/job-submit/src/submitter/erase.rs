@@ -1,11 +1,11 @@
 //! A deleted job's erasure, a message at a time.
 
-use relay_shared::store::Waterfalls;
 use relay_shared::bodies::BodyStore;
 use relay_shared::jobs::JobStatus;
 use relay_shared::now_ms;
 use relay_shared::providers::submit::Submitter;
 use relay_shared::queue::Queue;
+use relay_shared::store::Waterfalls;
 use relay_shared::store::{
     CreditBudget, DRAFT_TTL, JobWriter, Links, RateSchedule, Results, StoreError, SubmitLedger,
 };

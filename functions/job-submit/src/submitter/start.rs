@@ -149,7 +149,11 @@ where
         // A waterfall's steps reserve from the waterfall's one budget (a step's head carries
         // only its ceiling).
         let from = p.meta.step_of.as_ref().map_or(job_id, |s| &s.job);
-        match self.jobs.reserve_credits(from, job_id, p.index, cost).await? {
+        match self
+            .jobs
+            .reserve_credits(from, job_id, p.index, cost)
+            .await?
+        {
             Reserve::Reserved | Reserve::Held | Reserve::Unlimited => Ok(Continue(())),
             Reserve::NotPending => Ok(Break(Submitted::Skipped)),
             Reserve::Exhausted { left } => {

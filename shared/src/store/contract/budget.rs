@@ -76,7 +76,9 @@ where
 
     let plain = created(s, 2, 2).await;
     assert_eq!(
-        s.reserve_credits(&plain.job_id, &plain.job_id, c0, 1.0).await.unwrap(),
+        s.reserve_credits(&plain.job_id, &plain.job_id, c0, 1.0)
+            .await
+            .unwrap(),
         Reserve::Unlimited
     );
     assert_eq!(reservation(s, &plain.job_id, 0).await, None);

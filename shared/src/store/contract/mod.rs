@@ -41,15 +41,15 @@ pub use results::{
     a_job_reads_with_its_chunks_as_apart, a_provisional_row_is_replaced_once,
     the_first_final_result_wins,
 };
-pub use steps::{
-    a_chunk_passes_its_contacts_on_once, a_step_reserves_from_its_waterfalls_budget,
-    a_step_settles_only_closed_and_passed_on, routes_and_rows_read_back,
-};
 pub use starts::{
     a_chunk_is_taken_for_its_start_once, a_linked_id_finds_its_job, a_poll_is_claimed_once,
     a_start_is_fenced_by_its_job, a_taken_chunk_splits_in_halves, links_follow_their_chunk,
     rate_slots_pace_requests, the_due_index_finds_what_is_due,
     unsigned_fetches_are_counted_per_chunk,
+};
+pub use steps::{
+    a_chunk_passes_its_contacts_on_once, a_step_reserves_from_its_waterfalls_budget,
+    a_step_settles_only_closed_and_passed_on, routes_and_rows_read_back,
 };
 
 /// What a case may break on purpose: the DynamoDB store through an interceptor, the twin by its

@@ -55,16 +55,24 @@ where
 {
     let source = created(s, 6, 3).await;
     let target = open_step(s, &source.job_id).await;
-    let first = s.pass_on(&pass(&source.job_id, 0, &target.job_id, 3)).await.unwrap();
+    let first = s
+        .pass_on(&pass(&source.job_id, 0, &target.job_id, 3))
+        .await
+        .unwrap();
     assert_eq!(first.base, 0);
     let indices: Vec<u32> = first.chunks.iter().map(|c| c.index.get()).collect();
     assert_eq!(indices, [0, 1], "3 contacts in chunks of 2");
     assert_eq!(
-        s.pass_on(&pass(&source.job_id, 0, &target.job_id, 3)).await.unwrap(),
+        s.pass_on(&pass(&source.job_id, 0, &target.job_id, 3))
+            .await
+            .unwrap(),
         first,
         "the same pass-on again"
     );
-    let second = s.pass_on(&pass(&source.job_id, 1, &target.job_id, 2)).await.unwrap();
+    let second = s
+        .pass_on(&pass(&source.job_id, 1, &target.job_id, 2))
+        .await
+        .unwrap();
     assert_eq!(second.base, 3);
     assert_eq!(second.chunks[0].index, ChunkIndex(2));
     assert_eq!((second.chunks[0].offset, second.chunks[0].count), (3, 2));
@@ -86,7 +94,9 @@ where
         index: ContactIndex(7),
         attempts: vec![],
     });
-    s.write_contacts(&target.job_id, &[c.clone()]).await.unwrap();
+    s.write_contacts(&target.job_id, &[c.clone()])
+        .await
+        .unwrap();
     assert_eq!(s.contacts(&target.job_id, 3, 1).await.unwrap(), vec![c]);
     s.close_step(&target.job_id).await.unwrap();
     assert!(matches!(
@@ -94,7 +104,9 @@ where
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(
-        s.pass_on(&pass(&source.job_id, 0, &target.job_id, 3)).await.unwrap(),
+        s.pass_on(&pass(&source.job_id, 0, &target.job_id, 3))
+            .await
+            .unwrap(),
         first,
         "a pass-on made before still answers once closed"
     );
@@ -129,12 +141,18 @@ where
         .unwrap();
     assert_eq!(got, routes[..3].to_vec());
     let chunk = super::chunk_ref(ChunkIndex(0), 0, 4);
-    let set = vec![result(0, Outcome::Found, false), result(2, Outcome::NotFound, false)];
+    let set = vec![
+        result(0, Outcome::Found, false),
+        result(2, Outcome::NotFound, false),
+    ];
     s.store_chunk(&head.job_id, chunk, set, completed(ChunkIndex(0)))
         .await
         .unwrap();
     let rows = s
-        .results_at(&head.job_id, &[ContactIndex(2), ContactIndex(1), ContactIndex(0)])
+        .results_at(
+            &head.job_id,
+            &[ContactIndex(2), ContactIndex(1), ContactIndex(0)],
+        )
         .await
         .unwrap();
     let indices: Vec<u64> = rows.iter().map(|r| r.index.get()).collect();
@@ -152,13 +170,24 @@ where
     meta.passes_on = true;
     s.create_job(&meta, &chunks, &all).await.unwrap();
     let id = &meta.job_id;
-    let set = vec![result(0, Outcome::Found, false), result(1, Outcome::NotFound, false)];
-    s.store_chunk(id, super::chunk_ref(ChunkIndex(0), 0, 2), set, completed(ChunkIndex(0)))
-        .await
-        .unwrap();
+    let set = vec![
+        result(0, Outcome::Found, false),
+        result(1, Outcome::NotFound, false),
+    ];
+    s.store_chunk(
+        id,
+        super::chunk_ref(ChunkIndex(0), 0, 2),
+        set,
+        completed(ChunkIndex(0)),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.settle_job(id).await.unwrap(), None, "not passed on yet");
     s.mark_passed(id, ChunkIndex(0)).await.unwrap();
-    assert_eq!(s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap().passed, true);
+    assert_eq!(
+        s.chunk(id, ChunkIndex(0)).await.unwrap().unwrap().passed,
+        true
+    );
     assert_eq!(s.settle_job(id).await.unwrap(), Some(JobStatus::Completed));
 
     let step = open_step(s, id).await;
@@ -181,7 +210,10 @@ where
         s.settle_waterfall(&head.job_id, figures).await.unwrap(),
         Some(JobStatus::PartiallyFailed)
     );
-    assert_eq!(s.settle_waterfall(&head.job_id, figures).await.unwrap(), None);
+    assert_eq!(
+        s.settle_waterfall(&head.job_id, figures).await.unwrap(),
+        None
+    );
     let m = s.get_job(&head.job_id).await.unwrap().unwrap();
     assert_eq!((m.done, m.found, m.not_found, m.failed), (10, 7, 2, 1));
 }
@@ -196,13 +228,24 @@ where
     s.create_job(&head, &[], &[]).await.unwrap();
     let step = created(s, 4, 2).await;
     let (w, j) = (&head.job_id, &step.job_id);
-    assert_eq!(s.reserve_credits(w, j, ChunkIndex(0), 6.0).await.unwrap(), Reserve::Reserved);
+    assert_eq!(
+        s.reserve_credits(w, j, ChunkIndex(0), 6.0).await.unwrap(),
+        Reserve::Reserved
+    );
     assert_eq!(
         s.reserve_credits(w, j, ChunkIndex(1), 6.0).await.unwrap(),
         Reserve::Exhausted { left: 4.0 }
     );
     let left = |m: Option<JobMeta>| m.unwrap().budget.unwrap().left;
     assert!(s.release_credits(j, ChunkIndex(0), 1.0).await.unwrap());
-    assert_eq!(left(s.get_job(w).await.unwrap()), 9.0, "the rest went back to the waterfall");
-    assert_eq!(s.get_job(j).await.unwrap().unwrap().budget, None, "the step holds none");
+    assert_eq!(
+        left(s.get_job(w).await.unwrap()),
+        9.0,
+        "the rest went back to the waterfall"
+    );
+    assert_eq!(
+        s.get_job(j).await.unwrap().unwrap().budget,
+        None,
+        "the step holds none"
+    );
 }

@@ -11,9 +11,9 @@ use super::requests::bound;
 use crate::ids::ContactIndex;
 use crate::ids::{ChunkIndex, JobId};
 use crate::jobs::{CallbackStatus, ContactResult, JobMeta, JobStatus};
-use crate::store::counts::Counts;
 use crate::now_ms;
 use crate::store::Jobs;
+use crate::store::counts::Counts;
 use crate::store::{ChunkRef, ChunkUpdate, CreditBudget, Results, StoreError, Stored};
 use std::collections::HashSet;
 

@@ -4,8 +4,8 @@
 //! (so the same pass-on again returns it), and the source head's `fwd_*` counters. Routes are
 //! items `ROUTE#<index:07>#<position:02>` under the waterfall's head.
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use crate::retry::BackoffBuilder;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 
 use super::DynamoJobStore;
@@ -115,7 +115,12 @@ impl Waterfalls for DynamoJobStore {
         to: ContactIndex,
     ) -> Result<Vec<Route>, StoreError> {
         let items = self
-            .query_range(waterfall, &route_sk(from, 0), &format!("ROUTE#{to:07}#~"), None)
+            .query_range(
+                waterfall,
+                &route_sk(from, 0),
+                &format!("ROUTE#{to:07}#~"),
+                None,
+            )
             .await?;
         items
             .iter()
@@ -219,7 +224,9 @@ impl DynamoJobStore {
                 .unwrap_or_default();
         }
         if !wanted.is_empty() {
-            return Err(StoreError::unavailable("a batch read left keys unprocessed"));
+            return Err(StoreError::unavailable(
+                "a batch read left keys unprocessed",
+            ));
         }
         Ok(found)
     }

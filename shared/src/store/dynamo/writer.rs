@@ -61,7 +61,9 @@ impl JobWriter for DynamoJobStore {
         } else {
             "SET list_pk = :l REMOVE creating, poll_shard, poll_at"
         };
-        let mut done = self.meta_item_update(&meta.job_id).update_expression(listed);
+        let mut done = self
+            .meta_item_update(&meta.job_id)
+            .update_expression(listed);
         if meta.step_of.is_none() {
             done = done.expression_attribute_values(":l", s(LIST_PK));
         }
