@@ -189,6 +189,18 @@ async fn a_waterfall_is_its_steps_jobs_under_one_head_and_is_erased_whole() {
     ] {
         assert!(contacts[0].field(k).is_some(), "{k}");
     }
+    // A step alone is not canceled or deleted: the waterfall would wait for it.
+    for (method, path) in [
+        ("POST", format!("/jobs/{first}/cancel")),
+        ("DELETE", format!("/jobs/{first}")),
+    ] {
+        let (status, e) = call(&a, method, &path, &[], &Value::Null).await;
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (409, Some("waterfall_step")),
+            "{e}"
+        );
+    }
     // Erased whole: the head and every step.
     let (status, _) = call(&a, "DELETE", &format!("/jobs/{id}"), &[], &Value::Null).await;
     assert_eq!(status, 202);

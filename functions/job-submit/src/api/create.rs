@@ -304,14 +304,9 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         let job_id = head.job_id.clone();
         let wf = plan::waterfall_of(&job_id, plan);
         let steps = plan::step_jobs(&head, &wf, chunk_size);
-        for (t, (meta, chunks)) in steps.iter().enumerate() {
-            let step_contacts = if t == 0 { contacts } else { &[][..] };
-            match self.jobs.create_job(meta, chunks, step_contacts).await {
-                // Written by an earlier try of this request.
-                Ok(()) | Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // The head first: no step starts without the waterfall that ends it (a first step
+        // written alone would be started by the sweeper, spending credits for a job the caller
+        // was told failed).
         let head = plan::head_of(head, wf.clone());
         match self.jobs.create_job(&head, &[], &[]).await {
             Ok(()) => {}
@@ -327,6 +322,14 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
                 }
             }
             Err(e) => return Err(e.into()),
+        }
+        for (t, (meta, chunks)) in steps.iter().enumerate() {
+            let step_contacts = if t == 0 { contacts } else { &[][..] };
+            match self.jobs.create_job(meta, chunks, step_contacts).await {
+                // Written by an earlier try of this request.
+                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let first = &wf.steps[0].job_id;
         self.queue(first, steps[0].1.iter().map(|c| c.index))

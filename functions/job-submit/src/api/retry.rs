@@ -122,6 +122,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     ) -> Result<Response, ApiError> {
         let include_unconfirmed = include_unconfirmed(body)?;
         let meta = self.live(id, false).await?;
+        super::write::refuse_a_step(&meta)?;
         if !meta.status.is_terminal() {
             return Err(ApiError::new(
                 409,

@@ -166,8 +166,10 @@ pub(crate) struct ResultsNdjson(String);
 /// UTF-8, CRLF, no byte-order mark: index, the custom keys, then relay_outcome, relay_email,
 /// relay_email_status (deliverable, risky, undeliverable or unknown, for both providers),
 /// relay_email_status_raw (the provider's word), relay_phone, relay_emails and relay_phones
-/// (every value the provider gave, ;-separated), relay_reason, relay_provider,
-/// relay_domain_sent. Cells starting with =, +, -, @, tab or CR get a leading ' (OWASP CSV
+/// (every value the provider gave, ;-separated), relay_reason, relay_provider (a waterfall's:
+/// the step that settled the row), relay_domain_sent, relay_operation, relay_verification (a
+/// waterfall's verify: valid or invalid) and relay_attempts (a waterfall's steps, each
+/// "provider operation: outcome (reason)", ;-separated). Cells starting with =, +, -, @, tab or CR get a leading ' (OWASP CSV
 /// injection advice; a number or phone number such as +1 415 555 0100 is left as it is). The
 /// same writer as the relay CLI's results files.
 #[derive(ToSchema)]

@@ -237,6 +237,7 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     /// once the job has ended.
     async fn cancel(&self, id: &JobId) -> Result<Response, ApiError> {
         let meta = self.live(id, true).await?;
+        refuse_a_step(&meta)?;
         if meta.status.is_terminal() {
             return Err(ApiError::new(
                 409,
@@ -273,6 +274,9 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
     async fn delete(&self, id: &JobId) -> Result<Response, ApiError> {
         // Not erased: live, or deleted with its erasure still to finish.
         let head = self.jobs.get_job(id).await?.filter(|m| !m.erased);
+        if let Some(m) = head.as_ref().filter(|m| !m.deleted) {
+            refuse_a_step(m)?;
+        }
         if head.is_none() || !self.jobs.mark_deleted(id).await? {
             return Err(ApiError::not_found("job"));
         }
@@ -295,6 +299,23 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
             }
         }
         Ok(json_response(202, json!(Deleting::new(id)).to_string()))
+    }
+}
+
+/// A waterfall's step is canceled, deleted or retried with its waterfall, never alone (the
+/// waterfall would wait for it): 409 naming the waterfall.
+pub(crate) fn refuse_a_step(meta: &JobMeta) -> Result<(), ApiError> {
+    match &meta.step_of {
+        Some(of) => Err(ApiError::new(
+            409,
+            "waterfall_step",
+            format!(
+                "this job is step {} of waterfall {}: cancel, delete or retry the waterfall",
+                of.position + 1,
+                of.job
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
