@@ -144,7 +144,7 @@ mod tests {
         );
         assert_eq!(
             lines[3],
-            "Bob Bo,initech.com,,not_found,,,,,,,,fullenrich,initech.com"
+            "Bob Bo,initech.com,,not_found,,,,,,,,fullenrich,initech.com,,,"
         );
         let mut out = Vec::new();
         write_rejects_file(&mut out, &input, false).unwrap();

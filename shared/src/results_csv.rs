@@ -344,7 +344,27 @@ mod tests {
                 "+1 555-123-4567;+33 6 12 34 56 78",
                 "",
                 "fullenrich",
-                "acme.com"
+                "acme.com",
+                "",
+                "",
+                ""
+            ]
+        );
+        // A waterfall's row: the settling step, the verification, every step's account.
+        let wf = json!({"index": 1, "outcome": "found", "email": "cy@acme.com",
+            "provider": "fullenrich", "operation": "enrich",
+            "verification": {"provider": "enrow", "operation": "email_verify", "outcome": "valid"},
+            "attempts": [
+                {"provider": "enrow", "operation": "email_find", "outcome": "not_found", "credits": 0},
+                {"provider": "fullenrich", "operation": "enrich", "outcome": "found", "credits": 1}]});
+        let cells = result_cells(&wf, "enrow", None);
+        assert_eq!(cells[8], "fullenrich", "the step that settled it, not the first");
+        assert_eq!(
+            cells[10..],
+            [
+                "enrich",
+                "valid",
+                "enrow email_find: not_found; fullenrich enrich: found"
             ]
         );
         let enrow = json!({"index": 0, "outcome": "valid", "email": "bo@x.io",
