@@ -358,7 +358,10 @@ mod tests {
                 {"provider": "enrow", "operation": "email_find", "outcome": "not_found", "credits": 0},
                 {"provider": "fullenrich", "operation": "enrich", "outcome": "found", "credits": 1}]});
         let cells = result_cells(&wf, "enrow", None);
-        assert_eq!(cells[8], "fullenrich", "the step that settled it, not the first");
+        assert_eq!(
+            cells[8], "fullenrich",
+            "the step that settled it, not the first"
+        );
         assert_eq!(
             cells[10..],
             [

@@ -140,10 +140,42 @@ where
         .filter(|r| chunk.holds(r.index))
         .map(|r| (r.index, r))
         .collect();
+    let (going, ending) = sort(wf, position, step, &contacts, &rows);
+    let finds = wf.steps.len();
+    for (t, list) in going {
+        let target = wf.step(t).expect("a step of the chain");
+        send_on(
+            jobs,
+            submit,
+            waterfall,
+            step,
+            target,
+            t == finds,
+            chunk,
+            list,
+        )
+        .await?;
+    }
+    if !ending.is_empty() {
+        jobs.put_routes(waterfall, &ending).await?;
+    }
+    jobs.mark_passed(&step.job_id, chunk.index).await
+}
+
+/// Where each contact of a final chunk goes: by target step, the contacts and routes going on
+/// (not settled here, or found and to be verified); the routes of those that end here having
+/// skipped later steps.
+fn sort(
+    wf: &Waterfall,
+    position: usize,
+    step: &Step,
+    contacts: &[Contact],
+    rows: &HashMap<ContactIndex, crate::jobs::ContactResult>,
+) -> (BTreeMap<usize, Vec<Going>>, Vec<Route>) {
     let mut going: BTreeMap<usize, Vec<Going>> = BTreeMap::new();
     let mut ending: Vec<Route> = Vec::new();
     let finds = wf.steps.len();
-    for c in &contacts {
+    for c in contacts {
         let Some(r) = rows.get(&c.index) else {
             continue;
         };
@@ -192,24 +224,7 @@ where
             });
         }
     }
-    for (t, list) in going {
-        let target = wf.step(t).expect("a step of the chain");
-        send_on(
-            jobs,
-            submit,
-            waterfall,
-            step,
-            target,
-            t == finds,
-            chunk,
-            list,
-        )
-        .await?;
-    }
-    if !ending.is_empty() {
-        jobs.put_routes(waterfall, &ending).await?;
-    }
-    jobs.mark_passed(&step.job_id, chunk.index).await
+    (going, ending)
 }
 
 fn route(

@@ -81,43 +81,14 @@ pub fn view(head: &JobMeta, steps: &[(JobMeta, Vec<Chunk>)]) -> Value {
         .iter()
         .enumerate()
         .map(|(position, (m, chunks))| {
-            let c = crate::budget::credits_json(m, chunks);
-            let (reserved, spent) = (
-                c["reserved"].as_f64().unwrap_or(0.0),
-                c["spent"].as_f64().unwrap_or(0.0),
-            );
+            let (row, reserved, spent) = step_row(wf, position, m, chunks);
             let e = by_provider
                 .entry(m.provider.as_str().to_string())
                 .or_default();
             e.0 += reserved;
             e.1 += spent;
             used += chunks.iter().filter_map(|c| c.credits).sum::<f64>();
-            let verify = Some(position) == wf.verify_position();
-            let settled_here = m.found
-                + m.not_found.saturating_sub(m.passed_on.not_found)
-                + m.failed.saturating_sub(m.passed_on.failed);
-            json!({
-                "position": position,
-                "kind": if verify { "verify" } else { "find" },
-                "job_id": m.job_id,
-                "provider": m.provider.as_str(),
-                "operation": m.operation.as_str(),
-                "status": m.shown_status(),
-                "contacts": m.contacts,
-                "done": m.done,
-                "found": m.found,
-                "not_found": m.not_found,
-                "failed": m.failed,
-                "passed_on": m.passed_on.not_found + m.passed_on.failed,
-                "settled": if verify { Value::Null } else { json!(settled_here) },
-                "found_rate": rate(m.found, m.contacts),
-                "credits": {"reserved": reserved, "spent": spent},
-                "error": m.error,
-                "chunks": chunks.iter().map(|c| json!({
-                    "index": c.index, "provider_id": c.provider_id, "status": c.status,
-                    "contacts": c.count, "credits": c.credits,
-                })).collect::<Vec<_>>(),
-            })
+            row
         })
         .collect();
     let (reserved, spent) = by_provider
@@ -138,6 +109,47 @@ pub fn view(head: &JobMeta, steps: &[(JobMeta, Vec<Chunk>)]) -> Value {
     });
     body["chunks"] = json!([]);
     body
+}
+
+/// One step as `GET /jobs/{id}` shows it, with what its chunks reserved and spent.
+fn step_row(
+    wf: &super::Waterfall,
+    position: usize,
+    m: &JobMeta,
+    chunks: &[Chunk],
+) -> (Value, f64, f64) {
+    let c = crate::budget::credits_json(m, chunks);
+    let (reserved, spent) = (
+        c["reserved"].as_f64().unwrap_or(0.0),
+        c["spent"].as_f64().unwrap_or(0.0),
+    );
+    let verify = Some(position) == wf.verify_position();
+    let settled_here = m.found
+        + m.not_found.saturating_sub(m.passed_on.not_found)
+        + m.failed.saturating_sub(m.passed_on.failed);
+    let row = json!({
+        "position": position,
+        "kind": if verify { "verify" } else { "find" },
+        "job_id": m.job_id,
+        "provider": m.provider.as_str(),
+        "operation": m.operation.as_str(),
+        "status": m.shown_status(),
+        "contacts": m.contacts,
+        "done": m.done,
+        "found": m.found,
+        "not_found": m.not_found,
+        "failed": m.failed,
+        "passed_on": m.passed_on.not_found + m.passed_on.failed,
+        "settled": if verify { Value::Null } else { json!(settled_here) },
+        "found_rate": rate(m.found, m.contacts),
+        "credits": {"reserved": reserved, "spent": spent},
+        "error": m.error,
+        "chunks": chunks.iter().map(|c| json!({
+            "index": c.index, "provider_id": c.provider_id, "status": c.status,
+            "contacts": c.count, "credits": c.credits,
+        })).collect::<Vec<_>>(),
+    });
+    (row, reserved, spent)
 }
 
 fn rate(found: u64, contacts: u64) -> f64 {

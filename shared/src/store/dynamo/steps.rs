@@ -34,6 +34,29 @@ struct RouteItem {
     route: String,
 }
 
+type UpdateBuilder = aws_sdk_dynamodb::types::builders::UpdateBuilder;
+
+fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Data(e.to_string())
+}
+
+fn update(u: UpdateBuilder) -> Result<TransactWriteItem, StoreError> {
+    Ok(TransactWriteItem::builder()
+        .update(u.build().map_err(build_error)?)
+        .build())
+}
+
+/// A put of a new item (none at its key yet) into `table`.
+fn put_new(table: &str, item: Item) -> Result<TransactWriteItem, StoreError> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)");
+    Ok(TransactWriteItem::builder()
+        .put(put.build().map_err(build_error)?)
+        .build())
+}
+
 impl Waterfalls for DynamoJobStore {
     async fn pass_on(&self, p: &PassOn) -> Result<Passed, StoreError> {
         let mut waits = crate::retry::exponential(std::time::Duration::from_millis(20), 8).build();
@@ -253,109 +276,86 @@ impl DynamoJobStore {
         seq: u64,
         chunks: &[Chunk],
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Data(e.to_string());
         let pk = job_pk(&p.to);
-        let k = chunks.len() as u64;
         let mut items = vec![
-            TransactWriteItem::builder()
-                .update(
-                    Update::builder()
-                        .table_name(&self.table)
-                        .key("pk", s(&pk))
-                        .key("sk", s("META"))
-                        .update_expression(
-                            "SET contacts = :next, chunks = chunks + :k, chunk_seq = :seq_next, updated_at = :now",
-                        )
-                        .condition_expression(
-                            "attribute_exists(#open) AND attribute_not_exists(deleted_at) AND contacts = :base AND (chunk_seq = :seq OR (attribute_not_exists(chunk_seq) AND chunks = :seq))",
-                        )
-                        .expression_attribute_names("#open", "open")
-                        .expression_attribute_values(":next", n(base + p.count))
-                        .expression_attribute_values(":k", n(k))
-                        .expression_attribute_values(":seq_next", n(seq + k))
-                        .expression_attribute_values(":now", n(now_ms()))
-                        .expression_attribute_values(":base", n(base))
-                        .expression_attribute_values(":seq", n(seq))
-                        .build()
-                        .map_err(build)?,
-                )
-                .build(),
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(self.expiring(Item::from([
-                            ("pk".to_string(), s(&pk)),
-                            ("sk".to_string(), s(fwd_sk(&p.from, p.chunk))),
-                            ("base".to_string(), n(base)),
-                            ("first".to_string(), n(seq)),
-                            ("count".to_string(), n(p.count)),
-                            ("size".to_string(), n(p.chunk_size)),
-                        ]))))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .build()
-                        .map_err(build)?,
-                )
-                .build(),
+            update(self.take_indices(p, &pk, base, seq, chunks.len() as u64))?,
+            put_new(&self.table, self.pass_record(p, &pk, base, seq))?,
         ];
         let start_due = now_ms() + self.start_overdue_ms;
         let mut groups = std::collections::BTreeSet::new();
         for c in chunks {
             let mut item = self.expiring(chunk_item(&pk, c));
             item.insert("poll_at".into(), n(start_due));
-            items.push(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.table)
-                            .set_item(Some(item))
-                            .condition_expression("attribute_not_exists(pk)")
-                            .build()
-                            .map_err(build)?,
-                    )
-                    .build(),
-            );
+            items.push(put_new(&self.table, item)?);
             groups.insert(final_sk(c.index));
         }
         for sk in groups {
-            // A group item may hold final chunks already: its `f` set stays.
-            items.push(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .key("pk", s(&pk))
-                            .key("sk", s(sk))
-                            .update_expression(
-                                "SET poll_shard = if_not_exists(poll_shard, :shard), poll_at = if_not_exists(poll_at, :due), expires_at = if_not_exists(expires_at, :exp)",
-                            )
-                            .expression_attribute_values(":shard", s(poll_shard(&p.to)))
-                            .expression_attribute_values(":due", n(start_due))
-                            .expression_attribute_values(":exp", n(self.expires_at()))
-                            .build()
-                            .map_err(build)?,
-                    )
-                    .build(),
-            );
+            items.push(update(self.group_of(p, &pk, sk, start_due))?);
         }
         if p.not_found + p.failed > 0 {
-            items.push(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .key("pk", s(job_pk(&p.from)))
-                            .key("sk", s("META"))
-                            .update_expression("ADD fwd_not_found :nf, fwd_failed :f")
-                            .condition_expression("attribute_exists(pk)")
-                            .expression_attribute_values(":nf", n(p.not_found))
-                            .expression_attribute_values(":f", n(p.failed))
-                            .build()
-                            .map_err(build)?,
-                    )
-                    .build(),
-            );
+            items.push(update(self.passed_on_counts(p))?);
         }
         Ok(items)
+    }
+
+    /// The target head takes contact indices `base ..` and chunk indices `seq ..`, only while
+    /// open and still at them.
+    fn take_indices(&self, p: &PassOn, pk: &str, base: u64, seq: u64, k: u64) -> UpdateBuilder {
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s("META"))
+            .update_expression(
+                "SET contacts = :next, chunks = chunks + :k, chunk_seq = :seq_next, updated_at = :now",
+            )
+            .condition_expression(
+                "attribute_exists(#open) AND attribute_not_exists(deleted_at) AND contacts = :base AND (chunk_seq = :seq OR (attribute_not_exists(chunk_seq) AND chunks = :seq))",
+            )
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":next", n(base + p.count))
+            .expression_attribute_values(":k", n(k))
+            .expression_attribute_values(":seq_next", n(seq + k))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":base", n(base))
+            .expression_attribute_values(":seq", n(seq))
+    }
+
+    /// The record of the pass-on, in the target (what a call again returns).
+    fn pass_record(&self, p: &PassOn, pk: &str, base: u64, seq: u64) -> Item {
+        self.expiring(Item::from([
+            ("pk".to_string(), s(pk)),
+            ("sk".to_string(), s(fwd_sk(&p.from, p.chunk))),
+            ("base".to_string(), n(base)),
+            ("first".to_string(), n(seq)),
+            ("count".to_string(), n(p.count)),
+            ("size".to_string(), n(p.chunk_size)),
+        ]))
+    }
+
+    /// A new chunk's group of final chunks, made if missing (one that holds final chunks
+    /// already keeps its `f` set).
+    fn group_of(&self, p: &PassOn, pk: &str, sk: String, due: u64) -> UpdateBuilder {
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression(
+                "SET poll_shard = if_not_exists(poll_shard, :shard), poll_at = if_not_exists(poll_at, :due), expires_at = if_not_exists(expires_at, :exp)",
+            )
+            .expression_attribute_values(":shard", s(poll_shard(&p.to)))
+            .expression_attribute_values(":due", n(due))
+            .expression_attribute_values(":exp", n(self.expires_at()))
+    }
+
+    /// The source head's count of what it passed on.
+    fn passed_on_counts(&self, p: &PassOn) -> UpdateBuilder {
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(&p.from)))
+            .key("sk", s("META"))
+            .update_expression("ADD fwd_not_found :nf, fwd_failed :f")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":nf", n(p.not_found))
+            .expression_attribute_values(":f", n(p.failed))
     }
 }
