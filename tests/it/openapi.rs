@@ -135,7 +135,37 @@ async fn the_openapi_document_is_served_without_auth_and_matches_the_routes_and_
     assert_eq!(keys(&accepted), props(&doc, "Accepted"));
     let id = JobId::new(accepted["job_id"].as_str().unwrap());
     let (_, job) = call("GET", format!("/jobs/{id}"), vec![]).await;
-    assert_eq!(keys(&job), props(&doc, "Job"));
+    // A one-step job: every documented field but a waterfall's own.
+    let waterfall_only: BTreeSet<String> = ["steps", "found_rate"].map(String::from).into();
+    let one_step: BTreeSet<String> = props(&doc, "Job")
+        .difference(&waterfall_only)
+        .cloned()
+        .collect();
+    assert_eq!(keys(&job), one_step);
+    // A waterfall: every documented field, its steps as documented.
+    let waterfall = json!({"steps": [{"provider": "enrow", "operation": "email_find"},
+            {"provider": "fullenrich", "operation": "enrich"}],
+        "contacts": [{"first_name": "Ada", "last_name": "Lovelace", "domain": "example.com"}]});
+    let (status, w) = call("POST", "/jobs".into(), waterfall.to_string().into_bytes()).await;
+    assert_eq!(status, 202, "{w}");
+    let (_, w) = call(
+        "GET",
+        format!("/jobs/{}", w["job_id"].as_str().unwrap()),
+        vec![],
+    )
+    .await;
+    assert_eq!(keys(&w), props(&doc, "Job"));
+    let step_schema = &doc["components"]["schemas"]["Job"]["allOf"][1]["properties"]["steps"]["items"]
+        ["properties"];
+    assert_eq!(
+        keys(&w["steps"][0]),
+        step_schema
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    );
     let chunk_schema =
         &doc["components"]["schemas"]["Job"]["allOf"][1]["properties"]["chunks"]["items"];
     assert_eq!(

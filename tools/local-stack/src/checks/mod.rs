@@ -60,6 +60,15 @@ pub const CALLS: &[(&str, &str, &str)] = &[
         "WebhookDeadLetterQueue",
     ),
     ("BulkFetchFunction", "sqs:SendMessage", "WebhookQueue"),
+    // A waterfall step's new chunks, asked to start.
+    ("BulkFetchFunction", "sqs:SendMessage", "SubmitQueue"),
+    // A waterfall step's chunk rows, read by index to pass its contacts on.
+    ("BulkFetchFunction", "dynamodb:BatchGetItem", "JobsTable"),
+    (
+        "JobSubmitWorkerFunction",
+        "dynamodb:BatchGetItem",
+        "JobsTable",
+    ),
     ("BulkFetchFunction", "s3:GetObject", "PayloadBucket"),
     // The body of a delivery dropped for a deleted job.
     ("BulkFetchFunction", "s3:DeleteObject", "PayloadBucket"),
