@@ -420,6 +420,12 @@ where
     /// Whether a chunk still pending can no longer start in time: the job's deadline (its own
     /// `options.deadline_hours`, else the configured one) counted from its creation passed.
     fn start_deadline_passed(&self, meta: &JobMeta) -> bool {
-        meta.created_at_ms + meta.deadline(self.deadline).as_millis() as u64 <= now_ms()
+        // A later waterfall step's chunks come when the step before passes contacts on: its
+        // wait counts from the last of them (a pass-on sets `updated_at`), not from its creation.
+        let since = match &meta.step_of {
+            Some(of) if of.position > 0 => meta.updated_at_ms.max(meta.created_at_ms),
+            _ => meta.created_at_ms,
+        };
+        since + meta.deadline(self.deadline).as_millis() as u64 <= now_ms()
     }
 }
