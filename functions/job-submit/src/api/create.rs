@@ -83,12 +83,24 @@ impl<J: ApiStore, Q: Queue> Api<J, Q> {
         let a = self
             .first_step_credits(new.provider, new.operation, &new.options, n)
             .await;
-        let answer = json!({
+        let mut answer = json!({
             "dry_run": true,
             "contacts": n,
             "estimate": a.estimate.json(),
             "balance": a.balance_json(),
         });
+        if let Some(plan) = &new.waterfall {
+            // Every step's worst case, as if every contact reached it.
+            let steps: Vec<Value> = plan
+                .chain()
+                .iter()
+                .map(|s| {
+                    let credits = relay_shared::credits::estimate(s.operation, &s.options, n);
+                    json!({"provider": s.provider.as_str(), "credits": credits})
+                })
+                .collect();
+            answer["steps"] = Value::Array(steps);
+        }
         Ok(json_response(200, answer.to_string()))
     }
 

@@ -354,10 +354,15 @@ pub(crate) struct ProviderFigure {
 pub(crate) struct DryRun {
     dry_run: bool,
     contacts: u64,
+    /// The first step's worst case (the one checked against the balance).
     estimate: ProviderFigure,
     /// Null when this deployment cannot read the account's balance.
     #[schema(required = true)]
     balance: Option<ProviderFigure>,
+    /// A waterfall's worst case per step, as if every contact reached every step (absent on a
+    /// one-step job).
+    #[schema(required = false)]
+    steps: Vec<ProviderFigure>,
 }
 
 /// A job whose worst case exceeds its provider account's balance: the error (code
