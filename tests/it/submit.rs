@@ -967,9 +967,10 @@ async fn an_unconfirmed_chunk_expired_by_a_call_whose_answer_was_lost_is_still_e
 #[tokio::test]
 async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
     let s = Submit::new().await;
-    // An API whose chunks are overdue for their start after 3 s (20 min on AWS).
+    // An API whose chunks are overdue for their start after 8 s (20 min on AWS; 3 s was less
+    // than a loaded machine takes to create the job and drain its messages).
     let api = Api {
-        jobs: s.jobs.clone().with_start_overdue(Duration::from_secs(3)),
+        jobs: s.jobs.clone().with_start_overdue(Duration::from_secs(8)),
         submit_queue: SqsQueue::new(s.stack.sqs(), s.stack.res.queue_url("SubmitQueue")),
         token: BearerToken::new(TOKEN),
         callback_policy: Default::default(),
@@ -1006,7 +1007,7 @@ async fn a_chunk_whose_start_message_was_lost_is_started_by_the_sweeper_once() {
         0,
         "not overdue yet"
     );
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tokio::time::sleep(Duration::from_millis(8100)).await;
     let sweep = sweeper.sweep().await.unwrap();
     assert_eq!(sweep.enqueued, 2, "{sweep:?}");
     s.submit_all().await;
