@@ -16,6 +16,20 @@ pub(crate) struct Run {
     pub(crate) stderr: String,
 }
 
+impl Run {
+    /// The job the command made, as its progress lines name it (`job_…: …` on stderr).
+    pub(crate) fn job(&self) -> String {
+        let job = self
+            .stderr
+            .lines()
+            .find_map(|l| l.split(':').next().filter(|j| j.starts_with("job_")))
+            .unwrap_or_default()
+            .to_string();
+        assert!(job.starts_with("job_"), "{}", self.stderr);
+        job
+    }
+}
+
 pub(crate) async fn relay(stack: &DevStack, token: &str, args: &[&str]) -> Run {
     relay_at(&stack.api_url, token, args).await
 }
@@ -181,13 +195,7 @@ async fn relay_submit_takes_a_csv_and_waits_for_a_results_csv_on_the_same_rows()
     }
 
     // The job by id: status, and the results as NDJSON.
-    let job = r
-        .stderr
-        .lines()
-        .find_map(|l| l.split(':').next().filter(|j| j.starts_with("job_")))
-        .unwrap_or_default()
-        .to_string();
-    assert!(job.starts_with("job_"), "{}", r.stderr);
+    let job = r.job();
     let s = relay(&stack, &token, &["status", &job]).await;
     assert_eq!(s.code, Some(0));
     assert!(

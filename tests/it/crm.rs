@@ -205,12 +205,7 @@ async fn a_crm_export_goes_in_as_it_is_and_a_spreadsheet_ready_file_comes_out() 
     )
     .await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let job = r
-        .stderr
-        .lines()
-        .find_map(|l| l.split(':').next().filter(|j| j.starts_with("job_")))
-        .unwrap()
-        .to_string();
+    let job = r.job();
     let rids: usize = sandbox
         .starts()
         .iter()
@@ -383,12 +378,7 @@ async fn a_crm_export_goes_through_a_waterfall_from_one_relay_submit() {
         *by.entry(provider).or_insert(0) += 1;
     }
     assert!(by.len() == 2, "both steps settled some: {by:?}");
-    let job = r
-        .stderr
-        .lines()
-        .find_map(|l| l.split(':').next().filter(|j| j.starts_with("job_")))
-        .unwrap()
-        .to_string();
+    let job = r.job();
     let state = crate::e2e::Client::of(&stack)
         .get(&format!("/jobs/{job}"))
         .await;

@@ -62,7 +62,8 @@ impl Client {
         JobId::new(v["job_id"].as_str().unwrap())
     }
 
-    pub(crate) async fn get(&self, path: &str) -> Value {
+    /// A GET of `path` that must succeed.
+    async fn get_ok(&self, path: &str) -> reqwest::Response {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
@@ -71,19 +72,15 @@ impl Client {
             .await
             .unwrap();
         assert!(resp.status().is_success(), "{path}: {}", resp.status());
-        resp.json().await.unwrap()
+        resp
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Value {
+        self.get_ok(path).await.json().await.unwrap()
     }
 
     pub(crate) async fn get_text(&self, path: &str) -> String {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-        resp.text().await.unwrap()
+        self.get_ok(path).await.text().await.unwrap()
     }
 
     pub(crate) async fn wait_done(&self, job: &str, within: Duration) -> Value {

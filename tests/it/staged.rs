@@ -227,12 +227,7 @@ async fn submit_big(
         n += 1;
     }
     assert_eq!(n, rows, "every row back");
-    let job = r
-        .stderr
-        .lines()
-        .find_map(|l| l.split(':').next().filter(|j| j.starts_with("job_")))
-        .unwrap()
-        .to_string();
+    let job = r.job();
     (took, r.stderr, job)
 }
 

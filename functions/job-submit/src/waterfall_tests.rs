@@ -6,6 +6,7 @@ use relay_shared::ChunkIndex;
 use relay_shared::jobs::{ContactResult, JobStatus, Outcome, reasons};
 use relay_shared::queue::MemoryQueue;
 use relay_shared::store::contract::{chunk_ref, completed};
+use relay_shared::store::memory::MemoryJobs;
 use relay_shared::store::{JobWriter, Jobs, Results};
 use relay_shared::validate::CallbackPolicy;
 use relay_shared::waterfall::advance;
@@ -26,6 +27,11 @@ fn waterfall(contacts: Vec<Value>) -> Value {
     })
 }
 
+/// `POST /jobs` with `body`.
+async fn post(a: &crate::Api<MemoryJobs, MemoryQueue>, body: &Value) -> (u16, Value) {
+    call(a, "POST", "/jobs", &[], body).await
+}
+
 fn person(i: usize) -> Value {
     json!({"first_name": "Ada", "last_name": format!("L{i}"), "domain": "example.com",
         "custom": {"crm_id": format!("c{i}")}})
@@ -37,14 +43,7 @@ async fn a_waterfall_refusal_names_the_step_and_the_field() {
     // The first step's need: every contact must meet it.
     let mut no_company = person(1);
     no_company.as_object_mut().unwrap().remove("domain");
-    let (status, e) = call(
-        &a,
-        "POST",
-        "/jobs",
-        &[],
-        &waterfall(vec![person(0), no_company]),
-    )
-    .await;
+    let (status, e) = post(&a, &waterfall(vec![person(0), no_company])).await;
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["error"]["field"], "contacts[1].company_domain");
     let message = e["error"]["message"].as_str().unwrap();
@@ -55,7 +54,7 @@ async fn a_waterfall_refusal_names_the_step_and_the_field() {
     // A later step's format: a field it would send, malformed.
     let mut bad_linkedin = person(1);
     bad_linkedin["linkedin_url"] = json!("https://example.com/not-a-profile");
-    let (status, e) = call(&a, "POST", "/jobs", &[], &waterfall(vec![bad_linkedin])).await;
+    let (status, e) = post(&a, &waterfall(vec![bad_linkedin])).await;
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["error"]["field"], "contacts[0].linkedin_url");
     assert!(
@@ -95,7 +94,7 @@ async fn a_waterfall_refusal_names_the_step_and_the_field() {
         for (k, v) in change.as_object().unwrap() {
             body[k] = v.clone();
         }
-        let (status, e) = call(&a, "POST", "/jobs", &[], &body).await;
+        let (status, e) = post(&a, &body).await;
         assert_eq!(
             (status, e["error"]["field"].as_str()),
             (400, Some(field)),
@@ -111,23 +110,9 @@ async fn a_waterfall_is_its_steps_jobs_under_one_head_and_is_erased_whole() {
     let a = api(CallbackPolicy::default());
     let mut no_name = person(1);
     no_name.as_object_mut().unwrap().remove("last_name");
-    let (status, e) = call(
-        &a,
-        "POST",
-        "/jobs",
-        &[],
-        &waterfall(vec![person(0), no_name]),
-    )
-    .await;
+    let (status, e) = post(&a, &waterfall(vec![person(0), no_name])).await;
     assert_eq!(status, 400, "half a name is refused by the first step: {e}");
-    let (status, v) = call(
-        &a,
-        "POST",
-        "/jobs",
-        &[],
-        &waterfall(vec![person(0), person(1), person(2)]),
-    )
-    .await;
+    let (status, v) = post(&a, &waterfall(vec![person(0), person(1), person(2)])).await;
     assert_eq!(status, 202, "{v}");
     let id = JobId::new(v["job_id"].as_str().unwrap());
     assert_eq!(
@@ -227,14 +212,7 @@ fn row(index: u64, outcome: Outcome, reason: Option<&str>) -> ContactResult {
 #[tokio::test]
 async fn a_waterfall_retry_takes_its_retryable_failures_with_the_same_steps() {
     let a = api(CallbackPolicy::default());
-    let (_, v) = call(
-        &a,
-        "POST",
-        "/jobs",
-        &[],
-        &waterfall(vec![person(0), person(1), person(2)]),
-    )
-    .await;
+    let (_, v) = post(&a, &waterfall(vec![person(0), person(1), person(2)])).await;
     let id = JobId::new(v["job_id"].as_str().unwrap());
     let q = MemoryQueue::default();
     // Step 1: 0 found, 1 not found (on to FullEnrich), 2 a start that may have been billed.

@@ -173,7 +173,7 @@ fn validate_head(
     };
     let (provider, operation) = match &waterfall {
         Some(w) => (w.steps[0].provider, w.steps[0].operation),
-        None => provider_and_operation(obj)?,
+        None => provider_and_operation(obj, "")?,
     };
     let name = match obj.get("name") {
         None | Some(Value::Null) if waterfall.is_some() => "enrich-relay waterfall".to_string(),
@@ -222,16 +222,27 @@ fn validate_head(
     ))
 }
 
-/// A one-step job's `provider` and `operation`.
-fn provider_and_operation(obj: &Map<String, Value>) -> Result<(Provider, Operation), Invalid> {
+/// A one-step job's (or a waterfall step's) `provider` and `operation`; errors name them under
+/// `at` (`""`: the body's own).
+pub(crate) fn provider_and_operation(
+    obj: &Map<String, Value>,
+    at: &str,
+) -> Result<(Provider, Operation), Invalid> {
+    let field = |f: &str| {
+        if at.is_empty() {
+            f.to_string()
+        } else {
+            format!("{at}.{f}")
+        }
+    };
     let provider = match obj.get("provider") {
         Some(Value::String(p)) => p
             .parse::<Provider>()
             .ok()
-            .ok_or_else(|| invalid("provider", "must be \"enrow\" or \"fullenrich\""))?,
+            .ok_or_else(|| invalid(field("provider"), "must be \"enrow\" or \"fullenrich\""))?,
         _ => {
             return Err(invalid(
-                "provider",
+                field("provider"),
                 "is required: \"enrow\" or \"fullenrich\"",
             ));
         }
@@ -245,7 +256,7 @@ fn provider_and_operation(obj: &Map<String, Value>) -> Result<(Provider, Operati
     }
     .ok_or_else(|| {
         invalid(
-            "operation",
+            field("operation"),
             match provider {
                 Provider::Enrow => "must be one of email_find, email_verify, phone_find for enrow",
                 Provider::Fullenrich => "must be one of enrich, reverse_email for fullenrich",

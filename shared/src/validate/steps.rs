@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::contact::{validate_contact, validate_for_later_step};
-use super::{Invalid, invalid, validate_options};
+use super::{Invalid, invalid, provider_and_operation, validate_options};
 use crate::Provider;
 use crate::jobs::{Contact, Operation};
 use crate::waterfall::VerifyWhen;
@@ -49,32 +49,7 @@ fn step_of(v: &Value, at: &str) -> Result<StepPlan, Invalid> {
     let obj = v
         .as_object()
         .ok_or_else(|| invalid(at, "must be an object with provider, operation and options"))?;
-    let provider = obj
-        .get("provider")
-        .and_then(Value::as_str)
-        .and_then(|p| p.parse::<Provider>().ok())
-        .ok_or_else(|| {
-            invalid(
-                format!("{at}.provider"),
-                "is required: \"enrow\" or \"fullenrich\"",
-            )
-        })?;
-    let operation = obj
-        .get("operation")
-        .and_then(Value::as_str)
-        .and_then(|o| o.parse::<Operation>().ok())
-        .filter(|op| op.provider() == provider)
-        .ok_or_else(|| {
-            invalid(
-                format!("{at}.operation"),
-                match provider {
-                    Provider::Enrow => {
-                        "must be one of email_find, email_verify, phone_find for enrow"
-                    }
-                    Provider::Fullenrich => "must be one of enrich, reverse_email for fullenrich",
-                },
-            )
-        })?;
+    let (provider, operation) = provider_and_operation(obj, at)?;
     let options = validate_options(operation, obj.get("options")).map_err(|e| Invalid {
         field: format!("{at}.{}", e.field),
         message: e.message,

@@ -55,11 +55,12 @@ where
                 pass_chunk(jobs, submit, &head.job_id, wf, position, c).await?;
             }
         }
-        jobs.settle_job(&this.job_id).await?;
-        let ended = jobs
-            .get_job(&this.job_id)
-            .await?
-            .is_some_and(|m| m.status.is_terminal());
+        // Ended now, or before (a redelivery repairing what a worker that died left undone).
+        let ended = jobs.settle_job(&this.job_id).await?.is_some()
+            || jobs
+                .get_job(&this.job_id)
+                .await?
+                .is_some_and(|m| m.status.is_terminal());
         if !ended {
             return Ok(None);
         }

@@ -52,7 +52,7 @@ pub async fn results<J: JobWriter + Waterfalls>(
 
 /// `GET /jobs/{id}` of a waterfall: its head's fields, its figures (summed from its steps'
 /// while it runs, each contact counted at the step that settled it), its found rate, its
-/// credits over every step, and each step's own figures and chunks. `steps`: each step's head
+/// credits over every step, and each step's own figures (the API adds each step's `chunks`). `steps`: each step's head
 /// (with its figures) and chunks, in chain order.
 pub fn view(head: &JobMeta, steps: &[(JobMeta, Vec<Chunk>)]) -> Value {
     let Some(wf) = head.waterfall.as_ref() else {
@@ -144,10 +144,6 @@ fn step_row(
         "found_rate": rate(m.found, m.contacts),
         "credits": {"reserved": reserved, "spent": spent},
         "error": m.error,
-        "chunks": chunks.iter().map(|c| json!({
-            "index": c.index, "provider_id": c.provider_id, "status": c.status,
-            "contacts": c.count, "credits": c.credits,
-        })).collect::<Vec<_>>(),
     });
     (row, reserved, spent)
 }

@@ -229,6 +229,14 @@ pub(super) async fn job<J: ApiStore, Q: Queue>(
             }
         }
         let mut body = relay_shared::waterfall::read::view(&meta, &steps);
+        for (row, (_, chunks)) in body["steps"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .zip(&steps)
+        {
+            row["chunks"] = json!(chunks.iter().map(ChunkRow::from).collect::<Vec<_>>());
+        }
         body["callback"] = relay_shared::callback::callback_json(&meta);
         return Ok(json_response(200, body.to_string()));
     }

@@ -238,6 +238,49 @@ impl DynamoJobStore {
             .transpose()
     }
 
+    /// The items of `keys` that exist, read consistently with BatchGetItem (at most 100 keys;
+    /// unprocessed keys again, five times at most).
+    pub(super) async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::new();
+        let mut wanted = keys;
+        for _ in 0..5 {
+            if wanted.is_empty() {
+                break;
+            }
+            let got = self
+                .client
+                .batch_get_item()
+                .request_items(
+                    &self.table,
+                    aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                        .set_keys(Some(std::mem::take(&mut wanted)))
+                        .consistent_read(true)
+                        .build()
+                        .map_err(|e| StoreError::Data(e.to_string()))?,
+                )
+                .send()
+                .await
+                .map_err(unavailable)?;
+            found.extend(
+                got.responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default(),
+            );
+            wanted = got
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+        }
+        if !wanted.is_empty() {
+            return Err(StoreError::unavailable(
+                "a batch read left keys unprocessed",
+            ));
+        }
+        Ok(found)
+    }
+
     /// One item of a job, read consistently.
     pub(super) async fn item(&self, job_id: &JobId, sk: &str) -> Result<Option<Item>, StoreError> {
         let out = self

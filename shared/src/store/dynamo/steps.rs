@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 
 use super::DynamoJobStore;
-use super::attrs::{Item, get_n, n, put_request, s, unavailable, unless_condition_failed};
+use super::attrs::{Item, get_n, n, put_request, s, unless_condition_failed};
 use super::items::{chunk_item, contact_item, parse_result};
 use super::keys::{chunk_sk, final_sk, job_pk, poll_shard, result_sk};
 use crate::ids::{ChunkIndex, ContactIndex, JobId};
@@ -211,49 +211,6 @@ impl Waterfalls for DynamoJobStore {
 }
 
 impl DynamoJobStore {
-    /// The items of `keys` that exist, read consistently with BatchGetItem (at most 100 keys;
-    /// unprocessed keys again, five times at most).
-    pub(super) async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
-        let mut found = Vec::new();
-        let mut wanted = keys;
-        for _ in 0..5 {
-            if wanted.is_empty() {
-                break;
-            }
-            let got = self
-                .client
-                .batch_get_item()
-                .request_items(
-                    &self.table,
-                    aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                        .set_keys(Some(std::mem::take(&mut wanted)))
-                        .consistent_read(true)
-                        .build()
-                        .map_err(|e| StoreError::Data(e.to_string()))?,
-                )
-                .send()
-                .await
-                .map_err(unavailable)?;
-            found.extend(
-                got.responses
-                    .unwrap_or_default()
-                    .remove(&self.table)
-                    .unwrap_or_default(),
-            );
-            wanted = got
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.table))
-                .map(|k| k.keys)
-                .unwrap_or_default();
-        }
-        if !wanted.is_empty() {
-            return Err(StoreError::unavailable(
-                "a batch read left keys unprocessed",
-            ));
-        }
-        Ok(found)
-    }
-
     /// The record of a pass-on made before, if any.
     async fn passed(&self, p: &PassOn) -> Result<Option<Passed>, StoreError> {
         let Some(item) = self.item(&p.to, &fwd_sk(&p.from, p.chunk)).await? else {

@@ -168,54 +168,26 @@ impl JobWriter for DynamoJobStore {
     }
 }
 
-/// The heads of `keys` (their `pk`s), read consistently in one BatchGetItem (unprocessed keys
-/// again, five times at most); deleted and expired heads left out.
+/// The heads of `keys` (their `pk`s), read consistently in one BatchGetItem
+/// ([`DynamoJobStore::batch_get`]); deleted and expired heads left out.
 async fn heads_of(
     store: &DynamoJobStore,
     keys: &[String],
 ) -> Result<HashMap<String, JobMeta>, StoreError> {
     let mut heads: HashMap<String, JobMeta> = HashMap::new();
-    if !keys.is_empty() {
-        let mut wanted: Vec<Item> = keys
-            .iter()
-            .map(|pk| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s("META"))]))
-            .collect();
-        for _ in 0..5 {
-            let got = store
-                .client
-                .batch_get_item()
-                .request_items(
-                    &store.table,
-                    aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                        .set_keys(Some(std::mem::take(&mut wanted)))
-                        .consistent_read(true)
-                        .build()
-                        .map_err(|e| StoreError::Data(e.to_string()))?,
-                )
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in got
-                .responses
-                .unwrap_or_default()
-                .remove(&store.table)
-                .unwrap_or_default()
-            {
-                if expired(&item) || item.contains_key("deleted_at") {
-                    continue;
-                }
-                let meta = parse_meta(&item)?;
-                heads.insert(job_pk(&meta.job_id), meta);
-            }
-            wanted = got
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&store.table))
-                .map(|k| k.keys)
-                .unwrap_or_default();
-            if wanted.is_empty() {
-                break;
-            }
+    if keys.is_empty() {
+        return Ok(heads);
+    }
+    let wanted: Vec<Item> = keys
+        .iter()
+        .map(|pk| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s("META"))]))
+        .collect();
+    for item in store.batch_get(wanted).await? {
+        if expired(&item) || item.contains_key("deleted_at") {
+            continue;
         }
+        let meta = parse_meta(&item)?;
+        heads.insert(job_pk(&meta.job_id), meta);
     }
     Ok(heads)
 }
